@@ -1,0 +1,244 @@
+"""Object metadata, the resource base class and the kind registry.
+
+How: every resource is a pydantic model ``{apiVersion, kind, metadata, spec,
+status}``. Models forbid unknown fields, use camelCase on the wire and
+snake_case in Python, and report errors by field path
+(``spec.origins[0].url: ...``) through :func:`parse`.
+
+Adding a kind is cheap: define ``FooSpec``, ``FooStatus`` and
+``class Foo(Resource)`` with ``kind: Literal["Foo"]``, then call
+:func:`register` with its plural, short names and table columns. The API
+server, the OpenAPI document and the CLI pick it up from the registry.
+
+Server-owned metadata (uid, resourceVersion, generation,
+creationTimestamp) is accepted on input but replaced by the server; see
+:mod:`edgefleet.api.lifecycle`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from edgefleet.api.errors import FieldError, UnknownKind, ValidationFailed, format_path
+
+API_GROUP = "edgefleet.io"
+API_VERSION = "edgefleet.io/v1"
+
+MAX_NAME_LENGTH = 253
+MAX_LABEL_VALUE_LENGTH = 63
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+
+def check_dns1123_subdomain(value: str) -> str:
+    """A lowercase DNS name: ``a-z0-9``, ``-`` and ``.``, at most 253 characters."""
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters (got {len(value)})")
+    if not _DNS1123_SUBDOMAIN.match(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 name: use lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def check_label_key(key: str) -> str:
+    """``[prefix/]name``: prefix a DNS subdomain, name at most 63 characters."""
+    prefix, slash, name = key.rpartition("/")
+    if slash:
+        check_dns1123_subdomain(prefix)
+    if not name or len(name) > MAX_LABEL_VALUE_LENGTH or not _LABEL_NAME.match(name):
+        raise ValueError(
+            f"label key {key!r}: the name part must be 1-63 characters of letters, digits, "
+            "'-', '_' and '.', starting and ending with a letter or digit"
+        )
+    return key
+
+
+def check_label_value(value: str) -> str:
+    """Empty, or at most 63 characters of letters, digits, ``-_.``."""
+    if value and (len(value) > MAX_LABEL_VALUE_LENGTH or not _LABEL_NAME.match(value)):
+        raise ValueError(
+            f"label value {value!r} must be at most 63 characters of letters, digits, "
+            "'-', '_' and '.', starting and ending with a letter or digit"
+        )
+    return value
+
+
+class Model(BaseModel):
+    """Base of every wire model: camelCase aliases, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        validate_assignment=False,
+    )
+
+
+class ObjectMeta(Model):
+    name: str = Field(description="DNS-1123 name, unique per kind")
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    uid: str | None = Field(default=None, description="set by the server")
+    resource_version: str | None = Field(
+        default=None, description="store revision of the last change; set by the server"
+    )
+    generation: int | None = Field(
+        default=None, description="bumped by the server on every spec change"
+    )
+    creation_timestamp: str | None = Field(default=None, description="RFC 3339, set by the server")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_dns1123_subdomain(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, label_value in value.items():
+            check_label_key(key)
+            check_label_value(label_value)
+        return value
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        size = sum(len(k) + len(v) for k, v in value.items())
+        if size > MAX_ANNOTATIONS_BYTES:
+            raise ValueError(f"annotations total {size} bytes; the limit is {MAX_ANNOTATIONS_BYTES}")
+        for key in value:
+            check_label_key(key)
+        return value
+
+
+class Resource(Model):
+    """Base of every kind. Subclasses narrow ``kind``, ``spec`` and ``status``."""
+
+    api_version: str = Field(default=API_VERSION, description="always edgefleet.io/v1")
+    kind: str
+    metadata: ObjectMeta
+    spec: Any
+    status: Any = None
+
+    KIND: ClassVar[str] = ""
+
+    @field_validator("api_version")
+    @classmethod
+    def _api_version(cls, value: str) -> str:
+        if value != API_VERSION:
+            raise ValueError(f"must be {API_VERSION!r} (got {value!r})")
+        return value
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form (camelCase, ``None`` fields left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+Getter = Callable[[Resource], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A table column for ``edgefleet get``; ``wide`` columns show with ``-o wide``."""
+
+    header: str
+    value: Getter
+    wide: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KindInfo:
+    kind: str
+    plural: str
+    model: type[Resource]
+    short_names: tuple[str, ...] = ()
+    columns: tuple[Column, ...] = ()
+    description: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+
+_KINDS: dict[str, KindInfo] = {}
+
+
+def register(info: KindInfo) -> KindInfo:
+    """Add a kind to the registry (done at import time by each kind module)."""
+    _KINDS[info.kind] = info
+    return info
+
+
+def all_kinds() -> list[KindInfo]:
+    return list(_KINDS.values())
+
+
+def kind_info(kind: str) -> KindInfo:
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise UnknownKind(
+            f"unknown kind {kind!r}; known kinds: {', '.join(sorted(_KINDS))}"
+        ) from None
+
+
+def lookup(name: str) -> KindInfo:
+    """Find a kind by kind, singular, plural or short name, case-insensitively."""
+    wanted = name.lower()
+    for info in _KINDS.values():
+        if wanted in (info.kind.lower(), info.plural, info.singular, *info.short_names):
+            return info
+    raise UnknownKind(f"unknown resource type {name!r}; known: {', '.join(sorted(i.plural for i in _KINDS.values()))}")
+
+
+def validation_errors(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[FieldError]:
+    """Translate pydantic's errors into field-path errors."""
+    out = []
+    for item in error.errors(include_url=False):
+        loc = prefix + tuple(item["loc"])
+        message = str(item["msg"])
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        out.append(FieldError(format_path(loc), message))
+    return out
+
+
+def parse(document: object, *, expected_kind: str | None = None) -> Resource:
+    """Validate a decoded YAML/JSON document into its kind's model.
+
+    Raises UnknownKind for a missing or unknown ``kind``/``apiVersion`` and
+    ValidationFailed with field paths for everything else.
+    """
+    if not isinstance(document, dict):
+        raise ValidationFailed([FieldError("", "a resource must be a mapping (object)")])
+    kind = document.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ValidationFailed([FieldError("kind", "field required")])
+    if expected_kind is not None and kind != expected_kind:
+        raise ValidationFailed([FieldError("kind", f"must be {expected_kind!r} here (got {kind!r})")])
+    api_version = document.get("apiVersion")
+    if api_version != API_VERSION:
+        raise UnknownKind(f"apiVersion {api_version!r} is not served; use {API_VERSION!r}")
+    info = kind_info(kind)
+    try:
+        return info.model.model_validate(document)
+    except ValidationError as exc:
+        raise ValidationFailed(validation_errors(exc)) from None
