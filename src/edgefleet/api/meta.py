@@ -25,7 +25,13 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from edgefleet.api.errors import FieldError, UnknownKind, ValidationFailed, format_path
+from edgefleet.api.errors import (
+    FieldError,
+    FieldValueError,
+    UnknownKind,
+    ValidationFailed,
+    format_path,
+)
 
 API_GROUP = "edgefleet.io"
 API_VERSION = "edgefleet.io/v1"
@@ -34,7 +40,9 @@ MAX_NAME_LENGTH = 253
 MAX_LABEL_VALUE_LENGTH = 63
 MAX_ANNOTATIONS_BYTES = 256 * 1024
 
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
@@ -46,6 +54,18 @@ def check_dns1123_subdomain(value: str) -> str:
     if not _DNS1123_SUBDOMAIN.match(value):
         raise ValueError(
             f"{value!r} is not a DNS-1123 name: use lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def check_dns1123_label(value: str, max_length: int = MAX_LABEL_VALUE_LENGTH) -> str:
+    """One lowercase DNS label: ``a-z0-9`` and ``-``, at most ``max_length`` characters."""
+    if len(value) > max_length:
+        raise ValueError(f"must be at most {max_length} characters (got {len(value)})")
+    if not _DNS1123_LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 label: use lowercase letters, digits and '-', "
             "starting and ending with a letter or digit"
         )
     return value
@@ -82,13 +102,22 @@ class Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         validate_assignment=False,
+        # NaN and infinities are never meaningful in a manifest (and ``inf``
+        # would pass every ``gt=0`` bound), so YAML's ``.inf``/``.nan`` are refused.
+        allow_inf_nan=False,
     )
 
 
 class ObjectMeta(Model):
+    """Identity and bookkeeping every object carries; the server owns the last four."""
+
     name: str = Field(description="DNS-1123 name, unique per kind")
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Key/value pairs that selectors match"
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Free-form notes for tools and people, not selectable"
+    )
     uid: str | None = Field(default=None, description="set by the server")
     resource_version: str | None = Field(
         default=None, description="store revision of the last change; set by the server"
@@ -116,7 +145,9 @@ class ObjectMeta(Model):
     def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
         size = sum(len(k) + len(v) for k, v in value.items())
         if size > MAX_ANNOTATIONS_BYTES:
-            raise ValueError(f"annotations total {size} bytes; the limit is {MAX_ANNOTATIONS_BYTES}")
+            raise ValueError(
+                f"annotations total {size} bytes; the limit is {MAX_ANNOTATIONS_BYTES}"
+            )
         for key in value:
             check_label_key(key)
         return value
@@ -140,6 +171,15 @@ class Resource(Model):
             raise ValueError(f"must be {API_VERSION!r} (got {value!r})")
         return value
 
+    @field_validator("status", mode="before")
+    @classmethod
+    def _null_status(cls, value: Any) -> Any:
+        # ``status:`` with nothing after it (YAML null) means "no status yet":
+        # the kind's default, as if the key were absent.
+        if value is None:
+            return cls.model_fields["status"].get_default(call_default_factory=True)
+        return value
+
     @property
     def name(self) -> str:
         return self.metadata.name
@@ -154,7 +194,11 @@ Getter = Callable[[Resource], str]
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """A table column for ``edgefleet get``; ``wide`` columns show with ``-o wide``."""
+    """A table column for ``edgefleet get``; ``wide`` columns show with ``-o wide``.
+
+    A kind's ``columns`` come in display order between NAME and AGE, which
+    ``edgefleet get`` adds itself from the metadata.
+    """
 
     header: str
     value: Getter
@@ -163,6 +207,8 @@ class Column:
 
 @dataclass(frozen=True, slots=True)
 class KindInfo:
+    """What the API server, the CLI and the docs need to know about one kind."""
+
     kind: str
     plural: str
     model: type[Resource]
@@ -204,19 +250,30 @@ def lookup(name: str) -> KindInfo:
     for info in _KINDS.values():
         if wanted in (info.kind.lower(), info.plural, info.singular, *info.short_names):
             return info
-    raise UnknownKind(f"unknown resource type {name!r}; known: {', '.join(sorted(i.plural for i in _KINDS.values()))}")
+    known = ", ".join(sorted(i.plural for i in _KINDS.values()))
+    raise UnknownKind(f"unknown resource type {name!r}; known: {known}")
 
 
-def validation_errors(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[FieldError]:
-    """Translate pydantic's errors into field-path errors."""
-    out = []
+def validation_errors(
+    error: ValidationError, prefix: tuple[int | str, ...] = ()
+) -> list[FieldError]:
+    """Translate pydantic's errors into field-path errors.
+
+    A :class:`FieldValueError` raised by a validator extends the location
+    with its own ``loc``, so cross-field checks blame the exact sub-field.
+    """
+    out: list[FieldError] = []
     for item in error.errors(include_url=False):
         loc = prefix + tuple(item["loc"])
         message = str(item["msg"])
-        if item["type"] == "extra_forbidden":
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, FieldValueError):
+            loc += cause.loc
+            message = cause.message
+        elif item["type"] == "extra_forbidden":
             message = "unknown field"
         elif message.startswith("Value error, "):
-            message = message[len("Value error, "):]
+            message = message[len("Value error, ") :]
         out.append(FieldError(format_path(loc), message))
     return out
 
@@ -233,7 +290,9 @@ def parse(document: object, *, expected_kind: str | None = None) -> Resource:
     if not isinstance(kind, str) or not kind:
         raise ValidationFailed([FieldError("kind", "field required")])
     if expected_kind is not None and kind != expected_kind:
-        raise ValidationFailed([FieldError("kind", f"must be {expected_kind!r} here (got {kind!r})")])
+        raise ValidationFailed(
+            [FieldError("kind", f"must be {expected_kind!r} here (got {kind!r})")]
+        )
     api_version = document.get("apiVersion")
     if api_version != API_VERSION:
         raise UnknownKind(f"apiVersion {api_version!r} is not served; use {API_VERSION!r}")

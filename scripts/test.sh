@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install what the tests need, then run the linters, the type checker and the test suite.
+# Extra arguments go to pytest, e.g. scripts/test.sh -k store -x
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh
+echo "==> ruff"
+.venv/bin/ruff check src tests bench
+echo "==> mypy (strict, src/)"
+.venv/bin/mypy
+echo "==> pytest"
+exec .venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,146 @@
+"""Field types shared by several kinds: names, timestamps, ports, durations.
+
+How: each type is an ``Annotated`` alias that pairs a Python type with its
+pydantic constraints, so a model field reads ``site: Name = Field(...)`` and
+the check lives in one place. Values keep their wire form (strings stay
+strings): a manifest read back is the manifest that was written.
+
+Why here and not in :mod:`meta`: ``meta`` is the base every kind builds on;
+these are conveniences for writing kinds, and grow with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from datetime import UTC, datetime
+from typing import Annotated, TypeVar
+
+from pydantic import AfterValidator, Field
+
+from edgefleet.api.errors import FieldValueError
+from edgefleet.api.meta import check_dns1123_subdomain, check_label_key
+
+T = TypeVar("T", bound=Hashable)
+ItemT = TypeVar("ItemT")
+
+MAX_SECONDS = 365 * 24 * 3600
+"""Upper bound of every duration field: one year."""
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` and whole seconds: ``2024-05-01T12:00:00Z``.
+
+    ``moment`` must be timezone-aware; a naive datetime is a bug in the caller.
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("timestamps must be timezone-aware datetimes")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Read an RFC 3339 timestamp with an explicit offset (``Z`` or ``+hh:mm``)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an RFC 3339 timestamp") from None
+    if "T" not in text.upper() or moment.tzinfo is None:
+        raise ValueError(f"{text!r} is not an RFC 3339 timestamp with a UTC offset")
+    return moment
+
+
+def check_timestamp(text: str) -> str:
+    parse_timestamp(text)
+    return text
+
+
+Name = Annotated[str, AfterValidator(check_dns1123_subdomain)]
+"""The name of another object (a DNS-1123 subdomain, like ``metadata.name``)."""
+
+LabelKey = Annotated[str, AfterValidator(check_label_key)]
+
+Timestamp = Annotated[str, AfterValidator(check_timestamp)]
+"""An RFC 3339 timestamp with an offset, kept as written."""
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+Seconds = Annotated[int, Field(ge=0, le=MAX_SECONDS)]
+"""A duration in whole seconds, 0 to one year."""
+
+PositiveSeconds = Annotated[int, Field(ge=1, le=MAX_SECONDS)]
+
+Count = Annotated[int, Field(ge=0)]
+
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+
+# ISO 3166-1 alpha-2: the officially assigned codes, plus XK (Kosovo), which
+# is user-assigned but used by every IP geolocation database.
+_ISO_3166_ALPHA2 = """
+    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL
+    BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV
+    CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD
+    GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM
+    IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK
+    LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW
+    MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR
+    PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS
+    ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY
+    UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW XK
+"""
+COUNTRY_CODES = frozenset(_ISO_3166_ALPHA2.split())
+
+
+def check_country(code: str) -> str:
+    """An ISO 3166-1 alpha-2 code, case-insensitive on input, uppercase after."""
+    upper = code.upper()
+    if upper not in COUNTRY_CODES:
+        raise ValueError(f"{code!r} is not an ISO 3166-1 alpha-2 country code (e.g. 'DE')")
+    return upper
+
+
+CountryCode = Annotated[str, AfterValidator(check_country)]
+
+
+def check_unique(items: list[T], what: str) -> list[T]:
+    """Refuse repeated items, blaming the second occurrence by index."""
+    seen: set[T] = set()
+    for index, item in enumerate(items):
+        if item in seen:
+            raise FieldValueError((index,), f"duplicate {what} {item!r}")
+        seen.add(item)
+    return items
+
+
+def check_unique_by(
+    items: list[ItemT], key: Callable[[ItemT], Hashable], field: str, what: str
+) -> None:
+    """Refuse two items with the same ``key(item)``, blaming ``[index].field``."""
+    seen: set[Hashable] = set()
+    for index, item in enumerate(items):
+        value = key(item)
+        if value in seen:
+            raise FieldValueError((index, field), f"duplicate {what} {value!r}")
+        seen.add(value)
+
+
+def cell(value: object) -> str:
+    """Render a value for a table column: ``<none>`` for None and empty."""
+    if value is None or value == "" or value == [] or value == {}:
+        return "<none>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def short_list(items: list[str], limit: int = 2) -> str:
+    """``a,b,+3`` : the first ``limit`` items and how many more there are."""
+    if not items:
+        return "<none>"
+    more = len(items) - limit
+    head = ",".join(items[:limit])
+    return f"{head},+{more}" if more > 0 else head
+
+
+def percent(ratio: float | None) -> str:
+    return "<none>" if ratio is None else f"{ratio * 100:.1f}%"

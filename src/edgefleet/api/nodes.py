@@ -1,0 +1,166 @@
+"""Node: one edge server, its site, addresses and scheduling switches.
+
+How: an operator (or ``edgefleet edge join``) creates a Node naming its Site
+and the addresses users reach it at; its labels (in ``metadata.labels``) are
+what Workload selectors match. ``unschedulable`` keeps new workloads off the
+node; ``draining`` takes it out of GSLB answers so traffic leaves it before
+maintenance. Neither stops what already runs: only the operator removes
+workloads (edge autonomy: a quiet node is marked NotReady or Unknown, never
+emptied).
+
+The node's agent writes ``status`` through the status path: heartbeat, the
+hub replica it is connected to, the store revision and epoch it has synced,
+its workload instances, cache statistics and its health votes about the
+other nodes of its site (the GSLB trusts peers' votes over the cloud link).
+
+Addresses are normalised (``2001:DB8::1`` is stored as ``2001:db8::1``) so
+that equal addresses compare equal; unspecified, multicast and zoned
+addresses are refused because they can never be put in a DNS answer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, Field, field_validator
+
+from edgefleet.api.common import Count, Name, Ratio, Timestamp, cell, check_unique, percent
+from edgefleet.api.meta import Column, KindInfo, Model, Resource, register
+from edgefleet.api.workloads import InstanceStatus
+
+
+def check_address(text: str) -> str:
+    """A unicast IPv4 or IPv6 address, returned in its canonical form."""
+    if "%" in text:
+        raise ValueError(f"{text!r}: zoned IPv6 addresses cannot be served in DNS answers")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a valid IPv4 or IPv6 address") from None
+    if address.is_unspecified or address.is_multicast:
+        raise ValueError(f"{text!r} is not a unicast address")
+    return str(address)
+
+
+Address = Annotated[str, AfterValidator(check_address)]
+
+
+class NodeSpec(Model):
+    """Desired state of a Node."""
+
+    site: Name = Field(description="Name of the Site the node belongs to.")
+    addresses: list[Address] = Field(
+        default_factory=list,
+        max_length=16,
+        description="IPv4/IPv6 addresses users reach the node at, put in GSLB answers; "
+        "a node without addresses gets no user traffic.",
+    )
+    unschedulable: bool = Field(
+        default=False, description="Place no new workloads on the node; running ones stay."
+    )
+    draining: bool = Field(
+        default=False,
+        description="Leave the node out of GSLB answers so user traffic moves away "
+        "(e.g. before maintenance); workloads keep running.",
+    )
+
+    @field_validator("addresses")
+    @classmethod
+    def _unique_addresses(cls, addresses: list[str]) -> list[str]:
+        return check_unique(addresses, "address")
+
+
+class CacheStats(Model):
+    """Cache server counters since it started, as reported by the agent."""
+
+    requests: Count | None = Field(default=None, description="Requests served.")
+    hits: Count | None = Field(default=None, description="Requests served from the cache.")
+    hit_ratio: Ratio | None = Field(default=None, description="hits / requests, 0 to 1.")
+    bytes_served: Count | None = Field(default=None, description="Response bytes sent.")
+    bytes_stored: Count | None = Field(default=None, description="Bytes held in the cache.")
+    objects: Count | None = Field(default=None, description="Objects held in the cache.")
+
+
+class PeerVote(Model):
+    """This node's verdict on a peer in its site, from its own probes."""
+
+    healthy: bool = Field(description="Whether the peer answered its last probes.")
+    at: Timestamp | None = Field(default=None, description="When the verdict was reached.")
+
+
+class NodeStatus(Model):
+    """Observed state of a Node, written by its agent and the node lifecycle controller."""
+
+    phase: Literal["Ready", "NotReady", "Unknown"] | None = Field(
+        default=None,
+        description="Ready: heartbeats arrive; NotReady: late; Unknown: silent for long.",
+    )
+    last_heartbeat: Timestamp | None = Field(
+        default=None, description="When the agent last reported (RFC 3339)."
+    )
+    hub: str | None = Field(default=None, description="Hub replica the node is connected to.")
+    synced_revision: Count | None = Field(
+        default=None, description="Store revision the node's local copy is complete up to."
+    )
+    synced_epoch: str | None = Field(
+        default=None, description="Store epoch syncedRevision belongs to."
+    )
+    agent_version: str | None = Field(default=None, description="edgefleet version of the agent.")
+    workloads: dict[str, InstanceStatus] | None = Field(
+        default=None, description="Workload instances on the node, by workload name."
+    )
+    cache: CacheStats | None = Field(default=None, description="Cache server statistics.")
+    peer_votes: dict[str, PeerVote] | None = Field(
+        default=None, description="This node's health votes about its site peers, by node name."
+    )
+    message: str | None = Field(default=None, description="Why the node is in this phase.")
+
+
+class Node(Resource):
+    """One edge server in a site."""
+
+    KIND: ClassVar[str] = "Node"
+    kind: Literal["Node"] = "Node"
+    spec: NodeSpec
+    status: NodeStatus = Field(default_factory=NodeStatus)
+
+
+def _node(obj: Resource) -> Node:
+    assert isinstance(obj, Node)
+    return obj
+
+
+def _state(obj: Resource) -> str:
+    node = _node(obj)
+    parts: list[str] = [node.status.phase or "<none>"]
+    if node.spec.unschedulable:
+        parts.append("SchedulingDisabled")
+    if node.spec.draining:
+        parts.append("Draining")
+    return ",".join(parts)
+
+
+def _hit_ratio(obj: Resource) -> str:
+    cache = _node(obj).status.cache
+    return percent(cache.hit_ratio if cache else None)
+
+
+INFO = register(
+    KindInfo(
+        kind="Node",
+        plural="nodes",
+        model=Node,
+        short_names=("no",),
+        description="An edge server: its site, addresses and scheduling switches.",
+        columns=(
+            Column("SITE", lambda o: _node(o).spec.site),
+            Column("STATUS", _state),
+            Column("ADDRESSES", lambda o: cell(_node(o).spec.addresses)),
+            Column("HUB", lambda o: cell(_node(o).status.hub), wide=True),
+            Column("SYNCED", lambda o: cell(_node(o).status.synced_revision), wide=True),
+            Column("HEARTBEAT", lambda o: cell(_node(o).status.last_heartbeat), wide=True),
+            Column("HIT-RATIO", _hit_ratio, wide=True),
+        ),
+    )
+)

@@ -1,0 +1,160 @@
+"""Site: a point of presence, a small edge datacenter of a few servers.
+
+How: a Site says where it is (region, coordinates, country: the GSLB's geo
+policy measures distance from users to ``location``), which tier it is in
+(``edge`` sites face users, ``parent`` sites shield origins), which parent
+sites its cache misses go to, in order of preference, and how much traffic
+it can take (``capacityGbps``: the GSLB weighs load against it). Nodes point
+at their Site by name (``Node.spec.site``).
+
+``alwaysOn: false`` lets the site activation controller switch the site off
+when demand is low and back on when it rises (kubeCDN's on-demand regions);
+``status.active`` says which it decided.
+
+Checks that need other objects (parents exist and are ``parent`` tier, no
+cycles) belong to the controllers; here only the object itself is checked.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from edgefleet.api.common import (
+    Count,
+    CountryCode,
+    Name,
+    cell,
+    check_unique,
+    percent,
+)
+from edgefleet.api.errors import FieldValueError
+from edgefleet.api.meta import (
+    Column,
+    KindInfo,
+    Model,
+    Resource,
+    check_dns1123_label,
+    register,
+)
+
+Region = Annotated[str, AfterValidator(check_dns1123_label)]
+
+
+class Location(Model):
+    """Where the site is, for geo routing and for people reading maps."""
+
+    lat: float = Field(ge=-90.0, le=90.0, description="Latitude in degrees, -90 to 90.")
+    lon: float = Field(ge=-180.0, le=180.0, description="Longitude in degrees, -180 to 180.")
+    country: CountryCode = Field(
+        description="ISO 3166-1 alpha-2 country code, e.g. DE (stored uppercase)."
+    )
+
+
+class SiteSpec(Model):
+    """Desired state of a Site."""
+
+    region: Region = Field(
+        description="Region the site belongs to (a DNS label such as eu-west); "
+        "used in selectors and reports."
+    )
+    location: Location = Field(description="Coordinates and country of the site.")
+    tier: Literal["edge", "parent"] = Field(
+        default="edge",
+        description="edge: serves users directly; parent: a mid-tier cache that edge "
+        "sites fetch misses from.",
+    )
+    parents: list[Name] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Names of the sites this site sends cache misses to, most preferred "
+        "first; empty means fetch from the origin.",
+    )
+    capacity_gbps: float = Field(
+        gt=0,
+        le=1_000_000,
+        description="Usable egress bandwidth in Gbit/s; the GSLB balances load against it.",
+    )
+    always_on: bool = Field(
+        default=True,
+        description="Keep the site active whatever the demand; false lets the site "
+        "activation controller turn it off and on with demand.",
+    )
+
+    @field_validator("parents")
+    @classmethod
+    def _unique_parents(cls, parents: list[str]) -> list[str]:
+        return check_unique(parents, "parent")
+
+
+class SiteStatus(Model):
+    """Observed state of a Site, written by the site activation controller."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation this status describes."
+    )
+    active: bool | None = Field(
+        default=None, description="Whether the GSLB sends users to this site."
+    )
+    healthy_nodes: Count | None = Field(
+        default=None, description="Nodes that are Ready and pass their peers' health votes."
+    )
+    total_nodes: Count | None = Field(default=None, description="Nodes assigned to the site.")
+    load_gbps: float | None = Field(
+        default=None, ge=0, description="Egress traffic in Gbit/s, averaged over a minute."
+    )
+    load: float | None = Field(
+        default=None, ge=0, description="loadGbps / capacityGbps; above 1 means overloaded."
+    )
+    message: str | None = Field(default=None, description="Why the site is in this state.")
+
+
+class Site(Resource):
+    """A point of presence (edge datacenter) and its caching tier."""
+
+    KIND: ClassVar[str] = "Site"
+    kind: Literal["Site"] = "Site"
+    spec: SiteSpec
+    status: SiteStatus = Field(default_factory=SiteStatus)
+
+    @model_validator(mode="after")
+    def _not_own_parent(self) -> Site:
+        if self.metadata.name in self.spec.parents:
+            index = self.spec.parents.index(self.metadata.name)
+            raise FieldValueError(("spec", "parents", index), "a site cannot be its own parent")
+        return self
+
+
+def _site(obj: Resource) -> Site:
+    assert isinstance(obj, Site)
+    return obj
+
+
+def _healthy(obj: Resource) -> str:
+    status = _site(obj).status
+    if status.healthy_nodes is None:
+        return "<none>"
+    return f"{status.healthy_nodes}/{cell(status.total_nodes)}"
+
+
+INFO = register(
+    KindInfo(
+        kind="Site",
+        plural="sites",
+        model=Site,
+        short_names=("pop",),
+        description="A point of presence: location, caching tier, parents and capacity.",
+        columns=(
+            Column("REGION", lambda o: _site(o).spec.region),
+            Column("TIER", lambda o: _site(o).spec.tier),
+            Column("COUNTRY", lambda o: _site(o).spec.location.country),
+            Column("CAPACITY", lambda o: f"{_site(o).spec.capacity_gbps:g}Gbps"),
+            Column("ACTIVE", lambda o: cell(_site(o).status.active)),
+            Column("HEALTHY", _healthy),
+            Column("PARENTS", lambda o: cell(_site(o).spec.parents), wide=True),
+            Column("LOAD", lambda o: percent(_site(o).status.load), wide=True),
+            Column("ALWAYS-ON", lambda o: cell(_site(o).spec.always_on), wide=True),
+        ),
+    )
+)

@@ -1,0 +1,389 @@
+"""Workload: a process the edge agents run on every node a selector picks.
+
+How: ``spec.nodeSelector`` picks nodes by their labels; every picked node
+runs one instance of ``spec.template``: a command with arguments,
+environment, files written into the workload's own directory, declared
+ports, a health probe and lifecycle hooks. The agent supervises the process
+(restarting it by ``restartPolicy``) and keeps it running when the cloud is
+unreachable. The cache server is the first workload of every edge node.
+
+A template's *revision* (:func:`template_revision`) is a hash of its
+canonical JSON. The edge compares revisions, not store revisions, so after a
+store restore a workload whose template did not change is not restarted.
+Rollouts move nodes from one revision to the next in batches.
+
+Why the env map is normalised into a list: both spellings are common in
+manifests, and one stored form keeps comparisons (``apply``, revisions)
+exact. Files may only land inside the workload's directory, so paths are
+relative and free of ``..``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+
+from edgefleet.api.common import (
+    Count,
+    Port,
+    PositiveSeconds,
+    Seconds,
+    cell,
+    check_unique_by,
+)
+from edgefleet.api.errors import FieldValueError
+from edgefleet.api.meta import Column, KindInfo, Model, Resource, check_dns1123_label, register
+from edgefleet.api.selectors import Selector, SelectorText, parse_selector
+
+MAX_FILE_BYTES = 1024 * 1024
+"""Security limit on one file's content, in UTF-8 bytes."""
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_env_name(name: str) -> str:
+    if not _ENV_NAME.match(name):
+        raise ValueError(
+            f"{name!r} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+        )
+    return name
+
+
+def _check_arg(arg: str) -> str:
+    if "\0" in arg:
+        raise ValueError("must not contain NUL characters")
+    return arg
+
+
+def _check_relative_path(path: str) -> str:
+    if not path or path.startswith("/") or "\\" in path or "\0" in path:
+        raise ValueError(f"{path!r} must be a relative path with '/' separators")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"{path!r} must be normalised: no empty, '.' or '..' components")
+    if len(path) > 1024 or any(len(part) > 255 for part in parts):
+        raise ValueError(f"{path!r} is too long")
+    return path
+
+
+def _check_content(content: str) -> str:
+    size = len(content.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"content is {size} bytes; the limit is {MAX_FILE_BYTES}")
+    return content
+
+
+def _octal_mode(value: Any) -> Any:
+    """Accept ``0644``/``"0o644"``/``"644"`` strings as octal; ints pass through."""
+    if isinstance(value, str) and re.fullmatch(r"(0o?)?[0-7]{1,3}", value):
+        return int(value.removeprefix("0o"), 8)
+    return value
+
+
+def _check_url_path(path: str) -> str:
+    if not path.startswith("/") or any(ch.isspace() or ord(ch) < 32 for ch in path):
+        raise ValueError(f"{path!r} must start with '/' and contain no spaces or controls")
+    return path
+
+
+def _port_name(value: str) -> str:
+    return check_dns1123_label(value, max_length=15)
+
+
+Arg = Annotated[str, AfterValidator(_check_arg)]
+
+
+def _check_command(command: list[str]) -> list[str]:
+    if not command[0]:
+        raise FieldValueError((0,), "the program must not be empty")
+    return command
+
+
+Command = Annotated[list[Arg], Field(min_length=1, max_length=256), AfterValidator(_check_command)]
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+FileMode = Annotated[int, BeforeValidator(_octal_mode), Field(ge=0, le=0o777)]
+
+
+class EnvVar(Model):
+    """One environment variable."""
+
+    name: EnvName = Field(description="Variable name, [A-Za-z_][A-Za-z0-9_]*.")
+    value: Arg = Field(default="", description="Value; quote numbers and booleans in YAML.")
+
+
+class WorkloadFile(Model):
+    """A file the agent writes into the workload's directory before starting it."""
+
+    path: Annotated[str, AfterValidator(_check_relative_path)] = Field(
+        description="Path relative to the workload's directory; no '..' components."
+    )
+    content: Annotated[str, AfterValidator(_check_content)] = Field(
+        default="", description="UTF-8 text content, at most 1 MiB."
+    )
+    mode: FileMode = Field(
+        default=0o644,
+        description="Permission bits (0 to 0777, no setuid), an integer or an octal "
+        "string such as '0644'.",
+    )
+
+
+class WorkloadPort(Model):
+    """A port the process listens on."""
+
+    name: Annotated[str, AfterValidator(_port_name)] = Field(
+        description="Port name, a DNS label of at most 15 characters (e.g. http)."
+    )
+    port: Port = Field(description="Port number, 1-65535.")
+    protocol: Literal["tcp", "udp"] = Field(default="tcp", description="tcp or udp.")
+
+
+class ExecAction(Model):
+    """A command run in the workload's directory and environment."""
+
+    command: Command = Field(description="Program and arguments; no shell is involved.")
+
+
+class HttpProbe(Model):
+    """Healthy when GET returns a status from 200 to 399."""
+
+    path: Annotated[str, AfterValidator(_check_url_path)] = Field(
+        default="/", description="Request path, starting with '/'."
+    )
+    port: Port = Field(description="Port on the node's loopback address.")
+
+
+class TcpProbe(Model):
+    """Healthy when a TCP connection opens."""
+
+    port: Port = Field(description="Port on the node's loopback address.")
+
+
+class HealthProbe(Model):
+    """How the agent checks the process; exactly one of http, tcp and exec."""
+
+    http: HttpProbe | None = Field(default=None, description="Probe with an HTTP GET.")
+    tcp: TcpProbe | None = Field(default=None, description="Probe by opening a TCP connection.")
+    exec: ExecAction | None = Field(
+        default=None, description="Probe by running a command; exit status 0 is healthy."
+    )
+    initial_delay_seconds: Seconds = Field(
+        default=0, description="Seconds after start before the first probe."
+    )
+    period_seconds: PositiveSeconds = Field(default=10, description="Seconds between probes.")
+    timeout_seconds: PositiveSeconds = Field(
+        default=1, description="Seconds before a probe counts as failed; at most periodSeconds."
+    )
+    failure_threshold: int = Field(
+        default=3, ge=1, le=100, description="Consecutive failures that make the process unready."
+    )
+
+    @model_validator(mode="after")
+    def _one_probe(self) -> HealthProbe:
+        if sum(probe is not None for probe in (self.http, self.tcp, self.exec)) != 1:
+            raise ValueError("set exactly one of http, tcp or exec")
+        if self.timeout_seconds > self.period_seconds:
+            raise FieldValueError(
+                ("timeoutSeconds",), f"must not exceed periodSeconds ({self.period_seconds})"
+            )
+        return self
+
+
+class Hook(Model):
+    """A command run at a point of the process's life."""
+
+    exec: ExecAction = Field(description="The command to run.")
+    timeout_seconds: PositiveSeconds = Field(
+        default=30, description="Seconds before the hook is killed and counted as failed."
+    )
+
+
+def _env_from_map(value: Any) -> Any:
+    """``{NAME: value}`` becomes ``[{name: NAME, value: value}]``, order kept."""
+    if not isinstance(value, dict):
+        return value
+    for name, item in value.items():
+        if not isinstance(item, str):
+            raise ValueError(f"{name}: value must be a string (quote numbers and booleans in YAML)")
+    return [{"name": name, "value": item} for name, item in value.items()]
+
+
+class WorkloadTemplate(Model):
+    """What runs on each selected node."""
+
+    command: Command = Field(description="Program and its first arguments; no shell is involved.")
+    args: list[Arg] = Field(
+        default_factory=list, max_length=256, description="Arguments appended to command."
+    )
+    env: Annotated[list[EnvVar], BeforeValidator(_env_from_map)] = Field(
+        default_factory=list,
+        max_length=512,
+        description="Environment variables: a list of {name, value} or a map of name "
+        "to value (stored as a list).",
+    )
+    files: list[WorkloadFile] = Field(
+        default_factory=list, max_length=64, description="Files written before the process starts."
+    )
+    ports: list[WorkloadPort] = Field(
+        default_factory=list, max_length=64, description="Ports the process listens on."
+    )
+    health_probe: HealthProbe | None = Field(
+        default=None,
+        description="How the agent decides the process is ready; none means ready once started.",
+    )
+    post_start: Hook | None = Field(
+        default=None, description="Run after the process starts; failure restarts the process."
+    )
+    pre_stop: Hook | None = Field(
+        default=None,
+        description="Run before the process is signalled to stop, e.g. to "
+        "drain traffic; counts against terminationGracePeriodSeconds.",
+    )
+    restart_policy: Literal["Always", "OnFailure", "Never"] = Field(
+        default="Always", description="When the agent restarts the process after it exits."
+    )
+    termination_grace_period_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="Seconds between SIGTERM and SIGKILL, preStop included.",
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, env: list[EnvVar]) -> list[EnvVar]:
+        check_unique_by(env, lambda item: item.name, "name", "environment variable")
+        return env
+
+    @field_validator("files")
+    @classmethod
+    def _unique_files(cls, files: list[WorkloadFile]) -> list[WorkloadFile]:
+        check_unique_by(files, lambda item: item.path, "path", "file")
+        return files
+
+    @field_validator("ports")
+    @classmethod
+    def _unique_ports(cls, ports: list[WorkloadPort]) -> list[WorkloadPort]:
+        check_unique_by(ports, lambda item: item.name, "name", "port name")
+        check_unique_by(ports, lambda item: f"{item.port}/{item.protocol}", "port", "port")
+        return ports
+
+    @model_validator(mode="after")
+    def _pre_stop_fits(self) -> WorkloadTemplate:
+        grace = self.termination_grace_period_seconds
+        if self.pre_stop is not None and self.pre_stop.timeout_seconds > grace:
+            raise FieldValueError(
+                ("preStop", "timeoutSeconds"),
+                f"must not exceed terminationGracePeriodSeconds ({grace})",
+            )
+        return self
+
+
+class WorkloadSpec(Model):
+    """Desired state of a Workload."""
+
+    node_selector: SelectorText = Field(
+        default="",
+        description="Label selector over Node labels, e.g. 'edgefleet.io/role=cache'; "
+        "empty selects every node.",
+    )
+    template: WorkloadTemplate = Field(description="The process each selected node runs.")
+    revision_history_limit: int = Field(
+        default=10, ge=0, le=100, description="Old template revisions kept for rollback."
+    )
+
+    def selector(self) -> Selector:
+        return parse_selector(self.node_selector)
+
+
+class InstanceStatus(Model):
+    """One workload instance on one node, as the node's agent reports it."""
+
+    revision: str | None = Field(default=None, description="Template revision running.")
+    state: Literal["Pending", "Starting", "Running", "Stopping", "Exited", "Failed"] | None = Field(
+        default=None, description="Supervisor state of the process."
+    )
+    ready: bool | None = Field(default=None, description="Whether the health probe passes.")
+    restarts: Count | None = Field(default=None, description="Restarts since the agent started.")
+    exit_code: int | None = Field(default=None, description="Exit status of the last run.")
+    message: str | None = Field(default=None, description="Why it is in this state.")
+
+
+class WorkloadStatus(Model):
+    """Observed state of a Workload, aggregated by the workload controller."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation this status describes."
+    )
+    current_revision: str | None = Field(
+        default=None, description="Revision of spec.template (see template_revision)."
+    )
+    desired_count: Count | None = Field(default=None, description="Nodes the selector picks.")
+    ready_count: Count | None = Field(default=None, description="Instances that are ready.")
+    updated_count: Count | None = Field(
+        default=None, description="Instances running currentRevision."
+    )
+    nodes: dict[str, InstanceStatus] | None = Field(
+        default=None, description="Per-node instance state, by node name."
+    )
+
+
+class Workload(Resource):
+    """A supervised process run on every node its selector picks."""
+
+    KIND: ClassVar[str] = "Workload"
+    kind: Literal["Workload"] = "Workload"
+    spec: WorkloadSpec
+    status: WorkloadStatus = Field(default_factory=WorkloadStatus)
+
+
+def template_revision(template: WorkloadTemplate) -> str:
+    """A short stable hash of the template's canonical JSON form."""
+    document = template.model_dump(mode="json", by_alias=True)
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _workload(obj: Resource) -> Workload:
+    assert isinstance(obj, Workload)
+    return obj
+
+
+def _ready(obj: Resource) -> str:
+    status = _workload(obj).status
+    if status.ready_count is None and status.desired_count is None:
+        return "<none>"
+    return f"{cell(status.ready_count)}/{cell(status.desired_count)}"
+
+
+def _command(obj: Resource) -> str:
+    template = _workload(obj).spec.template
+    line = " ".join([*template.command, *template.args])
+    return line if len(line) <= 48 else line[:45] + "..."
+
+
+def _ports(obj: Resource) -> str:
+    ports = _workload(obj).spec.template.ports
+    return cell([f"{p.name}:{p.port}/{p.protocol}" for p in ports])
+
+
+INFO = register(
+    KindInfo(
+        kind="Workload",
+        plural="workloads",
+        model=Workload,
+        short_names=("wl",),
+        description="A supervised process (the cache server first) run on selected nodes.",
+        columns=(
+            Column("SELECTOR", lambda o: _workload(o).spec.node_selector or "<all>"),
+            Column("READY", _ready),
+            Column("REVISION", lambda o: cell(_workload(o).status.current_revision)),
+            Column("COMMAND", _command, wide=True),
+            Column("PORTS", _ports, wide=True),
+            Column("RESTART", lambda o: _workload(o).spec.template.restart_policy, wide=True),
+        ),
+    )
+)

@@ -1,0 +1,135 @@
+"""A small synchronous client of the REST API, for the CLI.
+
+How: httpx with one connection pool per command. Every non-2xx answer
+becomes a :class:`ClientError` carrying the server's ``Status`` (reason,
+message, field causes) so the CLI can print it and say what to do next.
+Connection failures say which server was tried and how to change it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from edgefleet.api.meta import API_VERSION, KindInfo
+
+Document = dict[str, Any]
+
+
+class ClientError(Exception):
+    """The server refused the request (or could not be reached)."""
+
+    def __init__(self, message: str, *, code: int = 0, reason: str = "", causes: list[Document] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.causes = causes or []
+
+
+class ApiClient:
+    def __init__(self, server: str, token: str | None, *, timeout: float = 30.0) -> None:
+        self.server = server
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=server, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ClientError(
+                f"cannot reach the edgefleet server at {self.server} ({exc.__class__.__name__}: {exc}); "
+                "is `edgefleet cloud` running? Set the address with --server or EDGEFLEET_SERVER"
+            ) from None
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+    @staticmethod
+    def path(info: KindInfo, name: str = "", *, status: bool = False) -> str:
+        path = f"/apis/{API_VERSION}/{info.plural}"
+        if name:
+            path += f"/{name}"
+        return path + ("/status" if status else "")
+
+    def get(self, info: KindInfo, name: str) -> Document:
+        result: Document = self._request("GET", self.path(info, name)).json()
+        return result
+
+    def list(self, info: KindInfo, *, selector: str | None = None, limit: int = 500) -> Document:
+        """All pages of a list, merged; ``metadata.resourceVersion`` is the first page's."""
+        params: dict[str, Any] = {"limit": limit}
+        if selector:
+            params["labelSelector"] = selector
+        result: Document = self._request("GET", self.path(info), params=params).json()
+        while result["metadata"].get("continue"):
+            params["continue"] = result["metadata"].pop("continue")
+            page = self._request("GET", self.path(info), params=params).json()
+            result["items"].extend(page["items"])
+            result["metadata"]["continue"] = page["metadata"].get("continue")
+        result["metadata"].pop("continue", None)
+        return result
+
+    def create(self, info: KindInfo, document: Document) -> Document:
+        result: Document = self._request("POST", self.path(info), json=document).json()
+        return result
+
+    def replace(self, info: KindInfo, document: Document) -> Document:
+        name = document["metadata"]["name"]
+        result: Document = self._request("PUT", self.path(info, name), json=document).json()
+        return result
+
+    def patch(self, info: KindInfo, name: str, patch: Document, *, status: bool = False) -> Document:
+        headers = {"Content-Type": "application/merge-patch+json"}
+        result: Document = self._request(
+            "PATCH", self.path(info, name, status=status), content=json.dumps(patch), headers=headers
+        ).json()
+        return result
+
+    def delete(self, info: KindInfo, name: str) -> Document:
+        result: Document = self._request("DELETE", self.path(info, name)).json()
+        return result
+
+    def version(self) -> Document:
+        result: Document = self._request("GET", "/version").json()
+        return result
+
+    def watch(self, info: KindInfo, *, selector: str | None = None, resource_version: str = "") -> Iterator[Document]:
+        params: dict[str, Any] = {"watch": "true"}
+        if selector:
+            params["labelSelector"] = selector
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        try:
+            with self._http.stream("GET", self.path(info), params=params, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_from(response)
+                for line in response.iter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.TransportError as exc:
+            raise ClientError(f"the watch on {self.server} ended: {exc}") from None
+
+
+def _error_from(response: httpx.Response) -> ClientError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    message = body.get("message") or f"HTTP {response.status_code}: {response.text[:200]}"
+    causes = (body.get("details") or {}).get("causes") or []
+    return ClientError(message, code=response.status_code, reason=body.get("reason", ""), causes=causes)

@@ -1,0 +1,350 @@
+"""The ``edgefleet`` command line.
+
+How: typer commands that are thin wrappers: resolve the connection
+(:mod:`edgefleet.cli.config`), call :class:`~edgefleet.cli.client.ApiClient`,
+print with :mod:`edgefleet.cli.output`. Every failure exits non-zero with
+one ``error:`` line that says what went wrong and what to do next; field
+problems are listed one per line with their path.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+import edgefleet
+from edgefleet.api import kinds as _kinds  # noqa: F401  (fills the kind registry)
+from edgefleet.api import lifecycle
+from edgefleet.api.errors import UnknownKind
+from edgefleet.api.meta import KindInfo, all_kinds, lookup
+from edgefleet.cli import config as cli_config
+from edgefleet.cli.client import ApiClient, ClientError
+from edgefleet.cli.manifests import ManifestError, load_manifests
+from edgefleet.cli.output import OUTPUT_FORMATS, describe, dump, print_docs, to_model
+
+app = typer.Typer(
+    name="edgefleet",
+    help="edgefleet: a self-hosted CDN edge platform. Run the cloud, manage sites, nodes, "
+    "domains and workloads declaratively.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Manage CLI contexts (server + token), like kubectl config.", no_args_is_help=True)
+token_app = typer.Typer(help="Tokens for the API.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(token_app, name="token")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ServerOpt = Annotated[str | None, typer.Option("--server", "-s", help="API server URL [env: EDGEFLEET_SERVER]")]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token [env: EDGEFLEET_TOKEN]")]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="Context from the config file to use")]
+KIND_HELP = "Resource type: " + ", ".join(sorted(i.plural for i in all_kinds())) + " (singular and short names work too)"
+
+T = TypeVar("T")
+
+
+def fail(message: str, *details: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    for line in details:
+        err.print(f"  {line}")
+    raise typer.Exit(code)
+
+
+def _hint(error: ClientError) -> str:
+    return {
+        401: "check the token: --token, EDGEFLEET_TOKEN or `edgefleet config set-context`",
+        403: "this needs an admin token",
+        409: "someone changed it meanwhile; get it again and retry",
+        410: "the revision is too old; list again",
+    }.get(error.code, "")
+
+
+@contextmanager
+def api(server: str | None, token: str | None, context: str | None) -> Iterator[ApiClient]:
+    try:
+        connection = cli_config.resolve(server, token, context)
+    except cli_config.ConfigError as exc:
+        fail(str(exc))
+    client = ApiClient(connection.server, connection.token)
+    try:
+        yield client
+    except ClientError as exc:
+        details = [f"{c.get('field', '')}: {c.get('message', '')}" for c in exc.causes]
+        hint = _hint(exc)
+        fail(str(exc), *details, *([hint] if hint else []))
+    finally:
+        client.close()
+
+
+def resolve_kind(name: str) -> KindInfo:
+    try:
+        return lookup(name)
+    except UnknownKind as exc:
+        fail(str(exc))
+
+
+def guarded(action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except ManifestError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def cloud(
+    listen: Annotated[str, typer.Option(help="Address to serve the API on, HOST:PORT")] = "127.0.0.1:7440",
+    store: Annotated[str, typer.Option(help="sqlite:///PATH or etcd://HOST:PORT[,HOST:PORT...]")] = (
+        "sqlite:///./edgefleet-data/store.db"
+    ),
+    tokens_file: Annotated[Path | None, typer.Option(help="YAML file of static tokens (name, role, token)")] = None,
+    admin_token_file: Annotated[Path | None, typer.Option(
+        help="Also write the admin token generated on first start to this file (mode 0600)")] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest accepted request body")] = 1024 * 1024,
+    compact_interval: Annotated[float, typer.Option(
+        help="Seconds of store history kept for watches; older history is compacted")] = 300.0,
+    log_format: Annotated[str, typer.Option(help="text or json")] = "text",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run the control plane: REST API with watch, on SQLite (default) or etcd.
+
+    On first start against an empty store an admin token is created and
+    printed once. Stop with Ctrl-C or SIGTERM.
+    """
+    from edgefleet import logs
+    from edgefleet.cloud import process
+    from edgefleet.store.interface import StoreError
+
+    logs.setup(log_level, log_format)
+    try:
+        host, port = process.parse_listen(listen)
+        options = process.CloudOptions(
+            host=host, port=port, store_url=store, tokens_file=tokens_file,
+            admin_token_file=admin_token_file, max_body_bytes=max_body_bytes,
+            compact_interval=compact_interval,
+        )
+        process.main(options)
+    except (ValueError, StoreError) as exc:
+        fail(str(exc))
+    except process.AuthError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def apply(
+    filename: Annotated[list[str], typer.Option("--filename", "-f", help="File, directory or - for stdin")],
+    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+) -> None:
+    """Create or update resources from YAML (multi-document files and directories).
+
+    Every document is validated before anything is sent; one invalid
+    document means nothing is applied. Prints created, configured or
+    unchanged for each object.
+    """
+    manifests = guarded(lambda: load_manifests(filename))
+    with api(server, token, context) as client:
+        for manifest in manifests:
+            verb = _apply_one(client, manifest.info, manifest.document, manifest.resource)
+            out.print(f"{manifest.info.singular}/{manifest.resource.name} {verb}")
+
+
+def _apply_one(client: ApiClient, info: KindInfo, document: dict[str, Any], resource: Any) -> str:
+    for _ in range(3):
+        try:
+            existing = client.get(info, resource.name)
+        except ClientError as exc:
+            if exc.code != 404:
+                raise
+            try:
+                client.create(info, document)
+                return "created"
+            except ClientError as create_error:
+                if create_error.code != 409:
+                    raise
+                continue
+        if lifecycle.is_unchanged(to_model(info, existing), resource):
+            return "unchanged"
+        desired = dict(document)
+        desired["metadata"] = {**document["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
+        try:
+            client.replace(info, desired)
+            return "configured"
+        except ClientError as exc:
+            if exc.code != 409:
+                raise
+    raise ClientError(f"{info.singular}/{resource.name} kept changing while applying", code=409)
+
+
+@app.command()
+def get(
+    kind: Annotated[str, typer.Argument(help=KIND_HELP)],
+    name: Annotated[str | None, typer.Argument(help="Object name; all objects when omitted")] = None,
+    selector: Annotated[str | None, typer.Option("--selector", "-l", help="Label selector, e.g. tier=edge,region in (eu,us)")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table, wide, yaml, json or name")] = "table",
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="After listing, print changes as they happen")] = False,
+    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+) -> None:
+    """Show resources as a table, YAML or JSON; with -w keep printing changes."""
+    if output not in OUTPUT_FORMATS:
+        fail(f"unknown output format {output!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+    info = resolve_kind(kind)
+    with api(server, token, context) as client:
+        if name:
+            docs = [client.get(info, name)]
+            revision = docs[0]["metadata"]["resourceVersion"]
+        else:
+            listing = client.list(info, selector=selector)
+            docs, revision = listing["items"], listing["metadata"]["resourceVersion"]
+        print_docs(out, info, docs, output, single=bool(name))
+        if watch:
+            _follow(client, info, selector, revision, output, name)
+
+
+def _follow(client: ApiClient, info: KindInfo, selector: str | None, revision: str, output: str, name: str | None) -> None:
+    try:
+        for event in client.watch(info, selector=selector, resource_version=revision):
+            if event["type"] == "BOOKMARK":
+                continue
+            if event["type"] == "ERROR":
+                fail(event["object"].get("message", "watch failed"))
+            doc = event["object"]
+            if name and doc["metadata"]["name"] != name:
+                continue
+            if output in ("table", "wide", "name"):
+                out.print(f"{event['type']:<9} {info.singular}/{doc['metadata']['name']}  "
+                          f"resourceVersion={doc['metadata'].get('resourceVersion')}")
+            else:
+                print(dump({"type": event["type"], "object": doc}, output))
+                print("---" if output == "yaml" else "", flush=True)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command("describe")
+def describe_command(
+    kind: Annotated[str, typer.Argument(help=KIND_HELP)],
+    name: Annotated[str, typer.Argument(help="Object name")],
+    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+) -> None:
+    """Show one object in detail: metadata, spec and status."""
+    info = resolve_kind(kind)
+    with api(server, token, context) as client:
+        out.print(describe(info, client.get(info, name)), highlight=False, markup=False)
+
+
+@app.command()
+def delete(
+    kind: Annotated[str | None, typer.Argument(help=KIND_HELP)] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="Object names")] = None,
+    filename: Annotated[list[str] | None, typer.Option("--filename", "-f", help="Delete what these manifests define")] = None,
+    ignore_not_found: Annotated[bool, typer.Option(help="Do not fail on objects that do not exist")] = False,
+    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+) -> None:
+    """Delete objects by kind and name, or those defined in manifests (-f)."""
+    targets: list[tuple[KindInfo, str]] = []
+    if filename:
+        targets = [(m.info, m.resource.name) for m in guarded(lambda: load_manifests(filename))]
+    elif kind and names:
+        info = resolve_kind(kind)
+        targets = [(info, n) for n in names]
+    else:
+        fail("name what to delete: `edgefleet delete KIND NAME...` or `edgefleet delete -f FILE`")
+    with api(server, token, context) as client:
+        for info, name in targets:
+            try:
+                client.delete(info, name)
+                out.print(f"{info.singular}/{name} deleted")
+            except ClientError as exc:
+                if exc.code == 404 and ignore_not_found:
+                    continue
+                raise
+
+
+@app.command()
+def version(
+    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    client_only: Annotated[bool, typer.Option("--client", help="Only the client version")] = False,
+) -> None:
+    """Print the client version and, if reachable, the server's."""
+    out.print(f"client: {edgefleet.__version__}")
+    if client_only:
+        return
+    with api(server, token, context) as client:
+        out.print(f"server: {client.version()['version']} ({client.server})")
+
+
+@config_app.command("set-context")
+def set_context(
+    name: Annotated[str, typer.Argument(help="Context name")],
+    server: Annotated[str, typer.Option(help="API server URL")] = cli_config.DEFAULT_SERVER,
+    token: Annotated[str | None, typer.Option(help="Bearer token")] = None,
+    use: Annotated[bool, typer.Option("--use", help="Also make it the current context")] = False,
+) -> None:
+    """Create or update a context (file mode 0600: it holds the token)."""
+    data = _config()
+    cli_config.set_context(data, name, server, token)
+    if use or not data.get("current-context"):
+        data["current-context"] = name
+    out.print(f"context {name!r} saved in {cli_config.save_config(data)}")
+
+
+@config_app.command("use-context")
+def use_context(name: Annotated[str, typer.Argument(help="Context name")]) -> None:
+    """Make a context the current one."""
+    data = _config()
+    if cli_config.find_context(data, name) is None:
+        fail(f"no context {name!r}; create it with `edgefleet config set-context {name} --server URL --token T`")
+    data["current-context"] = name
+    cli_config.save_config(data)
+    out.print(f"switched to context {name!r}")
+
+
+@config_app.command("get-contexts")
+def get_contexts() -> None:
+    """List contexts; the current one is marked with *."""
+    data = _config()
+    current = data.get("current-context")
+    for context in data["contexts"]:
+        mark = "*" if context.get("name") == current else " "
+        out.print(f"{mark} {context.get('name')}\t{context.get('server')}")
+
+
+@config_app.command("view")
+def view_config() -> None:
+    """Print the config file with tokens hidden."""
+    data = _config()
+    for context in data["contexts"]:
+        if context.get("token"):
+            context["token"] = "REDACTED"
+    print(dump(data, "yaml"))
+
+
+def _config() -> dict[str, Any]:
+    try:
+        return cli_config.load_config()
+    except cli_config.ConfigError as exc:
+        fail(str(exc))
+
+
+@token_app.command("generate")
+def token_generate() -> None:
+    """Print a new random token, for a --tokens-file (does not contact the server)."""
+    from edgefleet.cloud.auth import generate_token
+
+    print(generate_token())
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(prog_name="edgefleet")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

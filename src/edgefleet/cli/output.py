@@ -1,0 +1,117 @@
+"""Printing resources: tables (with kind-specific columns), YAML, JSON, describe.
+
+How: table columns come from the kind registry (``KindInfo.columns``), so a
+new kind gets a useful ``edgefleet get`` by declaring them. Every table
+starts with NAME and ends with AGE, as kubectl's do.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from edgefleet.api.meta import KindInfo, Resource
+
+Document = dict[str, Any]
+OUTPUT_FORMATS = ("table", "wide", "yaml", "json", "name")
+
+
+def age(timestamp: str | None, now: datetime | None = None) -> str:
+    """``2026-11-21T10:00:00Z`` -> ``5m``/``3h``/``2d`` (kubectl's short form)."""
+    if not timestamp:
+        return "<unknown>"
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return "<unknown>"
+    seconds = max(int(((now or datetime.now(UTC)) - then).total_seconds()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def to_model(info: KindInfo, doc: Document) -> Resource:
+    return info.model.model_validate(doc)
+
+
+def table(info: KindInfo, docs: list[Document], *, wide: bool = False) -> Table:
+    columns = [c for c in info.columns if wide or not c.wide]
+    grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    grid.add_column("NAME", no_wrap=True)
+    for column in columns:
+        grid.add_column(column.header)
+    grid.add_column("AGE")
+    for doc in docs:
+        model = to_model(info, doc)
+        cells = [_cell(column.value, model) for column in columns]
+        grid.add_row(model.name, *cells, age(doc["metadata"].get("creationTimestamp")))
+    return grid
+
+
+def _cell(getter: Any, model: Resource) -> str:
+    try:
+        value = getter(model)
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return "<none>"
+    return "<none>" if value in (None, "") else str(value)
+
+
+def dump(docs: Document | list[Document], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(docs, indent=2)
+    if isinstance(docs, list):
+        return yaml.safe_dump_all(docs, sort_keys=False).rstrip()
+    return yaml.safe_dump(docs, sort_keys=False).rstrip()
+
+
+def print_docs(console: Console, info: KindInfo, docs: list[Document], fmt: str, *, single: bool) -> None:
+    if fmt in ("table", "wide"):
+        if not docs:
+            console.print(f"No {info.plural} found.")
+        else:
+            console.print(table(info, docs, wide=fmt == "wide"))
+        return
+    if fmt == "name":
+        for doc in docs:
+            console.print(f"{info.singular}/{doc['metadata']['name']}", highlight=False)
+        return
+    payload: Any = docs[0] if single else {
+        "apiVersion": info.model.model_fields["api_version"].default,
+        "kind": f"{info.kind}List",
+        "items": docs,
+    }
+    print(dump(payload, fmt))
+
+
+def describe(info: KindInfo, doc: Document) -> str:
+    """A readable, sectioned view of one object."""
+    meta = doc["metadata"]
+    lines = [
+        f"Name:              {meta['name']}",
+        f"Kind:              {info.kind}",
+        f"Labels:            {_pairs(meta.get('labels'))}",
+        f"Annotations:       {_pairs(meta.get('annotations'))}",
+        f"UID:               {meta.get('uid', '')}",
+        f"Resource version:  {meta.get('resourceVersion', '')}",
+        f"Generation:        {meta.get('generation', '')}",
+        f"Created:           {meta.get('creationTimestamp', '')} ({age(meta.get('creationTimestamp'))} ago)",
+    ]
+    for section in ("spec", "status"):
+        body = doc.get(section)
+        text = yaml.safe_dump(body, sort_keys=False).rstrip() if body else "<none>"
+        lines.append(f"{section.capitalize()}:")
+        lines.extend(f"  {line}" for line in text.splitlines())
+    return "\n".join(lines)
+
+
+def _pairs(mapping: dict[str, str] | None) -> str:
+    if not mapping:
+        return "<none>"
+    return ", ".join(f"{k}={v}" for k, v in sorted(mapping.items()))

@@ -1,0 +1,124 @@
+"""``edgefleet cloud``: open the store, set up auth, serve the API until stopped.
+
+How: one asyncio loop (uvloop) runs uvicorn's server object, so the store,
+the API and background tasks (history compaction) share one loop and shut
+down together on SIGINT/SIGTERM. uvicorn's own access log is off: request
+counts and latencies are Prometheus metrics, and per-request log lines
+would cost more than the requests on the write path.
+
+The first start against an empty store creates an admin token and prints it
+once (only its hash is stored). ``--admin-token-file`` also writes it to a
+0600 file, for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from edgefleet.cloud.auth import Authenticator, ensure_admin_token, load_tokens_file
+from edgefleet.cloud.registry import Registry
+from edgefleet.cloud.server import ServerSettings, create_app
+from edgefleet.store import open_store
+from edgefleet.store.interface import Store, StoreError
+
+log = logging.getLogger("edgefleet.cloud")
+
+
+@dataclass(frozen=True, slots=True)
+class CloudOptions:
+    host: str = "127.0.0.1"
+    port: int = 7440
+    store_url: str = "sqlite:///./edgefleet-data/store.db"
+    tokens_file: Path | None = None
+    admin_token_file: Path | None = None
+    max_body_bytes: int = 1024 * 1024
+    compact_interval: float = 300.0
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[v6]:PORT`` -> (host, port); ValueError with a hint otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--listen {value!r}: expected HOST:PORT, for example 127.0.0.1:7440")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def write_secret(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content + "\n")
+
+
+async def compact_history(store: Store, interval: float) -> None:
+    """Every ``interval`` seconds, compact to the revision seen one interval ago.
+
+    So at least one interval of history stays watchable: a client that was
+    disconnected for less than that resumes its watch without a relist.
+    """
+    previous = 0
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if previous > await store.compacted_revision():
+                await store.compact(previous)
+                log.info("compacted store history", extra={"revision": previous})
+            previous = await store.current_revision()
+        except StoreError as exc:
+            log.warning("history compaction failed: %s", exc)
+
+
+async def announce_admin_token(store: Store, options: CloudOptions) -> None:
+    token = await ensure_admin_token(store)
+    if token is None:
+        return
+    if options.admin_token_file is not None:
+        write_secret(options.admin_token_file, token)
+    print(
+        "\n  An admin token was created. It is shown only this once; keep it safe:\n\n"
+        f"    {token}\n\n"
+        f"  export EDGEFLEET_SERVER=http://{options.host}:{options.port} EDGEFLEET_TOKEN={token}\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def run_cloud(options: CloudOptions) -> None:
+    store = open_store(options.store_url)
+    try:
+        static = load_tokens_file(options.tokens_file) if options.tokens_file else None
+        if static is None:
+            await announce_admin_token(store, options)
+        registry = Registry(store)
+        app = create_app(registry, Authenticator(store, static_tokens=static),
+                         ServerSettings(max_body_bytes=options.max_body_bytes))
+        config = uvicorn.Config(
+            app, host=options.host, port=options.port, loop="none", http="httptools",
+            access_log=False, log_level="warning", lifespan="off", timeout_graceful_shutdown=3,
+        )
+        compactor = asyncio.create_task(compact_history(store, options.compact_interval))
+        log.info("edgefleet cloud serving", extra={"listen": f"{options.host}:{options.port}",
+                                                    "store": options.store_url})
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            compactor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await compactor
+    finally:
+        await store.close()
+
+
+def main(options: CloudOptions) -> None:
+    """Run the cloud on uvloop until SIGINT/SIGTERM."""
+    import uvloop
+
+    uvloop.run(run_cloud(options))

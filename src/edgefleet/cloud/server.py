@@ -1,0 +1,423 @@
+"""The REST API: ``/apis/edgefleet.io/v1/<plural>[/<name>][/status]``.
+
+How: one set of routes per registered kind, generated from the kind
+registry, so a new kind is served (and documented in ``/openapi.json``) as
+soon as it is registered. Handlers are thin: authenticate, read the body,
+call the :class:`~edgefleet.cloud.registry.Registry`, return JSON bytes.
+Every failure is a ``Status`` body produced by :mod:`edgefleet.cloud.errors`.
+
+Bodies are parsed by the registry (not by FastAPI) so that every validation
+error names its field path the way the CLI and the docs do; the OpenAPI
+document still declares the kind's schema for each body.
+
+Watch (``?watch=true``) streams newline-delimited JSON events
+``{"type": "ADDED|MODIFIED|DELETED|BOOKMARK|ERROR", "object": {...}}``.
+Without ``resourceVersion`` it first sends the current objects as ADDED,
+then the changes after the revision they were read at (no gap between the
+two). An expired revision is 410 before the stream starts, or an ERROR
+event carrying a 410 Status once it has started.
+"""
+
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import edgefleet
+from edgefleet.api import kinds as _kinds  # noqa: F401  (fills the kind registry)
+from edgefleet.api.errors import ApiError, SelectorError
+from edgefleet.api.meta import API_VERSION, KindInfo, all_kinds
+from edgefleet.api.selectors import Selector
+from edgefleet.cloud.auth import AuthError, Authenticator, Principal
+from edgefleet.cloud.errors import Status, StatusCause, from_exception, status_body
+from edgefleet.cloud.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooLarge
+from edgefleet.cloud.metrics import ApiMetrics, MetricsMiddleware
+from edgefleet.cloud.registry import (
+    BadRequest,
+    Document,
+    Gone,
+    Registry,
+    RegistryError,
+    WatchEvent,
+    parse_resource_version,
+)
+from edgefleet.store.interface import StoreError
+
+API_ROOT = f"/apis/{API_VERSION}"
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+NDJSON = "application/x-ndjson"
+MAX_LIST_LIMIT = 10_000
+MAX_WATCH_SECONDS = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    default_watch_seconds: int = 1800
+
+
+def json_response(document: Any, status: int = 200) -> Response:
+    body = json.dumps(document, separators=(",", ":")).encode()
+    return Response(body, status_code=status, media_type=JSON)
+
+
+def error_response(exc: Exception) -> Response:
+    body = from_exception(exc)
+    if body is None:
+        body = status_body(500, "InternalError", "internal error; see the server log")
+    return json_response(body, body["code"])
+
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": Status, "description": text}
+    for code, text in {
+        400: "Bad request (malformed JSON, selector, continue token)",
+        401: "Missing, malformed or unknown bearer token",
+        403: "The token's role does not allow this request",
+        404: "No such object",
+        409: "Already exists, or resourceVersion conflict",
+        410: "The requested resourceVersion was compacted",
+        413: "Request body over the limit",
+        415: "Unsupported Content-Type",
+        422: "Invalid object; details.causes name each field path",
+        503: "The store is unavailable",
+    }.items()
+}
+
+
+def create_app(
+    registry: Registry,
+    authenticator: Authenticator,
+    settings: ServerSettings | None = None,
+    *,
+    ready_check: Callable[[], Awaitable[None]] | None = None,
+) -> Any:
+    """Build the ASGI application (FastAPI app wrapped in metrics and body-limit middleware)."""
+    settings = settings or ServerSettings()
+    metrics = ApiMetrics()
+    app = FastAPI(
+        title="edgefleet API",
+        version=edgefleet.__version__,
+        description="Resources of the edgefleet CDN control plane (edgefleet.io/v1).",
+        separate_input_output_schemas=False,
+    )
+    app.state.registry = registry
+    app.state.metrics = metrics
+    _install_error_handlers(app)
+    bearer = HTTPBearer(auto_error=False, description="admin or viewer token")
+
+    async def reader(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+        return await authenticator.authenticate(header)
+
+    async def writer(principal: Annotated[Principal, Depends(reader)]) -> Principal:
+        principal.require_write()
+        return principal
+
+    _add_system_routes(app, registry, metrics, reader, ready_check)
+    for info in all_kinds():
+        _add_kind_routes(app, info, registry, metrics, settings, reader, writer)
+    wrapped = BodyLimitMiddleware(app, settings.max_body_bytes)
+    return MetricsMiddleware(wrapped, metrics)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def known(_: Request, exc: Exception) -> Response:
+        return error_response(exc)
+
+    for cls in (ApiError, RegistryError, AuthError, StoreError):
+        app.add_exception_handler(cls, known)
+
+    async def too_large(_: Request, __: Exception) -> Response:
+        return json_response(status_body(413, "RequestEntityTooLarge", "request body over the limit"), 413)
+
+    async def invalid_request(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        causes = [
+            StatusCause(field=".".join(str(p) for p in e["loc"]), message=str(e["msg"]))
+            for e in exc.errors()
+        ]
+        return json_response(status_body(400, "BadRequest", "invalid request parameters", causes), 400)
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        reasons = {404: "NotFound", 405: "MethodNotAllowed"}
+        reason = reasons.get(exc.status_code, "BadRequest")
+        message = "no such API path; see /openapi.json" if exc.status_code == 404 else str(exc.detail)
+        return json_response(status_body(exc.status_code, reason, message), exc.status_code)
+
+    app.add_exception_handler(BodyTooLarge, too_large)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+async def read_json(request: Request, *, allowed: tuple[str, ...] = (JSON,)) -> object:
+    content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+    if content_type not in allowed:
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not supported here; use {' or '.join(allowed)}"
+        )
+    body = await request.body()
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+class UnsupportedMediaType(RegistryError):
+    status = 415
+    reason = "UnsupportedMediaType"
+
+
+def parse_selector(text: str | None) -> Selector | None:
+    if not text:
+        return None
+    try:
+        return Selector.parse(text)
+    except SelectorError as exc:
+        raise BadRequest(f"labelSelector: {exc}") from None
+
+
+def _body_schema(info: KindInfo, content_type: str = JSON) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {content_type: {"schema": {"$ref": f"#/components/schemas/{info.kind}"}}},
+        }
+    }
+
+
+def _add_system_routes(
+    app: FastAPI,
+    registry: Registry,
+    metrics: ApiMetrics,
+    reader: Callable[..., Awaitable[Principal]],
+    ready_check: Callable[[], Awaitable[None]] | None,
+) -> None:
+    @app.get("/healthz", tags=["system"], summary="Liveness: the process serves requests")
+    async def healthz() -> Response:
+        return Response(b"ok", media_type="text/plain")
+
+    @app.get(
+        "/readyz",
+        tags=["system"],
+        summary="Readiness: the store answers",
+        responses={503: {"model": Status, "description": "The store is unavailable"}},
+    )
+    async def readyz() -> Response:
+        try:
+            await asyncio.wait_for(registry.store.current_revision(), timeout=2.0)
+            if ready_check is not None:
+                await ready_check()
+        except (StoreError, TimeoutError) as exc:
+            return json_response(status_body(503, "ServiceUnavailable", f"store not ready: {exc!r}"), 503)
+        return Response(b"ok", media_type="text/plain")
+
+    @app.get("/metrics", tags=["system"], summary="Prometheus metrics")
+    async def prometheus_metrics() -> Response:
+        try:
+            metrics.store_revision.set(await registry.store.current_revision())
+            metrics.store_compacted_revision.set(await registry.store.compacted_revision())
+        except StoreError:
+            pass  # the scrape still returns the request metrics
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/version", tags=["system"], summary="Server version")
+    async def version() -> Response:
+        return json_response({"version": edgefleet.__version__, "apiVersion": API_VERSION})
+
+    @app.get(API_ROOT, tags=["system"], summary="The resource kinds this server serves")
+    async def discovery(_: Annotated[Principal, Depends(reader)]) -> Response:
+        resources = [
+            {"kind": i.kind, "name": i.plural, "singularName": i.singular, "shortNames": list(i.short_names)}
+            for i in all_kinds()
+        ]
+        return json_response({"apiVersion": API_VERSION, "kind": "APIResourceList", "resources": resources})
+
+
+def _add_kind_routes(
+    app: FastAPI,
+    info: KindInfo,
+    registry: Registry,
+    metrics: ApiMetrics,
+    settings: ServerSettings,
+    reader: Callable[..., Awaitable[Principal]],
+    writer: Callable[..., Awaitable[Principal]],
+) -> None:
+    collection = f"{API_ROOT}/{info.plural}"
+    item = collection + "/{name}"
+    tags = [info.kind]
+    Reader = Annotated[Principal, Depends(reader)]
+    Writer = Annotated[Principal, Depends(writer)]
+    list_responses: dict[int | str, dict[str, Any]] = {
+        200: {
+            "description": f"A {info.kind}List, or with watch=true a stream of watch events",
+            "content": {JSON: {"schema": {"type": "object"}}, NDJSON: {"schema": {"type": "object"}}},
+        },
+        **_ERROR_RESPONSES,
+    }
+
+    @app.get(collection, tags=tags, summary=f"List or watch {info.plural}", responses=list_responses,
+             response_class=Response, operation_id=f"list_{info.plural}")
+    async def list_objects(
+        _: Reader,
+        label_selector: Annotated[str | None, Query(alias="labelSelector", max_length=4096)] = None,
+        limit: Annotated[int, Query(ge=0, le=MAX_LIST_LIMIT)] = 0,
+        continue_: Annotated[str | None, Query(alias="continue", max_length=4096)] = None,
+        watch: bool = False,
+        resource_version: Annotated[str | None, Query(alias="resourceVersion", max_length=32)] = None,
+        timeout_seconds: Annotated[int | None, Query(alias="timeoutSeconds", ge=1, le=MAX_WATCH_SECONDS)] = None,
+        allow_watch_bookmarks: Annotated[bool, Query(alias="allowWatchBookmarks")] = True,
+    ) -> Response:
+        selector = parse_selector(label_selector)
+        if watch:
+            after = parse_resource_version(resource_version, field="resourceVersion")
+            timeout = timeout_seconds or settings.default_watch_seconds
+            return await _start_watch(registry, metrics, info, selector, after, timeout, allow_watch_bookmarks)
+        page = await registry.list(info, selector=selector, limit=limit, continue_token=continue_ or "")
+        meta: dict[str, str] = {"resourceVersion": str(page.revision)}
+        if page.continue_token:
+            meta["continue"] = page.continue_token
+        return json_response({"apiVersion": API_VERSION, "kind": f"{info.kind}List", "metadata": meta, "items": page.items})
+
+    @app.post(collection, tags=tags, summary=f"Create a {info.kind}", status_code=201,
+              responses={201: {"model": info.model}, **_ERROR_RESPONSES},
+              openapi_extra=_body_schema(info), response_class=Response, operation_id=f"create_{info.singular}")
+    async def create_object(request: Request, _: Writer) -> Response:
+        return json_response(await registry.create(info, await read_json(request)), 201)
+
+    @app.get(item, tags=tags, summary=f"Read a {info.kind}", responses={200: {"model": info.model}, **_ERROR_RESPONSES},
+             response_class=Response, operation_id=f"read_{info.singular}")
+    async def read_object(name: Annotated[str, _name_param()], _: Reader) -> Response:
+        return json_response(await registry.get(info, name))
+
+    @app.put(item, tags=tags, summary=f"Replace a {info.kind} (metadata.resourceVersion is a precondition)",
+             responses={200: {"model": info.model}, **_ERROR_RESPONSES}, openapi_extra=_body_schema(info),
+             response_class=Response, operation_id=f"replace_{info.singular}")
+    async def replace_object(name: Annotated[str, _name_param()], request: Request, _: Writer) -> Response:
+        return json_response(await registry.replace(info, name, await read_json(request)))
+
+    @app.patch(item, tags=tags, summary=f"JSON merge patch (RFC 7386) of a {info.kind}",
+               responses={200: {"model": info.model}, **_ERROR_RESPONSES},
+               openapi_extra=_patch_schema(), response_class=Response, operation_id=f"patch_{info.singular}")
+    async def patch_object(name: Annotated[str, _name_param()], request: Request, _: Writer) -> Response:
+        patch = await read_json(request, allowed=(MERGE_PATCH, JSON))
+        return json_response(await registry.patch(info, name, patch))
+
+    @app.delete(item, tags=tags, summary=f"Delete a {info.kind}",
+                responses={200: {"model": info.model}, **_ERROR_RESPONSES}, response_class=Response,
+                operation_id=f"delete_{info.singular}")
+    async def delete_object(
+        name: Annotated[str, _name_param()],
+        _: Writer,
+        resource_version: Annotated[str | None, Query(alias="resourceVersion", max_length=32,
+                                                      description="delete only at this revision")] = None,
+    ) -> Response:
+        expected = parse_resource_version(resource_version, field="resourceVersion")
+        return json_response(await registry.delete(info, name, resource_version=expected))
+
+    _add_status_routes(app, info, registry, reader, writer)
+
+
+def _add_status_routes(
+    app: FastAPI,
+    info: KindInfo,
+    registry: Registry,
+    reader: Callable[..., Awaitable[Principal]],
+    writer: Callable[..., Awaitable[Principal]],
+) -> None:
+    path = f"{API_ROOT}/{info.plural}" + "/{name}/status"
+    tags = [info.kind]
+    Reader = Annotated[Principal, Depends(reader)]
+    Writer = Annotated[Principal, Depends(writer)]
+    responses: dict[int | str, dict[str, Any]] = {200: {"model": info.model}, **_ERROR_RESPONSES}
+
+    @app.get(path, tags=tags, summary=f"Read a {info.kind} with its status", responses=responses,
+             response_class=Response, operation_id=f"read_{info.singular}_status")
+    async def read_status(name: Annotated[str, _name_param()], _: Reader) -> Response:
+        return json_response(await registry.get(info, name))
+
+    @app.put(path, tags=tags, summary=f"Replace the status of a {info.kind}", responses=responses,
+             openapi_extra=_body_schema(info), response_class=Response, operation_id=f"replace_{info.singular}_status")
+    async def replace_status(name: Annotated[str, _name_param()], request: Request, _: Writer) -> Response:
+        return json_response(await registry.replace(info, name, await read_json(request), status=True))
+
+    @app.patch(path, tags=tags, summary=f"Merge-patch the status of a {info.kind}", responses=responses,
+               openapi_extra=_patch_schema(), response_class=Response, operation_id=f"patch_{info.singular}_status")
+    async def patch_status(name: Annotated[str, _name_param()], request: Request, _: Writer) -> Response:
+        patch = await read_json(request, allowed=(MERGE_PATCH, JSON))
+        return json_response(await registry.patch(info, name, patch, status=True))
+
+
+def _name_param() -> Any:
+    from fastapi import Path
+
+    return Path(min_length=1, max_length=253, description="object name (DNS-1123)")
+
+
+def _patch_schema() -> dict[str, Any]:
+    schema = {"schema": {"type": "object", "description": "RFC 7386 JSON merge patch"}}
+    return {"requestBody": {"required": True, "content": {MERGE_PATCH: schema, JSON: schema}}}
+
+
+async def _start_watch(
+    registry: Registry,
+    metrics: ApiMetrics,
+    info: KindInfo,
+    selector: Selector | None,
+    after: int,
+    timeout: int,
+    bookmarks: bool,
+) -> Response:
+    initial: list[Document] = []
+    if after == 0:
+        page = await registry.list(info, selector=selector)
+        initial, after = page.items, page.revision
+    await registry.ensure_watchable(after)
+    events = registry.watch(info, after_revision=after, selector=selector)
+    stream = _watch_lines(metrics, info, initial, events, timeout, bookmarks)
+    return StreamingResponse(stream, media_type=NDJSON)
+
+
+def _line(event_type: str, obj: Document) -> bytes:
+    return json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n"
+
+
+async def _watch_lines(
+    metrics: ApiMetrics,
+    info: KindInfo,
+    initial: list[Document],
+    events: AsyncIterator[WatchEvent],
+    timeout: int,
+    bookmarks: bool,
+) -> AsyncIterator[bytes]:
+    gauge = metrics.watchers.labels(info.kind)
+    gauge.inc()
+    try:
+        for doc in initial:
+            yield _line("ADDED", doc)
+        try:
+            async with asyncio.timeout(timeout):
+                async for event in events:
+                    if event.type == "BOOKMARK" and not bookmarks:
+                        continue
+                    yield _line(event.type, event.obj)
+        except TimeoutError:
+            return
+        except Gone as exc:
+            yield _line("ERROR", status_body(410, "Expired", str(exc)))
+    finally:
+        gauge.dec()
+        await events.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,100 @@
+"""Start a real ``edgefleet cloud`` process for tests and benchmarks.
+
+The process runs the installed console script (the same one operators run)
+on a free loopback port, with its own store and admin-token file, and is
+stopped (SIGTERM, then SIGKILL) however the test ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+EDGEFLEET = str(Path(sys.executable).with_name("edgefleet"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class CloudProcess:
+    store_url: str
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    token: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"cloud-{self.port}.log"
+
+    def start(self, timeout: float = 20.0) -> CloudProcess:
+        token_file = self.data_dir / "admin-token"
+        args = [EDGEFLEET, "cloud", "--listen", f"127.0.0.1:{self.port}", "--store", self.store_url,
+                "--admin-token-file", str(token_file), *self.extra_args]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.wait_ready(timeout)
+        if token_file.exists():
+            self.token = token_file.read_text().strip()
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"edgefleet cloud exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"edgefleet cloud not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token or self.token}"},
+                            timeout=10.0)
+
+
+@contextlib.contextmanager
+def running_cloud(store_url: str, data_dir: Path, *extra_args: str) -> Iterator[CloudProcess]:
+    cloud = CloudProcess(store_url, data_dir, extra_args=list(extra_args))
+    try:
+        yield cloud.start()
+    finally:
+        cloud.stop()

@@ -1,0 +1,69 @@
+"""The layering of DESIGN.md, checked on the source: who may import whom.
+
+``cli`` -> ``cloud`` -> ``store`` -> ``api``; ``api`` is pure (no I/O
+modules at all). A violation names the file, the line and the import.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "edgefleet"
+
+ALLOWED: dict[str, set[str]] = {
+    "api": {"api"},
+    "store": {"api", "store"},
+    "cloud": {"api", "store", "cloud", "logs"},
+    "cli": {"api", "store", "cloud", "cli", "logs"},
+}
+IO_MODULES = {
+    "asyncio", "socket", "sqlite3", "subprocess", "threading", "selectors", "ssl", "http.client",
+    "http.server", "urllib.request", "httpx", "aiohttp", "uvicorn", "fastapi", "starlette", "aetcd", "grpc", "shutil",
+    "tempfile", "io", "os",
+}
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def modules_of(layer: str) -> list[Path]:
+    return sorted((SRC / layer).rglob("*.py"))
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_layer_imports_only_what_it_may(layer: str) -> None:
+    assert modules_of(layer), f"no modules in {layer}"
+    violations = []
+    for path in modules_of(layer):
+        for line, module in imports(path):
+            parts = module.split(".")
+            if parts[0] == "edgefleet" and len(parts) > 1 and parts[1] not in ALLOWED[layer]:
+                violations.append(f"{path.relative_to(SRC)}:{line} imports {module}")
+    assert not violations, "layering broken:\n" + "\n".join(violations)
+
+
+def test_api_is_pure() -> None:
+    violations = [
+        f"{path.relative_to(SRC)}:{line} imports {module}"
+        for path in modules_of("api")
+        for line, module in imports(path)
+        if any(module == m or module.startswith(m + ".") for m in IO_MODULES)
+    ]
+    assert not violations, "the api package must do no I/O:\n" + "\n".join(violations)
+
+
+def test_checker_sees_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import asyncio\nfrom edgefleet.cloud import server\n")
+    assert imports(bad) == [(1, "asyncio"), (2, "edgefleet.cloud")]
