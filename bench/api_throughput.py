@@ -26,8 +26,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.cloudproc import CloudProcess, running_cloud  # noqa: E402
-from tests.etcd_cluster import EtcdMember, start_etcd  # noqa: E402
+from tests.cloudproc import CloudProcess, running_cloud
+from tests.etcd_cluster import EtcdMember, start_etcd
 
 SITES = "/apis/edgefleet.io/v1/sites"
 
@@ -99,7 +99,7 @@ async def watch_latency(cloud: CloudProcess, watchers: int, writes: int, rate: f
         async with session.get(cloud.url + SITES, params={"limit": "1"}) as response:
             revision = (await response.json())["metadata"]["resourceVersion"]
         tasks = [asyncio.create_task(watcher(session, revision)) for _ in range(watchers)]
-        while connected < watchers:
+        while connected < watchers:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
         for n in range(writes):

@@ -51,8 +51,8 @@ class CloudProcess:
         token_file = self.data_dir / "admin-token"
         args = [EDGEFLEET, "cloud", "--listen", f"127.0.0.1:{self.port}", "--store", self.store_url,
                 "--admin-token-file", str(token_file), *self.extra_args]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready(timeout)
         if token_file.exists():
             self.token = token_file.read_text().strip()

@@ -40,7 +40,7 @@ async def write_until_killed(cloud: CloudProcess, writers: int, acknowledged: li
                     acknowledged.append(name)
 
     async def killer() -> None:
-        while len(acknowledged) < 300 and time.monotonic() < deadline:
+        while len(acknowledged) < 300 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         cloud.kill(signal.SIGKILL)
 

@@ -118,19 +118,19 @@ def test_watch_timeout_seconds_ends_the_stream(cloud: CloudProcess) -> None:
 
 
 def test_compacted_revision_is_410(tmp_path: Path) -> None:
-    with running_cloud(f"sqlite:///{tmp_path}/s.db", tmp_path, "--compact-interval", "0.3") as cloud:
-        with cloud.client() as api:
-            first = api.post(SITES, json=site("a")).json()["metadata"]["resourceVersion"]
-            for i in range(5):
-                api.post(SITES, json=site(f"n{i}"))
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                metrics = api.get("/metrics").text
-                line = next(x for x in metrics.splitlines() if x.startswith("edgefleet_store_compacted_revision"))
-                if float(line.split()[-1]) > int(first) + 1:
-                    break
-                time.sleep(0.2)
-            response = api.get(SITES, params={"watch": "true", "resourceVersion": first})
-            assert response.status_code == 410
-            assert response.json()["reason"] == "Expired"
-            assert "list again" in response.json()["message"]
+    with running_cloud(f"sqlite:///{tmp_path}/s.db", tmp_path, "--compact-interval", "0.3") as cloud, \
+        cloud.client() as api:
+        first = api.post(SITES, json=site("a")).json()["metadata"]["resourceVersion"]
+        for i in range(5):
+            api.post(SITES, json=site(f"n{i}"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            metrics = api.get("/metrics").text
+            line = next(x for x in metrics.splitlines() if x.startswith("edgefleet_store_compacted_revision"))
+            if float(line.split()[-1]) > int(first) + 1:
+                break
+            time.sleep(0.2)
+        response = api.get(SITES, params={"watch": "true", "resourceVersion": first})
+        assert response.status_code == 410
+        assert response.json()["reason"] == "Expired"
+        assert "list again" in response.json()["message"]

@@ -9,7 +9,6 @@ problems are listed one per line with their path.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +46,9 @@ err = Console(stderr=True, highlight=False)
 ServerOpt = Annotated[str | None, typer.Option("--server", "-s", help="API server URL [env: EDGEFLEET_SERVER]")]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token [env: EDGEFLEET_TOKEN]")]
 ContextOpt = Annotated[str | None, typer.Option("--context", help="Context from the config file to use")]
-KIND_HELP = "Resource type: " + ", ".join(sorted(i.plural for i in all_kinds())) + " (singular and short names work too)"
+KIND_HELP = (
+    "Resource type: " + ", ".join(sorted(i.plural for i in all_kinds())) + " (singular and short names work too)"
+)
 
 T = TypeVar("T")
 
@@ -121,6 +122,7 @@ def cloud(
     """
     from edgefleet import logs
     from edgefleet.cloud import process
+    from edgefleet.cloud.auth import AuthError
     from edgefleet.store.interface import StoreError
 
     logs.setup(log_level, log_format)
@@ -134,7 +136,7 @@ def cloud(
         process.main(options)
     except (ValueError, StoreError) as exc:
         fail(str(exc))
-    except process.AuthError as exc:
+    except AuthError as exc:
         fail(str(exc))
 
 
@@ -187,7 +189,9 @@ def _apply_one(client: ApiClient, info: KindInfo, document: dict[str, Any], reso
 def get(
     kind: Annotated[str, typer.Argument(help=KIND_HELP)],
     name: Annotated[str | None, typer.Argument(help="Object name; all objects when omitted")] = None,
-    selector: Annotated[str | None, typer.Option("--selector", "-l", help="Label selector, e.g. tier=edge,region in (eu,us)")] = None,
+    selector: Annotated[
+        str | None, typer.Option("--selector", "-l", help="Label selector, e.g. tier=edge,region in (eu,us)")
+    ] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table, wide, yaml, json or name")] = "table",
     watch: Annotated[bool, typer.Option("--watch", "-w", help="After listing, print changes as they happen")] = False,
     server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
@@ -208,7 +212,9 @@ def get(
             _follow(client, info, selector, revision, output, name)
 
 
-def _follow(client: ApiClient, info: KindInfo, selector: str | None, revision: str, output: str, name: str | None) -> None:
+def _follow(
+    client: ApiClient, info: KindInfo, selector: str | None, revision: str, output: str, name: str | None
+) -> None:
     try:
         for event in client.watch(info, selector=selector, resource_version=revision):
             if event["type"] == "BOOKMARK":
@@ -244,7 +250,9 @@ def describe_command(
 def delete(
     kind: Annotated[str | None, typer.Argument(help=KIND_HELP)] = None,
     names: Annotated[list[str] | None, typer.Argument(help="Object names")] = None,
-    filename: Annotated[list[str] | None, typer.Option("--filename", "-f", help="Delete what these manifests define")] = None,
+    filename: Annotated[
+        list[str] | None, typer.Option("--filename", "-f", help="Delete what these manifests define")
+    ] = None,
     ignore_not_found: Annotated[bool, typer.Option(help="Do not fail on objects that do not exist")] = False,
     server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
 ) -> None:
@@ -347,4 +355,4 @@ def main() -> None:  # pragma: no cover - console entry
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

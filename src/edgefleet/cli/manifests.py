@@ -61,20 +61,33 @@ def _documents(name: str, text: str) -> list[tuple[str, Any]]:
     return [(f"{name}#{i + 1}", doc) for i, doc in enumerate(docs) if doc is not None]
 
 
+def _all_documents(targets: list[str], problems: list[str]) -> list[tuple[str, Any]]:
+    """Every document of every target; unreadable files and bad YAML go to ``problems``."""
+    documents: list[tuple[str, Any]] = []
+    for target in targets:
+        try:
+            for name, text in manifest_files(target):
+                try:
+                    documents.extend(_documents(name, text))
+                except ManifestError as exc:
+                    problems.append(str(exc))
+        except ManifestError as exc:
+            problems.append(str(exc))
+    return documents
+
+
 def load_manifests(targets: list[str]) -> list[Manifest]:
     """Every document of every target, validated; ManifestError lists all problems."""
     manifests: list[Manifest] = []
     problems: list[str] = []
-    for target in targets:
-        for name, text in manifest_files(target):
-            for source, doc in _documents(name, text):
-                try:
-                    resource = parse(doc)
-                    manifests.append(Manifest(source, kind_info(resource.kind), resource, doc))
-                except ValidationFailed as exc:
-                    problems.extend(f"{source}: {error}" for error in exc.errors)
-                except ApiError as exc:
-                    problems.append(f"{source}: {exc}")
+    for source, doc in _all_documents(targets, problems):
+        try:
+            resource = parse(doc)
+            manifests.append(Manifest(source, kind_info(resource.kind), resource, doc))
+        except ValidationFailed as exc:
+            problems.extend(f"{source}: {error}" for error in exc.errors)
+        except ApiError as exc:
+            problems.append(f"{source}: {exc}")
     if problems:
         raise ManifestError("invalid manifests, nothing was applied:\n  " + "\n  ".join(problems))
     return manifests

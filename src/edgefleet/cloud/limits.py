@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from edgefleet.cloud.errors import status_body
-from edgefleet.cloud.metrics import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 

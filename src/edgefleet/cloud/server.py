@@ -23,11 +23,12 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -37,7 +38,7 @@ from edgefleet.api import kinds as _kinds  # noqa: F401  (fills the kind registr
 from edgefleet.api.errors import ApiError, SelectorError
 from edgefleet.api.meta import API_VERSION, KindInfo, all_kinds
 from edgefleet.api.selectors import Selector
-from edgefleet.cloud.auth import AuthError, Authenticator, Principal
+from edgefleet.cloud.auth import Authenticator, AuthError, Principal
 from edgefleet.cloud.errors import Status, StatusCause, from_exception, status_body
 from edgefleet.cloud.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooLarge
 from edgefleet.cloud.metrics import ApiMetrics, MetricsMiddleware
@@ -206,14 +207,16 @@ def _add_system_routes(
     reader: Callable[..., Awaitable[Principal]],
     ready_check: Callable[[], Awaitable[None]] | None,
 ) -> None:
-    @app.get("/healthz", tags=["system"], summary="Liveness: the process serves requests")
+    @app.get("/healthz", tags=["system"], summary="Liveness: the process serves requests",
+             response_class=PlainTextResponse)
     async def healthz() -> Response:
-        return Response(b"ok", media_type="text/plain")
+        return PlainTextResponse("ok")
 
     @app.get(
         "/readyz",
         tags=["system"],
         summary="Readiness: the store answers",
+        response_class=PlainTextResponse,
         responses={503: {"model": Status, "description": "The store is unavailable"}},
     )
     async def readyz() -> Response:
@@ -223,22 +226,23 @@ def _add_system_routes(
                 await ready_check()
         except (StoreError, TimeoutError) as exc:
             return json_response(status_body(503, "ServiceUnavailable", f"store not ready: {exc!r}"), 503)
-        return Response(b"ok", media_type="text/plain")
+        return PlainTextResponse("ok")
 
-    @app.get("/metrics", tags=["system"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["system"], summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:
         try:
             metrics.store_revision.set(await registry.store.current_revision())
             metrics.store_compacted_revision.set(await registry.store.compacted_revision())
         except StoreError:
             pass  # the scrape still returns the request metrics
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/version", tags=["system"], summary="Server version")
     async def version() -> Response:
         return json_response({"version": edgefleet.__version__, "apiVersion": API_VERSION})
 
-    @app.get(API_ROOT, tags=["system"], summary="The resource kinds this server serves")
+    @app.get(API_ROOT, tags=["system"], summary="The resource kinds this server serves",
+             responses={401: _ERROR_RESPONSES[401], 403: _ERROR_RESPONSES[403]})
     async def discovery(_: Annotated[Principal, Depends(reader)]) -> Response:
         resources = [
             {"kind": i.kind, "name": i.plural, "singularName": i.singular, "shortNames": list(i.short_names)}
@@ -258,7 +262,7 @@ def _add_kind_routes(
 ) -> None:
     collection = f"{API_ROOT}/{info.plural}"
     item = collection + "/{name}"
-    tags = [info.kind]
+    tags: list[str | Enum] = [info.kind]
     Reader = Annotated[Principal, Depends(reader)]
     Writer = Annotated[Principal, Depends(writer)]
     list_responses: dict[int | str, dict[str, Any]] = {
@@ -285,12 +289,15 @@ def _add_kind_routes(
         if watch:
             after = parse_resource_version(resource_version, field="resourceVersion")
             timeout = timeout_seconds or settings.default_watch_seconds
-            return await _start_watch(registry, metrics, info, selector, after, timeout, allow_watch_bookmarks)
+            return await _start_watch(
+                registry, metrics, info, selector, after, timeout, allow_watch_bookmarks
+            )
         page = await registry.list(info, selector=selector, limit=limit, continue_token=continue_ or "")
         meta: dict[str, str] = {"resourceVersion": str(page.revision)}
         if page.continue_token:
             meta["continue"] = page.continue_token
-        return json_response({"apiVersion": API_VERSION, "kind": f"{info.kind}List", "metadata": meta, "items": page.items})
+        listing = {"apiVersion": API_VERSION, "kind": f"{info.kind}List", "metadata": meta, "items": page.items}
+        return json_response(listing)
 
     @app.post(collection, tags=tags, summary=f"Create a {info.kind}", status_code=201,
               responses={201: {"model": info.model}, **_ERROR_RESPONSES},
@@ -339,7 +346,7 @@ def _add_status_routes(
     writer: Callable[..., Awaitable[Principal]],
 ) -> None:
     path = f"{API_ROOT}/{info.plural}" + "/{name}/status"
-    tags = [info.kind]
+    tags: list[str | Enum] = [info.kind]
     Reader = Annotated[Principal, Depends(reader)]
     Writer = Annotated[Principal, Depends(writer)]
     responses: dict[int | str, dict[str, Any]] = {200: {"model": info.model}, **_ERROR_RESPONSES}
@@ -378,7 +385,7 @@ async def _start_watch(
     info: KindInfo,
     selector: Selector | None,
     after: int,
-    timeout: int,
+    watch_seconds: int,
     bookmarks: bool,
 ) -> Response:
     initial: list[Document] = []
@@ -387,7 +394,7 @@ async def _start_watch(
         initial, after = page.items, page.revision
     await registry.ensure_watchable(after)
     events = registry.watch(info, after_revision=after, selector=selector)
-    stream = _watch_lines(metrics, info, initial, events, timeout, bookmarks)
+    stream = _watch_lines(metrics, info, initial, events, watch_seconds, bookmarks)
     return StreamingResponse(stream, media_type=NDJSON)
 
 
@@ -400,7 +407,7 @@ async def _watch_lines(
     info: KindInfo,
     initial: list[Document],
     events: AsyncIterator[WatchEvent],
-    timeout: int,
+    watch_seconds: int,
     bookmarks: bool,
 ) -> AsyncIterator[bytes]:
     gauge = metrics.watchers.labels(info.kind)
@@ -409,7 +416,7 @@ async def _watch_lines(
         for doc in initial:
             yield _line("ADDED", doc)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(watch_seconds):
                 async for event in events:
                     if event.type == "BOOKMARK" and not bookmarks:
                         continue
