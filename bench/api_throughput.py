@@ -27,7 +27,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.cloudproc import CloudProcess, running_cloud
-from tests.etcd_cluster import EtcdMember, start_etcd
+from tests.etcd_cluster import running_etcd  # noqa: E402
 
 SITES = "/apis/edgefleet.io/v1/sites"
 
@@ -117,11 +117,8 @@ def backend(kind: str, data: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{data}/store.db"
         return
-    member: EtcdMember = start_etcd(data / "etcd")
-    try:
-        yield f"etcd://{member.client_address}"
-    finally:
-        member.stop()
+    with running_etcd(data / "etcd") as cluster:
+        yield cluster.url
 
 
 def run(kind: str, args: argparse.Namespace) -> None:

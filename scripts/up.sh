@@ -36,7 +36,7 @@ The cloud is running at http://$LISTEN (Ctrl-C stops it). In another shell:
 
   export EDGEFLEET_SERVER=http://$LISTEN EDGEFLEET_TOKEN=\$(cat $DATA/admin-token)
   .venv/bin/edgefleet get sites -w
-  .venv/bin/edgefleet describe site paris
+  .venv/bin/edgefleet describe site par-edge
   curl -s http://$LISTEN/metrics | grep edgefleet_
 
 MSG

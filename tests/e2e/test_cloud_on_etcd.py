@@ -9,23 +9,20 @@ import pytest
 
 from tests.cloudproc import CloudProcess, running_cloud
 from tests.e2e.test_watch import Collector, site
-from tests.etcd_cluster import EtcdMember, start_etcd
+from tests.etcd_cluster import EtcdCluster, running_etcd
 
 SITES = "/apis/edgefleet.io/v1/sites"
 pytestmark = pytest.mark.etcd
 
 
 @pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdMember]:
-    member = start_etcd(tmp_path / "etcd")
-    try:
-        yield member
-    finally:
-        member.stop()
+def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
+    with running_etcd(tmp_path / "etcd") as cluster:
+        yield cluster
 
 
-def test_crud_and_watch_on_etcd(etcd: EtcdMember, tmp_path: Path) -> None:
-    url = f"etcd://{etcd.client_address}"
+def test_crud_and_watch_on_etcd(etcd: EtcdCluster, tmp_path: Path) -> None:
+    url = etcd.url
     with running_cloud(url, tmp_path) as cloud:
         with cloud.client() as api:
             start = api.get(SITES).json()["metadata"]["resourceVersion"]

@@ -9,6 +9,8 @@ problems are listed one per line with their path.
 
 from __future__ import annotations
 
+import sys
+
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +42,8 @@ token_app = typer.Typer(help="Tokens for the API.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(token_app, name="token")
 
-out = Console(highlight=False)
+# Piped output (scripts, grep) gets wide lines instead of 80-column wrapping.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True, highlight=False)
 
 ServerOpt = Annotated[str | None, typer.Option("--server", "-s", help="API server URL [env: EDGEFLEET_SERVER]")]

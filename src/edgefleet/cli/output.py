@@ -46,7 +46,7 @@ def table(info: KindInfo, docs: list[Document], *, wide: bool = False) -> Table:
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     grid.add_column("NAME", no_wrap=True)
     for column in columns:
-        grid.add_column(column.header)
+        grid.add_column(column.header, no_wrap=True, overflow="ellipsis", max_width=48)
     grid.add_column("AGE")
     for doc in docs:
         model = to_model(info, doc)
