@@ -27,7 +27,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.cloudproc import CloudProcess, running_cloud
-from tests.etcd_cluster import running_etcd  # noqa: E402
+from tests.etcd_cluster import running_etcd
 
 SITES = "/apis/edgefleet.io/v1/sites"
 

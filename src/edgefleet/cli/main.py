@@ -10,7 +10,6 @@ problems are listed one per line with their path.
 from __future__ import annotations
 
 import sys
-
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path

@@ -19,11 +19,18 @@ compacted it raises :class:`Compacted` (at once or from the first
 ``__anext__``). Deletions carry the last value of the key (``kv.value``),
 with ``kv.mod_revision`` set to the revision of the deletion. Besides events
 a watch yields :class:`Progress` markers when idle: "every change up to this
-revision has been yielded".
+revision has been yielded". A watch whose consumer falls too far behind may
+end with :class:`WatchTooSlow`; one whose store closes simply ends. On etcd
+the deletions of an expired or revoked lease's keys share one revision (one
+event per key); everywhere else each change has a revision of its own.
+
+Writes that may or may not have been applied (the reply was lost) raise
+:class:`OutcomeUnknown`, never a "clean" failure.
 
 Values are opaque bytes; keys are ``str`` paths such as
-``/registry/sites/eu-west``. Backends add their own root prefix if they need
-one and hide it.
+``/registry/sites/eu-west``: they start with ``/`` and contain no NUL
+(:class:`InvalidKey` otherwise); prefixes are ``""`` or such a path.
+Backends add their own root prefix if they need one and hide it.
 """
 
 from __future__ import annotations
@@ -83,6 +90,38 @@ class LeaseNotFound(StoreError):
 
 class Unavailable(StoreError):
     """The backend cannot be reached or lost quorum; the caller may retry."""
+
+
+class OutcomeUnknown(Unavailable):
+    """A write was sent but its result never came back: it may or may not be applied.
+
+    Raised instead of a plain failure so that a write that *did* happen is
+    never reported as one that did not. Re-read the key before deciding what
+    to do; a blind retry may fail with AlreadyExists/Conflict because of this
+    very write.
+    """
+
+
+class WatchTooSlow(StoreError):
+    """The watcher fell behind the writers and its buffer overflowed.
+
+    The watch ended so that it never blocks writers or other watchers. Watch
+    again after ``last_revision``: every change up to it was yielded.
+    """
+
+    def __init__(self, last_revision: int) -> None:
+        super().__init__(
+            f"watch consumer too slow (buffer overflowed); watch again after {last_revision}"
+        )
+        self.last_revision = last_revision
+
+
+class InvalidKey(StoreError):
+    """A key or prefix that is not a ``/``-rooted path (or contains NUL)."""
+
+
+class InvalidStoreURL(StoreError):
+    """``open_store`` got a URL it does not understand; the message lists the accepted forms."""
 
 
 @dataclass(frozen=True, slots=True)
