@@ -16,9 +16,12 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edgefleet"
 ALLOWED: dict[str, set[str]] = {
     "api": {"api"},
     "store": {"api", "store"},
-    "cloud": {"api", "store", "cloud", "logs"},
-    "cli": {"api", "store", "cloud", "cli", "logs"},
+    "sync": {"api", "sync"},
+    "cloud": {"api", "store", "sync", "cloud", "logs"},
+    "edge": {"api", "sync", "edge", "logs"},
+    "cli": {"api", "store", "sync", "cloud", "edge", "cli", "logs"},
 }
+PURE_LAYERS = ("api", "sync")
 IO_MODULES = {
     "asyncio", "socket", "sqlite3", "subprocess", "threading", "selectors", "ssl", "http.client",
     "http.server", "urllib.request", "httpx", "aiohttp", "uvicorn", "fastapi", "starlette", "aetcd", "grpc", "shutil",
@@ -53,14 +56,15 @@ def test_layer_imports_only_what_it_may(layer: str) -> None:
     assert not violations, "layering broken:\n" + "\n".join(violations)
 
 
-def test_api_is_pure() -> None:
+@pytest.mark.parametrize("layer", PURE_LAYERS)
+def test_pure_layers_do_no_io(layer: str) -> None:
     violations = [
         f"{path.relative_to(SRC)}:{line} imports {module}"
-        for path in modules_of("api")
+        for path in modules_of(layer)
         for line, module in imports(path)
         if any(module == m or module.startswith(m + ".") for m in IO_MODULES)
     ]
-    assert not violations, "the api package must do no I/O:\n" + "\n".join(violations)
+    assert not violations, f"the {layer} package must do no I/O:\n" + "\n".join(violations)
 
 
 def test_checker_sees_a_violation(tmp_path: Path) -> None:
