@@ -16,9 +16,9 @@ def doc(name: str, value: int = 1) -> dict[str, object]:
 def test_batches_apply_and_survive_reopen(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "view.db")
     assert store.snapshot().revision == 0 and store.snapshot().holdings == {}
-    store.apply_batch(revision=5, epoch="e1", reset=False,
+    store.apply_batch(revision=5, epoch="e1",
                       put=[("/registry/workloads/a", 3, doc("a")), ("/registry/sites/p", 4, doc("p"))], delete=[])
-    store.apply_batch(revision=9, epoch="e1", reset=False,
+    store.apply_batch(revision=9, epoch="e1",
                       put=[("/registry/workloads/b", 8, doc("b", 2))], delete=["/registry/sites/p"])
     store.close()
     again = LocalStore(tmp_path / "view.db")
@@ -30,19 +30,11 @@ def test_batches_apply_and_survive_reopen(tmp_path: Path) -> None:
     assert again.get("/registry/workloads/b") == doc("b", 2)
 
 
-def test_reset_replaces_everything(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path / "view.db")
-    store.apply_batch(revision=5, epoch="e1", reset=False, put=[("/registry/workloads/a", 3, doc("a"))], delete=[])
-    store.apply_batch(revision=2, epoch="e2", reset=True, put=[("/registry/workloads/c", 2, doc("c"))], delete=[])
-    snap = store.snapshot()
-    assert (snap.epoch, snap.revision, snap.holdings) == ("e2", 2, {"/registry/workloads/c": 2})
-
-
 def test_failed_batch_changes_nothing(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "view.db")
-    store.apply_batch(revision=5, epoch="e1", reset=False, put=[("/registry/workloads/a", 3, doc("a"))], delete=[])
+    store.apply_batch(revision=5, epoch="e1", put=[("/registry/workloads/a", 3, doc("a"))], delete=[])
     with pytest.raises(TypeError):
-        store.apply_batch(revision=6, epoch="e1", reset=True,
+        store.apply_batch(revision=6, epoch="e1",
                           put=[("/registry/workloads/x", 6, {"bad": object()})], delete=[])
     snap = store.snapshot()
     assert (snap.revision, snap.holdings) == (5, {"/registry/workloads/a": 3})
@@ -54,5 +46,5 @@ def test_corrupt_file_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
     store = LocalStore(path)
     assert store.recovered_from is not None and store.recovered_from.exists()
     assert store.snapshot().revision == 0
-    store.apply_batch(revision=1, epoch="e", reset=False, put=[("/registry/workloads/a", 1, doc("a"))], delete=[])
+    store.apply_batch(revision=1, epoch="e", put=[("/registry/workloads/a", 1, doc("a"))], delete=[])
     assert store.snapshot().holdings == {"/registry/workloads/a": 1}

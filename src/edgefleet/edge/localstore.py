@@ -91,7 +91,6 @@ class LocalStore:
         *,
         revision: int,
         epoch: str,
-        reset: bool,
         put: Iterable[tuple[str, int, Document]],
         delete: Iterable[str],
     ) -> None:
@@ -99,8 +98,6 @@ class LocalStore:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if reset:
-                conn.execute("DELETE FROM objects")
             conn.executemany("DELETE FROM objects WHERE key = ?", ((k,) for k in delete))
             conn.executemany(
                 "INSERT OR REPLACE INTO objects (key, rev, object) VALUES (?, ?, ?)",

@@ -1,0 +1,453 @@
+"""Per-node views: which objects each node needs, projected, and how they change.
+
+How: a :class:`FleetIndex` holds every ``/registry/...`` object the hub
+watches (fed by :meth:`FleetIndex.load` at start and :meth:`FleetIndex.apply`
+per store event) and, per kind it knows, a small parsed entry: a Node's site
+and labels, a Site's parents and labels, a Workload's or Domain's parsed
+selector, and the *projected* :class:`~edgefleet.sync.messages.ViewObject`\\ s
+a node is sent. :meth:`FleetIndex.view` computes a node's whole view;
+``apply`` returns, for every *registered* node (one with a live session)
+whose view actually changed, the keys that changed: a ViewObject to put, or
+None when the key leaves the view.
+
+The view of node N at site S (rules of the package docstring):
+
+- N's own Node, projected without status;
+- S and S's parents, transitively (cycle-safe), projected without status;
+- the peer Nodes of S and the Nodes of S's parents: labels, spec and
+  ``status.phase`` only, so a heartbeat changes nobody's view;
+- the Workloads whose ``spec.nodeSelector`` matches N's labels plus the
+  implicit ``edgefleet.io/node=N`` and ``edgefleet.io/site=S``;
+- the Domains whose ``spec.sites`` selector (empty: every site) matches S's
+  labels plus the implicit ``edgefleet.io/site=S``.
+
+Kinds without rules here (future kinds) are stored but in no view; a
+selector that does not parse selects nothing. Documents are read as plain
+dicts (the API validated them on the way in; re-validating on this hot path
+would cost more than the whole diff) and must not be mutated after they are
+handed over: projections share their sub-objects.
+
+Cost: a Workload or Domain edit costs one selector check per registered node,
+a Node edit one chain lookup per registered node, a heartbeat (a status
+change other than phase) two projections and nothing per node. A change of a
+Node's labels or site, or of a Site's labels or parents, may move many keys
+in and out of many views: the affected views are recomputed before and after
+and diffed. Correctness first; those edits are rare.
+
+Content versions: a projection that did not change keeps its ViewObject (and
+its ``since``, the revision its content last changed at); a new projection
+gets ``since`` = the event's revision, or the object's mod_revision on load.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edgefleet.api.errors import SelectorError
+from edgefleet.api.selectors import Selector, parse_selector
+from edgefleet.sync.messages import KEY_PREFIX, ViewObject
+
+NODE_LABEL = "edgefleet.io/node"
+"""Implicit label of every node: its name (Workload selectors can pin a node)."""
+
+SITE_LABEL = "edgefleet.io/site"
+"""Implicit label of every node and site: the site name."""
+
+Document = dict[str, Any]
+ViewChanges = dict[str, ViewObject | None]
+"""key -> the object to put, or None when the key leaves the view."""
+
+__all__ = [
+    "NODE_LABEL",
+    "SITE_LABEL",
+    "FleetIndex",
+    "ViewChanges",
+    "ViewObject",
+    "digest",
+    "project_object",
+    "project_peer_node",
+]
+
+
+def digest(items: Iterable[tuple[str, int]]) -> str:
+    """``sha256("".join(f"{key}\\x00{rev}\\n" for key, rev in sorted(items)))``, 32 hex digits."""
+    text = "".join(f"{key}\x00{rev}\n" for key, rev in sorted(items))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def project_object(document: Mapping[str, Any]) -> Document:
+    """apiVersion, kind, metadata without resourceVersion, spec: no status."""
+    projected: Document = {key: document[key] for key in ("apiVersion", "kind") if key in document}
+    projected["metadata"] = {k: v for k, v in _dict(document.get("metadata")).items() if k != "resourceVersion"}
+    if "spec" in document:
+        projected["spec"] = document["spec"]
+    return projected
+
+
+def project_peer_node(document: Mapping[str, Any]) -> Document:
+    """A peer's Node as other nodes see it: name, labels, spec and status.phase."""
+    metadata = _dict(document.get("metadata"))
+    projected: Document = {key: document[key] for key in ("apiVersion", "kind") if key in document}
+    projected["metadata"] = {"name": metadata.get("name"), "labels": _labels(document)}
+    if "spec" in document:
+        projected["spec"] = document["spec"]
+    phase = _dict(document.get("status")).get("phase")
+    if phase is not None:
+        projected["status"] = {"phase": phase}
+    return projected
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _labels(document: Mapping[str, Any]) -> dict[str, str]:
+    labels = _dict(_dict(document.get("metadata")).get("labels"))
+    return {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_selector(text: str) -> Selector | None:
+    # Many objects share few selectors: parse each text once.
+    try:
+        return parse_selector(text)
+    except SelectorError:
+        return None
+
+
+def _selector(document: Mapping[str, Any], field: str) -> Selector | None:
+    text = _dict(document.get("spec")).get(field, "")
+    return _parse_selector(text) if isinstance(text, str) else None
+
+
+def _matches(selector: Selector | None, labels: Mapping[str, str]) -> bool:
+    return selector is not None and selector.matches(labels)
+
+
+def _reuse(old: ViewObject | None, key: str, projected: Document, since: int) -> ViewObject:
+    """The old ViewObject when the projection's content is unchanged (keeping its since)."""
+    fresh = ViewObject.of(key, projected, since)
+    return old if old is not None and old.rev == fresh.rev else fresh
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    site: str
+    labels: dict[str, str]  # metadata labels plus the implicit node and site labels
+    own: ViewObject
+    peer: ViewObject
+
+
+@dataclass(frozen=True, slots=True)
+class _Site:
+    parents: tuple[str, ...]
+    labels: dict[str, str]  # metadata labels plus the implicit site label
+    obj: ViewObject
+
+
+@dataclass(frozen=True, slots=True)
+class _Selected:
+    """A Workload or a Domain: its parsed selector and its projection."""
+
+    selector: Selector | None
+    obj: ViewObject
+
+
+def _record(
+    changes: dict[str, ViewChanges], node: str, key: str, was: ViewObject | None, now: ViewObject | None
+) -> None:
+    """Note what ``key`` does in ``node``'s view, given its object before and after."""
+    if now is not None and (was is None or was.rev != now.rev):
+        changes.setdefault(node, {})[key] = now
+    elif was is not None and now is None:
+        changes.setdefault(node, {})[key] = None
+
+
+def _diff(before: Mapping[str, ViewObject], after: Mapping[str, ViewObject]) -> ViewChanges:
+    changes: ViewChanges = {}
+    for key, obj in after.items():
+        old = before.get(key)
+        if old is None or old.rev != obj.rev:
+            changes[key] = obj
+    for key in before:
+        if key not in after:
+            changes[key] = None
+    return changes
+
+
+class FleetIndex:
+    """Every registry object, and the views of the registered nodes (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.revision = 0
+        """The store revision the index is complete up to."""
+        self._objects: dict[str, tuple[int, Document]] = {}
+        self._nodes: dict[str, _Node] = {}
+        self._sites: dict[str, _Site] = {}
+        self._workloads: dict[str, _Selected] = {}
+        self._domains: dict[str, _Selected] = {}
+        self._members: dict[str, set[str]] = {}  # site name -> names of its nodes
+        self._registered: dict[str, int] = {}  # node name -> live sessions
+        self._chains: dict[str, frozenset[str]] = {}  # site -> itself and its ancestors
+        self._handlers: dict[str, Callable[[str, str, int, Document | None], dict[str, ViewChanges]]] = {
+            "nodes": self._apply_node,
+            "sites": self._apply_site,
+            "workloads": functools.partial(self._apply_selected, self._workloads),
+            "domains": functools.partial(self._apply_selected, self._domains),
+        }
+
+    # --- registration and queries ---------------------------------------
+
+    def register(self, node_name: str) -> None:
+        """A session for ``node_name`` starts: report its view changes from now on."""
+        self._registered[node_name] = self._registered.get(node_name, 0) + 1
+
+    def unregister(self, node_name: str) -> None:
+        """A session for ``node_name`` ended (sessions are counted: reconnects overlap)."""
+        count = self._registered.get(node_name, 0) - 1
+        if count > 0:
+            self._registered[node_name] = count
+        else:
+            self._registered.pop(node_name, None)
+
+    @property
+    def registered(self) -> frozenset[str]:
+        return frozenset(self._registered)
+
+    def get(self, key: str) -> tuple[int, Document] | None:
+        """(mod_revision, document) of ``key``, or None."""
+        return self._objects.get(key)
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def view(self, node_name: str) -> dict[str, ViewObject]:
+        """The whole current view of ``node_name`` (empty while its Node does not exist)."""
+        node = self._nodes.get(node_name)
+        if node is None:
+            return {}
+        view = {node.own.key: node.own}
+        for site_name in self._chain(node.site):
+            site = self._sites.get(site_name)
+            if site is not None:
+                view[site.obj.key] = site.obj
+            for member in self._members.get(site_name, ()):
+                if member != node_name:
+                    peer = self._nodes[member].peer
+                    view[peer.key] = peer
+        for workload in self._workloads.values():
+            if _matches(workload.selector, node.labels):
+                view[workload.obj.key] = workload.obj
+        site_labels = self._site_labels(node.site)
+        for domain in self._domains.values():
+            if _matches(domain.selector, site_labels):
+                view[domain.obj.key] = domain.obj
+        return view
+
+    # --- feeding --------------------------------------------------------
+
+    def load(self, items: Iterable[tuple[str, int, Document]], revision: int) -> dict[str, ViewChanges]:
+        """Replace the whole index by ``items`` (key, mod_revision, document) read at ``revision``.
+
+        Returns the view changes of registered nodes (none at start-up, when
+        nobody is registered yet; after a re-list, what the gap changed).
+        """
+        before = {name: self.view(name) for name in self._registered}
+        for table in (self._objects, self._nodes, self._sites, self._workloads, self._domains, self._members):
+            table.clear()
+        self._chains.clear()
+        for key, mod_revision, document in items:
+            self._check(key, document)
+            self._objects[key] = (mod_revision, document)
+            self._store(key, mod_revision, document)
+        self.revision = revision
+        changes = {name: _diff(before[name], self.view(name)) for name in before}
+        return {name: diff for name, diff in changes.items() if diff}
+
+    def apply(self, key: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+        """One store event: ``key`` changed at ``revision`` (``document`` None: deleted).
+
+        Returns node name -> view changes, for registered nodes whose view changed.
+        """
+        self._check(key, document)
+        self.revision = max(self.revision, revision)
+        if document is None:
+            self._objects.pop(key, None)
+        else:
+            self._objects[key] = (revision, document)
+        kind, name = _split_key(key)
+        handler = self._handlers.get(kind)
+        return {} if handler is None else handler(key, name, revision, document)
+
+    @staticmethod
+    def _check(key: str, document: Document | None) -> None:
+        if not key.startswith(KEY_PREFIX):
+            raise ValueError(f"{key!r} is not a registry key (they start with {KEY_PREFIX})")
+        if document is not None and not isinstance(document, dict):
+            raise ValueError(f"{key}: the document must be a dict, not {type(document).__name__}")
+
+    def _store(self, key: str, revision: int, document: Document) -> None:
+        """Put one object in the parsed tables, without computing view changes (load)."""
+        kind, name = _split_key(key)
+        if kind == "nodes":
+            self._set_node(name, self._build_node(key, name, revision, document, None))
+        elif kind == "sites":
+            self._set_site(name, self._build_site(key, name, revision, document, None))
+        elif kind in ("workloads", "domains"):
+            table = self._workloads if kind == "workloads" else self._domains
+            table[name] = self._build_selected(table, key, name, revision, document, None)
+
+    # --- Workloads and Domains: one selector check per registered node ----
+
+    def _apply_selected(
+        self, table: dict[str, _Selected], key: str, name: str, revision: int, document: Document | None
+    ) -> dict[str, ViewChanges]:
+        old = table.get(name)
+        new = None if document is None else self._build_selected(table, key, name, revision, document, old)
+        if new is None:
+            table.pop(name, None)
+        else:
+            table[name] = new
+        if old is not None and new is not None and old.obj is new.obj and old.selector == new.selector:
+            return {}  # a status change: nobody's view moves
+        labels_of = self._node_labels if table is self._workloads else self._domain_labels
+        changes: dict[str, ViewChanges] = {}
+        for node_name in self._registered:
+            labels = labels_of(node_name)
+            if labels is None:
+                continue
+            was = old.obj if old is not None and _matches(old.selector, labels) else None
+            now = new.obj if new is not None and _matches(new.selector, labels) else None
+            _record(changes, node_name, key, was, now)
+        return changes
+
+    def _build_selected(
+        self, table: dict[str, _Selected], key: str, name: str, revision: int, document: Document, old: _Selected | None
+    ) -> _Selected:
+        field = "nodeSelector" if table is self._workloads else "sites"
+        obj = _reuse(old.obj if old else None, key, project_object(document), revision)
+        return _Selected(_selector(document, field), obj)
+
+    def _node_labels(self, node_name: str) -> Mapping[str, str] | None:
+        node = self._nodes.get(node_name)
+        return None if node is None else node.labels
+
+    def _domain_labels(self, node_name: str) -> Mapping[str, str] | None:
+        node = self._nodes.get(node_name)
+        return None if node is None else self._site_labels(node.site)
+
+    def _site_labels(self, site_name: str) -> Mapping[str, str]:
+        site = self._sites.get(site_name)
+        return site.labels if site is not None else {SITE_LABEL: site_name}
+
+    # --- Nodes ------------------------------------------------------------
+
+    def _apply_node(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+        old = self._nodes.get(name)
+        new = None if document is None else self._build_node(key, name, revision, document, old)
+        if old is not None and new is not None and old.own is new.own and old.peer is new.peer:
+            return {}  # a heartbeat: neither projection changed
+        moved = old is None or new is None or old.site != new.site or old.labels != new.labels
+        before = self.view(name) if moved and name in self._registered else None
+        self._set_node(name, new)
+        changes: dict[str, ViewChanges] = {}
+        if before is not None:
+            own_changes = _diff(before, self.view(name))
+            if own_changes:
+                changes[name] = own_changes
+        elif name in self._registered and old is not None and new is not None:
+            _record(changes, name, key, old.own, new.own)
+        self._record_peer(changes, name, key, old, new)
+        return changes
+
+    def _record_peer(
+        self, changes: dict[str, ViewChanges], name: str, key: str, old: _Node | None, new: _Node | None
+    ) -> None:
+        """Node ``name`` is in the views of nodes whose site chain holds its site."""
+        for other in self._registered:
+            node = self._nodes.get(other)
+            if other == name or node is None:
+                continue
+            chain = self._chain(node.site)
+            was = old.peer if old is not None and old.site in chain else None
+            now = new.peer if new is not None and new.site in chain else None
+            _record(changes, other, key, was, now)
+
+    def _build_node(self, key: str, name: str, revision: int, document: Document, old: _Node | None) -> _Node:
+        site = _dict(document.get("spec")).get("site")
+        site = site if isinstance(site, str) else ""
+        labels = {**_labels(document), NODE_LABEL: name, SITE_LABEL: site}
+        own = _reuse(old.own if old else None, key, project_object(document), revision)
+        peer = _reuse(old.peer if old else None, key, project_peer_node(document), revision)
+        return _Node(site, labels, own, peer)
+
+    def _set_node(self, name: str, node: _Node | None) -> None:
+        old = self._nodes.pop(name, None)
+        if old is not None:
+            members = self._members[old.site]
+            members.discard(name)
+            if not members:
+                del self._members[old.site]
+        if node is not None:
+            self._nodes[name] = node
+            self._members.setdefault(node.site, set()).add(name)
+
+    # --- Sites --------------------------------------------------------------
+
+    def _apply_site(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+        old = self._sites.get(name)
+        new = None if document is None else self._build_site(key, name, revision, document, old)
+        if old is not None and new is not None and old.obj is new.obj:
+            return {}  # a status change
+        # Whether a site is in a node's chain depends on the parents of the
+        # sites *below* it, never on its own: the affected set is the same
+        # before and after this change.
+        affected = [n for n in self._registered if n in self._nodes and name in self._chain(self._nodes[n].site)]
+        moved = old is None or new is None or old.parents != new.parents or old.labels != new.labels
+        if not moved:
+            assert new is not None
+            self._set_site(name, new)
+            return {node_name: {key: new.obj} for node_name in affected}
+        before = {node_name: self.view(node_name) for node_name in affected}
+        self._set_site(name, new)
+        changes = {node_name: _diff(before[node_name], self.view(node_name)) for node_name in affected}
+        return {node_name: diff for node_name, diff in changes.items() if diff}
+
+    def _build_site(self, key: str, name: str, revision: int, document: Document, old: _Site | None) -> _Site:
+        parents = _dict(document.get("spec")).get("parents")
+        parent_names = tuple(p for p in parents if isinstance(p, str)) if isinstance(parents, list) else ()
+        labels = {**_labels(document), SITE_LABEL: name}
+        obj = _reuse(old.obj if old else None, key, project_object(document), revision)
+        return _Site(parent_names, labels, obj)
+
+    def _set_site(self, name: str, site: _Site | None) -> None:
+        if site is None:
+            self._sites.pop(name, None)
+        else:
+            self._sites[name] = site
+        self._chains.clear()
+
+    def _chain(self, site_name: str) -> frozenset[str]:
+        """``site_name`` and every site reachable through parents (cycle-safe), cached."""
+        chain = self._chains.get(site_name)
+        if chain is None:
+            seen = {site_name}
+            stack = [site_name]
+            while stack:
+                site = self._sites.get(stack.pop())
+                for parent in site.parents if site is not None else ():
+                    if parent not in seen:
+                        seen.add(parent)
+                        stack.append(parent)
+            chain = self._chains[site_name] = frozenset(seen)
+        return chain
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    """``/registry/<plural>/<name>`` -> (plural, name); ("", "") when not of that form."""
+    plural, _, name = key[len(KEY_PREFIX) :].partition("/")
+    return (plural, name) if name else ("", "")

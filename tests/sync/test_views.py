@@ -1,0 +1,245 @@
+"""Views: the rules of who needs what, projections, and incremental changes equal to recomputation."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgefleet.sync.views import FleetIndex, ViewObject, digest, project_object
+
+from .fleet import Cloud, domain_doc, key, node_doc, site_doc, small_fleet, workload_doc
+
+
+def keys(view: dict[str, ViewObject]) -> set[str]:
+    return set(view)
+
+
+def test_the_view_of_an_edge_node() -> None:
+    cloud = Cloud()
+    small_fleet(cloud)
+    assert keys(cloud.view("par-1")) == {
+        key("nodes", "par-1"),
+        key("nodes", "par-2"),
+        key("nodes", "par-3"),
+        key("nodes", "fra-1"),  # a node of the parent site
+        key("sites", "par-edge"),
+        key("sites", "fra-parent"),
+        key("workloads", "cache"),  # role=cache
+        key("workloads", "par-only"),  # implicit edgefleet.io/site label
+        key("domains", "shop"),  # tier=edge
+    }
+    # The parent site's node does not see its children's nodes, and serves the parent-tier domain.
+    assert keys(cloud.view("fra-1")) == {
+        key("nodes", "fra-1"),
+        key("sites", "fra-parent"),
+        key("workloads", "cache"),
+        key("domains", "origin-shield"),
+    }
+
+
+def test_projections_leave_out_status_and_resource_version() -> None:
+    cloud = Cloud()
+    small_fleet(cloud)
+    cloud.edit(key("nodes", "par-2"), "metadata.resourceVersion", "17")
+    view = cloud.view("par-1")
+    own = view[key("nodes", "par-1")].object
+    assert "status" not in own and own["metadata"]["uid"] == "uid-par-1"
+    peer = view[key("nodes", "par-2")].object
+    assert peer == {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Node",
+        "metadata": {"name": "par-2", "labels": {"role": "cache"}},
+        "spec": {"site": "par-edge", "addresses": ["192.0.2.10"]},
+        "status": {"phase": "Ready"},
+    }
+    assert "status" not in view[key("sites", "par-edge")].object
+    assert project_object({"metadata": {"name": "a", "resourceVersion": "3"}, "status": {}}) == {
+        "metadata": {"name": "a"}
+    }
+
+
+def test_parents_are_followed_transitively_and_cycles_end() -> None:
+    cloud = Cloud()
+    cloud.put(key("sites", "a"), site_doc("a", parents=("b",)))
+    cloud.put(key("sites", "b"), site_doc("b", parents=("c",)))
+    cloud.put(key("sites", "c"), site_doc("c", parents=("a", "missing")))
+    cloud.put(key("nodes", "n"), node_doc("n", "a"))
+    cloud.put(key("nodes", "m"), node_doc("m", "c"))
+    assert keys(cloud.view("n")) == {key("nodes", "n"), key("nodes", "m")} | {key("sites", s) for s in "abc"}
+
+
+def test_domains_match_site_labels_and_the_implicit_site_label() -> None:
+    cloud = Cloud()
+    small_fleet(cloud)
+    cloud.put(key("domains", "all"), domain_doc("all", ""))
+    cloud.put(key("domains", "lyo"), domain_doc("lyo", "edgefleet.io/site=lyo-edge"))
+    cloud.put(key("domains", "bad"), domain_doc("bad", "tier in ("))  # does not parse: selects nothing
+    assert {k for k in cloud.view("lyo-1") if "domains" in k} == {key("domains", d) for d in ("all", "lyo", "shop")}
+    assert {k for k in cloud.view("par-1") if "domains" in k} == {key("domains", d) for d in ("all", "shop")}
+
+
+def test_implicit_labels_cannot_be_spoofed() -> None:
+    cloud = Cloud()
+    small_fleet(cloud)
+    cloud.put(key("nodes", "lyo-2"), node_doc("lyo-2", "lyo-edge", labels={"edgefleet.io/site": "par-edge"}))
+    assert key("workloads", "par-only") not in cloud.view("lyo-2")
+
+
+def test_unknown_kinds_and_missing_nodes_are_in_no_view() -> None:
+    cloud = Cloud()
+    small_fleet(cloud)
+    cloud.index.register("par-1")
+    assert cloud.index.apply("/registry/rollouts/r1", 99, {"kind": "Rollout", "spec": {}}) == {}
+    assert cloud.index.get("/registry/rollouts/r1") == (99, {"kind": "Rollout", "spec": {}})
+    assert key("rollouts", "r1") not in cloud.view("par-1")
+    assert cloud.view("nobody") == {}
+
+
+def test_apply_reports_only_registered_nodes_whose_view_changed() -> None:
+    cloud = Cloud()
+    small_fleet(cloud)
+    index = cloud.index
+    index.register("par-1")
+    index.register("lyo-1")
+    changes = index.apply(
+        key("workloads", "par-only"), 100, workload_doc("par-only", "edgefleet.io/site=par-edge", args=("2",))
+    )
+    assert set(changes) == {"par-1"}
+    assert changes["par-1"][key("workloads", "par-only")] == index.view("par-1")[key("workloads", "par-only")]
+    assert index.apply(key("workloads", "dns"), 101, workload_doc("dns", "role=dns", args=("2",))) == {}
+
+
+def test_a_heartbeat_changes_nobodys_view_but_a_phase_change_reaches_the_peers() -> None:
+    cloud = Cloud()
+    small_fleet(cloud)
+    index = cloud.index
+    for name in ("par-1", "par-2", "lyo-1"):
+        index.register(name)
+    heartbeat = copy.deepcopy(cloud.docs[key("nodes", "par-2")])
+    heartbeat["status"]["lastHeartbeat"] = "2024-01-01T00:00:10Z"
+    assert index.apply(key("nodes", "par-2"), 100, heartbeat) == {}
+    heartbeat["status"]["phase"] = "NotReady"
+    assert set(index.apply(key("nodes", "par-2"), 101, heartbeat)) == {"par-1"}
+    # A Site's status (load) changes nobody's view either.
+    cloud.edit(key("sites", "par-edge"), "status", {"load": 0.5})
+    assert cloud.view("par-1")[key("sites", "par-edge")].since < cloud.revision
+
+
+def test_unchanged_content_keeps_its_version_and_since() -> None:
+    cloud = Cloud()
+    small_fleet(cloud)
+    before = cloud.view("par-1")[key("workloads", "cache")]
+    cloud.edit(key("workloads", "cache"), "status", {"readyCount": 3})
+    after = cloud.view("par-1")[key("workloads", "cache")]
+    assert after is before
+    cloud.edit(key("workloads", "cache"), "spec.template.args", ["x"])
+    changed = cloud.view("par-1")[key("workloads", "cache")]
+    assert changed.rev != before.rev and changed.since == cloud.revision
+
+
+def test_load_returns_what_a_relist_changed_for_registered_nodes() -> None:
+    cloud = Cloud()
+    small_fleet(cloud)
+    cloud.index.register("par-1")
+    docs = dict(cloud.docs)
+    docs.pop(key("workloads", "cache"))
+    docs[key("workloads", "new")] = workload_doc("new", "role=cache")
+    items = [(k, 500, doc) for k, doc in docs.items()]
+    changes = cloud.index.load(items, 500)
+    assert changes == {
+        "par-1": {
+            key("workloads", "cache"): None,
+            key("workloads", "new"): cloud.index.view("par-1")[key("workloads", "new")],
+        }
+    }
+    assert cloud.index.revision == 500
+
+
+def test_digest_is_order_independent_and_matches_the_spec() -> None:
+    import hashlib
+
+    items = [("/registry/b", 2), ("/registry/a", 1)]
+    expected = hashlib.sha256(b"/registry/a\x001\n/registry/b\x002\n").hexdigest()[:32]
+    assert digest(items) == digest(reversed(items)) == expected
+    assert digest([]) == hashlib.sha256(b"").hexdigest()[:32]
+
+
+# --- incremental changes == recomputation, on random histories ----------------------
+
+NODES = ["n1", "n2", "n3", "n4"]
+SITES = ["s1", "s2", "s3"]
+LABELS = [{}, {"role": "cache"}, {"role": "dns"}, {"role": "cache", "tier": "x"}]
+SELECTORS = ["", "role=cache", "role=dns", "tier", "!tier", "edgefleet.io/site=s2", "edgefleet.io/node=n1", "bad ("]
+
+
+def site_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+    name = draw(st.sampled_from(SITES))
+    if draw(st.integers(0, 5)) == 0:
+        return key("sites", name), None
+    parents = tuple(draw(st.lists(st.sampled_from(SITES), max_size=2, unique=True)))
+    doc = site_doc(name, parents=parents, labels=draw(st.sampled_from(LABELS)))
+    doc["status"] = {"load": draw(st.sampled_from([0.1, 0.2]))}
+    return key("sites", name), doc
+
+
+def node_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+    name = draw(st.sampled_from(NODES))
+    if draw(st.integers(0, 5)) == 0:
+        return key("nodes", name), None
+    doc = node_doc(name, draw(st.sampled_from(SITES)), labels=draw(st.sampled_from(LABELS)))
+    doc["status"] = {
+        "phase": draw(st.sampled_from(["Ready", "NotReady"])),
+        "lastHeartbeat": str(draw(st.integers(0, 3))),
+    }
+    return key("nodes", name), doc
+
+
+def selected_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+    kind = draw(st.sampled_from(["workloads", "domains"]))
+    name = draw(st.sampled_from(["a", "b", "c"]))
+    if draw(st.integers(0, 4)) == 0:
+        return key(kind, name), None
+    selector = draw(st.sampled_from(SELECTORS))
+    doc = (
+        workload_doc(name, selector, args=(str(draw(st.integers(0, 2))),))
+        if kind == "workloads"
+        else domain_doc(name, selector)
+    )
+    doc["status"] = {"x": draw(st.integers(0, 2))}
+    return key(kind, name), doc
+
+
+@st.composite
+def changes(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+    make: Callable[[st.DrawFn], tuple[str, dict[str, Any] | None]] = draw(
+        st.sampled_from([site_change, node_change, selected_change])
+    )
+    return make(draw)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(changes(), min_size=1, max_size=40), st.lists(st.sampled_from(NODES), max_size=4, unique=True))
+def test_incremental_changes_equal_recomputed_views(history: list[Any], registered: list[str]) -> None:
+    index = FleetIndex()
+    for name in registered:
+        index.register(name)
+    held = {name: index.view(name) for name in registered}
+    for revision, (k, doc) in enumerate(history, start=1):
+        result = index.apply(k, revision, doc)
+        for name in registered:
+            view = dict(held[name])
+            for changed_key, obj in result.get(name, {}).items():
+                if obj is None:
+                    assert changed_key in view, "a deletion of a key the node does not hold"
+                    del view[changed_key]
+                else:
+                    assert view.get(changed_key) != obj, "a put of what the node holds"
+                    view[changed_key] = obj
+            assert view == index.view(name)
+            assert all(view[k2].object == obj.object for k2, obj in index.view(name).items())
+            held[name] = view
+        assert set(result) <= set(registered)
