@@ -146,16 +146,20 @@ def test_columns(node_doc: Doc) -> None:
     assert row(parse(node_doc), wide=False) == {
         "SITE": "par-edge",
         "STATUS": "<none>",
-        "ADDRESSES": "192.0.2.10",
+        "HEARTBEAT": "<none>",
+        "HUB": "<none>",
+        "SYNCED": "<none>",
+        "WORKLOADS": "<none>",
     }
-    node_doc["status"] = STATUS
+    node_doc["status"] = {**STATUS, "workloads": {**STATUS["workloads"], "api": {"ready": False}}}
     node_doc["spec"].update(unschedulable=True, draining=True)
     assert row(parse(node_doc)) == {
         "SITE": "par-edge",
         "STATUS": "Ready,SchedulingDisabled,Draining",
-        "ADDRESSES": "192.0.2.10",
+        "HEARTBEAT": "2024-05-01T12:00:00Z",
         "HUB": "cloud-1",
         "SYNCED": "1042",
-        "HEARTBEAT": "2024-05-01T12:00:00Z",
+        "WORKLOADS": "1/2",
+        "ADDRESSES": "192.0.2.10",
         "HIT-RATIO": "90.0%",
     }

@@ -141,6 +141,15 @@ def _state(obj: Resource) -> str:
     return ",".join(parts)
 
 
+def _workloads_ready(obj: Resource) -> str:
+    """``ready/total`` of the instances the agent reports, e.g. ``2/3``."""
+    workloads = _node(obj).status.workloads
+    if workloads is None:
+        return "<none>"
+    ready = sum(1 for instance in workloads.values() if instance.ready)
+    return f"{ready}/{len(workloads)}"
+
+
 def _hit_ratio(obj: Resource) -> str:
     cache = _node(obj).status.cache
     return percent(cache.hit_ratio if cache else None)
@@ -153,13 +162,15 @@ INFO = register(
         model=Node,
         short_names=("no",),
         description="An edge server: its site, addresses and scheduling switches.",
+        # HEARTBEAT is the timestamp; `edgefleet get` shows its age (cli.output.AGE_COLUMNS).
         columns=(
-            Column("SITE", lambda o: _node(o).spec.site),
             Column("STATUS", _state),
-            Column("ADDRESSES", lambda o: cell(_node(o).spec.addresses)),
-            Column("HUB", lambda o: cell(_node(o).status.hub), wide=True),
-            Column("SYNCED", lambda o: cell(_node(o).status.synced_revision), wide=True),
-            Column("HEARTBEAT", lambda o: cell(_node(o).status.last_heartbeat), wide=True),
+            Column("SITE", lambda o: _node(o).spec.site),
+            Column("HEARTBEAT", lambda o: cell(_node(o).status.last_heartbeat)),
+            Column("HUB", lambda o: cell(_node(o).status.hub)),
+            Column("SYNCED", lambda o: cell(_node(o).status.synced_revision)),
+            Column("WORKLOADS", _workloads_ready),
+            Column("ADDRESSES", lambda o: cell(_node(o).spec.addresses), wide=True),
             Column("HIT-RATIO", _hit_ratio, wide=True),
         ),
     )

@@ -23,7 +23,9 @@ from edgefleet.api import kinds as _kinds  # noqa: F401  (fills the kind registr
 from edgefleet.api import lifecycle
 from edgefleet.api.errors import UnknownKind
 from edgefleet.api.meta import KindInfo, all_kinds, lookup
+from edgefleet.cli import agent as agent_commands
 from edgefleet.cli import config as cli_config
+from edgefleet.cli import fleet
 from edgefleet.cli.client import ApiClient, ClientError
 from edgefleet.cli.manifests import ManifestError, load_manifests
 from edgefleet.cli.output import OUTPUT_FORMATS, describe, dump, print_docs, to_model
@@ -40,6 +42,8 @@ config_app = typer.Typer(help="Manage CLI contexts (server + token), like kubect
 token_app = typer.Typer(help="Tokens for the API.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(token_app, name="token")
+fleet.register(app, token_app)  # token create/list/delete, edge join/rotate-credential, node revoke
+agent_commands.register(app)  # edge run/stop-workloads, logs
 
 # Piped output (scripts, grep) gets wide lines instead of 80-column wrapping.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
@@ -116,6 +120,15 @@ def cloud(
         help="Seconds of store history kept for watches; older history is compacted")] = 300.0,
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    node_not_ready_after: Annotated[float, typer.Option(
+        help="Seconds without a heartbeat before a node is marked NotReady (it keeps its workloads)")] = 40.0,
+    node_unknown_after: Annotated[float, typer.Option(
+        help="Seconds without a heartbeat before a node is marked Unknown (it keeps its workloads)")] = 300.0,
+    node_monitor_period: Annotated[float, typer.Option(
+        help="Seconds between two checks of the nodes' heartbeats")] = 5.0,
+    heartbeat: Annotated[float, typer.Option(
+        help="Seconds between the agents' status reports (told to each agent when it connects)")] = 10.0,
+    hub_id: Annotated[str, typer.Option(help="Name of this hub replica (default HOSTNAME:PORT)")] = "",
 ) -> None:
     """Run the control plane: REST API with watch, on SQLite (default) or etcd.
 
@@ -125,15 +138,18 @@ def cloud(
     from edgefleet import logs
     from edgefleet.cloud import process
     from edgefleet.cloud.auth import AuthError
+    from edgefleet.cloud.controllers.nodelifecycle import Thresholds
     from edgefleet.store.interface import StoreError
 
     logs.setup(log_level, log_format)
     try:
         host, port = process.parse_listen(listen)
+        thresholds = Thresholds(node_not_ready_after, node_unknown_after, node_monitor_period)
         options = process.CloudOptions(
             host=host, port=port, store_url=store, tokens_file=tokens_file,
             admin_token_file=admin_token_file, max_body_bytes=max_body_bytes,
-            compact_interval=compact_interval,
+            compact_interval=compact_interval, node_thresholds=thresholds,
+            heartbeat_seconds=heartbeat, hub_id=hub_id,
         )
         process.main(options)
     except (ValueError, StoreError) as exc:

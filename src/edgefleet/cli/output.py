@@ -20,6 +20,9 @@ from edgefleet.api.meta import KindInfo, Resource
 
 Document = dict[str, Any]
 OUTPUT_FORMATS = ("table", "wide", "yaml", "json", "name")
+# Columns whose getter returns an RFC 3339 timestamp, shown as its age ("12s") like AGE:
+# the kind modules are pure and have no clock.
+AGE_COLUMNS = {("Node", "HEARTBEAT")}
 
 
 def age(timestamp: str | None, now: datetime | None = None) -> str:
@@ -51,6 +54,8 @@ def table(info: KindInfo, docs: list[Document], *, wide: bool = False) -> Table:
     for doc in docs:
         model = to_model(info, doc)
         cells = [_cell(column.value, model) for column in columns]
+        cells = [age(text) if (info.kind, column.header) in AGE_COLUMNS and text != "<none>" else text
+                 for column, text in zip(columns, cells, strict=True)]
         grid.add_row(model.name, *cells, age(doc["metadata"].get("creationTimestamp")))
     return grid
 

@@ -17,7 +17,15 @@ same tokens. Operators may also give a YAML tokens file with static tokens
 Why two errors: a missing or unknown token is 401 (who are you?), a known
 token without the role is 403 (you may not). Secrets are compared in
 constant time. Lookups are cached briefly so the hot path costs no store
-read; a revoked token stops working within ``cache_seconds``.
+read; a revoked token stops working within ``cache_seconds``, or at once
+when :meth:`Authenticator.forget` is told (the identity service does so on
+every replica from a watch of the token keys).
+
+A third role, ``node``, belongs to the credentials ``edgefleet edge join``
+issues (see :mod:`edgefleet.cloud.identity`): the principal's name is the
+node's name, and :func:`authorize_node` is the whole of what it may do on the
+REST API: read its own Node and write that Node's status. Node credentials
+never come from the tokens file.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ class TokensFileError(AuthError):
 class Role(enum.Enum):
     ADMIN = "admin"
     VIEWER = "viewer"
+    NODE = "node"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,31 @@ class Principal:
     def require_write(self) -> None:
         if self.role is not Role.ADMIN:
             raise Forbidden(f"{self.name!r} has role {self.role.value}; writes need role admin")
+
+    def require_admin(self, what: str) -> None:
+        if self.role is not Role.ADMIN:
+            raise Forbidden(f"{what} needs an admin token; {self.name!r} has role {self.role.value}")
+
+
+# The REST operations (FastAPI operation ids, see edgefleet.cloud.server) a
+# node credential may call, always on the Node named like the credential.
+NODE_OPERATIONS = frozenset({"read_node", "read_node_status", "replace_node_status", "patch_node_status"})
+NODE_RULE = (
+    "a node credential may only read its own Node (GET /apis/edgefleet.io/v1/nodes/<its name>[/status]), "
+    "write its status (PUT or PATCH .../nodes/<its name>/status) and rotate itself "
+    "(POST /edge/v1/credentials/rotate)"
+)
+
+
+def authorize_node(principal: Principal, operation: str | None, name: str | None, request: str) -> None:
+    """Forbidden unless a node principal calls an allowed operation on its own Node.
+
+    ``operation`` is the route's operation id, ``name`` its ``{name}`` path
+    parameter and ``request`` the method and path, for the message.
+    """
+    if operation in NODE_OPERATIONS and name == principal.name:
+        return
+    raise Forbidden(f"{NODE_RULE}; node {principal.name!r} may not {request}")
 
 
 def generate_token() -> str:
@@ -92,8 +126,29 @@ def split_token(token: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def token_record(name: str, role: Role, secret: str) -> bytes:
-    record = {"name": name, "role": role.value, "sha256": _digest(secret)}
+def bearer_token(authorization: str | None) -> tuple[str, str]:
+    """``Bearer <id>.<secret>`` -> (id, secret); Unauthorized when absent or malformed."""
+    if not authorization:
+        raise Unauthorized("missing bearer token; pass --token or set EDGEFLEET_TOKEN")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    return split_token(token.strip())
+
+
+def hash_secret(secret: str) -> str:
+    """What the store keeps instead of a secret (SHA-256, hex)."""
+    return _digest(secret)
+
+
+def secret_matches(digest: str, secret: str) -> bool:
+    """Whether ``secret`` hashes to the stored ``digest`` (constant-time compare)."""
+    return hmac.compare_digest(digest, _digest(secret))
+
+
+def token_record(name: str, role: Role, secret: str, **extra: str) -> bytes:
+    """The stored form of a token: name, role, hash of the secret and ``extra`` fields."""
+    record = {"name": name, "role": role.value, "sha256": _digest(secret), **extra}
     return json.dumps(record, separators=(",", ":")).encode()
 
 
@@ -114,6 +169,8 @@ def load_tokens_file(path: Path) -> dict[str, tuple[str, Principal]]:
         try:
             token_id, secret = split_token(str(entry.get("token", "")))
             role = Role(entry.get("role"))
+            if role is Role.NODE:
+                raise ValueError("node credentials come from `edgefleet edge join`")
         except (Unauthorized, ValueError):
             raise TokensFileError(
                 f"{where}: token must look like abc123.<32 lowercase letters/digits> "
@@ -139,16 +196,22 @@ class Authenticator:
         self._cache: dict[str, tuple[float, str, Principal] | tuple[float, None, None]] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        if not authorization:
-            raise Unauthorized("missing bearer token; pass --token or set EDGEFLEET_TOKEN")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-        token_id, secret = split_token(token.strip())
+        return (await self.identify(authorization))[1]
+
+    async def identify(self, authorization: str | None) -> tuple[str, Principal]:
+        """Like :meth:`authenticate`, also returning the token's id (for rotation)."""
+        token_id, secret = bearer_token(authorization)
         digest, principal = await self._lookup(token_id)
-        if digest is None or principal is None or not hmac.compare_digest(digest, _digest(secret)):
+        if digest is None or principal is None or not secret_matches(digest, secret):
             raise Unauthorized("unknown or revoked token")
-        return principal
+        return token_id, principal
+
+    def forget(self, token_id: str | None = None) -> None:
+        """Drop cached lookups (of one token, or all): the next use reads the store."""
+        if token_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(token_id, None)
 
     async def _lookup(self, token_id: str) -> tuple[str | None, Principal | None]:
         if token_id in self._static:
@@ -175,8 +238,9 @@ async def ensure_admin_token(store: Store) -> str | None:
     """
     listing = await store.list(TOKEN_PREFIX)
     for kv in listing.items:
-        if json.loads(kv.value).get("name") == ADMIN_TOKEN_NAME:
-            return None
+        record = json.loads(kv.value)
+        if record.get("name") == ADMIN_TOKEN_NAME and record.get("role") == Role.ADMIN.value:
+            return None  # (a node may be called "admin": its credential does not count)
     token = generate_token()
     token_id, secret = split_token(token)
     try:

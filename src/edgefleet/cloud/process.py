@@ -9,6 +9,11 @@ would cost more than the requests on the write path.
 The first start against an empty store creates an admin token and prints it
 once (only its hash is stored). ``--admin-token-file`` also writes it to a
 0600 file, for scripts.
+
+Node identity and lifecycle (:func:`start_fleet_tasks`): every replica
+follows token deletions (revocations reach its cache and its hub sessions),
+and the node lifecycle controller runs on one replica at a time, under a
+leader election on ``/system/leader/nodelifecycle``.
 """
 
 from __future__ import annotations
@@ -17,17 +22,23 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
 
 from edgefleet.cloud.auth import Authenticator, ensure_admin_token, load_tokens_file
+from edgefleet.cloud.controllers.nodelifecycle import NodeLifecycleController, Thresholds
+from edgefleet.cloud.hub import Hub
+from edgefleet.cloud.identity import Identity
+from edgefleet.cloud.leader import LeaderElection
 from edgefleet.cloud.registry import Registry
 from edgefleet.cloud.server import ServerSettings, create_app
 from edgefleet.store import open_store
 from edgefleet.store.interface import Store, StoreError
+from edgefleet.sync.messages import MAX_AGENT_MESSAGE_BYTES
 
 log = logging.getLogger("edgefleet.cloud")
 
@@ -41,12 +52,15 @@ class CloudOptions:
     admin_token_file: Path | None = None
     max_body_bytes: int = 1024 * 1024
     compact_interval: float = 300.0
+    node_thresholds: Thresholds = field(default_factory=Thresholds)
+    heartbeat_seconds: float = 10.0
+    hub_id: str = ""
 
 
 def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[v6]:PORT`` -> (host, port); ValueError with a hint otherwise."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"--listen {value!r}: expected HOST:PORT, for example 127.0.0.1:7440")
     return host.strip("[]") or "0.0.0.0", int(port)
 
@@ -91,6 +105,32 @@ async def announce_admin_token(store: Store, options: CloudOptions) -> None:
     )
 
 
+def start_fleet_tasks(store: Store, registry: Registry, identity: Identity,
+                      thresholds: Thresholds) -> list[asyncio.Task[None]]:
+    """Background work for edge nodes: the credential watch and the (elected) node lifecycle controller."""
+    controller = NodeLifecycleController(registry, thresholds)
+    election = LeaderElection(store, "nodelifecycle")
+    tasks = [
+        asyncio.create_task(identity.watch_credentials(), name="credential-watch"),
+        asyncio.create_task(election.run(controller.run), name="node-lifecycle"),
+    ]
+    for task in tasks:
+        task.add_done_callback(_report_failure)
+    return tasks
+
+
+def _report_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and wait (failures were logged when they happened)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def run_cloud(options: CloudOptions) -> None:
     store = open_store(options.store_url)
     try:
@@ -98,18 +138,29 @@ async def run_cloud(options: CloudOptions) -> None:
         if static is None:
             await announce_admin_token(store, options)
         registry = Registry(store)
-        app = create_app(registry, Authenticator(store, static_tokens=static),
-                         ServerSettings(max_body_bytes=options.max_body_bytes))
+        authenticator = Authenticator(store, static_tokens=static)
+        identity = Identity(registry, authenticator)
+        hub = Hub(registry, hub_id=options.hub_id or f"{socket.gethostname()}:{options.port}",
+                  authenticate=identity.authenticate_node, heartbeat_seconds=options.heartbeat_seconds)
+        await hub.start()
+        identity.on_credential_removed(lambda node: hub.disconnect_node(node, "credential revoked"))
+        app = create_app(registry, authenticator, ServerSettings(max_body_bytes=options.max_body_bytes),
+                         identity=identity, hub=hub)
         config = uvicorn.Config(
-            app, host=options.host, port=options.port, loop="none", http="httptools",
-            access_log=False, log_level="warning", lifespan="off", timeout_graceful_shutdown=3,
+            app, host=options.host, port=options.port, loop="none", http="httptools", ws="websockets",
+            ws_max_size=MAX_AGENT_MESSAGE_BYTES, ws_ping_interval=options.heartbeat_seconds,
+            ws_ping_timeout=options.heartbeat_seconds * 2, access_log=False, log_level="warning",
+            lifespan="off", timeout_graceful_shutdown=3,
         )
         compactor = asyncio.create_task(compact_history(store, options.compact_interval))
+        fleet_tasks = start_fleet_tasks(store, registry, identity, options.node_thresholds)
         log.info("edgefleet cloud serving", extra={"listen": f"{options.host}:{options.port}",
                                                     "store": options.store_url})
         try:
             await uvicorn.Server(config).serve()
         finally:
+            await hub.close()
+            await stop_tasks(fleet_tasks)
             compactor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await compactor

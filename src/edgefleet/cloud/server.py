@@ -10,6 +10,12 @@ Bodies are parsed by the registry (not by FastAPI) so that every validation
 error names its field path the way the CLI and the docs do; the OpenAPI
 document still declares the kind's schema for each body.
 
+Node credentials (role ``node``) pass the same dependencies, which apply
+:func:`~edgefleet.cloud.auth.authorize_node` to the route's operation id and
+``{name}``: a node reads its own Node and writes its status, nothing else.
+The ``/edge/v1`` routes (bootstrap tokens, join, credential revocation and
+rotation) are thin adapters over :class:`~edgefleet.cloud.identity.Identity`.
+
 Watch (``?watch=true``) streams newline-delimited JSON events
 ``{"type": "ADDED|MODIFIED|DELETED|BOOKMARK|ERROR", "object": {...}}``.
 Without ``resourceVersion`` it first sends the current objects as ADDED,
@@ -27,6 +33,7 @@ from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -38,8 +45,22 @@ from edgefleet.api import kinds as _kinds  # noqa: F401  (fills the kind registr
 from edgefleet.api.errors import ApiError, SelectorError
 from edgefleet.api.meta import API_VERSION, KindInfo, all_kinds
 from edgefleet.api.selectors import Selector
-from edgefleet.cloud.auth import Authenticator, AuthError, Principal
+from edgefleet.cloud.auth import Authenticator, AuthError, Principal, Role, authorize_node
 from edgefleet.cloud.errors import Status, StatusCause, from_exception, status_body
+from edgefleet.cloud.hub import Hub
+from edgefleet.cloud.identity import (
+    BootstrapToken,
+    BootstrapTokenCreated,
+    BootstrapTokenList,
+    BootstrapTokenRequest,
+    CredentialRotated,
+    CredentialsRevoked,
+    Identity,
+    JoinRequest,
+    JoinResponse,
+    dump,
+    parse_body,
+)
 from edgefleet.cloud.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooLarge
 from edgefleet.cloud.metrics import ApiMetrics, MetricsMiddleware
 from edgefleet.cloud.registry import (
@@ -54,6 +75,7 @@ from edgefleet.cloud.registry import (
 from edgefleet.store.interface import StoreError
 
 API_ROOT = f"/apis/{API_VERSION}"
+EDGE_ROOT = "/edge/v1"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 NDJSON = "application/x-ndjson"
@@ -102,9 +124,17 @@ def create_app(
     settings: ServerSettings | None = None,
     *,
     ready_check: Callable[[], Awaitable[None]] | None = None,
+    identity: Identity | None = None,
+    hub: Hub | None = None,
 ) -> Any:
-    """Build the ASGI application (FastAPI app wrapped in metrics and body-limit middleware)."""
+    """Build the ASGI application (FastAPI app wrapped in metrics and body-limit middleware).
+
+    ``identity`` serves the ``/edge/v1`` routes; one over ``registry`` and
+    ``authenticator`` is made when not given. It is ``app.state.identity``.
+    ``hub``, when given, adds the agents' WebSocket and the logs route.
+    """
     settings = settings or ServerSettings()
+    identity = identity or Identity(registry, authenticator)
     metrics = ApiMetrics()
     app = FastAPI(
         title="edgefleet API",
@@ -114,24 +144,41 @@ def create_app(
     )
     app.state.registry = registry
     app.state.metrics = metrics
+    app.state.identity = identity
     _install_error_handlers(app)
-    bearer = HTTPBearer(auto_error=False, description="admin or viewer token")
+    bearer = HTTPBearer(auto_error=False, description="admin, viewer or node token (bootstrap token for join)")
 
-    async def reader(
+    async def authorization(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Principal:
-        header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
-        return await authenticator.authenticate(header)
+    ) -> str | None:
+        return f"{credentials.scheme} {credentials.credentials}" if credentials else None
+
+    async def reader(request: Request, header: Annotated[str | None, Depends(authorization)]) -> Principal:
+        principal = await authenticator.authenticate(header)
+        if principal.role is Role.NODE:
+            authorize_node(principal, _operation_id(request), request.path_params.get("name"),
+                           f"{request.method} {request.url.path}")
+        return principal
 
     async def writer(principal: Annotated[Principal, Depends(reader)]) -> Principal:
-        principal.require_write()
+        if principal.role is not Role.NODE:  # a node's requests were checked by reader
+            principal.require_write()
         return principal
 
     _add_system_routes(app, registry, metrics, reader, ready_check)
     for info in all_kinds():
         _add_kind_routes(app, info, registry, metrics, settings, reader, writer)
+    _add_edge_routes(app, identity, reader, authorization)
+    if hub is not None:
+        app.include_router(hub.router(reader))
     wrapped = BodyLimitMiddleware(app, settings.max_body_bytes)
     return MetricsMiddleware(wrapped, metrics)
+
+
+def _operation_id(request: Request) -> str | None:
+    route = request.scope.get("route")  # set by FastAPI's router before dependencies run
+    operation: str | None = getattr(route, "operation_id", None)
+    return operation
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -366,6 +413,77 @@ def _add_status_routes(
     async def patch_status(name: Annotated[str, _name_param()], request: Request, _: Writer) -> Response:
         patch = await read_json(request, allowed=(MERGE_PATCH, JSON))
         return json_response(await registry.patch(info, name, patch, status=True))
+
+
+def _edge_body(model: type[Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(by_alias=True)
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
+
+
+def _edge_responses(code: int, model: type[Any]) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": model}, **_ERROR_RESPONSES}
+
+
+def _add_edge_routes(
+    app: FastAPI,
+    identity: Identity,
+    reader: Callable[..., Awaitable[Principal]],
+    authorization: Callable[..., Awaitable[str | None]],
+) -> None:
+    """``/edge/v1``: bootstrap tokens (admin), join (bootstrap token), revoke (admin), rotate (node)."""
+    tags: list[str | Enum] = ["edge"]
+    Header = Annotated[str | None, Depends(authorization)]
+
+    async def admin(principal: Annotated[Principal, Depends(reader)], request: Request) -> Principal:
+        if principal.role is Role.NODE:
+            authorize_node(principal, None, None, f"{request.method} {request.url.path}")
+        principal.require_admin(f"{request.method} {request.url.path}")
+        return principal
+
+    Admin = Annotated[Principal, Depends(admin)]
+
+    @app.post(f"{EDGE_ROOT}/bootstrap-tokens", tags=tags, status_code=201, response_class=Response,
+              summary="Create a bootstrap token for `edgefleet edge join` (admin)",
+              responses=_edge_responses(201, BootstrapTokenCreated), openapi_extra=_edge_body(BootstrapTokenRequest),
+              operation_id="create_bootstrap_token")
+    async def create_bootstrap_token(request: Request, principal: Admin) -> Response:
+        body = parse_body(BootstrapTokenRequest, await read_json(request))
+        return json_response(dump(await identity.create_bootstrap_token(body, principal.name)), 201)
+
+    @app.get(f"{EDGE_ROOT}/bootstrap-tokens", tags=tags, response_class=Response,
+             summary="List the bootstrap tokens that have not expired (admin; secrets are not shown)",
+             responses=_edge_responses(200, BootstrapTokenList), operation_id="list_bootstrap_tokens")
+    async def list_bootstrap_tokens(_: Admin) -> Response:
+        return json_response(dump(await identity.list_bootstrap_tokens()))
+
+    @app.delete(f"{EDGE_ROOT}/bootstrap-tokens/{{token_id}}", tags=tags, response_class=Response,
+                summary="Delete a bootstrap token before it expires (admin)",
+                responses=_edge_responses(200, BootstrapToken), operation_id="delete_bootstrap_token")
+    async def delete_bootstrap_token(
+        token_id: Annotated[str, PathParam(pattern="^[a-z0-9]{6}$", description="token id")], _: Admin,
+    ) -> Response:
+        return json_response(dump(await identity.delete_bootstrap_token(token_id)))
+
+    @app.post(f"{EDGE_ROOT}/join", tags=tags, status_code=201, response_class=Response,
+              summary="Join a node: create or adopt its Node and issue its credential (bootstrap token)",
+              responses=_edge_responses(201, JoinResponse), openapi_extra=_edge_body(JoinRequest),
+              operation_id="join_node")
+    async def join(request: Request, header: Header) -> Response:
+        via = await identity.check_bootstrap(header)
+        body = parse_body(JoinRequest, await read_json(request))
+        return json_response(dump(await identity.join(body, via=via)), 201)
+
+    @app.delete(f"{EDGE_ROOT}/nodes/{{name}}/credentials", tags=tags, response_class=Response,
+                summary="Revoke every credential of a node (admin); it is refused (401) until it joins again",
+                responses=_edge_responses(200, CredentialsRevoked), operation_id="revoke_node_credentials")
+    async def revoke(name: Annotated[str, _name_param()], _: Admin) -> Response:
+        return json_response(dump(await identity.revoke_node(name)))
+
+    @app.post(f"{EDGE_ROOT}/credentials/rotate", tags=tags, response_class=Response,
+              summary="Issue a new credential to the calling node; the old one expires after a grace period",
+              responses=_edge_responses(200, CredentialRotated), operation_id="rotate_node_credential")
+    async def rotate(header: Header) -> Response:
+        return json_response(dump(await identity.rotate(header)))
 
 
 def _name_param() -> Any:

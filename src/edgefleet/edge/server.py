@@ -51,7 +51,7 @@ class AgentHttp:
         bound = sockets[0].getsockname()[1] if sockets else port
         self.address = f"{host}:{bound}"
         if address_file is not None:
-            address_file.write_text(self.address + "\n")
+            address_file.write_text(self.address + "\n")  # noqa: ASYNC240 - once, a few bytes, at start
         return self.address
 
     async def close(self) -> None:

@@ -1,0 +1,102 @@
+"""``edgefleet edge run``, ``edgefleet edge stop-workloads`` and ``edgefleet logs``.
+
+How: thin typer wrappers over :mod:`edgefleet.edge.agent` (the node side)
+and the hub's logs route (the operator side). The agent commands read the
+node directory written by ``edgefleet edge join``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from edgefleet.cli.fleet import DEFAULT_DATA_DIR, DataDirOpt, edge_app
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``logs`` to the app; ``edge run``/``stop-workloads`` join :data:`edge_app`."""
+    edge_app.command("run")(edge_run)
+    edge_app.command("stop-workloads")(edge_stop_workloads)
+    app.command("logs")(logs)
+
+
+def edge_run(
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    listen: Annotated[str, typer.Option(
+        help="Local address for /healthz, /readyz, /metrics and /status (port 0: any free port, "
+        "written to DATA_DIR/agent.addr)")] = "127.0.0.1:7441",
+    heartbeat: Annotated[float, typer.Option(help="Seconds between status reports (the hub may ask for another)")]
+    = 10.0,
+    ping_interval: Annotated[float, typer.Option(
+        help="Seconds between WebSocket pings; a link silent for twice this long is redialled")] = 5.0,
+    log_format: Annotated[str, typer.Option(help="text or json")] = "text",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run the node agent: workloads from local state first, then the link to the cloud.
+
+    Workloads keep running when the cloud is unreachable and when the agent
+    itself stops or restarts (a restarted agent adopts them). Stop with
+    Ctrl-C or SIGTERM; use `edgefleet edge stop-workloads` to stop them too.
+    """
+    from edgefleet import logs as logsetup
+    from edgefleet.cli.main import fail
+    from edgefleet.cloud.process import parse_listen
+    from edgefleet.edge import agent
+
+    logsetup.setup(log_level, log_format)
+    try:
+        host, port = parse_listen(listen)
+        agent.main(agent.AgentOptions(data_dir=data_dir, listen_host=host, listen_port=port,
+                                      heartbeat_seconds=heartbeat, ping_interval=ping_interval))
+    except (ValueError, agent.AgentError, OSError) as exc:
+        fail(str(exc))
+
+
+def edge_stop_workloads(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
+    """Stop every workload of this node gracefully (preStop, SIGTERM, then SIGKILL after the grace period)."""
+    from edgefleet.cli.main import fail
+    from edgefleet.edge import agent
+
+    try:
+        asyncio.run(agent.stop_workloads(data_dir))
+    except agent.AgentError as exc:
+        fail(str(exc))
+    typer.echo(f"stopped the workloads of {data_dir}")
+
+
+def logs(
+    node: Annotated[str, typer.Argument(help="Node name")],
+    workload: Annotated[str, typer.Argument(help="Workload name")],
+    tail: Annotated[int, typer.Option(help="Number of lines from the end")] = 200,
+    server: Annotated[str | None, typer.Option("--server", "-s", help="API server URL")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Bearer token")] = None,
+    context: Annotated[str | None, typer.Option("--context", help="Context to use")] = None,
+) -> None:
+    """Print the last lines of a workload's log, read from the node through the cloud.
+
+    Works while the node is connected to the hub it reaches through --server.
+    """
+    import httpx
+
+    from edgefleet.cli import config as cli_config
+    from edgefleet.cli.main import fail
+
+    connection = cli_config.resolve(server, token, context)
+    headers = {"Authorization": f"Bearer {connection.token}"} if connection.token else {}
+    try:
+        response = httpx.get(f"{connection.server}/edge/v1/nodes/{node}/logs/{workload}",
+                             params={"tail": tail}, headers=headers, timeout=20)
+    except httpx.TransportError as exc:
+        fail(f"cannot reach {connection.server}: {exc}")
+    if response.status_code != 200:
+        try:
+            message = response.json().get("message", response.text)
+        except ValueError:
+            message = response.text
+        fail(str(message))
+    typer.echo(response.text, nl=False)
+
+
+

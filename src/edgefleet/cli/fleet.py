@@ -1,0 +1,357 @@
+"""Commands that bring edge nodes into the fleet: bootstrap tokens, join, rotation, revocation.
+
+How: thin typer commands over the ``/edge/v1`` routes of the API (see
+:mod:`edgefleet.cloud.identity` for the rules). Admin commands resolve their
+server and token like every other command (flags, environment, config
+context); the node commands (``edge join``, ``edge rotate-credential``) run
+*on the node* and use only what they are given or what join wrote.
+
+Files ``edgefleet edge join`` writes in the node's data directory
+(``--data-dir``, default ``./edgefleet-node``, created with mode 0700):
+
+- ``credential``: the node credential (a bearer token) and a newline, mode
+  0600. Written atomically (temporary file, fsync, rename), so a crash never
+  leaves half a token; the agent reads it on every connection.
+- ``node.yaml``: ``server`` (API URL), ``node`` (its name) and ``site``. No
+  secret in it.
+
+Registered on the main app by :func:`register`; the agent's own commands
+(``edgefleet edge run`` ...) are added to :data:`edge_app` by their module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+
+from edgefleet.api.meta import check_dns1123_subdomain
+from edgefleet.api.nodes import INFO as NODES
+from edgefleet.cli import config as cli_config
+from edgefleet.cli.client import ApiClient, ClientError
+
+Document = dict[str, Any]
+DEFAULT_DATA_DIR = Path("edgefleet-node")
+EDGE = "/edge/v1"
+
+edge_app = typer.Typer(
+    help="Commands run on an edge node: join the fleet, rotate the node credential, run the agent.",
+    no_args_is_help=True,
+)
+node_app = typer.Typer(help="Manage edge nodes' identities (their Node objects are under `get nodes`).",
+                       no_args_is_help=True)
+
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
+err = Console(stderr=True, highlight=False)
+
+ServerOpt = Annotated[str | None, typer.Option("--server", "-s", help="API server URL [env: EDGEFLEET_SERVER]")]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="Admin token [env: EDGEFLEET_TOKEN]")]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="Context from the config file to use")]
+DataDirOpt = Annotated[Path, typer.Option(
+    "--data-dir", help="The node's directory: join writes credential (0600) and node.yaml there")]
+
+
+def register(app: typer.Typer, token_app: typer.Typer) -> None:
+    """Add these commands to the ``edgefleet`` app and its ``token`` group."""
+    token_app.command("create")(token_create)
+    token_app.command("list")(token_list)
+    token_app.command("delete")(token_delete)
+    app.add_typer(edge_app, name="edge")
+    app.add_typer(node_app, name="node")
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def fail(message: str, *details: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(message)}")
+    for line in details:
+        err.print(f"  {line}", markup=False)
+    raise typer.Exit(1)
+
+
+class FleetClient(ApiClient):
+    """The ``/edge/v1`` calls."""
+
+    def call(self, method: str, path: str, body: Document | None = None) -> Document:
+        result: Document = self._request(method, EDGE + path, json=body).json()
+        return result
+
+
+_HINTS = {
+    401: "the token was refused: check it, or create a new bootstrap token with `edgefleet token create`",
+    403: "this needs an admin token (node credentials may only rotate themselves)",
+}
+
+
+@contextmanager
+def calls(client: FleetClient) -> Iterator[FleetClient]:
+    """Run API calls; a refusal becomes one ``error:`` line with its causes and a hint."""
+    try:
+        yield client
+    except ClientError as exc:
+        details = [f"{c.get('field', '')}: {c.get('message', '')}" for c in exc.causes]
+        hint = _HINTS.get(exc.code)
+        fail(str(exc), *details, *([hint] if hint else []))
+    finally:
+        client.close()
+
+
+def admin_client(server: str | None, token: str | None, context: str | None) -> FleetClient:
+    try:
+        connection = cli_config.resolve(server, token, context)
+    except cli_config.ConfigError as exc:
+        fail(str(exc))
+    return FleetClient(connection.server, connection.token)
+
+
+_DURATION = re.compile(r"(\d+)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``90``, ``90s``, ``30m``, ``24h``, ``7d``, ``1h30m`` -> seconds; ValueError otherwise."""
+    value = text.strip().lower()
+    if value.isdigit():
+        return int(value)
+    parts = _DURATION.findall(value)
+    if not value or "".join(n + u for n, u in parts) != value:
+        raise ValueError(f"{text!r} is not a duration; use e.g. 90s, 30m, 24h, 7d or 1h30m")
+    return sum(int(number) * _UNITS[unit] for number, unit in parts)
+
+
+def default_node_name(hostname: str | None = None) -> str:
+    """The host name as a DNS-1123 name (lowercase, other characters to ``-``); ValueError if impossible."""
+    raw = (hostname if hostname is not None else socket.gethostname()).lower()
+    name = re.sub(r"[^a-z0-9.-]+", "-", raw)
+    name = ".".join(part.strip("-") for part in name.split(".") if part.strip("-"))
+    try:
+        return check_dns1123_subdomain(name)
+    except ValueError:
+        raise ValueError(f"cannot make a node name from the host name {raw!r}; pass --name") from None
+
+
+def parse_labels(items: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--label {item!r}: expected KEY=VALUE, e.g. --label tier=edge")
+        labels[key] = value
+    return labels
+
+
+# -- node-local files -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFiles:
+    """The files ``edge join`` leaves in a node's data directory (see the module docstring)."""
+
+    root: Path
+
+    @property
+    def credential(self) -> Path:
+        return self.root / "credential"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "node.yaml"
+
+    def joined(self) -> bool:
+        return self.credential.exists()
+
+    def write(self, *, server: str, node: str, site: str, credential: str) -> None:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.write_credential(credential)
+        text = yaml.safe_dump({"server": server, "node": node, "site": site}, sort_keys=False)
+        write_atomically(self.config, text, mode=0o644)
+
+    def write_credential(self, credential: str) -> None:
+        write_atomically(self.credential, credential + "\n", mode=0o600)
+
+    def read(self) -> tuple[Document, str]:
+        """(node.yaml as a mapping, the credential); ValueError saying what to do when missing."""
+        try:
+            config = yaml.safe_load(self.config.read_text())
+            credential = self.credential.read_text().strip()
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{self.root} is not a joined node's directory ({exc}); "
+                             "join first with `edgefleet edge join`, or pass --data-dir") from None
+        if not isinstance(config, dict) or not {"server", "node"} <= set(config) or not credential:
+            raise ValueError(f"{self.config} or {self.credential} is damaged; join again with --force")
+        return config, credential
+
+
+def write_atomically(path: Path, text: str, *, mode: int) -> None:
+    """Write ``text`` to ``path`` with ``mode`` so that readers see the old or the new file, whole."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)  # the umask may have narrowed it
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+# -- token create / list / delete -----------------------------------------------------------
+
+
+def token_create(
+    ttl: Annotated[str, typer.Option(help="How long the token can be used to join, e.g. 30m, 24h, 7d")] = "24h",
+    description: Annotated[str, typer.Option(help="What it is for (shown by `token list`)")] = "",
+    output: Annotated[str, typer.Option("--output", "-o", help="text (the token alone) or json")] = "text",
+    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+) -> None:
+    """Create a bootstrap token that lets nodes join with `edgefleet edge join` (admin).
+
+    The token is printed once (only its hash is stored); any number of
+    nodes can join with it until it expires. It grants nothing else.
+    """
+    if output not in ("text", "json"):
+        fail(f"unknown output format {output!r}; use text or json")
+    try:
+        seconds = parse_duration(ttl)
+    except ValueError as exc:
+        fail(f"--ttl: {exc}")
+    with calls(admin_client(server, token, context)) as client:
+        created = client.call("POST", "/bootstrap-tokens", {"ttlSeconds": seconds, "description": description})
+    if output == "json":
+        print(json.dumps(created, indent=2))
+        return
+    print(created["token"])
+    err.print(f"bootstrap token {created['id']} expires at {created['expiresAt']}. On each node run:\n"
+              f"  edgefleet edge join --server {client.server} --token {created['token']} --site SITE", markup=False)
+
+
+def token_list(server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None) -> None:
+    """List bootstrap tokens that have not expired (ids only; secrets are never shown again)."""
+    with calls(admin_client(server, token, context)) as client:
+        items = client.call("GET", "/bootstrap-tokens")["items"]
+    if not items:
+        out.print("No bootstrap tokens.")
+        return
+    out.print(f"{'ID':<8} {'EXPIRES':<21} {'CREATED-BY':<12} DESCRIPTION")
+    for item in items:
+        out.print(f"{item['id']:<8} {item['expiresAt']:<21} {item['createdBy']:<12} {item['description']}",
+                  markup=False)
+
+
+def token_delete(
+    token_id: Annotated[str, typer.Argument(metavar="ID", help="Token id (the 6 characters before the dot)")],
+    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+) -> None:
+    """Delete a bootstrap token before it expires; nodes that already joined keep their credentials."""
+    with calls(admin_client(server, token, context)) as client:
+        client.call("DELETE", f"/bootstrap-tokens/{token_id.split('.')[0]}")
+    out.print(f"bootstrap token {token_id.split('.')[0]} deleted")
+
+
+# -- edge join / rotate-credential -----------------------------------------------------------
+
+
+@edge_app.command("join")
+def edge_join(
+    server: Annotated[str, typer.Option("--server", "-s", help="URL of the cloud API, e.g. https://cloud:7440")],
+    token: Annotated[str, typer.Option(
+        help="Bootstrap token from `edgefleet token create`", envvar="EDGEFLEET_BOOTSTRAP_TOKEN")],
+    site: Annotated[str, typer.Option(help="Name of the Site this node belongs to")],
+    name: Annotated[str | None, typer.Option(
+        help="Node name (default: this machine's host name, lowercased to a DNS-1123 name)")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE label of the new Node; repeatable")] = None,
+    address: Annotated[list[str] | None, typer.Option(
+        help="IPv4/IPv6 address users reach the node at (put in DNS answers); repeatable")] = None,
+    data_dir: DataDirOpt = DEFAULT_DATA_DIR,
+    force: Annotated[bool, typer.Option(help="Join again although the data directory holds a credential")] = False,
+) -> None:
+    """Join this machine to the fleet: create (or adopt) its Node and store its credential.
+
+    Presents the bootstrap token once; the credential it receives is written
+    to DATA_DIR/credential (mode 0600) and the connection settings to
+    DATA_DIR/node.yaml, where the agent finds them. A Node of that name that
+    already exists (e.g. applied from a manifest) is adopted if its site
+    matches; its spec and labels are kept.
+    """
+    files = NodeFiles(data_dir)
+    if files.joined() and not force:
+        fail(f"{files.credential} exists: this machine has joined already",
+             "to join again (e.g. under another name or to another cloud) pass --force")
+    try:
+        node_name = name or default_node_name()
+        body = {"name": node_name, "site": site, "labels": parse_labels(label or []), "addresses": address or []}
+    except ValueError as exc:
+        fail(str(exc))
+    server = server.rstrip("/")
+    with calls(FleetClient(server, token)) as client:
+        joined = client.call("POST", "/join", body)
+    files.write(server=server, node=joined["node"], site=site, credential=joined["credential"])
+    how = "adopted the existing Node (its spec and labels are kept)" if joined["adopted"] else "created its Node"
+    out.print(f"joined as node/{joined['node']} in site {site}: {how}")
+    out.print(f"credential written to {files.credential} (mode 0600), settings to {files.config}")
+
+
+@edge_app.command("rotate-credential")
+def edge_rotate_credential(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
+    """Replace this node's credential with a new one (run on the node).
+
+    The new credential replaces DATA_DIR/credential atomically; the old one
+    keeps working for a grace period (10 minutes) so that a running agent
+    and a lost answer do no harm, then expires.
+    """
+    files = NodeFiles(data_dir)
+    try:
+        config, credential = files.read()
+    except ValueError as exc:
+        fail(str(exc))
+    server = str(config["server"])
+    with calls(FleetClient(server, credential)) as client:
+        rotated = client.call("POST", "/credentials/rotate")
+    files.write_credential(rotated["credential"])
+    with calls(FleetClient(server, rotated["credential"])) as check:
+        check.get(NODES, rotated["node"])  # the new credential works before we say so
+    out.print(f"credential of node/{rotated['node']} rotated and written to {files.credential}; "
+              f"the previous one stops working at {rotated['previousExpiresAt']}")
+
+
+# -- node revoke ---------------------------------------------------------------------
+
+
+@node_app.command("revoke")
+def node_revoke(
+    name: Annotated[str, typer.Argument(help="Node name")],
+    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+) -> None:
+    """Revoke every credential of a node (admin): its agent is refused (401) and disconnected.
+
+    The Node object and its workloads stay; the machine can join again with
+    a bootstrap token. Use it for a lost or compromised machine, or before
+    re-installing one under the same name.
+    """
+    with calls(admin_client(server, token, context)) as client:
+        revoked = client.call("DELETE", f"/nodes/{name}/credentials")["revoked"]
+    if revoked:
+        out.print(f"node/{name}: {revoked} credential(s) revoked; it must join again to reconnect")
+    else:
+        out.print(f"node/{name} had no credential; nothing to revoke")

@@ -1,0 +1,501 @@
+"""Node identity: bootstrap tokens, joining, node credentials, rotation and revocation.
+
+How a node gets an identity:
+
+1. An admin creates a **bootstrap token** (``edgefleet token create``): a
+   ``<id>.<secret>`` token kept, hashed, at ``/system/bootstrap-tokens/<id>``
+   with its expiry. The key is bound to a store lease of the token's TTL, so
+   it disappears by itself; the expiry is also checked on every use (a lease
+   may outlive its TTL by a moment, and etcd rounds short TTLs up). It is
+   good for any number of joins until it expires or is deleted, and for
+   nothing else: it is not under ``/system/tokens/``, so the REST API does
+   not know it (401).
+2. ``edgefleet edge join`` presents it once to ``POST /edge/v1/join`` with
+   the node's name, site, labels and addresses. The cloud creates the Node
+   (validated like any Node), or adopts an existing one of that name when its
+   ``spec.site`` matches (one applied from a manifest: the manifest wins, so
+   the join's labels and addresses are not applied to it), and issues a
+   **node credential**: an ordinary token at ``/system/tokens/<id>`` with role
+   ``node`` and the node's name. What that role may do is
+   :func:`edgefleet.cloud.auth.authorize_node`.
+3. A name that is in use by a live machine is refused: when the existing Node
+   is ``Ready`` and holds a credential, the join is 409 (two machines with the
+   same hostname must not take each other's identity). Otherwise (never
+   connected, or silent long enough to be NotReady) a join replaces the
+   node's credentials: that is how a reinstalled machine, or a join whose
+   answer was lost, gets its identity back.
+
+Revocation (``DELETE /edge/v1/nodes/<name>/credentials``) deletes every
+credential of the node; its next request or connection is 401.
+
+Rotation (``POST /edge/v1/credentials/rotate``, with a node credential)
+issues a new credential and gives every *other* credential of the node a
+grace period (a store lease, :data:`DEFAULT_ROTATION_GRACE` = 10 minutes)
+instead of deleting it. Why a grace period rather than a confirmation step:
+the node may crash or lose the answer before it has stored the new
+credential; with the old one still valid it simply rotates again (or keeps
+working) and nothing is lost, with no second round trip and no state on the
+server beyond a lease. After rotation a node has exactly one credential
+without an expiry, so repeated rotations never pile up live credentials.
+
+Hooks for the hub (every cloud replica):
+
+- :meth:`Identity.authenticate_node` turns the ``Authorization`` header of a
+  WebSocket handshake into the node's name (Unauthorized: unknown, revoked,
+  malformed or missing; Forbidden: a valid token that is not a node's).
+- :meth:`Identity.on_credential_removed` registers a callback called with a
+  node's name whenever one of its credentials is deleted or expires
+  (revocation, a re-join, the end of a rotation's grace period). The hub
+  should close that node's sessions; the agent reconnects with the
+  credential it holds now and is refused if that one is gone. A callback
+  may return an awaitable (``lambda node: hub.disconnect_node(node, ...)``):
+  it is run as a task. Callbacks may be called more than once for one change
+  and must be idempotent. They are driven by
+  :meth:`Identity.watch_credentials`, a store watch that every replica runs,
+  so a revocation made through any replica reaches the sessions on all of
+  them; the same watch drops the authenticator's cached lookups of deleted
+  tokens, so no replica accepts a revoked credential from its cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgefleet.api.common import format_timestamp, parse_timestamp
+from edgefleet.api.errors import ValidationFailed
+from edgefleet.api.meta import API_VERSION, validation_errors
+from edgefleet.api.nodes import INFO as NODES
+from edgefleet.cloud.auth import (
+    TOKEN_PREFIX,
+    Authenticator,
+    Forbidden,
+    Role,
+    Unauthorized,
+    bearer_token,
+    generate_token,
+    hash_secret,
+    secret_matches,
+    split_token,
+    token_record,
+)
+from edgefleet.cloud.registry import Document, ObjectExists, ObjectNotFound, Registry, RegistryError
+from edgefleet.store.interface import (
+    AlreadyExists,
+    Compacted,
+    Conflict,
+    Event,
+    EventType,
+    KeyValue,
+    LeaseNotFound,
+    NotFound,
+    StoreError,
+    WatchTooSlow,
+)
+
+log = logging.getLogger("edgefleet.cloud.identity")
+
+BOOTSTRAP_PREFIX = "/system/bootstrap-tokens/"
+DEFAULT_BOOTSTRAP_TTL = 24 * 3600
+MAX_BOOTSTRAP_TTL = 30 * 24 * 3600
+DEFAULT_ROTATION_GRACE = 600
+BOOTSTRAP_HINT = "create a new one with `edgefleet token create` (admin)"
+NEW_ID_ATTEMPTS = 5
+
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
+class JoinConflict(RegistryError):
+    """The join names a Node that belongs to another site or to a live machine."""
+
+    status = 409
+    reason = "Conflict"
+
+
+# -- request and response bodies (the /edge/v1 API schema) ----------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class BootstrapTokenRequest(_Body):
+    ttl_seconds: int = Field(
+        default=DEFAULT_BOOTSTRAP_TTL, ge=1, le=MAX_BOOTSTRAP_TTL, alias="ttlSeconds",
+        description="Seconds the token stays valid (1 s to 30 days; default 24 h).",
+    )
+    description: str = Field(default="", max_length=256, description="What the token is for.")
+
+
+class BootstrapToken(_Body):
+    id: str = Field(description="The token's id (its first 6 characters); not a secret.")
+    description: str = ""
+    expires_at: str = Field(alias="expiresAt", description="RFC 3339 UTC.")
+    created_at: str = Field(alias="createdAt", description="RFC 3339 UTC.")
+    created_by: str = Field(alias="createdBy", description="Name of the admin token that created it.")
+
+
+class BootstrapTokenCreated(BootstrapToken):
+    token: str = Field(description="The bootstrap token; shown only in this answer.")
+
+
+class BootstrapTokenList(_Body):
+    items: list[BootstrapToken]
+
+
+class JoinRequest(_Body):
+    name: str = Field(min_length=1, max_length=253, description="Node name (DNS-1123).")
+    site: str = Field(min_length=1, max_length=253, description="Name of the node's Site.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels of a new Node.")
+    addresses: list[str] = Field(default_factory=list, max_length=16, description="Addresses of a new Node.")
+
+
+class JoinResponse(_Body):
+    node: str
+    credential: str = Field(description="The node credential (a bearer token); shown only in this answer.")
+    adopted: bool = Field(description="True when an existing Node was adopted instead of created.")
+
+
+class CredentialsRevoked(_Body):
+    node: str
+    revoked: int = Field(description="How many credentials were deleted.")
+
+
+class CredentialRotated(_Body):
+    node: str
+    credential: str = Field(description="The new node credential; shown only in this answer.")
+    previous_expires_at: str = Field(
+        alias="previousExpiresAt", description="When the credential used for this call stops working."
+    )
+
+
+def parse_body(model: type[BodyT], document: object) -> BodyT:
+    """Validate a decoded JSON body; ValidationFailed (422) names each field path."""
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise ValidationFailed(validation_errors(exc)) from None
+
+
+def dump(model: BaseModel) -> Document:
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def node_document(request: JoinRequest) -> Document:
+    """The Node a join creates."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": NODES.kind,
+        "metadata": {"name": request.name, "labels": request.labels},
+        "spec": {"site": request.site, "addresses": request.addresses},
+    }
+
+
+def expiry(now: datetime, seconds: int) -> datetime:
+    """``now + seconds`` rounded *up* to a whole second (timestamps have whole seconds)."""
+    moment = now + timedelta(seconds=seconds)
+    if moment.microsecond:
+        moment = moment.replace(microsecond=0) + timedelta(seconds=1)
+    return moment
+
+
+CredentialCallback = Callable[[str], object]
+
+
+class Identity:
+    """Bootstrap tokens, joins and node credentials over one store; see the module docstring."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        authenticator: Authenticator,
+        *,
+        rotation_grace: int = DEFAULT_ROTATION_GRACE,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if rotation_grace < 1:
+            raise ValueError("rotation_grace must be at least 1 second")
+        self._registry = registry
+        self._store = registry.store
+        self._auth = authenticator
+        self._grace = rotation_grace
+        self._clock = clock
+        self._callbacks: list[CredentialCallback] = []
+        self._watched = 0
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    # -- bootstrap tokens ---------------------------------------------------------
+
+    async def create_bootstrap_token(self, request: BootstrapTokenRequest, creator: str) -> BootstrapTokenCreated:
+        now = self._clock()
+        lease = await self._store.grant_lease(request.ttl_seconds)
+        for _ in range(NEW_ID_ATTEMPTS):
+            token = generate_token()
+            token_id, secret = split_token(token)
+            info = BootstrapToken(
+                id=token_id, description=request.description, created_by=creator,
+                expires_at=format_timestamp(expiry(now, request.ttl_seconds)), created_at=format_timestamp(now),
+            )
+            record = {**dump(info), "sha256": hash_secret(secret)}
+            try:
+                await self._store.create(BOOTSTRAP_PREFIX + token_id, _encode(record), lease=lease.id)
+            except AlreadyExists:  # pragma: no cover - 36^6 ids
+                continue
+            log.info("bootstrap token created", extra={"token_id": token_id, "by": creator})
+            return BootstrapTokenCreated(**dump(info), token=token)
+        raise RegistryError("could not find a free token id; retry")  # pragma: no cover
+
+    async def list_bootstrap_tokens(self) -> BootstrapTokenList:
+        now = self._clock()
+        listing = await self._store.list(BOOTSTRAP_PREFIX)
+        items = [_bootstrap_info(kv) for kv in listing.items]
+        return BootstrapTokenList(items=[i for i in items if parse_timestamp(i.expires_at) > now])
+
+    async def delete_bootstrap_token(self, token_id: str) -> BootstrapToken:
+        try:
+            kv = await self._store.delete(BOOTSTRAP_PREFIX + token_id)
+        except NotFound:
+            raise ObjectNotFound(
+                f'bootstrap token "{token_id}" not found (expired or deleted); '
+                "list them with `edgefleet token list`"
+            ) from None
+        await self._revoke_lease(kv.lease)
+        log.info("bootstrap token deleted", extra={"token_id": token_id})
+        return _bootstrap_info(kv)
+
+    async def check_bootstrap(self, authorization: str | None) -> str:
+        """The id of the valid bootstrap token in ``authorization``; Unauthorized otherwise."""
+        token_id, secret = bearer_token(authorization)
+        kv = await self._store.get(BOOTSTRAP_PREFIX + token_id)
+        record = json.loads(kv.value) if kv is not None else None
+        if record is None or not secret_matches(record["sha256"], secret):
+            raise Unauthorized(f"unknown or expired bootstrap token; {BOOTSTRAP_HINT}")
+        if self._clock() >= parse_timestamp(record["expiresAt"]):
+            raise Unauthorized(f"the bootstrap token expired at {record['expiresAt']}; {BOOTSTRAP_HINT}")
+        return token_id
+
+    # -- join -----------------------------------------------------------------------
+
+    async def join(self, request: JoinRequest, *, via: str) -> JoinResponse:
+        """Create or adopt the Node, then give it a fresh credential.
+
+        ``via`` is the id of the bootstrap token the caller checked with
+        :meth:`check_bootstrap` (it is recorded with the credential).
+        """
+        adopted = await self._create_or_adopt(request)
+        replaced = await self._delete_credentials(request.name)
+        credential = await self._issue_credential(request.name, joinedWith=via)
+        log.info("node joined", extra={"node": request.name, "site": request.site, "adopted": adopted,
+                                       "replaced_credentials": replaced, "bootstrap_token": via})
+        return JoinResponse(node=request.name, credential=credential, adopted=adopted)
+
+    async def _create_or_adopt(self, request: JoinRequest) -> bool:
+        try:
+            await self._registry.create(NODES, node_document(request))
+            return False
+        except ObjectExists:
+            existing = await self._registry.get(NODES, request.name)
+        site = existing["spec"]["site"]
+        if site != request.site:
+            raise JoinConflict(
+                f'node "{request.name}" already exists in site "{site}", not "{request.site}"; '
+                f"join with --site {site}, or pick another --name"
+            )
+        if (existing.get("status") or {}).get("phase") == "Ready" and await self._credentials_of(request.name):
+            raise JoinConflict(
+                f'node "{request.name}" is Ready and holds a credential: another machine runs under this '
+                f"name. Pick another --name, or, if this machine replaces it, revoke the old one first: "
+                f"`edgefleet node revoke {request.name}`"
+            )
+        return True
+
+    # -- node credentials -----------------------------------------------------------
+
+    async def revoke_node(self, name: str) -> CredentialsRevoked:
+        """Delete every credential of node ``name`` (none is fine: revoked 0)."""
+        revoked = await self._delete_credentials(name)
+        log.info("node credentials revoked", extra={"node": name, "revoked": revoked})
+        return CredentialsRevoked(node=name, revoked=revoked)
+
+    async def rotate(self, authorization: str | None) -> CredentialRotated:
+        """A new credential for the calling node; its other credentials expire after the grace period."""
+        token_id, principal = await self._auth.identify(authorization)
+        if principal.role is not Role.NODE:
+            raise Forbidden(
+                f"only a node credential can be rotated ({principal.name!r} has role {principal.role.value}); "
+                "run `edgefleet edge rotate-credential` on the node"
+            )
+        credential = await self._issue_credential(principal.name, rotatedFrom=token_id)
+        await self._retire_others(principal.name, keep=split_token(credential)[0])
+        kv = await self._store.get(TOKEN_PREFIX + token_id)
+        previous = json.loads(kv.value).get("expiresAt", "") if kv is not None else format_timestamp(self._clock())
+        log.info("node credential rotated", extra={"node": principal.name, "previous_expires_at": previous})
+        return CredentialRotated(node=principal.name, credential=credential, previous_expires_at=previous)
+
+    async def authenticate_node(self, authorization: str | None) -> str:
+        """The node name of the node credential in ``authorization`` (e.g. a WebSocket handshake).
+
+        Raises Unauthorized (missing, malformed, unknown or revoked: HTTP 401 /
+        close the handshake) or Forbidden (a valid admin or viewer token: 403).
+        """
+        principal = await self._auth.authenticate(authorization)
+        if principal.role is not Role.NODE:
+            raise Forbidden(
+                f"this endpoint takes a node credential (written by `edgefleet edge join` to "
+                f"<data-dir>/credential), not a {principal.role.value} token"
+            )
+        return principal.name
+
+    async def _issue_credential(self, node: str, **extra: str) -> str:
+        issued = format_timestamp(self._clock())
+        for _ in range(NEW_ID_ATTEMPTS):
+            token = generate_token()
+            token_id, secret = split_token(token)
+            record = token_record(node, Role.NODE, secret, issuedAt=issued, **extra)
+            try:
+                await self._store.create(TOKEN_PREFIX + token_id, record)
+            except AlreadyExists:  # pragma: no cover - 36^6 ids
+                continue
+            self._auth.forget(token_id)  # a lookup of this id may have been cached as unknown
+            return token
+        raise RegistryError("could not find a free token id; retry")  # pragma: no cover
+
+    async def _credentials_of(self, node: str) -> list[KeyValue]:
+        listing = await self._store.list(TOKEN_PREFIX)
+        return [kv for kv in listing.items if _is_credential_of(kv, node)]
+
+    async def _delete_credentials(self, node: str) -> int:
+        deleted = 0
+        for kv in await self._credentials_of(node):
+            try:
+                await self._store.delete(kv.key, expected_revision=kv.mod_revision)
+                deleted += 1
+            except (NotFound, Conflict):
+                continue  # gone or rotated meanwhile
+            finally:
+                self._auth.forget(kv.key.removeprefix(TOKEN_PREFIX))
+            await self._revoke_lease(kv.lease)
+        return deleted
+
+    async def _retire_others(self, node: str, *, keep: str) -> None:
+        """Bind every other credential of ``node`` that has no expiry yet to one grace lease."""
+        expires = format_timestamp(expiry(self._clock(), self._grace))
+        lease = 0
+        for kv in await self._credentials_of(node):
+            if kv.key == TOKEN_PREFIX + keep or kv.lease:
+                continue
+            lease = lease or (await self._store.grant_lease(self._grace)).id
+            record = {**json.loads(kv.value), "expiresAt": expires}
+            try:
+                await self._store.update(kv.key, _encode(record), expected_revision=kv.mod_revision, lease=lease)
+            except (NotFound, Conflict):
+                continue
+
+    async def _revoke_lease(self, lease: int) -> None:
+        if lease:
+            with contextlib.suppress(LeaseNotFound):
+                await self._store.revoke_lease(lease)
+
+    # -- removal notifications --------------------------------------------------------
+
+    def on_credential_removed(self, callback: CredentialCallback) -> Callable[[], None]:
+        """Call ``callback(node_name)`` when a credential of that node is deleted or expires.
+
+        A returned awaitable is run as a task.
+
+        Returns a function that unsubscribes. See the module docstring.
+        """
+        self._callbacks.append(callback)
+        return lambda: self._callbacks.remove(callback)
+
+    async def watch_credentials(self) -> None:
+        """Follow deletions of tokens: forget cached lookups, notify subscribers.
+
+        Runs until cancelled or until the store closes; start it on every replica.
+        """
+        self._watched = await self._current_revision()
+        while True:
+            try:
+                await self._follow_tokens()
+                return  # the store closed
+            except Compacted as exc:
+                log.warning("token watch restarted; deletions before it may have been missed: %s", exc)
+                self._auth.forget()
+                self._watched = await self._current_revision()
+            except WatchTooSlow:
+                continue  # every change up to self._watched was seen: resume after it
+            except StoreError as exc:
+                log.warning("token watch failed, retrying in 1s: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _current_revision(self) -> int:
+        while True:
+            try:
+                return await self._store.current_revision()
+            except StoreError as exc:
+                log.warning("token watch cannot read the store, retrying in 1s: %s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _follow_tokens(self) -> None:
+        stream = self._store.watch(TOKEN_PREFIX, self._watched)
+        try:
+            async for item in stream:
+                if isinstance(item, Event) and item.type is EventType.DELETE:
+                    self._token_removed(item.kv)
+                self._watched = item.revision
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    def _token_removed(self, kv: KeyValue) -> None:
+        self._auth.forget(kv.key.removeprefix(TOKEN_PREFIX))
+        record = _record(kv)
+        if record.get("role") != Role.NODE.value:
+            return
+        node = str(record.get("name"))
+        for callback in list(self._callbacks):
+            try:
+                result = callback(node)
+            except Exception:  # a subscriber's bug must not stop the watch
+                log.exception("credential-removed callback failed", extra={"node": node})
+                continue
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._callback_done)
+
+    def _callback_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("credential-removed callback failed", exc_info=task.exception())
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def _record(kv: KeyValue) -> dict[str, Any]:
+    try:
+        record = json.loads(kv.value)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _is_credential_of(kv: KeyValue, node: str) -> bool:
+    record = _record(kv)
+    return record.get("role") == Role.NODE.value and record.get("name") == node
+
+
+def _bootstrap_info(kv: KeyValue) -> BootstrapToken:
+    record = _record(kv)
+    record.pop("sha256", None)
+    return BootstrapToken.model_validate(record)

@@ -1,0 +1,123 @@
+"""Node authorization on the REST API: a node reads its own Node and writes its status, nothing else.
+
+401 (who are you?) and 403 (you may not) stay distinct; admins and viewers
+keep their rights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from edgefleet.store.interface import Store
+
+from .conftest import ADMIN, API, VIEWER, site
+from .test_identity import EDGE, Edge, make_edge, node_manifest
+
+NODES = f"{API}/nodes"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+@pytest.fixture
+async def fleet(store: Store) -> AsyncIterator[tuple[Edge, httpx.AsyncClient]]:
+    """Two nodes, a site; a client holding par-edge-1's credential."""
+    edge = make_edge(store)
+    admin = edge.client(ADMIN)
+    assert (await admin.post(f"{API}/sites", json=site("par-edge"))).status_code == 201
+    assert (await admin.post(NODES, json=node_manifest("par-edge-2"))).status_code == 201
+    credential = await edge.joined("par-edge-1")
+    yield edge, edge.client(credential)
+    for client in edge.clients:
+        await client.aclose()
+
+
+def status_body(name: str, **status: Any) -> dict[str, Any]:
+    return {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": name},
+            "spec": {"site": "par-edge"}, "status": status}
+
+
+async def test_node_reads_its_own_node(fleet: tuple[Edge, httpx.AsyncClient]) -> None:
+    _, node = fleet
+    for path in (f"{NODES}/par-edge-1", f"{NODES}/par-edge-1/status"):
+        response = await node.get(path)
+        assert response.status_code == 200, response.text
+        assert response.json()["metadata"]["name"] == "par-edge-1"
+
+
+async def test_node_writes_its_own_status(fleet: tuple[Edge, httpx.AsyncClient]) -> None:
+    _, node = fleet
+    heartbeat = {"status": {"phase": "Ready", "lastHeartbeat": "2026-01-01T00:00:00Z", "hub": "h1"}}
+    patched = await node.patch(f"{NODES}/par-edge-1/status", json=heartbeat, headers=MERGE)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["status"]["hub"] == "h1"
+    replaced = await node.put(f"{NODES}/par-edge-1/status", json=status_body("par-edge-1", phase="Ready"))
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["status"] == {"phase": "Ready"}
+
+
+async def test_status_write_cannot_change_the_spec(fleet: tuple[Edge, httpx.AsyncClient]) -> None:
+    edge, node = fleet
+    before = (await edge.client().get(f"{NODES}/par-edge-1")).json()
+    patch = {"spec": {"site": "elsewhere", "draining": True}, "status": {"hub": "h1"}}
+    assert (await node.patch(f"{NODES}/par-edge-1/status", json=patch, headers=MERGE)).status_code == 200
+    after = (await edge.client().get(f"{NODES}/par-edge-1")).json()
+    assert after["spec"] == before["spec"] and after["metadata"]["generation"] == before["metadata"]["generation"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", f"{NODES}/par-edge-2", None),
+        ("GET", f"{NODES}/par-edge-2/status", None),
+        ("PATCH", f"{NODES}/par-edge-2/status", {"status": {"phase": "Ready"}}),
+        ("PUT", f"{NODES}/par-edge-2/status", status_body("par-edge-2", phase="Ready")),
+        ("GET", NODES, None),
+        ("GET", f"{NODES}?watch=true", None),
+        ("POST", NODES, node_manifest("par-edge-3")),
+        ("PUT", f"{NODES}/par-edge-1", node_manifest("par-edge-1")),
+        ("PATCH", f"{NODES}/par-edge-1", {"spec": {"draining": True}}),
+        ("DELETE", f"{NODES}/par-edge-1", None),
+        ("GET", f"{API}/sites", None),
+        ("GET", f"{API}/sites/par-edge", None),
+        ("GET", f"{API}/workloads", None),
+        ("GET", API, None),
+        ("POST", f"{EDGE}/bootstrap-tokens", {}),
+        ("GET", f"{EDGE}/bootstrap-tokens", None),
+        ("DELETE", f"{EDGE}/nodes/par-edge-2/credentials", None),
+    ],
+)
+async def test_everything_else_is_403_naming_the_rule(
+    fleet: tuple[Edge, httpx.AsyncClient], store: Store, method: str, path: str, body: Any
+) -> None:
+    _, node = fleet
+    before = await store.current_revision()
+    headers = MERGE if method == "PATCH" else None
+    response = await node.request(method, path, json=body, headers=headers)
+    assert response.status_code == 403, response.text
+    status = response.json()
+    assert status["kind"] == "Status" and status["reason"] == "Forbidden"
+    assert "a node credential may only read its own Node" in status["message"]
+    assert f"may not {method} {path.split('?')[0]}" in status["message"]
+    assert await store.current_revision() == before
+
+
+async def test_revoked_node_is_401_not_403(fleet: tuple[Edge, httpx.AsyncClient]) -> None:
+    edge, node = fleet
+    assert (await edge.client().delete(f"{EDGE}/nodes/par-edge-1/credentials")).status_code == 200
+    for path in (f"{NODES}/par-edge-1", f"{NODES}/par-edge-2"):
+        assert (await node.get(path)).status_code == 401
+
+
+async def test_admin_and_viewer_keep_their_rights(fleet: tuple[Edge, httpx.AsyncClient]) -> None:
+    edge, _ = fleet
+    admin, viewer = edge.client(ADMIN), edge.client(VIEWER)
+    assert len((await viewer.get(NODES)).json()["items"]) == 2
+    assert (await viewer.get(f"{NODES}/par-edge-2/status")).status_code == 200
+    assert (await viewer.patch(f"{NODES}/par-edge-2/status", json={"status": {}}, headers=MERGE)).status_code == 403
+    assert (await admin.patch(f"{NODES}/par-edge-2/status", json={"status": {"hub": "h"}},
+                              headers=MERGE)).status_code == 200
+    assert (await admin.patch(f"{NODES}/par-edge-2", json={"spec": {"draining": True}},
+                              headers=MERGE)).status_code == 200

@@ -1,0 +1,226 @@
+"""A small real fleet for end-to-end tests: one cloud, agents, workloads, a fault proxy.
+
+Everything is a real process started through the ``edgefleet`` console
+script: the cloud (SQLite), ``edgefleet edge join`` and ``edgefleet edge run``
+per node. Agents reach the cloud through a :class:`~tests.faultproxy.FaultProxy`
+so a test can cut, blackhole or slow the link. Workloads are tiny HTTP
+servers (``python -m http.server``) on free loopback ports, one per node, so
+a bounded request loop can prove that serving never stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.cloudproc import EDGEFLEET, CloudProcess, free_port
+from tests.faultproxy import FaultProxy
+
+API = "/apis/edgefleet.io/v1"
+
+
+def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            last = predicate()
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def site_doc(name: str, country: str = "FR") -> dict[str, Any]:
+    return {"apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": name, "labels": {"tier": "edge"}},
+            "spec": {"region": "eu", "location": {"lat": 48.0, "lon": 2.0, "country": country},
+                     "tier": "edge", "capacityGbps": 10}}
+
+
+def http_workload(name: str, node: str, port: int, *, marker: str = "v1") -> dict[str, Any]:
+    """A workload that serves its own directory over HTTP on ``port`` on one node."""
+    return {
+        "apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": f"edgefleet.io/node={node}",
+            "template": {
+                "command": ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                "files": [{"path": "index.html", "content": f"{name} {marker}\n"}],
+                "healthProbe": {"http": {"path": "/index.html", "port": port}, "periodSeconds": 1},
+                "restartPolicy": "Always",
+                "terminationGracePeriodSeconds": 2,
+            },
+        },
+    }
+
+
+@dataclass
+class AgentProcess:
+    name: str
+    site: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "agent.log"
+
+    def start(self, heartbeat: float = 1.0) -> AgentProcess:
+        (self.data_dir / "agent.addr").unlink(missing_ok=True)
+        args = [EDGEFLEET, "edge", "run", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
+                "--heartbeat", str(heartbeat), "--ping-interval", "1"]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: (self.data_dir / "agent.addr").exists(), 20, what=f"agent {self.name} to listen")
+        return self
+
+    @property
+    def url(self) -> str:
+        return "http://" + (self.data_dir / "agent.addr").read_text().strip()
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = httpx.get(self.url + "/status", timeout=5).json()
+        return result
+
+    def metric(self, name: str) -> float:
+        for line in httpx.get(self.url + "/metrics", timeout=5).text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.split()[-1])
+        return 0.0
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def workload_pids(self) -> dict[str, int]:
+        """Running workload pids, from the supervisor's state files (``process`` is null when stopped)."""
+        pids = {}
+        for state in (self.data_dir / "workloads").glob("*/state.json"):
+            with contextlib.suppress(ValueError, KeyError, OSError, TypeError):
+                pids[state.parent.name] = int(json.loads(state.read_text())["process"]["pid"])
+        return pids
+
+    def kill_workloads(self) -> None:
+        for pid in self.workload_pids().values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+@dataclass
+class Fleet:
+    root: Path
+    cloud: CloudProcess
+    proxy: FaultProxy
+    agents: dict[str, AgentProcess] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def agent_server(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.port}"
+
+    def api(self) -> httpx.Client:
+        return self.cloud.client()
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "EDGEFLEET_SERVER": self.cloud.url, "EDGEFLEET_TOKEN": self.cloud.token,
+               "EDGEFLEET_CONFIG": str(self.root / "cli.yaml"), "COLUMNS": "200"}
+        result = subprocess.run([EDGEFLEET, *args], capture_output=True, text=True, env=env, timeout=60, check=False)
+        if check:
+            assert result.returncode == 0, f"edgefleet {' '.join(args)}: {result.stdout}\n{result.stderr}"
+        return result
+
+    def join(self, name: str, site: str) -> AgentProcess:
+        token = self.cli("token", "create", "--ttl", "1h").stdout.strip().split()[-1]
+        data_dir = self.root / name
+        self.cli("edge", "join", "--server", self.agent_server, "--token", token, "--site", site,
+                 "--name", name, "--data-dir", str(data_dir))
+        agent = AgentProcess(name, site, data_dir)
+        self.agents[name] = agent
+        return agent
+
+    def add_http_workload(self, node: str, marker: str = "v1") -> str:
+        name = f"web-{node}"
+        port = self.ports.setdefault(name, free_port())
+        with self.api() as api:
+            doc = http_workload(name, node, port, marker=marker)
+            existing = api.get(f"{API}/workloads/{name}")
+            if existing.status_code == 404:
+                assert api.post(f"{API}/workloads", json=doc).status_code == 201
+            else:
+                doc["metadata"]["resourceVersion"] = existing.json()["metadata"]["resourceVersion"]
+                assert api.put(f"{API}/workloads/{name}", json=doc).status_code == 200
+        return name
+
+    def workload_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}/index.html"
+
+    def node(self, name: str) -> dict[str, Any]:
+        with self.api() as api:
+            result: dict[str, Any] = api.get(f"{API}/nodes/{name}").json()
+            return result
+
+    def phase(self, name: str) -> str | None:
+        return (self.node(name).get("status") or {}).get("phase")
+
+    def close(self) -> None:
+        for agent in self.agents.values():
+            agent.kill()
+            agent.kill_workloads()
+        self.proxy.close()
+        self.cloud.stop()
+
+
+class RequestLoop:
+    """GETs each URL every ``interval`` s in a thread, for at most ``max_requests`` and ``max_seconds``."""
+
+    def __init__(self, urls: list[str], *, interval: float = 0.05, max_requests: int = 20_000,
+                 max_seconds: float = 120.0) -> None:
+        self.urls = urls
+        self.interval = interval
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self.ok = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RequestLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        with httpx.Client(timeout=2.0) as client:
+            while (not self._stop.is_set() and time.monotonic() < deadline
+                   and self.ok + len(self.failures) < self.max_requests):
+                for url in self.urls:
+                    try:
+                        response = client.get(url)
+                        if response.status_code == 200:
+                            self.ok += 1
+                        else:
+                            self.failures.append(f"{url}: HTTP {response.status_code}")
+                    except httpx.HTTPError as exc:
+                        self.failures.append(f"{url}: {exc.__class__.__name__}")
+                time.sleep(self.interval)
