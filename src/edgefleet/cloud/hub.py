@@ -20,7 +20,6 @@ nodes whose heartbeats stop. Log requests (``GET /edge/v1/nodes/{node}/logs/
 {workload}``) travel over the node's session and wait for its answer.
 """
 
-from __future__ import annotations
 
 import asyncio
 import contextlib

@@ -147,7 +147,7 @@ async def run_cloud(options: CloudOptions) -> None:
         app = create_app(registry, authenticator, ServerSettings(max_body_bytes=options.max_body_bytes),
                          identity=identity, hub=hub)
         config = uvicorn.Config(
-            app, host=options.host, port=options.port, loop="none", http="httptools", ws="websockets",
+            app, host=options.host, port=options.port, loop="none", http="httptools", ws="websockets-sansio",
             ws_max_size=MAX_AGENT_MESSAGE_BYTES, ws_ping_interval=options.heartbeat_seconds,
             ws_ping_timeout=options.heartbeat_seconds * 2, access_log=False, log_level="warning",
             lifespan="off", timeout_graceful_shutdown=3,

@@ -6,7 +6,9 @@ How it starts, in this order, so that serving never waits for the cloud:
 2. start the workload supervisor from its own state files - every workload
    that ran before comes back (or is adopted if it still runs), with the
    cloud unreachable or not;
-3. reconcile the supervisor with the Workloads of the local view;
+3. reconcile the supervisor with the Workloads of the local view, if that
+   view was ever synced (an empty, never-synced or rebuilt view means "not
+   known yet", not "run nothing");
 4. serve ``/healthz`` and ``/metrics`` locally;
 5. only then dial the hub, forever, with backoff and jitter.
 
@@ -26,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,8 @@ from edgefleet.edge.supervisor import Supervisor
 from edgefleet.sync.agent import ApplyBatch, LocalState
 
 log = logging.getLogger("edgefleet.edge.agent")
+
+RECONCILE_SETTLE_SECONDS = 0.3
 
 
 class AgentError(Exception):
@@ -117,6 +122,7 @@ class Agent:
         )
         self.http = AgentHttp(metrics=self.metrics.registry, status=self.describe, ready=self._all_ready)
         self._reconcile = asyncio.Event()
+        self._last_batch = 0.0
         self._hub_name = ""
 
     def _credential(self) -> str:
@@ -134,6 +140,7 @@ class Agent:
         await asyncio.to_thread(
             self.local.apply_batch, revision=batch.revision, epoch=batch.epoch, put=put, delete=list(batch.delete),
         )
+        self._last_batch = time.monotonic()
         self.metrics.batches.inc()
         self.metrics.objects.inc(len(put) + len(batch.delete))
         self.metrics.synced_revision.set(batch.revision)
@@ -187,6 +194,9 @@ class Agent:
     async def _reconcile_loop(self) -> None:
         while True:
             await self._reconcile.wait()
+            # Let a burst of batches (a resync cut into several) land before acting on the view.
+            while time.monotonic() - self._last_batch < RECONCILE_SETTLE_SECONDS:  # noqa: ASYNC110
+                await asyncio.sleep(RECONCILE_SETTLE_SECONDS)
             self._reconcile.clear()
             try:
                 await self.supervisor.apply(self.desired_workloads())
@@ -213,7 +223,12 @@ class Agent:
             log.error("the local view store was corrupt and was moved to %s; it is rebuilt from the cloud",
                       self.local.recovered_from)
         await self.supervisor.start()
-        await self.supervisor.apply(self.desired_workloads())
+        if self.local.snapshot().revision > 0:
+            await self.supervisor.apply(self.desired_workloads())
+        else:
+            # A view never synced (or rebuilt after corruption) is empty, not "run nothing":
+            # keep running what the supervisor's own state says until the cloud fills the view.
+            log.warning("no synced view yet; running the workloads from local state until the cloud answers")
         address = await self.http.start(self.options.listen_host, self.options.listen_port,
                                         self.options.data_dir / "agent.addr")
         log.info("agent running", extra={"node": self.identity.node, "listen": address,

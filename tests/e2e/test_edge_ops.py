@@ -1,0 +1,137 @@
+"""Operating edge nodes with real processes: logs, node phases, revocation, bad sync input, a corrupt local store."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from tests.cloudproc import CloudProcess
+from tests.faultproxy import FaultProxy
+from tests.fleet import API, Fleet, RequestLoop, site_doc, wait_until
+
+CLOUD_FLAGS = ["--node-not-ready-after", "2", "--node-unknown-after", "5", "--heartbeat", "1",
+               "--node-monitor-period", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    root = tmp_path_factory.mktemp("ops")
+    cloud = CloudProcess(f"sqlite:///{root}/store.db", root, extra_args=CLOUD_FLAGS).start()
+    fleet = Fleet(root, cloud, FaultProxy("127.0.0.1", cloud.port).start())
+    try:
+        with fleet.api() as api:
+            assert api.post(f"{API}/sites", json=site_doc("lab")).status_code == 201
+        for node in ("n1", "n2", "n3"):
+            fleet.join(node, "lab").start()
+            fleet.add_http_workload(node)
+        for node in ("n1", "n2", "n3"):
+            wait_until(lambda n=node: fleet.phase(n) == "Ready", 30, what=f"{node} Ready")
+        yield fleet
+    finally:
+        fleet.close()
+
+
+def sync_url(fleet: Fleet) -> str:
+    return f"ws://127.0.0.1:{fleet.cloud.port}/edge/v1/sync"
+
+
+def credential(fleet: Fleet, node: str) -> str:
+    return (fleet.agents[node].data_dir / "credential").read_text().strip()
+
+
+def heartbeat(fleet: Fleet, node: str) -> str:
+    return str(fleet.node(node)["status"]["lastHeartbeat"])
+
+
+def test_get_nodes_shows_phase_site_heartbeat_and_workloads(fleet: Fleet) -> None:
+    wait_until(lambda: all((fleet.node(n)["status"].get("workloads") or {}).get(f"web-{n}", {}).get("ready")
+                           for n in ("n1", "n2", "n3")), 30, what="workloads reported ready")
+    table = fleet.cli("get", "nodes").stdout
+    header = table.splitlines()[0].split()
+    for column in ("NAME", "STATUS", "SITE", "HEARTBEAT", "HUB", "SYNCED", "WORKLOADS"):
+        assert column in header, table
+    row = next(line for line in table.splitlines() if line.startswith("n1 "))
+    assert "Ready" in row and "lab" in row and "1/1" in row, table
+
+
+def test_logs_are_readable_through_the_cloud(fleet: Fleet) -> None:
+    httpx.get(fleet.workload_url("web-n1"), timeout=2)  # http.server logs each request on stderr
+    result = wait_until(lambda: (r := fleet.cli("logs", "n1", "web-n1", "--tail", "20", check=False))
+                        and "GET /index.html" in r.stdout and r, 20, what="the request in the workload's log")
+    assert result.returncode == 0
+    missing = fleet.cli("logs", "n1", "nope", check=False)
+    assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+def test_stopped_agent_goes_not_ready_then_unknown_and_back(fleet: Fleet) -> None:
+    agent = fleet.agents["n3"]
+    agent.kill()
+    try:
+        wait_until(lambda: fleet.phase("n3") == "NotReady", 15, what="n3 NotReady")
+        wait_until(lambda: fleet.phase("n3") == "Unknown", 15, what="n3 Unknown")
+        with fleet.api() as api:
+            workload = api.get(f"{API}/workloads/web-n3")
+            assert workload.status_code == 200, "the cloud never deletes a quiet node's workloads"
+        assert httpx.get(fleet.workload_url("web-n3"), timeout=2).status_code == 200
+    finally:
+        agent.start()
+    wait_until(lambda: fleet.phase("n3") == "Ready", 20, what="n3 Ready again")
+
+
+def test_malformed_and_oversized_sync_messages_close_only_that_session(fleet: Fleet) -> None:
+    before = heartbeat(fleet, "n1")
+    headers = {"Authorization": f"Bearer {credential(fleet, 'n2')}"}
+    for payload in ("not json", json.dumps({"type": "hello", "protocol": 1}), "{" * 10, "x" * (2 * 1024 * 1024)):
+        with connect(sync_url(fleet), additional_headers=headers, max_size=None) as ws:
+            ws.send(payload)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code in (1008, 1009), closed.value
+    with pytest.raises(InvalidStatus), connect(sync_url(fleet), additional_headers={"Authorization": "Bearer x.y"}):
+        pass
+    wait_until(lambda: heartbeat(fleet, "n1") != before, 10, what="other nodes keep reporting")
+    assert "closing session" in fleet.cloud.log()
+    wait_until(lambda: fleet.agents["n2"].status()["connected"], 20, what="n2's own agent reconnected")
+
+
+def test_node_credential_cannot_touch_another_node(fleet: Fleet) -> None:
+    headers = {"Authorization": f"Bearer {credential(fleet, 'n1')}",
+               "Content-Type": "application/merge-patch+json"}
+    with httpx.Client(base_url=fleet.cloud.url, headers=headers) as client:
+        other = client.patch(f"{API}/nodes/n2/status", content=json.dumps({"status": {"message": "x"}}))
+        assert other.status_code == 403
+        own = client.patch(f"{API}/nodes/n1/status", content=json.dumps({"status": {"message": "hello"}}))
+        assert own.status_code == 200
+
+
+def test_corrupt_local_store_is_moved_aside_and_rebuilt(fleet: Fleet) -> None:
+    agent = fleet.agents["n2"]
+    pids = agent.workload_pids()
+    agent.kill()
+    view = agent.data_dir / "view.db"
+    for suffix in ("-wal", "-shm"):
+        Path(str(view) + suffix).unlink(missing_ok=True)
+    view.write_bytes(b"garbage" * 1000)
+    agent.start()
+    wait_until(lambda: agent.status()["connected"] and agent.status()["objects"] > 0, 20, what="view rebuilt")
+    assert list(agent.data_dir.glob("view.db.corrupt-*")), "the corrupt file is kept for inspection"
+    assert "corrupt" in agent.log()
+    assert agent.workload_pids() == pids, "workloads were not restarted"
+
+
+def test_revoked_node_is_disconnected_and_keeps_serving(fleet: Fleet) -> None:
+    agent = fleet.agents["n1"]
+    fleet.cli("node", "revoke", "n1")
+    wait_until(lambda: not agent.status()["connected"], 20, what="n1 disconnected")
+    with RequestLoop([fleet.workload_url("web-n1")], max_seconds=10) as loop:
+        time.sleep(3)
+    assert loop.ok > 0 and not loop.failures
+    assert not agent.status()["connected"], "a revoked credential cannot reconnect"
+    assert "HTTP 403" in agent.log() or "refused" in agent.log()
