@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edgefleet.api.meta import kind_info
 from edgefleet.cloud.auth import AuthError
-from edgefleet.cloud.errors import status_body
+from edgefleet.cloud.errors import Status, status_body
 from edgefleet.cloud.registry import ObjectNotFound, Registry, RegistryError
 from edgefleet.store.interface import Compacted, Event, EventType, Progress, StoreError
 from edgefleet.sync import messages
@@ -327,8 +327,15 @@ class Hub:
         @router.get(
             "/edge/v1/nodes/{node}/logs/{workload}",
             summary="The last lines of a workload's log on a connected node",
-            response_class=PlainTextResponse,
-            responses={503: {"description": "The node is not connected to this hub"}},
+            response_class=Response,
+            responses={
+                200: {"description": "The log lines", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                400: {"model": Status, "description": "Invalid request parameters"},
+                401: {"model": Status, "description": "Missing, malformed or unknown bearer token"},
+                403: {"model": Status, "description": "The token's role does not allow this request"},
+                404: {"model": Status, "description": "The node has no such workload"},
+                409: {"model": Status, "description": "The node is not connected to this hub"},
+            },
         )
         async def workload_logs(
             node: str, workload: str, _: Annotated[Any, Depends(reader)],
@@ -337,8 +344,8 @@ class Hub:
             try:
                 reply = await self.logs(node, workload, tail)
             except NodeNotConnected as exc:
-                body = status_body(503, "ServiceUnavailable", str(exc))
-                return Response(json.dumps(body), status_code=503, media_type="application/json")
+                body = status_body(409, "NotConnected", str(exc))
+                return Response(json.dumps(body), status_code=409, media_type="application/json")
             if reply.error:
                 body = status_body(404, "NotFound", reply.error)
                 return Response(json.dumps(body), status_code=404, media_type="application/json")

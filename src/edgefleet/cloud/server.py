@@ -324,9 +324,9 @@ def _add_kind_routes(
              response_class=Response, operation_id=f"list_{info.plural}")
     async def list_objects(
         _: Reader,
-        label_selector: Annotated[str | None, Query(alias="labelSelector", max_length=4096)] = None,
+        label_selector: Annotated[str | None, Query(alias="labelSelector", max_length=1024)] = None,
         limit: Annotated[int, Query(ge=0, le=MAX_LIST_LIMIT)] = 0,
-        continue_: Annotated[str | None, Query(alias="continue", max_length=4096)] = None,
+        continue_: Annotated[str | None, Query(alias="continue", max_length=1024)] = None,
         watch: bool = False,
         resource_version: Annotated[str | None, Query(alias="resourceVersion", max_length=32)] = None,
         timeout_seconds: Annotated[int | None, Query(alias="timeoutSeconds", ge=1, le=MAX_WATCH_SECONDS)] = None,
