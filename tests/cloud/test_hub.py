@@ -1,0 +1,45 @@
+"""The hub's index recovers when its store watch falls behind compacted history."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from edgefleet.cloud.hub import Hub
+from edgefleet.cloud.registry import Registry
+from edgefleet.store.interface import Store
+
+
+async def never_authenticated(_: str | None) -> str:
+    raise AssertionError("no agent connects in this test")
+
+
+def workload(name: str) -> bytes:
+    doc = {"apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": name},
+           "spec": {"nodeSelector": "", "template": {"command": ["true"]}}}
+    return json.dumps(doc).encode()
+
+
+async def test_index_reloads_after_its_watch_is_compacted(store: Store) -> None:
+    hub = Hub(Registry(store), hub_id="test", authenticate=never_authenticated)
+    await hub.start()
+    try:
+        assert hub._watch_task is not None
+        hub._watch_task.cancel()  # the hub falls behind: its watch stops reading
+        with contextlib.suppress(asyncio.CancelledError):
+            await hub._watch_task
+        for i in range(5):
+            await store.create(f"/registry/workloads/w{i}", workload(f"w{i}"))
+        await store.compact(await store.current_revision())
+        stale_index = hub.index
+        hub._watch_task = asyncio.create_task(hub._watch_forever())  # resumes from its old revision
+        for _ in range(100):
+            if hub.index is not stale_index and hub.index.get("/registry/workloads/w4") is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert hub.index is not stale_index, "the index was reloaded from a fresh list"
+        assert all(hub.index.get(f"/registry/workloads/w{i}") is not None for i in range(5))
+        assert hub.index.revision >= await store.current_revision()
+    finally:
+        await hub.close()
