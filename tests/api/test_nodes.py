@@ -145,7 +145,7 @@ def test_invalid_status(node_doc: Doc, path: str, value: Any, error: str) -> Non
 def test_columns(node_doc: Doc) -> None:
     assert row(parse(node_doc), wide=False) == {
         "SITE": "par-edge",
-        "STATUS": "<none>",
+        "STATUS": "Pending",
         "HEARTBEAT": "<none>",
         "HUB": "<none>",
         "SYNCED": "<none>",

@@ -133,7 +133,7 @@ def _node(obj: Resource) -> Node:
 
 def _state(obj: Resource) -> str:
     node = _node(obj)
-    parts: list[str] = [node.status.phase or "<none>"]
+    parts: list[str] = [node.status.phase or "Pending"]  # no phase yet: never reported, not yet judged
     if node.spec.unschedulable:
         parts.append("SchedulingDisabled")
     if node.spec.draining:
