@@ -78,25 +78,10 @@ def logs(
 
     Works while the node is connected to the hub it reaches through --server.
     """
-    import httpx
+    from edgefleet.cli.main import api
 
-    from edgefleet.cli import config as cli_config
-    from edgefleet.cli.main import fail
-
-    connection = cli_config.resolve(server, token, context)
-    headers = {"Authorization": f"Bearer {connection.token}"} if connection.token else {}
-    try:
-        response = httpx.get(f"{connection.server}/edge/v1/nodes/{node}/logs/{workload}",
-                             params={"tail": tail}, headers=headers, timeout=20)
-    except httpx.TransportError as exc:
-        fail(f"cannot reach {connection.server}: {exc}")
-    if response.status_code != 200:
-        try:
-            message = response.json().get("message", response.text)
-        except ValueError:
-            message = response.text
-        fail(str(message))
-    typer.echo(response.text, nl=False)
+    with api(server, token, context) as client:
+        typer.echo(client.text(f"/edge/v1/nodes/{node}/logs/{workload}", tail=tail), nl=False)
 
 
 

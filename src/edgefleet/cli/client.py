@@ -101,6 +101,10 @@ class ApiClient:
         result: Document = self._request("DELETE", self.path(info, name)).json()
         return result
 
+    def text(self, path: str, **params: Any) -> str:
+        """A plain-text endpoint (for example a workload's log)."""
+        return self._request("GET", path, params=params).text
+
     def version(self) -> Document:
         result: Document = self._request("GET", "/version").json()
         return result
