@@ -20,7 +20,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -28,16 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.cloudproc import CloudProcess, running_cloud
 from tests.etcd_cluster import running_etcd
+from tests.fleet import site_doc as site
 
 SITES = "/apis/edgefleet.io/v1/sites"
-
-
-def site(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": name},
-        "spec": {"region": "eu", "location": {"lat": 1.0, "lon": 2.0, "country": "FR"},
-                 "tier": "edge", "capacityGbps": 10},
-    }
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -41,8 +41,10 @@ def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.1, wha
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def site_doc(name: str, country: str = "FR") -> dict[str, Any]:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": name, "labels": {"tier": "edge"}},
+def site_doc(name: str, country: str = "FR", **labels: str) -> dict[str, Any]:
+    """An edge Site; ``labels`` are added to ``tier=edge``."""
+    return {"apiVersion": "edgefleet.io/v1", "kind": "Site",
+            "metadata": {"name": name, "labels": {"tier": "edge", **labels}},
             "spec": {"region": "eu", "location": {"lat": 48.0, "lon": 2.0, "country": country},
                      "tier": "edge", "capacityGbps": 10}}
 

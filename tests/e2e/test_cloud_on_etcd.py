@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.cloudproc import CloudProcess, running_cloud
-from tests.e2e.test_watch import Collector, site
+from tests.e2e.test_watch import Collector
 from tests.etcd_cluster import EtcdCluster, running_etcd
+from tests.fleet import site_doc as site
 
 SITES = "/apis/edgefleet.io/v1/sites"
 pytestmark = pytest.mark.etcd

@@ -10,16 +10,9 @@ from pathlib import Path
 import httpx
 
 from tests.cloudproc import CloudProcess
+from tests.fleet import site_doc as site
 
 SITES = "/apis/edgefleet.io/v1/sites"
-
-
-def site(name: str) -> dict[str, object]:
-    return {
-        "apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": name},
-        "spec": {"region": "eu", "location": {"lat": 1.0, "lon": 2.0, "country": "FR"},
-                 "tier": "edge", "capacityGbps": 10},
-    }
 
 
 async def write_until_killed(cloud: CloudProcess, writers: int, acknowledged: list[str]) -> None:

@@ -11,17 +11,9 @@ from typing import Any
 import httpx
 
 from tests.cloudproc import CloudProcess, running_cloud
+from tests.fleet import site_doc as site
 
 SITES = "/apis/edgefleet.io/v1/sites"
-
-
-def site(name: str, **labels: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "edgefleet.io/v1", "kind": "Site",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"region": "eu", "location": {"lat": 1.0, "lon": 2.0, "country": "FR"},
-                 "tier": "edge", "capacityGbps": 10},
-    }
 
 
 class Collector:
