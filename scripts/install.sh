@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install everything edgefleet and its tests need on a fresh Debian machine:
-# Debian packages (etcd for the store tests) and a virtualenv in .venv with
+# Debian packages (etcd for the store tests, nginx and wrk for the cache
+# benchmark) and a virtualenv in .venv with
 # edgefleet and its development tools. Safe to run again; it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(etcd-server etcd-client)
+DEBIAN_PACKAGES=(etcd-server etcd-client nginx wrk)
 
 need_apt=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -15,11 +16,31 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "==> installing Debian packages: ${need_apt[*]}"
+  # The nginx package starts a system nginx on port 80 from its postinst. The
+  # benchmark runs its own nginx (-c/-p in a temporary directory) on a free
+  # port, so a policy-rc.d that answers 101 ("action forbidden") keeps
+  # invoke-rc.d and deb-systemd-invoke from starting services during this
+  # install. An existing policy-rc.d (Docker images ship one) is left as is.
+  policy_rc=/usr/sbin/policy-rc.d
+  added_policy=""
+  if [ ! -e "$policy_rc" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy_rc" >/dev/null
+    $SUDO chmod 755 "$policy_rc"
+    added_policy=1
+  fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null \
+    || { [ -z "$added_policy" ] || $SUDO rm -f "$policy_rc"; exit 1; }
+  [ -z "$added_policy" ] || $SUDO rm -f "$policy_rc"
+  # Belt and braces: if a system nginx got started anyway, stop it (it would hold port 80).
+  if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
+    echo "==> stopping the system nginx started by the package"
+    $SUDO nginx -s stop || true
+  fi
 fi
-# The Debian package may start a system etcd on 2379; edgefleet's tests and demo
-# start their own on free ports, so a system one is left alone.
+# The policy-rc.d above also keeps a fresh etcd-server from starting a system
+# etcd on 2379; one already running is left alone: edgefleet's tests and demo
+# start their own etcd and nginx on free ports.
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

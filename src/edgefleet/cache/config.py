@@ -1,0 +1,242 @@
+"""The cache server's config file: what it serves, where it keeps objects, whom it asks.
+
+How: one YAML document, validated by pydantic with the same conventions as
+the resources (camelCase keys, unknown fields rejected, errors by field path).
+Run alone, an operator writes it (``edgefleet cache --config FILE``); on an
+edge node the agent renders it from the node's view (its site's Domains, its
+site peers, its parent sites) and sends SIGHUP when it changes. A reload swaps
+domains, peers and parents atomically; listen address, worker count and
+storage paths are fixed for the life of the process (changing them needs a
+restart, and the server says so in its log).
+
+A Domain entry reuses the API's ``Origin`` and ``CachePolicy`` models so that
+a Domain resource and a standalone config mean exactly the same thing.
+
+Example::
+
+    node: par-edge-1
+    listen: 127.0.0.1:8081
+    workers: 2
+    admin: {listen: 127.0.0.1:9081, tokenFile: admin.token}
+    storage:
+      memoryBytes: 268435456
+      disk: {path: /var/cache/edgefleet, maxBytes: 10737418240}
+    domains:
+      - name: demo
+        hostnames: [demo.edgefleet.test]
+        origins: [{url: "http://127.0.0.1:8080"}]
+    site:
+      self: par-edge-1
+      peers: [{name: par-edge-1, url: "http://127.0.0.1:8081"}, {name: par-edge-2, url: "http://127.0.0.2:8081"}]
+      parents: [{site: fra-parent, nodes: [{name: fra-parent-1, url: "http://127.0.0.3:8081"}]}]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+
+from edgefleet.api.common import check_unique, check_unique_by
+from edgefleet.api.domains import CachePolicy, Hostname, Origin, check_origin_url
+from edgefleet.api.meta import Model, validation_errors
+from edgefleet.cache.errors import ConfigError
+
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+"""Security limit on the config file's size."""
+
+
+def _check_listen(value: str) -> str:
+    host, colon, port = value.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8081 or [::1]:8081)")
+    return value
+
+
+Listen = Annotated[str, AfterValidator(_check_listen)]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port)."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class AdminConfig(Model):
+    """The local admin endpoint: purge, prefetch, status, metrics."""
+
+    listen: Listen = Field(default="127.0.0.1:9081", description="HOST:PORT of the admin endpoint.")
+    token: str | None = Field(default=None, min_length=16, description="Bearer token for purge/prefetch.")
+    token_file: Path | None = Field(default=None, description="File holding the bearer token (one line).")
+
+    def bearer(self, base: Path) -> str | None:
+        """The token, read from ``token_file`` (relative to the config file) if set."""
+        if self.token_file is None:
+            return self.token
+        path = self.token_file if self.token_file.is_absolute() else base / self.token_file
+        try:
+            return path.read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"admin.tokenFile: cannot read {path}: {exc.strerror}") from None
+
+
+class DiskConfig(Model):
+    """The disk tier, shared by all workers."""
+
+    path: Path = Field(description="Directory for cached objects and their index.")
+    max_bytes: int = Field(default=10 * 2**30, ge=2**20, description="Size limit of the disk tier.")
+
+
+class StorageConfig(Model):
+    """Where cached objects live."""
+
+    memory_bytes: int = Field(default=256 * 2**20, ge=0, description="Memory tier size per worker, in bytes.")
+    memory_object_bytes: int = Field(
+        default=8 * 2**20, ge=0, description="Largest body kept in memory; larger ones are served from disk."
+    )
+    disk: DiskConfig | None = Field(default=None, description="Disk tier; none keeps only the memory tier.")
+    slice_bytes: int = Field(
+        default=4 * 2**20,
+        ge=64 * 1024,
+        description="Objects larger than this are fetched in slices of this size, so a range miss "
+        "does not pull the whole object.",
+    )
+
+
+class DomainConfig(Model):
+    """A Domain as the cache sees it."""
+
+    name: str = Field(min_length=1, max_length=253, description="Domain name (for metrics and logs).")
+    hostnames: list[Hostname] = Field(min_length=1, max_length=100, description="Host headers served.")
+    origins: list[Origin] = Field(min_length=1, max_length=32, description="Where misses are fetched.")
+    cache_policy: CachePolicy = Field(default_factory=CachePolicy, description="Freshness and cache key.")
+
+    @field_validator("hostnames")
+    @classmethod
+    def _unique(cls, hostnames: list[str]) -> list[str]:
+        return check_unique(hostnames, "hostname")
+
+
+class Peer(Model):
+    """A cache server of this site or of a parent site."""
+
+    name: str = Field(min_length=1, max_length=253, description="Node name; the hash input.")
+    url: Annotated[str, AfterValidator(check_origin_url)] = Field(description="http://address:port of its cache.")
+
+
+class ParentSite(Model):
+    """A parent site: misses go to the node of it that owns the key."""
+
+    site: str = Field(min_length=1, max_length=253, description="Parent Site name.")
+    nodes: list[Peer] = Field(min_length=1, description="Cache servers of the parent site.")
+
+
+class SiteConfig(Model):
+    """This node's place in the tiers: its site peers and parent sites."""
+
+    self_name: str = Field(alias="self", description="This node's name among peers.")
+    peers: list[Peer] = Field(default_factory=list, description="Cache servers of this site, this node included.")
+    parents: list[ParentSite] = Field(
+        default_factory=list,
+        description="Parent sites in order of preference; misses an owner "
+        "cannot serve go to the first parent site with a healthy node, then to the origin.",
+    )
+
+    @field_validator("peers")
+    @classmethod
+    def _unique_peers(cls, peers: list[Peer]) -> list[Peer]:
+        check_unique_by(peers, lambda peer: peer.name, "name", "peer")
+        return peers
+
+
+class UpstreamConfig(Model):
+    """How the cache talks to peers, parents and origins."""
+
+    connect_timeout: float = Field(default=3.0, gt=0, le=120, description="Seconds to connect.")
+    response_timeout: float = Field(default=30.0, gt=0, le=3600, description="Seconds to the response head.")
+    idle_body_timeout: float = Field(default=30.0, gt=0, le=3600, description="Seconds between body chunks.")
+    peer_timeout: float = Field(default=2.0, gt=0, le=60, description="Connect timeout for site peers.")
+    keepalive_per_host: int = Field(default=32, ge=1, le=4096, description="Pooled connections per upstream.")
+    peer_down_seconds: float = Field(default=5.0, ge=0, le=600, description="A failed peer is skipped this long.")
+
+
+class LimitsConfig(Model):
+    """Security limits on client requests."""
+
+    max_url_bytes: int = Field(default=8192, ge=256, le=1 << 20, description="Longer request-targets get 414.")
+    max_header_bytes: int = Field(default=32768, ge=1024, le=1 << 22, description="Larger header blocks get 431.")
+    max_headers: int = Field(default=100, ge=8, le=1000, description="More header fields get 431.")
+    max_body_bytes: int = Field(default=64 * 2**20, ge=0, description="Larger request bodies get 413.")
+    idle_timeout: float = Field(default=60.0, gt=0, description="Seconds a keep-alive connection may idle.")
+    header_timeout: float = Field(default=10.0, gt=0, description="Seconds to receive a request head.")
+    max_pipeline: int = Field(default=32, ge=1, le=1024, description="Requests queued per connection.")
+
+
+class AccessLogConfig(Model):
+    """Structured (JSON lines) access log."""
+
+    path: Path | None = Field(default=None, description="File to append to; none logs to stderr.")
+    sample: float = Field(default=1.0, ge=0, le=1, description="Share of requests logged, 0 to 1.")
+
+
+class CacheConfig(Model):
+    """The whole cache server config file."""
+
+    node: str = Field(default="edgefleet", min_length=1, max_length=253, description="Name in X-Cache headers.")
+    listen: Listen = Field(default="127.0.0.1:8081", description="HOST:PORT to serve HTTP on.")
+    workers: int = Field(default=1, ge=1, le=64, description="Worker processes sharing the port (SO_REUSEPORT).")
+    admin: AdminConfig = Field(default_factory=AdminConfig, description="Local admin endpoint.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Memory and disk tiers.")
+    domains: list[DomainConfig] = Field(default_factory=list, description="What is served.")
+    site: SiteConfig | None = Field(default=None, description="Site peers and parents; none: origin only.")
+    upstream: UpstreamConfig = Field(default_factory=UpstreamConfig, description="Upstream timeouts and pools.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Client request limits.")
+    access_log: AccessLogConfig = Field(default_factory=AccessLogConfig, description="Access log.")
+    unknown_host_status: Literal[404, 421] = Field(
+        default=421, description="Status for a Host no domain serves (421 Misdirected Request or 404)."
+    )
+
+    @model_validator(mode="after")
+    def _hostnames_unique_across_domains(self) -> CacheConfig:
+        seen: dict[str, str] = {}
+        for domain in self.domains:
+            for host in domain.hostnames:
+                if host in seen:
+                    raise ValueError(f"hostname {host!r} is in domains {seen[host]!r} and {domain.name!r}")
+                seen[host] = domain.name
+        return self
+
+
+def parse_config(document: Any) -> CacheConfig:
+    """Validate a decoded document; ConfigError lists every bad field by path."""
+    if not isinstance(document, dict):
+        raise ConfigError("the cache config must be a mapping")
+    try:
+        return CacheConfig.model_validate(document)
+    except ValidationError as exc:
+        lines = [f"{error.path or '<root>'}: {error.message}" for error in validation_errors(exc)]
+        raise ConfigError("invalid cache config:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: Path) -> CacheConfig:
+    """Read and validate a config file."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        document = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_config(document)
+
+
+def dump_config(config: CacheConfig) -> str:
+    """The config as YAML, as the agent writes it."""
+    data = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False)

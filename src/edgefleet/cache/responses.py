@@ -1,0 +1,95 @@
+"""Answering a client from a stored entry: full body, 304, one range or several.
+
+How: :func:`plan` looks at the request (conditionals, Range, If-Range, HEAD)
+and the stored entry and returns a :class:`Reply`: the status, the header
+fields to add to the stored ones, and the body as a list of pieces, each
+either literal bytes (multipart part heads) or a ``(first, last)`` slice of
+the stored body. The server writes the pieces from memory or, for disk
+entries, reads each slice from the file in bounded chunks, so an entry is
+never held whole in memory to serve a range of it.
+
+The precomputed head of a plain hit (:func:`hit_head`) is built once per
+entry and reused; only ``Age`` is added per request (one integer format).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from edgefleet.cache import conditionals, ranges
+from edgefleet.cache.entries import EntryMeta
+from edgefleet.cache.headers import get
+from edgefleet.cache.http1 import header_block, status_line
+from edgefleet.cache.ranges import Unsatisfiable
+
+Piece = bytes | tuple[int, int]
+
+
+@dataclass(slots=True)
+class Reply:
+    """What to send for one request answered from a stored entry."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    pieces: list[Piece] = field(default_factory=list)
+    length: int = 0
+
+
+def plan(method: str, request_headers: Sequence[tuple[str, str]], meta: EntryMeta) -> Reply:
+    """The reply to ``method`` + ``request_headers`` from the entry ``meta``."""
+    stored = meta.headers
+    if meta.status == 200 and conditionals.not_modified(list(request_headers), stored):
+        return Reply(304, conditionals.headers_for_304(stored))
+    whole = Reply(meta.status, [*stored, ("Content-Length", str(meta.size))], [(0, meta.size - 1)], meta.size)
+    if meta.size == 0:
+        whole.pieces = []
+    range_value = get(list(request_headers), "range") if meta.status == 200 else None
+    if range_value is not None and ranges.if_range_matches(
+        get(list(request_headers), "if-range"), get(stored, "etag"), get(stored, "last-modified")
+    ):
+        whole = _ranged(range_value, meta) or whole
+    if method == "HEAD":
+        whole.pieces = []
+    return whole
+
+
+def _ranged(value: str, meta: EntryMeta) -> Reply | None:
+    try:
+        chosen = ranges.parse_range(value, meta.size)
+    except Unsatisfiable:
+        headers = [*_without_length(meta.headers), ("Content-Range", ranges.unsatisfied_range(meta.size))]
+        return Reply(416, [*headers, ("Content-Length", "0")])
+    if not chosen:
+        return None
+    base = _without_length(meta.headers)
+    if len(chosen) == 1:
+        first, last = chosen[0]
+        length = last - first + 1
+        headers = [*base, ("Content-Range", ranges.content_range(first, last, meta.size))]
+        return Reply(206, [*headers, ("Content-Length", str(length))], [(first, last)], length)
+    boundary = secrets.token_hex(12)
+    parts, closing, total = ranges.multipart_byteranges(chosen, meta.size, get(base, "content-type"), boundary)
+    pieces: list[Piece] = []
+    for part_head, first, last in parts:
+        pieces.extend((part_head, (first, last)))
+    pieces.append(closing)
+    headers = [(name, value) for name, value in base if name.lower() != "content-type"]
+    headers += [("Content-Type", ranges.multipart_content_type(boundary)), ("Content-Length", str(total))]
+    return Reply(206, headers, pieces, total)
+
+
+def _without_length(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in headers if name.lower() != "content-length"]
+
+
+def hit_head(meta: EntryMeta, node: str) -> bytes:
+    """Status line and fields of a plain 200 hit, without Age and the final blank line."""
+    fields = [
+        *meta.headers,
+        ("Content-Length", str(meta.size)),
+        ("X-Cache", f"HIT from {node}"),
+        ("Server-Timing", 'cache;desc="HIT"'),
+    ]
+    return status_line(meta.status) + header_block(fields)

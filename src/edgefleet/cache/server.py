@@ -1,0 +1,232 @@
+"""The HTTP/1.1 server of a cache worker: connections, pipelining, timeouts.
+
+How: :class:`Connection` is an ``asyncio.Protocol`` (uvloop runs it). Bytes
+go to the sans-I/O :class:`~edgefleet.cache.http1.RequestParser`; complete
+requests join the connection's queue and are answered strictly in order,
+which is what pipelining requires. A fresh in-memory hit is answered inside
+``data_received`` (:meth:`Proxy.serve_fast`: no task, no await, one
+``writelines``); anything else becomes one task, and the queue waits for it.
+A client that pipelines more than ``maxPipeline`` requests is paused
+(backpressure) until the queue drains.
+
+Timeouts cost nothing per request: a sweeper runs once a second over the
+open connections and closes those idle longer than ``idleTimeout``, those
+that started a request head and did not finish it within ``headerTimeout``
+(slowloris; answered 408), and those that have not read our response for
+``idleTimeout`` (slow readers). The head timeout counts from the first byte
+of the head, not the last one: a client dribbling a byte a second must not
+keep its connection forever. That start is noted only when a read leaves a
+head unfinished (the one extra store on the hot path is clearing it).
+
+Bad input never reaches the proxy: a parser error is answered with its 4xx
+and ``Connection: close``, and the connection is closed. Requests that came
+before the bad bytes are answered first, in order (a pipelining client pairs
+responses with requests by position): the connection stops reading, keeps
+the error as its last answer, and sends it once its queue has drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from edgefleet.cache.errors import BadRequest
+from edgefleet.cache.http1 import Limits, Request, RequestParser, error_body, response_head
+
+if TYPE_CHECKING:
+    from edgefleet.cache.proxy import Proxy
+
+log = logging.getLogger("edgefleet.cache")
+
+
+class ConnectionSet:
+    """The worker's open connections and their limits."""
+
+    def __init__(self, proxy: Proxy, limits: Limits, idle_timeout: float, header_timeout: float, pipeline: int) -> None:
+        self.proxy = proxy
+        self.limits = limits
+        self.idle_timeout = idle_timeout
+        self.header_timeout = header_timeout
+        self.max_pipeline = pipeline
+        self.open: set[Connection] = set()
+
+    def factory(self) -> Connection:
+        return Connection(self)
+
+    def sweep(self, now: float) -> None:
+        """Close connections past their timeouts (called once a second)."""
+        for conn in list(self.open):
+            conn.check_timeouts(now)
+
+    def close_idle(self) -> None:
+        for conn in list(self.open):
+            if not conn.busy and not conn.queue:
+                conn.close()
+
+    def busy(self) -> int:
+        return sum(1 for conn in self.open if conn.busy)
+
+
+class Connection(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, owner: ConnectionSet) -> None:
+        self.owner = owner
+        self.proxy = owner.proxy
+        self.parser = RequestParser(owner.limits)
+        self.queue: deque[Request] = deque()
+        self.busy = False
+        self.closing = False
+        self.peer_ip = ""
+        self.last_active = time.monotonic()
+        self.transport: asyncio.Transport | None = None
+        self._write_paused_at = 0.0
+        self._drain: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._head_started = 0.0
+        self._rejection: BadRequest | None = None
+
+    # --- asyncio.Protocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's TCPTransport is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if peer else ""
+        self.owner.open.add(self)
+        self.proxy.stats.connections += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.owner.open.discard(self)
+        self.proxy.stats.connections -= 1
+        self.queue.clear()
+        self._wake_drain(ConnectionResetError("client closed the connection"))
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        try:
+            requests = self.parser.feed(data)
+        except BadRequest as exc:
+            self._reject_after(self.parser.take_completed(), exc)
+            return
+        if not requests:
+            if not self._head_started:
+                self._head_started = self.last_active
+            return
+        self._head_started = 0.0
+        self.queue.extend(requests)
+        if not self.busy:
+            self._pump()
+        if len(self.queue) > self.owner.max_pipeline and not self._reading_paused and self.transport:
+            self.transport.pause_reading()
+            self._reading_paused = True
+
+    def pause_writing(self) -> None:
+        self._write_paused_at = time.monotonic()
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self._write_paused_at = 0.0
+        self._wake_drain(None)
+
+    # --- what the proxy uses -------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.writelines(data)
+
+    async def drain(self) -> None:
+        if self.closing:
+            raise ConnectionResetError("client closed the connection")
+        if self._drain is not None:
+            await asyncio.shield(self._drain)
+
+    # --- request scheduling ----------------------------------------------------------
+
+    def _pump(self) -> None:
+        proxy = self.proxy
+        queue = self.queue
+        while queue and not self.closing:
+            request = queue.popleft()
+            if proxy.serve_fast(self, request):
+                continue
+            self.busy = True
+            request.client = self.peer_ip
+            asyncio.get_running_loop().create_task(self._serve(request))
+            return
+        if self._reading_paused and self.transport is not None and not self.closing:
+            if self._rejection is not None:
+                self.reject(self._rejection.status, self._rejection.message)
+                return
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    async def _serve(self, request: Request) -> None:
+        keep_alive = False
+        try:
+            await self.proxy.handle(self, request)
+            keep_alive = request.keep_alive
+        except ConnectionError:
+            pass
+        except Exception:
+            log.exception("request %s %s failed", request.method, request.target)
+        finally:
+            self.busy = False
+            self.last_active = time.monotonic()
+            if keep_alive and not self.closing:
+                self._pump()
+            else:
+                self.close()
+
+    def _reject_after(self, requests: list[Request], error: BadRequest) -> None:
+        """Answer ``requests`` (parsed before the bad bytes), then ``error``; read nothing more."""
+        self._rejection = error
+        if self.transport is not None and not self._reading_paused:
+            self.transport.pause_reading()
+        self._reading_paused = True
+        self.queue.extend(requests)
+        if not self.busy:
+            self._pump()
+
+    def reject(self, status: int, message: str) -> None:
+        """Answer a request we cannot parse and close: the stream is no longer trustworthy."""
+        self.proxy.stats.errors += 1
+        self.proxy.stats.requests += 1
+        headers, body = error_body(status, message, self.proxy.node)
+        self.write(response_head(status, [*headers, ("Connection", "close")]) + body)
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.close()
+
+    def check_timeouts(self, now: float) -> None:
+        idle = now - self.last_active
+        if self._write_paused_at and now - self._write_paused_at > self.owner.idle_timeout:
+            if self.transport is not None:
+                self.transport.abort()
+        elif self.busy or self.queue:
+            return
+        elif self.parser.head_pending():
+            if now - (self._head_started or self.last_active) > self.owner.header_timeout:
+                self.reject(408, "request head not received in time")
+        elif idle > self.owner.idle_timeout:
+            self.close()
+
+    def _wake_drain(self, error: Exception | None) -> None:
+        waiter, self._drain = self._drain, None
+        if waiter is not None and not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+                waiter.exception()

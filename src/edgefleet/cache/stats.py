@@ -1,0 +1,158 @@
+"""Counters a cache worker keeps, and their Prometheus exposition in the master.
+
+How: each worker counts in plain integer attributes of :class:`Stats` (a hit
+costs one ``+= 1``); the master asks every worker for ``snapshot()`` over its
+control channel and :class:`StatsCollector` sums them into Prometheus
+metric families at scrape time.
+
+Why not prometheus-client counters in the worker: ``Counter.inc`` takes a lock
+and costs about 1 µs, a measurable share of a 20 µs hit. prometheus-client
+still renders the exposition (through a custom collector), so the format is
+the library's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upstream response-head latency buckets, seconds."""
+
+COUNTERS = {
+    "requests": "Requests answered.",
+    "hits": "Requests answered from the cache without asking upstream.",
+    "misses": "Requests that needed an upstream fetch.",
+    "revalidated": "Stored responses revalidated upstream (304 or new response).",
+    "stale_served": "Requests answered with a stale response (stale-while-revalidate or stale-if-error).",
+    "not_modified": "Requests answered 304 from the cache.",
+    "bypass": "Requests passed to the origin without caching.",
+    "collapsed": "Requests that waited for another request's upstream fetch instead of their own.",
+    "errors": "Requests answered with a 4xx/5xx the cache generated itself.",
+    "bytes_served": "Response body bytes sent to clients.",
+    "bytes_upstream": "Response body bytes received from peers, parents and origins.",
+    "upstream_requests": "Requests sent upstream.",
+    "upstream_failures": "Upstream requests that failed (connect, timeout, 5xx).",
+    "stored": "Responses stored.",
+    "store_failures": "Responses that could not be stored (disk full, write error).",
+    "purged": "Objects removed or invalidated by purges.",
+    "evictions": "Objects evicted to stay within storage limits.",
+}
+GAUGES = {
+    "memory_bytes": "Bytes held in the memory tier.",
+    "memory_objects": "Objects in the memory tier.",
+    "disk_bytes": "Bytes held in the disk tier.",
+    "disk_objects": "Objects in the disk tier.",
+    "connections": "Open client connections.",
+}
+
+
+class Stats:
+    """One worker's counters (plain attributes, see the module docstring)."""
+
+    def __init__(self) -> None:
+        for name in COUNTERS:
+            setattr(self, name, 0)
+        self.connections = 0
+        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+
+    requests: int
+    hits: int
+    misses: int
+    revalidated: int
+    stale_served: int
+    not_modified: int
+    bypass: int
+    collapsed: int
+    errors: int
+    bytes_served: int
+    bytes_upstream: int
+    upstream_requests: int
+    upstream_failures: int
+    stored: int
+    store_failures: int
+    purged: int
+    evictions: int
+
+    def observe_upstream(self, seconds: float) -> None:
+        index = 0
+        for index, bound in enumerate(LATENCY_BUCKETS):  # noqa: B007 - index used after the loop
+            if seconds <= bound:
+                break
+        else:
+            index = len(LATENCY_BUCKETS)
+        self.latency_buckets[index] += 1
+        self.latency_sum += seconds
+        self.latency_count += 1
+
+    def snapshot(self, storage: Mapping[str, int]) -> dict[str, Any]:
+        data: dict[str, Any] = {name: getattr(self, name) for name in COUNTERS}
+        data.update(storage)
+        data["connections"] = self.connections
+        data["latency_buckets"] = list(self.latency_buckets)
+        data["latency_sum"] = self.latency_sum
+        data["latency_count"] = self.latency_count
+        return data
+
+
+def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Sum worker snapshots (disk gauges are shared: take the maximum)."""
+    total: dict[str, Any] = {}
+    for snap in snapshots:
+        for name, value in snap.items():
+            if isinstance(value, list):
+                old = total.get(name, [0] * len(value))
+                total[name] = [a + b for a, b in zip(old, value, strict=True)]
+            elif name.startswith("disk_"):
+                total[name] = max(total.get(name, 0), value)
+            else:
+                total[name] = total.get(name, 0) + value
+    return total
+
+
+def summary(total: Mapping[str, Any]) -> dict[str, Any]:
+    """The admin ``/status`` document (field names as Node.status.cache)."""
+    requests = int(total.get("requests", 0))
+    hits = int(total.get("hits", 0)) + int(total.get("stale_served", 0)) + int(total.get("not_modified", 0))
+    return {
+        "requests": requests,
+        "hits": hits,
+        "hitRatio": round(hits / requests, 4) if requests else None,
+        "bytesServed": int(total.get("bytes_served", 0)),
+        "bytesStored": int(total.get("memory_bytes", 0)) + int(total.get("disk_bytes", 0)),
+        "objects": int(total.get("disk_objects", 0)) or int(total.get("memory_objects", 0)),
+    }
+
+
+class StatsCollector(Collector):
+    """Prometheus collector over the merged snapshot that ``fetch`` returns."""
+
+    def __init__(self, fetch: Callable[[], Mapping[str, Any]]) -> None:
+        self._fetch = fetch
+
+    def collect(self) -> Iterable[Any]:
+        total = self._fetch()
+        for name, doc in COUNTERS.items():
+            yield CounterMetricFamily(f"edgefleet_cache_{name}", doc, value=float(total.get(name, 0)))
+        for name, doc in GAUGES.items():
+            yield GaugeMetricFamily(f"edgefleet_cache_{name}", doc, value=float(total.get(name, 0)))
+        yield self._latency(total)
+
+    @staticmethod
+    def _latency(total: Mapping[str, Any]) -> HistogramMetricFamily:
+        counts = total.get("latency_buckets") or [0] * (len(LATENCY_BUCKETS) + 1)
+        buckets, running = [], 0
+        for bound, count in zip([*map(str, LATENCY_BUCKETS), "+Inf"], counts, strict=True):
+            running += count
+            buckets.append((bound, float(running)))
+        return HistogramMetricFamily(
+            "edgefleet_cache_upstream_seconds",
+            "Seconds from sending an upstream request to its response head.",
+            buckets=buckets,
+            sum_value=float(total.get("latency_sum", 0.0)),
+        )
