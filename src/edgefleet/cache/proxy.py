@@ -47,6 +47,7 @@ from edgefleet.cache.headers import HOP_BY_HOP, connection_listed, format_http_d
 from edgefleet.cache.http1 import LAST_CHUNK, Request, chunk, error_body, response_head
 from edgefleet.cache.locks import NodeLocks
 from edgefleet.cache.memory import MemoryEntry
+from edgefleet.cache.sendfile import send_file
 from edgefleet.cache.stats import Stats
 from edgefleet.cache.storage import Storage
 from edgefleet.cache.upstream import Target, Upstream, UpstreamResponse
@@ -66,13 +67,13 @@ NOT_FORWARDED_CACHEABLE = NOT_FORWARDED | {
 }
 NOT_STORED = HOP_BY_HOP | {"content-length", "x-cache", "server-timing", "age", "x-edgefleet-hops"}
 NOT_RELAYED = HOP_BY_HOP | {"content-length", "server-timing"}
-BODY_CHUNK = 256 * 1024
 
 
 class Client(Protocol):
     """What the proxy needs of a client connection (the server's Connection)."""
 
     peer_ip: str
+    transport: Any
 
     def write(self, data: bytes) -> None: ...
     def writelines(self, data: list[bytes]) -> None: ...
@@ -584,7 +585,7 @@ class Proxy:
                     client.write(piece)
                     sent += len(piece)
                     continue
-                sent += await _write_file_slice(client, fd, entry.body_offset + piece[0], piece[1] - piece[0] + 1)
+                sent += await send_file(client, fd, entry.body_offset + piece[0], piece[1] - piece[0] + 1)
         finally:
             os.close(fd)
         return sent
@@ -717,18 +718,6 @@ async def _write_body(client: Client, body: AsyncIterator[bytes], chunked: bool)
         await client.drain()
     if chunked:
         client.write(LAST_CHUNK)
-    return sent
-
-
-async def _write_file_slice(client: Client, fd: int, offset: int, length: int) -> int:
-    sent = 0
-    while sent < length:
-        data = os.pread(fd, min(BODY_CHUNK, length - sent), offset + sent)
-        if not data:
-            raise OSError("cached file shorter than its index says")
-        client.write(data)
-        sent += len(data)
-        await client.drain()
     return sent
 
 
