@@ -32,6 +32,13 @@ request and carries no body yet, and answers 431 once a head outgrows
 That check runs only on the partial-request path, never for a feed that
 completed a request.
 
+HTTP/1.0 requests are answered and the connection closed, even with
+``Connection: keep-alive``: a 1.0 client keeps the connection only when the
+response says ``Connection: keep-alive`` too (RFC 9112 §9.3), otherwise it
+expects the server to close, and a server that stays open leaves it waiting
+until the idle timeout. Closing is always allowed; echoing the option in
+every response head would cost the 1.1 hot path.
+
 A :class:`~edgefleet.cache.errors.BadRequest` carries the status to answer;
 the connection is closed after it, since the byte stream can no longer be
 trusted. Requests completed by the same feed before the bad bytes are kept:
@@ -123,6 +130,7 @@ class RequestParser:
         self._declares_body = False
         self._plain = True
         self._trailers_from = -1
+        self.continue_wanted = False
 
     def feed(self, data: bytes) -> list[Request]:
         """Parse ``data``; the requests completed by it, in order."""
@@ -180,7 +188,7 @@ class RequestParser:
             if self._host:
                 raise BadRequest(400, "more than one Host header field")
             self._host = decoded
-        elif lower[0] in "ritc":
+        elif lower[0] in "ritce":
             self._special(lower, decoded)
         self._headers.append((text, decoded))
 
@@ -194,6 +202,10 @@ class RequestParser:
             self._declares_body = self._declares_body or value.strip() != "0"
         elif lower == "range" or lower.startswith("if-"):
             self._plain = False
+        elif lower == "expect":
+            if value.strip().lower() != "100-continue":
+                raise BadRequest(417, f"Expect {value!r} is not supported (only 100-continue)")
+            self.continue_wanted = True
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -217,14 +229,18 @@ class RequestParser:
             raise BadRequest(400, "HTTP/1.1 request without a Host header field")
         if not self._url:
             raise BadRequest(400, "empty request-target")
+        target = self._url.decode("latin-1")
+        host = self._host
+        if target[0] != "/":
+            host, target = _origin_form(target, host)
         method = parser.get_method()
         self._done.append(
             Request(
                 _METHODS.get(method) or method.decode("ascii"),
-                self._url.decode("latin-1"),
+                target,
                 self._headers,
-                self._host,
-                parser.should_keep_alive(),
+                host,
+                version == "1.1" and parser.should_keep_alive(),
                 version,
                 b"".join(self._body) if self._body else b"",
                 self._declares_body or bool(self._body_bytes),
@@ -238,6 +254,17 @@ class RequestParser:
         del self._headers[self._trailers_from :]
         self._host = next((value for name, value in self._headers if name.lower() == "host"), "")
         self._plain = not any(name.lower() == "range" or name.lower().startswith("if-") for name, _ in self._headers)
+
+
+def _origin_form(target: str, host: str) -> tuple[str, str]:
+    """RFC 9112 §3.2.2: an absolute-form target's authority replaces Host; ``*`` and others are refused."""
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise BadRequest(400, "request-target must be a path or an absolute http(s) URL")
+    authority, slash, path = rest.partition("/")
+    if not authority or "@" in authority:
+        raise BadRequest(400, "absolute request-target without a valid host")
+    return authority, slash + path if slash else "/"
 
 
 def status_line(status: int) -> bytes:

@@ -63,6 +63,7 @@ class WorkerHandle:
         self.ready = asyncio.Event()
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.restarts = 0
+        self._reader: asyncio.Task[None] | None = None  # referenced, so that it is not garbage-collected
 
     async def start(self, config_path: Path) -> None:
         ours, theirs = socket.socketpair()
@@ -74,7 +75,7 @@ class WorkerHandle:
         self.process = await asyncio.create_subprocess_exec(*command, pass_fds=[theirs.fileno()])
         theirs.close()
         self.reader, self.writer = await asyncio.open_connection(sock=ours, limit=64 * 2**20)
-        asyncio.get_running_loop().create_task(self._read())
+        self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
         assert self.reader is not None
@@ -119,6 +120,8 @@ class Master:
         self.registry = CollectorRegistry()
         self._snapshot: dict[str, Any] = {}
         self.registry.register(stats_module.StatsCollector(lambda: self._snapshot))
+        self._reloads: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
 
     @property
     def token(self) -> str | None:
@@ -128,7 +131,7 @@ class Master:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         _check_port_free(self.config.listen, "listen")
         runner = await self._start_admin()
         for worker in self.workers:
@@ -184,7 +187,17 @@ class Master:
     async def broadcast(self, op: str, **fields: Any) -> list[Any]:
         return list(await asyncio.gather(*(w.call(next(self._ids), op, **fields) for w in self.workers)))
 
+    def _reload_soon(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
     async def reload(self) -> None:
+        """Apply the config file again (SIGHUP); reloads run one at a time, in signal order."""
+        async with self._reload_lock:
+            await self._reload()
+
+    async def _reload(self) -> None:
         try:
             config = load_config(self.config_path)
         except ConfigError as exc:

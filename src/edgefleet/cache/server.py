@@ -115,6 +115,9 @@ class Connection(asyncio.Protocol):
         if not requests:
             if not self._head_started:
                 self._head_started = self.last_active
+            if self.parser.continue_wanted:  # the head is in and asks before sending its body
+                self.parser.continue_wanted = False
+                self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
         self._head_started = 0.0
         self.queue.extend(requests)

@@ -84,6 +84,7 @@ class Worker:
             limits.max_pipeline,
         )
         self.stopping = asyncio.Event()
+        self._answers: set[asyncio.Task[None]] = set()  # referenced until done, so not garbage-collected
 
     async def serve(self, control: socket.socket | None) -> None:
         loop = asyncio.get_running_loop()
@@ -130,7 +131,9 @@ class Worker:
         try:
             while line := await reader.readline():
                 message = json.loads(line)
-                asyncio.get_running_loop().create_task(self._answer(message, writer))
+                task = asyncio.get_running_loop().create_task(self._answer(message, writer))
+                self._answers.add(task)
+                task.add_done_callback(self._answers.discard)
         except (ConnectionError, ValueError) as exc:
             log.warning("worker %d: control channel broke: %s", self.index, exc)
         self.stopping.set()  # the master is gone
