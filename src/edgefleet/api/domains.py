@@ -280,6 +280,23 @@ class Routing(Model):
         default=2, ge=1, le=8, description="Node addresses per DNS answer, 1 to 8."
     )
     ttl: int = Field(default=30, ge=0, le=86400, description="DNS answer TTL in seconds.")
+    prefer_country: bool = Field(
+        default=True,
+        description="Policy geo: when a usable site is in the client's country, only such sites "
+        "compete, even if a site abroad is nearer.",
+    )
+    shed_threshold: float = Field(
+        default=0.85,
+        gt=0,
+        le=10,
+        description="Load (status.load, i.e. loadGbps / capacityGbps) above which the chosen site "
+        "sends part of its new answers to the next best site.",
+    )
+    shed_share: Ratio = Field(
+        default=0.5,
+        description="Share of answers moved away from a site at 100% load or more, 0 to 1; it grows "
+        "linearly from 0 at shedThreshold.",
+    )
 
     @field_validator("failover_order")
     @classmethod

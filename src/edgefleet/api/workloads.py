@@ -12,6 +12,12 @@ canonical JSON. The edge compares revisions, not store revisions, so after a
 store restore a workload whose template did not change is not restarted.
 Rollouts move nodes from one revision to the next in batches.
 
+A template may name a *built-in* workload (``builtin: cache``): the agent then
+adds what only it knows, from the node's view: the cache server's config file
+(domains, site peers, parent sites), its command line and where to probe it.
+See :mod:`edgefleet.edge.cacheconfig`. ``builtin`` is part of the revision
+only when set, so templates written before it existed keep their revision.
+
 Why the env map is normalised into a list: both spellings are common in
 manifests, and one stored form keeps comparisons (``apply``, revisions)
 exact. Files may only land inside the workload's directory, so paths are
@@ -211,9 +217,20 @@ def _env_from_map(value: Any) -> Any:
     return [{"name": name, "value": item} for name, item in value.items()]
 
 
+BUILTINS = ("cache",)
+"""Workloads the agent knows how to configure itself (``template.builtin``)."""
+
+
 class WorkloadTemplate(Model):
     """What runs on each selected node."""
 
+    builtin: Literal["cache"] | None = Field(
+        default=None,
+        description="A workload the agent configures itself. cache: the edgefleet cache server, whose cache.yaml "
+        "the agent renders from the node's view and reloads with SIGHUP (no restart) when it changes; a leading "
+        "'edgefleet' in command runs with the agent's Python and '--config cache.yaml' is appended. Ports 'http' "
+        "(default 8081) and 'admin' (default 9081) and the probe use the node's first address.",
+    )
     command: Command = Field(description="Program and its first arguments; no shell is involved.")
     args: list[Arg] = Field(
         default_factory=list, max_length=256, description="Arguments appended to command."
@@ -343,6 +360,10 @@ class Workload(Resource):
 def template_revision(template: WorkloadTemplate) -> str:
     """A short stable hash of the template's canonical JSON form."""
     document = template.model_dump(mode="json", by_alias=True)
+    if document.get("builtin") is None:
+        # Added after templates were deployed: left out when unset, so an agent upgrade
+        # does not see a new revision (and restart) for every existing workload.
+        del document["builtin"]
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -43,6 +43,10 @@ idempotent), and an eviction can never unlink a file that a concurrent
 commit has just indexed. Triggers keep a one-row ``totals`` table in step,
 so ``bytes_used`` never scans. Eviction picks rows by ``last_access``.
 
+Purges. Removing or invalidating a key also reaches the slices of the
+object (keys ``<key>#slice=<n>``, see :mod:`edgefleet.cache.keys`): one
+more range scan of the key index.
+
 Recovery. ``open`` reconciles the index with the files (one process at a
 time, under ``reconcile.lock``; the others skip it): rows whose file is gone
 are dropped, valid files without a row (a crash between rename and commit)
@@ -79,6 +83,7 @@ from types import TracebackType
 
 from edgefleet.cache.entries import EntryMeta, entry_id
 from edgefleet.cache.errors import StorageError
+from edgefleet.cache.keys import SLICE_MARK
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +375,11 @@ def set_tags(conn: sqlite3.Connection, object_id: str, tags: Iterable[str]) -> N
 
 def ids_for_key(conn: sqlite3.Connection, key: str) -> list[str]:
     return [row[0] for row in conn.execute("SELECT id FROM objects WHERE key = ?", (key,))]
+
+
+def ids_of_object(conn: sqlite3.Connection, key: str) -> list[str]:
+    """Ids of ``key``'s variants and of its slices (``<key>#slice=<n>``): what a purge of the URL removes."""
+    return ids_for_key(conn, key) + ids_with_prefix(conn, key + SLICE_MARK)
 
 
 def ids_with_prefix(conn: sqlite3.Connection, prefix: str) -> list[str]:
@@ -750,7 +760,7 @@ class DiskTier:
     # removal and purge
 
     def remove(self, key: str) -> int:
-        return self._remove_selected(lambda conn: ids_for_key(conn, key))
+        return self._remove_selected(lambda conn: ids_of_object(conn, key))
 
     def remove_prefix(self, prefix: str) -> int:
         return self._remove_selected(lambda conn: ids_with_prefix(conn, prefix))
@@ -759,7 +769,7 @@ class DiskTier:
         return self._remove_selected(lambda conn: ids_with_tag(conn, tag))
 
     def invalidate(self, key: str) -> int:
-        return self._invalidate_all(ids_for_key(self._index.reader(), key))
+        return self._invalidate_all(ids_of_object(self._index.reader(), key))
 
     def invalidate_prefix(self, prefix: str) -> int:
         return self._invalidate_all(ids_with_prefix(self._index.reader(), prefix))

@@ -23,6 +23,11 @@ yielding), so "no reader right now" does not mean "no reader to come".
 Every waiter holds a reference to the fill; when the last one lets go, the
 descriptor is closed. The spool file itself is unlinked at creation.
 
+A spool that cannot be written (disk full, I/O error) costs the object its
+place in the cache, never the response: what was spooled stays readable and
+the rest of the body is kept in memory. The body is thus a spooled prefix
+followed by in-memory chunks, and waiters read it by offset.
+
 A head that is not shareable (``private``, ``Set-Cookie``, ...) is for the
 request that started the fill only; the other waiters send their own
 request, as RFC 9111 §4 requires of a cache that collapses requests.
@@ -31,6 +36,8 @@ request, as RFC 9111 §4 requires of a cache that collapses requests.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import logging
 import os
 import tempfile
 import weakref
@@ -39,9 +46,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgefleet.cache.entries import EntryMeta
 from edgefleet.cache.errors import UpstreamError
 
 SPOOL_READ = 256 * 1024
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -50,7 +60,10 @@ class FillHead:
 
     ``entry`` is set when the answer is a stored entry (revalidated by a 304,
     or stale served because upstream failed); otherwise the waiter answers
-    ``status``/``headers`` and streams the body.
+    ``status``/``headers`` and streams the body. ``vary`` (``None`` for
+    ``Vary: *``) and ``variant`` say which requests the answer is for: a
+    waiter whose own secondary key differs must not take it. ``meta`` is the
+    entry the response is (or would be) stored as.
     """
 
     status: int
@@ -62,6 +75,9 @@ class FillHead:
     upstream: str = ""
     upstream_ms: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    vary: tuple[str, ...] | None = ()
+    variant: str = ""
+    meta: EntryMeta | None = None
 
 
 class Fill:
@@ -76,8 +92,11 @@ class Fill:
         self.waiters = 0
         self._memory_limit = memory_limit
         self._spool_dir = spool_dir
-        self._chunks: list[bytes] = []
         self._spool: int | None = None
+        self._spooled = 0  # body bytes [0, _spooled) are in the spool ...
+        self._spool_broken = False
+        self._chunks: list[bytes] = []  # ... and the rest in these chunks,
+        self._starts: list[int] = []  # which begin at these body offsets
         self._changed = asyncio.Event()
 
     # --- the fill task's side ----------------------------------------------
@@ -87,12 +106,12 @@ class Fill:
             self.head.set_result(head)
 
     def append(self, data: bytes) -> None:
-        if self._spool is None and self.size + len(data) > self._memory_limit:
+        if self._spool is None and not self._spool_broken and self.size + len(data) > self._memory_limit:
             self._start_spool()
-        if self._spool is None:
-            self._chunks.append(data)
+        if self._spool is not None and not self._spool_broken and self._spool_write(data):
+            self._spooled += len(data)
         else:
-            _write_all(self._spool, data, self.size)
+            self._keep(data)
         self.size += len(data)
         self._wake()
 
@@ -106,19 +125,71 @@ class Fill:
 
     def body(self) -> bytes | None:
         """The whole body if it stayed in memory."""
-        return b"".join(self._chunks) if self._spool is None else None
+        return b"".join(self._chunks) if self._spooled == 0 else None
+
+    def read(self, first: int, last: int) -> bytes:
+        """Body bytes ``first..last`` (inclusive) of a finished fill, from the spool and memory.
+
+        For answering a range out of a response that was not stored (a peer's,
+        or one that may not be stored); the caller holds the fill, so the spool
+        is still open.
+        """
+        if not self.done or self.error is not None or not 0 <= first <= last < self.size:
+            raise ValueError(f"bytes {first}-{last} of a fill of {self.size} bytes (done: {self.done})")
+        pieces = []
+        while first <= last:
+            data = self._read_at(first, last - first + 1)
+            pieces.append(data)
+            first += len(data)
+        return b"".join(pieces)
+
+    def _read_at(self, offset: int, limit: int) -> bytes:
+        """Up to ``limit`` body bytes from ``offset`` (< size): from the spool, or the chunk holding it."""
+        if offset < self._spooled:
+            assert self._spool is not None
+            data = os.pread(self._spool, min(limit, self._spooled - offset), offset)
+            if not data:
+                raise OSError(f"fill spool of {self.key} shorter than written")
+            return data
+        index = bisect.bisect_right(self._starts, offset) - 1
+        data = self._chunks[index]
+        skip = offset - self._starts[index]
+        return data if skip == 0 and len(data) <= limit else data[skip : skip + limit]
+
+    def _keep(self, data: bytes) -> None:
+        self._starts.append(self.size)
+        self._chunks.append(data)
 
     def _start_spool(self) -> None:
         directory = str(self._spool_dir) if self._spool_dir is not None else None
-        fd, path = tempfile.mkstemp(prefix="fill-", suffix=".spool", dir=directory)
+        try:
+            fd, path = tempfile.mkstemp(prefix="fill-", suffix=".spool", dir=directory)
+        except OSError as exc:
+            self._spool_failed(exc)
+            return
         os.unlink(path)  # lives as long as the fd: nothing to clean up after a crash
         weakref.finalize(self, os.close, fd)  # closed with the last reference (module docstring)
-        offset = 0
-        for data in self._chunks:
-            _write_all(fd, data, offset)
-            offset += len(data)
-        self._chunks = []
         self._spool = fd
+        for data in self._chunks:
+            if not self._spool_write(data):
+                return  # the chunks stay where they are
+            self._spooled += len(data)
+        self._chunks, self._starts = [], []
+
+    def _spool_write(self, data: bytes) -> bool:
+        assert self._spool is not None
+        try:
+            _write_all(self._spool, data, self._spooled)
+        except OSError as exc:
+            self._spool_failed(exc)
+            return False
+        return True
+
+    def _spool_failed(self, error: OSError) -> None:
+        log.warning("fill of %s: cannot spool (%s); keeping the rest of the body in memory", self.key, error)
+        self._spool_broken = True
+        if self._chunks and self._spooled:  # a spool that failed while taking over the chunks
+            self._spooled = 0
 
     def _wake(self) -> None:
         self._changed.set()
@@ -129,17 +200,11 @@ class Fill:
     async def stream(self) -> AsyncIterator[bytes]:
         """The body from the start, as it arrives; UpstreamError if the fill broke off."""
         offset = 0
-        index = 0
         self.waiters += 1
         try:
             while True:
-                if self._spool is None and index < len(self._chunks):
-                    data = self._chunks[index]
-                    index += 1
-                    offset += len(data)
-                    yield data
-                elif self._spool is not None and offset < self.size:
-                    data = os.pread(self._spool, min(SPOOL_READ, self.size - offset), offset)
+                if offset < self.size:
+                    data = self._read_at(offset, SPOOL_READ if offset < self._spooled else self.size)
                     offset += len(data)
                     yield data
                 elif self.done:
@@ -150,6 +215,23 @@ class Fill:
                     await self._changed.wait()
         finally:
             self.waiters -= 1
+
+
+class FillEntry:
+    """A finished fill's response, answered like a stored entry (ranges, 304) without being stored.
+
+    For responses a node relays but does not keep (a site peer's) or could
+    not keep, so that a Range request still gets its range.
+    """
+
+    __slots__ = ("fill", "meta")
+
+    def __init__(self, meta: EntryMeta, fill: Fill) -> None:
+        self.meta = meta
+        self.fill = fill
+
+    def __repr__(self) -> str:
+        return f"FillEntry({self.meta.key!r}, {self.fill.size} bytes)"
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:

@@ -11,8 +11,14 @@ to the origin) and the query shaped by the Domain's ``queryString`` mode:
   ``?a=1&b=2`` share one object; empty parameters (``&&``) are dropped;
 - ``allowList``: only parameters whose name is listed, sorted the same way.
 
-Parameter names and values are compared as sent (no decoding). The common
-case, a path without query, costs one string join.
+Parameter names and values are compared as sent (no decoding). A fragment
+(``#...``, which a client must not send, RFC 9110 §7.1) is dropped, so
+that no request can name a slice key. The common case, a path without
+query, costs one string join.
+
+Slices of a large object are stored under :func:`slice_key`,
+``<key>#slice=<n>``: the object's key, so a purge by prefix reaches them,
+followed by a ``#`` that no primary key contains.
 
 The secondary key, :func:`variant_key`, picks among the variants of a
 response that says ``Vary`` (RFC 9111 §4.1): it lists, for each varying field
@@ -34,6 +40,8 @@ from functools import lru_cache
 from edgefleet.cache.headers import Headers, get_all, split_list
 
 QUERY_MODES = frozenset({"keep", "ignore", "sort", "allowList"})
+SLICE_MARK = "#slice="
+"""Between an object's key and a slice number, in the key of a stored slice."""
 _DEFAULT_PORT_SUFFIX = {"http": ":80", "https": ":443"}
 _OWS = " \t"
 
@@ -43,6 +51,8 @@ def cache_key(scheme: str, host: str, target: str, mode: str, allow_list: Collec
     if mode not in QUERY_MODES:
         raise ValueError(f"unknown query string mode {mode!r}; expected one of {sorted(QUERY_MODES)}")
     host = host.lower()
+    if "#" in target:
+        target = target.partition("#")[0]
     port_suffix = _DEFAULT_PORT_SUFFIX.get(scheme)
     if port_suffix is not None and host.endswith(port_suffix):
         host = host[: -len(port_suffix)]
@@ -56,6 +66,11 @@ def cache_key(scheme: str, host: str, target: str, mode: str, allow_list: Collec
     else:  # allowList
         query = _sorted_query([param for param in query.split("&") if param.partition("=")[0] in allow_list])
     return f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
+
+
+def slice_key(key: str, index: int) -> str:
+    """The key slice ``index`` of the object at ``key`` is stored under."""
+    return f"{key}{SLICE_MARK}{index}"
 
 
 def _sorted_query(params: list[str]) -> str:

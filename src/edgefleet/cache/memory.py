@@ -20,6 +20,11 @@ set than the ones already stored, the stored ones are dropped: the origin's
 latest answer defines how the resource varies (RFC 9111 section 4.1 prefers
 the most recent response), and stale variant sets would otherwise linger.
 
+Slices. The slices of a large object (keys ``<key>#slice=<n>``) belong to
+the object: removing or invalidating ``key`` reaches them too, through a
+third side index, object key -> its slice keys, so that purging an
+ordinary key costs no scan.
+
 Soft purge replaces ``meta`` by a copy marked ``invalidated`` and clears the
 cached response ``head``; metas are treated as values, never mutated in
 place, because a response being served may still hold the old one.
@@ -34,6 +39,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from edgefleet.cache.entries import EntryMeta
+from edgefleet.cache.keys import SLICE_MARK
 
 # Rough Python-heap cost of an entry beyond its body: the objects, the
 # dict slots, the strings of its meta. An estimate, not an accounting.
@@ -76,6 +82,7 @@ class MemoryTier:
         self._lru: OrderedDict[EntryKey, MemoryEntry] = OrderedDict()
         self._by_key: dict[str, dict[str, MemoryEntry]] = {}
         self._by_tag: dict[str, set[EntryKey]] = {}
+        self._slices_of: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -146,7 +153,11 @@ class MemoryTier:
         return self._invalidate_all(list(self._by_tag.get(tag, ())))
 
     def _keys_of(self, key: str) -> list[EntryKey]:
-        return [(key, variant) for variant in self._by_key.get(key, ())]
+        """The entries of ``key``: its variants and its slices' (see the module docstring)."""
+        found = [(key, variant) for variant in self._by_key.get(key, ())]
+        for sliced in self._slices_of.get(key, ()):
+            found += [(sliced, variant) for variant in self._by_key.get(sliced, ())]
+        return found
 
     def _keys_with_prefix(self, prefix: str) -> list[EntryKey]:
         return [(key, variant) for key, stored in self._by_key.items() if key.startswith(prefix) for variant in stored]
@@ -191,9 +202,18 @@ class MemoryTier:
         entry_key = (meta.key, meta.variant)
         self._lru[entry_key] = entry
         self._by_key.setdefault(meta.key, {})[meta.variant] = entry
+        if SLICE_MARK in meta.key:
+            self._slices_of.setdefault(meta.key.partition(SLICE_MARK)[0], set()).add(meta.key)
         for tag in meta.tags:
             self._by_tag.setdefault(tag, set()).add(entry_key)
         self.bytes_used += entry.charge
+
+    def _unlink_slice(self, key: str) -> None:
+        base = key.partition(SLICE_MARK)[0]
+        slices = self._slices_of[base]
+        slices.discard(key)
+        if not slices:
+            del self._slices_of[base]
 
     def _unlink(self, entry_key: EntryKey, entry: MemoryEntry, in_lru: bool = True) -> None:
         if in_lru:
@@ -203,6 +223,8 @@ class MemoryTier:
         del stored[variant]
         if not stored:
             del self._by_key[key]
+            if SLICE_MARK in key:
+                self._unlink_slice(key)
         for tag in entry.meta.tags:
             tagged = self._by_tag[tag]
             tagged.discard(entry_key)

@@ -15,12 +15,19 @@ How, per request (the numbers are DESIGN.md's request path):
    ``stale-while-revalidate`` is served while a background fill revalidates
    it; otherwise it is revalidated first. A miss joins the key's fill or
    starts one (:mod:`edgefleet.cache.fills`): one upstream fetch per key.
+   A waiter takes the fill's answer only if it is the variant its own
+   request selects (Vary); otherwise it asks again once the fill is done.
+   A Range request that misses is answered from slices (``sliceBytes``
+   aligned ranges fetched and stored one by one, :meth:`Proxy._send_sliced`),
+   so a range of a large object never pulls the whole object upstream.
 4. A fill asks, in order, the site peer that owns the key (rendezvous hash,
    unless this node owns it or the request came from a peer), the owner node
    of each parent site, then the origins (weighted, backups last). A failing
    peer or parent is skipped for a while; the next tier is tried. A response
    from a site peer is relayed but not stored: the owner stores it, so each
-   object is stored once per site.
+   object is stored once per site. A request that comes back to a node it
+   already passed (its name in ``Via``) goes to the origin and never joins
+   that node's fill, which is waiting for it.
 5. Upstream failure: a stored entry within ``stale-if-error`` (or the
    Domain's ``serveStaleOnError``) is served stale; else 502 or 504.
 """
@@ -28,21 +35,23 @@ How, per request (the numbers are DESIGN.md's request path):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edgefleet.cache import conditionals, freshness, keys, responses, tiers
+from edgefleet.cache import conditionals, freshness, keys, ranges, responses, tiers
 from edgefleet.cache.config import CacheConfig
 from edgefleet.cache.disk import DiskEntry
 from edgefleet.cache.domains import DomainTable, ServedDomain
 from edgefleet.cache.entries import EntryMeta
 from edgefleet.cache.errors import UpstreamError
-from edgefleet.cache.fills import Fill, FillHead, Fills
+from edgefleet.cache.fills import Fill, FillEntry, FillHead, Fills
 from edgefleet.cache.headers import HOP_BY_HOP, connection_listed, format_http_date, get
 from edgefleet.cache.http1 import LAST_CHUNK, Request, chunk, error_body, response_head
 from edgefleet.cache.locks import NodeLocks
@@ -67,6 +76,28 @@ NOT_FORWARDED_CACHEABLE = NOT_FORWARDED | {
 }
 NOT_STORED = HOP_BY_HOP | {"content-length", "x-cache", "server-timing", "age", "x-edgefleet-hops"}
 NOT_RELAYED = HOP_BY_HOP | {"content-length", "server-timing"}
+MAX_VARIANT_RETRIES = 2
+"""A waiter that met fills of other variants this often is passed to the origin uncollapsed."""
+FILL_READ = 256 * 1024
+
+Stored = MemoryEntry | DiskEntry | FillEntry
+"""What a response can be answered from: a stored entry, or a finished fill's response."""
+
+
+@dataclass(slots=True)
+class Slice:
+    """One slice of a large object as a request got it (see :meth:`Proxy._send_sliced`).
+
+    ``entry`` is the slice (a 206 whose Content-Range places it in the
+    object); without it, ``fill``/``head`` hold what upstream answered
+    instead (the whole object, an error) and ``cache_status`` is "PASS" when
+    that answer is not this request's to use.
+    """
+
+    entry: Stored | None
+    cache_status: str
+    fill: Fill | None = None
+    head: FillHead | None = None
 
 
 class Client(Protocol):
@@ -109,6 +140,8 @@ class Proxy:
         shared = config.storage.disk is not None and config.workers > 1
         self.locks = NodeLocks(config.storage.disk.path / "locks") if shared and config.storage.disk else None
         self.hit_prefix = f"HIT from {self.node}"
+        self.site_self = site.self_name if site else config.node
+        self.slice_bytes = config.storage.slice_bytes
 
     # --- the fast path -----------------------------------------------------
 
@@ -177,6 +210,7 @@ class Proxy:
         key: str,
         policy: freshness.Policy,
         started: float,
+        attempt: int = 0,
     ) -> None:
         entry = self.storage.find(key, lambda vary: keys.variant_key(vary, request.headers))
         now = time.time()
@@ -195,7 +229,10 @@ class Proxy:
         elif freshness.only_if_cached(request.headers):
             await self.send_error(client, request, 504, "not cached (only-if-cached)")
             return
-        await self._fill_and_send(client, request, domain, key, policy, entry, started)
+        elif self._sliced(request, key):
+            await self._send_sliced(client, request, domain, key, policy, started)
+            return
+        await self._fill_and_send(client, request, domain, key, policy, entry, started, attempt)
 
     async def _fill_and_send(
         self,
@@ -206,11 +243,14 @@ class Proxy:
         policy: freshness.Policy,
         entry: MemoryEntry | DiskEntry | None,
         started: float,
+        attempt: int = 0,
     ) -> None:
-        fill = self.fills.get(key)
+        # A request that came back around the tiers must not wait for the fill that sent it: a deadlock.
+        looped = tiers.looped(self.node, get(request.headers, "via"))
+        fill = None if looped else self.fills.get(key)
         leader = fill is None
         lock: int | None = None
-        if fill is None and entry is None and self.locks is not None:
+        if fill is None and entry is None and self.locks is not None and not looped:
             lock = self.locks.try_acquire(key)
             if lock is None:
                 stored = await self._after_other_worker(key, request)
@@ -222,13 +262,16 @@ class Proxy:
                 fill = self.fills.get(key)
                 leader = fill is None
         if fill is None:
-            fill = self._start_fill(request, domain, key, policy, entry, lock)
+            fill = self._start_fill(request, domain, key, policy, entry, lock, shared=not looped)
         else:
             self.stats.collapsed += 1
         try:
             head = await fill.head
         except UpstreamError as exc:
             await self._upstream_failed(client, request, entry, exc, started)
+            return
+        if not leader and not _serves(head, request):
+            await self._after_other_variant(client, request, domain, key, policy, fill, started, attempt)
             return
         if head.entry is not None:
             await self.send_entry(client, request, head.entry, head.cache_status, started, head)
@@ -238,6 +281,25 @@ class Proxy:
             return
         self.stats.misses += 1
         await self._send_fill(client, request, fill, head, started)
+
+    async def _after_other_variant(
+        self,
+        client: Client,
+        request: Request,
+        domain: ServedDomain,
+        key: str,
+        policy: freshness.Policy,
+        fill: Fill,
+        started: float,
+        attempt: int,
+    ) -> None:
+        """The fill this request joined got another variant (Vary): start over once it is done."""
+        with contextlib.suppress(UpstreamError):  # its failure is not ours: we ask again
+            await fill_done(fill)
+        if attempt >= MAX_VARIANT_RETRIES:
+            await self._pass(client, request, domain, started)
+            return
+        await self._cached(client, request, domain, key, policy, started, attempt + 1)
 
     async def _upstream_failed(
         self,
@@ -265,9 +327,12 @@ class Proxy:
         policy: freshness.Policy,
         entry: MemoryEntry | DiskEntry | None,
         lock: int | None = None,
+        *,
+        shared: bool = True,
     ) -> Fill:
         fill = Fill(key, self.memory_limit, self.spool_dir)
-        self.fills.add(fill)
+        if shared:
+            self.fills.add(fill)
         self._spawn(self._run_fill(fill, request, domain, policy, entry, lock))
         return fill
 
@@ -347,13 +412,21 @@ class Proxy:
             fill.publish(self._revalidated(entry, request, policy, response, response_time, upstream_ms))
             fill.finish()
             return
-        if response.status >= 500 and entry is not None and self._stale_allowed(entry.meta, policy):
-            response.close()
-            self.stats.upstream_failures += 1
-            fill.publish(FillHead(entry.meta.status, entry.meta.headers, True, entry=entry, cache_status="STALE"))
-            fill.finish()
+        if self._stale_instead(fill, response, entry, policy):
             return
         await self._receive(fill, request, response, policy, request_time, response_time, upstream_ms)
+
+    def _stale_instead(
+        self, fill: Fill, response: UpstreamResponse, entry: Stored | None, policy: freshness.Policy
+    ) -> bool:
+        """Upstream answered 5xx: finish the fill with the stored entry if stale-if-error allows it."""
+        if response.status < 500 or entry is None or not self._stale_allowed(entry.meta, policy):
+            return False
+        response.close()
+        self.stats.upstream_failures += 1
+        fill.publish(FillHead(entry.meta.status, entry.meta.headers, True, entry=entry, cache_status="STALE"))
+        fill.finish()
+        return True
 
     def _stale_allowed(self, meta: EntryMeta, policy: freshness.Policy) -> bool:
         return not meta.must_revalidate and freshness.may_serve_stale_on_error(_timing(meta), time.time())
@@ -392,19 +465,30 @@ class Proxy:
         request_time: float,
         response_time: float,
         upstream_ms: float,
+        key: str | None = None,
+        whole_range: bool = False,
     ) -> None:
+        """Stream a response into the fill and store it under ``key`` (default: the fill's).
+
+        ``whole_range``: a 206 whose range is the whole representation, kept as the 200 it equals.
+        """
+        status = 200 if whole_range else response.status
         headers = _with_date(response.headers, response_time)
-        decision = freshness.evaluate("GET", response.status, request.headers, headers, policy)
+        if whole_range:
+            headers = [(n, v) for n, v in headers if n.lower() != "content-range"]
+        decision = freshness.evaluate("GET", status, request.headers, headers, policy)
         from_peer = response.target.kind == "peer"
         store = decision.storable and not from_peer
         stored_headers = [(n, v) for n, v in headers if n.lower() not in NOT_STORED and n.lower() not in
                           decision.strip_fields]
         initial_age = freshness.initial_age(headers, request_time, response_time)
-        meta = _meta(fill.key, request, response, stored_headers, decision, initial_age, request_time, response_time)
+        meta = _meta(key or fill.key, request, response, stored_headers, decision, initial_age, request_time,
+                     response_time, status)
         relayed = [(n, v) for n, v in headers if n.lower() not in NOT_RELAYED and n.lower() != "age"]
         shareable = decision.storable or (from_peer and decision.reason == "")
-        fill.publish(FillHead(response.status, relayed, shareable, content_length=response.content_length,
-                              upstream=response.target.name, upstream_ms=upstream_ms,
+        fill.publish(FillHead(status, relayed, shareable, content_length=response.content_length,
+                              upstream=response.target.name, upstream_ms=upstream_ms, vary=keys.parse_vary(headers),
+                              variant=meta.variant, meta=meta,
                               extra={"age": initial_age, "response_time": response_time}))
         writer = self.storage.disk_writer(meta) if store and self._goes_to_disk(response) else None
         async for data in response.chunks():
@@ -482,7 +566,7 @@ class Proxy:
         from_peer = get(request.headers, tiers.TIER_HEADER) == "peer"
         if forwardable and not from_peer and len(self.peers) > 1:
             owner = tiers.owner(list(self.peers), key, self.health)
-            if owner is not None and owner != self.node:
+            if owner is not None and owner != self.site_self:
                 targets.append(Target("peer", owner, self.peers[owner]))
         if forwardable:
             for parent in self.parents:
@@ -516,6 +600,233 @@ class Proxy:
         out = [(n, v) for n, v in headers if n.lower() not in ("x-edgefleet-tier", "x-edgefleet-hops")]
         return [*out, (tiers.TIER_HEADER, target.kind), (tiers.HOPS_HEADER, str(count))]
 
+    # --- slices of large objects ---------------------------------------------------
+
+    def _sliced(self, request: Request, key: str) -> bool:
+        """Whether a Range miss is answered from slices: a GET with a Range we honour, no whole fetch in flight."""
+        if request.method != "GET" or self.fills.get(key) is not None:
+            return False
+        value = get(request.headers, "range")
+        return value is not None and ranges.slice_anchor(value) is not None
+
+    async def _send_sliced(
+        self, client: Client, request: Request, domain: ServedDomain, key: str, policy: freshness.Policy,
+        started: float,
+    ) -> None:
+        """Answer a Range miss from ``sliceBytes``-aligned slices, fetching only those the ranges cover.
+
+        As nginx's slice module: each slice is fetched with ``Range: bytes=a-b``
+        (collapsed per slice, routed to the slice's owner in the site) and
+        stored as its own entry, ``<key>#slice=<n>``, with the object's length
+        in its Content-Range. The slice holding the first requested byte tells
+        the length, so the reply head goes out once it is in; the others are
+        fetched as the body is written. A full GET still fills the whole object.
+        """
+        value = get(request.headers, "range") or ""
+        anchor = (ranges.slice_anchor(value) or 0) // self.slice_bytes
+        try:
+            first = await self._slice(request, domain, key, policy, anchor)
+        except UpstreamError as exc:
+            await self.send_error(client, request, exc.status, exc.message)
+            return
+        if first.entry is None:
+            await self._not_a_slice(client, request, domain, first, started)
+            return
+        meta = first.entry.meta
+        total = _complete_length(meta)
+        if not ranges.if_range_matches(get(request.headers, "if-range"), get(meta.headers, "etag"),
+                                       get(meta.headers, "last-modified")):
+            await self._fill_and_send(client, request, domain, key, policy, None, started)  # the whole, as a 200
+            return
+        reply = responses.plan_slices(request.headers, meta.headers, value, total)
+        if reply is None:
+            await self._fill_and_send(client, request, domain, key, policy, None, started)
+            return
+        self._count(first.cache_status, reply.status)
+        self._write_head(client, request, reply, meta, first.cache_status)
+        got = {anchor: first}
+        try:
+            sent = await self._write_slice_pieces(client, request, domain, key, policy, got, reply.pieces)
+        except UpstreamError as exc:
+            log.warning("%s %s: a slice failed: %s", request.method, request.target, exc.message)
+            request.keep_alive = False  # the head is out: ending the connection is all that is left
+            sent = 0
+        self._done(request, client, reply.status, sent, first.cache_status, started)
+
+    async def _not_a_slice(
+        self, client: Client, request: Request, domain: ServedDomain, answer: Slice, started: float
+    ) -> None:
+        """Upstream answered the slice request with the whole object or an error: relay that answer."""
+        if answer.cache_status == "PASS" or answer.fill is None or answer.head is None:
+            await self._pass(client, request, domain, started)
+            return
+        self.stats.misses += 1
+        await self._send_fill(client, request, answer.fill, answer.head, started)
+
+    def _count(self, cache_status: str, status: int) -> None:
+        if status == 304:
+            self.stats.not_modified += 1
+        elif cache_status == "HIT":
+            self.stats.hits += 1
+        elif cache_status == "STALE":
+            self.stats.stale_served += 1
+        else:
+            self.stats.misses += 1
+
+    def _write_head(
+        self, client: Client, request: Request, reply: responses.Reply, meta: EntryMeta, cache_status: str
+    ) -> None:
+        extra = [
+            ("Age", str(freshness.current_age(meta.initial_age, meta.response_time, time.time()))),
+            ("X-Cache", f"{cache_status} from {self.node}"),
+            ("Server-Timing", f'cache;desc="{cache_status}"'),
+        ]
+        if not request.keep_alive:
+            extra.append(("Connection", "close"))
+        client.write(response_head(reply.status, reply.headers + extra))
+
+    async def _write_slice_pieces(
+        self, client: Client, request: Request, domain: ServedDomain, key: str, policy: freshness.Policy,
+        got: dict[int, Slice], pieces: list[responses.Piece],
+    ) -> int:
+        """Write the reply's pieces (object positions) from the slices that hold them, fetching them in order."""
+        size = self.slice_bytes
+        reference = next(iter(got.values())).entry
+        assert reference is not None
+        sent = 0
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                client.write(piece)
+                sent += len(piece)
+                continue
+            for index in range(piece[0] // size, piece[1] // size + 1):
+                entry = await self._slice_entry(request, domain, key, policy, index, got, reference)
+                base = index * size
+                part = (max(piece[0], base) - base, min(piece[1], base + size - 1) - base)
+                sent += await self._write_pieces(client, entry, [part])
+        return sent
+
+    async def _slice_entry(
+        self, request: Request, domain: ServedDomain, key: str, policy: freshness.Policy, index: int,
+        got: dict[int, Slice], reference: Stored,
+    ) -> Stored:
+        """Slice ``index`` for the body being written; UpstreamError unless it is a slice of the same object.
+
+        ``got`` keeps the first slice and the last one used (pieces come in
+        order), so that a large range does not hold every slice it passed.
+        """
+        answer = got.get(index)
+        if answer is None:
+            answer = await self._slice(request, domain, key, policy, index)
+            for passed in list(got)[1:]:
+                del got[passed]
+            got[index] = answer
+        entry = answer.entry
+        if entry is None:
+            raise UpstreamError(502, f"slice {index}: upstream did not answer with a range")
+        if _complete_length(entry.meta) != _complete_length(reference.meta) or get(
+            entry.meta.headers, "etag"
+        ) != get(reference.meta.headers, "etag"):
+            self.storage.purge([], [key + keys.SLICE_MARK], [], soft=False)  # mixed versions: refetch them all
+            raise UpstreamError(502, f"slice {index} belongs to another version of the object")
+        return entry
+
+    async def _slice(
+        self, request: Request, domain: ServedDomain, key: str, policy: freshness.Policy, index: int
+    ) -> Slice:
+        """Slice ``index``: stored and fresh, revalidated, or fetched (one fetch per slice in this worker)."""
+        slice_key = keys.slice_key(key, index)
+        entry = self.storage.find(slice_key, lambda vary: keys.variant_key(vary, request.headers))
+        if entry is not None:
+            use = freshness.use(_timing(entry.meta), time.time(), no_cache=entry.meta.no_cache,
+                                invalidated=entry.meta.invalidated)
+            if use is freshness.Use.FRESH:
+                return Slice(entry, "HIT")
+            if use is freshness.Use.STALE_REVALIDATE_ASYNC:
+                if self.fills.get(slice_key) is None:
+                    self._start_slice_fill(request, domain, key, policy, index, entry)
+                return Slice(entry, "STALE")
+        fill = self.fills.get(slice_key)
+        leader = fill is None
+        if fill is None:
+            fill = self._start_slice_fill(request, domain, key, policy, index, entry)
+        try:
+            return await self._slice_from_fill(fill, request, leader)
+        except UpstreamError:
+            if entry is not None and self._stale_allowed(entry.meta, policy):
+                return Slice(entry, "STALE")
+            raise
+
+    async def _slice_from_fill(self, fill: Fill, request: Request, leader: bool) -> Slice:
+        head = await fill.head
+        if not leader and (not head.shareable or not _serves(head, request)):
+            return Slice(None, "PASS")
+        if head.entry is not None:
+            return Slice(head.entry, head.cache_status)
+        if head.status != 206 or head.meta is None:
+            return Slice(None, "MISS", fill, head)
+        await fill_done(fill)
+        return Slice(FillEntry(head.meta, fill), "MISS")
+
+    def _start_slice_fill(
+        self, request: Request, domain: ServedDomain, key: str, policy: freshness.Policy, index: int,
+        entry: Stored | None,
+    ) -> Fill:
+        fill = Fill(keys.slice_key(key, index), self.memory_limit, self.spool_dir)
+        self.fills.add(fill)
+        self._spawn(self._run_slice_fill(fill, request, domain, key, policy, index, entry))
+        return fill
+
+    async def _run_slice_fill(
+        self, fill: Fill, request: Request, domain: ServedDomain, key: str, policy: freshness.Policy, index: int,
+        entry: Stored | None,
+    ) -> None:
+        try:
+            await self._fetch_slice_into(fill, request, domain, key, policy, index, entry)
+        except UpstreamError as exc:
+            self.stats.upstream_failures += 1
+            fill.finish(exc)
+        except Exception as exc:
+            log.exception("fill of %s failed", fill.key)
+            fill.finish(UpstreamError(502, f"internal error while fetching: {type(exc).__name__}"))
+        finally:
+            self.fills.remove(fill)
+            if not fill.done:
+                fill.finish(UpstreamError(502, "fetch cancelled"))
+
+    async def _fetch_slice_into(
+        self, fill: Fill, request: Request, domain: ServedDomain, key: str, policy: freshness.Policy, index: int,
+        entry: Stored | None,
+    ) -> None:
+        """Fetch one slice with a Range request; a 206 is the slice, anything else is the whole answer."""
+        first = index * self.slice_bytes
+        headers = self._forward_headers(request, cacheable=True)
+        headers.append(("Range", f"bytes={first}-{first + self.slice_bytes - 1}"))
+        if isinstance(entry, MemoryEntry | DiskEntry):
+            headers += conditionals.validation_headers(entry.meta.headers)
+        request_time, sent = time.time(), time.perf_counter()
+        response = await self._open(request, domain, fill.key, "GET", headers, None)
+        upstream_ms = (time.perf_counter() - sent) * 1000
+        self.stats.observe_upstream(upstream_ms / 1000)
+        response_time = time.time()
+        if response.status == 304 and isinstance(entry, MemoryEntry | DiskEntry):
+            response.release()
+            fill.publish(self._revalidated(entry, request, policy, response, response_time, upstream_ms))
+            fill.finish()
+            return
+        if self._stale_instead(fill, response, entry, policy):
+            return
+        if response.status != 206:  # the whole object (Range ignored) or an error: the object's answer
+            await self._receive(fill, request, response, policy, request_time, response_time, upstream_ms, key)
+            return
+        placed = ranges.parse_content_range(get(response.headers, "content-range"))
+        if placed is None or placed[0] != first:
+            response.close()
+            raise UpstreamError(502, f"{response.target.name} did not answer slice {index} with its range")
+        whole = placed[0] == 0 and placed[1] == placed[2] - 1  # a small object: one slice is all of it
+        await self._receive(fill, request, response, policy, request_time, response_time, upstream_ms,
+                            key if whole else None, whole_range=whole)
+
     # --- pass-through ----------------------------------------------------------
 
     async def _pass(self, client: Client, request: Request, domain: ServedDomain, started: float) -> None:
@@ -525,7 +836,7 @@ class Proxy:
         body = request.body if request.has_body else None
         method = request.method
         try:
-            response = await self._open(request, domain, "", method, headers, body)
+            response = await self._open(request, domain, self.key_for(domain, request), method, headers, body)
         except UpstreamError as exc:
             await self.send_error(client, request, exc.status, exc.message)
             return
@@ -542,7 +853,7 @@ class Proxy:
         self,
         client: Client,
         request: Request,
-        entry: MemoryEntry | DiskEntry,
+        entry: Stored,
         cache_status: str,
         started: float,
         head: FillHead | None = None,
@@ -566,10 +877,10 @@ class Proxy:
         sent = await self._write_pieces(client, entry, reply.pieces)
         self._done(request, client, reply.status, sent, cache_status, started)
 
-    async def _write_pieces(
-        self, client: Client, entry: MemoryEntry | DiskEntry, pieces: list[responses.Piece]
-    ) -> int:
+    async def _write_pieces(self, client: Client, entry: Stored, pieces: list[responses.Piece]) -> int:
         sent = 0
+        if isinstance(entry, FillEntry):
+            return await _write_fill_pieces(client, entry.fill, pieces)
         if isinstance(entry, MemoryEntry):
             body = memoryview(entry.body)
             for piece in pieces:
@@ -599,7 +910,11 @@ class Proxy:
             self._done(request, client, 304, 0, "MISS", started)
             return
         if request.method == "GET" and get(request.headers, "range") is not None and head.status == 200:
-            stored = await self._ranged_after_fill(fill, request)
+            try:
+                stored = await self._ranged_after_fill(fill, head, request)
+            except UpstreamError as exc:
+                await self.send_error(client, request, exc.status, exc.message)
+                return
             if stored is not None:
                 await self.send_entry(client, request, stored, "MISS", started, head)
                 return
@@ -610,10 +925,16 @@ class Proxy:
         body: AsyncIterator[bytes] | None = fill.stream() if request.method != "HEAD" else None
         await self._relay(client, request, head.status, headers, head.content_length, body, "MISS", started)
 
-    async def _ranged_after_fill(self, fill: Fill, request: Request) -> MemoryEntry | DiskEntry | None:
-        """A Range request that missed: wait for the fill, then answer the range from the stored entry."""
+    async def _ranged_after_fill(self, fill: Fill, head: FillHead, request: Request) -> Stored | None:
+        """A Range request that missed: wait for the fill, then answer the range from what it got."""
         await fill_done(fill)
-        return self.storage.find(fill.key, lambda vary: keys.variant_key(vary, request.headers))
+        meta = head.meta
+        if meta is None:
+            return None
+        stored = self.storage.find(meta.key, lambda vary: keys.variant_key(vary, request.headers))
+        if stored is not None and stored.meta.response_time == meta.response_time:
+            return stored
+        return FillEntry(meta, fill) if meta.size == fill.size else None  # not stored (a peer's, or refused)
 
     async def _relay(
         self,
@@ -638,7 +959,11 @@ class Proxy:
         client.write(response_head(status, headers))
         sent = 0
         if body is not None and request.method != "HEAD":
-            sent = await _write_body(client, body, chunked)
+            try:
+                sent = await _write_body(client, body, chunked)
+            except UpstreamError as exc:  # the head is out: all we can do is end the connection
+                log.warning("%s %s: %s", request.method, request.target, exc.message)
+                request.keep_alive = False
         self._done(request, client, status, sent, cache_status, started)
 
     async def send_error(self, client: Client, request: Request, status: int, message: str) -> None:
@@ -702,6 +1027,38 @@ class Proxy:
         return self.spool_dir
 
 
+def _serves(head: FillHead, request: Request) -> bool:
+    """Whether a fill's answer is the variant ``request`` asks for (RFC 9111 §4.1; ``Vary: *`` is never shared)."""
+    if head.entry is not None:
+        vary, variant = head.entry.meta.vary, head.entry.meta.variant
+    elif head.vary is None:
+        return True  # not shareable anyway: the waiter goes to the origin
+    else:
+        vary, variant = head.vary, head.variant
+    return not vary or keys.variant_key(vary, request.headers) == variant
+
+
+def _complete_length(meta: EntryMeta) -> int:
+    """The object's length a stored slice's Content-Range states (its own size if it has none)."""
+    placed = ranges.parse_content_range(get(meta.headers, "content-range"))
+    return placed[2] if placed is not None else meta.size
+
+
+async def _write_fill_pieces(client: Client, fill: Fill, pieces: list[responses.Piece]) -> int:
+    sent = 0
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            client.write(piece)
+            sent += len(piece)
+            continue
+        for offset in range(piece[0], piece[1] + 1, FILL_READ):
+            data = fill.read(offset, min(offset + FILL_READ - 1, piece[1]))
+            client.write(data)
+            sent += len(data)
+            await client.drain()
+    return sent
+
+
 async def fill_done(fill: Fill) -> None:
     """Wait until the fill has its whole body (by reading it to the end)."""
     async for _ in fill.stream():
@@ -753,6 +1110,7 @@ def _meta(
     initial_age: float,
     request_time: float,
     response_time: float,
+    status: int,
 ) -> EntryMeta:
     vary = keys.parse_vary(headers) or ()
     timing = freshness.timing(decision, initial_age, response_time)
@@ -760,8 +1118,8 @@ def _meta(
         key=key,
         variant=keys.variant_key(vary, request.headers),
         vary=vary,
-        status=response.status,
-        reason=response.reason,
+        status=status,
+        reason=response.reason if status == response.status else "",
         headers=headers,
         request_time=request_time,
         response_time=response_time,

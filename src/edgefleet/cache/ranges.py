@@ -20,7 +20,9 @@ any representation" rather than converted, so a huge number cannot cost time.
 closing delimiter, with the total length for ``Content-Length``; the server
 writes slices of a body in memory or in a file without assembling the whole
 response. :func:`slices_for` cuts a byte range into aligned slices for
-fetching large objects piece by piece.
+fetching large objects piece by piece; :func:`slice_anchor` says where a
+Range request's bytes start before the representation's size is known, and
+:func:`parse_content_range` reads the ``Content-Range`` of an upstream 206.
 """
 
 from __future__ import annotations
@@ -173,3 +175,38 @@ def slices_for(first: int, last: int, slice_size: int) -> list[tuple[int, int]]:
         raise ValueError(f"invalid slice request {first}-{last} with slice size {slice_size}")
     start = first - first % slice_size
     return [(offset, offset + slice_size - 1) for offset in range(start, last + 1, slice_size)]
+
+
+def slice_anchor(value: str, max_ranges: int = MAX_RANGES) -> int | None:
+    """A byte position the ranges of ``value`` need, to fetch first (size unknown); None: ignore the header.
+
+    The lowest first-byte-pos of the ``first-last``/``first-`` specs; 0 when
+    there are only suffix ranges (their position depends on the size, which
+    any slice tells). ``None`` when :func:`parse_range` would ignore the header.
+    """
+    try:
+        if parse_range(value, _HUGE, max_ranges) is None:
+            return None
+    except Unsatisfiable:  # only "-0" suffixes: unsatisfiable at any size, which a slice will tell
+        return 0
+    specs = (piece.strip(_OWS) for piece in value.partition("=")[2].split(","))
+    firsts = [_position(spec.partition("-")[0]) for spec in specs if spec and not spec.startswith("-")]
+    return min(firsts) if firsts else 0
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
+    """``(first, last, complete_length)`` of ``Content-Range: bytes first-last/length``; None otherwise.
+
+    An unknown length (``*``), a range outside the length or any other form is None.
+    """
+    if value is None:
+        return None
+    unit, _, rest = value.strip(_OWS).partition(" ")
+    span, slash, length_text = rest.strip(_OWS).partition("/")
+    first_text, dash, last_text = span.partition("-")
+    if unit.lower() != "bytes" or not slash or not dash:
+        return None
+    first, last, length = _position(first_text), _position(last_text), _position(length_text)
+    if min(first, last, length) < 0 or max(first, last, length) >= _HUGE or not first <= last < length:
+        return None
+    return first, last, length

@@ -10,6 +10,10 @@ never held whole in memory to serve a range of it.
 
 The precomputed head of a plain hit (:func:`hit_head`) is built once per
 entry and reused; only ``Age`` is added per request (one integer format).
+
+:func:`plan_slices` is :func:`plan` for a large object stored as slices:
+the pieces are positions in the whole object, which the proxy maps to the
+slices that hold them.
 """
 
 from __future__ import annotations
@@ -49,28 +53,41 @@ def plan(method: str, request_headers: Sequence[tuple[str, str]], meta: EntryMet
     if range_value is not None and ranges.if_range_matches(
         get(list(request_headers), "if-range"), get(stored, "etag"), get(stored, "last-modified")
     ):
-        whole = _ranged(range_value, meta) or whole
+        whole = _ranged(range_value, stored, meta.size) or whole
     if method == "HEAD":
         whole.pieces = []
     return whole
 
 
-def _ranged(value: str, meta: EntryMeta) -> Reply | None:
+def plan_slices(
+    request_headers: Sequence[tuple[str, str]], stored: list[tuple[str, str]], range_value: str, size: int
+) -> Reply | None:
+    """The reply to a GET with ``range_value`` from slices of a ``size``-byte object; None: send it whole.
+
+    ``stored`` are the fields of a slice (its own Content-Range is dropped).
+    The pieces are positions in the object. If-Range is the caller's to check.
+    """
+    if conditionals.not_modified(list(request_headers), stored):
+        return Reply(304, conditionals.headers_for_304(stored))
+    return _ranged(range_value, stored, size)
+
+
+def _ranged(value: str, stored: list[tuple[str, str]], size: int) -> Reply | None:
     try:
-        chosen = ranges.parse_range(value, meta.size)
+        chosen = ranges.parse_range(value, size)
     except Unsatisfiable:
-        headers = [*_without_length(meta.headers), ("Content-Range", ranges.unsatisfied_range(meta.size))]
+        headers = [*_without_length(stored), ("Content-Range", ranges.unsatisfied_range(size))]
         return Reply(416, [*headers, ("Content-Length", "0")])
     if not chosen:
         return None
-    base = _without_length(meta.headers)
+    base = _without_length(stored)
     if len(chosen) == 1:
         first, last = chosen[0]
         length = last - first + 1
-        headers = [*base, ("Content-Range", ranges.content_range(first, last, meta.size))]
+        headers = [*base, ("Content-Range", ranges.content_range(first, last, size))]
         return Reply(206, [*headers, ("Content-Length", str(length))], [(first, last)], length)
     boundary = secrets.token_hex(12)
-    parts, closing, total = ranges.multipart_byteranges(chosen, meta.size, get(base, "content-type"), boundary)
+    parts, closing, total = ranges.multipart_byteranges(chosen, size, get(base, "content-type"), boundary)
     pieces: list[Piece] = []
     for part_head, first, last in parts:
         pieces.extend((part_head, (first, last)))
@@ -81,7 +98,8 @@ def _ranged(value: str, meta: EntryMeta) -> Reply | None:
 
 
 def _without_length(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(name, value) for name, value in headers if name.lower() != "content-length"]
+    """The fields minus the framing of the stored body (its length, a stored slice's Content-Range)."""
+    return [(name, value) for name, value in headers if name.lower() not in ("content-length", "content-range")]
 
 
 def hit_head(meta: EntryMeta, node: str) -> bytes:

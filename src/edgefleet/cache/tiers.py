@@ -10,9 +10,11 @@ hashed the same way over their own nodes.
 
 A request forwarded inside the tiers carries ``X-Edgefleet-Hops`` (hops so
 far) and its path in ``Via``; a node that sees its own name in ``Via``, or
-too many hops, does not forward again but goes to the next tier up. That is
-the loop guard: a disagreement about peer health can add one hop, never a
-cycle.
+too many hops, does not forward again but goes to the origin. That is the
+loop guard: a disagreement about peer health can add one hop, never a
+cycle. A request that came back to a node it already passed (:func:`looped`)
+must also not join that node's fill for the key: the fill is waiting for
+this very request, and would wait until its timeout.
 
 Why blake2b: stable across processes and Python versions (``hash()`` is
 salted per process) and fast enough: about 0.5 µs per (peer, key) pair.
@@ -84,6 +86,11 @@ def via_names(via: str | None) -> list[str]:
         if len(parts) >= 2:
             names.append(parts[1])
     return names
+
+
+def looped(node: str, via: str | None) -> bool:
+    """Whether a request already passed through ``node`` (its name is in ``Via``)."""
+    return via is not None and node in via_names(via)
 
 
 def may_forward(node: str, hops_header: str | None, via: str | None) -> bool:

@@ -25,7 +25,7 @@ from edgefleet.api.errors import UnknownKind
 from edgefleet.api.meta import KindInfo, all_kinds, lookup
 from edgefleet.cli import agent as agent_commands
 from edgefleet.cli import config as cli_config
-from edgefleet.cli import fleet
+from edgefleet.cli import dataplane, fleet, purge
 from edgefleet.cli.client import ApiClient, ClientError
 from edgefleet.cli.manifests import ManifestError, load_manifests
 from edgefleet.cli.output import OUTPUT_FORMATS, describe, dump, print_docs, to_model
@@ -44,6 +44,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(token_app, name="token")
 fleet.register(app, token_app)  # token create/list/delete, edge join/rotate-credential, node revoke
 agent_commands.register(app)  # edge run/stop-workloads, logs
+dataplane.register(app)  # cache, origin
+purge.register(app)  # purge DOMAIN URL... [--prefix] [--tag] [--soft] [--wait]
 
 # Piped output (scripts, grep) gets wide lines instead of 80-column wrapping.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)

@@ -13,7 +13,9 @@ once (only its hash is stored). ``--admin-token-file`` also writes it to a
 Node identity and lifecycle (:func:`start_fleet_tasks`): every replica
 follows token deletions (revocations reach its cache and its hub sessions),
 and the node lifecycle controller runs on one replica at a time, under a
-leader election on ``/system/leader/nodelifecycle``.
+leader election on ``/system/leader/nodelifecycle``. The purge controller
+(Purge and Prefetch progress) likewise, on ``/system/leader/purges``,
+reading the fleet from its own replica's hub index.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +34,7 @@ import uvicorn
 
 from edgefleet.cloud.auth import Authenticator, ensure_admin_token, load_tokens_file
 from edgefleet.cloud.controllers.nodelifecycle import NodeLifecycleController, Thresholds
+from edgefleet.cloud.controllers.purges import PurgeController
 from edgefleet.cloud.hub import Hub
 from edgefleet.cloud.identity import Identity
 from edgefleet.cloud.leader import LeaderElection
@@ -39,6 +43,7 @@ from edgefleet.cloud.server import ServerSettings, create_app
 from edgefleet.store import open_store
 from edgefleet.store.interface import Store, StoreError
 from edgefleet.sync.messages import MAX_AGENT_MESSAGE_BYTES
+from edgefleet.sync.views import FleetIndex
 
 log = logging.getLogger("edgefleet.cloud")
 
@@ -105,15 +110,21 @@ async def announce_admin_token(store: Store, options: CloudOptions) -> None:
     )
 
 
-def start_fleet_tasks(store: Store, registry: Registry, identity: Identity,
-                      thresholds: Thresholds) -> list[asyncio.Task[None]]:
-    """Background work for edge nodes: the credential watch and the (elected) node lifecycle controller."""
+def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thresholds: Thresholds,
+                      fleet_index: Callable[[], FleetIndex] | None = None) -> list[asyncio.Task[None]]:
+    """Background work for edge nodes: the credential watch and the (elected) controllers.
+
+    ``fleet_index`` (the hub's current index) enables the purge controller.
+    """
     controller = NodeLifecycleController(registry, thresholds)
     election = LeaderElection(store, "nodelifecycle")
     tasks = [
         asyncio.create_task(identity.watch_credentials(), name="credential-watch"),
         asyncio.create_task(election.run(controller.run), name="node-lifecycle"),
     ]
+    if fleet_index is not None:
+        purges = PurgeController(registry, fleet_index)
+        tasks.append(asyncio.create_task(LeaderElection(store, "purges").run(purges.run), name="purges"))
     for task in tasks:
         task.add_done_callback(_report_failure)
     return tasks
@@ -153,7 +164,7 @@ async def run_cloud(options: CloudOptions) -> None:
             lifespan="off", timeout_graceful_shutdown=3,
         )
         compactor = asyncio.create_task(compact_history(store, options.compact_interval))
-        fleet_tasks = start_fleet_tasks(store, registry, identity, options.node_thresholds)
+        fleet_tasks = start_fleet_tasks(store, registry, identity, options.node_thresholds, lambda: hub.index)
         log.info("edgefleet cloud serving", extra={"listen": f"{options.host}:{options.port}",
                                                     "store": options.store_url})
         try:

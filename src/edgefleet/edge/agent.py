@@ -17,6 +17,15 @@ acknowledged, and then the supervisor is reconciled in the background (a
 graceful stop can take seconds; acks must not wait for it). Reconciliation
 is by template *content*, so a resync that changes nothing restarts nothing.
 
+The built-in cache workload (``builtin: cache``, see
+:mod:`edgefleet.edge.cacheconfig`) gets two more loops, woken by view
+changes and workload state changes and run at least every status period:
+one keeps each cache's ``cache.yaml`` equal to what the view says (rewrite,
+then SIGHUP, never a restart) and polls its admin ``/status`` into
+``Node.status.cache``; the other sends the view's open Purges and
+Prefetches to the cache's admin endpoint, once each, and reports them in
+``Node.status.purges`` / ``prefetches`` (see :mod:`edgefleet.edge.cachetasks`).
+
 On SIGTERM/SIGINT the agent stops supervising and exits, leaving the
 workloads running: restarting the agent (an upgrade, a crash) must not
 interrupt service. ``edgefleet edge stop-workloads`` stops them on purpose.
@@ -39,15 +48,21 @@ from pydantic import ValidationError
 
 import edgefleet
 from edgefleet.api.workloads import Workload, WorkloadTemplate
+from edgefleet.cache.errors import CacheError
+from edgefleet.edge.cacheconfig import RELOAD_AFTER_SECONDS, AdminEndpoint, BuiltinCache
+from edgefleet.edge.cachetasks import LEDGER_FILE, CacheAdmin, CacheTasks, tasks_from_view
 from edgefleet.edge.hubclient import Backoff, HubClient
 from edgefleet.edge.localstore import LocalStore
 from edgefleet.edge.server import AgentHttp
-from edgefleet.edge.supervisor import Supervisor
+from edgefleet.edge.supervisor import Running, Supervisor
 from edgefleet.sync.agent import ApplyBatch, LocalState
 
 log = logging.getLogger("edgefleet.edge.agent")
 
 RECONCILE_SETTLE_SECONDS = 0.3
+CACHE_VIEW_KINDS = ("nodes", "sites", "domains")
+"""What a built-in cache's config is rendered from."""
+TASK_KINDS = ("purges", "prefetches")
 
 
 class AgentError(Exception):
@@ -110,7 +125,10 @@ class Agent:
         self.identity = load_identity(options.data_dir)
         self.metrics = AgentMetrics()
         self.local = LocalStore(options.data_dir / "view.db")
-        self.supervisor = Supervisor(options.data_dir, node_name=self.identity.node, on_change=self._workloads_changed)
+        self.cache = BuiltinCache(self.identity.node)
+        self.supervisor = Supervisor(options.data_dir, node_name=self.identity.node, on_change=self._workloads_changed,
+                                     builtins={"cache": self.cache})
+        self.cache_tasks = CacheTasks(options.data_dir / LEDGER_FILE, CacheAdmin())
         self.hub = HubClient(
             url=sync_url(self.identity.server),
             credential=self._credential,
@@ -122,6 +140,11 @@ class Agent:
         )
         self.http = AgentHttp(metrics=self.metrics.registry, status=self.describe, ready=self._all_ready)
         self._reconcile = asyncio.Event()
+        self._cache_wake = asyncio.Event()
+        self._tasks_wake = asyncio.Event()
+        self._cache_stats: dict[str, Any] | None = None
+        self._task_report: dict[str, list[dict[str, Any]]] = {"purges": [], "prefetches": []}
+        self._next_task_due: float | None = None
         self._last_batch = 0.0
         self._hub_name = ""
 
@@ -144,8 +167,14 @@ class Agent:
         self.metrics.batches.inc()
         self.metrics.objects.inc(len(put) + len(batch.delete))
         self.metrics.synced_revision.set(batch.revision)
-        if any(key.startswith("/registry/workloads/") for key in [*(p[0] for p in put), *batch.delete]):
+        kinds = {key.split("/")[2] for key in [*(p[0] for p in put), *batch.delete] if key.count("/") >= 3}
+        if kinds & set(CACHE_VIEW_KINDS):
+            self.cache.update_view(self._cache_view())  # before a reconcile may start a cache from it
+            self._cache_wake.set()
+        if "workloads" in kinds:
             self._reconcile.set()
+        if kinds & {"workloads", *TASK_KINDS}:
+            self._tasks_wake.set()
 
     def status_report(self) -> dict[str, Any]:
         snapshot = self.local.snapshot()
@@ -153,8 +182,11 @@ class Agent:
             name: status.model_dump(mode="json", by_alias=True, exclude_none=True)
             for name, status in self.supervisor.statuses().items()
         }
-        return {"agentVersion": edgefleet.__version__, "syncedRevision": snapshot.revision,
-                "syncedEpoch": snapshot.epoch, "workloads": workloads}
+        report = {"agentVersion": edgefleet.__version__, "syncedRevision": snapshot.revision,
+                  "syncedEpoch": snapshot.epoch, "workloads": workloads, **self._task_report}
+        if self._cache_stats is not None:
+            report["cache"] = self._cache_stats
+        return report
 
     async def read_logs(self, workload: str, tail: int) -> str:
         return await self.supervisor.read_logs(workload, tail)
@@ -187,6 +219,8 @@ class Agent:
         self.metrics.workloads.labels("true").set(ready)
         self.metrics.workloads.labels("false").set(len(statuses) - ready)
         self.hub.status_changed()
+        self._cache_wake.set()  # a cache that became ready may be due a reload, and its tasks can go
+        self._tasks_wake.set()
 
     def _all_ready(self) -> bool:
         return all(s.ready for s in self.supervisor.statuses().values())
@@ -203,6 +237,82 @@ class Agent:
             except Exception:  # one bad reconcile must not stop the agent; the next change retries
                 log.exception("workload reconcile failed")
 
+    # the built-in cache -----------------------------------------------------
+
+    def _cache_view(self) -> list[dict[str, Any]]:
+        return [doc for plural in CACHE_VIEW_KINDS for doc in self.local.objects(plural)]
+
+    def _running_caches(self) -> dict[str, Running]:
+        return {name: r for name, r in self.supervisor.running().items() if r.template.builtin == "cache"}
+
+    async def _cache_loop(self) -> None:
+        """Keep each built-in cache's config current and poll its counters, at least every status period."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cache_wake.wait(), timeout=self.hub.heartbeat_seconds)
+            self._cache_wake.clear()
+            try:
+                await self._cache_round()
+            except Exception:  # one bad round must not stop the loop; the next wake retries
+                log.exception("cache config round failed")
+
+    async def _cache_round(self) -> None:
+        self.cache.update_view(self._cache_view())
+        caches = self._running_caches()
+        for name, running in caches.items():
+            try:
+                text = await asyncio.to_thread(self.cache.sync, name, running.template, running.workdir)
+            except (CacheError, OSError) as exc:
+                log.warning("workload %s: cannot write its cache config: %s", name, exc)
+                continue
+            due = self._may_reload(running) and self.cache.reload_due(name, running.pid, text)
+            if due and self.supervisor.signal(name, signal.SIGHUP):
+                self.cache.reloaded(name, running.pid, text)
+                log.info("workload %s: sent SIGHUP to pid %d to load its new config", name, running.pid)
+        endpoint = self._cache_endpoint(caches)
+        self._cache_stats = await self.cache_tasks.admin.status(endpoint) if endpoint else None
+
+    @staticmethod
+    def _may_reload(running: Running) -> bool:
+        """Only a process past its start-up handles SIGHUP (before, the signal would kill it)."""
+        settled = running.template.health_probe is not None or time.time() - running.started_at > RELOAD_AFTER_SECONDS
+        return running.ready and settled
+
+    def _cache_endpoint(self, caches: dict[str, Running]) -> AdminEndpoint | None:
+        """The admin endpoint of the first ready built-in cache (by workload name)."""
+        return next((e for name, r in caches.items() if r.ready and (e := self.cache.endpoint(name))), None)
+
+    def _cache_expected(self) -> bool:
+        """Whether this node runs (or will run) a cache; unknown (so True) before the view was ever synced."""
+        if self._running_caches() or self.local.snapshot().revision == 0:
+            return True
+        return any(template.builtin == "cache" for template in self.desired_workloads().values())
+
+    async def _tasks_loop(self) -> None:
+        """Send the view's open Purges and Prefetches to the cache, once each, retrying with backoff."""
+        while True:
+            timeout = self.hub.heartbeat_seconds
+            if self._next_task_due is not None:
+                timeout = min(timeout, max(0.05, self._next_task_due - time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tasks_wake.wait(), timeout=timeout)
+            self._tasks_wake.clear()
+            try:
+                await self._tasks_round()
+            except Exception:  # one bad round must not stop the loop; the next wake retries
+                log.exception("purge/prefetch round failed")
+
+    async def _tasks_round(self) -> None:
+        tasks = tasks_from_view(self.local.objects("purges"), self.local.objects("prefetches"))
+        endpoint = self._cache_endpoint(self._running_caches())
+        expected = endpoint is not None or not tasks or self._cache_expected()  # the last one reads the view
+        await self.cache_tasks.run(tasks, endpoint, cache_expected=expected, now=time.time())
+        self._next_task_due = self.cache_tasks.ledger.next_due(tasks)
+        report = self.cache_tasks.ledger.report(tasks)
+        if report != self._task_report:
+            self._task_report = report
+            self.hub.status_changed()
+
     def describe(self) -> dict[str, Any]:
         snapshot = self.local.snapshot()
         return {
@@ -214,6 +324,7 @@ class Agent:
             "syncedRevision": snapshot.revision,
             "objects": len(snapshot.holdings),
             "workloads": self.status_report()["workloads"],
+            "cache": self._cache_stats,
         }
 
     # lifecycle -------------------------------------------------------------
@@ -222,6 +333,7 @@ class Agent:
         if self.local.recovered_from is not None:
             log.error("the local view store was corrupt and was moved to %s; it is rebuilt from the cloud",
                       self.local.recovered_from)
+        self.cache.update_view(self._cache_view())
         await self.supervisor.start()
         if self.local.snapshot().revision > 0:
             await self.supervisor.apply(self.desired_workloads())
@@ -233,7 +345,8 @@ class Agent:
                                         self.options.data_dir / "agent.addr")
         log.info("agent running", extra={"node": self.identity.node, "listen": address,
                                          "server": self.identity.server})
-        tasks = [asyncio.create_task(self.hub.run()), asyncio.create_task(self._reconcile_loop())]
+        tasks = [asyncio.create_task(loop()) for loop in (self.hub.run, self._reconcile_loop, self._cache_loop,
+                                                            self._tasks_loop)]
         try:
             await _until_signalled()
         finally:
@@ -243,6 +356,7 @@ class Agent:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.supervisor.close()
+            await self.cache_tasks.admin.close()
             await self.http.close()
             self.local.close()
 

@@ -27,6 +27,13 @@ group, ``terminationGracePeriodSeconds``, then SIGKILL to the group) and
 :meth:`Instance.detach` (stop supervising, leave the process running:
 agent shutdown).
 
+Built-in workloads (``template.builtin``, e.g. the cache server): the agent
+provides a :class:`Builtin` per name, which writes what the process reads
+at start into its working directory (after the template's files, before
+every spawn), decides its command line and the host its probe connects to.
+An instance can also be signalled (:meth:`Instance.send_signal`, e.g. SIGHUP
+to reload a config) without being restarted.
+
 Exceptions: a failing workload (missing command, unwritable file, failed
 hook, crash) is a state with a message, never an exception; a bug in this
 module is logged and shown as Failed rather than killing the agent.
@@ -36,10 +43,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from edgefleet.api.workloads import HealthProbe, Hook, InstanceStatus, WorkloadTemplate, template_revision
 from edgefleet.edge import logfiles, probes, workdirs
@@ -69,6 +78,19 @@ class StartFailed(Exception):
     """The process could not be started or its postStart hook failed; the message says why."""
 
 
+class Builtin(Protocol):
+    """What the agent adds to a workload whose template says ``builtin: <name>``."""
+
+    def prepare(self, name: str, template: WorkloadTemplate, workdir: Path) -> None:
+        """Write what the process reads at start into ``workdir`` (blocking); raising fails the start."""
+
+    def argv(self, template: WorkloadTemplate) -> list[str]:
+        """The command line to spawn."""
+
+    def probe_host(self) -> str:
+        """The address the health probe connects to."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """What every instance of one supervisor shares."""
@@ -78,6 +100,7 @@ class Settings:
     backoff: Backoff
     poll_interval: float
     kill_timeout: float
+    builtins: Mapping[str, Builtin] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +147,26 @@ class Instance:
     @property
     def pid(self) -> int | None:
         return self._process.record.pid if self._process else None
+
+    @property
+    def started_at(self) -> float | None:
+        """Wall-clock time the running process was spawned."""
+        return self._process.record.started_at if self._process else None
+
+    @property
+    def workdir(self) -> Path:
+        return self._workdir
+
+    def send_signal(self, signal_number: int) -> bool:
+        """Send a signal to the running process itself (not its group); False if none runs."""
+        process = self._process
+        if process is None or process.watcher.exited.done() or not is_running(process.record.identity):
+            return False
+        try:
+            os.kill(process.record.pid, signal_number)
+        except ProcessLookupError:
+            return False
+        return True
 
     async def wait_probed(self) -> None:
         """Return once readiness is known: after the first probe, or at once without a probe."""
@@ -239,6 +282,7 @@ class Instance:
             await loop.run_in_executor(None, workdirs.render, self._workdir, self.template.files)
         except (RenderError, OSError) as error:
             raise StartFailed(f"cannot prepare the working directory: {error}") from error
+        await self._prepare_builtin()
         process = self._spawn()
         await self._post_start(process)
         await loop.run_in_executor(None, workdirs.prune_revisions, self._workdir.parent, self.revision)
@@ -246,10 +290,34 @@ class Instance:
         log.info("workload %s: revision %s running as pid %d", self.name, self.revision, process.record.pid)
         return process
 
+    def _builtin(self) -> Builtin | None:
+        """The agent's part of a built-in workload; StartFailed if this agent has none of that name."""
+        kind = self.template.builtin
+        if kind is None:
+            return None
+        builtin = self._settings.builtins.get(kind)
+        if builtin is None:
+            raise StartFailed(f"this agent does not provide the built-in workload {kind!r}")
+        return builtin
+
+    async def _prepare_builtin(self) -> None:
+        builtin = self._builtin()
+        if builtin is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, builtin.prepare, self.name, self.template, self._workdir)
+        except Exception as error:  # the builtin's failure (no view yet, disk full) is this start's failure
+            raise StartFailed(f"cannot prepare the built-in {self.template.builtin} workload: {error}") from error
+
+    def _argv(self) -> list[str]:
+        builtin = self._builtin()
+        return builtin.argv(self.template) if builtin is not None else workdirs.argv(self.template)
+
     def _spawn(self) -> _Process:
         try:
             with logfiles.appending(self._log) as output:
-                identity = spawn(workdirs.argv(self.template), cwd=self._workdir, env=self._env, output=output)
+                identity = spawn(self._argv(), cwd=self._workdir, env=self._env, output=output)
         except SpawnError as error:
             raise StartFailed(str(error)) from error
         except OSError as error:
@@ -300,12 +368,19 @@ class Instance:
         await asyncio.sleep(0 if process.adopted else probe.initial_delay_seconds)
         while True:
             began = loop.time()
-            outcome = await probes.check(probe, cwd=self._workdir, env=self._env)
+            outcome = await probes.check(probe, cwd=self._workdir, env=self._env, host=self._probe_host())
             readiness.observe(outcome.ok)
             message = f"running as pid {process.record.pid}" if readiness.ready else f"not ready: {outcome.detail}"
             self._show("Running", ready=readiness.ready, message=message)
             self._probed.set()
             await asyncio.sleep(max(0.0, probe.period_seconds - (loop.time() - began)))
+
+    def _probe_host(self) -> str:
+        try:
+            builtin = self._builtin()
+        except StartFailed:
+            builtin = None
+        return builtin.probe_host() if builtin is not None else probes.LOOPBACK
 
     async def _after_exit(self, status: ExitStatus | None, detail: str, ran_for: float) -> bool:
         """Record the exit; sleep the back-off and return True if the policy restarts."""

@@ -6,6 +6,10 @@ How: a probe is one of three checks, each bounded by the probe's
 - ``http``: ``GET <path>`` on ``127.0.0.1:<port>``; a status from 200 to 399
   passes. Only the status line is read, so the body's size does not matter.
 - ``tcp``: a TCP connection to ``127.0.0.1:<port>`` opens.
+
+(``host`` replaces 127.0.0.1 for workloads that listen elsewhere: the built-in
+cache listens on the node's own address, which on a laptop fleet is another
+127.0.0.x per node sharing one port number.)
 - ``exec``: the command, run in the workload's directory and environment in
   a process group of its own (killed whole on timeout), exits with 0. Its
   output is discarded: a probe every few seconds would drown the log.
@@ -59,25 +63,26 @@ class Readiness:
         return self.ready != before
 
 
-async def check(probe: HealthProbe, *, cwd: Path, env: Mapping[str, str]) -> Outcome:
+async def check(probe: HealthProbe, *, cwd: Path, env: Mapping[str, str], host: str = LOOPBACK) -> Outcome:
     """Run the probe once; never raises for a failing workload."""
     time_limit = float(probe.timeout_seconds)
     if probe.http is not None:
-        return await check_http(probe.http.port, probe.http.path, time_limit)
+        return await check_http(probe.http.port, probe.http.path, time_limit, host=host)
     if probe.tcp is not None:
-        return await check_tcp(probe.tcp.port, time_limit)
+        return await check_tcp(probe.tcp.port, time_limit, host=host)
     assert probe.exec is not None  # the model guarantees exactly one kind
     return await check_exec(probe.exec.command, cwd=cwd, env=env, time_limit=time_limit)
 
 
-async def check_http(port: int, path: str, time_limit: float) -> Outcome:
+async def check_http(port: int, path: str, time_limit: float, *, host: str = LOOPBACK) -> Outcome:
+    authority = f"[{host}]" if ":" in host else host
     request = (
-        f"GET {path} HTTP/1.1\r\nHost: {LOOPBACK}:{port}\r\nUser-Agent: edgefleet-probe\r\n"
+        f"GET {path} HTTP/1.1\r\nHost: {authority}:{port}\r\nUser-Agent: edgefleet-probe\r\n"
         "Accept: */*\r\nConnection: close\r\n\r\n"
     ).encode("ascii")
     try:
         async with asyncio.timeout(time_limit):
-            reader, writer = await asyncio.open_connection(LOOPBACK, port, limit=MAX_STATUS_LINE)
+            reader, writer = await asyncio.open_connection(host, port, limit=MAX_STATUS_LINE)
             try:
                 writer.write(request)
                 await writer.drain()
@@ -99,10 +104,10 @@ def _judge_status_line(line: bytes) -> Outcome:
     return Outcome(200 <= status < 400, f"http: status {status}")
 
 
-async def check_tcp(port: int, time_limit: float) -> Outcome:
+async def check_tcp(port: int, time_limit: float, *, host: str = LOOPBACK) -> Outcome:
     try:
         async with asyncio.timeout(time_limit):
-            _, writer = await asyncio.open_connection(LOOPBACK, port)
+            _, writer = await asyncio.open_connection(host, port)
             await _close(writer)
     except TimeoutError:
         return Outcome(False, f"tcp: no connection within {time_limit:g} s")

@@ -7,12 +7,16 @@ Public API::
     await sup.apply({"cache": template, ...})   # the full desired set, by workload name
     sup.statuses()               # {name: InstanceStatus}
     sup.pids()                   # {name: pid} of running workloads (diagnostics)
+    sup.running()                # {name: Running(template, workdir, pid, ready, started_at)}
+    sup.signal("cache", SIGHUP)  # signal a workload's process without restarting it
     await sup.read_logs("cache", tail=200)
     await sup.close()            # agent shutdown: stop supervising, LEAVE workloads running
     await sup.stop_all()         # stop and forget every workload (decommission, tests)
 
-Options: ``backoff`` (:class:`~edgefleet.edge.restarts.Backoff`, default
-1 s doubling to 60 s, reset after 60 s of running), ``log_limits``
+Options: ``builtins`` (name -> :class:`~edgefleet.edge.instances.Builtin`,
+the agent's part of ``builtin:`` templates such as the cache server),
+``backoff`` (:class:`~edgefleet.edge.restarts.Backoff`, default 1 s
+doubling to 60 s, reset after 60 s of running), ``log_limits``
 (:class:`~edgefleet.edge.logfiles.LogLimits`, default 10 MiB x 3),
 ``rotate_interval`` (seconds between log size checks), ``poll_interval``
 (exit polling where pidfds are unavailable), ``kill_timeout`` (how long to
@@ -71,19 +75,20 @@ import contextlib
 import logging
 import shutil
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgefleet.api.meta import check_dns1123_subdomain
 from edgefleet.api.workloads import InstanceStatus, WorkloadTemplate, template_revision
 from edgefleet.edge import logfiles
-from edgefleet.edge.instances import Instance, Settings
+from edgefleet.edge.instances import Builtin, Instance, Settings
 from edgefleet.edge.logfiles import LogLimits
 from edgefleet.edge.processes import ExitWatcher, is_running, terminate
 from edgefleet.edge.restarts import Backoff
 from edgefleet.edge.statefiles import Stored, load_all, write_template
 from edgefleet.edge.workdirs import Layout
 
-__all__ = ["Backoff", "LogLimits", "Supervisor", "SupervisorError", "UnknownWorkload"]
+__all__ = ["Backoff", "Builtin", "LogLimits", "Running", "Supervisor", "SupervisorError", "UnknownWorkload"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,17 @@ class UnknownWorkload(SupervisorError, LookupError):
     """No workload of that name on this node."""
 
 
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A workload whose process runs now."""
+
+    template: WorkloadTemplate
+    workdir: Path
+    pid: int
+    ready: bool
+    started_at: float
+
+
 class Supervisor:
     """Runs the desired workloads of one node under ``root``; see the module docstring."""
 
@@ -110,6 +126,7 @@ class Supervisor:
         *,
         node_name: str,
         on_change: Callable[[], None] | None = None,
+        builtins: Mapping[str, Builtin] | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         log_limits: LogLimits = DEFAULT_LOG_LIMITS,
         rotate_interval: float = 10.0,
@@ -117,7 +134,7 @@ class Supervisor:
         kill_timeout: float = 5.0,
     ) -> None:
         self.layout = Layout(Path(root).absolute())
-        self._settings = Settings(self.layout, node_name, backoff, poll_interval, kill_timeout)
+        self._settings = Settings(self.layout, node_name, backoff, poll_interval, kill_timeout, dict(builtins or {}))
         self._on_change = on_change
         self._log_limits = log_limits
         self._rotate_interval = rotate_interval
@@ -135,6 +152,21 @@ class Supervisor:
     def pids(self) -> dict[str, int]:
         """Process ids of the running workloads (for diagnostics and tests)."""
         return {name: pid for name, instance in self._instances.items() if (pid := instance.pid) is not None}
+
+    def running(self) -> dict[str, Running]:
+        """The workloads whose process runs now, by name."""
+        out: dict[str, Running] = {}
+        for name, instance in sorted(self._instances.items()):
+            pid, started_at = instance.pid, instance.started_at
+            if pid is not None and started_at is not None:
+                ready = bool(instance.status().ready)
+                out[name] = Running(instance.template, instance.workdir, pid, ready, started_at)
+        return out
+
+    def signal(self, name: str, signal_number: int) -> bool:
+        """Signal workload ``name``'s process (not its group), e.g. SIGHUP to reload; False if it does not run."""
+        instance = self._instances.get(name)
+        return instance is not None and instance.send_signal(signal_number)
 
     async def read_logs(self, name: str, tail: int = 200) -> str:
         """The last ``tail`` lines of the workload's output (see :func:`logfiles.tail` for limits)."""

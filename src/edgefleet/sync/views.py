@@ -19,7 +19,13 @@ The view of node N at site S (rules of the package docstring):
 - the Workloads whose ``spec.nodeSelector`` matches N's labels plus the
   implicit ``edgefleet.io/node=N`` and ``edgefleet.io/site=S``;
 - the Domains whose ``spec.sites`` selector (empty: every site) matches S's
-  labels plus the implicit ``edgefleet.io/site=S``.
+  labels plus the implicit ``edgefleet.io/site=S``;
+- the *open* Purges and Prefetches (no ``status.completedAt`` yet) whose
+  ``spec.domain`` is one of those Domains. Once the purge controller marks
+  one completed it leaves every view, so views do not grow with history.
+
+:meth:`FleetIndex.nodes_serving` answers the reverse question (which nodes
+have a Domain in their view) for the purge controller, from the same rule.
 
 Kinds without rules here (future kinds) are stored but in no view; a
 selector that does not parse selects nothing. Documents are read as plain
@@ -27,7 +33,10 @@ dicts (the API validated them on the way in; re-validating on this hot path
 would cost more than the whole diff) and must not be mutated after they are
 handed over: projections share their sub-objects.
 
-Cost: a Workload or Domain edit costs one selector check per registered node,
+Cost: a Workload or Domain edit costs one selector check per registered node
+(a Domain entering or leaving a view brings its open Purges and Prefetches
+along, found through a per-domain index), a Purge or Prefetch edit one
+selector check per registered node,
 a Node edit one chain lookup per registered node, a heartbeat (a status
 change other than phase) two projections and nothing per node. A change of a
 Node's labels or site, or of a Site's labels or parents, may move many keys
@@ -157,6 +166,19 @@ class _Selected:
     obj: ViewObject
 
 
+@dataclass(frozen=True, slots=True)
+class _Task:
+    """A Purge or Prefetch: the Domain it is for, whether it is still open, and its projection."""
+
+    domain: str
+    open: bool
+    obj: ViewObject
+
+
+TASK_KINDS = ("purges", "prefetches")
+"""Kinds (URL plurals) that follow their Domain into views while open."""
+
+
 def _record(
     changes: dict[str, ViewChanges], node: str, key: str, was: ViewObject | None, now: ViewObject | None
 ) -> None:
@@ -190,6 +212,8 @@ class FleetIndex:
         self._sites: dict[str, _Site] = {}
         self._workloads: dict[str, _Selected] = {}
         self._domains: dict[str, _Selected] = {}
+        self._tasks: dict[str, _Task] = {}  # key -> open or completed Purge/Prefetch
+        self._open_tasks: dict[str, set[str]] = {}  # domain name -> keys of its open tasks
         self._members: dict[str, set[str]] = {}  # site name -> names of its nodes
         self._registered: dict[str, int] = {}  # node name -> live sessions
         self._chains: dict[str, frozenset[str]] = {}  # site -> itself and its ancestors
@@ -198,6 +222,7 @@ class FleetIndex:
             "sites": self._apply_site,
             "workloads": functools.partial(self._apply_selected, self._workloads),
             "domains": functools.partial(self._apply_selected, self._domains),
+            **{kind: self._apply_task for kind in TASK_KINDS},
         }
 
     # --- registration and queries ---------------------------------------
@@ -243,10 +268,24 @@ class FleetIndex:
             if _matches(workload.selector, node.labels):
                 view[workload.obj.key] = workload.obj
         site_labels = self._site_labels(node.site)
-        for domain in self._domains.values():
+        for domain_name, domain in self._domains.items():
             if _matches(domain.selector, site_labels):
                 view[domain.obj.key] = domain.obj
+                for task_key in self._open_tasks.get(domain_name, ()):
+                    view[task_key] = self._tasks[task_key].obj
         return view
+
+    def nodes_serving(self, domain_name: str) -> set[str]:
+        """Every node (registered or not) whose view holds Domain ``domain_name``: the same rule as :meth:`view`."""
+        domain = self._domains.get(domain_name)
+        if domain is None:
+            return set()
+        return {
+            member
+            for site_name, members in self._members.items()
+            if _matches(domain.selector, self._site_labels(site_name))
+            for member in members
+        }
 
     # --- feeding --------------------------------------------------------
 
@@ -257,7 +296,8 @@ class FleetIndex:
         nobody is registered yet; after a re-list, what the gap changed).
         """
         before = {name: self.view(name) for name in self._registered}
-        for table in (self._objects, self._nodes, self._sites, self._workloads, self._domains, self._members):
+        for table in (self._objects, self._nodes, self._sites, self._workloads, self._domains, self._members,
+                      self._tasks, self._open_tasks):
             table.clear()
         self._chains.clear()
         for key, mod_revision, document in items:
@@ -300,6 +340,8 @@ class FleetIndex:
         elif kind in ("workloads", "domains"):
             table = self._workloads if kind == "workloads" else self._domains
             table[name] = self._build_selected(table, key, name, revision, document, None)
+        elif kind in TASK_KINDS:
+            self._set_task(key, self._build_task(key, revision, document, None))
 
     # --- Workloads and Domains: one selector check per registered node ----
 
@@ -315,6 +357,7 @@ class FleetIndex:
         if old is not None and new is not None and old.obj is new.obj and old.selector == new.selector:
             return {}  # a status change: nobody's view moves
         labels_of = self._node_labels if table is self._workloads else self._domain_labels
+        tasks = self._open_tasks.get(name, set()) if table is self._domains else set()
         changes: dict[str, ViewChanges] = {}
         for node_name in self._registered:
             labels = labels_of(node_name)
@@ -323,6 +366,11 @@ class FleetIndex:
             was = old.obj if old is not None and _matches(old.selector, labels) else None
             now = new.obj if new is not None and _matches(new.selector, labels) else None
             _record(changes, node_name, key, was, now)
+            was_in, now_in = was is not None, now is not None
+            if was_in != now_in:
+                for task_key in tasks:  # a Domain brings its open tasks into a view, and takes them away
+                    task = self._tasks[task_key].obj
+                    _record(changes, node_name, task_key, task if was_in else None, task if now_in else None)
         return changes
 
     def _build_selected(
@@ -343,6 +391,45 @@ class FleetIndex:
     def _site_labels(self, site_name: str) -> Mapping[str, str]:
         site = self._sites.get(site_name)
         return site.labels if site is not None else {SITE_LABEL: site_name}
+
+    # --- Purges and Prefetches: in the views that hold their Domain, while open
+
+    def _apply_task(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+        old = self._tasks.get(key)
+        new = None if document is None else self._build_task(key, revision, document, old)
+        self._set_task(key, new)
+        if old is not None and new is not None and old == new:
+            return {}  # a status change that leaves it open: nobody's view moves
+        changes: dict[str, ViewChanges] = {}
+        for node_name in self._registered:
+            was = old.obj if old is not None and old.open and self._serves(node_name, old.domain) else None
+            now = new.obj if new is not None and new.open and self._serves(node_name, new.domain) else None
+            _record(changes, node_name, key, was, now)
+        return changes
+
+    def _build_task(self, key: str, revision: int, document: Document, old: _Task | None) -> _Task:
+        domain = _dict(document.get("spec")).get("domain")
+        is_open = not _dict(document.get("status")).get("completedAt")
+        obj = _reuse(old.obj if old else None, key, project_object(document), revision)
+        return _Task(domain if isinstance(domain, str) else "", is_open, obj)
+
+    def _set_task(self, key: str, task: _Task | None) -> None:
+        old = self._tasks.pop(key, None)
+        if old is not None and old.open:
+            keys = self._open_tasks[old.domain]
+            keys.discard(key)
+            if not keys:
+                del self._open_tasks[old.domain]
+        if task is not None:
+            self._tasks[key] = task
+            if task.open:
+                self._open_tasks.setdefault(task.domain, set()).add(key)
+
+    def _serves(self, node_name: str, domain_name: str) -> bool:
+        """Whether Domain ``domain_name`` is in ``node_name``'s view."""
+        node = self._nodes.get(node_name)
+        domain = self._domains.get(domain_name)
+        return node is not None and domain is not None and _matches(domain.selector, self._site_labels(node.site))
 
     # --- Nodes ------------------------------------------------------------
 
