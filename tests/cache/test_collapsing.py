@@ -106,7 +106,9 @@ async def test_concurrent_misses_make_one_origin_request(cache: CacheProcess, or
     assert [r.status for r in received] == [200] * 120
     assert all(r.body == body for r in received), "every client gets the whole, correct body"
     assert origin.count(target) == 1
-    assert sum(r.headers["x-cache"].startswith("MISS") for r in received) == 120
+    # Clients that connect after the fill completed (a loaded machine) are hits; none fetched on its own.
+    statuses = [r.headers["x-cache"].split()[0] for r in received]
+    assert set(statuses) <= {"MISS", "HIT"} and "MISS" in statuses
 
 
 async def test_a_late_joiner_streams_while_the_origin_still_sends(cache: CacheProcess, origin: OriginProcess) -> None:
