@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Install everything edgefleet and its tests need on a fresh Debian machine:
 # Debian packages (etcd for the store tests, nginx and wrk for the cache
-# benchmark) and a virtualenv in .venv with
+# benchmark, knot and dnsperf for the DNS benchmark) and a virtualenv in .venv with
 # edgefleet and its development tools. Safe to run again; it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(etcd-server etcd-client nginx wrk)
+DEBIAN_PACKAGES=(etcd-server etcd-client nginx wrk knot dnsperf)
 
 need_apt=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -16,11 +16,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "==> installing Debian packages: ${need_apt[*]}"
-  # The nginx package starts a system nginx on port 80 from its postinst. The
-  # benchmark runs its own nginx (-c/-p in a temporary directory) on a free
-  # port, so a policy-rc.d that answers 101 ("action forbidden") keeps
-  # invoke-rc.d and deb-systemd-invoke from starting services during this
-  # install. An existing policy-rc.d (Docker images ship one) is left as is.
+  # The nginx package starts a system nginx on port 80 from its postinst, and
+  # the knot package a system knotd on port 53. The benchmarks run their own
+  # nginx and knotd (config in a temporary directory) on free ports, so a
+  # policy-rc.d that answers 101 ("action forbidden") keeps invoke-rc.d and
+  # deb-systemd-invoke from starting services during this install. An existing policy-rc.d (Docker images ship one) is left as is.
   policy_rc=/usr/sbin/policy-rc.d
   added_policy=""
   if [ ! -e "$policy_rc" ]; then
@@ -36,6 +36,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [ -s /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
     echo "==> stopping the system nginx started by the package"
     $SUDO nginx -s stop || true
+  fi
+  # Likewise a system knotd (it would hold port 53); knotc asks it to stop through its control socket.
+  if [ -S /run/knot/knot.sock ] && command -v knotc >/dev/null; then
+    echo "==> stopping the system knotd started by the package"
+    $SUDO knotc -s /run/knot/knot.sock stop >/dev/null 2>&1 || true
   fi
 fi
 # The policy-rc.d above also keeps a fresh etcd-server from starting a system

@@ -17,10 +17,11 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"api"},
     "store": {"api", "store"},
     "sync": {"api", "sync"},
-    "cloud": {"api", "store", "sync", "cloud", "logs"},
+    "cloud": {"api", "store", "sync", "cloud", "gslb", "logs"},  # the cloud embeds the GSLB
     "edge": {"api", "sync", "edge", "logs"},
     "cache": {"api", "cache"},
-    "cli": {"api", "store", "sync", "cloud", "edge", "cache", "cli", "logs"},
+    "gslb": {"api", "gslb"},
+    "cli": {"api", "store", "sync", "cloud", "edge", "cache", "gslb", "cli", "logs"},
 }
 ALLOWED_MODULES: dict[str, set[str]] = {
     # The agent renders the cache's config with the cache's own model, so the two cannot drift.

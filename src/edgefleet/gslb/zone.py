@@ -1,0 +1,365 @@
+"""The authoritative zone: which question gets which answer.
+
+How: :class:`Resolver` answers one parsed query with ``(rcode, answers,
+authority, additional, ecs_scope)`` for :func:`edgefleet.gslb.dnswire.response`.
+The names it is authoritative for, and what they hold:
+
+============================== ==================================================
+``<zone>`` (the apex)          SOA, NS (glue for in-zone name servers in additional)
+``<ns name>`` (in the zone)    A/AAAA from ``Zone.glue``
+``<domain>.<zone>``            A/AAAA of the nodes the routing policy picks
+a Domain hostname (or wildcard) CNAME to ``<domain>.<zone>``, plus its A/AAAA
+``whoami.<zone>``              TXT: the client address used and its location
+``_route.<domain>.<zone>``     TXT: that, plus the site and nodes chosen and why
+============================== ==================================================
+
+Other types at those names get NODATA (NOERROR, no answer, the SOA in the
+authority section: RFC 2308), other names under the zone NXDOMAIN with the
+SOA, names outside the zone and every hostname REFUSED. Opcodes other than
+QUERY get NOTIMP, EDNS versions other than 0 BADVERS (RFC 6891 §6.1.3),
+classes other than IN and zone transfers REFUSED.
+
+Placing the client (RFC 7871): the Client Subnet address when the query has
+one with a non-zero source prefix, else the address the query came from (the
+resolver's). The answer's ECS scope prefix is the length of the geo table
+prefix that placed the client, capped at the source prefix; when the answer
+also depends on the client's subnet itself (``weighted`` policy, or a site
+over its shedding threshold: the ``draw`` is a hash of the subnet), it is
+the source prefix.
+
+Why an answer cache: a routing decision costs tens of microseconds (site
+views, ranking, hashing, encoding) while the inputs that matter are few: the
+name, the type, the client's *location* (thousands of subnets share a
+handful of locations) and, only when the draw matters, the subnet. So
+answers are cached by ``(name, type, location[, subnet])`` and the cache is
+emptied whenever :attr:`Resolver.generation` moves (the fleet state changed,
+a peer vote went stale, or the geo table was reloaded). The records are
+compressed against the question only, so one cached set serves every case
+variant of the name (offsets do not depend on letter case).
+
+Pure: no I/O; the clock is a parameter (``clock``, seconds since the epoch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from edgefleet.gslb import dnswire
+from edgefleet.gslb.dnswire import Query
+from edgefleet.gslb.fleet import DEFAULT_ZONE, DomainMatch, FleetState
+from edgefleet.gslb.geo import GeoDatabase, Location
+from edgefleet.gslb.policy import Client, LatencyMatrix, Route, RoutingPolicy, SiteView, choose, draw_for
+
+Resolution = tuple[int, Sequence[bytes], Sequence[bytes], Sequence[bytes], int | None]
+"""rcode, answer records, authority records, additional records, ECS scope prefix (None: 0)."""
+
+ANSWER_CACHE_SIZE = 65536
+"""Security limit: cached answers kept before the cache is emptied (a flood of distinct names)."""
+
+DIAGNOSTIC_TTL = 0
+_ADDRESS_TYPES = {dnswire.A: "ipv4", dnswire.AAAA: "ipv6"}
+_EMPTY: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class Zone:
+    """The CDN zone's own data: origin, name servers, SOA fields.
+
+    ``hostmaster`` is the SOA RNAME, as a mailbox (``hostmaster@example.com``,
+    no dot before the ``@``) or already in DNS form. ``negative_ttl`` is the SOA MINIMUM: how long
+    resolvers may cache NXDOMAIN and NODATA (RFC 2308). ``glue`` gives
+    addresses for name servers whose names are inside the zone.
+    """
+
+    origin: str = DEFAULT_ZONE
+    ns: tuple[str, ...] = (f"ns1.{DEFAULT_ZONE}",)
+    hostmaster: str = f"hostmaster.{DEFAULT_ZONE}"
+    serial: int = 1
+    soa_ttl: int = 3600
+    refresh: int = 3600
+    retry: int = 600
+    expire: int = 604800
+    negative_ttl: int = 30
+    ns_ttl: int = 3600
+    glue: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origin", self.origin.lower().rstrip("."))
+        object.__setattr__(self, "ns", tuple(name.lower().rstrip(".") for name in self.ns))
+        object.__setattr__(self, "glue", {name.lower().rstrip("."): tuple(a) for name, a in self.glue.items()})
+        for name in (self.origin, *self.ns, self.rname):
+            dnswire.name_wire(name)  # ValueError now rather than at the first query
+
+    @property
+    def rname(self) -> str:
+        return self.hostmaster.rstrip(".").replace("@", ".", 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A Domain's routing inputs for one address family, valid for one generation."""
+
+    policy: RoutingPolicy
+    sites: tuple[SiteView, ...]
+    draw_matters: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Placement:
+    """Where a query's client is: the address used, its source prefix (ECS) and location."""
+
+    address: str
+    source_prefix: int | None
+    location: Location | None
+    matched_prefix: int | None
+
+    @property
+    def subnet(self) -> str:
+        return self.address if self.source_prefix is None else f"{self.address}/{self.source_prefix}"
+
+    def scope(self, *, per_subnet: bool) -> int | None:
+        """The ECS scope prefix an answer depending on this placement carries."""
+        if self.source_prefix is None:
+            return None
+        if per_subnet or self.matched_prefix is None:
+            return self.source_prefix
+        return min(self.source_prefix, self.matched_prefix)
+
+
+_CachedAnswer = tuple[int, tuple[bytes, ...], tuple[bytes, ...], bool]
+"""rcode, answer records, authority records, whether the answer depends on the subnet."""
+
+
+class Resolver:
+    """Answers queries for a :class:`Zone` from a :class:`FleetState` and a geo table."""
+
+    def __init__(self, zone: Zone, fleet_state: FleetState, geo: GeoDatabase, latency: LatencyMatrix | None = None,
+                 *, clock: Callable[[], float] = time.time, cache_size: int = ANSWER_CACHE_SIZE) -> None:
+        if fleet_state.zone != zone.origin:
+            raise ValueError(f"the fleet state serves zone {fleet_state.zone!r}, the zone is {zone.origin!r}")
+        self.zone = zone
+        self.fleet = fleet_state
+        self.geo = geo
+        self.latency = latency
+        self.clock = clock
+        self.cache_size = cache_size
+        self._suffix = "." + zone.origin
+        self._generation = 0
+        self._seen: tuple[int, object] = (-1, None)
+        self._answers: dict[tuple[str, int, Location | None, str | None], _CachedAnswer] = {}
+        self._plans: dict[tuple[str, int], _Plan] = {}
+
+    # --- generation ------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """Moves when answers may change: fleet state (including votes going stale) or geo table."""
+        seen = (self.fleet.generation_at(self.clock()), self.geo.table)
+        if seen[0] != self._seen[0] or seen[1] is not self._seen[1]:
+            self._seen = seen
+            self._generation += 1
+            self._answers.clear()
+            self._plans.clear()
+        return self._generation
+
+    # --- questions ---------------------------------------------------------------------------
+
+    def resolve(self, query: Query, client_address: str) -> Resolution:
+        """The answer to ``query`` from a client (or resolver) at ``client_address``."""
+        refusal = _refusal(query)
+        if refusal is not None:
+            return refusal, _EMPTY, _EMPTY, _EMPTY, None
+        self.generation  # noqa: B018 -- empties the caches if the fleet or the geo table changed
+        name = query.qname
+        if name == self.zone.origin:
+            return self._apex(query)
+        in_zone = name.endswith(self._suffix)
+        if in_zone:
+            special = self._special_name(query, name[: -len(self._suffix)], client_address)
+            if special is not None:
+                return special
+        match = self.fleet.domain_for(name)
+        if match is not None:
+            return self._domain_answer(query, match, client_address)
+        if in_zone:
+            return dnswire.NXDOMAIN, _EMPTY, self._soa_authority(query), _EMPTY, None
+        return dnswire.REFUSED, _EMPTY, _EMPTY, _EMPTY, None
+
+    def _special_name(self, query: Query, label: str, client_address: str) -> Resolution | None:
+        """Answers for ``whoami``, ``_route.<domain>`` and in-zone name servers; None for other names."""
+        if label == "whoami":
+            if query.qtype not in (dnswire.TXT, dnswire.ANY):
+                return self._nodata(query)
+            placement = self.place(query, client_address)
+            record = dnswire.txt(query.qname, DIAGNOSTIC_TTL, describe_placement(placement), question=query.qname_wire)
+            return dnswire.NOERROR, (record,), _EMPTY, _EMPTY, placement.scope(per_subnet=True)
+        if label.startswith("_route."):
+            match = self.fleet.domain_for(label[len("_route."):] + self._suffix)
+            if match is not None and match.via == "zone":
+                return self._route_txt(query, match, client_address)
+        if query.qname in self.zone.glue:
+            return self._glue_answer(query)
+        return None
+
+    def _apex(self, query: Query) -> Resolution:
+        qtype, zone = query.qtype, self.zone
+        if qtype == dnswire.SOA:
+            return dnswire.NOERROR, (self._soa(query, zone.soa_ttl),), _EMPTY, _EMPTY, None
+        if qtype == dnswire.NS:
+            return dnswire.NOERROR, self._ns_records(query), _EMPTY, self._glue_records(query), None
+        if qtype == dnswire.ANY:
+            return dnswire.NOERROR, (self._soa(query, zone.soa_ttl), *self._ns_records(query)), _EMPTY, _EMPTY, None
+        return self._nodata(query)
+
+    def _ns_records(self, query: Query) -> tuple[bytes, ...]:
+        return tuple(dnswire.ns(self.zone.origin, self.zone.ns_ttl, target, question=query.qname_wire)
+                     for target in self.zone.ns)
+
+    def _glue_records(self, query: Query) -> tuple[bytes, ...]:
+        return tuple(record for target in self.zone.ns if target in self.zone.glue
+                     for record in self._address_records(query, target, self.zone.glue[target], self.zone.ns_ttl))
+
+    def _glue_answer(self, query: Query) -> Resolution:
+        if query.qtype not in _ADDRESS_TYPES:
+            return self._nodata(query)
+        want_ipv6 = query.qtype == dnswire.AAAA
+        addresses = [address for address in self.zone.glue[query.qname] if (":" in address) == want_ipv6]
+        records = tuple(self._address_records(query, query.qname, addresses, self.zone.ns_ttl))
+        return (dnswire.NOERROR, records, _EMPTY, _EMPTY, None) if records else self._nodata(query)
+
+    def _address_records(self, query: Query, owner: str, addresses: Sequence[str], ttl: int) -> list[bytes]:
+        return [dnswire.aaaa(owner, ttl, address, question=query.qname_wire) if ":" in address
+                else dnswire.a(owner, ttl, address, question=query.qname_wire) for address in addresses]
+
+    def _soa(self, query: Query, ttl: int) -> bytes:
+        zone = self.zone
+        return dnswire.soa(zone.origin, ttl, zone.ns[0] if zone.ns else zone.origin, zone.rname, zone.serial,
+                           zone.refresh, zone.retry, zone.expire, zone.negative_ttl, question=query.qname_wire)
+
+    def _soa_authority(self, query: Query) -> tuple[bytes, ...]:
+        """The SOA for a negative answer, with the negative-caching TTL (RFC 2308 §5)."""
+        return (self._soa(query, min(self.zone.soa_ttl, self.zone.negative_ttl)),)
+
+    def _nodata(self, query: Query) -> Resolution:
+        return dnswire.NOERROR, _EMPTY, self._soa_authority(query), _EMPTY, None
+
+    # --- Domain names ------------------------------------------------------------------------
+
+    def _domain_answer(self, query: Query, match: DomainMatch, client_address: str) -> Resolution:
+        qtype = query.qtype
+        routing = self.fleet.routing_for(match.domain)
+        if match.via == "zone":
+            if qtype == dnswire.ANY:
+                qtype = dnswire.A  # RFC 8482: answer ANY with one RRset of our choice
+            if qtype not in _ADDRESS_TYPES:
+                return self._nodata(query)
+            return self._routed(query, match, qtype, client_address, ())
+        alias = dnswire.cname(query.qname, routing.ttl, match.canonical, question=query.qname_wire)
+        if qtype not in _ADDRESS_TYPES:
+            return dnswire.NOERROR, (alias,), _EMPTY, _EMPTY, None
+        return self._routed(query, match, qtype, client_address, (alias,))
+
+    def _routed(self, query: Query, match: DomainMatch, qtype: int, client_address: str,
+                before: tuple[bytes, ...]) -> Resolution:
+        """A/AAAA records of the nodes the policy picks (after ``before``: the CNAME)."""
+        placement = self.place(query, client_address)
+        plan = self._plan(match.domain, qtype)
+        key = (query.qname, query.qtype, placement.location, placement.subnet if plan.draw_matters else None)
+        cached = self._answers.get(key)
+        if cached is None:
+            route = self._decide(query, match, plan, placement)
+            cached = self._routed_records(query, match, qtype, plan, route, before)
+            if len(self._answers) >= self.cache_size:
+                self._answers.clear()
+            if self.cache_size:
+                self._answers[key] = cached
+        rcode, answers, authority, per_subnet = cached
+        return rcode, answers, authority, _EMPTY, placement.scope(per_subnet=per_subnet)
+
+    def _decide(self, query: Query, match: DomainMatch, plan: _Plan, placement: _Placement) -> Route:
+        draw = draw_for(placement.subnet, match.domain) if plan.draw_matters else 0.0
+        client = Client(placement.address, placement.location)
+        return choose(client, plan.sites, plan.policy, key=query.qname, draw=draw, latency=self.latency)
+
+    def _routed_records(self, query: Query, match: DomainMatch, qtype: int, plan: _Plan, route: Route,
+                        before: tuple[bytes, ...]) -> _CachedAnswer:
+        family = _ADDRESS_TYPES[qtype]
+        owner = query.qname if match.via == "zone" else match.canonical
+        addresses = [address for node in route.nodes for address in getattr(node, family)]
+        records = tuple(self._address_records(query, owner, addresses, plan.policy.ttl))
+        if not records and not before:
+            return dnswire.NOERROR, _EMPTY, self._soa_authority(query), False
+        return dnswire.NOERROR, before + records, _EMPTY, plan.draw_matters
+
+    def _plan(self, domain: str, qtype: int) -> _Plan:
+        """The Domain's policy and sites, nodes narrowed to those with an address of the family."""
+        plan = self._plans.get((domain, qtype))
+        if plan is None:
+            family = _ADDRESS_TYPES[qtype]
+            policy = self.fleet.routing_for(domain)
+            sites = tuple(dataclasses.replace(site, nodes=tuple(n for n in site.nodes if getattr(n, family)))
+                          for site in self.fleet.sites_for(domain, self.clock()))
+            plan = _Plan(policy, sites, _draw_matters(policy, sites))
+            self._plans[(domain, qtype)] = plan
+        return plan
+
+    # --- clients and diagnostics ---------------------------------------------------------------
+
+    def place(self, query: Query, client_address: str) -> _Placement:
+        """The client address used for routing (ECS, else the sender) and its location."""
+        ecs = query.edns.ecs if query.edns is not None else None
+        if ecs is not None and ecs.source_prefix > 0:
+            address, source = ecs.address, ecs.source_prefix
+        else:
+            address, source = client_address, None
+        found = self.geo.lookup(address)
+        if found is None:
+            return _Placement(address, source, None, None)
+        return _Placement(address, source, found[0], found[1])
+
+    def _route_txt(self, query: Query, match: DomainMatch, client_address: str) -> Resolution:
+        if query.qtype not in (dnswire.TXT, dnswire.ANY):
+            return self._nodata(query)
+        placement = self.place(query, client_address)
+        plan = self._plan(match.domain, dnswire.A)
+        route = choose(Client(placement.address, placement.location), plan.sites, plan.policy, key=match.canonical,
+                       draw=draw_for(placement.subnet, match.domain), latency=self.latency)
+        nodes = " ".join(f"{node.name}={','.join(node.ipv4)}" for node in route.nodes) or "none"
+        strings = [*describe_placement(placement), f"site {route.site or 'none'}", f"nodes {nodes}",
+                   f"reason {route.reason}"]
+        record = dnswire.txt(query.qname, DIAGNOSTIC_TTL, strings, question=query.qname_wire)
+        return dnswire.NOERROR, (record,), _EMPTY, _EMPTY, placement.scope(per_subnet=True)
+
+
+def describe_placement(placement: _Placement) -> list[str]:
+    """TXT strings saying which client address was used and where the geo table puts it."""
+    how = "resolver address" if placement.source_prefix is None else "ECS"
+    where = "unknown"
+    if placement.location is not None:
+        loc = placement.location
+        where = f"{loc.country} {loc.region} {loc.lat:g},{loc.lon:g} (prefix /{placement.matched_prefix})"
+    return [f"client {placement.subnet} ({how})", f"location {where}"]
+
+
+def _refusal(query: Query) -> int | None:
+    """The rcode for queries no name lookup can answer; None for ordinary ones."""
+    if query.opcode != dnswire.OPCODE_QUERY:
+        return dnswire.NOTIMP
+    if query.edns is not None and query.edns.version != 0:
+        return dnswire.BADVERS
+    if query.qtype == dnswire.OPT:
+        return dnswire.FORMERR
+    if query.qclass != dnswire.CLASS_IN or query.qtype in (dnswire.AXFR, dnswire.IXFR):
+        return dnswire.REFUSED
+    return None
+
+
+def _draw_matters(policy: RoutingPolicy, sites: Sequence[SiteView]) -> bool:
+    """Whether answers depend on the client's subnet hash: weighted policy, or a site shedding load."""
+    if policy.policy == "weighted":
+        return True
+    return any(site.eligible and (site.load or 0.0) > policy.shed_threshold for site in sites)
+
