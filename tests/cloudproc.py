@@ -36,6 +36,7 @@ class CloudProcess:
     data_dir: Path
     port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
+    dns_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
 
@@ -51,6 +52,8 @@ class CloudProcess:
         token_file = self.data_dir / "admin-token"
         args = [EDGEFLEET, "cloud", "--listen", f"127.0.0.1:{self.port}", "--store", self.store_url,
                 "--admin-token-file", str(token_file), *self.extra_args]
+        if "--dns-listen" not in self.extra_args:  # each test cloud's DNS on its own port
+            args += ["--dns-listen", f"127.0.0.1:{self.dns_port}"]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready(timeout)

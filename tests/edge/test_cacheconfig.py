@@ -106,8 +106,40 @@ def test_domains_are_copied_with_their_cache_policy_sorted_by_name() -> None:
     assert [d.name for d in config.domains] == ["blog", "shop"]
     shop = config.domains[1]
     assert shop.hostnames == ["www.shop.example"]
+    assert shop.aliases == ["shop.cdn.edgefleet.test", "*.shop.cdn.edgefleet.test"]
     assert shop.origins[0].url == "http://origin.shop.example"
     assert shop.cache_policy.default_ttl == 60 and shop.cache_policy.query_string.mode == "sort"
+
+
+def test_domains_also_serve_the_names_the_gslb_hands_out_in_the_agents_zone() -> None:
+    view = [node("n", "s", "127.0.0.1"), domain("shop", "www.shop.example", "shop.edge.example.net"),
+            domain("blog", "blog.example")]
+    config = render_cache_config("n", view, CACHE, WORKDIR, zone="Edge.Example.NET.")
+    assert {d.name: (d.hostnames, d.aliases) for d in config.domains} == {
+        "blog": (["blog.example"], ["blog.edge.example.net", "*.blog.edge.example.net"]),
+        "shop": (["www.shop.example", "shop.edge.example.net"], ["*.shop.edge.example.net"]),  # not twice
+    }
+    assert [d.aliases for d in render_cache_config("n", view, CACHE, WORKDIR, zone="").domains] == [[], []]
+
+
+def test_zone_names_that_do_not_fit_are_left_out_but_the_domain_stays(caplog: pytest.LogCaptureFixture) -> None:
+    long_name = ".".join(["d" * 60] * 4)  # a valid object name, but too long under the zone
+    full = domain("full", *[f"h{i}.example" for i in range(100)])  # 100 hostnames: fine, aliases are apart
+    long_domain = domain(long_name, "long.example", origins=[{"url": "http://origin.example"}])
+    view = [node("n", "s", "127.0.0.1"), long_domain, full, domain("ok", "ok.example")]
+    with caplog.at_level(logging.WARNING):
+        config = render_cache_config("n", view, CACHE, WORKDIR)
+    aliases = {d.name: d.aliases for d in config.domains}
+    assert aliases[long_name] == [] and len(aliases["full"]) == 2
+    assert aliases["ok"] == ["ok.cdn.edgefleet.test", "*.ok.cdn.edgefleet.test"]
+    assert f"{long_name}: served without" in caplog.text
+
+
+def test_builtin_cache_renders_with_its_zone(tmp_path: Path) -> None:
+    cache = BuiltinCache("n", zone="cdn.example.org")
+    cache.update_view([node("n", "s", "127.0.0.1"), domain("shop", "www.shop.example")])
+    text = cache.sync("cache", CACHE, tmp_path)
+    assert "*.shop.cdn.example.org" in text and "cdn.edgefleet.test" not in text
 
 
 def test_site_peers_include_self_and_draining_nodes_and_parents_keep_their_order() -> None:

@@ -169,6 +169,9 @@ class BrokenResolver:
             raise RuntimeError("a bug")
         return self.real.resolve(query, client_address)
 
+    def region_of(self, query: dnswire.Query, client_address: str) -> str:
+        return self.real.region_of(query, client_address)
+
 
 async def test_a_resolver_bug_costs_one_servfail_not_the_server(caplog: pytest.LogCaptureFixture) -> None:
     async with DnsServer(BrokenResolver(make_resolver()), "127.0.0.1", 0) as server:
@@ -177,6 +180,15 @@ async def test_a_resolver_bug_costs_one_servfail_not_the_server(caplog: pytest.L
         assert (await udp(server, query())).rcode() == dns.rcode.NOERROR
         assert server.metrics.errors == 2
     assert "resolver failed" in caplog.text
+
+
+async def test_queries_are_counted_by_client_region_cached_or_not(server: DnsServer) -> None:
+    server.take_demand()
+    for _ in range(3):  # the first is resolved, the others come from the packet cache
+        assert (await udp(server, query())).rcode() == dns.rcode.NOERROR
+    demand = server.take_demand()
+    assert sum(demand.values()) == 3 and len(demand) == 1
+    assert server.take_demand() == {}
 
 
 # --- TCP -------------------------------------------------------------------------------------------------------

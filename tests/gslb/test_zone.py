@@ -258,6 +258,54 @@ def test_no_eligible_site_is_nodata() -> None:
     assert message.rcode() == dns.rcode.NOERROR and message.answer == [] and message.authority[0].rdtype == 6
 
 
+# --- per-node names (where the 302 redirector sends users) ---------------------------------------
+
+
+def test_a_node_name_answers_that_node_whatever_the_client(resolver: Resolver) -> None:
+    message = ask(resolver, f"tyo-edge-1.demo.{ORIGIN}", ecs=("198.51.100.0", 24))  # a New York client
+    assert message.rcode() == dns.rcode.NOERROR and message.flags & dns.flags.AA
+    assert [rrset.to_text() for rrset in message.answer] == [f"tyo-edge-1.demo.{ORIGIN}. 30 IN A 127.0.7.1"]
+    assert addresses(ask(resolver, f"TYO-Edge-1.Demo.{ORIGIN}.", "AAAA")) == ["2001:db8:3::1"]
+    assert addresses(ask(resolver, f"nyc-edge-2.demo.{ORIGIN}", "ANY")) == ["127.0.5.2"]
+    for name, rdtype in ((f"nyc-edge-2.demo.{ORIGIN}", "AAAA"), (f"tyo-edge-1.demo.{ORIGIN}", "MX")):
+        nodata = ask(resolver, name, rdtype)  # New York's nodes have no IPv6; MX is no address type
+        assert nodata.rcode() == dns.rcode.NOERROR and nodata.answer == [], (name, rdtype)
+        assert nodata.authority[0].rdtype == 6
+
+
+def test_a_node_name_lives_while_the_node_is_fit_and_its_site_selected() -> None:
+    documents = fleet_documents(ttl=7)
+    documents[1] = node_document("par-edge-1", "par-edge", ["127.0.1.1"], draining=True)
+    documents[2] = node_document("par-edge-2", "par-edge", ["127.0.1.2"], phase="NotReady")
+    lab = site_document("lab", "FR", 48.0, 2.0)
+    lab["metadata"]["labels"] = {"tier": "lab"}
+    documents += [lab, node_document("lab-1", "lab", ["127.0.9.1"])]
+    resolver = make_resolver(documents)
+    for label in ("par-edge-1.demo", "par-edge-2.demo", "lab-1.demo", "nobody.demo", "tyo-edge-1.other",
+                  "x.tyo-edge-1.demo"):
+        message = ask(resolver, f"{label}.{ORIGIN}")
+        assert message.rcode() == dns.rcode.NXDOMAIN and message.authority[0].rdtype == 6, label
+    answer = ask(resolver, f"tyo-edge-2.demo.{ORIGIN}").answer
+    assert [rrset.to_text() for rrset in answer] == [f"tyo-edge-2.demo.{ORIGIN}. 7 IN A 127.0.7.2"]
+
+
+def test_node_and_domain_names_may_hold_dots_and_a_domain_name_wins() -> None:
+    shop = domain_document("v2.shop")
+    shop["spec"]["hostnames"] = ["shop.example"]
+    shadow = domain_document("tyo-edge-1.demo")
+    shadow["spec"]["hostnames"] = ["shadow.example"]
+    dotted = node_document("rack.7", "tyo-edge", ["127.0.7.7"])
+    resolver = make_resolver([*fleet_documents(), shop, shadow, dotted])
+    assert addresses(ask(resolver, f"rack.7.v2.shop.{ORIGIN}")) == ["127.0.7.7"]
+    assert addresses(ask(resolver, f"tyo-edge-2.v2.shop.{ORIGIN}")) == ["127.0.7.2"]
+    # "tyo-edge-1.demo" is a Domain: its zone name is routed (two answers), not the node's own name.
+    assert len(addresses(ask(resolver, f"tyo-edge-1.demo.{ORIGIN}", client="127.0.5.9"))) == 2
+    assert resolver.node_for(f"tyo-edge-2.demo.{ORIGIN}") == ("demo", policy.NodeTarget(
+        "tyo-edge-2", ("127.0.7.2",), ("2001:db8:3::2",)))
+    assert resolver.node_for("tyo-edge-2.demo.example.org") is None
+    assert zone.node_hostname("tyo-edge-2", "demo", ORIGIN.upper() + ".") == f"tyo-edge-2.demo.{ORIGIN}"
+
+
 def test_answers_count_and_ttl_follow_the_routing() -> None:
     message = ask(make_resolver(fleet_documents(answers=1, ttl=5)), ecs=("203.0.113.0", 24))
     assert len(addresses(message)) == 1 and message.answer[0].ttl == 5

@@ -47,6 +47,26 @@ from edgefleet.api.selectors import Selector, SelectorText, parse_selector
 MAX_REGEX_LENGTH = 1024
 """Security limit on the length of a cache rule's regular expression."""
 
+CDN_ZONE = "cdn.edgefleet.test"
+"""The CDN zone by default: a Domain answers as ``<domain>.<zone>`` (the name customers CNAME to), and each
+of its nodes as ``<node>.<domain>.<zone>`` (where the HTTP 302 redirector sends users). The GSLB serves the
+zone and the edge caches accept those names as Host headers, so both sides must agree on it."""
+
+def canonical_hostname(hostnames: list[str]) -> str:
+    """The host a Domain's content is keyed and fetched under when asked by another name.
+
+    Requests that reach a cache under a CDN zone name (``demo.<zone>``, or a
+    node name ``par-edge-1.demo.<zone>`` after a 302) are cached and sent to
+    the origin as this host, so they share entries with requests for the
+    customer's own hostname. It is the first hostname that is not a
+    wildcard, else the first one without its ``*.``.
+    """
+    for host in hostnames:
+        if not host.startswith("*."):
+            return host
+    return hostnames[0][2:]
+
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _URL = re.compile(
     r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<path>[^?#]*)(?P<tail>.*)$",

@@ -8,8 +8,17 @@ it can take (``capacityGbps``: the GSLB weighs load against it). Nodes point
 at their Site by name (``Node.spec.site``).
 
 ``alwaysOn: false`` lets the site activation controller switch the site off
-when demand is low and back on when it rises (kubeCDN's on-demand regions);
-``status.active`` says which it decided.
+when demand is low and back on when it rises (kubeCDN's on-demand regions),
+with the thresholds of ``activation`` (defaults when it is left out): the
+site is activated when the DNS demand from its region stays above
+``activateAbove`` queries per second for ``forSeconds``, starts draining when
+it stays below ``deactivateBelow`` for ``forSeconds``, and is deactivated
+after ``drainSeconds`` of draining (time for resolvers' cached answers to
+expire). Two thresholds and a period make a hysteresis, so demand hovering
+around one value does not flap the site. ``status.phase`` (Active, Draining,
+Inactive) says what it decided and ``status.active`` is true only while
+Active: a draining site gets no new users. ``activation`` is ignored while
+``alwaysOn`` is true.
 
 Checks that need other objects (parents exist and are ``parent`` tier, no
 cycles) belong to the controllers; here only the object itself is checked.
@@ -25,6 +34,9 @@ from edgefleet.api.common import (
     Count,
     CountryCode,
     Name,
+    PositiveSeconds,
+    Seconds,
+    Timestamp,
     cell,
     check_unique,
     percent,
@@ -50,6 +62,42 @@ class Location(Model):
     country: CountryCode = Field(
         description="ISO 3166-1 alpha-2 country code, e.g. DE (stored uppercase)."
     )
+
+
+MAX_QPS = 1e9
+"""Upper bound of the activation thresholds, in queries per second."""
+
+
+class Activation(Model):
+    """When a site with ``alwaysOn: false`` is switched on and off, from the DNS demand of its region."""
+
+    activate_above: float = Field(
+        default=50.0, gt=0, le=MAX_QPS,
+        description="Activate an inactive site when the DNS queries per second from its region stay above this "
+        "for forSeconds.",
+    )
+    deactivate_below: float = Field(
+        default=10.0, ge=0, le=MAX_QPS,
+        description="Start draining an active site when the queries per second from its region stay below this "
+        "for forSeconds (0: never); must be less than activateAbove.",
+    )
+    for_seconds: PositiveSeconds = Field(
+        default=60, description="How long demand must stay past a threshold before the site changes phase."
+    )
+    drain_seconds: Seconds = Field(
+        default=300,
+        description="How long a draining site keeps serving the users it has (resolvers cache answers for their "
+        "TTL) before it is deactivated; rising demand meanwhile makes it active again.",
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_apart(self) -> Activation:
+        if self.deactivate_below >= self.activate_above:
+            raise FieldValueError(
+                ("deactivateBelow",),
+                f"must be less than activateAbove ({self.activate_above:g}), or the site would flap",
+            )
+        return self
 
 
 class SiteSpec(Model):
@@ -81,6 +129,11 @@ class SiteSpec(Model):
         description="Keep the site active whatever the demand; false lets the site "
         "activation controller turn it off and on with demand.",
     )
+    activation: Activation | None = Field(
+        default=None,
+        description="Demand thresholds for switching the site on and off; used only when alwaysOn is false "
+        "(left out: the defaults shown here).",
+    )
 
     @field_validator("parents")
     @classmethod
@@ -95,7 +148,15 @@ class SiteStatus(Model):
         default=None, description="The metadata.generation this status describes."
     )
     active: bool | None = Field(
-        default=None, description="Whether the GSLB sends users to this site."
+        default=None, description="Whether the GSLB sends users to this site: true only in phase Active."
+    )
+    phase: Literal["Active", "Draining", "Inactive"] | None = Field(
+        default=None,
+        description="Active: serves new users; Draining: gets no new users and is deactivated after drainSeconds; "
+        "Inactive: switched off for lack of demand.",
+    )
+    last_transition_time: Timestamp | None = Field(
+        default=None, description="When the site entered its phase (RFC 3339)."
     )
     healthy_nodes: Count | None = Field(
         default=None, description="Nodes that are Ready and pass their peers' health votes."

@@ -112,6 +112,12 @@ class DomainConfig(Model):
     hostnames: list[Hostname] = Field(min_length=1, max_length=100, description="Host headers served.")
     origins: list[Origin] = Field(min_length=1, max_length=32, description="Where misses are fetched.")
     cache_policy: CachePolicy = Field(default_factory=CachePolicy, description="Freshness and cache key.")
+    aliases: list[Hostname] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Other Host names served (the agent adds the CDN zone names <domain>.<zone> and "
+        "*.<domain>.<zone>): cached and fetched as the canonical hostname, so they share its entries.",
+    )
 
     @field_validator("hostnames")
     @classmethod
@@ -202,7 +208,7 @@ class CacheConfig(Model):
     def _hostnames_unique_across_domains(self) -> CacheConfig:
         seen: dict[str, str] = {}
         for domain in self.domains:
-            for host in domain.hostnames:
+            for host in [*domain.hostnames, *domain.aliases]:
                 if host in seen:
                     raise ValueError(f"hostname {host!r} is in domains {seen[host]!r} and {domain.name!r}")
                 seen[host] = domain.name

@@ -17,6 +17,7 @@ import random
 import re
 from dataclasses import dataclass
 
+from edgefleet.api.domains import canonical_hostname
 from edgefleet.cache.config import DomainConfig
 from edgefleet.cache.freshness import Policy
 
@@ -49,6 +50,10 @@ class ServedDomain:
     def __init__(self, config: DomainConfig) -> None:
         self.config = config
         self.name = config.name
+        self.canonical_host = canonical_hostname(config.hostnames)
+        self.aliases = frozenset(host for host in config.aliases if not host.startswith("*."))
+        self.alias_suffixes = tuple(host[1:] for host in config.aliases if host.startswith("*."))
+        self.has_aliases = bool(config.aliases)
         cache = config.cache_policy
         self.query_mode = cache.query_string.mode
         self.query_allow = frozenset(cache.query_string.allow_list)
@@ -76,6 +81,13 @@ class ServedDomain:
             serve_stale_on_error=cache.serve_stale_on_error,
         )
 
+    def canonical_for(self, host_header: str) -> str | None:
+        """The canonical host when ``host_header`` is one of the aliases, else None (served as itself)."""
+        host = host_name(host_header)
+        if host in self.aliases or host.endswith(self.alias_suffixes):
+            return self.canonical_host
+        return None
+
     def policy_for(self, path: str) -> Policy:
         for rule in self.rules:
             if rule.matches(path):
@@ -100,7 +112,7 @@ class DomainTable:
         for config in domains:
             served = ServedDomain(config)
             self.by_name[config.name] = served
-            for host in config.hostnames:
+            for host in [*config.hostnames, *config.aliases]:
                 if host.startswith("*."):
                     self._wildcard[host[1:]] = served
                 else:

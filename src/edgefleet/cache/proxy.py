@@ -152,6 +152,8 @@ class Proxy:
         domain = self.domains.lookup(request.host)
         if domain is None or domain.query_mode != "keep":
             return False
+        if domain.has_aliases:
+            request.host = domain.canonical_for(request.host) or request.host
         entry = self._memory_hit(domain, request)
         if entry is None:
             return False
@@ -188,6 +190,8 @@ class Proxy:
         if domain is None:
             await self.send_error(client, request, self.config.unknown_host_status, "no domain serves this host")
             return
+        if domain.has_aliases:  # a CDN zone name: cached and fetched as the Domain's own hostname
+            request.host = domain.canonical_for(request.host) or request.host
         path = request.target.partition("?")[0]
         policy = domain.policy_for(path)
         if request.method not in SAFE_METHODS or policy.bypass:

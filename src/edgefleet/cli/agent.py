@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from edgefleet.api.domains import CDN_ZONE, check_hostname
 from edgefleet.cli.fleet import DEFAULT_DATA_DIR, DataDirOpt, edge_app
 
 
@@ -31,6 +32,12 @@ def edge_run(
     = 10.0,
     ping_interval: Annotated[float, typer.Option(
         help="Seconds between WebSocket pings; a link silent for twice this long is redialled")] = 5.0,
+    peer_probe_period: Annotated[float, typer.Option(
+        help="Seconds between health probes of the other nodes' caches in the site (reported as peerVotes; "
+        "a peer is voted unhealthy after 2 failed probes in a row)")] = 2.0,
+    cdn_zone: Annotated[str, typer.Option(
+        help="The GSLB's CDN zone: the cache also serves <domain>.<zone> and <node>.<domain>.<zone>, "
+        "the names DNS answers and 302 redirects use")] = CDN_ZONE,
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
@@ -49,7 +56,9 @@ def edge_run(
     try:
         host, port = parse_listen(listen)
         agent.main(agent.AgentOptions(data_dir=data_dir, listen_host=host, listen_port=port,
-                                      heartbeat_seconds=heartbeat, ping_interval=ping_interval))
+                                      heartbeat_seconds=heartbeat, ping_interval=ping_interval,
+                                      peer_probe_period=peer_probe_period,
+                                      cdn_zone=check_hostname(cdn_zone.rstrip("."))))
     except (ValueError, agent.AgentError, OSError) as exc:
         fail(str(exc))
 

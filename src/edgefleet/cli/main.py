@@ -25,7 +25,8 @@ from edgefleet.api.errors import UnknownKind
 from edgefleet.api.meta import KindInfo, all_kinds, lookup
 from edgefleet.cli import agent as agent_commands
 from edgefleet.cli import config as cli_config
-from edgefleet.cli import dataplane, fleet, purge
+from edgefleet.cli import dataplane, fleet, purge, route
+from edgefleet.cli import gslb as gslb_cli
 from edgefleet.cli.client import ApiClient, ClientError
 from edgefleet.cli.manifests import ManifestError, load_manifests
 from edgefleet.cli.output import OUTPUT_FORMATS, describe, dump, print_docs, to_model
@@ -45,7 +46,9 @@ app.add_typer(token_app, name="token")
 fleet.register(app, token_app)  # token create/list/delete, edge join/rotate-credential, node revoke
 agent_commands.register(app)  # edge run/stop-workloads, logs
 dataplane.register(app)  # cache, origin
+gslb_cli.register(app)  # dns
 purge.register(app)  # purge DOMAIN URL... [--prefix] [--tag] [--soft] [--wait]
+route.register(app)  # route DOMAIN --client IP [--path P] [-o json|yaml]
 
 # Piped output (scripts, grep) gets wide lines instead of 80-column wrapping.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
@@ -131,11 +134,19 @@ def cloud(
     heartbeat: Annotated[float, typer.Option(
         help="Seconds between the agents' status reports (told to each agent when it connects)")] = 10.0,
     hub_id: Annotated[str, typer.Option(help="Name of this hub replica (default HOSTNAME:PORT)")] = "",
+    dns_listen: gslb_cli.DnsListenOpt = gslb_cli.DEFAULT_DNS_LISTEN,
+    geo: gslb_cli.GeoOpt = None,
+    zone: gslb_cli.ZoneOpt = gslb_cli.DEFAULT_ZONE,
+    redirect_listen: gslb_cli.RedirectOpt = None,
+    node_port: gslb_cli.NodePortOpt = None,
+    trusted_proxy: gslb_cli.TrustedOpt = None,
 ) -> None:
-    """Run the control plane: REST API with watch, on SQLite (default) or etcd.
+    """Run the control plane: REST API with watch, on SQLite (default) or etcd, and the GSLB.
 
     On first start against an empty store an admin token is created and
-    printed once. Stop with Ctrl-C or SIGTERM.
+    printed once. The GSLB's authoritative DNS runs on --dns-listen (off:
+    disabled) and its HTTP 302 redirector on --redirect-listen if given.
+    Stop with Ctrl-C or SIGTERM; SIGHUP reloads the geo table.
     """
     from edgefleet import logs
     from edgefleet.cloud import process
@@ -152,10 +163,13 @@ def cloud(
             admin_token_file=admin_token_file, max_body_bytes=max_body_bytes,
             compact_interval=compact_interval, node_thresholds=thresholds,
             heartbeat_seconds=heartbeat, hub_id=hub_id,
+            gslb=gslb_cli.gslb_options(dns_listen, geo, zone, redirect_listen, node_port, trusted_proxy),
         )
         process.main(options)
     except (ValueError, StoreError) as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot listen: {exc}", "choose other addresses with --listen / --dns-listen, or --dns-listen off")
     except AuthError as exc:
         fail(str(exc))
 

@@ -287,10 +287,11 @@ class Hub:
         except ObjectNotFound:
             return  # the Node was deleted; the session ends when its credential goes
         status = dict(reported)
-        old_workloads = (current.get("status") or {}).get("workloads") or {}
-        new_workloads = status.get("workloads") or {}
-        status["workloads"] = {**{name: None for name in old_workloads if name not in new_workloads},
-                               **new_workloads}
+        old_status = current.get("status") or {}
+        for name in ("workloads", "peerVotes"):  # maps the report replaces whole: drop keys it no longer has
+            if name in status or name == "workloads":
+                old, new = old_status.get(name) or {}, status.get(name) or {}
+                status[name] = {**{key: None for key in old if key not in new}, **new}
         status.update(lastHeartbeat=_now(), hub=self.hub_id, phase="Ready", message=None)
         try:
             await self.registry.patch(info, node, {"status": status}, status=True)

@@ -15,7 +15,12 @@ follows token deletions (revocations reach its cache and its hub sessions),
 and the node lifecycle controller runs on one replica at a time, under a
 leader election on ``/system/leader/nodelifecycle``. The purge controller
 (Purge and Prefetch progress) likewise, on ``/system/leader/purges``,
-reading the fleet from its own replica's hub index.
+reading the fleet from its own replica's hub index. The site activation
+controller (``alwaysOn: false`` sites on and off with demand) on
+``/system/leader/siteactivation``, reading demand from
+``CloudOptions.demand`` (region -> queries per second; none given: zero
+demand), and the event garbage collector (Events older than an hour) on
+``/system/leader/events``.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +41,9 @@ import uvicorn
 from edgefleet.cloud.auth import Authenticator, ensure_admin_token, load_tokens_file
 from edgefleet.cloud.controllers.nodelifecycle import NodeLifecycleController, Thresholds
 from edgefleet.cloud.controllers.purges import PurgeController
+from edgefleet.cloud.controllers.siteactivation import SiteActivationController, no_demand
+from edgefleet.cloud.events import EventCollector
+from edgefleet.cloud.gslbservice import GslbOptions, GslbService
 from edgefleet.cloud.hub import Hub
 from edgefleet.cloud.identity import Identity
 from edgefleet.cloud.leader import LeaderElection
@@ -60,6 +69,12 @@ class CloudOptions:
     node_thresholds: Thresholds = field(default_factory=Thresholds)
     heartbeat_seconds: float = 10.0
     hub_id: str = ""
+    demand: Callable[[], Mapping[str, float]] | None = None
+    """DNS demand by client region (queries per second) for the site activation controller; None: the
+    embedded GSLB's, or zero without one."""
+    gslb: GslbOptions | None = None
+    """The embedded GSLB (DNS, optional redirector); None: not run in this process."""
+    site_activation_period: float = 5.0
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -111,16 +126,23 @@ async def announce_admin_token(store: Store, options: CloudOptions) -> None:
 
 
 def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thresholds: Thresholds,
-                      fleet_index: Callable[[], FleetIndex] | None = None) -> list[asyncio.Task[None]]:
+                      fleet_index: Callable[[], FleetIndex] | None = None, *,
+                      demand: Callable[[], Mapping[str, float]] | None = None,
+                      site_activation_period: float = 5.0) -> list[asyncio.Task[None]]:
     """Background work for edge nodes: the credential watch and the (elected) controllers.
 
-    ``fleet_index`` (the hub's current index) enables the purge controller.
+    ``fleet_index`` (the hub's current index) enables the purge controller;
+    ``demand`` feeds the site activation controller (None: zero demand).
     """
     controller = NodeLifecycleController(registry, thresholds)
     election = LeaderElection(store, "nodelifecycle")
+    activation = SiteActivationController(registry, demand or no_demand, period=site_activation_period)
+    collector = EventCollector(registry)
     tasks = [
         asyncio.create_task(identity.watch_credentials(), name="credential-watch"),
         asyncio.create_task(election.run(controller.run), name="node-lifecycle"),
+        asyncio.create_task(LeaderElection(store, "siteactivation").run(activation.run), name="site-activation"),
+        asyncio.create_task(LeaderElection(store, "events").run(collector.run), name="event-gc"),
     ]
     if fleet_index is not None:
         purges = PurgeController(registry, fleet_index)
@@ -154,6 +176,8 @@ async def run_cloud(options: CloudOptions) -> None:
         hub = Hub(registry, hub_id=options.hub_id or f"{socket.gethostname()}:{options.port}",
                   authenticate=identity.authenticate_node, heartbeat_seconds=options.heartbeat_seconds)
         await hub.start()
+        gslb = await start_gslb(store, options.gslb)
+        demand = options.demand or (gslb.demand if gslb is not None else None)
         identity.on_credential_removed(lambda node: hub.disconnect_node(node, "credential revoked"))
         app = create_app(registry, authenticator, ServerSettings(max_body_bytes=options.max_body_bytes),
                          identity=identity, hub=hub)
@@ -164,7 +188,8 @@ async def run_cloud(options: CloudOptions) -> None:
             lifespan="off", timeout_graceful_shutdown=3,
         )
         compactor = asyncio.create_task(compact_history(store, options.compact_interval))
-        fleet_tasks = start_fleet_tasks(store, registry, identity, options.node_thresholds, lambda: hub.index)
+        fleet_tasks = start_fleet_tasks(store, registry, identity, options.node_thresholds, lambda: hub.index,
+                                        demand=demand, site_activation_period=options.site_activation_period)
         log.info("edgefleet cloud serving", extra={"listen": f"{options.host}:{options.port}",
                                                     "store": options.store_url})
         try:
@@ -172,11 +197,23 @@ async def run_cloud(options: CloudOptions) -> None:
         finally:
             await hub.close()
             await stop_tasks(fleet_tasks)
+            if gslb is not None:
+                await gslb.close()
             compactor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await compactor
     finally:
         await store.close()
+
+
+async def start_gslb(store: Store, options: GslbOptions | None) -> GslbService | None:
+    """Start the embedded GSLB (SIGHUP reloads its geo table); None when disabled."""
+    if options is None:
+        return None
+    service = GslbService(store, options)
+    await service.start()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, service.reload_geo)
+    return service
 
 
 def main(options: CloudOptions) -> None:

@@ -26,6 +26,11 @@ then SIGHUP, never a restart) and polls its admin ``/status`` into
 Prefetches to the cache's admin endpoint, once each, and reports them in
 ``Node.status.purges`` / ``prefetches`` (see :mod:`edgefleet.edge.cachetasks`).
 
+The peer prober (:mod:`edgefleet.edge.peerhealth`) probes the cache of
+every other node of the site every ``--peer-probe-period`` seconds, cloud
+link or not, and reports its verdicts in ``Node.status.peerVotes``; a
+changed verdict asks the hub client for a status report at once.
+
 On SIGTERM/SIGINT the agent stops supervising and exits, leaving the
 workloads running: restarting the agent (an upgrade, a crash) must not
 interrupt service. ``edgefleet edge stop-workloads`` stops them on purpose.
@@ -47,12 +52,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 import edgefleet
+from edgefleet.api.domains import CDN_ZONE
 from edgefleet.api.workloads import Workload, WorkloadTemplate
 from edgefleet.cache.errors import CacheError
-from edgefleet.edge.cacheconfig import RELOAD_AFTER_SECONDS, AdminEndpoint, BuiltinCache
+from edgefleet.edge.cacheconfig import (
+    ADMIN_PORT_NAME,
+    DEFAULT_ADMIN_PORT,
+    RELOAD_AFTER_SECONDS,
+    AdminEndpoint,
+    BuiltinCache,
+    template_port,
+)
 from edgefleet.edge.cachetasks import LEDGER_FILE, CacheAdmin, CacheTasks, tasks_from_view
 from edgefleet.edge.hubclient import Backoff, HubClient
 from edgefleet.edge.localstore import LocalStore
+from edgefleet.edge.peerhealth import DEFAULT_PERIOD, PeerProber, PeerTarget, PeerVotes, peer_targets
 from edgefleet.edge.server import AgentHttp
 from edgefleet.edge.supervisor import Running, Supervisor
 from edgefleet.sync.agent import ApplyBatch, LocalState
@@ -77,6 +91,8 @@ class AgentOptions:
     heartbeat_seconds: float = 10.0
     ping_interval: float = 5.0
     backoff: Backoff = field(default_factory=Backoff)
+    peer_probe_period: float = DEFAULT_PERIOD
+    cdn_zone: str = CDN_ZONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +141,7 @@ class Agent:
         self.identity = load_identity(options.data_dir)
         self.metrics = AgentMetrics()
         self.local = LocalStore(options.data_dir / "view.db")
-        self.cache = BuiltinCache(self.identity.node)
+        self.cache = BuiltinCache(self.identity.node, zone=options.cdn_zone)
         self.supervisor = Supervisor(options.data_dir, node_name=self.identity.node, on_change=self._workloads_changed,
                                      builtins={"cache": self.cache})
         self.cache_tasks = CacheTasks(options.data_dir / LEDGER_FILE, CacheAdmin())
@@ -138,6 +154,9 @@ class Agent:
             ping_interval=options.ping_interval,
             backoff=options.backoff,
         )
+        self.peer_votes = PeerVotes()
+        self.peer_prober = PeerProber(self.peer_votes, self._peer_targets, self.hub.status_changed,
+                                      period=options.peer_probe_period)
         self.http = AgentHttp(metrics=self.metrics.registry, status=self.describe, ready=self._all_ready)
         self._reconcile = asyncio.Event()
         self._cache_wake = asyncio.Event()
@@ -183,7 +202,8 @@ class Agent:
             for name, status in self.supervisor.statuses().items()
         }
         report = {"agentVersion": edgefleet.__version__, "syncedRevision": snapshot.revision,
-                  "syncedEpoch": snapshot.epoch, "workloads": workloads, **self._task_report}
+                  "syncedEpoch": snapshot.epoch, "workloads": workloads, **self._task_report,
+                  "peerVotes": self.peer_votes.votes(time.time())}
         if self._cache_stats is not None:
             report["cache"] = self._cache_stats
         return report
@@ -313,6 +333,27 @@ class Agent:
             self._task_report = report
             self.hub.status_changed()
 
+    # peer health --------------------------------------------------------------
+
+    def _peer_targets(self) -> list[PeerTarget]:
+        """The site's other nodes, probed on the admin port of this node's cache template (none: no probes)."""
+        template = self._cache_template()
+        if template is None:
+            return []
+        nodes = self.local.objects("nodes")
+        own = next((n for n in nodes if (n.get("metadata") or {}).get("name") == self.identity.node), None)
+        site = (own or {}).get("spec", {}).get("site") or self.identity.site
+        return peer_targets(nodes, self.identity.node, site, template_port(template, ADMIN_PORT_NAME,
+                                                                           DEFAULT_ADMIN_PORT))
+
+    def _cache_template(self) -> WorkloadTemplate | None:
+        """The built-in cache's template: of the running cache, else of the view (peers run the same one)."""
+        running = self._running_caches()
+        if running:
+            return running[min(running)].template
+        desired = {name: t for name, t in self.desired_workloads().items() if t.builtin == "cache"}
+        return desired[min(desired)] if desired else None
+
     def describe(self) -> dict[str, Any]:
         snapshot = self.local.snapshot()
         return {
@@ -325,6 +366,7 @@ class Agent:
             "objects": len(snapshot.holdings),
             "workloads": self.status_report()["workloads"],
             "cache": self._cache_stats,
+            "peerVotes": self.peer_votes.votes(time.time()),
         }
 
     # lifecycle -------------------------------------------------------------
@@ -346,7 +388,7 @@ class Agent:
         log.info("agent running", extra={"node": self.identity.node, "listen": address,
                                          "server": self.identity.server})
         tasks = [asyncio.create_task(loop()) for loop in (self.hub.run, self._reconcile_loop, self._cache_loop,
-                                                            self._tasks_loop)]
+                                                            self._tasks_loop, self.peer_prober.run)]
         try:
             await _until_signalled()
         finally:

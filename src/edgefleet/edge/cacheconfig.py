@@ -27,7 +27,14 @@ Rendering (:func:`render_cache_config`, pure; "address" is the node's first
 - ``domains``: the Domains of the view (name, hostnames, origins,
   cachePolicy); one that does not validate, or repeats a hostname of an
   earlier one (by name), is left out with a warning rather than failing
-  the whole config.
+  the whole config. Each Domain's hostnames also get ``<domain>.<zone>``
+  and ``*.<domain>.<zone>`` (``zone``: the CDN zone, the agent's
+  ``--cdn-zone``): the names the GSLB hands out, the second one covering
+  the per-node names ``<node>.<domain>.<zone>`` the HTTP 302 redirector
+  sends users to, so the cache picks the Domain by those Host headers too.
+  A Domain whose zone names would not be valid hostnames (too long) or
+  would pass the cache's hostname limit keeps its own hostnames only, with a
+  warning.
 - ``site``: ``self`` is the node; ``peers`` the Nodes of its own site in the
   view, itself included and draining ones too (draining is for the GSLB),
   as ``http://<address>:<http port>``; ``parents`` the Site's
@@ -59,6 +66,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edgefleet.api.domains import CDN_ZONE
 from edgefleet.api.workloads import WorkloadTemplate
 from edgefleet.cache.config import CacheConfig, DomainConfig, dump_config, load_config, parse_config, split_listen
 from edgefleet.cache.errors import CacheError
@@ -164,7 +172,7 @@ def _parents(view: _View, site: str, port: int) -> list[dict[str, Any]]:
     return parents
 
 
-def _domains(view: _View) -> list[dict[str, Any]]:
+def _domains(view: _View, zone: str) -> list[dict[str, Any]]:
     """The view's Domains as cache entries; invalid ones and repeated hostnames are left out, with a warning."""
     entries: list[dict[str, Any]] = []
     taken: dict[str, str] = {}
@@ -174,7 +182,7 @@ def _domains(view: _View) -> list[dict[str, Any]]:
         if "cachePolicy" in spec:
             entry["cachePolicy"] = spec["cachePolicy"]
         try:
-            domain = DomainConfig.model_validate(entry)
+            domain = _domain_config(entry, zone)
         except ValidationError as exc:
             log.warning("domain %s left out of the cache config: %s", entry["name"], exc.errors()[0]["msg"])
             continue
@@ -188,8 +196,32 @@ def _domains(view: _View) -> list[dict[str, Any]]:
     return entries
 
 
+def zone_hostnames(domain: str, zone: str) -> list[str]:
+    """The names the GSLB hands out for a Domain: ``<domain>.<zone>`` and ``*.<domain>.<zone>`` (its node names)."""
+    zone = zone.lower().rstrip(".")
+    return [f"{domain}.{zone}", f"*.{domain}.{zone}"] if zone else []
+
+
+def _domain_config(entry: dict[str, Any], zone: str) -> DomainConfig:
+    """Validate ``entry`` with the zone's names added to its hostnames (in place); without them if they do not fit."""
+    own = entry["hostnames"]
+    if not isinstance(own, list):
+        return DomainConfig.model_validate(entry)  # let validation say what is wrong
+    extra = [host for host in zone_hostnames(entry["name"], zone) if host not in own]
+    entry["aliases"] = extra
+    try:
+        return DomainConfig.model_validate(entry)
+    except ValidationError:
+        entry["aliases"] = []
+        domain = DomainConfig.model_validate(entry)  # raises when the Domain itself is bad
+    log.warning("domain %s: served without its CDN zone names %s (not valid hostnames, or too many hostnames)",
+                entry["name"], ", ".join(extra))
+    return domain
+
+
 def render_cache_config(
-    node_name: str, view_documents: Iterable[Document], template: WorkloadTemplate, workdir: Path
+    node_name: str, view_documents: Iterable[Document], template: WorkloadTemplate, workdir: Path,
+    *, zone: str = CDN_ZONE,
 ) -> CacheConfig:
     """The cache config of ``node_name`` from its view (see the module docstring); CacheConfigError without its Node."""
     view = _split_view(view_documents)
@@ -205,7 +237,7 @@ def render_cache_config(
         "listen": host_port(host, http_port),
         "admin": {"listen": host_port(host, admin_port), "tokenFile": str(workdir / TOKEN_FILE)},
         "storage": {"disk": {"path": str(storage_dir(workdir))}},
-        "domains": _domains(view),
+        "domains": _domains(view, zone),
         "site": {
             "self": node_name,
             "peers": _members(view, site, http_port, node_name),
@@ -278,8 +310,9 @@ class BuiltinCache:
     is known to have loaded, so SIGHUP is sent once per change.
     """
 
-    def __init__(self, node_name: str) -> None:
+    def __init__(self, node_name: str, *, zone: str = CDN_ZONE) -> None:
         self.node_name = node_name
+        self.zone = zone
         self._documents: list[Document] = []
         self._lock = threading.Lock()
         self._started: dict[str, str] = {}  # workload -> text written right before its last spawn
@@ -314,7 +347,7 @@ class BuiltinCache:
         """
         token = ensure_token(workdir)
         try:
-            config = render_cache_config(self.node_name, self._documents, template, workdir)
+            config = render_cache_config(self.node_name, self._documents, template, workdir, zone=self.zone)
         except CacheConfigError:
             path = workdir / CONFIG_FILE
             if not path.exists():
@@ -360,4 +393,5 @@ __all__ = [
     "ensure_token",
     "render_cache_config",
     "write_config",
+    "zone_hostnames",
 ]

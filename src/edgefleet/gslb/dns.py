@@ -42,6 +42,7 @@ distinct questions that no cache helps with). ``cache_size=0`` turns it off.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import logging
@@ -76,6 +77,9 @@ class Resolving(Protocol):
         """Changes whenever answers may change other than by time (fleet state, geo table)."""
 
     def resolve(self, query: dnswire.Query, client_address: str) -> Resolution: ...
+
+    def region_of(self, query: dnswire.Query, client_address: str) -> str:
+        """The client's region, for demand counting ("" when unknown)."""
 
 
 @dataclass
@@ -112,7 +116,9 @@ class DnsServer:
         self.cache_size = cache_size
         self.cache_max_age = cache_max_age
         self.metrics = DnsMetrics()
-        self._cache: dict[tuple[bytes, str, bool], tuple[bytes, int, bool]] = {}
+        self._cache: dict[tuple[bytes, str, bool], tuple[bytes, int, bool, str]] = {}
+        self.demand: collections.Counter[str] = collections.Counter()
+        """Queries by client region since the last :meth:`take_demand` (the site activation controller's input)."""
         self._cache_generation: object = None
         self._cache_until = 0.0
         self._udp: socket.socket | None = None
@@ -131,7 +137,8 @@ class DnsServer:
             cached = self._cache.get(key)
             if cached is None:
                 return self._answer_fresh(data, client_address, udp, key)
-            body, rcode, truncated = cached
+            body, rcode, truncated, region = cached
+            self.demand[region] += 1
             self.metrics.cache_hits += 1
             self._count(rcode, truncated)
             return data[:2] + body
@@ -152,6 +159,8 @@ class DnsServer:
                 self.metrics.by_rcode[dnswire.FORMERR] += 1
             return reply
         max_size = query.udp_limit() if udp else dnswire.MAX_MESSAGE
+        region = self.resolver.region_of(query, client_address)
+        self.demand[region] += 1
         try:
             rcode, answers, authority, additional, scope = self.resolver.resolve(query, client_address)
         except Exception:
@@ -166,8 +175,13 @@ class DnsServer:
         if len(self._cache) >= self.cache_size:
             self._cache.clear()
         if self.cache_size:
-            self._cache[key] = (reply[2:], rcode, truncated)
+            self._cache[key] = (reply[2:], rcode, truncated, region)
         return reply
+
+    def take_demand(self) -> dict[str, int]:
+        """Queries per client region counted since the last call (and reset)."""
+        taken, self.demand = dict(self.demand), collections.Counter()
+        return taken
 
     def _count(self, rcode: int, truncated: bool) -> None:
         self.metrics.by_rcode[rcode] += 1

@@ -52,7 +52,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from edgefleet.api.common import parse_timestamp
-from edgefleet.api.domains import Domain
+from edgefleet.api.domains import CDN_ZONE, Domain, canonical_hostname
 from edgefleet.api.errors import SelectorError
 from edgefleet.api.meta import Resource
 from edgefleet.api.nodes import Node
@@ -61,7 +61,7 @@ from edgefleet.api.sites import Site
 from edgefleet.gslb.errors import NotServed
 from edgefleet.gslb.policy import NodeTarget, RoutingPolicy, SiteView
 
-DEFAULT_ZONE = "cdn.edgefleet.test"
+DEFAULT_ZONE = CDN_ZONE
 DEFAULT_VOTE_TTL = 30.0
 KINDS: dict[str, type[Resource]] = {"Site": Site, "Node": Node, "Domain": Domain}
 
@@ -302,6 +302,10 @@ class FleetState:
     def domain_names(self) -> list[str]:
         """Names of the Domains served, sorted."""
         return sorted(self._domains)
+
+    def canonical_host(self, domain: str) -> str:
+        """The host the caches key the Domain's zone names under (api.domains.canonical_hostname)."""
+        return canonical_hostname(list(self._domains[domain].hostnames))
 
     def _canonical(self, domain: str) -> str:
         return f"{domain}.{self.zone}"

@@ -9,6 +9,7 @@ The names it is authoritative for, and what they hold:
 ``<ns name>`` (in the zone)    A/AAAA from ``Zone.glue``
 ``<domain>.<zone>``            A/AAAA of the nodes the routing policy picks
 a Domain hostname (or wildcard) CNAME to ``<domain>.<zone>``, plus its A/AAAA
+``<node>.<domain>.<zone>``     A/AAAA of that node, while it is fit for answers
 ``whoami.<zone>``              TXT: the client address used and its location
 ``_route.<domain>.<zone>``     TXT: that, plus the site and nodes chosen and why
 ============================== ==================================================
@@ -18,6 +19,18 @@ authority section: RFC 2308), other names under the zone NXDOMAIN with the
 SOA, names outside the zone and every hostname REFUSED. Opcodes other than
 QUERY get NOTIMP, EDNS versions other than 0 BADVERS (RFC 6891 §6.1.3),
 classes other than IN and zone transfers REFUSED.
+
+Per-node names are where the HTTP 302 redirector sends users
+(:mod:`edgefleet.gslb.redirect`): a node's cache picks the Domain by the Host
+header, so the redirect must name the node *and* the Domain. Such a name
+exists while the node belongs to a site the Domain's ``spec.sites`` selects
+and is fit for answers (not draining, healthy, with an address), whatever
+the site's active flag (a user redirected just before the site was
+deactivated still reaches a serving node); otherwise it is NXDOMAIN. The
+records carry the Domain's routing TTL, so a node leaving answers leaves
+resolvers' caches as fast as the Domain's own name. Node and Domain names
+may hold dots: every split of ``<node>.<domain>`` is tried, and a
+``<domain>.<zone>`` name always wins over a node name spelled the same.
 
 Placing the client (RFC 7871): the Client Subnet address when the query has
 one with a non-zero source prefix, else the address the query came from (the
@@ -51,7 +64,16 @@ from edgefleet.gslb import dnswire
 from edgefleet.gslb.dnswire import Query
 from edgefleet.gslb.fleet import DEFAULT_ZONE, DomainMatch, FleetState
 from edgefleet.gslb.geo import GeoDatabase, Location
-from edgefleet.gslb.policy import Client, LatencyMatrix, Route, RoutingPolicy, SiteView, choose, draw_for
+from edgefleet.gslb.policy import (
+    Client,
+    LatencyMatrix,
+    NodeTarget,
+    Route,
+    RoutingPolicy,
+    SiteView,
+    choose,
+    draw_for,
+)
 
 Resolution = tuple[int, Sequence[bytes], Sequence[bytes], Sequence[bytes], int | None]
 """rcode, answer records, authority records, additional records, ECS scope prefix (None: 0)."""
@@ -185,6 +207,9 @@ class Resolver:
         if match is not None:
             return self._domain_answer(query, match, client_address)
         if in_zone:
+            found = self.node_for(name)
+            if found is not None:
+                return self._node_answer(query, *found)
             return dnswire.NXDOMAIN, _EMPTY, self._soa_authority(query), _EMPTY, None
         return dnswire.REFUSED, _EMPTY, _EMPTY, _EMPTY, None
 
@@ -306,6 +331,39 @@ class Resolver:
             self._plans[(domain, qtype)] = plan
         return plan
 
+    # --- per-node names ----------------------------------------------------------------------
+
+    def node_for(self, name: str) -> tuple[str, NodeTarget] | None:
+        """The Domain and node a per-node name ``<node>.<domain>.<zone>`` designates, while it is fit."""
+        host = name.lower().rstrip(".")
+        if not host.endswith(self._suffix):
+            return None
+        label = host[: -len(self._suffix)]
+        dot = label.find(".")
+        while dot != -1:
+            match = self.fleet.domain_for(label[dot + 1:] + self._suffix)
+            if match is not None and match.via == "zone":
+                node = self._fit_node(match.domain, label[:dot])
+                if node is not None:
+                    return match.domain, node
+            dot = label.find(".", dot + 1)
+        return None
+
+    def _fit_node(self, domain: str, node_name: str) -> NodeTarget | None:
+        for site in self.fleet.sites_for(domain, self.clock()):
+            for node in site.nodes:
+                if node.name == node_name:
+                    return node
+        return None
+
+    def _node_answer(self, query: Query, domain: str, node: NodeTarget) -> Resolution:
+        qtype = dnswire.A if query.qtype == dnswire.ANY else query.qtype
+        if qtype not in _ADDRESS_TYPES:
+            return self._nodata(query)
+        addresses = getattr(node, _ADDRESS_TYPES[qtype])
+        records = tuple(self._address_records(query, query.qname, addresses, self.fleet.routing_for(domain).ttl))
+        return (dnswire.NOERROR, records, _EMPTY, _EMPTY, None) if records else self._nodata(query)
+
     # --- clients and diagnostics ---------------------------------------------------------------
 
     def place(self, query: Query, client_address: str) -> _Placement:
@@ -320,6 +378,11 @@ class Resolver:
             return _Placement(address, source, None, None)
         return _Placement(address, source, found[0], found[1])
 
+    def region_of(self, query: Query, client_address: str) -> str:
+        """The placed client's region ("" when the geo table does not know it)."""
+        location = self.place(query, client_address).location
+        return location.region if location is not None else ""
+
     def _route_txt(self, query: Query, match: DomainMatch, client_address: str) -> Resolution:
         if query.qtype not in (dnswire.TXT, dnswire.ANY):
             return self._nodata(query)
@@ -332,6 +395,11 @@ class Resolver:
                    f"reason {route.reason}"]
         record = dnswire.txt(query.qname, DIAGNOSTIC_TTL, strings, question=query.qname_wire)
         return dnswire.NOERROR, (record,), _EMPTY, _EMPTY, placement.scope(per_subnet=True)
+
+
+def node_hostname(node: str, domain: str, zone: str) -> str:
+    """The per-node name ``<node>.<domain>.<zone>`` (answered by :meth:`Resolver.node_for`)."""
+    return f"{node}.{domain}.{zone.lower().rstrip('.')}"
 
 
 def describe_placement(placement: _Placement) -> list[str]:

@@ -1,0 +1,103 @@
+"""``edgefleet dns`` and the GSLB options of ``edgefleet cloud``.
+
+How: both build a :class:`~edgefleet.cloud.gslbservice.GslbOptions` from
+the same options: ``--dns-listen`` (``off`` disables the DNS server in the
+cloud), ``--geo`` (the prefix -> location CSV, reloaded on SIGHUP),
+``--zone`` (the CDN zone the server is authoritative for),
+``--redirect-listen`` (the HTTP 302 redirector; off unless given) and
+``--node-port`` (the port redirected users reach the caches on).
+``edgefleet dns`` then runs the GSLB alone against a store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from edgefleet.gslb.fleet import DEFAULT_ZONE as DEFAULT_ZONE
+
+if TYPE_CHECKING:
+    from edgefleet.cloud.gslbservice import GslbOptions
+
+DnsListenOpt = Annotated[str, typer.Option(
+    help="HOST:PORT for the authoritative DNS (UDP and TCP); 'off' disables it")]
+GeoOpt = Annotated[Path | None, typer.Option(
+    help="Geo table: CSV lines cidr,country,region,lat,lon (or a MaxMind .mmdb); SIGHUP reloads it")]
+ZoneOpt = Annotated[str, typer.Option(help="The CDN zone: Domains answer as <domain>.<zone>")]
+RedirectOpt = Annotated[str | None, typer.Option(
+    help="HOST:PORT for the HTTP 302 redirector (off unless given)")]
+NodePortOpt = Annotated[int | None, typer.Option(
+    help="Port of the caches in redirect Locations (none: the scheme's default)")]
+TrustedOpt = Annotated[list[str] | None, typer.Option(
+    "--trusted-proxy", help="CIDR of a proxy whose X-Forwarded-For the redirector believes (repeatable)")]
+
+DEFAULT_DNS_LISTEN = "127.0.0.1:8053"
+
+
+def gslb_options(
+    dns_listen: str, geo: Path | None, zone: str, redirect_listen: str | None, node_port: int | None,
+    trusted: list[str] | None,
+) -> GslbOptions | None:
+    """GslbOptions, or None when ``dns_listen`` is 'off'; ValueError with a hint on bad input."""
+    from edgefleet.cloud.gslbservice import GslbOptions
+    from edgefleet.cloud.process import parse_listen
+
+    if dns_listen == "off":
+        return None
+    if geo is not None and not geo.exists():
+        raise ValueError(f"--geo {geo}: no such file")
+    dns_host, dns_port = parse_listen(dns_listen)
+    redirect_host, redirect_port = parse_listen(redirect_listen) if redirect_listen else (None, 0)
+    return GslbOptions(
+        dns_host=dns_host, dns_port=dns_port, zone=zone.lower().rstrip("."), geo_path=geo,
+        redirect_host=redirect_host, redirect_port=redirect_port, node_port=node_port,
+        trusted_proxies=tuple(trusted or ()),
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dns")(dns)
+
+
+def dns(
+    store: Annotated[str, typer.Option(help="sqlite:///PATH or etcd://HOST:PORT[,HOST:PORT...]")] = (
+        "sqlite:///./edgefleet-data/store.db"
+    ),
+    listen: DnsListenOpt = DEFAULT_DNS_LISTEN,
+    geo: GeoOpt = None,
+    zone: ZoneOpt = DEFAULT_ZONE,
+    redirect_listen: RedirectOpt = None,
+    node_port: NodePortOpt = None,
+    trusted_proxy: TrustedOpt = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run the GSLB alone: authoritative DNS (and optionally the 302 redirector) from a store.
+
+    It answers <domain>.<zone> and each Domain's hostnames with healthy,
+    non-draining nodes of the site the Domain's routing policy picks for the
+    client (EDNS Client Subnet, else the resolver's address), and
+    whoami.<zone> / _route.<domain>.<zone> TXT records that explain the choice.
+    Changes in the store show in answers as soon as its watch delivers them.
+    """
+    import asyncio
+
+    from edgefleet import logs
+    from edgefleet.cloud.gslbservice import run_gslb
+    from edgefleet.gslb.errors import GslbError
+    from edgefleet.store.interface import StoreError
+
+    logs.setup(log_level, "text")
+    try:
+        options = gslb_options(listen, geo, zone, redirect_listen, node_port, trusted_proxy)
+        if options is None:
+            raise ValueError("--listen off: nothing to run")
+        import uvloop
+
+        uvloop.run(run_gslb(store, options))
+    except (ValueError, OSError, StoreError, GslbError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass
