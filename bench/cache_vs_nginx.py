@@ -28,24 +28,23 @@ import math
 import os
 import re
 import resource
-import select
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.benchutil import Service, StartError, announced_port, require, run_main, running, scratch_dir, wait_until
+from tests.cloudproc import EDGEFLEET, free_port
+
 HOST = "bench.test"
 SIZES = {"1 KB": 1024, "100 KB": 102400, "1 MB": 1048576}
-EDGEFLEET = str(Path(sys.executable).with_name("edgefleet"))
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # /usr/sbin is not on every user's PATH
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 COLLAPSE_SIZE = 102400
@@ -107,76 +106,7 @@ domains:
 """
 
 
-class StartError(RuntimeError):
-    """A server of the benchmark did not start; the message says why."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # --- processes ---------------------------------------------------------------
-
-
-@dataclass
-class Service:
-    """A child process in its own session, logging to a file, stopped as a group."""
-
-    name: str
-    args: list[str]
-    log_path: Path
-    stdout_pipe: bool = False
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Service:
-        with self.log_path.open("ab") as log:
-            stdout = subprocess.PIPE if self.stdout_pipe else log
-            self.proc = subprocess.Popen(self.args, stdout=stdout, stderr=log, start_new_session=True)
-        return self
-
-    def exited(self) -> bool:
-        return self.proc is None or self.proc.poll() is not None
-
-    def log_tail(self, lines: int = 15) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=wait)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-@contextlib.contextmanager
-def running(service: Service) -> Iterator[Service]:
-    try:
-        yield service.start()
-    finally:
-        service.stop()
-
-
-def wait_until(service: Service, ready: Callable[[], bool], timeout: float) -> None:
-    """Poll ``ready()`` until true; StartError if the process exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service.exited():
-            code = service.proc.returncode if service.proc else None
-            raise StartError(f"{service.name} exited with {code}:\n{service.log_tail()}")
-        if ready():
-            return
-        time.sleep(0.1)
-    raise StartError(f"{service.name} not ready after {timeout:.0f} s:\n{service.log_tail()}")
 
 
 def answers(url: str, host: str | None = None, want: int | None = None) -> bool:
@@ -185,15 +115,6 @@ def answers(url: str, host: str | None = None, want: int | None = None) -> bool:
         status = httpx.get(url, headers=headers, timeout=1.0).status_code
         return want is None or status == want
     return False
-
-
-def origin_ready_port(service: Service, timeout: float = 15.0) -> int:
-    assert service.proc is not None and service.proc.stdout is not None
-    ready, _, _ = select.select([service.proc.stdout], [], [], timeout)
-    line = service.proc.stdout.readline().decode().strip() if ready else ""
-    if not line.startswith("origin listening on "):
-        raise StartError(f"origin did not start:\n{service.log_tail()}")
-    return int(line.rpartition(":")[2])
 
 
 @dataclass
@@ -416,15 +337,9 @@ def raise_fd_limit() -> None:
 
 def run(args: argparse.Namespace) -> None:
     raise_fd_limit()
-    tmp = Path(tempfile.mkdtemp(prefix="cache-bench-"))
-    os.chmod(tmp, 0o755)  # nginx workers may run as another user
-    try:
+    with scratch_dir("cache-bench-", args.keep, "configs, logs, caches") as tmp:
+        os.chmod(tmp, 0o755)  # nginx workers may run as another user
         run_in(tmp, args)
-    finally:
-        if args.keep:
-            print(f"# kept {tmp} (configs, logs, caches)", flush=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_in(tmp: Path, args: argparse.Namespace) -> None:
@@ -432,7 +347,7 @@ def run_in(tmp: Path, args: argparse.Namespace) -> None:
         origin = Service("origin", [sys.executable, "-m", "edgefleet.origin", "--listen", "127.0.0.1:0"],
                          tmp / "origin.log", stdout_pipe=True)
         stack.enter_context(running(origin))
-        origin_url = f"http://127.0.0.1:{origin_ready_port(origin)}"
+        origin_url = f"http://127.0.0.1:{announced_port(origin, 'origin listening on ', 15.0)}"
         print(f"# {os.cpu_count()} CPUs; wrk -t{args.threads} -c{args.connections} -d{args.seconds}s; "
               f"origin {origin_url}; servers: {args.only}; nginx tcp_nopush {args.nginx_tcp_nopush}", flush=True)
         print_header()
@@ -468,15 +383,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    missing = [tool for tool in (WRK, NGINX) if not os.access(tool, os.X_OK)]
-    if missing:
-        sys.exit(f"missing {' and '.join(missing)}: run scripts/install.sh (Debian packages nginx, wrk)")
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwind and stop children
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background, where it is ignored
-    try:
-        run(args)
-    except KeyboardInterrupt:
-        sys.exit("interrupted; every process started was stopped")
+    require((WRK, NGINX), "nginx, wrk")
+    run_main(lambda: run(args))
 
 
 if __name__ == "__main__":

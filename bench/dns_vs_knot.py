@@ -50,15 +50,10 @@ import contextlib
 import os
 import random
 import re
-import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +63,10 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.benchutil import Service, StartError, announced_port, require, run_main, running, scratch_dir, wait_until
 
 ZONE = "cdn.edgefleet.test"
 NAME = f"demo.{ZONE}"
@@ -116,10 +115,6 @@ ns1   A   127.0.0.1
 demo  30  A  127.0.1.1
 demo  30  A  127.0.1.2
 """
-
-
-class StartError(RuntimeError):
-    """A server of the benchmark did not start; the message says why."""
 
 
 def free_port() -> int:
@@ -172,64 +167,6 @@ def query_file(networks: list[str], seed: int) -> bytes:
 # --- processes -----------------------------------------------------------------------------
 
 
-@dataclass
-class Service:
-    """A child process in its own session, logging to a file, stopped as a group."""
-
-    name: str
-    args: list[str]
-    log_path: Path
-    stdout_pipe: bool = False
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Service:
-        with self.log_path.open("ab") as log:
-            stdout = subprocess.PIPE if self.stdout_pipe else log
-            self.proc = subprocess.Popen(self.args, stdout=stdout, stderr=log, start_new_session=True)
-        return self
-
-    def exited(self) -> bool:
-        return self.proc is None or self.proc.poll() is not None
-
-    def log_tail(self, lines: int = 15) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=wait)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-@contextlib.contextmanager
-def running(service: Service) -> Iterator[Service]:
-    try:
-        yield service.start()
-    finally:
-        service.stop()
-
-
-def wait_until(service: Service, ready: Callable[[], bool], timeout: float) -> None:
-    """Poll ``ready()`` until true; StartError if the process exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if service.exited():
-            code = service.proc.returncode if service.proc else None
-            raise StartError(f"{service.name} exited with {code}:\n{service.log_tail()}")
-        if ready():
-            return
-        time.sleep(0.1)
-    raise StartError(f"{service.name} not ready after {timeout:.0f} s:\n{service.log_tail()}")
-
-
 def answers_a(port: int) -> list[str]:
     """The A records NAME gets from 127.0.0.1:port for a client in 10.0.0.0/24 (empty on failure)."""
     query = dns.message.make_query(NAME, "A", use_edns=0, options=[dns.edns.ECSOption("10.0.0.0", 24)])
@@ -272,13 +209,9 @@ def start_edgefleet(stack: contextlib.ExitStack, tmp: Path, geo: Path, no_cache:
     args = [sys.executable, str(RUNNER), "--geo", str(geo), "--listen", "127.0.0.1:0"]
     service = Service(label, args + (["--no-cache"] if no_cache else []), tmp / f"{label}.log", stdout_pipe=True)
     stack.enter_context(running(service))
-    assert service.proc is not None and service.proc.stdout is not None
-    ready, _, _ = select.select([service.proc.stdout], [], [], 20.0)
-    line = service.proc.stdout.readline().decode().strip() if ready else ""
-    if not line.startswith("dns listening on "):
-        raise StartError(f"{label} did not start:\n{service.log_tail()}")
-    port = int(line.rpartition(":")[2])
+    port = announced_port(service, "dns listening on ", 20.0)
     wait_until(service, lambda: bool(answers_a(port)), 15.0)
+    assert service.proc is not None
     return Target(port, service.proc.pid)
 
 
@@ -412,23 +345,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run(args: argparse.Namespace) -> None:
+    with scratch_dir("dns-bench-", args.keep, "configs, logs, queries") as tmp:
+        run_in(tmp, args)
+
+
 def main() -> None:
     args = parse_args()
-    missing = [tool for tool in (KNOTD, DNSPERF) if not os.access(tool, os.X_OK)]
-    if missing:
-        sys.exit(f"missing {' and '.join(missing)}: run scripts/install.sh (Debian packages knot, dnsperf)")
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwind and stop children
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    tmp = Path(tempfile.mkdtemp(prefix="dns-bench-"))
-    try:
-        run_in(tmp, args)
-    except KeyboardInterrupt:
-        sys.exit("interrupted; every process started was stopped")
-    finally:
-        if args.keep:
-            print(f"# kept {tmp} (configs, logs, queries)", flush=True)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    require((KNOTD, DNSPERF), "knot, dnsperf")
+    run_main(lambda: run(args))
 
 
 if __name__ == "__main__":

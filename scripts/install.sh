@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install everything edgefleet and its tests need on a fresh Debian machine:
 # Debian packages (etcd for the store tests, nginx and wrk for the cache
-# benchmark, knot and dnsperf for the DNS benchmark) and a virtualenv in .venv with
+# benchmark, knot and dnsperf for the DNS benchmark, dig (bind9-dnsutils) and curl for
+# the commands `edgefleet up` prints) and a virtualenv in .venv with
 # edgefleet and its development tools. Safe to run again; it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(etcd-server etcd-client nginx wrk knot dnsperf)
+DEBIAN_PACKAGES=(etcd-server etcd-client nginx wrk knot dnsperf chromium chromium-driver bind9-dnsutils curl)
 
 need_apt=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -1,43 +1,12 @@
 #!/usr/bin/env bash
-# The main job: install edgefleet, start the cloud on SQLite, apply examples/ and
-# show what is there. The cloud keeps running until Ctrl-C.
-#   DATA=./edgefleet-data LISTEN=127.0.0.1:7440 scripts/up.sh
+# The main job: install edgefleet, then run a whole CDN on this machine with `edgefleet up`:
+# the cloud (SQLite store, API, dashboard, GSLB DNS), a demo origin, a parent site and two
+# edge sites of two nodes, every node an agent running its cache on its own 127.0.x.y
+# address. It waits until all is ready, prints how to try it, and Ctrl-C stops everything.
+#   scripts/up.sh                         # data in ./edgefleet-up (DATA=dir to change it)
+#   scripts/up.sh --sites 3 --nodes 3     # any `edgefleet up` option (see --help)
+#   scripts/up.sh --detach                # leave it running; .venv/bin/edgefleet down stops it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
-DATA=${DATA:-./edgefleet-data}
-LISTEN=${LISTEN:-127.0.0.1:7440}
-mkdir -p "$DATA"
-export EDGEFLEET_SERVER="http://$LISTEN"
-ef=.venv/bin/edgefleet
-
-echo "==> starting the cloud on $LISTEN (store: sqlite:///$DATA/store.db)"
-$ef cloud --listen "$LISTEN" --store "sqlite:///$DATA/store.db" --admin-token-file "$DATA/admin-token" &
-cloud_pid=$!
-trap 'kill $cloud_pid 2>/dev/null; wait $cloud_pid 2>/dev/null' EXIT INT TERM
-for _ in $(seq 1 100); do
-  curl -fsS "http://$LISTEN/readyz" >/dev/null 2>&1 && break
-  kill -0 $cloud_pid 2>/dev/null || { echo "the cloud exited; see the error above" >&2; exit 1; }
-  sleep 0.1
-done
-if [ ! -s "$DATA/admin-token" ]; then
-  echo "no admin token in $DATA/admin-token (the store existed before); export EDGEFLEET_TOKEN yourself" >&2
-fi
-export EDGEFLEET_TOKEN=${EDGEFLEET_TOKEN:-$(cat "$DATA/admin-token" 2>/dev/null || true)}
-
-echo "==> applying examples/"
-$ef apply -f examples/
-for kind in sites nodes domains workloads; do
-  echo; echo "==> edgefleet get $kind"; $ef get "$kind" -o wide
-done
-cat <<MSG
-
-The cloud is running at http://$LISTEN (Ctrl-C stops it). In another shell:
-
-  export EDGEFLEET_SERVER=http://$LISTEN EDGEFLEET_TOKEN=\$(cat $DATA/admin-token)
-  .venv/bin/edgefleet get sites -w
-  .venv/bin/edgefleet describe site par-edge
-  curl -s http://$LISTEN/metrics | grep edgefleet_
-
-MSG
-wait $cloud_pid
+exec .venv/bin/edgefleet up --data "${DATA:-./edgefleet-up}" "$@"

@@ -4,7 +4,7 @@
 origin) and reads its request counters; ``CacheProcess`` writes a cache
 config, runs the installed ``edgefleet cache`` console script and offers a
 raw-socket and an httpx client to it. Both are stopped (SIGTERM, then
-SIGKILL) however the test ends.
+SIGKILL) however the test ends (``with started(proc)``).
 
 ``RawConnection`` is a client that writes exact bytes and reads responses
 one at a time with its own small HTTP/1.1 response reader (Content-Length,
@@ -22,9 +22,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import yaml
@@ -391,6 +392,52 @@ class CacheProcess:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+Proc = TypeVar("Proc", OriginProcess, CacheProcess)
+
+
+@contextlib.contextmanager
+def started(proc: Proc) -> Iterator[Proc]:
+    """``proc`` started, and stopped however the block ends (a start that fails included)."""
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def all_started(procs: list[CacheProcess]) -> Iterator[None]:
+    """The caches started in parallel (each start waits for health), all stopped however the block ends."""
+    try:
+        with ThreadPoolExecutor(len(procs)) as pool:
+            list(pool.map(CacheProcess.start, procs))
+        yield
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+_keepalive: dict[str, httpx.Client] = {}
+
+
+def keepalive_client(base_url: str) -> httpx.Client:
+    """A keep-alive client for ``base_url``, made once per test module (making one costs milliseconds).
+
+    It sends no default ``Accept-Encoding``: a request has exactly the fields its test gives (and httpx's
+    Host, Accept, Connection and User-Agent). ``tests/cache/conftest.py`` closes the clients after each module.
+    """
+    client = _keepalive.get(base_url)
+    if client is None:
+        client = _keepalive[base_url] = httpx.Client(base_url=base_url, timeout=15)
+        del client.headers["accept-encoding"]
+    return client
+
+
+def close_keepalive_clients() -> None:
+    for client in _keepalive.values():
+        client.close()
+    _keepalive.clear()
 
 
 @contextlib.contextmanager

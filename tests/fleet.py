@@ -5,7 +5,9 @@ script: the cloud (SQLite), ``edgefleet edge join`` and ``edgefleet edge run``
 per node. Agents reach the cloud through a :class:`~tests.faultproxy.FaultProxy`
 so a test can cut, blackhole or slow the link. Workloads are tiny HTTP
 servers (``python -m http.server``) on free loopback ports, one per node, so
-a bounded request loop can prove that serving never stops.
+a bounded request loop can prove that serving never stops; or the built-in
+cache (:func:`cache_workload`), each agent on its own loopback address
+(``Fleet.join(..., address=...)``) so that every node serves the same ports.
 """
 
 from __future__ import annotations
@@ -66,12 +68,29 @@ def http_workload(name: str, node: str, port: int, *, marker: str = "v1") -> dic
     }
 
 
+def cache_workload(http_port: int, admin_port: int, node_selector: str = "edgefleet.io/site=lab") -> dict[str, Any]:
+    """The built-in cache on every selected node, on the same two ports (each node has its own address)."""
+    return {
+        "apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "cache"},
+        "spec": {"nodeSelector": node_selector, "template": {
+            "builtin": "cache",
+            "command": ["edgefleet", "cache"],
+            "ports": [{"name": "http", "port": http_port}, {"name": "admin", "port": admin_port}],
+            "healthProbe": {"http": {"path": "/healthz", "port": admin_port}, "periodSeconds": 1},
+            "terminationGracePeriodSeconds": 5,
+        }},
+    }
+
+
 @dataclass
 class AgentProcess:
+    """``edgefleet edge run`` for one joined node; ``extra_args`` go to ``edge run`` (e.g. a probe period)."""
+
     name: str
     site: str
     data_dir: Path
     proc: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def log_path(self) -> Path:
@@ -80,7 +99,7 @@ class AgentProcess:
     def start(self, heartbeat: float = 1.0) -> AgentProcess:
         (self.data_dir / "agent.addr").unlink(missing_ok=True)
         args = [EDGEFLEET, "edge", "run", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-                "--heartbeat", str(heartbeat), "--ping-interval", "1"]
+                "--heartbeat", str(heartbeat), "--ping-interval", "1", *self.extra_args]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: (self.data_dir / "agent.addr").exists(), 20, what=f"agent {self.name} to listen")
@@ -148,12 +167,16 @@ class Fleet:
             assert result.returncode == 0, f"edgefleet {' '.join(args)}: {result.stdout}\n{result.stderr}"
         return result
 
-    def join(self, name: str, site: str) -> AgentProcess:
+    def join(
+        self, name: str, site: str, *, address: str | None = None, server: str | None = None,
+        agent_args: list[str] | None = None,
+    ) -> AgentProcess:
+        """Join node ``name`` (not started yet), through the fault proxy unless ``server`` says otherwise."""
         token = self.cli("token", "create", "--ttl", "1h").stdout.strip().split()[-1]
         data_dir = self.root / name
-        self.cli("edge", "join", "--server", self.agent_server, "--token", token, "--site", site,
-                 "--name", name, "--data-dir", str(data_dir))
-        agent = AgentProcess(name, site, data_dir)
+        self.cli("edge", "join", "--server", server or self.agent_server, "--token", token, "--site", site,
+                 "--name", name, *(["--address", address] if address else []), "--data-dir", str(data_dir))
+        agent = AgentProcess(name, site, data_dir, extra_args=list(agent_args or []))
         self.agents[name] = agent
         return agent
 
@@ -180,6 +203,20 @@ class Fleet:
 
     def phase(self, name: str) -> str | None:
         return (self.node(name).get("status") or {}).get("phase")
+
+    def workload_ready(self, node: str, workload: str = "cache") -> bool:
+        """Whether ``node`` reports ``workload`` ready in its Node.status."""
+        workloads = self.node(node).get("status", {}).get("workloads") or {}
+        return bool((workloads.get(workload) or {}).get("ready"))
+
+    def wait_ready(self, nodes: list[str], workload: str = "cache", timeout: float = 60.0) -> None:
+        for node in nodes:
+            wait_until(lambda n=node: self.workload_ready(n, workload), timeout, what=f"the {workload} on {node} ready")
+
+    def peer_votes(self, node: str) -> dict[str, bool]:
+        """The health ``node`` voted for each of its peers, from its Node.status."""
+        reported = self.node(node).get("status", {}).get("peerVotes") or {}
+        return {peer: vote["healthy"] for peer, vote in reported.items()}
 
     def close(self) -> None:
         for agent in self.agents.values():

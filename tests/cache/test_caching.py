@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from edgefleet.origin import Body
-from tests.cacheproc import CacheProcess, OriginProcess, cache_config
+from tests.cacheproc import CacheProcess, OriginProcess, cache_config, keepalive_client, started
 
 OLD_DATE = "Mon,%2001%20Jan%202024%2000:00:00%20GMT"  # a Last-Modified long ago, URL-encoded
 HOSTS = {
@@ -53,23 +53,10 @@ def domains(origin_url: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OriginProcess]:
-    proc = OriginProcess(tmp_path_factory.mktemp("origin")).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
 def cache(origin: OriginProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CacheProcess]:
     data_dir: Path = tmp_path_factory.mktemp("cache")
-    config = cache_config(origin.url, data_dir, domains=domains(origin.url))
-    proc = CacheProcess(config, data_dir).start()
-    try:
+    with started(CacheProcess(cache_config(origin.url, data_dir, domains=domains(origin.url)), data_dir)) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -79,26 +66,11 @@ def origin_ok(origin: OriginProcess) -> Iterator[None]:
     origin.mode("ok")
 
 
-_clients: dict[str, httpx.Client] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def clients() -> Iterator[None]:
-    """Keep-alive clients, one per cache (creating an httpx client costs milliseconds)."""
-    yield
-    for client in _clients.values():
-        client.close()
-    _clients.clear()
-
-
 def fetch(
     cache: CacheProcess, target: str, domain: str = "demo", method: str = "GET", **headers: str
 ) -> httpx.Response:
     """One request to the cache, with exactly the given header fields (no default Accept-Encoding)."""
-    client = _clients.get(cache.url)
-    if client is None:
-        client = _clients[cache.url] = httpx.Client(base_url=cache.url, timeout=15)
-        del client.headers["accept-encoding"]
+    client = keepalive_client(cache.url)
     request = client.build_request(method, target, headers={"Host": HOSTS[domain], **_fields(headers)})
     return client.send(request)
 

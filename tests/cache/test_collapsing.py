@@ -16,7 +16,6 @@ import errno
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,18 +24,9 @@ import pytest
 
 from edgefleet.cache.fills import Fill
 from edgefleet.origin import Body
-from tests.cacheproc import CacheProcess, OriginProcess, cache_config
+from tests.cacheproc import CacheProcess, OriginProcess, all_started, cache_config
 
 SPOOL_THRESHOLD = 256 * 1024
-
-
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OriginProcess]:
-    proc = OriginProcess(tmp_path_factory.mktemp("origin")).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +42,8 @@ def caches(origin: OriginProcess, tmp_path_factory: pytest.TempPathFactory) -> I
             data_dir,
         ),
     }
-    try:
-        with ThreadPoolExecutor(len(procs)) as pool:
-            list(pool.map(CacheProcess.start, procs.values()))
+    with all_started(list(procs.values())):
         yield procs
-    finally:
-        for proc in procs.values():
-            proc.stop()
 
 
 @pytest.fixture(params=["memory", "spool"])

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cacheproc import CacheProcess, OriginProcess, RawConnection, cache_config, http_request
+from tests.cacheproc import CacheProcess, OriginProcess, RawConnection, cache_config, http_request, started
 
 NODE = "fe"
 
@@ -62,15 +62,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def origin(data_dir: Path) -> Iterator[OriginProcess]:
-    proc = OriginProcess(data_dir).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
 def capture() -> Iterator[CapturingOrigin]:
     server = CapturingOrigin()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -90,22 +81,16 @@ def cache(origin: OriginProcess, capture: CapturingOrigin, data_dir: Path) -> It
         upstream={"responseTimeout": 1},
     )
     config["domains"].append({"name": "capture", "hostnames": ["capture.test"], "origins": [{"url": capture.url}]})
-    proc = CacheProcess(config, data_dir).start()
-    try:
+    with started(CacheProcess(config, data_dir)) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
 def quiet_cache(origin: OriginProcess, data_dir: Path) -> Iterator[CacheProcess]:
     config = cache_config(origin.url, data_dir, node="quiet", unknownHostStatus=404,
                           accessLog={"path": str(data_dir / "access-quiet.log"), "sample": 0})
-    proc = CacheProcess(config, data_dir).start()
-    try:
+    with started(CacheProcess(config, data_dir)) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from edgefleet.cache.errors import BadRequest
 from edgefleet.cache.http1 import Limits, RequestParser, chunk, error_body
-from tests.cacheproc import CacheProcess, OriginProcess, cache_config
+from tests.cacheproc import CacheProcess, OriginProcess, cache_config, started
 
 ANSWERED_ERRORS = {400, 408, 413, 414, 431, 501, 505}
 """Every status a parser error may carry (408 is the server's own, for slow heads)."""
@@ -222,11 +222,8 @@ def check_reply(data: bytes, reply: bytes) -> None:
 @pytest.fixture
 def fuzzed_cache(origin: OriginProcess, tmp_path: Path) -> Iterator[CacheProcess]:
     config = cache_config(origin.url, tmp_path, node=NODE, limits={"headerTimeout": 1, "idleTimeout": 1})
-    proc = CacheProcess(config, tmp_path).start()
-    try:
+    with started(CacheProcess(config, tmp_path)) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 async def test_live_server_answers_fuzzed_bytes_and_stays_healthy(fuzzed_cache: CacheProcess) -> None:

@@ -11,12 +11,13 @@ from hypothesis import strategies as st
 from edgefleet.cache.keys import cache_key, parse_vary, variant_key
 
 
-def test_host_lowercased_and_default_port_stripped() -> None:
+def test_host_lowercased_and_any_port_stripped() -> None:
     assert cache_key("http", "WWW.Example.COM:80", "/a", "keep", ()) == "http://www.example.com/a"
     assert cache_key("https", "example.com:443", "/a", "keep", ()) == "https://example.com/a"
-    assert cache_key("http", "example.com:443", "/a", "keep", ()) == "http://example.com:443/a"
-    assert cache_key("https", "example.com:8443", "/a", "keep", ()) == "https://example.com:8443/a"
+    assert cache_key("http", "example.com:8081", "/a", "keep", ()) == "http://example.com/a"  # the listener's port
+    assert cache_key("https", "example.com:8443", "/a", "keep", ()) == "https://example.com/a"
     assert cache_key("http", "[::1]:80", "/", "keep", ()) == "http://[::1]/"
+    assert cache_key("http", "[::1]", "/", "keep", ()) == "http://[::1]/"
 
 
 def test_path_is_byte_exact() -> None:

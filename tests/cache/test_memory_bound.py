@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cacheproc import CacheProcess, OriginProcess, cache_config
+from tests.cacheproc import CacheProcess, OriginProcess, cache_config, started
 
 MIB = 2**20
 MEMORY_TIER = 16 * MIB
@@ -40,11 +40,8 @@ def bounded_cache(origin: OriginProcess, tmp_path: Path) -> Iterator[CacheProces
         "memoryBytes": MEMORY_TIER,
         "disk": {"path": str(tmp_path / "disk-mb"), "maxBytes": 1024 * MIB},
     }
-    proc = CacheProcess(config, tmp_path).start()
-    try:
+    with started(CacheProcess(config, tmp_path)) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def fetch(client: httpx.Client, path: str) -> tuple[str, int, str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.cacheproc import CacheProcess, OriginProcess, cache_config
+from tests.cacheproc import CacheProcess, OriginProcess, cache_config, started
 
 
 async def _burst(url: str, count: int) -> list[httpx.Response]:
@@ -18,23 +18,19 @@ async def _burst(url: str, count: int) -> list[httpx.Response]:
 
 
 def test_concurrent_misses_over_two_workers_reach_the_origin_once(origin: OriginProcess, tmp_path: Path) -> None:
-    cache = CacheProcess(cache_config(origin.url, tmp_path, workers=2), tmp_path).start()
-    try:
+    with started(CacheProcess(cache_config(origin.url, tmp_path, workers=2), tmp_path)) as cache:
         path = "/bytes/65536/two-workers?delay=400"
         responses = asyncio.run(_burst(cache.url + path, 120))
         assert all(r.status_code == 200 and len(r.content) == 65536 for r in responses)
         assert len({r.content for r in responses}) == 1
         assert origin.count(path) == 1
         assert cache.status()["workers"] == 2
-    finally:
-        cache.stop()
 
 
 def test_large_disk_object_is_sent_whole_and_in_ranges(origin: OriginProcess, tmp_path: Path) -> None:
     config = cache_config(origin.url, tmp_path)
     config["storage"]["memoryObjectBytes"] = 1 << 20  # 6 MiB bodies are served from disk only
-    cache = CacheProcess(config, tmp_path).start()
-    try:
+    with started(CacheProcess(config, tmp_path)) as cache:
         path = "/bytes/6291456/big"
         expected = httpx.get(origin.url + path).content
         miss, hit = cache.get(path), cache.get(path)
@@ -43,5 +39,3 @@ def test_large_disk_object_is_sent_whole_and_in_ranges(origin: OriginProcess, tm
         ranged = cache.get(path, range="bytes=4000000-4999999")
         assert ranged.status_code == 206 and ranged.content == expected[4000000:5000000]
         assert origin.count(path) == 2  # the full fetch above and the test's own reference fetch
-    finally:
-        cache.stop()

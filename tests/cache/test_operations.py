@@ -7,7 +7,6 @@ started per group of tests, since some tests stop, kill or break them.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import signal
@@ -21,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cacheproc import ADMIN_TOKEN, CacheProcess, OriginProcess, cache_config, http_request
+from tests.cacheproc import ADMIN_TOKEN, CacheProcess, OriginProcess, cache_config, http_request, started
 
 NODE = "ops"
 
@@ -32,35 +31,17 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def origin(data_dir: Path) -> Iterator[OriginProcess]:
-    proc = OriginProcess(data_dir).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@contextlib.contextmanager
-def started(config: dict[str, Any], data_dir: Path) -> Iterator[CacheProcess]:
-    proc = CacheProcess(config, data_dir).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
 def cache(origin: OriginProcess, data_dir: Path) -> Iterator[CacheProcess]:
     """One worker, a 4 MiB memory tier (so that 1 MiB objects get evicted from it) and a disk tier."""
     config = cache_config(origin.url, data_dir, node=NODE)
     config["storage"]["memoryBytes"] = 4 * 2**20
-    with started(config, data_dir) as proc:
+    with started(CacheProcess(config, data_dir)) as proc:
         yield proc
 
 
 @pytest.fixture(scope="module")
 def two_workers(origin: OriginProcess, data_dir: Path) -> Iterator[CacheProcess]:
-    with started(cache_config(origin.url, data_dir, node="duo", workers=2), data_dir) as proc:
+    with started(CacheProcess(cache_config(origin.url, data_dir, node="duo", workers=2), data_dir)) as proc:
         yield proc
 
 
@@ -232,7 +213,7 @@ def wait_until(check: Any, timeout: float = 10.0) -> None:
 
 def test_sighup_adds_a_hostname_without_a_restart(origin: OriginProcess, data_dir: Path) -> None:
     config = cache_config(origin.url, data_dir, node="hup")
-    with started(config, data_dir) as proc:
+    with started(CacheProcess(config, data_dir)) as proc:
         pids = (proc.master_pid, proc.worker_pids())
         assert proc.get("/bytes/100/hup").status_code == 200
         assert proc.get("/bytes/100/hup", host="new.test").status_code == 421
@@ -256,7 +237,7 @@ def test_sighup_with_an_invalid_file_is_logged_and_the_old_config_stays(
     origin: OriginProcess, data_dir: Path
 ) -> None:
     config = cache_config(origin.url, data_dir, node="badhup")
-    with started(config, data_dir) as proc:
+    with started(CacheProcess(config, data_dir)) as proc:
         assert proc.get("/bytes/100/badhup").status_code == 200
         broken = copy.deepcopy(config)
         broken["domains"][0]["hostnames"] = ["new.test"]
@@ -352,8 +333,7 @@ def test_killed_worker_is_restarted_and_serving_continues(two_workers: CacheProc
 
 
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(origin: OriginProcess, data_dir: Path) -> None:
-    proc = CacheProcess(cache_config(origin.url, data_dir, node="term", workers=2), data_dir).start()
-    try:
+    with started(CacheProcess(cache_config(origin.url, data_dir, node="term", workers=2), data_dir)) as proc:
         workers = proc.worker_pids()
         result: dict[str, Any] = {}
 
@@ -373,8 +353,6 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(origin: OriginProces
         assert response.status_code == 200 and len(response.content) == 20000
         for pid in workers:
             assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    finally:
-        proc.stop()
 
 
 # --- the disk tier ---------------------------------------------------------------------------------------
@@ -393,8 +371,7 @@ def test_restart_serves_objects_from_disk_and_corrupt_objects_are_misses(
 ) -> None:
     config = cache_config(origin.url, data_dir, node="disk")
     paths = ["/bytes/3000/kept", "/bytes/12000000/kept-large", "/bytes/3000/corrupted", "/bytes/3000/truncated"]
-    proc = CacheProcess(config, data_dir).start()
-    try:
+    with started(CacheProcess(config, data_dir)) as proc:
         bodies = {path: proc.get(path).content for path in paths}
         proc.stop()
         disk = data_dir / "disk-disk"
@@ -414,8 +391,6 @@ def test_restart_serves_objects_from_disk_and_corrupt_objects_are_misses(
             assert x_cache(again) == "MISS" and again.content == bodies[path]
             assert origin.count(path) == 2
             assert x_cache(proc.get(path)) == "HIT"
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
@@ -436,7 +411,7 @@ def test_a_full_disk_tier_does_not_stop_serving(origin: OriginProcess, data_dir:
     """A 3 MiB filesystem under a tier that believes it may use 64 MiB: writes fail with ENOSPC."""
     config = cache_config(origin.url, data_dir, node="full")
     config["storage"]["disk"] = {"path": str(small_tmpfs / "cache"), "maxBytes": 64 * 2**20}
-    with started(config, data_dir) as proc:
+    with started(CacheProcess(config, data_dir)) as proc:
         for round_ in range(2):
             for index in range(3):
                 path = f"/bytes/{10 * 2**20 + index}/full"  # larger than memoryObjectBytes: only the disk could keep it
@@ -454,7 +429,7 @@ def test_a_full_disk_tier_does_not_stop_serving(origin: OriginProcess, data_dir:
 def test_a_disk_tier_smaller_than_the_object_does_not_stop_serving(origin: OriginProcess, data_dir: Path) -> None:
     config = cache_config(origin.url, data_dir, node="tiny")
     config["storage"]["disk"]["maxBytes"] = 2**20
-    with started(config, data_dir) as proc:
+    with started(CacheProcess(config, data_dir)) as proc:
         path = f"/bytes/{9 * 2**20}/too-big"
         expected = httpx.get(origin.url + path).content
         for _ in range(2):

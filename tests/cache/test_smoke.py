@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.cacheproc import CacheProcess, OriginProcess, cache_config
+from tests.cacheproc import CacheProcess, OriginProcess, cache_config, started
 
 
 def test_miss_then_hit(cache: CacheProcess, origin: OriginProcess) -> None:
@@ -20,8 +20,7 @@ def test_miss_then_hit(cache: CacheProcess, origin: OriginProcess) -> None:
 def test_zone_aliases_share_the_canonical_hostname_entry(origin: OriginProcess, tmp_path: Path) -> None:
     config = cache_config(origin.url, tmp_path, node="alias")
     config["domains"][0]["aliases"] = ["demo.cdn.edgefleet.test", "*.demo.cdn.edgefleet.test"]
-    cache = CacheProcess(config, tmp_path).start()
-    try:
+    with started(CacheProcess(config, tmp_path)) as cache:
         miss = cache.get("/bytes/512/aliased", host="par-edge-1.demo.cdn.edgefleet.test")
         hit = cache.get("/bytes/512/aliased", host="demo.test")
         also = cache.get("/bytes/512/aliased", host="demo.cdn.edgefleet.test:8081")
@@ -30,5 +29,3 @@ def test_zone_aliases_share_the_canonical_hostname_entry(origin: OriginProcess, 
         assert origin.count("/bytes/512/aliased") == 1
         echoed = cache.get("/echo", host="n2.demo.cdn.edgefleet.test").json()
         assert echoed["headers"]["host"] == "demo.test", "the origin is asked for the Domain's own hostname"
-    finally:
-        cache.stop()

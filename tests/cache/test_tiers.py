@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -21,29 +20,15 @@ import pytest
 
 from edgefleet.cache import keys, tiers
 from edgefleet.origin import Body
-from tests.cacheproc import CacheProcess, OriginProcess, cache_config
+from tests.cacheproc import CacheProcess, OriginProcess, all_started, cache_config, keepalive_client
 from tests.cloudproc import free_port
 
 EDGES = ("edge-a", "edge-b", "edge-c")
 PARENTS = ("parent-a", "parent-b")
 
 
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OriginProcess]:
-    proc = OriginProcess(tmp_path_factory.mktemp("origin")).start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
 def peer(proc: CacheProcess) -> dict[str, str]:
     return {"name": proc.config["node"], "url": proc.url}
-
-
-def start_all(procs: list[CacheProcess]) -> None:
-    with ThreadPoolExecutor(len(procs)) as pool:
-        list(pool.map(CacheProcess.start, procs))
 
 
 def node(origin: OriginProcess, data_dir: Path, name: str) -> CacheProcess:
@@ -64,31 +49,12 @@ def site(origin: OriginProcess, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "peers": [peer(procs[edge]) for edge in EDGES],
             "parents": [{"site": "parent", "nodes": [peer(proc) for proc in parents]}],
         }
-    try:
-        start_all(list(procs.values()))
+    with all_started(list(procs.values())):
         yield procs
-    finally:
-        for proc in procs.values():
-            proc.stop()
-
-
-_clients: dict[str, httpx.Client] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def clients() -> Iterator[None]:
-    """Keep-alive clients, one per node (creating an httpx client costs milliseconds)."""
-    yield
-    for client in _clients.values():
-        client.close()
-    _clients.clear()
 
 
 def fetch(proc: CacheProcess, target: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    client = _clients.get(proc.url)
-    if client is None:
-        client = _clients[proc.url] = httpx.Client(base_url=proc.url, headers={"Host": "demo.test"}, timeout=15)
-    return client.get(target, headers=headers)
+    return keepalive_client(proc.url).get(target, headers={"Host": "demo.test", **(headers or {})})
 
 
 def expected(path: str, size: int) -> bytes:
@@ -175,8 +141,7 @@ def test_nodes_that_disagree_about_their_peers_do_not_loop(
                         "parents": [{"site": "py", "nodes": [peer(y)]}]}
     y.config["site"] = {"self": "y", "peers": [peer(y), {"name": "x-elsewhere", "url": x.url}],
                         "parents": [{"site": "px", "nodes": [peer(x)]}]}
-    try:
-        start_all([x, y])
+    with all_started([x, y]):
         for index in range(12):
             target = f"/echo?cc=public,%20max-age=60&loop={index}"
             for proc in (x, y):
@@ -186,6 +151,3 @@ def test_nodes_that_disagree_about_their_peers_do_not_loop(
                 via = json.loads(response.content)["headers"]["via"]
                 assert 1 <= len(via.split(",")) <= tiers.MAX_HOPS + 1, via
             assert origin.count(target) <= 2
-    finally:
-        x.stop()
-        y.stop()

@@ -11,19 +11,17 @@ status reaches completedNodes == 2.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.cacheproc import OriginProcess
 from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, AgentProcess, Fleet, site_doc, wait_until
+from tests.fleet import API, Fleet, cache_workload, site_doc, wait_until
 
 CLOUD_FLAGS = ["--heartbeat", "1", "--node-monitor-period", "0.5"]
 ADDRESSES = {"c1": "127.0.0.2", "c2": "127.0.0.3"}
@@ -36,48 +34,12 @@ def domain_doc(origin: str, *hostnames: str) -> dict[str, Any]:
             "spec": {"hostnames": list(hostnames), "origins": [{"url": origin}]}}
 
 
-def cache_workload(http_port: int, admin_port: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "cache"},
-        "spec": {"nodeSelector": "edgefleet.io/site=lab", "template": {
-            "builtin": "cache",
-            "command": ["edgefleet", "cache"],
-            "ports": [{"name": "http", "port": http_port}, {"name": "admin", "port": admin_port}],
-            "healthProbe": {"http": {"path": "/healthz", "port": admin_port}, "periodSeconds": 1},
-            "terminationGracePeriodSeconds": 5,
-        }},
-    }
-
-
-class Origin:
-    def __init__(self, root: Path) -> None:
-        self.port = free_port()
-        self.log = root / "origin.log"
-        with self.log.open("wb") as output:
-            self.proc = subprocess.Popen([sys.executable, "-m", "edgefleet.origin", "--listen",
-                                          f"127.0.0.1:{self.port}"], stdout=output, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        wait_until(lambda: "origin listening on" in self.log.read_text(), 20, what="the origin to listen")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def count(self, path: str) -> int:
-        by_path: dict[str, int] = httpx.get(self.url + "/__origin/stats", timeout=5).json()["by_path"]
-        return by_path.get(path, 0)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, Origin, int]]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, OriginProcess, int]]:
     root = tmp_path_factory.mktemp("cachewl")
     cloud = CloudProcess(f"sqlite:///{root}/store.db", root, extra_args=CLOUD_FLAGS).start()
     fleet = Fleet(root, cloud, FaultProxy("127.0.0.1", cloud.port).start())
-    origin = Origin(root)
+    origin = OriginProcess(root).start()
     http_port, admin_port = free_port(), free_port()  # free on 127.0.0.1, so almost surely on .2 and .3
     try:
         with fleet.api() as api:
@@ -85,35 +47,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, Ori
             assert api.post(f"{API}/domains", json=domain_doc(origin.url, HOST)).status_code == 201
             assert api.post(f"{API}/workloads", json=cache_workload(http_port, admin_port)).status_code == 201
         for name, address in ADDRESSES.items():
-            join(fleet, name, address).start()
-        for name in ADDRESSES:
-            wait_until(lambda n=name: cache_ready(fleet, n), 60, what=f"the cache on {name} ready")
+            fleet.join(name, "lab", address=address).start()
+        fleet.wait_ready(list(ADDRESSES))
         yield fleet, origin, http_port
     finally:
         fleet.close()
         origin.stop()
 
 
-def join(fleet: Fleet, name: str, address: str) -> AgentProcess:
-    token = fleet.cli("token", "create", "--ttl", "1h").stdout.strip().split()[-1]
-    data_dir = fleet.root / name
-    fleet.cli("edge", "join", "--server", fleet.agent_server, "--token", token, "--site", "lab", "--name", name,
-              "--address", address, "--data-dir", str(data_dir))
-    agent = AgentProcess(name, "lab", data_dir)
-    fleet.agents[name] = agent
-    return agent
-
-
-def cache_ready(fleet: Fleet, node: str) -> bool:
-    workloads = fleet.node(node).get("status", {}).get("workloads") or {}
-    return bool((workloads.get("cache") or {}).get("ready"))
-
-
 def get(http_port: int, node: str = "c1", host: str = HOST, path: str = PATH) -> httpx.Response:
     return httpx.get(f"http://{ADDRESSES[node]}:{http_port}{path}", headers={"Host": host}, timeout=10)
 
 
-def test_a_request_through_node_1_misses_then_hits(world: tuple[Fleet, Origin, int]) -> None:
+def test_a_request_through_node_1_misses_then_hits(world: tuple[Fleet, OriginProcess, int]) -> None:
     fleet, origin, http_port = world
     first = get(http_port)
     assert first.status_code == 200 and len(first.content) == 1024, first.text[:200]
@@ -126,7 +72,7 @@ def test_a_request_through_node_1_misses_then_hits(world: tuple[Fleet, Origin, i
                what="cache stats in Node.status.cache")
 
 
-def test_a_domain_change_reaches_the_caches_without_a_restart(world: tuple[Fleet, Origin, int]) -> None:
+def test_a_domain_change_reaches_the_caches_without_a_restart(world: tuple[Fleet, OriginProcess, int]) -> None:
     fleet, _, http_port = world
     pids = {name: agent.workload_pids()["cache"] for name, agent in fleet.agents.items()}
     assert get(http_port, host="img.shop.test").status_code in (404, 421), "not served yet"
@@ -143,7 +89,7 @@ def test_a_domain_change_reaches_the_caches_without_a_restart(world: tuple[Fleet
         assert fleet.node(node)["status"]["workloads"]["cache"]["restarts"] == 0
 
 
-def test_a_purge_from_the_cloud_empties_the_caches_and_completes(world: tuple[Fleet, Origin, int]) -> None:
+def test_a_purge_from_the_cloud_empties_the_caches_and_completes(world: tuple[Fleet, OriginProcess, int]) -> None:
     fleet, origin, http_port = world
     get(http_port)
     assert get(http_port).headers["X-Cache"].startswith("HIT")

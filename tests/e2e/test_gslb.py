@@ -30,13 +30,13 @@ import dns.rdatatype
 import pytest
 
 from tests.cloudproc import CloudProcess, free_port
-from tests.e2e.test_peer_votes import VotingAgent, cache_ready, votes
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, wait_until
+from tests.fleet import API, Fleet, cache_workload, wait_until
 
 pytestmark = pytest.mark.slow
 
 PROBE_PERIOD = 0.5
+PROBE_ARGS = ["--peer-probe-period", str(PROBE_PERIOD)]
 ADDRESSES = {"p1": "127.0.0.2", "p2": "127.0.0.3", "n1": "127.0.0.4"}
 SITES = {"p1": "par", "p2": "par", "n1": "nyc"}
 GEO = Path(__file__).resolve().parents[2] / "examples" / "geo.csv"
@@ -48,18 +48,6 @@ def site(name: str, country: str, lat: float, lon: float) -> dict[str, Any]:
     return {"apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": name, "labels": {"tier": "edge"}},
             "spec": {"region": "eu-west" if country == "FR" else "us-east", "tier": "edge",
                      "location": {"lat": lat, "lon": lon, "country": country}, "capacityGbps": 10}}
-
-
-def workload(http_port: int, admin_port: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "cache"},
-        "spec": {"nodeSelector": "", "template": {
-            "builtin": "cache", "command": ["edgefleet", "cache"],
-            "ports": [{"name": "http", "port": http_port}, {"name": "admin", "port": admin_port}],
-            "healthProbe": {"http": {"path": "/healthz", "port": admin_port}, "periodSeconds": 1},
-            "terminationGracePeriodSeconds": 5,
-        }},
-    }
 
 
 DOMAIN = {
@@ -77,16 +65,6 @@ def answer(fleet: Fleet, subnet: str) -> tuple[set[str], int | None]:
     return records, scopes[0] if scopes else None
 
 
-def join(fleet: Fleet, name: str, server: str) -> VotingAgent:
-    token = fleet.cli("token", "create", "--ttl", "1h").stdout.strip().split()[-1]
-    data_dir = fleet.root / name
-    fleet.cli("edge", "join", "--server", server, "--token", token, "--site", SITES[name], "--name", name,
-              "--address", ADDRESSES[name], "--data-dir", str(data_dir))
-    agent = VotingAgent(name, SITES[name], data_dir)
-    fleet.agents[name] = agent
-    return agent
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root: Path = tmp_path_factory.mktemp("gslb")
@@ -99,13 +77,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         with fleet.api() as api:
             for document in (site("par", "FR", 48.86, 2.35), site("nyc", "US", 40.71, -74.0)):
                 assert api.post(f"{API}/sites", json=document).status_code == 201
-            assert api.post(f"{API}/workloads", json=workload(http_port, admin_port)).status_code == 201
+            workload = cache_workload(http_port, admin_port, node_selector="")
+            assert api.post(f"{API}/workloads", json=workload).status_code == 201
             assert api.post(f"{API}/domains", json=DOMAIN).status_code == 201
-        for name in ADDRESSES:
+        for name, address in ADDRESSES.items():
             server = f"http://127.0.0.1:{own_link.port}" if name == "p1" else fleet.agent_server
-            join(fleet, name, server).start()
-        for name in ADDRESSES:
-            wait_until(lambda n=name: cache_ready(fleet, n), 60, what=f"the cache on {name} ready")
+            fleet.join(name, SITES[name], address=address, server=server, agent_args=PROBE_ARGS).start()
+        fleet.wait_ready(list(ADDRESSES))
         fleet.ports["p1-link"] = own_link.port
         fleet.p1_link = own_link  # type: ignore[attr-defined]
         yield fleet
@@ -144,7 +122,7 @@ def test_a_node_with_a_cut_cloud_link_that_serves_stays_in_the_answers(fleet: Fl
     link.set_mode("cut")
     try:
         wait_until(lambda: fleet.phase("p1") == "NotReady", 20, what="p1 NotReady")
-        assert votes(fleet, "p2").get("p1") is True
+        assert fleet.peer_votes("p2").get("p1") is True
         for _ in range(10):  # over a few seconds, p1 is answered throughout
             assert ADDRESSES["p1"] in paris_nodes(fleet)
             time.sleep(0.3)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.cloudproc import EDGEFLEET, CloudProcess, free_port
+from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, AgentProcess, Fleet, site_doc, wait_until
+from tests.fleet import API, Fleet, cache_workload, site_doc, wait_until
 
 PROBE_PERIOD = 0.5
 HEARTBEAT = 10  # the cloud's: votes must not wait for it
@@ -28,52 +27,8 @@ ADDRESSES = {"v1": "127.0.0.2", "v2": "127.0.0.3", "v3": "127.0.0.4"}
 REPORT_LATENCY = 1.0 + 1.0  # the hub client's rate limit between two reports, and slack for the store write
 
 
-class VotingAgent(AgentProcess):
-    """An agent started with a short peer probe period."""
-
-    def start(self, heartbeat: float = 1.0) -> VotingAgent:
-        import subprocess
-
-        (self.data_dir / "agent.addr").unlink(missing_ok=True)
-        args = [EDGEFLEET, "edge", "run", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-                "--heartbeat", str(heartbeat), "--ping-interval", "1", "--peer-probe-period", str(PROBE_PERIOD)]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: (self.data_dir / "agent.addr").exists(), 20, what=f"agent {self.name} to listen")
-        return self
-
-
-def cache_workload(http_port: int, admin_port: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "cache"},
-        "spec": {"nodeSelector": "edgefleet.io/site=lab", "template": {
-            "builtin": "cache",
-            "command": ["edgefleet", "cache"],
-            "ports": [{"name": "http", "port": http_port}, {"name": "admin", "port": admin_port}],
-            "healthProbe": {"http": {"path": "/healthz", "port": admin_port}, "periodSeconds": 1},
-            "terminationGracePeriodSeconds": 5,
-        }},
-    }
-
-
-def join(fleet: Fleet, name: str, address: str) -> VotingAgent:
-    token = fleet.cli("token", "create", "--ttl", "1h").stdout.strip().split()[-1]
-    data_dir = fleet.root / name
-    fleet.cli("edge", "join", "--server", fleet.agent_server, "--token", token, "--site", "lab", "--name", name,
-              "--address", address, "--data-dir", str(data_dir))
-    agent = VotingAgent(name, "lab", data_dir)
-    fleet.agents[name] = agent
-    return agent
-
-
-def votes(fleet: Fleet, node: str) -> dict[str, bool]:
-    reported = fleet.node(node).get("status", {}).get("peerVotes") or {}
-    return {peer: vote["healthy"] for peer, vote in reported.items()}
-
-
-def cache_ready(fleet: Fleet, node: str) -> bool:
-    workloads = fleet.node(node).get("status", {}).get("workloads") or {}
-    return bool((workloads.get("cache") or {}).get("ready"))
+PROBE_ARGS = ["--peer-probe-period", str(PROBE_PERIOD)]
+"""``edge run`` arguments of an agent that probes its peers twice a second."""
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +42,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             assert api.post(f"{API}/sites", json=site_doc("lab")).status_code == 201
             assert api.post(f"{API}/workloads", json=cache_workload(http_port, admin_port)).status_code == 201
         for name, address in ADDRESSES.items():
-            join(fleet, name, address).start()
-        for name in ADDRESSES:
-            wait_until(lambda n=name: cache_ready(fleet, n), 60, what=f"the cache on {name} ready")
+            fleet.join(name, "lab", address=address, agent_args=PROBE_ARGS).start()
+        fleet.wait_ready(list(ADDRESSES))
         yield fleet
     finally:
         fleet.close()
@@ -101,7 +55,7 @@ def others(node: str) -> list[str]:
 
 def test_each_node_votes_its_peers_healthy(fleet: Fleet) -> None:
     for node in ADDRESSES:
-        wait_until(lambda n=node: votes(fleet, n) == dict.fromkeys(others(n), True), 20,
+        wait_until(lambda n=node: fleet.peer_votes(n) == dict.fromkeys(others(n), True), 20,
                    what=f"{node} voting its peers healthy")
     stamp = fleet.node("v1")["status"]["peerVotes"]["v2"]["at"]
     assert stamp.endswith("Z")
@@ -111,20 +65,21 @@ def test_a_node_that_goes_down_is_voted_unhealthy_within_two_probe_periods_then_
     fleet: Fleet,
 ) -> None:
     for node in ADDRESSES:
-        wait_until(lambda n=node: votes(fleet, n) == dict.fromkeys(others(n), True), 20, what="healthy votes")
+        wait_until(lambda n=node: fleet.peer_votes(n) == dict.fromkeys(others(n), True), 20, what="healthy votes")
     down = fleet.agents["v3"]
     down.kill()  # SIGKILL: the agent cannot restart its cache...
     down.kill_workloads()  # ...which now dies hard too, and stays down
     killed = time.monotonic()
     bound = 2 * PROBE_PERIOD + PROBE_PERIOD + REPORT_LATENCY  # two failed probes, each within a period
     for voter in others("v3"):
-        wait_until(lambda v=voter: votes(fleet, v).get("v3") is False, bound + 4, interval=0.05,
+        wait_until(lambda v=voter: fleet.peer_votes(v).get("v3") is False, bound + 4, interval=0.05,
                    what=f"{voter} voting v3 unhealthy")
     elapsed = time.monotonic() - killed
     assert elapsed < HEARTBEAT, f"votes waited for a heartbeat ({elapsed:.1f}s): the report-now path is broken"
-    assert votes(fleet, "v1")["v2"] is True and votes(fleet, "v2")["v1"] is True, "the healthy ones stay healthy"
+    healthy = fleet.peer_votes("v1")["v2"], fleet.peer_votes("v2")["v1"]
+    assert healthy == (True, True), "the healthy ones stay healthy"
 
     down.start()  # the agent brings its cache back from its local state
     for voter in others("v3"):
-        wait_until(lambda v=voter: votes(fleet, v).get("v3") is True, 60, what=f"{voter} voting v3 healthy again")
-    wait_until(lambda: votes(fleet, "v3") == {"v1": True, "v2": True}, 20, what="v3 voting again")
+        wait_until(lambda v=voter: fleet.peer_votes(v).get("v3") is True, 60, what=f"{voter} voting v3 healthy again")
+    wait_until(lambda: fleet.peer_votes("v3") == {"v1": True, "v2": True}, 20, what="v3 voting again")

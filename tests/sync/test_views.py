@@ -213,18 +213,10 @@ def selected_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
     return key(kind, name), doc
 
 
-@st.composite
-def changes(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
-    make: Callable[[st.DrawFn], tuple[str, dict[str, Any] | None]] = draw(
-        st.sampled_from([site_change, node_change, selected_change])
-    )
-    return make(draw)
-
-
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(st.lists(changes(), min_size=1, max_size=40), st.lists(st.sampled_from(NODES), max_size=4, unique=True))
-def test_incremental_changes_equal_recomputed_views(history: list[Any], registered: list[str]) -> None:
-    index = FleetIndex()
+def replay(index: FleetIndex, history: list[Any], registered: list[str],
+           after_each: Callable[[FleetIndex], None] | None = None) -> None:
+    """Apply ``history``; after each change, the changes reported to each registered node, applied to
+    what it held, must equal its recomputed view (and ``after_each`` may check more)."""
     for name in registered:
         index.register(name)
     held = {name: index.view(name) for name in registered}
@@ -242,4 +234,20 @@ def test_incremental_changes_equal_recomputed_views(history: list[Any], register
             assert view == index.view(name)
             assert all(view[k2].object == obj.object for k2, obj in index.view(name).items())
             held[name] = view
+        if after_each is not None:
+            after_each(index)
         assert set(result) <= set(registered)
+
+
+@st.composite
+def changes(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+    make: Callable[[st.DrawFn], tuple[str, dict[str, Any] | None]] = draw(
+        st.sampled_from([site_change, node_change, selected_change])
+    )
+    return make(draw)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(changes(), min_size=1, max_size=40), st.lists(st.sampled_from(NODES), max_size=4, unique=True))
+def test_incremental_changes_equal_recomputed_views(history: list[Any], registered: list[str]) -> None:
+    replay(FleetIndex(), history, registered)

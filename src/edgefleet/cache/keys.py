@@ -1,7 +1,7 @@
 """Cache keys: which stored object answers a request.
 
 How: the primary key, :func:`cache_key`, is ``scheme://host/path?query``
-with the host lowercased and its default port removed, the path kept byte for
+with the host lowercased and its port removed, the path kept byte for
 byte (no percent-decoding: ``/a%2Fb`` and ``/a/b`` may be different resources
 to the origin) and the query shaped by the Domain's ``queryString`` mode:
 
@@ -42,7 +42,6 @@ from edgefleet.cache.headers import Headers, get_all, split_list
 QUERY_MODES = frozenset({"keep", "ignore", "sort", "allowList"})
 SLICE_MARK = "#slice="
 """Between an object's key and a slice number, in the key of a stored slice."""
-_DEFAULT_PORT_SUFFIX = {"http": ":80", "https": ":443"}
 _OWS = " \t"
 
 
@@ -53,9 +52,7 @@ def cache_key(scheme: str, host: str, target: str, mode: str, allow_list: Collec
     host = host.lower()
     if "#" in target:
         target = target.partition("#")[0]
-    port_suffix = _DEFAULT_PORT_SUFFIX.get(scheme)
-    if port_suffix is not None and host.endswith(port_suffix):
-        host = host[: -len(port_suffix)]
+    host = _without_port(host)
     if "?" not in target or mode == "keep":
         return f"{scheme}://{host}{target}"
     path, _, query = target.partition("?")
@@ -66,6 +63,19 @@ def cache_key(scheme: str, host: str, target: str, mode: str, allow_list: Collec
     else:  # allowList
         query = _sorted_query([param for param in query.split("&") if param.partition("=")[0] in allow_list])
     return f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
+
+
+def _without_port(host: str) -> str:
+    """The Host without its port: the port belongs to the listener, not to the Domain's URLs.
+
+    A node's cache may listen on 8081 while purges, prefetches and peers name
+    ``http://demo.example/...``; keying by the port would split one object in
+    two and make a purge miss the copy a client fetched through the port.
+    """
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    colon = host.rfind(":")
+    return host[:colon] if colon != -1 and host.count(":") == 1 else host
 
 
 def slice_key(key: str, index: int) -> str:

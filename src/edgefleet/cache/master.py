@@ -273,11 +273,15 @@ class Master:
             return _problem(401, "missing or wrong bearer token (Authorization: Bearer <admin token>)")
         return None
 
-    async def _purge(self, request: web.Request) -> web.Response:
+    async def _admin_body(self, request: web.Request) -> dict[str, Any] | web.Response:
+        """The JSON object of an authorised admin request, or the response refusing it."""
         refused = self._authorised(request)
         if refused is not None:
             return refused
-        body = await _json_object(request)
+        return await _json_object(request)
+
+    async def _purge(self, request: web.Request) -> web.Response:
+        body = await self._admin_body(request)
         if isinstance(body, web.Response):
             return body
         problem = _check_lists(body, ("urls", "prefixes", "tags"), required_one=True)
@@ -293,10 +297,7 @@ class Master:
         return web.json_response({"purged": max((r["purged"] for r in results), default=0)})
 
     async def _prefetch(self, request: web.Request) -> web.Response:
-        refused = self._authorised(request)
-        if refused is not None:
-            return refused
-        body = await _json_object(request)
+        body = await self._admin_body(request)
         if isinstance(body, web.Response):
             return body
         problem = _check_lists(body, ("urls",), required_one=True)

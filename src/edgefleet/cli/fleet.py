@@ -219,54 +219,77 @@ def write_atomically(path: Path, text: str, *, mode: int) -> None:
 # -- token create / list / delete -----------------------------------------------------------
 
 
+TOKEN_ROLES = ("bootstrap", "viewer", "admin")
+
+
 def token_create(
-    ttl: Annotated[str, typer.Option(help="How long the token can be used to join, e.g. 30m, 24h, 7d")] = "24h",
+    ttl: Annotated[str | None, typer.Option(
+        help="How long the token works, e.g. 30m, 24h, 7d (default: 24h for bootstrap tokens; "
+        "viewer and admin tokens never expire)")] = None,
     description: Annotated[str, typer.Option(help="What it is for (shown by `token list`)")] = "",
+    role: Annotated[str, typer.Option(
+        help="bootstrap: lets nodes join, nothing else; viewer: reads the API and the dashboard; "
+        "admin: reads and writes")] = "bootstrap",
     output: Annotated[str, typer.Option("--output", "-o", help="text (the token alone) or json")] = "text",
     server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
 ) -> None:
-    """Create a bootstrap token that lets nodes join with `edgefleet edge join` (admin).
+    """Create a token (admin): by default a bootstrap token for `edgefleet edge join`.
 
-    The token is printed once (only its hash is stored); any number of
-    nodes can join with it until it expires. It grants nothing else.
+    The token is printed once (only its hash is stored). A bootstrap token
+    lets any number of nodes join until it expires and grants nothing else;
+    --role viewer or --role admin makes an API token for people and tools
+    (`export EDGEFLEET_TOKEN=...`, the dashboard at /ui).
     """
     if output not in ("text", "json"):
         fail(f"unknown output format {output!r}; use text or json")
+    if role not in TOKEN_ROLES:
+        fail(f"--role {role!r}: use one of {', '.join(TOKEN_ROLES)}")
+    body: Document = {"description": description, "role": role}
     try:
-        seconds = parse_duration(ttl)
+        if ttl is not None:
+            body["ttlSeconds"] = parse_duration(ttl)
     except ValueError as exc:
         fail(f"--ttl: {exc}")
     with calls(admin_client(server, token, context)) as client:
-        created = client.call("POST", "/bootstrap-tokens", {"ttlSeconds": seconds, "description": description})
+        created = client.call("POST", "/bootstrap-tokens", body)
     if output == "json":
         print(json.dumps(created, indent=2))
         return
     print(created["token"])
-    err.print(f"bootstrap token {created['id']} expires at {created['expiresAt']}. On each node run:\n"
-              f"  edgefleet edge join --server {client.server} --token {created['token']} --site SITE", markup=False)
+    err.print(created_message(created, client.server), markup=False)
+
+
+def created_message(created: Document, server: str) -> str:
+    expires = f"expires at {created['expiresAt']}" if created.get("expiresAt") else "never expires"
+    if created.get("role", "bootstrap") == "bootstrap":
+        return (f"bootstrap token {created['id']} {expires}. On each node run:\n"
+                f"  edgefleet edge join --server {server} --token {created['token']} --site SITE")
+    return (f"{created['role']} token {created['id']} {expires}. Use it with:\n"
+            f"  export EDGEFLEET_SERVER={server} EDGEFLEET_TOKEN={created['token']}")
 
 
 def token_list(server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None) -> None:
-    """List bootstrap tokens that have not expired (ids only; secrets are never shown again)."""
+    """List bootstrap, viewer and admin tokens that have not expired (ids only; secrets are never shown again)."""
     with calls(admin_client(server, token, context)) as client:
         items = client.call("GET", "/bootstrap-tokens")["items"]
     if not items:
-        out.print("No bootstrap tokens.")
+        out.print("No tokens.")
         return
-    out.print(f"{'ID':<8} {'EXPIRES':<21} {'CREATED-BY':<12} DESCRIPTION")
+    out.print(f"{'ID':<8} {'ROLE':<10} {'EXPIRES':<21} {'CREATED-BY':<12} DESCRIPTION")
     for item in items:
-        out.print(f"{item['id']:<8} {item['expiresAt']:<21} {item['createdBy']:<12} {item['description']}",
-                  markup=False)
+        expires = item.get("expiresAt") or "never"
+        out.print(f"{item['id']:<8} {item.get('role', 'bootstrap'):<10} {expires:<21} {item['createdBy']:<12} "
+                  f"{item['description']}", markup=False)
 
 
 def token_delete(
     token_id: Annotated[str, typer.Argument(metavar="ID", help="Token id (the 6 characters before the dot)")],
     server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
 ) -> None:
-    """Delete a bootstrap token before it expires; nodes that already joined keep their credentials."""
+    """Delete a bootstrap, viewer or admin token; nodes that joined with a bootstrap token keep their credentials."""
     with calls(admin_client(server, token, context)) as client:
-        client.call("DELETE", f"/bootstrap-tokens/{token_id.split('.')[0]}")
-    out.print(f"bootstrap token {token_id.split('.')[0]} deleted")
+        deleted = client.call("DELETE", f"/bootstrap-tokens/{token_id.split('.')[0]}")
+    out.print(f"{deleted.get('role', 'bootstrap')} token {token_id.split('.')[0]} deleted")
 
 
 # -- edge join / rotate-credential -----------------------------------------------------------

@@ -4,9 +4,19 @@ How: both build a :class:`~edgefleet.cloud.gslbservice.GslbOptions` from
 the same options: ``--dns-listen`` (``off`` disables the DNS server in the
 cloud), ``--geo`` (the prefix -> location CSV, reloaded on SIGHUP),
 ``--zone`` (the CDN zone the server is authoritative for),
-``--redirect-listen`` (the HTTP 302 redirector; off unless given) and
-``--node-port`` (the port redirected users reach the caches on).
-``edgefleet dns`` then runs the GSLB alone against a store.
+``--redirect-listen`` (the HTTP 302 redirector; off unless given),
+``--node-port`` (the port redirected users reach the caches on) and, for
+the cloud, ``--demand-window`` (the seconds over which DNS demand is
+averaged for the site activation controller).
+
+``edgefleet dns`` then runs the GSLB alone against a store, and that store
+must be etcd. Why: the GSLB follows changes through the store's watch, and
+a SQLite store's revisions and watch fan-out live in the one process that
+holds its file lock (:mod:`edgefleet.store.sqlite`). A second process on the
+same file either cannot open it (the cloud holds the lock) or, worse, takes
+the lock first, keeps the cloud from starting and answers from a snapshot
+that never changes. So ``edgefleet dns`` refuses SQLite up front and says
+where the GSLB runs instead: inside ``edgefleet cloud``.
 """
 
 from __future__ import annotations
@@ -33,12 +43,19 @@ NodePortOpt = Annotated[int | None, typer.Option(
 TrustedOpt = Annotated[list[str] | None, typer.Option(
     "--trusted-proxy", help="CIDR of a proxy whose X-Forwarded-For the redirector believes (repeatable)")]
 
+DemandWindowOpt = Annotated[int, typer.Option(
+    min=1, help="Seconds over which DNS queries per region are averaged into the demand that switches "
+    "alwaysOn: false sites on and off")]
+
 DEFAULT_DNS_LISTEN = "127.0.0.1:8053"
+DEFAULT_DEMAND_WINDOW = 60
+SHARED_STORE_SCHEME = "etcd://"
+SQLITE_REFUSAL = "edgefleet dns needs an etcd store; with SQLite the GSLB runs inside edgefleet cloud (--dns-listen)"
 
 
 def gslb_options(
     dns_listen: str, geo: Path | None, zone: str, redirect_listen: str | None, node_port: int | None,
-    trusted: list[str] | None,
+    trusted: list[str] | None, demand_window: int = DEFAULT_DEMAND_WINDOW,
 ) -> GslbOptions | None:
     """GslbOptions, or None when ``dns_listen`` is 'off'; ValueError with a hint on bad input."""
     from edgefleet.cloud.gslbservice import GslbOptions
@@ -53,8 +70,17 @@ def gslb_options(
     return GslbOptions(
         dns_host=dns_host, dns_port=dns_port, zone=zone.lower().rstrip("."), geo_path=geo,
         redirect_host=redirect_host, redirect_port=redirect_port, node_port=node_port,
-        trusted_proxies=tuple(trusted or ()),
+        trusted_proxies=tuple(trusted or ()), demand_window=demand_window,
     )
+
+
+def check_shared_store(store_url: str) -> None:
+    """ValueError unless ``store_url`` is a store another process can watch (etcd); see the module docstring."""
+    if store_url.startswith(SHARED_STORE_SCHEME):
+        return
+    if store_url.startswith("sqlite:"):
+        raise ValueError(SQLITE_REFUSAL)
+    raise ValueError(f"--store {store_url!r}: edgefleet dns needs an etcd store (etcd://HOST:PORT[,HOST:PORT...])")
 
 
 def register(app: typer.Typer) -> None:
@@ -62,9 +88,8 @@ def register(app: typer.Typer) -> None:
 
 
 def dns(
-    store: Annotated[str, typer.Option(help="sqlite:///PATH or etcd://HOST:PORT[,HOST:PORT...]")] = (
-        "sqlite:///./edgefleet-data/store.db"
-    ),
+    store: Annotated[str, typer.Option(
+        help="etcd://HOST:PORT[,HOST:PORT...]: the etcd store edgefleet cloud runs on (SQLite cannot be shared)")],
     listen: DnsListenOpt = DEFAULT_DNS_LISTEN,
     geo: GeoOpt = None,
     zone: ZoneOpt = DEFAULT_ZONE,
@@ -80,6 +105,7 @@ def dns(
     client (EDNS Client Subnet, else the resolver's address), and
     whoami.<zone> / _route.<domain>.<zone> TXT records that explain the choice.
     Changes in the store show in answers as soon as its watch delivers them.
+    The store must be etcd: with SQLite the GSLB runs inside edgefleet cloud.
     """
     import asyncio
 
@@ -90,6 +116,7 @@ def dns(
 
     logs.setup(log_level, "text")
     try:
+        check_shared_store(store)
         options = gslb_options(listen, geo, zone, redirect_listen, node_port, trusted_proxy)
         if options is None:
             raise ValueError("--listen off: nothing to run")

@@ -25,7 +25,7 @@ from edgefleet.api.errors import UnknownKind
 from edgefleet.api.meta import KindInfo, all_kinds, lookup
 from edgefleet.cli import agent as agent_commands
 from edgefleet.cli import config as cli_config
-from edgefleet.cli import dataplane, fleet, purge, route
+from edgefleet.cli import dataplane, fleet, purge, route, up
 from edgefleet.cli import gslb as gslb_cli
 from edgefleet.cli.client import ApiClient, ClientError
 from edgefleet.cli.manifests import ManifestError, load_manifests
@@ -49,6 +49,7 @@ dataplane.register(app)  # cache, origin
 gslb_cli.register(app)  # dns
 purge.register(app)  # purge DOMAIN URL... [--prefix] [--tag] [--soft] [--wait]
 route.register(app)  # route DOMAIN --client IP [--path P] [-o json|yaml]
+up.register(app)  # up [--sites N] [--nodes N] [--detach] [--fresh], down
 
 # Piped output (scripts, grep) gets wide lines instead of 80-column wrapping.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
@@ -140,6 +141,9 @@ def cloud(
     redirect_listen: gslb_cli.RedirectOpt = None,
     node_port: gslb_cli.NodePortOpt = None,
     trusted_proxy: gslb_cli.TrustedOpt = None,
+    demand_window: gslb_cli.DemandWindowOpt = gslb_cli.DEFAULT_DEMAND_WINDOW,
+    site_activation_period: Annotated[float, typer.Option(
+        min=0.05, help="Seconds between two decisions of the site activation controller")] = 5.0,
 ) -> None:
     """Run the control plane: REST API with watch, on SQLite (default) or etcd, and the GSLB.
 
@@ -163,7 +167,9 @@ def cloud(
             admin_token_file=admin_token_file, max_body_bytes=max_body_bytes,
             compact_interval=compact_interval, node_thresholds=thresholds,
             heartbeat_seconds=heartbeat, hub_id=hub_id,
-            gslb=gslb_cli.gslb_options(dns_listen, geo, zone, redirect_listen, node_port, trusted_proxy),
+            gslb=gslb_cli.gslb_options(dns_listen, geo, zone, redirect_listen, node_port, trusted_proxy,
+                                       demand_window),
+            site_activation_period=site_activation_period,
         )
         process.main(options)
     except (ValueError, StoreError) as exc:

@@ -25,6 +25,18 @@ How a node gets an identity:
    node's credentials: that is how a reinstalled machine, or a join whose
    answer was lost, gets its identity back.
 
+API tokens for people and tools: the same ``POST /edge/v1/bootstrap-tokens``
+with ``"role": "viewer"`` (read only: dashboards, monitoring) or ``"admin"``
+creates an ordinary API token at ``/system/tokens/<id>`` with that role,
+hashed like every other (``edgefleet token create --role viewer``). It never
+expires unless ``ttlSeconds`` is given (then a store lease removes it). The
+default role stays ``bootstrap``, so a body without ``role`` means what it
+always meant. ``GET`` lists these tokens beside the bootstrap tokens (with
+their role; node credentials are not listed) and ``DELETE`` deletes either
+kind by id. Why one route for both: an operator thinks "make me a token";
+the role says what it may do, and the listing shows every token an admin
+handed out in one place.
+
 Revocation (``DELETE /edge/v1/nodes/<name>/credentials``) deletes every
 credential of the node; its next request or connection is 401.
 
@@ -66,7 +78,7 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -128,18 +140,28 @@ class _Body(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
+TokenRole = Literal["bootstrap", "viewer", "admin"]
+API_TOKEN_ROLES = {"viewer": Role.VIEWER, "admin": Role.ADMIN}
+
+
 class BootstrapTokenRequest(_Body):
-    ttl_seconds: int = Field(
-        default=DEFAULT_BOOTSTRAP_TTL, ge=1, le=MAX_BOOTSTRAP_TTL, alias="ttlSeconds",
-        description="Seconds the token stays valid (1 s to 30 days; default 24 h).",
+    ttl_seconds: int | None = Field(
+        default=None, ge=1, le=MAX_BOOTSTRAP_TTL, alias="ttlSeconds",
+        description="Seconds the token stays valid (1 s to 30 days). Default: 24 h for a bootstrap token, "
+        "no expiry for a viewer or admin token.",
     )
     description: str = Field(default="", max_length=256, description="What the token is for.")
+    role: TokenRole = Field(
+        default="bootstrap",
+        description="bootstrap (joins nodes, nothing else), viewer (reads the API) or admin (reads and writes).",
+    )
 
 
 class BootstrapToken(_Body):
     id: str = Field(description="The token's id (its first 6 characters); not a secret.")
     description: str = ""
-    expires_at: str = Field(alias="expiresAt", description="RFC 3339 UTC.")
+    role: TokenRole = Field(default="bootstrap", description="What the token is for (see the request).")
+    expires_at: str | None = Field(alias="expiresAt", description="RFC 3339 UTC; null: never.")
     created_at: str = Field(alias="createdAt", description="RFC 3339 UTC.")
     created_by: str = Field(alias="createdBy", description="Name of the admin token that created it.")
 
@@ -236,14 +258,18 @@ class Identity:
     # -- bootstrap tokens ---------------------------------------------------------
 
     async def create_bootstrap_token(self, request: BootstrapTokenRequest, creator: str) -> BootstrapTokenCreated:
+        """A bootstrap token, or with ``request.role`` viewer or admin an API token (see the module docstring)."""
+        if request.role != "bootstrap":
+            return await self._create_api_token(request, creator)
         now = self._clock()
-        lease = await self._store.grant_lease(request.ttl_seconds)
+        ttl = request.ttl_seconds or DEFAULT_BOOTSTRAP_TTL
+        lease = await self._store.grant_lease(ttl)
         for _ in range(NEW_ID_ATTEMPTS):
             token = generate_token()
             token_id, secret = split_token(token)
             info = BootstrapToken(
                 id=token_id, description=request.description, created_by=creator,
-                expires_at=format_timestamp(expiry(now, request.ttl_seconds)), created_at=format_timestamp(now),
+                expires_at=format_timestamp(expiry(now, ttl)), created_at=format_timestamp(now),
             )
             record = {**dump(info), "sha256": hash_secret(secret)}
             try:
@@ -254,23 +280,61 @@ class Identity:
             return BootstrapTokenCreated(**dump(info), token=token)
         raise RegistryError("could not find a free token id; retry")  # pragma: no cover
 
+    async def _create_api_token(self, request: BootstrapTokenRequest, creator: str) -> BootstrapTokenCreated:
+        """An API token of role viewer or admin, hashed at ``/system/tokens/<id>``; a lease if it expires."""
+        now, ttl = self._clock(), request.ttl_seconds
+        lease = (await self._store.grant_lease(ttl)).id if ttl else 0
+        for _ in range(NEW_ID_ATTEMPTS):
+            token = generate_token()
+            token_id, secret = split_token(token)
+            info = BootstrapToken(
+                id=token_id, description=request.description, role=request.role, created_by=creator,
+                expires_at=format_timestamp(expiry(now, ttl)) if ttl else None, created_at=format_timestamp(now),
+            )
+            extra = {key: value for key, value in dump(info).items() if key not in ("id", "role") and value is not None}
+            record = token_record(f"{request.role}-{token_id}", API_TOKEN_ROLES[request.role], secret, **extra)
+            try:
+                await self._store.create(TOKEN_PREFIX + token_id, record, lease=lease)
+            except AlreadyExists:  # pragma: no cover - 36^6 ids
+                continue
+            self._auth.forget(token_id)  # a lookup of this id may have been cached as unknown
+            log.info("API token created", extra={"token_id": token_id, "role": request.role, "by": creator})
+            return BootstrapTokenCreated(**dump(info), token=token)
+        raise RegistryError("could not find a free token id; retry")  # pragma: no cover
+
     async def list_bootstrap_tokens(self) -> BootstrapTokenList:
+        """Bootstrap tokens and viewer/admin API tokens that have not expired (node credentials are not listed)."""
         now = self._clock()
-        listing = await self._store.list(BOOTSTRAP_PREFIX)
-        items = [_bootstrap_info(kv) for kv in listing.items]
-        return BootstrapTokenList(items=[i for i in items if parse_timestamp(i.expires_at) > now])
+        bootstrap = [_bootstrap_info(kv) for kv in (await self._store.list(BOOTSTRAP_PREFIX)).items]
+        api = [_api_token_info(kv) for kv in (await self._store.list(TOKEN_PREFIX)).items if _is_api_token(kv)]
+        items = [i for i in bootstrap + api if i.expires_at is None or parse_timestamp(i.expires_at) > now]
+        return BootstrapTokenList(items=items)
 
     async def delete_bootstrap_token(self, token_id: str) -> BootstrapToken:
+        """Delete a bootstrap token, or a viewer/admin API token, by id."""
         try:
             kv = await self._store.delete(BOOTSTRAP_PREFIX + token_id)
         except NotFound:
-            raise ObjectNotFound(
-                f'bootstrap token "{token_id}" not found (expired or deleted); '
-                "list them with `edgefleet token list`"
-            ) from None
+            return await self._delete_api_token(token_id)
         await self._revoke_lease(kv.lease)
         log.info("bootstrap token deleted", extra={"token_id": token_id})
         return _bootstrap_info(kv)
+
+    async def _delete_api_token(self, token_id: str) -> BootstrapToken:
+        kv = await self._store.get(TOKEN_PREFIX + token_id)
+        deleted = None
+        if kv is not None and _is_api_token(kv):  # node credentials are revoked per node, not by id
+            with contextlib.suppress(NotFound, Conflict):
+                deleted = await self._store.delete(kv.key, expected_revision=kv.mod_revision)
+        self._auth.forget(token_id)
+        if deleted is None:
+            raise ObjectNotFound(
+                f'token "{token_id}" not found (expired or deleted; node credentials are revoked with '
+                "`edgefleet node revoke NODE`); list them with `edgefleet token list`"
+            )
+        await self._revoke_lease(deleted.lease)
+        log.info("API token deleted", extra={"token_id": token_id})
+        return _api_token_info(deleted)
 
     async def check_bootstrap(self, authorization: str | None) -> str:
         """The id of the valid bootstrap token in ``authorization``; Unauthorized otherwise."""
@@ -493,6 +557,20 @@ def _record(kv: KeyValue) -> dict[str, Any]:
 def _is_credential_of(kv: KeyValue, node: str) -> bool:
     record = _record(kv)
     return record.get("role") == Role.NODE.value and record.get("name") == node
+
+
+def _is_api_token(kv: KeyValue) -> bool:
+    return _record(kv).get("role") in API_TOKEN_ROLES
+
+
+def _api_token_info(kv: KeyValue) -> BootstrapToken:
+    """What the listing shows of a viewer or admin token (the first admin token has no creation fields)."""
+    record = _record(kv)
+    return BootstrapToken(
+        id=kv.key.removeprefix(TOKEN_PREFIX), description=str(record.get("description", "")),
+        role=record["role"], expires_at=record.get("expiresAt"), created_at=str(record.get("createdAt", "")),
+        created_by=str(record.get("createdBy", "")),
+    )
 
 
 def _bootstrap_info(kv: KeyValue) -> BootstrapToken:

@@ -45,6 +45,7 @@ from edgefleet.api import kinds as _kinds  # noqa: F401  (fills the kind registr
 from edgefleet.api.errors import ApiError, SelectorError
 from edgefleet.api.meta import API_VERSION, KindInfo, all_kinds
 from edgefleet.api.selectors import Selector
+from edgefleet.cloud import ui as dashboard
 from edgefleet.cloud.auth import Authenticator, AuthError, Principal, Role, authorize_node
 from edgefleet.cloud.errors import Status, StatusCause, from_exception, status_body
 from edgefleet.cloud.hub import Hub
@@ -169,6 +170,7 @@ def create_app(
     for info in all_kinds():
         _add_kind_routes(app, info, registry, metrics, settings, reader, writer)
     _add_edge_routes(app, identity, reader, authorization)
+    app.include_router(dashboard.router())  # /ui: static pages, no data, no token needed
     if hub is not None:
         app.include_router(hub.router(reader))
     wrapped = BodyLimitMiddleware(app, settings.max_body_bytes)

@@ -91,6 +91,7 @@ class _SiteFacts:
     active: bool
     capacity_gbps: float
     load_gbps: float | None
+    tier: str = "edge"
 
 
 Vote = tuple[bool, float | None]
@@ -315,13 +316,18 @@ class FleetState:
         return self._domain(domain_name).routing
 
     def sites_for(self, domain_name: str, now: float) -> list[SiteView]:
-        """The Sites the Domain selects, by name, each with its nodes fit for answers at ``now``."""
+        """The edge Sites the Domain selects, by name, each with its nodes fit for answers at ``now``.
+
+        Parent-tier sites are never answered to users: they shield origins. A
+        Domain selects them too (e.g. ``tier in (edge,parent)``) only so that
+        their caches serve it.
+        """
         selector = self._domain(domain_name).selector
         self.generation_at(now)
         return [
             self._site_view(name, now)
             for name, site in sorted(self._sites.items())
-            if selector.matches(site.labels)
+            if site.tier != "parent" and selector.matches(site.labels)
         ]
 
     def _domain(self, domain_name: str) -> _DomainFacts:
@@ -412,6 +418,7 @@ def _site_facts(site: Site) -> _SiteFacts:
         active=spec.always_on or status.active is not False,
         capacity_gbps=spec.capacity_gbps,
         load_gbps=load_gbps,
+        tier=spec.tier,
     )
 
 

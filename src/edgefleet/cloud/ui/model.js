@@ -1,0 +1,246 @@
+// The dashboard's decisions, as pure functions of API objects: site health,
+// node fitness, label selectors, ages, bandwidth. No DOM and no network here,
+// so the tests run these in node and the views only draw what they return.
+
+export const HEALTH = Object.freeze({
+  healthy: "healthy", // every node Ready and fit
+  degraded: "degraded", // some nodes Ready
+  down: "down", // no node Ready (or no node at all)
+  inactive: "inactive", // the site is switched off (status.active false)
+});
+
+/** Whether a node is Ready according to its status. */
+export function isReady(node) {
+  return node?.status?.phase === "Ready";
+}
+
+/** Votes about `name` from its peers: {healthy, unhealthy}. */
+export function votesAbout(name, nodes) {
+  const tally = { healthy: 0, unhealthy: 0 };
+  for (const peer of nodes) {
+    const vote = peer?.status?.peerVotes?.[name];
+    if (!vote || peer.metadata.name === name) continue;
+    if (vote.healthy) tally.healthy += 1;
+    else tally.unhealthy += 1;
+  }
+  return tally;
+}
+
+/**
+ * Fit for traffic: Ready, not draining, no workload reporting not-ready, and
+ * not voted unhealthy by most of the peers that voted about it.
+ */
+export function isFit(node, siteNodes) {
+  if (!isReady(node) || node.spec?.draining) return false;
+  const workloads = Object.values(node.status?.workloads ?? {});
+  if (workloads.some((w) => w.ready === false)) return false;
+  const votes = votesAbout(node.metadata.name, siteNodes);
+  return votes.unhealthy <= votes.healthy;
+}
+
+/** The nodes of each site, by site name. */
+export function nodesBySite(nodes) {
+  const out = new Map();
+  for (const node of nodes) {
+    const site = node.spec?.site ?? "";
+    if (!out.has(site)) out.set(site, []);
+    out.get(site).push(node);
+  }
+  return out;
+}
+
+/** {health, total, ready, fit} of one site given its nodes. */
+export function siteHealth(site, siteNodes) {
+  const total = siteNodes.length;
+  const ready = siteNodes.filter(isReady).length;
+  const fit = siteNodes.filter((n) => isFit(n, siteNodes)).length;
+  let health;
+  if (site.status?.active === false) health = HEALTH.inactive;
+  else if (ready === 0) health = HEALTH.down;
+  else if (fit === total) health = HEALTH.healthy;
+  else health = HEALTH.degraded;
+  return { health, total, ready, fit };
+}
+
+/** Parses an RFC 3339 timestamp to epoch milliseconds, or null. */
+export function parseTime(text) {
+  if (!text) return null;
+  const ms = Date.parse(text);
+  return Number.isNaN(ms) ? null : ms;
+}
+
+/** "3s ago", "5m ago", "2h ago", "4d ago"; "—" without a time. */
+export function formatAge(thenMs, nowMs) {
+  if (thenMs === null || thenMs === undefined) return "—";
+  const seconds = Math.max(0, Math.floor((nowMs - thenMs) / 1000));
+  if (seconds < 2) return "just now";
+  if (seconds < 120) return `${seconds}s ago`;
+  if (seconds < 7200) return `${Math.floor(seconds / 60)}m ago`;
+  if (seconds < 172800) return `${Math.floor(seconds / 3600)}h ago`;
+  return `${Math.floor(seconds / 86400)}d ago`;
+}
+
+/** A ratio 0..1 as "87.5%", or "—". */
+export function formatPercent(ratio) {
+  if (ratio === null || ratio === undefined || Number.isNaN(ratio)) return "—";
+  return `${(ratio * 100).toFixed(1)}%`;
+}
+
+/** Bytes per second as bits per second with a unit ("12.4 Mbit/s"). */
+export function formatBitrate(bytesPerSecond) {
+  if (bytesPerSecond === null || bytesPerSecond === undefined) return "—";
+  let value = bytesPerSecond * 8;
+  const units = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"];
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${value >= 100 || unit === 0 ? value.toFixed(0) : value.toFixed(1)} ${units[unit]}`;
+}
+
+// Label selectors, the grammar of the API (edgefleet.api.selectors):
+// "a=b, c!=d, e in (f,g), h notin (i), j, !k".
+const REQUIREMENT = /^(!?)\s*([A-Za-z0-9._/-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9._-]*)|\s+(in|notin)\s*\(([^)]*)\))?$/;
+
+function splitRequirements(text) {
+  const parts = [];
+  let depth = 0;
+  let current = "";
+  for (const ch of text) {
+    if (ch === "(") depth += 1;
+    if (ch === ")") depth -= 1;
+    if (ch === "," && depth === 0) {
+      parts.push(current);
+      current = "";
+    } else current += ch;
+  }
+  parts.push(current);
+  return parts.map((p) => p.trim()).filter((p) => p !== "");
+}
+
+function requirementMatches(text, labels) {
+  const m = REQUIREMENT.exec(text);
+  if (!m) return false; // the API validated it; an unknown form selects nothing
+  const [, not, key, op, value, setOp, setText] = m;
+  const has = Object.hasOwn(labels, key);
+  if (op === "=" || op === "==") return has && labels[key] === value;
+  if (op === "!=") return !has || labels[key] !== value;
+  if (setOp) {
+    const values = setText.split(",").map((v) => v.trim());
+    return setOp === "in" ? has && values.includes(labels[key]) : !has || !values.includes(labels[key]);
+  }
+  return not ? !has : has;
+}
+
+/** Whether `labels` match the selector text (empty selects everything). */
+export function selectorMatches(text, labels) {
+  return splitRequirements(text ?? "").every((req) => requirementMatches(req, labels ?? {}));
+}
+
+/**
+ * The sites serving a domain: status.servingSites when the cloud reported
+ * them, else the sites its selector picks (`reported` says which).
+ */
+export function servingSites(domain, sites) {
+  const reported = domain.status?.servingSites;
+  if (Array.isArray(reported)) return { names: [...reported], reported: true };
+  const names = sites.filter((s) => selectorMatches(domain.spec?.sites, s.metadata.labels)).map((s) => s.metadata.name);
+  return { names: names.sort(), reported: false };
+}
+
+/** Samples older than this do not count towards a rate (the node went quiet). */
+export const RATE_STALE_MS = 120_000;
+
+/**
+ * Bytes-served rate per node from successive status updates: each update
+ * brings a counter (status.cache.bytesServed) and the time it was measured
+ * (status.lastHeartbeat, else when it arrived). A counter that goes down
+ * means the cache restarted: that sample starts over.
+ */
+export class RateTracker {
+  constructor() {
+    this.samples = new Map(); // node name -> {bytes, at, rate, rateAt}
+  }
+
+  observe(node, receivedMs) {
+    const bytes = node?.status?.cache?.bytesServed;
+    if (typeof bytes !== "number") return;
+    const at = parseTime(node.status.lastHeartbeat) ?? receivedMs;
+    const name = node.metadata.name;
+    const last = this.samples.get(name);
+    if (last && at <= last.at) return; // the same report seen again (another field changed)
+    let rate = last?.rate ?? null;
+    if (last && bytes >= last.bytes) rate = (bytes - last.bytes) / ((at - last.at) / 1000);
+    else if (last) rate = null;
+    this.samples.set(name, { bytes, at, rate, rateAt: receivedMs });
+  }
+
+  forget(name) {
+    this.samples.delete(name);
+  }
+
+  /** Bytes per second of one node, or null when unknown or stale. */
+  rate(name, nowMs) {
+    const sample = this.samples.get(name);
+    if (!sample || sample.rate === null || nowMs - sample.rateAt > RATE_STALE_MS) return null;
+    return sample.rate;
+  }
+
+  /** Sum of the known rates of `names`; null when none is known. */
+  total(names, nowMs) {
+    let sum = null;
+    for (const name of names) {
+      const rate = this.rate(name, nowMs);
+      if (rate !== null) sum = (sum ?? 0) + rate;
+    }
+    return sum;
+  }
+}
+
+/** Hit ratio over nodes from their counters (hits / requests), or null. */
+export function pooledHitRatio(nodes) {
+  let hits = 0;
+  let requests = 0;
+  for (const node of nodes) {
+    hits += node.status?.cache?.hits ?? 0;
+    requests += node.status?.cache?.requests ?? 0;
+  }
+  return requests > 0 ? hits / requests : null;
+}
+
+/** The newest `count` events, by lastTimestamp then creation. */
+export function recentEvents(events, count) {
+  const when = (e) => parseTime(e.spec?.lastTimestamp) ?? parseTime(e.metadata?.creationTimestamp) ?? 0;
+  return [...events].sort((a, b) => when(b) - when(a)).slice(0, count);
+}
+
+/** Node workloads as "cache Running ✓" lines: [{name, state, ready}]. */
+export function workloadSummary(node) {
+  return Object.entries(node.status?.workloads ?? {})
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([name, w]) => ({ name, state: w.state ?? "—", ready: w.ready ?? null }));
+}
+
+/**
+ * The map's view: lon/lat bounds around the sites, padded, widened to the
+ * drawing's aspect ratio so degrees stay square; the whole world without sites.
+ */
+export function fitBounds(points, aspect, minLonSpan = 40) {
+  if (points.length === 0) return { west: -180, east: 180, south: -90, north: 90 };
+  const lons = points.map((p) => p.lon);
+  const lats = points.map((p) => p.lat);
+  let west = Math.min(...lons);
+  let east = Math.max(...lons);
+  let south = Math.min(...lats);
+  let north = Math.max(...lats);
+  const padLon = Math.max((east - west) * 0.25, 4);
+  const padLat = Math.max((north - south) * 0.25, 3);
+  [west, east, south, north] = [west - padLon, east + padLon, south - padLat, north + padLat];
+  let lonSpan = Math.max(east - west, minLonSpan, (north - south) * aspect);
+  lonSpan = Math.min(lonSpan, 360);
+  const latSpan = Math.min(lonSpan / aspect, 180);
+  const cLon = (west + east) / 2;
+  const cLat = Math.min(Math.max((south + north) / 2, -90 + latSpan / 2), 90 - latSpan / 2);
+  return { west: cLon - lonSpan / 2, east: cLon + lonSpan / 2, south: cLat - latSpan / 2, north: cLat + latSpan / 2 };
+}
