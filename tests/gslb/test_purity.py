@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_layers import imports
+
 GSLB = Path(__file__).resolve().parents[2] / "src" / "edgefleet" / "gslb"
 COMMON = {"__future__", "collections.abc", "dataclasses", "math", "typing"}
 PURE_MODULES: dict[str, set[str]] = {
@@ -25,17 +27,6 @@ PURE_MODULES: dict[str, set[str]] = {
     "demand": set(),
 }
 NO_IO_CALLS = {"open", "exec", "eval", "__import__", "print", "input"}
-
-
-def imports(path: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found: list[tuple[int, str]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.extend((node.lineno, alias.name) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.lineno, node.module))
-    return found
 
 
 def allowed(module: str, extra: set[str]) -> bool:
