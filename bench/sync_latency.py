@@ -102,8 +102,7 @@ def join_all(cloud: CloudProcess, count: int, prefix: str = "bench") -> list[tup
 async def measure(cloud: CloudProcess, joined: list[tuple[str, str]], writes: int) -> list[float]:
     commits: dict[str, list[float]] = {}
     agents = [MemoryAgent(name, commits) for name, _ in joined]
-    url = cloud.url.replace("http://", "ws://") + "/edge/v1/sync"
-    clients = [HubClient(url=url, credential=lambda c=cred: c, node_name=name, handler=agent,
+    clients = [HubClient(servers=[cloud.url], credential=lambda c=cred: c, node_name=name, handler=agent,
                          heartbeat_seconds=30, backoff=Backoff(0.2, 2))
                for (name, cred), agent in zip(joined, agents, strict=True)]
     tasks = [asyncio.create_task(c.run()) for c in clients]
@@ -138,9 +137,8 @@ async def reconnect_cost(cloud: CloudProcess, objects: int) -> tuple[int, int]:
     (name, cred), = join_all(cloud, 1, prefix="reconnect")
     agent = MemoryAgent(name, {})
     with fault_proxy(cloud.port) as proxy:
-        url = f"ws://127.0.0.1:{proxy.port}/edge/v1/sync"
-        client = HubClient(url=url, credential=lambda: cred, node_name=name, handler=agent,
-                           heartbeat_seconds=60, backoff=Backoff(0.1, 0.5))
+        client = HubClient(servers=[f"http://127.0.0.1:{proxy.port}"], credential=lambda: cred, node_name=name,
+                           handler=agent, heartbeat_seconds=60, backoff=Backoff(0.1, 0.5))
         task = asyncio.create_task(client.run())
         while len(agent.holdings) < objects:  # noqa: ASYNC110
             await asyncio.sleep(0.05)

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.cli.fleet import NodeFiles, default_node_name, parse_duration, parse_labels, write_atomically
+from edgefleet.cli.fleet import (
+    NodeFiles,
+    default_node_name,
+    parse_duration,
+    parse_labels,
+    parse_servers,
+    write_atomically,
+)
+from edgefleet.edge.agent import AgentError, load_identity
 
 
 @pytest.mark.parametrize(
@@ -47,12 +55,16 @@ def test_labels() -> None:
 def test_node_files_round_trip_with_modes(tmp_path: Path) -> None:
     files = NodeFiles(tmp_path / "node")
     assert not files.joined()
-    files.write(server="http://cloud:7440", node="edge-1", site="par", credential="abcdef." + "0" * 32)
+    files.write(servers=["http://cloud:7440", "http://cloud-2:7440"], node="edge-1", site="par",
+                credential="abcdef." + "0" * 32)
     assert files.joined()
     assert stat.S_IMODE(files.credential.stat().st_mode) == 0o600
     assert stat.S_IMODE(files.root.stat().st_mode) == 0o700
     config, credential = files.read()
-    assert config == {"server": "http://cloud:7440", "node": "edge-1", "site": "par"}
+    assert config == {"server": "http://cloud:7440", "servers": ["http://cloud:7440", "http://cloud-2:7440"],
+                      "node": "edge-1", "site": "par"}
+    assert NodeFiles.servers_of(config) == ["http://cloud:7440", "http://cloud-2:7440"]
+    assert load_identity(files.root).servers == ("http://cloud:7440", "http://cloud-2:7440")
     assert credential == "abcdef." + "0" * 32
     assert sorted(p.name for p in files.root.iterdir()) == ["credential", "node.yaml"]
 
@@ -68,3 +80,22 @@ def test_atomic_write_replaces_and_keeps_the_mode(tmp_path: Path) -> None:
 def test_reading_a_directory_that_never_joined_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="edgefleet edge join"):
         NodeFiles(tmp_path).read()
+
+
+def test_servers_repeatable_and_comma_separated() -> None:
+    assert parse_servers(["https://a.example:7440/", "http://B.example:7440,https://a.example:7440", " , "]) == [
+        "https://a.example:7440", "http://b.example:7440"]
+    for bad in (["ftp://a.example"], ["a.example:7440"], [","], ["http://user:pw@a.example"]):
+        with pytest.raises(ValueError, match="--server"):
+            parse_servers(bad)
+
+
+def test_an_older_node_yaml_with_one_server_still_loads(tmp_path: Path) -> None:
+    (tmp_path / "node.yaml").write_text("server: http://cloud:7440/\nnode: edge-1\nsite: par\n")
+    (tmp_path / "credential").write_text("abcdef." + "0" * 32 + "\n")
+    identity = load_identity(tmp_path)
+    assert identity.servers == ("http://cloud:7440",) and identity.server == "http://cloud:7440"
+    assert NodeFiles.servers_of({"server": "http://cloud:7440", "node": "edge-1"}) == ["http://cloud:7440"]
+    (tmp_path / "node.yaml").write_text("servers: [not-a-url]\nserver: x\nnode: edge-1\n")
+    with pytest.raises(AgentError, match="not-a-url"):
+        load_identity(tmp_path)

@@ -18,7 +18,10 @@ from .conftest import ADMIN, API, VIEWER, site
 from .test_identity import EDGE, Edge, make_edge, node_manifest
 
 NODES = f"{API}/nodes"
+CLUSTER_INFOS = f"{API}/clusterinfos"
 MERGE = {"Content-Type": "application/merge-patch+json"}
+CLUSTER_INFO = {"apiVersion": "edgefleet.io/v1", "kind": "ClusterInfo", "metadata": {"name": "default"},
+                "spec": {"servers": ["http://attacker.example:7440"]}}
 
 
 @pytest.fixture
@@ -87,6 +90,13 @@ async def test_status_write_cannot_change_the_spec(fleet: tuple[Edge, httpx.Asyn
         ("POST", f"{EDGE}/bootstrap-tokens", {}),
         ("GET", f"{EDGE}/bootstrap-tokens", None),
         ("DELETE", f"{EDGE}/nodes/par-edge-2/credentials", None),
+        # Nodes receive the ClusterInfo through their view; they may neither read nor write it here
+        # (a node that could rewrite it would send every agent to its own server).
+        ("GET", f"{CLUSTER_INFOS}/default", None),
+        ("POST", CLUSTER_INFOS, CLUSTER_INFO),
+        ("PUT", f"{CLUSTER_INFOS}/default", CLUSTER_INFO),
+        ("PATCH", f"{CLUSTER_INFOS}/default", {"spec": {"servers": ["http://attacker.example:7440"]}}),
+        ("DELETE", f"{CLUSTER_INFOS}/default", None),
     ],
 )
 async def test_everything_else_is_403_naming_the_rule(
@@ -121,3 +131,18 @@ async def test_admin_and_viewer_keep_their_rights(fleet: tuple[Edge, httpx.Async
                               headers=MERGE)).status_code == 200
     assert (await admin.patch(f"{NODES}/par-edge-2", json={"spec": {"draining": True}},
                               headers=MERGE)).status_code == 200
+
+
+async def test_admins_write_the_cluster_info_and_viewers_only_read_it(fleet: tuple[Edge, httpx.AsyncClient]) -> None:
+    edge, _ = fleet
+    admin, viewer = edge.client(ADMIN), edge.client(VIEWER)
+    mine = {**CLUSTER_INFO, "spec": {"servers": ["http://hub-1.example:7440/"]}}
+    created = await admin.post(CLUSTER_INFOS, json=mine)
+    assert created.status_code == 201, created.text
+    assert created.json()["spec"]["servers"] == ["http://hub-1.example:7440"]
+    assert (await viewer.get(f"{CLUSTER_INFOS}/default")).json()["spec"] == created.json()["spec"]
+    assert (await viewer.post(CLUSTER_INFOS, json={**mine, "metadata": {"name": "other"}})).status_code == 403
+    patch = {"spec": {"servers": ["http://hub-2.example:7440"]}}
+    assert (await viewer.patch(f"{CLUSTER_INFOS}/default", json=patch, headers=MERGE)).status_code == 403
+    bad = await admin.patch(f"{CLUSTER_INFOS}/default", json={"spec": {"servers": ["hub-2:7440"]}}, headers=MERGE)
+    assert bad.status_code == 422 and "spec.servers[0]" in bad.text

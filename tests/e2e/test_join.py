@@ -68,7 +68,7 @@ def test_token_join_lifecycle_rotate_revoke(fast_cloud: CloudProcess, tmp_path: 
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     credential = credential_file.read_text().strip()
     assert yaml.safe_load((data_dir / "node.yaml").read_text()) == {
-        "server": cloud.url, "node": "edge-e2e", "site": "par-edge"}
+        "server": cloud.url, "servers": [cloud.url], "node": "edge-e2e", "site": "par-edge"}
 
     with cloud.client() as admin:
         node = admin.get(f"{NODES}/edge-e2e").json()

@@ -46,6 +46,11 @@ def edge_run(
     Workloads keep running when the cloud is unreachable and when the agent
     itself stops or restarts (a restarted agent adopts them). Stop with
     Ctrl-C or SIGTERM; use `edgefleet edge stop-workloads` to stop them too.
+
+    The agent dials the cloud servers given to `edge join` (DATA_DIR/node.yaml),
+    or the list of the cloud's ClusterInfo `default` once it received one, in
+    random order, failing over between them; /status shows the list and the
+    server of the current connection.
     """
     from edgefleet import logs as logsetup
     from edgefleet.cli.main import fail

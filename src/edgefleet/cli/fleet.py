@@ -12,8 +12,15 @@ Files ``edgefleet edge join`` writes in the node's data directory
 - ``credential``: the node credential (a bearer token) and a newline, mode
   0600. Written atomically (temporary file, fsync, rename), so a crash never
   leaves half a token; the agent reads it on every connection.
-- ``node.yaml``: ``server`` (API URL), ``node`` (its name) and ``site``. No
-  secret in it.
+- ``node.yaml``: ``servers`` (the cloud's URLs, every ``--server`` given,
+  in order), ``server`` (the first of them, for older agents and tools),
+  ``node`` (its name) and ``site``. No secret in it. The agent dials the
+  ``servers`` (in random order, failing over between them) until the cloud
+  sends a ClusterInfo listing others (see :mod:`edgefleet.api.clusterinfo`).
+
+``edge join`` accepts ``--server`` several times and comma-separated lists:
+the join request goes to the first server that answers (one that cannot be
+reached, or answers 502/503/504, is skipped), and all of them are recorded.
 
 Registered on the main app by :func:`register`; the agent's own commands
 (``edgefleet edge run`` ...) are added to :data:`edge_app` by their module.
@@ -26,7 +33,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +44,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
+from edgefleet.api.clusterinfo import check_server_url
 from edgefleet.api.meta import check_dns1123_subdomain
 from edgefleet.api.nodes import INFO as NODES
 from edgefleet.cli import config as cli_config
@@ -143,6 +151,52 @@ def default_node_name(hostname: str | None = None) -> str:
         raise ValueError(f"cannot make a node name from the host name {raw!r}; pass --name") from None
 
 
+def parse_servers(items: Sequence[str]) -> list[str]:
+    """``--server`` values (each possibly a comma-separated list) -> normalised URLs, in order, without repeats."""
+    servers: list[str] = []
+    for item in items:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            try:
+                url = check_server_url(part.strip())
+            except ValueError as exc:
+                raise ValueError(f"--server {part.strip()!r}: {exc}; use e.g. https://cloud.example:7440") from None
+            if url not in servers:
+                servers.append(url)
+    if not servers:
+        raise ValueError("--server: give at least one URL, e.g. --server https://cloud.example:7440")
+    return servers
+
+
+FAILOVER_CODES = (0, 502, 503, 504)
+"""ClientError codes after which the node commands try the next server: unreachable, or a proxy in front failed."""
+
+
+def first_answering(
+    servers: Sequence[str], token: str, path: str, body: Document | None = None
+) -> tuple[str, Document]:
+    """POST ``path`` to each server in turn until one answers: (that server, its answer).
+
+    A refusal (401, 403, 422 ...) is an answer and raises; so does the last
+    server's failure. (A join or rotation whose answer was lost and that is
+    sent again to another replica is harmless: a second join adopts the Node
+    it created and replaces the lost credential; a second rotation leaves the
+    lost credential to expire with the grace period.)
+    """
+    for index, server in enumerate(servers):
+        client = FleetClient(server, token)
+        try:
+            return server, client.call("POST", path, body)
+        except ClientError as exc:
+            if exc.code not in FAILOVER_CODES or index == len(servers) - 1:
+                raise
+            err.print(f"[yellow]warning:[/yellow] {escape(str(exc))}; trying {escape(servers[index + 1])}")
+        finally:
+            client.close()
+    raise AssertionError("unreachable: servers is not empty")
+
+
 def parse_labels(items: list[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for item in items:
@@ -173,11 +227,23 @@ class NodeFiles:
     def joined(self) -> bool:
         return self.credential.exists()
 
-    def write(self, *, server: str, node: str, site: str, credential: str) -> None:
+    def write(self, *, servers: Sequence[str], node: str, site: str, credential: str) -> None:
+        """Write the credential and ``node.yaml`` (``server`` is the first of ``servers``, for older readers)."""
+        if not servers:
+            raise ValueError("at least one server URL is needed")
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.write_credential(credential)
-        text = yaml.safe_dump({"server": server, "node": node, "site": site}, sort_keys=False)
+        document = {"server": servers[0], "servers": list(servers), "node": node, "site": site}
+        text = yaml.safe_dump(document, sort_keys=False)
         write_atomically(self.config, text, mode=0o644)
+
+    @staticmethod
+    def servers_of(config: Document) -> list[str]:
+        """The ``servers`` of a read ``node.yaml``, falling back to ``[server]`` (nodes joined by older versions)."""
+        listed = config.get("servers")
+        if isinstance(listed, list) and listed:
+            return [str(server) for server in listed]
+        return [str(config["server"])]
 
     def write_credential(self, credential: str) -> None:
         write_atomically(self.credential, credential + "\n", mode=0o600)
@@ -297,7 +363,10 @@ def token_delete(
 
 @edge_app.command("join")
 def edge_join(
-    server: Annotated[str, typer.Option("--server", "-s", help="URL of the cloud API, e.g. https://cloud:7440")],
+    server: Annotated[list[str], typer.Option(
+        "--server", "-s",
+        help="URL of the cloud, e.g. https://cloud:7440; repeatable or comma-separated (hub replicas): the join "
+        "goes to the first that answers, the agent dials them all in random order and fails over")],
     token: Annotated[str, typer.Option(
         help="Bootstrap token from `edgefleet token create`", envvar="EDGEFLEET_BOOTSTRAP_TOKEN")],
     site: Annotated[str, typer.Option(help="Name of the Site this node belongs to")],
@@ -316,20 +385,29 @@ def edge_join(
     DATA_DIR/node.yaml, where the agent finds them. A Node of that name that
     already exists (e.g. applied from a manifest) is adopted if its site
     matches; its spec and labels are kept.
+
+    With several --server URLs (several cloud replicas) the join goes to the
+    first that answers and all are recorded; the agent spreads over them and
+    fails over between them. A ClusterInfo object in the cloud
+    (`edgefleet get clusterinfos`) replaces the list for every agent.
     """
     files = NodeFiles(data_dir)
     if files.joined() and not force:
         fail(f"{files.credential} exists: this machine has joined already",
              "to join again (e.g. under another name or to another cloud) pass --force")
     try:
+        servers = parse_servers(server)
         node_name = name or default_node_name()
         body = {"name": node_name, "site": site, "labels": parse_labels(label or []), "addresses": address or []}
     except ValueError as exc:
         fail(str(exc))
-    server = server.rstrip("/")
-    with calls(FleetClient(server, token)) as client:
-        joined = client.call("POST", "/join", body)
-    files.write(server=server, node=joined["node"], site=site, credential=joined["credential"])
+    try:
+        _, joined = first_answering(servers, token, "/join", body)
+    except ClientError as exc:
+        details = [f"{c.get('field', '')}: {c.get('message', '')}" for c in exc.causes]
+        hint = _HINTS.get(exc.code)
+        fail(str(exc), *details, *([hint] if hint else []))
+    files.write(servers=servers, node=joined["node"], site=site, credential=joined["credential"])
     how = "adopted the existing Node (its spec and labels are kept)" if joined["adopted"] else "created its Node"
     out.print(f"joined as node/{joined['node']} in site {site}: {how}")
     out.print(f"credential written to {files.credential} (mode 0600), settings to {files.config}")
@@ -348,9 +426,12 @@ def edge_rotate_credential(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
         config, credential = files.read()
     except ValueError as exc:
         fail(str(exc))
-    server = str(config["server"])
-    with calls(FleetClient(server, credential)) as client:
-        rotated = client.call("POST", "/credentials/rotate")
+    servers = NodeFiles.servers_of(config)
+    try:
+        server, rotated = first_answering(servers, credential, "/credentials/rotate")
+    except ClientError as exc:
+        hint = _HINTS.get(exc.code)
+        fail(str(exc), *([hint] if hint else []))
     files.write_credential(rotated["credential"])
     with calls(FleetClient(server, rotated["credential"])) as check:
         check.get(NODES, rotated["node"])  # the new credential works before we say so

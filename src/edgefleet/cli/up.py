@@ -451,7 +451,7 @@ class Fleet:
                 joined = client.call("POST", "/join", {
                     "name": node.name, "site": node.site, "addresses": [node.address],
                     "labels": {"edgefleet.io/role": "cache"}})
-                NodeFiles(self.node_dir(node.name)).write(server=self.plan.server, node=node.name, site=node.site,
+                NodeFiles(self.node_dir(node.name)).write(servers=[self.plan.server], node=node.name, site=node.site,
                                                           credential=str(joined["credential"]))
 
     def start_agents(self) -> None:
@@ -496,8 +496,8 @@ def apply_document(client: ApiClient, document: dict[str, Any]) -> None:
 def _repoint(files: NodeFiles, server: str) -> None:
     """A node joined by an earlier ``up`` on another --listen dials this cloud now."""
     config, credential = files.read()
-    if config.get("server") != server:
-        files.write(server=server, node=str(config["node"]), site=str(config.get("site", "")),
+    if NodeFiles.servers_of(config) != [server]:
+        files.write(servers=[server], node=str(config["node"]), site=str(config.get("site", "")),
                     credential=credential)
 
 

@@ -12,6 +12,17 @@ How it starts, in this order, so that serving never waits for the cloud:
 4. serve ``/healthz`` and ``/metrics`` locally;
 5. only then dial the hub, forever, with backoff and jitter.
 
+Which hub servers it dials: the ``servers`` of ``node.yaml`` (written by
+``edgefleet edge join --server URL [--server URL ...]``), unless the local
+view holds the ClusterInfo ``default`` (see :mod:`edgefleet.api.clusterinfo`):
+then its ``spec.servers``. The list is computed at start from the local view
+store, so an agent restarted while the cloud is unreachable dials the last
+list it received, and again after every batch that touches a ClusterInfo;
+a new list is handed to the hub client (:meth:`HubClient.set_servers`),
+which keeps the current connection and uses the list for its next dial.
+Nothing is written besides the view itself. ``/status`` shows the list
+(``servers``) and the server of the current session (``server``).
+
 Each batch from the hub is committed to ``view.db`` before it is
 acknowledged, and then the supervisor is reconciled in the background (a
 graceful stop can take seconds; acks must not wait for it). Reconciliation
@@ -52,6 +63,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 import edgefleet
+from edgefleet.api.clusterinfo import DEFAULT_NAME as CLUSTER_INFO_NAME
+from edgefleet.api.clusterinfo import check_server_url
 from edgefleet.api.domains import CDN_ZONE
 from edgefleet.api.workloads import Workload, WorkloadTemplate
 from edgefleet.cache.errors import CacheError
@@ -64,7 +77,8 @@ from edgefleet.edge.cacheconfig import (
     template_port,
 )
 from edgefleet.edge.cachetasks import LEDGER_FILE, CacheAdmin, CacheTasks, tasks_from_view
-from edgefleet.edge.hubclient import Backoff, HubClient
+from edgefleet.edge.hubclient import Backoff, HubClient, normalise_servers
+from edgefleet.edge.hubclient import sync_url as sync_url  # re-exported: callers used it from here
 from edgefleet.edge.localstore import LocalStore
 from edgefleet.edge.peerhealth import DEFAULT_PERIOD, PeerProber, PeerTarget, PeerVotes, peer_targets
 from edgefleet.edge.server import AgentHttp
@@ -77,6 +91,7 @@ RECONCILE_SETTLE_SECONDS = 0.3
 CACHE_VIEW_KINDS = ("nodes", "sites", "domains")
 """What a built-in cache's config is rendered from."""
 TASK_KINDS = ("purges", "prefetches")
+CLUSTER_INFO_KEY = f"/registry/clusterinfos/{CLUSTER_INFO_NAME}"
 
 
 class AgentError(Exception):
@@ -97,27 +112,35 @@ class AgentOptions:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    server: str
+    servers: tuple[str, ...]
+    """The hub servers ``edge join`` was given (normalised base URLs, at least one)."""
     node: str
     site: str
 
+    @property
+    def server(self) -> str:
+        return self.servers[0]
+
 
 def load_identity(data_dir: Path) -> Identity:
-    """``node.yaml`` and ``credential`` written by ``edgefleet edge join``."""
+    """``node.yaml`` and ``credential`` written by ``edgefleet edge join``.
+
+    ``servers`` (a list) is read, falling back to ``[server]`` for a node
+    joined by an older version.
+    """
     try:
         data = yaml.safe_load((data_dir / "node.yaml").read_text())
         (data_dir / "credential").stat()
-        return Identity(str(data["server"]).rstrip("/"), str(data["node"]), str(data.get("site", "")))
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        listed = data.get("servers") or [data["server"]]
+        if not isinstance(listed, list):
+            raise TypeError("servers must be a list of URLs")
+        servers = normalise_servers(str(server) for server in listed)
+        return Identity(tuple(servers), str(data["node"]), str(data.get("site", "")))
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise AgentError(
             f"{data_dir} has no usable node.yaml/credential ({exc}); "
             "join first: edgefleet edge join --server URL --token T --site S --data-dir DIR"
         ) from None
-
-
-def sync_url(server: str) -> str:
-    scheme, _, rest = server.partition("://")
-    return ("wss" if scheme == "https" else "ws") + "://" + rest + "/edge/v1/sync"
 
 
 class AgentMetrics:
@@ -145,8 +168,10 @@ class Agent:
         self.supervisor = Supervisor(options.data_dir, node_name=self.identity.node, on_change=self._workloads_changed,
                                      builtins={"cache": self.cache})
         self.cache_tasks = CacheTasks(options.data_dir / LEDGER_FILE, CacheAdmin())
+        servers, origin = self.desired_servers()
+        log.info("hub servers: %s (from %s)", ", ".join(servers), origin)
         self.hub = HubClient(
-            url=sync_url(self.identity.server),
+            servers=servers,
             credential=self._credential,
             node_name=self.identity.node,
             handler=self,
@@ -194,6 +219,8 @@ class Agent:
             self._reconcile.set()
         if kinds & {"workloads", *TASK_KINDS}:
             self._tasks_wake.set()
+        if "clusterinfos" in kinds:
+            self.follow_servers()
 
     def status_report(self) -> dict[str, Any]:
         snapshot = self.local.snapshot()
@@ -216,9 +243,41 @@ class Agent:
         self.metrics.connected.set(1 if connected else 0)
         if connected:
             self.metrics.connects.inc()
-            log.info("connected to hub", extra={"hub": hub})
+            log.info("connected to hub", extra={"hub": hub, "server": self.hub.server})
         else:
             log.warning("hub link lost; serving on from local state")
+
+    # hub servers -------------------------------------------------------------
+
+    def desired_servers(self) -> tuple[list[str], str]:
+        """(the servers to dial, where the list comes from): ClusterInfo ``default`` of the view, else node.yaml.
+
+        Read leniently (a ClusterInfo from a newer cloud may carry fields
+        this agent does not know): its ``spec.servers`` that are valid URLs,
+        if any are.
+        """
+        doc = self.local.get(CLUSTER_INFO_KEY)
+        spec = doc.get("spec") if isinstance(doc, dict) else None
+        listed = spec.get("servers") if isinstance(spec, dict) else None
+        servers: list[str] = []
+        for item in listed if isinstance(listed, list) else []:
+            try:
+                url = check_server_url(item)
+            except ValueError as exc:
+                log.error("ignoring server %r of ClusterInfo %s: %s", item, CLUSTER_INFO_NAME, exc)
+                continue
+            if url not in servers:
+                servers.append(url)
+        if servers:
+            return servers, f"ClusterInfo {CLUSTER_INFO_NAME}"
+        return list(self.identity.servers), "node.yaml"
+
+    def follow_servers(self) -> None:
+        """Hand the hub client the current list; the connection it has is kept."""
+        servers, origin = self.desired_servers()
+        if self.hub.set_servers(servers):
+            log.info("hub servers changed to %s (from %s); the current connection is kept, the next dial uses them",
+                     ", ".join(servers), origin)
 
     # workloads -------------------------------------------------------------
 
@@ -361,6 +420,8 @@ class Agent:
             "site": self.identity.site,
             "connected": self.hub.connected,
             "hub": self._hub_name,
+            "server": self.hub.server,
+            "servers": self.hub.servers,
             "epoch": snapshot.epoch,
             "syncedRevision": snapshot.revision,
             "objects": len(snapshot.holdings),
@@ -386,7 +447,7 @@ class Agent:
         address = await self.http.start(self.options.listen_host, self.options.listen_port,
                                         self.options.data_dir / "agent.addr")
         log.info("agent running", extra={"node": self.identity.node, "listen": address,
-                                         "server": self.identity.server})
+                                         "servers": self.hub.servers})
         tasks = [asyncio.create_task(loop()) for loop in (self.hub.run, self._reconcile_loop, self._cache_loop,
                                                             self._tasks_loop, self.peer_prober.run)]
         try:
