@@ -25,15 +25,16 @@ async def test_index_reloads_after_its_watch_is_compacted(store: Store) -> None:
     hub = Hub(Registry(store), hub_id="test", authenticate=never_authenticated)
     await hub.start()
     try:
-        assert hub._watch_task is not None
-        hub._watch_task.cancel()  # the hub falls behind: its watch stops reading
+        watch = hub._tasks[0]
+        assert watch.get_name() == "hub-watch"
+        watch.cancel()  # the hub falls behind: its watch stops reading
         with contextlib.suppress(asyncio.CancelledError):
-            await hub._watch_task
+            await watch
         for i in range(5):
             await store.create(f"/registry/workloads/w{i}", workload(f"w{i}"))
         await store.compact(await store.current_revision())
         stale_index = hub.index
-        hub._watch_task = asyncio.create_task(hub._watch_forever())  # resumes from its old revision
+        hub._tasks[0] = asyncio.create_task(hub._watch_forever())  # resumes from its old revision
         for _ in range(100):
             if hub.index is not stale_index and hub.index.get("/registry/workloads/w4") is not None:
                 break

@@ -198,3 +198,54 @@ async def test_controller_loop_in_real_time(store: Store) -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# -- liveness from the hubs' session lists -----------------------------------------
+
+
+def test_an_alive_node_is_ready_whatever_its_last_heartbeat() -> None:
+    assert expected_phase(HB, at(3600), DEFAULT, alive=True) == Verdict("Ready", None)
+    assert expected_phase(None, at(0), DEFAULT, alive=True) == Verdict("Ready", None)
+
+
+def test_silence_counts_from_the_last_time_the_node_was_seen_alive() -> None:
+    assert expected_phase(HB, at(100), DEFAULT, last_alive=at(70)).phase == "Ready"
+    assert expected_phase(HB, at(111), DEFAULT, last_alive=at(70)).phase == "NotReady"
+    assert expected_phase(None, at(10), DEFAULT, last_alive=at(0)).phase == "Ready", "seen alive: not 'never heard'"
+
+
+def test_an_alive_node_is_promoted_and_a_silent_one_loses_its_hub_and_votes() -> None:
+    demoted = node_doc({"phase": "NotReady", "lastHeartbeat": HB})
+    promote = status_patch(demoted, at(500), DEFAULT, alive=True, resource_version="9")
+    assert promote == {"metadata": {"resourceVersion": "9"}, "status": {"phase": "Ready", "message": None}}
+    assert status_patch(node_doc({"phase": "Ready", "lastHeartbeat": HB}), at(500), DEFAULT, alive=True) is None
+    voter = node_doc({"phase": "Ready", "lastHeartbeat": HB, "hub": "h1", "peerVotes": {"b": {"healthy": False}}})
+    patch = status_patch(voter, at(41), DEFAULT)
+    assert patch is not None
+    assert patch["status"]["hub"] is None and patch["status"]["peerVotes"] is None, "a silent voter's votes go"
+
+
+async def test_controller_reads_liveness_and_writes_nothing_for_idle_alive_nodes(store: Store) -> None:
+    registry = Registry(store)
+    clock = Clock()
+    clock.now = T0
+    await registry.create(SITES, site("par-edge"))
+    for name in ("par-edge-1", "par-edge-2"):
+        await registry.create(NODES, node_manifest(name))
+        await heartbeat(registry, name, T0)
+    alive = {"par-edge-1", "par-edge-2"}
+    controller = NodeLifecycleController(registry, Thresholds(40, 300), clock=clock, liveness=lambda: alive)
+    revision = await store.current_revision()
+    for minute in range(1, 30):
+        clock.now = at(60 * minute)
+        assert await controller.sync_once() == 0
+    assert await store.current_revision() == revision, "alive nodes cost no writes however long they idle"
+    alive.discard("par-edge-2")
+    clock.now = at(60 * 29 + 39)
+    assert await controller.sync_once() == 0, "within the grace measured from when it was last seen alive"
+    clock.now = at(60 * 29 + 41)
+    assert await controller.sync_once() == 1
+    assert await phase(registry, "par-edge-2") == "NotReady"
+    alive.add("par-edge-2")
+    assert await controller.sync_once() == 1
+    assert await phase(registry, "par-edge-2") == "Ready", "back in a hub's list: promoted"

@@ -46,8 +46,11 @@ def credential(fleet: Fleet, node: str) -> str:
     return (fleet.agents[node].data_dir / "credential").read_text().strip()
 
 
-def heartbeat(fleet: Fleet, node: str) -> str:
-    return str(fleet.node(node)["status"]["lastHeartbeat"])
+def live_sessions(fleet: Fleet) -> set[str]:
+    """Nodes the cloud's Hub object lists as connected (node liveness)."""
+    with fleet.api() as api:
+        hubs = api.get(f"{API}/hubs").json()["items"]
+    return {node for hub in hubs for node in hub["status"]["nodes"]}
 
 
 def test_get_nodes_shows_phase_site_heartbeat_and_workloads(fleet: Fleet) -> None:
@@ -86,7 +89,8 @@ def test_stopped_agent_goes_not_ready_then_unknown_and_back(fleet: Fleet) -> Non
 
 
 def test_malformed_and_oversized_sync_messages_close_only_that_session(fleet: Fleet) -> None:
-    before = heartbeat(fleet, "n1")
+    wait_until(lambda: "n1" in live_sessions(fleet), 10, what="n1 listed as connected")
+    connects = fleet.agents["n1"].metric("edgefleet_agent_hub_connects")
     headers = {"Authorization": f"Bearer {credential(fleet, 'n2')}"}
     for payload in ("not json", json.dumps({"type": "hello", "protocol": 1}), "{" * 10, "x" * (2 * 1024 * 1024)):
         with connect(sync_url(fleet), additional_headers=headers, max_size=None) as ws:
@@ -96,7 +100,8 @@ def test_malformed_and_oversized_sync_messages_close_only_that_session(fleet: Fl
             assert closed.value.rcvd is not None and closed.value.rcvd.code in (1008, 1009), closed.value
     with pytest.raises(InvalidStatus), connect(sync_url(fleet), additional_headers={"Authorization": "Bearer x.y"}):
         pass
-    wait_until(lambda: heartbeat(fleet, "n1") != before, 10, what="other nodes keep reporting")
+    assert "n1" in live_sessions(fleet) and fleet.agents["n1"].status()["connected"], "other sessions stay up"
+    assert fleet.agents["n1"].metric("edgefleet_agent_hub_connects") == connects, "n1 never had to reconnect"
     assert "closing session" in fleet.cloud.log()
     wait_until(lambda: fleet.agents["n2"].status()["connected"], 20, what="n2's own agent reconnected")
 
@@ -135,3 +140,31 @@ def test_revoked_node_is_disconnected_and_keeps_serving(fleet: Fleet) -> None:
     assert loop.ok > 0 and not loop.failures
     assert not agent.status()["connected"], "a revoked credential cannot reconnect"
     assert "HTTP 403" in agent.log() or "refused" in agent.log()
+
+
+def cloud_metric(fleet: Fleet, name: str) -> float:
+    for line in httpx.get(fleet.cloud.url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} is not in the cloud's /metrics")
+
+
+def store_revision(fleet: Fleet) -> int:
+    with fleet.api() as api:
+        return int(api.get(f"{API}/sites").json()["metadata"]["resourceVersion"])
+
+
+def test_idle_nodes_report_without_store_writes(fleet: Fleet) -> None:
+    """Liveness is the hub's session list: reports that say nothing new are not written (issue 10)."""
+    nodes = [name for name, agent in fleet.agents.items()
+             if agent.proc is not None and agent.proc.poll() is None and agent.status()["connected"]]
+    assert len(nodes) >= 2, "earlier tests left at least two agents connected"
+    wait_until(lambda: live_sessions(fleet) >= set(nodes), 10, what="every connected node listed")
+    reports = cloud_metric(fleet, "edgefleet_hub_status_reports_total")
+    revision = store_revision(fleet)
+    # The agents report every second (--heartbeat 1): wait for 10 more reports each, not for a fixed time.
+    wait_until(lambda: cloud_metric(fleet, "edgefleet_hub_status_reports_total") >= reports + 10 * len(nodes), 40,
+               what="more status reports")
+    # One write per report before; now a node writes only what changed (a late counter may still land once).
+    assert store_revision(fleet) - revision <= len(nodes), "idle reports cost no store writes (and no watch events)"
+    assert all(fleet.phase(node) == "Ready" for node in nodes), "liveness keeps them Ready"

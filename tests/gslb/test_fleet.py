@@ -249,6 +249,16 @@ def test_votes_expire_with_the_vote_ttl() -> None:
     assert fleet.node_health("b", NOW + 10) == (True, "no fresh peer votes; phase Ready")
 
 
+def test_votes_of_a_voter_with_a_live_session_hold_until_the_session_ends() -> None:
+    voter = node("a", "par", ["192.0.2.1"], votes={"b": (False, 3600)})
+    voter["status"]["hub"] = "cloud-1:7440"  # the hub writes votes only when a verdict changes
+    fleet = fleet_of(site("par", 48.85, 2.35, "FR"), domain(), voter, node("b", "par", ["192.0.2.2"]), vote_ttl=10)
+    assert fleet.node_health("b", NOW + 86400) == (False, "0 of 1 fresh peer votes say healthy")
+    voter["status"]["hub"] = None  # the session ended (the hub also clears the votes then)
+    fleet.apply("Node", "a", voter)
+    assert fleet.node_health("b", NOW) == (True, "no fresh peer votes; phase Ready")
+
+
 # -- routing -----------------------------------------------------------------------------------------
 
 

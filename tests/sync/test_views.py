@@ -159,6 +159,54 @@ def test_load_returns_what_a_relist_changed_for_registered_nodes() -> None:
     assert cloud.index.revision == 500
 
 
+def cluster_info_doc(*servers: str, name: str = "default") -> dict[str, Any]:
+    return {"apiVersion": "edgefleet.io/v1", "kind": "ClusterInfo",
+            "metadata": {"name": name, "uid": f"uid-{name}", "resourceVersion": "1"},
+            "spec": {"servers": list(servers)}}
+
+
+def test_cluster_info_is_in_every_view_and_its_changes_reach_every_node() -> None:
+    cloud = Cloud()
+    small_fleet(cloud)
+    index = cloud.index
+    everyone = ["par-1", "par-2", "lyo-1", "fra-1"]
+    for name in [*everyone, "not-joined-yet"]:
+        index.register(name)
+    ci = key("clusterinfos", "default")
+    changes = index.apply(ci, 100, cluster_info_doc("http://hub-1:7440"))
+    assert set(changes) == set(everyone), "every registered node with a Node, nobody else"
+    for name in everyone:
+        assert changes[name] == {ci: index.view(name)[ci]}
+        assert index.view(name)[ci].object == {
+            "apiVersion": "edgefleet.io/v1", "kind": "ClusterInfo",
+            "metadata": {"name": "default", "uid": "uid-default"},
+            "spec": {"servers": ["http://hub-1:7440"]}}
+    assert index.view("not-joined-yet") == {}
+    # The same content under a new resourceVersion moves nothing; new servers reach everyone.
+    assert index.apply(ci, 101, {**cluster_info_doc("http://hub-1:7440"), "metadata": {
+        "name": "default", "uid": "uid-default", "resourceVersion": "2"}}) == {}
+    changes = index.apply(ci, 102, cluster_info_doc("http://hub-1:7440", "http://hub-2:7440"))
+    assert set(changes) == set(everyone)
+    assert all(c[ci] is not None and c[ci].object["spec"]["servers"][1] == "http://hub-2:7440"
+               for c in changes.values())
+    # A node that joins now gets it in its first view; a deletion leaves every view.
+    cloud.put(key("nodes", "par-9"), node_doc("par-9", "par-edge"))
+    assert ci in index.view("par-9")
+    assert {name: c for name, c in index.apply(ci, 103, None).items()} == {name: {ci: None} for name in everyone}
+    assert ci not in index.view("par-9")
+
+
+def test_cluster_info_changes_cost_the_other_kinds_nothing() -> None:
+    cloud = Cloud()
+    small_fleet(cloud)
+    index = cloud.index
+    index.register("par-1")
+    cloud.put(key("clusterinfos", "default"), cluster_info_doc("http://hub-1:7440"))
+    changes = index.apply(key("workloads", "par-only"), 200,
+                          workload_doc("par-only", "edgefleet.io/site=par-edge", args=("9",)))
+    assert set(changes["par-1"]) == {key("workloads", "par-only")}
+
+
 def test_digest_is_order_independent_and_matches_the_spec() -> None:
     import hashlib
 
@@ -239,10 +287,18 @@ def replay(index: FleetIndex, history: list[Any], registered: list[str],
         assert set(result) <= set(registered)
 
 
+def cluster_info_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+    name = draw(st.sampled_from(["default", "other"]))
+    if draw(st.integers(0, 3)) == 0:
+        return key("clusterinfos", name), None
+    servers = draw(st.lists(st.sampled_from(["http://h1:7440", "http://h2:7440"]), min_size=1, unique=True))
+    return key("clusterinfos", name), cluster_info_doc(*servers, name=name)
+
+
 @st.composite
 def changes(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
     make: Callable[[st.DrawFn], tuple[str, dict[str, Any] | None]] = draw(
-        st.sampled_from([site_change, node_change, selected_change])
+        st.sampled_from([site_change, node_change, selected_change, cluster_info_change])
     )
     return make(draw)
 
@@ -251,3 +307,36 @@ def changes(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
 @given(st.lists(changes(), min_size=1, max_size=40), st.lists(st.sampled_from(NODES), max_size=4, unique=True))
 def test_incremental_changes_equal_recomputed_views(history: list[Any], registered: list[str]) -> None:
     replay(FleetIndex(), history, registered)
+
+
+def test_a_node_change_looks_only_at_the_nodes_that_can_see_it() -> None:
+    """Cost is per affected site and peer, not per connected node (10,000 connected nodes must not pay)."""
+    index = FleetIndex()
+    index.apply(key("sites", "fra"), 1, site_doc("fra"))
+    revision = 1
+    for s in range(50):
+        revision += 1
+        index.apply(key("sites", f"s{s}"), revision, site_doc(f"s{s}", parents=("fra",)))
+        for n in range(4):
+            revision += 1
+            index.apply(key("nodes", f"s{s}-{n}"), revision, node_doc(f"s{s}-{n}", f"s{s}"))
+            index.register(f"s{s}-{n}")
+    looked_at: list[str] = []
+    index._nodes = _Spy(index._nodes, looked_at)  # type: ignore[assignment]
+    revision += 1
+    changes = index.apply(key("nodes", "s7-1"), revision, node_doc("s7-1", "s7", labels={"x": "y"}))
+    assert set(changes) == {"s7-0", "s7-1", "s7-2", "s7-3"}
+    assert {name for name in looked_at if not name.startswith("s7-")} == set(), "other sites' nodes untouched"
+    assert index.peers_of("s7-1") == {"s7-0", "s7-2", "s7-3"} and index.peers_of("nobody") == frozenset()
+
+
+class _Spy(dict[str, Any]):
+    """A dict that records which keys were read with get()."""
+
+    def __init__(self, data: dict[str, Any], seen: list[str]) -> None:
+        super().__init__(data)
+        self.seen = seen
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.seen.append(name)
+        return super().get(name, default)

@@ -9,6 +9,7 @@ soon as anything under ``edgefleet.api`` is imported.
 
 from __future__ import annotations
 
+from edgefleet.api.clusterinfo import ClusterInfo, ClusterInfoSpec
 from edgefleet.api.domains import (
     CachePolicy,
     CacheRule,
@@ -20,6 +21,7 @@ from edgefleet.api.domains import (
     Routing,
 )
 from edgefleet.api.events import Event, EventSpec, ObjectReference
+from edgefleet.api.hubs import Hub, HubSpec, HubStatus
 from edgefleet.api.nodes import CacheStats, Node, NodeSpec, NodeStatus, PeerVote, TaskReport
 from edgefleet.api.purges import CacheTaskStatus, Prefetch, PrefetchSpec, Purge, PurgeSpec
 from edgefleet.api.sites import Activation, Location, Site, SiteSpec, SiteStatus
@@ -45,8 +47,8 @@ KINDS = (Site, Node, Domain, Workload, Purge)
 
 Prefetch is registered too but not listed here: tests/api/test_meta.py expects
 every listed kind's plural to be its name plus "s", and its plural is "prefetches".
-Event is registered but not listed either: it has no status model, which the
-listed kinds' tests walk.
+Event and ClusterInfo are registered but not listed either: they have no
+status model, which the listed kinds' tests walk.
 """
 
 __all__ = [
@@ -56,6 +58,8 @@ __all__ = [
     "CacheRule",
     "CacheStats",
     "CacheTaskStatus",
+    "ClusterInfo",
+    "ClusterInfoSpec",
     "Domain",
     "DomainSpec",
     "DomainStatus",
@@ -66,6 +70,9 @@ __all__ = [
     "HealthProbe",
     "Hook",
     "HttpProbe",
+    "Hub",
+    "HubSpec",
+    "HubStatus",
     "InstanceStatus",
     "Location",
     "Node",

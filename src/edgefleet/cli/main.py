@@ -127,14 +127,32 @@ def cloud(
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
     node_not_ready_after: Annotated[float, typer.Option(
-        help="Seconds without a heartbeat before a node is marked NotReady (it keeps its workloads)")] = 40.0,
+        help="Seconds a node may be connected to no hub replica before it is marked NotReady "
+        "(it keeps its workloads)")] = 40.0,
     node_unknown_after: Annotated[float, typer.Option(
-        help="Seconds without a heartbeat before a node is marked Unknown (it keeps its workloads)")] = 300.0,
+        help="Seconds a node may be connected to no hub replica before it is marked Unknown "
+        "(it keeps its workloads)")] = 300.0,
     node_monitor_period: Annotated[float, typer.Option(
-        help="Seconds between two checks of the nodes' heartbeats")] = 5.0,
+        help="Seconds between two checks of the nodes' liveness")] = 5.0,
+    node_status_refresh: Annotated[float, typer.Option(
+        min=1.0, help="Seconds between two writes of an unchanged Node.status (lastHeartbeat); changes are "
+        "written at once (at most one write per node per second), traffic counters at most every 30 s")] = 300.0,
     heartbeat: Annotated[float, typer.Option(
         help="Seconds between the agents' status reports (told to each agent when it connects)")] = 10.0,
     hub_id: Annotated[str, typer.Option(help="Name of this hub replica (default HOSTNAME:PORT)")] = "",
+    advertise_url: Annotated[str | None, typer.Option(
+        help="Base URL agents and the other replicas reach this replica at, published in its Hub object "
+        "(default http://LISTEN unless it listens on a wildcard address)")] = None,
+    max_connections: Annotated[int, typer.Option(
+        min=1, help="Agent sessions this replica holds at most; more are refused with 503 and Retry-After")] = 20_000,
+    max_handshakes: Annotated[int, typer.Option(
+        min=1, help="Agent handshakes in progress at once; more are refused with 503 (reconnect storms)")] = 256,
+    rebalance_tolerance: Annotated[float, typer.Option(
+        min=0.0, help="Release sessions when holding more than the fair share (sessions / live replicas) "
+        "by more than this fraction")] = 0.05,
+    rebalance_observe: Annotated[float, typer.Option(
+        min=5.0, help="Seconds to wait after releasing sessions before measuring the balance again (at least 5: "
+        "the other replicas' Hub objects must show the sessions that moved)")] = 30.0,
     dns_listen: gslb_cli.DnsListenOpt = gslb_cli.DEFAULT_DNS_LISTEN,
     geo: gslb_cli.GeoOpt = None,
     zone: gslb_cli.ZoneOpt = gslb_cli.DEFAULT_ZONE,
@@ -151,11 +169,18 @@ def cloud(
     printed once. The GSLB's authoritative DNS runs on --dns-listen (off:
     disabled) and its HTTP 302 redirector on --redirect-listen if given.
     Stop with Ctrl-C or SIGTERM; SIGHUP reloads the geo table.
+
+    Several replicas on one etcd store share the fleet: each publishes a Hub
+    object (edgefleet get hubs) with its sessions, and an over-loaded replica
+    hands sessions to the others until they hold even shares.
     """
     from edgefleet import logs
     from edgefleet.cloud import process
     from edgefleet.cloud.auth import AuthError
+    from edgefleet.cloud.balance import BalanceSettings
     from edgefleet.cloud.controllers.nodelifecycle import Thresholds
+    from edgefleet.cloud.hub import HubLimits
+    from edgefleet.cloud.statuswrites import Intervals
     from edgefleet.store.interface import StoreError
 
     logs.setup(log_level, log_format)
@@ -169,7 +194,10 @@ def cloud(
             heartbeat_seconds=heartbeat, hub_id=hub_id,
             gslb=gslb_cli.gslb_options(dns_listen, geo, zone, redirect_listen, node_port, trusted_proxy,
                                        demand_window),
-            site_activation_period=site_activation_period,
+            site_activation_period=site_activation_period, advertise_url=advertise_url,
+            hub_limits=HubLimits(max_connections=max_connections, max_handshakes=max_handshakes),
+            status_intervals=Intervals(refresh_interval=node_status_refresh),
+            balance=BalanceSettings(tolerance=rebalance_tolerance, observe_seconds=rebalance_observe),
         )
         process.main(options)
     except (ValueError, StoreError) as exc:

@@ -22,7 +22,7 @@ Document = dict[str, Any]
 OUTPUT_FORMATS = ("table", "wide", "yaml", "json", "name")
 # Columns whose getter returns an RFC 3339 timestamp, shown as its age ("12s") like AGE:
 # the kind modules are pure and have no clock.
-AGE_COLUMNS = {("Node", "HEARTBEAT")}
+AGE_COLUMNS = {("Node", "HEARTBEAT"), ("Hub", "STARTED")}
 
 
 def age(timestamp: str | None, now: datetime | None = None) -> str:

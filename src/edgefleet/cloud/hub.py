@@ -14,10 +14,26 @@ ahead of this one (several clouds on one etcd), the hub waits until its own
 index reaches the node's revision before diffing, so it never mistakes
 "I have not seen it yet" for "it was deleted".
 
-Status reports become ``Node.status`` writes (heartbeat time, hub, synced
-revision, workloads, phase Ready); the node lifecycle controller demotes
-nodes whose heartbeats stop. Log requests (``GET /edge/v1/nodes/{node}/logs/
-{workload}``) travel over the node's session and wait for its answer.
+Status reports are *not* one store write each: they go through
+:class:`~edgefleet.cloud.statuswrites.StatusWrites`, which writes
+``Node.status`` only when it says something new (coalesced per node, lazy
+counters rate-limited, a refresh every few minutes). Liveness is the set of
+live sessions, which the hub publishes in its own Hub object
+(:class:`HubPresence`, bound to a store lease) and the node lifecycle
+controller reads; an idle fleet costs no store writes.
+
+Replicas: every replica keeps the other replicas' Hub objects (they arrive
+through the same watch) and balances its sessions against them with
+:class:`~edgefleet.cloud.balance.Balancer`: an over-loaded replica closes
+some sessions with ``CLOSE_REBALANCE`` and the least-loaded replica's URL
+as a hint. It refuses new upgrades politely (HTTP 503, ``Retry-After``)
+while it is at ``max_connections`` or has too many handshakes in flight,
+so a reconnect storm queues at the agents instead of toppling the cloud.
+
+Log requests (``GET /edge/v1/nodes/{node}/logs/{workload}``) travel over the
+node's session and wait for its answer; a replica that does not hold the
+node's session forwards the request to the replica that does (found in the
+Hub objects), with the caller's own credentials.
 """
 
 
@@ -25,20 +41,27 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
+import httpx
+from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from edgefleet.api.meta import kind_info
+from edgefleet.api.hubs import INFO as HUBS
+from edgefleet.api.hubs import hub_object_name
+from edgefleet.api.nodes import INFO as NODES
 from edgefleet.cloud.auth import AuthError
+from edgefleet.cloud.balance import Balancer, BalanceSettings, Release, ReplicaLoad
 from edgefleet.cloud.errors import Status, status_body
-from edgefleet.cloud.registry import ObjectNotFound, Registry, RegistryError
-from edgefleet.store.interface import Compacted, Event, EventType, Progress, StoreError
+from edgefleet.cloud.registry import ObjectNotFound, Registry, RegistryError, VersionConflict
+from edgefleet.cloud.statuswrites import Intervals, StatusWrite, StatusWrites, merge_patch_for
+from edgefleet.store.interface import Compacted, Event, EventType, LeaseNotFound, Progress, StoreError
 from edgefleet.sync import messages
 from edgefleet.sync.cloud import Acked, CloudSession, LogsReply, StatusReport
 from edgefleet.sync.errors import ProtocolError
@@ -47,9 +70,14 @@ from edgefleet.sync.views import FleetIndex
 log = logging.getLogger("edgefleet.cloud.hub")
 
 REGISTRY = "/registry/"
+HUBS_PREFIX = REGISTRY + "hubs/"
 HELLO_TIMEOUT = 10.0
 CATCH_UP_TIMEOUT = 10.0
 LOGS_TIMEOUT = 10.0
+STATUS_WRITE_CONCURRENCY = 32
+"""Status writes in flight at once (a burst after a push or a reconnect wave)."""
+FORWARDED_HEADER = "X-Edgefleet-Forwarded-By"
+"""Marks a logs request one replica forwarded to another (never forwarded again)."""
 
 NodeAuthenticator = Callable[[str | None], Awaitable[str]]
 
@@ -70,6 +98,48 @@ class HubMetrics:
             "edgefleet_hub_ack_seconds", "From cutting a batch to its acknowledgement",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5), registry=self.registry,
         )
+        self.status_reports = Counter("edgefleet_hub_status_reports", "Status reports received from agents",
+                                      registry=self.registry)
+        self.status_writes = Counter("edgefleet_hub_status_writes", "Node.status writes made from reports",
+                                     registry=self.registry)
+        self.refused = Counter("edgefleet_hub_refused", "Upgrades refused with 503, by reason", ["reason"],
+                               registry=self.registry)
+        self.released = Counter("edgefleet_hub_released", "Sessions released to balance the replicas",
+                                registry=self.registry)
+        self.replicas = Gauge("edgefleet_hub_replicas", "Live hub replicas (Hub objects)", registry=self.registry)
+
+
+@dataclass(frozen=True, slots=True)
+class HubLimits:
+    """When the hub refuses new sessions (HTTP 503 with Retry-After) instead of falling over."""
+
+    max_connections: int = 20_000
+    max_handshakes: int = 256
+    """Sessions between upgrade and the first batch at once (a reconnect storm queues at the agents)."""
+    retry_after: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSettings:
+    """How the hub publishes itself (its Hub object)."""
+
+    url: str | None = None
+    """Base URL agents and other replicas reach this replica at; None: not advertised."""
+    ttl: int = 15
+    """Seconds the Hub object outlives a dead replica (its store lease)."""
+    min_interval: float = 2.0
+    """At most one Hub status write per this many seconds (connects and disconnects coalesce)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """Another (or this) replica, as its Hub object says."""
+
+    hub_id: str
+    url: str | None
+    connections: int
+    nodes: frozenset[str]
+    demand: Mapping[str, float]
 
 
 @dataclass
@@ -90,38 +160,65 @@ class Hub:
         authenticate: NodeAuthenticator,
         heartbeat_seconds: float = 10.0,
         metrics: HubMetrics | None = None,
+        status_intervals: Intervals | None = None,
+        limits: HubLimits | None = None,
+        presence: PresenceSettings | None = None,
+        balance: BalanceSettings | None = None,
+        demand: Callable[[], Mapping[str, float]] | None = None,
     ) -> None:
         self.registry = registry
         self.store = registry.store
         self.hub_id = hub_id
         self.heartbeat_seconds = heartbeat_seconds
         self.metrics = metrics or HubMetrics()
+        self.limits = limits or HubLimits()
+        self.presence_settings = presence or PresenceSettings()
+        self.balancer = Balancer(hub_id, balance)
+        self.demand = demand
         self._authenticate = authenticate
         self.index = FleetIndex()
         self.connections: dict[str, Connection] = {}
+        self.replicas: dict[str, Replica] = {}
+        """Live replicas by Hub object name, this one included, from the watched Hub objects."""
+        self.status_writes = StatusWrites(status_intervals)
+        self._status_wake = asyncio.Event()
+        self._presence_wake = asyncio.Event()
+        self._handshakes = 0
         self._revision_changed = asyncio.Condition()
-        self._watch_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        self._http: httpx.AsyncClient | None = None
 
     # the index -------------------------------------------------------------
 
     async def start(self) -> None:
         await self._load()
-        self._watch_task = asyncio.create_task(self._watch_forever())
+        self._tasks = [
+            asyncio.create_task(self._watch_forever(), name="hub-watch"),
+            asyncio.create_task(self._write_statuses_forever(), name="hub-status-writes"),
+            asyncio.create_task(HubPresence(self).run(), name="hub-presence"),
+            asyncio.create_task(self._balance_forever(), name="hub-balance"),
+        ]
 
     async def close(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for connection in list(self.connections.values()):
             with contextlib.suppress(Exception):
                 await connection.websocket.close(code=1012, reason="cloud shutting down")
+        if self._http is not None:
+            await self._http.aclose()
 
     async def _load(self) -> None:
         listing = await self.store.list(REGISTRY)
         self.index = FleetIndex()
-        self.index.load([(kv.key, kv.mod_revision, json.loads(kv.value)) for kv in listing.items], listing.revision)
+        documents = [(kv.key, kv.mod_revision, json.loads(kv.value)) for kv in listing.items]
+        self.index.load(documents, listing.revision)
+        self.replicas = {}
+        for key, _, document in documents:
+            if key.startswith(HUBS_PREFIX):
+                self._note_replica(key, document)
         self.metrics.revision.set(listing.revision)
 
     async def _watch_forever(self) -> None:
@@ -149,12 +246,44 @@ class Hub:
 
     def _apply(self, event: Event) -> None:
         document = None if event.type is EventType.DELETE else json.loads(event.kv.value)
+        if event.kv.key.startswith(HUBS_PREFIX):
+            self._note_replica(event.kv.key, document)
         deltas = self.index.apply(event.kv.key, event.revision, document)
         for node, changes in deltas.items():
             connection = self.connections.get(node)
             if connection is not None and connection.session.started:
                 connection.session.update(changes, event.revision)
                 connection.wake.set()
+
+    def _note_replica(self, key: str, document: dict[str, Any] | None) -> None:
+        name = key[len(HUBS_PREFIX):]
+        if document is None:
+            self.replicas.pop(name, None)
+        else:
+            spec, status = document.get("spec") or {}, document.get("status") or {}
+            self.replicas[name] = Replica(
+                str(spec.get("hubId", name)), spec.get("url"), int(status.get("connections") or 0),
+                frozenset(status.get("nodes") or ()), dict(status.get("demand") or {}),
+            )
+        self.metrics.replicas.set(len(self.replicas))
+
+    def live_nodes(self) -> set[str]:
+        """Nodes with a live session on any replica: this one's own sessions and every Hub object's list."""
+        alive = {name for name, connection in self.connections.items() if connection.session.started}
+        for replica in self.replicas.values():
+            alive.update(replica.nodes)
+        return alive
+
+    def fleet_demand(self) -> dict[str, float]:
+        """DNS demand by region summed over every live replica (this one's own figure is its live one)."""
+        total: dict[str, float] = {}
+        own = self.replicas.get(hub_object_name(self.hub_id))
+        sources = [replica.demand for replica in self.replicas.values() if replica is not own]
+        sources.append(self.demand() if self.demand is not None else {})
+        for demand in sources:
+            for region, rate in demand.items():
+                total[region] = total.get(region, 0.0) + rate
+        return total
 
     async def _advance(self, revision: int) -> None:
         self.metrics.revision.set(self.index.revision)
@@ -182,6 +311,17 @@ class Hub:
     # one agent connection --------------------------------------------------
 
     async def serve(self, websocket: WebSocket) -> None:
+        refusal = self._refusal()
+        if refusal is not None:
+            await self._refuse(websocket, refusal)
+            return
+        slot = _HandshakeSlot(self)
+        try:
+            await self._serve_counted(websocket, slot)
+        finally:
+            slot.release()
+
+    async def _serve_counted(self, websocket: WebSocket, slot: "_HandshakeSlot") -> None:
         try:
             node = await self._authenticate(websocket.headers.get("authorization"))
         except AuthError as exc:
@@ -193,7 +333,7 @@ class Hub:
                                heartbeat_seconds=int(self.heartbeat_seconds))
         connection = Connection(node, session, websocket)
         try:
-            await self._run(connection)
+            await self._run(connection, slot)
         except ProtocolError as exc:
             self.metrics.closed.labels("protocol").inc()
             log.warning("closing session: %s", exc, extra={"node": node})
@@ -205,7 +345,25 @@ class Hub:
         finally:
             self._forget(connection)
 
-    async def _run(self, connection: Connection) -> None:
+    def _refusal(self) -> str | None:
+        """Why a new session must be refused now (None: take it)."""
+        if len(self.connections) >= self.limits.max_connections:
+            return "connections"
+        if self._handshakes >= self.limits.max_handshakes:
+            return "handshakes"
+        return None
+
+    async def _refuse(self, websocket: WebSocket, reason: str) -> None:
+        self.metrics.refused.labels(reason).inc()
+        retry = max(1, round(self.limits.retry_after * (0.5 + random.random())))
+        body = status_body(messages.OVERLOADED_STATUS, "Overloaded",
+                           f"hub {self.hub_id} is at its {reason} limit; retry in {retry} s or use another replica")
+        await websocket.send_denial_response(Response(
+            json.dumps(body), status_code=messages.OVERLOADED_STATUS, media_type="application/json",
+            headers={"Retry-After": str(retry)},
+        ))
+
+    async def _run(self, connection: Connection, slot: "_HandshakeSlot") -> None:
         text = await asyncio.wait_for(connection.websocket.receive_text(), HELLO_TIMEOUT)
         self._receive(connection, text)
         hello = connection.session.hello
@@ -217,13 +375,14 @@ class Hub:
         self._replace_existing(connection)
         self.index.register(connection.node)
         connection.session.start(self.index.view(connection.node), self.index.revision)
+        slot.release()
         connection.wake.set()  # welcome and the first batch are ready to go
-        self.metrics.sessions.set(len(self.connections))
+        self._sessions_changed()
         sender = asyncio.create_task(self._send_loop(connection))
         try:
             while True:
                 self._receive(connection, await connection.websocket.receive_text())
-                await self._handle_events(connection)
+                self._handle_events(connection)
                 connection.wake.set()
         finally:
             sender.cancel()
@@ -246,11 +405,16 @@ class Hub:
         if self.connections.get(connection.node) is connection:
             del self.connections[connection.node]
             self.index.unregister(connection.node)
+            self.status_writes.forget(connection.node)
             self._spawn(self._mark_disconnected(connection.node))
+            self._sessions_changed()
         for future in connection.logs.values():
             if not future.done():
                 future.set_exception(ConnectionError("the node disconnected"))
+
+    def _sessions_changed(self) -> None:
         self.metrics.sessions.set(len(self.connections))
+        self._presence_wake.set()
 
     def _receive(self, connection: Connection, text: str) -> None:
         if len(text) > messages.MAX_AGENT_MESSAGE_BYTES:
@@ -267,10 +431,10 @@ class Hub:
                 self.metrics.frames_out.inc()
                 self.metrics.bytes_out.inc(len(frame))
 
-    async def _handle_events(self, connection: Connection) -> None:
+    def _handle_events(self, connection: Connection) -> None:
         for event in connection.session.events():
             if isinstance(event, StatusReport):
-                await self._record_status(connection.node, event.status)
+                self._take_report(connection.node, event.status)
             elif isinstance(event, LogsReply):
                 future = connection.logs.pop(event.id, None)
                 if future is not None and not future.done():
@@ -280,27 +444,85 @@ class Hub:
 
     # node status -----------------------------------------------------------
 
-    async def _record_status(self, node: str, reported: dict[str, Any]) -> None:
-        info = kind_info("Node")
+    def _take_report(self, node: str, status: dict[str, Any]) -> None:
+        self.metrics.status_reports.inc()
+        self.status_writes.report(node, status, now=time.monotonic(), wall=_now(), peers=self.index.peers_of(node))
+        self._status_wake.set()
+
+    async def _write_statuses_forever(self) -> None:
+        """Write what :class:`StatusWrites` says is due, then sleep until the next deadline or report."""
+        while True:
+            self._status_wake.clear()
+            writes = self.status_writes.due(time.monotonic())
+            for start in range(0, len(writes), STATUS_WRITE_CONCURRENCY):
+                chunk = writes[start:start + STATUS_WRITE_CONCURRENCY]
+                await asyncio.gather(*(self._write_status(write) for write in chunk))
+            deadline = self.status_writes.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._status_wake.wait(), timeout)
+
+    async def _write_status(self, write: StatusWrite) -> None:
+        if write.node not in self.connections:
+            return  # the session ended: its disconnect write says what is true now
         try:
-            current = await self.registry.get(info, node)
+            current = await self.registry.get(NODES, write.node)
+            status = merge_patch_for(write.status, current.get("status") or {})
+            status.update(lastHeartbeat=_now(), hub=self.hub_id, phase="Ready", message=None)
+            await self.registry.patch(NODES, write.node, {"status": status}, status=True)
+            self.metrics.status_writes.inc()
         except ObjectNotFound:
             return  # the Node was deleted; the session ends when its credential goes
-        status = dict(reported)
-        old_status = current.get("status") or {}
-        for name in ("workloads", "peerVotes"):  # maps the report replaces whole: drop keys it no longer has
-            if name in status or name == "workloads":
-                old, new = old_status.get(name) or {}, status.get(name) or {}
-                status[name] = {**{key: None for key in old if key not in new}, **new}
-        status.update(lastHeartbeat=_now(), hub=self.hub_id, phase="Ready", message=None)
-        try:
-            await self.registry.patch(info, node, {"status": status}, status=True)
         except (RegistryError, StoreError) as exc:
-            log.warning("cannot record status of %s: %s", node, exc)
+            log.warning("cannot record status of %s: %s", write.node, exc)
+            self.status_writes.failed(write.node, time.monotonic())
 
     async def _mark_disconnected(self, node: str) -> None:
-        with contextlib.suppress(RegistryError, StoreError):
-            await self.registry.patch(kind_info("Node"), node, {"status": {"hub": None}}, status=True)
+        """The node left this replica: last heard now, no hub, and its votes no longer count."""
+        for _ in range(3):
+            try:
+                current = await self.registry.get(NODES, node)
+                if (current.get("status") or {}).get("hub") != self.hub_id:
+                    return  # it is already held elsewhere (or was never recorded here)
+                patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                         "status": {"hub": None, "lastHeartbeat": _now(), "peerVotes": None}}
+                await self.registry.patch(NODES, node, patch, status=True)
+                self.metrics.status_writes.inc()
+                return
+            except VersionConflict:
+                continue
+            except (RegistryError, StoreError):
+                return
+
+    # balancing ---------------------------------------------------------------
+
+    async def _balance_forever(self, period: float = 5.0) -> None:
+        while True:
+            now = time.monotonic()
+            release = self.balancer.tick(now, self._loads())
+            if release is not None:
+                self._release(release)
+            await asyncio.sleep(max(0.05, self.balancer.next_tick(now, period) - now))
+
+    def _loads(self) -> list[ReplicaLoad]:
+        """Every live replica's published load, with this replica's live count instead of its published one."""
+        own = hub_object_name(self.hub_id)
+        loads = [ReplicaLoad(r.hub_id, r.connections, r.url) for name, r in self.replicas.items() if name != own]
+        loads.append(ReplicaLoad(self.hub_id, len(self.connections), self.presence_settings.url))
+        return loads
+
+    def _release(self, release: Release) -> None:
+        started = [c for c in self.connections.values() if c.session.started]
+        chosen = random.sample(started, min(release.count, len(started)))
+        reason = messages.CLOSE_REBALANCE_REASON
+        if release.hint and len(reason) + 1 + len(release.hint) <= 123:  # a close reason is at most 123 bytes
+            reason = f"{reason} {release.hint}"
+        for connection in chosen:
+            self.metrics.released.inc()
+            self._spawn(connection.websocket.close(code=messages.CLOSE_REBALANCE, reason=reason))
+        if chosen:
+            log.info("released sessions to balance the replicas",
+                     extra={"released": len(chosen), "hint": release.hint, "sessions": len(self.connections)})
 
     # logs ------------------------------------------------------------------
 
@@ -318,6 +540,35 @@ class Hub:
         except (TimeoutError, ConnectionError):
             raise NodeNotConnected(f"node {node!r} did not answer the logs request in time") from None
 
+    def holder_of(self, node: str) -> Replica | None:
+        """The other replica whose Hub object lists ``node`` as connected, if any."""
+        own = hub_object_name(self.hub_id)
+        return next((r for name, r in self.replicas.items() if name != own and node in r.nodes), None)
+
+    async def forward_logs(self, request: Request, node: str) -> Response | None:
+        """Ask the replica holding ``node``'s session; None when no other replica holds it (or this is a forward)."""
+        holder = self.holder_of(node)
+        if holder is None or request.headers.get(FORWARDED_HEADER):
+            return None
+        if not holder.url:
+            body = status_body(409, "NotConnected", f"node {node!r} is connected to hub {holder.hub_id}, which "
+                               "advertises no URL (edgefleet cloud --advertise-url); ask that replica")
+            return Response(json.dumps(body), status_code=409, media_type="application/json")
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=LOGS_TIMEOUT + 2)
+        headers = {FORWARDED_HEADER: self.hub_id}
+        if "authorization" in request.headers:
+            headers["Authorization"] = request.headers["authorization"]
+        try:
+            answer = await self._http.get(holder.url.rstrip("/") + request.url.path, params=request.query_params,
+                                          headers=headers)
+        except httpx.HTTPError as exc:
+            body = status_body(502, "BadGateway", f"hub {holder.hub_id} holds node {node!r} but cannot be "
+                               f"reached at {holder.url}: {exc}")
+            return Response(json.dumps(body), status_code=502, media_type="application/json")
+        return Response(answer.content, status_code=answer.status_code,
+                        media_type=answer.headers.get("content-type", "text/plain"))
+
     def router(self, reader: Callable[..., Awaitable[Any]]) -> APIRouter:
         router = APIRouter(tags=["edge"])
 
@@ -327,7 +578,7 @@ class Hub:
 
         @router.get(
             "/edge/v1/nodes/{node}/logs/{workload}",
-            summary="The last lines of a workload's log on a connected node",
+            summary="The last lines of a workload's log on a connected node (through whichever replica holds it)",
             response_class=Response,
             responses={
                 200: {"description": "The log lines", "content": {"text/plain": {"schema": {"type": "string"}}}},
@@ -335,16 +586,20 @@ class Hub:
                 401: {"model": Status, "description": "Missing, malformed or unknown bearer token"},
                 403: {"model": Status, "description": "The token's role does not allow this request"},
                 404: {"model": Status, "description": "The node has no such workload"},
-                409: {"model": Status, "description": "The node is not connected to this hub"},
+                409: {"model": Status, "description": "The node is not connected to any hub replica"},
+                502: {"model": Status, "description": "The replica holding the node cannot be reached"},
             },
         )
         async def workload_logs(
-            node: str, workload: str, _: Annotated[Any, Depends(reader)],
+            request: Request, node: str, workload: str, _: Annotated[Any, Depends(reader)],
             tail: Annotated[int, Query(ge=1, le=100_000)] = 200,
         ) -> Response:
             try:
                 reply = await self.logs(node, workload, tail)
             except NodeNotConnected as exc:
+                forwarded = await self.forward_logs(request, node)
+                if forwarded is not None:
+                    return forwarded
                 body = status_body(409, "NotConnected", str(exc))
                 return Response(json.dumps(body), status_code=409, media_type="application/json")
             if reply.error:
@@ -355,10 +610,88 @@ class Hub:
         return router
 
 
+class HubPresence:
+    """Publish the hub's Hub object under a store lease: sessions (liveness), demand, URL; see the module docstring.
+
+    The object is rewritten when what it says changes, at most every
+    ``min_interval``; the lease is kept alive every ``ttl / 3`` seconds
+    (etcd keepalives are not revisions, so an idle replica writes nothing).
+    A lost lease (a long store outage) is granted again and the object
+    recreated. On shutdown the lease is revoked, so the object goes at once.
+    """
+
+    def __init__(self, hub: "Hub") -> None:
+        self.hub = hub
+        self.settings = hub.presence_settings
+        self.name = hub_object_name(hub.hub_id)
+        self.started = _now()
+        self._lease = 0
+        self._published: dict[str, Any] | None = None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self._round()
+                except LeaseNotFound:
+                    log.warning("the hub's lease expired; publishing the Hub object again")
+                    self._lease, self._published = 0, None
+                except (StoreError, RegistryError) as exc:
+                    log.warning("cannot publish the Hub object: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.hub._presence_wake.wait(), self.settings.ttl / 3)
+                self.hub._presence_wake.clear()
+                await asyncio.sleep(self.settings.min_interval)
+        finally:
+            if self._lease:
+                with contextlib.suppress(StoreError, asyncio.CancelledError):
+                    await asyncio.shield(self.hub.store.revoke_lease(self._lease))
+
+    async def _round(self) -> None:
+        store = self.hub.store
+        if not self._lease:
+            self._lease = (await store.grant_lease(self.settings.ttl)).id
+            await self._create()
+        else:
+            await store.keepalive(self._lease)
+        status = self._status()
+        if status != self._published:
+            await self.hub.registry.patch(HUBS, self.name, {"status": {**status, "updated": _now()}}, status=True)
+            self._published = status
+
+    async def _create(self) -> None:
+        document = {"apiVersion": "edgefleet.io/v1", "kind": "Hub", "metadata": {"name": self.name},
+                    "spec": {"hubId": self.hub.hub_id, "url": self.settings.url}}
+        with contextlib.suppress(ObjectNotFound):
+            await self.hub.registry.delete(HUBS, self.name)  # a previous incarnation's, on its old lease
+        await self.hub.registry.create(HUBS, document, lease=self._lease)
+        self._published = None
+
+    def _status(self) -> dict[str, Any]:
+        hub = self.hub
+        nodes = sorted(name for name, connection in hub.connections.items() if connection.session.started)
+        demand = {region: round(rate, 1) for region, rate in (hub.demand() if hub.demand else {}).items()
+                  if round(rate, 1) > 0}
+        return {"connections": len(nodes), "maxConnections": hub.limits.max_connections, "nodes": nodes,
+                "demand": demand, "started": self.started}
+
+
+class _HandshakeSlot:
+    """One upgrade counted against ``HubLimits.max_handshakes`` until its session starts (or ends)."""
+
+    def __init__(self, hub: "Hub") -> None:
+        self._hub: Hub | None = hub
+        hub._handshakes += 1
+
+    def release(self) -> None:
+        if self._hub is not None:
+            self._hub._handshakes -= 1
+            self._hub = None
+
+
 class NodeNotConnected(Exception):
     pass
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-

@@ -35,24 +35,26 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from edgefleet.cloud.auth import Authenticator, ensure_admin_token, load_tokens_file
+from edgefleet.cloud.balance import BalanceSettings
 from edgefleet.cloud.controllers.nodelifecycle import NodeLifecycleController, Thresholds
 from edgefleet.cloud.controllers.purges import PurgeController
 from edgefleet.cloud.controllers.siteactivation import SiteActivationController, no_demand
 from edgefleet.cloud.events import EventCollector
 from edgefleet.cloud.gslbservice import GslbOptions, GslbService
-from edgefleet.cloud.hub import Hub
+from edgefleet.cloud.hub import Hub, HubLimits, PresenceSettings
 from edgefleet.cloud.identity import Identity
 from edgefleet.cloud.leader import LeaderElection
 from edgefleet.cloud.registry import Registry
 from edgefleet.cloud.server import ServerSettings, create_app
+from edgefleet.cloud.statuswrites import Intervals
 from edgefleet.store import open_store
 from edgefleet.store.interface import Store, StoreError
 from edgefleet.sync.messages import MAX_AGENT_MESSAGE_BYTES
-from edgefleet.sync.views import FleetIndex
 
 log = logging.getLogger("edgefleet.cloud")
 
@@ -75,6 +77,20 @@ class CloudOptions:
     gslb: GslbOptions | None = None
     """The embedded GSLB (DNS, optional redirector); None: not run in this process."""
     site_activation_period: float = 5.0
+    advertise_url: str | None = None
+    """Base URL agents and the other replicas reach this one at; default http://HOST:PORT unless HOST is a
+    wildcard address."""
+    hub_limits: HubLimits = field(default_factory=HubLimits)
+    status_intervals: Intervals = field(default_factory=Intervals)
+    balance: BalanceSettings = field(default_factory=BalanceSettings)
+
+    def advertised(self) -> str | None:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        if self.host in ("0.0.0.0", "::", ""):
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -126,15 +142,21 @@ async def announce_admin_token(store: Store, options: CloudOptions) -> None:
 
 
 def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thresholds: Thresholds,
-                      fleet_index: Callable[[], FleetIndex] | None = None, *,
+                      hub: Hub | None = None, *,
                       demand: Callable[[], Mapping[str, float]] | None = None,
                       site_activation_period: float = 5.0) -> list[asyncio.Task[None]]:
     """Background work for edge nodes: the credential watch and the (elected) controllers.
 
-    ``fleet_index`` (the hub's current index) enables the purge controller;
-    ``demand`` feeds the site activation controller (None: zero demand).
+    ``hub`` (this replica's) gives the node lifecycle controller the fleet's
+    liveness and its in-memory index of Nodes, and enables the purge
+    controller; ``demand`` feeds the site activation controller (None: zero
+    demand).
     """
-    controller = NodeLifecycleController(registry, thresholds)
+    if hub is not None:
+        controller = NodeLifecycleController(registry, thresholds, liveness=hub.live_nodes,
+                                             nodes=lambda: _index_nodes(hub))
+    else:
+        controller = NodeLifecycleController(registry, thresholds)
     election = LeaderElection(store, "nodelifecycle")
     activation = SiteActivationController(registry, demand or no_demand, period=site_activation_period)
     collector = EventCollector(registry)
@@ -144,12 +166,16 @@ def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thre
         asyncio.create_task(LeaderElection(store, "siteactivation").run(activation.run), name="site-activation"),
         asyncio.create_task(LeaderElection(store, "events").run(collector.run), name="event-gc"),
     ]
-    if fleet_index is not None:
-        purges = PurgeController(registry, fleet_index)
+    if hub is not None:
+        purges = PurgeController(registry, lambda: hub.index)
         tasks.append(asyncio.create_task(LeaderElection(store, "purges").run(purges.run), name="purges"))
     for task in tasks:
         task.add_done_callback(_report_failure)
     return tasks
+
+
+def _index_nodes(hub: Hub) -> list[tuple[str, dict[str, Any]]]:
+    return [(str(revision), document) for revision, document in hub.index.documents("nodes")]
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:
@@ -173,11 +199,14 @@ async def run_cloud(options: CloudOptions) -> None:
         registry = Registry(store)
         authenticator = Authenticator(store, static_tokens=static)
         identity = Identity(registry, authenticator)
-        hub = Hub(registry, hub_id=options.hub_id or f"{socket.gethostname()}:{options.port}",
-                  authenticate=identity.authenticate_node, heartbeat_seconds=options.heartbeat_seconds)
-        await hub.start()
         gslb = await start_gslb(store, options.gslb)
-        demand = options.demand or (gslb.demand if gslb is not None else None)
+        hub = Hub(registry, hub_id=options.hub_id or f"{socket.gethostname()}:{options.port}",
+                  authenticate=identity.authenticate_node, heartbeat_seconds=options.heartbeat_seconds,
+                  status_intervals=options.status_intervals, limits=options.hub_limits,
+                  presence=PresenceSettings(url=options.advertised()), balance=options.balance,
+                  demand=gslb.demand if gslb is not None else None)
+        await hub.start()
+        demand = options.demand or hub.fleet_demand
         identity.on_credential_removed(lambda node: hub.disconnect_node(node, "credential revoked"))
         app = create_app(registry, authenticator, ServerSettings(max_body_bytes=options.max_body_bytes),
                          identity=identity, hub=hub)
@@ -188,7 +217,7 @@ async def run_cloud(options: CloudOptions) -> None:
             lifespan="off", timeout_graceful_shutdown=3,
         )
         compactor = asyncio.create_task(compact_history(store, options.compact_interval))
-        fleet_tasks = start_fleet_tasks(store, registry, identity, options.node_thresholds, lambda: hub.index,
+        fleet_tasks = start_fleet_tasks(store, registry, identity, options.node_thresholds, hub,
                                         demand=demand, site_activation_period=options.site_activation_period)
         log.info("edgefleet cloud serving", extra={"listen": f"{options.host}:{options.port}",
                                                     "store": options.store_url})

@@ -204,11 +204,12 @@ class Registry:
 
     # writes ----------------------------------------------------------------
 
-    async def create(self, info: KindInfo, document: object) -> Document:
+    async def create(self, info: KindInfo, document: object, *, lease: int = 0) -> Document:
+        """Create; with ``lease``, the object is deleted when that store lease ends (later writes keep it)."""
         obj = parse(document, expected_kind=info.kind)
         obj = lifecycle.prepare_create(obj, uid=self._new_uid(), now=self._clock())
         try:
-            kv = await self.store.create(key_for(info, obj.name), encode(obj))
+            kv = await self.store.create(key_for(info, obj.name), encode(obj), lease=lease)
         except AlreadyExists:
             raise ObjectExists(f'{info.singular} "{obj.name}" already exists') from None
         return decode(kv)

@@ -37,7 +37,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import edgefleet
@@ -166,7 +166,8 @@ def create_app(
             principal.require_write()
         return principal
 
-    _add_system_routes(app, registry, metrics, reader, ready_check)
+    more_metrics = [hub.metrics.registry] if hub is not None else []
+    _add_system_routes(app, registry, metrics, reader, ready_check, more_metrics)
     for info in all_kinds():
         _add_kind_routes(app, info, registry, metrics, settings, reader, writer)
     _add_edge_routes(app, identity, reader, authorization)
@@ -255,6 +256,7 @@ def _add_system_routes(
     metrics: ApiMetrics,
     reader: Callable[..., Awaitable[Principal]],
     ready_check: Callable[[], Awaitable[None]] | None,
+    more_metrics: list[CollectorRegistry],
 ) -> None:
     @app.get("/healthz", tags=["system"], summary="Liveness: the process serves requests",
              response_class=PlainTextResponse)
@@ -284,7 +286,8 @@ def _add_system_routes(
             metrics.store_compacted_revision.set(await registry.store.compacted_revision())
         except StoreError:
             pass  # the scrape still returns the request metrics
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        text = b"".join(generate_latest(source) for source in [metrics.registry, *more_metrics])
+        return PlainTextResponse(text, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/version", tags=["system"], summary="Server version")
     async def version() -> Response:

@@ -21,7 +21,12 @@ and reduced to the few facts routing needs. The state answers:
 Node fitness (DESIGN.md, "Request path", step 4): a node is fit when it is
 not ``spec.draining``, has an address, and is healthy. Health comes from the
 data plane: the *other nodes of its site* report ``status.peerVotes`` about
-it. Votes older than ``vote_ttl`` (or without a time) are ignored. With at
+it. The votes of a voter with a live hub session (``status.hub`` set) are
+fresh for as long as that session lasts: the hub writes votes only when a
+verdict changes (an idle fleet writes nothing) and clears them when the
+session ends, and the node lifecycle controller clears them when it demotes
+a silent voter. Votes of a voter without a session are fresh for
+``vote_ttl`` after their ``at`` (or never, without one). With at
 least one fresh vote, the node is healthy iff more than half of the fresh
 votes say so, whatever its cloud link: a NotReady node that its peers see
 serving stays in answers. With no fresh vote (a single-node site, or agents
@@ -422,10 +427,15 @@ def _site_facts(site: Site) -> _SiteFacts:
     )
 
 
+def _vote_time(at: str | None) -> float | None:
+    return None if at is None else parse_timestamp(at).timestamp()
+
+
 def _node_facts(node: Node) -> _NodeFacts:
     addresses = node.spec.addresses
+    connected = node.status.hub is not None  # its votes hold until its session ends (the hub clears them then)
     votes = {
-        peer: (vote.healthy, None if vote.at is None else parse_timestamp(vote.at).timestamp())
+        peer: (vote.healthy, math.inf if connected else _vote_time(vote.at))
         for peer, vote in (node.status.peer_votes or {}).items()
     }
     return _NodeFacts(

@@ -22,12 +22,24 @@ malformed, oversized or out-of-order message closes *that* session with code
 1008 (policy) or 1009 (too big) and a logged reason; it affects no other
 session.
 
+Several hub replicas may serve the same store; an agent knows a list of
+their base URLs (from ``edge join`` or the ClusterInfo of its view) and
+dials them in random order, failing over between them. A replica over its
+limits refuses the upgrade with HTTP 503 and ``Retry-After``, or releases a
+session with close code 4000 and the reason ``rebalance [URL]`` naming a
+less-loaded replica (:data:`~edgefleet.sync.messages.CLOSE_REBALANCE`); the
+agent's side is :mod:`edgefleet.edge.hubclient`. Nothing in the handshake
+depends on which replica answers.
+
 The view
 ========
 The cloud computes for each node the set of objects it needs (see
 :mod:`edgefleet.sync.views`): its own Node, the Workloads selecting it, the
 Domains its site serves, its Site and that site's parent Sites, the peer
-Nodes of its site and the Nodes of its parent sites. Objects are *projected*
+Nodes of its site and the Nodes of its parent sites, the open Purges and
+Prefetches of its Domains, and every ClusterInfo (cluster-wide settings such
+as the hub replicas' URLs, which the agent dials next: see
+:mod:`edgefleet.api.clusterinfo`). Objects are *projected*
 before they are sent (a peer Node carries spec, labels and ``status.phase``
 only; the node's own Node carries no status), so a heartbeat of one node does
 not wake its peers. Keys are store keys (``/registry/nodes/par-edge-1``).

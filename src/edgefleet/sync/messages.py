@@ -68,6 +68,25 @@ MAX_INT = 2**63 - 1
 """Sequence numbers, revisions, revs and ids fit a signed 64-bit integer (SQLite, etcd)."""
 
 KEY_PREFIX = "/registry/"
+
+CLOSE_REBALANCE = 4000
+"""WebSocket close code: the hub releases the session to even out its replicas' loads.
+
+The close reason is ``rebalance`` optionally followed by one space and the
+base URL (``http(s)://host:port``, the form ``edge join --server`` takes) of
+a less-loaded replica. The agent reconnects at once (after a short jitter),
+to that URL if it is one of its servers or came in the hint, else to another
+of its servers; nothing is lost, the digest handshake resends what changed.
+"""
+
+CLOSE_REBALANCE_REASON = "rebalance"
+
+OVERLOADED_STATUS = 503
+"""HTTP status of a refused WebSocket upgrade while the hub is over its
+connection or handshake limits; the ``Retry-After`` header (seconds) says
+when to try again. The agent waits at least that long (jittered) and may try
+another of its servers first."""
+
 DIGEST_LENGTH = 32
 
 _DIGEST = re.compile(r"[0-9a-f]{32}")

@@ -22,7 +22,10 @@ The view of node N at site S (rules of the package docstring):
   labels plus the implicit ``edgefleet.io/site=S``;
 - the *open* Purges and Prefetches (no ``status.completedAt`` yet) whose
   ``spec.domain`` is one of those Domains. Once the purge controller marks
-  one completed it leaves every view, so views do not grow with history.
+  one completed it leaves every view, so views do not grow with history;
+- every ClusterInfo (cluster-wide settings, e.g. the hub replicas' URLs the
+  agent dials: see :mod:`edgefleet.api.clusterinfo`), projected without
+  status.
 
 :meth:`FleetIndex.nodes_serving` answers the reverse question (which nodes
 have a Domain in their view) for the purge controller, from the same rule.
@@ -36,12 +39,15 @@ handed over: projections share their sub-objects.
 Cost: a Workload or Domain edit costs one selector check per registered node
 (a Domain entering or leaving a view brings its open Purges and Prefetches
 along, found through a per-domain index), a Purge or Prefetch edit one
-selector check per registered node,
-a Node edit one chain lookup per registered node, a heartbeat (a status
-change other than phase) two projections and nothing per node. A change of a
-Node's labels or site, or of a Site's labels or parents, may move many keys
-in and out of many views: the affected views are recomputed before and after
-and diffed. Correctness first; those edits are rare.
+selector check per registered node. A Node edit costs one (cached) chain
+lookup per site and work per registered node of the sites that see it, not
+per connected node; a heartbeat (a status change other than phase) two
+projections and nothing per node. A ClusterInfo edit touches every
+registered node (it is in every view; such edits are rare) and costs the
+other kinds nothing: it has its own table, consulted only by
+:meth:`FleetIndex.view`. A change of a Node's labels or site, or of a
+Site's labels or parents, may move many keys in and out of many views: the
+affected views are recomputed before and after and diffed. Correctness first; those edits are rare.
 
 Content versions: a projection that did not change keeps its ViewObject (and
 its ``since``, the revision its content last changed at); a new projection
@@ -178,6 +184,9 @@ class _Task:
 TASK_KINDS = ("purges", "prefetches")
 """Kinds (URL plurals) that follow their Domain into views while open."""
 
+EVERYWHERE_KINDS = ("clusterinfos",)
+"""Kinds (URL plurals) whose every object is in every node's view."""
+
 
 def _record(
     changes: dict[str, ViewChanges], node: str, key: str, was: ViewObject | None, now: ViewObject | None
@@ -214,6 +223,7 @@ class FleetIndex:
         self._domains: dict[str, _Selected] = {}
         self._tasks: dict[str, _Task] = {}  # key -> open or completed Purge/Prefetch
         self._open_tasks: dict[str, set[str]] = {}  # domain name -> keys of its open tasks
+        self._everywhere: dict[str, ViewObject] = {}  # key -> projection, of EVERYWHERE_KINDS objects
         self._members: dict[str, set[str]] = {}  # site name -> names of its nodes
         self._registered: dict[str, int] = {}  # node name -> live sessions
         self._chains: dict[str, frozenset[str]] = {}  # site -> itself and its ancestors
@@ -223,6 +233,7 @@ class FleetIndex:
             "workloads": functools.partial(self._apply_selected, self._workloads),
             "domains": functools.partial(self._apply_selected, self._domains),
             **{kind: self._apply_task for kind in TASK_KINDS},
+            **{kind: self._apply_everywhere for kind in EVERYWHERE_KINDS},
         }
 
     # --- registration and queries ---------------------------------------
@@ -250,6 +261,11 @@ class FleetIndex:
     def __len__(self) -> int:
         return len(self._objects)
 
+    def documents(self, plural: str) -> list[tuple[int, Document]]:
+        """(mod_revision, document) of every ``/registry/<plural>/`` object, as stored (no resourceVersion)."""
+        prefix = f"{KEY_PREFIX}{plural}/"
+        return [entry for key, entry in self._objects.items() if key.startswith(prefix)]
+
     def view(self, node_name: str) -> dict[str, ViewObject]:
         """The whole current view of ``node_name`` (empty while its Node does not exist)."""
         node = self._nodes.get(node_name)
@@ -273,7 +289,15 @@ class FleetIndex:
                 view[domain.obj.key] = domain.obj
                 for task_key in self._open_tasks.get(domain_name, ()):
                     view[task_key] = self._tasks[task_key].obj
+        view.update(self._everywhere)
         return view
+
+    def peers_of(self, node_name: str) -> frozenset[str]:
+        """The other nodes of ``node_name``'s site (empty for an unknown node)."""
+        node = self._nodes.get(node_name)
+        if node is None:
+            return frozenset()
+        return frozenset(member for member in self._members.get(node.site, ()) if member != node_name)
 
     def nodes_serving(self, domain_name: str) -> set[str]:
         """Every node (registered or not) whose view holds Domain ``domain_name``: the same rule as :meth:`view`."""
@@ -297,7 +321,7 @@ class FleetIndex:
         """
         before = {name: self.view(name) for name in self._registered}
         for table in (self._objects, self._nodes, self._sites, self._workloads, self._domains, self._members,
-                      self._tasks, self._open_tasks):
+                      self._tasks, self._open_tasks, self._everywhere):
             table.clear()
         self._chains.clear()
         for key, mod_revision, document in items:
@@ -342,6 +366,24 @@ class FleetIndex:
             table[name] = self._build_selected(table, key, name, revision, document, None)
         elif kind in TASK_KINDS:
             self._set_task(key, self._build_task(key, revision, document, None))
+        elif kind in EVERYWHERE_KINDS:
+            self._everywhere[key] = ViewObject.of(key, project_object(document), revision)
+
+    # --- ClusterInfo: in every node's view --------------------------------
+
+    def _apply_everywhere(
+        self, key: str, name: str, revision: int, document: Document | None
+    ) -> dict[str, ViewChanges]:
+        old = self._everywhere.get(key)
+        new = None if document is None else _reuse(old, key, project_object(document), revision)
+        if new is None:
+            self._everywhere.pop(key, None)
+        else:
+            self._everywhere[key] = new
+        if old is new:
+            return {}  # unchanged content (or a delete of nothing)
+        # Registered nodes whose Node is unknown have an empty view (see view()).
+        return {node_name: {key: new} for node_name in self._registered if node_name in self._nodes}
 
     # --- Workloads and Domains: one selector check per registered node ----
 
@@ -454,15 +496,26 @@ class FleetIndex:
     def _record_peer(
         self, changes: dict[str, ViewChanges], name: str, key: str, old: _Node | None, new: _Node | None
     ) -> None:
-        """Node ``name`` is in the views of nodes whose site chain holds its site."""
-        for other in self._registered:
+        """Node ``name`` is in the views of nodes whose site chain holds its site.
+
+        Only the registered members of those sites are looked at (a site's
+        chain is cached), so a change of one node costs work per site and per
+        affected peer, not per connected node.
+        """
+        sites = {site.site for site in (old, new) if site is not None}
+        for other in self._members_below(sites):
             node = self._nodes.get(other)
-            if other == name or node is None:
+            if other == name or node is None or other not in self._registered:
                 continue
             chain = self._chain(node.site)
             was = old.peer if old is not None and old.site in chain else None
             now = new.peer if new is not None and new.site in chain else None
             _record(changes, other, key, was, now)
+
+    def _members_below(self, sites: set[str]) -> list[str]:
+        """Nodes of every site whose chain (itself and its ancestors) holds one of ``sites``."""
+        return [member for site_name, members in self._members.items()
+                if not sites.isdisjoint(self._chain(site_name)) for member in members]
 
     def _build_node(self, key: str, name: str, revision: int, document: Document, old: _Node | None) -> _Node:
         site = _dict(document.get("spec")).get("site")

@@ -1,40 +1,48 @@
-"""Node lifecycle: mark a node NotReady, then Unknown, when its heartbeats stop.
+"""Node lifecycle: a node's phase from its liveness; NotReady, then Unknown, when it goes silent.
 
-The rule (:func:`expected_phase`), from ``status.lastHeartbeat`` and now:
+Liveness: a node is *alive* while it has a live session on some hub
+replica. Every replica publishes its sessions in its Hub object (bound to a
+store lease, so a dead replica's list disappears), and the controller is
+given their union (``liveness``). Idle nodes therefore cost no store writes:
+there is no heartbeat time written per node per period.
 
-- silent for less than ``notReadyAfter`` (default 40 s): Ready;
-- silent for ``notReadyAfter`` or more: NotReady;
-- silent for ``unknownAfter`` (default 300 s) or more: Unknown;
-- never sent a heartbeat: Unknown ("we have never heard from it"), with a
-  message saying what to check, so a Node applied from a manifest but never
-  joined shows up as such instead of as a blank.
+The rule (:func:`expected_phase`):
 
-The hub owns ``Ready``: it writes ``lastHeartbeat`` and ``phase: Ready`` with
-every status report. This controller only *demotes* (:func:`status_patch`
-never returns Ready) and writes nothing but ``status.phase`` and
-``status.message``, through the status path, with the node's resourceVersion
-as a precondition: when a heartbeat lands between its read and its write
-the write fails and the node is judged again next round, so a fresh
-heartbeat is never overwritten by a stale verdict. It never changes spec,
-never deletes anything, never evicts or moves workloads (edge autonomy: a
-quiet node keeps serving from its local state).
+- alive: Ready;
+- not alive: silent since the latest of ``status.lastHeartbeat`` (the hub
+  writes it when it records a report, every few minutes while connected, and
+  when the session ends), the last time this controller saw the node alive,
+  and the moment it started observing (startup grace: after a cloud outage
+  or a leader change the nodes get the thresholds' time to reconnect before
+  they are demoted, as Kubernetes' node lifecycle controller does);
+- silent for less than ``notReadyAfter`` (default 40 s): Ready; for
+  ``notReadyAfter`` or more: NotReady; for ``unknownAfter`` (default 300 s)
+  or more: Unknown;
+- never heard from and not alive: Unknown ("we have never heard from it"),
+  with a message saying what to check, so a Node applied from a manifest
+  but never joined shows up as such instead of as a blank.
 
-Startup grace: silence is measured from ``max(lastHeartbeat, observing
-since)``, the moment this controller (the current leader) started. After a
-cloud outage or a leader change the nodes get the thresholds' time to
-reconnect before they are demoted, instead of all turning NotReady at once
-(Kubernetes' node lifecycle controller does the same).
+Writes (:func:`status_patch`, through the status path, with the node's
+resourceVersion as a precondition: when a status write lands between the
+read and this write, the write fails and the node is judged again next
+round): an alive node that is not Ready is promoted; a silent one is
+demoted, and its ``hub`` and ``peerVotes`` are cleared (it is connected
+nowhere, and the votes of a node nobody hears from must not keep deciding
+its peers' health). Nothing else: it never changes spec, never deletes
+anything, never evicts or moves workloads (edge autonomy: a quiet node
+keeps serving from its local state).
 
 Messages depend only on the stored heartbeat, not on the current time, so an
-unchanged verdict writes nothing: the controller costs one list per period
-and one write per transition.
+unchanged verdict writes nothing: a round costs one pass over the nodes (the
+hub's in-memory index when given, else one list) and one write per
+transition.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -81,19 +89,24 @@ def expected_phase(
     thresholds: Thresholds,
     *,
     observing_since: datetime | None = None,
+    alive: bool = False,
+    last_alive: datetime | None = None,
 ) -> Verdict:
-    """The phase a node's silence calls for; see the module docstring."""
+    """The phase a node's liveness and silence call for; see the module docstring."""
+    if alive:
+        return Verdict(READY, None)
     heard = _moment(last_heartbeat)
-    if heard is None:
+    if heard is None and last_alive is None:
         return Verdict(UNKNOWN, NEVER_HEARD)
-    reference = max(heard, observing_since) if observing_since is not None else heard
+    reference = max(moment for moment in (heard, last_alive, observing_since) if moment is not None)
     silent = (now - reference).total_seconds()
     if silent < thresholds.not_ready_after:
         return Verdict(READY, None)
+    since = last_heartbeat or "the last time it was seen connected"
     if silent < thresholds.unknown_after:
-        return Verdict(NOT_READY, f"no heartbeat since {last_heartbeat} (more than {thresholds.not_ready_after:g}s); "
+        return Verdict(NOT_READY, f"no heartbeat since {since} (more than {thresholds.not_ready_after:g}s); "
                                   "the node keeps its workloads and serves from its local state")
-    return Verdict(UNKNOWN, f"no heartbeat since {last_heartbeat} (more than {thresholds.unknown_after:g}s); "
+    return Verdict(UNKNOWN, f"no heartbeat since {since} (more than {thresholds.unknown_after:g}s); "
                             "the node keeps its workloads: check its agent and its link to the cloud")
 
 
@@ -103,23 +116,29 @@ def status_patch(
     thresholds: Thresholds,
     *,
     observing_since: datetime | None = None,
+    alive: bool = False,
+    last_alive: datetime | None = None,
+    resource_version: str | None = None,
 ) -> Document | None:
     """The status merge patch to apply to ``node`` (a stored Node document), or None.
 
-    None when the phase is due to be Ready (the hub's to write) or already
-    says what it should. The patch carries ``metadata.resourceVersion`` as a
-    precondition.
+    None when the phase already says what it should, or when a node that is
+    not alive is still within its grace (a Ready verdict is written only for
+    an alive node). The patch carries ``metadata.resourceVersion`` (from the
+    document, or ``resource_version``) as a precondition.
     """
     status = node.get("status") or {}
-    verdict = expected_phase(status.get("lastHeartbeat"), now, thresholds, observing_since=observing_since)
-    if verdict.phase == READY:
+    verdict = expected_phase(status.get("lastHeartbeat"), now, thresholds, observing_since=observing_since,
+                             alive=alive, last_alive=last_alive)
+    if verdict.phase == READY and not (alive and status.get("phase") != READY):
         return None
     if status.get("phase") == verdict.phase and status.get("message") == verdict.message:
         return None
-    return {
-        "metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
-        "status": {"phase": verdict.phase, "message": verdict.message},
-    }
+    patch: Document = {"phase": verdict.phase, "message": verdict.message}
+    if verdict.phase != READY:
+        patch.update({name: None for name in ("hub", "peerVotes") if status.get(name) is not None})
+    version = resource_version or node["metadata"]["resourceVersion"]
+    return {"metadata": {"resourceVersion": version}, "status": patch}
 
 
 def _moment(timestamp: str | None) -> datetime | None:
@@ -131,8 +150,12 @@ def _moment(timestamp: str | None) -> datetime | None:
         return None
 
 
+NodeSource = Callable[[], Iterable[tuple[str, Document]]]
+"""(resourceVersion, Node document) of every Node, e.g. from the hub's in-memory index."""
+
+
 class NodeLifecycleController:
-    """Every ``period`` seconds: list Nodes, patch the phase of those whose silence calls for it."""
+    """Every ``period`` seconds: judge every Node, patch the phase of those whose liveness calls for it."""
 
     def __init__(
         self,
@@ -140,14 +163,20 @@ class NodeLifecycleController:
         thresholds: Thresholds | None = None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        liveness: Callable[[], Set[str]] | None = None,
+        nodes: NodeSource | None = None,
     ) -> None:
         self._registry = registry
         self._thresholds = thresholds or Thresholds()
         self._clock = clock
+        self._liveness = liveness
+        self._nodes = nodes
+        self._last_alive: dict[str, datetime] = {}
 
     async def run(self) -> None:
         """Until cancelled. Store failures are logged and retried next period."""
         since = self._clock()
+        self._last_alive.clear()  # what a previous term saw is the startup grace's business now
         log.info("node lifecycle controller started", extra={
             "not_ready_after": self._thresholds.not_ready_after, "unknown_after": self._thresholds.unknown_after})
         while True:
@@ -157,22 +186,37 @@ class NodeLifecycleController:
                 log.warning("node lifecycle round failed, retrying next period: %s", exc)
             await asyncio.sleep(self._thresholds.period)
 
+    async def _read(self) -> list[tuple[str, Document]]:
+        if self._nodes is not None:
+            return list(self._nodes())
+        page = await self._registry.list(NODES)
+        return [(node["metadata"]["resourceVersion"], node) for node in page.items]
+
     async def sync_once(self, *, observing_since: datetime | None = None) -> int:
         """One round; returns how many nodes changed phase."""
-        page = await self._registry.list(NODES)
+        nodes = await self._read()
+        alive = self._liveness() if self._liveness is not None else set()
         now = self._clock()
         changed = 0
-        for node in page.items:
-            patch = status_patch(node, now, self._thresholds, observing_since=observing_since)
-            if patch is not None and await self._apply(node["metadata"]["name"], patch):
+        for version, node in nodes:
+            name = node["metadata"]["name"]
+            if name in alive:
+                self._last_alive[name] = now
+            patch = status_patch(node, now, self._thresholds, observing_since=observing_since,
+                                 alive=name in alive, last_alive=self._last_alive.get(name),
+                                 resource_version=version)
+            if patch is not None and await self._apply(name, patch):
                 changed += 1
+        known = {node["metadata"]["name"] for _, node in nodes}
+        for name in [name for name in self._last_alive if name not in known]:
+            del self._last_alive[name]
         return changed
 
     async def _apply(self, name: str, patch: Document) -> bool:
         try:
             await self._registry.patch(NODES, name, patch, status=True)
         except (VersionConflict, ObjectNotFound):
-            return False  # a heartbeat (or a delete) came first: judge it again next round
+            return False  # a status write (or a delete) came first: judge it again next round
         log.info("node is now %s", patch["status"]["phase"],
                  extra={"node": name, "reason": patch["status"]["message"]})
         return True

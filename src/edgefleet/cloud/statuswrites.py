@@ -1,0 +1,208 @@
+"""Node status writes: what the hub writes to ``Node.status`` from agent reports, and when (pure).
+
+Why: a status report used to be one store write, and every store write is
+a watch event for every watcher. Ten thousand idle nodes reporting every ten
+seconds were a thousand writes a second of nothing. Liveness now lives
+elsewhere (the hub's published session list, :mod:`edgefleet.api.hubs`),
+so ``Node.status`` is written only when it says something new, as
+Kubernetes writes NodeStatus only on change or every few minutes once
+heartbeats moved to Leases.
+
+The rules, per node (:class:`StatusWrites`; the hub feeds it reports and
+asks what is due; no clock of its own, no I/O):
+
+- The hub owns ``lastHeartbeat``, ``hub``, ``phase`` and ``message``; a
+  report's values for them are ignored. Peer votes are normalised: only
+  votes about the voter's own site peers are kept, and a vote's ``at`` is
+  the cloud's time when that verdict last *changed* (the agent's clock and
+  its per-probe confirmations are not trusted and would change every
+  report).
+- *Lazy* fields (``syncedRevision``, ``syncedEpoch``, ``cache``: counters
+  that move with traffic and every sync batch) never cause a write by
+  themselves more often than ``lazy_interval``; they ride along with any
+  other write.
+- Any other change is written at once when the node's last write is at
+  least ``min_interval`` old, else as soon as it is (the latest report
+  wins: bursts coalesce).
+- The first report of a session is written at once (it sets ``hub`` and
+  ``phase: Ready``).
+- Every ``refresh_interval`` (jittered per node, so a fleet that connected
+  together does not refresh together) the latest report is written even if
+  nothing changed, so ``lastHeartbeat`` stays a meaningful "last heard".
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+from typing import Any
+
+HUB_OWNED = frozenset({"lastHeartbeat", "hub", "phase", "message"})
+"""Status fields the hub sets itself; reported values are dropped."""
+
+LAZY_FIELDS = frozenset({"syncedRevision", "syncedEpoch", "cache"})
+"""Status fields that do not trigger a write sooner than ``lazy_interval``."""
+
+REPLACED_MAPS = ("workloads", "peerVotes")
+"""Maps a report replaces whole: keys the new report lacks are removed from the stored status."""
+
+
+@dataclass(frozen=True, slots=True)
+class Intervals:
+    """Seconds: the minimum gap between writes of one node, lazy fields' gap, the forced refresh."""
+
+    min_interval: float = 1.0
+    lazy_interval: float = 30.0
+    refresh_interval: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_interval <= self.lazy_interval <= self.refresh_interval:
+            raise ValueError("status intervals must satisfy 0 <= min <= lazy <= refresh")
+
+
+@dataclass(slots=True)
+class _Node:
+    latest: dict[str, Any]  # the normalised latest report
+    written: dict[str, Any] | None = None  # what was last written (None: nothing this session)
+    last_write: float = float("-inf")
+    last_lazy_write: float = float("-inf")
+    refresh_at: float = 0.0
+    votes: dict[str, tuple[bool, str]] = field(default_factory=dict)  # peer -> (healthy, at)
+    queued_at: float | None = None  # the deadline in the heap, if any
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWrite:
+    """Write ``status`` (wire names; hub-owned fields not included) for ``node``."""
+
+    node: str
+    status: dict[str, Any]
+
+
+class StatusWrites:
+    """When to write which node's status; see the module docstring."""
+
+    def __init__(self, intervals: Intervals | None = None, *, rng: random.Random | None = None) -> None:
+        self.intervals = intervals or Intervals()
+        self._rng = rng or random.Random()
+        self._nodes: dict[str, _Node] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def report(self, node: str, status: Mapping[str, Any], *, now: float, wall: str, peers: Set[str]) -> None:
+        """A report from ``node`` at monotonic ``now`` (``wall``: RFC 3339 time); ``peers``: its site peers."""
+        record = self._nodes.get(node)
+        if record is None:
+            record = self._nodes[node] = _Node({}, refresh_at=now + self._jittered_refresh())
+        record.latest = self._normalise(record, status, wall, peers)
+        self._schedule(node, record, self._deadline(record, now))
+
+    def forget(self, node: str) -> None:
+        """The node's session ended: nothing more is written for it from here."""
+        self._nodes.pop(node, None)
+
+    def next_deadline(self) -> float | None:
+        """The monotonic time the next write falls due, or None."""
+        while self._heap:
+            at, node = self._heap[0]
+            record = self._nodes.get(node)
+            if record is not None and record.queued_at == at:
+                return at
+            heapq.heappop(self._heap)  # superseded or forgotten
+        return None
+
+    def due(self, now: float) -> list[StatusWrite]:
+        """Writes due at ``now``; each is taken as written (call :meth:`failed` if it was not)."""
+        writes: list[StatusWrite] = []
+        while (deadline := self.next_deadline()) is not None and deadline <= now:
+            _, node = heapq.heappop(self._heap)
+            record = self._nodes[node]
+            record.queued_at = None
+            write = self._take(node, record, now)
+            if write is not None:
+                writes.append(write)
+        return writes
+
+    def failed(self, node: str, now: float) -> None:
+        """The write for ``node`` did not land: try again after ``min_interval``."""
+        record = self._nodes.get(node)
+        if record is not None:
+            record.written = None
+            self._schedule(node, record, now + max(self.intervals.min_interval, 1.0))
+
+    # --- decisions -----------------------------------------------------------
+
+    def _deadline(self, record: _Node, now: float) -> float | None:
+        """When ``record.latest`` must be written, given what was written and when."""
+        intervals = self.intervals
+        if record.written is None:
+            return now
+        if _significant(record.latest) != _significant(record.written):
+            return max(now, record.last_write + intervals.min_interval)
+        if _lazy(record.latest) != _lazy(record.written):
+            lazy_due = record.last_lazy_write + intervals.lazy_interval
+            return max(now, record.last_write + intervals.min_interval, lazy_due)
+        return record.refresh_at
+
+    def _take(self, node: str, record: _Node, now: float) -> StatusWrite | None:
+        deadline = self._deadline(record, now)
+        if deadline is not None and deadline > now:
+            self._schedule(node, record, deadline)
+            return None
+        record.written = dict(record.latest)
+        record.last_write = record.last_lazy_write = now
+        record.refresh_at = now + self._jittered_refresh()
+        self._schedule(node, record, record.refresh_at)
+        return StatusWrite(node, dict(record.latest))
+
+    def _schedule(self, node: str, record: _Node, deadline: float | None) -> None:
+        if deadline is None or record.queued_at == deadline:
+            return
+        record.queued_at = deadline
+        heapq.heappush(self._heap, (deadline, node))
+
+    def _jittered_refresh(self) -> float:
+        return self.intervals.refresh_interval * (0.8 + 0.4 * self._rng.random())
+
+    @staticmethod
+    def _normalise(record: _Node, status: Mapping[str, Any], wall: str, peers: Set[str]) -> dict[str, Any]:
+        normalised = {key: value for key, value in status.items() if key not in HUB_OWNED}
+        if "peerVotes" in normalised:
+            normalised["peerVotes"] = _stamp_votes(record, normalised["peerVotes"], wall, peers)
+        return normalised
+
+
+def _stamp_votes(record: _Node, reported: Any, wall: str, peers: Set[str]) -> dict[str, Any]:
+    """Votes about site peers only, each with the time its verdict last changed (cloud clock)."""
+    votes: dict[str, tuple[bool, str]] = {}
+    for peer, vote in (reported or {}).items():
+        if peer not in peers or not isinstance(vote, Mapping) or not isinstance(vote.get("healthy"), bool):
+            continue
+        healthy: bool = vote["healthy"]
+        old = record.votes.get(peer)
+        votes[peer] = old if old is not None and old[0] == healthy else (healthy, wall)
+    record.votes = votes
+    return {peer: {"healthy": healthy, "at": at} for peer, (healthy, at) in sorted(votes.items())}
+
+
+def _significant(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in status.items() if key not in LAZY_FIELDS}
+
+
+def _lazy(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in status.items() if key in LAZY_FIELDS}
+
+
+def merge_patch_for(status: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``status`` merge patch that makes ``stored`` say ``status`` (maps it replaces whole lose missing keys)."""
+    patch = dict(status)
+    for name in REPLACED_MAPS:
+        old = stored.get(name) or {}
+        new = status.get(name) or {}
+        if old or name in status:
+            patch[name] = {**{key: None for key in old if key not in new}, **new}
+    return patch

@@ -1,0 +1,108 @@
+"""StatusWrites: which agent reports become Node.status writes, and when (pure, fake clock)."""
+
+from __future__ import annotations
+
+import random
+
+from edgefleet.cloud.statuswrites import Intervals, StatusWrites, merge_patch_for
+
+PEERS = frozenset({"b", "c"})
+WALL = "2026-12-07T00:00:00Z"
+
+
+def writes(intervals: Intervals | None = None) -> StatusWrites:
+    return StatusWrites(intervals or Intervals(min_interval=1, lazy_interval=30, refresh_interval=300),
+                        rng=random.Random(1))
+
+
+def report(w: StatusWrites, status: dict[str, object], now: float, wall: str = WALL) -> None:
+    w.report("a", status, now=now, wall=wall, peers=PEERS)
+
+
+def test_first_report_is_written_at_once_and_an_unchanged_one_is_not() -> None:
+    w = writes()
+    report(w, {"agentVersion": "1", "workloads": {}}, 0)
+    assert [x.status for x in w.due(0)] == [{"agentVersion": "1", "workloads": {}}]
+    for t in range(1, 100):
+        report(w, {"agentVersion": "1", "workloads": {}}, t)
+        assert w.due(t) == [], "an idle node costs no store write"
+
+
+def test_hub_owned_fields_are_dropped() -> None:
+    w = writes()
+    report(w, {"agentVersion": "1", "lastHeartbeat": "2099-01-01T00:00:00Z", "phase": "Ready", "hub": "x"}, 0)
+    assert w.due(0)[0].status == {"agentVersion": "1"}
+
+
+def test_changes_coalesce_to_one_write_per_min_interval_latest_wins() -> None:
+    w = writes()
+    report(w, {"agentVersion": "1"}, 0)
+    w.due(0)
+    report(w, {"agentVersion": "2"}, 0.2)
+    report(w, {"agentVersion": "3"}, 0.5)
+    assert w.due(0.9) == []
+    assert w.next_deadline() == 1.0
+    assert [x.status for x in w.due(1.0)] == [{"agentVersion": "3"}]
+    report(w, {"agentVersion": "4"}, 5)
+    assert [x.status for x in w.due(5)] == [{"agentVersion": "4"}], "after a quiet spell a change goes at once"
+
+
+def test_lazy_fields_ride_along_or_wait_for_the_lazy_interval() -> None:
+    w = writes()
+    report(w, {"agentVersion": "1", "syncedRevision": 1}, 0)
+    w.due(0)
+    report(w, {"agentVersion": "1", "syncedRevision": 2}, 2)
+    assert w.due(2) == [] and w.next_deadline() == 30
+    report(w, {"agentVersion": "1", "syncedRevision": 3, "cache": {"requests": 5}}, 10)
+    assert w.due(29) == []
+    assert [x.status["syncedRevision"] for x in w.due(30)] == [3]
+    report(w, {"agentVersion": "2", "syncedRevision": 4}, 31)
+    assert [x.status for x in w.due(31)] == [{"agentVersion": "2", "syncedRevision": 4}], "rides along"
+
+
+def test_unchanged_status_is_refreshed_every_refresh_interval_with_jitter() -> None:
+    w = writes()
+    report(w, {"agentVersion": "1"}, 0)
+    w.due(0)
+    deadline = w.next_deadline()
+    assert deadline is not None and 240 <= deadline <= 360
+    assert w.due(deadline - 0.01) == []
+    assert len(w.due(deadline)) == 1
+
+
+def test_refresh_times_are_spread_over_a_fleet() -> None:
+    w = writes()
+    for i in range(200):
+        w.report(f"n{i}", {"agentVersion": "1"}, now=0, wall=WALL, peers=frozenset())
+    assert len(w.due(0)) == 200
+    refresh = sorted(w._nodes[f"n{i}"].refresh_at for i in range(200))
+    assert refresh[-1] - refresh[0] > 60, "a fleet that connected together does not refresh together"
+
+
+def test_votes_keep_only_site_peers_and_carry_the_cloud_time_of_the_last_change() -> None:
+    w = writes()
+    votes = {"b": {"healthy": True, "at": "2099-01-01T00:00:00Z"}, "zz": {"healthy": False, "at": WALL}}
+    report(w, {"peerVotes": votes}, 0, wall="2026-12-07T00:00:00Z")
+    assert w.due(0)[0].status["peerVotes"] == {"b": {"healthy": True, "at": "2026-12-07T00:00:00Z"}}
+    confirmed = {"b": {"healthy": True, "at": "2026-12-07T00:00:09Z"}}
+    report(w, {"peerVotes": confirmed}, 9, wall="2026-12-07T00:00:09Z")
+    assert w.due(9) == [], "a confirmation of the same verdict is no change"
+    report(w, {"peerVotes": {"b": {"healthy": False}}}, 12, wall="2026-12-07T00:00:12Z")
+    assert w.due(12)[0].status["peerVotes"] == {"b": {"healthy": False, "at": "2026-12-07T00:00:12Z"}}
+
+
+def test_forget_and_failed() -> None:
+    w = writes()
+    report(w, {"agentVersion": "1"}, 0)
+    w.forget("a")
+    assert w.due(0) == [] and w.next_deadline() is None
+    report(w, {"agentVersion": "1"}, 1)
+    assert len(w.due(1)) == 1
+    w.failed("a", 1)
+    assert w.due(1.5) == [] and len(w.due(2)) == 1, "a failed write is retried"
+
+
+def test_merge_patch_removes_map_keys_the_report_no_longer_has() -> None:
+    stored = {"workloads": {"old": {"ready": True}, "web": {"ready": True}}, "peerVotes": {"b": {"healthy": True}}}
+    patch = merge_patch_for({"workloads": {"web": {"ready": False}}}, stored)
+    assert patch == {"workloads": {"old": None, "web": {"ready": False}}, "peerVotes": {"b": None}}
