@@ -12,6 +12,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from edgefleet.sync.agent import AgentSession, LocalState
 from tests.cloudproc import CloudProcess
 from tests.faultproxy import FaultProxy
 from tests.fleet import API, Fleet, RequestLoop, site_doc, wait_until
@@ -168,3 +169,18 @@ def test_idle_nodes_report_without_store_writes(fleet: Fleet) -> None:
     # One write per report before; now a node writes only what changed (a late counter may still land once).
     assert store_revision(fleet) - revision <= len(nodes), "idle reports cost no store writes (and no watch events)"
     assert all(fleet.phase(node) == "Ready" for node in nodes), "liveness keeps them Ready"
+
+
+def test_a_silent_session_is_closed_after_three_heartbeats(fleet: Fleet) -> None:
+    """The hub does not ping; a session that sends nothing for 3 heartbeats (3 s here) is closed."""
+    fleet.join("quiet", "lab")  # joined, but its agent never runs: this test speaks for it
+    headers = {"Authorization": f"Bearer {(fleet.root / 'quiet' / 'credential').read_text().strip()}"}
+    session = AgentSession("quiet", local=LocalState("", 0, {}, "test"))
+    with connect(sync_url(fleet), additional_headers=headers, ping_interval=None) as ws:
+        ws.send(session.hello())
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            while time.monotonic() - started < 15:
+                ws.recv(timeout=15)  # welcome, the first batch, then nothing: the test never answers
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001, closed.value
+        assert 2.5 <= time.monotonic() - started < 8

@@ -149,6 +149,7 @@ class Connection:
     websocket: WebSocket
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     logs: dict[int, asyncio.Future[LogsReply]] = field(default_factory=dict)
+    last_heard: float = field(default_factory=time.monotonic)
 
 
 class Hub:
@@ -198,6 +199,7 @@ class Hub:
             asyncio.create_task(self._write_statuses_forever(), name="hub-status-writes"),
             asyncio.create_task(HubPresence(self).run(), name="hub-presence"),
             asyncio.create_task(self._balance_forever(), name="hub-balance"),
+            asyncio.create_task(self._close_silent_forever(), name="hub-silence"),
         ]
 
     async def close(self) -> None:
@@ -420,6 +422,7 @@ class Hub:
         if len(text) > messages.MAX_AGENT_MESSAGE_BYTES:
             raise ProtocolError("message too large", close_code=1009)
         self.metrics.bytes_in.inc(len(text))
+        connection.last_heard = time.monotonic()
         connection.session.receive(text)
 
     async def _send_loop(self, connection: Connection) -> None:
@@ -441,6 +444,24 @@ class Hub:
                     future.set_result(event)
             elif isinstance(event, Acked):
                 pass
+
+    async def _close_silent_forever(self) -> None:
+        """Close sessions that sent nothing for three heartbeats (agents report every heartbeat).
+
+        This replaces WebSocket pings from the server: one scan per heartbeat
+        instead of a ping and a pong per connection per heartbeat, which at
+        ten thousand nodes is most of an idle hub's work. (Agents still ping
+        the hub, to notice a dead link from their side.)
+        """
+        silent_after = 3 * self.heartbeat_seconds
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            deadline = time.monotonic() - silent_after
+            for connection in [c for c in self.connections.values() if c.last_heard < deadline]:
+                self.metrics.closed.labels("silent").inc()
+                log.info("closing a silent session", extra={"node": connection.node, "seconds": silent_after})
+                self._spawn(connection.websocket.close(code=1001, reason=f"nothing heard for {silent_after:g}s"))
+                connection.last_heard = time.monotonic()  # one close per silence
 
     # node status -----------------------------------------------------------
 

@@ -212,8 +212,8 @@ async def run_cloud(options: CloudOptions) -> None:
                          identity=identity, hub=hub)
         config = uvicorn.Config(
             app, host=options.host, port=options.port, loop="none", http="httptools", ws="websockets-sansio",
-            ws_max_size=MAX_AGENT_MESSAGE_BYTES, ws_ping_interval=options.heartbeat_seconds,
-            ws_ping_timeout=options.heartbeat_seconds * 2, access_log=False, log_level="warning",
+            ws_max_size=MAX_AGENT_MESSAGE_BYTES, ws_ping_interval=None,  # the hub closes silent sessions itself
+            access_log=False, log_level="warning",
             lifespan="off", timeout_graceful_shutdown=3,
         )
         compactor = asyncio.create_task(compact_history(store, options.compact_interval))
