@@ -26,7 +26,7 @@ from edgefleet.cloud.auth import (
     ensure_admin_token,
     split_token,
 )
-from edgefleet.cloud.identity import BOOTSTRAP_PREFIX, Identity, expiry
+from edgefleet.cloud.identity import BOOTSTRAP_PREFIX, CREDENTIAL_INDEX_PREFIX, Identity, expiry
 from edgefleet.cloud.registry import Registry
 from edgefleet.cloud.server import ServerSettings, create_app
 from edgefleet.store.interface import Store
@@ -279,6 +279,28 @@ async def test_rejoin_of_a_silent_node_replaces_its_credentials(edge: Edge) -> N
     assert (await edge.client(first).get(f"{NODES}/par-edge-1")).status_code == 401
     assert (await edge.client(second).get(f"{NODES}/par-edge-1")).status_code == 200
     assert len(await edge.identity._credentials_of("par-edge-1")) == 1
+
+
+async def test_credentials_are_found_through_the_per_node_index(edge: Edge) -> None:
+    """A join reads its own node's index entries, not every token (joining N nodes was O(N^2))."""
+    first = await edge.joined("par-edge-1")
+    await edge.joined("par-edge-2")
+    entries = [kv.key for kv in (await edge.store.list(CREDENTIAL_INDEX_PREFIX)).items]
+    assert [key.rsplit("/", 2)[1] for key in entries] == ["par-edge-1", "par-edge-2"]
+    # A credential written before the index existed (an older cloud): indexed at start, then found.
+    legacy = entries[0]
+    await edge.store.delete(legacy)
+    assert await edge.identity._credentials_of("par-edge-1") == []
+    assert await edge.identity.index_credentials() == 1
+    assert await edge.identity.index_credentials() == 0, "once indexed, nothing to add"
+    await set_status(edge, "par-edge-1", phase="NotReady")
+    await edge.joined("par-edge-1")
+    assert (await edge.client(first).get(f"{NODES}/par-edge-1")).status_code == 401, "the old one was found"
+    # An entry whose credential is gone (revoked, expired) is dropped when read.
+    token_id = next(kv.key for kv in (await edge.store.list(CREDENTIAL_INDEX_PREFIX + "par-edge-2/")).items)
+    await edge.store.delete("/system/tokens/" + token_id.rsplit("/", 1)[1])
+    assert await edge.identity._credentials_of("par-edge-2") == []
+    assert (await edge.store.list(CREDENTIAL_INDEX_PREFIX + "par-edge-2/")).items == []
 
 
 async def test_one_bootstrap_token_joins_many_nodes(edge: Edge) -> None:

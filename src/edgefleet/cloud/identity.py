@@ -113,6 +113,9 @@ from edgefleet.store.interface import (
     WatchTooSlow,
 )
 
+CREDENTIAL_INDEX_PREFIX = "/system/node-credentials/"
+"""``<prefix><node>/<token id>`` (empty values): which credentials each node has, so that a join, a
+rotation or a revocation reads that node's entries instead of every token (joining N nodes was O(N^2))."""
 log = logging.getLogger("edgefleet.cloud.identity")
 
 BOOTSTRAP_PREFIX = "/system/bootstrap-tokens/"
@@ -425,6 +428,10 @@ class Identity:
             token = generate_token()
             token_id, secret = split_token(token)
             record = token_record(node, Role.NODE, secret, issuedAt=issued, **extra)
+            # The index entry first: a crash in between leaves an entry without a credential (dropped when
+            # next read), never a credential a re-join or a revocation could not find.
+            with contextlib.suppress(AlreadyExists):
+                await self._store.create(_index_key(node, token_id), b"")
             try:
                 await self._store.create(TOKEN_PREFIX + token_id, record)
             except AlreadyExists:  # pragma: no cover - 36^6 ids
@@ -434,8 +441,34 @@ class Identity:
         raise RegistryError("could not find a free token id; retry")  # pragma: no cover
 
     async def _credentials_of(self, node: str) -> list[KeyValue]:
-        listing = await self._store.list(TOKEN_PREFIX)
-        return [kv for kv in listing.items if _is_credential_of(kv, node)]
+        """The node's credentials, through its index entries (a join reads its own node's, not every token)."""
+        credentials = []
+        for entry in (await self._store.list(f"{CREDENTIAL_INDEX_PREFIX}{node}/")).items:
+            kv = await self._store.get(TOKEN_PREFIX + entry.key.rsplit("/", 1)[1])
+            if kv is not None and _is_credential_of(kv, node):
+                credentials.append(kv)
+            elif kv is None:  # expired (its lease ended) or deleted: the entry goes too
+                with contextlib.suppress(NotFound, Conflict):
+                    await self._store.delete(entry.key, expected_revision=entry.mod_revision)
+        return credentials
+
+    async def index_credentials(self) -> int:
+        """Index node credentials written before the per-node index existed; returns how many were added.
+
+        Called once when the cloud starts (one list of the tokens); cheap when all are indexed already.
+        """
+        indexed = {kv.key.removeprefix(CREDENTIAL_INDEX_PREFIX) for kv in
+                   (await self._store.list(CREDENTIAL_INDEX_PREFIX)).items}
+        added = 0
+        for kv in (await self._store.list(TOKEN_PREFIX)).items:
+            record = _record(kv)
+            token_id = kv.key.removeprefix(TOKEN_PREFIX)
+            if record.get("role") != Role.NODE.value or f"{record.get('name')}/{token_id}" in indexed:
+                continue
+            with contextlib.suppress(AlreadyExists):
+                await self._store.create(_index_key(str(record.get("name")), token_id), b"")
+                added += 1
+        return added
 
     async def _delete_credentials(self, node: str) -> int:
         deleted = 0
@@ -552,6 +585,10 @@ def _record(kv: KeyValue) -> dict[str, Any]:
     except ValueError:
         return {}
     return record if isinstance(record, dict) else {}
+
+
+def _index_key(node: str, token_id: str) -> str:
+    return f"{CREDENTIAL_INDEX_PREFIX}{node}/{token_id}"
 
 
 def _is_credential_of(kv: KeyValue, node: str) -> bool:

@@ -199,6 +199,8 @@ async def run_cloud(options: CloudOptions) -> None:
         registry = Registry(store)
         authenticator = Authenticator(store, static_tokens=static)
         identity = Identity(registry, authenticator)
+        if added := await identity.index_credentials():
+            log.info("indexed node credentials by node", extra={"credentials": added})
         gslb = await start_gslb(store, options.gslb)
         hub = Hub(registry, hub_id=options.hub_id or f"{socket.gethostname()}:{options.port}",
                   authenticate=identity.authenticate_node, heartbeat_seconds=options.heartbeat_seconds,
