@@ -340,3 +340,24 @@ class _Spy(dict[str, Any]):
     def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
         self.seen.append(name)
         return super().get(name, default)
+
+
+def test_a_workload_pinned_to_a_node_or_site_is_checked_only_against_those_nodes() -> None:
+    index = FleetIndex()
+    revision = 0
+    for s in range(20):
+        revision += 1
+        index.apply(key("sites", f"s{s}"), revision, site_doc(f"s{s}"))
+        for n in range(5):
+            revision += 1
+            index.apply(key("nodes", f"s{s}-{n}"), revision, node_doc(f"s{s}-{n}", f"s{s}"))
+            index.register(f"s{s}-{n}")
+    looked_at: list[str] = []
+    index._nodes = _Spy(index._nodes, looked_at)  # type: ignore[assignment]
+    changes = index.apply(key("workloads", "one"), revision + 1, workload_doc("one", "edgefleet.io/node=s3-2"))
+    assert set(changes) == {"s3-2"} and set(looked_at) == {"s3-2"}
+    looked_at.clear()
+    changes = index.apply(key("workloads", "one"), revision + 2,
+                          workload_doc("one", "edgefleet.io/site in (s4,s5),role!=x"))
+    assert set(changes) == {"s3-2"} | {f"s{s}-{n}" for s in (4, 5) for n in range(5)}, "left one, entered ten"
+    assert set(looked_at) == set(changes)

@@ -36,10 +36,12 @@ dicts (the API validated them on the way in; re-validating on this hot path
 would cost more than the whole diff) and must not be mutated after they are
 handed over: projections share their sub-objects.
 
-Cost: a Workload or Domain edit costs one selector check per registered node
-(a Domain entering or leaving a view brings its open Purges and Prefetches
-along, found through a per-domain index), a Purge or Prefetch edit one
-selector check per registered node. A Node edit costs one (cached) chain
+Cost: a Workload or Domain edit costs one selector check per registered node,
+or per node of the named sites (or the named nodes) when its selector pins
+``edgefleet.io/site`` (or ``edgefleet.io/node``) to a few values (a Domain
+entering or leaving a view brings its open Purges and Prefetches along,
+found through a per-domain index), a Purge or Prefetch edit one selector
+check per registered node. A Node edit costs one (cached) chain
 lookup per site and work per registered node of the sites that see it, not
 per connected node; a heartbeat (a status change other than phase) two
 projections and nothing per node. A ClusterInfo edit touches every
@@ -63,7 +65,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgefleet.api.errors import SelectorError
-from edgefleet.api.selectors import Selector, parse_selector
+from edgefleet.api.selectors import Operator, Selector, parse_selector
 from edgefleet.sync.messages import KEY_PREFIX, ViewObject
 
 NODE_LABEL = "edgefleet.io/node"
@@ -401,7 +403,7 @@ class FleetIndex:
         labels_of = self._node_labels if table is self._workloads else self._domain_labels
         tasks = self._open_tasks.get(name, set()) if table is self._domains else set()
         changes: dict[str, ViewChanges] = {}
-        for node_name in self._registered:
+        for node_name in self._reachable(old, new, node_pins=table is self._workloads):
             labels = labels_of(node_name)
             if labels is None:
                 continue
@@ -414,6 +416,34 @@ class FleetIndex:
                     task = self._tasks[task_key].obj
                     _record(changes, node_name, task_key, task if was_in else None, task if now_in else None)
         return changes
+
+    def _reachable(self, old: _Selected | None, new: _Selected | None, *, node_pins: bool) -> Iterable[str]:
+        """The registered nodes the old or new selector may match: all of them, unless both pin names.
+
+        A selector that requires ``edgefleet.io/site`` (or, for Workloads,
+        ``edgefleet.io/node``) to be one of a few values can only match the
+        nodes of those sites (or those nodes), so an edit of a Workload
+        pinned to one node costs one check, not one per connected node.
+        """
+        reachable: set[str] = set()
+        for entry in (old, new):
+            if entry is None or entry.selector is None:
+                continue  # absent, or a selector that does not parse: it selects nobody
+            pinned = self._pinned(entry.selector, node_pins=node_pins)
+            if pinned is None:
+                return self._registered
+            reachable.update(name for name in pinned if name in self._registered)
+        return reachable
+
+    def _pinned(self, selector: Selector, *, node_pins: bool) -> Iterable[str] | None:
+        for requirement in selector.requirements:
+            if requirement.operator not in (Operator.EQUALS, Operator.IN):
+                continue
+            if requirement.key == NODE_LABEL and node_pins:
+                return requirement.values
+            if requirement.key == SITE_LABEL:
+                return [member for site in requirement.values for member in self._members.get(site, ())]
+        return None
 
     def _build_selected(
         self, table: dict[str, _Selected], key: str, name: str, revision: int, document: Document, old: _Selected | None
