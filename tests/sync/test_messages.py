@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import pytest
@@ -260,3 +261,18 @@ def test_decoders_raise_only_protocol_errors(text: str | bytes) -> None:
         except ProtocolError:
             continue
         assert decode(encode(message)) == message  # whatever is accepted re-encodes to itself
+
+
+def test_compressed_frames_round_trip_and_refuse_bombs_and_garbage() -> None:
+    text = '{"type":"batch",' + '"x":"' + "a" * 100_000 + '"}'
+    data = messages.compress_frame(text)
+    assert len(data) < len(text) // 50 and messages.decompress_frame(data) == text
+    bomb = zlib.compress(b"a" * (messages.MAX_CLOUD_MESSAGE_BYTES + 10))
+    with pytest.raises(MessageTooLarge):
+        messages.decompress_frame(bomb)
+    with pytest.raises(ProtocolError, match="does not inflate"):
+        messages.decompress_frame(b"not zlib at all")
+    with pytest.raises(ProtocolError, match="truncated"):
+        messages.decompress_frame(data[: len(data) // 2])
+    with pytest.raises(ProtocolError, match="not UTF-8"):
+        messages.decompress_frame(zlib.compress(b"\xff\xfe"))

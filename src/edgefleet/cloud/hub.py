@@ -150,6 +150,8 @@ class Connection:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     logs: dict[int, asyncio.Future[LogsReply]] = field(default_factory=dict)
     last_heard: float = field(default_factory=time.monotonic)
+    compress: bool = False
+    """The agent takes zlib-compressed binary frames for large messages (messages.COMPRESSION_HEADER)."""
 
 
 class Hub:
@@ -333,7 +335,8 @@ class Hub:
         await websocket.accept()
         session = CloudSession(node, epoch=self.store.epoch, hub_id=self.hub_id,
                                heartbeat_seconds=int(self.heartbeat_seconds))
-        connection = Connection(node, session, websocket)
+        compress = websocket.headers.get(messages.COMPRESSION_HEADER, "").lower() == "zlib"
+        connection = Connection(node, session, websocket, compress=compress)
         try:
             await self._run(connection, slot)
         except ProtocolError as exc:
@@ -430,9 +433,14 @@ class Hub:
             await connection.wake.wait()
             connection.wake.clear()
             for frame in connection.session.data_to_send():
-                await connection.websocket.send_text(frame)
+                if connection.compress and len(frame) >= messages.COMPRESS_MIN_BYTES:
+                    data = messages.compress_frame(frame)
+                    await connection.websocket.send_bytes(data)
+                    self.metrics.bytes_out.inc(len(data))
+                else:
+                    await connection.websocket.send_text(frame)
+                    self.metrics.bytes_out.inc(len(frame))
                 self.metrics.frames_out.inc()
-                self.metrics.bytes_out.inc(len(frame))
 
     def _handle_events(self, connection: Connection) -> None:
         for event in connection.session.events():

@@ -215,6 +215,7 @@ async def run_cloud(options: CloudOptions) -> None:
         config = uvicorn.Config(
             app, host=options.host, port=options.port, loop="none", http="httptools", ws="websockets-sansio",
             ws_max_size=MAX_AGENT_MESSAGE_BYTES, ws_ping_interval=None,  # the hub closes silent sessions itself
+            ws_per_message_deflate=False,  # large batches are compressed one by one (messages.COMPRESSION_HEADER)
             access_log=False, log_level="warning",
             lifespan="off", timeout_graceful_shutdown=3,
         )

@@ -411,7 +411,7 @@ class HubClient:
     async def _connect_once(self, target: Target) -> _Dial:
         """Dial ``target`` and serve the session; raises only when it failed before the hub's welcome."""
         dial = _Dial(started=time.monotonic())
-        headers = {"Authorization": f"Bearer {self._credential()}"}
+        headers = {"Authorization": f"Bearer {self._credential()}", messages.COMPRESSION_HEADER: "zlib"}
         where: dict[str, Any] = {} if target.address is None else {"host": target.address, "port": target.port}
         try:
             async with connect(
@@ -420,6 +420,7 @@ class HubClient:
                 max_size=messages.MAX_CLOUD_MESSAGE_BYTES,
                 ping_interval=self._ping_interval,
                 ping_timeout=self._ping_interval * 2,
+                compression=None,  # no per-connection deflate context: large frames come compressed one by one
                 open_timeout=self._open_timeout,
                 close_timeout=2,
                 **where,
@@ -459,9 +460,8 @@ class HubClient:
     async def _on_frame(
         self, ws: ClientConnection, session: AgentSession, target: Target, dial: _Dial, frame: str | bytes
     ) -> None:
-        if not isinstance(frame, str):
-            raise ProtocolError("binary frames are not part of the protocol")
-        for event in session.receive(frame):
+        text = frame if isinstance(frame, str) else messages.decompress_frame(frame)  # it asked for zlib frames
+        for event in session.receive(text):
             if isinstance(event, Welcomed):
                 dial.welcomed = True
                 self.server = target.server

@@ -14,7 +14,14 @@ Transport
 =========
 A WebSocket at ``GET /edge/v1/sync`` that the agent dials out to, with
 ``Authorization: Bearer <node credential>``. Every frame is one text frame
-holding one JSON object with a ``"type"``. Size limits (security limits,
+holding one JSON object with a ``"type"``, except that an agent whose upgrade
+carries ``X-Edgefleet-Compression: zlib`` receives cloud->agent messages of
+16 KiB or more as one binary frame of zlib-compressed JSON text
+(:func:`~edgefleet.sync.messages.compress_frame`; the inflated size is held
+to the same limit). WebSocket permessage-deflate is not used: its
+per-connection context cost half of an idle hub's memory per node. The hub
+sends no WebSocket pings; it closes a session that sent nothing for three
+heartbeats (agents report every heartbeat, and ping the hub themselves). Size limits (security limits,
 enforced by the parser and by the WebSocket layer): 8 MiB for a cloud->agent
 frame, 1 MiB for an agent->cloud frame. No message has to grow with the
 view: batches are cut at about 1 MiB and an inventory is sent in parts. A
