@@ -19,51 +19,93 @@ def report(w: StatusWrites, status: dict[str, object], now: float, wall: str = W
     w.report("a", status, now=now, wall=wall, peers=PEERS)
 
 
-def test_first_report_is_written_at_once_and_an_unchanged_one_is_not() -> None:
+def connected(w: StatusWrites, status: dict[str, object], now: float = 0) -> None:
+    """A session's first report and the acknowledgement of its first batch: written at once."""
+    report(w, status, now)
+    w.synced("a", 7, "epoch-1", now=now)
+    assert len(w.due(now)) == 1
+
+
+def test_the_first_write_waits_for_the_first_acknowledged_batch_and_carries_its_revision() -> None:
     w = writes()
-    report(w, {"agentVersion": "1", "workloads": {}}, 0)
-    assert [x.status for x in w.due(0)] == [{"agentVersion": "1", "workloads": {}}]
+    report(w, {"agentVersion": "1", "syncedRevision": 3}, 0)
+    assert w.due(0) == [] and w.next_deadline() == 2.0, "at most first_write_wait for the handshake ack"
+    w.synced("a", 42, "epoch-1", now=0.3)
+    assert [x.status for x in w.due(0.3)] == [{"agentVersion": "1", "syncedRevision": 42, "syncedEpoch": "epoch-1"}]
+    report(w, {"agentVersion": "1"}, 0.5)
+    w2 = writes()
+    report(w2, {"agentVersion": "1"}, 0)
+    assert [x.status for x in w2.due(2.0)] == [{"agentVersion": "1"}], "no ack in time: written anyway"
+
+
+def test_an_unchanged_report_costs_nothing() -> None:
+    w = writes()
+    connected(w, {"agentVersion": "1", "workloads": {}})
     for t in range(1, 100):
         report(w, {"agentVersion": "1", "workloads": {}}, t)
         assert w.due(t) == [], "an idle node costs no store write"
 
 
+def test_new_synced_revisions_ride_along_and_never_cause_a_write() -> None:
+    w = writes()
+    connected(w, {"agentVersion": "1"})
+    for t in range(1, 200):
+        w.synced("a", 7 + t, "epoch-1", now=t)  # a push every second
+        assert w.due(t) == [], "pushes cost no status writes"
+    report(w, {"agentVersion": "2"}, 200)
+    assert w.due(200)[0].status == {"agentVersion": "2", "syncedRevision": 206, "syncedEpoch": "epoch-1"}
+
+
 def test_hub_owned_fields_are_dropped() -> None:
     w = writes()
-    report(w, {"agentVersion": "1", "lastHeartbeat": "2099-01-01T00:00:00Z", "phase": "Ready", "hub": "x"}, 0)
-    assert w.due(0)[0].status == {"agentVersion": "1"}
+    report(w, {"agentVersion": "1", "lastHeartbeat": "2099-01-01T00:00:00Z", "phase": "Ready", "hub": "x",
+               "syncedRevision": 99, "syncedEpoch": "forged"}, 0)
+    assert w.due(2)[0].status == {"agentVersion": "1"}
 
 
 def test_changes_coalesce_to_one_write_per_min_interval_latest_wins() -> None:
     w = writes()
-    report(w, {"agentVersion": "1"}, 0)
-    w.due(0)
+    connected(w, {"agentVersion": "1"})
     report(w, {"agentVersion": "2"}, 0.2)
     report(w, {"agentVersion": "3"}, 0.5)
     assert w.due(0.9) == []
     assert w.next_deadline() == 1.0
-    assert [x.status for x in w.due(1.0)] == [{"agentVersion": "3"}]
+    assert [x.status["agentVersion"] for x in w.due(1.0)] == ["3"]
     report(w, {"agentVersion": "4"}, 5)
-    assert [x.status for x in w.due(5)] == [{"agentVersion": "4"}], "after a quiet spell a change goes at once"
+    assert [x.status["agentVersion"] for x in w.due(5)] == ["4"], "after a quiet spell a change goes at once"
 
 
-def test_lazy_fields_ride_along_or_wait_for_the_lazy_interval() -> None:
+def test_lazy_fields_wait_for_the_lazy_interval_plus_jitter_or_ride_along() -> None:
     w = writes()
-    report(w, {"agentVersion": "1", "syncedRevision": 1}, 0)
-    w.due(0)
-    report(w, {"agentVersion": "1", "syncedRevision": 2}, 2)
-    assert w.due(2) == [] and w.next_deadline() == 30
-    report(w, {"agentVersion": "1", "syncedRevision": 3, "cache": {"requests": 5}}, 10)
-    assert w.due(29) == []
-    assert [x.status["syncedRevision"] for x in w.due(30)] == [3]
-    report(w, {"agentVersion": "2", "syncedRevision": 4}, 31)
-    assert [x.status for x in w.due(31)] == [{"agentVersion": "2", "syncedRevision": 4}], "rides along"
+    connected(w, {"agentVersion": "1", "cache": {"requests": 1}})
+    report(w, {"agentVersion": "1", "cache": {"requests": 2}}, 2)
+    deadline = w.next_deadline()
+    assert deadline is not None and 30 <= deadline <= 45
+    report(w, {"agentVersion": "1", "cache": {"requests": 3}}, 10)
+    assert w.next_deadline() == deadline, "the jitter is drawn once per pending change"
+    assert w.due(deadline - 0.01) == []
+    assert [x.status["cache"] for x in w.due(deadline)] == [{"requests": 3}]
+    report(w, {"agentVersion": "2", "cache": {"requests": 4}}, deadline + 2)
+    assert [x.status for x in w.due(deadline + 2)] == [
+        {"agentVersion": "2", "cache": {"requests": 4}, "syncedRevision": 7, "syncedEpoch": "epoch-1"}
+    ], "rides along"
+
+
+def test_busy_nodes_spread_their_lazy_writes() -> None:
+    w = writes()
+    for i in range(200):
+        w.report(f"n{i}", {"cache": {"requests": 0}}, now=0, wall=WALL, peers=frozenset())
+        w.synced(f"n{i}", 1, "e", now=0)
+    assert len(w.due(0)) == 200
+    for i in range(200):
+        w.report(f"n{i}", {"cache": {"requests": 1}}, now=1, wall=WALL, peers=frozenset())
+    times = sorted(w._nodes[f"n{i}"].lazy_due or 0 for i in range(200))
+    assert times[0] >= 30 and times[-1] - times[0] > 10, "not all at once"
 
 
 def test_unchanged_status_is_refreshed_every_refresh_interval_with_jitter() -> None:
     w = writes()
-    report(w, {"agentVersion": "1"}, 0)
-    w.due(0)
+    connected(w, {"agentVersion": "1"})
     deadline = w.next_deadline()
     assert deadline is not None and 240 <= deadline <= 360
     assert w.due(deadline - 0.01) == []
@@ -74,7 +116,7 @@ def test_refresh_times_are_spread_over_a_fleet() -> None:
     w = writes()
     for i in range(200):
         w.report(f"n{i}", {"agentVersion": "1"}, now=0, wall=WALL, peers=frozenset())
-    assert len(w.due(0)) == 200
+    assert len(w.due(2)) == 200
     refresh = sorted(w._nodes[f"n{i}"].refresh_at for i in range(200))
     assert refresh[-1] - refresh[0] > 60, "a fleet that connected together does not refresh together"
 
@@ -83,7 +125,7 @@ def test_votes_keep_only_site_peers_and_carry_the_cloud_time_of_the_last_change(
     w = writes()
     votes = {"b": {"healthy": True, "at": "2099-01-01T00:00:00Z"}, "zz": {"healthy": False, "at": WALL}}
     report(w, {"peerVotes": votes}, 0, wall="2026-12-07T00:00:00Z")
-    assert w.due(0)[0].status["peerVotes"] == {"b": {"healthy": True, "at": "2026-12-07T00:00:00Z"}}
+    assert w.due(2)[0].status["peerVotes"] == {"b": {"healthy": True, "at": "2026-12-07T00:00:00Z"}}
     confirmed = {"b": {"healthy": True, "at": "2026-12-07T00:00:09Z"}}
     report(w, {"peerVotes": confirmed}, 9, wall="2026-12-07T00:00:09Z")
     assert w.due(9) == [], "a confirmation of the same verdict is no change"
@@ -95,11 +137,10 @@ def test_forget_and_failed() -> None:
     w = writes()
     report(w, {"agentVersion": "1"}, 0)
     w.forget("a")
-    assert w.due(0) == [] and w.next_deadline() is None
-    report(w, {"agentVersion": "1"}, 1)
-    assert len(w.due(1)) == 1
-    w.failed("a", 1)
-    assert w.due(1.5) == [] and len(w.due(2)) == 1, "a failed write is retried"
+    assert w.due(5) == [] and w.next_deadline() is None
+    connected(w, {"agentVersion": "1"}, 10)
+    w.failed("a", 10)
+    assert w.due(10.5) == [] and len(w.due(11)) == 1, "a failed write is retried"
 
 
 def test_merge_patch_removes_map_keys_the_report_no_longer_has() -> None:

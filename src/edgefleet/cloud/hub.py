@@ -451,7 +451,8 @@ class Hub:
                 if future is not None and not future.done():
                     future.set_result(event)
             elif isinstance(event, Acked):
-                pass
+                self.status_writes.synced(connection.node, event.revision, self.store.epoch, now=time.monotonic())
+                self._status_wake.set()
 
     async def _close_silent_forever(self) -> None:
         """Close sessions that sent nothing for three heartbeats (agents report every heartbeat).

@@ -2,30 +2,37 @@
 
 Why: a status report used to be one store write, and every store write is
 a watch event for every watcher. Ten thousand idle nodes reporting every ten
-seconds were a thousand writes a second of nothing. Liveness now lives
+seconds were a thousand writes a second of nothing, and every push made
+every node write its new synced revision at once. Liveness now lives
 elsewhere (the hub's published session list, :mod:`edgefleet.api.hubs`),
 so ``Node.status`` is written only when it says something new, as
 Kubernetes writes NodeStatus only on change or every few minutes once
 heartbeats moved to Leases.
 
 The rules, per node (:class:`StatusWrites`; the hub feeds it reports and
-asks what is due; no clock of its own, no I/O):
+acknowledgements and asks what is due; no clock of its own, no I/O):
 
 - The hub owns ``lastHeartbeat``, ``hub``, ``phase`` and ``message``; a
-  report's values for them are ignored. Peer votes are normalised: only
-  votes about the voter's own site peers are kept, and a vote's ``at`` is
-  the cloud's time when that verdict last *changed* (the agent's clock and
-  its per-probe confirmations are not trusted and would change every
-  report).
-- *Lazy* fields (``syncedRevision``, ``syncedEpoch``, ``cache``: counters
-  that move with traffic and every sync batch) never cause a write by
-  themselves more often than ``lazy_interval``; they ride along with any
-  other write.
+  report's values for them are ignored. ``syncedRevision`` and
+  ``syncedEpoch`` are the hub's too: they come from the batches the node
+  acknowledged (:meth:`StatusWrites.synced`), which is what the node
+  provably committed. They never cause a write by themselves: they ride
+  along with every write, so they are at most ``refresh_interval`` old
+  (the hub's ``edgefleet_hub_*`` metrics say how far behind sessions are).
+- Peer votes are normalised: only votes about the voter's own site peers
+  are kept, and a vote's ``at`` is the cloud's time when that verdict last
+  *changed* (the agent's clock and its per-probe confirmations are not
+  trusted and would change every report).
+- *Lazy* fields (``cache``: counters that move with traffic) cause a write
+  at most every ``lazy_interval``, and a lazy change waits a random part of
+  half that interval first, so ten thousand busy nodes do not write in
+  step.
 - Any other change is written at once when the node's last write is at
   least ``min_interval`` old, else as soon as it is (the latest report
   wins: bursts coalesce).
-- The first report of a session is written at once (it sets ``hub`` and
-  ``phase: Ready``).
+- The first write of a session waits until the node acknowledged its first
+  batch (so it carries the revision the node really holds), or
+  ``first_write_wait`` at most; it sets ``hub`` and ``phase: Ready``.
 - Every ``refresh_interval`` (jittered per node, so a fleet that connected
   together does not refresh together) the latest report is written even if
   nothing changed, so ``lastHeartbeat`` stays a meaningful "last heard".
@@ -39,10 +46,10 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
-HUB_OWNED = frozenset({"lastHeartbeat", "hub", "phase", "message"})
+HUB_OWNED = frozenset({"lastHeartbeat", "hub", "phase", "message", "syncedRevision", "syncedEpoch"})
 """Status fields the hub sets itself; reported values are dropped."""
 
-LAZY_FIELDS = frozenset({"syncedRevision", "syncedEpoch", "cache"})
+LAZY_FIELDS = frozenset({"cache"})
 """Status fields that do not trigger a write sooner than ``lazy_interval``."""
 
 REPLACED_MAPS = ("workloads", "peerVotes")
@@ -54,20 +61,27 @@ class Intervals:
     """Seconds: the minimum gap between writes of one node, lazy fields' gap, the forced refresh."""
 
     min_interval: float = 1.0
-    lazy_interval: float = 30.0
+    lazy_interval: float = 60.0
     refresh_interval: float = 300.0
+    first_write_wait: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_interval <= self.lazy_interval <= self.refresh_interval:
             raise ValueError("status intervals must satisfy 0 <= min <= lazy <= refresh")
+        if self.first_write_wait < 0:
+            raise ValueError("first_write_wait must be >= 0")
 
 
 @dataclass(slots=True)
 class _Node:
     latest: dict[str, Any]  # the normalised latest report
+    started: float  # when the session's first report came
     written: dict[str, Any] | None = None  # what was last written (None: nothing this session)
+    synced: dict[str, Any] = field(default_factory=dict)  # syncedRevision/syncedEpoch from acks
+    acked: bool = False  # the session's first batch was acknowledged (the first write need not wait)
     last_write: float = float("-inf")
     last_lazy_write: float = float("-inf")
+    lazy_due: float | None = None  # when a pending lazy change falls due (jitter drawn once)
     refresh_at: float = 0.0
     votes: dict[str, tuple[bool, str]] = field(default_factory=dict)  # peer -> (healthy, at)
     queued_at: float | None = None  # the deadline in the heap, if any
@@ -75,7 +89,7 @@ class _Node:
 
 @dataclass(frozen=True, slots=True)
 class StatusWrite:
-    """Write ``status`` (wire names; hub-owned fields not included) for ``node``."""
+    """Write ``status`` (wire names; the hub adds lastHeartbeat, hub, phase and message) for ``node``."""
 
     node: str
     status: dict[str, Any]
@@ -97,9 +111,20 @@ class StatusWrites:
         """A report from ``node`` at monotonic ``now`` (``wall``: RFC 3339 time); ``peers``: its site peers."""
         record = self._nodes.get(node)
         if record is None:
-            record = self._nodes[node] = _Node({}, refresh_at=now + self._jittered_refresh())
+            record = self._nodes[node] = _Node({}, now, refresh_at=now + self._jittered_refresh())
         record.latest = self._normalise(record, status, wall, peers)
         self._schedule(node, record, self._deadline(record, now))
+
+    def synced(self, node: str, revision: int, epoch: str, *, now: float) -> None:
+        """``node`` acknowledged a batch: it holds the view at ``revision`` of store ``epoch``."""
+        record = self._nodes.get(node)
+        if record is None:
+            return  # no report yet: the first one will carry it
+        record.synced = {"syncedRevision": revision, "syncedEpoch": epoch}
+        if not record.acked:
+            record.acked = True
+            if record.written is None:
+                self._schedule(node, record, self._deadline(record, now))
 
     def forget(self, node: str) -> None:
         """The node's session ended: nothing more is written for it from here."""
@@ -132,35 +157,39 @@ class StatusWrites:
         record = self._nodes.get(node)
         if record is not None:
             record.written = None
+            record.acked = True  # no first-write wait on a retry
             self._schedule(node, record, now + max(self.intervals.min_interval, 1.0))
 
     # --- decisions -----------------------------------------------------------
 
-    def _deadline(self, record: _Node, now: float) -> float | None:
+    def _deadline(self, record: _Node, now: float) -> float:
         """When ``record.latest`` must be written, given what was written and when."""
         intervals = self.intervals
         if record.written is None:
-            return now
+            return now if record.acked else max(now, record.started + intervals.first_write_wait)
         if _significant(record.latest) != _significant(record.written):
             return max(now, record.last_write + intervals.min_interval)
         if _lazy(record.latest) != _lazy(record.written):
-            lazy_due = record.last_lazy_write + intervals.lazy_interval
-            return max(now, record.last_write + intervals.min_interval, lazy_due)
+            if record.lazy_due is None:
+                jitter = self._rng.random() * intervals.lazy_interval / 2
+                record.lazy_due = max(now, record.last_lazy_write + intervals.lazy_interval) + jitter
+            return max(record.lazy_due, record.last_write + intervals.min_interval)
         return record.refresh_at
 
     def _take(self, node: str, record: _Node, now: float) -> StatusWrite | None:
         deadline = self._deadline(record, now)
-        if deadline is not None and deadline > now:
+        if deadline > now:
             self._schedule(node, record, deadline)
             return None
         record.written = dict(record.latest)
         record.last_write = record.last_lazy_write = now
+        record.lazy_due = None
         record.refresh_at = now + self._jittered_refresh()
         self._schedule(node, record, record.refresh_at)
-        return StatusWrite(node, dict(record.latest))
+        return StatusWrite(node, {**record.latest, **record.synced})
 
-    def _schedule(self, node: str, record: _Node, deadline: float | None) -> None:
-        if deadline is None or record.queued_at == deadline:
+    def _schedule(self, node: str, record: _Node, deadline: float) -> None:
+        if record.queued_at == deadline:
             return
         record.queued_at = deadline
         heapq.heappush(self._heap, (deadline, node))
