@@ -49,13 +49,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.websockets import WebSocketDisconnect
 
 from edgefleet.api.hubs import INFO as HUBS
 from edgefleet.api.hubs import hub_object_name
 from edgefleet.api.nodes import INFO as NODES
+from edgefleet.cloud.agentsocket import AgentSocket
 from edgefleet.cloud.auth import AuthError
 from edgefleet.cloud.balance import Balancer, BalanceSettings, Release, ReplicaLoad
 from edgefleet.cloud.errors import Status, status_body
@@ -146,7 +148,7 @@ class Replica:
 class Connection:
     node: str
     session: CloudSession
-    websocket: WebSocket
+    websocket: AgentSocket
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     logs: dict[int, asyncio.Future[LogsReply]] = field(default_factory=dict)
     last_heard: float = field(default_factory=time.monotonic)
@@ -314,7 +316,7 @@ class Hub:
 
     # one agent connection --------------------------------------------------
 
-    async def serve(self, websocket: WebSocket) -> None:
+    async def serve(self, websocket: AgentSocket) -> None:
         refusal = self._refusal()
         if refusal is not None:
             await self._refuse(websocket, refusal)
@@ -325,7 +327,7 @@ class Hub:
         finally:
             slot.release()
 
-    async def _serve_counted(self, websocket: WebSocket, slot: "_HandshakeSlot") -> None:
+    async def _serve_counted(self, websocket: AgentSocket, slot: "_HandshakeSlot") -> None:
         try:
             node = await self._authenticate(websocket.headers.get("authorization"))
         except AuthError as exc:
@@ -358,15 +360,13 @@ class Hub:
             return "handshakes"
         return None
 
-    async def _refuse(self, websocket: WebSocket, reason: str) -> None:
+    async def _refuse(self, websocket: AgentSocket, reason: str) -> None:
         self.metrics.refused.labels(reason).inc()
         retry = max(1, round(self.limits.retry_after * (0.5 + random.random())))
         body = status_body(messages.OVERLOADED_STATUS, "Overloaded",
                            f"hub {self.hub_id} is at its {reason} limit; retry in {retry} s or use another replica")
-        await websocket.send_denial_response(Response(
-            json.dumps(body), status_code=messages.OVERLOADED_STATUS, media_type="application/json",
-            headers={"Retry-After": str(retry)},
-        ))
+        await websocket.send_denial_response(messages.OVERLOADED_STATUS, json.dumps(body).encode(), {
+            "Retry-After": str(retry), "Content-Type": "application/json"})
 
     async def _run(self, connection: Connection, slot: "_HandshakeSlot") -> None:
         text = await asyncio.wait_for(connection.websocket.receive_text(), HELLO_TIMEOUT)
@@ -601,10 +601,6 @@ class Hub:
 
     def router(self, reader: Callable[..., Awaitable[Any]]) -> APIRouter:
         router = APIRouter(tags=["edge"])
-
-        @router.websocket("/edge/v1/sync")
-        async def sync(websocket: WebSocket) -> None:
-            await self.serve(websocket)
 
         @router.get(
             "/edge/v1/nodes/{node}/logs/{workload}",

@@ -46,6 +46,7 @@ from edgefleet.api.errors import ApiError, SelectorError
 from edgefleet.api.meta import API_VERSION, KindInfo, all_kinds
 from edgefleet.api.selectors import Selector
 from edgefleet.cloud import ui as dashboard
+from edgefleet.cloud.agentsocket import SyncEndpoint
 from edgefleet.cloud.auth import Authenticator, AuthError, Principal, Role, authorize_node
 from edgefleet.cloud.errors import Status, StatusCause, from_exception, status_body
 from edgefleet.cloud.hub import Hub
@@ -174,8 +175,8 @@ def create_app(
     app.include_router(dashboard.router())  # /ui: static pages, no data, no token needed
     if hub is not None:
         app.include_router(hub.router(reader))
-    wrapped = BodyLimitMiddleware(app, settings.max_body_bytes)
-    return MetricsMiddleware(wrapped, metrics)
+    wrapped = MetricsMiddleware(BodyLimitMiddleware(app, settings.max_body_bytes), metrics)
+    return wrapped if hub is None else SyncEndpoint(wrapped, hub.serve)
 
 
 def _operation_id(request: Request) -> str | None:
