@@ -31,7 +31,8 @@ def edge_run(
     heartbeat: Annotated[float, typer.Option(help="Seconds between status reports (the hub may ask for another)")]
     = 10.0,
     ping_interval: Annotated[float, typer.Option(
-        help="Seconds between WebSocket pings; a link silent for twice this long is redialled")] = 5.0,
+        help="Seconds between WebSocket pings to the hub; a link silent for twice this long is redialled "
+        "(the hub does not ping: it closes a session silent for three heartbeats)")] = 10.0,
     peer_probe_period: Annotated[float, typer.Option(
         help="Seconds between health probes of the other nodes' caches in the site (reported as peerVotes; "
         "a peer is voted unhealthy after 2 failed probes in a row)")] = 2.0,

@@ -104,7 +104,7 @@ class AgentOptions:
     listen_host: str = "127.0.0.1"
     listen_port: int = 7441
     heartbeat_seconds: float = 10.0
-    ping_interval: float = 5.0
+    ping_interval: float = 10.0
     backoff: Backoff = field(default_factory=Backoff)
     peer_probe_period: float = DEFAULT_PERIOD
     cdn_zone: str = CDN_ZONE

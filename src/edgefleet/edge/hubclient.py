@@ -229,7 +229,7 @@ class HubClient:
         node_name: str,
         handler: LinkHandler,
         heartbeat_seconds: float = 10.0,
-        ping_interval: float = 5.0,
+        ping_interval: float = 10.0,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
         open_timeout: float = 10.0,
