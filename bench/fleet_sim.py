@@ -1363,7 +1363,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--settle", type=float, default=5.0, help="seconds between connected and measuring")
     common.add_argument("--write-timeout", type=float, default=30.0, help="seconds to wait for one write's commits")
     common.add_argument("--ping-interval", type=float, default=10.0,
-                        help="the agents' WebSocket ping interval (default 5, the agent's default)")
+                        help="the agents' WebSocket ping interval (default 10, the agent's default)")
     common.add_argument("--state", metavar="DIR",
                         help="push: keep stores, admin tokens and node credentials here; a second run reuses "
                              "them (replicas: kept for reading, but each run makes a new etcd cluster)")

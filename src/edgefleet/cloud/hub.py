@@ -432,15 +432,18 @@ class Hub:
         while True:
             await connection.wake.wait()
             connection.wake.clear()
-            for frame in connection.session.data_to_send():
-                if connection.compress and len(frame) >= messages.COMPRESS_MIN_BYTES:
-                    data = messages.compress_frame(frame)
-                    await connection.websocket.send_bytes(data)
-                    self.metrics.bytes_out.inc(len(data))
-                else:
-                    await connection.websocket.send_text(frame)
-                    self.metrics.bytes_out.inc(len(frame))
-                self.metrics.frames_out.inc()
+            await self._send_pending(connection)  # its locals die with it: an idle session keeps no frame alive
+
+    async def _send_pending(self, connection: Connection) -> None:
+        for frame in connection.session.data_to_send():
+            if connection.compress and len(frame) >= messages.COMPRESS_MIN_BYTES:
+                data = messages.compress_frame(frame)
+                await connection.websocket.send_bytes(data)
+                self.metrics.bytes_out.inc(len(data))
+            else:
+                await connection.websocket.send_text(frame)
+                self.metrics.bytes_out.inc(len(frame))
+            self.metrics.frames_out.inc()
 
     def _handle_events(self, connection: Connection) -> None:
         for event in connection.session.events():

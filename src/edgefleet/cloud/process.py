@@ -158,7 +158,8 @@ def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thre
     else:
         controller = NodeLifecycleController(registry, thresholds)
     election = LeaderElection(store, "nodelifecycle")
-    activation = SiteActivationController(registry, demand or no_demand, period=site_activation_period)
+    activation = SiteActivationController(registry, demand or no_demand, period=site_activation_period,
+                                          sites=None if hub is None else lambda: _index_documents(hub, "sites"))
     collector = EventCollector(registry)
     tasks = [
         asyncio.create_task(identity.watch_credentials(), name="credential-watch"),
@@ -176,6 +177,12 @@ def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thre
 
 def _index_nodes(hub: Hub) -> list[tuple[str, dict[str, Any]]]:
     return [(str(revision), document) for revision, document in hub.index.documents("nodes")]
+
+
+def _index_documents(hub: Hub, plural: str) -> list[dict[str, Any]]:
+    """Documents of a kind from the hub's index, with metadata.resourceVersion as the API returns them."""
+    return [{**document, "metadata": {**document.get("metadata", {}), "resourceVersion": str(revision)}}
+            for revision, document in hub.index.documents(plural)]
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:

@@ -494,7 +494,8 @@ class HubClient:
     async def _report_loop(self, ws: ClientConnection, session: AgentSession) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._status_dirty.wait(), timeout=self.heartbeat_seconds)
+                async with asyncio.timeout(self.heartbeat_seconds):  # no extra task per wait, unlike wait_for
+                    await self._status_dirty.wait()
             self._status_dirty.clear()
             if self.connected:
                 session.report_status(self._handler.status_report())

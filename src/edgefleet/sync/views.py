@@ -403,14 +403,17 @@ class FleetIndex:
         labels_of = self._node_labels if table is self._workloads else self._domain_labels
         tasks = self._open_tasks.get(name, set()) if table is self._domains else set()
         changes: dict[str, ViewChanges] = {}
+        old_obj, old_selector = (old.obj, old.selector) if old is not None else (None, None)
+        new_obj, new_selector = (new.obj, new.selector) if new is not None else (None, None)
+        same_selector = old is not None and new is not None and old_selector == new_selector
         for node_name in self._reachable(old, new, node_pins=table is self._workloads):
             labels = labels_of(node_name)
             if labels is None:
                 continue
-            was = old.obj if old is not None and _matches(old.selector, labels) else None
-            now = new.obj if new is not None and _matches(new.selector, labels) else None
+            now_in = _matches(new_selector, labels)
+            was_in = now_in if same_selector else _matches(old_selector, labels)  # a body edit: one check
+            was, now = old_obj if was_in else None, new_obj if now_in else None
             _record(changes, node_name, key, was, now)
-            was_in, now_in = was is not None, now is not None
             if was_in != now_in:
                 for task_key in tasks:  # a Domain brings its open tasks into a view, and takes them away
                     task = self._tasks[task_key].obj

@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -226,10 +226,14 @@ class SiteActivationController:
         *,
         period: float = 5.0,
         clock: Callable[[], float] = time.time,
+        sites: Callable[[], Iterable[Document]] | None = None,
     ) -> None:
+        """``sites``: every Site document (with metadata.resourceVersion), e.g. from the hub's in-memory
+        index; None: one list through the registry per round."""
         self._registry = registry
         self._demand = demand
         self._period = period
+        self._sites = sites
         self._clock = clock
         self._states: dict[str, SiteState] = {}
 
@@ -245,15 +249,15 @@ class SiteActivationController:
 
     async def sync_once(self) -> int:
         """One round; returns how many sites changed phase."""
-        page = await self._registry.list(SITES)
+        sites = list(self._sites()) if self._sites is not None else (await self._registry.list(SITES)).items
         demand = self._read_demand()
         if demand is None:
             return 0
         now = self._clock()
-        names = {site["metadata"]["name"] for site in page.items}
+        names = {site["metadata"]["name"] for site in sites}
         self._states = {name: state for name, state in self._states.items() if name in names}
         changed = 0
-        for site in page.items:
+        for site in sites:
             qps = float(demand.get(str(_spec(site).get("region")), 0.0))
             state = self._states.setdefault(site["metadata"]["name"], SiteState())
             transition = decide(site, qps, state, now)
