@@ -44,3 +44,19 @@ async def test_index_reloads_after_its_watch_is_compacted(store: Store) -> None:
         assert hub.index.revision >= await store.current_revision()
     finally:
         await hub.close()
+
+
+async def test_fleet_demand_sums_every_replica_and_liveness_unites_their_sessions(store: Store) -> None:
+    hub = Hub(Registry(store), hub_id="cloud-1:7440", authenticate=never_authenticated,
+              demand=lambda: {"eu": 10.0})
+    for name, hub_id, nodes, demand in [("cloud-1-7440", "cloud-1:7440", ["a"], {"eu": 9.0}),
+                                        ("cloud-2", "cloud-2", ["b", "c"], {"eu": 5.0, "us": 2.5})]:
+        hub._note_replica(f"/registry/hubs/{name}", {
+            "spec": {"hubId": hub_id, "url": f"http://{name}"},
+            "status": {"connections": len(nodes), "nodes": nodes, "demand": demand}})
+    assert hub.fleet_demand() == {"eu": 15.0, "us": 2.5}, "this replica counts its live figure, not its published one"
+    assert hub.live_nodes() == {"a", "b", "c"}
+    holder = hub.holder_of("c")
+    assert holder is not None and holder.url == "http://cloud-2" and hub.holder_of("a") is None
+    hub._note_replica("/registry/hubs/cloud-2", None)  # its lease ended
+    assert hub.live_nodes() == {"a"} and hub.fleet_demand() == {"eu": 10.0}
