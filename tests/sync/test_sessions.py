@@ -20,6 +20,7 @@ from edgefleet.sync.messages import (
     Logs,
     LogsRequest,
     NeedInventory,
+    Status,
     ViewObject,
     Welcome,
     encode,
@@ -152,6 +153,18 @@ def test_an_inventory_listing_a_key_twice_is_refused() -> None:
     session.receive(encode(Inventory((("/registry/a", 1),), more=True)))
     with pytest.raises(ProtocolError, match="listed twice"):
         session.receive(encode(Inventory((("/registry/a", 1),))))
+
+
+def test_a_repeated_status_is_skipped_and_a_changed_one_is_not() -> None:
+    session, _ = started({})
+    idle = encode(Status({"agentVersion": "1", "workloads": {}}))
+    session.receive(idle)
+    session.receive(idle)
+    session.receive(idle)
+    assert [type(event).__name__ for event in session.events()] == ["StatusReport"], "repeats cost nothing"
+    session.receive(encode(Status({"agentVersion": "2"})))
+    session.receive(idle)
+    assert [event.status["agentVersion"] for event in session.events()] == ["2", "1"]  # type: ignore[union-attr]
 
 
 def test_logs_requests_wait_for_the_welcome() -> None:

@@ -230,10 +230,15 @@ class Agent:
         }
         report = {"agentVersion": edgefleet.__version__, "syncedRevision": snapshot.revision,
                   "syncedEpoch": snapshot.epoch, "workloads": workloads, **self._task_report,
-                  "peerVotes": self.peer_votes.votes(time.time())}
+                  "peerVotes": self._reported_votes()}
         if self._cache_stats is not None:
             report["cache"] = self._cache_stats
         return report
+
+    def _reported_votes(self) -> dict[str, dict[str, bool]]:
+        """Verdicts only: the cloud stamps when a verdict changed, so a report of confirmed votes stays
+        byte-identical and costs the hub nothing (times from the agent's clock are not trusted anyway)."""
+        return {peer: {"healthy": vote["healthy"]} for peer, vote in self.peer_votes.votes(time.time()).items()}
 
     async def read_logs(self, workload: str, tail: int) -> str:
         return await self.supervisor.read_logs(workload, tail)

@@ -28,7 +28,9 @@ State machine (message -> allowed states; anything else is a ProtocolError)::
     hello: AWAIT_HELLO       ack, status, logs: after hello       inventory: AWAIT_INVENTORY
 
 Any ProtocolError moves the session to CLOSED; a closed session refuses
-``receive`` (SessionStateError) and ignores ``update``.
+``receive`` (SessionStateError) and ignores ``update``. A status message
+identical to the previous one is skipped without being decoded (an idle
+agent repeats its report every heartbeat; what it says was already taken).
 
 Streaming (see the package docstring for why): ``pending`` maps key -> the
 latest put or delete not yet sent, each with the rev the node will hold
@@ -181,6 +183,7 @@ class CloudSession:
         self._logs_waiting: set[int] = set()
         self._next_logs_id = 1
         self._events: list[CloudEvent] = []
+        self._last_status: str | bytes | None = None  # the last status text, to skip exact repeats
 
     # --- what the shell reads ---------------------------------------------
 
@@ -220,11 +223,15 @@ class CloudSession:
         """Handle one agent message. ProtocolError closes the session (close with its code)."""
         if self.state is CloudState.CLOSED:
             raise SessionStateError("receive() on a closed session")
+        if self._last_status is not None and text == self._last_status:
+            return  # an idle agent repeats its report: nothing new to decode or to tell the shell
         try:
             message = decode_agent_message(text)
             if not isinstance(message, _ALLOWED[self.state]):
                 raise ProtocolError(f"{message.TYPE} is not allowed in state {self.state.value}")
             self._handle(message)
+            if isinstance(message, Status):
+                self._last_status = text
         except ProtocolError:
             self.state = CloudState.CLOSED
             raise
