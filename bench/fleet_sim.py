@@ -6,9 +6,9 @@
 What a simulated agent is: the REAL agent link code, :class:`edgefleet.edge.hubclient.HubClient`
 driving :class:`edgefleet.sync.agent.AgentSession` over a real WebSocket, with an in-memory local
 view (key -> rev only) instead of SQLite and no workload processes. Its status report looks like an
-idle real agent's (agentVersion, syncedRevision and syncedEpoch of the last applied batch, one
-running workload, no purges, prefetches or peer votes), so the cloud's status-write path is
-exercised as with real nodes. The agents are spread over ``--workers`` processes (this same file
+idle real agent's (agentVersion, one running workload, no purges, prefetches or peer votes;
+like a real agent it does not report its synced revision, which the hub takes from its acks), so
+the cloud's status-write path is exercised as with real nodes. The agents are spread over ``--workers`` processes (this same file
 run as ``fleet_sim.py worker SPEC``), each running its share on one uvloop event loop and talking
 to the parent by JSON lines on stdin/stdout. Nodes are grouped in sites like a real CDN
 (``--nodes-per-site``, default 10; sites ``sim-0000``... of tier edge, nodes labelled
@@ -232,7 +232,7 @@ class SimAgent:
         self.revision, self.epoch = batch.revision, batch.epoch
 
     def status_report(self) -> dict[str, Any]:
-        return {"agentVersion": AGENT_VERSION, "syncedRevision": self.revision, "syncedEpoch": self.epoch,
+        return {"agentVersion": AGENT_VERSION,
                 "workloads": WORKLOADS, "purges": NO_TASKS, "prefetches": NO_TASKS, "peerVotes": NO_VOTES}
 
     async def read_logs(self, workload: str, tail: int) -> str:

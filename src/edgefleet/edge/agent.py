@@ -223,13 +223,13 @@ class Agent:
             self.follow_servers()
 
     def status_report(self) -> dict[str, Any]:
-        snapshot = self.local.snapshot()
         workloads = {
             name: status.model_dump(mode="json", by_alias=True, exclude_none=True)
             for name, status in self.supervisor.statuses().items()
         }
-        report = {"agentVersion": edgefleet.__version__, "syncedRevision": snapshot.revision,
-                  "syncedEpoch": snapshot.epoch, "workloads": workloads, **self._task_report,
+        # No syncedRevision: the hub takes it from the batches this node acknowledged, so a report
+        # stays byte-identical across pushes (and an identical report costs the hub nothing).
+        report = {"agentVersion": edgefleet.__version__, "workloads": workloads, **self._task_report,
                   "peerVotes": self._reported_votes()}
         if self._cache_stats is not None:
             report["cache"] = self._cache_stats
