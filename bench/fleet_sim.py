@@ -6,12 +6,12 @@
 What a simulated agent is: the REAL agent link code, :class:`edgefleet.edge.hubclient.HubClient`
 driving :class:`edgefleet.sync.agent.AgentSession` over a real WebSocket, with an in-memory local
 view (key -> rev only) instead of SQLite and no workload processes. Its status report looks like an
-idle real agent's (agentVersion, one running workload, no purges, prefetches or peer votes;
-like a real agent it does not report its synced revision, which the hub takes from its acks), so
-the cloud's status-write path is exercised as with real nodes. The agents are spread over
-``--workers`` processes (this same file run as ``fleet_sim.py worker SPEC``), each running its
-share on one uvloop event loop and talking to the parent by JSON lines on stdin/stdout. Nodes are grouped in sites like a real CDN
-(``--nodes-per-site``, default 10; sites ``sim-0000``... of tier edge, nodes labelled
+idle real agent's (agentVersion, one running workload, no purges, prefetches or peer votes; like a
+real agent it does not report its synced revision, which the hub takes from its acks), so the
+cloud's status-write path is exercised as with real nodes. The agents are spread over ``--workers``
+processes (this same file run as ``fleet_sim.py worker SPEC``), each running its share on one uvloop
+event loop and talking to the parent by JSON lines on stdin/stdout. Nodes are grouped in sites like
+a real CDN (``--nodes-per-site``, default 10; sites ``sim-0000``... of tier edge, nodes labelled
 ``sim=fleet``) and one Workload ``sim-probe`` selects them all.
 
 Joining: each worker joins its own share over HTTP (async httpx, ``--join-concurrency`` requests
