@@ -11,8 +11,8 @@ WALL = "2026-12-07T00:00:00Z"
 
 
 def writes(intervals: Intervals | None = None) -> StatusWrites:
-    return StatusWrites(intervals or Intervals(min_interval=1, lazy_interval=30, refresh_interval=300),
-                        rng=random.Random(1))
+    return StatusWrites(intervals or Intervals(min_interval=1, lazy_interval=30, lazy_writes_per_second=50,
+                                               refresh_interval=300), rng=random.Random(1))
 
 
 def report(w: StatusWrites, status: dict[str, object], now: float, wall: str = WALL) -> None:
@@ -101,6 +101,24 @@ def test_busy_nodes_spread_their_lazy_writes() -> None:
         w.report(f"n{i}", {"cache": {"requests": 1}}, now=1, wall=WALL, peers=frozenset())
     times = sorted(w._nodes[f"n{i}"].lazy_due or 0 for i in range(200))
     assert times[0] >= 30 and times[-1] - times[0] > 10, "not all at once"
+
+
+def test_the_lazy_interval_grows_with_the_fleet_to_hold_the_write_budget() -> None:
+    w = writes(Intervals(lazy_interval=5, lazy_writes_per_second=50))
+    for i in range(10_000):
+        w.report(f"n{i}", {"cache": {"requests": 0}}, now=0, wall=WALL, peers=frozenset())
+        w.synced(f"n{i}", 1, "e", now=0)
+    assert len(w.due(0)) == 10_000
+    for i in range(10_000):
+        w.report(f"n{i}", {"cache": {"requests": 1}}, now=1, wall=WALL, peers=frozenset())
+    due = sorted(w._nodes[f"n{i}"].lazy_due or 0 for i in range(10_000))
+    assert due[0] >= 200, "10,000 nodes / 50 writes per second: every 200 s at most"
+    assert sum(1 for t in due if t < 210) < 10_000 * 0.15, "and spread over the next 100 s (about 10% a 10 s)"
+    small = writes(Intervals(lazy_interval=5, lazy_writes_per_second=50))
+    connected(small, {"cache": {"requests": 0}})
+    report(small, {"cache": {"requests": 1}}, 1)
+    deadline = small.next_deadline()
+    assert deadline is not None and 5 <= deadline <= 7.5, "a small fleet sees its counters within seconds"
 
 
 def test_unchanged_status_is_refreshed_every_refresh_interval_with_jitter() -> None:

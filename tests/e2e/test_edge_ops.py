@@ -170,11 +170,11 @@ def test_idle_nodes_report_without_store_writes(fleet: Fleet) -> None:
              if agent.proc is not None and agent.proc.poll() is None and agent.status()["connected"]]
     assert len(nodes) >= 2, "earlier tests left at least two agents connected"
     wait_until(lambda: live_sessions(fleet) >= set(nodes), 10, what="every connected node listed")
-    reports = cloud_metric(fleet, "edgefleet_hub_status_reports_total")
+    received = cloud_metric(fleet, "edgefleet_hub_messages_received_total")
     revision = store_revision(fleet)
-    # The agents report every second (--heartbeat 1): wait for 10 more reports each, not for a fixed time.
-    wait_until(lambda: cloud_metric(fleet, "edgefleet_hub_status_reports_total") >= reports + 10 * len(nodes), 40,
-               what="more status reports")
+    # The agents report every second (--heartbeat 1): wait for 10 more messages each, not for a fixed time.
+    wait_until(lambda: cloud_metric(fleet, "edgefleet_hub_messages_received_total") >= received + 10 * len(nodes),
+               40, what="more status reports")
     # One write per report before; now a node writes only what changed (a late counter may still land once).
     assert store_revision(fleet) - revision <= len(nodes), "idle reports cost no store writes (and no watch events)"
     assert all(fleet.phase(node) == "Ready" for node in nodes), "liveness keeps them Ready"

@@ -136,7 +136,8 @@ def cloud(
         help="Seconds between two checks of the nodes' liveness")] = 5.0,
     node_status_refresh: Annotated[float, typer.Option(
         min=1.0, help="Seconds between two writes of an unchanged Node.status (lastHeartbeat); changes are "
-        "written at once (at most one write per node per second), traffic counters at most every minute")] = 300.0,
+        "written at once (at most one write per node per second), traffic counters every 5 s or more "
+        "(all nodes together at most 50 such writes a second)")] = 300.0,
     heartbeat: Annotated[float, typer.Option(
         help="Seconds between the agents' status reports (told to each agent when it connects)")] = 10.0,
     hub_id: Annotated[str, typer.Option(help="Name of this hub replica (default HOSTNAME:PORT)")] = "",

@@ -100,7 +100,10 @@ class HubMetrics:
             "edgefleet_hub_ack_seconds", "From cutting a batch to its acknowledgement",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5), registry=self.registry,
         )
-        self.status_reports = Counter("edgefleet_hub_status_reports", "Status reports received from agents",
+        self.messages_in = Counter("edgefleet_hub_messages_received", "Messages received from agents",
+                                   registry=self.registry)
+        self.status_reports = Counter("edgefleet_hub_status_reports",
+                                      "Status reports that said something new (repeats are skipped undecoded)",
                                       registry=self.registry)
         self.status_writes = Counter("edgefleet_hub_status_writes", "Node.status writes made from reports",
                                      registry=self.registry)
@@ -425,6 +428,7 @@ class Hub:
         if len(text) > messages.MAX_AGENT_MESSAGE_BYTES:
             raise ProtocolError("message too large", close_code=1009)
         self.metrics.bytes_in.inc(len(text))
+        self.metrics.messages_in.inc()
         connection.last_heard = time.monotonic()
         connection.session.receive(text)
 

@@ -24,9 +24,11 @@ acknowledgements and asks what is due; no clock of its own, no I/O):
   *changed* (the agent's clock and its per-probe confirmations are not
   trusted and would change every report).
 - *Lazy* fields (``cache``: counters that move with traffic) cause a write
-  at most every ``lazy_interval``, and a lazy change waits a random part of
-  half that interval first, so ten thousand busy nodes do not write in
-  step.
+  at most every ``max(lazy_interval, nodes / lazy_writes_per_second)``
+  seconds: every few seconds in a small fleet, every few minutes in a large
+  one, so that busy nodes together stay within a write budget. A lazy change
+  waits a random part of half that interval first, so ten thousand busy
+  nodes do not write in step.
 - Any other change is written at once when the node's last write is at
   least ``min_interval`` old, else as soon as it is (the latest report
   wins: bursts coalesce).
@@ -61,15 +63,17 @@ class Intervals:
     """Seconds: the minimum gap between writes of one node, lazy fields' gap, the forced refresh."""
 
     min_interval: float = 1.0
-    lazy_interval: float = 60.0
+    lazy_interval: float = 5.0
+    lazy_writes_per_second: float = 50.0
+    """The fleet-wide budget of lazy (counter) writes: the lazy interval grows with the node count."""
     refresh_interval: float = 300.0
     first_write_wait: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_interval <= self.lazy_interval <= self.refresh_interval:
             raise ValueError("status intervals must satisfy 0 <= min <= lazy <= refresh")
-        if self.first_write_wait < 0:
-            raise ValueError("first_write_wait must be >= 0")
+        if self.first_write_wait < 0 or self.lazy_writes_per_second <= 0:
+            raise ValueError("first_write_wait must be >= 0 and lazy_writes_per_second > 0")
 
 
 @dataclass(slots=True)
@@ -171,8 +175,9 @@ class StatusWrites:
             return max(now, record.last_write + intervals.min_interval)
         if _lazy(record.latest) != _lazy(record.written):
             if record.lazy_due is None:
-                jitter = self._rng.random() * intervals.lazy_interval / 2
-                record.lazy_due = max(now, record.last_lazy_write + intervals.lazy_interval) + jitter
+                interval = max(intervals.lazy_interval, len(self._nodes) / intervals.lazy_writes_per_second)
+                jitter = self._rng.random() * interval / 2
+                record.lazy_due = max(now, record.last_lazy_write + interval) + jitter
             return max(record.lazy_due, record.last_write + intervals.min_interval)
         return record.refresh_at
 
