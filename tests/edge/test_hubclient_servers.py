@@ -25,11 +25,11 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from edgefleet.api.clusterinfo import normalise_servers
 from edgefleet.edge import agent as edge_agent
 from edgefleet.edge.hubclient import (
     Backoff,
     HubClient,
-    normalise_servers,
     rebalance_hint,
     retry_after_seconds,
     sync_url,

@@ -30,6 +30,7 @@ trailing slash) and without duplicates. A ClusterInfo has no status.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator
@@ -107,3 +108,18 @@ INFO = register(
         ),
     )
 )
+
+
+def normalise_servers(servers: Iterable[str]) -> list[str]:
+    """Validated, normalised base URLs, duplicates dropped, order kept; ValueError when empty or invalid."""
+    result: list[str] = []
+    for server in servers:
+        try:
+            url = check_server_url(server)
+        except ValueError as exc:
+            raise ValueError(f"server {server!r}: {exc}") from None
+        if url not in result:
+            result.append(url)
+    if not result:
+        raise ValueError("at least one server URL is needed")
+    return result

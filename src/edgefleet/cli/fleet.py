@@ -44,7 +44,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from edgefleet.api.clusterinfo import check_server_url
+from edgefleet.api.clusterinfo import normalise_servers
 from edgefleet.api.meta import check_dns1123_subdomain
 from edgefleet.api.nodes import INFO as NODES
 from edgefleet.cli import config as cli_config
@@ -153,20 +153,11 @@ def default_node_name(hostname: str | None = None) -> str:
 
 def parse_servers(items: Sequence[str]) -> list[str]:
     """``--server`` values (each possibly a comma-separated list) -> normalised URLs, in order, without repeats."""
-    servers: list[str] = []
-    for item in items:
-        for part in item.split(","):
-            if not part.strip():
-                continue
-            try:
-                url = check_server_url(part.strip())
-            except ValueError as exc:
-                raise ValueError(f"--server {part.strip()!r}: {exc}; use e.g. https://cloud.example:7440") from None
-            if url not in servers:
-                servers.append(url)
-    if not servers:
-        raise ValueError("--server: give at least one URL, e.g. --server https://cloud.example:7440")
-    return servers
+    parts = [part.strip() for item in items for part in item.split(",") if part.strip()]
+    try:
+        return normalise_servers(parts)
+    except ValueError as exc:
+        raise ValueError(f"--server: {exc}; use e.g. --server https://cloud.example:7440") from None
 
 
 FAILOVER_CODES = (0, 502, 503, 504)

@@ -64,7 +64,7 @@ from pydantic import ValidationError
 
 import edgefleet
 from edgefleet.api.clusterinfo import DEFAULT_NAME as CLUSTER_INFO_NAME
-from edgefleet.api.clusterinfo import check_server_url
+from edgefleet.api.clusterinfo import check_server_url, normalise_servers
 from edgefleet.api.domains import CDN_ZONE
 from edgefleet.api.workloads import Workload, WorkloadTemplate
 from edgefleet.cache.errors import CacheError
@@ -77,7 +77,7 @@ from edgefleet.edge.cacheconfig import (
     template_port,
 )
 from edgefleet.edge.cachetasks import LEDGER_FILE, CacheAdmin, CacheTasks, tasks_from_view
-from edgefleet.edge.hubclient import Backoff, HubClient, normalise_servers
+from edgefleet.edge.hubclient import Backoff, HubClient
 from edgefleet.edge.hubclient import sync_url as sync_url  # re-exported: callers used it from here
 from edgefleet.edge.localstore import LocalStore
 from edgefleet.edge.peerhealth import DEFAULT_PERIOD, PeerProber, PeerTarget, PeerVotes, peer_targets

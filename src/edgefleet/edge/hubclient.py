@@ -85,7 +85,7 @@ import math
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -94,7 +94,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from edgefleet.api.clusterinfo import check_server_url
+from edgefleet.api.clusterinfo import check_server_url, normalise_servers
 from edgefleet.sync import messages
 from edgefleet.sync.agent import AgentSession, ApplyBatch, LocalState, LogsRequested, Welcomed
 from edgefleet.sync.errors import ProtocolError
@@ -114,21 +114,6 @@ def sync_url(server: str) -> str:
     """``http(s)://host:port`` -> ``ws(s)://host:port/edge/v1/sync``."""
     scheme, _, rest = server.partition("://")
     return ("wss" if scheme.lower() == "https" else "ws") + "://" + rest.rstrip("/") + SYNC_PATH
-
-
-def normalise_servers(servers: Iterable[str]) -> list[str]:
-    """Validated, normalised base URLs, duplicates dropped, order kept; ValueError when empty or invalid."""
-    result: list[str] = []
-    for server in servers:
-        try:
-            url = check_server_url(server)
-        except ValueError as exc:
-            raise ValueError(f"server {server!r}: {exc}") from None
-        if url not in result:
-            result.append(url)
-    if not result:
-        raise ValueError("at least one server URL is needed")
-    return result
 
 
 def rebalance_hint(reason: str) -> str | None:
