@@ -309,22 +309,28 @@ def test_incremental_changes_equal_recomputed_views(history: list[Any], register
     replay(FleetIndex(), history, registered)
 
 
-def test_a_node_change_looks_only_at_the_nodes_that_can_see_it() -> None:
-    """Cost is per affected site and peer, not per connected node (10,000 connected nodes must not pay)."""
+def spied_fleet(sites: int, per_site: int, parent: str | None = None) -> tuple[FleetIndex, list[str], int]:
+    """Sites s0.. of ``per_site`` registered nodes each (under ``parent`` if given); node lookups are recorded."""
     index = FleetIndex()
-    index.apply(key("sites", "fra"), 1, site_doc("fra"))
     revision = 1
-    for s in range(50):
+    if parent is not None:
+        index.apply(key("sites", parent), revision, site_doc(parent))
+    for s in range(sites):
         revision += 1
-        index.apply(key("sites", f"s{s}"), revision, site_doc(f"s{s}", parents=("fra",)))
-        for n in range(4):
+        index.apply(key("sites", f"s{s}"), revision, site_doc(f"s{s}", parents=(parent,) if parent else ()))
+        for n in range(per_site):
             revision += 1
             index.apply(key("nodes", f"s{s}-{n}"), revision, node_doc(f"s{s}-{n}", f"s{s}"))
             index.register(f"s{s}-{n}")
     looked_at: list[str] = []
     index._nodes = _Spy(index._nodes, looked_at)  # type: ignore[assignment]
-    revision += 1
-    changes = index.apply(key("nodes", "s7-1"), revision, node_doc("s7-1", "s7", labels={"x": "y"}))
+    return index, looked_at, revision
+
+
+def test_a_node_change_looks_only_at_the_nodes_that_can_see_it() -> None:
+    """Cost is per affected site and peer, not per connected node (10,000 connected nodes must not pay)."""
+    index, looked_at, revision = spied_fleet(50, 4, parent="fra")
+    changes = index.apply(key("nodes", "s7-1"), revision + 1, node_doc("s7-1", "s7", labels={"x": "y"}))
     assert set(changes) == {"s7-0", "s7-1", "s7-2", "s7-3"}
     assert {name for name in looked_at if not name.startswith("s7-")} == set(), "other sites' nodes untouched"
     assert index.peers_of("s7-1") == {"s7-0", "s7-2", "s7-3"} and index.peers_of("nobody") == frozenset()
@@ -343,17 +349,7 @@ class _Spy(dict[str, Any]):
 
 
 def test_a_workload_pinned_to_a_node_or_site_is_checked_only_against_those_nodes() -> None:
-    index = FleetIndex()
-    revision = 0
-    for s in range(20):
-        revision += 1
-        index.apply(key("sites", f"s{s}"), revision, site_doc(f"s{s}"))
-        for n in range(5):
-            revision += 1
-            index.apply(key("nodes", f"s{s}-{n}"), revision, node_doc(f"s{s}-{n}", f"s{s}"))
-            index.register(f"s{s}-{n}")
-    looked_at: list[str] = []
-    index._nodes = _Spy(index._nodes, looked_at)  # type: ignore[assignment]
+    index, looked_at, revision = spied_fleet(20, 5)
     changes = index.apply(key("workloads", "one"), revision + 1, workload_doc("one", "edgefleet.io/node=s3-2"))
     assert set(changes) == {"s3-2"} and set(looked_at) == {"s3-2"}
     looked_at.clear()
