@@ -216,7 +216,8 @@ def test_silence_counts_from_the_last_time_the_node_was_seen_alive() -> None:
 
 def test_an_alive_node_is_promoted_and_a_silent_one_loses_its_hub_and_votes() -> None:
     demoted = node_doc({"phase": "NotReady", "lastHeartbeat": HB})
-    promote = status_patch(demoted, at(500), DEFAULT, alive=True, resource_version="9")
+    demoted["metadata"]["resourceVersion"] = "9"
+    promote = status_patch(demoted, at(500), DEFAULT, alive=True)
     assert promote == {"metadata": {"resourceVersion": "9"}, "status": {"phase": "Ready", "message": None}}
     assert status_patch(node_doc({"phase": "Ready", "lastHeartbeat": HB}), at(500), DEFAULT, alive=True) is None
     voter = node_doc({"phase": "Ready", "lastHeartbeat": HB, "hub": "h1", "peerVotes": {"b": {"healthy": False}}})

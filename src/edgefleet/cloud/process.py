@@ -154,7 +154,7 @@ def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thre
     """
     if hub is not None:
         controller = NodeLifecycleController(registry, thresholds, liveness=hub.live_nodes,
-                                             nodes=lambda: _index_nodes(hub))
+                                             nodes=lambda: _index_documents(hub, "nodes"))
     else:
         controller = NodeLifecycleController(registry, thresholds)
     election = LeaderElection(store, "nodelifecycle")
@@ -173,10 +173,6 @@ def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thre
     for task in tasks:
         task.add_done_callback(_report_failure)
     return tasks
-
-
-def _index_nodes(hub: Hub) -> list[tuple[str, dict[str, Any]]]:
-    return [(str(revision), document) for revision, document in hub.index.documents("nodes")]
 
 
 def _index_documents(hub: Hub, plural: str) -> list[dict[str, Any]]:

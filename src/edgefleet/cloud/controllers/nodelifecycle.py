@@ -118,14 +118,13 @@ def status_patch(
     observing_since: datetime | None = None,
     alive: bool = False,
     last_alive: datetime | None = None,
-    resource_version: str | None = None,
 ) -> Document | None:
     """The status merge patch to apply to ``node`` (a stored Node document), or None.
 
     None when the phase already says what it should, or when a node that is
     not alive is still within its grace (a Ready verdict is written only for
     an alive node). The patch carries ``metadata.resourceVersion`` (from the
-    document, or ``resource_version``) as a precondition.
+    document) as a precondition.
     """
     status = node.get("status") or {}
     verdict = expected_phase(status.get("lastHeartbeat"), now, thresholds, observing_since=observing_since,
@@ -137,8 +136,7 @@ def status_patch(
     patch: Document = {"phase": verdict.phase, "message": verdict.message}
     if verdict.phase != READY:
         patch.update({name: None for name in ("hub", "peerVotes") if status.get(name) is not None})
-    version = resource_version or node["metadata"]["resourceVersion"]
-    return {"metadata": {"resourceVersion": version}, "status": patch}
+    return {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]}, "status": patch}
 
 
 def _moment(timestamp: str | None) -> datetime | None:
@@ -150,8 +148,8 @@ def _moment(timestamp: str | None) -> datetime | None:
         return None
 
 
-NodeSource = Callable[[], Iterable[tuple[str, Document]]]
-"""(resourceVersion, Node document) of every Node, e.g. from the hub's in-memory index."""
+NodeSource = Callable[[], Iterable[Document]]
+"""Every Node document (with metadata.resourceVersion), e.g. from the hub's in-memory index."""
 
 
 class NodeLifecycleController:
@@ -186,11 +184,8 @@ class NodeLifecycleController:
                 log.warning("node lifecycle round failed, retrying next period: %s", exc)
             await asyncio.sleep(self._thresholds.period)
 
-    async def _read(self) -> list[tuple[str, Document]]:
-        if self._nodes is not None:
-            return list(self._nodes())
-        page = await self._registry.list(NODES)
-        return [(node["metadata"]["resourceVersion"], node) for node in page.items]
+    async def _read(self) -> list[Document]:
+        return list(self._nodes()) if self._nodes is not None else (await self._registry.list(NODES)).items
 
     async def sync_once(self, *, observing_since: datetime | None = None) -> int:
         """One round; returns how many nodes changed phase."""
@@ -198,16 +193,15 @@ class NodeLifecycleController:
         alive = self._liveness() if self._liveness is not None else set()
         now = self._clock()
         changed = 0
-        for version, node in nodes:
+        for node in nodes:
             name = node["metadata"]["name"]
             if name in alive:
                 self._last_alive[name] = now
             patch = status_patch(node, now, self._thresholds, observing_since=observing_since,
-                                 alive=name in alive, last_alive=self._last_alive.get(name),
-                                 resource_version=version)
+                                 alive=name in alive, last_alive=self._last_alive.get(name))
             if patch is not None and await self._apply(name, patch):
                 changed += 1
-        known = {node["metadata"]["name"] for _, node in nodes}
+        known = {node["metadata"]["name"] for node in nodes}
         for name in [name for name in self._last_alive if name not in known]:
             del self._last_alive[name]
         return changed
