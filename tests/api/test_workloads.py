@@ -278,28 +278,40 @@ def test_status_and_columns(workload_doc: Doc) -> None:
     assert row(_workload(workload_doc), wide=False) == {
         "SELECTOR": "edgefleet.io/role=cache",
         "READY": "<none>",
+        "UP-TO-DATE": "<none>",
+        "AVAILABLE": "<none>",
         "REVISION": "<none>",
+        "ROLLOUT": "<none>",
     }
     workload_doc["spec"]["nodeSelector"] = ""
     workload_doc["spec"]["template"]["ports"] = [{"name": "http", "port": 8081}]
     workload_doc["status"] = {
         "observedGeneration": 2,
         "currentRevision": "0f1e2d3c4b5a6978",
+        "currentRevisionNumber": 3,
+        "updateRevision": "1f1e2d3c4b5a6978",
+        "updateRevisionNumber": 4,
         "desiredCount": 4,
         "readyCount": 3,
-        "updatedCount": 4,
-        "nodes": {"par-edge-1": {"revision": "0f1e2d3c4b5a6978", "ready": True, "restarts": 1}},
+        "updatedCount": 1,
+        "availableCount": 3,
+        "nodeRevisions": {"par-edge-1": "1f1e2d3c4b5a6978"},
+        "rollout": {"phase": "Progressing", "target": "1f1e2d3c4b5a6978",
+                    "nodes": {"par-edge-2": {"to": "1f1e2d3c4b5a6978", "phase": "Draining",
+                                             "since": "2026-12-01T00:00:00Z"}}},
     }
     assert row(_workload(workload_doc)) == {
         "SELECTOR": "<all>",
         "READY": "3/4",
-        "REVISION": "0f1e2d3c4b5a6978",
+        "UP-TO-DATE": "1",
+        "AVAILABLE": "3",
+        "REVISION": "3->4",
+        "ROLLOUT": "Progressing",
         "COMMAND": "python3 -m http.server 8081",
         "PORTS": "http:8081/tcp",
         "RESTART": "Always",
     }
-    workload_doc["status"]["nodes"]["par-edge-1"]["state"] = "Sleeping"
+    workload_doc["status"]["rollout"]["nodes"]["par-edge-2"]["phase"] = "Sleeping"
     assert errors_of(workload_doc) == [
-        "status.nodes.par-edge-1.state: Input should be 'Pending', 'Starting', 'Running', "
-        "'Stopping', 'Exited' or 'Failed'"
+        "status.rollout.nodes.par-edge-2.phase: Input should be 'Draining', 'Updating' or 'Settling'"
     ]

@@ -107,6 +107,7 @@ async def test_only_staff_roles_can_be_asked_for(api: Api) -> None:
 async def test_the_listing_shows_both_kinds_with_their_role_but_no_node_credential(api: Api) -> None:
     bootstrap = await api.create(description="rack 4")
     viewer = await api.create(role="viewer")
+    assert (await api.client().post(f"{API}/sites", json=site("par"))).status_code == 201  # the node's site
     joined = await api.client(bootstrap["token"]).post(f"{EDGE}/join", json={"name": "par-edge-1", "site": "par"})
     assert joined.status_code == 201, joined.text
     listing = (await api.client().get(f"{EDGE}/bootstrap-tokens")).json()["items"]
@@ -128,6 +129,7 @@ async def test_deleting_an_api_token_by_id_stops_it_at_once(api: Api) -> None:
 
 async def test_a_node_credential_cannot_be_deleted_as_a_token(api: Api) -> None:
     bootstrap = await api.create()
+    assert (await api.client().post(f"{API}/sites", json=site("par"))).status_code == 201  # the node's site
     joined = (await api.client(bootstrap["token"]).post(f"{EDGE}/join", json={"name": "n1", "site": "par"})).json()
     credential_id = split_token(joined["credential"])[0]
     refused = await api.client().delete(f"{EDGE}/bootstrap-tokens/{credential_id}")

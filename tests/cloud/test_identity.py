@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from edgefleet.api.common import format_timestamp
+from edgefleet.api.sites import INFO as SITES
 from edgefleet.cloud.auth import (
     TOKEN_PREFIX,
     Authenticator,
@@ -31,7 +32,7 @@ from edgefleet.cloud.registry import Registry
 from edgefleet.cloud.server import ServerSettings, create_app
 from edgefleet.store.interface import Store
 
-from .conftest import ADMIN, API, MAX_BODY, VIEWER, static_tokens
+from .conftest import ADMIN, API, MAX_BODY, VIEWER, site, static_tokens
 
 EDGE = "/edge/v1"
 NODES = f"{API}/nodes"
@@ -78,6 +79,11 @@ class Edge:
         body = {"name": name, "site": site, **extra}
         return await self.client(token or await self.bootstrap_token()).post(f"{EDGE}/join", json=body)
 
+    async def sites(self, *names: str) -> None:
+        """Create these Sites (a Node's site must exist; joins create Nodes)."""
+        for name in names:
+            await self.registry.create(SITES, site(name))
+
     async def joined(self, name: str = "par-edge-1", site: str = "par-edge") -> str:
         response = await self.join(name, site)
         assert response.status_code == 201, response.text
@@ -97,6 +103,7 @@ def make_edge(store: Store, *, grace: int = 600) -> Edge:
 @pytest.fixture
 async def edge(store: Store) -> AsyncIterator[Edge]:
     made = make_edge(store)
+    await made.sites("par-edge", "ams-edge")
     yield made
     for client in made.clients:
         await client.aclose()
@@ -369,6 +376,7 @@ async def test_only_node_credentials_rotate(edge: Edge) -> None:
 
 async def test_rotated_credential_expires_after_the_grace_period(store: Store) -> None:
     edge = make_edge(store, grace=1)
+    await edge.sites("par-edge")
     try:
         old = await edge.joined()
         new = (await edge.client(old).post(f"{EDGE}/credentials/rotate")).json()["credential"]

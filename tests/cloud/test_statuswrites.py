@@ -59,7 +59,7 @@ def test_new_synced_revisions_ride_along_and_never_cause_a_write() -> None:
 def test_hub_owned_fields_are_dropped() -> None:
     w = writes()
     report(w, {"agentVersion": "1", "lastHeartbeat": "2099-01-01T00:00:00Z", "phase": "Ready", "hub": "x",
-               "syncedRevision": 99, "syncedEpoch": "forged"}, 0)
+               "syncedRevision": 99, "syncedEpoch": "forged", "drains": {"x": "2099-01-01T00:00:00Z"}}, 0)
     assert w.due(2)[0].status == {"agentVersion": "1"}
 
 

@@ -23,14 +23,18 @@ import yaml
 from tests.cloudproc import CloudProcess, running_cloud
 from tests.e2e.test_cli import ok, run
 from tests.etcd_cluster import running_etcd
+from tests.fleet import site_doc
 
 NODES = "/apis/edgefleet.io/v1/nodes"
+SITES = "/apis/edgefleet.io/v1/sites"
 FAST_LIFECYCLE = ("--node-not-ready-after", "1", "--node-unknown-after", "2", "--node-monitor-period", "0.1")
 
 
 @pytest.fixture
 def fast_cloud(tmp_path: Path) -> Iterator[CloudProcess]:
     with running_cloud(f"sqlite:///{tmp_path}/store.db", tmp_path, *FAST_LIFECYCLE) as cloud:
+        with cloud.client() as admin:
+            assert admin.post(SITES, json=site_doc("par-edge")).status_code == 201  # nodes join into it
         yield cloud
 
 
@@ -152,6 +156,7 @@ def test_two_clouds_on_etcd_run_one_lifecycle_controller(tmp_path: Path) -> None
             with first.client() as admin:
                 node = {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": "edge-e2e"},
                         "spec": {"site": "par-edge"}}
+                assert admin.post(SITES, json=site_doc("par-edge")).status_code == 201
                 assert admin.post(NODES, json=node).status_code == 201
             wait_for(lambda: phase_of(second, "edge-e2e") == "Unknown")
             leaders = [c for c in (first, second) if "became leader" in c.log()]

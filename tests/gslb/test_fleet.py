@@ -371,3 +371,14 @@ def test_expiry_bookkeeping_stays_bounded_when_nobody_asks() -> None:
     for second in range(2000):
         fleet.apply("Node", "a", node("a", "par", ["192.0.2.1"], votes={"b": (True, -second)}))
     assert len(fleet._expiries) <= 64 + 4
+
+
+def test_a_rollout_drain_takes_a_node_out_and_bumps_the_generation(fleet: FleetState) -> None:
+    before = fleet.generation_at(NOW)
+    drained = node("par-2", "par", ["192.0.2.12"])
+    drained["status"]["drains"] = {"workload/cache": stamp(1)}
+    fleet.apply("Node", "par-2", drained)
+    assert fleet.node_health("par-2", NOW) == (False, "draining")
+    assert names(fleet)["par"] == ["par-1"] and fleet.generation_at(NOW) != before
+    fleet.apply("Node", "par-2", node("par-2", "par", ["192.0.2.12"]))
+    assert names(fleet)["par"] == ["par-1", "par-2"]

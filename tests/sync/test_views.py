@@ -258,7 +258,27 @@ def selected_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
         else domain_doc(name, selector)
     )
     doc["status"] = {"x": draw(st.integers(0, 2))}
+    if kind == "workloads" and draw(st.booleans()):
+        doc["status"] = {"currentRevision": draw(st.sampled_from(REVISIONS)),
+                         "nodeRevisions": draw(st.dictionaries(st.sampled_from(NODES), st.sampled_from(REVISIONS),
+                                                               max_size=3))}
     return key(kind, name), doc
+
+
+REVISIONS = ["r0", "r1", "r2"]
+
+
+def revision_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+    workload, rev = draw(st.sampled_from(["a", "b"])), draw(st.sampled_from(REVISIONS))
+    name = f"{workload}-{rev}"
+    if draw(st.integers(0, 4)) == 0:
+        return key("workloadrevisions", name), None
+    return key("workloadrevisions", name), revision_doc(workload, rev)
+
+
+def revision_doc(workload: str, rev: str) -> dict[str, Any]:
+    return {"apiVersion": "edgefleet.io/v1", "kind": "WorkloadRevision", "metadata": {"name": f"{workload}-{rev}"},
+            "spec": {"workload": workload, "number": 1, "revision": rev, "template": {"command": ["run", rev]}}}
 
 
 def replay(index: FleetIndex, history: list[Any], registered: list[str],
@@ -298,7 +318,7 @@ def cluster_info_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
 @st.composite
 def changes(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
     make: Callable[[st.DrawFn], tuple[str, dict[str, Any] | None]] = draw(
-        st.sampled_from([site_change, node_change, selected_change, cluster_info_change])
+        st.sampled_from([site_change, node_change, selected_change, cluster_info_change, revision_change])
     )
     return make(draw)
 
@@ -357,3 +377,58 @@ def test_a_workload_pinned_to_a_node_or_site_is_checked_only_against_those_nodes
                           workload_doc("one", "edgefleet.io/site in (s4,s5),role!=x"))
     assert set(changes) == {"s3-2"} | {f"s{s}-{n}" for s in (4, 5) for n in range(5)}, "left one, entered ten"
     assert set(looked_at) == set(changes)
+
+
+# --- Workloads at per-node revisions ---------------------------------------------------
+
+
+def rollout_fleet() -> Cloud:
+    cloud = Cloud()
+    cloud.put(key("sites", "s1"), site_doc("s1"))
+    for name in ("n1", "n2", "n3"):
+        cloud.put(key("nodes", name), node_doc(name, "s1"))
+        cloud.index.register(name)
+    for rev in ("r1", "r2"):
+        cloud.put(key("workloadrevisions", f"web-{rev}"), revision_doc("web", rev))
+    doc = workload_doc("web")
+    doc["spec"]["template"] = {"command": ["run", "r2"]}
+    doc["status"] = {"currentRevision": "r1"}
+    cloud.put(key("workloads", "web"), doc)
+    return cloud
+
+
+def template_of(cloud: Cloud, node: str) -> Any:
+    return cloud.view(node)[key("workloads", "web")].object["spec"]["template"]
+
+
+def test_nodes_get_the_template_of_their_assigned_revision() -> None:
+    cloud = rollout_fleet()
+    assert [template_of(cloud, n)["command"] for n in ("n1", "n2", "n3")] == [["run", "r1"]] * 3
+    projected = cloud.view("n1")[key("workloads", "web")].object
+    assert set(projected["spec"]) == {"nodeSelector", "template"} and "generation" not in projected["metadata"]
+    changes = cloud.index.apply(key("workloads", "web"), 99, {**cloud.docs[key("workloads", "web")],
+                                "status": {"currentRevision": "r1", "nodeRevisions": {"n2": "r2"}}})
+    assert set(changes) == {"n2"}  # one node moves; nobody else is even sent anything
+    assert template_of(cloud, "n2")["command"] == ["run", "r2"]
+
+
+def test_a_template_edit_moves_nobody_until_assigned() -> None:
+    cloud = rollout_fleet()
+    doc = copy.deepcopy(cloud.docs[key("workloads", "web")])
+    doc["spec"]["template"] = {"command": ["run", "r3"]}
+    doc["metadata"]["generation"] = 2
+    assert cloud.index.apply(key("workloads", "web"), 100, doc) == {}
+
+
+def test_a_workload_before_its_first_status_runs_its_template() -> None:
+    cloud = rollout_fleet()
+    cloud.put(key("workloads", "fresh"), workload_doc("fresh"))
+    assert key("workloads", "fresh") in cloud.view("n1")
+
+
+def test_an_unknown_revision_keeps_what_the_node_has() -> None:
+    cloud = rollout_fleet()
+    doc = copy.deepcopy(cloud.docs[key("workloads", "web")])
+    doc["status"]["nodeRevisions"] = {"n1": "missing"}
+    assert cloud.index.apply(key("workloads", "web"), 100, doc) == {}
+    assert template_of(cloud, "n1")["command"] == ["run", "r1"]

@@ -9,6 +9,7 @@ soon as anything under ``edgefleet.api`` is imported.
 
 from __future__ import annotations
 
+from edgefleet.api.admissionwebhooks import AdmissionWebhook, AdmissionWebhookSpec, WebhookRule
 from edgefleet.api.clusterinfo import ClusterInfo, ClusterInfoSpec
 from edgefleet.api.domains import (
     CachePolicy,
@@ -24,6 +25,7 @@ from edgefleet.api.events import Event, EventSpec, ObjectReference
 from edgefleet.api.hubs import Hub, HubSpec, HubStatus
 from edgefleet.api.nodes import CacheStats, Node, NodeSpec, NodeStatus, PeerVote, TaskReport
 from edgefleet.api.purges import CacheTaskStatus, Prefetch, PrefetchSpec, Purge, PurgeSpec
+from edgefleet.api.revisions import WorkloadRevision, WorkloadRevisionSpec
 from edgefleet.api.sites import Activation, Location, Site, SiteSpec, SiteStatus
 from edgefleet.api.workloads import (
     EnvVar,
@@ -54,6 +56,8 @@ status model, which the listed kinds' tests walk.
 __all__ = [
     "KINDS",
     "Activation",
+    "AdmissionWebhook",
+    "AdmissionWebhookSpec",
     "CachePolicy",
     "CacheRule",
     "CacheStats",
@@ -92,9 +96,12 @@ __all__ = [
     "SiteStatus",
     "TaskReport",
     "TcpProbe",
+    "WebhookRule",
     "Workload",
     "WorkloadFile",
     "WorkloadPort",
+    "WorkloadRevision",
+    "WorkloadRevisionSpec",
     "WorkloadSpec",
     "WorkloadStatus",
     "WorkloadTemplate",

@@ -82,6 +82,13 @@ class CacheStats(Model):
     bytes_served: Count | None = Field(default=None, description="Response bytes sent.")
     bytes_stored: Count | None = Field(default=None, description="Bytes held in the cache.")
     objects: Count | None = Field(default=None, description="Objects held in the cache.")
+    server_errors: Count | None = Field(default=None, description="Responses with a 5xx status.")
+    upstream_errors: Count | None = Field(
+        default=None, description="Origin or parent fetches that failed (connection, timeout, 5xx)."
+    )
+    latency_p99_ms: float | None = Field(
+        default=None, ge=0, description="99th percentile response time over the last minute, milliseconds."
+    )
 
 
 class PeerVote(Model):
@@ -142,6 +149,11 @@ class NodeStatus(Model):
         default=None, description="This node's health votes about its site peers, by node name."
     )
     message: str | None = Field(default=None, description="Why the node is in this phase.")
+    drains: dict[str, Timestamp] | None = Field(
+        default=None,
+        description="Drains the cloud holds on the node (e.g. 'workload/cache' during its rollout step), with "
+        "when each began: the GSLB leaves a node with any drain out of its answers, as for spec.draining.",
+    )
 
 
 class Node(Resource):
@@ -163,7 +175,7 @@ def _state(obj: Resource) -> str:
     parts: list[str] = [node.status.phase or "Pending"]  # no phase yet: never reported, not yet judged
     if node.spec.unschedulable:
         parts.append("SchedulingDisabled")
-    if node.spec.draining:
+    if node.spec.draining or node.status.drains:
         parts.append("Draining")
     return ",".join(parts)
 

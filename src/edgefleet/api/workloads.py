@@ -43,6 +43,7 @@ from edgefleet.api.common import (
 )
 from edgefleet.api.errors import FieldValueError
 from edgefleet.api.meta import Column, KindInfo, Model, Resource, check_dns1123_label, register
+from edgefleet.api.rollouts import Condition, RolloutState, RolloutStrategy, SiteCounts, VersionPin
 from edgefleet.api.selectors import Selector, SelectorText, parse_selector
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -309,7 +310,21 @@ class WorkloadSpec(Model):
     )
     template: WorkloadTemplate = Field(description="The process each selected node runs.")
     revision_history_limit: int = Field(
-        default=10, ge=0, le=100, description="Old template revisions kept for rollback."
+        default=10, ge=0, le=100,
+        description="Old template revisions (WorkloadRevision objects) kept for rollback and pins, besides the "
+        "ones in use.",
+    )
+    strategy: RolloutStrategy = Field(
+        default_factory=RolloutStrategy, description="How a template change reaches the nodes: batches, "
+        "unavailability budgets, drains, verification (docs/rollouts.md).",
+    )
+    pins: list[VersionPin] = Field(
+        default_factory=list, max_length=256,
+        description="Host version map: nodes a selector picks run the given revision whatever rolls out; the "
+        "first matching pin wins. `edgefleet rollout pin` edits it.",
+    )
+    paused: bool = Field(
+        default=False, description="Hold the rollout: nodes on their way finish, no other node starts moving."
     )
 
     def selector(self) -> Selector:
@@ -326,26 +341,44 @@ class InstanceStatus(Model):
     ready: bool | None = Field(default=None, description="Whether the health probe passes.")
     restarts: Count | None = Field(default=None, description="Restarts since the agent started.")
     exit_code: int | None = Field(default=None, description="Exit status of the last run.")
+    probe_failures: Count | None = Field(
+        default=None, description="Failed health probes since the agent started (for rollout analysis)."
+    )
     message: str | None = Field(default=None, description="Why it is in this state.")
 
 
 class WorkloadStatus(Model):
-    """Observed state of a Workload, aggregated by the workload controller."""
+    """Observed state of a Workload, written by the workload controller (see edgefleet.cloud.rollouts)."""
 
     observed_generation: int | None = Field(
         default=None, description="The metadata.generation this status describes."
     )
     current_revision: str | None = Field(
-        default=None, description="Revision of spec.template (see template_revision)."
+        default=None, description="The stable revision: every node not listed in nodeRevisions runs it.",
+    )
+    current_revision_number: int | None = Field(default=None, description="Its number (rollout history).")
+    update_revision: str | None = Field(
+        default=None, description="Revision of spec.template (see template_revision): where rollouts go."
+    )
+    update_revision_number: int | None = Field(default=None, description="Its number.")
+    node_revisions: dict[str, str] | None = Field(
+        default=None, description="Nodes assigned another revision than currentRevision (a rollout in "
+        "progress, pins), by node name. The per-node view projects the assigned revision's template.",
     )
     desired_count: Count | None = Field(default=None, description="Nodes the selector picks.")
-    ready_count: Count | None = Field(default=None, description="Instances that are ready.")
     updated_count: Count | None = Field(
-        default=None, description="Instances running currentRevision."
+        default=None, description="Nodes running updateRevision."
     )
-    nodes: dict[str, InstanceStatus] | None = Field(
-        default=None, description="Per-node instance state, by node name."
+    ready_count: Count | None = Field(default=None, description="Instances that are ready.")
+    available_count: Count | None = Field(
+        default=None, description="Ready instances on Ready nodes that are not drained."
     )
+    unavailable_count: Count | None = Field(default=None, description="desiredCount - availableCount.")
+    sites: dict[str, SiteCounts] | None = Field(default=None, description="The same counts per site.")
+    conditions: list[Condition] | None = Field(
+        default=None, description="Available, Progressing, Paused: with reasons."
+    )
+    rollout: RolloutState | None = Field(default=None, description="The rollout in progress, or the last one.")
 
 
 class Workload(Resource):
@@ -391,6 +424,19 @@ def _ports(obj: Resource) -> str:
     return cell([f"{p.name}:{p.port}/{p.protocol}" for p in ports])
 
 
+def _revision(obj: Resource) -> str:
+    status = _workload(obj).status
+    current, update = status.current_revision_number, status.update_revision_number
+    if current is None:
+        return "<none>"
+    return str(current) if update in (None, current) else f"{current}->{update}"
+
+
+def _rollout(obj: Resource) -> str:
+    rollout = _workload(obj).status.rollout
+    return "<none>" if rollout is None else rollout.phase
+
+
 INFO = register(
     KindInfo(
         kind="Workload",
@@ -401,7 +447,10 @@ INFO = register(
         columns=(
             Column("SELECTOR", lambda o: _workload(o).spec.node_selector or "<all>"),
             Column("READY", _ready),
-            Column("REVISION", lambda o: cell(_workload(o).status.current_revision)),
+            Column("UP-TO-DATE", lambda o: cell(_workload(o).status.updated_count)),
+            Column("AVAILABLE", lambda o: cell(_workload(o).status.available_count)),
+            Column("REVISION", _revision),
+            Column("ROLLOUT", _rollout),
             Column("COMMAND", _command, wide=True),
             Column("PORTS", _ports, wide=True),
             Column("RESTART", lambda o: _workload(o).spec.template.restart_policy, wide=True),

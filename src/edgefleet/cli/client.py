@@ -4,19 +4,43 @@ How: httpx with one connection pool per command. Every non-2xx answer
 becomes a :class:`ClientError` carrying the server's ``Status`` (reason,
 message, field causes) so the CLI can print it and say what to do next.
 Connection failures say which server was tried and how to change it.
+
+Warnings: the server sends ``Warning: 299 - "text"`` headers (RFC 7234, as
+Kubernetes does) for writes it accepts but doubts (a selector that matches
+no node, a webhook's remark). Every response's warnings go to ``on_warning``:
+by default they are printed to stderr in yellow, with control characters
+removed and no console markup interpreted (the text may come from a webhook).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+from rich.console import Console
+from rich.text import Text
 
 from edgefleet.api.meta import API_VERSION, KindInfo
 
 Document = dict[str, Any]
+
+_WARNING = re.compile(r'^\s*\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
+_stderr = Console(stderr=True, highlight=False)
+
+
+def parse_warning(value: str) -> str:
+    """The text of one ``Warning`` header value (``299 - "text"``); the whole value if it is not of that form."""
+    match = _WARNING.match(value)
+    text = re.sub(r"\\(.)", r"\1", match[1]) if match else value
+    return "".join(char if char.isprintable() else " " for char in text).strip()
+
+
+def print_warning(text: str) -> None:
+    """The CLI's default: ``Warning: text`` on stderr, in yellow."""
+    _stderr.print(Text(f"Warning: {text}", style="yellow"), highlight=False)  # Text: no markup is parsed
 
 
 class ClientError(Exception):
@@ -30,8 +54,13 @@ class ClientError(Exception):
 
 
 class ApiClient:
-    def __init__(self, server: str, token: str | None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, server: str, token: str | None, *, timeout: float = 30.0,
+        on_warning: Callable[[str], None] | None = print_warning,
+    ) -> None:
+        """``on_warning`` gets the text of every warning the server sends (None: ignore them)."""
         self.server = server
+        self.on_warning = on_warning
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=server, headers=headers, timeout=timeout)
 
@@ -52,9 +81,18 @@ class ApiClient:
                 f"cannot reach the edgefleet server at {self.server} ({exc.__class__.__name__}: {exc}); "
                 "is `edgefleet cloud` running? Set the address with --server or EDGEFLEET_SERVER"
             ) from None
+        self._warn(response)
         if response.status_code >= 400:
             raise _error_from(response)
         return response
+
+    def _warn(self, response: httpx.Response) -> None:
+        if self.on_warning is None:
+            return
+        for value in response.headers.get_list("warning"):
+            text = parse_warning(value)
+            if text:
+                self.on_warning(text)
 
     @staticmethod
     def path(info: KindInfo, name: str = "", *, status: bool = False) -> str:
@@ -97,8 +135,10 @@ class ApiClient:
         ).json()
         return result
 
-    def delete(self, info: KindInfo, name: str) -> Document:
-        result: Document = self._request("DELETE", self.path(info, name)).json()
+    def delete(self, info: KindInfo, name: str, *, force: bool = False) -> Document:
+        """``force``: delete even though other objects still name it (a Site with Nodes)."""
+        params = {"force": "true"} if force else {}
+        result: Document = self._request("DELETE", self.path(info, name), params=params).json()
         return result
 
     def text(self, path: str, **params: Any) -> str:
@@ -109,10 +149,16 @@ class ApiClient:
         result: Document = self._request("GET", "/version").json()
         return result
 
-    def watch(self, info: KindInfo, *, selector: str | None = None, resource_version: str = "") -> Iterator[Document]:
+    def watch(
+        self, info: KindInfo, *, selector: str | None = None, resource_version: str = "",
+        timeout_seconds: int | None = None,
+    ) -> Iterator[Document]:
+        """Watch events as documents; with ``timeout_seconds`` the server ends the stream after that long."""
         params: dict[str, Any] = {"watch": "true"}
         if selector:
             params["labelSelector"] = selector
+        if timeout_seconds is not None:
+            params["timeoutSeconds"] = timeout_seconds
         if resource_version:
             params["resourceVersion"] = resource_version
         try:

@@ -25,10 +25,10 @@ from edgefleet.api.errors import UnknownKind
 from edgefleet.api.meta import KindInfo, all_kinds, lookup
 from edgefleet.cli import agent as agent_commands
 from edgefleet.cli import config as cli_config
-from edgefleet.cli import dataplane, fleet, purge, route, up
+from edgefleet.cli import dataplane, fleet, purge, rollout, route, up
 from edgefleet.cli import gslb as gslb_cli
 from edgefleet.cli.client import ApiClient, ClientError
-from edgefleet.cli.manifests import ManifestError, load_manifests
+from edgefleet.cli.manifests import ManifestError, in_apply_order, in_delete_order, load_manifests
 from edgefleet.cli.output import OUTPUT_FORMATS, describe, dump, print_docs, to_model
 
 app = typer.Typer(
@@ -49,6 +49,7 @@ dataplane.register(app)  # cache, origin
 gslb_cli.register(app)  # dns
 purge.register(app)  # purge DOMAIN URL... [--prefix] [--tag] [--soft] [--wait]
 route.register(app)  # route DOMAIN --client IP [--path P] [-o json|yaml]
+rollout.register(app)  # rollout status|history|pause|resume|abort|undo|pin|unpin WORKLOAD
 up.register(app)  # up [--sites N] [--nodes N] [--detach] [--fresh], down
 
 # Piped output (scripts, grep) gets wide lines instead of 80-column wrapping.
@@ -73,12 +74,21 @@ def fail(message: str, *details: str, code: int = 1) -> NoReturn:
 
 
 def _hint(error: ClientError) -> str:
+    if _explains_itself(error):
+        return ""
     return {
         401: "check the token: --token, EDGEFLEET_TOKEN or `edgefleet config set-context`",
         403: "this needs an admin token",
         409: "someone changed it meanwhile; get it again and retry",
         410: "the revision is too old; list again",
     }.get(error.code, "")
+
+
+def _explains_itself(error: ClientError) -> bool:
+    """Admission refusals (a webhook's denial, a Site that still has Nodes) say what to do next themselves."""
+    message = str(error)
+    return (error.code == 403 and message.startswith("admission webhook")) or (
+        error.code == 409 and "--force" in message)
 
 
 @contextmanager
@@ -217,10 +227,11 @@ def apply(
     """Create or update resources from YAML (multi-document files and directories).
 
     Every document is validated before anything is sent; one invalid
-    document means nothing is applied. Prints created, configured or
-    unchanged for each object.
+    document means nothing is applied. Sites are applied first, then Nodes
+    (a Node's site must exist), then the rest in file order. Prints created,
+    configured or unchanged for each object, and the server's warnings.
     """
-    manifests = guarded(lambda: load_manifests(filename))
+    manifests = in_apply_order(guarded(lambda: load_manifests(filename)))
     with api(server, token, context) as client:
         for manifest in manifests:
             verb = _apply_one(client, manifest.info, manifest.document, manifest.resource)
@@ -323,12 +334,18 @@ def delete(
         list[str] | None, typer.Option("--filename", "-f", help="Delete what these manifests define")
     ] = None,
     ignore_not_found: Annotated[bool, typer.Option(help="Do not fail on objects that do not exist")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Delete even though other objects still name it (a Site that has Nodes)")] = False,
     server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
 ) -> None:
-    """Delete objects by kind and name, or those defined in manifests (-f)."""
+    """Delete objects by kind and name, or those defined in manifests (-f).
+
+    A Site that still has Nodes is refused unless --force; with -f, Nodes
+    are deleted before their Sites.
+    """
     targets: list[tuple[KindInfo, str]] = []
     if filename:
-        targets = [(m.info, m.resource.name) for m in guarded(lambda: load_manifests(filename))]
+        targets = [(m.info, m.resource.name) for m in in_delete_order(guarded(lambda: load_manifests(filename)))]
     elif kind and names:
         info = resolve_kind(kind)
         targets = [(info, n) for n in names]
@@ -337,7 +354,7 @@ def delete(
     with api(server, token, context) as client:
         for info, name in targets:
             try:
-                client.delete(info, name)
+                client.delete(info, name, force=force)
                 out.print(f"{info.singular}/{name} deleted")
             except ClientError as exc:
                 if exc.code == 404 and ignore_not_found:

@@ -5,6 +5,11 @@ directory, sorted) is loaded and validated with the same pure parser the
 server uses, *before* anything is sent. One bad document stops the whole
 apply with every problem listed by file, document number and field path,
 so a typo never leaves the fleet half-configured.
+
+Order: the server refuses a Node whose Site does not exist and the delete
+of a Site that still has Nodes, so :func:`in_apply_order` puts Sites first
+and Nodes second (everything else keeps its place, after them) and
+:func:`in_delete_order` is the reverse.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from edgefleet.api.errors import ApiError, ValidationFailed
 from edgefleet.api.meta import KindInfo, Resource, kind_info, parse
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+DEPENDENCY_ORDER = ("Site", "Node")
+"""Kinds other objects name, in the order they must exist (a Node names a Site)."""
 
 
 class ManifestError(Exception):
@@ -91,3 +98,15 @@ def load_manifests(targets: list[str]) -> list[Manifest]:
     if problems:
         raise ManifestError("invalid manifests, nothing was applied:\n  " + "\n  ".join(problems))
     return manifests
+
+
+def in_apply_order(manifests: list[Manifest]) -> list[Manifest]:
+    """Sites, then Nodes, then the rest, each in the order given."""
+    last = len(DEPENDENCY_ORDER)
+    return sorted(manifests, key=lambda m: DEPENDENCY_ORDER.index(m.info.kind) if m.info.kind in DEPENDENCY_ORDER
+                  else last)
+
+
+def in_delete_order(manifests: list[Manifest]) -> list[Manifest]:
+    """The rest, then Nodes, then Sites: what names another object goes before it."""
+    return list(reversed(in_apply_order(list(reversed(manifests)))))

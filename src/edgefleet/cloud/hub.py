@@ -190,6 +190,9 @@ class Hub:
         """Live replicas by Hub object name, this one included, from the watched Hub objects."""
         self.status_writes = StatusWrites(status_intervals)
         self._status_wake = asyncio.Event()
+        self.index_listeners: list[Callable[[str, dict[str, Any] | None], None]] = []
+        """Called with the key and document (None: deleted) of every store event the index applied
+        (controllers wake on them)."""
         self._presence_wake = asyncio.Event()
         self._handshakes = 0
         self._revision_changed = asyncio.Condition()
@@ -258,6 +261,8 @@ class Hub:
         if event.kv.key.startswith(HUBS_PREFIX):
             self._note_replica(event.kv.key, document)
         deltas = self.index.apply(event.kv.key, event.revision, document)
+        for listener in self.index_listeners:
+            listener(event.kv.key, document)
         for node, changes in deltas.items():
             connection = self.connections.get(node)
             if connection is not None and connection.session.started:

@@ -99,7 +99,7 @@ from edgefleet.cloud.auth import (
     split_token,
     token_record,
 )
-from edgefleet.cloud.registry import Document, ObjectExists, ObjectNotFound, Registry, RegistryError
+from edgefleet.cloud.registry import Admit, Document, ObjectExists, ObjectNotFound, Registry, RegistryError
 from edgefleet.store.interface import (
     AlreadyExists,
     Compacted,
@@ -352,22 +352,24 @@ class Identity:
 
     # -- join -----------------------------------------------------------------------
 
-    async def join(self, request: JoinRequest, *, via: str) -> JoinResponse:
+    async def join(self, request: JoinRequest, *, via: str, admit: Admit | None = None) -> JoinResponse:
         """Create or adopt the Node, then give it a fresh credential.
 
         ``via`` is the id of the bootstrap token the caller checked with
-        :meth:`check_bootstrap` (it is recorded with the credential).
+        :meth:`check_bootstrap` (it is recorded with the credential);
+        ``admit`` admits the Node it creates (the API server passes one:
+        its site must exist), see :mod:`edgefleet.cloud.admission`.
         """
-        adopted = await self._create_or_adopt(request)
+        adopted = await self._create_or_adopt(request, admit)
         replaced = await self._delete_credentials(request.name)
         credential = await self._issue_credential(request.name, joinedWith=via)
         log.info("node joined", extra={"node": request.name, "site": request.site, "adopted": adopted,
                                        "replaced_credentials": replaced, "bootstrap_token": via})
         return JoinResponse(node=request.name, credential=credential, adopted=adopted)
 
-    async def _create_or_adopt(self, request: JoinRequest) -> bool:
+    async def _create_or_adopt(self, request: JoinRequest, admit: Admit | None) -> bool:
         try:
-            await self._registry.create(NODES, node_document(request))
+            await self._registry.create(NODES, node_document(request), admit=admit)
             return False
         except ObjectExists:
             existing = await self._registry.get(NODES, request.name)

@@ -19,8 +19,9 @@ reading the fleet from its own replica's hub index. The site activation
 controller (``alwaysOn: false`` sites on and off with demand) on
 ``/system/leader/siteactivation``, reading demand from
 ``CloudOptions.demand`` (region -> queries per second; none given: zero
-demand), and the event garbage collector (Events older than an hour) on
-``/system/leader/events``.
+demand), the workload controller (revisions, rollouts, Workload.status) on
+``/system/leader/workloads``, and the event garbage collector (Events older
+than an hour) on ``/system/leader/events``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from edgefleet.cloud.balance import BalanceSettings
 from edgefleet.cloud.controllers.nodelifecycle import NodeLifecycleController, Thresholds
 from edgefleet.cloud.controllers.purges import PurgeController
 from edgefleet.cloud.controllers.siteactivation import SiteActivationController, no_demand
+from edgefleet.cloud.controllers.workloads import ControllerMetrics, WorkloadController
 from edgefleet.cloud.events import EventCollector
 from edgefleet.cloud.gslbservice import GslbOptions, GslbService
 from edgefleet.cloud.hub import Hub, HubLimits, PresenceSettings
@@ -144,7 +146,8 @@ async def announce_admin_token(store: Store, options: CloudOptions) -> None:
 def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thresholds: Thresholds,
                       hub: Hub | None = None, *,
                       demand: Callable[[], Mapping[str, float]] | None = None,
-                      site_activation_period: float = 5.0) -> list[asyncio.Task[None]]:
+                      site_activation_period: float = 5.0,
+                      workload_period: float = 1.0) -> list[asyncio.Task[None]]:
     """Background work for edge nodes: the credential watch and the (elected) controllers.
 
     ``hub`` (this replica's) gives the node lifecycle controller the fleet's
@@ -170,6 +173,10 @@ def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thre
     if hub is not None:
         purges = PurgeController(registry, lambda: hub.index)
         tasks.append(asyncio.create_task(LeaderElection(store, "purges").run(purges.run), name="purges"))
+        rollouts = WorkloadController(registry, lambda plural: _index_documents(hub, plural),
+                                      period=workload_period, metrics=ControllerMetrics(hub.metrics.registry))
+        hub.index_listeners.append(rollouts.wake)
+        tasks.append(asyncio.create_task(LeaderElection(store, "workloads").run(rollouts.run), name="workloads"))
     for task in tasks:
         task.add_done_callback(_report_failure)
     return tasks

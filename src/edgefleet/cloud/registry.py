@@ -12,6 +12,14 @@ return plain documents (``dict``) because the stored bytes were validated on
 the way in: decoding JSON is much cheaper than re-validating a model, and the
 API server only forwards documents.
 
+Admission: the write methods take an optional ``admit`` hook, called with
+(the document about to be stored, the one stored) right before the store
+operation (``None`` for the missing side: old on create, new on delete),
+after merge patches and server-owned metadata were applied, and only when
+the stored bytes would change. It raises to refuse the write. The API
+server passes one per request (:mod:`edgefleet.cloud.admission`); the
+cloud's own components pass none. Status writes are never admitted.
+
 Lists page with an opaque ``continue`` token holding the revision of the
 first page and the last key sent, so every page of one list is read at the
 same revision (a consistent snapshot) until that revision is compacted.
@@ -23,7 +31,7 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +55,9 @@ from edgefleet.store.interface import (
 Document = dict[str, Any]
 REGISTRY_PREFIX = "/registry/"
 MAX_PATCH_RETRIES = 8
+
+Admit = Callable[[Document | None, Document | None], Awaitable[None]]
+"""``admit(new, old)``: raises to refuse a write (see the module docstring)."""
 
 
 class RegistryError(Exception):
@@ -204,18 +215,23 @@ class Registry:
 
     # writes ----------------------------------------------------------------
 
-    async def create(self, info: KindInfo, document: object, *, lease: int = 0) -> Document:
+    async def create(
+        self, info: KindInfo, document: object, *, lease: int = 0, admit: Admit | None = None
+    ) -> Document:
         """Create; with ``lease``, the object is deleted when that store lease ends (later writes keep it)."""
         obj = parse(document, expected_kind=info.kind)
         obj = lifecycle.prepare_create(obj, uid=self._new_uid(), now=self._clock())
+        data = encode(obj)
+        if admit is not None:
+            await admit(json.loads(data), None)
         try:
-            kv = await self.store.create(key_for(info, obj.name), encode(obj), lease=lease)
+            kv = await self.store.create(key_for(info, obj.name), data, lease=lease)
         except AlreadyExists:
             raise ObjectExists(f'{info.singular} "{obj.name}" already exists') from None
         return decode(kv)
 
     async def replace(
-        self, info: KindInfo, name: str, document: object, *, status: bool = False
+        self, info: KindInfo, name: str, document: object, *, status: bool = False, admit: Admit | None = None
     ) -> Document:
         """Replace spec (or, with ``status``, only status) of an existing object.
 
@@ -233,7 +249,7 @@ class Registry:
             raise ObjectNotFound(f'{info.singular} "{name}" not found')
         if expected and kv.mod_revision != expected:
             raise self._conflict(info, name)
-        return await self._write(info, kv, new, status=status)
+        return await self._write(info, kv, new, status=status, admit=admit)
 
     async def patch(
         self,
@@ -242,6 +258,7 @@ class Registry:
         patch: object,
         *,
         status: bool = False,
+        admit: Admit | None = None,
     ) -> Document:
         """JSON merge patch (RFC 7386). Retried on concurrent writes unless the
         patch itself sets ``metadata.resourceVersion`` (then it is a precondition)."""
@@ -259,13 +276,15 @@ class Registry:
             if new.name != name:
                 raise ValidationFailed([FieldError("metadata.name", "cannot be changed")])
             try:
-                return await self._write(info, kv, new, status=status)
+                return await self._write(info, kv, new, status=status, admit=admit)
             except VersionConflict:
                 if expected:
                     raise
         raise self._conflict(info, name)
 
-    async def _write(self, info: KindInfo, kv: KeyValue, new: Resource, *, status: bool) -> Document:
+    async def _write(
+        self, info: KindInfo, kv: KeyValue, new: Resource, *, status: bool, admit: Admit | None = None
+    ) -> Document:
         old = parse(decode(kv), expected_kind=info.kind)
         if status:
             merged = lifecycle.prepare_status_update(old, new)
@@ -274,6 +293,8 @@ class Registry:
         data = encode(merged)
         if data == kv.value:
             return decode(kv)  # nothing changed: no new revision, no event
+        if admit is not None and not status:
+            await admit(json.loads(data), decode(kv))
         try:
             written = await self.store.update(
                 kv.key, data, expected_revision=kv.mod_revision, lease=kv.lease
@@ -282,7 +303,13 @@ class Registry:
             raise self._conflict(info, new.name) from None
         return decode(written)
 
-    async def delete(self, info: KindInfo, name: str, *, resource_version: int = 0) -> Document:
+    async def delete(
+        self, info: KindInfo, name: str, *, resource_version: int = 0, admit: Admit | None = None
+    ) -> Document:
+        """Delete; ``resource_version`` (non-zero) is a precondition. With ``admit``, the object is read
+        first and deleted only at the revision that was admitted (retried on concurrent writes)."""
+        if admit is not None:
+            return await self._admitted_delete(info, name, resource_version, admit)
         try:
             kv = await self.store.delete(key_for(info, name), expected_revision=resource_version)
         except NotFound:
@@ -290,6 +317,23 @@ class Registry:
         except Conflict:
             raise self._conflict(info, name) from None
         return decode(kv)
+
+    async def _admitted_delete(self, info: KindInfo, name: str, expected: int, admit: Admit) -> Document:
+        for _ in range(MAX_PATCH_RETRIES):
+            kv = await self.store.get(key_for(info, name))
+            if kv is None:
+                raise ObjectNotFound(f'{info.singular} "{name}" not found')
+            if expected and kv.mod_revision != expected:
+                raise self._conflict(info, name)
+            await admit(None, decode(kv))
+            try:
+                return decode(await self.store.delete(kv.key, expected_revision=kv.mod_revision))
+            except NotFound:
+                raise ObjectNotFound(f'{info.singular} "{name}" not found') from None
+            except Conflict:
+                if expected:
+                    raise self._conflict(info, name) from None
+        raise self._conflict(info, name)
 
     @staticmethod
     def _conflict(info: KindInfo, name: str) -> VersionConflict:

@@ -10,6 +10,14 @@ Bodies are parsed by the registry (not by FastAPI) so that every validation
 error names its field path the way the CLI and the docs do; the OpenAPI
 document still declares the kind's schema for each body.
 
+Writes (create, replace, patch, delete, and the Node a join creates) pass
+admission (:mod:`edgefleet.cloud.admission`): the registry calls a
+per-request :class:`~edgefleet.cloud.admission.Review` before it stores,
+which may refuse the write (422, 409, 403, 503) or return warnings, sent as
+``Warning: 299 - "..."`` headers. ``DELETE ...?force=true`` overrides the
+reference checks (a Site that still has Nodes), never the webhooks. Status
+writes are not admitted.
+
 Node credentials (role ``node``) pass the same dependencies, which apply
 :func:`~edgefleet.cloud.auth.authorize_node` to the route's operation id and
 ``{name}``: a node reads its own Node and writes its status, nothing else.
@@ -27,7 +35,7 @@ event carrying a 410 Status once it has started.
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any
@@ -44,8 +52,10 @@ import edgefleet
 from edgefleet.api import kinds as _kinds  # noqa: F401  (fills the kind registry)
 from edgefleet.api.errors import ApiError, SelectorError
 from edgefleet.api.meta import API_VERSION, KindInfo, all_kinds
+from edgefleet.api.nodes import INFO as NODES
 from edgefleet.api.selectors import Selector
 from edgefleet.cloud import ui as dashboard
+from edgefleet.cloud.admission import Admission, IndexLookup, RegistryLookup, Review, warning_headers
 from edgefleet.cloud.agentsocket import SyncEndpoint
 from edgefleet.cloud.auth import Authenticator, AuthError, Principal, Role, authorize_node
 from edgefleet.cloud.errors import Status, StatusCause, from_exception, status_body
@@ -91,9 +101,17 @@ class ServerSettings:
     default_watch_seconds: int = 1800
 
 
-def json_response(document: Any, status: int = 200) -> Response:
+def json_response(document: Any, status: int = 200, *, warnings: Iterable[str] = ()) -> Response:
     body = json.dumps(document, separators=(",", ":")).encode()
-    return Response(body, status_code=status, media_type=JSON)
+    response = Response(body, status_code=status, media_type=JSON)
+    for value in warning_headers(warnings):  # UTF-8 bytes: a webhook's warning may not be Latin-1
+        response.raw_headers.append((b"warning", value.encode()))
+    return response
+
+
+def admitted(document: Any, review: Review, status: int = 200) -> Response:
+    """The response to an admitted write, with the warnings admission gathered."""
+    return json_response(document, status, warnings=review.warnings)
 
 
 def error_response(exc: Exception) -> Response:
@@ -108,14 +126,14 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for code, text in {
         400: "Bad request (malformed JSON, selector, continue token)",
         401: "Missing, malformed or unknown bearer token",
-        403: "The token's role does not allow this request",
+        403: "The token's role does not allow this request, or an admission webhook denied it",
         404: "No such object",
-        409: "Already exists, or resourceVersion conflict",
+        409: "Already exists, resourceVersion conflict, or still in use (a Site with Nodes; see ?force)",
         410: "The requested resourceVersion was compacted",
         413: "Request body over the limit",
         415: "Unsupported Content-Type",
-        422: "Invalid object; details.causes name each field path",
-        503: "The store is unavailable",
+        422: "Invalid object, or it names objects that do not exist; details.causes name each field path",
+        503: "The store is unavailable, or an admission webhook with failurePolicy Fail could not answer",
     }.items()
 }
 
@@ -133,7 +151,10 @@ def create_app(
 
     ``identity`` serves the ``/edge/v1`` routes; one over ``registry`` and
     ``authenticator`` is made when not given. It is ``app.state.identity``.
-    ``hub``, when given, adds the agents' WebSocket and the logs route.
+    ``hub``, when given, adds the agents' WebSocket and the logs route,
+    and admission reads other objects from its in-memory index (else from
+    the store). The :class:`~edgefleet.cloud.admission.Admission` is
+    ``app.state.admission``.
     """
     settings = settings or ServerSettings()
     identity = identity or Identity(registry, authenticator)
@@ -147,6 +168,8 @@ def create_app(
     app.state.registry = registry
     app.state.metrics = metrics
     app.state.identity = identity
+    lookup = IndexLookup(lambda: hub.index, registry) if hub is not None else RegistryLookup(registry)
+    admission = app.state.admission = Admission(lookup)
     _install_error_handlers(app)
     bearer = HTTPBearer(auto_error=False, description="admin, viewer or node token (bootstrap token for join)")
 
@@ -170,8 +193,8 @@ def create_app(
     more_metrics = [hub.metrics.registry] if hub is not None else []
     _add_system_routes(app, registry, metrics, reader, ready_check, more_metrics)
     for info in all_kinds():
-        _add_kind_routes(app, info, registry, metrics, settings, reader, writer)
-    _add_edge_routes(app, identity, reader, authorization)
+        _add_kind_routes(app, info, registry, admission, metrics, settings, reader, writer)
+    _add_edge_routes(app, identity, admission, reader, authorization)
     app.include_router(dashboard.router())  # /ui: static pages, no data, no token needed
     if hub is not None:
         app.include_router(hub.router(reader))
@@ -308,6 +331,7 @@ def _add_kind_routes(
     app: FastAPI,
     info: KindInfo,
     registry: Registry,
+    admission: Admission,
     metrics: ApiMetrics,
     settings: ServerSettings,
     reader: Callable[..., Awaitable[Principal]],
@@ -356,7 +380,8 @@ def _add_kind_routes(
               responses={201: {"model": info.model}, **_ERROR_RESPONSES},
               openapi_extra=_body_schema(info), response_class=Response, operation_id=f"create_{info.singular}")
     async def create_object(request: Request, _: Writer) -> Response:
-        return json_response(await registry.create(info, await read_json(request)), 201)
+        review = admission.review(info)
+        return admitted(await registry.create(info, await read_json(request), admit=review), review, 201)
 
     @app.get(item, tags=tags, summary=f"Read a {info.kind}", responses={200: {"model": info.model}, **_ERROR_RESPONSES},
              response_class=Response, operation_id=f"read_{info.singular}")
@@ -367,14 +392,16 @@ def _add_kind_routes(
              responses={200: {"model": info.model}, **_ERROR_RESPONSES}, openapi_extra=_body_schema(info),
              response_class=Response, operation_id=f"replace_{info.singular}")
     async def replace_object(name: Annotated[str, _name_param()], request: Request, _: Writer) -> Response:
-        return json_response(await registry.replace(info, name, await read_json(request)))
+        review = admission.review(info)
+        return admitted(await registry.replace(info, name, await read_json(request), admit=review), review)
 
     @app.patch(item, tags=tags, summary=f"JSON merge patch (RFC 7386) of a {info.kind}",
                responses={200: {"model": info.model}, **_ERROR_RESPONSES},
                openapi_extra=_patch_schema(), response_class=Response, operation_id=f"patch_{info.singular}")
     async def patch_object(name: Annotated[str, _name_param()], request: Request, _: Writer) -> Response:
         patch = await read_json(request, allowed=(MERGE_PATCH, JSON))
-        return json_response(await registry.patch(info, name, patch))
+        review = admission.review(info)
+        return admitted(await registry.patch(info, name, patch, admit=review), review)
 
     @app.delete(item, tags=tags, summary=f"Delete a {info.kind}",
                 responses={200: {"model": info.model}, **_ERROR_RESPONSES}, response_class=Response,
@@ -384,9 +411,12 @@ def _add_kind_routes(
         _: Writer,
         resource_version: Annotated[str | None, Query(alias="resourceVersion", max_length=32,
                                                       description="delete only at this revision")] = None,
+        force: Annotated[bool, Query(description="delete even though other objects still name it (a Site "
+                                                 "with Nodes); admission webhooks are still asked")] = False,
     ) -> Response:
         expected = parse_resource_version(resource_version, field="resourceVersion")
-        return json_response(await registry.delete(info, name, resource_version=expected))
+        review = admission.review(info, force=force)
+        return admitted(await registry.delete(info, name, resource_version=expected, admit=review), review)
 
     _add_status_routes(app, info, registry, reader, writer)
 
@@ -433,6 +463,7 @@ def _edge_responses(code: int, model: type[Any]) -> dict[int | str, dict[str, An
 def _add_edge_routes(
     app: FastAPI,
     identity: Identity,
+    admission: Admission,
     reader: Callable[..., Awaitable[Principal]],
     authorization: Callable[..., Awaitable[str | None]],
 ) -> None:
@@ -477,7 +508,8 @@ def _add_edge_routes(
     async def join(request: Request, header: Header) -> Response:
         via = await identity.check_bootstrap(header)
         body = parse_body(JoinRequest, await read_json(request))
-        return json_response(dump(await identity.join(body, via=via)), 201)
+        review = admission.review(NODES)
+        return admitted(dump(await identity.join(body, via=via, admit=review)), review, 201)
 
     @app.delete(f"{EDGE_ROOT}/nodes/{{name}}/credentials", tags=tags, response_class=Response,
                 summary="Revoke every credential of a node (admin); it is refused (401) until it joins again",

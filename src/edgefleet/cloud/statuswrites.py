@@ -48,8 +48,8 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
-HUB_OWNED = frozenset({"lastHeartbeat", "hub", "phase", "message", "syncedRevision", "syncedEpoch"})
-"""Status fields the hub sets itself; reported values are dropped."""
+HUB_OWNED = frozenset({"lastHeartbeat", "hub", "phase", "message", "syncedRevision", "syncedEpoch", "drains"})
+"""Status fields the cloud sets itself (drains: the workload controller); reported values are dropped."""
 
 LAZY_FIELDS = frozenset({"cache"})
 """Status fields that do not trigger a write sooner than ``lazy_interval``."""

@@ -19,7 +19,8 @@ and reduced to the few facts routing needs. The state answers:
 - :meth:`~FleetState.node_health`: whether a node may be in answers, and why.
 
 Node fitness (DESIGN.md, "Request path", step 4): a node is fit when it is
-not ``spec.draining``, has an address, and is healthy. Health comes from the
+not draining (``spec.draining``, set by hand, or any ``status.drains``, held
+by a rollout step), has an address, and is healthy. Health comes from the
 data plane: the *other nodes of its site* report ``status.peerVotes`` about
 it. The votes of a voter with a live hub session (``status.hub`` set) are
 fresh for as long as that session lasts: the hub writes votes only when a
@@ -442,7 +443,7 @@ def _node_facts(node: Node) -> _NodeFacts:
         site=node.spec.site,
         ipv4=tuple(address for address in addresses if ":" not in address),
         ipv6=tuple(address for address in addresses if ":" in address),
-        draining=node.spec.draining,
+        draining=node.spec.draining or bool(node.status.drains),
         phase=node.status.phase,
         votes=votes,
     )

@@ -17,7 +17,15 @@ The view of node N at site S (rules of the package docstring):
 - the peer Nodes of S and the Nodes of S's parents: labels, spec and
   ``status.phase`` only, so a heartbeat changes nobody's view;
 - the Workloads whose ``spec.nodeSelector`` matches N's labels plus the
-  implicit ``edgefleet.io/node=N`` and ``edgefleet.io/site=S``;
+  implicit ``edgefleet.io/node=N`` and ``edgefleet.io/site=S``, each
+  projected at the revision the workload controller assigned N
+  (``status.nodeRevisions[N]``, else ``status.currentRevision``; the
+  template comes from that revision's WorkloadRevision object; before the
+  controller's first status, ``spec.template``): metadata, selector and
+  template only (:func:`project_workload`), so a template edit, a strategy
+  change or a status write moves no node until the controller assigns it;
+  a revision whose WorkloadRevision is unknown leaves the node with what it
+  has;
 - the Domains whose ``spec.sites`` selector (empty: every site) matches S's
   labels plus the implicit ``edgefleet.io/site=S``;
 - the *open* Purges and Prefetches (no ``status.completedAt`` yet) whose
@@ -36,7 +44,9 @@ dicts (the API validated them on the way in; re-validating on this hot path
 would cost more than the whole diff) and must not be mutated after they are
 handed over: projections share their sub-objects.
 
-Cost: a Workload or Domain edit costs one selector check per registered node,
+Cost: a Workload status write that changes assignments costs work per node
+whose assignment changed (other status writes cost nothing); a Workload or
+Domain edit costs one selector check per registered node,
 or per node of the named sites (or the named nodes) when its selector pins
 ``edgefleet.io/site`` (or ``edgefleet.io/node``) to a few values (a Domain
 entering or leaving a view brings its open Purges and Prefetches along,
@@ -87,6 +97,7 @@ __all__ = [
     "digest",
     "project_object",
     "project_peer_node",
+    "project_workload",
 ]
 
 
@@ -102,6 +113,17 @@ def project_object(document: Mapping[str, Any]) -> Document:
     projected["metadata"] = {k: v for k, v in _dict(document.get("metadata")).items() if k != "resourceVersion"}
     if "spec" in document:
         projected["spec"] = document["spec"]
+    return projected
+
+
+def project_workload(document: Mapping[str, Any], template: Any) -> Document:
+    """A Workload as a node runs it: metadata without resourceVersion and generation, the selector and
+    ``template`` (its assigned revision's), nothing else: rollout strategy, pins and status are the cloud's."""
+    projected: Document = {key: document[key] for key in ("apiVersion", "kind") if key in document}
+    projected["metadata"] = {k: v for k, v in _dict(document.get("metadata")).items()
+                             if k not in ("resourceVersion", "generation")}
+    spec = _dict(document.get("spec"))
+    projected["spec"] = {"nodeSelector": spec.get("nodeSelector", ""), "template": template}
     return projected
 
 
@@ -168,10 +190,24 @@ class _Site:
 
 @dataclass(frozen=True, slots=True)
 class _Selected:
-    """A Workload or a Domain: its parsed selector and its projection."""
+    """A Domain: its parsed selector and its projection."""
 
     selector: Selector | None
     obj: ViewObject
+
+
+@dataclass(frozen=True, slots=True)
+class _Workload:
+    """A Workload: its parsed selector, the projection most nodes get, and the nodes assigned another."""
+
+    selector: Selector | None
+    obj: ViewObject
+    """The projection at status.currentRevision (or spec.template before the controller has seen it)."""
+    assigned: Mapping[str, ViewObject]
+    """Nodes whose status.nodeRevisions entry differs from the current revision, projected at theirs."""
+
+    def for_node(self, node_name: str) -> ViewObject:
+        return self.assigned.get(node_name, self.obj)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +257,9 @@ class FleetIndex:
         self._objects: dict[str, tuple[int, Document]] = {}
         self._nodes: dict[str, _Node] = {}
         self._sites: dict[str, _Site] = {}
-        self._workloads: dict[str, _Selected] = {}
+        self._workloads: dict[str, _Workload] = {}
+        self._templates: dict[str, dict[str, Document]] = {}  # workload -> revision hash -> {uid, template}
+        self._revision_keys: dict[str, tuple[str, str]] = {}  # WorkloadRevision key -> (workload, revision hash)
         self._domains: dict[str, _Selected] = {}
         self._tasks: dict[str, _Task] = {}  # key -> open or completed Purge/Prefetch
         self._open_tasks: dict[str, set[str]] = {}  # domain name -> keys of its open tasks
@@ -232,8 +270,9 @@ class FleetIndex:
         self._handlers: dict[str, Callable[[str, str, int, Document | None], dict[str, ViewChanges]]] = {
             "nodes": self._apply_node,
             "sites": self._apply_site,
-            "workloads": functools.partial(self._apply_selected, self._workloads),
-            "domains": functools.partial(self._apply_selected, self._domains),
+            "workloads": self._apply_workload,
+            "workloadrevisions": self._apply_revision,
+            "domains": self._apply_domain,
             **{kind: self._apply_task for kind in TASK_KINDS},
             **{kind: self._apply_everywhere for kind in EVERYWHERE_KINDS},
         }
@@ -284,7 +323,8 @@ class FleetIndex:
                     view[peer.key] = peer
         for workload in self._workloads.values():
             if _matches(workload.selector, node.labels):
-                view[workload.obj.key] = workload.obj
+                obj = workload.for_node(node_name)
+                view[obj.key] = obj
         site_labels = self._site_labels(node.site)
         for domain_name, domain in self._domains.items():
             if _matches(domain.selector, site_labels):
@@ -323,12 +363,18 @@ class FleetIndex:
         """
         before = {name: self.view(name) for name in self._registered}
         for table in (self._objects, self._nodes, self._sites, self._workloads, self._domains, self._members,
-                      self._tasks, self._open_tasks, self._everywhere):
+                      self._tasks, self._open_tasks, self._everywhere, self._templates, self._revision_keys):
             table.clear()
         self._chains.clear()
+        workloads: list[tuple[str, int, Document]] = []
         for key, mod_revision, document in items:
             self._check(key, document)
             self._objects[key] = (mod_revision, document)
+            if key.startswith(f"{KEY_PREFIX}workloads/"):
+                workloads.append((key, mod_revision, document))  # after their revisions, whatever the order
+            else:
+                self._store(key, mod_revision, document)
+        for key, mod_revision, document in workloads:
             self._store(key, mod_revision, document)
         self.revision = revision
         changes = {name: _diff(before[name], self.view(name)) for name in before}
@@ -363,9 +409,12 @@ class FleetIndex:
             self._set_node(name, self._build_node(key, name, revision, document, None))
         elif kind == "sites":
             self._set_site(name, self._build_site(key, name, revision, document, None))
-        elif kind in ("workloads", "domains"):
-            table = self._workloads if kind == "workloads" else self._domains
-            table[name] = self._build_selected(table, key, name, revision, document, None)
+        elif kind == "workloads":
+            self._workloads[name] = self._build_workload(key, name, revision, document, None)
+        elif kind == "workloadrevisions":
+            self._set_template(key, document)
+        elif kind == "domains":
+            self._domains[name] = self._build_domain(key, revision, document, None)
         elif kind in TASK_KINDS:
             self._set_task(key, self._build_task(key, revision, document, None))
         elif kind in EVERYWHERE_KINDS:
@@ -387,27 +436,24 @@ class FleetIndex:
         # Registered nodes whose Node is unknown have an empty view (see view()).
         return {node_name: {key: new} for node_name in self._registered if node_name in self._nodes}
 
-    # --- Workloads and Domains: one selector check per registered node ----
+    # --- Domains: one selector check per registered node -------------------
 
-    def _apply_selected(
-        self, table: dict[str, _Selected], key: str, name: str, revision: int, document: Document | None
-    ) -> dict[str, ViewChanges]:
-        old = table.get(name)
-        new = None if document is None else self._build_selected(table, key, name, revision, document, old)
+    def _apply_domain(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+        old = self._domains.get(name)
+        new = None if document is None else self._build_domain(key, revision, document, old)
         if new is None:
-            table.pop(name, None)
+            self._domains.pop(name, None)
         else:
-            table[name] = new
+            self._domains[name] = new
         if old is not None and new is not None and old.obj is new.obj and old.selector == new.selector:
             return {}  # a status change: nobody's view moves
-        labels_of = self._node_labels if table is self._workloads else self._domain_labels
-        tasks = self._open_tasks.get(name, set()) if table is self._domains else set()
+        tasks = self._open_tasks.get(name, set())
         changes: dict[str, ViewChanges] = {}
         old_obj, old_selector = (old.obj, old.selector) if old is not None else (None, None)
         new_obj, new_selector = (new.obj, new.selector) if new is not None else (None, None)
         same_selector = old is not None and new is not None and old_selector == new_selector
-        for node_name in self._reachable(old, new, node_pins=table is self._workloads):
-            labels = labels_of(node_name)
+        for node_name in self._reachable(old, new, node_pins=False):
+            labels = self._domain_labels(node_name)
             if labels is None:
                 continue
             now_in = _matches(new_selector, labels)
@@ -420,7 +466,9 @@ class FleetIndex:
                     _record(changes, node_name, task_key, task if was_in else None, task if now_in else None)
         return changes
 
-    def _reachable(self, old: _Selected | None, new: _Selected | None, *, node_pins: bool) -> Iterable[str]:
+    def _reachable(
+        self, old: _Selected | _Workload | None, new: _Selected | _Workload | None, *, node_pins: bool
+    ) -> Iterable[str]:
         """The registered nodes the old or new selector may match: all of them, unless both pin names.
 
         A selector that requires ``edgefleet.io/site`` (or, for Workloads,
@@ -448,12 +496,9 @@ class FleetIndex:
                 return [member for site in requirement.values for member in self._members.get(site, ())]
         return None
 
-    def _build_selected(
-        self, table: dict[str, _Selected], key: str, name: str, revision: int, document: Document, old: _Selected | None
-    ) -> _Selected:
-        field = "nodeSelector" if table is self._workloads else "sites"
+    def _build_domain(self, key: str, revision: int, document: Document, old: _Selected | None) -> _Selected:
         obj = _reuse(old.obj if old else None, key, project_object(document), revision)
-        return _Selected(_selector(document, field), obj)
+        return _Selected(_selector(document, "sites"), obj)
 
     def _node_labels(self, node_name: str) -> Mapping[str, str] | None:
         node = self._nodes.get(node_name)
@@ -466,6 +511,99 @@ class FleetIndex:
     def _site_labels(self, site_name: str) -> Mapping[str, str]:
         site = self._sites.get(site_name)
         return site.labels if site is not None else {SITE_LABEL: site_name}
+
+    # --- Workloads: a selector check per registered node, a revision per node
+
+    def _apply_workload(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+        old = self._workloads.get(name)
+        new = None if document is None else self._build_workload(key, name, revision, document, old)
+        if new is None:
+            self._workloads.pop(name, None)
+        else:
+            self._workloads[name] = new
+        return self._workload_changes(key, old, new)
+
+    def _workload_changes(self, key: str, old: _Workload | None, new: _Workload | None) -> dict[str, ViewChanges]:
+        """The view changes between two states of one Workload, looking only where they can differ."""
+        if old is not None and new is not None and old.selector == new.selector and old.obj is new.obj:
+            if old.assigned == new.assigned:
+                return {}  # a status change that moves nobody
+            candidates: Iterable[str] = (set(old.assigned) | set(new.assigned)) & self._registered.keys()
+        else:
+            candidates = self._reachable(old, new, node_pins=True)
+        changes: dict[str, ViewChanges] = {}
+        for node_name in candidates:
+            labels = self._node_labels(node_name)
+            if labels is None:
+                continue
+            was = old.for_node(node_name) if old is not None and _matches(old.selector, labels) else None
+            now = new.for_node(node_name) if new is not None and _matches(new.selector, labels) else None
+            _record(changes, node_name, key, was, now)
+        return changes
+
+    def _build_workload(
+        self, key: str, name: str, revision: int, document: Document, old: _Workload | None
+    ) -> _Workload:
+        """Project the Workload at each revision its status assigns (see the module docstring)."""
+        status = _dict(document.get("status"))
+        templates = self._templates.get(name, {})
+        uid = _dict(document.get("metadata")).get("uid")
+        projections: dict[str, ViewObject] = {}
+
+        def at(rev: object, previous: ViewObject | None) -> ViewObject | None:
+            if not isinstance(rev, str):
+                return None
+            if rev not in projections:
+                entry = templates.get(rev)
+                if entry is None or (entry["uid"] and uid and entry["uid"] != uid):
+                    return None  # not (yet) known here: keep what the node has
+                projections[rev] = _reuse(previous, key, project_workload(document, entry["template"]), revision)
+            return projections[rev]
+
+        current = status.get("currentRevision")
+        default = None if current is None else at(current, old.obj if old else None)
+        if default is None:
+            # Before the workload controller's first round (a new Workload), or a current revision whose
+            # WorkloadRevision is missing: spec.template, unless this node set already has a projection.
+            spec_template = _dict(document.get("spec")).get("template")
+            fresh = _reuse(old.obj if old else None, key, project_workload(document, spec_template), revision)
+            default = fresh if current is None or old is None else old.obj
+        assigned: dict[str, ViewObject] = {}
+        for node_name, rev in _dict(status.get("nodeRevisions")).items():
+            obj = at(rev, old.assigned.get(node_name) if old else None)
+            if obj is None and old is not None and node_name in old.assigned:
+                obj = old.assigned[node_name]
+            if obj is not None and obj.rev != default.rev:
+                assigned[node_name] = obj
+        return _Workload(_selector(document, "nodeSelector"), default, assigned)
+
+    def _apply_revision(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+        """A WorkloadRevision came or went: its Workload's projections may change.
+
+        A deleted one leaves the projections made from it in place (a node
+        keeps what it has) and only stops serving new ones.
+        """
+        workload = self._set_template(key, document)
+        stored = None if workload is None else self._objects.get(f"{KEY_PREFIX}workloads/{workload}")
+        if document is None or workload is None or stored is None:
+            return {}
+        return self._apply_workload(f"{KEY_PREFIX}workloads/{workload}", workload, stored[0], stored[1])
+
+    def _set_template(self, key: str, document: Document | None) -> str | None:
+        """Index one WorkloadRevision's template under its workload and hash; returns the workload's name."""
+        old = self._revision_keys.pop(key, None)
+        if old is not None:
+            templates = self._templates.get(old[0], {})
+            templates.pop(old[1], None)
+            if not templates:
+                self._templates.pop(old[0], None)
+        spec = _dict(document.get("spec")) if document is not None else {}
+        workload, rev, template = spec.get("workload"), spec.get("revision"), spec.get("template")
+        if not (isinstance(workload, str) and isinstance(rev, str) and isinstance(template, dict)):
+            return old[0] if old is not None else None
+        self._templates.setdefault(workload, {})[rev] = {"uid": spec.get("workloadUid") or "", "template": template}
+        self._revision_keys[key] = (workload, rev)
+        return workload
 
     # --- Purges and Prefetches: in the views that hold their Domain, while open
 

@@ -1,4 +1,4 @@
-// The dashboard's entry point: login, the four watches, and drawing.
+// The dashboard's entry point: login, one watch per kind shown, and drawing.
 //
 // The token lives in sessionStorage only (gone when the tab closes), is
 // checked with a GET before the dashboard opens, and goes with every API
@@ -8,11 +8,11 @@
 
 import { ApiError, Client, KindWatch } from "./api.js";
 import { renderMap } from "./map.js";
-import { RateTracker, nodesBySite } from "./model.js";
-import { renderDomains, renderEvents, renderNodes, renderSummary, updateAges } from "./views.js";
+import { RateTracker, nodesBySite, workloadRevisions } from "./model.js";
+import { renderDomains, renderEvents, renderNodes, renderSummary, renderWorkloads, updateAges } from "./views.js";
 
 const TOKEN_KEY = "edgefleet.token";
-const KINDS = ["sites", "nodes", "domains", "events"];
+const KINDS = ["sites", "nodes", "domains", "events", "workloads", "workloadrevisions"];
 const REDRAW_MS = 150;
 const FULL_REDRAW_EVERY_MS = 5000;
 
@@ -130,8 +130,10 @@ function scheduleRedraw() {
 function snapshot() {
   const objects = (kind) => [...session.watches[kind].objects.values()];
   const nodes = objects("nodes");
+  const workloads = objects("workloads");
   return {
-    sites: objects("sites"), nodes, domains: objects("domains"), events: objects("events"),
+    sites: objects("sites"), nodes, domains: objects("domains"), events: objects("events"), workloads,
+    revisions: workloadRevisions(workloads, objects("workloadrevisions")),
     bySite: nodesBySite(nodes), rates: session.rates, selected: session.selected, nowMs: Date.now(),
   };
 }
@@ -144,6 +146,7 @@ function redraw() {
   if (state.selected && !state.sites.some((s) => s.metadata.name === state.selected)) session.selected = null;
   renderMap($("#map"), { ...state, world: session.world, onSelect: selectSite });
   renderNodes($("#nodes tbody"), state);
+  renderWorkloads($("#workloads tbody"), state);
   renderDomains($("#domains tbody"), state);
   renderEvents($("#events"), state);
   renderSummary($("#summary"), state);

@@ -31,7 +31,7 @@ export function votesAbout(name, nodes) {
  * not voted unhealthy by most of the peers that voted about it.
  */
 export function isFit(node, siteNodes) {
-  if (!isReady(node) || node.spec?.draining) return false;
+  if (!isReady(node) || node.spec?.draining || Object.keys(node.status?.drains ?? {}).length > 0) return false;
   const workloads = Object.values(node.status?.workloads ?? {});
   if (workloads.some((w) => w.ready === false)) return false;
   const votes = votesAbout(node.metadata.name, siteNodes);
@@ -215,11 +215,130 @@ export function recentEvents(events, count) {
   return [...events].sort((a, b) => when(b) - when(a)).slice(0, count);
 }
 
-/** Node workloads as "cache Running ✓" lines: [{name, state, ready}]. */
-export function workloadSummary(node) {
+/**
+ * Node workloads as "cache Running ✓" lines: [{name, state, ready, revision}]. With `revisions`
+ * (from workloadRevisions), `revision` says which one the node runs: {label, hash, state}
+ * where state is "current", "update" (the rollout's target), "other" or "unknown".
+ */
+export function workloadSummary(node, revisions = null) {
   return Object.entries(node.status?.workloads ?? {})
     .sort(([a], [b]) => a.localeCompare(b))
-    .map(([name, w]) => ({ name, state: w.state ?? "—", ready: w.ready ?? null }));
+    .map(([name, w]) => ({
+      name, state: w.state ?? "—", ready: w.ready ?? null,
+      revision: revisions ? runningRevision(w.revision, revisions.get(name)) : null,
+    }));
+}
+
+// Rollouts (edgefleet.api.rollouts): Workload.status says which revision is current and where a
+// rollout goes; WorkloadRevision objects give the revisions their numbers; Node.status.drains
+// holds "workload/<name>" while a rollout has the node out of GSLB answers.
+
+export const ROLLOUT_ACTIVE = Object.freeze(["Progressing", "Paused", "Analyzing", "RollingBack"]);
+const DRAIN_PREFIX = "workload/";
+
+/** "3" for a revision number, else the first 8 characters of its hash, else "—". */
+export function revisionLabel(number, hash) {
+  if (number !== null && number !== undefined) return String(number);
+  return hash ? hash.slice(0, 8) : "—";
+}
+
+/**
+ * Per workload, what the dashboard knows of its revisions: name -> {numbers (hash -> number),
+ * current, update (hashes), currentNumber, updateNumber}. Revisions of a namesake (another uid)
+ * are left out.
+ */
+export function workloadRevisions(workloads, revisions) {
+  const out = new Map();
+  for (const w of workloads) {
+    const status = w.status ?? {};
+    const numbers = new Map();
+    if (status.currentRevision && status.currentRevisionNumber) numbers.set(status.currentRevision, status.currentRevisionNumber);
+    if (status.updateRevision && status.updateRevisionNumber) numbers.set(status.updateRevision, status.updateRevisionNumber);
+    out.set(w.metadata.name, { numbers, current: status.currentRevision ?? null, update: status.updateRevision ?? null,
+                               uid: w.metadata.uid ?? "" });
+  }
+  for (const r of revisions) {
+    const spec = r.spec ?? {};
+    const entry = out.get(spec.workload);
+    if (!entry || (entry.uid && spec.workloadUid && entry.uid !== spec.workloadUid)) continue;
+    if (spec.revision && spec.number) entry.numbers.set(spec.revision, spec.number);
+  }
+  return out;
+}
+
+/** {label, hash, state} of the revision a node reports for one workload. */
+export function runningRevision(hash, known) {
+  if (!hash) return { label: "—", hash: null, state: "unknown" };
+  const number = known?.numbers.get(hash) ?? null;
+  let state = "other";
+  if (known && hash === known.update && known.update !== known.current) state = "update";
+  else if (known && hash === known.current) state = "current";
+  return { label: revisionLabel(number, hash), hash, state };
+}
+
+/**
+ * The drains the cloud holds on a node (status.drains; the GSLB leaves it out while any is held):
+ * [{key, workload (the rollout's workload, or null for another kind of drain), since}], by key.
+ */
+export function cloudDrains(node) {
+  return Object.entries(node?.status?.drains ?? {})
+    .map(([key, since]) => ({ key, workload: key.startsWith(DRAIN_PREFIX) ? key.slice(DRAIN_PREFIX.length) : null,
+                              since }))
+    .sort((a, b) => a.key.localeCompare(b.key));
+}
+
+/** What a step of spec.strategy.steps does, briefly. */
+export function describeStep(step) {
+  if (!step) return "";
+  if (step.nodes !== undefined && step.nodes !== null) return `${step.nodes} node${step.nodes === 1 ? "" : "s"}`;
+  if (step.percent !== undefined && step.percent !== null) return `${step.percent}% of the nodes`;
+  if (step.selector) return `nodes matching ${step.selector}`;
+  if (step.pause) return step.pause.seconds ? `pause ${step.pause.seconds}s` : "pause until resumed";
+  return "";
+}
+
+/**
+ * A Workload's rollout as the dashboard shows it: {current, update, changing (a new revision is
+ * on its way), phase (null without a rollout), active, stepText, updated, desired, available,
+ * ratio (updated / desired or null), paused, message, sites: [{name, desired, updated, ready,
+ * available, unavailable, inFlight: [{node, phase, since}]}]}. In-flight nodes are placed by
+ * `siteOf` (node name -> site).
+ */
+export function workloadRollout(workload, siteOf = new Map()) {
+  const status = workload.status ?? {};
+  const rollout = status.rollout ?? null;
+  const steps = workload.spec?.strategy?.steps ?? [];
+  const active = rollout !== null && ROLLOUT_ACTIVE.includes(rollout.phase);
+  const current = revisionLabel(status.currentRevisionNumber, status.currentRevision);
+  const target = active ? revisionLabel(rollout.targetNumber, rollout.target)
+    : revisionLabel(status.updateRevisionNumber, status.updateRevision);
+  let stepText = "";
+  if (active && steps.length > 0) {
+    stepText = rollout.step < steps.length
+      ? `step ${rollout.step + 1}/${steps.length}: ${describeStep(steps[rollout.step])}`
+      : `after step ${steps.length}/${steps.length}: the remaining nodes`;
+  }
+  const inFlight = new Map();
+  if (active) {
+    for (const [node, move] of Object.entries(rollout.nodes ?? {}).sort(([a], [b]) => a.localeCompare(b))) {
+      const site = siteOf.get(node) ?? "";
+      if (!inFlight.has(site)) inFlight.set(site, []);
+      inFlight.get(site).push({ node, phase: move.phase, since: move.since ?? null });
+    }
+  }
+  const siteNames = new Set([...Object.keys(status.sites ?? {}), ...inFlight.keys()]);
+  const sites = [...siteNames].sort().map((name) => ({
+    name, desired: 0, updated: 0, ready: 0, available: 0, unavailable: 0,
+    ...(status.sites?.[name] ?? {}), inFlight: inFlight.get(name) ?? [],
+  }));
+  const desired = status.desiredCount ?? null;
+  const updated = status.updatedCount ?? null;
+  return {
+    current, update: target, changing: active || (Boolean(status.updateRevision) && status.updateRevision !== status.currentRevision),
+    phase: rollout?.phase ?? null, active, stepText, updated, desired, available: status.availableCount ?? null,
+    ratio: desired ? (updated ?? 0) / desired : null, paused: Boolean(workload.spec?.paused),
+    message: rollout?.message ?? "", waiting: active ? [...(rollout.waiting ?? [])] : [], sites,
+  };
 }
 
 /**

@@ -4,6 +4,7 @@
 
 import {
   HEALTH,
+  cloudDrains,
   formatAge,
   formatBitrate,
   formatPercent,
@@ -13,6 +14,7 @@ import {
   recentEvents,
   servingSites,
   siteHealth,
+  workloadRollout,
   workloadSummary,
 } from "./model.js";
 
@@ -52,19 +54,46 @@ function phaseBadge(phase) {
   return h("span", { class: `badge phase-${(phase ?? "none").toLowerCase()}` }, phase ?? "—");
 }
 
-function workloadsCell(node) {
+const REVISION_TITLES = {
+  current: "the workload's current revision",
+  update: "the revision its rollout moves to",
+  other: "neither the current nor the update revision (pinned, or not moved yet)",
+  unknown: "the agent reports no revision",
+};
+
+function revisionBadge(revision) {
+  if (!revision || revision.hash === null) return null;
+  return h("span", { class: `rev rev-${revision.state}`, "data-revision": revision.label, "data-state": revision.state,
+                     title: `revision ${revision.hash}: ${REVISION_TITLES[revision.state]}` }, `rev ${revision.label}`);
+}
+
+function workloadsCell(node, revisions) {
   const cell = h("td", { class: "workloads" });
-  const items = workloadSummary(node);
+  const items = workloadSummary(node, revisions);
   if (items.length === 0) cell.append("—");
   for (const w of items) {
     const mark = w.ready === true ? "ready" : w.ready === false ? "not ready" : "";
     const cls = w.ready === true ? "ok" : w.ready === false ? "bad" : "unknown";
-    cell.append(h("span", { class: `workload ${cls}`, title: mark }, `${w.name}: ${w.state}`, mark ? ` (${mark})` : null));
+    cell.append(h("span", { class: `workload ${cls}`, title: mark, "data-workload": w.name },
+      `${w.name}: ${w.state}`, mark ? ` (${mark})` : null, revisionBadge(w.revision)));
   }
   return cell;
 }
 
-function nodeRow(node, siteNodes, nowMs) {
+function drainingCell(node, nowMs) {
+  const cell = h("td", { class: "drains" });
+  if (node.spec.draining) cell.append(h("span", { class: "badge draining", title: "spec.draining: by hand" }, "draining"));
+  for (const drain of cloudDrains(node)) {
+    const since = formatAge(parseTime(drain.since), nowMs);
+    const text = drain.workload ? `rollout: ${drain.workload}` : drain.key;
+    const why = drain.workload ? `drained by the rollout of workload ${drain.workload}` : `drained by the cloud (${drain.key})`;
+    cell.append(h("span", { class: "badge draining rollout", "data-drain": drain.workload ?? drain.key,
+                            title: `${why}, since ${drain.since ?? "?"} (${since}); out of GSLB answers` }, text));
+  }
+  return cell;
+}
+
+function nodeRow(node, siteNodes, nowMs, revisions) {
   const status = node.status ?? {};
   const fit = isFit(node, siteNodes);
   const cache = status.cache ?? {};
@@ -76,9 +105,9 @@ function nodeRow(node, siteNodes, nowMs) {
     h("td", { title: status.message ?? null }, phaseBadge(status.phase)),
     ageCell("td", status.lastHeartbeat, nowMs),
     h("td", { class: "hub" }, status.hub ?? "—"),
-    workloadsCell(node),
+    workloadsCell(node, revisions),
     h("td", { class: "num", title: hits }, formatPercent(cache.hitRatio)),
-    h("td", {}, node.spec.draining ? h("span", { class: "badge draining" }, "draining") : ""),
+    drainingCell(node, nowMs),
   );
 }
 
@@ -87,12 +116,94 @@ function emptyRow(columns, text) {
 }
 
 /** The node table's body; only the selected site's nodes when one is selected. */
-export function renderNodes(tbody, { nodes, bySite, selected, nowMs }) {
+export function renderNodes(tbody, { nodes, bySite, selected, nowMs, revisions = null }) {
   const shown = nodes
     .filter((n) => !selected || n.spec.site === selected)
     .sort((a, b) => a.spec.site.localeCompare(b.spec.site) || a.metadata.name.localeCompare(b.metadata.name));
-  const rows = shown.map((n) => nodeRow(n, bySite.get(n.spec.site) ?? [], nowMs));
+  const rows = shown.map((n) => nodeRow(n, bySite.get(n.spec.site) ?? [], nowMs, revisions));
   tbody.replaceChildren(...(rows.length ? rows : [emptyRow(8, selected ? `No nodes in ${selected}.` : "No nodes yet.")]));
+}
+
+function progressBar(ratio) {
+  const percent = ratio === null ? 0 : Math.round(Math.min(Math.max(ratio, 0), 1) * 100);
+  const bar = h("span", { class: "bar" }, h("span", { class: "fill" }));
+  bar.firstChild.style.width = `${percent}%`; // a CSSOM write: allowed by the style-src 'self' policy
+  return bar;
+}
+
+function revisionCell(view) {
+  const cell = h("td", { class: "revision" });
+  cell.append(h("span", { class: "rev rev-current", title: "current revision: what the nodes run" }, view.current));
+  if (view.changing && view.update !== view.current) {
+    cell.append(" → ", h("span", { class: "rev rev-update", title: "update revision: spec.template" }, view.update));
+  }
+  return cell;
+}
+
+function rolloutCell(view) {
+  const cell = h("td", { class: "rollout" });
+  if (view.phase === null) cell.append(h("span", { class: "muted" }, "—"));
+  else cell.append(h("span", { class: `badge rollout-${view.phase.toLowerCase()}` }, view.phase));
+  if (view.paused) cell.append(" ", h("span", { class: "badge paused", title: "spec.paused: `edgefleet rollout resume`" }, "paused"));
+  if (view.stepText) cell.append(h("div", { class: "step" }, view.stepText));
+  if (view.message) cell.append(h("div", { class: "message", title: view.message }, view.message));
+  if (view.waiting.length) {
+    cell.append(h("div", { class: "waiting", title: "not Ready: they move when they return" },
+      `waiting: ${view.waiting.join(", ")}`));
+  }
+  return cell;
+}
+
+function progressCell(view) {
+  const cell = h("td", { class: "progress" });
+  if (view.desired === null) {
+    cell.append(h("span", { class: "muted" }, "—"));
+    return cell;
+  }
+  cell.append(progressBar(view.ratio),
+    h("span", { class: "count" }, `${view.updated ?? 0}/${view.desired} updated`),
+    view.available !== null ? h("span", { class: "muted" }, ` · ${view.available} available`) : null);
+  return cell;
+}
+
+function sitesCell(view, nowMs) {
+  const cell = h("td", { class: "sites" });
+  if (view.sites.length === 0) cell.append(h("span", { class: "muted" }, "—"));
+  for (const site of view.sites) {
+    const moving = site.inFlight.map((m) => `${m.node} ${m.phase} (${formatAge(parseTime(m.since), nowMs)})`);
+    const title = [`${site.name}: ${site.updated}/${site.desired} updated, ${site.ready} ready, `
+                   + `${site.available} available, ${site.unavailable} unavailable`, ...moving].join("\n");
+    const chip = h("span", { class: "site-chip", "data-site": site.name, "data-updated": site.updated,
+                             "data-desired": site.desired, title },
+      h("span", { class: "site-name" }, site.name || "?"), ` ${site.updated}/${site.desired}`);
+    for (const m of site.inFlight) {
+      chip.append(h("span", { class: "in-flight", "data-node": m.node, "data-phase": m.phase }, ` ${m.node} ${m.phase}`));
+    }
+    cell.append(chip);
+  }
+  return cell;
+}
+
+function workloadRow(workload, siteOf, nowMs) {
+  const view = workloadRollout(workload, siteOf);
+  return h("tr", { "data-workload": workload.metadata.name, "data-phase": view.phase ?? "",
+                   "data-current": view.current, "data-update": view.update,
+                   "data-updated": view.updated ?? "", "data-desired": view.desired ?? "" },
+    h("td", { class: "name" }, workload.metadata.name),
+    revisionCell(view),
+    rolloutCell(view),
+    progressCell(view),
+    sitesCell(view, nowMs),
+  );
+}
+
+/** The workload table's body: revision, rollout and progress of every Workload. */
+export function renderWorkloads(tbody, { workloads, nodes, nowMs }) {
+  const siteOf = new Map(nodes.map((n) => [n.metadata.name, n.spec?.site ?? ""]));
+  const rows = [...workloads]
+    .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))
+    .map((w) => workloadRow(w, siteOf, nowMs));
+  tbody.replaceChildren(...(rows.length ? rows : [emptyRow(5, "No workloads yet.")]));
 }
 
 function hostnamesCell(hostnames) {
@@ -148,13 +259,18 @@ export function renderEvents(list, { events, nowMs }) {
 }
 
 /** The header's one-line fleet summary. */
-export function renderSummary(element, { sites, nodes, bySite, domains }) {
+export function renderSummary(element, { sites, nodes, bySite, domains, workloads = [] }) {
   const ready = nodes.filter((n) => n.status?.phase === "Ready").length;
   const healthy = sites.filter((s) => siteHealth(s, bySite.get(s.metadata.name) ?? []).health === HEALTH.healthy);
+  const rolling = workloads.filter((w) => workloadRollout(w).active).length;
   const parts = [
     `${sites.length} site${sites.length === 1 ? "" : "s"} (${healthy.length} healthy)`,
     `${nodes.length} node${nodes.length === 1 ? "" : "s"} (${ready} Ready)`,
     `${domains.length} domain${domains.length === 1 ? "" : "s"}`,
   ];
+  if (workloads.length) {
+    parts.push(`${workloads.length} workload${workloads.length === 1 ? "" : "s"}`
+               + (rolling ? ` (${rolling} rolling out)` : ""));
+  }
   element.textContent = parts.join(" · ");
 }

@@ -1,0 +1,691 @@
+"""Admission: the cross-object checks every API write passes, and validating webhooks.
+
+How: the REST API (:mod:`edgefleet.cloud.server`) gives each create, update
+(PUT or PATCH) and delete a :class:`Review`, which the registry calls with
+the document it is about to store and the one it holds, right before its
+compare-and-swap: the checks see exactly what would be written, after merge
+patches and server-owned metadata. A refusal raises; warnings go back to the
+client as ``Warning: 299 - "..."`` response headers, as Kubernetes sends
+them, and the CLI prints them in yellow. Two stages, in this order:
+
+1. Built-in checks, :func:`check`: a pure function of the request and a
+   :class:`Lookup` (nothing else is read, so it is tested with a dict).
+
+   - Node: ``spec.site`` must name an existing Site, on create and when the
+     site changes (422, ``spec.site``).
+   - Site delete: refused while Nodes still name the site (409, naming a
+     few), unless the request says ``force`` (``?force=true``,
+     ``edgefleet delete site X --force``).
+   - Workload: each ``spec.pins[i].revision`` must name a WorkloadRevision
+     of this Workload, of this incarnation of it (422,
+     ``spec.pins[i].revision``). Only pins that are new or changed are
+     checked, so a write that leaves a pin alone is never refused for it.
+   - Workload: a non-empty ``spec.nodeSelector`` and each pin selector that
+     matches no Node (labels plus the implicit ``edgefleet.io/node`` and
+     ``edgefleet.io/site``) is a warning, not an error: nodes may join later.
+
+2. Validating webhooks (AdmissionWebhook objects whose rules match the kind
+   and operation), asked concurrently over HTTP: see
+   :mod:`edgefleet.api.admissionwebhooks` for the contract. A denial is 403
+   with the webhook's name and message; a webhook that cannot answer is 503
+   under ``failurePolicy: Fail`` and a warning under ``Ignore``.
+
+Reads go through a :class:`Lookup`. With a hub, :class:`IndexLookup` reads
+the hub's in-memory index of every object: a Node write costs one dict
+lookup and a Workload write one pass over the nodes in memory (none when its
+selectors name nodes), never a store list. The index lags the store by a
+watch event, so a miss is confirmed with one store read (a Site created a
+moment ago), and a Site delete that finds no Nodes in the index confirms it
+with the store (site deletes are rare; orphaned nodes are not cheap). A
+hit is trusted: a Node written within a watch event of its Site's deletion
+may be admitted, as with Kubernetes' informer-backed admission. A selector
+warning may be one event stale: it is only a warning. Without a
+hub, :class:`RegistryLookup` reads the store. Webhook configurations are
+read from the store on every write: a range read of one small (usually
+empty) prefix is cheaper than a scan of the index, which holds every object,
+and never stale, so a new webhook applies from the very next write.
+
+Cost, measured with 10,000 nodes in the index: the checks of a Node write
+take ~5 µs; those of a Workload write whose selector matches nothing ~40 ms
+(one pass building each node's label set), much less when a node matches
+early, a few lookups when its selectors name nodes; reading the webhook
+configurations is one small store read per write.
+
+Not admitted, and why: writes of ``status`` (components report what they
+observe; a webhook outage must not stop nodes from reporting), and the
+cloud's own writes (controllers, the hub, event recording go through the
+registry directly: they are trusted). Never sent to webhooks: Events and
+Hubs (the cloud's bookkeeping must keep working while a webhook is down)
+and AdmissionWebhooks themselves (a broken webhook with ``failurePolicy:
+Fail`` can always be fixed or deleted). A join (``/edge/v1/join``) that
+creates a Node is admitted like an API create.
+
+Security: a webhook's answer is remote input. One deadline
+(``timeoutSeconds``) covers the whole exchange, so a webhook that answers a
+byte at a time cannot stretch it; the body is read raw (no decompression)
+up to :data:`MAX_RESPONSE_BYTES`; no redirects are followed and no proxy
+from the environment is used; anything but a 2xx JSON object with a boolean
+``allowed`` is a failure (then ``failurePolicy`` decides). Messages and
+warnings are stripped of control characters and truncated before they reach
+a header, a log line or a terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import json
+import logging
+import ssl
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+from pydantic import ValidationError
+
+import edgefleet
+from edgefleet.api import meta
+from edgefleet.api.admissionwebhooks import EXEMPT_KINDS, AdmissionWebhook
+from edgefleet.api.errors import FieldError, SelectorError, ValidationFailed
+from edgefleet.api.meta import KindInfo
+from edgefleet.api.selectors import Operator, Selector, parse_selector
+from edgefleet.cloud.registry import REGISTRY_PREFIX, Document, ObjectNotFound, Registry, RegistryError
+from edgefleet.sync.views import NODE_LABEL, SITE_LABEL, FleetIndex
+
+log = logging.getLogger("edgefleet.cloud.admission")
+
+NODES, SITES, REVISIONS, WEBHOOKS = "nodes", "sites", "workloadrevisions", "admissionwebhooks"
+MAX_NAMED_IN_REFUSAL = 5
+"""Nodes named in the message refusing a Site delete."""
+MAX_DIRECT_NODES = 64
+"""Nodes named by selectors (edgefleet.io/node) looked up one by one per write; past that, one scan serves all."""
+MAX_RESPONSE_BYTES = 64 * 1024
+"""Security limit: bytes of a webhook's answer."""
+MAX_MESSAGE_CHARS = 1024
+"""Security limit: characters of a webhook's message kept."""
+MAX_WARNING_CHARS = 512
+"""Security limit: characters of one warning."""
+MAX_WEBHOOK_WARNINGS = 8
+"""Security limit: warnings kept from one webhook's answer."""
+MAX_RESPONSE_WARNINGS = 20
+"""Warning headers on one response; more are summed up in the last one."""
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+class AdmissionError(RegistryError):
+    """Base of the refusals of admission (field errors are the api package's ValidationFailed, 422)."""
+
+
+class ResourceInUse(AdmissionError):
+    """A delete that would leave other objects naming what no longer exists."""
+
+    status = 409
+    reason = "Conflict"
+
+
+class WebhookDenied(AdmissionError):
+    """An admission webhook answered ``allowed: false``."""
+
+    status = 403
+    reason = "Forbidden"
+
+
+class WebhookFailed(AdmissionError):
+    """An admission webhook could not answer (also raised, with a short reason, by a single call)."""
+
+    status = 503
+    reason = "ServiceUnavailable"
+
+
+# -- the request and the verdict ---------------------------------------------------------
+
+
+class Operation(enum.StrEnum):
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    """One write: ``object`` is what would be stored (None on delete), ``old_object`` what is (None on create)."""
+
+    operation: Operation
+    kind: str
+    name: str
+    object: Document | None = None
+    old_object: Document | None = None
+    force: bool = False
+
+    @classmethod
+    def of(cls, kind: str, new: Document | None, old: Document | None, *, force: bool = False) -> AdmissionRequest:
+        operation = Operation.CREATE if old is None else Operation.DELETE if new is None else Operation.UPDATE
+        name = str(_mapping(_mapping(new if new is not None else old).get("metadata")).get("name", ""))
+        return cls(operation, kind, name, new, old, force)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the built-in checks found: field errors (422), a conflict (409), warnings."""
+
+    errors: tuple[FieldError, ...] = ()
+    conflict: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def refusal(self) -> Exception | None:
+        if self.errors:
+            return ValidationFailed(list(self.errors))
+        if self.conflict:
+            return ResourceInUse(self.conflict)
+        return None
+
+
+# -- looking things up ---------------------------------------------------------------------
+
+
+class Lookup(Protocol):
+    """How the checks read other objects (documents as stored)."""
+
+    may_lag: bool
+    """Whether ``documents`` may miss the latest writes (then ``fresh=True`` reads the store)."""
+
+    async def get(self, plural: str, name: str) -> Document | None:
+        """One object, or None; never misses an object that was stored before the call."""
+        ...
+
+    async def documents(self, plural: str, *, fresh: bool = False) -> Sequence[Document]:
+        """Every object of a kind; with ``fresh``, as the store holds them now."""
+        ...
+
+
+class RegistryLookup:
+    """Reads from the store (a cloud without a hub)."""
+
+    may_lag = False
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    async def get(self, plural: str, name: str) -> Document | None:
+        try:
+            return await self._registry.get(meta.lookup(plural), name)
+        except ObjectNotFound:
+            return None
+
+    async def documents(self, plural: str, *, fresh: bool = False) -> Sequence[Document]:
+        return (await self._registry.list(meta.lookup(plural))).items
+
+
+class IndexLookup:
+    """Reads from the hub's in-memory index; a miss is confirmed with the store (the index lags a watch event)."""
+
+    may_lag = True
+
+    def __init__(self, index: Callable[[], FleetIndex], registry: Registry) -> None:
+        self._index = index  # a callable: the hub replaces its index when it reloads
+        self._store = RegistryLookup(registry)
+
+    def _loaded(self) -> FleetIndex | None:
+        index = self._index()
+        return index if index.revision > 0 else None
+
+    async def get(self, plural: str, name: str) -> Document | None:
+        index = self._loaded()
+        entry = None if index is None else index.get(f"{REGISTRY_PREFIX}{plural}/{name}")
+        return entry[1] if entry is not None else await self._store.get(plural, name)
+
+    async def documents(self, plural: str, *, fresh: bool = False) -> Sequence[Document]:
+        index = self._loaded()
+        if fresh or index is None:
+            return await self._store.documents(plural)
+        return [document for _, document in index.documents(plural)]
+
+
+# -- the built-in checks (pure) ----------------------------------------------------------------
+
+
+async def check(request: AdmissionRequest, lookup: Lookup) -> Verdict:
+    """The built-in checks of one write (see the module docstring)."""
+    rule = _CHECKS.get(request.kind)
+    return Verdict() if rule is None else await rule(request, lookup)
+
+
+async def _check_node(request: AdmissionRequest, lookup: Lookup) -> Verdict:
+    site = _spec(request.object).get("site")
+    if request.operation is Operation.DELETE or not isinstance(site, str):
+        return Verdict()
+    if site == _spec(request.old_object).get("site") or await lookup.get(SITES, site) is not None:
+        return Verdict()
+    message = (f'site "{site}" does not exist: create the Site first (edgefleet apply applies Sites before '
+               "Nodes), or fix the name; `edgefleet get sites` lists them")
+    return Verdict(errors=(FieldError("spec.site", message),))
+
+
+async def _check_site(request: AdmissionRequest, lookup: Lookup) -> Verdict:
+    if request.operation is not Operation.DELETE or request.force:
+        return Verdict()
+    nodes = nodes_in_site(await lookup.documents(NODES), request.name)
+    if not nodes and lookup.may_lag:
+        nodes = nodes_in_site(await lookup.documents(NODES, fresh=True), request.name)
+    return Verdict(conflict=site_in_use_message(request.name, nodes)) if nodes else Verdict()
+
+
+def nodes_in_site(nodes: Iterable[Document], site: str) -> list[str]:
+    """Names of the Nodes whose ``spec.site`` is ``site``, sorted."""
+    return sorted(_name(node) for node in nodes if _spec(node).get("site") == site)
+
+
+def site_in_use_message(site: str, nodes: Sequence[str]) -> str:
+    shown = ", ".join(nodes[:MAX_NAMED_IN_REFUSAL])
+    more = f" and {len(nodes) - MAX_NAMED_IN_REFUSAL} more" if len(nodes) > MAX_NAMED_IN_REFUSAL else ""
+    count, them = (f"{len(nodes)} nodes", "them") if len(nodes) != 1 else ("1 node", "it")
+    return (f'site "{site}" still has {count} ({shown}{more}): move {them} to another site (spec.site) or delete '
+            f"{them} first, or delete the site anyway with `edgefleet delete site {site} --force` (API: ?force=true), "
+            f"which leaves {them} naming a site that does not exist")
+
+
+async def _check_workload(request: AdmissionRequest, lookup: Lookup) -> Verdict:
+    if request.operation is Operation.DELETE:
+        return Verdict()
+    errors = await _pin_errors(request, lookup)
+    warnings = await selector_warnings(_spec(request.object), lookup)
+    return Verdict(errors=tuple(errors), warnings=tuple(warnings))
+
+
+async def _pin_errors(request: AdmissionRequest, lookup: Lookup) -> list[FieldError]:
+    old_numbers = {pin.get("revision") for pin in _pins(_spec(request.old_object))}
+    uid = str(_mapping(_mapping(request.object).get("metadata")).get("uid") or "")
+    known: dict[int, bool] = {}
+    errors: list[FieldError] = []
+    for index, pin in enumerate(_pins(_spec(request.object))):
+        number = pin.get("revision")
+        if not isinstance(number, int) or number in old_numbers:
+            continue  # unchanged pins are not checked again (a ratchet): see the module docstring
+        if number not in known:
+            revision = await lookup.get(REVISIONS, f"{request.name}-{number}")
+            known[number] = revision is not None and is_revision_of(revision, request.name, uid, number)
+        if not known[number]:
+            errors.append(FieldError(f"spec.pins[{index}].revision", _no_revision(request, number)))
+    return errors
+
+
+def is_revision_of(revision: Document, workload: str, uid: str, number: int) -> bool:
+    """Whether a WorkloadRevision document is revision ``number`` of this incarnation of ``workload``."""
+    spec = _spec(revision)
+    owner_uid = spec.get("workloadUid") or ""
+    same_incarnation = not uid or not owner_uid or owner_uid == uid
+    return spec.get("workload") == workload and spec.get("number") == number and same_incarnation
+
+
+def _no_revision(request: AdmissionRequest, number: int) -> str:
+    name = request.name
+    message = f'workload "{name}" has no revision {number}; `edgefleet rollout history {name}` lists them'
+    if request.operation is Operation.CREATE:
+        message += " (a new Workload has none yet: create it without pins, then pin once its revisions exist)"
+    return message
+
+
+async def selector_warnings(spec: Mapping[str, Any], lookup: Lookup) -> list[str]:
+    """A warning per non-empty selector of a Workload spec that matches no Node."""
+    paths: dict[str, list[str]] = {}
+    node_selector = spec.get("nodeSelector")
+    if isinstance(node_selector, str) and node_selector.strip():
+        paths.setdefault(node_selector, []).append("spec.nodeSelector")
+    for index, pin in enumerate(_pins(spec)):
+        if isinstance(pin.get("selector"), str):
+            paths.setdefault(pin["selector"], []).append(f"spec.pins[{index}].selector")
+    selectors = {text: selector for text in paths if (selector := _parse(text)) is not None}
+    unmatched = await unmatched_selectors(selectors, lookup)
+    return [_no_match(path, text) for text, found in paths.items() if text in unmatched for path in found]
+
+
+async def unmatched_selectors(selectors: Mapping[str, Selector], lookup: Lookup) -> set[str]:
+    """The texts of ``selectors`` that match no Node. Selectors naming a few nodes look only those up."""
+    unmatched: set[str] = set()
+    general: dict[str, Selector] = {}
+    budget = MAX_DIRECT_NODES  # a miss may cost a store read: bound them
+    for text, selector in selectors.items():
+        names = named_nodes(selector)
+        if names is None or len(names) > budget:
+            general[text] = selector
+            continue
+        budget -= len(names)
+        if not await _named_node_matches(selector, names, lookup):
+            unmatched.add(text)
+    if general:
+        unmatched |= first_matches(general, await lookup.documents(NODES))
+    return unmatched
+
+
+def named_nodes(selector: Selector) -> tuple[str, ...] | None:
+    """The node names a selector requires (``edgefleet.io/node=x`` or ``in (x,y)``), or None."""
+    for requirement in selector.requirements:
+        if requirement.key == NODE_LABEL and requirement.operator in (Operator.EQUALS, Operator.IN):
+            return requirement.values
+    return None
+
+
+async def _named_node_matches(selector: Selector, names: Iterable[str], lookup: Lookup) -> bool:
+    for name in names:
+        node = await lookup.get(NODES, name)
+        if node is not None and selector.matches(node_labels(node)):
+            return True
+    return False
+
+
+def first_matches(selectors: Mapping[str, Selector], nodes: Iterable[Document]) -> set[str]:
+    """One pass over ``nodes``: the texts of the selectors no node matches (stops once all matched)."""
+    remaining = dict(selectors)
+    for node in nodes:
+        labels = node_labels(node)
+        for text in [text for text, selector in remaining.items() if selector.matches(labels)]:
+            del remaining[text]
+        if not remaining:
+            break
+    return set(remaining)
+
+
+def node_labels(node: Mapping[str, Any]) -> dict[str, str]:
+    """A Node's labels plus the implicit ``edgefleet.io/node`` and ``edgefleet.io/site`` (as the views use)."""
+    labels = _mapping(_mapping(node.get("metadata")).get("labels"))
+    site = _spec(node).get("site")
+    return {**labels, NODE_LABEL: _name(node), SITE_LABEL: site if isinstance(site, str) else ""}
+
+
+def _no_match(path: str, text: str) -> str:
+    effect = "the workload runs on no node" if path == "spec.nodeSelector" else "the pin decides no node"
+    return (f"{path}: no Node matches {text!r} (yet): {effect} until one does; selectors match Node labels plus "
+            f"{NODE_LABEL}=<node> and {SITE_LABEL}=<site>")
+
+
+_CHECKS = {"Node": _check_node, "Site": _check_site, "Workload": _check_workload}
+
+
+def _parse(text: str) -> Selector | None:
+    try:
+        return parse_selector(text)
+    except SelectorError:
+        return None  # validated on the way in; a selector that does not parse selects nothing
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _spec(document: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return _mapping(_mapping(document).get("spec"))
+
+
+def _name(document: Mapping[str, Any]) -> str:
+    return str(_mapping(document.get("metadata")).get("name", ""))
+
+
+def _pins(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    pins = spec.get("pins")
+    return [pin for pin in pins if isinstance(pin, dict)] if isinstance(pins, list) else []
+
+
+# -- webhooks (pure parts) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """What a call needs from an AdmissionWebhook; ``problem`` is set when its stored spec does not validate."""
+
+    name: str
+    url: str
+    timeout: float
+    fail_closed: bool
+    problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    allowed: bool
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One webhook's part in one write: its answer, or why there is none."""
+
+    webhook: Webhook
+    answer: Answer | None = None
+    failure: str = ""
+
+
+def webhooks_for(documents: Iterable[Document], kind: str, operation: Operation) -> list[Webhook]:
+    """The webhooks to ask about a write, by name.
+
+    A stored configuration that no longer validates (a newer schema) is
+    kept, as a webhook that fails: with its failure policy when that can be
+    read, else Fail. A policy control must not vanish silently.
+    """
+    if kind in EXEMPT_KINDS:
+        return []
+    found: list[Webhook] = []
+    for document in documents:
+        try:
+            config = AdmissionWebhook.model_validate(document)
+        except ValidationError as exc:
+            policy = _spec(document).get("failurePolicy")
+            problem = f"its stored configuration does not validate ({exc.error_count()} errors); apply it again"
+            found.append(Webhook(_name(document), "", 0.0, policy != "Ignore", problem))
+            continue
+        if config.spec.matches(kind, operation.value):
+            spec = config.spec
+            found.append(Webhook(config.name, spec.url, float(spec.timeout_seconds), spec.failure_policy == "Fail"))
+    return sorted(found, key=lambda webhook: webhook.name)
+
+
+def review_body(request: AdmissionRequest, uid: str) -> Document:
+    """What a webhook receives (``uid`` identifies this request in both sides' logs)."""
+    return {
+        "uid": uid,
+        "operation": request.operation.value,
+        "kind": request.kind,
+        "name": request.name,
+        "object": request.object,
+        "oldObject": request.old_object,
+    }
+
+
+def parse_answer(status: int, content_encoding: str, body: bytes) -> Answer:
+    """A webhook's HTTP answer as an Answer; WebhookFailed (with a short reason) when it is not one."""
+    if not 200 <= status < 300:
+        raise WebhookFailed(f"answered HTTP {status}")
+    if content_encoding.strip().lower() not in ("", "identity"):
+        raise WebhookFailed(f"answered with Content-Encoding {clean_text(content_encoding, 40)!r}; send plain JSON")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise WebhookFailed("answered something that is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("allowed"), bool):
+        raise WebhookFailed('answered without a boolean "allowed"')
+    message, warnings = data.get("message"), data.get("warnings")
+    if message is not None and not isinstance(message, str):
+        raise WebhookFailed('answered a "message" that is not a string')
+    if warnings is not None and not (isinstance(warnings, list) and all(isinstance(w, str) for w in warnings)):
+        raise WebhookFailed('answered "warnings" that are not a list of strings')
+    kept = tuple(clean_text(w, MAX_WARNING_CHARS) for w in (warnings or [])[:MAX_WEBHOOK_WARNINGS])
+    return Answer(data["allowed"], clean_text(message or "", MAX_MESSAGE_CHARS), tuple(w for w in kept if w))
+
+
+def decide(outcomes: Sequence[Outcome]) -> list[str]:
+    """Warnings for the client, or WebhookDenied (the first denial by name) / WebhookFailed (a Fail webhook)."""
+    for outcome in outcomes:
+        if outcome.answer is not None and not outcome.answer.allowed:
+            raise WebhookDenied(denied_message(outcome.webhook.name, outcome.answer.message))
+    for outcome in outcomes:
+        if outcome.answer is None and outcome.webhook.fail_closed:
+            raise WebhookFailed(failed_message(outcome.webhook.name, outcome.failure))
+    warnings: list[str] = []
+    for outcome in outcomes:
+        prefix = f'admission webhook "{outcome.webhook.name}"'
+        if outcome.answer is not None:
+            warnings.extend(f"{prefix}: {warning}" for warning in outcome.answer.warnings)
+        else:
+            warnings.append(f"{prefix} failed ({outcome.failure}); the write was admitted without it "
+                            "(failurePolicy Ignore)")
+    return warnings
+
+
+def denied_message(name: str, message: str) -> str:
+    reason = message or "(it gave no reason)"
+    return (f'admission webhook "{name}" denied the request: {reason} (change the object to satisfy it; '
+            f"`edgefleet describe admissionwebhook {name}` shows the webhook)")
+
+
+def failed_message(name: str, failure: str) -> str:
+    return (f'admission webhook "{name}" failed: {failure}; its failurePolicy Fail refuses the write. Retry '
+            f"later, fix the webhook, or set failurePolicy: Ignore (`edgefleet describe admissionwebhook {name}`)")
+
+
+def clean_text(text: str, limit: int) -> str:
+    """``text`` without control characters (a space instead), stripped, at most ``limit`` characters."""
+    cleaned = "".join(char if char.isprintable() else " " for char in text[: limit * 2]).strip()
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+def warning_headers(warnings: Iterable[str]) -> list[str]:
+    """``Warning`` header values (``299 - "text"``, RFC 7234), deduplicated and bounded."""
+    texts = list(dict.fromkeys(text for text in (clean_text(w, MAX_WARNING_CHARS) for w in warnings) if text))
+    if len(texts) > MAX_RESPONSE_WARNINGS:
+        hidden = len(texts) - MAX_RESPONSE_WARNINGS + 1
+        texts = [*texts[: MAX_RESPONSE_WARNINGS - 1], f"... and {hidden} more warnings"]
+    return ['299 - "' + text.replace("\\", "\\\\").replace('"', '\\"') + '"' for text in texts]
+
+
+# -- webhooks (I/O) --------------------------------------------------------------------------------
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()  # built once: loading the CA bundle costs milliseconds
+
+
+class WebhookClient:
+    """POSTs reviews: one deadline over the whole exchange, a bounded raw body, no redirects, no proxy."""
+
+    def __init__(self, *, max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+        self._max = max_response_bytes
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json",
+                         "Accept-Encoding": "identity", "User-Agent": f"edgefleet-cloud/{edgefleet.__version__}"}
+
+    async def call(self, webhook: Webhook, body: bytes) -> Answer:
+        """The webhook's answer; WebhookFailed with a short reason when there is none."""
+        try:
+            async with asyncio.timeout(webhook.timeout):
+                status, encoding, data = await self._post(webhook, body)
+        except (TimeoutError, httpx.TimeoutException):
+            raise WebhookFailed(f"no answer within {webhook.timeout:g}s") from None
+        except (httpx.ConnectError, OSError) as exc:
+            raise WebhookFailed(f"cannot be reached ({_described(exc)})") from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise WebhookFailed(f"broke the HTTP exchange ({_described(exc)})") from None
+        return parse_answer(status, encoding, data)
+
+    async def _post(self, webhook: Webhook, body: bytes) -> tuple[int, str, bytes]:
+        async with (
+            httpx.AsyncClient(verify=_tls_context(), trust_env=False, follow_redirects=False,
+                              timeout=webhook.timeout) as client,
+            client.stream("POST", webhook.url, content=body, headers=self._headers) as response,
+        ):
+            data = await self._read(response)
+            return response.status_code, response.headers.get("content-encoding", ""), data
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max:
+            raise WebhookFailed(f"answered {int(declared)} bytes; the limit is {self._max}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > self._max:
+                raise WebhookFailed(f"answered more than {self._max} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _described(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {clean_text(str(exc), 200)}"
+
+
+# -- the shell: what the API server holds ----------------------------------------------------------
+
+
+class Admission:
+    """Runs the built-in checks, then the webhooks, for the API server's writes."""
+
+    def __init__(self, lookup: Lookup, client: WebhookClient | None = None) -> None:
+        self.lookup = lookup
+        self.client = client or WebhookClient()
+
+    def review(self, info: KindInfo, *, force: bool = False) -> Review:
+        """The hook for one write of ``info``'s kind (``force``: the caller asked to override reference checks)."""
+        return Review(self, info.kind, force=force)
+
+    async def admit(self, request: AdmissionRequest) -> list[str]:
+        """The warnings for the client; raises when the write is refused."""
+        refusal = (verdict := await check(request, self.lookup)).refusal()
+        if refusal is not None:
+            raise refusal
+        return [*verdict.warnings, *await self._consult(request)]
+
+    async def _consult(self, request: AdmissionRequest) -> list[str]:
+        if request.kind in EXEMPT_KINDS:
+            return []
+        webhooks = webhooks_for(await self.lookup.documents(WEBHOOKS, fresh=True), request.kind, request.operation)
+        if not webhooks:
+            return []
+        uid = str(uuid.uuid4())
+        body = json.dumps(review_body(request, uid), separators=(",", ":")).encode()
+        outcomes = await asyncio.gather(*(self._ask(webhook, body) for webhook in webhooks))
+        for outcome in outcomes:
+            _log(outcome, request, uid)
+        return decide(outcomes)
+
+    async def _ask(self, webhook: Webhook, body: bytes) -> Outcome:
+        if webhook.problem:
+            return Outcome(webhook, failure=webhook.problem)
+        try:
+            return Outcome(webhook, await self.client.call(webhook, body))
+        except WebhookFailed as exc:
+            return Outcome(webhook, failure=str(exc))
+        except Exception:  # a hostile answer must never become a 500: it is a failed call, under its policy
+            log.exception("calling admission webhook %s failed unexpectedly", webhook.name)
+            return Outcome(webhook, failure="an unexpected error; see the cloud log")
+
+
+def _log(outcome: Outcome, request: AdmissionRequest, uid: str) -> None:
+    extra = {"webhook": outcome.webhook.name, "uid": uid, "operation": request.operation.value,
+             "kind": request.kind, "object_name": request.name}
+    if outcome.answer is None:
+        log.warning("admission webhook failed: %s", outcome.failure, extra=extra)
+    elif not outcome.answer.allowed:
+        log.info("admission webhook denied a write: %s", outcome.answer.message, extra=extra)
+
+
+class Review:
+    """One API write's admission: the ``admit`` hook the registry calls, and the warnings it gathered.
+
+    The registry may call it more than once (a merge patch retried after a
+    concurrent write): the warnings are those of the last call.
+    """
+
+    def __init__(self, admission: Admission, kind: str, *, force: bool = False) -> None:
+        self._admission = admission
+        self._kind = kind
+        self._force = force
+        self.warnings: list[str] = []
+
+    async def __call__(self, new: Document | None, old: Document | None) -> None:
+        request = AdmissionRequest.of(self._kind, new, old, force=self._force)
+        self.warnings = await self._admission.admit(request)
