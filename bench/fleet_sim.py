@@ -12,7 +12,11 @@ cloud's status-write path is exercised as with real nodes. The agents are spread
 processes (this same file run as ``fleet_sim.py worker SPEC``), each running its share on one uvloop
 event loop and talking to the parent by JSON lines on stdin/stdout. Nodes are grouped in sites like
 a real CDN (``--nodes-per-site``, default 10; sites ``sim-0000``... of tier edge, nodes labelled
-``sim=fleet``) and one Workload ``sim-probe`` selects them all.
+``sim=fleet``) and one Workload ``sim-probe`` selects them all. With a *tracked* workload
+(``FleetOptions.track``, used by bench/rollout_scale.py) the agents also run it: each keeps the
+document its view carries and reports ``{revision: template_revision(template), ready: true, state:
+Running}`` for it as soon as a new revision arrives (optionally ``Starting`` for ``restart_seconds``
+first), stamping when it received the revision, was ready and built the report that says so.
 
 Joining: each worker joins its own share over HTTP (async httpx, ``--join-concurrency`` requests
 at a time, one bootstrap token). Credentials are cached in ``--state DIR`` (with the SQLite store
@@ -46,10 +50,11 @@ holds its own Node and its site's). Plot of sessions per replica over time to ``
 Why this shape: separate processes measure the hub, not a simulator that shares its CPU quota
 inside one interpreter; JSON lines keep workers independent and debuggable; joining in the
 workers and caching credentials make 10,000 nodes practical (a join costs the cloud O(nodes)).
-Lean agents: key -> rev holdings (no objects), one Random and one status template shared by all
-agents of a worker, ``__slots__``. Everything is bounded: each wait has a timeout; Ctrl-C or an
-error stops every worker, cloud and etcd member (workers also die with the parent: PDEATHSIG).
-Only loopback addresses. The targets are printed beside the figures; the bench never fails on them.
+Lean agents: key -> rev holdings (no objects but the tracked Workload's), one Random and one
+status report per state shared by all agents of a worker, ``__slots__``. Everything is bounded:
+each wait has a timeout; Ctrl-C or an error stops every worker, cloud and etcd member (workers also
+die with the parent: PDEATHSIG). Only loopback addresses. The targets are printed beside the
+figures; the bench never fails on them.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests/ and bench/
 
@@ -87,6 +93,7 @@ from bench import benchutil
 from tests.cloudproc import EDGEFLEET, CloudProcess, free_port
 
 import edgefleet
+from edgefleet.api.workloads import WorkloadTemplate, template_revision
 from edgefleet.edge.hubclient import HubClient
 from edgefleet.sync.agent import ApplyBatch, LocalState
 from edgefleet.sync.views import digest
@@ -197,7 +204,8 @@ NO_VOTES: dict[str, Any] = {}
 class SimAgent:
     """The agent side of the link (a ``LinkHandler``) with a key -> rev view; costs a few hundred bytes."""
 
-    __slots__ = ("credential", "epoch", "fleet", "holdings", "hub", "marker", "name", "revision", "site", "task")
+    __slots__ = ("client", "credential", "epoch", "fleet", "holdings", "hub", "marker", "name", "report", "revision",
+                 "site", "task", "tracked")
 
     def __init__(self, fleet: Fleet, name: str, site: str, credential: str | None) -> None:
         self.fleet = fleet
@@ -210,14 +218,22 @@ class SimAgent:
         self.hub = ""
         self.marker = ""
         self.task: asyncio.Task[None] | None = None
+        self.client: HubClient | None = None
+        self.report: dict[str, Any] | None = None
+        """With a tracked workload: this agent's status report (one shared dict per state, see Fleet.report_of)."""
+        self.tracked: dict[str, Any] | None = None
+        """With a tracked workload: its document as this agent last received it."""
 
     def local_state(self) -> LocalState:
         return LocalState(self.epoch, self.revision, self.holdings, AGENT_VERSION)  # the session copies it
 
     async def apply_batch(self, batch: ApplyBatch) -> None:
         now = time.time()
+        tracked_key = self.fleet.tracked_key
         for key in batch.delete:
             self.holdings.pop(key, None)
+            if key == tracked_key:
+                self.fleet.untrack(self)
         for item in batch.put:
             self.holdings[sys.intern(item.key)] = item.rev
             if item.key == PROBE_KEY:
@@ -226,12 +242,18 @@ class SimAgent:
                 if marker and marker != self.marker:  # a resend after a reconnect is not a new commit
                     self.marker = marker
                     self.fleet.committed(marker, now)
+            if item.key == tracked_key:
+                self.fleet.received(self, item.object, now)  # kept: the agent "runs" it
+                continue
             # Committed: the object is not needed any more (the session keeps key and rev only); emptied
             # now in case the batch outlives this call (an idle link's last batch, in its caller's locals).
             item.object.clear()
         self.revision, self.epoch = batch.revision, batch.epoch
 
     def status_report(self) -> dict[str, Any]:
+        if self.report is not None:  # a tracked workload: what this agent runs of it
+            self.fleet.reporting(self)
+            return self.report
         return {"agentVersion": AGENT_VERSION,
                 "workloads": WORKLOADS, "purges": NO_TASKS, "prefetches": NO_TASKS, "peerVotes": NO_VOTES}
 
@@ -277,6 +299,18 @@ class Fleet:
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.started = 0
+        track = spec.get("track") or {}
+        self.tracked_workload: str = track.get("workload", "")
+        self.tracked_key = f"/registry/workloads/{self.tracked_workload}" if self.tracked_workload else None
+        """The Workload whose revision the agents report (the rollout scenario), or None."""
+        self.restart_seconds = float(track.get("restart_seconds", 0.0))
+        self._reports: dict[tuple[str | None, bool], dict[str, Any]] = {}
+        self.steps: dict[str, dict[str, list[float]]] = {}
+        """revision -> agent -> [received, ready, reported] (time.time()) of the tracked workload."""
+        self._unreported: dict[str, list[float]] = {}  # agent -> its step whose ready report is not built yet
+        if self.tracked_key:
+            for agent in self.agents:
+                agent.report = self.report_of(None, False)
 
     # callbacks from the agents
     def link(self, agent: SimAgent, connected: bool, hub: str) -> None:
@@ -303,6 +337,76 @@ class Fleet:
         self._dirty.clear()
         emit({"ev": "commits", "counts": counts})
 
+    # the tracked workload: agents "run" the revision their view carries
+    def report_of(self, revision: str | None, ready: bool) -> dict[str, Any]:
+        """The status report of an agent running ``revision`` of the tracked workload (None: not running it).
+
+        Like a real agent's (InstanceStatus as the supervisor reports it); one dict per state, shared by every
+        agent in that state and never mutated, so an agent costs a pointer.
+        """
+        report = self._reports.get((revision, ready))
+        if report is None:
+            workloads = {} if revision is None else {self.tracked_workload: {
+                "revision": revision, "state": "Running" if ready else "Starting", "ready": ready, "restarts": 0}}
+            report = self._reports[(revision, ready)] = {
+                "agentVersion": AGENT_VERSION, "workloads": workloads, "purges": NO_TASKS, "prefetches": NO_TASKS,
+                "peerVotes": NO_VOTES}
+        return report
+
+    def received(self, agent: SimAgent, document: dict[str, Any], at: float) -> None:
+        """The tracked Workload arrived: run its template's revision, ready at once or after restart_seconds."""
+        agent.tracked = document
+        try:
+            revision = template_revision(WorkloadTemplate.model_validate(document["spec"]["template"]))
+        except (KeyError, TypeError, ValidationError) as exc:
+            sys.stderr.write(f"{agent.name}: invalid {self.tracked_workload}: {exc}\n")
+            return
+        if agent.report is self.report_of(revision, True) or agent.report is self.report_of(revision, False):
+            return  # the revision it runs already (a resend after a reconnect, an edit outside the template)
+        self.steps.setdefault(revision, {})[agent.name] = [at, 0.0, 0.0]
+        if self.restart_seconds <= 0:
+            self._ready(agent, revision)
+            return
+        agent.report = self.report_of(revision, False)  # a process restart: the new revision, starting
+        asyncio.get_running_loop().call_later(self.restart_seconds, self._restarted, agent, revision)
+        if agent.client is not None:
+            agent.client.status_changed()
+
+    def _restarted(self, agent: SimAgent, revision: str) -> None:
+        if agent.report is self.report_of(revision, False):  # not replaced meanwhile by another revision
+            self._ready(agent, revision)
+
+    def _ready(self, agent: SimAgent, revision: str) -> None:
+        agent.report = self.report_of(revision, True)
+        step = self.steps[revision][agent.name]
+        step[1] = time.time()
+        self._unreported[agent.name] = step
+        if agent.client is not None:
+            agent.client.status_changed()  # the HubClient reports soon (at most one report a second)
+
+    def reporting(self, agent: SimAgent) -> None:
+        """The HubClient builds a report: the first one that says the new revision is ready stamps its step."""
+        step = self._unreported.pop(agent.name, None)
+        if step is not None:
+            step[2] = time.time()
+
+    def untrack(self, agent: SimAgent) -> None:
+        """The tracked Workload left this agent's view: it runs nothing of it any more."""
+        agent.tracked = None
+        agent.report = self.report_of(None, False)
+        self._unreported.pop(agent.name, None)
+        if agent.client is not None:
+            agent.client.status_changed()
+
+    def running(self) -> dict[str, int]:
+        """Revision -> agents reporting it ready, of the tracked workload."""
+        counts: Counter[str] = Counter()
+        for agent in self.agents:
+            for status in ((agent.report or {}).get("workloads") or {}).values():
+                if status["ready"]:
+                    counts[status["revision"]] += 1
+        return dict(counts)
+
     # commands from the parent
     async def handle(self, command: dict[str, Any]) -> dict[str, Any]:
         op = command["op"]
@@ -327,6 +431,9 @@ class Fleet:
             return {"path": command["path"], "count": sum(len(t) for t in self.commits.values())}
         if op == "memory":
             return self.memory(int(command.get("top", 15)))
+        if op == "tracked":
+            revision = command.get("revision")
+            return {"running": self.running(), "steps": self.steps.get(revision, {}) if revision else {}}
         raise ValueError(f"unknown op {op!r}")
 
     async def join(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -369,7 +476,7 @@ class Fleet:
         for agent in self.agents:
             if not agent.credential:
                 continue
-            client = make_hub_client(agent, servers, self.rng, float(self.spec["ping_interval"]))
+            client = agent.client = make_hub_client(agent, servers, self.rng, float(self.spec["ping_interval"]))
             agent.task = asyncio.create_task(client.run())
             self.started += 1
             if interval:
@@ -641,8 +748,8 @@ def site_doc(name: str) -> dict[str, Any]:
                      "capacityGbps": 10}}
 
 
-WORKLOAD = {"apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": PROBE},
-            "spec": {"nodeSelector": "sim=fleet", "template": {"command": ["true"]}}}
+WORKLOAD: dict[str, Any] = {"apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": PROBE},
+                            "spec": {"nodeSelector": "sim=fleet", "template": {"command": ["true"]}}}
 
 
 class CredentialCache:
@@ -672,6 +779,8 @@ class FleetOptions:
     join_concurrency: int
     ping_interval: float
     trace_memory: bool
+    track: dict[str, Any] | None = None
+    """{"workload": name, "restart_seconds": s}: the agents run and report that Workload's revision."""
 
 
 class SimFleet:
@@ -695,8 +804,8 @@ class SimFleet:
         await self.http.aclose()
 
     # preparation --------------------------------------------------------
-    async def prepare(self) -> str:
-        """Sites and the probe Workload exist; returns a bootstrap token."""
+    async def prepare(self, workload: dict[str, Any] = WORKLOAD) -> str:
+        """Sites and the probe Workload (``workload`` when it is created) exist; returns a bootstrap token."""
         names = node_names(self.options.nodes, self.options.per_site)
         sites = sorted({site for _, site in names})
         listing = await self.http.get(f"{API}/sites")
@@ -716,7 +825,7 @@ class SimFleet:
         if missing:
             progress(f"created {len(missing)} sites in {time.monotonic() - started:.1f} s")
         if (await self.http.get(f"{API}/workloads/{PROBE}")).status_code == 404:
-            (await self.http.post(f"{API}/workloads", json=WORKLOAD)).raise_for_status()
+            (await self.http.post(f"{API}/workloads", json=workload)).raise_for_status()
         response = await self.http.post("/edge/v1/bootstrap-tokens", json={"ttlSeconds": 7200})
         response.raise_for_status()
         return str(response.json()["token"])
@@ -728,7 +837,7 @@ class SimFleet:
         for index in range(count):
             share = names[bounds[index]:bounds[index + 1]]
             spec = {"index": index, "servers": self.servers, "ping_interval": self.options.ping_interval,
-                    "seed": index, "trace_memory": self.options.trace_memory,
+                    "seed": index, "trace_memory": self.options.trace_memory, "track": self.options.track,
                     "nodes": [[name, site, self.cache.credentials.get(name)] for name, site in share]}
             spec_path = self.workdir / f"worker-{index}.json"
             spec_path.write_text(json.dumps(spec))
@@ -835,6 +944,16 @@ class SimFleet:
 
     async def memory(self) -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(w.request("memory", 300) for w in self.workers)))
+
+    async def tracked(self, revision: str | None = None) -> tuple[dict[str, int], dict[str, list[float]]]:
+        """Of the tracked workload: revision -> agents reporting it ready; and, for ``revision``, agent ->
+        [received, ready, reported] times (see :meth:`Fleet.received`)."""
+        running: Counter[str] = Counter()
+        steps: dict[str, list[float]] = {}
+        for reply in await asyncio.gather(*(w.request("tracked", 60, revision=revision) for w in self.workers)):
+            running.update(reply["running"])
+            steps.update(reply["steps"])
+        return dict(running), steps
 
 
 async def expected_digests(http: httpx.AsyncClient, nodes: list[str]) -> dict[str, str]:
@@ -1345,34 +1464,38 @@ def counts(text: str) -> list[int]:
     return values
 
 
+def add_fleet_arguments(parser: argparse.ArgumentParser, state_help: str) -> None:
+    """The options of a simulated fleet and its clouds (shared with bench/rollout_scale.py)."""
+    parser.add_argument("--workers", type=int, default=0,
+                        help="worker processes (default: one per 2,500 agents, at least 2, at most 8)")
+    parser.add_argument("--connect-rate", type=float, default=500.0,
+                        help="agents started per second, all workers together (default 500)")
+    parser.add_argument("--storm", action="store_true", help="start every agent at once (a reconnect storm)")
+    parser.add_argument("--join-concurrency", type=int, default=4, help="concurrent join requests per worker")
+    parser.add_argument("--join-timeout", type=float, default=1800.0, help="seconds for all joins (default 1800)")
+    parser.add_argument("--connect-timeout", type=float, default=180.0,
+                        help="seconds allowed beyond the ramp for every agent to connect (default 180)")
+    parser.add_argument("--ping-interval", type=float, default=10.0,
+                        help="the agents' WebSocket ping interval (default 10, the agent's default)")
+    parser.add_argument("--state", metavar="DIR", help=state_help)
+    parser.add_argument("--json", metavar="FILE", help="write every figure to FILE")
+    parser.add_argument("--cloud-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for each `edgefleet cloud` (repeat; e.g. --cloud-arg=--dns-listen=off)")
+    parser.add_argument("--trace-memory", action="store_true",
+                        help="tracemalloc in the workers: where a simulated agent's memory goes (slower)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs) and print its path")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleet_sim.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="scenario", metavar="{push,replicas}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--nodes-per-site", type=int, default=10, help="nodes per simulated site (default 10)")
-    common.add_argument("--workers", type=int, default=0,
-                        help="worker processes (default: one per 2,500 agents, at least 2, at most 8)")
-    common.add_argument("--connect-rate", type=float, default=500.0,
-                        help="agents started per second, all workers together (default 500)")
-    common.add_argument("--storm", action="store_true", help="start every agent at once (a reconnect storm)")
-    common.add_argument("--join-concurrency", type=int, default=4, help="concurrent join requests per worker")
-    common.add_argument("--join-timeout", type=float, default=1800.0, help="seconds for all joins (default 1800)")
-    common.add_argument("--connect-timeout", type=float, default=180.0,
-                        help="seconds allowed beyond the ramp for every agent to connect (default 180)")
+    add_fleet_arguments(common, "push: keep stores, admin tokens and node credentials here; a second run reuses "
+                                "them (replicas: kept for reading, but each run makes a new etcd cluster)")
     common.add_argument("--settle", type=float, default=5.0, help="seconds between connected and measuring")
     common.add_argument("--write-timeout", type=float, default=30.0, help="seconds to wait for one write's commits")
-    common.add_argument("--ping-interval", type=float, default=10.0,
-                        help="the agents' WebSocket ping interval (default 10, the agent's default)")
-    common.add_argument("--state", metavar="DIR",
-                        help="push: keep stores, admin tokens and node credentials here; a second run reuses "
-                             "them (replicas: kept for reading, but each run makes a new etcd cluster)")
-    common.add_argument("--json", metavar="FILE", help="write every figure to FILE")
-    common.add_argument("--cloud-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for each `edgefleet cloud` (repeat; e.g. --cloud-arg=--dns-listen=off)")
-    common.add_argument("--trace-memory", action="store_true",
-                        help="tracemalloc in the workers: where a simulated agent's memory goes (slower)")
-    common.add_argument("--keep", action="store_true", help="keep the scratch directory (logs) and print its path")
 
     push = sub.add_parser("push", parents=[common], help="one cloud: idle cost and write-to-commit latency (default)",
                           description="One cloud; for each count: connect, idle, push writes.")
@@ -1410,33 +1533,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.scenario == "worker":
-        worker_main(args.spec)
-        return
+def run_tool(scenario: Callable[[Path], Awaitable[Any]], keep: bool) -> None:
+    """Run ``scenario(workdir)`` on an event loop: Ctrl-C or SIGTERM unwinds it, and every worker, cloud and
+    etcd member it started is stopped however it ends (shared with bench/rollout_scale.py)."""
     raise_nofile()
     logging.basicConfig(level=logging.WARNING)
 
-    async def scenario(workdir: Path) -> None:
+    async def guarded(workdir: Path) -> None:
         main_task = asyncio.current_task()
         assert main_task is not None
         # SIGTERM unwinds like Ctrl-C: the scenario's own cleanup runs while the workers' pipes still work.
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-        run_scenario: Callable[[argparse.Namespace, Path], Awaitable[Any]] = \
-            run_replicas if args.scenario == "replicas" else run_push
-        await run_scenario(args, workdir)
+        await scenario(workdir)
 
     def run() -> None:
-        with benchutil.scratch_dir("fleet-sim-", args.keep, "worker specs and logs, cloud logs") as workdir:
+        with benchutil.scratch_dir("fleet-sim-", keep, "worker specs and logs, cloud logs") as workdir:
             try:
-                asyncio.run(scenario(workdir))
+                asyncio.run(guarded(workdir))
             except asyncio.CancelledError:
                 sys.exit("terminated; every process started was stopped")
             finally:
                 Children.stop_all()
 
     benchutil.run_main(run)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.scenario == "worker":
+        worker_main(args.spec)
+        return
+    run_scenario: Callable[[argparse.Namespace, Path], Awaitable[Any]] = \
+        run_replicas if args.scenario == "replicas" else run_push
+    run_tool(lambda workdir: run_scenario(args, workdir), args.keep)
 
 
 if __name__ == "__main__":
