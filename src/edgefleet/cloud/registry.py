@@ -266,11 +266,7 @@ class Registry:
             raise BadRequest("a merge patch must be a JSON object")
         expected = parse_resource_version(_patch_resource_version(patch))
         for _ in range(MAX_PATCH_RETRIES):
-            kv = await self.store.get(key_for(info, name))
-            if kv is None:
-                raise ObjectNotFound(f'{info.singular} "{name}" not found')
-            if expected and kv.mod_revision != expected:
-                raise self._conflict(info, name)
+            kv = await self._read_at(info, name, expected)
             merged = patches.merge_patch(decode(kv), patch)
             new = parse(merged, expected_kind=info.kind)
             if new.name != name:
@@ -281,6 +277,15 @@ class Registry:
                 if expected:
                     raise
         raise self._conflict(info, name)
+
+    async def _read_at(self, info: KindInfo, name: str, expected: int) -> KeyValue:
+        """The stored object; ObjectNotFound, or VersionConflict when ``expected`` (non-zero) is not its revision."""
+        kv = await self.store.get(key_for(info, name))
+        if kv is None:
+            raise ObjectNotFound(f'{info.singular} "{name}" not found')
+        if expected and kv.mod_revision != expected:
+            raise self._conflict(info, name)
+        return kv
 
     async def _write(
         self, info: KindInfo, kv: KeyValue, new: Resource, *, status: bool, admit: Admit | None = None
@@ -320,11 +325,7 @@ class Registry:
 
     async def _admitted_delete(self, info: KindInfo, name: str, expected: int, admit: Admit) -> Document:
         for _ in range(MAX_PATCH_RETRIES):
-            kv = await self.store.get(key_for(info, name))
-            if kv is None:
-                raise ObjectNotFound(f'{info.singular} "{name}" not found')
-            if expected and kv.mod_revision != expected:
-                raise self._conflict(info, name)
+            kv = await self._read_at(info, name, expected)
             await admit(None, decode(kv))
             try:
                 return decode(await self.store.delete(kv.key, expected_revision=kv.mod_revision))
