@@ -111,10 +111,15 @@ def test_ledger_round_trips_and_stays_bounded() -> None:
 
 def test_cache_stats_keeps_known_fields_only() -> None:
     answer = {"requests": 10, "hits": 7, "hitRatio": 0.7, "bytesServed": 100, "bytesStored": 50, "objects": 3,
-              "node": "n1", "workers": 2}
+              "serverErrors": 2, "upstreamErrors": 1, "latencyP99Ms": 12.5, "node": "n1", "workers": 2}
     assert cache_stats(answer) == {k: v for k, v in answer.items() if k not in ("node", "workers")}
     assert cache_stats({"requests": -1}) is None
     assert cache_stats("nope") is None
+
+
+def test_cache_stats_leave_out_a_p99_of_a_quiet_minute() -> None:
+    assert cache_stats({"requests": 10, "serverErrors": 0, "upstreamErrors": 0, "latencyP99Ms": None}) == {
+        "requests": 10, "serverErrors": 0, "upstreamErrors": 0}
 
 
 # -- against an admin endpoint (a stand-in of the cache's, per its contract) --------------------

@@ -241,6 +241,27 @@ async def test_http_probe_drives_readiness(make: Make, tmp_path: Path) -> None:
     assert states[-1] == ("Running", False)
 
 
+async def test_every_failed_probe_is_counted_and_the_count_rides_along(make: Make, tmp_path: Path) -> None:
+    healthy = tmp_path / "healthy"
+    healthy.touch()
+    check = f"import pathlib, sys; sys.exit(0 if pathlib.Path({str(healthy)!r}).exists() else 1)"
+    probe = {"exec": {"command": [sys.executable, "-c", check]}, "periodSeconds": 1, "failureThreshold": 2}
+    changes = Changes()
+    supervisor = make(changes)
+    await supervisor.apply({"web": template(healthProbe=probe)})
+    await running(supervisor, "web")
+    assert supervisor.statuses()["web"].probe_failures == 0
+    healthy.unlink()
+    await eventually(lambda: not supervisor.statuses()["web"].ready)
+    assert supervisor.statuses()["web"].probe_failures == 2, "the first failure counts too, below the threshold"
+    assert changes.seen[-1]["web"].probe_failures == 2, "a readiness change reports the count with it"
+    reports = len(changes.seen)
+    await eventually(lambda: (supervisor.statuses()["web"].probe_failures or 0) >= 3)
+    assert len(changes.seen) == reports, "a count that moved alone waits for the next report"
+    dumped = supervisor.statuses()["web"].model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert dumped["probeFailures"] >= 3
+
+
 # -- restarts ------------------------------------------------------------------------------------
 
 

@@ -119,8 +119,7 @@ class Fetcher:
     async def _run(self, fill: Fill, fetch: Callable[[Fill], Awaitable[None]], lock: int | None) -> None:
         try:
             await fetch(fill)
-        except UpstreamError as exc:
-            self.stats.upstream_failures += 1
+        except UpstreamError as exc:  # counted where it failed (edgefleet.cache.upstream)
             fill.finish(exc)
         except Exception as exc:
             log.exception("fill of %s failed", fill.key)
@@ -163,7 +162,6 @@ class Fetcher:
         if response.status < 500 or entry is None or not stale_allowed(entry.meta):
             return False
         response.close()
-        self.stats.upstream_failures += 1
         fill.publish(FillHead(entry.meta.status, entry.meta.headers, True, entry=entry, cache_status="STALE"))
         fill.finish()
         return True

@@ -86,7 +86,7 @@ class Forwarder:
         raise last_error or UpstreamError(502, "no upstream to fetch from")
 
     def _failed(self, target: Target) -> None:
-        self.stats.upstream_failures += 1
+        """A peer or parent failed: marked down for a while (the upstream client counted the failure)."""
         if target.kind != "origin":
             self.health.failed(target.name)
 

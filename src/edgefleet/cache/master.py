@@ -6,8 +6,9 @@ serves the admin endpoint on ``admin.listen`` with aiohttp:
 
 - ``GET /healthz``: 200 while every worker is up (site peers and the agent
   probe it), 503 otherwise;
-- ``GET /status``: hit ratio, bytes and objects as JSON (the agent reports it
-  in ``Node.status.cache``);
+- ``GET /status``: hit ratio, bytes, objects, 5xx sent, failed upstream
+  fetches and the p99 response time of the last minute as JSON (the agent
+  reports it in ``Node.status.cache``; see :mod:`edgefleet.cache.stats`);
 - ``GET /metrics``: Prometheus metrics, the workers' counters summed;
 - ``POST /purge`` and ``POST /prefetch`` (bearer token): applied by every
   worker (purge) or one (prefetch; the disk tier is shared); the answer

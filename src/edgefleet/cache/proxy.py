@@ -85,7 +85,7 @@ class Proxy:
         self.stats = stats
         self.access_log = access_log
         self.fills = Fills()
-        self.upstream = Upstream(config.upstream)
+        self.upstream = Upstream(config.upstream, stats)
         self.rng = random.Random()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._other_fills: dict[str, asyncio.Future[bool]] = {}

@@ -13,9 +13,10 @@ chunked to an HTTP/1.1 client, else the body ends when the connection
 closes.
 
 Every answer says how the cache answered (``X-Cache: HIT from <node>``,
-``Server-Timing``) and ends in :meth:`Replies.done`, which counts it and
-writes the access log. Once the head is out, an upstream failure can only
-end the connection (``keep_alive`` off): the status is already sent.
+``Server-Timing``) and ends in :meth:`Replies.done`, which counts it (a 5xx
+in ``server_errors`` too) and writes the access log. Once the head is out,
+an upstream failure can only end the connection (``keep_alive`` off): the
+status is already sent.
 """
 
 from __future__ import annotations
@@ -172,8 +173,11 @@ class Replies:
 
     def done(self, request: Request, client: Client, status: int, sent: int, cache: str, started: float) -> None:
         """Count an answered request and log it."""
-        self.stats.requests += 1
-        self.stats.bytes_served += sent
+        stats = self.stats
+        stats.requests += 1
+        stats.bytes_served += sent
+        if status >= 500:
+            stats.server_errors += 1
         if self.access_log is not None:
             self.access_log.record(request, client.peer_ip, status, sent, cache, time.perf_counter() - started)
 

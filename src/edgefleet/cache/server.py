@@ -23,6 +23,13 @@ and ``Connection: close``, and the connection is closed. Requests that came
 before the bad bytes are answered first, in order (a pipelining client pairs
 responses with requests by position): the connection stops reading, keeps
 the error as its last answer, and sends it once its queue has drained.
+
+Response times (``Stats.response_times``, the p99 the agent reports) are
+taken here, where both paths end, from clock reads the connection makes
+anyway but one: a request's time starts at ``last_active`` when it is taken
+from the queue (the read that brought it, or the end of the answer before
+it) and ends when its answer is written (a fast hit, one ``monotonic()``
+more) or its task ends (the read that ``last_active`` takes then).
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, owner: ConnectionSet) -> None:
         self.owner = owner
         self.proxy = owner.proxy
+        self.response_times = owner.proxy.stats.response_times
         self.parser = RequestParser(owner.limits)
         self.queue: deque[Request] = deque()
         self.busy = False
@@ -159,11 +167,13 @@ class Connection(asyncio.Protocol):
         queue = self.queue
         while queue and not self.closing:
             request = queue.popleft()
+            started = self.last_active
             if proxy.serve_fast(self, request):
+                self.response_times.observe(started, time.monotonic())
                 continue
             self.busy = True
             request.client = self.peer_ip
-            asyncio.get_running_loop().create_task(self._serve(request))
+            asyncio.get_running_loop().create_task(self._serve(request, started))
             return
         if self._reading_paused and self.transport is not None and not self.closing:
             if self._rejection is not None:
@@ -172,7 +182,7 @@ class Connection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
-    async def _serve(self, request: Request) -> None:
+    async def _serve(self, request: Request, started: float) -> None:
         keep_alive = False
         try:
             await self.proxy.handle(self, request)
@@ -183,7 +193,8 @@ class Connection(asyncio.Protocol):
             log.exception("request %s %s failed", request.method, request.target)
         finally:
             self.busy = False
-            self.last_active = time.monotonic()
+            self.last_active = ended = time.monotonic()
+            self.response_times.observe(started, ended)
             if keep_alive and not self.closing:
                 self._pump()
             else:
@@ -201,8 +212,11 @@ class Connection(asyncio.Protocol):
 
     def reject(self, status: int, message: str) -> None:
         """Answer a request we cannot parse and close: the stream is no longer trustworthy."""
-        self.proxy.stats.errors += 1
-        self.proxy.stats.requests += 1
+        stats = self.proxy.stats
+        stats.errors += 1
+        stats.requests += 1
+        if status >= 500:
+            stats.server_errors += 1
         headers, body = error_body(status, message, self.proxy.node)
         self.write(response_head(status, [*headers, ("Connection", "close")]) + body)
         self.close()

@@ -9,6 +9,11 @@ stores. Connect and response-head timeouts, and an idle timeout between
 body chunks, turn into :class:`~edgefleet.cache.errors.UpstreamError` with
 502 (refused, reset, bad response) or 504 (timed out).
 
+Every failed request is counted here, where all of them pass, once each
+(:meth:`~edgefleet.cache.stats.Stats.upstream_failed`): one that raised, one
+whose head is a 5xx (a final answer from an origin, too) and one whose body
+stalled or broke off after a head below 500.
+
 Why aiohttp and not our own client: the miss path is not the hot path, and
 aiohttp's pool, its HTTP/1.1 parser (llhttp, as our server side) and its
 timeouts are maintained and well tested. Content decoding is turned off:
@@ -26,6 +31,7 @@ from yarl import URL
 
 from edgefleet.cache.config import UpstreamConfig
 from edgefleet.cache.errors import UpstreamError
+from edgefleet.cache.stats import Stats
 
 READ_CHUNK = 256 * 1024
 
@@ -43,13 +49,14 @@ class Target:
 class UpstreamResponse:
     """A response whose head has arrived; read the body with :meth:`chunks`."""
 
-    def __init__(self, target: Target, response: aiohttp.ClientResponse, idle_timeout: float) -> None:
+    def __init__(self, target: Target, response: aiohttp.ClientResponse, idle_timeout: float, stats: Stats) -> None:
         self.target = target
         self.status = response.status
         self.reason = response.reason or ""
         self.headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
         self._response = response
         self._idle_timeout = idle_timeout
+        self._stats = stats
 
     @property
     def content_length(self) -> int | None:
@@ -66,11 +73,17 @@ class UpstreamResponse:
                     return
                 yield data
         except TimeoutError:
-            raise UpstreamError(504, f"{self.target.kind} {self.target.name} stalled sending the body") from None
+            raise self._broken(504, "stalled sending the body") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError(502, f"{self.target.kind} {self.target.name} broke off the body: {exc}") from None
+            raise self._broken(502, f"broke off the body: {exc}") from None
         finally:
             self.release()
+
+    def _broken(self, status: int, what: str) -> UpstreamError:
+        """The error of a body that failed, counted unless the 5xx head was (a request fails once)."""
+        if self.status < 500:
+            self._stats.upstream_failed(self.target.kind)
+        return UpstreamError(status, f"{self.target.kind} {self.target.name} {what}")
 
     def release(self) -> None:
         self._response.release()
@@ -83,8 +96,9 @@ class UpstreamResponse:
 class Upstream:
     """The worker's client for every upstream."""
 
-    def __init__(self, config: UpstreamConfig) -> None:
+    def __init__(self, config: UpstreamConfig, stats: Stats) -> None:
         self.config = config
+        self.stats = stats
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -106,20 +120,31 @@ class Upstream:
         headers: list[tuple[str, str]],
         body: bytes | None = None,
     ) -> UpstreamResponse:
-        """Send the request; return once the response head is in."""
+        """Send the request; return once the response head is in (UpstreamError if none came)."""
+        try:
+            response = await self._request(target, method, request_target, headers, body)
+        except UpstreamError:
+            self.stats.upstream_failed(target.kind)
+            raise
+        if response.status >= 500:
+            self.stats.upstream_failed(target.kind)
+        return UpstreamResponse(target, response, self.config.idle_body_timeout, self.stats)
+
+    async def _request(
+        self, target: Target, method: str, request_target: str, headers: list[tuple[str, str]], body: bytes | None
+    ) -> aiohttp.ClientResponse:
         url = URL(target.base + request_target, encoded=True)
         connect = self.config.peer_timeout if target.kind != "origin" else self.config.connect_timeout
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=self.config.idle_body_timeout)
         try:
             async with asyncio.timeout(self.config.response_timeout):
-                response = await self._client().request(
+                return await self._client().request(
                     method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout
                 )
         except TimeoutError:
             raise UpstreamError(504, f"{target.kind} {target.name} did not answer in time") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise UpstreamError(502, f"{target.kind} {target.name} failed: {_describe(exc)}") from None
-        return UpstreamResponse(target, response, self.config.idle_body_timeout)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -19,8 +19,8 @@ may exceed the baseline (the nodes of the same sites still on the stable
 revision; the whole stable rest when those sites have none). An unknown
 figure makes the check inconclusive: it passes and the message says so (a
 quiet canary must not block a rollout forever; ``max`` on ``restarts``
-still catches a crashing one). A counter that went down (a cache restart)
-counts from zero.
+still catches a crashing one). A counter that went down, or whose instance
+changed revision during the window (a new process), counts from zero.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class Sample:
     latency_p99_ms: float | None = None
     restarts: int = 0
     probe_failures: int = 0
+    revision: str | None = None
+    """The instance's revision: a change restarts every counter (a new process, a new instance)."""
 
 
 def sample_of(node: Mapping[str, Any], workload: str) -> Sample:
@@ -58,11 +60,15 @@ def sample_of(node: Mapping[str, Any], workload: str) -> Sample:
         latency_p99_ms=float(latency) if isinstance(latency, (int, float)) else None,
         restarts=int(instance.get("restarts") or 0),
         probe_failures=int(instance.get("probeFailures") or 0),
+        revision=instance.get("revision"),
     )
 
 
-def _delta(start: int, end: int) -> int:
-    return end - start if end >= start else end  # a counter that restarted counts from zero
+def _delta(start: Sample, end: Sample, field: str) -> int:
+    """``field``'s increase over the window; from zero when the counter restarted (it went down, or the
+    instance changed revision in between, which restarts the process and its counters)."""
+    before, after = int(getattr(start, field)), int(getattr(end, field))
+    return after if after < before or start.revision != end.revision else after - before
 
 
 def figure(check: MetricCheck, nodes: Iterable[str], start: Mapping[str, Sample],
@@ -75,14 +81,14 @@ def figure(check: MetricCheck, nodes: Iterable[str], start: Mapping[str, Sample]
     metric = check.metric
     if metric in ("errorRate", "upstreamErrorRate"):
         field = "server_errors" if metric == "errorRate" else "upstream_errors"
-        requests = sum(_delta(before[n].requests, end[n].requests) for n in names)
-        errors = sum(_delta(getattr(before[n], field), getattr(end[n], field)) for n in names)
+        requests = sum(_delta(before[n], end[n], "requests") for n in names)
+        errors = sum(_delta(before[n], end[n], field) for n in names)
         return None if requests < max(1, check.min_requests) else errors / requests
     if metric == "latencyP99Ms":
         values = [latency for n in names if (latency := end[n].latency_p99_ms) is not None]
         return sum(values) / len(values) if values else None
     field = "restarts" if metric == "restarts" else "probe_failures"
-    return sum(_delta(getattr(before[n], field), getattr(end[n], field)) for n in names) / len(names)
+    return sum(_delta(before[n], end[n], field) for n in names) / len(names)
 
 
 def evaluate(checks: Iterable[MetricCheck], start: Mapping[str, Sample], end: Mapping[str, Sample],

@@ -34,6 +34,14 @@ every spawn), decides its command line and the host its probe connects to.
 An instance can also be signalled (:meth:`Instance.send_signal`, e.g. SIGHUP
 to reload a config) without being restarted.
 
+Probe failures: every failed probe attempt of the instance is counted
+(``probeFailures``, for rollout analysis), not only the ones that cross
+``failureThreshold``; the count lives as long as the instance in this agent
+(a new revision or an agent restart starts it at 0). A count that moved
+alone does not notify: like the cache's counters it rides along with the
+next status report, so a probe failing every period does not make a report
+of its own each time.
+
 Exceptions: a failing workload (missing command, unwritable file, failed
 hook, crash) is a state with a message, never an exception; a bug in this
 module is logged and shown as Failed rather than killing the agent.
@@ -134,11 +142,16 @@ class Instance:
         self._ready = False
         self._exit_code: int | None = None
         self._message: str | None = "waiting to start"
-        self._shown = self.status()
+        self._probe_failures = 0
+        self._shown = self._notable()
 
     # -- what the supervisor sees ---------------------------------------------------------------
 
     def status(self) -> InstanceStatus:
+        return self._notable().model_copy(update={"probe_failures": self._probe_failures})
+
+    def _notable(self) -> InstanceStatus:
+        """The status without the counters that ride along: a change here notifies."""
         return InstanceStatus(
             revision=self.revision, state=self._state, ready=self._ready, restarts=self._restarts,
             exit_code=self._exit_code, message=self._message,
@@ -370,6 +383,8 @@ class Instance:
             began = loop.time()
             outcome = await probes.check(probe, cwd=self._workdir, env=self._env, host=self._probe_host())
             readiness.observe(outcome.ok)
+            if not outcome.ok:
+                self._probe_failures += 1
             message = f"running as pid {process.record.pid}" if readiness.ready else f"not ready: {outcome.detail}"
             self._show("Running", ready=readiness.ready, message=message)
             self._probed.set()
@@ -432,7 +447,7 @@ class Instance:
         self._state, self._ready = state, ready
         if message is not None:
             self._message = message
-        current = self.status()
+        current = self._notable()
         if current != self._shown:
             self._shown = current
             self._notify()
