@@ -9,4 +9,6 @@ echo "==> ruff"
 echo "==> mypy (strict, src/)"
 .venv/bin/mypy
 echo "==> pytest"
-exec .venv/bin/pytest -q -p no:cacheprovider "$@"
+# Two workers (the CI machine has 2 cores; most e2e time is waiting on real processes), whole modules
+# per worker so module-scoped fleets are built once.
+exec .venv/bin/pytest -q -p no:cacheprovider -n 2 --dist loadfile "$@"

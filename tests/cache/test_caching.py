@@ -143,9 +143,7 @@ def test_vary_keeps_one_entry_per_accept_encoding(cache: CacheProcess, origin: O
 # --- freshness --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("name", "query", "statuses"),
-    [
+FRESHNESS_CASES = [
         ("s-maxage beats max-age", "cc=max-age=0,%20s-maxage=60", ["MISS", "HIT", "HIT"]),
         ("max-age", "cc=max-age=60", ["MISS", "HIT"]),
         ("expires in the future", f"cc=&expires={http_date(600)}", ["MISS", "HIT"]),
@@ -157,8 +155,11 @@ def test_vary_keeps_one_entry_per_accept_encoding(cache: CacheProcess, origin: O
         ("Surrogate-Control overrides no-store", "cc=no-store&sc=max-age=60", ["MISS", "HIT"]),
         ("CDN-Cache-Control no-store wins", "cc=max-age=60&cdncc=no-store", ["MISS", "MISS"]),
         ("Set-Cookie is never stored", "setcookie=1", ["MISS", "MISS"]),
-    ],
-)
+]
+
+
+# ids by name only: the Expires cases' queries hold the time, and parallel workers must collect the same ids
+@pytest.mark.parametrize(("name", "query", "statuses"), FRESHNESS_CASES, ids=[case[0] for case in FRESHNESS_CASES])
 def test_response_directives_decide_storage_and_reuse(
     cache: CacheProcess, origin: OriginProcess, name: str, query: str, statuses: list[str]
 ) -> None:

@@ -27,7 +27,8 @@ from tests.fleet import site_doc
 
 NODES = "/apis/edgefleet.io/v1/nodes"
 SITES = "/apis/edgefleet.io/v1/sites"
-FAST_LIFECYCLE = ("--node-not-ready-after", "1", "--node-unknown-after", "2", "--node-monitor-period", "0.1")
+# NotReady lasts 3 s before Unknown: wide enough to be seen by polling on a loaded machine.
+FAST_LIFECYCLE = ("--node-not-ready-after", "1", "--node-unknown-after", "4", "--node-monitor-period", "0.1")
 
 
 @pytest.fixture
