@@ -82,6 +82,19 @@ def cache_workload(http_port: int, admin_port: int, node_selector: str = "edgefl
     }
 
 
+def replace_object(api: httpx.Client, path: str, change: Any, attempts: int = 20) -> dict[str, Any]:
+    """GET, ``change(document)``, PUT with its resourceVersion; again on 409 (a controller wrote the status)."""
+    for _ in range(attempts):
+        document = api.get(path).json()
+        change(document)
+        response = api.put(path, json=document)
+        if response.status_code != 409:
+            assert response.status_code == 200, response.text
+            result: dict[str, Any] = response.json()
+            return result
+    raise AssertionError(f"PUT {path}: still conflicting after {attempts} attempts")
+
+
 @dataclass
 class AgentProcess:
     """``edgefleet edge run`` for one joined node; ``extra_args`` go to ``edge run`` (e.g. a probe period)."""
@@ -185,12 +198,10 @@ class Fleet:
         port = self.ports.setdefault(name, free_port())
         with self.api() as api:
             doc = http_workload(name, node, port, marker=marker)
-            existing = api.get(f"{API}/workloads/{name}")
-            if existing.status_code == 404:
+            if api.get(f"{API}/workloads/{name}").status_code == 404:
                 assert api.post(f"{API}/workloads", json=doc).status_code == 201
             else:
-                doc["metadata"]["resourceVersion"] = existing.json()["metadata"]["resourceVersion"]
-                assert api.put(f"{API}/workloads/{name}", json=doc).status_code == 200
+                replace_object(api, f"{API}/workloads/{name}", lambda current: current.update(spec=doc["spec"]))
         return name
 
     def workload_url(self, name: str) -> str:

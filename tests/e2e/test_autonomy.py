@@ -20,7 +20,7 @@ import pytest
 
 from tests.cloudproc import CloudProcess
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, RequestLoop, site_doc, wait_until
+from tests.fleet import API, Fleet, RequestLoop, replace_object, site_doc, wait_until
 
 NODES = {"par-1": "par-edge", "par-2": "par-edge", "ams-1": "ams-edge"}
 CLOUD_FLAGS = ("--node-not-ready-after", "3", "--node-unknown-after", "8", "--heartbeat", "1")
@@ -152,10 +152,8 @@ def test_changes_while_disconnected_arrive_and_only_changed_workloads_restart(fl
                      "spec": {"nodeSelector": "edgefleet.io/node=par-2",
                               "template": {"command": ["sleep", "600"]}}}
             assert api.post(f"{API}/workloads", json=extra).status_code == 201
-            extra["spec"]["template"]["command"] = ["sleep", "700"]
-            extra["metadata"]["resourceVersion"] = api.get(f"{API}/workloads/temp").json()["metadata"][
-                "resourceVersion"]
-            assert api.put(f"{API}/workloads/temp", json=extra).status_code == 200
+            replace_object(api, f"{API}/workloads/temp",
+                           lambda current: current["spec"]["template"].update(command=["sleep", "700"]))
             assert api.delete(f"{API}/workloads/temp").status_code == 200
     finally:
         fleet.proxy.set_mode("pass")
@@ -175,10 +173,12 @@ def test_reconnect_after_changes_to_other_nodes_receives_nothing(fleet: Fleet) -
     fleet.proxy.set_mode("cut")
     try:
         with fleet.api() as api:
-            doc = api.get(f"{API}/workloads/web-par-2").json()
             for i in range(1000):
-                doc["metadata"]["annotations"] = {"bump": str(i)}
-                doc = api.put(f"{API}/workloads/web-par-2", json=doc).json()
+                # Merge patches, not read-modify-write PUTs: the workload controller writes the status meanwhile
+                # (nodes go NotReady while the link is cut), which moves the resourceVersion.
+                response = api.patch(f"{API}/workloads/web-par-2", json={"metadata": {"annotations": {"bump": str(i)}}},
+                                     headers={"Content-Type": "application/merge-patch+json"})
+                assert response.status_code == 200, response.text
     finally:
         fleet.proxy.set_mode("pass")
     reconnected(fleet)

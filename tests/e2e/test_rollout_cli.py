@@ -29,6 +29,7 @@ from typer.testing import CliRunner, Result
 from edgefleet.api.workloads import WorkloadTemplate, template_revision
 from edgefleet.cli.main import app
 from tests.cloudproc import EDGEFLEET, CloudProcess, running_cloud
+from tests.fleet import replace_object
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 API = "/apis/edgefleet.io/v1"
@@ -89,9 +90,7 @@ def rollout(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def set_template(api: httpx.Client, number: int) -> None:
-    doc = workload(api)
-    doc["spec"]["template"] = TEMPLATES[number]
-    assert api.put(f"{API}/workloads/web", json=doc).status_code == 200
+    replace_object(api, f"{API}/workloads/web", lambda doc: doc["spec"].update(template=TEMPLATES[number]))
 
 
 def follow(cloud: CloudProcess, tmp_path: Path, label: str, *args: str) -> tuple[subprocess.Popen[str], Path]:

@@ -38,7 +38,7 @@ import pytest
 from tests.cacheproc import OriginProcess
 from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, cache_workload, wait_until
+from tests.fleet import API, Fleet, cache_workload, replace_object, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -271,9 +271,7 @@ def test_a_bad_revision_fails_on_the_canary_and_rolls_back(world: tuple[Fleet, i
     with fleet.api() as api:  # put the good template back, as `rollout undo` would
         revisions = api.get(f"{API}/workloadrevisions").json()["items"]
         template = next(r["spec"]["template"] for r in revisions if r["spec"]["revision"] == good)
-        current = api.get(f"{API}/workloads/cache").json()
-        current["spec"]["template"] = template
-        assert api.put(f"{API}/workloads/cache", json=current).status_code == 200
+        replace_object(api, f"{API}/workloads/cache", lambda current: current["spec"].update(template=template))
     wait_until(lambda: workload_status(fleet).get("updateRevision") == good, 10, what="the template back")
 
 
