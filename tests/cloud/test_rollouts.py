@@ -270,3 +270,11 @@ def test_restart_resumes_from_the_status_alone() -> None:
     resumed.status = saved
     resumed.run(20)
     assert resumed.status.rollout is not None and resumed.status.rollout.phase == "Completed"
+
+
+def test_plan_leaves_its_input_alone() -> None:
+    sim = Sim(workload({"drain": {"seconds": 5}, "maxUnavailable": "100%"}))
+    sim.run(2)
+    before = sim.status.model_dump(mode="json")
+    plan(RolloutInput("cache", 1, sim.spec.spec, sim.status, NEW, NUMBERS, sim.facts(), sim.now + timedelta(seconds=9)))
+    assert sim.status.model_dump(mode="json") == before

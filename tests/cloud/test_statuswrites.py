@@ -75,6 +75,34 @@ def test_changes_coalesce_to_one_write_per_min_interval_latest_wins() -> None:
     assert [x.status["agentVersion"] for x in w.due(5)] == ["4"], "after a quiet spell a change goes at once"
 
 
+def instance(revision: str, ready: bool) -> dict[str, object]:
+    return {"workloads": {"cache": {"revision": revision, "ready": ready, "restarts": 0}}}
+
+
+def test_instance_readiness_changes_go_at_once_from_a_small_allowance() -> None:
+    w = writes()
+    connected(w, instance("r1", True))
+    for at, (revision, ready) in [(0.1, ("r1", False)), (0.2, ("r2", False)), (0.3, ("r2", True))]:
+        report(w, instance(revision, ready), at)
+        assert [x.status["workloads"] for x in w.due(at)] == [instance(revision, ready)["workloads"]], at
+    report(w, instance("r2", False), 0.4)  # a fourth change inside the second: the allowance is spent
+    assert w.due(0.4) == [] and w.next_deadline() == 1.3
+    report(w, {**instance("r2", False), "agentVersion": "2"}, 5)
+    assert len(w.due(5)) == 1
+    report(w, {**instance("r2", False), "agentVersion": "3"}, 5.2)  # not an instance change: min_interval
+    assert w.due(5.2) == [] and w.next_deadline() == 6.0
+
+
+def test_a_flapping_instance_gets_one_write_per_min_interval() -> None:
+    w = writes()
+    connected(w, instance("r1", True))
+    written = 0
+    for step in range(1, 101):  # ten seconds of a readiness flipping every 0.1 s
+        report(w, instance("r1", step % 2 == 0), step / 10)
+        written += len(w.due(step / 10))
+    assert written <= 3 + 10
+
+
 def test_lazy_fields_wait_for_the_lazy_interval_plus_jitter_or_ride_along() -> None:
     w = writes()
     connected(w, {"agentVersion": "1", "cache": {"requests": 1}})

@@ -192,7 +192,7 @@ class _Round:
         self.now = inp.now
         self.stamp = precise_timestamp(inp.now)
         self.strategy = inp.spec.strategy
-        self.status = inp.status.model_copy(deep=True)
+        self.status = _private_copy(inp.status)
         self.events: list[EventNote] = []
         self.moves_started = 0
         self.nodes = {node.name: node for node in inp.nodes}
@@ -609,15 +609,16 @@ class _Round:
                     if revision != self.stable and name in self.nodes}
         status.node_revisions = assigned or None
         status.rollout = self.rollout
-        sites: dict[str, SiteCounts] = {}
+        tally: dict[str, list[int]] = {}  # site -> [desired, updated, ready, unavailable]: plain ints, one model each
         for node in self.nodes.values():
-            counts = sites.setdefault(node.site, SiteCounts())
-            counts.desired += 1
-            counts.updated += int(node.running == self.inp.update == self._assigned(node.name))
-            counts.ready += int(node.instance_ready)
-            counts.unavailable += int(self._unavailable(node))
-            counts.available = counts.desired - counts.unavailable
-        status.sites = dict(sorted(sites.items())) or None
+            counts = tally.setdefault(node.site, [0, 0, 0, 0])
+            counts[0] += 1
+            counts[1] += node.running == self.inp.update == self._assigned(node.name)
+            counts[2] += node.instance_ready
+            counts[3] += self._unavailable(node)
+        sites = {site: SiteCounts(desired=d, updated=u, ready=r, available=d - n, unavailable=n)
+                 for site, (d, u, r, n) in sorted(tally.items())}
+        status.sites = sites or None
         status.desired_count = len(self.nodes)
         status.updated_count = sum(c.updated for c in sites.values())
         status.ready_count = sum(c.ready for c in sites.values())
@@ -654,6 +655,17 @@ class _Round:
 
     def _event(self, reason: str, message: str, kind: str = "Normal") -> None:
         self.events.append(EventNote(reason, message, kind))
+
+
+def _private_copy(status: WorkloadStatus) -> WorkloadStatus:
+    """A copy of the caller's status that the round may change: the parts it changes in place (the
+    rollout, its node steps) are copied; the rest is replaced whole, never mutated (pydantic's deep copy
+    of a thousand-node status costs more than the whole round)."""
+    rollout = status.rollout
+    if rollout is not None:
+        rollout = rollout.model_copy(update={"nodes": {name: step.model_copy() for name, step in rollout.nodes.items()},
+                                             "waiting": list(rollout.waiting)})
+    return status.model_copy(update={"rollout": rollout})
 
 
 def _spread(nodes: list[NodeFacts]) -> list[NodeFacts]:

@@ -31,7 +31,12 @@ acknowledgements and asks what is due; no clock of its own, no I/O):
   nodes do not write in step.
 - Any other change is written at once when the node's last write is at
   least ``min_interval`` old, else as soon as it is (the latest report
-  wins: bursts coalesce).
+  wins: bursts coalesce). Except a change of a workload instance's
+  revision or readiness: a rollout waits on exactly that, so it is written
+  at once, from a small per-node allowance (``urgent_burst`` writes,
+  refilled one per ``min_interval``) that covers the stop, start and ready
+  of one restart; a node whose readiness flaps gets no more writes than
+  before.
 - The first write of a session waits until the node acknowledged its first
   batch (so it carries the revision the node really holds), or
   ``first_write_wait`` at most; it sets ``hub`` and ``phase: Ready``.
@@ -68,6 +73,8 @@ class Intervals:
     """The fleet-wide budget of lazy (counter) writes: the lazy interval grows with the node count."""
     refresh_interval: float = 300.0
     first_write_wait: float = 2.0
+    urgent_burst: float = 3.0
+    """Instance readiness/revision changes written at once, per node, before the min_interval applies again."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_interval <= self.lazy_interval <= self.refresh_interval:
@@ -89,6 +96,8 @@ class _Node:
     refresh_at: float = 0.0
     votes: dict[str, tuple[bool, str]] = field(default_factory=dict)  # peer -> (healthy, at)
     queued_at: float | None = None  # the deadline in the heap, if any
+    urgent_tokens: float = 0.0  # readiness changes that may be written at once (see Intervals.urgent_burst)
+    urgent_refilled: float = float("-inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +181,8 @@ class StatusWrites:
         if record.written is None:
             return now if record.acked else max(now, record.started + intervals.first_write_wait)
         if _significant(record.latest) != _significant(record.written):
+            if _instances(record.latest) != _instances(record.written) and self._urgent_tokens(record, now) >= 1:
+                return now
             return max(now, record.last_write + intervals.min_interval)
         if _lazy(record.latest) != _lazy(record.written):
             if record.lazy_due is None:
@@ -186,12 +197,23 @@ class StatusWrites:
         if deadline > now:
             self._schedule(node, record, deadline)
             return None
+        if record.written is not None and _instances(record.latest) != _instances(record.written):
+            # Every instance change written takes from the allowance, early or not: a flapping
+            # instance ends up at one write per min_interval, as before.
+            record.urgent_tokens = max(0.0, self._urgent_tokens(record, now) - 1)
         record.written = dict(record.latest)
         record.last_write = record.last_lazy_write = now
         record.lazy_due = None
         record.refresh_at = now + self._jittered_refresh()
         self._schedule(node, record, record.refresh_at)
         return StatusWrite(node, {**record.latest, **record.synced})
+
+    def _urgent_tokens(self, record: _Node, now: float) -> float:
+        """The node's allowance of early writes at ``now`` (refilled one per min_interval, up to urgent_burst)."""
+        refill = (now - record.urgent_refilled) / max(self.intervals.min_interval, 1e-9)
+        record.urgent_tokens = min(self.intervals.urgent_burst, record.urgent_tokens + refill)
+        record.urgent_refilled = now
+        return record.urgent_tokens
 
     def _schedule(self, node: str, record: _Node, deadline: float) -> None:
         if record.queued_at == deadline:
@@ -221,6 +243,15 @@ def _stamp_votes(record: _Node, reported: Any, wall: str, peers: Set[str]) -> di
         votes[peer] = old if old is not None and old[0] == healthy else (healthy, wall)
     record.votes = votes
     return {peer: {"healthy": healthy, "at": at} for peer, (healthy, at) in sorted(votes.items())}
+
+
+def _instances(status: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Each workload instance's (revision, ready): what a rollout waits for."""
+    workloads = status.get("workloads")
+    if not isinstance(workloads, Mapping):
+        return {}
+    return {name: (item.get("revision"), item.get("ready")) for name, item in workloads.items()
+            if isinstance(item, Mapping)}
 
 
 def _significant(status: Mapping[str, Any]) -> dict[str, Any]:

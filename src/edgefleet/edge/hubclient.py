@@ -101,6 +101,11 @@ from edgefleet.sync.errors import ProtocolError
 
 log = logging.getLogger("edgefleet.edge.hub")
 
+REPORT_SPACING = 0.25
+"""Seconds between two status reports at least: a burst of changes (a workload restarting: stopping,
+starting, ready) goes out in a few reports, and a rollout learns of readiness without waiting a second
+(the hub decides what reaches the store: cloud.statuswrites)."""
+
 SYNC_PATH = "/edge/v1/sync"
 DEFAULT_RETRY_AFTER = 5.0
 """Seconds a replica that answered 503 without a usable Retry-After is left alone."""
@@ -485,7 +490,7 @@ class HubClient:
             if self.connected:
                 session.report_status(self._handler.status_report())
                 await self._flush(ws, session)
-            await asyncio.sleep(min(1.0, self.heartbeat_seconds / 4))  # rate limit bursts of changes
+            await asyncio.sleep(min(REPORT_SPACING, self.heartbeat_seconds / 4))  # rate limit bursts of changes
 
     @staticmethod
     async def _flush(ws: ClientConnection, session: AgentSession) -> None:

@@ -329,8 +329,9 @@ class WorkloadController:
         return "written"
 
     async def _record(self, name: str, decision: Decision) -> None:
-        """The decision's Events, written concurrently (they are independent objects)."""
-        notes = decision.events
+        """The decision's Events, one per reason (a round that moves twenty nodes records one NodeDraining
+        naming them, not twenty), written concurrently."""
+        notes = _grouped(decision.events)
         for chunk in range(0, len(notes), WRITE_CONCURRENCY):
             await asyncio.gather(*(self._record_one(name, note) for note in notes[chunk:chunk + WRITE_CONCURRENCY]))
 
@@ -416,6 +417,15 @@ def _node_fingerprint(node: Document) -> str:
     facts = [status.get("phase"), node.get("spec"), (node.get("metadata") or {}).get("labels"),
              status.get("drains"), status.get("workloads")]
     return json.dumps(facts, sort_keys=True)
+
+
+def _grouped(notes: list[EventNote]) -> list[EventNote]:
+    """Notes of one reason and type merged into one, in first-seen order (long messages are cut by events.record)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for note in notes:
+        groups.setdefault((note.reason, note.type), []).append(note.message)
+    return [EventNote(reason, messages[0] if len(messages) == 1 else f"{len(messages)} nodes: {'; '.join(messages)}",
+                      kind) for (reason, kind), messages in groups.items()]
 
 
 def _rolling(workload: Document) -> bool:
