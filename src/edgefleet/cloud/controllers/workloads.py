@@ -85,6 +85,8 @@ WRITE_CONCURRENCY = 64
 """Drain patches and Events written at once (the store groups concurrent writes into one commit)."""
 MIN_GAP = 0.1
 """Seconds between two rounds at least: changes arriving together are decided together."""
+MAX_DUTY = 0.5
+"""The largest share of the cloud's event loop the controller takes when changes keep waking it."""
 NODES_PREFIX = "/registry/nodes/"
 WAKING_PREFIXES = tuple(f"/registry/{plural}/" for plural in ("workloads", "workloadrevisions", "domains"))
 """Changes that can move a rollout (an edit, a new revision, a DNS TTL) and so wake a round (Nodes: see wake)."""
@@ -138,6 +140,7 @@ class WorkloadController:
         self._clock = clock
         self._monotonic = monotonic
         self._wake = asyncio.Event()
+        self._decided = 0.0  # CPU seconds spent deciding, as the decide_seconds metric counts them
         self._dirty = True
         self._active = False
         self._fingerprints: dict[str, str | None] = {}
@@ -173,7 +176,7 @@ class WorkloadController:
         last_full = -REFRESH
         while True:
             self._wake.clear()
-            started = self._monotonic()
+            started, decided_before = self._monotonic(), self._decided
             if self._dirty or self._active or started - last_full >= REFRESH:
                 self._dirty = False
                 last_full = started
@@ -182,9 +185,17 @@ class WorkloadController:
                 except (StoreError, RegistryError) as exc:
                     self._dirty = True
                     log.warning("workload round failed, retrying next round: %s", exc)
-            await asyncio.sleep(max(0.0, MIN_GAP - (self._monotonic() - started)))
+            took = self._monotonic() - started
+            deciding = self._decided - decided_before
+            # At least MIN_GAP between round starts, and deciding takes at most MAX_DUTY of the event loop (which
+            # the API and the hub share): in a huge fleet where many nodes change at once, rounds space out.
+            await asyncio.sleep(max(MIN_GAP - took, deciding * (1 / MAX_DUTY - 1)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, self._period - MIN_GAP))
+
+    def _deciding(self, seconds: float) -> None:
+        self._decided += seconds
+        self.metrics.decide_seconds.inc(seconds)
 
     async def sync_once(self) -> int:
         """One round; returns how many Workload statuses were written."""
@@ -192,7 +203,7 @@ class WorkloadController:
         fleet = self._fleet()
         revisions = self._documents("workloadrevisions")
         workloads = self._documents("workloads")
-        self.metrics.decide_seconds.inc(time.thread_time() - started)
+        self._deciding(time.thread_time() - started)
         written = 0
         for document in workloads:
             written += await self._reconcile(document, fleet, revisions)
@@ -257,7 +268,7 @@ class WorkloadController:
         update = template_revision(workload.spec.template)
         mine = _revisions_of(workload, revisions)
         numbers = {doc["spec"]["revision"]: int(doc["spec"]["number"]) for doc in mine}
-        self.metrics.decide_seconds.inc(time.thread_time() - started)
+        self._deciding(time.thread_time() - started)
         if update not in numbers:
             number = await self._create_revision(workload, update, max(numbers.values(), default=0) + 1)
             if number is None:
@@ -269,14 +280,14 @@ class WorkloadController:
         facts = [self._facts(node, name, fleet) for node in selected]
         now = self._clock()
         due = analysis_due(workload.spec, workload.status, now)
-        self.metrics.decide_seconds.inc(time.thread_time() - started)
+        self._deciding(time.thread_time() - started)
         verdict = await self._verdict(workload, selected, now) if due else None
         started = time.thread_time()
         decision = plan(RolloutInput(name, workload.metadata.generation, workload.spec, workload.status, update,
                                      numbers, facts, now, verdict))
         self._open_window(workload, decision, selected)
         self.metrics.node_steps.inc(decision.moves_started)
-        self.metrics.decide_seconds.inc(time.thread_time() - started)
+        self._deciding(time.thread_time() - started)
         await self._drain_first(fleet.nodes, name, decision.drained)
         outcome = await self._write_status(document, decision)
         if outcome == "lost":
