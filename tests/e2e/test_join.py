@@ -27,8 +27,8 @@ from tests.fleet import site_doc
 
 NODES = "/apis/edgefleet.io/v1/nodes"
 SITES = "/apis/edgefleet.io/v1/sites"
-# NotReady lasts 3 s before Unknown: wide enough to be seen by polling on a loaded machine.
-FAST_LIFECYCLE = ("--node-not-ready-after", "1", "--node-unknown-after", "4", "--node-monitor-period", "0.1")
+# Ready for 3 s after a heartbeat (a CLI run must see it on a loaded machine), then NotReady for 3 s, then Unknown.
+FAST_LIFECYCLE = ("--node-not-ready-after", "3", "--node-unknown-after", "6", "--node-monitor-period", "0.1")
 
 
 @pytest.fixture
