@@ -301,7 +301,9 @@ async def test_restart_policies(make: Make, tmp_path: Path) -> None:
 async def test_missing_command_fails_clearly_and_keeps_retrying(make: Make) -> None:
     supervisor = make()
     await supervisor.apply({"ghost": WorkloadTemplate(command=["/nonexistent/bin/server", "--port", "80"])})
-    await eventually(lambda: (supervisor.statuses()["ghost"].restarts or 0) >= 2)
+    # Between two attempts it is Failed; during one, briefly Starting: wait for a moment between two.
+    await eventually(lambda: (supervisor.statuses()["ghost"].restarts or 0) >= 2
+                     and supervisor.statuses()["ghost"].state == "Failed")
     status = supervisor.statuses()["ghost"]
     assert status.state == "Failed" and status.exit_code is None
     assert status.message is not None
