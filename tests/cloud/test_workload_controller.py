@@ -53,6 +53,7 @@ class Fleet:
         for plural in ("nodes", "sites", "domains", "workloads", "workloadrevisions"):
             self.documents[plural] = await index_documents(self.store, plural)
         written = await self.controller.sync_once()
+        await self.controller.flush_events()
         self.clock.now += timedelta(seconds=seconds)
         return written
 

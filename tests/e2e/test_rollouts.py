@@ -12,6 +12,11 @@ order, so budgets are checked on the real timeline, not by sampling.
   site ever has more than one node drained or not ready; no request fails.
 - A bad revision (its probe fails a few seconds after start) is caught on
   the canary and rolled back; only the canary ever ran it; no request fails.
+- A bad revision that answers 5xx for some paths (it fetches misses from a
+  dead origin) is caught on the canary by the error-rate analysis, from the
+  figures the real cache reports, and rolled back; only the canary ever ran
+  it; the users' requests (hits) never fail, while a monitor's requests for
+  uncached paths saw the 5xx on the canary and nowhere else.
 - A pin holds a node on its revision through a rollout; a node whose agent
   goes down during the rollout waits (holding its site's budget, so the rest
   of its site waits too) and is updated when it returns;
@@ -21,7 +26,9 @@ order, so budgets are checked on the real timeline, not by sampling.
 
 from __future__ import annotations
 
+import itertools
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -58,6 +65,15 @@ BAD_PROBE = {"http": None, "exec": {"command": ["python3", "-c", "import os, sys
                                   "sys.exit(time.time() - os.path.getmtime('started') > 5)"]},
              "periodSeconds": 1, "failureThreshold": 1}
 BAD_HOOK = {"exec": {"command": ["touch", "started"]}}
+# A build that breaks its origin fetches: it serves from cache as before, but every miss it must fetch
+# itself answers 502 (the origin becomes a closed port). The agent appends "--config cache.yaml".
+BREAK_ORIGIN = ("import sys, yaml; config = yaml.safe_load(open(sys.argv[2])); "
+                "[origin.update(url='http://127.0.0.1:1') for d in config['domains'] for origin in d['origins']]; "
+                "yaml.safe_dump(config, open('broken.yaml', 'w'))")
+BAD_5XX_COMMAND = ["sh", "-c", f"{sys.executable} -c \"{BREAK_ORIGIN}\" \"$@\" && "
+                   f"exec {sys.executable} -m edgefleet cache --config broken.yaml", "bad-build"]
+ERROR_RATE_ANALYSIS = {"intervalSeconds": 15,  # three times the cache figures' reporting interval
+                       "metrics": [{"metric": "errorRate", "maxIncrease": 0.01, "minRequests": 20}]}
 
 
 def site(name: str) -> dict[str, Any]:
@@ -272,6 +288,80 @@ def test_a_bad_revision_fails_on_the_canary_and_rolls_back(world: tuple[Fleet, i
         revisions = api.get(f"{API}/workloadrevisions").json()["items"]
         template = next(r["spec"]["template"] for r in revisions if r["spec"]["revision"] == good)
         replace_object(api, f"{API}/workloads/cache", lambda current: current["spec"].update(template=template))
+    wait_until(lambda: workload_status(fleet).get("updateRevision") == good, 10, what="the template back")
+
+
+class Monitor:
+    """Requests for never-fetched paths at every node, straight to its address: misses, so origin fetches."""
+
+    def __init__(self, http_port: int) -> None:
+        self.http_port = http_port
+        self.failures: dict[str, int] = {}
+        self.ok = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Monitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 180
+        with httpx.Client(timeout=3.0) as client:
+            for n in itertools.count():
+                if n >= 20_000 or self._stop.is_set() or time.monotonic() > deadline:
+                    return
+                for _, address in NODES.values():
+                    self._fetch(client, address, n)
+                time.sleep(0.2)
+
+    def _fetch(self, client: httpx.Client, address: str, n: int) -> None:
+        try:
+            response = client.get(f"http://{address}:{self.http_port}/bytes/64/monitor-{n}",
+                                  headers={"Host": "demo.test"})
+            if response.status_code < 500:
+                self.ok += 1
+                return
+        except httpx.HTTPError:
+            pass
+        self.failures[address] = self.failures.get(address, 0) + 1
+
+
+def test_a_revision_answering_5xx_fails_its_error_rate_analysis_and_rolls_back(world: tuple[Fleet, int]) -> None:
+    fleet, http_port = world
+    good = workload_status(fleet)["currentRevision"]
+    with Clients(fleet, http_port) as clients, Monitor(http_port) as monitor:
+        with fleet.api() as api:
+            response = api.patch(f"{API}/workloads/cache", json={"spec": {
+                "strategy": {"analysis": ERROR_RATE_ANALYSIS}, "template": {"command": BAD_5XX_COMMAND}}},
+                headers={"Content-Type": "application/merge-patch+json"})
+            assert response.status_code == 200, response.text
+            since = str(int(response.json()["metadata"]["resourceVersion"]) - 1)
+        workloads = Recorder(fleet.cloud, "workloads", since)
+        wait_until(lambda: finished(fleet, "Failed"), 150, interval=0.5, what="the 5xx rollout to fail")
+        workloads.stop()
+        wait_until(lambda: {running(fleet, node) for node in NODES} == {good}, 30, what="every node back on good")
+    status = workload_status(fleet)
+    bad = status["updateRevision"]
+    assert status["currentRevision"] == good and status["rollout"]["failedRevision"] == bad
+    assert "errorRate" in status["rollout"]["message"], status["rollout"]["message"]
+    canaries = ever_assigned(workloads, bad)
+    assert len(canaries) == 1, "only the canary ever ran the bad revision"
+    canary_address = NODES[next(iter(canaries))][1]
+    assert set(monitor.failures) == {canary_address}, ("only the canary answered 5xx", monitor.failures)
+    assert monitor.ok > 100
+    assert clients.failures == [] and clients.ok > 50, (clients.failures[:10], clients.ok)
+    with fleet.api() as api:  # the good template and the usual analysis back
+        revisions = api.get(f"{API}/workloadrevisions").json()["items"]
+        template = next(r["spec"]["template"] for r in revisions if r["spec"]["revision"] == good)
+
+        def restore(current: dict[str, Any]) -> None:
+            current["spec"].update(template=template, strategy=STRATEGY)
+        replace_object(api, f"{API}/workloads/cache", restore)
     wait_until(lambda: workload_status(fleet).get("updateRevision") == good, 10, what="the template back")
 
 

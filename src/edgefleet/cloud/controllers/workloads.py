@@ -19,13 +19,14 @@ Sites, Domains: no store lists), and for every Workload:
    the GSLB reads) follow the decision: finished moves end theirs first,
    then new moves start theirs, so a node is out of the answers before it
    switches and a site never has more nodes out than its budget;
-4. records the Events;
+4. records the Events, in the background: the next round waits for them,
+   the status write and the view push it triggers do not;
 5. deletes the oldest WorkloadRevisions beyond ``revisionHistoryLimit``
    that nothing refers to, and the revisions of deleted Workloads.
 
 Rounds run when the hub's index applies a change that can matter (a
 Workload, a WorkloadRevision, a Domain, or a fact of a Node the rule reads:
-not its counters or heartbeat), at most every 0.1 s, so a node step is not
+not its counters or heartbeat), at most every 0.05 s, so a node step is not
 held back by a period; and every second while a rollout is active (its
 timers). An idle fleet costs one full round every 30 s; an unchanged
 decision writes nothing. Drains are reconciled against what the Nodes say
@@ -83,7 +84,7 @@ SOURCE = "workload-controller"
 
 WRITE_CONCURRENCY = 64
 """Drain patches and Events written at once (the store groups concurrent writes into one commit)."""
-MIN_GAP = 0.1
+MIN_GAP = 0.05
 """Seconds between two rounds at least: changes arriving together are decided together."""
 MAX_DUTY = 0.5
 """The largest share of the cloud's event loop the controller takes when changes keep waking it."""
@@ -146,6 +147,12 @@ class WorkloadController:
         self._fingerprints: dict[str, str | None] = {}
         self._windows: dict[tuple[str, str], dict[str, Sample]] = {}
         self._rates: dict[str, tuple[int, float, float | None]] = {}  # node -> (requests, seen at, rate)
+        # Derived per node, reused while its resourceVersion (and the other inputs) stay the same: a round in a
+        # large fleet where few nodes changed rebuilds only theirs.
+        self._labels: dict[str, tuple[str | None, dict[str, str]]] = {}
+        self._facts_cache: dict[tuple[str, str], tuple[tuple[Any, ...], NodeFacts]] = {}
+        self._cached_workloads: set[str] = set()
+        self._recording: list[asyncio.Task[None]] = []
 
     def wake(self, key: str, document: Document | None) -> None:
         """A store key changed (the hub's index applied it): run a round soon if it can matter.
@@ -173,6 +180,13 @@ class WorkloadController:
         logged and retried next round.
         """
         log.info("workload controller started", extra={"period": self._period})
+        try:
+            await self._rounds()
+        finally:
+            for task in self._recording:
+                task.cancel()
+
+    async def _rounds(self) -> None:
         last_full = -REFRESH
         while True:
             self._wake.clear()
@@ -199,6 +213,7 @@ class WorkloadController:
 
     async def sync_once(self) -> int:
         """One round; returns how many Workload statuses were written."""
+        await self.flush_events()
         started = time.thread_time()
         fleet = self._fleet()
         revisions = self._documents("workloadrevisions")
@@ -207,7 +222,12 @@ class WorkloadController:
         written = 0
         for document in workloads:
             written += await self._reconcile(document, fleet, revisions)
-        await self._end_orphan_drains(fleet.nodes, {d["metadata"]["name"] for d in workloads})
+        names = {d["metadata"]["name"] for d in workloads}
+        await self._end_orphan_drains(fleet.nodes, names)
+        if not self._cached_workloads <= names:  # a Workload is gone: forget its nodes' facts
+            for key in [key for key in self._facts_cache if key[0] not in names]:
+                del self._facts_cache[key]
+        self._cached_workloads = names
         await self._collect_revisions(workloads, revisions)
         self.metrics.rounds.inc()
         self.metrics.status_writes.inc(written)
@@ -216,13 +236,35 @@ class WorkloadController:
         self._active = rolling > 0
         return written
 
+    async def flush_events(self) -> None:
+        """Wait for the Events of earlier rounds to be written (each round starts with this)."""
+        recording, self._recording = self._recording, []
+        if recording:
+            await asyncio.gather(*recording)
+
     # --- the fleet --------------------------------------------------------------
 
     def _fleet(self) -> _Fleet:
         nodes = self._documents("nodes")
-        labels = {node["metadata"]["name"]: _node_labels(node) for node in nodes}
+        labels = {node["metadata"]["name"]: self._labels_of(node) for node in nodes}
+        if len(self._labels) > len(labels):
+            self._forget_gone(labels)
         self._track_rates(nodes)
         return _Fleet(nodes, labels, self._ttl_by_site())
+
+    def _labels_of(self, node: Document) -> dict[str, str]:
+        name, version = node["metadata"]["name"], node["metadata"].get("resourceVersion")
+        cached = self._labels.get(name)
+        if cached is None or cached[0] != version or version is None:
+            cached = self._labels[name] = (version, _node_labels(node))
+        return cached[1]
+
+    def _forget_gone(self, present: dict[str, dict[str, str]]) -> None:
+        for name in [name for name in self._labels if name not in present]:
+            del self._labels[name]
+            self._rates.pop(name, None)
+        for key in [key for key in self._facts_cache if key[1] not in present]:
+            del self._facts_cache[key]
 
     def _ttl_by_site(self) -> dict[str, float]:
         """Longest routing.ttl of the Domains whose spec.sites picks each site."""
@@ -292,10 +334,23 @@ class WorkloadController:
         outcome = await self._write_status(document, decision)
         if outcome == "lost":
             return 0  # a stale index: decide again next round (drains follow that decision)
-        await self._record(name, decision)
+        if decision.events:  # off the round's path: the next node step does not wait for the Event commit
+            self._recording.append(asyncio.create_task(self._record(name, decision)))
         return int(outcome == "written")
 
     def _facts(self, node: Document, workload: str, fleet: _Fleet) -> NodeFacts:
+        name = node["metadata"]["name"]
+        site = (node.get("spec") or {}).get("site", "")
+        inputs = (node["metadata"].get("resourceVersion"), fleet.ttl_by_site.get(site, 0.0),
+                  self._rates.get(name, (0, 0.0, None))[2])
+        cached = self._facts_cache.get((workload, name))
+        if cached is not None and cached[0] == inputs and inputs[0] is not None:
+            return cached[1]
+        facts = self._build_facts(node, workload, fleet)
+        self._facts_cache[(workload, name)] = (inputs, facts)
+        return facts
+
+    def _build_facts(self, node: Document, workload: str, fleet: _Fleet) -> NodeFacts:
         name = node["metadata"]["name"]
         status = node.get("status") or {}
         instance = (status.get("workloads") or {}).get(workload) or {}
