@@ -14,6 +14,8 @@ import pytest
 API = Path(__file__).resolve().parents[2] / "src" / "edgefleet" / "api"
 ALLOWED = {
     "__future__",
+    "base64",
+    "binascii",
     "collections",
     "collections.abc",
     "copy",

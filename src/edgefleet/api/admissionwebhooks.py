@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
-from edgefleet.api.common import cell
+from edgefleet.api.common import CaBundle, cell
 from edgefleet.api.domains import check_origin_url
-from edgefleet.api.errors import UnknownKind
+from edgefleet.api.errors import FieldValueError, UnknownKind
 from edgefleet.api.meta import Column, KindInfo, Model, Resource, kind_info, register
 
 KIND = "AdmissionWebhook"
@@ -93,6 +93,17 @@ class AdmissionWebhookSpec(Model):
         description="When the webhook cannot answer (down, slow, invalid answer): Fail refuses the write, "
         "Ignore lets it through with a warning.",
     )
+    ca_bundle: CaBundle | None = Field(
+        default=None,
+        description="PEM CA certificates that sign the webhook's https certificate, trusted instead of the "
+        "system CAs (a webhook behind a private or self-signed CA).",
+    )
+
+    @model_validator(mode="after")
+    def _https_for_ca_bundle(self) -> AdmissionWebhookSpec:
+        if self.ca_bundle is not None and not self.url.startswith("https://"):
+            raise FieldValueError(("caBundle",), "is only used with an https:// url")
+        return self
 
     def matches(self, kind: str, operation: str) -> bool:
         return kind not in EXEMPT_KINDS and any(rule.matches(kind, operation) for rule in self.rules)

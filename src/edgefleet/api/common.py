@@ -11,6 +11,9 @@ these are conveniences for writing kinds, and grow with them.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
@@ -60,6 +63,26 @@ LabelKey = Annotated[str, AfterValidator(check_label_key)]
 
 Timestamp = Annotated[str, AfterValidator(check_timestamp)]
 """An RFC 3339 timestamp with an offset, kept as written."""
+
+MAX_CA_BUNDLE_BYTES = 64 * 1024
+_PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----")
+
+
+def check_ca_bundle(text: str) -> str:
+    """PEM certificates only (one or more ``CERTIFICATE`` blocks of valid base64), as a TLS client loads them."""
+    blocks = _PEM_BLOCK.findall(text)
+    if not blocks or _PEM_BLOCK.sub("", text).strip():
+        raise ValueError("must be PEM certificates (-----BEGIN CERTIFICATE----- blocks) and nothing else")
+    for block in blocks:
+        try:
+            base64.b64decode("".join(block.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("a CERTIFICATE block is not valid base64") from None
+    return text
+
+
+CaBundle = Annotated[str, Field(max_length=MAX_CA_BUNDLE_BYTES), AfterValidator(check_ca_bundle)]
+"""CA certificates (PEM) that a TLS client trusts instead of the system's, e.g. a private CA's."""
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 

@@ -36,7 +36,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from edgefleet.api.common import Count, PositiveSeconds, Seconds, Timestamp
+from edgefleet.api.common import CaBundle, Count, PositiveSeconds, Seconds, Timestamp
 from edgefleet.api.errors import FieldValueError
 from edgefleet.api.meta import Model
 from edgefleet.api.selectors import SelectorText
@@ -154,6 +154,17 @@ class WebhookCheck(Model):
     failure_policy: Literal["Fail", "Ignore"] = Field(
         default="Fail", description="What an unreachable webhook or a timeout means."
     )
+    ca_bundle: CaBundle | None = Field(
+        default=None,
+        description="PEM CA certificates that sign the webhook's https certificate, trusted instead of the "
+        "system CAs (a check behind a private or self-signed CA).",
+    )
+
+    @model_validator(mode="after")
+    def _https_for_ca_bundle(self) -> WebhookCheck:
+        if self.ca_bundle is not None and not self.url.startswith("https://"):
+            raise FieldValueError(("caBundle",), "is only used with an https:// url")
+        return self
 
 
 class AnalysisSpec(Model):

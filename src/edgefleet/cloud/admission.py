@@ -74,16 +74,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import json
 import logging
-import ssl
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
 from pydantic import ValidationError
 
 import edgefleet
@@ -92,7 +89,9 @@ from edgefleet.api.admissionwebhooks import EXEMPT_KINDS, AdmissionWebhook
 from edgefleet.api.errors import FieldError, SelectorError, ValidationFailed
 from edgefleet.api.meta import KindInfo
 from edgefleet.api.selectors import Operator, Selector, parse_selector
+from edgefleet.cloud import webhooks
 from edgefleet.cloud.registry import REGISTRY_PREFIX, Document, ObjectNotFound, Registry, RegistryError
+from edgefleet.cloud.webhooks import clean_text
 from edgefleet.sync.views import NODE_LABEL, SITE_LABEL, FleetIndex
 
 log = logging.getLogger("edgefleet.cloud.admission")
@@ -442,6 +441,7 @@ class Webhook:
     timeout: float
     fail_closed: bool
     problem: str = ""
+    ca_bundle: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,7 +480,8 @@ def webhooks_for(documents: Iterable[Document], kind: str, operation: Operation)
             continue
         if config.spec.matches(kind, operation.value):
             spec = config.spec
-            found.append(Webhook(config.name, spec.url, float(spec.timeout_seconds), spec.failure_policy == "Fail"))
+            found.append(Webhook(config.name, spec.url, float(spec.timeout_seconds), spec.failure_policy == "Fail",
+                                 ca_bundle=spec.ca_bundle))
     return sorted(found, key=lambda webhook: webhook.name)
 
 
@@ -547,12 +548,6 @@ def failed_message(name: str, failure: str) -> str:
             f"later, fix the webhook, or set failurePolicy: Ignore (`edgefleet describe admissionwebhook {name}`)")
 
 
-def clean_text(text: str, limit: int) -> str:
-    """``text`` without control characters (a space instead), stripped, at most ``limit`` characters."""
-    cleaned = "".join(char if char.isprintable() else " " for char in text[: limit * 2]).strip()
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
-
-
 def warning_headers(warnings: Iterable[str]) -> list[str]:
     """``Warning`` header values (``299 - "text"``, RFC 7234), deduplicated and bounded."""
     texts = list(dict.fromkeys(text for text in (clean_text(w, MAX_WARNING_CHARS) for w in warnings) if text))
@@ -565,13 +560,8 @@ def warning_headers(warnings: Iterable[str]) -> list[str]:
 # -- webhooks (I/O) --------------------------------------------------------------------------------
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    return httpx.create_ssl_context()  # built once: loading the CA bundle costs milliseconds
-
-
 class WebhookClient:
-    """POSTs reviews: one deadline over the whole exchange, a bounded raw body, no redirects, no proxy."""
+    """POSTs reviews (:func:`edgefleet.cloud.webhooks.post`: one deadline, a bounded raw body, no redirects)."""
 
     def __init__(self, *, max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
         self._max = max_response_bytes
@@ -581,41 +571,11 @@ class WebhookClient:
     async def call(self, webhook: Webhook, body: bytes) -> Answer:
         """The webhook's answer; WebhookFailed with a short reason when there is none."""
         try:
-            async with asyncio.timeout(webhook.timeout):
-                status, encoding, data = await self._post(webhook, body)
-        except (TimeoutError, httpx.TimeoutException):
-            raise WebhookFailed(f"no answer within {webhook.timeout:g}s") from None
-        except (httpx.ConnectError, OSError) as exc:
-            raise WebhookFailed(f"cannot be reached ({_described(exc)})") from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise WebhookFailed(f"broke the HTTP exchange ({_described(exc)})") from None
-        return parse_answer(status, encoding, data)
-
-    async def _post(self, webhook: Webhook, body: bytes) -> tuple[int, str, bytes]:
-        async with (
-            httpx.AsyncClient(verify=_tls_context(), trust_env=False, follow_redirects=False,
-                              timeout=webhook.timeout) as client,
-            client.stream("POST", webhook.url, content=body, headers=self._headers) as response,
-        ):
-            data = await self._read(response)
-            return response.status_code, response.headers.get("content-encoding", ""), data
-
-    async def _read(self, response: httpx.Response) -> bytes:
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._max:
-            raise WebhookFailed(f"answered {int(declared)} bytes; the limit is {self._max}")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_raw():
-            size += len(chunk)
-            if size > self._max:
-                raise WebhookFailed(f"answered more than {self._max} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
-def _described(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {clean_text(str(exc), 200)}"
+            reply = await webhooks.post(webhook.url, body, deadline=webhook.timeout, max_bytes=self._max,
+                                        headers=self._headers, ca_bundle=webhook.ca_bundle)
+        except webhooks.WebhookCallFailed as exc:
+            raise WebhookFailed(str(exc)) from None
+        return parse_answer(reply.status, reply.content_encoding, reply.body)
 
 
 # -- the shell: what the API server holds ----------------------------------------------------------

@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
@@ -58,7 +57,7 @@ from edgefleet.api.rollouts import WebhookCheck
 from edgefleet.api.selectors import Selector, parse_selector
 from edgefleet.api.workloads import INFO as WORKLOADS
 from edgefleet.api.workloads import Workload, template_revision
-from edgefleet.cloud import events
+from edgefleet.cloud import events, webhooks
 from edgefleet.cloud.analysis import Sample, evaluate, sample_of
 from edgefleet.cloud.registry import Document, ObjectExists, ObjectNotFound, Registry, RegistryError, VersionConflict
 from edgefleet.cloud.rollouts import (
@@ -568,21 +567,15 @@ async def _ask_webhook(check: WebhookCheck, workload: Workload, target: str, upd
             "revisionNumber": workload.status.update_revision_number, "updatedNodes": updated,
             "metrics": verdict.message, "at": format_timestamp(now)}
     try:
-        async with httpx.AsyncClient(timeout=check.timeout_seconds) as client, \
-                client.stream("POST", check.url, json=body) as response:
-            await _read_bounded(response)
-    except (httpx.HTTPError, ValueError) as exc:
+        reply = await webhooks.post(check.url, json.dumps(body).encode(), deadline=float(check.timeout_seconds),
+                                    max_bytes=WEBHOOK_MAX_BYTES, headers={"Content-Type": "application/json"},
+                                    ca_bundle=check.ca_bundle)
+    except webhooks.WebhookCallFailed as exc:
         if check.failure_policy == "Ignore":
             return Verdict(True, f"{verdict.message}; webhook failed and is ignored: {exc}")
-        return Verdict(False, f"webhook {check.url} failed: {exc or type(exc).__name__}")
-    if 200 <= response.status_code < 300:
+        return Verdict(False, f"webhook {check.url} failed: {exc}")
+    if 200 <= reply.status < 300:
         return Verdict(True, f"{verdict.message}; webhook passed")
-    return Verdict(False, f"webhook {check.url} answered {response.status_code}")
+    return Verdict(False, f"webhook {check.url} answered {reply.status}")
 
 
-async def _read_bounded(response: httpx.Response) -> None:
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > WEBHOOK_MAX_BYTES:
-            raise ValueError(f"webhook answer larger than {WEBHOOK_MAX_BYTES} bytes")
