@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -317,7 +318,7 @@ class CacheProcess:
         self.proc.send_signal(signal.SIGHUP)
 
     def client(self, host: str = "demo.test") -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Host": host}, timeout=10)
+        return httpx.Client(base_url=self.url, headers={"Host": host}, timeout=10, cookies=no_cookies())
 
     def get(self, path: str, host: str = "demo.test", **headers: str) -> httpx.Response:
         with self.client(host) as client:
@@ -421,15 +422,25 @@ def all_started(procs: list[CacheProcess]) -> Iterator[None]:
 _keepalive: dict[str, httpx.Client] = {}
 
 
+def no_cookies() -> CookieJar:
+    """A cookie jar that keeps nothing: a test's requests carry no Cookie unless it sends one.
+
+    A response with ``Set-Cookie`` (``?setcookie=1``) would otherwise make every later request of a
+    shared client carry a Cookie, and the cache does not store responses to those.
+    """
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
 def keepalive_client(base_url: str) -> httpx.Client:
     """A keep-alive client for ``base_url``, made once per test module (making one costs milliseconds).
 
-    It sends no default ``Accept-Encoding``: a request has exactly the fields its test gives (and httpx's
-    Host, Accept, Connection and User-Agent). ``tests/cache/conftest.py`` closes the clients after each module.
+    It sends no default ``Accept-Encoding`` and keeps no cookies: a request has exactly the fields its test
+    gives (and httpx's Host, Accept, Connection and User-Agent). ``tests/cache/conftest.py`` closes the
+    clients after each module.
     """
     client = _keepalive.get(base_url)
     if client is None:
-        client = _keepalive[base_url] = httpx.Client(base_url=base_url, timeout=15)
+        client = _keepalive[base_url] = httpx.Client(base_url=base_url, timeout=15, cookies=no_cookies())
         del client.headers["accept-encoding"]
     return client
 

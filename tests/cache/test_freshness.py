@@ -88,6 +88,7 @@ def test_fresh_200_with_max_age() -> None:
         ([("Cache-Control", "private, max-age=60")], [], "private"),
         ([("Cache-Control", "max-age=60")], [("Authorization", "Bearer x")], "authorization"),
         ([("Cache-Control", "max-age=60"), ("Set-Cookie", "session=1")], [], "set-cookie"),
+        ([("Cache-Control", "public, max-age=60")], [("Cookie", "session=1")], "cookie"),
         ([("Cache-Control", "max-age=60"), ("Vary", "Accept-Encoding, *")], [], "vary *"),
         ([("Cache-Control", "max-age=60"), ("Vary", "accept"), ("vary", "*")], [], "vary *"),
     ],
@@ -96,6 +97,11 @@ def test_not_storable(fields: list[tuple[str, str]], request_fields: Headers, re
     decision = decide(*fields, request=request_fields)
     assert not decision.storable
     assert decision.reason == reason
+
+
+def test_a_request_with_a_cookie_is_stored_only_when_the_domain_says_so() -> None:
+    allowed = with_policy(cookie_requests=True)
+    assert decide(("Cache-Control", "max-age=60"), request=[("Cookie", "a=1")], policy=allowed).storable
 
 
 def test_method_and_bypass_refusals() -> None:

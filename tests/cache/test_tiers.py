@@ -19,6 +19,9 @@ import httpx
 import pytest
 
 from edgefleet.cache import keys, tiers
+from edgefleet.cache.config import parse_config
+from edgefleet.cache.errors import ConfigError
+from edgefleet.cache.forwarding import fleet_addresses
 from edgefleet.origin import Body
 from tests.cacheproc import CacheProcess, OriginProcess, all_started, cache_config, keepalive_client
 from tests.cloudproc import free_port
@@ -67,6 +70,28 @@ def owner_of(target: str, names: tuple[str, ...]) -> str:
 
 def objects(procs: dict[str, CacheProcess], names: tuple[str, ...]) -> dict[str, int]:
     return {name: int(procs[name].status()["objects"]) for name in names}
+
+
+def test_tier_fields_are_trusted_only_from_fleet_addresses() -> None:
+    config = parse_config({
+        "node": "edge-a",
+        "site": {"self": "edge-a", "peers": [{"name": "edge-b", "url": "http://10.0.0.2:8081"}],
+                 "parents": [{"site": "p", "nodes": [{"name": "p1", "url": "http://[2001:db8::1]:8081"}]}],
+                 "trusted": ["192.0.2.0/24"]},
+    })
+    trust = tiers.TierTrust(fleet_addresses(config))
+    assert [trust.trusts(ip) for ip in ("10.0.0.2", "2001:db8::1", "192.0.2.77", "::ffff:10.0.0.2")] == [True] * 4
+    assert [trust.trusts(ip) for ip in ("10.0.0.3", "203.0.113.9", "", "not-an-ip")] == [False] * 4
+
+
+def test_site_trusted_takes_only_addresses_and_networks() -> None:
+    with pytest.raises(ConfigError, match="not an IP address"):
+        parse_config({"site": {"self": "a", "trusted": ["edge.example"]}})
+
+
+def test_the_fleet_fields_of_a_client_are_stripped() -> None:
+    headers = [("Host", "a"), ("X-Edgefleet-Hops", "3"), ("x-edgefleet-tier", "peer"), ("Via", "1.1 edge-a")]
+    assert tiers.strip_fleet_fields(headers) == [("Host", "a"), ("Via", "1.1 edge-a")]
 
 
 def test_each_url_is_fetched_once_per_site_and_stored_on_its_owner(

@@ -152,6 +152,12 @@ def test_site_peers_include_self_and_draining_nodes_and_parents_keep_their_order
         ("fra-parent", ["http://[2001:db8::10]:8081"]), ("ams-parent", ["http://127.0.3.1:8081"])]
 
 
+def test_every_node_address_of_the_view_is_trusted_with_tier_fields() -> None:
+    config = render_cache_config("par-1", fleet_view(), CACHE, WORKDIR)
+    assert config.site is not None
+    assert set(config.site.trusted) >= {"127.0.0.1/32", "127.0.0.2/32", "2001:db8::10/128", "127.0.3.1/32"}
+
+
 def test_invalid_domains_and_repeated_hostnames_are_left_out(caplog: pytest.LogCaptureFixture) -> None:
     view = [node("n", "s", "127.0.0.1"), domain("a-first", "x.example"), domain("b-clash", "x.example", "y.example"),
             domain("c-broken", "not a host"), domain("d-fine", "z.example")]

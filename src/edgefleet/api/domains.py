@@ -278,6 +278,11 @@ class CachePolicy(Model):
         description="Allow RFC 9111 heuristic freshness from Last-Modified when the origin "
         "sends no explicit lifetime.",
     )
+    cache_cookie_requests: bool = Field(
+        default=False,
+        description="Store responses to requests that carry a Cookie. Off: such responses are "
+        "relayed but never stored, since the origin may have personalised them.",
+    )
 
 
 class Routing(Model):

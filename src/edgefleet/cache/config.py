@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -125,6 +126,13 @@ class DomainConfig(Model):
         return check_unique(hostnames, "hostname")
 
 
+def _check_network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+
+
 class Peer(Model):
     """A cache server of this site or of a parent site."""
 
@@ -148,6 +156,14 @@ class SiteConfig(Model):
         default_factory=list,
         description="Parent sites in order of preference; misses an owner "
         "cannot serve go to the first parent site with a healthy node, then to the origin.",
+    )
+
+    trusted: list[Annotated[str, AfterValidator(_check_network)]] = Field(
+        default_factory=list,
+        max_length=4096,
+        description="Client addresses (IPs or CIDR networks) whose tier header fields (X-Edgefleet-Hops, "
+        "X-Edgefleet-Tier, node names in Via) are trusted, besides the addresses of peers and parents; "
+        "the agent lists every node of its view. Everyone else's are stripped.",
     )
 
     @field_validator("peers")
@@ -174,10 +190,25 @@ class LimitsConfig(Model):
     max_url_bytes: int = Field(default=8192, ge=256, le=1 << 20, description="Longer request-targets get 414.")
     max_header_bytes: int = Field(default=32768, ge=1024, le=1 << 22, description="Larger header blocks get 431.")
     max_headers: int = Field(default=100, ge=8, le=1000, description="More header fields get 431.")
-    max_body_bytes: int = Field(default=64 * 2**20, ge=0, description="Larger request bodies get 413.")
+    max_body_bytes: int = Field(
+        default=2**20, ge=0, le=1 << 30,
+        description="Larger request bodies get 413. Bodies are buffered whole before they are forwarded, "
+        "so this bounds the memory a client can hold per connection.",
+    )
     idle_timeout: float = Field(default=60.0, gt=0, description="Seconds a keep-alive connection may idle.")
     header_timeout: float = Field(default=10.0, gt=0, description="Seconds to receive a request head.")
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to receive a whole request, body included, from its first byte "
+        "(408 after; a slow body cannot hold its buffer longer).",
+    )
     max_pipeline: int = Field(default=32, ge=1, le=1024, description="Requests queued per connection.")
+    max_connections: int = Field(
+        default=16384, ge=1, le=1 << 20, description="Open client connections per worker; more get 503 and close."
+    )
+    max_connections_per_client: int = Field(
+        default=1024, ge=1, le=1 << 20,
+        description="Open connections per worker from one client address; more get 503 and close.",
+    )
 
 
 class AccessLogConfig(Model):

@@ -79,6 +79,7 @@ class ServedDomain:
             default_ttl=float(cache.default_ttl),
             heuristic=cache.heuristic_freshness,
             serve_stale_on_error=cache.serve_stale_on_error,
+            cookie_requests=cache.cache_cookie_requests,
         )
 
     def canonical_for(self, host_header: str) -> str | None:

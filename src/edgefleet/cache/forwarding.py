@@ -10,6 +10,12 @@ answer, 5xx included, is final (stale-if-error is decided by the caller).
 
 Header fields, why they change on the way: hop-by-hop fields (and those the
 request's ``Connection`` lists) never cross a proxy (RFC 9110 §7.6.1). A
+client's routing fields (``X-Forwarded-Host``, ``X-Original-URL``,
+``X-Rewrite-URL``, ``Forwarded``, method overrides: :data:`CLIENT_ROUTING_FIELDS`)
+are stripped: they are not part of the cache key, and an origin that honours
+them would let one client choose the content stored for everyone. A
+client's own ``Via`` is replaced by this hop's (it could name our nodes and
+trip the loop guard of a peer), a fleet node's is extended. A
 cacheable fetch is made on behalf of every client that will share it, so
 one client's validators, Range and Cache-Control are dropped: the fill
 adds its own. ``X-Forwarded-For`` and ``Via`` gain this hop; ``Via`` is also
@@ -24,6 +30,7 @@ health starts afresh with a new peer list.
 from __future__ import annotations
 
 import random
+from urllib.parse import urlsplit
 
 from edgefleet.cache import tiers
 from edgefleet.cache.config import CacheConfig
@@ -39,6 +46,13 @@ NOT_FORWARDED_CACHEABLE = NOT_FORWARDED | {
     "range", "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "cache-control",
     "pragma",
 }
+CLIENT_ROUTING_FIELDS = frozenset({
+    "forwarded", "x-forwarded-host", "x-forwarded-server", "x-forwarded-proto", "x-forwarded-scheme",
+    "x-forwarded-port", "x-forwarded-prefix", "x-original-url", "x-rewrite-url", "x-original-host", "x-host",
+    "x-http-method-override", "x-http-method", "x-method-override",
+})
+"""Fields that make some origins (and their frameworks) route, rewrite or re-method a request: a client's never
+reach upstream, since they are not in the cache key (one client could otherwise poison an entry for all)."""
 NOT_RELAYED = HOP_BY_HOP | {"content-length", "server-timing"}
 """Response fields not relayed to the client (framing is ours; timings are this node's)."""
 FLEET_FIELDS = ("x-edgefleet-tier", "x-edgefleet-hops")
@@ -93,9 +107,11 @@ class Forwarder:
     def targets(self, request: Request, domain: ServedDomain, key: str) -> list[Target]:
         """The tiers to ask for ``key``, in order: owner peer, parent owners, origins."""
         targets: list[Target] = []
-        hops, via = get(request.headers, tiers.HOPS_HEADER), get(request.headers, "via")
+        fleet = request.from_fleet  # a client's tier fields were stripped; its Via names no node of ours
+        hops = get(request.headers, tiers.HOPS_HEADER) if fleet else None
+        via = get(request.headers, "via") if fleet else None
         forwardable = tiers.may_forward(self.node, hops, via)
-        from_peer = get(request.headers, tiers.TIER_HEADER) == "peer"
+        from_peer = fleet and get(request.headers, tiers.TIER_HEADER) == "peer"
         if forwardable and not from_peer and len(self.peers) > 1:
             owner = tiers.owner(list(self.peers), key, self.health)
             if owner is not None and owner != self.site_self:
@@ -116,8 +132,9 @@ class Forwarder:
         forwarded_for = get(request.headers, "x-forwarded-for")
         client_ip = request.client
         headers = [(n, v) for n, v in headers if n.lower() not in ("x-forwarded-for", "via")]
+        headers = [(n, v) for n, v in headers if n.lower() not in CLIENT_ROUTING_FIELDS]
         headers.append(("X-Forwarded-For", f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip))
-        via = get(request.headers, "via")
+        via = get(request.headers, "via") if request.from_fleet else None  # a client's Via could name our nodes
         headers.append(("Via", f"{via}, {self.via}" if via else self.via))
         headers.append(("Host", request.host))
         return headers
@@ -133,3 +150,13 @@ def for_target(target: Target, headers: Fields) -> Fields:
     hops = get(headers, tiers.HOPS_HEADER)
     count = int(hops) + 1 if hops and hops.isdigit() else 1
     return [*out, (tiers.TIER_HEADER, target.kind), (tiers.HOPS_HEADER, str(count))]
+
+
+def fleet_addresses(config: CacheConfig) -> list[str]:
+    """The addresses whose tier header fields are trusted: peers' and parents' URL hosts, and ``site.trusted``."""
+    site = config.site
+    if site is None:
+        return []
+    urls = [peer.url for peer in site.peers] + [node.url for parent in site.parents for node in parent.nodes]
+    hosts = [urlsplit(url).hostname or "" for url in urls]
+    return [host for host in hosts if host] + list(site.trusted)

@@ -15,7 +15,8 @@ refuses): a Domain ``bypass`` rule; method other than GET (the proxy turns
 HEAD into GET before fetching); a status that is not final and understood;
 ``no-store``; unqualified ``private``; a request with ``Authorization`` unless
 the response says ``public``, ``s-maxage`` or ``must-revalidate`` (§3.5);
-any ``Set-Cookie`` (a CDN must never hand one user's cookie to another);
+a request with ``Cookie`` unless the Domain's ``cacheCookieRequests`` says so
+(the origin may have personalised the answer); any ``Set-Cookie`` (a CDN must never hand one user's cookie to another);
 ``Vary: *``; and finally no freshness lifetime at all.
 
 Lifetime precedence: a Domain rule's ``ttl`` (it overrides the origin's
@@ -78,6 +79,8 @@ class Policy:
     default_ttl: float
     heuristic: bool
     serve_stale_on_error: bool
+    cookie_requests: bool = False
+    """Whether a response to a request with a Cookie may be stored (the Domain's ``cacheCookieRequests``)."""
     stale_if_error_default: float = 86400
     targeted_headers: tuple[str, ...] = ("cdn-cache-control", "surrogate-control")
 
@@ -178,7 +181,7 @@ def evaluate(method: str, status: int, request_headers: Headers, response_header
     cache_control = parse_cache_control(get(response_headers, "cache-control"))
     targeted_name, targeted = _targeted(response_headers, policy.targeted_headers)
     controls = cache_control if targeted is None else targeted
-    refusal = _storage_refusal(controls, request_headers, response_headers)
+    refusal = _storage_refusal(controls, request_headers, response_headers, policy)
     if refusal is not None:
         return _refuse(refusal)
     lifetime = _explicit_lifetime(controls, targeted_name, response_headers, policy)
@@ -214,7 +217,9 @@ def _targeted(response_headers: Headers, names: tuple[str, ...]) -> tuple[str | 
     return None, None
 
 
-def _storage_refusal(controls: Directives, request_headers: Headers, response_headers: Headers) -> str | None:
+def _storage_refusal(
+    controls: Directives, request_headers: Headers, response_headers: Headers, policy: Policy
+) -> str | None:
     if "no-store" in controls:
         return "no-store"
     if "private" in controls and controls["private"] is None:
@@ -223,6 +228,8 @@ def _storage_refusal(controls: Directives, request_headers: Headers, response_he
         "public" in controls or "s-maxage" in controls or "must-revalidate" in controls
     ):
         return "authorization"
+    if not policy.cookie_requests and get(request_headers, "cookie") is not None:
+        return "cookie"
     if get(response_headers, "set-cookie") is not None:
         return "set-cookie"
     vary = get(response_headers, "vary")

@@ -16,12 +16,21 @@ than any pure-Python parser. Our own checks sit on top, as security limits:
 - ``max_url_bytes``: longer request-targets get 414;
 - ``max_header_bytes`` / ``max_headers``: larger header blocks get 431;
 - ``max_body_bytes``: larger bodies get 413;
+- a request with a body is checked before any of its body is kept (at its
+  first piece), or asked for with ``100 Continue`` (once the head is
+  complete) (``head_check``: Host, Domain, method; the proxy's 421/404/501),
+  so a client cannot make the server buffer a body nobody will take; a
+  ``Content-Length`` over ``max_body_bytes`` gets 413 as soon as the field is
+  in. Requests without a body pay nothing for it;
 - trailer fields of a chunked body are dropped: llhttp reports them like
   header fields, but RFC 9110 §6.5.1 forbids merging them into the header
   section (a trailer must not add a field the origin would trust);
 - a Transfer-Encoding other than ``chunked`` gets 501, and an HTTP/1.1
   request without Host gets 400 (RFC 9112 §3.2); HTTP versions other than
-  1.0 and 1.1 (llhttp accepts 0.9 and 2.0 in the text form) get 505.
+  1.0 and 1.1 (llhttp accepts 0.9 and 2.0 in the text form) get 505;
+- the Host and the request-target are replaced by their canonical forms
+  (:mod:`edgefleet.cache.targets`): a malformed Host, a bad percent-encoding
+  or a dot segment hidden behind an encoded slash gets 400.
 
 httptools keeps a header field that has not ended yet in a Python string and
 reports it only once it is complete, so the per-field checks above cannot
@@ -48,12 +57,14 @@ answer them in order before the error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 
 import httptools
 
 from edgefleet.cache.errors import BadRequest
+from edgefleet.cache.targets import HOSTS, canonical_host, canonical_target
 
 REASONS: dict[int, bytes] = {status.value: status.phrase.encode() for status in HTTPStatus}
 REQUEST_LINE_SLACK = 1024
@@ -67,7 +78,11 @@ class Limits:
     max_url_bytes: int = 8192
     max_header_bytes: int = 32768
     max_headers: int = 100
-    max_body_bytes: int = 64 * 2**20
+    max_body_bytes: int = 2**20
+
+
+HeadCheck = Callable[[str, str], None]
+"""Called with (method, canonical host) before the body of a request is kept or asked for."""
 
 
 class Request:
@@ -76,9 +91,14 @@ class Request:
     ``plain`` is true when the request has no Range or conditional (If-*)
     fields: the hit fast path answers only those. ``client`` is the peer
     address, set by the connection for requests that leave the fast path.
+    ``from_fleet`` is true once the proxy found the client to be a trusted
+    node of the fleet (its tier header fields are kept).
     """
 
-    __slots__ = ("body", "client", "has_body", "headers", "host", "keep_alive", "method", "plain", "target", "version")
+    __slots__ = (
+        "body", "client", "from_fleet", "has_body", "headers", "host", "keep_alive", "method", "plain", "target",
+        "version",
+    )
 
     def __init__(
         self,
@@ -102,6 +122,7 @@ class Request:
         self.has_body = has_body
         self.plain = plain
         self.client = ""
+        self.from_fleet = False
 
     def __repr__(self) -> str:
         return f"Request({self.method} {self.target!r} host={self.host!r})"
@@ -113,8 +134,9 @@ _METHODS = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "PATC
 class RequestParser:
     """Feed bytes, get complete requests; raises BadRequest on malformed input."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, head_check: HeadCheck | None = None) -> None:
         self._limits = limits
+        self._head_check = head_check
         self._parser = httptools.HttpRequestParser(self)
         self._reset()
         self._done: list[Request] = []
@@ -130,6 +152,8 @@ class RequestParser:
         self._declares_body = False
         self._plain = True
         self._trailers_from = -1
+        self._head_checked = False
+        self._expects_continue = False
         self.continue_wanted = False
 
     def feed(self, data: bytes) -> list[Request]:
@@ -145,6 +169,8 @@ class RequestParser:
         done, self._done = self._done, []
         if not done and not self._body_bytes:
             self._count_partial_head(len(data))
+            if self._expects_continue:
+                self._continue_once_head_is_in(data)
         return done
 
     def _count_partial_head(self, size: int) -> None:
@@ -199,15 +225,47 @@ class RequestParser:
                 raise BadRequest(501, f"Transfer-Encoding {value!r} is not supported (only chunked)")
             self._declares_body = True
         elif lower == "content-length":
-            self._declares_body = self._declares_body or value.strip() != "0"
+            length = value.strip()
+            self._declares_body = self._declares_body or length != "0"
+            if length.isdigit() and int(length) > self._limits.max_body_bytes:  # refused before it is sent
+                raise BadRequest(413, f"request body larger than {self._limits.max_body_bytes} bytes")
         elif lower == "range" or lower.startswith("if-"):
             self._plain = False
         elif lower == "expect":
             if value.strip().lower() != "100-continue":
                 raise BadRequest(417, f"Expect {value!r} is not supported (only 100-continue)")
+            self._expects_continue = True
+            self._head_tail = b""
+
+    def _continue_once_head_is_in(self, data: bytes) -> None:
+        """``Expect: 100-continue``: once the head is complete, check it, then say the body may come.
+
+        The head is complete when the bytes fed end with the blank line that ends it (the client waits
+        for our answer before it sends more); only the last four bytes are kept to see it across feeds.
+        """
+        self._head_tail = (self._head_tail + data)[-4:]
+        if self._head_tail == b"\r\n\r\n":
+            self._expects_continue = False
+            if not self._head_checked:
+                self._check_head()
             self.continue_wanted = True
 
+    def _check_head(self) -> None:
+        """A request with a body is checked (Host, Domain, method) before any of its body is kept or asked for."""
+        self._head_checked = True
+        if self._head_check is None:
+            return
+        host = self._host
+        if self._url[:1] != b"/":
+            host = _origin_form(self._url.decode("latin-1"), host)[0]
+        if not host:
+            raise BadRequest(400, "request without a Host header field")
+        method = self._parser.get_method()
+        self._head_check(_METHODS.get(method) or method.decode("ascii"), canonical_host(host))
+
     def on_body(self, body: bytes) -> None:
+        if not self._head_checked:  # the first piece of a body: nothing of it is kept yet
+            self._check_head()
         self._body_bytes += len(body)
         if self._body_bytes > self._limits.max_body_bytes:
             raise BadRequest(413, f"request body larger than {self._limits.max_body_bytes} bytes")
@@ -233,6 +291,10 @@ class RequestParser:
         host = self._host
         if target[0] != "/":
             host, target = _origin_form(target, host)
+        if "%" in target or "/." in target or "//" in target or "#" in target or "\\" in target:
+            target = canonical_target(target)
+        if host:
+            host = HOSTS.get(host) or canonical_host(host)
         method = parser.get_method()
         self._done.append(
             Request(

@@ -9,7 +9,10 @@ as it arrives, never stored (``X-Cache: PASS``).
 
 Why an unsafe method invalidates: RFC 9111 §4.4 requires a cache to
 invalidate the target URI after a successful (non-error) POST, PUT, PATCH or
-DELETE through it, since the resource has likely changed.
+DELETE through it, since the resource has likely changed. The proxy's
+``invalidate`` marks the entry stale rather than removing it: any client may
+send a POST, and must not be able to throw stored objects (and the copies
+stale-if-error would serve) away; the next request revalidates instead.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ INVALIDATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class Passthrough:
-    """Forwards uncached requests; ``invalidate(key)`` removes a stored URL after a successful unsafe method."""
+    """Forwards uncached requests; ``invalidate(key)`` marks a stored URL stale after a successful unsafe method."""
 
     def __init__(
         self, forwarder: Forwarder, replies: Replies, stats: Stats, invalidate: Callable[[str], object]

@@ -3,10 +3,14 @@
 How, per request (the numbers are DESIGN.md's request path):
 
 1. The Host header picks a Domain (:mod:`edgefleet.cache.domains`); none
-   gets ``unknownHostStatus`` (421 or 404). Methods other than GET/HEAD, and
-   paths under a ``bypass`` rule, are passed to the origin uncached
-   (:mod:`edgefleet.cache.passthrough`); a successful unsafe method
-   invalidates the stored URL (RFC 9111 §4.4).
+   gets ``unknownHostStatus`` (421 or 404). Host and target are already
+   canonical (:mod:`edgefleet.cache.targets`, in the parser), so rules,
+   keys and the request sent upstream see one spelling. Tier header fields
+   are kept only from the fleet's addresses (:class:`~edgefleet.cache.tiers.TierTrust`).
+   Methods other than GET/HEAD, and paths under a ``bypass`` rule, are
+   passed to the origin uncached (:mod:`edgefleet.cache.passthrough`); a
+   successful unsafe method invalidates the stored URL (RFC 9111 §4.4) softly:
+   marked stale, so the next request revalidates it.
 2. The cache key (scheme, host, path, query per Domain policy) and, with
    Vary, the request's variant find a stored entry, memory tier first.
    :meth:`Proxy.serve_fast` answers fresh plain hits from memory right
@@ -48,13 +52,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edgefleet.cache import freshness, keys, responses, tiers
-from edgefleet.cache.config import CacheConfig
+from edgefleet.cache.config import CacheConfig, split_listen
 from edgefleet.cache.disk import DiskEntry
 from edgefleet.cache.domains import DomainTable, ServedDomain
-from edgefleet.cache.errors import UpstreamError
+from edgefleet.cache.errors import BadRequest, UpstreamError
 from edgefleet.cache.fetches import Fetcher, Wanted, fill_done, find, is_fresh, serves, stale_allowed, use_of
 from edgefleet.cache.fills import Fill, Fills
-from edgefleet.cache.forwarding import Forwarder
+from edgefleet.cache.forwarding import Forwarder, fleet_addresses
 from edgefleet.cache.headers import get
 from edgefleet.cache.http1 import Request
 from edgefleet.cache.locks import NodeLocks
@@ -64,6 +68,7 @@ from edgefleet.cache.replies import Client, Replies
 from edgefleet.cache.slices import Slices
 from edgefleet.cache.stats import Stats
 from edgefleet.cache.storage import Storage
+from edgefleet.cache.targets import canonical_host, canonical_target
 from edgefleet.cache.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -85,7 +90,7 @@ class Proxy:
         self.stats = stats
         self.access_log = access_log
         self.fills = Fills()
-        self.upstream = Upstream(config.upstream, stats)
+        self.upstream = Upstream(config.upstream, stats, split_listen(config.listen)[0])
         self.rng = random.Random()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._other_fills: dict[str, asyncio.Future[bool]] = {}
@@ -98,6 +103,7 @@ class Proxy:
         self.domains = DomainTable(config.domains)
         disk = config.storage.disk
         self.locks = NodeLocks(disk.path / "locks") if disk is not None and config.workers > 1 else None
+        self.trust = tiers.TierTrust(fleet_addresses(config))
         forwarder = Forwarder(config, self.upstream, self.stats, self.rng)
         self.fetcher = Fetcher(forwarder, self.storage, self.stats, self.fills, self._tasks,
                                memory_limit=config.storage.memory_object_bytes,
@@ -140,11 +146,16 @@ class Proxy:
     def _memory_hit(self, domain: ServedDomain, request: Request) -> MemoryEntry | None:
         if not request.plain:
             return None
-        host = request.host
-        key = "http://" + host.lower() + request.target if ":" not in host else self.key_for(domain, request)
-        return self.storage.memory.get_plain(key)
+        return self.storage.memory.get_plain("http://" + request.host + request.target)  # both canonical
 
     # --- the general path --------------------------------------------------
+
+    def check_head(self, method: str, host: str) -> None:
+        """Before a request body is read: BadRequest unless a Domain serves ``host`` and ``method`` is served."""
+        if self.domains.lookup(host) is None:
+            raise BadRequest(self.config.unknown_host_status, "no domain serves this host")
+        if method not in SAFE_METHODS and method not in PASS_METHODS:
+            raise BadRequest(501, f"method {method} is not supported")
 
     async def handle(self, client: Client, request: Request) -> None:
         """Answer any request (see the module docstring)."""
@@ -154,6 +165,7 @@ class Proxy:
             status = self.config.unknown_host_status
             await self.replies.send_error(client, request, status, "no domain serves this host")
             return
+        self._check_fleet(request)
         if domain.has_aliases:  # a CDN zone name: cached and fetched as the Domain's own hostname
             request.host = domain.canonical_for(request.host) or request.host
         path = request.target.partition("?")[0]
@@ -165,6 +177,13 @@ class Proxy:
             await self.passthrough.send(client, request, domain, self.key_for(domain, request), started)
             return
         await self._cached(client, Wanted(request, domain, self.key_for(domain, request), policy), started)
+
+    def _check_fleet(self, request: Request) -> None:
+        """Tier header fields count only from the fleet: stripped from anyone else's request (module tiers)."""
+        request.from_fleet = self.trust.trusts(request.client)
+        if not request.from_fleet and any(name[:12].lower() == tiers.FLEET_PREFIX for name, _ in request.headers):
+            request.headers = tiers.strip_fleet_fields(request.headers)
+            self.stats.tier_fields_stripped += 1
 
     def key_for(self, domain: ServedDomain, request: Request) -> str:
         return keys.cache_key("http", request.host, request.target, domain.query_mode, domain.query_allow)
@@ -198,7 +217,7 @@ class Proxy:
     ) -> None:
         """Join the key's fill or start one (or, another worker filling it, wait and use what it stored)."""
         # A request that came back around the tiers must not wait for the fill that sent it: a deadlock.
-        looped = tiers.looped(self.node, get(wanted.request.headers, "via"))
+        looped = wanted.request.from_fleet and tiers.looped(self.node, get(wanted.request.headers, "via"))
         fill = None if looped else self.fills.get(wanted.key)
         leader = fill is None
         lock: int | None = None
@@ -285,7 +304,12 @@ class Proxy:
         return count
 
     def _invalidate(self, key: str) -> None:
-        self.purge_keys([key], [], [], soft=False)
+        """After a successful unsafe method: mark the stored URL stale (the next request revalidates it).
+
+        Soft, not a removal: any client may POST, and a removal would let it throw away stored objects
+        (and their stale-if-error copies) at will; a revalidation costs the origin a conditional GET.
+        """
+        self.purge_keys([key], [], [], soft=True)
 
     def key_of_url(self, domain: ServedDomain, url: str) -> str:
         """The cache key of an absolute URL or a path on ``domain``."""
@@ -310,11 +334,13 @@ class Proxy:
             raise UpstreamError(502, f"upstream answered {head.status}")
 
     def _split_url(self, domain: ServedDomain, url: str) -> tuple[str, str]:
+        """(canonical host, canonical target) of a purged or prefetched URL, as a request's would be."""
         if "://" in url:
             _, _, rest = url.partition("://")
             host, slash, target = rest.partition("/")
-            return host, slash + target
-        return domain.config.hostnames[0].removeprefix("*."), url if url.startswith("/") else "/" + url
+            return canonical_host(host), canonical_target(slash + target)
+        path = url if url.startswith("/") else "/" + url
+        return domain.config.hostnames[0].removeprefix("*."), canonical_target(path)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -65,6 +65,8 @@ COUNTERS = {
     "store_failures": "Responses that could not be stored (disk full, write error).",
     "purged": "Objects removed or invalidated by purges.",
     "evictions": "Objects evicted to stay within storage limits.",
+    "connections_refused": "Client connections refused with 503 (maxConnections or maxConnectionsPerClient).",
+    "tier_fields_stripped": "Requests whose tier header fields were stripped (not from a trusted fleet address).",
 }
 GAUGES = {
     "memory_bytes": "Bytes held in the memory tier.",
@@ -106,6 +108,8 @@ class Stats:
     store_failures: int
     purged: int
     evictions: int
+    connections_refused: int
+    tier_fields_stripped: int
 
     def observe_upstream(self, seconds: float) -> None:
         index = 0

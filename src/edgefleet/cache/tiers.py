@@ -16,6 +16,29 @@ cycle. A request that came back to a node it already passed (:func:`looped`)
 must also not join that node's fill for the key: the fill is waiting for
 this very request, and would wait until its timeout.
 
+Those fields are trusted only from the fleet (:class:`TierTrust`): a client
+that sent them could otherwise skip the site's owner and the parent tier
+(``X-Edgefleet-Tier: peer``, ``X-Edgefleet-Hops: 9``) or, naming the node
+in ``Via``, make it fetch from the origin outside any collapsed fill. A
+request is from the fleet when its TCP peer address is one of the site
+peers' or parents' addresses (their URLs' hosts) or in ``site.trusted``
+(the agent lists the addresses of every node of its view: peers, parents
+and their ancestors, so the members of a cycle of parent sites trust each
+other). From anyone else the proxy strips ``X-Edgefleet-*`` and ignores
+``Via`` for the loop guard (the field itself is relayed: it may name the
+client's own proxies). A child site's nodes are not in a parent's view, so
+a parent treats their requests as a client's: it asks its own owner peer
+and parents as for any miss, which cannot loop (parent links are acyclic
+outside the trusted cycle case above).
+
+Why addresses and not a shared secret: the nodes that may send these
+fields are exactly the ones the rendered config already names, a TCP peer
+address cannot be forged without the handshake, and nothing secret has to
+be distributed or rotated. The cache binds its connections to peers and
+parents to its listen address, so that it is seen from the address the
+others know it by. Limit: anything that can send from a fleet node's
+address (a workload on that node) is trusted too.
+
 Why blake2b: stable across processes and Python versions (``hash()`` is
 salted per process) and fast enough: about 0.5 µs per (peer, key) pair.
 """
@@ -23,13 +46,17 @@ salted per process) and fast enough: about 0.5 µs per (peer, key) pair.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 HOPS_HEADER = "X-Edgefleet-Hops"
 TIER_HEADER = "X-Edgefleet-Tier"
+FLEET_PREFIX = "x-edgefleet-"
+"""Request fields only the fleet may send (stripped from everyone else's requests)."""
 MAX_HOPS = 4
+MAX_TRUST_MEMO = 4096
 
 
 def score(peer: str, key: str) -> int:
@@ -100,3 +127,40 @@ def may_forward(node: str, hops_header: str | None, via: str | None) -> bool:
     except ValueError:
         return False
     return hops < MAX_HOPS and node not in via_names(via)
+
+
+class TierTrust:
+    """Which client addresses are nodes of the fleet, whose tier header fields count (see the module docstring)."""
+
+    def __init__(self, addresses: Iterable[str]) -> None:
+        networks = []
+        for address in addresses:
+            try:
+                networks.append(ipaddress.ip_network(address.strip("[]"), strict=False))
+            except ValueError:
+                continue  # a peer named by a DNS name: trusted only through site.trusted
+        self._networks = tuple(networks)
+        self._memo: dict[str, bool] = {}
+
+    def trusts(self, client: str) -> bool:
+        """Whether the TCP peer address ``client`` is a node of the fleet."""
+        known = self._memo.get(client)
+        if known is None:
+            known = self._check(client)
+            if len(self._memo) < MAX_TRUST_MEMO:
+                self._memo[client] = known
+        return known
+
+    def _check(self, client: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._networks)
+
+
+def strip_fleet_fields(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` without the fields only the fleet may send."""
+    return [(name, value) for name, value in headers if not name.lower().startswith(FLEET_PREFIX)]

@@ -14,6 +14,13 @@ Every failed request is counted here, where all of them pass, once each
 whose head is a 5xx (a final answer from an origin, too) and one whose body
 stalled or broke off after a head below 500.
 
+Requests to site peers and parents leave from the cache's listen address
+(a session of their own, bound to it; unless the cache listens on a
+wildcard address): they trust tier header fields by the sender's address
+(:class:`~edgefleet.cache.tiers.TierTrust`), which must be the one their
+config names this node by, even on a host whose kernel would pick another
+(several test nodes on 127.0.0.x).
+
 Why aiohttp and not our own client: the miss path is not the hot path, and
 aiohttp's pool, its HTTP/1.1 parser (llhttp, as our server side) and its
 timeouts are maintained and well tested. Content decoding is turned off:
@@ -23,6 +30,7 @@ the cache stores and forwards bytes exactly as the origin sent them.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -96,21 +104,22 @@ class UpstreamResponse:
 class Upstream:
     """The worker's client for every upstream."""
 
-    def __init__(self, config: UpstreamConfig, stats: Stats) -> None:
+    def __init__(self, config: UpstreamConfig, stats: Stats, source: str | None = None) -> None:
         self.config = config
         self.stats = stats
+        self.source = source if source and _is_specific_ip(source) else None
         self._session: aiohttp.ClientSession | None = None
+        self._fleet_session: aiohttp.ClientSession | None = None
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30.0, ttl_dns_cache=60)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-                timeout=aiohttp.ClientTimeout(total=None),
-            )
-        return self._session
+    def _client(self, kind: str) -> aiohttp.ClientSession:
+        """The session for a target of ``kind``: peers and parents get one bound to ``source`` (see the docstring)."""
+        if kind == "origin" or self.source is None:
+            if self._session is None or self._session.closed:
+                self._session = _session(None)
+            return self._session
+        if self._fleet_session is None or self._fleet_session.closed:
+            self._fleet_session = _session(self.source)
+        return self._fleet_session
 
     async def open(
         self,
@@ -138,7 +147,7 @@ class Upstream:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=self.config.idle_body_timeout)
         try:
             async with asyncio.timeout(self.config.response_timeout):
-                return await self._client().request(
+                return await self._client(target.kind).request(
                     method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout
                 )
         except TimeoutError:
@@ -147,8 +156,27 @@ class Upstream:
             raise UpstreamError(502, f"{target.kind} {target.name} failed: {_describe(exc)}") from None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._fleet_session):
+            if session is not None:
+                await session.close()
+
+
+def _session(source: str | None) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30.0, ttl_dns_cache=60,
+                                     local_addr=(source, 0) if source else None)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+
+
+def _is_specific_ip(host: str) -> bool:
+    try:
+        return not ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def _describe(exc: BaseException) -> str:

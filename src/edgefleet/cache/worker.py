@@ -36,9 +36,10 @@ from edgefleet.cache.errors import CacheError, UpstreamError
 from edgefleet.cache.http1 import Limits
 from edgefleet.cache.memory import MemoryTier
 from edgefleet.cache.proxy import Proxy
-from edgefleet.cache.server import ConnectionSet
+from edgefleet.cache.server import ConnectionLimits, ConnectionSet
 from edgefleet.cache.stats import Stats
 from edgefleet.cache.storage import Storage
+from edgefleet.cache.targets import canonical_host
 
 log = logging.getLogger("edgefleet.cache")
 
@@ -79,9 +80,8 @@ class Worker:
         self.connections = ConnectionSet(
             self.proxy,
             Limits(limits.max_url_bytes, limits.max_header_bytes, limits.max_headers, limits.max_body_bytes),
-            limits.idle_timeout,
-            limits.header_timeout,
-            limits.max_pipeline,
+            ConnectionLimits(limits.idle_timeout, limits.header_timeout, limits.body_timeout, limits.max_pipeline,
+                             limits.max_connections, limits.max_connections_per_client),
         )
         self.stopping = asyncio.Event()
         self._answers: set[asyncio.Task[None]] = set()  # referenced until done, so not garbage-collected
@@ -201,7 +201,7 @@ def _keys_for(proxy: Proxy, domain: Any, url: str, hosts: list[str], prefix: boo
 def _prefix_key(url: str) -> str:
     rest = url.partition("://")[2]
     host, slash, path = rest.partition("/")
-    return f"http://{host.lower()}{slash}{path}"
+    return f"http://{canonical_host(host)}{slash}{path}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,7 +40,10 @@ Rendering (:func:`render_cache_config`, pure; "address" is the node's first
   as ``http://<address>:<http port>``; ``parents`` the Site's
   ``spec.parents`` in order, each with its Nodes found in the view (a parent
   without any is left out). Peers and parents are assumed to run the same
-  template, so the same http port.
+  template, so the same http port. ``trusted``: every IP address of every
+  Node in the view (the site's peers, its parents and their ancestors):
+  the cache trusts tier header fields only from those (see
+  :mod:`edgefleet.cache.tiers`).
 
 The command: a leading ``edgefleet`` in ``command`` becomes
 ``<the agent's python> -m edgefleet`` (so it runs from the agent's
@@ -55,6 +58,8 @@ writes exactly what the server validates, so the two cannot drift.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import secrets
 import sys
@@ -162,6 +167,17 @@ def _members(view: _View, site: str, port: int, self_name: str) -> list[dict[str
     return peers
 
 
+def _fleet_addresses(view: _View) -> list[str]:
+    """Every address of every Node in the view (peers, parents and their ancestors), as IPs, sorted."""
+    found: set[str] = set()
+    for node in view.nodes.values():
+        addresses = _dict(node.get("spec")).get("addresses")
+        for address in addresses if isinstance(addresses, list) else []:
+            with contextlib.suppress(ValueError):
+                found.add(str(ipaddress.ip_address(address)))
+    return sorted(found)
+
+
 def _parents(view: _View, site: str, port: int) -> list[dict[str, Any]]:
     names = _dict(_dict(view.sites.get(site)).get("spec")).get("parents")
     parents = []
@@ -242,6 +258,7 @@ def render_cache_config(
             "self": node_name,
             "peers": _members(view, site, http_port, node_name),
             "parents": _parents(view, site, http_port),
+            "trusted": _fleet_addresses(view),
         },
     }
     return parse_config(document)
