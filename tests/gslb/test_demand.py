@@ -70,3 +70,30 @@ def test_regions_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_window_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1 second"):
         DemandMeter(window_seconds=0)
+
+
+# --- SenderAllowance: what one sender network may add --------------------------------------------------------------
+
+
+def test_one_sender_network_counts_at_most_its_allowance_each_second() -> None:
+    allowance = demand.SenderAllowance(per_second=3)
+    assert [allowance.allow("192.0.2.1", T0) for _ in range(5)] == [True, True, True, False, False]
+    assert not allowance.allow("192.0.2.200", T0 + 0.5)  # the same /24
+    assert allowance.allow("198.51.100.1", T0 + 0.5)  # another network has its own
+    assert allowance.allow("192.0.2.1", T0 + 1.0)  # a new second
+
+
+def test_ipv6_senders_are_grouped_by_slash_56() -> None:
+    allowance = demand.SenderAllowance(per_second=1)
+    assert allowance.allow("2001:db8:0:100::1", T0)
+    assert not allowance.allow("2001:db8:0:1ff::9", T0)
+    assert allowance.allow("2001:db8:0:200::1", T0)
+
+
+def test_zero_means_no_bound_and_a_flood_of_networks_adds_nothing_past_the_table() -> None:
+    assert all(demand.SenderAllowance(per_second=0).allow("192.0.2.1", T0) for _ in range(1000))
+    allowance = demand.SenderAllowance(per_second=5, max_senders=4)
+    counted = [allowance.allow(f"10.0.{n}.1", T0) for n in range(10)]
+    assert counted == [True] * 4 + [False] * 6
+    with pytest.raises(ValueError, match=">= 0"):
+        demand.SenderAllowance(per_second=-1)

@@ -1,7 +1,8 @@
 """Fuzzing the DNS path: random and mutated packets never crash, hang or silence the server.
 
 Three levels: ``parse_query`` alone (a Query or a DnsFormatError, nothing
-else); the whole answer path in-process (``DnsServer.answer``: a reply that
+else, within :data:`PARSE_CPU_BOUND` of CPU per message, the compression
+pointer chains of issue 12 among the inputs); the whole answer path in-process (``DnsServer.answer``: a reply that
 dnspython can read, or nothing, and no internal error); and a running server
 over UDP and TCP (it keeps answering real queries afterwards, and every TCP
 connection ends when the client stops sending).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import dns.edns
@@ -24,9 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgefleet.gslb import dnswire
-from edgefleet.gslb.dns import DnsServer
+from edgefleet.gslb.dns import MAX_UDP_QUERY, DnsServer
 from edgefleet.gslb.errors import DnsFormatError
 from tests.gslb.test_zone import NAME, ORIGIN, addresses, make_resolver
+from tests.security.dns_packets import pointer_chain_query
 
 
 def seed_queries() -> list[bytes]:
@@ -68,8 +71,20 @@ def mutated_queries(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-packets = st.one_of(st.binary(max_size=600), mutated_queries())
+@st.composite
+def pointer_chains(draw: st.DrawFn) -> bytes:
+    """The pointer-chain query of issue 12 (up to a full UDP read), maybe with a byte changed."""
+    data = bytearray(pointer_chain_query(draw(st.integers(3000, MAX_UDP_QUERY)), draw(st.integers(0, 255))))
+    if draw(st.booleans()):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+packets = st.one_of(st.binary(max_size=600), mutated_queries(), pointer_chains())
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PARSE_CPU_BOUND = 0.010
+"""Seconds of CPU one message may cost to parse: a valid query takes about 5 µs, the worst bounded one
+well under 1 ms; an unbounded 4 KB pointer chain took 30-45 ms."""
 
 
 # --- the parser alone --------------------------------------------------------------------------------
@@ -77,14 +92,17 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 
 @FUZZ
 @given(packets)
-def test_parse_query_raises_nothing_but_format_errors(data: bytes) -> None:
+def test_parse_query_raises_nothing_but_format_errors_within_a_time_bound(data: bytes) -> None:
+    began = time.thread_time()  # CPU time of this thread: another process taking the CPU does not count
     try:
         query = dnswire.parse_query(data)
     except DnsFormatError as error:
+        assert time.thread_time() - began < PARSE_CPU_BOUND
         assert error.query_id is None or error.query_id == int.from_bytes(data[:2], "big")
         reply = dnswire.formerr(data)
         assert reply is None or (len(reply) == 12 and reply[:2] == data[:2])
         return
+    assert time.thread_time() - began < PARSE_CPU_BOUND
     assert query.qname_wire == data[12:12 + len(query.qname_wire)]
     assert len(query.qname_wire) <= 255
 

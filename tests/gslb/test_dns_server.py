@@ -172,6 +172,9 @@ class BrokenResolver:
     def region_of(self, query: dnswire.Query, client_address: str) -> str:
         return self.real.region_of(query, client_address)
 
+    def tcp_only(self, query: dnswire.Query) -> bool:
+        return self.real.tcp_only(query)
+
 
 async def test_a_resolver_bug_costs_one_servfail_not_the_server(caplog: pytest.LogCaptureFixture) -> None:
     async with DnsServer(BrokenResolver(make_resolver()), "127.0.0.1", 0) as server:
@@ -302,7 +305,7 @@ def ipv6_loopback() -> bool:
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
 async def test_listens_on_ipv6() -> None:
     async with DnsServer(make_resolver(), "::1", 0) as server:
-        message = await dns.asyncquery.udp(query(f"whoami.{ORIGIN}", "TXT"), "::1", port=server.port,
+        message = await dns.asyncquery.tcp(query(f"whoami.{ORIGIN}", "TXT"), "::1", port=server.port,
                                            timeout=TIMEOUT)
         assert message.answer[0][0].strings[0] == b"client ::1 (resolver address)"
 

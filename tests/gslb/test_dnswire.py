@@ -171,6 +171,43 @@ def test_compression_loops_through_earlier_pointers_are_refused() -> None:
         parse_query(data)
 
 
+def test_a_pointer_back_into_its_own_name_is_refused() -> None:
+    # The owner is label "a" then a pointer to that label: backwards from the pointer, but not before the
+    # name's start, so following it would read the same label again (it used to, until 255 bytes).
+    at = 12 + len(question())
+    data = header(ar=1) + question() + b"\x01a" + struct.pack(">H", 0xC000 | at) + struct.pack(">HHIH", 16, 1, 0, 0)
+    with pytest.raises(DnsFormatError, match="before the name it ends"):
+        parse_query(data)
+
+
+def pointer_chain(hops: int) -> bytes:
+    """A query whose only additional record is owned by a name reached through ``hops`` pointers."""
+    root = 12 + len(question()) + 11  # in the RDATA of a first record, which the parser skips
+    links = [root, *(root + 1 + 2 * link for link in range(hops - 1))]  # each link points at the one before
+    skipped = b"\x00" + b"".join(struct.pack(">H", 0xC000 | target) for target in links[:-1])
+    owner = struct.pack(">H", 0xC000 | links[-1])
+    records = b"\x00" + struct.pack(">HHIH", 16, 1, 0, len(skipped)) + skipped
+    return header(ar=2) + question() + records + owner + struct.pack(">HHIH", 16, 1, 0, 0)
+
+
+def test_a_name_may_follow_up_to_the_hop_limit_of_pointers() -> None:
+    assert parse_query(pointer_chain(dnswire.MAX_POINTER_HOPS)).qname == "demo.cdn.edgefleet.test"
+
+
+def test_a_longer_chain_of_backward_pointers_is_refused() -> None:
+    with pytest.raises(DnsFormatError, match=f"more than {dnswire.MAX_POINTER_HOPS} compression pointers"):
+        parse_query(pointer_chain(dnswire.MAX_POINTER_HOPS + 1))
+
+
+def test_at_most_four_additional_records_besides_opt() -> None:
+    record = b"\xc0\x0c" + struct.pack(">HHIH", 16, 1, 0, 0)
+    allowed = header(ar=5) + question() + record * 2 + opt() + record * 2
+    assert parse_query(allowed).edns is not None
+    too_many = header(ar=6) + question() + record * 2 + opt() + record * 3
+    with pytest.raises(DnsFormatError, match="more than 4 additional records besides OPT"):
+        parse_query(too_many)
+
+
 def test_compressed_names_longer_than_255_bytes_are_refused() -> None:
     # Each owner is 4 labels of 63 (+ a pointer to the previous owner), so the second one expands past 255.
     first = 12 + len(question())

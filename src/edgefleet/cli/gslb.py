@@ -5,7 +5,10 @@ the same options: ``--dns-listen`` (``off`` disables the DNS server in the
 cloud), ``--geo`` (the prefix -> location CSV, reloaded on SIGHUP),
 ``--zone`` (the CDN zone the server is authoritative for),
 ``--redirect-listen`` (the HTTP 302 redirector; off unless given),
-``--node-port`` (the port redirected users reach the caches on) and, for
+``--node-port`` (the port redirected users reach the caches on),
+``--rrl-rate`` and ``--rrl-slip`` (response rate limiting of UDP answers
+per client network, :mod:`edgefleet.gslb.rrl`), ``--demand-per-sender``
+(the queries a second one sender network may add to the demand) and, for
 the cloud, ``--demand-window`` (the seconds over which DNS demand is
 averaged for the site activation controller).
 
@@ -26,6 +29,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from edgefleet.gslb import rrl
+from edgefleet.gslb.demand import DEMAND_PER_SENDER
 from edgefleet.gslb.fleet import DEFAULT_ZONE as DEFAULT_ZONE
 
 if TYPE_CHECKING:
@@ -47,6 +52,19 @@ DemandWindowOpt = Annotated[int, typer.Option(
     min=1, help="Seconds over which DNS queries per region are averaged into the demand that switches "
     "alwaysOn: false sites on and off")]
 
+RrlRateOpt = Annotated[int, typer.Option(
+    min=0, help="UDP answers a second one client network (/24, /56) gets per kind of answer before response "
+    "rate limiting drops or truncates them (0: off; loopback is never limited)")]
+RrlSlipOpt = Annotated[int, typer.Option(
+    min=0, help="Every Nth rate-limited UDP answer is sent truncated (TC=1) so real clients retry over TCP; the "
+    "others are dropped (0: drop all, 1: truncate all)")]
+DemandPerSenderOpt = Annotated[int, typer.Option(
+    min=0, help="Queries a second one sender network (/24, /56) may add to the DNS demand that switches "
+    "alwaysOn: false sites on, whatever Client Subnet it sends (0: no limit)")]
+
+DEFAULT_RRL_RATE = rrl.DEFAULT_RATE
+DEFAULT_RRL_SLIP = rrl.DEFAULT_SLIP
+DEFAULT_DEMAND_PER_SENDER = DEMAND_PER_SENDER
 DEFAULT_DNS_LISTEN = "127.0.0.1:8053"
 DEFAULT_DEMAND_WINDOW = 60
 SHARED_STORE_SCHEME = "etcd://"
@@ -55,11 +73,13 @@ SQLITE_REFUSAL = "edgefleet dns needs an etcd store; with SQLite the GSLB runs i
 
 def gslb_options(
     dns_listen: str, geo: Path | None, zone: str, redirect_listen: str | None, node_port: int | None,
-    trusted: list[str] | None, demand_window: int = DEFAULT_DEMAND_WINDOW,
+    trusted: list[str] | None, demand_window: int = DEFAULT_DEMAND_WINDOW, *, rrl_rate: int = DEFAULT_RRL_RATE,
+    rrl_slip: int = DEFAULT_RRL_SLIP, demand_per_sender: int = DEFAULT_DEMAND_PER_SENDER,
 ) -> GslbOptions | None:
     """GslbOptions, or None when ``dns_listen`` is 'off'; ValueError with a hint on bad input."""
     from edgefleet.cloud.gslbservice import GslbOptions
     from edgefleet.cloud.process import parse_listen
+    from edgefleet.gslb.rrl import RrlSettings
 
     if dns_listen == "off":
         return None
@@ -71,6 +91,7 @@ def gslb_options(
         dns_host=dns_host, dns_port=dns_port, zone=zone.lower().rstrip("."), geo_path=geo,
         redirect_host=redirect_host, redirect_port=redirect_port, node_port=node_port,
         trusted_proxies=tuple(trusted or ()), demand_window=demand_window,
+        rrl=RrlSettings(rate=rrl_rate, slip=rrl_slip), demand_per_sender=demand_per_sender,
     )
 
 
@@ -96,6 +117,9 @@ def dns(
     redirect_listen: RedirectOpt = None,
     node_port: NodePortOpt = None,
     trusted_proxy: TrustedOpt = None,
+    rrl_rate: RrlRateOpt = DEFAULT_RRL_RATE,
+    rrl_slip: RrlSlipOpt = DEFAULT_RRL_SLIP,
+    demand_per_sender: DemandPerSenderOpt = DEFAULT_DEMAND_PER_SENDER,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run the GSLB alone: authoritative DNS (and optionally the 302 redirector) from a store.
@@ -103,7 +127,7 @@ def dns(
     It answers <domain>.<zone> and each Domain's hostnames with healthy,
     non-draining nodes of the site the Domain's routing policy picks for the
     client (EDNS Client Subnet, else the resolver's address), and
-    whoami.<zone> / _route.<domain>.<zone> TXT records that explain the choice.
+    whoami.<zone> / _route.<domain>.<zone> TXT records (over TCP) that explain the choice.
     Changes in the store show in answers as soon as its watch delivers them.
     The store must be etcd: with SQLite the GSLB runs inside edgefleet cloud.
     """
@@ -117,7 +141,8 @@ def dns(
     logs.setup(log_level, "text")
     try:
         check_shared_store(store)
-        options = gslb_options(listen, geo, zone, redirect_listen, node_port, trusted_proxy)
+        options = gslb_options(listen, geo, zone, redirect_listen, node_port, trusted_proxy, rrl_rate=rrl_rate,
+                               rrl_slip=rrl_slip, demand_per_sender=demand_per_sender)
         if options is None:
             raise ValueError("--listen off: nothing to run")
         import uvloop

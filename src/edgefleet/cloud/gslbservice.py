@@ -12,6 +12,26 @@ demand rates the site activation controller reads.
 
 ``edgefleet cloud`` runs it in-process (``--dns-listen``; ``--no-dns``
 disables it); ``edgefleet dns --store URL`` runs it alone against a store.
+
+Why the DNS server has a thread of its own (:class:`DnsThread`, with its own
+event loop): in ``edgefleet cloud`` the main event loop also runs the API
+and the hub, and DNS is what anyone on the Internet can send work to. On
+one loop, a burst of expensive queries (issue 12: crafted compression
+pointers, 50 a second) froze ``/healthz`` for seconds. Now the DNS loop only
+competes for the interpreter lock, which Python hands over every few
+milliseconds, so the API and the hub keep answering whatever the DNS
+traffic. What the server reads is confined to its thread, never shared
+with the main loop: it has its *own* :class:`~edgefleet.gslb.fleet.FleetState`
+(and resolver, caches, demand counts), fed by the main loop's store watch
+through ``loop.call_soon_threadsafe`` (each change is a callback run on the
+DNS thread, in watch order; the documents are fresh from ``json.loads`` and
+read-only), so no lock is needed and no reader sees a half-applied change.
+The geo table is shared: a reload swaps one reference, and a table is
+immutable but for its lookup memo (single dict operations, atomic under the
+interpreter lock). The demand meter is the one object both threads touch:
+the DNS thread records into it once a second, the site activation
+controller reads it, under a lock. The redirector (HTTP, on the main loop)
+keeps its own FleetState, fed by the same watch.
 """
 
 from __future__ import annotations
@@ -20,17 +40,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgefleet.cloud.registry import REGISTRY_PREFIX
-from edgefleet.gslb.demand import DemandMeter
+from edgefleet.gslb.demand import DEMAND_PER_SENDER, DemandMeter
 from edgefleet.gslb.dns import DnsServer
 from edgefleet.gslb.fleet import DEFAULT_ZONE, FleetState
 from edgefleet.gslb.geo import GeoDatabase
+from edgefleet.gslb.rrl import RrlSettings
 from edgefleet.gslb.zone import Resolver, Zone
 from edgefleet.store.interface import Compacted, Event, EventType, Store, StoreError
 
@@ -47,25 +69,56 @@ def _split(key: str) -> tuple[str, str] | None:
     return (kind, name) if kind and name else None
 
 
-class StoreFeed:
-    """Keeps a FleetState equal to the store (list, then watch; relist when compacted)."""
+Document = dict[str, Any]
 
-    def __init__(self, store: Store, fleet: FleetState) -> None:
-        self.store = store
+
+class FleetSink(Protocol):
+    """Where the feed sends what it reads: a whole listing, then one change at a time."""
+
+    def replace_all(self, documents: Sequence[Document]) -> None: ...
+
+    def apply(self, kind: str, name: str, document: Document | None) -> None: ...
+
+
+class LocalFleet:
+    """A FleetState fed on the calling thread; bad documents are logged (when ``log_errors``)."""
+
+    def __init__(self, fleet: FleetState, *, log_errors: bool = True) -> None:
         self.fleet = fleet
+        self.log_errors = log_errors
+
+    def replace_all(self, documents: Sequence[Document]) -> None:
+        self.fleet.clear()
+        self._log(self.fleet.load(documents))
+
+    def apply(self, kind: str, name: str, document: Document | None) -> None:
+        error = self.fleet.apply(kind, name, document)
+        self._log([error] if error else [])
+
+    def _log(self, errors: list[str]) -> None:
+        if self.log_errors:
+            for error in errors:
+                log.warning("gslb: %s", error)
+
+
+class StoreFeed:
+    """Keeps FleetStates equal to the store (list, then watch; relist when compacted)."""
+
+    def __init__(self, store: Store, sinks: Sequence[FleetSink]) -> None:
+        self.store = store
+        self.sinks = list(sinks)
         self.revision = 0
         self.loaded = asyncio.Event()
 
     async def load(self) -> None:
-        documents: list[dict[str, Any]] = []
+        documents: list[Document] = []
         revision = 0  # every kind read at the revision of the first listing: one consistent snapshot
         for plural in KINDS_BY_PLURAL:
             listing = await self.store.list(f"{REGISTRY_PREFIX}{plural}/", revision=revision)
             revision = listing.revision
             documents += [json.loads(kv.value) for kv in listing.items]
-        self.fleet.clear()
-        for error in self.fleet.load(documents):
-            log.warning("gslb: %s", error)
+        for sink in self.sinks:
+            sink.replace_all(documents)
         self.revision = revision
         self.loaded.set()
 
@@ -94,9 +147,94 @@ class StoreFeed:
         if target is None:
             return
         document = None if event.type is EventType.DELETE else json.loads(event.kv.value)
-        error = self.fleet.apply(target[0], target[1], document)
-        if error is not None:
-            log.warning("gslb: %s", error)
+        for sink in self.sinks:
+            sink.apply(target[0], target[1], document)
+
+
+class DnsThread:
+    """The DNS server on a thread and event loop of its own, with its own fleet state (module docstring).
+
+    It is a :class:`FleetSink`: the main loop's feed calls :meth:`replace_all`
+    and :meth:`apply`, which only post the change to the DNS thread.
+    """
+
+    def __init__(self, resolver: Resolver, server: DnsServer, meter: DemandMeter, meter_lock: threading.Lock,
+                 loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> None:
+        self.resolver = resolver
+        self.server = server
+        self.meter = meter
+        self.meter_lock = meter_lock
+        self.loop = loop_factory()
+        self._local = LocalFleet(resolver.fleet)
+        self._thread = threading.Thread(target=self._run, name="edgefleet-dns", daemon=True)
+        self._sampler: asyncio.Task[None] | None = None
+
+    # --- fed from the main loop ----------------------------------------------------------------------
+
+    def replace_all(self, documents: Sequence[Document]) -> None:
+        self._post(self._local.replace_all, documents)
+
+    def apply(self, kind: str, name: str, document: Document | None) -> None:
+        self._post(self._local.apply, kind, name, document)
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server has stopped
+            self.loop.call_soon_threadsafe(callback, *args)
+
+    # --- life cycle (called from the main loop) -------------------------------------------------------
+
+    def launch(self) -> None:
+        """Start the thread and its loop (changes posted from now on are applied there, in order)."""
+        if not self._thread.is_alive():
+            self._thread.start()
+
+    async def start(self) -> None:
+        """Start the server on the thread (after the changes posted so far); errors (a busy port) are raised here."""
+        self.launch()
+        await self._on_thread(self._start())
+
+    async def close(self) -> None:
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                await self._on_thread(self._close())
+            await self._stop_thread()
+
+    async def _on_thread(self, coroutine: Any) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
+
+    async def _stop_thread(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    # --- on the DNS thread ------------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        await self.server.start()
+        self._sampler = asyncio.create_task(self._sample_demand())
+
+    async def _close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+        await self.server.close()
+
+    async def _sample_demand(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.time()
+            taken = self.server.take_demand()
+            with self.meter_lock:
+                for region, count in taken.items():
+                    if region:
+                        self.meter.record(region, now, count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,33 +252,53 @@ class GslbOptions:
     node_port: int | None = None
     trusted_proxies: tuple[str, ...] = ()
     demand_window: int = 60
+    rrl: RrlSettings = field(default_factory=RrlSettings)
+    demand_per_sender: int = DEMAND_PER_SENDER
 
 
 class GslbService:
-    """The fleet state, the geo table, the DNS server and the optional redirector of one process."""
+    """The geo table, the DNS server (on its own thread) and the optional redirector of one process."""
 
     def __init__(self, store: Store, options: GslbOptions) -> None:
         self.options = options
-        self.fleet = FleetState(zone=options.zone)
-        self.feed = StoreFeed(store, self.fleet)
         self.geo = GeoDatabase(options.geo_path)
         name_servers = options.name_servers or (f"ns1.{options.zone}",)
         self.zone = Zone(origin=options.zone, ns=name_servers, hostmaster=f"hostmaster.{options.zone}",
                          serial=int(time.time()), glue=dict(options.glue))
-        self.resolver = Resolver(self.zone, self.fleet, self.geo)
-        self.dns = DnsServer(self.resolver, options.dns_host, options.dns_port)
         self.meter = DemandMeter(options.demand_window)
+        self._meter_lock = threading.Lock()
+        resolver = Resolver(self.zone, FleetState(zone=options.zone), self.geo)
+        server = DnsServer(resolver, options.dns_host, options.dns_port, rrl=options.rrl,
+                           demand_per_sender=options.demand_per_sender)
+        self.dns_thread = DnsThread(resolver, server, self.meter, self._meter_lock, _event_loop_factory())
+        self.fleet: FleetState | None = None
+        """The redirector's fleet state, on the main loop (None without a redirector)."""
+        sinks: list[FleetSink] = [self.dns_thread]
+        if options.redirect_host is not None:
+            self.fleet = FleetState(zone=options.zone)
+            sinks.append(LocalFleet(self.fleet, log_errors=False))  # the DNS thread logs bad documents
+        self.feed = StoreFeed(store, sinks)
         self._tasks: list[asyncio.Task[None]] = []
         self._redirect_runner: Any = None
         self.redirect_port = 0
 
+    @property
+    def dns(self) -> DnsServer:
+        """The DNS server (its metrics may be read from any thread; call nothing else on it)."""
+        return self.dns_thread.server
+
     async def start(self) -> None:
-        await self.feed.load()
-        self._tasks.append(asyncio.create_task(self.feed.run()))
-        await self.dns.start()
-        self._tasks.append(asyncio.create_task(self._sample_demand()))
-        if self.options.redirect_host is not None:
-            await self._start_redirector()
+        """Load the fleet, then serve (DNS answers from the first query on); on failure, stop what started."""
+        try:
+            self.dns_thread.launch()
+            await self.feed.load()
+            await self.dns_thread.start()
+            self._tasks.append(asyncio.create_task(self.feed.run()))
+            if self.options.redirect_host is not None:
+                await self._start_redirector()
+        except BaseException:
+            await self.close()
+            raise
         log.info("gslb serving", extra={"dns": f"{self.options.dns_host}:{self.dns.port}", "zone": self.options.zone,
                                         "redirect": self.redirect_port or None})
 
@@ -149,6 +307,7 @@ class GslbService:
 
         from edgefleet.gslb.redirect import redirect_app
 
+        assert self.fleet is not None
         app = redirect_app(self.fleet, self.geo, zone=self.options.zone, trusted_proxies=self.options.trusted_proxies,
                            node_port=self.options.node_port)
         runner = web.AppRunner(app, access_log=None)
@@ -160,17 +319,10 @@ class GslbService:
         sockets = getattr(server, "sockets", None) or []
         self.redirect_port = sockets[0].getsockname()[1] if sockets else self.options.redirect_port
 
-    async def _sample_demand(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.time()
-            for region, count in self.dns.take_demand().items():
-                if region:
-                    self.meter.record(region, now, count)
-
     def demand(self) -> dict[str, float]:
         """Queries per second by client region over the demand window."""
-        return self.meter.rates(time.time())
+        with self._meter_lock:
+            return self.meter.rates(time.time())
 
     def reload_geo(self) -> None:
         error = self.geo.reload()
@@ -185,7 +337,7 @@ class GslbService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.dns.close()
+        await self.dns_thread.close()
         if self._redirect_runner is not None:
             await self._redirect_runner.cleanup()
 
@@ -212,3 +364,12 @@ async def run_gslb(store_url: str, options: GslbOptions) -> None:
     finally:
         await service.close()
         await store.close()
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loops when it is installed (as the cloud's own loop), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop

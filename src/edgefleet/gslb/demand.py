@@ -22,6 +22,19 @@ Why per-second buckets and not an exponential moving average: "stayed above
 50 qps over the last minute" is what operators set thresholds by, and the
 window's rate says exactly that.
 
+:class:`SenderAllowance` bounds what one sender may add (the DNS server
+asks it before counting a query): at most ``per_second`` queries in each
+wall-clock second per sender network (/24 for IPv4, /56 for IPv6). Why:
+the region comes from the EDNS Client Subnet, which any sender may set to
+anything, so without it one host could fake a region's demand and switch
+its sites on. A fixed one-second window rather than a token bucket: the
+check runs on every answered query, and a dict probe and an increment is
+the cheapest bound there is (at most twice the allowance across a second's
+boundary, which the demand window averages away). Memory is bounded: at most
+``max_senders`` networks are tracked within a second; queries from further
+networks in that second are not counted (fail closed: a flood of spoofed
+networks adds nothing).
+
 Times are seconds (``time.time()`` or ``time.monotonic()``, as long as one
 meter is always given the same clock); a time slightly in the past of the
 newest bucket (clocks are not perfectly monotonic across threads) counts in
@@ -30,6 +43,13 @@ the newest bucket. Pure: no clock, no I/O.
 
 from __future__ import annotations
 
+from edgefleet.gslb.rrl import client_network
+
+DEMAND_PER_SENDER = 20
+"""Security limit: queries a second one sender network (/24, /56) may add to the demand counts (0: no limit).
+
+Below a Site's default ``activateAbove`` (50 qps), so that under the defaults no single sender network can
+switch a site on, and above what one resolver network asks about one name while it caches answers."""
 MAX_REGIONS = 4096
 """Security limit: regions tracked at once; records for further regions are dropped until some expire."""
 
@@ -93,3 +113,43 @@ class DemandMeter:
     def __len__(self) -> int:
         """Regions currently tracked."""
         return len(self._regions)
+
+
+class SenderAllowance:
+    """At most ``per_second`` counted queries per sender network each second (0: no bound); see the docstring."""
+
+    def __init__(self, per_second: int, max_senders: int = 65536) -> None:
+        if per_second < 0 or max_senders < 1:
+            raise ValueError("the demand allowance must be >= 0 and the senders tracked >= 1")
+        self.per_second = per_second
+        self.max_senders = max_senders
+        self._second = -1
+        self._counts: dict[str, int] = {}
+        self._networks: dict[str, str] = {}
+
+    def allow(self, address: str, now: float) -> bool:
+        """Whether a query from ``address`` at ``now`` may be counted as demand (and count it)."""
+        if not self.per_second:
+            return True
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._counts.clear()
+        network = self._networks.get(address)
+        if network is None:
+            network = self._learn(address)
+        count = self._counts.get(network)
+        if count is None:
+            if len(self._counts) >= self.max_senders:
+                return False
+            count = 0
+        if count >= self.per_second:
+            return False
+        self._counts[network] = count + 1
+        return True
+
+    def _learn(self, address: str) -> str:
+        if len(self._networks) >= self.max_senders:
+            self._networks.clear()
+        network = self._networks[address] = client_network(address)
+        return network

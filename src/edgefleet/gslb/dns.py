@@ -19,6 +19,25 @@ is dropped otherwise; a message with the QR bit set (a response) is always
 dropped. No callback lets an exception out: a resolver bug costs one query a
 SERVFAIL and a log line, never the server.
 
+UDP answers are rate limited per client network and kind of response
+(RRL, :mod:`edgefleet.gslb.rrl`: over the rate, a response is dropped or,
+every ``slip``-th time, replaced by a truncated reply), so the server cannot
+be used to reflect traffic at a spoofed victim; TCP answers are not (TCP
+cannot be spoofed). Questions about the diagnostic names
+(``Resolving.tcp_only``: ``whoami``, ``_route.*``, large TXT answers) get
+TC=1 over UDP and are answered over TCP only.
+
+Demand (queries per client region, :meth:`DnsServer.take_demand`, which
+switches elastic sites on) counts a query only when its answer was sent (not
+rate limited) and only up to ``demand_per_sender`` queries a second per
+sender network (/24, /56; :data:`~edgefleet.gslb.demand.DEMAND_PER_SENDER`,
+:class:`~edgefleet.gslb.demand.SenderAllowance`). Why: the region comes
+from the EDNS Client Subnet, which anyone may set, so without a bound one
+host could claim a whole region's demand and switch its sites on; with it,
+moving demand by N queries a second takes N / ``demand_per_sender`` sender
+networks. Limit: over UDP a sender that spoofs source addresses still gets
+one allowance per spoofed network (DNS cookies, RFC 7873, would close that).
+
 TCP (RFC 7766): two-byte length prefix, any number of queries per
 connection answered in order, an idle timeout, at most
 ``max_tcp_connections`` at once; reading pauses while the client does not
@@ -51,10 +70,12 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import NamedTuple, Protocol, cast
 
 from edgefleet.gslb import dnswire
+from edgefleet.gslb.demand import DEMAND_PER_SENDER, SenderAllowance
 from edgefleet.gslb.errors import DnsFormatError
+from edgefleet.gslb.rrl import ResponseRateLimiter, RrlSettings, Verdict
 
 log = logging.getLogger("edgefleet.gslb.dns")
 
@@ -81,6 +102,9 @@ class Resolving(Protocol):
     def region_of(self, query: dnswire.Query, client_address: str) -> str:
         """The client's region, for demand counting ("" when unknown)."""
 
+    def tcp_only(self, query: dnswire.Query) -> bool:
+        """Whether the question is answered over TCP only (diagnostics: large, and must not be reflected)."""
+
 
 @dataclass
 class DnsMetrics:
@@ -99,6 +123,27 @@ class DnsMetrics:
     errors: int = 0
     """Resolver failures answered with SERVFAIL (bugs: see the log)."""
     by_rcode: Counter[int] = field(default_factory=Counter)
+    rrl_dropped: int = 0
+    """UDP responses not sent: over the client network's rate (response rate limiting)."""
+    rrl_slipped: int = 0
+    """UDP responses over the rate replaced by a truncated reply (TC=1), so real clients retry over TCP."""
+    tcp_only: int = 0
+    """Questions about diagnostic names over UDP, answered TC=1."""
+    demand_capped: int = 0
+    """Answered queries not counted as demand: their sender network was over its demand allowance."""
+
+
+class _Answer(NamedTuple):
+    """One reply as the server keeps it (also in its packet cache)."""
+
+    body: bytes
+    """The reply without its id (its first two bytes)."""
+    rcode: int
+    truncated: bool
+    region: str | None
+    """The placed client's region, for demand counting; None for replies that count no demand (FORMERR)."""
+    response_class: str
+    """What response rate limiting groups this reply with (see :mod:`edgefleet.gslb.rrl`)."""
 
 
 class DnsServer:
@@ -106,7 +151,8 @@ class DnsServer:
 
     def __init__(self, resolver: Resolving, host: str = "127.0.0.1", port: int = 53, *, tcp: bool = True,
                  idle_timeout: float = 10.0, max_tcp_connections: int = 1024, cache_size: int = 100_000,
-                 cache_max_age: float = 10.0) -> None:
+                 cache_max_age: float = 10.0, rrl: RrlSettings | None = None,
+                 demand_per_sender: int = DEMAND_PER_SENDER) -> None:
         self.resolver = resolver
         self.host = host
         self.port = port
@@ -116,7 +162,9 @@ class DnsServer:
         self.cache_size = cache_size
         self.cache_max_age = cache_max_age
         self.metrics = DnsMetrics()
-        self._cache: dict[tuple[bytes, str, bool], tuple[bytes, int, bool, str]] = {}
+        self.rrl = ResponseRateLimiter(rrl if rrl is not None else RrlSettings())
+        self._demand_allowance = SenderAllowance(demand_per_sender)
+        self._cache: dict[tuple[bytes, str, bool], _Answer] = {}
         self.demand: collections.Counter[str] = collections.Counter()
         """Queries by client region since the last :meth:`take_demand` (the site activation controller's input)."""
         self._cache_generation: object = None
@@ -128,55 +176,82 @@ class DnsServer:
     # --- answering (shared by UDP and TCP) ----------------------------------------------
 
     def answer(self, data: bytes, client_address: str, *, udp: bool) -> bytes | None:
-        """The reply to one message (``udp``: truncated to fit), or None to send nothing. Never raises."""
+        """The reply to one message (``udp``: truncated to fit, rate limited), or None to send nothing. Never raises."""
         self.metrics.queries += 1
         try:
-            if time.monotonic() >= self._cache_until or self.resolver.generation != self._cache_generation:
+            now = time.monotonic()
+            if now >= self._cache_until or self.resolver.generation != self._cache_generation:
                 self._reset_cache()
             key = (data[2:], client_address, udp)
-            cached = self._cache.get(key)
-            if cached is None:
-                return self._answer_fresh(data, client_address, udp, key)
-            body, rcode, truncated, region = cached
-            self.demand[region] += 1
-            self.metrics.cache_hits += 1
+            found = self._cache.get(key)
+            if found is None:
+                found = self._answer_fresh(data, client_address, udp, key)
+                if found is None:
+                    return None
+            else:
+                self.metrics.cache_hits += 1
+            body, rcode, truncated, region, response_class = found
             self._count(rcode, truncated)
+            if udp:
+                verdict = self.rrl.check(client_address, response_class, now)
+                if verdict is not Verdict.SEND:
+                    return self._limited(data, verdict)
+            if region is not None:
+                if self._demand_allowance.allow(client_address, now):
+                    self.demand[region] += 1
+                else:
+                    self.metrics.demand_capped += 1
             return data[:2] + body
         except Exception:  # a bug; this query gets nothing, the server carries on
             self.metrics.errors += 1
             log.exception("error answering a DNS message from %s", client_address)
             return None
 
-    def _answer_fresh(self, data: bytes, client_address: str, udp: bool, key: tuple[bytes, str, bool]) -> bytes | None:
+    def _answer_fresh(self, data: bytes, client_address: str, udp: bool,
+                      key: tuple[bytes, str, bool]) -> _Answer | None:
         try:
             query = dnswire.parse_query(data)
         except DnsFormatError:
             reply = dnswire.formerr(data)
             if reply is None:
                 self.metrics.dropped += 1
-            else:
-                self.metrics.formerr += 1
-                self.metrics.by_rcode[dnswire.FORMERR] += 1
-            return reply
+                return None
+            self.metrics.formerr += 1
+            return _Answer(reply[2:], dnswire.FORMERR, False, None, _ERROR_CLASS)
+        if udp and self.resolver.tcp_only(query):
+            self.metrics.tcp_only += 1
+            return self._cached(key, _Answer(_truncated(query)[2:], dnswire.NOERROR, True, None, _ERROR_CLASS))
         max_size = query.udp_limit() if udp else dnswire.MAX_MESSAGE
         region = self.resolver.region_of(query, client_address)
-        self.demand[region] += 1
         try:
             rcode, answers, authority, additional, scope = self.resolver.resolve(query, client_address)
         except Exception:
             self.metrics.errors += 1
             log.exception("resolver failed for %s type %d from %s", query.qname, query.qtype, client_address)
-            self._count(dnswire.SERVFAIL, False)
-            return dnswire.response(query, dnswire.SERVFAIL, (), (), (), aa=False, ecs_scope=None, max_size=max_size)
+            reply = dnswire.response(query, dnswire.SERVFAIL, (), (), (), aa=False, ecs_scope=None, max_size=max_size)
+            return _Answer(reply[2:], dnswire.SERVFAIL, False, region, _ERROR_CLASS)
         reply = dnswire.response(query, rcode, answers, authority, additional,
                                  aa=rcode in (dnswire.NOERROR, dnswire.NXDOMAIN), ecs_scope=scope, max_size=max_size)
         truncated = bool(reply[2] & 0x02)
-        self._count(rcode, truncated)
+        return self._cached(key, _Answer(reply[2:], rcode, truncated, region, _response_class(query, rcode)))
+
+    def _cached(self, key: tuple[bytes, str, bool], found: _Answer) -> _Answer:
         if len(self._cache) >= self.cache_size:
             self._cache.clear()
         if self.cache_size:
-            self._cache[key] = (reply[2:], rcode, truncated, region)
-        return reply
+            self._cache[key] = found
+        return found
+
+    def _limited(self, data: bytes, verdict: Verdict) -> bytes | None:
+        """What a response over its rate becomes: nothing, or (slip) a truncated reply without records."""
+        if verdict is Verdict.DROP:
+            self.metrics.rrl_dropped += 1
+            return None
+        self.metrics.rrl_slipped += 1
+        try:
+            return _truncated(dnswire.parse_query(data))
+        except DnsFormatError:
+            return dnswire.formerr(data)  # 12 bytes: nothing to amplify
 
     def take_demand(self) -> dict[str, int]:
         """Queries per client region counted since the last call (and reset)."""
@@ -254,6 +329,22 @@ class DnsServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+_ERROR_CLASS = "error"
+_NXDOMAIN_CLASS = "nxdomain"
+
+
+def _response_class(query: dnswire.Query, rcode: int) -> str:
+    """The RRL class of an answer: its question when positive or NODATA, else NXDOMAIN or error as a whole."""
+    if rcode == dnswire.NOERROR:
+        return f"{query.qname}/{query.qtype}"
+    return _NXDOMAIN_CLASS if rcode == dnswire.NXDOMAIN else _ERROR_CLASS
+
+
+def _truncated(query: dnswire.Query) -> bytes:
+    """An empty answer with the TC bit: "ask again over TCP"."""
+    return dnswire.response(query, dnswire.NOERROR, (), (), (), aa=False, ecs_scope=None, max_size=0)
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -35,8 +35,16 @@ Rules enforced (each a FORMERR when broken, with the id when readable):
   in a query; nothing after the last record;
 - names: labels of at most 63 bytes, names of at most 255 bytes, no
   extended label types (0x40, 0x80); no compression in the question;
-  compression pointers elsewhere must point strictly backwards (so no loops);
-- at most one OPT record, owned by the root name;
+  a compression pointer elsewhere must point strictly before the start of
+  the part of the name being read (the name's first byte, or the target of
+  the previous pointer), and a name follows at most :data:`MAX_POINTER_HOPS`
+  pointers;
+- the additional section holds at most one OPT record, owned by the root
+  name, and at most :data:`MAX_OTHER_ADDITIONAL` other records (every record
+  is walked, so that "nothing after the last record" can be checked; a query
+  has no use for more: TSIG or SIG(0) is one); each record walked takes at
+  least 11 bytes or the walk stops with an error, so ARCOUNT cannot make it
+  go further than the message;
 - EDNS options must fit their record; at most one Client Subnet option;
   its family is 1 (IPv4) or 2 (IPv6), its source prefix at most 32 or 128,
   its scope prefix 0 (RFC 7871 §6: "in queries, it MUST be set to 0"), its
@@ -49,6 +57,16 @@ servers cannot bounce errors at each other: :func:`formerr` returns None.
 Security limits: :data:`MAX_UDP_PAYLOAD` caps what a UDP answer may grow to
 whatever the client advertises (1232 bytes, the DNS flag day 2020 value
 that avoids IP fragmentation); :data:`MAX_MESSAGE` is the TCP limit.
+
+Why the pointer and record limits (issue 12): "backwards" alone is not a
+bound. A chain of pointers each pointing two bytes back is backwards all the
+way, and a query whose additional section holds thousands of records owned
+by the end of such a chain made a naive walk follow the chain once per
+record: O(size²), about 30-45 ms for a 4 KB UDP datagram and 4-8 s for a
+64 KB TCP message, on the event loop. With the limits, a query holds at most
+six names (the question and five additional owners), each costing at most
+:data:`MAX_POINTER_HOPS` jumps and 128 labels: parsing any message is a few
+microseconds of work whatever its bytes, and a bad one is a FORMERR.
 """
 
 from __future__ import annotations
@@ -98,6 +116,10 @@ MAX_MESSAGE = 65535
 """Security limit: the largest message over TCP (its length prefix is 16 bits)."""
 MAX_NAME_WIRE = 255
 MAX_LABEL = 63
+MAX_POINTER_HOPS = 16
+"""Security limit: compression pointers followed in one name (real encoders use one or two)."""
+MAX_OTHER_ADDITIONAL = 4
+"""Security limit: additional records other than OPT in a query (TSIG or SIG(0) need one)."""
 
 FLAG_QR = 0x8000
 FLAG_AA = 0x0400
@@ -236,6 +258,7 @@ def _additional_section(data: bytes, pos: int, count: int, query_id: int) -> Edn
     """Walk the additional records; the OPT record's content, if there is one."""
     edns: Edns | None = None
     size = len(data)
+    others = 0
     for _ in range(count):
         owner_is_root = pos < size and data[pos] == 0
         pos = skip_name(data, pos, query_id)
@@ -251,6 +274,10 @@ def _additional_section(data: bytes, pos: int, count: int, query_id: int) -> Edn
             if not owner_is_root:
                 raise DnsFormatError("the OPT record is not owned by the root name", query_id)
             edns = _opt(data[pos:pos + rdlength], rclass, ttl, query_id)
+        else:
+            others += 1
+            if others > MAX_OTHER_ADDITIONAL:
+                raise DnsFormatError(f"more than {MAX_OTHER_ADDITIONAL} additional records besides OPT", query_id)
         pos += rdlength
     if pos != size:
         raise DnsFormatError(f"{size - pos} bytes after the last record", query_id)
@@ -261,10 +288,14 @@ def skip_name(data: bytes, pos: int, query_id: int | None = None) -> int:
     """Offset just after the (possibly compressed) name at ``pos``, checking the whole name.
 
     Pointers are followed to check the name they lead to; each must point
-    before the pointer itself, which rules out loops.
+    before the start of the part of the name it ends (which rules out loops
+    and overlaps), and at most :data:`MAX_POINTER_HOPS` are followed (which
+    bounds the work: see the module docstring).
     """
     end = -1
     wire_length = 0
+    hops = 0
+    segment_start = pos
     size = len(data)
     while True:
         if pos >= size:
@@ -274,10 +305,14 @@ def skip_name(data: bytes, pos: int, query_id: int | None = None) -> int:
             if pos + 1 >= size:
                 raise DnsFormatError("a compression pointer is cut short", query_id)
             target = ((length & 0x3F) << 8) | data[pos + 1]
-            if target >= pos:
-                raise DnsFormatError("a compression pointer does not point backwards", query_id)
+            if target >= segment_start:
+                raise DnsFormatError("a compression pointer does not point backwards, before the name it ends",
+                                     query_id)
+            hops += 1
+            if hops > MAX_POINTER_HOPS:
+                raise DnsFormatError(f"a name follows more than {MAX_POINTER_HOPS} compression pointers", query_id)
             end = pos + 2 if end < 0 else end
-            pos = target
+            pos = segment_start = target
             continue
         if length > MAX_LABEL:
             raise DnsFormatError(f"unknown label type 0x{length & 0xC0:02x}", query_id)

@@ -14,7 +14,8 @@ a Domain hostname (or wildcard) CNAME to ``<domain>.<zone>``, plus its A/AAAA
 ``_route.<domain>.<zone>``     TXT: that, plus the site and nodes chosen and why
 ============================== ==================================================
 
-Other types at those names get NODATA (NOERROR, no answer, the SOA in the
+The two diagnostic names are answered over TCP only (:meth:`Resolver.tcp_only`:
+the server answers them TC=1 over UDP). Other types at those names get NODATA (NOERROR, no answer, the SOA in the
 authority section: RFC 2308), other names under the zone NXDOMAIN with the
 SOA, names outside the zone and every hostname REFUSED. Opcodes other than
 QUERY get NOTIMP, EDNS versions other than 0 BADVERS (RFC 6891 §6.1.3),
@@ -377,6 +378,20 @@ class Resolver:
         if found is None:
             return _Placement(address, source, None, None)
         return _Placement(address, source, found[0], found[1])
+
+    def tcp_only(self, query: Query) -> bool:
+        """Whether ``query`` asks about a diagnostic name (``whoami``, ``_route.*``): answered over TCP only.
+
+        Their TXT answers are large for the query and computed per client, so
+        over UDP they would be an amplifier and an uncacheable load; the
+        server answers such UDP queries TC=1 and clients (dig included)
+        retry over TCP.
+        """
+        name = query.qname
+        if not name.endswith(self._suffix):
+            return False
+        label = name[: -len(self._suffix)]
+        return label == "whoami" or label.startswith("_route.")
 
     def region_of(self, query: Query, client_address: str) -> str:
         """The placed client's region ("" when the geo table does not know it)."""
