@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 from typing import Any
 
 import pytest
 
 from edgefleet.api import parse
+from edgefleet.api.errors import ValidationFailed
 from edgefleet.api.workloads import EnvVar, Workload, template_revision
 
 from .helpers import DELETE, Doc, changed, errors_of, row
@@ -315,3 +319,35 @@ def test_status_and_columns(workload_doc: Doc) -> None:
     assert errors_of(workload_doc) == [
         "status.rollout.nodes.par-edge-2.phase: Input should be 'Draining', 'Updating' or 'Settling'"
     ]
+
+
+def test_run_as_user_and_secret_refs_validate_and_leave_old_revisions_alone(workload_doc: Doc) -> None:
+    template = _workload(workload_doc).spec.template
+    # The revision before runAsUser and valueFrom existed: the same canonical JSON without them.
+    document = template.model_dump(mode="json", by_alias=True)
+    for late in ("builtin", "runAsUser"):
+        document.pop(late)
+    for var in document["env"]:
+        var.pop("valueFrom")
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert template_revision(template) == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def template_of(**fields: Any) -> Any:
+        doc = copy.deepcopy(workload_doc)
+        doc["spec"]["template"].update(fields)
+        return _workload(doc).spec.template
+
+    assert template_of(runAsUser=65534).run_as_user == "65534"
+    assert template_of(runAsUser="www-data").run_as_user == "www-data"
+    assert template_revision(template_of(runAsUser="www-data")) != template_revision(template)
+    for bad in ("Root", "a b", "../x", "4294967295", "x" * 33):
+        with pytest.raises(ValidationFailed, match="runAsUser"):
+            template_of(runAsUser=bad)
+    with pytest.raises(ValidationFailed, match="built-in workloads run as the agent's user"):
+        template_of(builtin="cache", runAsUser="nobody")
+    ref = {"name": "K", "valueFrom": {"secretRef": {"name": "db", "key": "pass.word"}}}
+    assert [r.name for r in template_of(env=[ref]).secret_refs()] == ["db"]
+    with pytest.raises(ValidationFailed, match="not both"):
+        template_of(env=[{**ref, "value": "inline"}])
+    with pytest.raises(ValidationFailed, match="secretRef"):
+        template_of(env=[{"name": "K", "valueFrom": {"secretRef": {"name": "Bad_Name", "key": "k"}}}])

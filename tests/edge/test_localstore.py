@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,20 @@ def test_corrupt_file_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
     assert store.snapshot().revision == 0
     store.apply_batch(revision=1, epoch="e", put=[("/registry/workloads/a", 1, doc("a"))], delete=[])
     assert store.snapshot().holdings == {"/registry/workloads/a": 1}
+
+
+def test_the_view_store_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """It holds the Secrets of the node's workloads: mode 0600 for the file, its WAL and shared memory."""
+    previous = os.umask(0o022)
+    try:
+        store = LocalStore(tmp_path / "view.db")
+        store.apply_batch(revision=1, epoch="e1", put=[("/registry/secrets/db", 1, doc("db"))], delete=[])
+        paths = [p for p in tmp_path.iterdir() if p.name.startswith("view.db")]
+        assert {p.name for p in paths} >= {"view.db", "view.db-wal"}
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in paths), [oct(p.stat().st_mode) for p in paths]
+        store.close()
+        (tmp_path / "view.db").chmod(0o644)  # an older agent's file is tightened on open
+        LocalStore(tmp_path / "view.db").close()
+        assert stat.S_IMODE((tmp_path / "view.db").stat().st_mode) == 0o600
+    finally:
+        os.umask(previous)

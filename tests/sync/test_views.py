@@ -258,6 +258,8 @@ def selected_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
         else domain_doc(name, selector)
     )
     doc["status"] = {"x": draw(st.integers(0, 2))}
+    if kind == "workloads":
+        doc["spec"]["template"]["env"] = secret_env(draw)
     if kind == "workloads" and draw(st.booleans()):
         doc["status"] = {"currentRevision": draw(st.sampled_from(REVISIONS)),
                          "nodeRevisions": draw(st.dictionaries(st.sampled_from(NODES), st.sampled_from(REVISIONS),
@@ -277,8 +279,32 @@ def revision_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
 
 
 def revision_doc(workload: str, rev: str) -> dict[str, Any]:
+    # Revisions reference Secrets too (r1 one, r2 another), so assignments move Secrets in and out of views.
+    env = [] if rev == "r0" else [{"name": "K", "valueFrom": {"secretRef": {"name": SECRETS[int(rev[1]) - 1],
+                                                                            "key": "k"}}}]
     return {"apiVersion": "edgefleet.io/v1", "kind": "WorkloadRevision", "metadata": {"name": f"{workload}-{rev}"},
-            "spec": {"workload": workload, "number": 1, "revision": rev, "template": {"command": ["run", rev]}}}
+            "spec": {"workload": workload, "number": 1, "revision": rev,
+                     "template": {"command": ["run", rev], "env": env}}}
+
+
+SECRETS = ["s-a", "s-b", "s-c"]
+
+
+def secret_env(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A Workload template's env referencing 0-2 Secrets (and a plain variable now and then)."""
+    names = draw(st.lists(st.sampled_from(SECRETS), max_size=2, unique=True))
+    env: list[dict[str, Any]] = [{"name": f"V{i}", "valueFrom": {"secretRef": {"name": name, "key": "k"}}}
+                                 for i, name in enumerate(names)]
+    return env + ([{"name": "PLAIN", "value": "x"}] if draw(st.booleans()) else [])
+
+
+def secret_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+    name = draw(st.sampled_from(SECRETS))
+    if draw(st.integers(0, 3)) == 0:
+        return key("secrets", name), None
+    doc = {"apiVersion": "edgefleet.io/v1", "kind": "Secret", "metadata": {"name": name},
+           "spec": {"data": {"k": draw(st.sampled_from(["v1", "v2"]))}}}
+    return key("secrets", name), doc
 
 
 def replay(index: FleetIndex, history: list[Any], registered: list[str],
@@ -318,7 +344,8 @@ def cluster_info_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
 @st.composite
 def changes(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
     make: Callable[[st.DrawFn], tuple[str, dict[str, Any] | None]] = draw(
-        st.sampled_from([site_change, node_change, selected_change, cluster_info_change, revision_change])
+        st.sampled_from([site_change, node_change, selected_change, cluster_info_change, revision_change,
+                         secret_change])
     )
     return make(draw)
 
@@ -432,3 +459,47 @@ def test_an_unknown_revision_keeps_what_the_node_has() -> None:
     doc["status"]["nodeRevisions"] = {"n1": "missing"}
     assert cloud.index.apply(key("workloads", "web"), 100, doc) == {}
     assert template_of(cloud, "n1")["command"] == ["run", "r1"]
+
+
+# --- Secrets follow the Workloads that reference them -----------------------------------
+
+
+def secret_doc(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "edgefleet.io/v1", "kind": "Secret", "metadata": {"name": name}, "spec": {"data": data}}
+
+
+def with_secret_env(doc: dict[str, Any], *secrets: str) -> dict[str, Any]:
+    doc["spec"]["template"]["env"] = [{"name": f"V{i}", "valueFrom": {"secretRef": {"name": name, "key": "k"}}}
+                                      for i, name in enumerate(secrets)]
+    return doc
+
+
+def test_a_secret_reaches_only_the_nodes_whose_workloads_reference_it() -> None:
+    index = FleetIndex()
+    revision = 0
+
+    def put(k: str, doc: dict[str, Any] | None) -> dict[str, Any]:
+        nonlocal revision
+        revision += 1
+        return index.apply(k, revision, doc)
+
+    put(key("sites", "s1"), site_doc("s1"))
+    put(key("nodes", "n1"), node_doc("n1", "s1", labels={"role": "cache"}))
+    put(key("nodes", "n2"), node_doc("n2", "s1", labels={"role": "dns"}))
+    for name in ("n1", "n2"):
+        index.register(name)
+    put(key("secrets", "db"), secret_doc("db", k="hunter2"))
+    put(key("secrets", "unused"), secret_doc("unused", k="x"))
+    changes = put(key("workloads", "app"), with_secret_env(workload_doc("app", "role=cache"), "db"))
+    assert set(changes) == {"n1"} and set(changes["n1"]) == {key("workloads", "app"), key("secrets", "db")}
+    assert key("secrets", "db") in index.view("n1")
+    assert not any(k.startswith("/registry/secrets/") for k in index.view("n2"))
+    assert key("secrets", "unused") not in index.view("n1")
+    # A value change goes to n1 alone; a Secret nobody uses moves nobody.
+    changes = put(key("secrets", "db"), secret_doc("db", k="correct horse"))
+    assert set(changes) == {"n1"} and changes["n1"][key("secrets", "db")] is not None
+    assert put(key("secrets", "unused"), secret_doc("unused", k="y")) == {}
+    # The Workload stops referencing it: it leaves n1's view.
+    changes = put(key("workloads", "app"), workload_doc("app", "role=cache"))
+    assert changes["n1"][key("secrets", "db")] is None
+    assert key("secrets", "db") not in index.view("n1")

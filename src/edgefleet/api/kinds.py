@@ -26,14 +26,17 @@ from edgefleet.api.hubs import Hub, HubSpec, HubStatus
 from edgefleet.api.nodes import CacheStats, Node, NodeSpec, NodeStatus, PeerVote, TaskReport
 from edgefleet.api.purges import CacheTaskStatus, Prefetch, PrefetchSpec, Purge, PurgeSpec
 from edgefleet.api.revisions import WorkloadRevision, WorkloadRevisionSpec
+from edgefleet.api.secrets import Secret, SecretSpec
 from edgefleet.api.sites import Activation, Location, Site, SiteSpec, SiteStatus
 from edgefleet.api.workloads import (
+    EnvSource,
     EnvVar,
     ExecAction,
     HealthProbe,
     Hook,
     HttpProbe,
     InstanceStatus,
+    SecretKeyRef,
     TcpProbe,
     Workload,
     WorkloadFile,
@@ -67,6 +70,7 @@ __all__ = [
     "Domain",
     "DomainSpec",
     "DomainStatus",
+    "EnvSource",
     "EnvVar",
     "Event",
     "EventSpec",
@@ -91,6 +95,9 @@ __all__ = [
     "PurgeSpec",
     "QueryStringPolicy",
     "Routing",
+    "Secret",
+    "SecretKeyRef",
+    "SecretSpec",
     "Site",
     "SiteSpec",
     "SiteStatus",

@@ -42,7 +42,15 @@ from edgefleet.api.common import (
     check_unique_by,
 )
 from edgefleet.api.errors import FieldValueError
-from edgefleet.api.meta import Column, KindInfo, Model, Resource, check_dns1123_label, register
+from edgefleet.api.meta import (
+    Column,
+    KindInfo,
+    Model,
+    Resource,
+    check_dns1123_label,
+    check_dns1123_subdomain,
+    register,
+)
 from edgefleet.api.rollouts import Condition, RolloutState, RolloutStrategy, SiteCounts, VersionPin
 from edgefleet.api.selectors import Selector, SelectorText, parse_selector
 
@@ -115,11 +123,38 @@ EnvName = Annotated[str, AfterValidator(_check_env_name)]
 FileMode = Annotated[int, BeforeValidator(_octal_mode), Field(ge=0, le=0o777)]
 
 
+class SecretKeyRef(Model):
+    """One value of a Secret."""
+
+    name: Annotated[str, AfterValidator(check_dns1123_subdomain)] = Field(description="The Secret's name.")
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = Field(
+        description="The key in the Secret's data."
+    )
+
+
+class EnvSource(Model):
+    """Where an environment variable's value comes from instead of ``value``."""
+
+    secret_ref: SecretKeyRef = Field(
+        description="A value of a Secret (kept out of the Workload; viewers never see it; only nodes running the "
+        "Workload receive the Secret)."
+    )
+
+
 class EnvVar(Model):
     """One environment variable."""
 
     name: EnvName = Field(description="Variable name, [A-Za-z_][A-Za-z0-9_]*.")
     value: Arg = Field(default="", description="Value; quote numbers and booleans in YAML.")
+    value_from: EnvSource | None = Field(
+        default=None, description="Take the value from a Secret: {secretRef: {name, key}}; value must then be empty."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if self.value_from is not None and self.value:
+            raise FieldValueError(("valueFrom",), "set value or valueFrom, not both")
+        return self
 
 
 class WorkloadFile(Model):
@@ -218,6 +253,34 @@ def _env_from_map(value: Any) -> Any:
     return [{"name": name, "value": item} for name, item in value.items()]
 
 
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+MAX_UID = 2**32 - 2
+
+
+def _user_text(value: Any) -> Any:
+    """A numeric uid given as a YAML integer is stored as its decimal string."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _check_user(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value.isdigit() and value.isascii():
+        if int(value) > MAX_UID:
+            raise ValueError(f"uid {value} is out of range (0-{MAX_UID})")
+        return str(int(value))
+    if not _USER_NAME.match(value):
+        raise ValueError(f"{value!r} is not a user name ([a-z_][a-z0-9_-]*, at most 32 characters) or a uid")
+    return value
+
+
+def check_workload_user(value: str) -> str:
+    """A user name or uid for ``runAsUser`` or ``edge run --workload-user``; ValueError otherwise."""
+    checked = _check_user(_user_text(value))
+    assert checked is not None
+    return checked
+
+
 BUILTINS = ("cache",)
 """Workloads the agent knows how to configure itself (``template.builtin``)."""
 
@@ -233,6 +296,14 @@ class WorkloadTemplate(Model):
         "(default 8081) and 'admin' (default 9081) and the probe use the node's first address.",
     )
     command: Command = Field(description="Program and its first arguments; no shell is involved.")
+    run_as_user: Annotated[str | None, BeforeValidator(_user_text), AfterValidator(_check_user)] = Field(
+        default=None,
+        description="The user (name or numeric uid) the process, its hooks and exec probes run as, when the agent "
+        "runs as root; unset: the agent's workload user (edgefleet edge run --workload-user, default "
+        "edgefleet-workload, created if missing). 'root' runs it as root, which can read the node's credential. "
+        "An agent not running as root runs workloads as its own user and refuses any other runAsUser. Not allowed "
+        "with builtin (built-in workloads run as the agent's user).",
+    )
     args: list[Arg] = Field(
         default_factory=list, max_length=256, description="Arguments appended to command."
     )
@@ -288,6 +359,18 @@ class WorkloadTemplate(Model):
         check_unique_by(ports, lambda item: item.name, "name", "port name")
         check_unique_by(ports, lambda item: f"{item.port}/{item.protocol}", "port", "port")
         return ports
+
+    @model_validator(mode="after")
+    def _builtin_runs_as_the_agent(self) -> WorkloadTemplate:
+        if self.builtin is not None and self.run_as_user is not None:
+            raise FieldValueError(
+                ("runAsUser",), "built-in workloads run as the agent's user; leave runAsUser unset"
+            )
+        return self
+
+    def secret_refs(self) -> list[SecretKeyRef]:
+        """The Secret values the environment references, in order."""
+        return [var.value_from.secret_ref for var in self.env if var.value_from is not None]
 
     @model_validator(mode="after")
     def _pre_stop_fits(self) -> WorkloadTemplate:
@@ -393,10 +476,14 @@ class Workload(Resource):
 def template_revision(template: WorkloadTemplate) -> str:
     """A short stable hash of the template's canonical JSON form."""
     document = template.model_dump(mode="json", by_alias=True)
-    if document.get("builtin") is None:
-        # Added after templates were deployed: left out when unset, so an agent upgrade
-        # does not see a new revision (and restart) for every existing workload.
-        del document["builtin"]
+    # Fields added after templates were deployed are left out when unset, so an agent upgrade
+    # does not see a new revision (and restart) for every existing workload.
+    for late in ("builtin", "runAsUser"):
+        if document.get(late) is None:
+            del document[late]
+    for var in document["env"]:
+        if var.get("valueFrom") is None:
+            del var["valueFrom"]
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

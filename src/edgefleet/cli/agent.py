@@ -39,6 +39,10 @@ def edge_run(
     cdn_zone: Annotated[str, typer.Option(
         help="The GSLB's CDN zone: the cache also serves <domain>.<zone> and <node>.<domain>.<zone>, "
         "the names DNS answers and 302 redirects use")] = CDN_ZONE,
+    workload_user: Annotated[str, typer.Option(
+        help="When the agent runs as root: the user workloads without spec.template.runAsUser run as (created "
+        "as a system user if missing); built-in workloads run as the agent's user. Not root: workloads run as "
+        "the agent's user (no isolation from it; see docs/security.md)")] = "edgefleet-workload",
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
@@ -54,6 +58,7 @@ def edge_run(
     server of the current connection.
     """
     from edgefleet import logs as logsetup
+    from edgefleet.api.workloads import check_workload_user
     from edgefleet.cli.main import fail
     from edgefleet.cloud.process import parse_listen
     from edgefleet.edge import agent
@@ -64,7 +69,8 @@ def edge_run(
         agent.main(agent.AgentOptions(data_dir=data_dir, listen_host=host, listen_port=port,
                                       heartbeat_seconds=heartbeat, ping_interval=ping_interval,
                                       peer_probe_period=peer_probe_period,
-                                      cdn_zone=check_hostname(cdn_zone.rstrip("."))))
+                                      cdn_zone=check_hostname(cdn_zone.rstrip(".")),
+                                      workload_user=check_workload_user(workload_user)))
     except (ValueError, agent.AgentError, OSError) as exc:
         fail(str(exc))
 
@@ -92,6 +98,7 @@ def logs(
     """Print the last lines of a workload's log, read from the node through the cloud.
 
     Works while the node is connected to the hub it reaches through --server.
+    Needs an admin token (a workload's output may hold anything it printed).
     """
     from edgefleet.cli.main import api
 

@@ -42,6 +42,15 @@ alone does not notify: like the cache's counters it rides along with the
 next status report, so a probe failing every period does not make a report
 of its own each time.
 
+Who it runs as: at every start the instance asks the supervisor's
+:class:`~edgefleet.edge.users.UserPolicy` for the account (a missing default
+user is created then, off the event loop); the process, its hooks and its
+exec probes run as that account, in a working directory it owns. An adopted
+process's hooks and probes use the account its template names now. The
+environment is built at every start too, so a Secret's current value is
+read then; a Secret that is missing fails the start with a message and is
+retried with the back-off.
+
 Exceptions: a failing workload (missing command, unwritable file, failed
 hook, crash) is a state with a message, never an exception; a bug in this
 module is logged and shown as Failed rather than killing the agent.
@@ -50,6 +59,7 @@ module is logged and shown as Failed rather than killing the agent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -75,7 +85,8 @@ from edgefleet.edge.processes import (
 )
 from edgefleet.edge.restarts import Backoff, should_restart
 from edgefleet.edge.statefiles import ProcessRecord, StateRecord, write_state
-from edgefleet.edge.workdirs import Layout, RenderError
+from edgefleet.edge.users import Account, UserError, UserPolicy
+from edgefleet.edge.workdirs import Layout, RenderError, SecretLookup
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +120,10 @@ class Settings:
     poll_interval: float
     kill_timeout: float
     builtins: Mapping[str, Builtin] = field(default_factory=dict)
+    users: UserPolicy | None = None
+    """Which user each workload runs as (see :mod:`edgefleet.edge.users`); None: the agent's, always."""
+    secrets: SecretLookup | None = None
+    """Values for env ``valueFrom.secretRef``; None: no Secrets (such variables fail the start)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +144,9 @@ class Instance:
         self._notify = notify
         self._workdir = settings.layout.workdir(name, self.revision)
         self._log = settings.layout.log_file(name)
-        self._env = workdirs.environment(
-            template, node=settings.node_name, workload=name, revision=self.revision, workdir=self._workdir
-        )
+        # Hooks and probes of an adopted process use this one; every start builds it again, strictly.
+        self._env = self._environment(strict=False)
+        self._account: Account | None = None
         self._task: asyncio.Task[None] | None = None
         self._process: _Process | None = None
         self._probed = asyncio.Event()
@@ -275,6 +290,10 @@ class Instance:
         await self._run(None)
 
     async def _run(self, process: _Process | None) -> None:
+        if process is not None:
+            # Adopted: its hooks and probes run as the user it runs as (stopping it needs no user).
+            with contextlib.suppress(StartFailed):
+                await self._resolve_account()
         while True:
             try:
                 if process is None:
@@ -288,11 +307,30 @@ class Instance:
             if not await self._after_exit(status, detail, ran_for):
                 return
 
+    def _environment(self, *, strict: bool) -> dict[str, str]:
+        return workdirs.environment(
+            self.template, node=self._settings.node_name, workload=self.name, revision=self.revision,
+            workdir=self._workdir, secrets=self._settings.secrets, strict=strict,
+        )  # fmt: skip
+
+    async def _resolve_account(self) -> None:
+        """Decide the user to run as (may create the default one: blocking, so in an executor)."""
+        users = self._settings.users
+        if users is None:
+            self._account = None
+            return
+        try:
+            self._account = await asyncio.get_running_loop().run_in_executor(None, users.account, self.template)
+        except UserError as error:
+            raise StartFailed(str(error)) from error
+
     async def _start(self) -> _Process:
         self._show("Starting", message="starting")
         loop = asyncio.get_running_loop()
+        await self._resolve_account()
         try:
-            await loop.run_in_executor(None, workdirs.render, self._workdir, self.template.files)
+            self._env = self._environment(strict=True)
+            await loop.run_in_executor(None, workdirs.render, self._workdir, self.template.files, self._account)
         except (RenderError, OSError) as error:
             raise StartFailed(f"cannot prepare the working directory: {error}") from error
         await self._prepare_builtin()
@@ -330,7 +368,8 @@ class Instance:
     def _spawn(self) -> _Process:
         try:
             with logfiles.appending(self._log) as output:
-                identity = spawn(self._argv(), cwd=self._workdir, env=self._env, output=output)
+                identity = spawn(self._argv(), cwd=self._workdir, env=self._env, output=output,
+                                 account=self._account)
         except SpawnError as error:
             raise StartFailed(str(error)) from error
         except OSError as error:
@@ -358,7 +397,8 @@ class Instance:
         try:
             with logfiles.appending(self._log) as output:
                 return await run_command(
-                    hook.exec.command, cwd=self._workdir, env=self._env, output=output, time_limit=time_limit
+                    hook.exec.command, cwd=self._workdir, env=self._env, output=output, time_limit=time_limit,
+                    account=self._account,
                 )
         except OSError as error:
             return Outcome(False, f"cannot open the log file: {error.strerror}")
@@ -381,7 +421,8 @@ class Instance:
         await asyncio.sleep(0 if process.adopted else probe.initial_delay_seconds)
         while True:
             began = loop.time()
-            outcome = await probes.check(probe, cwd=self._workdir, env=self._env, host=self._probe_host())
+            outcome = await probes.check(probe, cwd=self._workdir, env=self._env, host=self._probe_host(),
+                                         account=self._account)
             readiness.observe(outcome.ok)
             if not outcome.ok:
                 self._probe_failures += 1

@@ -12,12 +12,18 @@ fails ``PRAGMA quick_check`` is moved aside (``view.db.corrupt-<time>``) and
 a fresh empty one is used: the agent then rebuilds its view from the cloud
 when it is reachable, and meanwhile the workload supervisor still runs what
 it ran, from its own state files.
+
+The file (and its ``-wal`` and ``-shm``) has mode 0600 whatever the umask:
+the view holds the Secrets the node's workloads reference, and workloads
+running as another user must not read it (see :mod:`edgefleet.edge.users`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -62,7 +68,15 @@ class LocalStore:
             self.recovered_from = aside
             return self._open()
 
+    def _restrict(self) -> None:
+        """The file and its WAL and shared-memory files: mode 0600 (the view holds the node's Secrets)."""
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        for path in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(path, 0o600)
+
     def _open(self) -> sqlite3.Connection:
+        self._restrict()  # SQLite creates -wal and -shm with the main file's mode
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from edgefleet.api.workloads import HealthProbe
 from edgefleet.edge.processes import Outcome, run_command
+from edgefleet.edge.users import Account
 
 LOOPBACK = "127.0.0.1"
 MAX_STATUS_LINE = 8 * 1024
@@ -63,7 +64,9 @@ class Readiness:
         return self.ready != before
 
 
-async def check(probe: HealthProbe, *, cwd: Path, env: Mapping[str, str], host: str = LOOPBACK) -> Outcome:
+async def check(
+    probe: HealthProbe, *, cwd: Path, env: Mapping[str, str], host: str = LOOPBACK, account: Account | None = None
+) -> Outcome:
     """Run the probe once; never raises for a failing workload."""
     time_limit = float(probe.timeout_seconds)
     if probe.http is not None:
@@ -71,7 +74,7 @@ async def check(probe: HealthProbe, *, cwd: Path, env: Mapping[str, str], host: 
     if probe.tcp is not None:
         return await check_tcp(probe.tcp.port, time_limit, host=host)
     assert probe.exec is not None  # the model guarantees exactly one kind
-    return await check_exec(probe.exec.command, cwd=cwd, env=env, time_limit=time_limit)
+    return await check_exec(probe.exec.command, cwd=cwd, env=env, time_limit=time_limit, account=account)
 
 
 async def check_http(port: int, path: str, time_limit: float, *, host: str = LOOPBACK) -> Outcome:
@@ -116,8 +119,11 @@ async def check_tcp(port: int, time_limit: float, *, host: str = LOOPBACK) -> Ou
     return Outcome(True, "tcp: connected")
 
 
-async def check_exec(command: list[str], *, cwd: Path, env: Mapping[str, str], time_limit: float) -> Outcome:
-    outcome = await run_command(command, cwd=cwd, env=env, output=None, time_limit=time_limit)
+async def check_exec(
+    command: list[str], *, cwd: Path, env: Mapping[str, str], time_limit: float, account: Account | None = None
+) -> Outcome:
+    """Run the probe command as ``account`` (the workload's user: it runs in the workload's directory)."""
+    outcome = await run_command(command, cwd=cwd, env=env, output=None, time_limit=time_limit, account=account)
     return Outcome(outcome.ok, f"exec: {outcome.detail}")
 
 

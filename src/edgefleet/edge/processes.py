@@ -51,6 +51,9 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from edgefleet.edge.users import Account
 
 log = logging.getLogger(__name__)
 
@@ -155,33 +158,44 @@ def is_running(identity: ProcessIdentity) -> bool:
     return stat is not None and stat[0] not in ("Z", "X", "x") and stat[1] == identity.start_time
 
 
-def spawn(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], output: int | None) -> ProcessIdentity:
+def spawn(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], output: int | None, account: Account | None = None
+) -> ProcessIdentity:
     """Start ``argv`` as the leader of a new session; stdout and stderr go to ``output``.
 
     ``output`` is a file descriptor (``None``: /dev/null) that the child
     inherits, so its output never passes through the agent. Fork and exec
     take milliseconds, so this runs on the event loop thread: doing it in an
     executor would risk losing the pid of a child if the caller is cancelled.
+
+    ``account``: the user to run as (the agent must be root). The child
+    changes into ``cwd`` *before* dropping to it (``subprocess`` does chdir,
+    then setgroups([]), setgid, setuid, then exec), so the workload needs no
+    right on the agent's directories above its working directory.
     """
     target = subprocess.DEVNULL if output is None else output
+    switch: dict[str, Any] = {}
+    if account is not None:
+        switch = {"user": account.uid, "group": account.gid, "extra_groups": []}
     try:
         child = subprocess.Popen(
             list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=target,
-            stderr=target, start_new_session=True, close_fds=True,
+            stderr=target, start_new_session=True, close_fds=True, **switch,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError) as error:
-        raise SpawnError(_spawn_failure(argv[0], error)) from error
+        by = f" by user {account.name} (uid {account.uid})" if account is not None else ""
+        raise SpawnError(_spawn_failure(argv[0], error, by)) from error
     _children[child.pid] = child
     identity = identify(child.pid)
     # An unreaped child always has a /proc entry; the fallback only guards odd /proc mounts.
     return identity or ProcessIdentity(child.pid, 0, boot_id())
 
 
-def _spawn_failure(program: str, error: BaseException) -> str:
+def _spawn_failure(program: str, error: BaseException, by: str = "") -> str:
     if isinstance(error, FileNotFoundError):
         return f"command not found: {program!r}"
     if isinstance(error, PermissionError):
-        return f"permission denied: {program!r} is not executable"
+        return f"permission denied: {program!r} is not executable{by}"
     reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
     return f"cannot start {program!r}: {reason}"
 
@@ -335,11 +349,12 @@ async def terminate(watcher: ExitWatcher, *, grace: float, kill_time_limit: floa
 
 
 async def run_command(
-    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], output: int | None, time_limit: float
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], output: int | None, time_limit: float,
+    account: Account | None = None,
 ) -> Outcome:
-    """Run a short command (hook, exec probe) in its own group; kill the group after ``time_limit``."""
+    """Run a short command (hook, exec probe) in its own group, as ``account``; kill the group after ``time_limit``."""
     try:
-        identity = spawn(argv, cwd=cwd, env=env, output=output)
+        identity = spawn(argv, cwd=cwd, env=env, output=output, account=account)
     except SpawnError as error:
         return Outcome(False, str(error))
     watcher = ExitWatcher(identity.pid)

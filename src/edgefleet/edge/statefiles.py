@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from edgefleet.api.meta import check_dns1123_subdomain
 from edgefleet.api.workloads import WorkloadTemplate, template_revision
 from edgefleet.edge.processes import ProcessIdentity
-from edgefleet.edge.workdirs import Layout, write_atomic
+from edgefleet.edge.workdirs import SEARCHABLE, Layout, agent_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +86,14 @@ class Stored:
 
 def write_template(layout: Layout, name: str, template: WorkloadTemplate, revision: str) -> None:
     """Durably record the desired template (blocking; run in an executor)."""
-    layout.workload_dir(name).mkdir(parents=True, exist_ok=True)
+    agent_dir(layout.workload_dir(name), SEARCHABLE)
     record = TemplateRecord(revision=revision, template=template)
     data = record.model_dump_json(by_alias=True).encode()
     write_atomic(layout.template_file(name), data, durable=True)
 
 
 def write_state(layout: Layout, name: str, record: StateRecord) -> None:
-    layout.workload_dir(name).mkdir(parents=True, exist_ok=True)
+    agent_dir(layout.workload_dir(name), SEARCHABLE)
     write_atomic(layout.state_file(name), record.model_dump_json().encode())
 
 

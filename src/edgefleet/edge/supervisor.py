@@ -20,7 +20,11 @@ doubling to 60 s, reset after 60 s of running), ``log_limits``
 (:class:`~edgefleet.edge.logfiles.LogLimits`, default 10 MiB x 3),
 ``rotate_interval`` (seconds between log size checks), ``poll_interval``
 (exit polling where pidfds are unavailable), ``kill_timeout`` (how long to
-wait after SIGKILL).
+wait after SIGKILL), ``users`` (:class:`~edgefleet.edge.users.UserPolicy`:
+which user each workload runs as; default None, the supervisor's own user
+for all, as in tests; the agent passes ``UserPolicy.for_agent()``),
+``secrets`` (``(secret, key) -> value``, for env ``valueFrom.secretRef``;
+the agent reads them from its view store).
 
 How it converges: ``apply`` compares each name's desired template revision
 (:func:`~edgefleet.api.workloads.template_revision`, a content hash) with
@@ -59,7 +63,13 @@ Supported and not:
   whatever its ``restartPolicy``; one that had finished under its policy
   stays finished.
 - The environment is built, not inherited from the agent (see
-  :mod:`edgefleet.edge.workdirs`).
+  :mod:`edgefleet.edge.workdirs`); env ``valueFrom.secretRef`` values come
+  from ``secrets`` at each start (a Secret change restarts nothing).
+- Isolation (``users``): with a policy that switches users (agent running
+  as root), each workload runs as its ``runAsUser`` or the default workload
+  user, owns its working directory and cannot read the agent's files; see
+  :mod:`edgefleet.edge.users` for what holds and what does not, and what an
+  agent that is not root gives (nothing against the same uid).
 - ``read_logs`` raises :class:`UnknownWorkload` for a name that is not a
   workload here (including anything that is not a DNS-1123 name).
 - ``apply`` waits for graceful stops (up to each grace period) but not for
@@ -86,7 +96,8 @@ from edgefleet.edge.logfiles import LogLimits
 from edgefleet.edge.processes import ExitWatcher, is_running, terminate
 from edgefleet.edge.restarts import Backoff
 from edgefleet.edge.statefiles import Stored, load_all, write_template
-from edgefleet.edge.workdirs import Layout
+from edgefleet.edge.users import UserPolicy
+from edgefleet.edge.workdirs import PRIVATE, SEARCHABLE, Layout, SecretLookup, agent_dir, unsearchable_ancestor
 
 __all__ = ["Backoff", "Builtin", "LogLimits", "Running", "Supervisor", "SupervisorError", "UnknownWorkload"]
 
@@ -132,9 +143,12 @@ class Supervisor:
         rotate_interval: float = 10.0,
         poll_interval: float = 0.5,
         kill_timeout: float = 5.0,
+        users: UserPolicy | None = None,
+        secrets: SecretLookup | None = None,
     ) -> None:
         self.layout = Layout(Path(root).absolute())
-        self._settings = Settings(self.layout, node_name, backoff, poll_interval, kill_timeout, dict(builtins or {}))
+        self._settings = Settings(self.layout, node_name, backoff, poll_interval, kill_timeout, dict(builtins or {}),
+                                  users, secrets)
         self._on_change = on_change
         self._log_limits = log_limits
         self._rotate_interval = rotate_interval
@@ -197,8 +211,18 @@ class Supervisor:
             self._changed()
 
     def _load(self) -> list[Stored]:
-        self.layout.workloads.mkdir(parents=True, exist_ok=True)
-        self.layout.logs.mkdir(parents=True, exist_ok=True)
+        users = self._settings.users
+        if users is not None and users.switch:
+            # Workloads of other users find their working directory by absolute path too (many programs
+            # use getcwd()); the agent's files in it stay 0600 and its subdirectories 0700 or 0711.
+            agent_dir(self.layout.root, SEARCHABLE)
+            blocking = unsearchable_ancestor(self.layout.root)
+            if blocking is not None:
+                log.warning("%s is not searchable by other users: workloads that run as another user reach their "
+                            "working directory only by relative paths (python -m http.server and other programs "
+                            "using absolute paths fail); chmod o+x it or move the data directory", blocking)
+        agent_dir(self.layout.workloads, SEARCHABLE)
+        agent_dir(self.layout.logs, PRIVATE)
         return load_all(self.layout)
 
     def _resume(self, entry: Stored) -> Instance | None:

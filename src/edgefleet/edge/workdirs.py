@@ -20,21 +20,36 @@ symlink the workload may have planted to escape its directory.
 
 The environment is built, not inherited: only ``PATH`` and locale variables
 come from the agent (so commands resolve as in the agent's shell, and agent
-credentials never leak into workloads), then the template's ``env``, then
+credentials never leak into workloads), then the template's ``env`` (values
+referenced from Secrets resolved from the node's view at every start), then
 the ``EDGEFLEET_*`` identity variables, which win.
+
+Ownership: a workload that runs as another user than the agent (see
+:mod:`edgefleet.edge.users`) owns its working directory (mode 0700) and the
+files rendered into it; the root (the node's data directory),
+``workloads/`` and ``workloads/<name>/`` stay the agent's with mode 0711
+(searchable, so that a program using the absolute path of its working
+directory finds it; not listable), ``template.json`` and ``state.json``
+are 0600, and ``logs/`` is 0700 (the process writes its log through a
+descriptor it inherits, not by path). So a workload can neither read nor
+replace the agent's files, nor another workload's directory unless it runs
+as the same user.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgefleet.api.workloads import WorkloadFile, WorkloadTemplate
+from edgefleet.edge.users import Account
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _INHERITED = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -74,6 +89,28 @@ class Layout:
         return self.logs / f"{name}.log"
 
 
+SEARCHABLE = 0o711
+"""Mode of the agent's directories a workload's working directory lies under: searchable, not listable."""
+PRIVATE = 0o700
+
+
+def agent_dir(path: Path, mode: int) -> None:
+    """Create ``path`` (and parents) if missing and give it exactly ``mode``: a directory of the agent's."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, mode, follow_symlinks=False)
+
+
+def unsearchable_ancestor(path: Path) -> Path | None:
+    """The first directory above ``path`` that other users may not search (no o+x), or None."""
+    for ancestor in reversed(path.absolute().parents):
+        try:
+            if not os.stat(ancestor).st_mode & stat.S_IXOTH:
+                return ancestor
+        except OSError:
+            return ancestor
+    return None
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = False) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new content, never a mix.
 
@@ -107,25 +144,88 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def render(workdir: Path, files: Iterable[WorkloadFile]) -> None:
-    """Create ``workdir`` and write the template's files into it (blocking; run in an executor)."""
+def render(workdir: Path, files: Iterable[WorkloadFile], owner: Account | None = None) -> None:
+    """Create ``workdir`` and write the template's files into it (blocking; run in an executor).
+
+    ``owner`` (a workload running as another user than the agent) gets the
+    working directory (mode 0700), the directories created in it and the
+    files written. Every path is walked from the working directory with
+    ``O_NOFOLLOW`` descriptors (``openat``), so a symlink the workload
+    planted, even one swapped in while this runs, cannot send a write of
+    the agent (root) outside its directory.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    base = workdir.resolve()
-    for item in files:
-        target = workdir / item.path
+    if owner is not None:
+        os.chown(workdir, owner.uid, owner.gid, follow_symlinks=False)
+        os.chmod(workdir, 0o700, follow_symlinks=False)
+    root = os.open(workdir, _DIR_FLAGS)
+    try:
+        for item in files:
+            try:
+                _render_file(root, item, owner)
+            except OSError as error:
+                raise RenderError(f"file {item.path!r}: {error.strerror or error}") from error
+    finally:
+        os.close(root)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _render_file(root: int, item: WorkloadFile, owner: Account | None) -> None:
+    *parents, name = item.path.split("/")
+    directory = os.dup(root)
+    try:
+        for part in parents:
+            child = _enter(directory, part, item.path, owner)
+            os.close(directory)
+            directory = child
+        _write_at(directory, name, item.content.encode("utf-8", "surrogatepass"), item.mode, owner)
+    finally:
+        os.close(directory)
+
+
+def _enter(directory: int, part: str, path: str, owner: Account | None) -> int:
+    """The descriptor of subdirectory ``part`` of ``directory`` (created if missing), never through a symlink."""
+    try:
         try:
-            # Checked before mkdir too: mkdir itself would follow a planted symlink out of the directory.
-            _check_inside(target.parent, base, item.path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _check_inside(target.parent, base, item.path)
-            write_atomic(target, item.content.encode("utf-8", "surrogatepass"), mode=item.mode)
-        except OSError as error:
-            raise RenderError(f"file {item.path!r}: {error.strerror or error}") from error
+            child = os.open(part, _DIR_FLAGS, dir_fd=directory)
+        except FileNotFoundError:
+            os.mkdir(part, 0o755, dir_fd=directory)
+            child = os.open(part, _DIR_FLAGS, dir_fd=directory)
+            if owner is not None:
+                os.fchown(child, owner.uid, owner.gid)
+    except (NotADirectoryError, FileExistsError) as error:
+        raise RenderError(f"file {path!r}: its directory leads outside the working directory "
+                          f"({part!r} is a symlink or not a directory)") from error
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise RenderError(f"file {path!r}: its directory leads outside the working directory "
+                              f"({part!r} is a symlink)") from error
+        raise
+    return child
 
 
-def _check_inside(directory: Path, base: Path, name: str) -> None:
-    if not directory.resolve().is_relative_to(base):
-        raise RenderError(f"file {name!r}: its directory leads outside the working directory")
+def _write_at(directory: int, name: str, data: bytes, mode: int, owner: Account | None) -> None:
+    """Replace ``name`` in ``directory`` atomically (temporary file, exact mode, owner, rename)."""
+    partial = f".edgefleet-{os.getpid()}-{threading.get_ident()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(partial, dir_fd=directory)  # O_EXCL below: whatever the workload planted there is not opened
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(partial, flags, 0o600, dir_fd=directory)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as writer:
+            writer.write(data)
+        if owner is not None:
+            os.fchown(fd, owner.uid, owner.gid)
+        os.fchmod(fd, mode)  # exact bits, whatever the umask
+        os.replace(partial, name, src_dir_fd=directory, dst_dir_fd=directory)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(partial, dir_fd=directory)
+        raise
+    finally:
+        os.close(fd)
 
 
 def prune_revisions(workload_dir: Path, keep: str) -> None:
@@ -136,13 +236,34 @@ def prune_revisions(workload_dir: Path, keep: str) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
+SecretLookup = Callable[[str, str], "str | None"]
+"""(Secret name, key) -> its value from the node's view, or None when the view has no such Secret or key."""
+
+
 def environment(
-    template: WorkloadTemplate, *, node: str, workload: str, revision: str, workdir: Path
+    template: WorkloadTemplate, *, node: str, workload: str, revision: str, workdir: Path,
+    secrets: SecretLookup | None = None, strict: bool = True,
 ) -> dict[str, str]:
-    """The process environment: a few agent variables, the template's, then EDGEFLEET_*."""
+    """The process environment: a few agent variables, the template's, then EDGEFLEET_*.
+
+    Variables with ``valueFrom.secretRef`` take their value from ``secrets``;
+    one that cannot be resolved raises :class:`RenderError` (the start fails
+    with that message), or is left out when ``strict`` is False (the
+    environment of hooks and probes of a process adopted from an earlier agent).
+    """
     env = {key: os.environ[key] for key in _INHERITED if key in os.environ}
     env.setdefault("PATH", DEFAULT_PATH)
-    env.update((var.name, var.value) for var in template.env)
+    for var in template.env:
+        if var.value_from is None:
+            env[var.name] = var.value
+            continue
+        ref = var.value_from.secret_ref
+        value = secrets(ref.name, ref.key) if secrets is not None else None
+        if value is not None:
+            env[var.name] = value
+        elif strict:
+            raise RenderError(f"env {var.name}: Secret {ref.name!r} has no key {ref.key!r} on this node "
+                              "(missing, or not synced yet)")
     env.update(
         EDGEFLEET_NODE=node,
         EDGEFLEET_WORKLOAD=workload,

@@ -33,7 +33,11 @@ The view of node N at site S (rules of the package docstring):
   one completed it leaves every view, so views do not grow with history;
 - every ClusterInfo (cluster-wide settings, e.g. the hub replicas' URLs the
   agent dials: see :mod:`edgefleet.api.clusterinfo`), projected without
-  status.
+  status;
+- the Secrets that the Workloads of N's view reference (env
+  ``valueFrom.secretRef``, in the template projected for N), and no other:
+  a Secret reaches only the nodes that run a Workload using it, and leaves
+  a view when the last such Workload does (or stops referencing it).
 
 :meth:`FleetIndex.nodes_serving` answers the reverse question (which nodes
 have a Domain in their view) for the purge controller, from the same rule.
@@ -57,7 +61,10 @@ per connected node; a heartbeat (a status change other than phase) two
 projections and nothing per node. A ClusterInfo edit touches every
 registered node (it is in every view; such edits are rare) and costs the
 other kinds nothing: it has its own table, consulted only by
-:meth:`FleetIndex.view`. A change of a Node's labels or site, or of a
+:meth:`FleetIndex.view`. A Secret edit costs nothing when no Workload references it, else one
+selector check per registered node and per referencing Workload; a
+Workload edit that changes the Secrets its template references costs one
+pass over the other Workloads per node it moved. A change of a Node's labels or site, or of a
 Site's labels or parents, may move many keys in and out of many views: the
 affected views are recomputed before and after and diffed. Correctness first; those edits are rare.
 
@@ -225,6 +232,9 @@ TASK_KINDS = ("purges", "prefetches")
 EVERYWHERE_KINDS = ("clusterinfos",)
 """Kinds (URL plurals) whose every object is in every node's view."""
 
+SECRETS_KIND = "secrets"
+"""Secrets follow the Workloads that reference them (see the module docstring)."""
+
 
 def _record(
     changes: dict[str, ViewChanges], node: str, key: str, was: ViewObject | None, now: ViewObject | None
@@ -264,6 +274,7 @@ class FleetIndex:
         self._tasks: dict[str, _Task] = {}  # key -> open or completed Purge/Prefetch
         self._open_tasks: dict[str, set[str]] = {}  # domain name -> keys of its open tasks
         self._everywhere: dict[str, ViewObject] = {}  # key -> projection, of EVERYWHERE_KINDS objects
+        self._secrets: dict[str, ViewObject] = {}  # Secret name -> projection
         self._members: dict[str, set[str]] = {}  # site name -> names of its nodes
         self._registered: dict[str, int] = {}  # node name -> live sessions
         self._chains: dict[str, frozenset[str]] = {}  # site -> itself and its ancestors
@@ -275,6 +286,7 @@ class FleetIndex:
             "domains": self._apply_domain,
             **{kind: self._apply_task for kind in TASK_KINDS},
             **{kind: self._apply_everywhere for kind in EVERYWHERE_KINDS},
+            SECRETS_KIND: self._apply_secret,
         }
 
     # --- registration and queries ---------------------------------------
@@ -321,10 +333,16 @@ class FleetIndex:
                 if member != node_name:
                     peer = self._nodes[member].peer
                     view[peer.key] = peer
+        secret_names: set[str] = set()
         for workload in self._workloads.values():
             if _matches(workload.selector, node.labels):
                 obj = workload.for_node(node_name)
                 view[obj.key] = obj
+                secret_names |= _secret_refs(obj)
+        for secret_name in secret_names:
+            secret = self._secrets.get(secret_name)
+            if secret is not None:
+                view[secret.key] = secret
         site_labels = self._site_labels(node.site)
         for domain_name, domain in self._domains.items():
             if _matches(domain.selector, site_labels):
@@ -363,7 +381,8 @@ class FleetIndex:
         """
         before = {name: self.view(name) for name in self._registered}
         for table in (self._objects, self._nodes, self._sites, self._workloads, self._domains, self._members,
-                      self._tasks, self._open_tasks, self._everywhere, self._templates, self._revision_keys):
+                      self._tasks, self._open_tasks, self._everywhere, self._templates, self._revision_keys,
+                      self._secrets):
             table.clear()
         self._chains.clear()
         workloads: list[tuple[str, int, Document]] = []
@@ -419,6 +438,8 @@ class FleetIndex:
             self._set_task(key, self._build_task(key, revision, document, None))
         elif kind in EVERYWHERE_KINDS:
             self._everywhere[key] = ViewObject.of(key, project_object(document), revision)
+        elif kind == SECRETS_KIND:
+            self._secrets[name] = ViewObject.of(key, project_object(document), revision)
 
     # --- ClusterInfo: in every node's view --------------------------------
 
@@ -539,6 +560,53 @@ class FleetIndex:
             was = old.for_node(node_name) if old is not None and _matches(old.selector, labels) else None
             now = new.for_node(node_name) if new is not None and _matches(new.selector, labels) else None
             _record(changes, node_name, key, was, now)
+            self._record_secrets(changes, node_name, labels, key, was, now)
+        return changes
+
+    # --- Secrets: in the views whose Workloads reference them -----------------
+
+    def _record_secrets(
+        self, changes: dict[str, ViewChanges], node_name: str, labels: Mapping[str, str], key: str,
+        was: ViewObject | None, now: ViewObject | None,
+    ) -> None:
+        """The Secrets that enter or leave ``node_name``'s view as one Workload (``key``) goes from was to now."""
+        before, after = _secret_refs(was), _secret_refs(now)
+        if before == after:
+            return
+        _, name = _split_key(key)
+        others = self._secrets_used(node_name, labels, skip=name)
+        for secret_name in (before ^ after) - others:
+            secret = self._secrets.get(secret_name)
+            if secret is not None:
+                _record(changes, node_name, secret.key, secret if secret_name in before else None,
+                        secret if secret_name in after else None)
+
+    def _secrets_used(self, node_name: str, labels: Mapping[str, str], skip: str = "") -> set[str]:
+        """The Secret names the Workloads of the node's view reference (but Workload ``skip``)."""
+        used: set[str] = set()
+        for workload_name, workload in self._workloads.items():
+            if workload_name != skip and _matches(workload.selector, labels):
+                used |= _secret_refs(workload.for_node(node_name))
+        return used
+
+    def _apply_secret(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+        old = self._secrets.get(name)
+        new = None if document is None else _reuse(old, key, project_object(document), revision)
+        if new is None:
+            self._secrets.pop(name, None)
+        else:
+            self._secrets[name] = new
+        users = [w for w in self._workloads.values()
+                 if name in _secret_refs(w.obj) or any(name in _secret_refs(o) for o in w.assigned.values())]
+        if old is new or not users:
+            return {}
+        changes: dict[str, ViewChanges] = {}
+        for node_name in self._registered:
+            labels = self._node_labels(node_name)
+            if labels is not None and any(
+                _matches(w.selector, labels) and name in _secret_refs(w.for_node(node_name)) for w in users
+            ):
+                _record(changes, node_name, key, old, new)
         return changes
 
     def _build_workload(
@@ -756,6 +824,21 @@ class FleetIndex:
                         stack.append(parent)
             chain = self._chains[site_name] = frozenset(seen)
         return chain
+
+
+@functools.lru_cache(maxsize=8192)
+def _secret_names(obj: ViewObject) -> frozenset[str]:
+    # Keyed by (key, rev), a hash of the content: one parse per Workload projection.
+    template = _dict(_dict(obj.object.get("spec")).get("template"))
+    env = template.get("env")
+    names = (_dict(_dict(_dict(var).get("valueFrom")).get("secretRef")).get("name") for var in
+             (env if isinstance(env, list) else ()))
+    return frozenset(name for name in names if isinstance(name, str))
+
+
+def _secret_refs(obj: ViewObject | None) -> frozenset[str]:
+    """The Secret names a projected Workload's env references (``valueFrom.secretRef.name``)."""
+    return frozenset() if obj is None else _secret_names(obj)
 
 
 def _split_key(key: str) -> tuple[str, str]:
