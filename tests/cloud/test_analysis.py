@@ -14,8 +14,10 @@ from aiohttp import web
 from edgefleet.api.rollouts import MetricCheck, WebhookCheck
 from edgefleet.api.workloads import Workload
 from edgefleet.cloud.analysis import Sample, evaluate, figure, sample_of
-from edgefleet.cloud.controllers.workloads import _ask_webhook
+from edgefleet.cloud.controllers.workloads import WorkloadController, _ask_webhook
+from edgefleet.cloud.registry import Registry
 from edgefleet.cloud.rollouts import Verdict
+from edgefleet.store.interface import Store
 
 
 def check(metric: str, **bounds: Any) -> MetricCheck:
@@ -50,7 +52,24 @@ def test_max_and_max_increase_decide() -> None:
 def test_a_quiet_canary_is_inconclusive_and_passes() -> None:
     quiet = {"u1": Sample(requests=5)}
     verdict = evaluate([check("errorRate", max=0.0)], {"u1": Sample(requests=3)}, quiet, ["u1"], [])
-    assert verdict.passed is True and "inconclusive" in verdict.message
+    assert verdict.passed is True and verdict.inconclusive and "inconclusive" in verdict.message
+    assert not evaluate([check("errorRate", max=1.0)], START, END, ["u1", "u2"], ["b1", "b2"]).inconclusive
+
+
+async def test_an_inconclusive_window_is_watched_again_twice_then_passes(store: Store) -> None:
+    """Counters reach Node.status lazily: a window without figures from the canary is extended, not trusted."""
+    workload = Workload.model_validate({
+        "metadata": {"name": "cache"}, "spec": {"template": {"command": ["x"]}, "strategy": {"analysis": {
+            "intervalSeconds": 5, "metrics": [{"metric": "errorRate", "maxIncrease": 0.01, "minRequests": 20}]}}},
+        "status": {"currentRevision": "old", "rollout": {
+            "phase": "Analyzing", "target": "new", "step": 0, "analysisStartedAt": "2026-12-01T00:00:00Z"}}})
+    node = {"metadata": {"name": "n1"}, "spec": {"site": "s"}, "status": {"cache": {"requests": 5}}}
+    controller = WorkloadController(Registry(store), lambda _: [])
+    controller._windows[("cache", "2026-12-01T00:00:00Z")] = {"n1": Sample(requests=3)}
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    verdicts = [await controller._verdict(workload, [node], now) for _ in range(3)]
+    assert [v.passed for v in verdicts] == [None, None, True], verdicts
+    assert "watching another window" in verdicts[0].message and "inconclusive" in verdicts[2].message
 
 
 def test_counters_restart_with_a_new_revision_or_when_they_fall() -> None:

@@ -28,9 +28,9 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from edgefleet.api.common import CaBundle, cell
+from edgefleet.api.common import CaBundle, cell, check_https_for_ca_bundle
 from edgefleet.api.domains import check_origin_url
-from edgefleet.api.errors import FieldValueError, UnknownKind
+from edgefleet.api.errors import UnknownKind
 from edgefleet.api.meta import Column, KindInfo, Model, Resource, kind_info, register
 
 KIND = "AdmissionWebhook"
@@ -101,8 +101,7 @@ class AdmissionWebhookSpec(Model):
 
     @model_validator(mode="after")
     def _https_for_ca_bundle(self) -> AdmissionWebhookSpec:
-        if self.ca_bundle is not None and not self.url.startswith("https://"):
-            raise FieldValueError(("caBundle",), "is only used with an https:// url")
+        check_https_for_ca_bundle(self.url, self.ca_bundle)
         return self
 
     def matches(self, kind: str, operation: str) -> bool:

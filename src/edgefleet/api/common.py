@@ -84,6 +84,12 @@ def check_ca_bundle(text: str) -> str:
 CaBundle = Annotated[str, Field(max_length=MAX_CA_BUNDLE_BYTES), AfterValidator(check_ca_bundle)]
 """CA certificates (PEM) that a TLS client trusts instead of the system's, e.g. a private CA's."""
 
+
+def check_https_for_ca_bundle(url: str, ca_bundle: str | None) -> None:
+    """A model validator's part: a ``caBundle`` only means something for an https URL."""
+    if ca_bundle is not None and not url.startswith("https://"):
+        raise FieldValueError(("caBundle",), "is only used with an https:// url")
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 Seconds = Annotated[int, Field(ge=0, le=MAX_SECONDS)]

@@ -36,7 +36,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from edgefleet.api.common import CaBundle, Count, PositiveSeconds, Seconds, Timestamp
+from edgefleet.api.common import CaBundle, Count, PositiveSeconds, Seconds, Timestamp, check_https_for_ca_bundle
 from edgefleet.api.errors import FieldValueError
 from edgefleet.api.meta import Model
 from edgefleet.api.selectors import SelectorText
@@ -162,8 +162,7 @@ class WebhookCheck(Model):
 
     @model_validator(mode="after")
     def _https_for_ca_bundle(self) -> WebhookCheck:
-        if self.ca_bundle is not None and not self.url.startswith("https://"):
-            raise FieldValueError(("caBundle",), "is only used with an https:// url")
+        check_https_for_ca_bundle(self.url, self.ca_bundle)
         return self
 
 

@@ -17,9 +17,11 @@ judges each :class:`~edgefleet.api.rollouts.MetricCheck`:
 ``max`` bounds the updated group's figure; ``maxIncrease`` bounds how far it
 may exceed the baseline (the nodes of the same sites still on the stable
 revision; the whole stable rest when those sites have none). An unknown
-figure makes the check inconclusive: it passes and the message says so (a
-quiet canary must not block a rollout forever; ``max`` on ``restarts``
-still catches a crashing one). A counter that went down, or whose instance
+figure makes the check inconclusive: the controller watches up to
+:data:`~edgefleet.cloud.controllers.workloads.MAX_EXTRA_WINDOWS` more windows
+(the figures may only be late: agents report counters lazily), then it
+passes and the message says so (a quiet canary must not block a rollout
+forever; ``max`` on ``restarts`` still catches a crashing one). A counter that went down, or whose instance
 changed revision during the window (a new process), counts from zero.
 """
 
@@ -96,14 +98,16 @@ def evaluate(checks: Iterable[MetricCheck], start: Mapping[str, Sample], end: Ma
     """Judge every check; the first failure decides (its message names the figures)."""
     updated, baseline = list(updated), list(baseline)
     notes: list[str] = []
+    unknown = False
     for check in checks:
         mine = figure(check, updated, start, end)
         theirs = figure(check, baseline, start, end)
         failure = _failure(check, mine, theirs)
         if failure is not None:
             return Verdict(False, failure)
+        unknown = unknown or mine is None
         notes.append(_note(check, mine, theirs))
-    return Verdict(True, "; ".join(notes) or "no metric checks")
+    return Verdict(True, "; ".join(notes) or "no metric checks", inconclusive=unknown)
 
 
 def _failure(check: MetricCheck, mine: float | None, theirs: float | None) -> str | None:

@@ -109,6 +109,8 @@ class Verdict:
 
     passed: bool | None
     message: str
+    inconclusive: bool = False
+    """A pass only because some figure was unknown (too little traffic on the updated nodes)."""
 
 
 @dataclass(frozen=True, slots=True)

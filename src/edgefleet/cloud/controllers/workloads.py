@@ -91,6 +91,8 @@ NODES_PREFIX = "/registry/nodes/"
 WAKING_PREFIXES = tuple(f"/registry/{plural}/" for plural in ("workloads", "workloadrevisions", "domains"))
 """Changes that can move a rollout (an edit, a new revision, a DNS TTL) and so wake a round (Nodes: see wake)."""
 REFRESH = 30.0
+MAX_EXTRA_WINDOWS = 2
+"""Analysis windows added when a figure of the updated nodes is unknown (their counters may only be late)."""
 """Seconds between full rounds of an idle fleet (a safety net: every relevant change wakes a round)."""
 
 Documents = Callable[[str], list[Document]]
@@ -152,6 +154,7 @@ class WorkloadController:
         self._facts_cache: dict[tuple[str, str], tuple[tuple[Any, ...], NodeFacts]] = {}
         self._cached_workloads: set[str] = set()
         self._recording: list[asyncio.Task[None]] = []
+        self._extra_windows: dict[tuple[str, str, int], int] = {}  # (workload, target, step) -> windows added
 
     def wake(self, key: str, document: Document | None) -> None:
         """A store key changed (the hub's index applied it): run a round soon if it can matter.
@@ -429,6 +432,11 @@ class WorkloadController:
         end = {n["metadata"]["name"]: sample_of(n, workload.name) for n in selected}
         updated, baseline = _groups(workload, selected, rollout.target)
         verdict = evaluate(analysis.metrics, start, end, updated, baseline)
+        key = (workload.name, rollout.target, rollout.step)
+        if verdict.inconclusive and self._extra_windows.get(key, 0) < MAX_EXTRA_WINDOWS:
+            self._extra_windows[key] = self._extra_windows.get(key, 0) + 1
+            return Verdict(None, f"{verdict.message}: watching another window")
+        self._extra_windows.pop(key, None)
         if verdict.passed and analysis.webhook is not None:
             verdict = await _ask_webhook(analysis.webhook, workload, rollout.target, updated, verdict, now)
         return verdict
