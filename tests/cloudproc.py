@@ -3,6 +3,12 @@
 The process runs the installed console script (the same one operators run)
 on a free loopback port, with its own store and admin-token file, and is
 stopped (SIGTERM, then SIGKILL) however the test ends.
+
+Test clouds serve cleartext HTTP (no handshake per request: the suite stays
+as fast as it was), so the CLI and agents of tests allow it explicitly
+(:data:`INSECURE_ENV`, ``edge join --insecure``). ``tls=`` (a
+:class:`~edgefleet.tls.PkiFiles`, e.g. from :func:`make_pki`) serves HTTPS
+instead; ``client()`` then trusts that CA alone.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -20,7 +27,16 @@ from pathlib import Path
 
 import httpx
 
+from edgefleet.tls import PkiFiles, ensure_pki
+
 EDGEFLEET = str(Path(sys.executable).with_name("edgefleet"))
+INSECURE_ENV = {"EDGEFLEET_INSECURE": "1"}
+"""What the CLI of a test needs to talk to a cleartext test cloud."""
+
+
+def make_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> PkiFiles:
+    """A CA and a server certificate for loopback (made once per directory)."""
+    return ensure_pki(directory, list(hosts))
 
 
 def free_port() -> int:
@@ -39,10 +55,16 @@ class CloudProcess:
     dns_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
+    tls: PkiFiles | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'http' if self.tls is None else 'https'}://127.0.0.1:{self.port}"
+
+    @property
+    def cli_env(self) -> dict[str, str]:
+        """What the CLI needs to trust this cloud: its CA file, or cleartext allowed."""
+        return INSECURE_ENV if self.tls is None else {"EDGEFLEET_CA_FILE": str(self.tls.ca_cert)}
 
     @property
     def log_path(self) -> Path:
@@ -54,6 +76,9 @@ class CloudProcess:
                 "--admin-token-file", str(token_file), *self.extra_args]
         if "--dns-listen" not in self.extra_args:  # each test cloud's DNS on its own port
             args += ["--dns-listen", f"127.0.0.1:{self.dns_port}"]
+        if self.tls is not None:
+            args += ["--tls-cert", str(self.tls.server_cert), "--tls-key", str(self.tls.server_key),
+                     "--tls-ca", str(self.tls.ca_cert)]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready(timeout)
@@ -67,7 +92,7 @@ class CloudProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"edgefleet cloud exited with {self.proc.returncode}:\n{self.log()}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                if httpx.get(self.url + "/readyz", timeout=1.0, verify=self.ssl_context()).status_code == 200:
                     return
             time.sleep(0.05)
         raise RuntimeError(f"edgefleet cloud not ready after {timeout}s:\n{self.log()}")
@@ -89,14 +114,19 @@ class CloudProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """For httpx ``verify``: this cloud's CA alone when it serves TLS."""
+        return True if self.tls is None else ssl.create_default_context(cafile=str(self.tls.ca_cert))
+
     def client(self, token: str | None = None) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token or self.token}"},
-                            timeout=10.0)
+                            timeout=10.0, verify=self.ssl_context())
 
 
 @contextlib.contextmanager
-def running_cloud(store_url: str, data_dir: Path, *extra_args: str) -> Iterator[CloudProcess]:
-    cloud = CloudProcess(store_url, data_dir, extra_args=list(extra_args))
+def running_cloud(store_url: str, data_dir: Path, *extra_args: str, tls: PkiFiles | None = None,
+                  ) -> Iterator[CloudProcess]:
+    cloud = CloudProcess(store_url, data_dir, extra_args=list(extra_args), tls=tls)
     try:
         yield cloud.start()
     finally:

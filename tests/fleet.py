@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -111,8 +111,12 @@ class AgentProcess:
 
     def start(self, heartbeat: float = 1.0) -> AgentProcess:
         (self.data_dir / "agent.addr").unlink(missing_ok=True)
+        # Tests run as root and keep data under tmp_path (0700 ancestors), where a workload of another user
+        # could not reach its working directory by absolute path: workloads run as root here, unless a test
+        # (tests/security/test_workload_isolation.py) asks for the isolation an agent gives by default.
+        isolation = [] if "--workload-user" in self.extra_args else ["--workload-user", "root"]
         args = [EDGEFLEET, "edge", "run", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-                "--heartbeat", str(heartbeat), "--ping-interval", "1", *self.extra_args]
+                "--heartbeat", str(heartbeat), "--ping-interval", "1", *isolation, *self.extra_args]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: (self.data_dir / "agent.addr").exists(), 20, what=f"agent {self.name} to listen")
@@ -167,14 +171,14 @@ class Fleet:
 
     @property
     def agent_server(self) -> str:
-        return f"http://127.0.0.1:{self.proxy.port}"
+        return f"{'http' if self.cloud.tls is None else 'https'}://127.0.0.1:{self.proxy.port}"
 
     def api(self) -> httpx.Client:
         return self.cloud.client()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "EDGEFLEET_SERVER": self.cloud.url, "EDGEFLEET_TOKEN": self.cloud.token,
-               "EDGEFLEET_CONFIG": str(self.root / "cli.yaml"), "COLUMNS": "200"}
+               "EDGEFLEET_CONFIG": str(self.root / "cli.yaml"), "COLUMNS": "200", **self.cloud.cli_env}
         result = subprocess.run([EDGEFLEET, *args], capture_output=True, text=True, env=env, timeout=60, check=False)
         if check:
             assert result.returncode == 0, f"edgefleet {' '.join(args)}: {result.stdout}\n{result.stderr}"
@@ -187,8 +191,9 @@ class Fleet:
         """Join node ``name`` (not started yet), through the fault proxy unless ``server`` says otherwise."""
         token = self.cli("token", "create", "--ttl", "1h").stdout.strip().split()[-1]
         data_dir = self.root / name
+        trust = ["--insecure"] if self.cloud.tls is None else ["--ca-file", str(self.cloud.tls.ca_cert)]
         self.cli("edge", "join", "--server", server or self.agent_server, "--token", token, "--site", site,
-                 "--name", name, *(["--address", address] if address else []), "--data-dir", str(data_dir))
+                 "--name", name, *(["--address", address] if address else []), "--data-dir", str(data_dir), *trust)
         agent = AgentProcess(name, site, data_dir, extra_args=list(agent_args or []))
         self.agents[name] = agent
         return agent
@@ -237,27 +242,37 @@ class Fleet:
         self.cloud.stop()
 
 
-class RequestLoop:
-    """GETs each URL every ``interval`` s in a thread, for at most ``max_requests`` and ``max_seconds``."""
+class BackgroundLoop:
+    """``_run`` on a daemon thread from ``with`` entry; exit sets ``_stop`` and joins (10 s at most)."""
 
-    def __init__(self, urls: list[str], *, interval: float = 0.05, max_requests: int = 20_000,
-                 max_seconds: float = 120.0) -> None:
-        self.urls = urls
-        self.interval = interval
-        self.max_requests = max_requests
-        self.max_seconds = max_seconds
-        self.ok = 0
-        self.failures: list[str] = []
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RequestLoop:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(10)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class RequestLoop(BackgroundLoop):
+    """GETs each URL every ``interval`` s in a thread, for at most ``max_requests`` and ``max_seconds``."""
+
+    def __init__(self, urls: list[str], *, interval: float = 0.05, max_requests: int = 20_000,
+                 max_seconds: float = 120.0) -> None:
+        super().__init__()
+        self.urls = urls
+        self.interval = interval
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self.ok = 0
+        self.failures: list[str] = []
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds

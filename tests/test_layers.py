@@ -17,11 +17,11 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"api"},
     "store": {"api", "store"},
     "sync": {"api", "sync"},
-    "cloud": {"api", "store", "sync", "cloud", "gslb", "logs"},  # the cloud embeds the GSLB
-    "edge": {"api", "sync", "edge", "logs"},
+    "cloud": {"api", "store", "sync", "cloud", "gslb", "logs", "tls"},  # the cloud embeds the GSLB
+    "edge": {"api", "sync", "edge", "logs", "tls"},
     "cache": {"api", "cache"},
     "gslb": {"api", "gslb"},
-    "cli": {"api", "store", "sync", "cloud", "edge", "cache", "gslb", "cli", "logs"},
+    "cli": {"api", "store", "sync", "cloud", "edge", "cache", "gslb", "cli", "logs", "tls"},
 }
 ALLOWED_MODULES: dict[str, set[str]] = {
     # The agent renders the cache's config with the cache's own model, so the two cannot drift.

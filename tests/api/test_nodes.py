@@ -163,3 +163,21 @@ def test_columns(node_doc: Doc) -> None:
         "ADDRESSES": "192.0.2.10",
         "HIT-RATIO": "90.0%",
     }
+
+
+@pytest.mark.parametrize(
+    ("status", "field"),
+    [
+        ({"workloads": {f"w{i}": {"ready": True} for i in range(257)}}, "status.workloads"),
+        ({"peerVotes": {f"n{i}": {"healthy": True} for i in range(513)}}, "status.peerVotes"),
+        ({"peerVotes": {"Not A Name!": {"healthy": True}}}, "status.peerVotes"),
+        ({"agentVersion": "v" * 65}, "status.agentVersion"),
+        ({"message": "m" * 4097}, "status.message"),
+        ({"workloads": {"cache": {"revision": "r" * 4097}}}, "status.workloads"),
+        ({"cache": {"bytesServed": 2**63}}, "status.cache.bytesServed"),
+    ],
+)
+def test_every_status_field_is_bounded(node_doc: Doc, status: Doc, field: str) -> None:
+    """Issue 12, item 4: a status out of bounds is refused, naming the field."""
+    errors = errors_of({**node_doc, "status": status})
+    assert len(errors) == 1 and errors[0].startswith(field), errors

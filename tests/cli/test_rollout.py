@@ -72,7 +72,7 @@ class FakeApi:
         self.server = "http://fake"
 
     # what ApiClient(server, token) returns, and its context
-    def __call__(self, server: str, token: str | None) -> FakeApi:
+    def __call__(self, server: str, token: str | None, **_: Any) -> FakeApi:
         return self
 
     def close(self) -> None:
@@ -219,6 +219,7 @@ def finished(generation: int = 1, number: int = 3, phase: str = "Completed") -> 
 
 def cli(*args: str) -> Result:
     return CliRunner().invoke(app, list(args), env={"EDGEFLEET_SERVER": "http://fake", "EDGEFLEET_TOKEN": "t",
+                                                    "EDGEFLEET_INSECURE": "1",
                                                     "EDGEFLEET_CONFIG": "/nonexistent/config.yaml"})
 
 

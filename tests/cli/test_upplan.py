@@ -38,7 +38,7 @@ def test_default_shape_is_a_parent_and_two_edge_sites_of_two_nodes() -> None:
         ("fra-parent-1", "127.0.3.1"), ("par-edge-1", "127.0.1.1"), ("par-edge-2", "127.0.1.2"),
         ("ams-edge-1", "127.0.2.1"), ("ams-edge-2", "127.0.2.2"),
     ]
-    assert fleet.server == "http://127.0.0.1:7440"
+    assert fleet.server == "https://127.0.0.1:7440"
     assert fleet.edges[0].client_subnet == "127.0.1.0/24" and fleet.edges[0].sample_client == "127.0.1.10"
 
 
@@ -273,8 +273,11 @@ def test_try_it_prints_commands_with_the_real_ports_tokens_and_node() -> None:
                 first_node="127.0.1.2", geo_argument=" --geo geo.csv")
     text = upplan.try_it(plan(ports=ports), how)
     lines = [line.strip() for line in text.splitlines()]
-    assert "http://127.0.0.1:17440/ui" in lines and "viewer token: vwr.y" in lines
-    assert "export EDGEFLEET_SERVER=http://127.0.0.1:17440 EDGEFLEET_TOKEN=adm.x" in lines
+    assert "https://127.0.0.1:17440/ui" in lines and "viewer token: vwr.y" in lines
+    assert "export EDGEFLEET_SERVER=https://127.0.0.1:17440 EDGEFLEET_TOKEN=adm.x" in lines
+    with_ca = upplan.try_it(plan(ports=ports), dataclasses.replace(how, ca_file="/d/my data/tls/ca.crt"))
+    assert ("export EDGEFLEET_SERVER=https://127.0.0.1:17440 EDGEFLEET_CA_FILE='/d/my data/tls/ca.crt' "
+            "EDGEFLEET_TOKEN=adm.x") in [line.strip() for line in with_ca.splitlines()]
     assert "dig @127.0.0.1 -p 18053 demo.edgefleet.test +subnet=127.0.1.0/24" in lines
     assert ".venv/bin/edgefleet route demo --client 127.0.1.10 --geo geo.csv" in lines
     curl = "curl --resolve demo.edgefleet.test:18081:127.0.1.2 http://demo.edgefleet.test:18081/static/app.js -sI"

@@ -279,13 +279,32 @@ async def test_join_refuses_the_name_of_a_live_node(edge: Edge) -> None:
     assert (await edge.client(first).get(f"{NODES}/par-edge-1")).status_code == 200
 
 
-async def test_rejoin_of_a_silent_node_replaces_its_credentials(edge: Edge) -> None:
+async def test_a_join_never_takes_over_a_node_holding_a_credential(edge: Edge) -> None:
+    """Issue 12, item 6: silent (NotReady) or not, a node with a credential is not anyone's to take."""
     first = await edge.joined()
     await set_status(edge, "par-edge-1", phase="NotReady")
-    second = await edge.joined()
+    token = await edge.bootstrap_token()
+    before = await edge.store.current_revision()
+    response = await edge.join(token=token)
+    assert response.status_code == 409, response.text
+    assert "edgefleet node revoke par-edge-1" in response.json()["message"]
+    assert "--takeover" in response.json()["message"]
+    assert (await edge.client(first).get(f"{NODES}/par-edge-1")).status_code == 200
+    assert await edge.store.current_revision() == before
+
+
+async def test_an_admin_lets_a_rejoin_replace_the_credentials(edge: Edge) -> None:
+    """Revoking first, or a takeover token bound to the name: the reinstalled machine gets its identity back."""
+    first = await edge.joined()
+    takeover = await edge.client().post(f"{EDGE}/bootstrap-tokens", json={"name": "par-edge-1", "takeover": True})
+    assert takeover.status_code == 201, takeover.text
+    second = (await edge.join(token=takeover.json()["token"])).json()["credential"]
     assert (await edge.client(first).get(f"{NODES}/par-edge-1")).status_code == 401
     assert (await edge.client(second).get(f"{NODES}/par-edge-1")).status_code == 200
     assert len(await edge.identity._credentials_of("par-edge-1")) == 1
+    assert (await edge.client().delete(f"{EDGE}/nodes/par-edge-1/credentials")).status_code == 200
+    third = await edge.joined()
+    assert (await edge.client(third).get(f"{NODES}/par-edge-1")).status_code == 200
 
 
 async def test_credentials_are_found_through_the_per_node_index(edge: Edge) -> None:
@@ -300,9 +319,9 @@ async def test_credentials_are_found_through_the_per_node_index(edge: Edge) -> N
     assert await edge.identity._credentials_of("par-edge-1") == []
     assert await edge.identity.index_credentials() == 1
     assert await edge.identity.index_credentials() == 0, "once indexed, nothing to add"
-    await set_status(edge, "par-edge-1", phase="NotReady")
-    await edge.joined("par-edge-1")
-    assert (await edge.client(first).get(f"{NODES}/par-edge-1")).status_code == 401, "the old one was found"
+    assert (await edge.join("par-edge-1")).status_code == 409, "the old one was found"
+    await edge.identity.revoke_node("par-edge-1")
+    assert (await edge.client(first).get(f"{NODES}/par-edge-1")).status_code == 401, "and revoked"
     # An entry whose credential is gone (revoked, expired) is dropped when read.
     token_id = next(kv.key for kv in (await edge.store.list(CREDENTIAL_INDEX_PREFIX + "par-edge-2/")).items)
     await edge.store.delete("/system/tokens/" + token_id.rsplit("/", 1)[1])
@@ -447,3 +466,69 @@ async def test_a_node_called_admin_is_not_the_admin_token(edge: Edge) -> None:
     credential = await edge.joined("admin")
     assert (await edge.client(credential).get(f"{NODES}/par-edge-1")).status_code == 403
     assert await ensure_admin_token(edge.store) is not None, "the store still has no admin token"
+
+
+# -- narrowed bootstrap tokens (issue 12, item 6) ------------------------------------------
+
+
+async def narrowed_token(edge: Edge, **body: Any) -> str:
+    response = await edge.client().post(f"{EDGE}/bootstrap-tokens", json=body)
+    assert response.status_code == 201, response.text
+    token: str = response.json()["token"]
+    return token
+
+
+async def test_a_bound_token_joins_only_its_site_and_name(edge: Edge) -> None:
+    token = await narrowed_token(edge, site="par-edge", name="par-edge-7")
+    before = await edge.store.current_revision()
+    for name, site_name in (("par-edge-8", "par-edge"), ("par-edge-7", "ams-edge")):
+        refused = await edge.join(name, site_name, token=token)
+        assert refused.status_code == 403, refused.text
+        assert "bound to" in refused.json()["message"]
+    assert await edge.store.current_revision() == before, "a refused join changes nothing"
+    assert (await edge.join("par-edge-7", "par-edge", token=token)).status_code == 201
+
+
+async def test_a_one_use_token_joins_once_and_a_failed_join_gives_its_use_back(edge: Edge) -> None:
+    token = await narrowed_token(edge, uses=1)
+    failed = await edge.join("par-edge-1", "no-such-site", token=token)
+    assert failed.status_code == 422, failed.text
+    assert (await edge.join("par-edge-1", token=token)).status_code == 201
+    used_up = await edge.join("par-edge-2", token=token)
+    assert used_up.status_code == 401 and "used up (1 of 1 joins)" in used_up.json()["message"]
+    listed = (await edge.client().get(f"{EDGE}/bootstrap-tokens")).json()["items"]
+    assert [(item["uses"], item["used"]) for item in listed if item["role"] == "bootstrap"] == [(1, 1)]
+
+
+async def test_concurrent_joins_with_a_one_use_token_make_one_node(edge: Edge) -> None:
+    token = await narrowed_token(edge, uses=1)
+    answers = await asyncio.gather(*(edge.join(f"par-edge-{i}", token=token) for i in range(6)))
+    assert sorted(answer.status_code for answer in answers) == [201] + [401] * 5, [a.text for a in answers]
+    nodes = (await edge.client().get(NODES)).json()["items"]
+    assert len(nodes) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [({"role": "viewer", "site": "par-edge"}, "only for bootstrap tokens"),
+     ({"takeover": True}, "takeover needs name"), ({"uses": 0}, "uses")],
+)
+async def test_narrowing_is_for_bootstrap_tokens_only(edge: Edge, body: dict[str, Any], words: str) -> None:
+    response = await edge.client().post(f"{EDGE}/bootstrap-tokens", json=body)
+    assert response.status_code == 422 and words in response.text, response.text
+
+
+async def test_an_approval_token_joins_a_node_that_waits_for_an_admin(edge: Edge) -> None:
+    token = await narrowed_token(edge, approval=True)
+    joined = await edge.join(token=token)
+    assert joined.status_code == 201 and joined.json()["pending"] is True
+    credential = joined.json()["credential"]
+    refused = await edge.client(credential).get(f"{NODES}/par-edge-1")
+    assert refused.status_code == 403 and "edgefleet node approve par-edge-1" in refused.json()["message"]
+    with pytest.raises(Forbidden, match="approve"):
+        await edge.identity.authenticate_node(f"Bearer {credential}")  # the hub: no session, no view
+    assert (await edge.client(credential).post(f"{EDGE}/nodes/par-edge-1/approve")).status_code == 403
+    approved = await edge.client().post(f"{EDGE}/nodes/par-edge-1/approve")
+    assert approved.status_code == 200 and approved.json() == {"node": "par-edge-1", "approved": 1}
+    assert await edge.identity.authenticate_node(f"Bearer {credential}") == "par-edge-1"
+    assert (await edge.client(credential).get(f"{NODES}/par-edge-1")).status_code == 200

@@ -56,13 +56,13 @@ def test_node_files_round_trip_with_modes(tmp_path: Path) -> None:
     files = NodeFiles(tmp_path / "node")
     assert not files.joined()
     files.write(servers=["http://cloud:7440", "http://cloud-2:7440"], node="edge-1", site="par",
-                credential="abcdef." + "0" * 32)
+                credential="abcdef." + "0" * 32, insecure=True)
     assert files.joined()
     assert stat.S_IMODE(files.credential.stat().st_mode) == 0o600
     assert stat.S_IMODE(files.root.stat().st_mode) == 0o700
     config, credential = files.read()
     assert config == {"server": "http://cloud:7440", "servers": ["http://cloud:7440", "http://cloud-2:7440"],
-                      "node": "edge-1", "site": "par"}
+                      "node": "edge-1", "site": "par", "insecure": True}
     assert NodeFiles.servers_of(config) == ["http://cloud:7440", "http://cloud-2:7440"]
     assert load_identity(files.root).servers == ("http://cloud:7440", "http://cloud-2:7440")
     assert credential == "abcdef." + "0" * 32
@@ -91,10 +91,10 @@ def test_servers_repeatable_and_comma_separated() -> None:
 
 
 def test_an_older_node_yaml_with_one_server_still_loads(tmp_path: Path) -> None:
-    (tmp_path / "node.yaml").write_text("server: http://cloud:7440/\nnode: edge-1\nsite: par\n")
+    (tmp_path / "node.yaml").write_text("server: https://cloud:7440/\nnode: edge-1\nsite: par\n")
     (tmp_path / "credential").write_text("abcdef." + "0" * 32 + "\n")
     identity = load_identity(tmp_path)
-    assert identity.servers == ("http://cloud:7440",) and identity.server == "http://cloud:7440"
+    assert identity.servers == ("https://cloud:7440",) and identity.server == "https://cloud:7440"
     assert NodeFiles.servers_of({"server": "http://cloud:7440", "node": "edge-1"}) == ["http://cloud:7440"]
     (tmp_path / "node.yaml").write_text("servers: [not-a-url]\nserver: x\nnode: edge-1\n")
     with pytest.raises(AgentError, match="not-a-url"):

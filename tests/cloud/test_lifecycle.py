@@ -56,6 +56,14 @@ def test_messages_name_the_heartbeat_and_do_not_change_with_time() -> None:
     assert expected_phase(HB, at(1), DEFAULT) == Verdict("Ready", None)
 
 
+def test_a_heartbeat_from_the_future_is_not_believed() -> None:
+    """A forged lastHeartbeat dated 2099 must not keep a silent node Ready for ever (issue 12, item 2)."""
+    forged = "2099-01-01T00:00:00Z"
+    assert expected_phase(forged, at(0), DEFAULT) == Verdict("Unknown", NEVER_HEARD)
+    assert expected_phase(forged, at(41), DEFAULT, last_alive=at(0)).phase == "NotReady"
+    assert expected_phase(format_timestamp(at(6)), at(0), DEFAULT).phase == "Unknown"  # beyond the 5 s of skew
+
+
 def test_a_node_never_heard_from_is_unknown() -> None:
     assert expected_phase(None, at(0), DEFAULT) == Verdict("Unknown", NEVER_HEARD)
     assert "edgefleet edge join" in NEVER_HEARD

@@ -1,4 +1,4 @@
-"""Node authorization on the REST API: a node reads its own Node and writes its status, nothing else.
+"""Node authorization on the REST API: a node reads its own Node, nothing else (its status goes over its hub session).
 
 401 (who are you?) and 403 (you may not) stay distinct; admins and viewers
 keep their rights.
@@ -50,24 +50,19 @@ async def test_node_reads_its_own_node(fleet: tuple[Edge, httpx.AsyncClient]) ->
         assert response.json()["metadata"]["name"] == "par-edge-1"
 
 
-async def test_node_writes_its_own_status(fleet: tuple[Edge, httpx.AsyncClient]) -> None:
+async def test_node_cannot_write_its_status_over_rest(fleet: tuple[Edge, httpx.AsyncClient], store: Store) -> None:
+    """Issue 12, item 2: a node's status goes over its hub session, where the cloud stamps times and checks
+    votes; a REST write with its credential (votes dated 2099, a future heartbeat) is refused, nothing stored."""
     _, node = fleet
-    heartbeat = {"status": {"phase": "Ready", "lastHeartbeat": "2026-01-01T00:00:00Z", "hub": "h1"}}
-    patched = await node.patch(f"{NODES}/par-edge-1/status", json=heartbeat, headers=MERGE)
-    assert patched.status_code == 200, patched.text
-    assert patched.json()["status"]["hub"] == "h1"
-    replaced = await node.put(f"{NODES}/par-edge-1/status", json=status_body("par-edge-1", phase="Ready"))
-    assert replaced.status_code == 200, replaced.text
-    assert replaced.json()["status"] == {"phase": "Ready"}
-
-
-async def test_status_write_cannot_change_the_spec(fleet: tuple[Edge, httpx.AsyncClient]) -> None:
-    edge, node = fleet
-    before = (await edge.client().get(f"{NODES}/par-edge-1")).json()
-    patch = {"spec": {"site": "elsewhere", "draining": True}, "status": {"hub": "h1"}}
-    assert (await node.patch(f"{NODES}/par-edge-1/status", json=patch, headers=MERGE)).status_code == 200
-    after = (await edge.client().get(f"{NODES}/par-edge-1")).json()
-    assert after["spec"] == before["spec"] and after["metadata"]["generation"] == before["metadata"]["generation"]
+    before = await store.current_revision()
+    forged = {"status": {"phase": "Ready", "lastHeartbeat": "2099-01-01T00:00:00Z",
+                         "peerVotes": {"par-edge-2": {"healthy": False, "at": "2099-01-01T00:00:00Z"}}}}
+    patched = await node.patch(f"{NODES}/par-edge-1/status", json=forged, headers=MERGE)
+    replaced = await node.put(f"{NODES}/par-edge-1/status", json=status_body("par-edge-1", **forged["status"]))
+    for response in (patched, replaced):
+        assert response.status_code == 403, response.text
+        assert "its status travels over its hub session" in response.json()["message"]
+    assert await store.current_revision() == before
 
 
 @pytest.mark.parametrize(
@@ -76,6 +71,8 @@ async def test_status_write_cannot_change_the_spec(fleet: tuple[Edge, httpx.Asyn
         ("GET", f"{NODES}/par-edge-2", None),
         ("GET", f"{NODES}/par-edge-2/status", None),
         ("PATCH", f"{NODES}/par-edge-2/status", {"status": {"phase": "Ready"}}),
+        ("PATCH", f"{NODES}/par-edge-1/status", {"status": {"lastHeartbeat": "2099-01-01T00:00:00Z"}}),
+        ("PUT", f"{NODES}/par-edge-1/status", status_body("par-edge-1", phase="Ready")),
         ("PUT", f"{NODES}/par-edge-2/status", status_body("par-edge-2", phase="Ready")),
         ("GET", NODES, None),
         ("GET", f"{NODES}?watch=true", None),

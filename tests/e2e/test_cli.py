@@ -32,7 +32,7 @@ spec:
 def run(cloud: CloudProcess, tmp_path: Path, *args: str, token: str | None = None,
         stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "EDGEFLEET_SERVER": cloud.url, "EDGEFLEET_TOKEN": token or cloud.token,
-           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), "COLUMNS": "200"}
+           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), "COLUMNS": "200", **cloud.cli_env}
     return subprocess.run([EDGEFLEET, *args], capture_output=True, text=True, env=env,
                           input=stdin, timeout=60, check=False)
 
@@ -119,7 +119,7 @@ def test_wrong_token_and_viewer_errors(cloud: CloudProcess, tmp_path: Path) -> N
 
 
 def test_unreachable_server_says_what_to_do(cloud: CloudProcess, tmp_path: Path) -> None:
-    env = {**os.environ, "EDGEFLEET_CONFIG": str(tmp_path / "c.yaml")}
+    env = {**os.environ, "EDGEFLEET_CONFIG": str(tmp_path / "c.yaml"), **cloud.cli_env}
     result = subprocess.run([EDGEFLEET, "get", "sites", "--server", "http://127.0.0.1:1", "--token", cloud.token],
                             capture_output=True, text=True, env=env, timeout=30, check=False)
     assert result.returncode == 1
@@ -135,7 +135,8 @@ def test_contexts(cloud: CloudProcess, tmp_path: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([EDGEFLEET, *args], capture_output=True, text=True, env=env, timeout=30, check=False)
 
-    assert cli("config", "set-context", "lab", "--server", cloud.url, "--token", cloud.token, "--use").returncode == 0
+    assert cli("config", "set-context", "lab", "--server", cloud.url, "--token", cloud.token, "--use",
+               "--insecure").returncode == 0
     assert oct((tmp_path / "config.yaml").stat().st_mode & 0o777) == "0o600"
     assert "No sites found" in cli("get", "sites").stdout
     assert "REDACTED" in cli("config", "view").stdout and cloud.token not in cli("config", "view").stdout

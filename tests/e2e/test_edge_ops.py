@@ -123,7 +123,7 @@ def test_node_credential_cannot_touch_another_node(fleet: Fleet) -> None:
         other = client.patch(f"{API}/nodes/n2/status", content=json.dumps({"status": {"message": "x"}}))
         assert other.status_code == 403
         own = client.patch(f"{API}/nodes/n1/status", content=json.dumps({"status": {"message": "hello"}}))
-        assert own.status_code == 200
+        assert own.status_code == 403, "a node's status goes over its hub session only (issue 12, item 2)"
 
 
 def test_corrupt_local_store_is_moved_aside_and_rebuilt(fleet: Fleet) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -98,8 +99,9 @@ def started(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
                 proc.wait()
 
 
-def node_status(server: str, token: str, name: str) -> dict[str, Any]:
-    response = httpx.get(f"{server}{API}/nodes/{name}", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+def node_status(server: str, token: str, name: str, verify: ssl.SSLContext) -> dict[str, Any]:
+    response = httpx.get(f"{server}{API}/nodes/{name}", headers={"Authorization": f"Bearer {token}"}, timeout=5,
+                         verify=verify)
     response.raise_for_status()
     status: dict[str, Any] = response.json().get("status") or {}
     return status
@@ -156,14 +158,16 @@ def test_first_hour(lab: Lab, browser: Any, tmp_path: Path) -> None:  # noqa: F8
 
 def steps_with_the_cloud_back(lab: Lab, driver: Any, server: str, viewer: str, admin: str, record: dict[str, Any],
                               node_name: str, node_address: str, tmp_path: Path) -> None:
-    wait_until(lambda: httpx.get(server + "/readyz", timeout=2).status_code == 200, 30, what="cloud back")
+    verify = lab.verify()  # the fleet's own CA (edgefleet up serves TLS)
+    wait_until(lambda: httpx.get(server + "/readyz", timeout=2, verify=verify).status_code == 200, 30,
+               what="cloud back")
     restarted = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
-    wait_until(lambda: node_status(server, viewer, node_name).get("phase") == "Ready"
-               and node_status(server, viewer, node_name).get("lastHeartbeat", "") >= restarted,
+    wait_until(lambda: node_status(server, viewer, node_name, verify).get("phase") == "Ready"
+               and node_status(server, viewer, node_name, verify).get("lastHeartbeat", "") >= restarted,
                60, what=f"{node_name} Ready again")
 
     # 4. a purge through the cloud: the next fetch misses
-    env = {**lab.env, "EDGEFLEET_SERVER": server, "EDGEFLEET_TOKEN": admin}
+    env = {**lab.env, "EDGEFLEET_SERVER": server, "EDGEFLEET_TOKEN": admin, "EDGEFLEET_CA_FILE": str(lab.ca)}
     purge = lab.run(EDGEFLEET, "purge", "demo", "/static/app.js", "--wait", env=env)
     assert purge.returncode == 0, purge.stdout + purge.stderr
     after = fetch(lab, node_address)

@@ -12,6 +12,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
+from edgefleet.sync.agent import AgentSession, LocalState
 from tests.cloudproc import CloudProcess, running_cloud
 from tests.e2e.test_cli import ok, run
 from tests.etcd_cluster import running_etcd
@@ -55,7 +59,7 @@ def phase_of(cloud: CloudProcess, name: str) -> str | None:
 def join(cloud: CloudProcess, tmp_path: Path, token: str, data_dir: Path, *extra: str) -> Any:
     return run(cloud, tmp_path, "edge", "join", "--server", cloud.url, "--token", token, "--site", "par-edge",
                "--name", "edge-e2e", "--label", "tier=edge", "--address", "127.0.0.1",
-               "--data-dir", str(data_dir), *extra)
+               "--data-dir", str(data_dir), *(["--insecure"] if cloud.tls is None else []), *extra)
 
 
 def test_token_join_lifecycle_rotate_revoke(fast_cloud: CloudProcess, tmp_path: Path) -> None:
@@ -73,7 +77,7 @@ def test_token_join_lifecycle_rotate_revoke(fast_cloud: CloudProcess, tmp_path: 
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     credential = credential_file.read_text().strip()
     assert yaml.safe_load((data_dir / "node.yaml").read_text()) == {
-        "server": cloud.url, "servers": [cloud.url], "node": "edge-e2e", "site": "par-edge"}
+        "server": cloud.url, "servers": [cloud.url], "node": "edge-e2e", "site": "par-edge", "insecure": True}
 
     with cloud.client() as admin:
         node = admin.get(f"{NODES}/edge-e2e").json()
@@ -99,7 +103,11 @@ def test_token_join_lifecycle_rotate_revoke(fast_cloud: CloudProcess, tmp_path: 
 def check_lifecycle(cloud: CloudProcess, tmp_path: Path, credential: str) -> None:
     """Never heard from: Unknown; a heartbeat (as the hub writes it) then silence: NotReady, Unknown."""
     wait_for(lambda: phase_of(cloud, "edge-e2e") == "Unknown")
-    with cloud.client(credential) as as_node:
+    with cloud.client(credential) as as_node:  # its status goes over its hub session only (issue 12, item 2)
+        refused = as_node.patch(f"{NODES}/edge-e2e/status", json={"status": {"lastHeartbeat": "2099-01-01T00:00:00Z"}},
+                                headers={"Content-Type": "application/merge-patch+json"})
+        assert refused.status_code == 403, refused.text
+    with cloud.client() as as_node:  # the admin writes what the hub would
         beat = {"status": {"phase": "Ready", "message": None, "hub": "hub-1", "syncedRevision": 5,
                            "lastHeartbeat": datetime.now(UTC).isoformat(),
                            "workloads": {"cache": {"ready": True}, "api": {"ready": False}}}}
@@ -143,6 +151,71 @@ def test_join_with_a_bad_token_changes_nothing(fast_cloud: CloudProcess, tmp_pat
     assert not (tmp_path / "node").exists()
     with fast_cloud.client() as admin:
         assert admin.get(f"{NODES}/edge-e2e").status_code == 404
+
+
+def edge_join_http(cloud: CloudProcess, token: str, name: str, site: str = "par-edge") -> httpx.Response:
+    return httpx.post(f"{cloud.url}/edge/v1/join", json={"name": name, "site": site},
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def token_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudProcess]:
+    """One cloud for the narrowed-token tests (each uses its own node names)."""
+    root = tmp_path_factory.mktemp("tokens")
+    with running_cloud(f"sqlite:///{root}/store.db", root) as cloud:
+        with cloud.client() as admin:
+            assert admin.post(SITES, json=site_doc("par-edge")).status_code == 201
+        yield cloud
+
+
+def test_narrowed_tokens_bind_site_name_and_uses(token_cloud: CloudProcess, tmp_path: Path) -> None:
+    """Issue 12, item 6: `token create --site S --name N --uses 1`; wrong site or name, or a second use, refused;
+    concurrent joins with a one-use token make exactly one node."""
+    cloud = token_cloud
+    token = ok(run(cloud, tmp_path, "token", "create", "--site", "par-edge", "--name", "edge-e2e", "--uses", "1",
+                   "--ttl", "10m")).strip()
+    for name, site in (("edge-e2e", "ams-edge"), ("edge-other", "par-edge")):
+        refused = edge_join_http(cloud, token, name, site)
+        assert refused.status_code == 403 and "is bound to" in refused.json()["message"], refused.text
+    assert "joined as node/edge-e2e" in ok(join(cloud, tmp_path, token, tmp_path / "node"))
+    again = join(cloud, tmp_path, token, tmp_path / "again")
+    assert again.returncode == 1 and "used up (1 of 1 joins)" in again.stderr, again.stderr
+    listed = ok(run(cloud, tmp_path, "token", "list"))
+    assert "1/1" in listed and "par-edge/edge-e2e" in listed, listed
+
+    with cloud.client() as admin:
+        once = admin.post("/edge/v1/bootstrap-tokens", json={"uses": 1}).json()["token"]
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(lambda i: edge_join_http(cloud, once, f"edge-{i}").status_code, range(8)))
+    assert codes == [201] + [401] * 7, codes
+    with cloud.client() as admin:
+        names = {node["metadata"]["name"] for node in admin.get(NODES).json()["items"]}
+    assert len(names - {"edge-approved"}) == 2, names
+
+
+def test_a_node_joined_with_an_approval_token_waits_for_node_approve(token_cloud: CloudProcess, tmp_path: Path) -> None:
+    """The node joins but its agent is refused (no session, no view) until `edgefleet node approve`."""
+    cloud = token_cloud
+    with cloud.client() as admin:
+        token = admin.post("/edge/v1/bootstrap-tokens", json={"approval": True}).json()["token"]
+    joined = ok(run(cloud, tmp_path, "edge", "join", "--server", cloud.url, "--token", token, "--site", "par-edge",
+                    "--name", "edge-approved", "--data-dir", str(tmp_path / "node"), "--insecure"))
+    assert "edgefleet node approve edge-approved" in joined
+    credential = (tmp_path / "node" / "credential").read_text().strip()
+    sync = cloud.url.replace("http", "ws", 1) + "/edge/v1/sync"
+    headers = {"Authorization": f"Bearer {credential}"}
+    with pytest.raises(InvalidStatus) as refused, connect(sync, additional_headers=headers):
+        pass
+    assert refused.value.response.status_code == 403
+    with cloud.client(credential) as as_node:
+        waiting = as_node.get(f"{NODES}/edge-approved")
+        assert waiting.status_code == 403 and "edgefleet node approve edge-approved" in waiting.json()["message"]
+    assert "approved" in ok(run(cloud, tmp_path, "node", "approve", "edge-approved"))
+    with connect(sync, additional_headers=headers) as session:
+        session.send(AgentSession("edge-approved", local=LocalState("", 0, {}, "test")).hello())
+        assert json.loads(session.recv(timeout=10))["type"] == "welcome"
+    with cloud.client() as admin:
+        assert admin.post("/edge/v1/nodes/edge-approved/approve").json()["approved"] == 0
 
 
 @pytest.mark.etcd

@@ -59,7 +59,7 @@ def cloud(tmp_path: Path) -> Iterator[CloudProcess]:
 
 def cli(cloud: CloudProcess, tmp_path: Path, *args: str) -> Result:
     env = {"EDGEFLEET_SERVER": cloud.url, "EDGEFLEET_TOKEN": cloud.token,
-           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml")}
+           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), **cloud.cli_env}
     return CliRunner().invoke(app, list(args), env=env)
 
 
@@ -96,7 +96,7 @@ def set_template(api: httpx.Client, number: int) -> None:
 def follow(cloud: CloudProcess, tmp_path: Path, label: str, *args: str) -> tuple[subprocess.Popen[str], Path]:
     """``edgefleet rollout status web -w ARGS`` in the background, its stdout in a file."""
     env = {**os.environ, "EDGEFLEET_SERVER": cloud.url, "EDGEFLEET_TOKEN": cloud.token,
-           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml")}
+           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), **cloud.cli_env}
     log = tmp_path / f"{label}.out"
     with log.open("w") as stdout:
         proc = subprocess.Popen([EDGEFLEET, "rollout", "status", "web", "-w", *args], stdout=stdout,

@@ -45,7 +45,7 @@ import pytest
 from tests.cacheproc import OriginProcess
 from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, cache_workload, replace_object, wait_until
+from tests.fleet import API, BackgroundLoop, Fleet, cache_workload, replace_object, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -291,23 +291,14 @@ def test_a_bad_revision_fails_on_the_canary_and_rolls_back(world: tuple[Fleet, i
     wait_until(lambda: workload_status(fleet).get("updateRevision") == good, 10, what="the template back")
 
 
-class Monitor:
+class Monitor(BackgroundLoop):
     """Requests for never-fetched paths at every node, straight to its address: misses, so origin fetches."""
 
     def __init__(self, http_port: int) -> None:
+        super().__init__()
         self.http_port = http_port
         self.failures: dict[str, int] = {}
         self.ok = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Monitor:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
     def _run(self) -> None:
         deadline = time.monotonic() + 180
@@ -342,7 +333,11 @@ def test_a_revision_answering_5xx_fails_its_error_rate_analysis_and_rolls_back(w
             assert response.status_code == 200, response.text
             since = str(int(response.json()["metadata"]["resourceVersion"]) - 1)
         workloads = Recorder(fleet.cloud, "workloads", since)
-        wait_until(lambda: finished(fleet, "Failed"), 150, interval=0.5, what="the 5xx rollout to fail")
+        try:
+            wait_until(lambda: finished(fleet, "Failed"), 150, interval=0.5, what="the 5xx rollout to fail")
+        except AssertionError:
+            raise AssertionError(json.dumps({"workload": workload_status(fleet), "monitor": monitor.failures,
+                                             "clients": clients.served_by}, indent=1)[:6000]) from None
         workloads.stop()
         wait_until(lambda: {running(fleet, node) for node in NODES} == {good}, 30, what="every node back on good")
     status = workload_status(fleet)

@@ -55,7 +55,7 @@ def manifests() -> str:
 
 def run(cloud: CloudProcess, tmp_path: Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "EDGEFLEET_SERVER": cloud.url, "EDGEFLEET_TOKEN": cloud.token,
-           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), "COLUMNS": "200"}
+           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), "COLUMNS": "200", **cloud.cli_env}
     return subprocess.run([EDGEFLEET, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=60,
                           check=False)
 

@@ -35,7 +35,8 @@ MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 LIVE_SECONDS = 3.0
 CHROME_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--window-size=1280,800")
+               "--window-size=1280,800",
+               "--ignore-certificate-errors")  # `edgefleet up` serves TLS with its own CA (tests/security/test_tls.py)
 
 missing = [what for what, present in (
     (CHROMIUM, os.path.exists(CHROMIUM)),
@@ -69,18 +70,19 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 def apply_examples(cloud: CloudProcess, tmp_path: Path) -> None:
     env = {**os.environ, "EDGEFLEET_SERVER": cloud.url, "EDGEFLEET_TOKEN": cloud.token,
-           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml")}
+           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), **cloud.cli_env}
     result = subprocess.run([EDGEFLEET, "apply", "-f", str(EXAMPLES)], capture_output=True, text=True, env=env,
                             timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def wait_for(driver: Any, condition: Callable[[Any], Any], seconds: float, what: str) -> Any:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    try:
-        return WebDriverWait(driver, seconds, poll_frequency=0.1).until(condition)
+    try:  # an element found just before the page re-rendered it is stale: look again at the next poll
+        return WebDriverWait(driver, seconds, poll_frequency=0.1,
+                             ignored_exceptions=[StaleElementReferenceException]).until(condition)
     except TimeoutException:
         pytest.fail(f"{what} within {seconds}s; page:\n{driver.find_element('tag name', 'body').text}")
 

@@ -6,8 +6,10 @@ developer's fleet; the nodes keep their 127.0.x.y addresses.
 
 - A taken port: the message names it and the option that moves it, the exit
   status is not 0, and nothing starts (no data directory, no process).
-- ``up --detach``: returns 0 once every node is Ready with its cache, and
-  prints commands that work as printed: the GSLB answers a Paris node for a
+- ``up --detach``: returns 0 once every node is Ready with its cache, serves
+  the API over TLS with the fleet's own CA (``DATA/tls``; keys 0600; the
+  cleartext port is not HTTP), and prints commands that work as printed
+  (the ``export`` line, CA file included, is the environment of the CLI runs): the GSLB answers a Paris node for a
   Paris client subnet (asked with dnspython, and with the printed dig when
   dig is installed), and the printed curl through the node it printed misses
   then hits; ``route`` and ``purge`` run. The viewer token reads and cannot
@@ -27,6 +29,8 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -74,6 +78,14 @@ class Lab:
 
     def edgefleet(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run(EDGEFLEET, *args)
+
+    @property
+    def ca(self) -> Path:
+        return self.data / "tls" / "ca.crt"
+
+    def verify(self) -> ssl.SSLContext:
+        """The fleet's CA alone, as the CLI trusts it."""
+        return ssl.create_default_context(cafile=str(self.ca))
 
     def record(self) -> dict[str, object]:
         result: dict[str, object] = json.loads((self.data / "up.json").read_text())
@@ -169,15 +181,22 @@ def test_up_detached_serves_as_printed_refuses_a_second_fleet_and_down_stops_eve
     roles = [entry["role"] for entry in record["processes"]]  # type: ignore[attr-defined]
     assert sorted(roles) == sorted(["cloud", "origin"] + ["agent"] * 5 + ["cache"] * 5)
 
-    admin = printed(output, "export EDGEFLEET_SERVER=").split("EDGEFLEET_TOKEN=")[1]
+    exported = dict(item.split("=", 1) for item in shlex.split(printed(output, "export EDGEFLEET_SERVER="))[1:])
     viewer = printed(output, "viewer token:").split(":", 1)[1].strip()
-    server = f"http://127.0.0.1:{lab.ports['api']}"
+    server = f"https://127.0.0.1:{lab.ports['api']}"
+    assert exported["EDGEFLEET_SERVER"] == server and Path(exported["EDGEFLEET_CA_FILE"]) == lab.ca.absolute()
     assert f"{server}/ui" in output
-    nodes = httpx.get(server + API + "/nodes", headers={"Authorization": f"Bearer {viewer}"}).json()["items"]
+    assert stat.S_IMODE((lab.data / "tls" / "server.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((lab.data / "tls" / "ca.key").stat().st_mode) == 0o600
+    with pytest.raises(httpx.HTTPError):  # TLS only: no cleartext HTTP on the API port
+        httpx.get(f"http://127.0.0.1:{lab.ports['api']}/version", timeout=5)
+    nodes = httpx.get(server + API + "/nodes", headers={"Authorization": f"Bearer {viewer}"},
+                      verify=lab.verify()).json()["items"]
     assert {node["metadata"]["name"]: node["status"]["phase"] for node in nodes} == dict.fromkeys(
         ["fra-parent-1", "par-edge-1", "par-edge-2", "ams-edge-1", "ams-edge-2"], "Ready")
     assert all(node["status"]["workloads"]["cache"]["ready"] for node in nodes)
-    refused = httpx.delete(server + API + "/nodes/par-edge-1", headers={"Authorization": f"Bearer {viewer}"})
+    refused = httpx.delete(server + API + "/nodes/par-edge-1", headers={"Authorization": f"Bearer {viewer}"},
+                           verify=lab.verify())
     assert refused.status_code == 403, "the dashboard's token must not write"
 
     answer = gslb_answer(lab, "127.0.1.0")
@@ -201,7 +220,10 @@ def test_up_detached_serves_as_printed_refuses_a_second_fleet_and_down_stops_eve
     assert x_cache(first) and not any(value.startswith("HIT") for value in x_cache(first)), first
     assert any(value.startswith("HIT") for value in x_cache(second)), second
 
-    as_admin = {**lab.env, "EDGEFLEET_SERVER": server, "EDGEFLEET_TOKEN": admin}
+    as_admin = {**lab.env, **exported}  # the printed export line, as a shell would set it
+    get_nodes = next(line.strip() for line in output.splitlines() if line.strip().endswith(" get nodes -o wide"))
+    listed = lab.run(*shlex.split(get_nodes), env=as_admin)
+    assert listed.returncode == 0 and "par-edge-1" in listed.stdout, listed.stderr
     route = lab.run(*shlex.split(route_line(output)), env=as_admin)
     assert route.returncode == 0 and "par-edge" in route.stdout, route.stderr
     purge = lab.run(*shlex.split(purge_line(output)), env=as_admin)

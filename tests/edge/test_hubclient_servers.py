@@ -355,7 +355,7 @@ async def test_new_servers_keep_the_connection_and_serve_the_next_dial(hubs: Any
 
 async def test_the_agent_follows_the_cluster_info_of_its_view(tmp_path: Path) -> None:
     (tmp_path / "node.yaml").write_text("server: http://joined-1:7440\nservers: [http://joined-1:7440, "
-                                        "http://joined-2:7440]\nnode: edge-1\nsite: par\n")
+                                        "http://joined-2:7440]\nnode: edge-1\nsite: par\ninsecure: true\n")
     (tmp_path / "credential").write_text("abcdef." + "0" * 32 + "\n")
     key = "/registry/clusterinfos/default"
 

@@ -213,8 +213,14 @@ def site_of_three(phase_of_c: str | None, votes_about_c: dict[str, tuple[bool, f
         ("NotReady", {"a": (True, 5), "b": (True, 5)}, True, "2 of 2 fresh peer votes say healthy"),
         ("Unknown", {"a": (True, 5)}, True, "1 of 1 fresh peer votes say healthy"),
         # Peers see it failing: out, even if its cloud link is fine.
-        ("Ready", {"a": (False, 5), "b": (False, 5)}, False, "0 of 2 fresh peer votes say healthy"),
-        ("Ready", {"a": (True, 5), "b": (False, 5)}, False, "1 of 2 fresh peer votes say healthy"),  # no majority
+        ("Ready", {"a": (False, 5), "b": (False, 5)}, False, "2 of 2 peer voters say unhealthy"),
+        # A tie, or one voter of two, is no majority: one (perhaps compromised) peer cannot decide.
+        ("Ready", {"a": (True, 5), "b": (False, 5)}, True, "1 of 2 fresh peer votes say healthy"),
+        ("Ready", {"b": (False, 5)}, True, "1 of 2 peer voters say unhealthy (no majority); phase Ready"),
+        ("NotReady", {"b": (False, 5)}, False, "1 of 2 peer voters say unhealthy (no majority); phase NotReady"),
+        # A vote dated ahead of the clock (beyond the skew allowed) never counts.
+        ("Ready", {"a": (False, -3600), "b": (False, -3600)}, True, "no fresh peer votes; phase Ready"),
+        ("Ready", {"a": (False, -4), "b": (False, -4)}, False, "2 of 2 peer voters say unhealthy"),
         # Stale or undated votes do not count.
         ("Ready", {"a": (False, 31), "b": (False, 30)}, True, "no fresh peer votes; phase Ready"),
         ("NotReady", {"a": (True, None)}, False, "no fresh peer votes; phase NotReady"),
@@ -238,6 +244,16 @@ def test_only_peers_of_the_same_site_vote_and_a_node_cannot_vote_for_itself() ->
     assert fleet.node_health("c", NOW) == (False, "no fresh peer votes; phase NotReady")
 
 
+def test_only_ready_peers_are_voters() -> None:
+    """A voter the cloud does not hear (NotReady, Unknown) neither votes nor counts towards the majority."""
+    fleet = site_of_three("Ready", {"a": (False, 5), "b": (True, 5)})
+    silent = node("b", "par", ["192.0.2.2"], phase="NotReady", votes={"c": (True, 5)})
+    fleet.apply("Node", "b", silent)
+    assert fleet.node_health("c", NOW) == (False, "1 of 1 peer voters say unhealthy")
+    fleet.apply("Node", "a", node("a", "par", ["192.0.2.1"], phase="Unknown", votes={"c": (False, 5)}))
+    assert fleet.node_health("c", NOW) == (True, "no fresh peer votes; phase Ready")
+
+
 def test_votes_expire_with_the_vote_ttl() -> None:
     fleet = fleet_of(
         site("par", 48.85, 2.35, "FR"), domain(),
@@ -253,7 +269,7 @@ def test_votes_of_a_voter_with_a_live_session_hold_until_the_session_ends() -> N
     voter = node("a", "par", ["192.0.2.1"], votes={"b": (False, 3600)})
     voter["status"]["hub"] = "cloud-1:7440"  # the hub writes votes only when a verdict changes
     fleet = fleet_of(site("par", 48.85, 2.35, "FR"), domain(), voter, node("b", "par", ["192.0.2.2"]), vote_ttl=10)
-    assert fleet.node_health("b", NOW + 86400) == (False, "0 of 1 fresh peer votes say healthy")
+    assert fleet.node_health("b", NOW + 86400) == (False, "1 of 1 peer voters say unhealthy")
     voter["status"]["hub"] = None  # the session ended (the hub also clears the votes then)
     fleet.apply("Node", "a", voter)
     assert fleet.node_health("b", NOW) == (True, "no fresh peer votes; phase Ready")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sqlite3
+import stat
 import sys
 from pathlib import Path
 
@@ -189,3 +191,22 @@ async def test_compaction_deletes_superseded_rows(
         assert rows == [("/cr", 0), ("/cr-last", 0)]
     finally:
         await sqlite_store.close()
+
+
+async def test_store_files_are_private_even_under_a_permissive_umask(tmp_path: Path) -> None:
+    """Issue 12 (Low): store.db holds token hashes and every object: 0600, its WAL, SHM and lock file too."""
+    path = tmp_path / "store.db"
+    old_umask = os.umask(0o002)
+    try:
+        store = SqliteStore(path)
+        await store.create("/k", b"v")
+        files = [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", ".lock"))]
+        assert {file.name: oct(stat.S_IMODE(file.stat().st_mode)) for file in files} == {
+            file.name: "0o600" for file in files}
+        await store.close()
+        path.chmod(0o644)  # a store made by an older version: narrowed when opened
+        store = SqliteStore(path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        await store.close()
+    finally:
+        os.umask(old_umask)

@@ -8,6 +8,12 @@ maintenance. Neither stops what already runs: only the operator removes
 workloads (edge autonomy: a quiet node is marked NotReady or Unknown, never
 emptied).
 
+Every status field is bounded (:data:`MAX_WORKLOAD_INSTANCES`,
+:data:`MAX_PEER_VOTES`, :data:`MAX_TASK_REPORTS`, :data:`MAX_STATUS_TEXT`,
+:data:`MAX_FIGURE`, names as DNS-1123 names): a node's report is validated
+with this model by the hub, and one out of bounds closes its session with
+the field and the limit in the close reason; nothing of it is stored.
+
 The node's agent writes ``status`` through the status path: heartbeat, the
 hub replica it is connected to, the store revision and epoch it has synced,
 its workload instances, cache statistics (polled from the built-in cache's
@@ -73,21 +79,28 @@ class NodeSpec(Model):
         return check_unique(addresses, "address")
 
 
+MAX_FIGURE = 2**63 - 1
+"""Security limit: the largest counter a status may carry (a 64-bit counter; huge integers cost CPU to parse)."""
+
+Figure = Annotated[int, Field(ge=0, le=MAX_FIGURE)]
+# Defined before the models that use it: a forward reference would lose the camelCase aliases on rebuild.
+
+
 class CacheStats(Model):
     """Cache server counters since it started, as reported by the agent."""
 
-    requests: Count | None = Field(default=None, description="Requests served.")
-    hits: Count | None = Field(default=None, description="Requests served from the cache.")
+    requests: Figure | None = Field(default=None, description="Requests served.")
+    hits: Figure | None = Field(default=None, description="Requests served from the cache.")
     hit_ratio: Ratio | None = Field(default=None, description="hits / requests, 0 to 1.")
-    bytes_served: Count | None = Field(default=None, description="Response bytes sent.")
-    bytes_stored: Count | None = Field(default=None, description="Bytes held in the cache.")
-    objects: Count | None = Field(default=None, description="Objects held in the cache.")
-    server_errors: Count | None = Field(default=None, description="Responses with a 5xx status.")
-    upstream_errors: Count | None = Field(
+    bytes_served: Figure | None = Field(default=None, description="Response bytes sent.")
+    bytes_stored: Figure | None = Field(default=None, description="Bytes held in the cache.")
+    objects: Figure | None = Field(default=None, description="Objects held in the cache.")
+    server_errors: Figure | None = Field(default=None, description="Responses with a 5xx status.")
+    upstream_errors: Figure | None = Field(
         default=None, description="Origin or parent fetches that failed (connection, timeout, 5xx)."
     )
     latency_p99_ms: float | None = Field(
-        default=None, ge=0, description="99th percentile response time over the last minute, milliseconds."
+        default=None, ge=0, le=1e9, description="99th percentile response time over the last minute, milliseconds."
     )
 
 
@@ -100,6 +113,13 @@ class PeerVote(Model):
 
 MAX_TASK_REPORTS = 256
 """Security limit: Purges (and, separately, Prefetches) one status report may describe."""
+MAX_WORKLOAD_INSTANCES = 256
+"""Security limit: workload instances one node may report."""
+MAX_PEER_VOTES = 512
+"""Security limit: peers one node may vote about (the nodes of one site)."""
+MAX_STATUS_TEXT = 4096
+"""Security limit: characters of a status message (the node's, or one instance's)."""
+ShortText = Annotated[str, Field(max_length=253)]
 
 
 class TaskReport(Model):
@@ -124,16 +144,17 @@ class NodeStatus(Model):
     last_heartbeat: Timestamp | None = Field(
         default=None, description="When the agent last reported (RFC 3339)."
     )
-    hub: str | None = Field(default=None, description="Hub replica the node is connected to.")
+    hub: ShortText | None = Field(default=None, description="Hub replica the node is connected to.")
     synced_revision: Count | None = Field(
         default=None, description="Store revision the node's local copy is complete up to."
     )
-    synced_epoch: str | None = Field(
+    synced_epoch: ShortText | None = Field(
         default=None, description="Store epoch syncedRevision belongs to."
     )
-    agent_version: str | None = Field(default=None, description="edgefleet version of the agent.")
-    workloads: dict[str, InstanceStatus] | None = Field(
-        default=None, description="Workload instances on the node, by workload name."
+    agent_version: str | None = Field(default=None, max_length=64, description="edgefleet version of the agent.")
+    workloads: dict[Name, InstanceStatus] | None = Field(
+        default=None, max_length=MAX_WORKLOAD_INSTANCES,
+        description="Workload instances on the node, by workload name.",
     )
     cache: CacheStats | None = Field(default=None, description="Cache server statistics.")
     purges: list[TaskReport] | None = Field(
@@ -145,15 +166,27 @@ class NodeStatus(Model):
     prefetches: list[TaskReport] | None = Field(
         default=None, max_length=MAX_TASK_REPORTS, description="The open Prefetches of this node's view, likewise."
     )
-    peer_votes: dict[str, PeerVote] | None = Field(
-        default=None, description="This node's health votes about its site peers, by node name."
+    peer_votes: dict[Name, PeerVote] | None = Field(
+        default=None, max_length=MAX_PEER_VOTES,
+        description="This node's health votes about its site peers, by node name.",
     )
-    message: str | None = Field(default=None, description="Why the node is in this phase.")
-    drains: dict[str, Timestamp] | None = Field(
+    message: str | None = Field(default=None, max_length=MAX_STATUS_TEXT, description="Why the node is in this phase.")
+    drains: dict[ShortText, Timestamp] | None = Field(
         default=None,
         description="Drains the cloud holds on the node (e.g. 'workload/cache' during its rollout step), with "
         "when each began: the GSLB leaves a node with any drain out of its answers, as for spec.draining.",
     )
+
+
+    @field_validator("workloads")
+    @classmethod
+    def _bounded_instances(cls, workloads: dict[str, InstanceStatus] | None) -> dict[str, InstanceStatus] | None:
+        for name, instance in (workloads or {}).items():
+            for what, text in (("message", instance.message), ("revision", instance.revision)):
+                if text is not None and len(text) > MAX_STATUS_TEXT:
+                    raise ValueError(f"workloads.{name}.{what}: at most {MAX_STATUS_TEXT} characters "
+                                     f"(got {len(text)})")
+        return workloads
 
 
 class Node(Resource):

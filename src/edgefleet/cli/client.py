@@ -5,6 +5,12 @@ becomes a :class:`ClientError` carrying the server's ``Status`` (reason,
 message, field causes) so the CLI can print it and say what to do next.
 Connection failures say which server was tried and how to change it.
 
+TLS: given a :class:`~edgefleet.tls.ClientTrust`, the client refuses a
+cleartext ``http://`` server unless it allows it, and checks the server's
+certificate against its CA alone; a certificate that CA did not sign is a
+:class:`ClientError` saying so (a man in the middle, or a changed CA), not
+a generic connection failure.
+
 Warnings: the server sends ``Warning: 299 - "text"`` headers (RFC 7234, as
 Kubernetes does) for writes it accepts but doubts (a selector that matches
 no node, a webhook's remark). Every response's warnings go to ``on_warning``:
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +31,7 @@ from rich.console import Console
 from rich.text import Text
 
 from edgefleet.api.meta import API_VERSION, KindInfo
+from edgefleet.tls import ClientTrust, TlsError, describe_verify_failure
 
 Document = dict[str, Any]
 
@@ -56,13 +64,24 @@ class ClientError(Exception):
 class ApiClient:
     def __init__(
         self, server: str, token: str | None, *, timeout: float = 30.0,
-        on_warning: Callable[[str], None] | None = print_warning,
+        on_warning: Callable[[str], None] | None = print_warning, trust: ClientTrust | None = None,
     ) -> None:
-        """``on_warning`` gets the text of every warning the server sends (None: ignore them)."""
+        """``on_warning`` gets the text of every warning the server sends (None: ignore them).
+
+        ``trust``: the CA to check the server against and whether http:// is
+        allowed (ClientError when it is not); None: the system's CAs, any scheme.
+        """
         self.server = server
         self.on_warning = on_warning
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=server, headers=headers, timeout=timeout)
+        verify: ssl.SSLContext | bool = True
+        if trust is not None:
+            try:
+                trust.check_url(server)
+                verify = trust.ssl_context()
+            except TlsError as exc:
+                raise ClientError(str(exc)) from None
+        self._http = httpx.Client(base_url=server, headers=headers, timeout=timeout, verify=verify)
 
     def close(self) -> None:
         self._http.close()
@@ -76,6 +95,8 @@ class ApiClient:
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise _connect_error(self.server, exc) from None
         except httpx.TransportError as exc:
             raise ClientError(
                 f"cannot reach the edgefleet server at {self.server} ({exc.__class__.__name__}: {exc}); "
@@ -171,6 +192,16 @@ class ApiClient:
                         yield json.loads(line)
         except httpx.TransportError as exc:
             raise ClientError(f"the watch on {self.server} ended: {exc}") from None
+
+
+def _connect_error(server: str, exc: httpx.ConnectError) -> ClientError:
+    cause = exc.__context__ or exc.__cause__
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__context__ or cause.__cause__
+    if cause is not None:
+        return ClientError(describe_verify_failure(server, cause))
+    return ClientError(f"cannot reach the edgefleet server at {server} ({exc.__class__.__name__}: {exc}); "
+                       "is `edgefleet cloud` running? Set the address with --server or EDGEFLEET_SERVER")
 
 
 def _error_from(response: httpx.Response) -> ClientError:

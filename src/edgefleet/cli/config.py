@@ -10,22 +10,34 @@ context of the config file ``$EDGEFLEET_CONFIG`` or
     current-context: lab
     contexts:
       - name: lab
-        server: http://127.0.0.1:7440
+        server: https://127.0.0.1:7440
         token: abc123.0123456789abcdef0123456789abcdef
+        certificate-authority: /home/me/edgefleet-up/tls/ca.crt
 
 The file holds secrets, so it is written with mode 0600.
+
+TLS (:class:`~edgefleet.tls.ClientTrust`): the CA the server's certificate
+must chain to is ``EDGEFLEET_CA_FILE``, else the context's
+``certificate-authority`` when the server is the context's, else the
+system's CAs. A cleartext ``http://`` server is refused unless
+``EDGEFLEET_INSECURE=1`` or the context says ``insecure: true``
+(``edgefleet config set-context NAME --insecure``): the token would cross
+the network in the clear.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-DEFAULT_SERVER = "http://127.0.0.1:7440"
+from edgefleet.tls import ClientTrust, TlsError
+
+DEFAULT_SERVER = "https://127.0.0.1:7440"
+INSECURE_HOW = "EDGEFLEET_INSECURE=1 (or `edgefleet config set-context NAME --server URL --insecure`)"
 
 
 class ConfigError(Exception):
@@ -37,6 +49,7 @@ class Connection:
     server: str
     token: str | None
     source: str
+    trust: ClientTrust = field(default_factory=ClientTrust)
 
 
 def config_path() -> Path:
@@ -77,7 +90,8 @@ def find_context(data: dict[str, Any], name: str) -> dict[str, Any] | None:
     return None
 
 
-def set_context(data: dict[str, Any], name: str, server: str, token: str | None) -> None:
+def set_context(data: dict[str, Any], name: str, server: str, token: str | None, *,
+                ca_file: Path | None = None, insecure: bool | None = None) -> None:
     context = find_context(data, name)
     if context is None:
         context = {"name": name}
@@ -85,6 +99,29 @@ def set_context(data: dict[str, Any], name: str, server: str, token: str | None)
     context["server"] = server
     if token is not None:
         context["token"] = token
+    if ca_file is not None:
+        context["certificate-authority"] = str(ca_file.absolute())
+    if insecure is not None:
+        context.pop("insecure", None)
+        if insecure:
+            context["insecure"] = True
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def trust_for(server: str, context: dict[str, Any]) -> ClientTrust:
+    """The CA and cleartext rule for ``server`` (see the module docstring); ConfigError refusing cleartext."""
+    own = str(context.get("server", "")).rstrip("/") == server
+    ca = os.environ.get("EDGEFLEET_CA_FILE") or (context.get("certificate-authority") if own else None)
+    trust = ClientTrust(Path(str(ca)) if ca else None,
+                        env_flag("EDGEFLEET_INSECURE") or (own and context.get("insecure") is True))
+    try:
+        trust.check_url(server, how=INSECURE_HOW)
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from None
+    return trust
 
 
 def resolve(server: str | None, token: str | None, context_name: str | None) -> Connection:
@@ -103,4 +140,5 @@ def resolve(server: str | None, token: str | None, context_name: str | None) -> 
     chosen_server = server or env_server or context.get("server") or DEFAULT_SERVER
     chosen_token = token or env_token or context.get("token")
     source = "flag" if server else "EDGEFLEET_SERVER" if env_server else f"context {name}" if context else "default"
-    return Connection(str(chosen_server).rstrip("/"), chosen_token, source)
+    url = str(chosen_server).rstrip("/")
+    return Connection(url, chosen_token, source, trust_for(url, context))

@@ -14,9 +14,13 @@ Files ``edgefleet edge join`` writes in the node's data directory
   leaves half a token; the agent reads it on every connection.
 - ``node.yaml``: ``servers`` (the cloud's URLs, every ``--server`` given,
   in order), ``server`` (the first of them, for older agents and tools),
-  ``node`` (its name) and ``site``. No secret in it. The agent dials the
+  ``node`` (its name), ``site`` and ``insecure: true`` when ``--insecure``
+  allowed cleartext servers. No secret in it. The agent dials the
   ``servers`` (in random order, failing over between them) until the cloud
   sends a ClusterInfo listing others (see :mod:`edgefleet.api.clusterinfo`).
+- ``ca.crt``: the cloud's CA, pinned by ``--ca-hash`` or given by
+  ``--ca-file`` (see :mod:`edgefleet.cli.trust`); the agent and
+  ``rotate-credential`` trust it alone.
 
 ``edge join`` accepts ``--server`` several times and comma-separated lists:
 the join request goes to the first server that answers (one that cannot be
@@ -49,6 +53,8 @@ from edgefleet.api.meta import check_dns1123_subdomain
 from edgefleet.api.nodes import INFO as NODES
 from edgefleet.cli import config as cli_config
 from edgefleet.cli.client import ApiClient, ClientError
+from edgefleet.cli.trust import join_trust
+from edgefleet.tls import CA_PATH, NODE_CA_FILE, ClientTrust, TlsError, ca_hash, node_trust, write_file
 
 Document = dict[str, Any]
 DEFAULT_DATA_DIR = Path("edgefleet-node")
@@ -122,7 +128,10 @@ def admin_client(server: str | None, token: str | None, context: str | None) -> 
         connection = cli_config.resolve(server, token, context)
     except cli_config.ConfigError as exc:
         fail(str(exc))
-    return FleetClient(connection.server, connection.token)
+    try:
+        return FleetClient(connection.server, connection.token, trust=connection.trust)
+    except ClientError as exc:
+        fail(str(exc))
 
 
 _DURATION = re.compile(r"(\d+)([smhd])")
@@ -165,7 +174,7 @@ FAILOVER_CODES = (0, 502, 503, 504)
 
 
 def first_answering(
-    servers: Sequence[str], token: str, path: str, body: Document | None = None
+    servers: Sequence[str], token: str, path: str, body: Document | None = None, *, trust: ClientTrust | None = None,
 ) -> tuple[str, Document]:
     """POST ``path`` to each server in turn until one answers: (that server, its answer).
 
@@ -176,7 +185,7 @@ def first_answering(
     lost credential to expire with the grace period.)
     """
     for index, server in enumerate(servers):
-        client = FleetClient(server, token)
+        client = FleetClient(server, token, trust=trust)
         try:
             return server, client.call("POST", path, body)
         except ClientError as exc:
@@ -215,16 +224,29 @@ class NodeFiles:
     def config(self) -> Path:
         return self.root / "node.yaml"
 
+    @property
+    def ca(self) -> Path:
+        return self.root / NODE_CA_FILE
+
+    def trust(self, config: Document) -> ClientTrust:
+        """The CA join pinned and whether it allowed cleartext (``insecure`` in node.yaml)."""
+        return node_trust(self.root, config.get("insecure") is True)
+
     def joined(self) -> bool:
         return self.credential.exists()
 
-    def write(self, *, servers: Sequence[str], node: str, site: str, credential: str) -> None:
-        """Write the credential and ``node.yaml`` (``server`` is the first of ``servers``, for older readers)."""
+    def write(self, *, servers: Sequence[str], node: str, site: str, credential: str,
+              ca_pem: bytes | None = None, insecure: bool = False) -> None:
+        """Write the credential, the CA and ``node.yaml`` (``server``: the first of ``servers``, for older readers)."""
         if not servers:
             raise ValueError("at least one server URL is needed")
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.write_credential(credential)
-        document = {"server": servers[0], "servers": list(servers), "node": node, "site": site}
+        if ca_pem is not None:
+            write_file(self.ca, ca_pem, 0o644)
+        document: Document = {"server": servers[0], "servers": list(servers), "node": node, "site": site}
+        if insecure:
+            document["insecure"] = True
         text = yaml.safe_dump(document, sort_keys=False)
         write_atomically(self.config, text, mode=0o644)
 
@@ -288,12 +310,23 @@ def token_create(
         help="bootstrap: lets nodes join, nothing else; viewer: reads the API and the dashboard; "
         "admin: reads and writes")] = "bootstrap",
     output: Annotated[str, typer.Option("--output", "-o", help="text (the token alone) or json")] = "text",
+    site: Annotated[str | None, typer.Option(help="Bootstrap token: joins must name this site")] = None,
+    name: Annotated[str | None, typer.Option(help="Bootstrap token: joins must name this node")] = None,
+    uses: Annotated[int | None, typer.Option(min=1, help="Bootstrap token: how many joins it is good for "
+                                             "(default: any number until it expires)")] = None,
+    approval: Annotated[bool, typer.Option(
+        "--approval", help="Bootstrap token: joined nodes wait for `edgefleet node approve NAME`")] = False,
+    takeover: Annotated[bool, typer.Option(
+        "--takeover", help="Bootstrap token with --name: the join may replace the credentials that node holds "
+        "(a reinstalled machine)")] = False,
     server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
 ) -> None:
     """Create a token (admin): by default a bootstrap token for `edgefleet edge join`.
 
     The token is printed once (only its hash is stored). A bootstrap token
-    lets any number of nodes join until it expires and grants nothing else;
+    lets nodes join until it expires and grants nothing else; narrow it with
+    --site, --name and --uses (e.g. `--site par --name par-edge-3 --uses 1`
+    for one machine), and make its nodes wait for an admin with --approval.
     --role viewer or --role admin makes an API token for people and tools
     (`export EDGEFLEET_TOKEN=...`, the dashboard at /ui).
     """
@@ -301,7 +334,9 @@ def token_create(
         fail(f"unknown output format {output!r}; use text or json")
     if role not in TOKEN_ROLES:
         fail(f"--role {role!r}: use one of {', '.join(TOKEN_ROLES)}")
-    body: Document = {"description": description, "role": role}
+    narrowing = {"site": site, "name": name, "uses": uses, "approval": approval or None, "takeover": takeover or None}
+    body: Document = {"description": description, "role": role,
+                      **{key: value for key, value in narrowing.items() if value is not None}}
     try:
         if ttl is not None:
             body["ttlSeconds"] = parse_duration(ttl)
@@ -309,18 +344,33 @@ def token_create(
         fail(f"--ttl: {exc}")
     with calls(admin_client(server, token, context)) as client:
         created = client.call("POST", "/bootstrap-tokens", body)
+        pin = served_ca_hash(client) if created.get("role", "bootstrap") == "bootstrap" else None
     if output == "json":
         print(json.dumps(created, indent=2))
         return
     print(created["token"])
-    err.print(created_message(created, client.server), markup=False)
+    err.print(created_message(created, client.server, pin), markup=False)
 
 
-def created_message(created: Document, server: str) -> str:
+def served_ca_hash(client: ApiClient) -> str | None:
+    """The pin of the CA the cloud publishes (fetched over the verified connection); None when it has none."""
+    try:
+        return ca_hash(client.text(CA_PATH).encode())
+    except (ClientError, TlsError):
+        return None
+
+
+def created_message(created: Document, server: str, pin: str | None = None) -> str:
     expires = f"expires at {created['expiresAt']}" if created.get("expiresAt") else "never expires"
     if created.get("role", "bootstrap") == "bootstrap":
-        return (f"bootstrap token {created['id']} {expires}. On each node run:\n"
-                f"  edgefleet edge join --server {server} --token {created['token']} --site SITE")
+        trust = f" --ca-hash {pin}" if pin else " --insecure" if server.lower().startswith("http://") else ""
+        where = f"--site {created.get('site') or 'SITE'}"
+        where += f" --name {created['name']}" if created.get("name") else ""
+        limits = [f"; good for {created['uses']} join(s)"] if created.get("uses") else []
+        limits += ["; joined nodes wait for `edgefleet node approve NAME`"] if created.get("approval") else []
+        return (f"bootstrap token {created['id']} {expires}{''.join(limits)}. "
+                f"On {'the' if created.get('name') else 'each'} node run:\n"
+                f"  edgefleet edge join --server {server} --token {created['token']}{trust} {where}")
     return (f"{created['role']} token {created['id']} {expires}. Use it with:\n"
             f"  export EDGEFLEET_SERVER={server} EDGEFLEET_TOKEN={created['token']}")
 
@@ -332,11 +382,14 @@ def token_list(server: ServerOpt = None, token: TokenOpt = None, context: Contex
     if not items:
         out.print("No tokens.")
         return
-    out.print(f"{'ID':<8} {'ROLE':<10} {'EXPIRES':<21} {'CREATED-BY':<12} DESCRIPTION")
+    out.print(f"{'ID':<8} {'ROLE':<10} {'EXPIRES':<21} {'USES':<7} {'FOR':<24} {'CREATED-BY':<12} DESCRIPTION")
     for item in items:
         expires = item.get("expiresAt") or "never"
-        out.print(f"{item['id']:<8} {item.get('role', 'bootstrap'):<10} {expires:<21} {item['createdBy']:<12} "
-                  f"{item['description']}", markup=False)
+        uses = f"{item.get('used', 0)}/{item['uses']}" if item.get("uses") else "-"
+        bound = "/".join(part for part in (item.get("site"), item.get("name")) if part) or "-"
+        bound += " (approval)" if item.get("approval") else ""
+        out.print(f"{item['id']:<8} {item.get('role', 'bootstrap'):<10} {expires:<21} {uses:<7} {bound:<24} "
+                  f"{item['createdBy']:<12} {item['description']}", markup=False)
 
 
 def token_delete(
@@ -368,6 +421,14 @@ def edge_join(
         help="IPv4/IPv6 address users reach the node at (put in DNS answers); repeatable")] = None,
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     force: Annotated[bool, typer.Option(help="Join again although the data directory holds a credential")] = False,
+    ca_hash_pin: Annotated[str | None, typer.Option(
+        "--ca-hash", help="sha256:... pin of the cloud's CA (printed by `edgefleet token create`): the CA is "
+        "fetched from the cloud and kept only if it matches; every other certificate is refused")] = None,
+    ca_file: Annotated[Path | None, typer.Option(help="The cloud's CA certificate, trusted alone (instead of "
+                                                      "--ca-hash)")] = None,
+    insecure: Annotated[bool, typer.Option(
+        help="Allow cleartext http:// servers (the token and the credential cross the network in the clear)")]
+    = False,
 ) -> None:
     """Join this machine to the fleet: create (or adopt) its Node and store its credential.
 
@@ -390,18 +451,23 @@ def edge_join(
         servers = parse_servers(server)
         node_name = name or default_node_name()
         body = {"name": node_name, "site": site, "labels": parse_labels(label or []), "addresses": address or []}
-    except ValueError as exc:
+        trust, ca_pem = join_trust(servers, ca_hash_pin, ca_file, insecure)
+    except (ValueError, TlsError) as exc:
         fail(str(exc))
     try:
-        _, joined = first_answering(servers, token, "/join", body)
+        _, joined = first_answering(servers, token, "/join", body, trust=trust)
     except ClientError as exc:
         details = [f"{c.get('field', '')}: {c.get('message', '')}" for c in exc.causes]
         hint = _HINTS.get(exc.code)
         fail(str(exc), *details, *([hint] if hint else []))
-    files.write(servers=servers, node=joined["node"], site=site, credential=joined["credential"])
+    files.write(servers=servers, node=joined["node"], site=site, credential=joined["credential"], ca_pem=ca_pem,
+                insecure=insecure)
     how = "adopted the existing Node (its spec and labels are kept)" if joined["adopted"] else "created its Node"
     out.print(f"joined as node/{joined['node']} in site {site}: {how}")
     out.print(f"credential written to {files.credential} (mode 0600), settings to {files.config}")
+    if joined.get("pending"):
+        out.print(f"the node waits for approval: an admin runs `edgefleet node approve {joined['node']}`; "
+                  "until then its agent is refused")
 
 
 @edge_app.command("rotate-credential")
@@ -418,13 +484,14 @@ def edge_rotate_credential(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
     except ValueError as exc:
         fail(str(exc))
     servers = NodeFiles.servers_of(config)
+    trust = files.trust(config)
     try:
-        server, rotated = first_answering(servers, credential, "/credentials/rotate")
+        server, rotated = first_answering(servers, credential, "/credentials/rotate", trust=trust)
     except ClientError as exc:
         hint = _HINTS.get(exc.code)
         fail(str(exc), *([hint] if hint else []))
     files.write_credential(rotated["credential"])
-    with calls(FleetClient(server, rotated["credential"])) as check:
+    with calls(FleetClient(server, rotated["credential"], trust=trust)) as check:
         check.get(NODES, rotated["node"])  # the new credential works before we say so
     out.print(f"credential of node/{rotated['node']} rotated and written to {files.credential}; "
               f"the previous one stops working at {rotated['previousExpiresAt']}")
@@ -450,3 +517,18 @@ def node_revoke(
         out.print(f"node/{name}: {revoked} credential(s) revoked; it must join again to reconnect")
     else:
         out.print(f"node/{name} had no credential; nothing to revoke")
+
+
+@node_app.command("approve")
+def node_approve(
+    name: Annotated[str, typer.Argument(help="Node name")],
+    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+) -> None:
+    """Approve a node that joined with an approval token (admin): its agent may connect and get its view."""
+    with calls(admin_client(server, token, context)) as client:
+        approved = client.call("POST", f"/nodes/{name}/approve")["approved"]
+    if approved:
+        out.print(f"node/{name} approved: its agent may connect now")
+    else:
+        fail(f"node/{name} has no credential waiting for approval",
+             "it was approved already, never joined with an approval token, or was revoked")

@@ -27,6 +27,7 @@ from edgefleet.cli import agent as agent_commands
 from edgefleet.cli import config as cli_config
 from edgefleet.cli import dataplane, fleet, purge, rollout, route, up
 from edgefleet.cli import gslb as gslb_cli
+from edgefleet.cli import trust as trust_cli
 from edgefleet.cli.client import ApiClient, ClientError
 from edgefleet.cli.manifests import ManifestError, in_apply_order, in_delete_order, load_manifests
 from edgefleet.cli.output import OUTPUT_FORMATS, describe, dump, print_docs, to_model
@@ -51,6 +52,7 @@ purge.register(app)  # purge DOMAIN URL... [--prefix] [--tag] [--soft] [--wait]
 route.register(app)  # route DOMAIN --client IP [--path P] [-o json|yaml]
 rollout.register(app)  # rollout status|history|pause|resume|abort|undo|pin|unpin WORKLOAD
 up.register(app)  # up [--sites N] [--nodes N] [--detach] [--fresh], down
+trust_cli.register(app)  # tls init|ca-hash
 
 # Piped output (scripts, grep) gets wide lines instead of 80-column wrapping.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
@@ -97,7 +99,10 @@ def api(server: str | None, token: str | None, context: str | None) -> Iterator[
         connection = cli_config.resolve(server, token, context)
     except cli_config.ConfigError as exc:
         fail(str(exc))
-    client = ApiClient(connection.server, connection.token)
+    try:
+        client = ApiClient(connection.server, connection.token, trust=connection.trust)
+    except ClientError as exc:
+        fail(str(exc))
     try:
         yield client
     except ClientError as exc:
@@ -132,6 +137,8 @@ def cloud(
     admin_token_file: Annotated[Path | None, typer.Option(
         help="Also write the admin token generated on first start to this file (mode 0600)")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest accepted request body")] = 1024 * 1024,
+    max_watches_per_principal: Annotated[int, typer.Option(
+        min=0, help="Watches one token may hold open at once (one more is 429); 0: no limit")] = 128,
     compact_interval: Annotated[float, typer.Option(
         help="Seconds of store history kept for watches; older history is compacted")] = 300.0,
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
@@ -171,8 +178,18 @@ def cloud(
     node_port: gslb_cli.NodePortOpt = None,
     trusted_proxy: gslb_cli.TrustedOpt = None,
     demand_window: gslb_cli.DemandWindowOpt = gslb_cli.DEFAULT_DEMAND_WINDOW,
+    rrl_rate: gslb_cli.RrlRateOpt = gslb_cli.DEFAULT_RRL_RATE,
+    rrl_slip: gslb_cli.RrlSlipOpt = gslb_cli.DEFAULT_RRL_SLIP,
+    demand_per_sender: gslb_cli.DemandPerSenderOpt = gslb_cli.DEFAULT_DEMAND_PER_SENDER,
     site_activation_period: Annotated[float, typer.Option(
         min=0.05, help="Seconds between two decisions of the site activation controller")] = 5.0,
+    tls_cert: Annotated[Path | None, typer.Option(
+        help="Serve the API, dashboard and hub over TLS with this certificate (PEM, chain allowed; every hub "
+        "replica serves the same one, with all their names as SANs). `edgefleet tls init` makes one")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The private key of --tls-cert (PEM)")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(
+        help="The CA that signed --tls-cert, published at /edge/v1/ca for `edge join --ca-hash` (default: the "
+        "last certificate of --tls-cert's chain)")] = None,
 ) -> None:
     """Run the control plane: REST API with watch, on SQLite (default) or etcd, and the GSLB.
 
@@ -184,6 +201,9 @@ def cloud(
     Several replicas on one etcd store share the fleet: each publishes a Hub
     object (edgefleet get hubs) with its sessions, and an over-loaded replica
     hands sessions to the others until they hold even shares.
+
+    With --tls-cert and --tls-key it serves HTTPS (and WSS for the agents);
+    without them cleartext HTTP, which clients accept only with --insecure.
     """
     from edgefleet import logs
     from edgefleet.cloud import process
@@ -193,25 +213,34 @@ def cloud(
     from edgefleet.cloud.hub import HubLimits
     from edgefleet.cloud.statuswrites import Intervals
     from edgefleet.store.interface import StoreError
+    from edgefleet.tls import TlsError, server_tls
 
     logs.setup(log_level, log_format)
     try:
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together: give both (or neither, for cleartext HTTP)")
+        if tls_ca is not None and tls_cert is None:
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key")
+        tls = server_tls(tls_cert, tls_key, tls_ca) if tls_cert is not None and tls_key is not None else None
         host, port = process.parse_listen(listen)
         thresholds = Thresholds(node_not_ready_after, node_unknown_after, node_monitor_period)
         options = process.CloudOptions(
             host=host, port=port, store_url=store, tokens_file=tokens_file,
             admin_token_file=admin_token_file, max_body_bytes=max_body_bytes,
+            max_watches_per_principal=max_watches_per_principal,
             compact_interval=compact_interval, node_thresholds=thresholds,
             heartbeat_seconds=heartbeat, hub_id=hub_id,
             gslb=gslb_cli.gslb_options(dns_listen, geo, zone, redirect_listen, node_port, trusted_proxy,
-                                       demand_window),
+                                       demand_window, rrl_rate=rrl_rate, rrl_slip=rrl_slip,
+                                       demand_per_sender=demand_per_sender),
             site_activation_period=site_activation_period, advertise_url=advertise_url,
             hub_limits=HubLimits(max_connections=max_connections, max_handshakes=max_handshakes),
             status_intervals=Intervals(refresh_interval=node_status_refresh),
             balance=BalanceSettings(tolerance=rebalance_tolerance, observe_seconds=rebalance_observe),
+            tls=tls,
         )
         process.main(options)
-    except (ValueError, StoreError) as exc:
+    except (ValueError, StoreError, TlsError) as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot listen: {exc}", "choose other addresses with --listen / --dns-listen, or --dns-listen off")
@@ -381,10 +410,17 @@ def set_context(
     server: Annotated[str, typer.Option(help="API server URL")] = cli_config.DEFAULT_SERVER,
     token: Annotated[str | None, typer.Option(help="Bearer token")] = None,
     use: Annotated[bool, typer.Option("--use", help="Also make it the current context")] = False,
+    ca_file: Annotated[Path | None, typer.Option(
+        help="CA certificate the server's certificate must chain to (alone; default: the system's CAs)")] = None,
+    insecure: Annotated[bool | None, typer.Option(
+        "--insecure/--no-insecure", help="Allow a cleartext http:// server (the token crosses the network in "
+        "the clear)")] = None,
 ) -> None:
     """Create or update a context (file mode 0600: it holds the token)."""
     data = _config()
-    cli_config.set_context(data, name, server, token)
+    if ca_file is not None and not ca_file.is_file():
+        fail(f"--ca-file {ca_file}: no such file")
+    cli_config.set_context(data, name, server, token, ca_file=ca_file, insecure=insecure)
     if use or not data.get("current-context"):
         data["current-context"] = name
     out.print(f"context {name!r} saved in {cli_config.save_config(data)}")

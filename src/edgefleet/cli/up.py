@@ -10,11 +10,17 @@ How ``up`` goes, each step only after the one before succeeded:
    cache and admin port on its own 127.0.x.y address); each taken one is
    named with the option that moves it.
 2. **Start** the cloud (SQLite in DATA, the GSLB on ``--dns-listen`` with
-   the packaged geo table) and the demo origin, apply the Sites, the
+   the packaged geo table, HTTPS with the fleet's own CA: ``DATA/tls``,
+   made on the first run by :func:`edgefleet.tls.ensure_pki` for
+   127.0.0.1, localhost, the host name and the ``--listen`` address) and
+   the demo origin, apply the Sites, the
    ``demo`` Domain and the cache Workload, make a viewer token for the
    dashboard (kept in ``DATA/viewer-token``), join every node with one
    bootstrap token (the join request of ``edgefleet edge join``, made in
-   process) and run one ``edgefleet edge run`` per node. Every process is a
+   process, each node given the CA in its directory as ``--ca-hash`` would)
+   and run one ``edgefleet edge run`` per node. Every client of ``up``
+   trusts ``DATA/tls/ca.crt`` alone, and the printed ``export`` line sets
+   ``EDGEFLEET_CA_FILE`` to it, so the printed commands work as printed. Every process is a
    child in its own session (so a Ctrl-C in the terminal reaches only
    ``up``, which then stops them in order) logging to ``DATA/logs/``.
 3. **Wait**, with a live table, until every node is Ready (by a report
@@ -80,10 +86,12 @@ from edgefleet.api.nodes import INFO as NODES
 from edgefleet.cli import upplan
 from edgefleet.cli.client import ApiClient, ClientError
 from edgefleet.cli.fleet import FleetClient, NodeFiles
+from edgefleet.cli.trust import default_hosts
 from edgefleet.cli.upplan import Endpoint, FleetPlan, Logs, NodeProgress, ProcessEntry, UpRecord
 from edgefleet.edge import processes
 from edgefleet.edge.statefiles import load_all
 from edgefleet.edge.workdirs import Layout
+from edgefleet.tls import ClientTrust, PkiFiles, ensure_pki
 
 UP_FILE = "up.json"
 DEFAULT_DATA = Path("edgefleet-up")
@@ -91,6 +99,7 @@ POLL_SECONDS = 0.5
 TERM_GRACE_SECONDS = 10.0
 STOP_WORKLOADS_TIMEOUT = 60.0
 START_TIMEOUT = 30.0
+TLS_DIR = "tls"
 ROUTE_DEFAULT_GEO = Path("examples/geo.csv")
 """Where ``edgefleet route`` finds a geo table by default (see :mod:`edgefleet.cli.route`)."""
 
@@ -314,11 +323,16 @@ def refuse_second_fleet(data: Path, plan: FleetPlan) -> None:
 
 
 def cloud_answers(server: str) -> bool:
-    try:
-        response = httpx.get(server + "/version", timeout=1.0)
-        return response.status_code == 200 and "version" in response.json()
-    except (httpx.HTTPError, ValueError):
-        return False
+    """Whether an edgefleet cloud answers at ``server``'s address, over HTTPS (any certificate) or HTTP."""
+    address = server.partition("://")[2]
+    for url in (f"https://{address}", f"http://{address}"):
+        try:  # no token is sent: any certificate will do to see who answers
+            response = httpx.get(url + "/version", timeout=1.0, verify=False)
+            if response.status_code == 200 and "version" in response.json():
+                return True
+        except (httpx.HTTPError, ValueError):
+            continue
+    return False
 
 
 def port_free(need: upplan.PortNeed) -> bool:
@@ -359,6 +373,7 @@ def prepare_data(data: Path, plan: FleetPlan, fresh: bool) -> None:
                       "start over with --fresh (deletes it), use the same --sites/--nodes, or another --data")
     for sub in (data, data / "logs", nodes_dir):
         sub.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_pki(data / TLS_DIR, [*default_hosts(), plan.ports.api.host])
 
 
 def _looks_like_up_data(data: Path) -> bool:
@@ -404,6 +419,15 @@ class Fleet:
     def node_dir(self, node: str) -> Path:
         return (self.data / "nodes" / node).absolute()
 
+    @property
+    def pki(self) -> PkiFiles:
+        return PkiFiles((self.data / TLS_DIR).absolute())
+
+    @property
+    def trust(self) -> ClientTrust:
+        """What every client of this fleet trusts: its own CA, alone."""
+        return ClientTrust(self.pki.ca_cert)
+
     def start_cloud_and_origin(self) -> None:
         ports = self.plan.ports
         self.children.append(spawn("origin", "origin", ["origin", "--listen", str(ports.origin)],
@@ -411,9 +435,11 @@ class Fleet:
         self.children.append(spawn("cloud", "cloud", [
             "cloud", "--listen", str(ports.api), "--store", f"sqlite:///{self.data.absolute()}/store.db",
             "--admin-token-file", str(self.data.absolute() / "admin-token"), "--dns-listen", str(ports.dns),
-            "--geo", str(self.geo.absolute()),
+            "--geo", str(self.geo.absolute()), "--tls-cert", str(self.pki.server_cert),
+            "--tls-key", str(self.pki.server_key), "--tls-ca", str(self.pki.ca_cert),
         ], Path(self.logs.cloud)))
-        wait_for(lambda: _http_ok(self.plan.server + "/readyz"), self.children[-1], "the cloud to be ready")
+        wait_for(lambda: _http_ok(self.plan.server + "/readyz", self.trust), self.children[-1],
+                 "the cloud to be ready")
         wait_for(lambda: _tcp_open(ports.origin), self.children[0], "the origin to listen")
 
     def tokens(self) -> None:
@@ -423,15 +449,15 @@ class Fleet:
                           "start over with --fresh")
         self.admin_token = admin
         viewer = read_secret(self.data / "viewer-token")
-        if viewer is None or not _http_ok(f"{self.plan.server}/apis/edgefleet.io/v1/sites", viewer):
-            with contextlib.closing(FleetClient(self.plan.server, admin)) as client:
+        if viewer is None or not _http_ok(f"{self.plan.server}/apis/edgefleet.io/v1/sites", self.trust, viewer):
+            with contextlib.closing(FleetClient(self.plan.server, admin, trust=self.trust)) as client:
                 viewer = str(client.call("POST", "/bootstrap-tokens", {
                     "role": "viewer", "description": "edgefleet up: the dashboard"})["token"])
             write_secret(self.data / "viewer-token", viewer)
         self.viewer_token = viewer
 
     def apply(self) -> None:
-        with ApiClient(self.plan.server, self.admin_token) as client:
+        with ApiClient(self.plan.server, self.admin_token, trust=self.trust) as client:
             for document in upplan.manifests(self.plan):
                 apply_document(client, document)
 
@@ -440,19 +466,20 @@ class Fleet:
         pending = [node for node in self.plan.nodes if not NodeFiles(self.node_dir(node.name)).joined()]
         for node in self.plan.nodes:
             if node not in pending:
-                _repoint(NodeFiles(self.node_dir(node.name)), self.plan.server)
+                _repoint(NodeFiles(self.node_dir(node.name)), self.plan.server, self.pki.ca_cert.read_bytes())
         if not pending:
             return
-        with contextlib.closing(FleetClient(self.plan.server, self.admin_token)) as admin:
+        with contextlib.closing(FleetClient(self.plan.server, self.admin_token, trust=self.trust)) as admin:
             token = str(admin.call("POST", "/bootstrap-tokens", {
                 "ttlSeconds": 600, "description": "edgefleet up: joins its nodes"})["token"])
-        with contextlib.closing(FleetClient(self.plan.server, token)) as client:
+        with contextlib.closing(FleetClient(self.plan.server, token, trust=self.trust)) as client:
             for node in pending:
                 joined = client.call("POST", "/join", {
                     "name": node.name, "site": node.site, "addresses": [node.address],
                     "labels": {"edgefleet.io/role": "cache"}})
                 NodeFiles(self.node_dir(node.name)).write(servers=[self.plan.server], node=node.name, site=node.site,
-                                                          credential=str(joined["credential"]))
+                                                          credential=str(joined["credential"]),
+                                                          ca_pem=self.pki.ca_cert.read_bytes())
 
     def start_agents(self) -> None:
         for node in self.plan.nodes:
@@ -493,18 +520,19 @@ def apply_document(client: ApiClient, document: dict[str, Any]) -> None:
     client.replace(info, {**document, "metadata": metadata})
 
 
-def _repoint(files: NodeFiles, server: str) -> None:
-    """A node joined by an earlier ``up`` on another --listen dials this cloud now."""
+def _repoint(files: NodeFiles, server: str, ca_pem: bytes) -> None:
+    """A node joined by an earlier ``up`` on another --listen (or before TLS) dials this cloud with its CA now."""
     config, credential = files.read()
-    if NodeFiles.servers_of(config) != [server]:
+    current_ca = files.ca.read_bytes() if files.ca.exists() else None
+    if NodeFiles.servers_of(config) != [server] or current_ca != ca_pem or config.get("insecure"):
         files.write(servers=[server], node=str(config["node"]), site=str(config.get("site", "")),
-                    credential=credential)
+                    credential=credential, ca_pem=ca_pem)
 
 
-def _http_ok(url: str, token: str | None = None) -> bool:
+def _http_ok(url: str, trust: ClientTrust, token: str | None = None) -> bool:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
+        return httpx.get(url, headers=headers, timeout=2.0, verify=trust.ssl_context()).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -599,7 +627,7 @@ def wait_ready(fleet: Fleet, timeout: float, since: datetime) -> Readiness:
     ``since``: when the agents were started; older node statuses are left over from an earlier run.
     """
     started = time.monotonic()
-    with ApiClient(fleet.plan.server, fleet.admin_token, timeout=5.0) as client, \
+    with ApiClient(fleet.plan.server, fleet.admin_token, timeout=5.0, trust=fleet.trust) as client, \
             Live(console=out, auto_refresh=False) as live:
         while True:
             state = observe(fleet, client, since)
@@ -728,7 +756,7 @@ def tell(fleet: Fleet, state: Readiness, detach: bool) -> None:
     first = fleet.plan.edges[0]
     how = upplan.TryIt(cli=cli_command(), data=str(fleet.data), admin_token=fleet.admin_token,
                        viewer_token=fleet.viewer_token, first_node=state.answers[first.name][0],
-                       geo_argument=route_geo_argument(fleet.geo), detached=detach)
+                       geo_argument=route_geo_argument(fleet.geo), detached=detach, ca_file=str(fleet.pki.ca_cert))
     out.print()
     out.print(upplan.try_it(fleet.plan, how), markup=False, soft_wrap=True)
 

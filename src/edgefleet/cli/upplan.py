@@ -162,7 +162,7 @@ class FleetPlan:
 
     @property
     def server(self) -> str:
-        return f"http://{self.ports.api}"
+        return f"https://{self.ports.api}"
 
 
 def _site(city: City, tier: str, count: int) -> SitePlan:
@@ -495,6 +495,8 @@ class TryIt:
     geo_argument: str = ""
     """Extra ``--geo PATH`` for ``edgefleet route`` when its default table is not the one in use."""
     detached: bool = False
+    ca_file: str = ""
+    """The fleet's CA certificate (DATA/tls/ca.crt): the CLI trusts it alone (EDGEFLEET_CA_FILE)."""
 
 
 def try_it(plan: FleetPlan, how: TryIt) -> str:
@@ -506,16 +508,19 @@ def try_it(plan: FleetPlan, how: TryIt) -> str:
     stop = (f"{cli} down --data {data}" if how.detached
             else f"Ctrl-C here (or from another shell: {cli} down --data {data})")
     sites = ", ".join(f"{site.name} ({site.city.name}, {_count(len(site.nodes), 'node')})" for site in plan.edges)
+    ca = shlex.quote(how.ca_file) if how.ca_file else "its CA"
+    trust = f" EDGEFLEET_CA_FILE={shlex.quote(how.ca_file)}" if how.ca_file else ""
     return "\n".join([
         f"edgefleet is up: {_count(len(plan.nodes), 'node')}, each an agent running its cache; "
         f"parent site {plan.parent.name}, edge sites {sites}.",
         "",
-        "Dashboard (log in with the viewer token):",
+        "Dashboard (log in with the viewer token; the browser does not know the fleet's own CA: import "
+        f"{ca} or accept its certificate once):",
         f"  {plan.server}/ui",
         f"  viewer token: {how.viewer_token}",
         "",
-        "The CLI as admin, in this shell:",
-        f"  export EDGEFLEET_SERVER={plan.server} EDGEFLEET_TOKEN={how.admin_token}",
+        "The CLI as admin, in this shell (TLS, checked against the fleet's CA):",
+        f"  export EDGEFLEET_SERVER={plan.server}{trust} EDGEFLEET_TOKEN={how.admin_token}",
         f"  {cli} get nodes -o wide",
         "",
         f"Where the GSLB sends a user in {first.city.name}, and why:",

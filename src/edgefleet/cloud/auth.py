@@ -24,8 +24,16 @@ every replica from a watch of the token keys).
 A third role, ``node``, belongs to the credentials ``edgefleet edge join``
 issues (see :mod:`edgefleet.cloud.identity`): the principal's name is the
 node's name, and :func:`authorize_node` is the whole of what it may do on the
-REST API: read its own Node and write that Node's status. Node credentials
-never come from the tokens file.
+REST API: read its own Node (its status goes over its hub session, where the
+cloud stamps times and checks votes). Node credentials never come from the
+tokens file. A node credential issued with an approval token is *pending*
+(:attr:`Principal.pending`) until an admin approves it: it may do nothing.
+
+The lookup cache is bounded (:data:`CACHE_ENTRIES`, least recently used
+first out), and an unknown token id is remembered for
+:data:`NEGATIVE_CACHE_SECONDS` only: a client sending random token ids
+cannot grow the cloud's memory, and a token created on another replica
+works here within that time.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import re
 import secrets
 import string
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +56,10 @@ import yaml
 from edgefleet.store.interface import AlreadyExists, Store
 
 TOKEN_PREFIX = "/system/tokens/"
+CACHE_ENTRIES = 10_000
+"""Security limit: token lookups the authenticator remembers (least recently used are dropped)."""
+NEGATIVE_CACHE_SECONDS = 1.0
+"""How long an unknown token id is remembered as unknown."""
 ADMIN_TOKEN_NAME = "admin"
 _TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{32})$")
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -78,6 +91,8 @@ class Role(enum.Enum):
 class Principal:
     name: str
     role: Role
+    pending: bool = False
+    """A node credential awaiting an admin's approval (``edgefleet node approve``): it may do nothing yet."""
 
     def require_write(self) -> None:
         if self.role is not Role.ADMIN:
@@ -90,12 +105,14 @@ class Principal:
 
 # The REST operations (FastAPI operation ids, see edgefleet.cloud.server) a
 # node credential may call, always on the Node named like the credential.
-NODE_OPERATIONS = frozenset({"read_node", "read_node_status", "replace_node_status", "patch_node_status"})
+# Status writes are not among them: a node's status travels over its hub session only, where the
+# cloud owns times and checks votes (issue 12, item 2).
+NODE_OPERATIONS = frozenset({"read_node", "read_node_status"})
 NODE_RULE = (
-    "a node credential may only read its own Node (GET /apis/edgefleet.io/v1/nodes/<its name>[/status]), "
-    "write its status (PUT or PATCH .../nodes/<its name>/status) and rotate itself "
-    "(POST /edge/v1/credentials/rotate)"
+    "a node credential may only read its own Node (GET /apis/edgefleet.io/v1/nodes/<its name>[/status]) "
+    "and rotate itself (POST /edge/v1/credentials/rotate); its status travels over its hub session"
 )
+PENDING_RULE = "node {name!r} joined with a token that needs approval: an admin runs `edgefleet node approve {name}`"
 
 
 def authorize_node(principal: Principal, operation: str | None, name: str | None, request: str) -> None:
@@ -104,6 +121,8 @@ def authorize_node(principal: Principal, operation: str | None, name: str | None
     ``operation`` is the route's operation id, ``name`` its ``{name}`` path
     parameter and ``request`` the method and path, for the message.
     """
+    if principal.pending:
+        raise Forbidden(PENDING_RULE.format(name=principal.name))
     if operation in NODE_OPERATIONS and name == principal.name:
         return
     raise Forbidden(f"{NODE_RULE}; node {principal.name!r} may not {request}")
@@ -189,11 +208,15 @@ class Authenticator:
         *,
         static_tokens: dict[str, tuple[str, Principal]] | None = None,
         cache_seconds: float = 5.0,
+        cache_entries: int = CACHE_ENTRIES,
+        negative_seconds: float = NEGATIVE_CACHE_SECONDS,
     ) -> None:
         self._store = store
         self._static = static_tokens or {}
         self._cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, str, Principal] | tuple[float, None, None]] = {}
+        self._negative_seconds = min(negative_seconds, cache_seconds)
+        self._cache_entries = cache_entries
+        self._cache: OrderedDict[str, tuple[float, str, Principal] | tuple[float, None, None]] = OrderedDict()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         return (await self.identify(authorization))[1]
@@ -218,16 +241,27 @@ class Authenticator:
             return self._static[token_id]
         now = time.monotonic()
         cached = self._cache.get(token_id)
-        if cached is not None and now - cached[0] < self._cache_seconds:
+        if cached is not None and now - cached[0] < (self._cache_seconds if cached[1] else self._negative_seconds):
+            self._cache.move_to_end(token_id)
             return cached[1], cached[2]
         kv = await self._store.get(TOKEN_PREFIX + token_id)
         if kv is None:
-            self._cache[token_id] = (now, None, None)
+            self._remember(token_id, (now, None, None))
             return None, None
         record = json.loads(kv.value)
-        principal = Principal(record["name"], Role(record["role"]))
-        self._cache[token_id] = (now, record["sha256"], principal)
+        principal = Principal(record["name"], Role(record["role"]), pending=record.get("approval") == "pending")
+        self._remember(token_id, (now, record["sha256"], principal))
         return record["sha256"], principal
+
+    def _remember(self, token_id: str, entry: tuple[float, str, Principal] | tuple[float, None, None]) -> None:
+        self._cache[token_id] = entry
+        self._cache.move_to_end(token_id)
+        while len(self._cache) > self._cache_entries:
+            self._cache.popitem(last=False)
+
+    def cached(self) -> int:
+        """How many lookups are remembered (bounded by ``cache_entries``)."""
+        return len(self._cache)
 
 
 async def ensure_admin_token(store: Store) -> str | None:

@@ -14,6 +14,12 @@ ahead of this one (several clouds on one etcd), the hub waits until its own
 index reaches the node's revision before diffing, so it never mistakes
 "I have not seen it yet" for "it was deleted".
 
+Rates: every agent message is charged to its session's
+:class:`~edgefleet.cloud.limits.SessionBudget` (messages and bytes a
+second, ``HubLimits.rates``); a session over budget is not read until the
+budget refills, so a node flooding reports slows itself only, and the
+reports it manages to send coalesce as below.
+
 Status reports are *not* one store write each: they go through
 :class:`~edgefleet.cloud.statuswrites.StatusWrites`, which writes
 ``Node.status`` only when it says something new (coalesced per node, lazy
@@ -33,7 +39,8 @@ so a reconnect storm queues at the agents instead of toppling the cloud.
 Log requests (``GET /edge/v1/nodes/{node}/logs/{workload}``) travel over the
 node's session and wait for its answer; a replica that does not hold the
 node's session forwards the request to the replica that does (found in the
-Hub objects), with the caller's own credentials.
+Hub objects), with the caller's own credentials. Only admins may read logs
+(403 for viewers): a workload's output may hold anything it printed.
 """
 
 
@@ -42,6 +49,7 @@ import contextlib
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -58,9 +66,10 @@ from edgefleet.api.hubs import INFO as HUBS
 from edgefleet.api.hubs import hub_object_name
 from edgefleet.api.nodes import INFO as NODES
 from edgefleet.cloud.agentsocket import AgentSocket
-from edgefleet.cloud.auth import AuthError
+from edgefleet.cloud.auth import AuthError, Principal
 from edgefleet.cloud.balance import Balancer, BalanceSettings, Release, ReplicaLoad
 from edgefleet.cloud.errors import Status, status_body
+from edgefleet.cloud.limits import SessionBudget, SessionRates
 from edgefleet.cloud.registry import ObjectNotFound, Registry, RegistryError, VersionConflict
 from edgefleet.cloud.statuswrites import Intervals, StatusWrite, StatusWrites, merge_patch_for
 from edgefleet.store.interface import Compacted, Event, EventType, LeaseNotFound, Progress, StoreError
@@ -112,6 +121,8 @@ class HubMetrics:
         self.released = Counter("edgefleet_hub_released", "Sessions released to balance the replicas",
                                 registry=self.registry)
         self.replicas = Gauge("edgefleet_hub_replicas", "Live hub replicas (Hub objects)", registry=self.registry)
+        self.throttled = Counter("edgefleet_hub_throttled", "Pauses in reading a session that sent more than its "
+                                 "message or byte rate allows", registry=self.registry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +133,8 @@ class HubLimits:
     max_handshakes: int = 256
     """Sessions between upgrade and the first batch at once (a reconnect storm queues at the agents)."""
     retry_after: int = 5
+    rates: SessionRates = field(default_factory=SessionRates)
+    """What one session may send; past it the hub stops reading that session for a while (limits.SessionBudget)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +147,8 @@ class PresenceSettings:
     """Seconds the Hub object outlives a dead replica (its store lease)."""
     min_interval: float = 2.0
     """At most one Hub status write per this many seconds (connects and disconnects coalesce)."""
+    peer_verify: ssl.SSLContext | None = None
+    """How the other replicas' certificates are checked (logs forwarding); None: against the system's CAs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +172,7 @@ class Connection:
     last_heard: float = field(default_factory=time.monotonic)
     compress: bool = False
     """The agent takes zlib-compressed binary frames for large messages (messages.COMPRESSION_HEADER)."""
+    budget: SessionBudget = field(default_factory=SessionBudget)
 
 
 class Hub:
@@ -346,7 +362,7 @@ class Hub:
         session = CloudSession(node, epoch=self.store.epoch, hub_id=self.hub_id,
                                heartbeat_seconds=int(self.heartbeat_seconds))
         compress = websocket.headers.get(messages.COMPRESSION_HEADER, "").lower() == "zlib"
-        connection = Connection(node, session, websocket, compress=compress)
+        connection = Connection(node, session, websocket, compress=compress, budget=SessionBudget(self.limits.rates))
         try:
             await self._run(connection, slot)
         except ProtocolError as exc:
@@ -394,9 +410,11 @@ class Hub:
         sender = asyncio.create_task(self._send_loop(connection))
         try:
             while True:
-                self._receive(connection, await connection.websocket.receive_text())
+                text = await connection.websocket.receive_text()
+                self._receive(connection, text)
                 self._handle_events(connection)
                 connection.wake.set()
+                await self._pace(connection, len(text))
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -436,6 +454,13 @@ class Hub:
         self.metrics.messages_in.inc()
         connection.last_heard = time.monotonic()
         connection.session.receive(text)
+
+    async def _pace(self, connection: Connection, size: int) -> None:
+        """Stop reading a session that sent more than its rates allow until its budget refills (TCP pushes back)."""
+        wait = connection.budget.charge(size, time.monotonic())
+        if wait > 0:
+            self.metrics.throttled.inc()
+            await asyncio.sleep(wait)
 
     async def _send_loop(self, connection: Connection) -> None:
         while True:
@@ -597,7 +622,8 @@ class Hub:
                                "advertises no URL (edgefleet cloud --advertise-url); ask that replica")
             return Response(json.dumps(body), status_code=409, media_type="application/json")
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=LOGS_TIMEOUT + 2)
+            verify = self.presence_settings.peer_verify or True
+            self._http = httpx.AsyncClient(timeout=LOGS_TIMEOUT + 2, verify=verify)
         headers = {FORWARDED_HEADER: self.hub_id}
         if "authorization" in request.headers:
             headers["Authorization"] = request.headers["authorization"]
@@ -622,16 +648,18 @@ class Hub:
                 200: {"description": "The log lines", "content": {"text/plain": {"schema": {"type": "string"}}}},
                 400: {"model": Status, "description": "Invalid request parameters"},
                 401: {"model": Status, "description": "Missing, malformed or unknown bearer token"},
-                403: {"model": Status, "description": "The token's role does not allow this request"},
+                403: {"model": Status, "description": "Not an admin token: logs need role admin"},
                 404: {"model": Status, "description": "The node has no such workload"},
                 409: {"model": Status, "description": "The node is not connected to any hub replica"},
                 502: {"model": Status, "description": "The replica holding the node cannot be reached"},
             },
         )
         async def workload_logs(
-            request: Request, node: str, workload: str, _: Annotated[Any, Depends(reader)],
+            request: Request, node: str, workload: str, principal: Annotated[Principal, Depends(reader)],
             tail: Annotated[int, Query(ge=1, le=100_000)] = 200,
         ) -> Response:
+            # Workloads print what they like (their env, request data): their logs are for admins only.
+            principal.require_admin("reading workload logs")
             try:
                 reply = await self.logs(node, workload, tail)
             except NodeNotConnected as exc:

@@ -9,7 +9,14 @@ How a node gets an identity:
    may outlive its TTL by a moment, and etcd rounds short TTLs up). It is
    good for any number of joins until it expires or is deleted, and for
    nothing else: it is not under ``/system/tokens/``, so the REST API does
-   not know it (401).
+   not know it (401). An admin may narrow it (:class:`BootstrapTokenRequest`,
+   ``edgefleet token create --site S --name N --uses 1 --approval``): bound
+   to one site and/or one node name (a join for another is 403), good for a
+   number of joins (counted in the token's record with a compare-and-swap,
+   so two concurrent joins with a one-use token cannot both win; a join that
+   fails after taking its use gives it back), and needing approval (the node
+   joins, but its credential is *pending*: refused by the hub and the API
+   until ``edgefleet node approve N``, so it gets no view).
 2. ``edgefleet edge join`` presents it once to ``POST /edge/v1/join`` with
    the node's name, site, labels and addresses. The cloud creates the Node
    (validated like any Node), or adopts an existing one of that name when its
@@ -18,12 +25,12 @@ How a node gets an identity:
    **node credential**: an ordinary token at ``/system/tokens/<id>`` with role
    ``node`` and the node's name. What that role may do is
    :func:`edgefleet.cloud.auth.authorize_node`.
-3. A name that is in use by a live machine is refused: when the existing Node
-   is ``Ready`` and holds a credential, the join is 409 (two machines with the
-   same hostname must not take each other's identity). Otherwise (never
-   connected, or silent long enough to be NotReady) a join replaces the
-   node's credentials: that is how a reinstalled machine, or a join whose
-   answer was lost, gets its identity back.
+3. A join never takes over a node that holds a credential (409), whatever
+   its phase: a bootstrap token must not let anyone become an existing node
+   that merely went quiet. An admin decides instead: ``edgefleet node revoke
+   N`` first (then any join may take the name), or a token made for that node
+   with ``--name N --takeover``. That is how a reinstalled machine gets its
+   identity back.
 
 API tokens for people and tools: the same ``POST /edge/v1/bootstrap-tokens``
 with ``"role": "viewer"`` (read only: dashboards, monitoring) or ``"admin"``
@@ -38,7 +45,8 @@ the role says what it may do, and the listing shows every token an admin
 handed out in one place.
 
 Revocation (``DELETE /edge/v1/nodes/<name>/credentials``) deletes every
-credential of the node; its next request or connection is 401.
+credential of the node and clears its peer votes; its next request or
+connection is 401.
 
 Rotation (``POST /edge/v1/credentials/rotate``, with a node credential)
 issues a new credential and gives every *other* credential of the node a
@@ -80,13 +88,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgefleet.api.common import format_timestamp, parse_timestamp
 from edgefleet.api.errors import ValidationFailed
 from edgefleet.api.meta import API_VERSION, validation_errors
 from edgefleet.api.nodes import INFO as NODES
 from edgefleet.cloud.auth import (
+    PENDING_RULE,
     TOKEN_PREFIX,
     Authenticator,
     Forbidden,
@@ -122,6 +131,9 @@ BOOTSTRAP_PREFIX = "/system/bootstrap-tokens/"
 DEFAULT_BOOTSTRAP_TTL = 24 * 3600
 MAX_BOOTSTRAP_TTL = 30 * 24 * 3600
 DEFAULT_ROTATION_GRACE = 600
+MAX_TOKEN_USES = 100_000
+CAS_ATTEMPTS = 16
+"""Compare-and-swap rounds on one token record before a join gives up (409: retry)."""
 BOOTSTRAP_HINT = "create a new one with `edgefleet token create` (admin)"
 NEW_ID_ATTEMPTS = 5
 
@@ -158,6 +170,26 @@ class BootstrapTokenRequest(_Body):
         default="bootstrap",
         description="bootstrap (joins nodes, nothing else), viewer (reads the API) or admin (reads and writes).",
     )
+    site: str | None = Field(default=None, min_length=1, max_length=253,
+                             description="Bootstrap tokens only: joins must name this site.")
+    node: str | None = Field(default=None, min_length=1, max_length=253, alias="name",
+                             description="Bootstrap tokens only: joins must name this node.")
+    uses: int | None = Field(default=None, ge=1, le=MAX_TOKEN_USES,
+                             description="Bootstrap tokens only: how many joins it is good for (default: any).")
+    approval: bool = Field(default=False, description="Bootstrap tokens only: nodes joined with it wait for "
+                           "`edgefleet node approve NAME` before they may connect.")
+    takeover: bool = Field(default=False, description="Bootstrap tokens bound to a name only: a join may replace "
+                           "the credentials that node holds (a reinstalled machine).")
+
+    @model_validator(mode="after")
+    def _bootstrap_only(self) -> BootstrapTokenRequest:
+        narrowing = [name for name, value in (("site", self.site), ("name", self.node), ("uses", self.uses),
+                                              ("approval", self.approval), ("takeover", self.takeover)) if value]
+        if self.role != "bootstrap" and narrowing:
+            raise ValueError(f"{', '.join(narrowing)}: only for bootstrap tokens (role {self.role})")
+        if self.takeover and not self.node:
+            raise ValueError("takeover needs name: a token may take over one named node only")
+        return self
 
 
 class BootstrapToken(_Body):
@@ -167,6 +199,12 @@ class BootstrapToken(_Body):
     expires_at: str | None = Field(alias="expiresAt", description="RFC 3339 UTC; null: never.")
     created_at: str = Field(alias="createdAt", description="RFC 3339 UTC.")
     created_by: str = Field(alias="createdBy", description="Name of the admin token that created it.")
+    site: str | None = Field(default=None, description="The only site joins may name (null: any).")
+    node: str | None = Field(default=None, alias="name", description="The only node joins may name (null: any).")
+    uses: int | None = Field(default=None, description="Joins it is good for (null: any number).")
+    used: int = Field(default=0, description="Joins made with it.")
+    approval: bool = Field(default=False, description="Nodes joined with it wait for `edgefleet node approve`.")
+    takeover: bool = Field(default=False, description="A join may replace the named node's credentials.")
 
 
 class BootstrapTokenCreated(BootstrapToken):
@@ -188,6 +226,13 @@ class JoinResponse(_Body):
     node: str
     credential: str = Field(description="The node credential (a bearer token); shown only in this answer.")
     adopted: bool = Field(description="True when an existing Node was adopted instead of created.")
+    pending: bool = Field(default=False, description="True when the credential waits for an admin's approval "
+                          "(`edgefleet node approve NAME`); until then the hub and the API refuse it.")
+
+
+class NodeApproved(_Body):
+    node: str
+    approved: int = Field(description="How many of its credentials were pending and are approved now.")
 
 
 class CredentialsRevoked(_Body):
@@ -273,6 +318,8 @@ class Identity:
             info = BootstrapToken(
                 id=token_id, description=request.description, created_by=creator,
                 expires_at=format_timestamp(expiry(now, ttl)), created_at=format_timestamp(now),
+                site=request.site, node=request.node, uses=request.uses, approval=request.approval,
+                takeover=request.takeover,
             )
             record = {**dump(info), "sha256": hash_secret(secret)}
             try:
@@ -348,6 +395,7 @@ class Identity:
             raise Unauthorized(f"unknown or expired bootstrap token; {BOOTSTRAP_HINT}")
         if self._clock() >= parse_timestamp(record["expiresAt"]):
             raise Unauthorized(f"the bootstrap token expired at {record['expiresAt']}; {BOOTSTRAP_HINT}")
+        _check_uses(token_id, record)
         return token_id
 
     # -- join -----------------------------------------------------------------------
@@ -360,14 +408,68 @@ class Identity:
         ``admit`` admits the Node it creates (the API server passes one:
         its site must exist), see :mod:`edgefleet.cloud.admission`.
         """
-        adopted = await self._create_or_adopt(request, admit)
-        replaced = await self._delete_credentials(request.name)
-        credential = await self._issue_credential(request.name, joinedWith=via)
+        record = await self._bootstrap_record(via)
+        _check_binding(via, record, request)
+        await self._count_use(via, +1)
+        try:
+            adopted = await self._create_or_adopt(request, admit, takeover=bool(record.get("takeover")))
+            replaced = await self._delete_credentials(request.name)
+            pending = {"approval": "pending"} if record.get("approval") else {}
+            credential = await self._issue_credential(request.name, joinedWith=via, **pending)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._count_use(via, -1)  # the join failed: its use is given back
+            raise
         log.info("node joined", extra={"node": request.name, "site": request.site, "adopted": adopted,
-                                       "replaced_credentials": replaced, "bootstrap_token": via})
-        return JoinResponse(node=request.name, credential=credential, adopted=adopted)
+                                       "replaced_credentials": replaced, "bootstrap_token": via,
+                                       "pending": bool(pending)})
+        return JoinResponse(node=request.name, credential=credential, adopted=adopted, pending=bool(pending))
 
-    async def _create_or_adopt(self, request: JoinRequest, admit: Admit | None) -> bool:
+    async def _bootstrap_record(self, token_id: str) -> dict[str, Any]:
+        kv = await self._store.get(BOOTSTRAP_PREFIX + token_id)
+        if kv is None:
+            raise Unauthorized(f"unknown or expired bootstrap token; {BOOTSTRAP_HINT}")
+        return _record(kv)
+
+    async def _count_use(self, token_id: str, step: int) -> None:
+        """Add ``step`` to the token's ``used`` count (compare-and-swap); Unauthorized when it is used up.
+
+        Tokens without ``uses`` are not counted (no write per join)."""
+        for _ in range(CAS_ATTEMPTS):
+            kv = await self._store.get(BOOTSTRAP_PREFIX + token_id)
+            if kv is None:
+                raise Unauthorized(f"unknown or expired bootstrap token; {BOOTSTRAP_HINT}")
+            record = _record(kv)
+            if record.get("uses") is None:
+                return
+            if step > 0:
+                _check_uses(token_id, record)
+            record["used"] = max(0, int(record.get("used") or 0) + step)
+            try:
+                await self._store.update(kv.key, _encode(record), expected_revision=kv.mod_revision, lease=kv.lease)
+                return
+            except Conflict:
+                continue  # another join took a use meanwhile: count again
+            except NotFound:
+                raise Unauthorized(f"unknown or expired bootstrap token; {BOOTSTRAP_HINT}") from None
+        raise JoinConflict(f"bootstrap token {token_id} is being used by many joins at once; retry")
+
+    async def approve_node(self, name: str) -> NodeApproved:
+        """Approve the pending credentials of node ``name`` (joined with an approval token)."""
+        approved = 0
+        for kv in await self._credentials_of(name):
+            record = _record(kv)
+            if record.get("approval") != "pending":
+                continue
+            record.pop("approval")
+            with contextlib.suppress(NotFound, Conflict):  # revoked or rotated meanwhile
+                await self._store.update(kv.key, _encode(record), expected_revision=kv.mod_revision, lease=kv.lease)
+                approved += 1
+            self._auth.forget(kv.key.removeprefix(TOKEN_PREFIX))
+        log.info("node approved", extra={"node": name, "approved": approved})
+        return NodeApproved(node=name, approved=approved)
+
+    async def _create_or_adopt(self, request: JoinRequest, admit: Admit | None, *, takeover: bool) -> bool:
         try:
             await self._registry.create(NODES, node_document(request), admit=admit)
             return False
@@ -379,11 +481,11 @@ class Identity:
                 f'node "{request.name}" already exists in site "{site}", not "{request.site}"; '
                 f"join with --site {site}, or pick another --name"
             )
-        if (existing.get("status") or {}).get("phase") == "Ready" and await self._credentials_of(request.name):
+        if not takeover and await self._credentials_of(request.name):
             raise JoinConflict(
-                f'node "{request.name}" is Ready and holds a credential: another machine runs under this '
-                f"name. Pick another --name, or, if this machine replaces it, revoke the old one first: "
-                f"`edgefleet node revoke {request.name}`"
+                f'node "{request.name}" holds a credential: a join cannot take it over. Pick another --name, or, '
+                f"if this machine replaces it, an admin revokes the old one first (`edgefleet node revoke "
+                f"{request.name}`) or makes a token for it: `edgefleet token create --name {request.name} --takeover`"
             )
         return True
 
@@ -392,6 +494,10 @@ class Identity:
     async def revoke_node(self, name: str) -> CredentialsRevoked:
         """Delete every credential of node ``name`` (none is fine: revoked 0)."""
         revoked = await self._delete_credentials(name)
+        with contextlib.suppress(RegistryError, StoreError):  # no Node (404) or a busy store: nothing to clear
+            # Its votes stop counting at once, on every replica (the hub also clears them when it closes the
+            # session, but only for a session it holds).
+            await self._registry.patch(NODES, name, {"status": {"peerVotes": None}}, status=True)
         log.info("node credentials revoked", extra={"node": name, "revoked": revoked})
         return CredentialsRevoked(node=name, revoked=revoked)
 
@@ -403,6 +509,8 @@ class Identity:
                 f"only a node credential can be rotated ({principal.name!r} has role {principal.role.value}); "
                 "run `edgefleet edge rotate-credential` on the node"
             )
+        if principal.pending:
+            raise Forbidden(PENDING_RULE.format(name=principal.name))
         credential = await self._issue_credential(principal.name, rotatedFrom=token_id)
         await self._retire_others(principal.name, keep=split_token(credential)[0])
         kv = await self._store.get(TOKEN_PREFIX + token_id)
@@ -422,6 +530,8 @@ class Identity:
                 f"this endpoint takes a node credential (written by `edgefleet edge join` to "
                 f"<data-dir>/credential), not a {principal.role.value} token"
             )
+        if principal.pending:
+            raise Forbidden(PENDING_RULE.format(name=principal.name))
         return principal.name
 
     async def _issue_credential(self, node: str, **extra: str) -> str:
@@ -575,6 +685,21 @@ class Identity:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("credential-removed callback failed", exc_info=task.exception())
+
+
+def _check_uses(token_id: str, record: dict[str, Any]) -> None:
+    uses, used = record.get("uses"), int(record.get("used") or 0)
+    if uses is not None and used >= uses:
+        raise Unauthorized(f"bootstrap token {token_id} is used up ({used} of {uses} joins); {BOOTSTRAP_HINT}")
+
+
+def _check_binding(token_id: str, record: dict[str, Any], request: JoinRequest) -> None:
+    """Forbidden when the token is bound to another site or node name than the join names."""
+    for field, wanted, flag in (("site", request.site, "--site"), ("name", request.name, "--name")):
+        bound = record.get(field)
+        if bound is not None and bound != wanted:
+            raise Forbidden(f"bootstrap token {token_id} is bound to {field} {bound!r}, not {wanted!r}: join with "
+                            f"{flag} {bound}, or ask an admin for a token for {wanted!r}")
 
 
 def _encode(record: dict[str, Any]) -> bytes:

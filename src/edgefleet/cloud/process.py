@@ -22,6 +22,13 @@ controller (``alwaysOn: false`` sites on and off with demand) on
 demand), the workload controller (revisions, rollouts, Workload.status) on
 ``/system/leader/workloads``, and the event garbage collector (Events older
 than an hour) on ``/system/leader/events``.
+
+TLS (``CloudOptions.tls``, from ``--tls-cert``/``--tls-key``/``--tls-ca``):
+uvicorn serves the API, the dashboard and the hub's WebSocket on one TLS
+socket (TLS 1.2+, forward-secret AEAD suites); the CA is published at
+``/edge/v1/ca`` for joins that pin it by hash (:mod:`edgefleet.tls`), and
+the advertised URL is ``https://``. Without it the cloud serves cleartext
+HTTP and says so in its log: clients then need ``--insecure``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +65,7 @@ from edgefleet.cloud.statuswrites import Intervals
 from edgefleet.store import open_store
 from edgefleet.store.interface import Store, StoreError
 from edgefleet.sync.messages import MAX_AGENT_MESSAGE_BYTES
+from edgefleet.tls import SERVER_CIPHERS, ServerTls
 
 log = logging.getLogger("edgefleet.cloud")
 
@@ -69,6 +78,7 @@ class CloudOptions:
     tokens_file: Path | None = None
     admin_token_file: Path | None = None
     max_body_bytes: int = 1024 * 1024
+    max_watches_per_principal: int = 128
     compact_interval: float = 300.0
     node_thresholds: Thresholds = field(default_factory=Thresholds)
     heartbeat_seconds: float = 10.0
@@ -85,6 +95,12 @@ class CloudOptions:
     hub_limits: HubLimits = field(default_factory=HubLimits)
     status_intervals: Intervals = field(default_factory=Intervals)
     balance: BalanceSettings = field(default_factory=BalanceSettings)
+    tls: ServerTls | None = None
+    """The certificate to serve the API and hub with; None: cleartext HTTP."""
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls is None else "https"
 
     def advertised(self) -> str | None:
         if self.advertise_url:
@@ -92,7 +108,7 @@ class CloudOptions:
         if self.host in ("0.0.0.0", "::", ""):
             return None
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -134,10 +150,17 @@ async def announce_admin_token(store: Store, options: CloudOptions) -> None:
         return
     if options.admin_token_file is not None:
         write_secret(options.admin_token_file, token)
+    trust = " EDGEFLEET_INSECURE=1" if options.tls is None else ""
+    if options.tls is not None and options.tls.ca_file is not None:
+        trust = f" EDGEFLEET_CA_FILE={options.tls.ca_file.absolute()}"
+    elif options.tls is not None and options.tls.ca_pem is not None:
+        trust = " EDGEFLEET_CA_FILE=CA.crt"
     print(
         "\n  An admin token was created. It is shown only this once; keep it safe:\n\n"
         f"    {token}\n\n"
-        f"  export EDGEFLEET_SERVER=http://{options.host}:{options.port} EDGEFLEET_TOKEN={token}\n",
+        f"  export EDGEFLEET_SERVER={options.scheme}://{options.host}:{options.port}{trust} EDGEFLEET_TOKEN={token}\n"
+        + (f"  (the CA's pin, for edge join --ca-hash: {options.tls.ca_hash})\n" if options.tls and options.tls.ca_hash
+           else ""),
         file=sys.stderr,
         flush=True,
     )
@@ -215,25 +238,33 @@ async def run_cloud(options: CloudOptions) -> None:
         hub = Hub(registry, hub_id=options.hub_id or f"{socket.gethostname()}:{options.port}",
                   authenticate=identity.authenticate_node, heartbeat_seconds=options.heartbeat_seconds,
                   status_intervals=options.status_intervals, limits=options.hub_limits,
-                  presence=PresenceSettings(url=options.advertised()), balance=options.balance,
+                  presence=PresenceSettings(url=options.advertised(), peer_verify=_peer_verify(options.tls)),
+                  balance=options.balance,
                   demand=gslb.demand if gslb is not None else None)
         await hub.start()
         demand = options.demand or hub.fleet_demand
         identity.on_credential_removed(lambda node: hub.disconnect_node(node, "credential revoked"))
-        app = create_app(registry, authenticator, ServerSettings(max_body_bytes=options.max_body_bytes),
-                         identity=identity, hub=hub)
+        ca_pem = options.tls.ca_pem if options.tls is not None else None
+        settings = ServerSettings(max_body_bytes=options.max_body_bytes, ca_pem=ca_pem,
+                                  max_watches_per_principal=options.max_watches_per_principal)
+        app = create_app(registry, authenticator, settings, identity=identity, hub=hub)
         config = uvicorn.Config(
             app, host=options.host, port=options.port, loop="none", http="httptools", ws="websockets-sansio",
             ws_max_size=MAX_AGENT_MESSAGE_BYTES, ws_ping_interval=None,  # the hub closes silent sessions itself
             ws_per_message_deflate=False,  # large batches are compressed one by one (messages.COMPRESSION_HEADER)
             access_log=False, log_level="warning",
-            lifespan="off", timeout_graceful_shutdown=3,
+            lifespan="off", timeout_graceful_shutdown=3, **_ssl_options(options.tls),
         )
+        config.load()  # builds the TLS context, which is then tightened
+        _tighten(config.ssl)
         compactor = asyncio.create_task(compact_history(store, options.compact_interval))
         fleet_tasks = start_fleet_tasks(store, registry, identity, options.node_thresholds, hub,
                                         demand=demand, site_activation_period=options.site_activation_period)
         log.info("edgefleet cloud serving", extra={"listen": f"{options.host}:{options.port}",
-                                                    "store": options.store_url})
+                                                    "store": options.store_url, "scheme": options.scheme})
+        if options.tls is None:
+            log.warning("serving the API and the hub in cleartext HTTP (no --tls-cert/--tls-key): tokens and "
+                        "state can be read on the network; clients must pass --insecure")
         try:
             await uvicorn.Server(config).serve()
         finally:
@@ -246,6 +277,27 @@ async def run_cloud(options: CloudOptions) -> None:
                 await compactor
     finally:
         await store.close()
+
+
+def _peer_verify(tls: ServerTls | None) -> ssl.SSLContext | None:
+    """The replicas share the CA: each checks the others against it (logs forwarding)."""
+    if tls is None or tls.ca_pem is None:
+        return None
+    return ssl.create_default_context(cadata=tls.ca_pem.decode())
+
+
+def _ssl_options(tls: ServerTls | None) -> dict[str, Any]:
+    """uvicorn's TLS settings for ``tls`` (none for cleartext)."""
+    if tls is None:
+        return {}
+    return {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file), "ssl_ciphers": SERVER_CIPHERS}
+
+
+def _tighten(context: ssl.SSLContext | None) -> None:
+    """TLS 1.2 at least; no session tickets (no client of ours resumes: they only cost bytes on every handshake)."""
+    if context is not None:
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.num_tickets = 0
 
 
 async def start_gslb(store: Store, options: GslbOptions | None) -> GslbService | None:

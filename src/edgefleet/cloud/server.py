@@ -35,7 +35,8 @@ event carrying a 410 Status once it has started.
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any
@@ -70,10 +71,18 @@ from edgefleet.cloud.identity import (
     Identity,
     JoinRequest,
     JoinResponse,
+    NodeApproved,
     dump,
     parse_body,
 )
-from edgefleet.cloud.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, BodyTooLarge
+from edgefleet.cloud.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_WATCHES_PER_PRINCIPAL,
+    BodyLimitMiddleware,
+    BodyTooLarge,
+    TooManyWatches,
+    WatchSlots,
+)
 from edgefleet.cloud.metrics import ApiMetrics, MetricsMiddleware
 from edgefleet.cloud.registry import (
     BadRequest,
@@ -85,20 +94,29 @@ from edgefleet.cloud.registry import (
     parse_resource_version,
 )
 from edgefleet.store.interface import StoreError
+from edgefleet.tls import CA_PATH
 
 API_ROOT = f"/apis/{API_VERSION}"
 EDGE_ROOT = "/edge/v1"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 NDJSON = "application/x-ndjson"
+PEM = "application/x-pem-file"
 MAX_LIST_LIMIT = 10_000
 MAX_WATCH_SECONDS = 3600
+NOT_READY_MESSAGE = "store not ready; see the server log"
+"""/readyz's 503 message: fixed, the detail (a store address, a path) goes to the log only."""
+log = logging.getLogger("edgefleet.cloud.server")
 
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     default_watch_seconds: int = 1800
+    ca_pem: bytes | None = None
+    """The CA served (public) at /edge/v1/ca for joins that pin it by hash; None: 404."""
+    max_watches_per_principal: int = DEFAULT_WATCHES_PER_PRINCIPAL
+    """Watches one token may hold open at once (0: no limit); one more is 429 (limits.WatchSlots)."""
 
 
 def json_response(document: Any, status: int = 200, *, warnings: Iterable[str] = ()) -> Response:
@@ -168,6 +186,7 @@ def create_app(
     app.state.registry = registry
     app.state.metrics = metrics
     app.state.identity = identity
+    app.state.watch_slots = WatchSlots(settings.max_watches_per_principal)
     lookup = IndexLookup(lambda: hub.index, registry) if hub is not None else RegistryLookup(registry)
     admission = app.state.admission = Admission(lookup)
     _install_error_handlers(app)
@@ -195,6 +214,7 @@ def create_app(
     for info in all_kinds():
         _add_kind_routes(app, info, registry, admission, metrics, settings, reader, writer)
     _add_edge_routes(app, identity, admission, reader, authorization)
+    _add_ca_route(app, settings.ca_pem)
     app.include_router(dashboard.router())  # /ui: static pages, no data, no token needed
     if hub is not None:
         app.include_router(hub.router(reader))
@@ -300,7 +320,8 @@ def _add_system_routes(
             if ready_check is not None:
                 await ready_check()
         except (StoreError, TimeoutError) as exc:
-            return json_response(status_body(503, "ServiceUnavailable", f"store not ready: {exc!r}"), 503)
+            log.warning("readyz: store not ready: %r", exc)
+            return json_response(status_body(503, "ServiceUnavailable", NOT_READY_MESSAGE), 503)
         return PlainTextResponse("ok")
 
     @app.get("/metrics", tags=["system"], summary="Prometheus metrics", response_class=PlainTextResponse)
@@ -353,7 +374,8 @@ def _add_kind_routes(
     @app.get(collection, tags=tags, summary=f"List or watch {info.plural}", responses=list_responses,
              response_class=Response, operation_id=f"list_{info.plural}")
     async def list_objects(
-        _: Reader,
+        request: Request,
+        principal: Reader,
         label_selector: Annotated[str | None, Query(alias="labelSelector", max_length=1024)] = None,
         limit: Annotated[int, Query(ge=0, le=MAX_LIST_LIMIT)] = 0,
         continue_: Annotated[str | None, Query(alias="continue", max_length=1024)] = None,
@@ -366,14 +388,28 @@ def _add_kind_routes(
         if watch:
             after = parse_resource_version(resource_version, field="resourceVersion")
             timeout = timeout_seconds or settings.default_watch_seconds
-            return await _start_watch(
-                registry, metrics, info, selector, after, timeout, allow_watch_bookmarks
-            )
+            slots: WatchSlots = request.app.state.watch_slots
+            try:
+                slots.acquire(principal.name)
+            except TooManyWatches as exc:
+                return json_response(status_body(429, "TooManyRequests", str(exc)), 429)
+            try:
+                response = await _start_watch(
+                    registry, metrics, info, selector, after, timeout, allow_watch_bookmarks,
+                    redact=_redaction(info, principal),
+                )
+            except BaseException:
+                slots.release(principal.name)
+                raise
+            assert isinstance(response, StreamingResponse)
+            response.body_iterator = _holding_slot(response.body_iterator, slots, principal.name)
+            return response
         page = await registry.list(info, selector=selector, limit=limit, continue_token=continue_ or "")
         meta: dict[str, str] = {"resourceVersion": str(page.revision)}
         if page.continue_token:
             meta["continue"] = page.continue_token
-        listing = {"apiVersion": API_VERSION, "kind": f"{info.kind}List", "metadata": meta, "items": page.items}
+        items = _shown(info, principal, page.items)
+        listing = {"apiVersion": API_VERSION, "kind": f"{info.kind}List", "metadata": meta, "items": items}
         return json_response(listing)
 
     @app.post(collection, tags=tags, summary=f"Create a {info.kind}", status_code=201,
@@ -385,8 +421,8 @@ def _add_kind_routes(
 
     @app.get(item, tags=tags, summary=f"Read a {info.kind}", responses={200: {"model": info.model}, **_ERROR_RESPONSES},
              response_class=Response, operation_id=f"read_{info.singular}")
-    async def read_object(name: Annotated[str, _name_param()], _: Reader) -> Response:
-        return json_response(await registry.get(info, name))
+    async def read_object(name: Annotated[str, _name_param()], principal: Reader) -> Response:
+        return json_response(_shown(info, principal, [await registry.get(info, name)])[0])
 
     @app.put(item, tags=tags, summary=f"Replace a {info.kind} (metadata.resourceVersion is a precondition)",
              responses={200: {"model": info.model}, **_ERROR_RESPONSES}, openapi_extra=_body_schema(info),
@@ -436,8 +472,8 @@ def _add_status_routes(
 
     @app.get(path, tags=tags, summary=f"Read a {info.kind} with its status", responses=responses,
              response_class=Response, operation_id=f"read_{info.singular}_status")
-    async def read_status(name: Annotated[str, _name_param()], _: Reader) -> Response:
-        return json_response(await registry.get(info, name))
+    async def read_status(name: Annotated[str, _name_param()], principal: Reader) -> Response:
+        return json_response(_shown(info, principal, [await registry.get(info, name)])[0])
 
     @app.put(path, tags=tags, summary=f"Replace the status of a {info.kind}", responses=responses,
              openapi_extra=_body_schema(info), response_class=Response, operation_id=f"replace_{info.singular}_status")
@@ -517,11 +553,32 @@ def _add_edge_routes(
     async def revoke(name: Annotated[str, _name_param()], _: Admin) -> Response:
         return json_response(dump(await identity.revoke_node(name)))
 
+    @app.post(f"{EDGE_ROOT}/nodes/{{name}}/approve", tags=tags, response_class=Response,
+              summary="Approve a node that joined with an approval token (admin); its agent may connect then",
+              responses=_edge_responses(200, NodeApproved), operation_id="approve_node")
+    async def approve(name: Annotated[str, _name_param()], _: Admin) -> Response:
+        return json_response(dump(await identity.approve_node(name)))
+
     @app.post(f"{EDGE_ROOT}/credentials/rotate", tags=tags, response_class=Response,
               summary="Issue a new credential to the calling node; the old one expires after a grace period",
               responses=_edge_responses(200, CredentialRotated), operation_id="rotate_node_credential")
     async def rotate(header: Header) -> Response:
         return json_response(dump(await identity.rotate(header)))
+
+
+def _add_ca_route(app: FastAPI, ca_pem: bytes | None) -> None:
+    """``/edge/v1/ca``: the CA certificate, public (a join checks it against its --ca-hash before trusting it)."""
+
+    @app.get(CA_PATH, tags=["edge"], response_class=Response, operation_id="read_cluster_ca",
+             summary="The CA certificate of the cloud's TLS (PEM; no token needed: joins pin it by hash)",
+             responses={200: {"description": "PEM", "content": {PEM: {"schema": {"type": "string"}}}},
+                        404: _ERROR_RESPONSES[404]})
+    async def cluster_ca() -> Response:
+        if ca_pem is None:
+            return json_response(status_body(404, "NotFound", "this cloud publishes no CA (it serves cleartext, or "
+                                             "--tls-cert has no CA and no --tls-ca was given); give nodes the CA "
+                                             "file: edgefleet edge join --ca-file"), 404)
+        return Response(ca_pem, media_type=PEM)
 
 
 def _name_param() -> Any:
@@ -543,6 +600,8 @@ async def _start_watch(
     after: int,
     watch_seconds: int,
     bookmarks: bool,
+    *,
+    redact: Callable[[Document], Document] | None = None,
 ) -> Response:
     initial: list[Document] = []
     if after == 0:
@@ -550,8 +609,33 @@ async def _start_watch(
         initial, after = page.items, page.revision
     await registry.ensure_watchable(after)
     events = registry.watch(info, after_revision=after, selector=selector)
-    stream = _watch_lines(metrics, info, initial, events, watch_seconds, bookmarks)
+    stream = _watch_lines(metrics, info, initial, events, watch_seconds, bookmarks, redact or _as_is)
     return StreamingResponse(stream, media_type=NDJSON)
+
+
+async def _holding_slot(stream: AsyncIterable[Any], slots: WatchSlots, principal: str) -> AsyncIterator[Any]:
+    """``stream``, releasing the principal's watch slot however it ends (done, timed out, client gone)."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        slots.release(principal)
+
+
+def _redaction(info: KindInfo, principal: Principal) -> Callable[[Document], Document] | None:
+    """The kind's ``redactForViewers`` hook (Secrets: values hidden) for anyone but an admin, else None."""
+    redact: Callable[[Document], Document] | None = info.extra.get("redactForViewers")
+    return redact if principal.role is not Role.ADMIN else None
+
+
+def _shown(info: KindInfo, principal: Principal, documents: list[Document]) -> list[Document]:
+    """``documents`` as ``principal`` may see them (see :func:`_redaction`)."""
+    redact = _redaction(info, principal)
+    return documents if redact is None else [redact(doc) for doc in documents]
+
+
+def _as_is(document: Document) -> Document:
+    return document
 
 
 def _line(event_type: str, obj: Document) -> bytes:
@@ -565,18 +649,19 @@ async def _watch_lines(
     events: AsyncIterator[WatchEvent],
     watch_seconds: int,
     bookmarks: bool,
+    shown: Callable[[Document], Document],
 ) -> AsyncIterator[bytes]:
     gauge = metrics.watchers.labels(info.kind)
     gauge.inc()
     try:
         for doc in initial:
-            yield _line("ADDED", doc)
+            yield _line("ADDED", shown(doc))
         try:
             async with asyncio.timeout(watch_seconds):
                 async for event in events:
                     if event.type == "BOOKMARK" and not bookmarks:
                         continue
-                    yield _line(event.type, event.obj)
+                    yield _line(event.type, event.obj if event.type == "BOOKMARK" else shown(event.obj))
         except TimeoutError:
             return
         except Gone as exc:

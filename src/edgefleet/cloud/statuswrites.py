@@ -22,7 +22,11 @@ acknowledgements and asks what is due; no clock of its own, no I/O):
 - Peer votes are normalised: only votes about the voter's own site peers
   are kept, and a vote's ``at`` is the cloud's time when that verdict last
   *changed* (the agent's clock and its per-probe confirmations are not
-  trusted and would change every report).
+  trusted and would change every report). This is the only way a node's
+  status reaches the store: its credential may not write status over REST
+  (:data:`edgefleet.cloud.auth.NODE_OPERATIONS`), reports were validated
+  against the bounded ``NodeStatus`` model before they get here, and the hub
+  reads each session at a bounded rate (:mod:`edgefleet.cloud.limits`).
 - *Lazy* fields (``cache``: counters that move with traffic) cause a write
   at most every ``max(lazy_interval, nodes / lazy_writes_per_second)``
   seconds: every few seconds in a small fleet, every few minutes in a large

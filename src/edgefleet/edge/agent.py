@@ -23,6 +23,13 @@ which keeps the current connection and uses the list for its next dial.
 Nothing is written besides the view itself. ``/status`` shows the list
 (``servers``) and the server of the current session (``server``).
 
+TLS: the agent trusts the CA ``edge join`` pinned (``ca.crt`` in its
+directory) alone, for every dial (:mod:`edgefleet.edge.hubclient`). A
+cleartext ``http://`` server is dialled only if join was given
+``--insecure`` (``insecure: true`` in ``node.yaml``): otherwise the agent
+refuses to start with such a ``node.yaml``, and ignores such entries of a
+ClusterInfo (a compromised admin token must not downgrade the fleet).
+
 Each batch from the hub is committed to ``view.db`` before it is
 acknowledged, and then the supervisor is reconciled in the background (a
 graceful stop can take seconds; acks must not wait for it). Reconciliation
@@ -66,6 +73,7 @@ import edgefleet
 from edgefleet.api.clusterinfo import DEFAULT_NAME as CLUSTER_INFO_NAME
 from edgefleet.api.clusterinfo import check_server_url, normalise_servers
 from edgefleet.api.domains import CDN_ZONE
+from edgefleet.api.secrets import secret_value
 from edgefleet.api.workloads import Workload, WorkloadTemplate
 from edgefleet.cache.errors import CacheError
 from edgefleet.edge.cacheconfig import (
@@ -83,7 +91,9 @@ from edgefleet.edge.localstore import LocalStore
 from edgefleet.edge.peerhealth import DEFAULT_PERIOD, PeerProber, PeerTarget, PeerVotes, peer_targets
 from edgefleet.edge.server import AgentHttp
 from edgefleet.edge.supervisor import Running, Supervisor
+from edgefleet.edge.users import DEFAULT_WORKLOAD_USER, UserPolicy
 from edgefleet.sync.agent import ApplyBatch, LocalState
+from edgefleet.tls import TlsError, node_trust
 
 log = logging.getLogger("edgefleet.edge.agent")
 
@@ -108,6 +118,8 @@ class AgentOptions:
     backoff: Backoff = field(default_factory=Backoff)
     peer_probe_period: float = DEFAULT_PERIOD
     cdn_zone: str = CDN_ZONE
+    workload_user: str = DEFAULT_WORKLOAD_USER
+    """Who workloads without runAsUser run as, when the agent runs as root (see :mod:`edgefleet.edge.users`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +128,8 @@ class Identity:
     """The hub servers ``edge join`` was given (normalised base URLs, at least one)."""
     node: str
     site: str
+    insecure: bool = False
+    """``edge join --insecure``: cleartext http:// servers are allowed."""
 
     @property
     def server(self) -> str:
@@ -135,12 +149,20 @@ def load_identity(data_dir: Path) -> Identity:
         if not isinstance(listed, list):
             raise TypeError("servers must be a list of URLs")
         servers = normalise_servers(str(server) for server in listed)
-        return Identity(tuple(servers), str(data["node"]), str(data.get("site", "")))
+        identity = Identity(tuple(servers), str(data["node"]), str(data.get("site", "")), data.get("insecure") is True)
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise AgentError(
             f"{data_dir} has no usable node.yaml/credential ({exc}); "
             "join first: edgefleet edge join --server URL --token T --site S --data-dir DIR"
         ) from None
+    try:
+        trust = node_trust(data_dir, identity.insecure)
+        for server in identity.servers:
+            trust.check_url(server, how="`edgefleet edge join --insecure --force` (or join an https:// cloud)")
+        trust.ssl_context()  # an unreadable ca.crt is an error now, not at every dial
+    except TlsError as exc:
+        raise AgentError(f"{data_dir / 'node.yaml'}: {exc}") from None
+    return identity
 
 
 class AgentMetrics:
@@ -165,8 +187,9 @@ class Agent:
         self.metrics = AgentMetrics()
         self.local = LocalStore(options.data_dir / "view.db")
         self.cache = BuiltinCache(self.identity.node, zone=options.cdn_zone)
+        self.users = UserPolicy.for_agent(options.workload_user)
         self.supervisor = Supervisor(options.data_dir, node_name=self.identity.node, on_change=self._workloads_changed,
-                                     builtins={"cache": self.cache})
+                                     builtins={"cache": self.cache}, users=self.users, secrets=self._secret_value)
         self.cache_tasks = CacheTasks(options.data_dir / LEDGER_FILE, CacheAdmin())
         servers, origin = self.desired_servers()
         log.info("hub servers: %s (from %s)", ", ".join(servers), origin)
@@ -178,6 +201,7 @@ class Agent:
             heartbeat_seconds=options.heartbeat_seconds,
             ping_interval=options.ping_interval,
             backoff=options.backoff,
+            trust=node_trust(options.data_dir, self.identity.insecure),
         )
         self.peer_votes = PeerVotes()
         self.peer_prober = PeerProber(self.peer_votes, self._peer_targets, self.hub.status_changed,
@@ -194,6 +218,10 @@ class Agent:
 
     def _credential(self) -> str:
         return (self.options.data_dir / "credential").read_text().strip()
+
+    def _secret_value(self, name: str, key: str) -> str | None:
+        """A value of a Secret of the local view (for env valueFrom.secretRef)."""
+        return secret_value(self.local.get(f"/registry/secrets/{name}"), key)
 
     # LinkHandler -----------------------------------------------------------
 
@@ -268,7 +296,8 @@ class Agent:
         for item in listed if isinstance(listed, list) else []:
             try:
                 url = check_server_url(item)
-            except ValueError as exc:
+                node_trust(self.options.data_dir, self.identity.insecure).check_url(url, how="edge join --insecure")
+            except (ValueError, TlsError) as exc:
                 log.error("ignoring server %r of ClusterInfo %s: %s", item, CLUSTER_INFO_NAME, exc)
                 continue
             if url not in servers:
@@ -442,6 +471,10 @@ class Agent:
             log.error("the local view store was corrupt and was moved to %s; it is rebuilt from the cloud",
                       self.local.recovered_from)
         self.cache.update_view(self._cache_view())
+        if not self.users.switch:
+            log.warning("the agent does not run as root: workloads run as its user %s (uid %d) and can read its "
+                        "credential; run the agent as root to run them as %s (see docs/security.md)",
+                        self.users.agent.name, self.users.agent.uid, self.options.workload_user)
         await self.supervisor.start()
         if self.local.snapshot().revision > 0:
             await self.supervisor.apply(self.desired_workloads())
@@ -486,7 +519,7 @@ def main(options: AgentOptions) -> None:
 async def stop_workloads(data_dir: Path) -> None:
     """Stop every workload of this node gracefully (decommission, tests)."""
     identity = load_identity(data_dir)
-    supervisor = Supervisor(data_dir, node_name=identity.node)
+    supervisor = Supervisor(data_dir, node_name=identity.node, users=UserPolicy.for_agent())
     await supervisor.start()
     await supervisor.stop_all()
     await supervisor.close()

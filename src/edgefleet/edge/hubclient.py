@@ -72,6 +72,18 @@ Hub signals
 
 A silent partition (blackhole) is detected by WebSocket pings
 (``ping_interval`` / ``ping_timeout``), not by TCP, which could take minutes.
+
+TLS
+===
+With a :class:`~edgefleet.tls.ClientTrust` (the agent passes the CA that
+``edge join`` pinned), ``wss://`` dials check the hub's certificate against
+that CA alone, for the URL's host name (also when dialling a resolved
+address). A certificate it did not sign (a man in the middle, a TLS
+terminating proxy, a cloud with another CA) fails the dial: logged as an
+error that says so, and the next target is tried; nothing is sent, not even
+the credential. Unless the trust allows cleartext (``--insecure``),
+``http://`` servers are refused in the list (ValueError) and ignored as
+rebalance hints: a hub cannot downgrade an agent to cleartext.
 """
 
 from __future__ import annotations
@@ -84,6 +96,7 @@ import logging
 import math
 import random
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -98,6 +111,7 @@ from edgefleet.api.clusterinfo import check_server_url, normalise_servers
 from edgefleet.sync import messages
 from edgefleet.sync.agent import AgentSession, ApplyBatch, LocalState, LogsRequested, Welcomed
 from edgefleet.sync.errors import ProtocolError
+from edgefleet.tls import ClientTrust, TlsError, describe_verify_failure
 
 log = logging.getLogger("edgefleet.edge.hub")
 
@@ -226,8 +240,12 @@ class HubClient:
         release_delay: tuple[float, float] = (0.1, 1.0),
         retry_after_cap: float = 120.0,
         resolver: Resolver = resolve_host,
+        trust: ClientTrust | None = None,
     ) -> None:
-        self._servers = normalise_servers(servers)
+        """``trust``: how servers are checked (see TLS in the module docstring); None: system CAs, any scheme."""
+        self._trust = trust
+        self._ssl = trust.ssl_context() if trust is not None else None
+        self._servers = self._admissible(servers)
         self._credential = credential
         self.node_name = node_name
         self._handler = handler
@@ -262,12 +280,30 @@ class HubClient:
 
         The current connection is kept: only the next dial uses the new list.
         """
-        new = normalise_servers(servers)
+        new = self._admissible(servers)
         if new == self._servers:
             return False
         self._servers = new
         self._cooling = {t: until for t, until in self._cooling.items() if t.server in new}
         return True
+
+    def _admissible(self, servers: Sequence[str]) -> list[str]:
+        """Normalised, and checked against the trust (ValueError for a cleartext URL it does not allow)."""
+        listed = normalise_servers(servers)
+        if self._trust is not None:
+            for server in listed:
+                try:
+                    self._trust.check_url(server, how="`edgefleet edge join --insecure`")
+                except TlsError as exc:
+                    raise ValueError(str(exc)) from None
+        return listed
+
+    def _hint_allowed(self, hint: str | None) -> str | None:
+        """A rebalance hint, unless it would take this agent to cleartext."""
+        if hint is None or self._trust is None or self._trust.insecure or not hint.lower().startswith("http://"):
+            return hint
+        log.error("ignoring the hub's rebalance hint %s: cleartext, and this node requires TLS", hint)
+        return None
 
     def status_changed(self) -> None:
         """Ask for a status report soon (coalesced: many changes, one message)."""
@@ -325,6 +361,9 @@ class HubClient:
             except InvalidStatus as exc:
                 refused = self._refused(target, exc) or refused
                 continue
+            except ssl.SSLCertVerificationError as exc:
+                log.error("%s", describe_verify_failure(str(target), exc))
+                continue
             except (OSError, WebSocketException, TimeoutError, ProtocolError) as exc:
                 log.warning("cannot connect to the hub at %s: %s", target, exc or exc.__class__.__name__)
                 continue
@@ -332,7 +371,7 @@ class HubClient:
                 self._releases_in_a_row = 0
             if dial.released:
                 self.releases += 1
-                self._first = dial.hint
+                self._first = self._hint_allowed(dial.hint)
                 self._last = target
                 where = f"; dialling {dial.hint} next" if dial.hint else ""
                 log.info("the hub at %s released the session to rebalance%s", target, where)
@@ -403,6 +442,8 @@ class HubClient:
         dial = _Dial(started=time.monotonic())
         headers = {"Authorization": f"Bearer {self._credential()}", messages.COMPRESSION_HEADER: "zlib"}
         where: dict[str, Any] = {} if target.address is None else {"host": target.address, "port": target.port}
+        if self._ssl is not None and target.server.lower().startswith("https://"):
+            where["ssl"] = self._ssl
         try:
             async with connect(
                 sync_url(target.server),
@@ -488,7 +529,10 @@ class HubClient:
                     await self._status_dirty.wait()
             self._status_dirty.clear()
             if self.connected:
-                session.report_status(self._handler.status_report())
+                try:
+                    session.report_status(self._handler.status_report())
+                except ValueError as exc:  # over a bound the hub enforces: it would close the link, so skip it
+                    log.error("status report not sent (the cloud would refuse it): %s", exc)
                 await self._flush(ws, session)
             await asyncio.sleep(min(REPORT_SPACING, self.heartbeat_seconds / 4))  # rate limit bursts of changes
 

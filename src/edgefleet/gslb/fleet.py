@@ -25,13 +25,23 @@ data plane: the *other nodes of its site* report ``status.peerVotes`` about
 it. The votes of a voter with a live hub session (``status.hub`` set) are
 fresh for as long as that session lasts: the hub writes votes only when a
 verdict changes (an idle fleet writes nothing) and clears them when the
-session ends, and the node lifecycle controller clears them when it demotes
-a silent voter. Votes of a voter without a session are fresh for
-``vote_ttl`` after their ``at`` (or never, without one). With at
-least one fresh vote, the node is healthy iff more than half of the fresh
-votes say so, whatever its cloud link: a NotReady node that its peers see
-serving stays in answers. With no fresh vote (a single-node site, or agents
-that do not vote) it is healthy iff ``status.phase`` is Ready. A site is
+session ends or the node's credential is revoked, and the node lifecycle
+controller clears them when it demotes a silent voter. Votes of a voter
+without a session are fresh for ``vote_ttl`` after their ``at`` (or never,
+without one); an ``at`` more than :data:`MAX_CLOCK_SKEW` seconds in the
+future is not fresh (a clock that far ahead is a bug or an attack, and a
+vote dated 2099 must not count for ever).
+
+The vote rule (issue 12, item 2: one node must not pull its site out of
+DNS). Only *voters* count: the other nodes of the site whose phase is
+Ready (the cloud hears them). A node is unhealthy when a strict majority of
+its site's voters vote it unhealthy; a tie, or one voter among several, is
+not enough. Otherwise it is healthy when at least one fresh vote says so
+(a NotReady node that its peers see serving stays in answers), and with no
+fresh vote at all (a single-node site, or agents that do not vote) it is
+healthy iff ``status.phase`` is Ready. The limit: in a site of two nodes
+each one's peer is its only voter, so it decides alone; three or more nodes
+per site are needed for the rule to resist one compromised node. A site is
 active unless ``status.active`` is explicitly false; ``alwaysOn`` sites are
 always active.
 
@@ -69,6 +79,8 @@ from edgefleet.gslb.policy import NodeTarget, RoutingPolicy, SiteView
 
 DEFAULT_ZONE = CDN_ZONE
 DEFAULT_VOTE_TTL = 30.0
+MAX_CLOCK_SKEW = 5.0
+"""Seconds a vote's ``at`` may lie ahead of this clock and still count (votes further ahead never do)."""
 KINDS: dict[str, type[Resource]] = {"Site": Site, "Node": Node, "Domain": Domain}
 
 
@@ -284,8 +296,8 @@ class FleetState:
         return self._generation
 
     def _fresh(self, vote: Vote, now: float) -> bool:
-        at = vote[1]
-        return at is not None and now - at < self.vote_ttl
+        at = vote[1]  # math.inf: the voter's session is live
+        return at is not None and (at == math.inf or -MAX_CLOCK_SKEW <= now - at < self.vote_ttl)
 
     # -- questions ---------------------------------------------------------------------------------
 
@@ -372,22 +384,30 @@ class FleetState:
             return False, "draining"
         if not node.ipv4 and not node.ipv6:
             return False, "no addresses"
-        fresh = [vote for vote in self._votes_about(name, node.site) if self._fresh(vote, now)]
+        voters, fresh = self._votes_about(name, node.site, now)
         if fresh:
             healthy = sum(1 for vote in fresh if vote[0])
-            verdict = 2 * healthy > len(fresh)
-            return verdict, f"{healthy} of {len(fresh)} fresh peer votes say healthy"
+            against = len(fresh) - healthy
+            if 2 * against > voters:
+                return False, f"{against} of {voters} peer voters say unhealthy"
+            if healthy:
+                return True, f"{healthy} of {len(fresh)} fresh peer votes say healthy"
         ready = node.phase == "Ready"
-        return ready, f"no fresh peer votes; phase {node.phase or 'unknown'}"
+        votes = f"{len(fresh)} of {voters} peer voters say unhealthy (no majority)" if fresh else "no fresh peer votes"
+        return ready, f"{votes}; phase {node.phase or 'unknown'}"
 
-    def _votes_about(self, name: str, site: str) -> list[Vote]:
-        """The votes the other nodes of ``site`` cast about node ``name``."""
-        votes = []
+    def _votes_about(self, name: str, site: str, now: float) -> tuple[int, list[Vote]]:
+        """How many voters ``site`` has about node ``name`` (its other Ready nodes), and their fresh votes."""
+        voters, votes = 0, []
         for peer in self._site_nodes.get(site, ()):
-            vote = self._nodes[peer].votes.get(name) if peer != name else None
-            if vote is not None:
+            facts = self._nodes[peer]
+            if peer == name or facts.phase != "Ready":
+                continue
+            voters += 1
+            vote = facts.votes.get(name)
+            if vote is not None and self._fresh(vote, now):
                 votes.append(vote)
-        return votes
+        return voters, votes
 
 
 def _put(table: dict[str, _SiteFacts], name: str, facts: _SiteFacts | None) -> bool:

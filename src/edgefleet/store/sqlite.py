@@ -31,6 +31,11 @@ How it fits together:
 
 One process at a time: the file is guarded by an exclusive ``flock`` on
 ``<file>.lock``, because revisions and watch fan-out live in this process.
+
+Private files: the store holds token hashes and every object, so the file,
+its ``-wal`` and ``-shm`` (SQLite gives them the main file's mode) and the
+lock file are created with mode 0600, and an existing store's files are
+narrowed to 0600 when it is opened (stores made before this were 0644).
 The store binds to the event loop of its first async call.
 """
 
@@ -105,6 +110,7 @@ class SqliteStore(Store):
 
     def _open(self, max_batch: int) -> tuple[LogWriter, sqlite3.Connection]:
         try:
+            _make_private(self._path)
             write_conn = connect(self._path)
             init_schema(write_conn)
             writer = LogWriter(write_conn, read_meta(write_conn), self._deliver, self._on_exit,
@@ -326,13 +332,26 @@ def _lock(path: Path) -> int:
     """Exclusive lock on ``<path>.lock``: one process per store file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    os.fchmod(fd, PRIVATE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(fd)
         raise StoreError(f"{path} is already open (lock {lock_path} is held): {exc}") from exc
     return fd
+
+
+PRIVATE_MODE = 0o600
+"""Mode of the store's files: readable by the cloud's user only."""
+
+
+def _make_private(path: Path) -> None:
+    """Create the store file with mode 0600 if missing; narrow it and its WAL and SHM files to 0600."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", PRIVATE_MODE)
 
 
 def _fsync_directory(directory: Path) -> None:

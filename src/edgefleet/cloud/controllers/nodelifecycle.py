@@ -18,6 +18,10 @@ The rule (:func:`expected_phase`):
 - silent for less than ``notReadyAfter`` (default 40 s): Ready; for
   ``notReadyAfter`` or more: NotReady; for ``unknownAfter`` (default 300 s)
   or more: Unknown;
+- a ``lastHeartbeat`` more than :data:`MAX_CLOCK_SKEW` seconds ahead of the
+  controller's clock is ignored (the hub writes it with the cloud's clock, so
+  one from the future was forged or typed by hand, and would keep a silent
+  node Ready for ever);
 - never heard from and not alive: Unknown ("we have never heard from it"),
   with a message saying what to check, so a Node applied from a manifest
   but never joined shows up as such instead of as a blank.
@@ -44,7 +48,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from edgefleet.api.common import parse_timestamp
 from edgefleet.api.nodes import INFO as NODES
@@ -54,6 +58,8 @@ from edgefleet.store.interface import StoreError
 log = logging.getLogger("edgefleet.cloud.controllers.nodelifecycle")
 
 READY, NOT_READY, UNKNOWN = "Ready", "NotReady", "Unknown"
+MAX_CLOCK_SKEW = timedelta(seconds=5)
+"""How far ahead of the controller's clock a heartbeat may be and still count."""
 NEVER_HEARD = (
     "no heartbeat received yet: has the node joined (`edgefleet edge join`) and is its agent running?"
 )
@@ -96,6 +102,8 @@ def expected_phase(
     if alive:
         return Verdict(READY, None)
     heard = _moment(last_heartbeat)
+    if heard is not None and heard > now + MAX_CLOCK_SKEW:
+        heard = None  # from the future: not believed
     if heard is None and last_alive is None:
         return Verdict(UNKNOWN, NEVER_HEARD)
     reference = max(moment for moment in (heard, last_alive, observing_since) if moment is not None)
