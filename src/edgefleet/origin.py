@@ -27,8 +27,10 @@ How it works, in three layers:
   until the mode changes.
 
 A small demo site (``/``, ``/static/app.js``, ``/api/time``, ``/private``,
-``/large.bin``, ``/video/seg-{n}.ts``) and ``/echo`` (the request as JSON)
-complete it. The origin is a test tool: it trusts its callers, but bad query
+``/large.bin``, ``/video/seg-{n}.ts``), ``/echo`` (the request as JSON) and
+``/upload`` (reads the request body as it arrives and answers its size and
+sha256 as JSON; ``?fail_after=N`` drops the connection once N body bytes are
+in) complete it. The origin is a test tool: it trusts its callers, but bad query
 values get a 400, never a crash.
 """
 
@@ -373,6 +375,23 @@ def echo(request: web.Request, state: OriginState) -> Representation:
                           ranges=False)
 
 
+async def upload(request: web.Request) -> web.Response:
+    """Read the body piece by piece (never whole); its size and sha256, or a lost connection (``fail_after``)."""
+    fail_after = int_param(request.query, "fail_after", -1, 0, 1 << 40) if "fail_after" in request.query else -1
+    digest = hashlib.sha256()
+    size = 0
+    async for data in request.content.iter_any():
+        digest.update(data)
+        size += len(data)
+        if 0 <= fail_after <= size:
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=502)  # never sent: the connection is gone
+    return web.json_response({"method": request.method, "size": size, "sha256": digest.hexdigest(),
+                              "chunked": "chunked" in request.headers.get("Transfer-Encoding", "").lower()},
+                             headers={"Cache-Control": "no-store"})
+
+
 # --- query shaping ----------------------------------------------------------
 
 
@@ -574,7 +593,8 @@ def content_routes(state: OriginState) -> list[web.RouteDef]:
     return [get("/bytes/{n:[0-9]+}", bytes_object), get("/bytes/{n:[0-9]+}/{name:.+}", bytes_object),
             get("/", index_page), get("/static/app.js", app_js), get("/api/time", api_time),
             get("/private", private_page), get("/large.bin", large_bin),
-            get(r"/video/seg-{n:[0-9]+}.ts", video_segment), web.route("*", "/echo", content_handler(state, echo))]
+            get(r"/video/seg-{n:[0-9]+}.ts", video_segment), web.route("*", "/echo", content_handler(state, echo)),
+            web.route("*", "/upload", upload)]
 
 
 def make_app(state: OriginState | None = None) -> web.Application:

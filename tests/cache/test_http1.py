@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from edgefleet.cache.errors import BadRequest
@@ -80,12 +82,56 @@ def test_an_endless_header_name_is_431_too() -> None:
     assert caught.value.status == 431
 
 
-def test_body_larger_than_the_limit_is_413_with_content_length_and_chunked() -> None:
+def test_body_larger_than_the_limit_is_413_for_get_and_streamed_for_post() -> None:
     ok = parse(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n" + b"b" * 100)
-    assert ok[0].body == b"b" * 100
-    assert refused(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n" + b"b" * 101).status == 413
+    assert ok[0].body == b"b" * 100 and ok[0].stream is None
+    assert refused(b"GET /p HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n" + b"b" * 101).status == 413
     body = chunk(b"c" * 60) + chunk(b"c" * 60) + LAST_CHUNK
-    assert refused(b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + body).status == 413
+    assert refused(b"GET /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + body).status == 413
+    (large,) = parse(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n" + b"b" * 101)
+    assert large.body == b"" and large.stream is not None and large.stream.done and large.stream.received == 101
+    (chunked,) = parse(b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    assert chunked.stream is not None and chunked.stream.done and chunked.stream.received == 120
+    assert chunked.stream.length is None
+
+
+def drain(request: Request) -> bytes:
+    assert request.stream is not None
+
+    async def read() -> bytes:
+        assert request.stream is not None
+        return b"".join([data async for data in request.stream.chunks()])
+
+    return asyncio.run(read())
+
+
+def test_a_streamed_body_is_handed_out_with_its_head_and_filled_as_it_arrives() -> None:
+    limits = Limits(max_url_bytes=256, max_header_bytes=1024, max_headers=8, max_body_bytes=100,
+                    max_upload_bytes=10_000)
+    parser = RequestParser(limits)
+    (request,) = parser.feed(b"PUT /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n")
+    assert request.stream is not None and request.has_body and not request.stream.done
+    for _ in range(4):  # pieces after the head: no request, and never taken for an endless head
+        assert parser.feed(b"y" * 1000) == []
+    done = parser.feed(b"y" * 1000 + b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert [r.target for r in done] == ["/next"] and request.stream.done
+    assert drain(request) == b"y" * 5000 and request.stream.consumed
+
+
+def test_a_chunked_body_is_buffered_until_it_outgrows_the_limit_then_streamed() -> None:
+    limits = Limits(max_url_bytes=256, max_header_bytes=1024, max_headers=8, max_body_bytes=100,
+                    max_upload_bytes=300)
+    parser = RequestParser(limits)
+    assert parser.feed(b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(b"a" * 80)) == []
+    (request,) = parser.feed(chunk(b"b" * 80))  # over 100: handed out, what came so far in its stream
+    assert request.stream is not None and request.stream.received == 160
+    assert parser.feed(chunk(b"c" * 10) + LAST_CHUNK) == [] and request.stream.done
+    assert drain(request) == b"a" * 80 + b"b" * 80 + b"c" * 10
+    parser = RequestParser(limits)
+    parser.feed(b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(b"a" * 200))
+    with pytest.raises(BadRequest) as caught:
+        parser.feed(chunk(b"b" * 200))
+    assert caught.value.status == 413  # over max_upload_bytes
 
 
 def test_a_large_body_arriving_in_pieces_is_not_mistaken_for_a_large_head() -> None:

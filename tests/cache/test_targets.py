@@ -85,8 +85,12 @@ def test_a_body_is_refused_before_it_is_read_when_the_head_check_fails() -> None
 
 
 def test_a_declared_length_over_the_limit_is_refused_at_once() -> None:
-    with pytest.raises(BadRequest) as caught:
-        RequestParser(Limits(max_body_bytes=100)).feed(b"POST /x HTTP/1.1\r\nHost: a.x\r\nContent-Length: 101\r\n\r\n")
+    with pytest.raises(BadRequest) as caught:  # over the streamed limit, as soon as the field is in
+        RequestParser(Limits(max_body_bytes=100, max_upload_bytes=1000)).feed(
+            b"POST /x HTTP/1.1\r\nHost: a.x\r\nContent-Length: 1001\r\nX-Next: 1")
+    assert caught.value.status == 413
+    with pytest.raises(BadRequest) as caught:  # a GET's body is never streamed: over the buffered limit
+        RequestParser(Limits(max_body_bytes=100)).feed(b"GET /x HTTP/1.1\r\nHost: a.x\r\nContent-Length: 101\r\n\r\n")
     assert caught.value.status == 413
 
 

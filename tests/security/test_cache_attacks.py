@@ -285,7 +285,10 @@ def test_a_body_for_an_unsupported_method_is_refused_before_it_is_read(cache: Ca
 
 
 def test_a_body_over_the_limit_is_refused_from_its_length(cache: CacheProcess) -> None:
-    response = answered_within(cache, http_request("POST", "/echo", HOST, ("Content-Length", str(2 * 2**20))), 3.0)
+    """Over ``maxUploadBytes`` (1 GiB) for a streamed body, over ``maxBodyBytes`` for a GET's: 413 at once."""
+    response = answered_within(cache, http_request("POST", "/echo", HOST, ("Content-Length", str(2 * 2**30))), 3.0)
+    assert response is not None and response.status == 413
+    response = answered_within(cache, http_request("GET", "/echo", HOST, ("Content-Length", str(2 * 2**20))), 3.0)
     assert response is not None and response.status == 413
 
 

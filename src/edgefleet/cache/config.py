@@ -192,14 +192,21 @@ class LimitsConfig(Model):
     max_headers: int = Field(default=100, ge=8, le=1000, description="More header fields get 431.")
     max_body_bytes: int = Field(
         default=2**20, ge=0, le=1 << 30,
-        description="Larger request bodies get 413. Bodies are buffered whole before they are forwarded, "
-        "so this bounds the memory a client can hold per connection.",
+        description="Largest request body buffered whole before it is forwarded (a buffered body can be "
+        "retried on the next tier). A larger one (or a chunked one) of POST, PUT, PATCH, DELETE or OPTIONS is "
+        "streamed to the upstream as it arrives; of GET or HEAD it gets 413.",
+    )
+    max_upload_bytes: int = Field(
+        default=2**30, ge=0, le=1 << 40,
+        description="Largest streamed request body: a larger Content-Length gets 413 before any of it is "
+        "read, a chunked body that grows past it is cut off with 413. Memory per connection stays bounded.",
     )
     idle_timeout: float = Field(default=60.0, gt=0, description="Seconds a keep-alive connection may idle.")
     header_timeout: float = Field(default=10.0, gt=0, description="Seconds to receive a request head.")
     body_timeout: float = Field(
-        default=30.0, gt=0, description="Seconds to receive a whole request, body included, from its first byte "
-        "(408 after; a slow body cannot hold its buffer longer).",
+        default=30.0, gt=0, description="Seconds to receive a whole request, buffered body included, from its "
+        "first byte (408 after; a slow body cannot hold its buffer longer); for a streamed body, seconds "
+        "without a piece of it while one is due (not while the upstream is slow to take it).",
     )
     max_pipeline: int = Field(default=32, ge=1, le=1024, description="Requests queued per connection.")
     max_connections: int = Field(

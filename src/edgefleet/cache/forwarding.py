@@ -33,6 +33,7 @@ import random
 from urllib.parse import urlsplit
 
 from edgefleet.cache import tiers
+from edgefleet.cache.bodies import BodyStream
 from edgefleet.cache.config import CacheConfig
 from edgefleet.cache.domains import ServedDomain
 from edgefleet.cache.errors import UpstreamError
@@ -76,9 +77,14 @@ class Forwarder:
         self.site_self = site.self_name if site else config.node
 
     async def open(
-        self, request: Request, domain: ServedDomain, key: str, method: str, headers: Fields, body: bytes | None
+        self, request: Request, domain: ServedDomain, key: str, method: str, headers: Fields,
+        body: bytes | BodyStream | None,
     ) -> UpstreamResponse:
-        """Try each tier in order until one answers with a usable head; UpstreamError from the last one."""
+        """Try each tier in order until one answers with a usable head; UpstreamError from the last one.
+
+        A streamed body (:class:`~edgefleet.cache.bodies.BodyStream`) cannot be sent twice: once any of it
+        went to one tier, that tier's failure is final (502), never retried elsewhere with part of a body.
+        """
         last_error: UpstreamError | None = None
         for target in self.targets(request, domain, key):
             self.stats.upstream_requests += 1
@@ -87,12 +93,17 @@ class Forwarder:
             except UpstreamError as exc:
                 last_error = exc
                 self._failed(target)
+                if isinstance(body, BodyStream) and (body.sent or body.error is not None):
+                    raise UpstreamError(502, f"{exc.message} (after part of the request body; not retried)") \
+                        from None
                 continue
             if target.kind != "origin" and (response.status >= 500 or response.status == 421):
                 # 421: that cache does not serve the Domain (a parent site left out of the Domain's sites)
                 response.close()
                 last_error = UpstreamError(502, f"{target.kind} {target.name} answered {response.status}")
                 self._failed(target)
+                if isinstance(body, BodyStream) and body.sent:
+                    raise last_error
                 continue
             if target.kind != "origin":
                 self.health.succeeded(target.name)

@@ -2,9 +2,15 @@
 
 How: :class:`RequestParser` is fed the bytes a client sends and returns the
 complete :class:`Request` objects it found (several when the client
-pipelines). Request bodies are collected whole up to ``max_body_bytes`` (only
-unsafe methods carry one, and they are forwarded to the origin with a
-Content-Length). Response heads are built by :func:`response_head`; bodies of
+pipelines). Request bodies up to ``max_body_bytes`` are collected whole
+(forwarded with a Content-Length, and retried on the next tier if one
+fails). A larger one of a method that forwards it (POST, PUT, PATCH, DELETE,
+OPTIONS) is streamed: a declared ``Content-Length`` over ``max_body_bytes``
+hands the request out as soon as its head is complete, a chunked body as
+soon as it outgrows ``max_body_bytes``, with a
+:class:`~edgefleet.cache.bodies.BodyStream` the rest of its body goes into
+as it is parsed (the proxy forwards it to the upstream as it arrives, with
+flow control; see :mod:`edgefleet.cache.bodies`). Response heads are built by :func:`response_head`; bodies of
 unknown length are framed by :func:`chunk`.
 
 Why httptools: it wraps llhttp, nginx-grade strictness in C (it refuses
@@ -15,13 +21,16 @@ than any pure-Python parser. Our own checks sit on top, as security limits:
 
 - ``max_url_bytes``: longer request-targets get 414;
 - ``max_header_bytes`` / ``max_headers``: larger header blocks get 431;
-- ``max_body_bytes``: larger bodies get 413;
+- ``max_body_bytes``: larger bodies of GET and HEAD get 413 (others are
+  streamed); ``max_upload_bytes``: larger streamed bodies get 413 (a
+  ``Content-Length`` as soon as the field is in, a chunked body once it
+  grows past it);
 - a request with a body is checked before any of its body is kept (at its
   first piece), or asked for with ``100 Continue`` (once the head is
   complete) (``head_check``: Host, Domain, method; the proxy's 421/404/501),
-  so a client cannot make the server buffer a body nobody will take; a
-  ``Content-Length`` over ``max_body_bytes`` gets 413 as soon as the field is
-  in. Requests without a body pay nothing for it;
+  so a client cannot make the server buffer a body nobody will take (a
+  streamed request is checked when its head is complete, before it is
+  handed out). Requests without a body pay nothing for it;
 - trailer fields of a chunked body are dropped: llhttp reports them like
   header fields, but RFC 9110 §6.5.1 forbids merging them into the header
   section (a trailer must not add a field the origin would trust);
@@ -63,6 +72,7 @@ from http import HTTPStatus
 
 import httptools
 
+from edgefleet.cache.bodies import BodyFlow, BodyStream
 from edgefleet.cache.errors import BadRequest
 from edgefleet.cache.targets import HOSTS, canonical_host, canonical_target
 
@@ -79,6 +89,7 @@ class Limits:
     max_header_bytes: int = 32768
     max_headers: int = 100
     max_body_bytes: int = 2**20
+    max_upload_bytes: int = 2**30
 
 
 HeadCheck = Callable[[str, str], None]
@@ -96,8 +107,8 @@ class Request:
     """
 
     __slots__ = (
-        "body", "client", "from_fleet", "has_body", "headers", "host", "keep_alive", "method", "plain", "target",
-        "version",
+        "body", "client", "from_fleet", "has_body", "headers", "host", "keep_alive", "method", "plain", "stream",
+        "target", "version",
     )
 
     def __init__(
@@ -111,6 +122,7 @@ class Request:
         body: bytes = b"",
         has_body: bool = False,
         plain: bool = True,
+        stream: BodyStream | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -121,6 +133,8 @@ class Request:
         self.body = body
         self.has_body = has_body
         self.plain = plain
+        self.stream = stream
+        """A streamed body (see :mod:`edgefleet.cache.bodies`): still arriving when the request is handled."""
         self.client = ""
         self.from_fleet = False
 
@@ -134,12 +148,14 @@ _METHODS = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "PATC
 class RequestParser:
     """Feed bytes, get complete requests; raises BadRequest on malformed input."""
 
-    def __init__(self, limits: Limits, head_check: HeadCheck | None = None) -> None:
+    def __init__(self, limits: Limits, head_check: HeadCheck | None = None, flow: BodyFlow | None = None) -> None:
         self._limits = limits
         self._head_check = head_check
+        self._flow = flow
         self._parser = httptools.HttpRequestParser(self)
         self._reset()
         self._done: list[Request] = []
+        self._streamed_done = False
 
     def _reset(self) -> None:
         self._partial_bytes = 0
@@ -150,6 +166,9 @@ class RequestParser:
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._declares_body = False
+        self._length: int | None = None
+        self._chunked = False
+        self.stream: BodyStream | None = None
         self._plain = True
         self._trailers_from = -1
         self._head_checked = False
@@ -158,6 +177,7 @@ class RequestParser:
 
     def feed(self, data: bytes) -> list[Request]:
         """Parse ``data``; the requests completed by it, in order."""
+        self._streamed_done = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -167,7 +187,7 @@ class RequestParser:
                 raise exc.__context__ from None
             raise BadRequest(400, f"malformed request: {exc}") from None
         done, self._done = self._done, []
-        if not done and not self._body_bytes:
+        if not done and not self._body_bytes and self.stream is None and not self._streamed_done:
             self._count_partial_head(len(data))
             if self._expects_continue:
                 self._continue_once_head_is_in(data)
@@ -224,11 +244,14 @@ class RequestParser:
             if value.strip().lower() != "chunked":
                 raise BadRequest(501, f"Transfer-Encoding {value!r} is not supported (only chunked)")
             self._declares_body = True
+            self._chunked = True
         elif lower == "content-length":
             length = value.strip()
             self._declares_body = self._declares_body or length != "0"
-            if length.isdigit() and int(length) > self._limits.max_body_bytes:  # refused before it is sent
-                raise BadRequest(413, f"request body larger than {self._limits.max_body_bytes} bytes")
+            if length.isdigit():
+                self._length = int(length)
+                if self._length > self._limits.max_upload_bytes:  # refused before it is sent
+                    raise BadRequest(413, f"request body larger than {self._limits.max_upload_bytes} bytes")
         elif lower == "range" or lower.startswith("if-"):
             self._plain = False
         elif lower == "expect":
@@ -263,13 +286,44 @@ class RequestParser:
         method = self._parser.get_method()
         self._head_check(_METHODS.get(method) or method.decode("ascii"), canonical_host(host))
 
+    def on_headers_complete(self) -> None:
+        """A declared body over ``max_body_bytes``, of a method that forwards it, is streamed: the request is
+        handed out now, with a :class:`BodyStream` its body goes into as it is parsed. Of GET or HEAD: 413."""
+        limits = self._limits
+        if self._length is None or self._length <= limits.max_body_bytes:
+            return
+        if self._parser.get_method() in (b"GET", b"HEAD"):  # buffered whole, or not at all
+            raise BadRequest(413, f"request body larger than {limits.max_body_bytes} bytes")
+        self._start_stream()
+
+    def _start_stream(self) -> None:
+        if not self._head_checked:
+            self._check_head()
+        self.stream = BodyStream(self._flow, self._length, self._expects_continue)
+        self._expects_continue = False  # asked for when the body is first read (or already, if it is arriving)
+        self._done.append(self._request(b"", list(self._headers), self.stream))
+        for piece in self._body:
+            self.stream.push(piece)
+        self._body = []
+
     def on_body(self, body: bytes) -> None:
+        stream = self.stream
+        if stream is not None:
+            self._body_bytes += len(body)
+            if self._body_bytes > self._limits.max_upload_bytes:
+                raise BadRequest(413, f"request body larger than {self._limits.max_upload_bytes} bytes")
+            stream.push(body)
+            return
         if not self._head_checked:  # the first piece of a body: nothing of it is kept yet
             self._check_head()
         self._body_bytes += len(body)
-        if self._body_bytes > self._limits.max_body_bytes:
-            raise BadRequest(413, f"request body larger than {self._limits.max_body_bytes} bytes")
         self._body.append(body)
+        if self._body_bytes > self._limits.max_body_bytes:
+            if not self._chunked or self._parser.get_method() in (b"GET", b"HEAD"):
+                raise BadRequest(413, f"request body larger than {self._limits.max_body_bytes} bytes")
+            self._start_stream()  # a chunked body outgrew the buffer: what came is streamed, and the rest
+            if self._body_bytes > self._limits.max_upload_bytes:
+                raise BadRequest(413, f"request body larger than {self._limits.max_upload_bytes} bytes")
 
     def on_chunk_header(self) -> None:
         if self._trailers_from < 0:  # the first chunk: every field reported from now on is a trailer
@@ -278,6 +332,15 @@ class RequestParser:
     def on_message_complete(self) -> None:
         if self._trailers_from >= 0:
             self._drop_trailers()
+        if self.stream is not None:  # handed out with its head; now its body is complete
+            self.stream.finish()
+            self._streamed_done = True
+        else:
+            self._done.append(self._request(b"".join(self._body) if self._body else b"", self._headers, None))
+        self._reset()
+
+    def _request(self, body: bytes, headers: list[tuple[str, str]], stream: BodyStream | None) -> Request:
+        """The request parsed so far (its head complete, and its body unless ``stream``)."""
         parser = self._parser
         version = parser.get_http_version()
         if version != "1.1":
@@ -296,20 +359,18 @@ class RequestParser:
         if host:
             host = HOSTS.get(host) or canonical_host(host)
         method = parser.get_method()
-        self._done.append(
-            Request(
-                _METHODS.get(method) or method.decode("ascii"),
-                target,
-                self._headers,
-                host,
-                version == "1.1" and parser.should_keep_alive(),
-                version,
-                b"".join(self._body) if self._body else b"",
-                self._declares_body or bool(self._body_bytes),
-                self._plain,
-            )
+        return Request(
+            _METHODS.get(method) or method.decode("ascii"),
+            target,
+            headers,
+            host,
+            version == "1.1" and parser.should_keep_alive(),
+            version,
+            body,
+            self._declares_body or bool(self._body_bytes),
+            self._plain,
+            stream,
         )
-        self._reset()
 
     def _drop_trailers(self) -> None:
         """Forget the trailer fields (see the module docstring); a trailer Host must not pick the domain."""

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from edgefleet.cache.bodies import BodyStream
 from edgefleet.cache.domains import ServedDomain
-from edgefleet.cache.errors import UpstreamError
+from edgefleet.cache.errors import BadRequest, UpstreamError
 from edgefleet.cache.forwarding import NOT_RELAYED, Forwarder
 from edgefleet.cache.http1 import Request
 from edgefleet.cache.replies import Client, Replies
@@ -44,13 +45,28 @@ class Passthrough:
         """Forward ``request`` (cache key ``key``) uncached and relay the answer."""
         self.stats.bypass += 1
         headers = self.forwarder.request_headers(request, cacheable=False)
-        body = request.body if request.has_body else None
+        stream = request.stream
+        body: bytes | BodyStream | None = request.body if request.has_body else None
+        if stream is not None:  # streamed as it arrives (edgefleet.cache.bodies), framed as the client framed it
+            body = stream
+            if stream.length is not None:
+                headers.append(("Content-Length", str(stream.length)))
         method = request.method
         try:
             response = await self.forwarder.open(request, domain, key, method, headers, body)
         except UpstreamError as exc:
+            if stream is not None and stream.error is not None:  # the client's body failed, not the upstream
+                request.keep_alive = False
+                if not isinstance(stream.error, BadRequest):
+                    raise ConnectionResetError(str(stream.error)) from None
+                await self.replies.send_error(client, request, stream.error.status, stream.error.message)
+                return
+            if stream is not None and not stream.consumed:
+                request.keep_alive = False
             await self.replies.send_error(client, request, exc.status, exc.message)
             return
+        if stream is not None and not stream.consumed:  # answered before the body was taken: end with it
+            request.keep_alive = False
         if method in INVALIDATING and response.status < 400:
             self.invalidate(key)
         relayed = [(n, v) for n, v in response.headers if n.lower() not in NOT_RELAYED]

@@ -29,6 +29,17 @@ with ``100 Continue`` (:meth:`Proxy.check_head`), and a request must be complete
 body included, within ``bodyTimeout`` of its first byte (408), so a slow
 body cannot hold its buffer.
 
+A streamed body (over ``maxBodyBytes``, see :mod:`edgefleet.cache.bodies`)
+is not buffered: its request is handled while the body arrives, and the
+connection is the stream's flow control: ``pause_body`` stops reading the
+client while the upstream does not take the queued pieces, ``resume_body``
+reads again. Its ``bodyTimeout`` counts from the last piece while one is
+due (a paused client, or one waiting for our ``100 Continue``, is not late);
+past it the body fails with 408, which its request answers. A request
+answered before all of its body was taken closes the connection (the rest
+cannot be skipped safely); one whose body went through keeps it, so the
+next pipelined request is read as usual.
+
 Timeouts cost nothing per request: a sweeper runs once a second over the
 open connections and closes those idle longer than ``idleTimeout``, those
 that started a request head and did not finish it within ``headerTimeout``
@@ -139,7 +150,7 @@ class Connection(asyncio.Protocol):
         self.owner = owner
         self.proxy = owner.proxy
         self.response_times = owner.proxy.stats.response_times
-        self.parser = RequestParser(owner.limits, owner.proxy.check_head)
+        self.parser = RequestParser(owner.limits, owner.proxy.check_head, self)
         self.queue: deque[Request] = deque()
         self.busy = False
         self.closing = False
@@ -149,6 +160,7 @@ class Connection(asyncio.Protocol):
         self._write_paused_at = 0.0
         self._drain: asyncio.Future[None] | None = None
         self._reading_paused = False
+        self._body_paused = False
         self._head_started = 0.0
         self._rejection: BadRequest | None = None
         self._admitted = False
@@ -177,6 +189,8 @@ class Connection(asyncio.Protocol):
             self.owner.release(self.peer_ip)
             self.proxy.stats.connections -= 1
         self.queue.clear()
+        if self.parser.stream is not None:
+            self.parser.stream.fail(ConnectionResetError("client closed the connection"))
         self._wake_drain(ConnectionResetError("client closed the connection"))
 
     def data_received(self, data: bytes) -> None:
@@ -184,6 +198,14 @@ class Connection(asyncio.Protocol):
         try:
             requests = self.parser.feed(data)
         except BadRequest as exc:
+            stream = self.parser.stream
+            if stream is not None and not stream.finished:  # its request answers the error (and closes)
+                stream.fail(exc)
+                self._stop_reading()
+                self.queue.extend(self.parser.take_completed())
+                if not self.busy:
+                    self._pump()
+                return
             self._reject_after(self.parser.take_completed(), exc)
             return
         if not requests:
@@ -216,6 +238,28 @@ class Connection(asyncio.Protocol):
         self._wake_drain(None)
         if not self.busy and not self.closing:
             self._pump()
+
+    # --- streamed request bodies (edgefleet.cache.bodies.BodyFlow) ------------------
+
+    def pause_body(self) -> None:
+        """The upstream is not taking a streamed body as fast as it comes: stop reading the client."""
+        self._body_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_body(self) -> None:
+        self._body_paused = False
+        if not self._reading_paused and not self.closing and self.transport is not None:
+            self.transport.resume_reading()
+
+    def send_continue(self) -> None:
+        """``Expect: 100-continue`` of a streamed body: an upstream took the head, the body may come."""
+        self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _stop_reading(self) -> None:
+        if self.transport is not None and not self._reading_paused:
+            self.transport.pause_reading()
+        self._reading_paused = True
 
     # --- what the proxy uses -------------------------------------------------------
 
@@ -254,7 +298,8 @@ class Connection(asyncio.Protocol):
                 self.reject(self._rejection.status, self._rejection.message)
                 return
             self._reading_paused = False
-            self.transport.resume_reading()
+            if not self._body_paused:
+                self.transport.resume_reading()
 
     async def _serve(self, request: Request, started: float) -> None:
         keep_alive = False
@@ -266,6 +311,10 @@ class Connection(asyncio.Protocol):
         except Exception:
             log.exception("request %s %s failed", request.method, request.target)
         finally:
+            stream = request.stream
+            if stream is not None and not stream.consumed:  # the rest of its body is not ours to skip
+                keep_alive = False
+                stream.fail(ConnectionResetError("the request was answered before its body was read"))
             self.busy = False
             self.last_active = ended = time.monotonic()
             self.response_times.observe(started, ended)
@@ -305,7 +354,7 @@ class Connection(asyncio.Protocol):
         if self._write_paused_at and now - self._write_paused_at > self.owner.idle_timeout:
             if self.transport is not None:
                 self.transport.abort()
-        elif self.busy or self.queue:
+        elif self._body_stalled(now) or self.busy or self.queue:  # a streamed body that stalls: its task answers
             return
         elif self.parser.head_pending():
             if now - (self._head_started or self.last_active) > self.owner.header_timeout:
@@ -317,6 +366,15 @@ class Connection(asyncio.Protocol):
                 self.close()
         elif idle > self.owner.idle_timeout:
             self.close()
+
+    def _body_stalled(self, now: float) -> bool:
+        """A streamed body due from the client made no progress for ``bodyTimeout``: its request answers 408."""
+        stream = self.parser.stream
+        if stream is None or not stream.waiting_for_client or now - stream.last_progress <= self.owner.body_timeout:
+            return False
+        stream.fail(BadRequest(408, "request body not received in time"))
+        self._stop_reading()
+        return True
 
     def _wake_drain(self, error: Exception | None) -> None:
         waiter, self._drain = self._drain, None

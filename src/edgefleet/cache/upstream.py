@@ -30,6 +30,7 @@ the cache stores and forwards bytes exactly as the origin sent them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from edgefleet.cache.bodies import BodyStream
 from edgefleet.cache.config import UpstreamConfig
 from edgefleet.cache.errors import UpstreamError
 from edgefleet.cache.stats import Stats
@@ -127,33 +129,48 @@ class Upstream:
         method: str,
         request_target: str,
         headers: list[tuple[str, str]],
-        body: bytes | None = None,
+        body: bytes | BodyStream | None = None,
     ) -> UpstreamResponse:
         """Send the request; return once the response head is in (UpstreamError if none came)."""
         try:
             response = await self._request(target, method, request_target, headers, body)
         except UpstreamError:
-            self.stats.upstream_failed(target.kind)
+            if not (isinstance(body, BodyStream) and body.error is not None):  # the client's body failed, not it
+                self.stats.upstream_failed(target.kind)
             raise
         if response.status >= 500:
             self.stats.upstream_failed(target.kind)
         return UpstreamResponse(target, response, self.config.idle_body_timeout, self.stats)
 
     async def _request(
-        self, target: Target, method: str, request_target: str, headers: list[tuple[str, str]], body: bytes | None
+        self, target: Target, method: str, request_target: str, headers: list[tuple[str, str]],
+        body: bytes | BodyStream | None,
     ) -> aiohttp.ClientResponse:
         url = URL(target.base + request_target, encoded=True)
         connect = self.config.peer_timeout if target.kind != "origin" else self.config.connect_timeout
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=self.config.idle_body_timeout)
         try:
-            async with asyncio.timeout(self.config.response_timeout):
+            async with asyncio.timeout(self.config.response_timeout) as deadline:
+                data = body if not isinstance(body, BodyStream) else self._paced(body, deadline)
                 return await self._client(target.kind).request(
-                    method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout
+                    method, url, headers=headers, data=data, allow_redirects=False, timeout=timeout
                 )
         except TimeoutError:
             raise UpstreamError(504, f"{target.kind} {target.name} did not answer in time") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise UpstreamError(502, f"{target.kind} {target.name} failed: {_describe(exc)}") from None
+
+    async def _paced(self, body: BodyStream, deadline: asyncio.Timeout) -> AsyncIterator[bytes]:
+        """A streamed body, with the response timeout moved along: none while the client's next piece is due
+        (its ``bodyTimeout`` counts then), ``idleBodyTimeout`` for the upstream to take each piece, and
+        ``responseTimeout`` for the head once all of it was sent. A large upload is not cut off by its size."""
+        loop = asyncio.get_running_loop()
+        _reschedule(deadline, None)
+        async for data in body.chunks():
+            _reschedule(deadline, loop.time() + self.config.idle_body_timeout)
+            yield data
+            _reschedule(deadline, None)
+        _reschedule(deadline, loop.time() + self.config.response_timeout)
 
     async def close(self) -> None:
         for session in (self._session, self._fleet_session):
@@ -170,6 +187,12 @@ def _session(source: str | None) -> aiohttp.ClientSession:
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         timeout=aiohttp.ClientTimeout(total=None),
     )
+
+
+def _reschedule(deadline: asyncio.Timeout, when: float | None) -> None:
+    """Move ``deadline`` unless it is over (the head came before the whole body was sent)."""
+    with contextlib.suppress(RuntimeError):
+        deadline.reschedule(when)
 
 
 def _is_specific_ip(host: str) -> bool:

@@ -79,7 +79,8 @@ class Worker:
         limits = config.limits
         self.connections = ConnectionSet(
             self.proxy,
-            Limits(limits.max_url_bytes, limits.max_header_bytes, limits.max_headers, limits.max_body_bytes),
+            Limits(limits.max_url_bytes, limits.max_header_bytes, limits.max_headers, limits.max_body_bytes,
+                   limits.max_upload_bytes),
             ConnectionLimits(limits.idle_timeout, limits.header_timeout, limits.body_timeout, limits.max_pipeline,
                              limits.max_connections, limits.max_connections_per_client),
         )
