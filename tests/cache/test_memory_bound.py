@@ -5,7 +5,10 @@ times the memory tier (80 objects of 2 MiB) is fetched twice (miss, then a
 hit that mostly comes from disk), then one 64 MiB object, four times the
 memory tier, is streamed through a miss and a hit. The worker's resident
 set is read from ``/proc/<pid>/status``: ``VmRSS`` now and ``VmHWM``, its
-peak since start, which must stay under the memory tier plus 64 MiB.
+peak since start, which may exceed the idle worker's size by the memory
+tier plus 16 MiB of working buffers at most (so never by a 64 MiB object).
+An absolute bound of 80 MiB failed once in CI by 28 KiB under load: it also
+counted the interpreter's own ~55 MiB, which is not what this test is about.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from tests.cacheproc import CacheProcess, OriginProcess, cache_config, started
 
 MIB = 2**20
 MEMORY_TIER = 16 * MIB
-BOUND = MEMORY_TIER + 64 * MIB
+GROWTH = MEMORY_TIER + 16 * MIB
+"""Most the worker may grow over its idle size: the memory tier and working buffers, never a 64 MiB object."""
 OBJECT = 2 * MIB
 OBJECTS = 80
 LARGE = 64 * MIB
@@ -61,6 +65,7 @@ def test_worker_rss_stays_bounded_serving_ten_times_the_memory_tier(
 ) -> None:
     [worker] = bounded_cache.worker_pids()
     idle, _ = rss(worker)
+    bound = idle + GROWTH  # relative: the interpreter's own size is not what this test is about
     paths = [f"/bytes/{OBJECT}/set-{index}" for index in range(OBJECTS)]
     with bounded_cache.client() as client, httpx.Client(base_url=origin.url, timeout=30) as direct:
         expected = {path: fetch(direct, path)[1:] for path in paths[:3] + paths[-3:]}
@@ -74,7 +79,7 @@ def test_worker_rss_stays_bounded_serving_ten_times_the_memory_tier(
         after_large = rss(worker)
     print(f"\nworker RSS (MiB): idle {idle / MIB:.1f}; after {OBJECTS} misses {after_misses[0] / MIB:.1f}; "
           f"after {OBJECTS} hits {after_hits[0] / MIB:.1f}; after the 64 MiB object {after_large[0] / MIB:.1f}; "
-          f"peak {after_large[1] / MIB:.1f}; bound {BOUND / MIB:.0f}")
+          f"peak {after_large[1] / MIB:.1f}; bound {bound / MIB:.0f}")
     assert [state for state, _, _ in first] == ["MISS"] * OBJECTS
     assert [state for state, _, _ in second] == ["HIT"] * OBJECTS
     for path, (_, size, digest) in zip(paths, first, strict=True):
@@ -85,5 +90,5 @@ def test_worker_rss_stays_bounded_serving_ten_times_the_memory_tier(
     assert sum(origin.count(path) for path in paths) == OBJECTS + 6  # the cache asked once each (+ direct reads)
     assert origin.count(large_path) == 2
     for label, (now, peak) in (("misses", after_misses), ("hits", after_hits), ("large", after_large)):
-        assert now < BOUND, (label, now / MIB)
-        assert peak < BOUND, (label, peak / MIB)
+        assert now < bound, (label, now / MIB, idle / MIB)
+        assert peak < bound, (label, peak / MIB, idle / MIB)
