@@ -404,3 +404,25 @@ def _load(path: Path) -> GeoLookup:
     except (OSError, UnicodeDecodeError) as exc:
         raise GeoTableError(f"{path}: cannot read the geo table: {exc}") from None
     return GeoTable.from_csv(text, source=str(path))
+
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_address(text: str) -> Address | None:
+    """An address as proxies write it (``a.b.c.d``, ``a.b.c.d:port``, ``v6``, ``[v6]:port``); None if none.
+
+    IPv4-mapped IPv6 addresses (a dual-stack socket's view of an IPv4 peer) become IPv4.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address

@@ -67,7 +67,7 @@ from typing import Any, NamedTuple
 from aiohttp import web
 
 from edgefleet.gslb.fleet import DomainMatch, FleetState
-from edgefleet.gslb.geo import GeoDatabase, GeoLookup, Location
+from edgefleet.gslb.geo import Address, GeoDatabase, GeoLookup, Location, parse_address
 from edgefleet.gslb.policy import Client, LatencyMatrix, NodeTarget, Route, choose, draw_for
 from edgefleet.gslb.zone import node_hostname
 
@@ -80,7 +80,6 @@ DRAW_PREFIX = {4: 24, 6: 56}
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _ABSOLUTE = re.compile(r"^[hH][tT][tT][pP][sS]?://(?P<authority>[^/?#]*)(?P<rest>.*)$", re.DOTALL)
 
 
@@ -119,25 +118,6 @@ def parse_trusted(cidrs: Sequence[str]) -> tuple[Network, ...]:
             raise ValueError(
                 f"trusted proxy {cidr!r} is not an IP network such as 10.0.0.0/8 or 2001:db8::/32") from None
     return tuple(networks)
-
-
-def parse_address(text: str) -> Address | None:
-    """An address as proxies write it (``a.b.c.d``, ``a.b.c.d:port``, ``v6``, ``[v6]:port``); None if none.
-
-    IPv4-mapped IPv6 addresses (a dual-stack socket's view of an IPv4 peer) become IPv4.
-    """
-    text = text.strip()
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
 def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:

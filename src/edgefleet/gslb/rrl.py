@@ -36,6 +36,8 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 
+from edgefleet.gslb.geo import parse_address
+
 DEFAULT_RATE = 50
 DEFAULT_SLIP = 2
 PROBES = 4
@@ -76,26 +78,15 @@ class Verdict(Enum):
     DROP = "drop"
 
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def client_network(address: str) -> str:
     """The client's /24 (IPv4) or /56 (IPv6), as text; the address itself if it does not parse."""
-    parsed = _parse(address)
+    parsed = parse_address(address)
     if parsed is None:
         return address
     prefix = IPV4_PREFIX if parsed.version == 4 else IPV6_PREFIX
     return f"{ipaddress.ip_network(f'{parsed}/{prefix}', strict=False)}"
-
-
-def _parse(address: str) -> Address | None:
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return None
-    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
-        return parsed.ipv4_mapped
-    return parsed
 
 
 class ResponseRateLimiter:
@@ -143,7 +134,7 @@ class ResponseRateLimiter:
         """The client's network, memoised (parsing an address costs more than the rest); "" if exempt."""
         if len(self._networks) >= self.settings.table_size:
             self._networks.clear()
-        parsed = _parse(address)
+        parsed = parse_address(address)
         exempt = parsed is not None and any(parsed in network for network in self._exempt)
         network = self._networks[address] = "" if exempt else client_network(address)
         return network
