@@ -119,12 +119,11 @@ def geo_prefix(geo_text: str | None, address: str) -> str | None:
     """The most specific prefix of a CSV geo table that holds ``address`` (the one that placed it)."""
     if geo_text is None:
         return None
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    from edgefleet.gslb.geo import parse_address
+
+    ip = parse_address(address)
+    if ip is None:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     best: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     for line in geo_text.splitlines():
         cidr = line.split("#", 1)[0].split(",", 1)[0].strip()
