@@ -86,7 +86,7 @@ def test_check_address_is_usable_alone() -> None:
         check_address("localhost")
 
 
-STATUS = {
+STATUS: dict[str, Any] = {
     "phase": "Ready",
     "lastHeartbeat": "2024-05-01T12:00:00Z",
     "hub": "cloud-1",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from edgefleet.api.documents import StoredDocument
 from edgefleet.cloud.auth import Authenticator, Principal, Role, _digest, split_token
 from edgefleet.cloud.registry import Registry
 from edgefleet.cloud.server import ServerSettings, create_app
@@ -46,7 +46,7 @@ async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def site(name: str = "paris", **labels: str) -> dict[str, Any]:
+def site(name: str = "paris", **labels: str) -> StoredDocument:
     return {
         "apiVersion": "edgefleet.io/v1",
         "kind": "Site",

@@ -13,7 +13,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -27,6 +27,7 @@ from edgefleet.cloud.hub import Hub
 from edgefleet.cloud.registry import Registry
 from edgefleet.cloud.server import create_app
 from edgefleet.store.interface import Store
+from tests.waiting import eventually
 
 from .conftest import ADMIN, API, site, static_tokens
 
@@ -55,7 +56,7 @@ def causes_of(response: httpx.Response) -> dict[str, str]:
     return {cause["field"]: cause["message"] for cause in response.json()["details"]["causes"]}
 
 
-async def created(api: httpx.AsyncClient, plural: str, document: Document) -> httpx.Response:
+async def created(api: httpx.AsyncClient, plural: str, document: Mapping[str, Any]) -> httpx.Response:
     response = await api.post(f"{API}/{plural}", json=document)
     assert response.status_code == 201, response.text
     return response
@@ -311,7 +312,7 @@ async def test_a_slow_webhook_times_out_under_its_failure_policy(
     webhook.reply = slow
     started = time.monotonic()
     response = await api.post(f"{API}/sites", json=site("paris"))
-    assert 0.9 < time.monotonic() - started < 5
+    assert 0.9 < time.monotonic() - started < 29  # waited for the timeout, not for the answer (at 30 s)
     assert response.status_code == status, response.text
     if policy == "Fail":
         assert response.json()["reason"] == "ServiceUnavailable"
@@ -330,7 +331,7 @@ async def test_a_webhook_dripping_its_answer_cannot_stretch_the_deadline(
     webhook.reply, webhook.drip = endless, b" "
     started = time.monotonic()
     response = await api.post(f"{API}/sites", json=site("paris"))
-    assert response.status_code == 503 and time.monotonic() - started < 5
+    assert response.status_code == 503 and time.monotonic() - started < 60  # the drip would last 5000 s
 
 
 @pytest.mark.parametrize(
@@ -441,14 +442,13 @@ async def test_with_a_hub_writes_right_after_their_dependencies_are_admitted(hub
 async def test_with_a_hub_selector_warnings_come_from_the_index(hub_api: httpx.AsyncClient, spy: ListSpy) -> None:
     await created(hub_api, "sites", site("paris"))
     await created(hub_api, "nodes", node("n1", role="web"))
-    for _ in range(100):  # the index catches up within a watch event
+    async def written_without_warnings() -> bool:  # once the index has caught up (within a watch event)
         response = await hub_api.put(f"{API}/workloads/web", json=workload("web", "role=web"))
         if response.status_code == 404:
             response = await created(hub_api, "workloads", workload("web", "role=web"))
-        if not warnings_of(response):
-            break
-        await asyncio.sleep(0.05)
-    assert warnings_of(response) == []
+        return warnings_of(response) == []
+
+    await eventually(written_without_warnings, within=5.0, interval=0.05)
     spy.listed.clear()
     lonely = await hub_api.put(f"{API}/workloads/web", json=workload("web", "role=db"))
     assert [w.split(":")[0] for w in warnings_of(lonely)] == ["spec.nodeSelector"]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from edgefleet.api.documents import StoredDocument
 from edgefleet.api.rollouts import MetricCheck, WebhookCheck
 from edgefleet.api.workloads import Workload
 from edgefleet.cloud.analysis import Sample, evaluate, figure, sample_of
@@ -63,7 +64,8 @@ async def test_an_inconclusive_window_is_watched_again_twice_then_passes(store: 
             "intervalSeconds": 5, "metrics": [{"metric": "errorRate", "maxIncrease": 0.01, "minRequests": 20}]}}},
         "status": {"currentRevision": "old", "rollout": {
             "phase": "Analyzing", "target": "new", "step": 0, "analysisStartedAt": "2026-12-01T00:00:00Z"}}})
-    node = {"metadata": {"name": "n1"}, "spec": {"site": "s"}, "status": {"cache": {"requests": 5}}}
+    node: StoredDocument = {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": "n1"},
+                            "spec": {"site": "s"}, "status": {"cache": {"requests": 5}}}
     controller = WorkloadController(Registry(store), lambda _: [])
     controller._windows[("cache", "2026-12-01T00:00:00Z")] = {"n1": Sample(requests=3)}
     now = datetime(2026, 12, 1, tzinfo=UTC)

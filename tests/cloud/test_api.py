@@ -7,6 +7,7 @@ a rejected request changes nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -23,7 +24,7 @@ async def revision(store: Store) -> int:
     return await store.current_revision()
 
 
-async def create(api: httpx.AsyncClient, doc: dict[str, Any]) -> dict[str, Any]:
+async def create(api: httpx.AsyncClient, doc: Mapping[str, Any]) -> dict[str, Any]:
     response = await api.post(SITES, json=doc)
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()

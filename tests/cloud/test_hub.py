@@ -9,6 +9,7 @@ import json
 from edgefleet.cloud.hub import Hub
 from edgefleet.cloud.registry import Registry
 from edgefleet.store.interface import Store
+from tests.waiting import eventually
 
 
 async def never_authenticated(_: str | None) -> str:
@@ -35,10 +36,7 @@ async def test_index_reloads_after_its_watch_is_compacted(store: Store) -> None:
         await store.compact(await store.current_revision())
         stale_index = hub.index
         hub._tasks[0] = asyncio.create_task(hub._watch_forever())  # resumes from its old revision
-        for _ in range(100):
-            if hub.index is not stale_index and hub.index.get("/registry/workloads/w4") is not None:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: hub.index is not stale_index and hub.index.get("/registry/workloads/w4") is not None)
         assert hub.index is not stale_index, "the index was reloaded from a fresh list"
         assert all(hub.index.get(f"/registry/workloads/w{i}") is not None for i in range(5))
         assert hub.index.revision >= await store.current_revision()
@@ -52,6 +50,7 @@ async def test_fleet_demand_sums_every_replica_and_liveness_unites_their_session
     for name, hub_id, nodes, demand in [("cloud-1-7440", "cloud-1:7440", ["a"], {"eu": 9.0}),
                                         ("cloud-2", "cloud-2", ["b", "c"], {"eu": 5.0, "us": 2.5})]:
         hub._note_replica(f"/registry/hubs/{name}", {
+            "apiVersion": "edgefleet.io/v1", "kind": "Hub", "metadata": {"name": name},
             "spec": {"hubId": hub_id, "url": f"http://{name}"},
             "status": {"connections": len(nodes), "nodes": nodes, "demand": demand}})
     assert hub.fleet_demand() == {"eu": 15.0, "us": 2.5}, "this replica counts its live figure, not its published one"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from edgefleet.api.common import format_timestamp
+from edgefleet.api.documents import StoredDocument
 from edgefleet.api.sites import INFO as SITES
 from edgefleet.cloud.auth import (
     TOKEN_PREFIX,
@@ -31,6 +32,7 @@ from edgefleet.cloud.identity import BOOTSTRAP_PREFIX, CREDENTIAL_INDEX_PREFIX, 
 from edgefleet.cloud.registry import Registry
 from edgefleet.cloud.server import ServerSettings, create_app
 from edgefleet.store.interface import Store
+from tests.waiting import eventually
 
 from .conftest import ADMIN, API, MAX_BODY, VIEWER, site, static_tokens
 
@@ -109,17 +111,9 @@ async def edge(store: Store) -> AsyncIterator[Edge]:
         await client.aclose()
 
 
-def node_manifest(name: str = "par-edge-1", site: str = "par-edge", **labels: str) -> dict[str, Any]:
+def node_manifest(name: str = "par-edge-1", site: str = "par-edge", **labels: str) -> StoredDocument:
     return {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
             "spec": {"site": site, "addresses": ["192.0.2.1"]}}
-
-
-async def eventually(check: Callable[[], Any], within: float = 5.0, step: float = 0.05) -> None:
-    for _ in range(int(within / step)):
-        if await check():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError(f"not reached within {within}s")
 
 
 # -- pure helpers ---------------------------------------------------------------
@@ -436,11 +430,12 @@ async def test_credential_watch_notifies_and_forgets_cached_tokens(edge: Edge) -
     edge.identity.on_credential_removed(removed.append)
     edge.identity.on_credential_removed(close_sessions)
     unsubscribe = edge.identity.on_credential_removed(lambda node: 1 / 0)  # a broken subscriber
+    credential = await edge.joined()
+    assert await edge.identity.authenticate_node(f"Bearer {credential}") == "par-edge-1"  # cached now
+    joined_at = await edge.store.current_revision()
     watcher = asyncio.create_task(edge.identity.watch_credentials())
     try:
-        await asyncio.sleep(0.05)
-        credential = await edge.joined()
-        assert await edge.identity.authenticate_node(f"Bearer {credential}") == "par-edge-1"  # cached now
+        await eventually(lambda: edge.identity._watched >= joined_at)  # the watch runs: it will see the deletion
         # Another replica revokes it: only the store changes here.
         await store_delete_credentials(edge.store, "par-edge-1")
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from edgefleet.api.common import format_timestamp
+from edgefleet.api.documents import StoredDocument
 from edgefleet.api.meta import kind_info
 from edgefleet.cloud.controllers.nodelifecycle import (
     NEVER_HEARD,
@@ -19,8 +19,9 @@ from edgefleet.cloud.controllers.nodelifecycle import (
     expected_phase,
     status_patch,
 )
-from edgefleet.cloud.registry import Document, Registry, VersionConflict
+from edgefleet.cloud.registry import Registry, VersionConflict
 from edgefleet.store.interface import Store
+from tests.waiting import eventually
 
 from .conftest import site
 from .test_identity import Clock, node_manifest
@@ -76,7 +77,7 @@ def test_silence_counts_from_when_the_controller_started_observing() -> None:
     assert expected_phase(HB, at(1300), DEFAULT, observing_since=since).phase == "Unknown"
 
 
-def node_doc(status: dict[str, Any] | None = None, revision: str = "7") -> Document:
+def node_doc(status: dict[str, Any] | None = None, revision: str = "7") -> StoredDocument:
     doc = node_manifest()
     doc["metadata"]["resourceVersion"] = revision
     doc["status"] = status or {}
@@ -173,14 +174,6 @@ async def test_a_stale_verdict_loses_to_a_heartbeat(store: Store) -> None:
     with pytest.raises(VersionConflict):
         await registry.patch(NODES, "par-edge-1", patch, status=True)
     assert await phase(registry, "par-edge-1") == "Ready"
-
-
-async def eventually(check: Callable[[], Any], within: float = 5.0, step: float = 0.02) -> None:
-    for _ in range(int(within / step)):
-        if await check():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError(f"not reached within {within}s")
 
 
 async def test_controller_loop_in_real_time(store: Store) -> None:

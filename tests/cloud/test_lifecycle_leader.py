@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from edgefleet.store.etcd import EtcdStore
 from edgefleet.store.interface import Store, Unavailable
 from edgefleet.store.sqlite import SqliteStore
 from tests.etcd_cluster import etcd_server
+from tests.waiting import eventually
 
 __all__ = ["etcd_server"]  # the session fixture, re-exported for pytest
 
@@ -65,14 +66,6 @@ class Replica:
         assert self.task is not None
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
-
-
-async def eventually(check: Callable[[], bool], within: float = 10.0, step: float = 0.02) -> None:
-    for _ in range(int(within / step)):
-        if check():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError(f"not reached within {within}s")
 
 
 async def test_one_leader_and_hand_over_on_resign(two_stores: tuple[Store, Store]) -> None:

@@ -6,9 +6,10 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from edgefleet.api.documents import StoredDocument
 from edgefleet.api.meta import kind_info
 from edgefleet.cloud.controllers.purges import PurgeController, Tally, status_patch, tally
-from edgefleet.cloud.registry import Document, Registry
+from edgefleet.cloud.registry import Registry
 from edgefleet.store.interface import Store
 from edgefleet.sync.views import FleetIndex
 
@@ -20,8 +21,9 @@ PURGES, PREFETCHES = kind_info("Purge"), kind_info("Prefetch")
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
-def task(kind: str = "Purge", uid: str = "u-1", status: dict[str, Any] | None = None) -> Document:
-    return {"kind": kind, "metadata": {"name": "p", "uid": uid, "resourceVersion": "9"},
+def task(kind: str = "Purge", uid: str = "u-1", status: dict[str, Any] | None = None) -> StoredDocument:
+    return {"apiVersion": "edgefleet.io/v1", "kind": kind,
+            "metadata": {"name": "p", "uid": uid, "resourceVersion": "9"},
             "spec": {"domain": "shop", "urls": ["/a"]}, "status": status or {}}
 
 
@@ -78,13 +80,13 @@ def test_missing_domain_stays_open_and_unserved_domain_completes_empty() -> None
 # -- the controller on a store ------------------------------------------------------------
 
 
-def domain(name: str, sites: str) -> Document:
+def domain(name: str, sites: str) -> StoredDocument:
     return {"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": name},
             "spec": {"hostnames": [f"www.{name}.example"], "origins": [{"url": "http://127.0.0.1:8080"}],
                      "sites": sites}}
 
 
-def purge(name: str, domain_name: str) -> Document:
+def purge(name: str, domain_name: str) -> StoredDocument:
     return {"apiVersion": "edgefleet.io/v1", "kind": "Purge", "metadata": {"name": name},
             "spec": {"domain": domain_name, "tags": ["t"]}}
 

@@ -128,7 +128,8 @@ def test_canary_then_pause_until_resumed() -> None:
     assert sim.status.rollout.step == 1
     sim.status.rollout.resumed_step = 1
     sim.run(6)
-    assert sim.status.rollout.phase == "Completed"
+    rollout = sim.status.rollout  # a new name: mypy still holds the phase narrowed to "Paused" above
+    assert rollout.phase == "Completed"
     on_new_at = [sum(1 for n in (s.node_revisions or {}).values() if n == NEW) for s in sim.timeline]
     assert 5 in on_new_at  # the 50% step (ceil 4.5) held before the final batch
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from edgefleet.cloud.controllers.siteactivation import (
 )
 from edgefleet.cloud.registry import Registry
 from edgefleet.store import open_store
+from tests.waiting import eventually
 
 Doc = dict[str, Any]
 T0 = 1_700_000_000.0
@@ -54,7 +55,7 @@ def at(seconds: float) -> str:
     return format_timestamp(datetime.fromtimestamp(T0 + seconds, UTC))
 
 
-def run(doc: Doc, samples: list[tuple[float, float]], state: SiteState | None = None) -> list[Transition | None]:
+def run(doc: Doc, samples: Sequence[tuple[float, float]], state: SiteState | None = None) -> list[Transition | None]:
     """decide() at each (seconds after T0, qps), with one state."""
     state = state if state is not None else SiteState()
     return [decide(doc, qps, state, T0 + t) for t, qps in samples]
@@ -163,6 +164,11 @@ async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
     await store.close()
 
 
+async def phase_of(registry: Registry, name: str) -> str | None:
+    phase: str | None = ((await registry.get(SITES, name)).get("status") or {}).get("phase")
+    return phase
+
+
 async def events_of(registry: Registry, name: str) -> list[tuple[str, str]]:
     items = (await registry.list(EVENTS)).items
     mine = [e for e in items if e["spec"]["involvedObject"] == {"kind": "Site", "name": name}]
@@ -249,10 +255,7 @@ async def test_the_loop_runs_until_cancelled(registry: Registry) -> None:
     await registry.create(SITES, site())
     task = asyncio.create_task(SiteActivationController(registry, period=0.01).run())
     try:
-        for _ in range(200):
-            if (await registry.get(SITES, "ams-edge")).get("status", {}).get("phase"):
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: phase_of(registry, "ams-edge"))
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

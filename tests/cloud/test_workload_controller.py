@@ -6,10 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from edgefleet.api.documents import StoredDocument
 from edgefleet.api.meta import kind_info
 from edgefleet.api.workloads import Workload, template_revision
 from edgefleet.cloud.controllers.workloads import WorkloadController
-from edgefleet.cloud.registry import Document, Registry
+from edgefleet.cloud.registry import Registry
 from edgefleet.store.interface import Store
 from edgefleet.sync.views import FleetIndex
 
@@ -28,12 +29,12 @@ class Clock:
         return self.now
 
 
-def workload(args: list[str], **spec: Any) -> Document:
+def workload(args: list[str], **spec: Any) -> StoredDocument:
     return {"apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "web"},
             "spec": {"template": {"command": ["serve"], "args": args}, **spec}}
 
 
-async def index_documents(store: Store, plural: str) -> list[Document]:
+async def index_documents(store: Store, plural: str) -> list[StoredDocument]:
     listing = await store.list("/registry/")
     index = FleetIndex()
     index.load([(kv.key, kv.mod_revision, json.loads(kv.value)) for kv in listing.items], listing.revision)
@@ -46,7 +47,7 @@ class Fleet:
         self.store = store
         self.registry = Registry(store)
         self.clock = Clock()
-        self.documents: dict[str, list[Document]] = {}
+        self.documents: dict[str, list[StoredDocument]] = {}
         self.controller = WorkloadController(self.registry, lambda plural: self.documents[plural], clock=self.clock)
 
     async def round(self, seconds: float = 1.0) -> int:

@@ -453,7 +453,7 @@ async def test_close_ends_watches_and_refuses_further_use(store: Store) -> None:
     kv = await store.create("/c/a", b"x")
     watch = store.watch("/c/", kv.mod_revision - 1)
     assert isinstance(await anext(watch), Event)
-    pending = asyncio.create_task(anext(watch))
+    pending = asyncio.ensure_future(anext(watch))  # Watch.__anext__ is typed Awaitable, not a coroutine
     await asyncio.sleep(0.05)
     await store.close()
     with pytest.raises(StopAsyncIteration):

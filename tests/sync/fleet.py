@@ -16,13 +16,14 @@ import copy
 import json
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from edgefleet.api.documents import JSONObject, ObjectMetadata, StoredDocument
 from edgefleet.sync.agent import AgentSession, ApplyBatch, LocalState, LogsRequested
 from edgefleet.sync.cloud import CloudSession
 from edgefleet.sync.views import FleetIndex, ViewObject
 
-Doc = dict[str, Any]
+Doc = StoredDocument
 
 
 def key(kind: str, name: str) -> str:
@@ -30,7 +31,7 @@ def key(kind: str, name: str) -> str:
 
 
 def site_doc(name: str, *, parents: tuple[str, ...] = (), labels: dict[str, str] | None = None, **extra: Any) -> Doc:
-    spec = {
+    spec: JSONObject = {
         "region": "eu-west",
         "location": {"lat": 48.85, "lon": 2.35, "country": "FR"},
         "tier": "parent" if name.endswith("parent") else "edge",
@@ -48,12 +49,12 @@ def node_doc(name: str, site: str, *, labels: dict[str, str] | None = None, phas
 
 
 def workload_doc(name: str, selector: str = "", *, args: tuple[str, ...] = ()) -> Doc:
-    spec = {"nodeSelector": selector, "template": {"command": ["cache-server"], "args": list(args)}}
+    spec: JSONObject = {"nodeSelector": selector, "template": {"command": ["cache-server"], "args": list(args)}}
     return _doc("Workload", name, spec, None)
 
 
 def domain_doc(name: str, sites: str = "", *, ttl: int = 3600) -> Doc:
-    spec = {
+    spec: JSONObject = {
         "hostnames": [f"{name}.example"],
         "origins": [{"url": f"https://origin.{name}.example"}],
         "cachePolicy": {"defaultTtl": ttl},
@@ -62,8 +63,8 @@ def domain_doc(name: str, sites: str = "", *, ttl: int = 3600) -> Doc:
     return _doc("Domain", name, spec, None)
 
 
-def _doc(kind: str, name: str, spec: Doc, labels: dict[str, str] | None) -> Doc:
-    metadata: Doc = {"name": name, "uid": f"uid-{name}", "generation": 1}
+def _doc(kind: str, name: str, spec: JSONObject, labels: dict[str, str] | None) -> Doc:
+    metadata: ObjectMetadata = {"name": name, "uid": f"uid-{name}", "generation": 1}
     if labels:
         metadata["labels"] = dict(labels)
     return {"apiVersion": "edgefleet.io/v1", "kind": kind, "metadata": metadata, "spec": spec}
@@ -93,7 +94,7 @@ class Cloud:
         """Set a dotted path (``spec.parents``, ``metadata.labels``) in a copy of the document and store it."""
         doc = copy.deepcopy(self.docs[k])
         *parents, last = path.split(".")
-        target = doc
+        target = cast(JSONObject, doc)  # a dotted path may reach any field: the index reads the result
         for part in parents:
             target = target.setdefault(part, {})
         target[last] = value
@@ -224,7 +225,7 @@ class Link:
 
     # --- what went over the wire -----------------------------------------------
 
-    def messages(self, direction: str, kind: str | None = None) -> list[Doc]:
+    def messages(self, direction: str, kind: str | None = None) -> list[JSONObject]:
         docs = [json.loads(text) for way, text in self.delivered if way == direction]
         return [doc for doc in docs if kind is None or doc["type"] == kind]
 

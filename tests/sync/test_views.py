@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgefleet.api.documents import StoredDocument
 from edgefleet.sync.views import FleetIndex, ViewObject, digest, project_object
 
 from .fleet import Cloud, domain_doc, key, node_doc, site_doc, small_fleet, workload_doc
@@ -93,8 +94,10 @@ def test_unknown_kinds_and_missing_nodes_are_in_no_view() -> None:
     cloud = Cloud()
     small_fleet(cloud)
     cloud.index.register("par-1")
-    assert cloud.index.apply("/registry/rollouts/r1", 99, {"kind": "Rollout", "spec": {}}) == {}
-    assert cloud.index.get("/registry/rollouts/r1") == (99, {"kind": "Rollout", "spec": {}})
+    rollout: StoredDocument = {"apiVersion": "edgefleet.io/v1", "kind": "Rollout", "metadata": {"name": "r1"},
+                               "spec": {}}
+    assert cloud.index.apply("/registry/rollouts/r1", 99, rollout) == {}
+    assert cloud.index.get("/registry/rollouts/r1") == (99, rollout)
     assert key("rollouts", "r1") not in cloud.view("par-1")
     assert cloud.view("nobody") == {}
 
@@ -159,7 +162,7 @@ def test_load_returns_what_a_relist_changed_for_registered_nodes() -> None:
     assert cloud.index.revision == 500
 
 
-def cluster_info_doc(*servers: str, name: str = "default") -> dict[str, Any]:
+def cluster_info_doc(*servers: str, name: str = "default") -> StoredDocument:
     return {"apiVersion": "edgefleet.io/v1", "kind": "ClusterInfo",
             "metadata": {"name": name, "uid": f"uid-{name}", "resourceVersion": "1"},
             "spec": {"servers": list(servers)}}
@@ -187,7 +190,7 @@ def test_cluster_info_is_in_every_view_and_its_changes_reach_every_node() -> Non
         "name": "default", "uid": "uid-default", "resourceVersion": "2"}}) == {}
     changes = index.apply(ci, 102, cluster_info_doc("http://hub-1:7440", "http://hub-2:7440"))
     assert set(changes) == set(everyone)
-    assert all(c[ci] is not None and c[ci].object["spec"]["servers"][1] == "http://hub-2:7440"
+    assert all((obj := c[ci]) is not None and obj.object["spec"]["servers"][1] == "http://hub-2:7440"
                for c in changes.values())
     # A node that joins now gets it in its first view; a deletion leaves every view.
     cloud.put(key("nodes", "par-9"), node_doc("par-9", "par-edge"))
@@ -224,7 +227,7 @@ LABELS = [{}, {"role": "cache"}, {"role": "dns"}, {"role": "cache", "tier": "x"}
 SELECTORS = ["", "role=cache", "role=dns", "tier", "!tier", "edgefleet.io/site=s2", "edgefleet.io/node=n1", "bad ("]
 
 
-def site_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+def site_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
     name = draw(st.sampled_from(SITES))
     if draw(st.integers(0, 5)) == 0:
         return key("sites", name), None
@@ -234,7 +237,7 @@ def site_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
     return key("sites", name), doc
 
 
-def node_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+def node_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
     name = draw(st.sampled_from(NODES))
     if draw(st.integers(0, 5)) == 0:
         return key("nodes", name), None
@@ -246,7 +249,7 @@ def node_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
     return key("nodes", name), doc
 
 
-def selected_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+def selected_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
     kind = draw(st.sampled_from(["workloads", "domains"]))
     name = draw(st.sampled_from(["a", "b", "c"]))
     if draw(st.integers(0, 4)) == 0:
@@ -270,7 +273,7 @@ def selected_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
 REVISIONS = ["r0", "r1", "r2"]
 
 
-def revision_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+def revision_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
     workload, rev = draw(st.sampled_from(["a", "b"])), draw(st.sampled_from(REVISIONS))
     name = f"{workload}-{rev}"
     if draw(st.integers(0, 4)) == 0:
@@ -278,7 +281,7 @@ def revision_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
     return key("workloadrevisions", name), revision_doc(workload, rev)
 
 
-def revision_doc(workload: str, rev: str) -> dict[str, Any]:
+def revision_doc(workload: str, rev: str) -> StoredDocument:
     # Revisions reference Secrets too (r1 one, r2 another), so assignments move Secrets in and out of views.
     env = [] if rev == "r0" else [{"name": "K", "valueFrom": {"secretRef": {"name": SECRETS[int(rev[1]) - 1],
                                                                             "key": "k"}}}]
@@ -298,12 +301,12 @@ def secret_env(draw: st.DrawFn) -> list[dict[str, Any]]:
     return env + ([{"name": "PLAIN", "value": "x"}] if draw(st.booleans()) else [])
 
 
-def secret_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+def secret_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
     name = draw(st.sampled_from(SECRETS))
     if draw(st.integers(0, 3)) == 0:
         return key("secrets", name), None
-    doc = {"apiVersion": "edgefleet.io/v1", "kind": "Secret", "metadata": {"name": name},
-           "spec": {"data": {"k": draw(st.sampled_from(["v1", "v2"]))}}}
+    doc: StoredDocument = {"apiVersion": "edgefleet.io/v1", "kind": "Secret", "metadata": {"name": name},
+                           "spec": {"data": {"k": draw(st.sampled_from(["v1", "v2"]))}}}
     return key("secrets", name), doc
 
 
@@ -333,7 +336,7 @@ def replay(index: FleetIndex, history: list[Any], registered: list[str],
         assert set(result) <= set(registered)
 
 
-def cluster_info_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
+def cluster_info_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
     name = draw(st.sampled_from(["default", "other"]))
     if draw(st.integers(0, 3)) == 0:
         return key("clusterinfos", name), None
@@ -342,8 +345,8 @@ def cluster_info_change(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
 
 
 @st.composite
-def changes(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None]:
-    make: Callable[[st.DrawFn], tuple[str, dict[str, Any] | None]] = draw(
+def changes(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
+    make: Callable[[st.DrawFn], tuple[str, StoredDocument | None]] = draw(
         st.sampled_from([site_change, node_change, selected_change, cluster_info_change, revision_change,
                          secret_change])
     )
@@ -370,7 +373,7 @@ def spied_fleet(sites: int, per_site: int, parent: str | None = None) -> tuple[F
             index.apply(key("nodes", f"s{s}-{n}"), revision, node_doc(f"s{s}-{n}", f"s{s}"))
             index.register(f"s{s}-{n}")
     looked_at: list[str] = []
-    index._nodes = _Spy(index._nodes, looked_at)  # type: ignore[assignment]
+    index._nodes = _Spy(index._nodes, looked_at)
     return index, looked_at, revision
 
 
@@ -390,7 +393,7 @@ class _Spy(dict[str, Any]):
         super().__init__(data)
         self.seen = seen
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         self.seen.append(name)
         return super().get(name, default)
 
@@ -464,11 +467,11 @@ def test_an_unknown_revision_keeps_what_the_node_has() -> None:
 # --- Secrets follow the Workloads that reference them -----------------------------------
 
 
-def secret_doc(name: str, **data: str) -> dict[str, Any]:
+def secret_doc(name: str, **data: str) -> StoredDocument:
     return {"apiVersion": "edgefleet.io/v1", "kind": "Secret", "metadata": {"name": name}, "spec": {"data": data}}
 
 
-def with_secret_env(doc: dict[str, Any], *secrets: str) -> dict[str, Any]:
+def with_secret_env(doc: StoredDocument, *secrets: str) -> StoredDocument:
     doc["spec"]["template"]["env"] = [{"name": f"V{i}", "valueFrom": {"secretRef": {"name": name, "key": "k"}}}
                                       for i, name in enumerate(secrets)]
     return doc
@@ -478,7 +481,7 @@ def test_a_secret_reaches_only_the_nodes_whose_workloads_reference_it() -> None:
     index = FleetIndex()
     revision = 0
 
-    def put(k: str, doc: dict[str, Any] | None) -> dict[str, Any]:
+    def put(k: str, doc: StoredDocument | None) -> dict[str, Any]:
         nonlocal revision
         revision += 1
         return index.apply(k, revision, doc)

@@ -9,16 +9,17 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.sync.views import FleetIndex
 
 from .fleet import Cloud, domain_doc, key, node_doc, small_fleet
 from .test_views import NODES, SELECTORS, node_change, replay, site_change
 
-Doc = dict[str, Any]
+Doc = StoredDocument
 
 
 def task_doc(kind: str, name: str, domain: str, *, completed: bool = False, **spec: Any) -> Doc:
-    body = {"domain": domain, **spec} if spec else {"domain": domain, "urls": ["/a"]}
+    body: JSONObject = {"domain": domain, **spec} if spec else {"domain": domain, "urls": ["/a"]}
     doc: Doc = {"apiVersion": "edgefleet.io/v1", "kind": kind,
                 "metadata": {"name": name, "uid": f"uid-{name}", "generation": 1}, "spec": body}
     if completed:

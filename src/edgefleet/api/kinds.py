@@ -1,10 +1,12 @@
-"""Every resource kind edgefleet serves, imported so the registry is full.
+"""Every resource kind edgefleet serves, imported at once, with their classes re-exported.
 
-How: importing a kind module registers it (:func:`edgefleet.api.meta.register`);
-this module imports them all and re-exports their classes, so callers write
-``from edgefleet.api import kinds`` and then ``kinds.Site``. The package's
-``__init__`` imports this module, so ``meta.all_kinds()`` is complete as
-soon as anything under ``edgefleet.api`` is imported.
+How: this module imports every kind module and re-exports their classes, so
+callers that use many kinds (the cloud, tests) write ``from edgefleet.api
+import kinds`` and then ``kinds.Site``. It is not needed to fill the
+registry: :mod:`edgefleet.api.meta` imports a kind's module the first time
+the kind is looked up (see :mod:`edgefleet.api.kindtable`). Code that needs
+one kind, such as ``edgefleet get nodes``, imports that kind's module and
+skips this one.
 """
 
 from __future__ import annotations

@@ -7,8 +7,11 @@ snake_case in Python, and report errors by field path
 
 Adding a kind is cheap: define ``FooSpec``, ``FooStatus`` and
 ``class Foo(Resource)`` with ``kind: Literal["Foo"]``, then call
-:func:`register` with its plural, short names and table columns. The API
-server, the OpenAPI document and the CLI pick it up from the registry.
+:func:`register` with its plural, short names and table columns, and add
+its names and module to :data:`edgefleet.api.kindtable.KIND_NAMES`. The API
+server, the OpenAPI document and the CLI pick it up from the registry, which
+imports a kind's module the first time the kind is asked for: a process
+that handles only Nodes never loads the other models.
 
 Server-owned metadata (uid, resourceVersion, generation,
 creationTimestamp) is accepted on input but replaced by the server; see
@@ -17,6 +20,7 @@ creationTimestamp) is accepted on input but replaced by the server; see
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +29,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from edgefleet.api.documents import JSONObject
 from edgefleet.api.errors import (
     FieldError,
     FieldValueError,
@@ -32,6 +37,7 @@ from edgefleet.api.errors import (
     ValidationFailed,
     format_path,
 )
+from edgefleet.api.kindtable import KIND_NAMES, KindName, by_kind, find, plurals
 
 API_GROUP = "edgefleet.io"
 API_VERSION = "edgefleet.io/v1"
@@ -184,7 +190,7 @@ class Resource(Model):
     def name(self) -> str:
         return self.metadata.name
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """The wire form (camelCase, ``None`` fields left out)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
@@ -231,26 +237,42 @@ def register(info: KindInfo) -> KindInfo:
     return info
 
 
+def _loaded(name: KindName) -> KindInfo | None:
+    """The registered info of a kind in the table, importing its module the first time."""
+    if name.kind not in _KINDS:
+        importlib.import_module(name.module)
+    return _KINDS.get(name.kind)
+
+
 def all_kinds() -> list[KindInfo]:
-    return list(_KINDS.values())
+    """Every kind, in table order (this imports every kind module), then any registered elsewhere."""
+    listed = [info for info in map(_loaded, KIND_NAMES) if info is not None]
+    return listed + [info for kind, info in _KINDS.items() if by_kind(kind) is None]
 
 
 def kind_info(kind: str) -> KindInfo:
-    try:
-        return _KINDS[kind]
-    except KeyError:
-        raise UnknownKind(
-            f"unknown kind {kind!r}; known kinds: {', '.join(sorted(_KINDS))}"
-        ) from None
+    """The info of ``kind`` (exact spelling); imports only the module that defines it."""
+    name = by_kind(kind)
+    info = _loaded(name) if name is not None else _KINDS.get(kind)
+    if info is None:
+        known = sorted({entry.kind for entry in KIND_NAMES} | set(_KINDS))
+        raise UnknownKind(f"unknown kind {kind!r}; known kinds: {', '.join(known)}")
+    return info
 
 
 def lookup(name: str) -> KindInfo:
-    """Find a kind by kind, singular, plural or short name, case-insensitively."""
+    """Find a kind by kind, singular, plural or short name, case-insensitively.
+
+    Only the module of the kind found is imported (see :mod:`edgefleet.api.kindtable`).
+    """
+    entry = find(name)
+    if entry is not None:
+        return kind_info(entry.kind)
     wanted = name.lower()
     for info in _KINDS.values():
         if wanted in (info.kind.lower(), info.plural, info.singular, *info.short_names):
             return info
-    known = ", ".join(sorted(i.plural for i in _KINDS.values()))
+    known = ", ".join(sorted({*plurals(), *(i.plural for i in _KINDS.values())}))
     raise UnknownKind(f"unknown resource type {name!r}; known: {known}")
 
 

@@ -34,8 +34,8 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from edgefleet.api.common import Count, Name, Ratio, Timestamp, cell, check_unique, percent
+from edgefleet.api.instances import InstanceStatus
 from edgefleet.api.meta import Column, KindInfo, Model, Resource, register
-from edgefleet.api.workloads import InstanceStatus
 
 
 def check_address(text: str) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 from typing import Any, TypeVar
 
+from edgefleet.api.documents import JSONObject
 from edgefleet.api.errors import PatchError
 from edgefleet.api.meta import Resource, parse
 
@@ -42,7 +43,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def _merge(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
-    result: dict[str, Any] = target if isinstance(target, dict) else {}
+    result: JSONObject = target if isinstance(target, dict) else {}
     for name, value in patch.items():
         if not isinstance(name, str):
             raise PatchError(f"patch member names must be strings (got {name!r})")
@@ -81,7 +82,7 @@ def make_merge_patch(source: Any, target: Any) -> Any:
 def _diff(source: Any, target: Any) -> Any:
     if not isinstance(source, dict) or not isinstance(target, dict):
         return copy.deepcopy(target)
-    patch: dict[str, Any] = {name: None for name in source if name not in target}
+    patch: JSONObject = {name: None for name in source if name not in target}
     for name, value in target.items():
         if name not in source:
             patch[name] = copy.deepcopy(value)

@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from edgefleet.api.documents import StoredDocument
 from edgefleet.api.meta import Column, KindInfo, Model, Resource, register
 
 MAX_KEYS = 64
@@ -85,9 +86,9 @@ class Secret(Resource):
     status: None = Field(default=None, description="A Secret has no status.")
 
 
-def redact(document: Mapping[str, Any]) -> dict[str, Any]:
+def redact(document: StoredDocument) -> StoredDocument:
     """``document`` (a stored Secret) with every value of ``spec.data`` replaced by :data:`REDACTED`."""
-    shown = dict(document)
+    shown = document.copy()
     spec = document.get("spec")
     if isinstance(spec, dict):
         data = spec.get("data")

@@ -42,6 +42,7 @@ from edgefleet.api.common import (
     check_unique_by,
 )
 from edgefleet.api.errors import FieldValueError
+from edgefleet.api.instances import InstanceStatus as InstanceStatus  # its home before Node needed it alone
 from edgefleet.api.meta import (
     Column,
     KindInfo,
@@ -412,22 +413,6 @@ class WorkloadSpec(Model):
 
     def selector(self) -> Selector:
         return parse_selector(self.node_selector)
-
-
-class InstanceStatus(Model):
-    """One workload instance on one node, as the node's agent reports it."""
-
-    revision: str | None = Field(default=None, description="Template revision running.")
-    state: Literal["Pending", "Starting", "Running", "Stopping", "Exited", "Failed"] | None = Field(
-        default=None, description="Supervisor state of the process."
-    )
-    ready: bool | None = Field(default=None, description="Whether the health probe passes.")
-    restarts: Count | None = Field(default=None, description="Restarts since the agent started.")
-    exit_code: int | None = Field(default=None, description="Exit status of the last run.")
-    probe_failures: Count | None = Field(
-        default=None, description="Failed health probes since the agent started (for rollout analysis)."
-    )
-    message: str | None = Field(default=None, description="Why it is in this state.")
 
 
 class WorkloadStatus(Model):

@@ -86,11 +86,12 @@ from pydantic import ValidationError
 import edgefleet
 from edgefleet.api import meta
 from edgefleet.api.admissionwebhooks import EXEMPT_KINDS, AdmissionWebhook
+from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.errors import FieldError, SelectorError, ValidationFailed
 from edgefleet.api.meta import KindInfo
 from edgefleet.api.selectors import Operator, Selector, parse_selector
 from edgefleet.cloud import webhooks
-from edgefleet.cloud.registry import REGISTRY_PREFIX, Document, ObjectNotFound, Registry, RegistryError
+from edgefleet.cloud.registry import REGISTRY_PREFIX, ObjectNotFound, Registry, RegistryError
 from edgefleet.cloud.webhooks import clean_text
 from edgefleet.sync.views import NODE_LABEL, SITE_LABEL, FleetIndex
 
@@ -157,12 +158,14 @@ class AdmissionRequest:
     operation: Operation
     kind: str
     name: str
-    object: Document | None = None
-    old_object: Document | None = None
+    object: StoredDocument | None = None
+    old_object: StoredDocument | None = None
     force: bool = False
 
     @classmethod
-    def of(cls, kind: str, new: Document | None, old: Document | None, *, force: bool = False) -> AdmissionRequest:
+    def of(
+        cls, kind: str, new: StoredDocument | None, old: StoredDocument | None, *, force: bool = False
+    ) -> AdmissionRequest:
         operation = Operation.CREATE if old is None else Operation.DELETE if new is None else Operation.UPDATE
         name = str(_mapping(_mapping(new if new is not None else old).get("metadata")).get("name", ""))
         return cls(operation, kind, name, new, old, force)
@@ -193,11 +196,11 @@ class Lookup(Protocol):
     may_lag: bool
     """Whether ``documents`` may miss the latest writes (then ``fresh=True`` reads the store)."""
 
-    async def get(self, plural: str, name: str) -> Document | None:
+    async def get(self, plural: str, name: str) -> StoredDocument | None:
         """One object, or None; never misses an object that was stored before the call."""
         ...
 
-    async def documents(self, plural: str, *, fresh: bool = False) -> Sequence[Document]:
+    async def documents(self, plural: str, *, fresh: bool = False) -> Sequence[StoredDocument]:
         """Every object of a kind; with ``fresh``, as the store holds them now."""
         ...
 
@@ -210,13 +213,13 @@ class RegistryLookup:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    async def get(self, plural: str, name: str) -> Document | None:
+    async def get(self, plural: str, name: str) -> StoredDocument | None:
         try:
             return await self._registry.get(meta.lookup(plural), name)
         except ObjectNotFound:
             return None
 
-    async def documents(self, plural: str, *, fresh: bool = False) -> Sequence[Document]:
+    async def documents(self, plural: str, *, fresh: bool = False) -> Sequence[StoredDocument]:
         return (await self._registry.list(meta.lookup(plural))).items
 
 
@@ -233,12 +236,12 @@ class IndexLookup:
         index = self._index()
         return index if index.revision > 0 else None
 
-    async def get(self, plural: str, name: str) -> Document | None:
+    async def get(self, plural: str, name: str) -> StoredDocument | None:
         index = self._loaded()
         entry = None if index is None else index.get(f"{REGISTRY_PREFIX}{plural}/{name}")
         return entry[1] if entry is not None else await self._store.get(plural, name)
 
-    async def documents(self, plural: str, *, fresh: bool = False) -> Sequence[Document]:
+    async def documents(self, plural: str, *, fresh: bool = False) -> Sequence[StoredDocument]:
         index = self._loaded()
         if fresh or index is None:
             return await self._store.documents(plural)
@@ -274,7 +277,7 @@ async def _check_site(request: AdmissionRequest, lookup: Lookup) -> Verdict:
     return Verdict(conflict=site_in_use_message(request.name, nodes)) if nodes else Verdict()
 
 
-def nodes_in_site(nodes: Iterable[Document], site: str) -> list[str]:
+def nodes_in_site(nodes: Iterable[StoredDocument], site: str) -> list[str]:
     """Names of the Nodes whose ``spec.site`` is ``site``, sorted."""
     return sorted(_name(node) for node in nodes if _spec(node).get("site") == site)
 
@@ -313,7 +316,7 @@ async def _pin_errors(request: AdmissionRequest, lookup: Lookup) -> list[FieldEr
     return errors
 
 
-def is_revision_of(revision: Document, workload: str, uid: str, number: int) -> bool:
+def is_revision_of(revision: StoredDocument, workload: str, uid: str, number: int) -> bool:
     """Whether a WorkloadRevision document is revision ``number`` of this incarnation of ``workload``."""
     spec = _spec(revision)
     owner_uid = spec.get("workloadUid") or ""
@@ -377,7 +380,7 @@ async def _named_node_matches(selector: Selector, names: Iterable[str], lookup: 
     return False
 
 
-def first_matches(selectors: Mapping[str, Selector], nodes: Iterable[Document]) -> set[str]:
+def first_matches(selectors: Mapping[str, Selector], nodes: Iterable[StoredDocument]) -> set[str]:
     """One pass over ``nodes``: the texts of the selectors no node matches (stops once all matched)."""
     remaining = dict(selectors)
     for node in nodes:
@@ -460,7 +463,7 @@ class Outcome:
     failure: str = ""
 
 
-def webhooks_for(documents: Iterable[Document], kind: str, operation: Operation) -> list[Webhook]:
+def webhooks_for(documents: Iterable[StoredDocument], kind: str, operation: Operation) -> list[Webhook]:
     """The webhooks to ask about a write, by name.
 
     A stored configuration that no longer validates (a newer schema) is
@@ -485,7 +488,7 @@ def webhooks_for(documents: Iterable[Document], kind: str, operation: Operation)
     return sorted(found, key=lambda webhook: webhook.name)
 
 
-def review_body(request: AdmissionRequest, uid: str) -> Document:
+def review_body(request: AdmissionRequest, uid: str) -> JSONObject:
     """What a webhook receives (``uid`` identifies this request in both sides' logs)."""
     return {
         "uid": uid,
@@ -646,6 +649,6 @@ class Review:
         self._force = force
         self.warnings: list[str] = []
 
-    async def __call__(self, new: Document | None, old: Document | None) -> None:
+    async def __call__(self, new: StoredDocument | None, old: StoredDocument | None) -> None:
         request = AdmissionRequest.of(self._kind, new, old, force=self._force)
         self.warnings = await self._admission.admit(request)

@@ -9,10 +9,9 @@ responses by hand.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
+from edgefleet.api.documents import JSONObject
 from edgefleet.api.errors import PatchError, SelectorError, UnknownKind, ValidationFailed
 from edgefleet.api.meta import API_VERSION
 from edgefleet.cloud.auth import Forbidden, Unauthorized
@@ -43,13 +42,13 @@ class Status(BaseModel):
     model_config = {"populate_by_name": True}
 
 
-def status_body(code: int, reason: str, message: str, causes: list[StatusCause] | None = None) -> dict[str, Any]:
+def status_body(code: int, reason: str, message: str, causes: list[StatusCause] | None = None) -> JSONObject:
     details = StatusDetails(causes=causes) if causes else None
     status = Status(reason=reason, code=code, message=message, details=details)
     return status.model_dump(by_alias=True, exclude_none=True)
 
 
-def from_exception(exc: Exception) -> dict[str, Any] | None:
+def from_exception(exc: Exception) -> JSONObject | None:
     """The Status body for a known exception, or None for a bug (-> 500)."""
     if isinstance(exc, ValidationFailed):
         causes = [StatusCause(field=e.path, message=e.message) for e in exc.errors]

@@ -28,10 +28,11 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from edgefleet.api.common import format_timestamp, parse_timestamp
+from edgefleet.api.documents import StoredDocument
 from edgefleet.api.events import INFO as EVENTS
 from edgefleet.api.events import MAX_MESSAGE_LENGTH
 from edgefleet.api.meta import MAX_NAME_LENGTH
-from edgefleet.cloud.registry import Document, ObjectNotFound, Registry, RegistryError, VersionConflict
+from edgefleet.cloud.registry import ObjectNotFound, Registry, RegistryError, VersionConflict
 from edgefleet.store.interface import StoreError
 
 log = logging.getLogger("edgefleet.cloud.events")
@@ -51,7 +52,7 @@ def event_name(object_name: str, suffix: str | None = None) -> str:
 
 def event_document(
     kind: str, name: str, reason: str, message: str, *, type: str, source: str, now: datetime
-) -> Document:
+) -> StoredDocument:
     """The Event to create (a fresh name each call); long messages lose their tail."""
     if len(message) > MAX_MESSAGE_LENGTH:
         message = message[: MAX_MESSAGE_LENGTH - 3] + "..."
@@ -83,7 +84,7 @@ async def record(
     source: str = "edgefleet-cloud",
     *,
     now: datetime | None = None,
-) -> Document:
+) -> StoredDocument:
     """Create an Event about object ``kind``/``name``; returns it as stored.
 
     Raises the registry's and the store's errors (ValidationFailed for a
@@ -95,7 +96,7 @@ async def record(
     return await registry.create(EVENTS, document)
 
 
-def expired(events: Iterable[Document], now: datetime, max_age: float = MAX_AGE_SECONDS) -> list[Document]:
+def expired(events: Iterable[StoredDocument], now: datetime, max_age: float = MAX_AGE_SECONDS) -> list[StoredDocument]:
     """The events whose lastTimestamp is older than ``max_age`` seconds (or unreadable)."""
     limit = now - timedelta(seconds=max_age)
     old = []

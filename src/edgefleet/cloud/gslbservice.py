@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgefleet.api.documents import StoredDocument
 from edgefleet.cloud.registry import REGISTRY_PREFIX
 from edgefleet.gslb.demand import DEMAND_PER_SENDER, DemandMeter
 from edgefleet.gslb.dns import DnsServer
@@ -69,15 +70,14 @@ def _split(key: str) -> tuple[str, str] | None:
     return (kind, name) if kind and name else None
 
 
-Document = dict[str, Any]
 
 
 class FleetSink(Protocol):
     """Where the feed sends what it reads: a whole listing, then one change at a time."""
 
-    def replace_all(self, documents: Sequence[Document]) -> None: ...
+    def replace_all(self, documents: Sequence[StoredDocument]) -> None: ...
 
-    def apply(self, kind: str, name: str, document: Document | None) -> None: ...
+    def apply(self, kind: str, name: str, document: StoredDocument | None) -> None: ...
 
 
 class LocalFleet:
@@ -87,11 +87,11 @@ class LocalFleet:
         self.fleet = fleet
         self.log_errors = log_errors
 
-    def replace_all(self, documents: Sequence[Document]) -> None:
+    def replace_all(self, documents: Sequence[StoredDocument]) -> None:
         self.fleet.clear()
         self._log(self.fleet.load(documents))
 
-    def apply(self, kind: str, name: str, document: Document | None) -> None:
+    def apply(self, kind: str, name: str, document: StoredDocument | None) -> None:
         error = self.fleet.apply(kind, name, document)
         self._log([error] if error else [])
 
@@ -111,7 +111,7 @@ class StoreFeed:
         self.loaded = asyncio.Event()
 
     async def load(self) -> None:
-        documents: list[Document] = []
+        documents: list[StoredDocument] = []
         revision = 0  # every kind read at the revision of the first listing: one consistent snapshot
         for plural in KINDS_BY_PLURAL:
             listing = await self.store.list(f"{REGISTRY_PREFIX}{plural}/", revision=revision)
@@ -140,7 +140,7 @@ class StoreFeed:
                     self._apply(item)
                 self.revision = max(self.revision, item.revision)
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
 
     def _apply(self, event: Event) -> None:
         target = _split(event.kv.key)
@@ -171,10 +171,10 @@ class DnsThread:
 
     # --- fed from the main loop ----------------------------------------------------------------------
 
-    def replace_all(self, documents: Sequence[Document]) -> None:
+    def replace_all(self, documents: Sequence[StoredDocument]) -> None:
         self._post(self._local.replace_all, documents)
 
-    def apply(self, kind: str, name: str, document: Document | None) -> None:
+    def apply(self, kind: str, name: str, document: StoredDocument | None) -> None:
         self._post(self._local.apply, kind, name, document)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:

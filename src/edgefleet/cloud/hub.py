@@ -62,6 +62,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.websockets import WebSocketDisconnect
 
+from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.hubs import INFO as HUBS
 from edgefleet.api.hubs import hub_object_name
 from edgefleet.api.nodes import INFO as NODES
@@ -206,7 +207,7 @@ class Hub:
         """Live replicas by Hub object name, this one included, from the watched Hub objects."""
         self.status_writes = StatusWrites(status_intervals)
         self._status_wake = asyncio.Event()
-        self.index_listeners: list[Callable[[str, dict[str, Any] | None], None]] = []
+        self.index_listeners: list[Callable[[str, StoredDocument | None], None]] = []
         """Called with the key and document (None: deleted) of every store event the index applied
         (controllers wake on them)."""
         self._presence_wake = asyncio.Event()
@@ -241,7 +242,9 @@ class Hub:
     async def _load(self) -> None:
         listing = await self.store.list(REGISTRY)
         self.index = FleetIndex()
-        documents = [(kv.key, kv.mod_revision, json.loads(kv.value)) for kv in listing.items]
+        documents: list[tuple[str, int, StoredDocument]] = [
+            (kv.key, kv.mod_revision, json.loads(kv.value)) for kv in listing.items
+        ]
         self.index.load(documents, listing.revision)
         self.replicas = {}
         for key, _, document in documents:
@@ -270,10 +273,10 @@ class Hub:
                     self._apply(item)
                     await self._advance(item.revision)
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
 
     def _apply(self, event: Event) -> None:
-        document = None if event.type is EventType.DELETE else json.loads(event.kv.value)
+        document: StoredDocument | None = None if event.type is EventType.DELETE else json.loads(event.kv.value)
         if event.kv.key.startswith(HUBS_PREFIX):
             self._note_replica(event.kv.key, document)
         deltas = self.index.apply(event.kv.key, event.revision, document)
@@ -285,7 +288,7 @@ class Hub:
                 connection.session.update(changes, event.revision)
                 connection.wake.set()
 
-    def _note_replica(self, key: str, document: dict[str, Any] | None) -> None:
+    def _note_replica(self, key: str, document: StoredDocument | None) -> None:
         name = key[len(HUBS_PREFIX):]
         if document is None:
             self.replicas.pop(name, None)
@@ -511,7 +514,7 @@ class Hub:
 
     # node status -----------------------------------------------------------
 
-    def _take_report(self, node: str, status: dict[str, Any]) -> None:
+    def _take_report(self, node: str, status: JSONObject) -> None:
         self.metrics.status_reports.inc()
         self.status_writes.report(node, status, now=time.monotonic(), wall=_now(), peers=self.index.peers_of(node))
         self._status_wake.set()
@@ -692,7 +695,7 @@ class HubPresence:
         self.name = hub_object_name(hub.hub_id)
         self.started = _now()
         self._lease = 0
-        self._published: dict[str, Any] | None = None
+        self._published: JSONObject | None = None
 
     async def run(self) -> None:
         try:
@@ -733,7 +736,7 @@ class HubPresence:
         await self.hub.registry.create(HUBS, document, lease=self._lease)
         self._published = None
 
-    def _status(self) -> dict[str, Any]:
+    def _status(self) -> JSONObject:
         hub = self.hub
         nodes = sorted(name for name, connection in hub.connections.items() if connection.session.started)
         demand = {region: round(rate, 1) for region, rate in (hub.demand() if hub.demand else {}).items()

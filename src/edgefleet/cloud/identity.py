@@ -91,6 +91,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgefleet.api.common import format_timestamp, parse_timestamp
+from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.errors import ValidationFailed
 from edgefleet.api.meta import API_VERSION, validation_errors
 from edgefleet.api.nodes import INFO as NODES
@@ -108,7 +109,7 @@ from edgefleet.cloud.auth import (
     split_token,
     token_record,
 )
-from edgefleet.cloud.registry import Admit, Document, ObjectExists, ObjectNotFound, Registry, RegistryError
+from edgefleet.cloud.registry import Admit, ObjectExists, ObjectNotFound, Registry, RegistryError
 from edgefleet.store.interface import (
     AlreadyExists,
     Compacted,
@@ -256,11 +257,11 @@ def parse_body(model: type[BodyT], document: object) -> BodyT:
         raise ValidationFailed(validation_errors(exc)) from None
 
 
-def dump(model: BaseModel) -> Document:
+def dump(model: BaseModel) -> JSONObject:
     return model.model_dump(mode="json", by_alias=True)
 
 
-def node_document(request: JoinRequest) -> Document:
+def node_document(request: JoinRequest) -> StoredDocument:
     """The Node a join creates."""
     return {
         "apiVersion": API_VERSION,
@@ -425,7 +426,7 @@ class Identity:
                                        "pending": bool(pending)})
         return JoinResponse(node=request.name, credential=credential, adopted=adopted, pending=bool(pending))
 
-    async def _bootstrap_record(self, token_id: str) -> dict[str, Any]:
+    async def _bootstrap_record(self, token_id: str) -> JSONObject:
         kv = await self._store.get(BOOTSTRAP_PREFIX + token_id)
         if kv is None:
             raise Unauthorized(f"unknown or expired bootstrap token; {BOOTSTRAP_HINT}")
@@ -662,7 +663,7 @@ class Identity:
                     self._token_removed(item.kv)
                 self._watched = item.revision
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
 
     def _token_removed(self, kv: KeyValue) -> None:
         self._auth.forget(kv.key.removeprefix(TOKEN_PREFIX))
@@ -687,13 +688,13 @@ class Identity:
             log.error("credential-removed callback failed", exc_info=task.exception())
 
 
-def _check_uses(token_id: str, record: dict[str, Any]) -> None:
+def _check_uses(token_id: str, record: JSONObject) -> None:
     uses, used = record.get("uses"), int(record.get("used") or 0)
     if uses is not None and used >= uses:
         raise Unauthorized(f"bootstrap token {token_id} is used up ({used} of {uses} joins); {BOOTSTRAP_HINT}")
 
 
-def _check_binding(token_id: str, record: dict[str, Any], request: JoinRequest) -> None:
+def _check_binding(token_id: str, record: JSONObject, request: JoinRequest) -> None:
     """Forbidden when the token is bound to another site or node name than the join names."""
     for field, wanted, flag in (("site", request.site, "--site"), ("name", request.name, "--name")):
         bound = record.get(field)
@@ -702,11 +703,11 @@ def _check_binding(token_id: str, record: dict[str, Any], request: JoinRequest) 
                             f"{flag} {bound}, or ask an admin for a token for {wanted!r}")
 
 
-def _encode(record: dict[str, Any]) -> bytes:
+def _encode(record: JSONObject) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode()
 
 
-def _record(kv: KeyValue) -> dict[str, Any]:
+def _record(kv: KeyValue) -> JSONObject:
     try:
         record = json.loads(kv.value)
     except ValueError:

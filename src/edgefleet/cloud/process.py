@@ -48,6 +48,7 @@ from typing import Any
 
 import uvicorn
 
+from edgefleet.api.documents import StoredDocument
 from edgefleet.cloud.auth import Authenticator, ensure_admin_token, load_tokens_file
 from edgefleet.cloud.balance import BalanceSettings
 from edgefleet.cloud.controllers.nodelifecycle import NodeLifecycleController, Thresholds
@@ -205,9 +206,9 @@ def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thre
     return tasks
 
 
-def _index_documents(hub: Hub, plural: str) -> list[dict[str, Any]]:
+def _index_documents(hub: Hub, plural: str) -> list[StoredDocument]:
     """Documents of a kind from the hub's index, with metadata.resourceVersion as the API returns them."""
-    return [{**document, "metadata": {**document.get("metadata", {}), "resourceVersion": str(revision)}}
+    return [{**document, "metadata": {**document["metadata"], "resourceVersion": str(revision)}}
             for revision, document in hub.index.documents(plural)]
 
 

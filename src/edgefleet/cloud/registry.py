@@ -8,9 +8,16 @@ the revision they land at, so a write is one compare-and-swap.
 
 Writes validate through the pure rules of :mod:`edgefleet.api` (parse,
 lifecycle) and then do one optimistic-concurrency store operation. Reads
-return plain documents (``dict``) because the stored bytes were validated on
-the way in: decoding JSON is much cheaper than re-validating a model, and the
-API server only forwards documents.
+return plain documents typed as
+:class:`~edgefleet.api.documents.StoredDocument` (a ``TypedDict``: a
+``dict`` at run time) because the stored bytes were validated on the way in:
+decoding JSON is much cheaper than re-validating a model, and the API server
+only forwards documents.
+
+Watches (:meth:`Registry.watch`) yield :class:`WatchEvent` (ADDED, MODIFIED,
+DELETED) and, when the store reports an idle stretch, :class:`Bookmark`; the
+caller closes them with ``aclose`` (they are
+:class:`~edgefleet.store.interface.Watch` objects).
 
 Admission: the write methods take an optional ``admit`` hook, called with
 (the document about to be stored, the one stored) right before the store
@@ -31,12 +38,12 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from edgefleet.api import lifecycle, patches
+from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.errors import FieldError, ValidationFailed
 from edgefleet.api.meta import KindInfo, Resource, parse
 from edgefleet.api.selectors import Selector
@@ -47,16 +54,16 @@ from edgefleet.store.interface import (
     Event,
     EventType,
     KeyValue,
+    ListResult,
     NotFound,
     Progress,
     Store,
 )
 
-Document = dict[str, Any]
 REGISTRY_PREFIX = "/registry/"
 MAX_PATCH_RETRIES = 8
 
-Admit = Callable[[Document | None, Document | None], Awaitable[None]]
+Admit = Callable[[StoredDocument | None, StoredDocument | None], Awaitable[None]]
 """``admit(new, old)``: raises to refuse a write (see the module docstring)."""
 
 
@@ -96,9 +103,9 @@ def key_for(info: KindInfo, name: str = "") -> str:
     return f"{REGISTRY_PREFIX}{info.plural}/{name}"
 
 
-def decode(kv: KeyValue) -> Document:
+def decode(kv: KeyValue) -> StoredDocument:
     """Stored bytes -> document, with ``metadata.resourceVersion`` filled in."""
-    doc: Document = json.loads(kv.value)
+    doc: StoredDocument = json.loads(kv.value)
     doc["metadata"]["resourceVersion"] = str(kv.mod_revision)
     return doc
 
@@ -109,7 +116,7 @@ def encode(obj: Resource) -> bytes:
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
-def labels_of(doc: Document) -> dict[str, str]:
+def labels_of(doc: StoredDocument) -> dict[str, str]:
     labels: dict[str, str] = doc.get("metadata", {}).get("labels") or {}
     return labels
 
@@ -125,17 +132,24 @@ def parse_resource_version(value: str | None, *, field: str = "metadata.resource
 
 @dataclass(frozen=True, slots=True)
 class ListPage:
-    items: list[Document]
+    items: list[StoredDocument]
     revision: int
     continue_token: str
 
 
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
-    """``type`` is ADDED, MODIFIED, DELETED or BOOKMARK (``obj`` then carries only the revision)."""
+    """``type`` is ADDED, MODIFIED or DELETED; ``obj`` the object after the change (before it, for DELETED)."""
 
     type: str
-    obj: Document
+    obj: StoredDocument
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bookmark:
+    """Every change of the watched kind up to ``revision`` was yielded (the watch was idle)."""
+
     revision: int
 
 
@@ -172,7 +186,7 @@ class Registry:
 
     # reads -----------------------------------------------------------------
 
-    async def get(self, info: KindInfo, name: str) -> Document:
+    async def get(self, info: KindInfo, name: str) -> StoredDocument:
         kv = await self.store.get(key_for(info, name))
         if kv is None:
             raise ObjectNotFound(f'{info.singular} "{name}" not found')
@@ -187,7 +201,7 @@ class Registry:
         continue_token: str = "",
     ) -> ListPage:
         revision, start = decode_continue(continue_token) if continue_token else (0, "")
-        items: list[Document] = []
+        items: list[StoredDocument] = []
         while True:
             want = 0 if limit == 0 else max(limit - len(items), 1)
             result = await self._read_page(info, revision, start, want)
@@ -202,7 +216,7 @@ class Registry:
             if limit and len(items) >= limit:
                 return ListPage(items, revision, encode_continue(revision, start))
 
-    async def _read_page(self, info: KindInfo, revision: int, start: str, limit: int) -> Any:
+    async def _read_page(self, info: KindInfo, revision: int, start: str, limit: int) -> ListResult:
         try:
             return await self.store.list(
                 key_for(info), revision=revision, start_after=start, limit=limit
@@ -217,7 +231,7 @@ class Registry:
 
     async def create(
         self, info: KindInfo, document: object, *, lease: int = 0, admit: Admit | None = None
-    ) -> Document:
+    ) -> StoredDocument:
         """Create; with ``lease``, the object is deleted when that store lease ends (later writes keep it)."""
         obj = parse(document, expected_kind=info.kind)
         obj = lifecycle.prepare_create(obj, uid=self._new_uid(), now=self._clock())
@@ -232,7 +246,7 @@ class Registry:
 
     async def replace(
         self, info: KindInfo, name: str, document: object, *, status: bool = False, admit: Admit | None = None
-    ) -> Document:
+    ) -> StoredDocument:
         """Replace spec (or, with ``status``, only status) of an existing object.
 
         ``metadata.resourceVersion`` in the document, when set, is a
@@ -259,7 +273,7 @@ class Registry:
         *,
         status: bool = False,
         admit: Admit | None = None,
-    ) -> Document:
+    ) -> StoredDocument:
         """JSON merge patch (RFC 7386). Retried on concurrent writes unless the
         patch itself sets ``metadata.resourceVersion`` (then it is a precondition)."""
         if not isinstance(patch, dict):
@@ -289,7 +303,7 @@ class Registry:
 
     async def _write(
         self, info: KindInfo, kv: KeyValue, new: Resource, *, status: bool, admit: Admit | None = None
-    ) -> Document:
+    ) -> StoredDocument:
         old = parse(decode(kv), expected_kind=info.kind)
         if status:
             merged = lifecycle.prepare_status_update(old, new)
@@ -310,7 +324,7 @@ class Registry:
 
     async def delete(
         self, info: KindInfo, name: str, *, resource_version: int = 0, admit: Admit | None = None
-    ) -> Document:
+    ) -> StoredDocument:
         """Delete; ``resource_version`` (non-zero) is a precondition. With ``admit``, the object is read
         first and deleted only at the revision that was admitted (retried on concurrent writes)."""
         if admit is not None:
@@ -323,7 +337,7 @@ class Registry:
             raise self._conflict(info, name) from None
         return decode(kv)
 
-    async def _admitted_delete(self, info: KindInfo, name: str, expected: int, admit: Admit) -> Document:
+    async def _admitted_delete(self, info: KindInfo, name: str, expected: int, admit: Admit) -> StoredDocument:
         for _ in range(MAX_PATCH_RETRIES):
             kv = await self._read_at(info, name, expected)
             await admit(None, decode(kv))
@@ -360,8 +374,8 @@ class Registry:
         *,
         after_revision: int,
         selector: Selector | None = None,
-    ) -> AsyncIterator[WatchEvent]:
-        """Changes of one kind after ``after_revision``, as API watch events.
+    ) -> AsyncGenerator[WatchEvent | Bookmark, None]:
+        """Changes of one kind after ``after_revision``, as API watch events, and bookmarks when idle.
 
         With a selector, an object that stops matching is reported DELETED and
         one that starts matching ADDED, so a client's cache stays exact.
@@ -370,7 +384,7 @@ class Registry:
         try:
             async for item in stream:
                 if isinstance(item, Progress):
-                    yield WatchEvent("BOOKMARK", _bookmark(info, item.revision), item.revision)
+                    yield Bookmark(item.revision)
                     continue
                 event = _to_watch_event(item, selector)
                 if event is not None:
@@ -378,10 +392,10 @@ class Registry:
         except Compacted as exc:
             raise Gone(str(exc)) from None
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
 
 
-def _patch_resource_version(patch: dict[str, Any]) -> str | None:
+def _patch_resource_version(patch: JSONObject) -> str | None:
     metadata = patch.get("metadata")
     if isinstance(metadata, dict):
         value = metadata.get("resourceVersion")
@@ -391,7 +405,8 @@ def _patch_resource_version(patch: dict[str, Any]) -> str | None:
     return None
 
 
-def _bookmark(info: KindInfo, revision: int) -> Document:
+def bookmark_document(info: KindInfo, revision: int) -> JSONObject:
+    """The ``object`` of a BOOKMARK watch line: apiVersion, kind and only ``metadata.resourceVersion``."""
     return {
         "apiVersion": info.model.model_fields["api_version"].default,
         "kind": info.kind,

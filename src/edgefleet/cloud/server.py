@@ -36,7 +36,7 @@ event carrying a 410 Status once it has started.
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Any
@@ -50,7 +50,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import edgefleet
-from edgefleet.api import kinds as _kinds  # noqa: F401  (fills the kind registry)
+from edgefleet.api import kinds as _kinds  # noqa: F401  (the cloud serves every kind: load them all at start)
+from edgefleet.api.documents import StoredDocument
 from edgefleet.api.errors import ApiError, SelectorError
 from edgefleet.api.meta import API_VERSION, KindInfo, all_kinds
 from edgefleet.api.nodes import INFO as NODES
@@ -86,14 +87,15 @@ from edgefleet.cloud.limits import (
 from edgefleet.cloud.metrics import ApiMetrics, MetricsMiddleware
 from edgefleet.cloud.registry import (
     BadRequest,
-    Document,
+    Bookmark,
     Gone,
     Registry,
     RegistryError,
     WatchEvent,
+    bookmark_document,
     parse_resource_version,
 )
-from edgefleet.store.interface import StoreError
+from edgefleet.store.interface import StoreError, Watch
 from edgefleet.tls import CA_PATH
 
 API_ROOT = f"/apis/{API_VERSION}"
@@ -601,9 +603,9 @@ async def _start_watch(
     watch_seconds: int,
     bookmarks: bool,
     *,
-    redact: Callable[[Document], Document] | None = None,
+    redact: Callable[[StoredDocument], StoredDocument] | None = None,
 ) -> Response:
-    initial: list[Document] = []
+    initial: list[StoredDocument] = []
     if after == 0:
         page = await registry.list(info, selector=selector)
         initial, after = page.items, page.revision
@@ -622,34 +624,34 @@ async def _holding_slot(stream: AsyncIterable[Any], slots: WatchSlots, principal
         slots.release(principal)
 
 
-def _redaction(info: KindInfo, principal: Principal) -> Callable[[Document], Document] | None:
+def _redaction(info: KindInfo, principal: Principal) -> Callable[[StoredDocument], StoredDocument] | None:
     """The kind's ``redactForViewers`` hook (Secrets: values hidden) for anyone but an admin, else None."""
-    redact: Callable[[Document], Document] | None = info.extra.get("redactForViewers")
+    redact: Callable[[StoredDocument], StoredDocument] | None = info.extra.get("redactForViewers")
     return redact if principal.role is not Role.ADMIN else None
 
 
-def _shown(info: KindInfo, principal: Principal, documents: list[Document]) -> list[Document]:
+def _shown(info: KindInfo, principal: Principal, documents: list[StoredDocument]) -> list[StoredDocument]:
     """``documents`` as ``principal`` may see them (see :func:`_redaction`)."""
     redact = _redaction(info, principal)
     return documents if redact is None else [redact(doc) for doc in documents]
 
 
-def _as_is(document: Document) -> Document:
+def _as_is(document: StoredDocument) -> StoredDocument:
     return document
 
 
-def _line(event_type: str, obj: Document) -> bytes:
+def _line(event_type: str, obj: Mapping[str, Any]) -> bytes:
     return json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
 async def _watch_lines(
     metrics: ApiMetrics,
     info: KindInfo,
-    initial: list[Document],
-    events: AsyncIterator[WatchEvent],
+    initial: list[StoredDocument],
+    events: Watch[WatchEvent | Bookmark],
     watch_seconds: int,
     bookmarks: bool,
-    shown: Callable[[Document], Document],
+    shown: Callable[[StoredDocument], StoredDocument],
 ) -> AsyncIterator[bytes]:
     gauge = metrics.watchers.labels(info.kind)
     gauge.inc()
@@ -659,13 +661,14 @@ async def _watch_lines(
         try:
             async with asyncio.timeout(watch_seconds):
                 async for event in events:
-                    if event.type == "BOOKMARK" and not bookmarks:
-                        continue
-                    yield _line(event.type, event.obj if event.type == "BOOKMARK" else shown(event.obj))
+                    if isinstance(event, WatchEvent):
+                        yield _line(event.type, shown(event.obj))
+                    elif bookmarks:
+                        yield _line("BOOKMARK", bookmark_document(info, event.revision))
         except TimeoutError:
             return
         except Gone as exc:
             yield _line("ERROR", status_body(410, "Expired", str(exc)))
     finally:
         gauge.dec()
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()

@@ -57,6 +57,8 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgefleet.api.documents import JSONObject
+
 HUB_OWNED = frozenset({"lastHeartbeat", "hub", "phase", "message", "syncedRevision", "syncedEpoch", "drains"})
 """Status fields the cloud sets itself (drains: the workload controller); reported values are dropped."""
 
@@ -89,10 +91,10 @@ class Intervals:
 
 @dataclass(slots=True)
 class _Node:
-    latest: dict[str, Any]  # the normalised latest report
+    latest: JSONObject  # the normalised latest report
     started: float  # when the session's first report came
-    written: dict[str, Any] | None = None  # what was last written (None: nothing this session)
-    synced: dict[str, Any] = field(default_factory=dict)  # syncedRevision/syncedEpoch from acks
+    written: JSONObject | None = None  # what was last written (None: nothing this session)
+    synced: JSONObject = field(default_factory=dict)  # syncedRevision/syncedEpoch from acks
     acked: bool = False  # the session's first batch was acknowledged (the first write need not wait)
     last_write: float = float("-inf")
     last_lazy_write: float = float("-inf")
@@ -109,7 +111,7 @@ class StatusWrite:
     """Write ``status`` (wire names; the hub adds lastHeartbeat, hub, phase and message) for ``node``."""
 
     node: str
-    status: dict[str, Any]
+    status: JSONObject
 
 
 class StatusWrites:
@@ -229,14 +231,14 @@ class StatusWrites:
         return self.intervals.refresh_interval * (0.8 + 0.4 * self._rng.random())
 
     @staticmethod
-    def _normalise(record: _Node, status: Mapping[str, Any], wall: str, peers: Set[str]) -> dict[str, Any]:
+    def _normalise(record: _Node, status: Mapping[str, Any], wall: str, peers: Set[str]) -> JSONObject:
         normalised = {key: value for key, value in status.items() if key not in HUB_OWNED}
         if "peerVotes" in normalised:
             normalised["peerVotes"] = _stamp_votes(record, normalised["peerVotes"], wall, peers)
         return normalised
 
 
-def _stamp_votes(record: _Node, reported: Any, wall: str, peers: Set[str]) -> dict[str, Any]:
+def _stamp_votes(record: _Node, reported: Any, wall: str, peers: Set[str]) -> JSONObject:
     """Votes about site peers only, each with the time its verdict last changed (cloud clock)."""
     votes: dict[str, tuple[bool, str]] = {}
     for peer, vote in (reported or {}).items():
@@ -258,15 +260,15 @@ def _instances(status: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
             if isinstance(item, Mapping)}
 
 
-def _significant(status: Mapping[str, Any]) -> dict[str, Any]:
+def _significant(status: Mapping[str, Any]) -> JSONObject:
     return {key: value for key, value in status.items() if key not in LAZY_FIELDS}
 
 
-def _lazy(status: Mapping[str, Any]) -> dict[str, Any]:
+def _lazy(status: Mapping[str, Any]) -> JSONObject:
     return {key: value for key, value in status.items() if key in LAZY_FIELDS}
 
 
-def merge_patch_for(status: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+def merge_patch_for(status: Mapping[str, Any], stored: Mapping[str, Any]) -> JSONObject:
     """The ``status`` merge patch that makes ``stored`` say ``status`` (maps it replaces whole lose missing keys)."""
     patch = dict(status)
     for name in REPLACED_MAPS:

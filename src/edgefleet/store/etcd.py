@@ -73,7 +73,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import aetcd
@@ -500,7 +500,7 @@ class EtcdStore(Store):
 
     # -- watch ------------------------------------------------------------------
 
-    async def watch(self, prefix: str, after_revision: int) -> AsyncIterator[Event | Progress]:
+    async def watch(self, prefix: str, after_revision: int) -> AsyncGenerator[Event | Progress, None]:
         client = await self._connected()
         start, end = self._range(prefix)
         next_revision = after_revision + 1

@@ -37,8 +37,11 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+T_co = TypeVar("T_co", covariant=True)
 
 
 class StoreError(Exception):
@@ -178,6 +181,22 @@ class Lease:
     ttl: int
 
 
+class Watch(Protocol[T_co]):
+    """A running watch: iterate it with ``async for``; ``aclose()`` stops it and frees its buffer.
+
+    Why a protocol: backends implement ``watch`` as async generators, and an
+    async generator is a Watch; callers get ``aclose`` typed (an
+    ``AsyncIterator`` has none), so ``try: async for ... finally: await
+    w.aclose()`` and ``contextlib.aclosing(w)`` need no cast.
+    """
+
+    def __aiter__(self) -> AsyncIterator[T_co]: ...
+
+    def __anext__(self) -> Coroutine[Any, Any, T_co]: ...
+
+    def aclose(self) -> Awaitable[None]: ...
+
+
 class Store(abc.ABC):
     """A revisioned key-value store. See the module docstring for semantics."""
 
@@ -219,10 +238,10 @@ class Store(abc.ABC):
         """Delete ``key``; returns its last value with mod_revision = the deletion's revision."""
 
     @abc.abstractmethod
-    def watch(self, prefix: str, after_revision: int) -> AsyncIterator[Event | Progress]:
+    def watch(self, prefix: str, after_revision: int) -> Watch[Event | Progress]:
         """Changes under ``prefix`` after ``after_revision``; see the module docstring.
 
-        Returned as an async generator: close it (``aclose``) to stop watching.
+        Close it (``aclose``) to stop watching.
         """
 
     @abc.abstractmethod

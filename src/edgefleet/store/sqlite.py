@@ -46,7 +46,8 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -80,6 +81,8 @@ class SqliteStore(Store):
     ``progress_interval``: seconds of idleness after which a watch yields ``Progress``.
     ``watch_queue_size``: events buffered per live watcher before ``WatchTooSlow``.
     ``max_batch``: most operations committed in one transaction.
+    ``clock``: the wall clock (seconds since the epoch) lease expiries are
+    kept in; tests pass one that runs ahead instead of waiting for a TTL.
     """
 
     def __init__(
@@ -89,8 +92,10 @@ class SqliteStore(Store):
         progress_interval: float = 1.0,
         watch_queue_size: int = 10_000,
         max_batch: int = 1000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._path = Path(path)
+        self._clock = clock
         self._progress_interval = progress_interval
         self._fanout = Fanout(watch_queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -114,7 +119,7 @@ class SqliteStore(Store):
             write_conn = connect(self._path)
             init_schema(write_conn)
             writer = LogWriter(write_conn, read_meta(write_conn), self._deliver, self._on_exit,
-                               max_batch)
+                               max_batch, clock=self._clock)
             # Leases that expired while the store was closed go now; nobody
             # can be watching yet, so their events need no delivery.
             writer.reap_expired()
@@ -254,7 +259,7 @@ class SqliteStore(Store):
 
     # -- watch ------------------------------------------------------------------
 
-    async def watch(self, prefix: str, after_revision: int) -> AsyncIterator[Event | Progress]:
+    async def watch(self, prefix: str, after_revision: int) -> AsyncGenerator[Event | Progress, None]:
         check_prefix(prefix)
         self._bind()
         self._check_history(after_revision)

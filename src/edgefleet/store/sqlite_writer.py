@@ -134,8 +134,11 @@ class LogWriter:
         deliver: Callable[[Batch], None],
         on_exit: Callable[[], None],
         max_batch: int = 1000,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.revision = meta.revision
+        self._clock = clock
         self._conn = conn
         self._compacted = meta.compacted
         self._deliver = deliver
@@ -204,14 +207,14 @@ class LogWriter:
         if not self._leases:
             return None
         soonest = min(expires for _, expires in self._leases.values())
-        return min(max(soonest - time.time(), 0.0), MAX_REAP_INTERVAL)
+        return min(max(soonest - self._clock(), 0.0), MAX_REAP_INTERVAL)
 
     def _apply(self, requests: list[Request]) -> Batch:
         start = self.revision
         self._events = []
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            self._expire_leases(time.time())
+            self._expire_leases(self._clock())
             results = [(future, self._run_operation(op)) for op, future in requests]
             if self.revision != start:
                 self._set_meta("revision", self.revision)
@@ -331,7 +334,7 @@ class LogWriter:
         lease_id = secrets.randbits(62) + 1
         while lease_id in self._leases:
             lease_id = secrets.randbits(62) + 1
-        expires = time.time() + ttl
+        expires = self._clock() + ttl
         self._conn.execute("INSERT INTO leases (id, ttl, expires_at) VALUES (?, ?, ?)",
                            (lease_id, ttl, expires))
         self._leases[lease_id] = (ttl, expires)
@@ -340,7 +343,7 @@ class LogWriter:
     def _keepalive(self, lease_id: int) -> int:
         self._check_lease(lease_id)
         ttl, _ = self._leases[lease_id]
-        expires = time.time() + ttl
+        expires = self._clock() + ttl
         self._conn.execute("UPDATE leases SET expires_at = ? WHERE id = ?", (expires, lease_id))
         self._leases[lease_id] = (ttl, expires)
         return ttl

@@ -2,7 +2,9 @@
 
 This package is pure: no sockets, no clocks, no files. The hub (in
 ``edgefleet.cloud.hub``) and the agent (``edgefleet.edge.hubclient``) are thin
-asyncio shells that feed it messages and send what it returns.
+asyncio shells that feed it messages and send what it returns. Its place in
+the system: docs/architecture.md, "Sync protocol"; this docstring is the
+protocol's specification.
 
 Modules: :mod:`~edgefleet.sync.errors` (one exception hierarchy),
 :mod:`~edgefleet.sync.messages` (typed messages, strict decoders with size
@@ -141,8 +143,9 @@ one ``reset`` batch carrying all of V, which does not fit 8 MiB for a node
 serving 100k domains and replaced the node's view wholesale.)
 
 History is never needed: the diff is computed from the current view, so a
-compacted store history never forces a full resend (DESIGN.md said it would;
-the digest makes it unnecessary).
+compacted store history never forces a full resend (the original brief said
+it would; the digest makes it unnecessary: docs/architecture.md, "Departures
+from the original brief").
 
 Streaming
 =========

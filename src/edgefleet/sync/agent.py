@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from edgefleet.api.documents import JSONObject
 from edgefleet.sync.errors import ProtocolError, SessionStateError
 from edgefleet.sync.messages import (
     MAX_AGENT_MESSAGE_BYTES,
@@ -129,7 +130,7 @@ class AgentSession:
         self._last_applied = 0
         self._inventory_wanted = False
         self._logs_requested: set[int] = set()
-        self._status: dict[str, Any] = {}
+        self._status: JSONObject = {}
         self._outbox: list[str] = []
 
     @property

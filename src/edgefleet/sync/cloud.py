@@ -49,8 +49,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
+from edgefleet.api.documents import JSONObject
 from edgefleet.sync.errors import ProtocolError, SessionStateError
 from edgefleet.sync.messages import (
     MAX_CLOUD_MESSAGE_BYTES,
@@ -98,7 +99,7 @@ class CloudState(enum.Enum):
 class StatusReport:
     """The node reported status fields (validated against NodeStatus, wire names)."""
 
-    status: dict[str, Any]
+    status: JSONObject
 
 
 @dataclass(frozen=True, slots=True)

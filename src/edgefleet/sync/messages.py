@@ -38,6 +38,7 @@ from typing import Any, ClassVar, TypeAlias, cast
 
 from pydantic import ValidationError
 
+from edgefleet.api.documents import JSONObject
 from edgefleet.api.meta import check_dns1123_subdomain, validation_errors
 from edgefleet.api.nodes import NodeStatus
 from edgefleet.sync import PROTOCOL_VERSION
@@ -159,11 +160,11 @@ class ViewObject:
 
     key: str
     rev: int
-    object: dict[str, Any] = field(compare=False)
+    object: JSONObject = field(compare=False)
     since: int = field(default=0, compare=False)
 
     @classmethod
-    def of(cls, key: str, document: dict[str, Any], since: int = 0) -> ViewObject:
+    def of(cls, key: str, document: JSONObject, since: int = 0) -> ViewObject:
         """Build a ViewObject, computing rev from the document's canonical JSON."""
         canonical = canonical_json(document)
         view_object = cls(key, content_version(canonical), document, since)
@@ -225,7 +226,7 @@ class Status:
     """Node status fields (wire names, as in NodeStatus) the agent reports."""
 
     TYPE: ClassVar[str] = "status"
-    status: dict[str, Any]
+    status: JSONObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +297,7 @@ def encode(message: Message) -> str:
     return _dumps({"type": message.TYPE, **_fields_of(message)})
 
 
-def _fields_of(message: Message) -> dict[str, Any]:
+def _fields_of(message: Message) -> JSONObject:
     match message:
         case Hello():
             return {
@@ -385,7 +386,7 @@ def _no_constant(name: str) -> Any:
     raise _Rejected(f"{name} is not valid JSON")
 
 
-def _load(text: str | bytes, limit: int, sender: str) -> dict[str, Any]:
+def _load(text: str | bytes, limit: int, sender: str) -> JSONObject:
     if len(text) > limit:
         raise MessageTooLarge(f"{sender} message is over {limit} bytes")
     data = _utf8(text)
@@ -433,10 +434,10 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-Decoder = Callable[[dict[str, Any]], Any]
+Decoder = Callable[[JSONObject], Any]
 
 
-def _dispatch(document: dict[str, Any], decoders: Mapping[str, Decoder]) -> Any:
+def _dispatch(document: JSONObject, decoders: Mapping[str, Decoder]) -> Any:
     kind = document.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("message has no string field 'type'")
@@ -446,7 +447,7 @@ def _dispatch(document: dict[str, Any], decoders: Mapping[str, Decoder]) -> Any:
     return decoder(document)
 
 
-def _fields(document: dict[str, Any], required: tuple[str, ...], optional: tuple[str, ...] = ()) -> str:
+def _fields(document: JSONObject, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> str:
     """Check the field names of a message; returns its type for error messages."""
     kind = str(document["type"])
     for name in required:
@@ -510,7 +511,7 @@ def _list(value: Any, where: str, max_items: int = MAX_LIST_ITEMS) -> list[Any]:
     return value
 
 
-def _decode_hello(document: dict[str, Any]) -> Hello:
+def _decode_hello(document: JSONObject) -> Hello:
     _fields(document, ("protocol", "node", "epoch", "revision", "digest", "count", "agentVersion"))
     protocol = _int(document["protocol"], "hello.protocol")
     if protocol != PROTOCOL_VERSION:
@@ -525,7 +526,7 @@ def _decode_hello(document: dict[str, Any]) -> Hello:
     )
 
 
-def _decode_inventory(document: dict[str, Any]) -> Inventory:
+def _decode_inventory(document: JSONObject) -> Inventory:
     _fields(document, ("items",), ("more",))
     items: list[tuple[str, int]] = []
     for index, item in enumerate(_list(document["items"], "inventory.items")):
@@ -537,7 +538,7 @@ def _decode_inventory(document: dict[str, Any]) -> Inventory:
     return Inventory(tuple(items), more)
 
 
-def _decode_ack(document: dict[str, Any]) -> Ack:
+def _decode_ack(document: JSONObject) -> Ack:
     _fields(document, ("seq",), ("digest",))
     digest = document.get("digest")
     return Ack(
@@ -546,12 +547,12 @@ def _decode_ack(document: dict[str, Any]) -> Ack:
     )
 
 
-def _decode_status(document: dict[str, Any]) -> Status:
+def _decode_status(document: JSONObject) -> Status:
     _fields(document, ("status",))
     return Status(check_status(document["status"]))
 
 
-def check_status(status: Any) -> dict[str, Any]:
+def check_status(status: Any) -> JSONObject:
     """``status`` itself if it is a valid set of Node status fields (wire names), else ProtocolError."""
     if not isinstance(status, dict):
         raise ProtocolError(f"status.status: expected an object, got {_json_type(status)}")
@@ -565,7 +566,7 @@ def check_status(status: Any) -> dict[str, Any]:
     return status
 
 
-def _decode_logs(document: dict[str, Any]) -> Logs:
+def _decode_logs(document: JSONObject) -> Logs:
     _fields(document, ("id", "data", "error"))
     error = document["error"]
     return Logs(
@@ -575,7 +576,7 @@ def _decode_logs(document: dict[str, Any]) -> Logs:
     )
 
 
-def _decode_welcome(document: dict[str, Any]) -> Welcome:
+def _decode_welcome(document: JSONObject) -> Welcome:
     _fields(document, ("protocol", "hub", "epoch", "heartbeatSeconds"))
     protocol = _int(document["protocol"], "welcome.protocol")
     if protocol != PROTOCOL_VERSION:
@@ -587,12 +588,12 @@ def _decode_welcome(document: dict[str, Any]) -> Welcome:
     )
 
 
-def _decode_need_inventory(document: dict[str, Any]) -> NeedInventory:
+def _decode_need_inventory(document: JSONObject) -> NeedInventory:
     _fields(document, ())
     return NeedInventory()
 
 
-def _decode_batch(document: dict[str, Any]) -> Batch:
+def _decode_batch(document: JSONObject) -> Batch:
     _fields(document, ("seq", "revision", "put", "delete"), ("check",))
     put = tuple(_put_item(item, index) for index, item in enumerate(_list(document["put"], "batch.put")))
     delete = tuple(
@@ -624,7 +625,7 @@ def _put_item(item: Any, index: int) -> ViewObject:
     return ViewObject(_key(item["key"], f"{where}.key"), _int(item["rev"], f"{where}.rev"), obj)
 
 
-def _decode_logs_request(document: dict[str, Any]) -> LogsRequest:
+def _decode_logs_request(document: JSONObject) -> LogsRequest:
     _fields(document, ("id", "workload", "tail"))
     return LogsRequest(
         id=_int(document["id"], "logs-request.id", 1),

@@ -81,6 +81,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.errors import SelectorError
 from edgefleet.api.selectors import Operator, Selector, parse_selector
 from edgefleet.sync.messages import KEY_PREFIX, ViewObject
@@ -91,7 +92,6 @@ NODE_LABEL = "edgefleet.io/node"
 SITE_LABEL = "edgefleet.io/site"
 """Implicit label of every node and site: the site name."""
 
-Document = dict[str, Any]
 ViewChanges = dict[str, ViewObject | None]
 """key -> the object to put, or None when the key leaves the view."""
 
@@ -114,19 +114,19 @@ def digest(items: Iterable[tuple[str, int]]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def project_object(document: Mapping[str, Any]) -> Document:
+def project_object(document: Mapping[str, Any]) -> JSONObject:
     """apiVersion, kind, metadata without resourceVersion, spec: no status."""
-    projected: Document = {key: document[key] for key in ("apiVersion", "kind") if key in document}
+    projected: JSONObject = {key: document[key] for key in ("apiVersion", "kind") if key in document}
     projected["metadata"] = {k: v for k, v in _dict(document.get("metadata")).items() if k != "resourceVersion"}
     if "spec" in document:
         projected["spec"] = document["spec"]
     return projected
 
 
-def project_workload(document: Mapping[str, Any], template: Any) -> Document:
+def project_workload(document: Mapping[str, Any], template: Any) -> JSONObject:
     """A Workload as a node runs it: metadata without resourceVersion and generation, the selector and
     ``template`` (its assigned revision's), nothing else: rollout strategy, pins and status are the cloud's."""
-    projected: Document = {key: document[key] for key in ("apiVersion", "kind") if key in document}
+    projected: JSONObject = {key: document[key] for key in ("apiVersion", "kind") if key in document}
     projected["metadata"] = {k: v for k, v in _dict(document.get("metadata")).items()
                              if k not in ("resourceVersion", "generation")}
     spec = _dict(document.get("spec"))
@@ -134,10 +134,10 @@ def project_workload(document: Mapping[str, Any], template: Any) -> Document:
     return projected
 
 
-def project_peer_node(document: Mapping[str, Any]) -> Document:
+def project_peer_node(document: Mapping[str, Any]) -> JSONObject:
     """A peer's Node as other nodes see it: name, labels, spec and status.phase."""
     metadata = _dict(document.get("metadata"))
-    projected: Document = {key: document[key] for key in ("apiVersion", "kind") if key in document}
+    projected: JSONObject = {key: document[key] for key in ("apiVersion", "kind") if key in document}
     projected["metadata"] = {"name": metadata.get("name"), "labels": _labels(document)}
     if "spec" in document:
         projected["spec"] = document["spec"]
@@ -174,7 +174,7 @@ def _matches(selector: Selector | None, labels: Mapping[str, str]) -> bool:
     return selector is not None and selector.matches(labels)
 
 
-def _reuse(old: ViewObject | None, key: str, projected: Document, since: int) -> ViewObject:
+def _reuse(old: ViewObject | None, key: str, projected: JSONObject, since: int) -> ViewObject:
     """The old ViewObject when the projection's content is unchanged (keeping its since)."""
     fresh = ViewObject.of(key, projected, since)
     return old if old is not None and old.rev == fresh.rev else fresh
@@ -264,11 +264,11 @@ class FleetIndex:
     def __init__(self) -> None:
         self.revision = 0
         """The store revision the index is complete up to."""
-        self._objects: dict[str, tuple[int, Document]] = {}
+        self._objects: dict[str, tuple[int, StoredDocument]] = {}
         self._nodes: dict[str, _Node] = {}
         self._sites: dict[str, _Site] = {}
         self._workloads: dict[str, _Workload] = {}
-        self._templates: dict[str, dict[str, Document]] = {}  # workload -> revision hash -> {uid, template}
+        self._templates: dict[str, dict[str, JSONObject]] = {}  # workload -> revision hash -> {uid, template}
         self._revision_keys: dict[str, tuple[str, str]] = {}  # WorkloadRevision key -> (workload, revision hash)
         self._domains: dict[str, _Selected] = {}
         self._tasks: dict[str, _Task] = {}  # key -> open or completed Purge/Prefetch
@@ -278,7 +278,7 @@ class FleetIndex:
         self._members: dict[str, set[str]] = {}  # site name -> names of its nodes
         self._registered: dict[str, int] = {}  # node name -> live sessions
         self._chains: dict[str, frozenset[str]] = {}  # site -> itself and its ancestors
-        self._handlers: dict[str, Callable[[str, str, int, Document | None], dict[str, ViewChanges]]] = {
+        self._handlers: dict[str, Callable[[str, str, int, StoredDocument | None], dict[str, ViewChanges]]] = {
             "nodes": self._apply_node,
             "sites": self._apply_site,
             "workloads": self._apply_workload,
@@ -307,14 +307,14 @@ class FleetIndex:
     def registered(self) -> frozenset[str]:
         return frozenset(self._registered)
 
-    def get(self, key: str) -> tuple[int, Document] | None:
+    def get(self, key: str) -> tuple[int, StoredDocument] | None:
         """(mod_revision, document) of ``key``, or None."""
         return self._objects.get(key)
 
     def __len__(self) -> int:
         return len(self._objects)
 
-    def documents(self, plural: str) -> list[tuple[int, Document]]:
+    def documents(self, plural: str) -> list[tuple[int, StoredDocument]]:
         """(mod_revision, document) of every ``/registry/<plural>/`` object, as stored (no resourceVersion)."""
         prefix = f"{KEY_PREFIX}{plural}/"
         return [entry for key, entry in self._objects.items() if key.startswith(prefix)]
@@ -373,7 +373,7 @@ class FleetIndex:
 
     # --- feeding --------------------------------------------------------
 
-    def load(self, items: Iterable[tuple[str, int, Document]], revision: int) -> dict[str, ViewChanges]:
+    def load(self, items: Iterable[tuple[str, int, StoredDocument]], revision: int) -> dict[str, ViewChanges]:
         """Replace the whole index by ``items`` (key, mod_revision, document) read at ``revision``.
 
         Returns the view changes of registered nodes (none at start-up, when
@@ -385,7 +385,7 @@ class FleetIndex:
                       self._secrets):
             table.clear()
         self._chains.clear()
-        workloads: list[tuple[str, int, Document]] = []
+        workloads: list[tuple[str, int, StoredDocument]] = []
         for key, mod_revision, document in items:
             self._check(key, document)
             self._objects[key] = (mod_revision, document)
@@ -399,7 +399,7 @@ class FleetIndex:
         changes = {name: _diff(before[name], self.view(name)) for name in before}
         return {name: diff for name, diff in changes.items() if diff}
 
-    def apply(self, key: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+    def apply(self, key: str, revision: int, document: StoredDocument | None) -> dict[str, ViewChanges]:
         """One store event: ``key`` changed at ``revision`` (``document`` None: deleted).
 
         Returns node name -> view changes, for registered nodes whose view changed.
@@ -415,13 +415,13 @@ class FleetIndex:
         return {} if handler is None else handler(key, name, revision, document)
 
     @staticmethod
-    def _check(key: str, document: Document | None) -> None:
+    def _check(key: str, document: StoredDocument | None) -> None:
         if not key.startswith(KEY_PREFIX):
             raise ValueError(f"{key!r} is not a registry key (they start with {KEY_PREFIX})")
         if document is not None and not isinstance(document, dict):
             raise ValueError(f"{key}: the document must be a dict, not {type(document).__name__}")
 
-    def _store(self, key: str, revision: int, document: Document) -> None:
+    def _store(self, key: str, revision: int, document: StoredDocument) -> None:
         """Put one object in the parsed tables, without computing view changes (load)."""
         kind, name = _split_key(key)
         if kind == "nodes":
@@ -444,7 +444,7 @@ class FleetIndex:
     # --- ClusterInfo: in every node's view --------------------------------
 
     def _apply_everywhere(
-        self, key: str, name: str, revision: int, document: Document | None
+        self, key: str, name: str, revision: int, document: StoredDocument | None
     ) -> dict[str, ViewChanges]:
         old = self._everywhere.get(key)
         new = None if document is None else _reuse(old, key, project_object(document), revision)
@@ -459,7 +459,9 @@ class FleetIndex:
 
     # --- Domains: one selector check per registered node -------------------
 
-    def _apply_domain(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+    def _apply_domain(
+        self, key: str, name: str, revision: int, document: StoredDocument | None
+    ) -> dict[str, ViewChanges]:
         old = self._domains.get(name)
         new = None if document is None else self._build_domain(key, revision, document, old)
         if new is None:
@@ -517,7 +519,7 @@ class FleetIndex:
                 return [member for site in requirement.values for member in self._members.get(site, ())]
         return None
 
-    def _build_domain(self, key: str, revision: int, document: Document, old: _Selected | None) -> _Selected:
+    def _build_domain(self, key: str, revision: int, document: StoredDocument, old: _Selected | None) -> _Selected:
         obj = _reuse(old.obj if old else None, key, project_object(document), revision)
         return _Selected(_selector(document, "sites"), obj)
 
@@ -535,7 +537,9 @@ class FleetIndex:
 
     # --- Workloads: a selector check per registered node, a revision per node
 
-    def _apply_workload(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+    def _apply_workload(
+        self, key: str, name: str, revision: int, document: StoredDocument | None
+    ) -> dict[str, ViewChanges]:
         old = self._workloads.get(name)
         new = None if document is None else self._build_workload(key, name, revision, document, old)
         if new is None:
@@ -589,7 +593,9 @@ class FleetIndex:
                 used |= _secret_refs(workload.for_node(node_name))
         return used
 
-    def _apply_secret(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+    def _apply_secret(
+        self, key: str, name: str, revision: int, document: StoredDocument | None
+    ) -> dict[str, ViewChanges]:
         old = self._secrets.get(name)
         new = None if document is None else _reuse(old, key, project_object(document), revision)
         if new is None:
@@ -610,7 +616,7 @@ class FleetIndex:
         return changes
 
     def _build_workload(
-        self, key: str, name: str, revision: int, document: Document, old: _Workload | None
+        self, key: str, name: str, revision: int, document: StoredDocument, old: _Workload | None
     ) -> _Workload:
         """Project the Workload at each revision its status assigns (see the module docstring)."""
         status = _dict(document.get("status"))
@@ -645,7 +651,9 @@ class FleetIndex:
                 assigned[node_name] = obj
         return _Workload(_selector(document, "nodeSelector"), default, assigned)
 
-    def _apply_revision(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+    def _apply_revision(
+        self, key: str, name: str, revision: int, document: StoredDocument | None
+    ) -> dict[str, ViewChanges]:
         """A WorkloadRevision came or went: its Workload's projections may change.
 
         A deleted one leaves the projections made from it in place (a node
@@ -657,7 +665,7 @@ class FleetIndex:
             return {}
         return self._apply_workload(f"{KEY_PREFIX}workloads/{workload}", workload, stored[0], stored[1])
 
-    def _set_template(self, key: str, document: Document | None) -> str | None:
+    def _set_template(self, key: str, document: StoredDocument | None) -> str | None:
         """Index one WorkloadRevision's template under its workload and hash; returns the workload's name."""
         old = self._revision_keys.pop(key, None)
         if old is not None:
@@ -675,7 +683,9 @@ class FleetIndex:
 
     # --- Purges and Prefetches: in the views that hold their Domain, while open
 
-    def _apply_task(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+    def _apply_task(
+        self, key: str, name: str, revision: int, document: StoredDocument | None
+    ) -> dict[str, ViewChanges]:
         old = self._tasks.get(key)
         new = None if document is None else self._build_task(key, revision, document, old)
         self._set_task(key, new)
@@ -688,7 +698,7 @@ class FleetIndex:
             _record(changes, node_name, key, was, now)
         return changes
 
-    def _build_task(self, key: str, revision: int, document: Document, old: _Task | None) -> _Task:
+    def _build_task(self, key: str, revision: int, document: StoredDocument, old: _Task | None) -> _Task:
         domain = _dict(document.get("spec")).get("domain")
         is_open = not _dict(document.get("status")).get("completedAt")
         obj = _reuse(old.obj if old else None, key, project_object(document), revision)
@@ -714,7 +724,9 @@ class FleetIndex:
 
     # --- Nodes ------------------------------------------------------------
 
-    def _apply_node(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+    def _apply_node(
+        self, key: str, name: str, revision: int, document: StoredDocument | None
+    ) -> dict[str, ViewChanges]:
         old = self._nodes.get(name)
         new = None if document is None else self._build_node(key, name, revision, document, old)
         if old is not None and new is not None and old.own is new.own and old.peer is new.peer:
@@ -756,7 +768,7 @@ class FleetIndex:
         return [member for site_name, members in self._members.items()
                 if not sites.isdisjoint(self._chain(site_name)) for member in members]
 
-    def _build_node(self, key: str, name: str, revision: int, document: Document, old: _Node | None) -> _Node:
+    def _build_node(self, key: str, name: str, revision: int, document: StoredDocument, old: _Node | None) -> _Node:
         site = _dict(document.get("spec")).get("site")
         site = site if isinstance(site, str) else ""
         labels = {**_labels(document), NODE_LABEL: name, SITE_LABEL: site}
@@ -777,7 +789,9 @@ class FleetIndex:
 
     # --- Sites --------------------------------------------------------------
 
-    def _apply_site(self, key: str, name: str, revision: int, document: Document | None) -> dict[str, ViewChanges]:
+    def _apply_site(
+        self, key: str, name: str, revision: int, document: StoredDocument | None
+    ) -> dict[str, ViewChanges]:
         old = self._sites.get(name)
         new = None if document is None else self._build_site(key, name, revision, document, old)
         if old is not None and new is not None and old.obj is new.obj:
@@ -796,7 +810,7 @@ class FleetIndex:
         changes = {node_name: _diff(before[node_name], self.view(node_name)) for node_name in affected}
         return {node_name: diff for node_name, diff in changes.items() if diff}
 
-    def _build_site(self, key: str, name: str, revision: int, document: Document, old: _Site | None) -> _Site:
+    def _build_site(self, key: str, name: str, revision: int, document: StoredDocument, old: _Site | None) -> _Site:
         parents = _dict(document.get("spec")).get("parents")
         parent_names = tuple(p for p in parents if isinstance(p, str)) if isinstance(parents, list) else ()
         labels = {**_labels(document), SITE_LABEL: name}

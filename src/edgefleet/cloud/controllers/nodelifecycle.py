@@ -44,16 +44,16 @@ transition.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from edgefleet.api.common import parse_timestamp
+from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.nodes import INFO as NODES
-from edgefleet.cloud.registry import Document, ObjectNotFound, Registry, RegistryError, VersionConflict
-from edgefleet.store.interface import StoreError
+from edgefleet.cloud.controllers.loop import run_periodically
+from edgefleet.cloud.registry import ObjectNotFound, Registry, VersionConflict
 
 log = logging.getLogger("edgefleet.cloud.controllers.nodelifecycle")
 
@@ -119,14 +119,14 @@ def expected_phase(
 
 
 def status_patch(
-    node: Document,
+    node: StoredDocument,
     now: datetime,
     thresholds: Thresholds,
     *,
     observing_since: datetime | None = None,
     alive: bool = False,
     last_alive: datetime | None = None,
-) -> Document | None:
+) -> JSONObject | None:
     """The status merge patch to apply to ``node`` (a stored Node document), or None.
 
     None when the phase already says what it should, or when a node that is
@@ -141,7 +141,7 @@ def status_patch(
         return None
     if status.get("phase") == verdict.phase and status.get("message") == verdict.message:
         return None
-    patch: Document = {"phase": verdict.phase, "message": verdict.message}
+    patch: JSONObject = {"phase": verdict.phase, "message": verdict.message}
     if verdict.phase != READY:
         patch.update({name: None for name in ("hub", "peerVotes") if status.get(name) is not None})
     return {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]}, "status": patch}
@@ -156,7 +156,7 @@ def _moment(timestamp: str | None) -> datetime | None:
         return None
 
 
-NodeSource = Callable[[], Iterable[Document]]
+NodeSource = Callable[[], Iterable[StoredDocument]]
 """Every Node document (with metadata.resourceVersion), e.g. from the hub's in-memory index."""
 
 
@@ -183,16 +183,12 @@ class NodeLifecycleController:
         """Until cancelled. Store failures are logged and retried next period."""
         since = self._clock()
         self._last_alive.clear()  # what a previous term saw is the startup grace's business now
-        log.info("node lifecycle controller started", extra={
-            "not_ready_after": self._thresholds.not_ready_after, "unknown_after": self._thresholds.unknown_after})
-        while True:
-            try:
-                await self.sync_once(observing_since=since)
-            except (StoreError, RegistryError) as exc:
-                log.warning("node lifecycle round failed, retrying next period: %s", exc)
-            await asyncio.sleep(self._thresholds.period)
+        settings = {"not_ready_after": self._thresholds.not_ready_after,
+                    "unknown_after": self._thresholds.unknown_after}
+        await run_periodically("node lifecycle", lambda: self.sync_once(observing_since=since),
+                               self._thresholds.period, log, settings=settings)
 
-    async def _read(self) -> list[Document]:
+    async def _read(self) -> list[StoredDocument]:
         return list(self._nodes()) if self._nodes is not None else (await self._registry.list(NODES)).items
 
     async def sync_once(self, *, observing_since: datetime | None = None) -> int:
@@ -214,7 +210,7 @@ class NodeLifecycleController:
             del self._last_alive[name]
         return changed
 
-    async def _apply(self, name: str, patch: Document) -> bool:
+    async def _apply(self, name: str, patch: JSONObject) -> bool:
         try:
             await self._registry.patch(NODES, name, patch, status=True)
         except (VersionConflict, ObjectNotFound):

@@ -26,7 +26,6 @@ election ``/system/leader/purges``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -34,10 +33,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edgefleet.api.common import format_timestamp
+from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.meta import KindInfo
 from edgefleet.api.purges import PREFETCHES, PURGES
-from edgefleet.cloud.registry import Document, ObjectNotFound, Registry, RegistryError, VersionConflict
-from edgefleet.store.interface import StoreError
+from edgefleet.cloud.controllers.loop import run_periodically
+from edgefleet.cloud.registry import ObjectNotFound, Registry, VersionConflict
 from edgefleet.sync.views import FleetIndex
 
 log = logging.getLogger("edgefleet.cloud.controllers.purges")
@@ -57,7 +57,7 @@ class Tally:
     failures: tuple[str, ...] = ()  # "node: message", the first few
 
 
-def tally(task: Document, targets: Iterable[str], node_status: NodeStatusOf) -> Tally:
+def tally(task: StoredDocument, targets: Iterable[str], node_status: NodeStatusOf) -> Tally:
     """Count the reports of ``task``'s uid among ``targets`` (node name -> its status, or None)."""
     uid = task.get("metadata", {}).get("uid")
     field = REPORT_FIELDS.get(str(task.get("kind")), "purges")
@@ -75,7 +75,7 @@ def tally(task: Document, targets: Iterable[str], node_status: NodeStatusOf) -> 
     return Tally(len(names), completed, failed, tuple(failures[:3]))
 
 
-def _message(task: Document, counts: Tally, domain_exists: bool) -> str | None:
+def _message(task: StoredDocument, counts: Tally, domain_exists: bool) -> str | None:
     domain = task.get("spec", {}).get("domain")
     if not domain_exists:
         return f"domain {domain!r} does not exist"
@@ -87,7 +87,7 @@ def _message(task: Document, counts: Tally, domain_exists: bool) -> str | None:
     return f"waiting for {waiting} node(s)" if waiting else None
 
 
-def desired_status(task: Document, counts: Tally, *, domain_exists: bool, now: datetime) -> Document:
+def desired_status(task: StoredDocument, counts: Tally, *, domain_exists: bool, now: datetime) -> JSONObject:
     """The status ``task`` should have given ``counts``; None values are fields to remove."""
     finished = domain_exists and counts.completed + counts.failed >= counts.targets
     return {
@@ -99,7 +99,7 @@ def desired_status(task: Document, counts: Tally, *, domain_exists: bool, now: d
     }
 
 
-def status_patch(task: Document, counts: Tally, *, domain_exists: bool, now: datetime) -> Document | None:
+def status_patch(task: StoredDocument, counts: Tally, *, domain_exists: bool, now: datetime) -> JSONObject | None:
     """The status merge patch for ``task``, or None when it already says so (or is completed: final)."""
     current = task.get("status") or {}
     if current.get("completedAt"):
@@ -128,13 +128,7 @@ class PurgeController:
 
     async def run(self) -> None:
         """Until cancelled. Store failures are logged and retried next period."""
-        log.info("purge controller started")
-        while True:
-            try:
-                await self.sync_once()
-            except (StoreError, RegistryError) as exc:
-                log.warning("purge round failed, retrying next period: %s", exc)
-            await asyncio.sleep(self._period)
+        await run_periodically("purge", self.sync_once, self._period, log)
 
     async def sync_once(self) -> int:
         """One round; returns how many statuses were written."""
@@ -147,7 +141,7 @@ class PurgeController:
                     written += 1
         return written
 
-    def _patch(self, task: Document) -> Document | None:
+    def _patch(self, task: StoredDocument) -> JSONObject | None:
         if (task.get("status") or {}).get("completedAt"):
             return None
         index = self._index()
@@ -156,7 +150,7 @@ class PurgeController:
         counts = tally(task, index.nodes_serving(domain), lambda node: _status_of(index, node))
         return status_patch(task, counts, domain_exists=exists, now=self._clock())
 
-    async def _apply(self, info: KindInfo, name: str, patch: Document) -> bool:
+    async def _apply(self, info: KindInfo, name: str, patch: JSONObject) -> bool:
         try:
             await self._registry.patch(info, name, patch, status=True)
         except (VersionConflict, ObjectNotFound):

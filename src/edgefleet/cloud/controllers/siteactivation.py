@@ -44,7 +44,6 @@ sees is its own replica's DNS server's.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -55,10 +54,12 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from edgefleet.api.common import format_timestamp, parse_timestamp
+from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.sites import INFO as SITES
 from edgefleet.api.sites import Activation
 from edgefleet.cloud import events
-from edgefleet.cloud.registry import Document, ObjectNotFound, Registry, RegistryError, VersionConflict
+from edgefleet.cloud.controllers.loop import run_periodically
+from edgefleet.cloud.registry import ObjectNotFound, Registry, RegistryError, VersionConflict
 from edgefleet.store.interface import StoreError
 
 log = logging.getLogger("edgefleet.cloud.controllers.siteactivation")
@@ -198,7 +199,7 @@ def explain(site: Mapping[str, Any], transition: Transition, demand_qps: float) 
             f"(activateAbove {a.activate_above:g} qps)")
 
 
-def status_patch(site: Mapping[str, Any], transition: Transition, message: str, now: float) -> Document:
+def status_patch(site: Mapping[str, Any], transition: Transition, message: str, now: float) -> JSONObject:
     """The status merge patch for a transition, with the site's resourceVersion as a precondition."""
     metadata = site.get("metadata") or {}
     return {
@@ -226,7 +227,7 @@ class SiteActivationController:
         *,
         period: float = 5.0,
         clock: Callable[[], float] = time.time,
-        sites: Callable[[], Iterable[Document]] | None = None,
+        sites: Callable[[], Iterable[StoredDocument]] | None = None,
     ) -> None:
         """``sites``: every Site document (with metadata.resourceVersion), e.g. from the hub's in-memory
         index; None: one list through the registry per round."""
@@ -239,13 +240,7 @@ class SiteActivationController:
 
     async def run(self) -> None:
         """Until cancelled. Store failures are logged and retried next period."""
-        log.info("site activation controller started")
-        while True:
-            try:
-                await self.sync_once()
-            except (StoreError, RegistryError) as exc:
-                log.warning("site activation round failed, retrying next period: %s", exc)
-            await asyncio.sleep(self._period)
+        await run_periodically("site activation", self.sync_once, self._period, log)
 
     async def sync_once(self) -> int:
         """One round; returns how many sites changed phase."""
@@ -272,7 +267,7 @@ class SiteActivationController:
             log.exception("cannot read the demand; no site decisions this round")
             return None
 
-    async def _apply(self, site: Document, transition: Transition, qps: float, now: float) -> bool:
+    async def _apply(self, site: StoredDocument, transition: Transition, qps: float, now: float) -> bool:
         name = site["metadata"]["name"]
         message = explain(site, transition, qps)
         try:

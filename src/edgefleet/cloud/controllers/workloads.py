@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 
 from edgefleet.api.common import format_timestamp
+from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.nodes import INFO as NODES
 from edgefleet.api.patches import make_merge_patch
 from edgefleet.api.revisions import INFO as REVISIONS
@@ -59,7 +60,7 @@ from edgefleet.api.workloads import INFO as WORKLOADS
 from edgefleet.api.workloads import Workload, template_revision
 from edgefleet.cloud import events, webhooks
 from edgefleet.cloud.analysis import Sample, evaluate, sample_of
-from edgefleet.cloud.registry import Document, ObjectExists, ObjectNotFound, Registry, RegistryError, VersionConflict
+from edgefleet.cloud.registry import ObjectExists, ObjectNotFound, Registry, RegistryError, VersionConflict
 from edgefleet.cloud.rollouts import (
     FINISHED_PHASES,
     Decision,
@@ -95,7 +96,7 @@ MAX_EXTRA_WINDOWS = 2
 """Analysis windows added when a figure of the updated nodes is unknown (their counters may only be late)."""
 """Seconds between full rounds of an idle fleet (a safety net: every relevant change wakes a round)."""
 
-Documents = Callable[[str], list[Document]]
+Documents = Callable[[str], list[StoredDocument]]
 """Plural -> every document of that kind (with metadata.resourceVersion), e.g. from the hub's index."""
 
 
@@ -123,7 +124,7 @@ class ControllerMetrics:
 class _Fleet:
     """One round's view of the nodes."""
 
-    nodes: list[Document]
+    nodes: list[StoredDocument]
     labels: dict[str, dict[str, str]]
     ttl_by_site: dict[str, float]
 
@@ -156,7 +157,7 @@ class WorkloadController:
         self._recording: list[asyncio.Task[None]] = []
         self._extra_windows: dict[tuple[str, str, int], int] = {}  # (workload, target, step) -> windows added
 
-    def wake(self, key: str, document: Document | None) -> None:
+    def wake(self, key: str, document: StoredDocument | None) -> None:
         """A store key changed (the hub's index applied it): run a round soon if it can matter.
 
         Workload and WorkloadRevision changes always matter; a Node change
@@ -254,7 +255,7 @@ class WorkloadController:
         self._track_rates(nodes)
         return _Fleet(nodes, labels, self._ttl_by_site())
 
-    def _labels_of(self, node: Document) -> dict[str, str]:
+    def _labels_of(self, node: StoredDocument) -> dict[str, str]:
         name, version = node["metadata"]["name"], node["metadata"].get("resourceVersion")
         cached = self._labels.get(name)
         if cached is None or cached[0] != version or version is None:
@@ -283,7 +284,7 @@ class WorkloadController:
                     ttl[name] = max(ttl.get(name, 0.0), seconds)
         return ttl
 
-    def _track_rates(self, nodes: Iterable[Document]) -> None:
+    def _track_rates(self, nodes: Iterable[StoredDocument]) -> None:
         """Request rates from the cache counters: requests between two distinct readings over the time between."""
         now = self._monotonic()
         for node in nodes:
@@ -300,7 +301,7 @@ class WorkloadController:
 
     # --- one workload --------------------------------------------------------------
 
-    async def _reconcile(self, document: Document, fleet: _Fleet, revisions: list[Document]) -> int:
+    async def _reconcile(self, document: StoredDocument, fleet: _Fleet, revisions: list[StoredDocument]) -> int:
         """One Workload's round; returns 1 when its status was written."""
         started = time.thread_time()
         try:
@@ -340,7 +341,7 @@ class WorkloadController:
             self._recording.append(asyncio.create_task(self._record(name, decision)))
         return int(outcome == "written")
 
-    def _facts(self, node: Document, workload: str, fleet: _Fleet) -> NodeFacts:
+    def _facts(self, node: StoredDocument, workload: str, fleet: _Fleet) -> NodeFacts:
         name = node["metadata"]["name"]
         site = (node.get("spec") or {}).get("site", "")
         inputs = (node["metadata"].get("resourceVersion"), fleet.ttl_by_site.get(site, 0.0),
@@ -352,7 +353,7 @@ class WorkloadController:
         self._facts_cache[(workload, name)] = (inputs, facts)
         return facts
 
-    def _build_facts(self, node: Document, workload: str, fleet: _Fleet) -> NodeFacts:
+    def _build_facts(self, node: StoredDocument, workload: str, fleet: _Fleet) -> NodeFacts:
         name = node["metadata"]["name"]
         status = node.get("status") or {}
         instance = (status.get("workloads") or {}).get(workload) or {}
@@ -366,7 +367,7 @@ class WorkloadController:
 
     async def _create_revision(self, workload: Workload, revision: str, number: int) -> int | None:
         object_name = revision_object_name(workload.name, number)
-        document: Document = {
+        document: StoredDocument = {
             "apiVersion": "edgefleet.io/v1", "kind": "WorkloadRevision",
             "metadata": {"name": object_name,
                          "labels": {"edgefleet.io/workload": workload.name}},
@@ -382,7 +383,7 @@ class WorkloadController:
         log.info("new workload revision", extra={"workload": workload.name, "number": number, "revision": revision})
         return number
 
-    async def _write_status(self, document: Document, decision: Decision) -> str:
+    async def _write_status(self, document: StoredDocument, decision: Decision) -> str:
         """"unchanged", "written", or "lost" (the Workload changed since the index was read)."""
         new = decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
         old = document.get("status") or {}
@@ -413,7 +414,7 @@ class WorkloadController:
 
     # --- analysis --------------------------------------------------------------------
 
-    def _open_window(self, workload: Workload, decision: Decision, selected: list[Document]) -> None:
+    def _open_window(self, workload: Workload, decision: Decision, selected: list[StoredDocument]) -> None:
         rollout = decision.status.rollout
         started = rollout.analysis_started_at if rollout is not None else None
         for key in [key for key in self._windows if key[0] == workload.name and key[1] != started]:
@@ -422,7 +423,7 @@ class WorkloadController:
             self._windows[(workload.name, started)] = {n["metadata"]["name"]: sample_of(n, workload.name)
                                                        for n in selected}
 
-    async def _verdict(self, workload: Workload, selected: list[Document], now: datetime) -> Verdict:
+    async def _verdict(self, workload: Workload, selected: list[StoredDocument], now: datetime) -> Verdict:
         rollout = workload.status.rollout
         analysis = workload.spec.strategy.analysis
         assert rollout is not None and analysis is not None and rollout.analysis_started_at is not None
@@ -443,7 +444,7 @@ class WorkloadController:
 
     # --- drains and garbage -------------------------------------------------------------
 
-    async def _end_orphan_drains(self, nodes: list[Document], workloads: set[str]) -> None:
+    async def _end_orphan_drains(self, nodes: list[StoredDocument], workloads: set[str]) -> None:
         """End the drains of Workloads that are gone."""
         for node in nodes:
             held = (node.get("status") or {}).get("drains") or {}
@@ -452,7 +453,7 @@ class WorkloadController:
             if ended:
                 await self._patch_node(node["metadata"]["name"], {"status": {"drains": ended}})
 
-    async def _drain_first(self, nodes: list[Document], workload: str, drained: set[str]) -> None:
+    async def _drain_first(self, nodes: list[StoredDocument], workload: str, drained: set[str]) -> None:
         """Before the status: end the drains of finished moves, then start the new ones.
 
         A new drain is written before the assignment, so a node leaves the
@@ -465,16 +466,16 @@ class WorkloadController:
         await self._patch_nodes(sorted(held - drained), {"status": {"drains": {key: None}}})
         await self._patch_nodes(sorted(drained - held), {"status": {"drains": {key: stamp}}})
 
-    async def _patch_nodes(self, names: list[str], patch: Document) -> None:
+    async def _patch_nodes(self, names: list[str], patch: JSONObject) -> None:
         """The same patch to many Nodes at once (the store groups concurrent writes into one commit)."""
         for chunk in range(0, len(names), WRITE_CONCURRENCY):
             await asyncio.gather(*(self._patch_node(name, patch) for name in names[chunk:chunk + WRITE_CONCURRENCY]))
 
-    async def _patch_node(self, name: str, patch: Document) -> None:
+    async def _patch_node(self, name: str, patch: JSONObject) -> None:
         with contextlib.suppress(ObjectNotFound):
             await self._registry.patch(NODES, name, patch, status=True)
 
-    async def _collect_revisions(self, workloads: list[Document], revisions: list[Document]) -> None:
+    async def _collect_revisions(self, workloads: list[StoredDocument], revisions: list[StoredDocument]) -> None:
         by_name = {doc["metadata"]["name"]: doc for doc in workloads}
         for workload_name, docs in _group_revisions(revisions).items():
             workload = by_name.get(workload_name)
@@ -484,7 +485,7 @@ class WorkloadController:
                     await self._registry.delete(REVISIONS, doc["metadata"]["name"])
 
 
-def _node_fingerprint(node: Document) -> str:
+def _node_fingerprint(node: StoredDocument) -> str:
     """The facts of a Node the rule reads: a change of anything else (counters, heartbeat) wakes nobody."""
     status = node.get("status") or {}
     facts = [status.get("phase"), node.get("spec"), (node.get("metadata") or {}).get("labels"),
@@ -501,7 +502,7 @@ def _grouped(notes: list[EventNote]) -> list[EventNote]:
                       kind) for (reason, kind), messages in groups.items()]
 
 
-def _rolling(workload: Document) -> bool:
+def _rolling(workload: StoredDocument) -> bool:
     phase = (((workload.get("status") or {}).get("rollout")) or {}).get("phase")
     return phase is not None and phase not in FINISHED_PHASES
 
@@ -513,30 +514,30 @@ def _parse(text: Any) -> Selector | None:
         return None
 
 
-def _node_labels(node: Document) -> dict[str, str]:
+def _node_labels(node: StoredDocument) -> dict[str, str]:
     name = node["metadata"]["name"]
     return {**(node["metadata"].get("labels") or {}), NODE_LABEL: name,
             SITE_LABEL: (node.get("spec") or {}).get("site", "")}
 
 
-def _drained_for(node: Document, workload: str) -> bool:
+def _drained_for(node: StoredDocument, workload: str) -> bool:
     return DRAIN_PREFIX + workload in ((node.get("status") or {}).get("drains") or {})
 
 
-def _revisions_of(workload: Workload, revisions: Iterable[Document]) -> list[Document]:
+def _revisions_of(workload: Workload, revisions: Iterable[StoredDocument]) -> list[StoredDocument]:
     uid = workload.metadata.uid or ""
     return [doc for doc in revisions if (doc.get("spec") or {}).get("workload") == workload.name
             and doc["spec"].get("workloadUid", "") in ("", uid)]
 
 
-def _group_revisions(revisions: Iterable[Document]) -> dict[str, list[Document]]:
-    grouped: dict[str, list[Document]] = {}
+def _group_revisions(revisions: Iterable[StoredDocument]) -> dict[str, list[StoredDocument]]:
+    grouped: dict[str, list[StoredDocument]] = {}
     for doc in revisions:
         grouped.setdefault((doc.get("spec") or {}).get("workload", ""), []).append(doc)
     return grouped
 
 
-def _doomed(workload: Document | None, docs: list[Document]) -> list[Document]:
+def _doomed(workload: StoredDocument | None, docs: list[StoredDocument]) -> list[StoredDocument]:
     """Revisions to delete: all of a deleted Workload's; else the oldest unused beyond the history limit."""
     if workload is None:
         return docs
@@ -556,7 +557,7 @@ def _doomed(workload: Document | None, docs: list[Document]) -> list[Document]:
     return stale + unused[:max(0, len(unused) - keep)]
 
 
-def _groups(workload: Workload, selected: list[Document], target: str) -> tuple[list[str], list[str]]:
+def _groups(workload: Workload, selected: list[StoredDocument], target: str) -> tuple[list[str], list[str]]:
     """(updated nodes, baseline nodes): the baseline is the stable nodes of the updated nodes' sites, else all."""
     assigned = workload.status.node_revisions or {}
     stable = workload.status.current_revision
