@@ -1,6 +1,6 @@
 """Cache benchmark: edgefleet's cache against nginx's proxy_cache, same origin, same client, same workers.
 
-Starts the programmable origin (``python -m edgefleet.origin``), then for
+Starts the programmable origin (``python -m edgefleet.demo.origin``), then for
 each worker count an nginx from Debian (``nginx -c <tmp>/nginx.conf -p
 <tmp>``, proxy_cache with cache lock, upstream keepalive) and ``edgefleet
 cache --config <tmp>/cache.yaml`` with the same number of workers. For
@@ -344,7 +344,7 @@ def run(args: argparse.Namespace) -> None:
 
 def run_in(tmp: Path, args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as stack:
-        origin = Service("origin", [sys.executable, "-m", "edgefleet.origin", "--listen", "127.0.0.1:0"],
+        origin = Service("origin", [sys.executable, "-m", "edgefleet.demo.origin", "--listen", "127.0.0.1:0"],
                          tmp / "origin.log", stdout_pipe=True)
         stack.enter_context(running(origin))
         origin_url = f"http://127.0.0.1:{announced_port(origin, 'origin listening on ', 15.0)}"

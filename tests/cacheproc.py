@@ -1,6 +1,6 @@
 """Start real origin and ``edgefleet cache`` processes for tests and benchmarks.
 
-``OriginProcess`` runs ``python -m edgefleet.origin`` (the programmable
+``OriginProcess`` runs ``python -m edgefleet.demo.origin`` (the programmable
 origin) and reads its request counters; ``CacheProcess`` writes a cache
 config, runs the installed ``edgefleet cache`` console script and offers a
 raw-socket and an httpx client to it. Both are stopped (SIGTERM, then
@@ -32,6 +32,7 @@ import httpx
 import yaml
 
 from tests.cloudproc import EDGEFLEET, free_port
+from tests.waiting import wait_until
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
@@ -50,16 +51,18 @@ def _stop(proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answered() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
+        with contextlib.suppress(httpx.HTTPError):
             httpx.get(url, timeout=1.0)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer in {timeout}s:\n{log.read_text()[-3000:]}")
+            return True
+        return False
+
+    try:
+        wait_until(answered, timeout, what=url, give_up=RuntimeError)
+    except AssertionError as failure:
+        raise RuntimeError(f"{failure}:\n{log.read_text()[-3000:]}") from None
 
 
 @dataclass
@@ -79,7 +82,7 @@ class OriginProcess:
         log = self.data_dir / f"origin-{self.port}.log"
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edgefleet.origin", "--listen", f"{self.host}:{self.port}"],
+                [sys.executable, "-m", "edgefleet.demo.origin", "--listen", f"{self.host}:{self.port}"],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         _wait_http(f"{self.url}/__origin/stats", timeout, self.proc, log)
@@ -303,11 +306,7 @@ class CacheProcess:
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
         _wait_http(f"{self.admin_url}/healthz", timeout, self.proc, self.log_path)
-        deadline = time.monotonic() + timeout
-        while httpx.get(f"{self.admin_url}/healthz", timeout=2).status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cache workers not ready:\n{self.log()}")
-            time.sleep(0.05)
+        self.wait_healthy(timeout)
         return self
 
     def reload(self, config: dict[str, Any]) -> None:
@@ -349,23 +348,22 @@ class CacheProcess:
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
         """Wait until /healthz says every worker is up."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.admin_url}/healthz", timeout=2).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cache not healthy after {timeout}s:\n{self.log()[-3000:]}")
-            time.sleep(0.05)
+        try:
+            wait_until(lambda: httpx.get(f"{self.admin_url}/healthz", timeout=2).status_code == 200, timeout,
+                       what="every cache worker up")
+        except AssertionError as failure:
+            raise RuntimeError(f"{failure}:\n{self.log()[-3000:]}") from None
 
     def wait_log(self, text: str, timeout: float = 10.0) -> str:
         """Wait until the log contains ``text``; the log."""
-        deadline = time.monotonic() + timeout
-        while text not in (log := self.log()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not logged within {timeout}s:\n{log[-3000:]}")
-            time.sleep(0.05)
-        return log
+        try:
+            def logged() -> str:
+                log = self.log()
+                return log if text in log else ""
+
+            return wait_until(logged, timeout, what=f"{text!r} logged")
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}:\n{self.log()[-3000:]}") from None
 
     def admin(self, method: str, path: str, token: str | None = ADMIN_TOKEN, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -1,4 +1,4 @@
-"""The programmable origin (``edgefleet.origin``), run as a real process on a free loopback port.
+"""The programmable origin (``edgefleet.demo.origin``), run as a real process on a free loopback port.
 
 One origin serves the whole module (it starts in well under a second); each
 test resets its counters and failure mode first. The range parser is also
@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgefleet import origin
+from edgefleet.demo import origin
 
 
 @dataclass
@@ -43,7 +43,7 @@ def read_ready_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
 @contextlib.contextmanager
 def running_origin(stderr: Path) -> Iterator[OriginProcess]:
     with stderr.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "edgefleet.origin", "--listen", "127.0.0.1:0"],
+        proc = subprocess.Popen([sys.executable, "-m", "edgefleet.demo.origin", "--listen", "127.0.0.1:0"],
                                 stdout=subprocess.PIPE, stderr=err, start_new_session=True)
     try:
         line = read_ready_line(proc, 15.0)

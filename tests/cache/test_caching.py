@@ -5,8 +5,9 @@ seconds); every test uses its own URL paths, so tests do not share entries.
 The cache serves several Domains, one per cache policy under test, told
 apart by the Host header. Expected bodies are computed with the origin's
 own content functions, and the origin's request counters (``by_path``,
-``conditional``, ``ranges``) show what reached it. Time-based behaviour uses
-lifetimes of 1-2 s and one short sleep per test.
+``conditional``, ``ranges``) show what reached it. Time-based behaviour
+(expiry, revalidation, stale serving, Age) is in ``test_clocked.py``, where
+the cache's clock is fake, rather than here behind real sleeps.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from edgefleet.origin import Body
+from edgefleet.demo.origin import Body
+from tests.cache.figures import fresh_metric
 from tests.cacheproc import CacheProcess, OriginProcess, cache_config, keepalive_client, started
+from tests.waiting import wait_until
 
 OLD_DATE = "Mon,%2001%20Jan%202024%2000:00:00%20GMT"  # a Last-Modified long ago, URL-encoded
 HOSTS = {
@@ -212,110 +215,8 @@ def test_domain_rules_set_ttl_and_bypass(cache: CacheProcess, origin: OriginProc
     assert origin.count(ttl) == 1 and origin.count(bypass) == 2
 
 
-# --- expiry and validation -------------------------------------------------------
-
-
-def test_expired_entries_are_validated_upstream(cache: CacheProcess, origin: OriginProcess) -> None:
-    revalidated = {
-        "max-age": "/bytes/400/expiry-max-age?cc=max-age=1",
-        "s-maxage": "/bytes/400/expiry-s-maxage?cc=max-age=60,%20s-maxage=1",
-        "CDN-Cache-Control": "/bytes/400/expiry-cdn?cc=max-age=60&cdncc=max-age=1",
-        "Surrogate-Control": "/bytes/400/expiry-surrogate?cc=max-age=60&sc=max-age=1",
-        "If-Modified-Since only": "/bytes/400/expiry-ims?cc=max-age=1&etag=0",
-        "If-None-Match only": "/bytes/400/expiry-inm?cc=max-age=1&lm=",
-    }
-    fresh = "/bytes/400/expiry-control?cc=max-age=60"
-    changed = "/bytes/400/expiry-changed"
-    for target in [*revalidated.values(), fresh, changed + "?cc=max-age=1"]:
-        assert status(fetch(cache, target)) == "MISS"
-    # The 304 to come carries new fields: they must replace the stored ones (ignore.test drops the query).
-    updated = "/bytes/400/expiry-updated"
-    assert status(fetch(cache, updated + "?cc=max-age=1", "ignore")) == "MISS"
-    origin.bump(changed)
-    conditional_before = origin.stats()["conditional"]
-    time.sleep(1.3)
-
-    for name, target in revalidated.items():
-        response = fetch(cache, target)
-        assert status(response) == "REVALIDATED", name
-        assert response.content == expected(target.partition("?")[0], 400), name
-        assert origin.count(target) == 2, name
-    assert status(fetch(cache, fresh)) == "HIT"
-
-    response = fetch(cache, updated + "?cc=max-age=60&tags=fresh-tag", "ignore")
-    assert status(response) == "REVALIDATED" and response.headers["cache-tag"] == "fresh-tag"
-    later = fetch(cache, updated + "?cc=max-age=1", "ignore")
-    assert status(later) == "HIT", "the 304's max-age=60 replaced the stored max-age=1"
-    assert later.headers["cache-control"] == "max-age=60" and later.headers["cache-tag"] == "fresh-tag"
-
-    response = fetch(cache, changed + "?cc=max-age=1")
-    assert response.content == expected(changed, 400, version=1), "a changed object is fetched anew"
-    again = fetch(cache, changed + "?cc=max-age=1")
-    # HIT, or REVALIDATED when a loaded machine took over its max-age=1 between the two fetches: stored either way.
-    assert status(again) in ("HIT", "REVALIDATED") and again.content == expected(changed, 400, version=1)
-    assert origin.stats()["conditional"] - conditional_before == len(revalidated) + 2
-
-
-def test_stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
-    cache: CacheProcess, origin: OriginProcess
-) -> None:
-    path = "/bytes/300/swr"
-    assert status(fetch(cache, path + "?cc=max-age=1,%20stale-while-revalidate=30", "ignore")) == "MISS"
-    time.sleep(1.3)
-    slow = path + "?cc=max-age=60&delay=1000"  # the revalidation takes a second (ignore.test: same entry)
-    started = time.monotonic()
-    stale = [fetch(cache, slow, "ignore") for _ in range(3)]
-    assert time.monotonic() - started < 0.9, "stale answers must not wait for the revalidation"
-    assert [status(response) for response in stale] == ["STALE"] * 3
-    assert all(response.content == expected(path, 300) for response in stale)
-    deadline = time.monotonic() + 5
-    while status(response := fetch(cache, path, "ignore")) != "HIT":
-        assert status(response) == "STALE" and time.monotonic() < deadline, "background revalidation never landed"
-        time.sleep(0.1)
-    assert response.headers["cache-control"] == "max-age=60"
-    assert origin.count(slow) == 1, "one background revalidation, however many stale answers"
-    assert origin_total(origin, path) == 2
-
-
-def test_stale_if_error_and_must_revalidate_when_the_origin_fails(cache: CacheProcess, origin: OriginProcess) -> None:
-    stale_ok = {  # (domain, target): served stale while the origin fails
-        ("demo", "/bytes/200/sie-window?cc=max-age=1,%20stale-if-error=60"),
-        ("demo", "/bytes/200/sie-domain-default?cc=max-age=1"),  # serveStaleOnError: true (the default)
-    }
-    no_stale = {  # must not be served stale
-        ("demo", "/bytes/200/sie-must-revalidate?cc=max-age=1,%20must-revalidate,%20stale-if-error=60"),
-        ("demo", "/bytes/200/sie-proxy-revalidate?cc=max-age=1,%20proxy-revalidate,%20stale-if-error=60"),
-        ("demo", "/bytes/200/sie-s-maxage?cc=s-maxage=1,%20stale-if-error=60"),
-        ("demo", "/bytes/200/sie-window-over?cc=max-age=1,%20stale-if-error=1"),
-        ("strict", "/bytes/200/sie-strict?cc=max-age=1"),  # serveStaleOnError: false
-    }
-    for domain, target in stale_ok | no_stale:
-        assert status(fetch(cache, target, domain)) == "MISS"
-    time.sleep(2.3)  # all stale; the stale-if-error=1 window is over too
-    for mode in ("error", "close"):
-        origin.mode(mode)
-        for domain, target in sorted(stale_ok):
-            response = fetch(cache, target, domain)
-            assert (response.status_code, status(response)) == (200, "STALE"), (mode, target)
-            assert response.content == expected(target.partition("?")[0], 200)
-        for domain, target in sorted(no_stale):
-            response = fetch(cache, target, domain)
-            assert status(response) != "STALE" and response.status_code >= 500, (mode, target)
-            if mode == "close":
-                assert response.status_code == 502, target
-    origin.mode("ok")
-    for domain, target in sorted(stale_ok | no_stale):
-        assert status(fetch(cache, target, domain)) == "REVALIDATED", target
-
-
-def test_age_counts_from_the_origins_age(cache: CacheProcess) -> None:
-    target = "/bytes/100/age?age=100&cc=max-age=3600"
-    first = fetch(cache, target)
-    assert status(first) == "MISS" and int(first.headers["age"]) >= 100
-    assert 100 <= int(fetch(cache, target).headers["age"]) <= 101
-    time.sleep(1.1)
-    later = fetch(cache, target)
-    assert status(later) == "HIT" and 101 <= int(later.headers["age"]) <= 103
+# Expiry, revalidation, stale-while-revalidate, stale-if-error and Age are tested on a fake clock
+# in test_clocked.py (the same proxy, in this process), not by sleeping past a max-age here.
 
 
 # --- methods --------------------------------------------------------------------
@@ -330,10 +231,12 @@ def test_head_and_get_share_one_entry(cache: CacheProcess, origin: OriginProcess
     other = "/bytes/700/head-first"
     head = fetch(cache, other, method="HEAD")
     assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == "700"
-    deadline = time.monotonic() + 5
-    while status(get := fetch(cache, other)) != "HIT":
-        assert time.monotonic() < deadline, "the HEAD miss did not store the GET response"
-        time.sleep(0.05)
+
+    def hit() -> httpx.Response | None:
+        response = fetch(cache, other)
+        return response if status(response) == "HIT" else None
+
+    get = wait_until(hit, timeout=5, what="the HEAD miss to store the GET response")
     assert get.content == expected(other, 700)
     assert origin.count(path) == origin.count(other) == 1
     assert origin.stats()["methods"].get("HEAD", 0) == heads_before, "a HEAD miss is fetched upstream as a GET"
@@ -438,8 +341,7 @@ def test_range_request_that_misses(cache: CacheProcess, origin: OriginProcess) -
 
 
 def bytes_upstream(cache: CacheProcess) -> float:
-    time.sleep(0.25)  # the admin endpoint caches worker counters for 0.2 s
-    return cache.metric("edgefleet_cache_bytes_upstream_total")
+    return fresh_metric(cache, "edgefleet_cache_bytes_upstream_total")  # not the master's 0.2 s snapshot
 
 
 def test_range_miss_on_a_large_object_fetches_one_slice(cache: CacheProcess, origin: OriginProcess) -> None:

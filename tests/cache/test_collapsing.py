@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgefleet.cache.fills import Fill
-from edgefleet.origin import Body
+from edgefleet.cache.upstream.fills import Fill
+from edgefleet.demo.origin import Body
 from tests.cacheproc import CacheProcess, OriginProcess, all_started, cache_config
 
 SPOOL_THRESHOLD = 256 * 1024

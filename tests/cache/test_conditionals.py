@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet.cache.conditionals import (
+from edgefleet.cache.policy.conditionals import (
     entity_tags,
     headers_for_304,
     merge_304,
@@ -13,7 +13,7 @@ from edgefleet.cache.conditionals import (
     validation_headers,
     weak_etag_match,
 )
-from edgefleet.cache.headers import Headers
+from edgefleet.cache.wire.headers import Headers
 
 LAST_MODIFIED = "Sun, 06 Nov 1994 08:49:37 GMT"
 EARLIER = "Sun, 06 Nov 1994 08:49:36 GMT"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.cache import disk as disk_module
-from edgefleet.cache.disk import HEADER, HEADER_SIZE, MAGIC, DiskEntry, DiskTier, DiskWriter
-from edgefleet.cache.entries import EntryMeta, entry_id
 from edgefleet.cache.errors import StorageError
+from edgefleet.cache.storage import disk as disk_module
+from edgefleet.cache.storage.disk import HEADER, HEADER_SIZE, MAGIC, DiskEntry, DiskTier, DiskWriter
+from edgefleet.cache.storage.entries import EntryMeta, entry_id
 from tests.cache.test_memory import meta_for
 
 

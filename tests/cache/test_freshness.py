@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edgefleet.cache.freshness import (
+from edgefleet.cache.policy.freshness import (
     Decision,
     Policy,
     Timing,
@@ -21,7 +21,7 @@ from edgefleet.cache.freshness import (
     timing,
     use,
 )
-from edgefleet.cache.headers import HOP_BY_HOP, Headers, format_http_date
+from edgefleet.cache.wire.headers import HOP_BY_HOP, Headers, format_http_date
 
 NOW = 1_700_000_000.0
 DATE = format_http_date(NOW)

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgefleet.cache.errors import BadRequest
-from edgefleet.cache.http1 import Limits, RequestParser, chunk, error_body
-from edgefleet.cache.targets import canonical_target
+from edgefleet.cache.wire.http1 import Limits, RequestParser, chunk, error_body
+from edgefleet.cache.wire.targets import canonical_target
 from tests.cacheproc import CacheProcess, OriginProcess, cache_config, started
 
 ANSWERED_ERRORS = {400, 408, 413, 414, 421, 431, 501, 505}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.cache.headers import (
+from edgefleet.cache.wire.headers import (
     HOP_BY_HOP,
     Headers,
     connection_listed,

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from edgefleet.cache.errors import BadRequest
-from edgefleet.cache.http1 import LAST_CHUNK, Limits, Request, RequestParser, chunk, error_body, response_head
+from edgefleet.cache.wire.http1 import LAST_CHUNK, Limits, Request, RequestParser, chunk, error_body, response_head
 
 SMALL = Limits(max_url_bytes=256, max_header_bytes=1024, max_headers=8, max_body_bytes=100)
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefleet.cache.keys import cache_key, parse_vary, variant_key
+from edgefleet.cache.policy.keys import cache_key, parse_vary, variant_key
 
 
 def test_host_lowercased_and_any_port_stripped() -> None:

@@ -7,15 +7,16 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefleet.cache.entries import EntryMeta, entry_id
 from edgefleet.cache.errors import StorageError
-from edgefleet.cache.memory import MemoryEntry, MemoryTier, meta_charge
+from edgefleet.cache.storage.entries import EntryMeta, entry_id
+from edgefleet.cache.storage.memory import MemoryEntry, MemoryTier, meta_charge
 
 
 def meta_for(
@@ -296,6 +297,18 @@ operations = st.one_of(
 )
 
 
+
+def _key_is_not(key: str, entry: MemoryEntry) -> bool:
+    return entry.meta.key != key
+
+
+def _key_lacks_prefix(prefix: str, entry: MemoryEntry) -> bool:
+    return not entry.meta.key.startswith(prefix)
+
+
+def _lacks_tag(tag: str, entry: MemoryEntry) -> bool:
+    return tag not in entry.meta.tags
+
 class ModelLRU:
     """The obvious, slow statement of what MemoryTier must do."""
 
@@ -341,13 +354,11 @@ def test_memory_tier_behaves_like_the_model(ops: list[tuple[Any, ...]]) -> None:
             if found is not None:
                 model.entries.move_to_end((op[1], op[2]))
         elif name == "remove":
-            assert tier.remove(op[1]) == model.remove_where(lambda e, key=op[1]: e.meta.key != key)
+            assert tier.remove(op[1]) == model.remove_where(partial(_key_is_not, op[1]))
         elif name == "remove_prefix":
-            assert tier.remove_prefix(op[1]) == model.remove_where(
-                lambda e, prefix=op[1]: not e.meta.key.startswith(prefix)
-            )
+            assert tier.remove_prefix(op[1]) == model.remove_where(partial(_key_lacks_prefix, op[1]))
         else:
-            assert tier.remove_tag(op[1]) == model.remove_where(lambda e, tag=op[1]: tag not in e.meta.tags)
+            assert tier.remove_tag(op[1]) == model.remove_where(partial(_lacks_tag, op[1]))
         assert list(tier._lru) == list(model.entries)
         assert tier.bytes_used == sum(e.charge for e in model.entries.values()) <= tier.max_bytes
         for key in KEYS:

@@ -20,7 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.cache.figures import FRESH, fresh_metric, fresh_status
 from tests.cacheproc import ADMIN_TOKEN, CacheProcess, OriginProcess, cache_config, http_request, started
+from tests.waiting import wait_until
 
 NODE = "ops"
 
@@ -62,11 +64,10 @@ def test_healthz_is_200_while_the_worker_is_up(cache: CacheProcess) -> None:
 
 
 def test_status_reports_requests_hits_bytes_and_objects(cache: CacheProcess) -> None:
-    before = cache.status()
+    before = fresh_status(cache)
     for _ in range(3):
         assert cache.get("/bytes/1000/status").status_code == 200
-    time.sleep(0.25)  # the master caches worker stats for 0.2 s
-    after = cache.status()
+    after = fresh_status(cache)  # Cache-Control: no-cache, not the master's 0.2 s snapshot
     assert {"requests", "hits", "hitRatio", "bytesServed", "bytesStored", "objects", "workers", "node"} <= set(after)
     assert after["requests"] - before["requests"] == 3
     assert after["hits"] - before["hits"] == 2
@@ -80,21 +81,21 @@ def test_metrics_expose_counters_gauges_and_the_upstream_histogram(cache: CacheP
     for index in range(6):  # 6 MiB through a 4 MiB memory tier: evictions
         assert cache.get(f"/bytes/1048576/evict-{index}").status_code == 200
     assert cache.get("/bytes/1048576/evict-5").headers["x-cache"] == f"HIT from {NODE}"
-    time.sleep(0.25)
-    text = httpx.get(f"{cache.admin_url}/metrics", timeout=5).text
+    # The last disk store may still be in its thread: wait for it, not for a duration.
+    wait_until(lambda: fresh_metric(cache, "edgefleet_cache_disk_bytes") >= 6 * 2**20, what="six objects on disk")
+    text = httpx.get(f"{cache.admin_url}/metrics", headers=FRESH, timeout=5).text
     for name in ("edgefleet_cache_hits_total", "edgefleet_cache_requests_total", "edgefleet_cache_evictions_total",
                  "edgefleet_cache_memory_bytes", "edgefleet_cache_disk_bytes",
                  'edgefleet_cache_upstream_seconds_bucket{le="+Inf"}', "edgefleet_cache_upstream_seconds_count",
                  "edgefleet_cache_upstream_seconds_sum"):
         assert any(line.startswith(name + " ") for line in text.splitlines()), name
-    assert cache.metric("edgefleet_cache_requests_total") >= 7
-    assert cache.metric("edgefleet_cache_hits_total") >= 1
-    assert cache.metric("edgefleet_cache_evictions_total") >= 2
-    assert 0 < cache.metric("edgefleet_cache_memory_bytes") <= 4 * 2**20
-    assert cache.metric("edgefleet_cache_disk_bytes") >= 6 * 2**20
-    assert cache.metric("edgefleet_cache_upstream_seconds_count") >= 6
-    assert cache.metric('edgefleet_cache_upstream_seconds_bucket{le="+Inf"}') == cache.metric(
-        "edgefleet_cache_upstream_seconds_count"
+    assert fresh_metric(cache, "edgefleet_cache_requests_total") >= 7
+    assert fresh_metric(cache, "edgefleet_cache_hits_total") >= 1
+    assert fresh_metric(cache, "edgefleet_cache_evictions_total") >= 2
+    assert 0 < fresh_metric(cache, "edgefleet_cache_memory_bytes") <= 4 * 2**20
+    assert fresh_metric(cache, "edgefleet_cache_upstream_seconds_count") >= 6
+    assert fresh_metric(cache, 'edgefleet_cache_upstream_seconds_bucket{le="+Inf"}') == fresh_metric(
+        cache, "edgefleet_cache_upstream_seconds_count"
     )
 
 
@@ -202,13 +203,6 @@ def test_prefetch_of_an_unknown_domain_or_without_token_is_refused(cache: CacheP
 
 
 # --- SIGHUP reload -------------------------------------------------------------------------------
-
-
-def wait_until(check: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_sighup_adds_a_hostname_without_a_restart(origin: OriginProcess, data_dir: Path) -> None:
@@ -422,8 +416,7 @@ def test_a_full_disk_tier_does_not_stop_serving(origin: OriginProcess, data_dir:
         small = proc.get("/bytes/1000/small-on-full")
         assert small.status_code == 200 and x_cache(proc.get("/bytes/1000/small-on-full")) == "HIT"
         assert httpx.get(f"{proc.admin_url}/healthz").status_code == 200
-        time.sleep(0.25)
-        assert proc.metric("edgefleet_cache_store_failures_total") >= 1
+        wait_until(lambda: fresh_metric(proc, "edgefleet_cache_store_failures_total") >= 1, what="a failed store")
 
 
 def test_a_disk_tier_smaller_than_the_object_does_not_stop_serving(origin: OriginProcess, data_dir: Path) -> None:

@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgefleet.cache.errors import CacheError
-from edgefleet.cache.headers import format_http_date
-from edgefleet.cache.ranges import (
+from edgefleet.cache.policy.ranges import (
     Unsatisfiable,
     content_range,
     if_range_matches,
@@ -20,6 +19,7 @@ from edgefleet.cache.ranges import (
     slices_for,
     unsatisfied_range,
 )
+from edgefleet.cache.wire.headers import format_http_date
 
 
 @pytest.mark.parametrize(

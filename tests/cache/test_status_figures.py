@@ -12,18 +12,19 @@ is checked against it.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edgefleet.cache import tiers
 from edgefleet.cache.latency import GROWTH
+from edgefleet.cache.upstream import tiers
 from edgefleet.edge.cachetasks import cache_stats
+from tests.cache.figures import fresh_status
 from tests.cacheproc import CacheProcess, OriginProcess, cache_config, started
 from tests.cloudproc import free_port
+from tests.waiting import wait_until
 
 FIGURES = ("serverErrors", "upstreamErrors", "latencyP99Ms")
 SLOW_MS = 300
@@ -38,11 +39,12 @@ def status_when(
     cache: CacheProcess, done: Callable[[dict[str, Any]], bool], time_limit: float = 10.0
 ) -> dict[str, Any]:
     """The cache's ``/status`` once ``done`` holds for it (polled until ``time_limit`` seconds)."""
-    deadline = time.monotonic() + time_limit
-    while not done(status := cache.status()):
-        assert time.monotonic() < deadline, f"/status did not get there in {time_limit} s: {status}"
-        time.sleep(0.05)
-    return status
+
+    def reached() -> dict[str, Any] | None:
+        status = fresh_status(cache)
+        return status if done(status) else None
+
+    return wait_until(reached, timeout=time_limit, what="/status to get there")
 
 
 def path_owned_by(peer: str, peers: list[str]) -> str:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.cache.disk import DiskEntry, DiskTier, DiskWriter
-from edgefleet.cache.entries import EntryMeta
-from edgefleet.cache.memory import MemoryEntry, MemoryTier
-from edgefleet.cache.storage import Storage
+from edgefleet.cache.storage.disk import DiskEntry, DiskTier, DiskWriter
+from edgefleet.cache.storage.entries import EntryMeta
+from edgefleet.cache.storage.memory import MemoryEntry, MemoryTier
+from edgefleet.cache.storage.store import Storage
 from tests.cache.test_memory import meta_for
 
 ACCEPT_ENCODING = ("accept-encoding",)

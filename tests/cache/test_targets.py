@@ -1,12 +1,12 @@
-"""Canonical Host and request-target (edgefleet.cache.targets): one spelling per resource, or 400."""
+"""Canonical Host and request-target (edgefleet.cache.wire.targets): one spelling per resource, or 400."""
 
 from __future__ import annotations
 
 import pytest
 
 from edgefleet.cache.errors import BadRequest
-from edgefleet.cache.http1 import Limits, RequestParser
-from edgefleet.cache.targets import canonical_host, canonical_target
+from edgefleet.cache.wire.http1 import Limits, RequestParser
+from edgefleet.cache.wire.targets import canonical_host, canonical_target
 
 
 @pytest.mark.parametrize(

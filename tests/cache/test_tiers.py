@@ -18,11 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgefleet.cache import keys, tiers
 from edgefleet.cache.config import parse_config
 from edgefleet.cache.errors import ConfigError
-from edgefleet.cache.forwarding import fleet_addresses
-from edgefleet.origin import Body
+from edgefleet.cache.policy import keys
+from edgefleet.cache.upstream import tiers
+from edgefleet.cache.upstream.forwarding import fleet_addresses
+from edgefleet.demo.origin import Body
 from tests.cacheproc import CacheProcess, OriginProcess, all_started, cache_config, keepalive_client
 from tests.cloudproc import free_port
 

@@ -17,6 +17,7 @@ from edgefleet.cloud.gslbservice import GslbOptions, GslbService
 from edgefleet.store import open_store
 from edgefleet.store.interface import Store
 from tests.gslb.test_zone import NAME, addresses, fleet_documents
+from tests.waiting import eventually
 
 GEO = "127.0.7.0/24,JP,ap-northeast,35.6762,139.6503\n203.0.113.0/24,JP,ap-northeast,35.6762,139.6503\n"
 
@@ -40,6 +41,10 @@ async def ask(port: int) -> list[str]:
     return addresses(await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=2.0))
 
 
+async def answers_only(port: int, wanted: list[str]) -> bool:
+    return await ask(port) == wanted
+
+
 async def test_the_dns_server_runs_on_its_own_thread_and_follows_store_changes(store: Store, tmp_path: Path) -> None:
     geo = tmp_path / "geo.csv"
     geo.write_text(GEO)
@@ -54,11 +59,8 @@ async def test_the_dns_server_runs_on_its_own_thread_and_follows_store_changes(s
         current = await store.get(key(node))
         assert current is not None
         await store.update(key(node), json.dumps(node).encode(), expected_revision=current.mod_revision)
-        for _ in range(100):  # the watch delivers, the DNS thread applies: well within a second
-            if await ask(service.dns.port) == ["127.0.7.2"]:
-                break
-            await asyncio.sleep(0.02)
-        assert await ask(service.dns.port) == ["127.0.7.2"]
+        # the watch delivers, the DNS thread applies: well within a second
+        await eventually(lambda: answers_only(service.dns.port, ["127.0.7.2"]), within=2.0)
         await asyncio.sleep(1.2)  # one demand sample
         assert service.demand().get("ap-northeast", 0) > 0
     finally:

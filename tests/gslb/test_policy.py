@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgefleet.cache import tiers
 from edgefleet.gslb.geo import Location
 from edgefleet.gslb.policy import (
     Client,
@@ -19,7 +18,6 @@ from edgefleet.gslb.policy import (
     SiteView,
     choose,
     draw_for,
-    node_score,
     rank_nodes,
     shed_share,
 )
@@ -249,14 +247,6 @@ def test_answers_are_the_first_nodes_of_the_rendezvous_order() -> None:
     other = choose(client(PARIS), [big], policy, key="img.example.com", draw=0.5)
     assert other.nodes != route.nodes  # (these two keys happen to differ; many would not)
     assert len(choose(client(PARIS), [PAR], RoutingPolicy("geo", answers=8), key="k", draw=0.5).nodes) == 3
-
-
-def test_node_score_is_the_cache_tier_score() -> None:
-    """A 302 keyed by a cache key lands on the node that owns the object in its site."""
-    for key in ("https://www.example.com/a.mp4", "k", ""):
-        assert node_score("par-edge-1", key) == tiers.score("par-edge-1", key)
-    names = [n.name for n in rank_nodes(nodes("par", 6), "key-1")]
-    assert names == tiers.rank([f"par-{i}" for i in range(1, 7)], "key-1")
 
 
 def test_draw_for_is_stable_and_in_range() -> None:

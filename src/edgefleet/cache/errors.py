@@ -1,6 +1,6 @@
 """The cache package's exception hierarchy.
 
-Two families, kept apart as DESIGN.md asks: ``BadRequest`` is a client's bad
+Two families, kept apart (docs/architecture.md, "The cache"): ``BadRequest`` is a client's bad
 input and maps to a 4xx (and never takes the server down); ``UpstreamError``
 is a peer, parent or origin failing and maps to 502/504 (or a stale serve).
 ``ConfigError`` is an operator's bad config file, reported with its field

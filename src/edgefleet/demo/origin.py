@@ -3,7 +3,7 @@
 The cache needs an origin whose every answer can be chosen from the test:
 which caching headers, which status, how slow, whether it fails. This module
 is that origin, an aiohttp server in one module that imports nothing else
-from edgefleet, run as ``python -m edgefleet.origin --listen HOST:PORT``. It
+from edgefleet, run as ``python -m edgefleet.demo.origin --listen HOST:PORT``. It
 prints ``origin listening on http://HOST:PORT`` once it accepts connections.
 
 How it works, in three layers:
@@ -320,7 +320,7 @@ INDEX_HTML = """<!doctype html>
 <li><a href="/private">/private</a> (private)</li>
 <li><a href="/large.bin">/large.bin</a> (8 MiB, ranges)</li>
 <li><a href="/video/seg-0.ts">/video/seg-0.ts</a> (1 MiB segments, one year)</li>
-<li><a href="/bytes/1024">/bytes/1024</a> (programmable, see edgefleet.origin)</li>
+<li><a href="/bytes/1024">/bytes/1024</a> (programmable, see edgefleet.demo.origin)</li>
 </ul></body></html>
 """
 

@@ -1,6 +1,6 @@
 """The GSLB package's exception hierarchy.
 
-Remote bad input and local mistakes are kept apart, as DESIGN.md asks:
+Remote bad input and local mistakes are kept apart, as docs/architecture.md asks of every package:
 ``DnsFormatError`` is a malformed query from the network (answered with
 FORMERR, or dropped when not even its id can be read; it never takes the
 server down); ``NotServed`` is a well-formed question about a name the GSLB

@@ -18,7 +18,7 @@ and reduced to the few facts routing needs. The state answers:
   :class:`~edgefleet.gslb.policy.RoutingPolicy`.
 - :meth:`~FleetState.node_health`: whether a node may be in answers, and why.
 
-Node fitness (DESIGN.md, "Request path", step 4): a node is fit when it is
+Node fitness (docs/architecture.md, "Request path", step 4): a node is fit when it is
 not draining (``spec.draining``, set by hand, or any ``status.drains``, held
 by a rollout step), has an address, and is healthy. Health comes from the
 data plane: the *other nodes of its site* report ``status.peerVotes`` about

@@ -43,8 +43,8 @@ Steps:
 4. **Nodes.** Rendezvous (highest random weight) hashing of ``key`` over the
    chosen site's nodes; the first ``answers`` nodes in that order. A key's
    answers change only when one of its nodes leaves, and then only that
-   node is replaced. The score is :mod:`edgefleet.cache.tiers`' (blake2b of
-   ``node \\0 key``), so a 302 keyed by a cache key sends the client
+   node is replaced. The score is :func:`edgefleet.hashing.score`, the one the cache
+   tiers use, so a 302 keyed by a cache key sends the client
    straight to the node that owns the object in its site.
 
 ``draw`` is a number in [0, 1) the caller derives from a hash of the client
@@ -60,6 +60,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from edgefleet import hashing
 from edgefleet.gslb.geo import Location, great_circle_km
 
 POLICIES = ("geo", "latency", "weighted", "failover")
@@ -324,17 +325,11 @@ def _unit(draw: float, label: str) -> float:
     return (int.from_bytes(digest, "big") + 1) / 2.0**64
 
 
-def node_score(node: str, key: str) -> int:
-    """The rendezvous weight of ``node`` for ``key`` (as :func:`edgefleet.cache.tiers.score`)."""
-    digest = hashlib.blake2b(f"{node}\0{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
 def rank_nodes(nodes: Sequence[NodeTarget], key: str) -> tuple[NodeTarget, ...]:
     """Nodes in order of preference for ``key`` (highest rendezvous weight first; ties by name)."""
 
     def preference(node: NodeTarget) -> tuple[int, str]:
-        return -node_score(node.name, key), node.name
+        return -hashing.score(node.name, key), node.name
 
     return tuple(sorted(nodes, key=preference))
 

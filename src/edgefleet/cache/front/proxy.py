@@ -1,0 +1,377 @@
+"""The request path of a cache worker: hit, miss, revalidate, collapse, tier, store.
+
+How, per request (the steps of docs/architecture.md, "Request path"):
+
+1. The Host header picks a Domain (:mod:`edgefleet.cache.policy.domains`); none
+   gets ``unknownHostStatus`` (421 or 404). Host and target are already
+   canonical (:mod:`edgefleet.cache.wire.targets`, in the parser), so rules,
+   keys and the request sent upstream see one spelling. Tier header fields
+   are kept only from the fleet's addresses (:class:`~edgefleet.cache.upstream.tiers.TierTrust`).
+   Methods other than GET/HEAD, and paths under a ``bypass`` rule, are
+   passed to the origin uncached (:mod:`edgefleet.cache.front.passthrough`); a
+   successful unsafe method invalidates the stored URL (RFC 9111 §4.4) softly:
+   marked stale, so the next request revalidates it.
+2. The cache key (scheme, host, path, query per Domain policy) and, with
+   Vary, the request's variant find a stored entry, memory tier first.
+   :meth:`Proxy.serve_fast` answers fresh plain hits from memory right
+   inside ``data_received`` with a precomputed head: no task, no await.
+3. Everything else runs in :meth:`Proxy.handle`. A fresh entry is served
+   (304 to a matching conditional, 206/416 to Range). A stale one within
+   ``stale-while-revalidate`` is served while a background fill revalidates
+   it; otherwise it is revalidated first. A miss joins the key's fill or
+   starts one (:mod:`edgefleet.cache.upstream.fills`, :mod:`edgefleet.cache.upstream.fetches`):
+   one upstream fetch per key, and with several workers sharing a disk tier
+   one per node (a node-wide lock; the other workers wait, then read what
+   was stored). A waiter takes the fill's answer only if it is the variant
+   its own request selects (Vary); otherwise it asks again once the fill is
+   done. A Range request that misses is answered from slices
+   (:mod:`edgefleet.cache.front.slices`), so a range of a large object never
+   pulls the whole object upstream.
+4. A fill asks, in order, the site peer that owns the key, the owner node of
+   each parent site, then the origins (:mod:`edgefleet.cache.upstream.forwarding`). A
+   response from a site peer is relayed but not stored: the owner stores it,
+   so each object is stored once per site. A request that comes back to a
+   node it already passed (its name in ``Via``) goes to the origin and never
+   joins that node's fill, which is waiting for it.
+5. Upstream failure: a stored entry within ``stale-if-error`` (or the
+   Domain's ``serveStaleOnError``) is served stale; else 502 or 504.
+
+Each step's decision (hit, stale, fill, join or start a fill, serve stale
+on error) is a pure function of :mod:`edgefleet.cache.policy.decisions`,
+given the entry and ``now`` from the clock the worker injects (``time.time``;
+a fake clock in tests): this class looks things up, asks, and does what the
+answer says.
+
+Replies are written by :mod:`edgefleet.cache.front.replies`. Why collaborators
+built per config: :meth:`Proxy.reload` builds the forwarder, fetcher,
+replies, pass-through and slices afresh from the new config, so a fill or a
+slice reply in flight finishes with the settings it started with, while the
+fills, tasks and upstream connections, which outlive a config, stay here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from edgefleet.cache.config import CacheConfig, split_listen
+from edgefleet.cache.errors import BadRequest, UpstreamError
+from edgefleet.cache.front import responses
+from edgefleet.cache.front.passthrough import Passthrough
+from edgefleet.cache.front.replies import Client, Replies
+from edgefleet.cache.front.slices import Slices
+from edgefleet.cache.policy import decisions, freshness, keys
+from edgefleet.cache.policy.decisions import fast_hit  # a global: the hit path saves an attribute lookup
+from edgefleet.cache.policy.domains import DomainTable, ServedDomain
+from edgefleet.cache.stats import Stats
+from edgefleet.cache.storage.disk import DiskEntry
+from edgefleet.cache.storage.locks import NodeLocks
+from edgefleet.cache.storage.memory import MemoryEntry
+from edgefleet.cache.storage.store import Storage
+from edgefleet.cache.upstream import tiers
+from edgefleet.cache.upstream.client import Upstream
+from edgefleet.cache.upstream.fetches import Fetcher, Wanted, fill_done, find, serves
+from edgefleet.cache.upstream.fills import Fill, Fills
+from edgefleet.cache.upstream.forwarding import Forwarder, fleet_addresses
+from edgefleet.cache.wire.headers import get
+from edgefleet.cache.wire.http1 import Request
+from edgefleet.cache.wire.targets import canonical_host, canonical_target
+
+if TYPE_CHECKING:
+    from edgefleet.cache.front.accesslog import AccessLog
+
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+PASS_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+MAX_VARIANT_RETRIES = 2
+"""A waiter that met fills of other variants this often is passed to the origin uncollapsed."""
+
+__all__ = ["Client", "Proxy"]
+
+
+class Proxy:
+    """One worker's request handling; shared by all its connections."""
+
+    def __init__(
+        self, config: CacheConfig, storage: Storage, stats: Stats, access_log: AccessLog | None,
+        clock: decisions.Clock = time.time,
+    ) -> None:
+        self.clock = clock
+        self.storage = storage
+        self.stats = stats
+        self.access_log = access_log
+        self.fills = Fills()
+        self.upstream = Upstream(config.upstream, stats, split_listen(config.listen)[0])
+        self.rng = random.Random()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._disk_work: set[asyncio.Future[Any]] = set()  # stores running in threads (fetches._off_loop)
+        self._other_fills: dict[str, asyncio.Future[bool]] = {}
+        self.reload(config)
+
+    def reload(self, config: CacheConfig) -> None:
+        """Swap domains, tiers and limits: new collaborators from ``config`` (see the module docstring)."""
+        self.config = config
+        self.node = config.node
+        self.domains = DomainTable(config.domains)
+        disk = config.storage.disk
+        self.locks = NodeLocks(disk.path / "locks") if disk is not None and config.workers > 1 else None
+        self.trust = tiers.TierTrust(fleet_addresses(config))
+        forwarder = Forwarder(config, self.upstream, self.stats, self.rng)
+        self.fetcher = Fetcher(forwarder, self.storage, self.stats, self.fills, self._tasks,
+                               memory_limit=config.storage.memory_object_bytes,
+                               spool_dir=disk.path if disk is not None else None, clock=self.clock,
+                               disk_work=self._disk_work)
+        self.replies = Replies(config.node, self.storage, self.stats, self.access_log, self.clock)
+        self.passthrough = Passthrough(forwarder, self.replies, self.stats, self._invalidate)
+        self.slices = Slices(config.storage.slice_bytes, self.fetcher, self.replies, self.passthrough)
+
+    # --- the fast path -----------------------------------------------------
+
+    def serve_fast(self, client: Any, request: Request) -> bool:
+        """Answer a fresh, plain, in-memory hit synchronously; False: use :meth:`handle`."""
+        if request.method != "GET" or not request.keep_alive:
+            return False
+        domain = self.domains.lookup(request.host)
+        if domain is None or domain.query_mode != "keep":
+            return False
+        if domain.has_aliases:
+            request.host = domain.canonical_for(request.host) or request.host
+        entry = self._memory_hit(domain, request)
+        if entry is None:
+            return False
+        now = self.clock()
+        meta = entry.meta
+        if not fast_hit(meta, now):
+            return False
+        head = entry.head
+        if head is None:
+            head = entry.head = responses.hit_head(meta, self.node)
+        age = int(meta.initial_age + now - meta.response_time)
+        client.writelines([head, b"Age: %d\r\n\r\n" % (age if age > 0 else 0), entry.body])
+        stats = self.stats
+        stats.requests += 1
+        stats.hits += 1
+        stats.bytes_served += meta.size
+        if self.access_log is not None:
+            self.access_log.record(request, client.peer_ip, 200, meta.size, "HIT", 0.0)
+        return True
+
+    def _memory_hit(self, domain: ServedDomain, request: Request) -> MemoryEntry | None:
+        if not request.plain:
+            return None
+        return self.storage.memory.get_plain("http://" + request.host + request.target)  # both canonical
+
+    # --- the general path --------------------------------------------------
+
+    def check_head(self, method: str, host: str) -> None:
+        """Before a request body is read: BadRequest unless a Domain serves ``host`` and ``method`` is served."""
+        if self.domains.lookup(host) is None:
+            raise BadRequest(self.config.unknown_host_status, "no domain serves this host")
+        if method not in SAFE_METHODS and method not in PASS_METHODS:
+            raise BadRequest(501, f"method {method} is not supported")
+
+    async def handle(self, client: Client, request: Request) -> None:
+        """Answer any request (see the module docstring)."""
+        started = time.perf_counter()
+        domain = self.domains.lookup(request.host) if request.host else None
+        if domain is None:
+            status = self.config.unknown_host_status
+            await self.replies.send_error(client, request, status, "no domain serves this host")
+            return
+        self._check_fleet(request)
+        if domain.has_aliases:  # a CDN zone name: cached and fetched as the Domain's own hostname
+            request.host = domain.canonical_for(request.host) or request.host
+        path = request.target.partition("?")[0]
+        policy = domain.policy_for(path)
+        if request.method not in SAFE_METHODS or policy.bypass:
+            if request.method not in SAFE_METHODS and request.method not in PASS_METHODS:
+                await self.replies.send_error(client, request, 501, f"method {request.method} is not supported")
+                return
+            await self.passthrough.send(client, request, domain, self.key_for(domain, request), started)
+            return
+        await self._cached(client, Wanted(request, domain, self.key_for(domain, request), policy), started)
+
+    def _check_fleet(self, request: Request) -> None:
+        """Tier header fields count only from the fleet: stripped from anyone else's request (module tiers)."""
+        request.from_fleet = self.trust.trusts(request.client)
+        if not request.from_fleet and any(name[:12].lower() == tiers.FLEET_PREFIX for name, _ in request.headers):
+            request.headers = tiers.strip_fleet_fields(request.headers)
+            self.stats.tier_fields_stripped += 1
+
+    def key_for(self, domain: ServedDomain, request: Request) -> str:
+        return keys.cache_key("http", request.host, request.target, domain.query_mode, domain.query_allow)
+
+    async def _cached(self, client: Client, wanted: Wanted, started: float, attempt: int = 0) -> None:
+        request = wanted.request
+        entry = find(self.storage, wanted.key, request)
+        lookup = decisions.on_lookup(
+            entry.meta if entry is not None else None, self.clock(),
+            only_if_cached=entry is None and freshness.only_if_cached(request.headers),
+            sliced=entry is None and self.slices.applies(request, wanted.key),
+        )
+        if lookup is decisions.Lookup.HIT and entry is not None:
+            self.stats.hits += 1
+            await self.replies.send_entry(client, request, entry, "HIT", started)
+        elif lookup is decisions.Lookup.STALE and entry is not None:
+            self.stats.stale_served += 1
+            if self.fills.get(wanted.key) is None:  # revalidate in the background
+                self.fetcher.start_whole(wanted, entry)
+            await self.replies.send_entry(client, request, entry, "STALE", started)
+        elif lookup is decisions.Lookup.NOT_CACHED:
+            await self.replies.send_error(client, request, 504, "not cached (only-if-cached)")
+        elif lookup is decisions.Lookup.SLICES:
+            if not await self.slices.send(client, wanted, started):
+                await self._fill_and_send(client, wanted, None, started)  # the whole, as a 200
+        else:
+            await self._fill_and_send(client, wanted, entry, started, attempt)
+
+    async def _fill_and_send(
+        self, client: Client, wanted: Wanted, entry: MemoryEntry | DiskEntry | None, started: float, attempt: int = 0
+    ) -> None:
+        """Join the key's fill or start one (or, another worker filling it, wait and use what it stored)."""
+        # A request that came back around the tiers must not wait for the fill that sent it: a deadlock.
+        looped = wanted.request.from_fleet and tiers.looped(self.node, get(wanted.request.headers, "via"))
+        fill = None if looped else self.fills.get(wanted.key)
+        if fill is None and entry is None and not looped:
+            fill = self._being_stored(wanted)
+        collapse = decisions.collapse(
+            fill_running=fill is not None, stored=entry is not None, node_locks=self.locks is not None, looped=looped
+        )
+        leader = fill is None
+        lock: int | None = None
+        if collapse is decisions.Collapse.TRY_NODE_LOCK and self.locks is not None:
+            lock = self.locks.try_acquire(wanted.key)
+            if lock is None:
+                stored = await self._after_other_worker(wanted.key, wanted.request)
+                if stored is not None:
+                    self.stats.collapsed += 1
+                    self.stats.hits += 1
+                    await self.replies.send_entry(client, wanted.request, stored, "HIT", started)
+                    return
+                fill = self.fills.get(wanted.key)
+                leader = fill is None
+        if fill is None:
+            fill = self.fetcher.start_whole(wanted, entry, lock, shared=not looped)
+        else:
+            self.stats.collapsed += 1
+        await self._send_from_fill(client, wanted, entry, fill, leader, started, attempt)
+
+    def _being_stored(self, wanted: Wanted) -> Fill | None:
+        """A finished fill of this variant whose store is still running: its answer, not a second fetch."""
+        fill = self.fills.being_stored(wanted.key)
+        if fill is None or not fill.head.done() or fill.head.cancelled() or fill.head.exception() is not None:
+            return None
+        return fill if serves(fill.head.result(), wanted.request) else None
+
+    async def _send_from_fill(
+        self, client: Client, wanted: Wanted, entry: MemoryEntry | DiskEntry | None, fill: Fill, leader: bool,
+        started: float, attempt: int,
+    ) -> None:
+        """Answer from the fill's head: its entry, its streamed body, or (not ours to take) otherwise."""
+        request = wanted.request
+        try:
+            head = await fill.head
+        except UpstreamError as exc:
+            await self._upstream_failed(client, request, entry, exc, started)
+            return
+        if not leader and not serves(head, request):
+            await self._after_other_variant(client, wanted, fill, started, attempt)
+            return
+        if head.entry is not None:
+            await self.replies.send_entry(client, request, head.entry, head.cache_status, started, head)
+            return
+        if not head.shareable and not leader:
+            await self.passthrough.send(client, request, wanted.domain, wanted.key, started)
+            return
+        self.stats.misses += 1
+        await self.replies.send_fill(client, request, fill, head, started)
+
+    async def _after_other_variant(
+        self, client: Client, wanted: Wanted, fill: Fill, started: float, attempt: int
+    ) -> None:
+        """The fill this request joined got another variant (Vary): start over once it is done."""
+        with contextlib.suppress(UpstreamError):  # its failure is not ours: we ask again
+            await fill_done(fill)
+        if attempt >= MAX_VARIANT_RETRIES:
+            await self.passthrough.send(client, wanted.request, wanted.domain, wanted.key, started)
+            return
+        await self._cached(client, wanted, started, attempt + 1)
+
+    async def _upstream_failed(
+        self, client: Client, request: Request, entry: MemoryEntry | DiskEntry | None, error: UpstreamError,
+        started: float,
+    ) -> None:
+        if entry is not None and decisions.stale_on_error(entry.meta, self.clock()):
+            self.stats.stale_served += 1
+            await self.replies.send_entry(client, request, entry, "STALE", started)
+            return
+        await self.replies.send_error(client, request, error.status, error.message)
+
+    async def _after_other_worker(self, key: str, request: Request) -> MemoryEntry | DiskEntry | None:
+        """Another worker is filling ``key``: wait for it, then use what it stored (if fresh)."""
+        assert self.locks is not None
+        waiting = self._other_fills.get(key)
+        if waiting is None:  # the first request here polls the lock; the others wait for it
+            waiting = asyncio.ensure_future(self.locks.wait_released(key))
+            self._other_fills[key] = waiting
+            waiting.add_done_callback(lambda _: self._other_fills.pop(key, None))
+        await asyncio.shield(waiting)
+        stored = find(self.storage, key, request)
+        if stored is None or not decisions.is_fresh(stored.meta, self.clock()):
+            return None
+        return stored
+
+    # --- purge and prefetch ------------------------------------------------------
+
+    def purge_keys(self, urls: list[str], prefixes: list[str], tags: list[str], *, soft: bool) -> int:
+        count = self.storage.purge(urls, prefixes, tags, soft)
+        self.stats.purged += count
+        return count
+
+    def _invalidate(self, key: str) -> None:
+        """After a successful unsafe method: mark the stored URL stale (the next request revalidates it).
+
+        Soft, not a removal: any client may POST, and a removal would let it throw away stored objects
+        (and their stale-if-error copies) at will; a revalidation costs the origin a conditional GET.
+        """
+        self.purge_keys([key], [], [], soft=True)
+
+    def key_of_url(self, domain: ServedDomain, url: str) -> str:
+        """The cache key of an absolute URL or a path on ``domain``."""
+        host, target = self._split_url(domain, url)
+        return keys.cache_key("http", host, target, domain.query_mode, domain.query_allow)
+
+    async def prefetch(self, domain_name: str, url: str) -> None:
+        """Fetch ``url`` into the cache unless a fresh copy is there; UpstreamError if it fails."""
+        domain = self.domains.by_name.get(domain_name)
+        if domain is None:
+            raise UpstreamError(404, f"domain {domain_name!r} is not served here")
+        host, target = self._split_url(domain, url)
+        request = Request("GET", target, [("Host", host)], host, True, "1.1")
+        wanted = Wanted(request, domain, self.key_for(domain, request), domain.policy_for(target.partition("?")[0]))
+        entry = find(self.storage, wanted.key, request)
+        if entry is not None and decisions.is_fresh(entry.meta, self.clock()):
+            return
+        fill = self.fills.get(wanted.key) or self.fetcher.start_whole(wanted, entry)
+        head = await fill.head
+        await fill_done(fill)
+        if head.status >= 400 and head.entry is None:
+            raise UpstreamError(502, f"upstream answered {head.status}")
+
+    def _split_url(self, domain: ServedDomain, url: str) -> tuple[str, str]:
+        """(canonical host, canonical target) of a purged or prefetched URL, as a request's would be."""
+        if "://" in url:
+            _, _, rest = url.partition("://")
+            host, slash, target = rest.partition("/")
+            return canonical_host(host), canonical_target(slash + target)
+        path = url if url.startswith("/") else "/" + url
+        return domain.config.hostnames[0].removeprefix("*."), canonical_target(path)
+
+    async def close(self) -> None:
+        """Cancel fills, let stores already in a thread finish (the caller closes the disk tier next)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._disk_work, return_exceptions=True)
+        await self.upstream.close()

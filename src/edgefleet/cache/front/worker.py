@@ -1,0 +1,243 @@
+"""A cache worker process: one event loop serving the shared port.
+
+How: the master starts ``python -m edgefleet.cache.front.worker --config F
+--index I --control-fd N``. The worker binds the listen address itself with
+``SO_REUSEPORT`` (the kernel spreads new connections over the workers), opens
+its own memory tier and the shared disk tier, and serves until the master
+says stop or its control channel closes (the master is gone: a worker never
+outlives it).
+
+The control channel is a socketpair carrying JSON lines: the master sends
+``{"id": n, "op": ...}`` and the worker answers ``{"id": n, "ok": true,
+"result": ...}`` or ``{"id": n, "ok": false, "error": "..."}``. Operations:
+``stats``, ``purge``, ``prefetch``, ``reload`` (a validated config
+document) and ``stop`` (graceful: stop accepting, finish what is in flight,
+up to ``grace`` seconds). The worker's first line is ``{"op": "ready"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from edgefleet.cache.config import CacheConfig, load_config, parse_config, split_listen
+from edgefleet.cache.errors import CacheError, UpstreamError
+from edgefleet.cache.front.accesslog import AccessLog
+from edgefleet.cache.front.proxy import Proxy
+from edgefleet.cache.front.server import ConnectionLimits, ConnectionSet
+from edgefleet.cache.stats import Stats
+from edgefleet.cache.storage.disk import DiskTier
+from edgefleet.cache.storage.memory import MemoryTier
+from edgefleet.cache.storage.store import Storage
+from edgefleet.cache.wire.http1 import Limits
+from edgefleet.cache.wire.targets import canonical_host
+
+log = logging.getLogger("edgefleet.cache")
+
+MAX_CONTROL_LINE = 64 * 2**20
+
+
+def listen_socket(address: str) -> socket.socket:
+    """A listening TCP socket with SO_REUSEPORT, so that every worker can bind the same port."""
+    host, port = split_listen(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+HOUSEKEEPING_SECONDS = 1.0
+"""How often a worker sweeps idle connections, flushes the access log and writes disk access times."""
+TOUCH_FALLBACK_SECONDS = 10.0
+"""Access times are written by housekeeping, in a thread; a hit writes them itself (on the loop) only
+when housekeeping has not for this long (bench/cache_index_stall.py: such a write can stall the loop)."""
+
+
+def build_storage(config: CacheConfig) -> Storage:
+    memory = MemoryTier(config.storage.memory_bytes, config.storage.memory_object_bytes)
+    disk = None
+    if config.storage.disk is not None:
+        disk = DiskTier(config.storage.disk.path, config.storage.disk.max_bytes,
+                        touch_interval=TOUCH_FALLBACK_SECONDS).open()
+    return Storage(memory, disk)
+
+
+def connection_set(config: CacheConfig, proxy: Proxy) -> ConnectionSet:
+    """The connections of one worker serving ``proxy`` with ``config``'s limits (tests serve a proxy so too)."""
+    limits = config.limits
+    return ConnectionSet(
+        proxy,
+        Limits(limits.max_url_bytes, limits.max_header_bytes, limits.max_headers, limits.max_body_bytes,
+               limits.max_upload_bytes),
+        ConnectionLimits(limits.idle_timeout, limits.header_timeout, limits.body_timeout, limits.max_pipeline,
+                         limits.max_connections, limits.max_connections_per_client),
+    )
+
+
+class Worker:
+    def __init__(self, config: CacheConfig, index: int) -> None:
+        self.config = config
+        self.index = index
+        self.stats = Stats()
+        self.storage = build_storage(config)
+        access = config.access_log
+        self.access_log = AccessLog(access.path, access.sample, config.node) if access.sample > 0 else None
+        self.proxy = Proxy(config, self.storage, self.stats, self.access_log)
+        self.connections = connection_set(config, self.proxy)
+        self.stopping = asyncio.Event()
+        self._answers: set[asyncio.Task[None]] = set()  # referenced until done, so not garbage-collected
+
+    async def serve(self, control: socket.socket | None) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(self.connections.factory, sock=listen_socket(self.config.listen))
+        housekeeping = loop.create_task(self._housekeeping())
+        channel = loop.create_task(self._control(control)) if control is not None else None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.stopping.wait()
+        server.close()
+        await self._drain(grace=10.0)
+        housekeeping.cancel()
+        if channel is not None:
+            channel.cancel()
+        await self.proxy.close()
+        if self.access_log is not None:
+            self.access_log.close()
+        if self.storage.disk is not None:
+            self.storage.disk.close()
+
+    async def _drain(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        self.connections.close_idle()
+        while self.connections.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            self.connections.close_idle()
+        for conn in list(self.connections.open):
+            conn.close()
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            self.connections.sweep(time.monotonic())
+            if self.access_log is not None:
+                self.access_log.flush()
+            if self.storage.disk is not None:
+                await asyncio.to_thread(self.storage.disk.flush)
+
+    # --- the control channel ------------------------------------------------------
+
+    async def _control(self, control: socket.socket) -> None:
+        reader, writer = await asyncio.open_connection(sock=control, limit=MAX_CONTROL_LINE)
+        writer.write(b'{"op": "ready"}\n')
+        try:
+            while line := await reader.readline():
+                message = json.loads(line)
+                task = asyncio.get_running_loop().create_task(self._answer(message, writer))
+                self._answers.add(task)
+                task.add_done_callback(self._answers.discard)
+        except (ConnectionError, ValueError) as exc:
+            log.warning("worker %d: control channel broke: %s", self.index, exc)
+        self.stopping.set()  # the master is gone
+
+    async def _answer(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        reply: dict[str, Any] = {"id": message.get("id")}
+        try:
+            reply["result"] = await self._operate(message)
+            reply["ok"] = True
+        except (CacheError, KeyError, ValueError, TypeError) as exc:
+            reply.update(ok=False, error=str(exc))
+        writer.write(json.dumps(reply).encode() + b"\n")
+
+    async def _operate(self, message: dict[str, Any]) -> Any:
+        op = message.get("op")
+        if op == "stats":
+            return self.stats.snapshot(self.storage.stats())
+        if op == "purge":
+            return self.purge(message)
+        if op == "prefetch":
+            return await self.prefetch(message["domain"], list(message["urls"]))
+        if op == "reload":
+            config = parse_config(message["config"])
+            self.proxy.reload(config)
+            return {"domains": len(config.domains)}
+        if op == "stop":
+            self.stopping.set()
+            return None
+        raise ValueError(f"unknown control operation {op!r}")
+
+    def purge(self, message: dict[str, Any]) -> dict[str, int]:
+        domain_name = message.get("domain")
+        keys_, prefixes = [], []
+        for domain in self.proxy.domains.by_name.values():
+            if domain_name and domain.name != domain_name:
+                continue
+            hosts = [host for host in domain.config.hostnames if not host.startswith("*.")]
+            for url in message.get("urls", []):
+                keys_ += _keys_for(self.proxy, domain, url, hosts)
+            for prefix in message.get("prefixes", []):
+                prefixes += _keys_for(self.proxy, domain, prefix, hosts, prefix=True)
+        count = self.proxy.purge_keys(keys_, prefixes, list(message.get("tags", [])), soft=bool(message.get("soft")))
+        return {"purged": count}
+
+    async def prefetch(self, domain: str, urls: list[str]) -> dict[str, Any]:
+        results = await asyncio.gather(*(self.proxy.prefetch(domain, url) for url in urls), return_exceptions=True)
+        failed = [
+            {"url": url, "error": result.message if isinstance(result, UpstreamError) else str(result)}
+            for url, result in zip(urls, results, strict=True)
+            if isinstance(result, BaseException)
+        ]
+        return {"fetched": len(urls) - len(failed), "failed": failed}
+
+
+def _keys_for(proxy: Proxy, domain: Any, url: str, hosts: list[str], prefix: bool = False) -> list[str]:
+    """Cache keys (or key prefixes) of ``url``: itself if absolute, else on every hostname of the domain."""
+    if "://" in url:
+        return [proxy.key_of_url(domain, url) if not prefix else _prefix_key(url)]
+    path = url if url.startswith("/") else "/" + url
+    if prefix:
+        return [f"http://{host}{path}" for host in hosts]
+    return [proxy.key_of_url(domain, f"http://{host}{path}") for host in hosts]
+
+
+def _prefix_key(url: str) -> str:
+    rest = url.partition("://")[2]
+    host, slash, path = rest.partition("/")
+    return f"http://{canonical_host(host)}{slash}{path}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="One edgefleet cache worker (started by `edgefleet cache`).")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--control-fd", type=int, default=-1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config)
+    control = socket.socket(fileno=args.control_fd) if args.control_fd >= 0 else None
+    import uvloop
+
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(_run(config, args.index, control))
+    os._exit(0)
+
+
+async def _run(config: CacheConfig, index: int, control: socket.socket | None) -> None:
+    worker = Worker(config, index)
+    await worker.serve(control)
+
+
+if __name__ == "__main__":
+    main()

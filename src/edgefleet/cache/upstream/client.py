@@ -1,0 +1,207 @@
+"""Fetching from site peers, parent sites and origins over pooled keep-alive connections.
+
+How: one aiohttp ``ClientSession`` per worker keeps a connection pool per
+upstream host (``keepalivePerHost``). :meth:`Upstream.open` sends one request
+to one :class:`Target` and returns an :class:`UpstreamResponse` as soon as
+the response head has arrived; the body is read chunk by chunk with
+:meth:`UpstreamResponse.chunks`, so a fill can stream to clients while it
+stores. Connect and response-head timeouts, and an idle timeout between
+body chunks, turn into :class:`~edgefleet.cache.errors.UpstreamError` with
+502 (refused, reset, bad response) or 504 (timed out).
+
+Every failed request is counted here, where all of them pass, once each
+(:meth:`~edgefleet.cache.stats.Stats.upstream_failed`): one that raised, one
+whose head is a 5xx (a final answer from an origin, too) and one whose body
+stalled or broke off after a head below 500.
+
+Requests to site peers and parents leave from the cache's listen address
+(a session of their own, bound to it; unless the cache listens on a
+wildcard address): they trust tier header fields by the sender's address
+(:class:`~edgefleet.cache.upstream.tiers.TierTrust`), which must be the one their
+config names this node by, even on a host whose kernel would pick another
+(several test nodes on 127.0.0.x).
+
+Why aiohttp and not our own client: the miss path is not the hot path, and
+aiohttp's pool, its HTTP/1.1 parser (llhttp, as our server side) and its
+timeouts are maintained and well tested. Content decoding is turned off:
+the cache stores and forwards bytes exactly as the origin sent them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from edgefleet.cache.config import UpstreamConfig
+from edgefleet.cache.errors import UpstreamError
+from edgefleet.cache.stats import Stats
+from edgefleet.cache.wire.bodies import BodyStream
+
+READ_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a request goes: ``kind`` is peer, parent or origin."""
+
+    kind: str
+    name: str
+    base: str
+    host_header: str | None = None
+
+
+class UpstreamResponse:
+    """A response whose head has arrived; read the body with :meth:`chunks`."""
+
+    def __init__(self, target: Target, response: aiohttp.ClientResponse, idle_timeout: float, stats: Stats) -> None:
+        self.target = target
+        self.status = response.status
+        self.reason = response.reason or ""
+        self.headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
+        self._response = response
+        self._idle_timeout = idle_timeout
+        self._stats = stats
+
+    @property
+    def content_length(self) -> int | None:
+        return self._response.content_length
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; UpstreamError if the upstream stalls or breaks off."""
+        content = self._response.content
+        try:
+            while True:
+                async with asyncio.timeout(self._idle_timeout):
+                    data = await content.readany()
+                if not data:
+                    return
+                yield data
+        except TimeoutError:
+            raise self._broken(504, "stalled sending the body") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._broken(502, f"broke off the body: {exc}") from None
+        finally:
+            self.release()
+
+    def _broken(self, status: int, what: str) -> UpstreamError:
+        """The error of a body that failed, counted unless the 5xx head was (a request fails once)."""
+        if self.status < 500:
+            self._stats.upstream_failed(self.target.kind)
+        return UpstreamError(status, f"{self.target.kind} {self.target.name} {what}")
+
+    def release(self) -> None:
+        self._response.release()
+
+    def close(self) -> None:
+        """Drop the connection (a body we will not read to the end)."""
+        self._response.close()
+
+
+class Upstream:
+    """The worker's client for every upstream."""
+
+    def __init__(self, config: UpstreamConfig, stats: Stats, source: str | None = None) -> None:
+        self.config = config
+        self.stats = stats
+        self.source = source if source and _is_specific_ip(source) else None
+        self._session: aiohttp.ClientSession | None = None
+        self._fleet_session: aiohttp.ClientSession | None = None
+
+    def _client(self, kind: str) -> aiohttp.ClientSession:
+        """The session for a target of ``kind``: peers and parents get one bound to ``source`` (see the docstring)."""
+        if kind == "origin" or self.source is None:
+            if self._session is None or self._session.closed:
+                self._session = _session(None)
+            return self._session
+        if self._fleet_session is None or self._fleet_session.closed:
+            self._fleet_session = _session(self.source)
+        return self._fleet_session
+
+    async def open(
+        self,
+        target: Target,
+        method: str,
+        request_target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | BodyStream | None = None,
+    ) -> UpstreamResponse:
+        """Send the request; return once the response head is in (UpstreamError if none came)."""
+        try:
+            response = await self._request(target, method, request_target, headers, body)
+        except UpstreamError:
+            if not (isinstance(body, BodyStream) and body.error is not None):  # the client's body failed, not it
+                self.stats.upstream_failed(target.kind)
+            raise
+        if response.status >= 500:
+            self.stats.upstream_failed(target.kind)
+        return UpstreamResponse(target, response, self.config.idle_body_timeout, self.stats)
+
+    async def _request(
+        self, target: Target, method: str, request_target: str, headers: list[tuple[str, str]],
+        body: bytes | BodyStream | None,
+    ) -> aiohttp.ClientResponse:
+        url = URL(target.base + request_target, encoded=True)
+        connect = self.config.peer_timeout if target.kind != "origin" else self.config.connect_timeout
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=self.config.idle_body_timeout)
+        try:
+            async with asyncio.timeout(self.config.response_timeout) as deadline:
+                data = body if not isinstance(body, BodyStream) else self._paced(body, deadline)
+                return await self._client(target.kind).request(
+                    method, url, headers=headers, data=data, allow_redirects=False, timeout=timeout
+                )
+        except TimeoutError:
+            raise UpstreamError(504, f"{target.kind} {target.name} did not answer in time") from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise UpstreamError(502, f"{target.kind} {target.name} failed: {_describe(exc)}") from None
+
+    async def _paced(self, body: BodyStream, deadline: asyncio.Timeout) -> AsyncIterator[bytes]:
+        """A streamed body, with the response timeout moved along: none while the client's next piece is due
+        (its ``bodyTimeout`` counts then), ``idleBodyTimeout`` for the upstream to take each piece, and
+        ``responseTimeout`` for the head once all of it was sent. A large upload is not cut off by its size."""
+        loop = asyncio.get_running_loop()
+        _reschedule(deadline, None)
+        async for data in body.chunks():
+            _reschedule(deadline, loop.time() + self.config.idle_body_timeout)
+            yield data
+            _reschedule(deadline, None)
+        _reschedule(deadline, loop.time() + self.config.response_timeout)
+
+    async def close(self) -> None:
+        for session in (self._session, self._fleet_session):
+            if session is not None:
+                await session.close()
+
+
+def _session(source: str | None) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30.0, ttl_dns_cache=60,
+                                     local_addr=(source, 0) if source else None)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+
+
+def _reschedule(deadline: asyncio.Timeout, when: float | None) -> None:
+    """Move ``deadline`` unless it is over (the head came before the whole body was sent)."""
+    with contextlib.suppress(RuntimeError):
+        deadline.reschedule(when)
+
+
+def _is_specific_ip(host: str) -> bool:
+    try:
+        return not ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 300 else text[:300] + "..."
