@@ -9,7 +9,6 @@ import httpx
 import pytest
 from rich.console import Console
 
-from edgefleet.api import kinds  # noqa: F401  (fills the kind registry)
 from edgefleet.api.meta import lookup
 from edgefleet.cli import client as client_module
 from edgefleet.cli.client import ApiClient, parse_warning, print_warning

@@ -13,9 +13,9 @@ cloud and its controller.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import json
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,11 +24,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from edgefleet.api import kinds  # noqa: F401  (fills the kind registry)
 from edgefleet.api.meta import KindInfo
 from edgefleet.api.patches import merge_patch
 from edgefleet.api.workloads import Workload, WorkloadTemplate, template_revision
-from edgefleet.cli import main
+from edgefleet.cli import client as client_module
+from edgefleet.cli import rollout
 from edgefleet.cli.client import ClientError
 from edgefleet.cli.main import app
 from edgefleet.cli.rollout import outcome
@@ -67,9 +67,10 @@ class FakeApi:
         self.objects: dict[tuple[str, str], Document] = {}
         self.revision = 0
         self.writes: list[tuple[str, str, Document, bool]] = []  # (verb, name, body, status)
-        self.before_write: Callable[[FakeApi, str], None] | None = None
+        self.before_write: Callable[[FakeApi, str], object] | None = None
         self.watch_script: list[Document] = []  # documents the next watch delivers, one event each
         self.server = "http://fake"
+        self.now = 1000.0  # the clock of `status -w` (rollout.monotonic)
 
     # what ApiClient(server, token) returns, and its context
     def __call__(self, server: str, token: str | None, **_: Any) -> FakeApi:
@@ -129,8 +130,9 @@ class FakeApi:
 
     def watch(self, info: KindInfo, *, selector: str | None = None, resource_version: str = "",
               timeout_seconds: int | None = None) -> Iterator[Document]:
-        if not self.watch_script:
-            time.sleep(0.02)  # nothing happens until the server ends the stream
+        if not self.watch_script:  # nothing happens until the server ends the stream
+            assert timeout_seconds is not None, "a watch without a timeout would never end here"
+            self.now += timeout_seconds
         while self.watch_script:
             doc = self.watch_script.pop(0)
             yield {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": str(self.revision)}}}
@@ -147,7 +149,7 @@ class FakeApi:
         result: Document = self.get(_workloads(), name)["spec"]
         return result
 
-    def status_writes(self) -> list[Document]:
+    def status_writes(self) -> builtins.list[Document]:
         return [body for verb, _, body, status in self.writes if status]
 
 
@@ -168,7 +170,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     from edgefleet.api.nodes import INFO as NODES_INFO
 
     fake = FakeApi()
-    monkeypatch.setattr(main, "ApiClient", fake)
+    monkeypatch.setattr(client_module, "ApiClient", fake)
+    monkeypatch.setattr(rollout, "monotonic", lambda: fake.now)
     for node, site in NODES.items():
         fake.store(NODES_INFO, {"apiVersion": "edgefleet.io/v1", "kind": "Node",
                                 "metadata": {"name": node, "labels": {"edgefleet.io/role": "cache"}},

@@ -11,7 +11,6 @@ from typing import Any
 import dns.message
 import pytest
 
-from edgefleet.api import kinds  # noqa: F401  (fills the kind registry)
 from edgefleet.api.common import format_timestamp
 from edgefleet.api.meta import parse
 from edgefleet.cli import upplan

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import socket
 import stat
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,7 @@ import pytest
 
 from edgefleet.api.workloads import WorkloadTemplate
 from edgefleet.cache.config import dump_config, load_config
+from edgefleet.edge.backoff import Backoff
 from edgefleet.edge.cacheconfig import (
     CONFIG_FILE,
     TOKEN_FILE,
@@ -27,27 +25,43 @@ from edgefleet.edge.cacheconfig import (
     render_cache_config,
     write_config,
 )
-from edgefleet.edge.restarts import Backoff
-from edgefleet.edge.supervisor import Supervisor
+from edgefleet.edge.supervisor import Running, Supervisor
+from tests.waiting import eventually
 
 Doc = dict[str, Any]
 WORKDIR = Path("/srv/edge/workloads/cache/abc")
 
 
 def node(name: str, site: str, *addresses: str) -> Doc:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": name},
-            "spec": {"site": site, "addresses": list(addresses)}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Node",
+        "metadata": {"name": name},
+        "spec": {"site": site, "addresses": list(addresses)},
+    }
 
 
 def site(name: str, *parents: str) -> Doc:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": name},
-            "spec": {"region": "eu", "parents": list(parents)}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Site",
+        "metadata": {"name": name},
+        "spec": {"region": "eu", "parents": list(parents)},
+    }
 
 
 def domain(name: str, *hostnames: str, **spec: Any) -> Doc:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": name},
-            "spec": {"hostnames": list(hostnames), "origins": [{"url": f"http://origin.{name}.example"}],
-                     "sites": "tier=edge", **spec}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Domain",
+        "metadata": {"name": name},
+        "spec": {
+            "hostnames": list(hostnames),
+            "origins": [{"url": f"http://origin.{name}.example"}],
+            "sites": "tier=edge",
+            **spec,
+        },
+    }
 
 
 def template(**fields: Any) -> WorkloadTemplate:
@@ -112,8 +126,11 @@ def test_domains_are_copied_with_their_cache_policy_sorted_by_name() -> None:
 
 
 def test_domains_also_serve_the_names_the_gslb_hands_out_in_the_agents_zone() -> None:
-    view = [node("n", "s", "127.0.0.1"), domain("shop", "www.shop.example", "shop.edge.example.net"),
-            domain("blog", "blog.example")]
+    view = [
+        node("n", "s", "127.0.0.1"),
+        domain("shop", "www.shop.example", "shop.edge.example.net"),
+        domain("blog", "blog.example"),
+    ]
     config = render_cache_config("n", view, CACHE, WORKDIR, zone="Edge.Example.NET.")
     assert {d.name: (d.hostnames, d.aliases) for d in config.domains} == {
         "blog": (["blog.example"], ["blog.edge.example.net", "*.blog.edge.example.net"]),
@@ -147,9 +164,13 @@ def test_site_peers_include_self_and_draining_nodes_and_parents_keep_their_order
     assert config.site is not None
     assert config.site.self_name == "par-1"
     assert [(p.name, p.url) for p in config.site.peers] == [
-        ("par-1", "http://127.0.0.1:8081"), ("par-2", "http://127.0.0.2:8081")]
+        ("par-1", "http://127.0.0.1:8081"),
+        ("par-2", "http://127.0.0.2:8081"),
+    ]
     assert [(p.site, [n.url for n in p.nodes]) for p in config.site.parents] == [
-        ("fra-parent", ["http://[2001:db8::10]:8081"]), ("ams-parent", ["http://127.0.3.1:8081"])]
+        ("fra-parent", ["http://[2001:db8::10]:8081"]),
+        ("ams-parent", ["http://127.0.3.1:8081"]),
+    ]
 
 
 def test_every_node_address_of_the_view_is_trusted_with_tier_fields() -> None:
@@ -159,8 +180,13 @@ def test_every_node_address_of_the_view_is_trusted_with_tier_fields() -> None:
 
 
 def test_invalid_domains_and_repeated_hostnames_are_left_out(caplog: pytest.LogCaptureFixture) -> None:
-    view = [node("n", "s", "127.0.0.1"), domain("a-first", "x.example"), domain("b-clash", "x.example", "y.example"),
-            domain("c-broken", "not a host"), domain("d-fine", "z.example")]
+    view = [
+        node("n", "s", "127.0.0.1"),
+        domain("a-first", "x.example"),
+        domain("b-clash", "x.example", "y.example"),
+        domain("c-broken", "not a host"),
+        domain("d-fine", "z.example"),
+    ]
     with caplog.at_level(logging.WARNING):
         config = render_cache_config("n", view, CACHE, WORKDIR)
     assert [d.name for d in config.domains] == ["a-first", "d-fine"]
@@ -180,7 +206,13 @@ def test_the_rendered_config_round_trips_through_the_cache_loader(tmp_path: Path
 
 def test_command_line() -> None:
     assert cache_argv(CACHE, python="/venv/bin/python") == [
-        "/venv/bin/python", "-m", "edgefleet", "cache", "--config", CONFIG_FILE]
+        "/venv/bin/python",
+        "-m",
+        "edgefleet",
+        "cache",
+        "--config",
+        CONFIG_FILE,
+    ]
     other = template(command=["/opt/cache"], args=["-v"])
     assert cache_argv(other) == ["/opt/cache", "-v", "--config", CONFIG_FILE]
     assert cache_argv(template())[0] == sys.executable
@@ -269,29 +301,34 @@ def free_port(host: str) -> int:
         return port
 
 
-async def wait_for(predicate: Callable[[], Any], seconds: float = 10.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError("timed out")
+def ready_workload(supervisor: Supervisor, name: str) -> Running | None:
+    """The workload's process if it runs and is ready."""
+    running = supervisor.running().get(name)
+    return running if running is not None and running.ready else None
 
 
 async def test_supervised_builtin_cache_is_configured_probed_and_reloaded(tmp_path: Path) -> None:
     port = free_port("127.0.0.2")
-    fake = template(command=[sys.executable, "fake_cache.py"], files=[{"path": "fake_cache.py", "content": FAKE_CACHE}],
-                    ports=[{"name": "admin", "port": port}],
-                    healthProbe={"http": {"path": "/healthz", "port": port}, "periodSeconds": 1})
+    fake = template(
+        command=[sys.executable, "fake_cache.py"],
+        files=[{"path": "fake_cache.py", "content": FAKE_CACHE}],
+        ports=[{"name": "admin", "port": port}],
+        healthProbe={"http": {"path": "/healthz", "port": port}, "periodSeconds": 1},
+    )
     cache = BuiltinCache("lab-2")
     view = [node("lab-2", "lab", "127.0.0.2"), site("lab"), domain("shop", "www.shop.example")]
     cache.update_view(view)
-    supervisor = Supervisor(tmp_path, node_name="lab-2", builtins={"cache": cache},
-                            backoff=Backoff(initial=0.05, maximum=0.2, reset_after=60))
+    supervisor = Supervisor(
+        tmp_path,
+        node_name="lab-2",
+        builtins={"cache": cache},
+        backoff=Backoff(initial=0.05, maximum=0.2, reset_after=60),
+    )
     try:
         await supervisor.apply({"cache": fake})
         # Ready means the probe reached 127.0.0.2, where the fake listens (as the cache would).
-        running = await wait_for(lambda: (r := supervisor.running().get("cache")) and r.ready and r)
+        running = await eventually(lambda: ready_workload(supervisor, "cache"))
+        assert running is not None  # eventually() returns a truthy value
         assert (running.workdir / CONFIG_FILE).exists(), "written before the start"
         text = cache.sync("cache", running.template, running.workdir)
         assert not cache.reload_due("cache", running.pid, text)
@@ -300,7 +337,7 @@ async def test_supervised_builtin_cache_is_configured_probed_and_reloaded(tmp_pa
         assert cache.reload_due("cache", running.pid, text)
         assert supervisor.signal("cache", signal.SIGHUP)
         reloads = running.workdir / "reloads.log"
-        assert await wait_for(lambda: reloads.exists() and reloads.read_text() == "2\n")
+        assert await eventually(lambda: reloads.exists() and reloads.read_text() == "2\n")
         assert supervisor.running()["cache"].pid == running.pid, "reloaded, not restarted"
         assert supervisor.statuses()["cache"].restarts == 0
     finally:
@@ -312,7 +349,8 @@ async def test_a_builtin_the_agent_does_not_provide_fails_to_start(tmp_path: Pat
     supervisor = Supervisor(tmp_path, node_name="n", backoff=Backoff(initial=5, maximum=5, reset_after=60))
     try:
         await supervisor.apply({"cache": template()})
-        status = await wait_for(lambda: (s := supervisor.statuses()["cache"]).state == "Failed" and s)
+        await eventually(lambda: supervisor.statuses()["cache"].state == "Failed")
+        status = supervisor.statuses()["cache"]
         assert "does not provide the built-in workload 'cache'" in (status.message or "")
     finally:
         await supervisor.stop_all()

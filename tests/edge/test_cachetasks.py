@@ -28,19 +28,28 @@ Doc = dict[str, Any]
 
 
 def purge_doc(name: str, created: str = "2026-05-01T12:00:00Z", **spec: Any) -> Doc:
-    return {"kind": "Purge", "metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": created},
-            "spec": {"domain": "shop", **(spec or {"urls": ["/a"]})}}
+    return {
+        "kind": "Purge",
+        "metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": created},
+        "spec": {"domain": "shop", **(spec or {"urls": ["/a"]})},
+    }
 
 
 def prefetch_doc(name: str, created: str = "2026-05-01T12:00:00Z") -> Doc:
-    return {"kind": "Prefetch", "metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": created},
-            "spec": {"domain": "shop", "urls": ["/x", "/y"]}}
+    return {
+        "kind": "Prefetch",
+        "metadata": {"name": name, "uid": f"uid-{name}", "creationTimestamp": created},
+        "spec": {"domain": "shop", "urls": ["/x", "/y"]},
+    }
 
 
 def test_tasks_from_view_build_the_admin_bodies_oldest_first() -> None:
     tasks = tasks_from_view(
-        [purge_doc("late", "2026-05-01T12:00:05Z", prefixes=["/img/"], mode="soft"), purge_doc("early"),
-         {"kind": "Purge", "metadata": {"name": "no-uid"}, "spec": {"domain": "shop"}}],
+        [
+            purge_doc("late", "2026-05-01T12:00:05Z", prefixes=["/img/"], mode="soft"),
+            purge_doc("early"),
+            {"kind": "Purge", "metadata": {"name": "no-uid"}, "spec": {"domain": "shop"}},
+        ],
         [prefetch_doc("warm", "2026-05-01T12:00:01Z")],
     )
     assert [t.name for t in tasks] == ["early", "warm", "late"]
@@ -82,8 +91,10 @@ def test_retries_back_off_then_give_up_and_finals_are_never_due_again() -> None:
 
 def test_report_lists_the_view_tasks_newest_first_and_is_a_valid_node_status() -> None:
     ledger = TaskLedger()
-    tasks = tasks_from_view([purge_doc("a", "2026-05-01T12:00:00Z"), purge_doc("b", "2026-05-01T12:00:09Z")],
-                            [prefetch_doc("w", "2026-05-01T11:00:00Z")])
+    tasks = tasks_from_view(
+        [purge_doc("a", "2026-05-01T12:00:00Z"), purge_doc("b", "2026-05-01T12:00:09Z")],
+        [prefetch_doc("w", "2026-05-01T11:00:00Z")],
+    )
     assert [t.name for t in tasks] == ["w", "a", "b"]
     ledger.finish(tasks[1], "Done", "purged 1", 5.0)
     ledger.waiting(tasks[2], "waiting for the cache workload to be ready")
@@ -110,8 +121,19 @@ def test_ledger_round_trips_and_stays_bounded() -> None:
 
 
 def test_cache_stats_keeps_known_fields_only() -> None:
-    answer = {"requests": 10, "hits": 7, "hitRatio": 0.7, "bytesServed": 100, "bytesStored": 50, "objects": 3,
-              "serverErrors": 2, "upstreamErrors": 1, "latencyP99Ms": 12.5, "node": "n1", "workers": 2}
+    answer = {
+        "requests": 10,
+        "hits": 7,
+        "hitRatio": 0.7,
+        "bytesServed": 100,
+        "bytesStored": 50,
+        "objects": 3,
+        "serverErrors": 2,
+        "upstreamErrors": 1,
+        "latencyP99Ms": 12.5,
+        "node": "n1",
+        "workers": 2,
+    }
     assert cache_stats(answer) == {k: v for k, v in answer.items() if k not in ("node", "workers")}
     assert cache_stats({"requests": -1}) is None
     assert cache_stats("nope") is None
@@ -119,7 +141,10 @@ def test_cache_stats_keeps_known_fields_only() -> None:
 
 def test_cache_stats_leave_out_a_p99_of_a_quiet_minute() -> None:
     assert cache_stats({"requests": 10, "serverErrors": 0, "upstreamErrors": 0, "latencyP99Ms": None}) == {
-        "requests": 10, "serverErrors": 0, "upstreamErrors": 0}
+        "requests": 10,
+        "serverErrors": 0,
+        "upstreamErrors": 0,
+    }
 
 
 # -- against an admin endpoint (a stand-in of the cache's, per its contract) --------------------

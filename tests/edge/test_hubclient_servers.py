@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from functools import partial
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ from websockets.http11 import Request, Response
 
 from edgefleet.api.clusterinfo import normalise_servers
 from edgefleet.edge import agent as edge_agent
+from edgefleet.edge.backoff import Backoff
 from edgefleet.edge.hubclient import (
-    Backoff,
     HubClient,
     rebalance_hint,
     retry_after_seconds,
@@ -38,9 +39,9 @@ from edgefleet.sync import messages
 from edgefleet.sync.agent import ApplyBatch, LocalState
 from edgefleet.sync.messages import ViewObject
 
-FAST = Backoff(base=0.05, cap=0.2)
+FAST = Backoff(initial=0.05, maximum=0.2, jitter=0.5)
 """Backoff for tests: a failed round costs at most 0.2 s."""
-SLOW = Backoff(base=5.0, cap=10.0)
+SLOW = Backoff(initial=5.0, maximum=10.0, jitter=0.5)
 """Backoff that a test must never wait for: proves a failover happened inside one round."""
 
 
@@ -115,6 +116,14 @@ class Handler:
         self.hubs: list[str] = []  # hub names, one per welcome
         self.changed = asyncio.Event()
 
+    def welcomed_times(self, count: int) -> bool:
+        """Whether ``count`` welcomes (from any hubs) have been recorded."""
+        return len(self.hubs) == count
+
+    def welcomed_by(self, *names: str) -> bool:
+        """Whether the welcomes recorded so far came from ``names``, in this order."""
+        return self.hubs == list(names)
+
     def local_state(self) -> LocalState:
         return LocalState(epoch="", revision=0, holdings={}, agent_version="test")
 
@@ -170,8 +179,15 @@ async def clients() -> AsyncIterator[Callable[..., tuple[HubClient, Handler]]]:
     def start(servers: list[str], seed: int = 0, **options: Any) -> tuple[HubClient, Handler]:
         agent = Handler()
         options.setdefault("backoff", FAST)
-        client = HubClient(servers=servers, credential=lambda: "abcdef." + "0" * 32, node_name="edge-1",
-                           handler=agent, rng=random.Random(seed), release_delay=(0.01, 0.05), **options)
+        client = HubClient(
+            servers=servers,
+            credential=lambda: "abcdef." + "0" * 32,
+            node_name="edge-1",
+            handler=agent,
+            rng=random.Random(seed),
+            release_delay=(0.01, 0.05),
+            **options,
+        )
         tasks.append(asyncio.create_task(client.run()))
         return client, agent
 
@@ -195,7 +211,9 @@ def dead_url() -> str:
 
 def test_server_lists_are_validated_and_normalised() -> None:
     assert normalise_servers(["HTTP://A.example:7440/", "http://a.example:7440", "https://[::1]:7440"]) == [
-        "http://a.example:7440", "https://[::1]:7440"]
+        "http://a.example:7440",
+        "https://[::1]:7440",
+    ]
     assert sync_url("https://a.example:7440") == "wss://a.example:7440/edge/v1/sync"
     assert sync_url("http://10.0.0.1:7440/prefix") == "ws://10.0.0.1:7440/prefix/edge/v1/sync"
     for bad in ([], ["ws://a.example"], ["a.example:7440"], ["http://a.example/?q=1"]):
@@ -296,11 +314,11 @@ async def test_a_release_without_a_usable_hint_goes_to_another_server(hubs: Any,
     a, b = await hubs("hub-a"), await hubs("hub-b")
     for seed in range(4):
         client, agent = clients([a.url, b.url], seed=seed, backoff=SLOW)
-        await until(lambda ag=agent: len(ag.hubs) == 1, agent.changed)
+        await until(partial(agent.welcomed_times, 1), agent.changed)
         first = a if agent.hubs[0] == "hub-a" else b
         other = b if first is a else a
         await first.release(reason)
-        await until(lambda ag=agent: len(ag.hubs) == 2, agent.changed, within=2.0)
+        await until(partial(agent.welcomed_times, 2), agent.changed, within=2.0)
         assert agent.hubs[1] == other.name
         assert client.server == other.url
 
@@ -329,9 +347,9 @@ async def test_a_503_sends_the_agent_to_another_server_and_keeps_it_away(hubs: A
     free = await hubs("free")
     for seed in range(3):
         _client, agent = clients([busy.url, free.url], seed=seed, backoff=SLOW)
-        await until(lambda ag=agent: ag.hubs == ["free"], agent.changed)
+        await until(partial(agent.welcomed_by, "free"), agent.changed)
         await free.release()  # no hint: busy would be next, but it asked for 30 s
-        await until(lambda ag=agent: ag.hubs == ["free", "free"], agent.changed, within=2.0)
+        await until(partial(agent.welcomed_by, "free", "free"), agent.changed, within=2.0)
     assert len(busy.upgrades) <= 3, "each agent asked the busy server once at most"
 
 
@@ -354,15 +372,23 @@ async def test_new_servers_keep_the_connection_and_serve_the_next_dial(hubs: Any
 
 
 async def test_the_agent_follows_the_cluster_info_of_its_view(tmp_path: Path) -> None:
-    (tmp_path / "node.yaml").write_text("server: http://joined-1:7440\nservers: [http://joined-1:7440, "
-                                        "http://joined-2:7440]\nnode: edge-1\nsite: par\ninsecure: true\n")
+    (tmp_path / "node.yaml").write_text(
+        "server: http://joined-1:7440\nservers: [http://joined-1:7440, "
+        "http://joined-2:7440]\nnode: edge-1\nsite: par\ninsecure: true\n"
+    )
     (tmp_path / "credential").write_text("abcdef." + "0" * 32 + "\n")
     key = "/registry/clusterinfos/default"
 
     def cluster_info(*servers: object) -> ViewObject:
-        return ViewObject.of(key, {"apiVersion": "edgefleet.io/v1", "kind": "ClusterInfo",
-                                   "metadata": {"name": "default"}, "spec": {"servers": list(servers),
-                                                                             "futureField": 1}})
+        return ViewObject.of(
+            key,
+            {
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "ClusterInfo",
+                "metadata": {"name": "default"},
+                "spec": {"servers": list(servers), "futureField": 1},
+            },
+        )
 
     agent = edge_agent.Agent(edge_agent.AgentOptions(data_dir=tmp_path))
     try:

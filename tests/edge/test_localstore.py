@@ -18,16 +18,21 @@ def doc(name: str, value: int = 1) -> dict[str, object]:
 def test_batches_apply_and_survive_reopen(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "view.db")
     assert store.snapshot().revision == 0 and store.snapshot().holdings == {}
-    store.apply_batch(revision=5, epoch="e1",
-                      put=[("/registry/workloads/a", 3, doc("a")), ("/registry/sites/p", 4, doc("p"))], delete=[])
-    store.apply_batch(revision=9, epoch="e1",
-                      put=[("/registry/workloads/b", 8, doc("b", 2))], delete=["/registry/sites/p"])
+    store.apply_batch(
+        revision=5,
+        epoch="e1",
+        put=[("/registry/workloads/a", 3, doc("a")), ("/registry/sites/p", 4, doc("p"))],
+        delete=[],
+    )
+    store.apply_batch(
+        revision=9, epoch="e1", put=[("/registry/workloads/b", 8, doc("b", 2))], delete=["/registry/sites/p"]
+    )
     store.close()
     again = LocalStore(tmp_path / "view.db")
     snap = again.snapshot()
     assert (snap.epoch, snap.revision) == ("e1", 9)
     assert snap.holdings == {"/registry/workloads/a": 3, "/registry/workloads/b": 8}
-    assert [o["metadata"]["name"] for o in again.objects("workloads")] == ["a", "b"]  # type: ignore[index]
+    assert [o["metadata"]["name"] for o in again.objects("workloads")] == ["a", "b"]
     assert again.objects("sites") == []
     assert again.get("/registry/workloads/b") == doc("b", 2)
 
@@ -36,8 +41,7 @@ def test_failed_batch_changes_nothing(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "view.db")
     store.apply_batch(revision=5, epoch="e1", put=[("/registry/workloads/a", 3, doc("a"))], delete=[])
     with pytest.raises(TypeError):
-        store.apply_batch(revision=6, epoch="e1",
-                          put=[("/registry/workloads/x", 6, {"bad": object()})], delete=[])
+        store.apply_batch(revision=6, epoch="e1", put=[("/registry/workloads/x", 6, {"bad": object()})], delete=[])
     snap = store.snapshot()
     assert (snap.revision, snap.holdings) == (5, {"/registry/workloads/a": 3})
 

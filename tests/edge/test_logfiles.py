@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from edgefleet.edge import logfiles
 from edgefleet.edge.logfiles import LogLimits
+from tests.waiting import wait_until
 
 
 def lines(first: int, last: int) -> str:
@@ -40,10 +40,7 @@ def test_child_writing_with_o_append_continues_at_the_start_after_truncation(tmp
     with logfiles.appending(log) as fd:
         child = subprocess.Popen([sys.executable, "-c", code], stdout=fd, stdin=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 10
-        while log.stat().st_size < 301:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: log.stat().st_size >= 301)
         assert logfiles.rotate_if_needed(log, LogLimits(max_bytes=100, keep=1))
         assert child.stdin is not None
         child.stdin.write(b"\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -119,10 +120,18 @@ def node(name: str, site: str, *addresses: str) -> dict[str, Any]:
 
 
 def test_peers_are_the_other_nodes_of_the_site_with_an_address() -> None:
-    nodes = [node("a", "lab", "127.0.0.2"), node("c", "lab", "127.0.0.4", "::1"), node("b", "lab", "127.0.0.3"),
-             node("x", "other", "127.0.0.9"), node("bare", "lab"), {"kind": "Node", "metadata": {}}]
+    nodes = [
+        node("a", "lab", "127.0.0.2"),
+        node("c", "lab", "127.0.0.4", "::1"),
+        node("b", "lab", "127.0.0.3"),
+        node("x", "other", "127.0.0.9"),
+        node("bare", "lab"),
+        {"kind": "Node", "metadata": {}},
+    ]
     assert peer_targets(nodes, "a", "lab", 9081) == [
-        PeerTarget("b", "127.0.0.3", 9081), PeerTarget("c", "127.0.0.4", 9081)]
+        PeerTarget("b", "127.0.0.3", 9081),
+        PeerTarget("c", "127.0.0.4", 9081),
+    ]
 
 
 # -- the prober ----------------------------------------------------------------------------------------
@@ -152,8 +161,9 @@ async def test_the_prober_reports_changes_at_once_and_refreshes_otherwise() -> N
     targets = [PeerTarget("b", "127.0.0.3", 1), PeerTarget("c", "127.0.0.4", 1)]
     reports: list[float] = []
     probe, clock = FakeProbe(), Clock()
-    prober = PeerProber(PeerVotes(), lambda: targets, lambda: reports.append(clock.now), period=0.5,
-                        probe=probe, clock=clock)
+    prober = PeerProber(
+        PeerVotes(), lambda: targets, lambda: reports.append(clock.now), period=0.5, probe=probe, clock=clock
+    )
     assert prober.timeout == 0.5, "a probe never outlives its period"
     assert await prober.probe_once() is True and reports == [T0]
     clock.now += 2
@@ -191,14 +201,25 @@ async def test_no_peers_no_reports() -> None:
 
 
 async def test_the_loop_probes_every_period_until_cancelled() -> None:
-    probe = FakeProbe()
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+    third = asyncio.Event()
+
+    async def probe(target: PeerTarget, time_limit: float) -> bool:
+        times.append(loop.time())
+        if len(times) == 3:
+            third.set()
+        return True
+
     prober = PeerProber(PeerVotes(), lambda: [PeerTarget("b", "127.0.0.3", 1)], lambda: None, period=0.05,
-                        probe=probe)
+                        probe=probe)  # fmt: skip
     task = asyncio.create_task(prober.run())
-    await asyncio.sleep(0.28)
+    await asyncio.wait_for(third.wait(), 10)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    assert 3 <= len(probe.calls) <= 7
+    assert task.cancelled()
+    # Rounds are a period apart (the loop may wake a clock tick early: half a period is the safe bound).
+    assert all(later - earlier >= 0.025 for earlier, later in itertools.pairwise(times[:3]))
 
 
 # -- the real probe on loopback -------------------------------------------------------------------------
@@ -244,9 +265,11 @@ class Servers:
 
 @pytest.fixture
 async def servers() -> AsyncIterator[dict[str, int]]:
-    answers = {"ok": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n",
-               "busy": b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
-               "silent": None}
+    answers = {
+        "ok": b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n",
+        "busy": b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+        "silent": None,
+    }
     running = Servers()
     try:
         yield {name: await running.serve(answer) for name, answer in answers.items()}

@@ -1,4 +1,4 @@
-"""Health probes against real loopback servers and real commands, and the readiness rules."""
+"""Health probes against real loopback servers and real commands (readiness rules: test_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 
 from edgefleet.api.workloads import HealthProbe
 from edgefleet.edge import probes
-from edgefleet.edge.probes import Readiness
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -109,14 +108,3 @@ async def test_check_dispatches_http_and_tcp(serve: Callable[[Handler], Awaitabl
     assert (await probes.check(http, cwd=tmp_path, env=ENV)).ok
     tcp = HealthProbe.model_validate({"tcp": {"port": await serve(silent)}})
     assert (await probes.check(tcp, cwd=tmp_path, env=ENV)).ok
-
-
-def test_readiness_starts_unready_and_needs_threshold_failures() -> None:
-    readiness = Readiness(failure_threshold=2)
-    assert not readiness.ready
-    assert not readiness.observe(False)  # still unready: nothing changed
-    assert readiness.observe(True) and readiness.ready
-    assert not readiness.observe(False) and readiness.ready  # one failure is tolerated
-    assert readiness.observe(False) and not readiness.ready
-    assert readiness.observe(True) and readiness.ready
-    assert readiness.failures == 0

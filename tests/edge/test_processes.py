@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edgefleet.edge import processes
 from edgefleet.edge.processes import ExitStatus, ExitWatcher, ProcessIdentity, SpawnError
+from tests.waiting import eventually, wait_until
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
@@ -35,10 +36,7 @@ def groups() -> Iterator[list[int]]:
     yield started
     for pgid in started:
         processes.signal_group(pgid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while any(processes.is_child(pid) and processes.reap(pid) is None for pid in started):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: not any(processes.is_child(pid) and processes.reap(pid) is None for pid in started))
 
 
 def spawn(groups: list[int], code: str, tmp_path: Path, output: int | None = None) -> ProcessIdentity:
@@ -48,7 +46,7 @@ def spawn(groups: list[int], code: str, tmp_path: Path, output: int | None = Non
 
 
 async def test_spawn_makes_a_session_leader_with_a_stable_identity(groups: list[int], tmp_path: Path) -> None:
-    identity = spawn(groups, "import time; time.sleep(30)", tmp_path)
+    identity = spawn(groups, "import signal; signal.pause()", tmp_path)
     assert os.getsid(identity.pid) == identity.pid
     assert os.getpgid(identity.pid) == identity.pid
     assert processes.is_running(identity)
@@ -71,7 +69,7 @@ async def test_missing_and_non_executable_commands_are_clear_errors(tmp_path: Pa
 async def test_watcher_reports_exit_code_and_signal(groups: list[int], tmp_path: Path) -> None:
     exits = spawn(groups, "raise SystemExit(3)", tmp_path)
     assert await asyncio.wait_for(ExitWatcher(exits.pid).exited, 5) == ExitStatus(code=3)
-    sleeper = spawn(groups, "import time; time.sleep(30)", tmp_path)
+    sleeper = spawn(groups, "import signal; signal.pause()", tmp_path)
     watcher = ExitWatcher(sleeper.pid)
     os.kill(sleeper.pid, signal.SIGKILL)
     status = await asyncio.wait_for(watcher.exited, 5)
@@ -82,11 +80,11 @@ async def test_watcher_reports_exit_code_and_signal(groups: list[int], tmp_path:
 
 async def test_watcher_of_a_process_that_is_not_our_child(tmp_path: Path) -> None:
     # sh starts a sleeper in its own session and exits: the sleeper is re-parented away from us.
-    script = f"setsid {sys.executable} -c 'import time; time.sleep(30)' >/dev/null 2>&1 & echo $!"
+    script = f"setsid {sys.executable} -c 'import signal; signal.pause()' >/dev/null 2>&1 & echo $!"
     out = await asyncio.to_thread(subprocess.run, ["sh", "-c", script], capture_output=True, text=True, check=True)
     pid = int(out.stdout)
     try:
-        await wait_for(lambda: processes.read_stat(pid) is not None and os.getsid(pid) == pid)
+        await eventually(lambda: processes.read_stat(pid) is not None and os.getsid(pid) == pid)
         watcher = ExitWatcher(pid)
         await asyncio.sleep(0.05)
         assert not watcher.exited.done()
@@ -104,13 +102,21 @@ async def test_polling_fallback_without_pidfd(
         raise OSError(38, "Function not implemented")
 
     monkeypatch.setattr(os, "pidfd_open", no_pidfd)
-    identity = spawn(groups, "import time; time.sleep(0.2); raise SystemExit(5)", tmp_path)
+    ready = tmp_path / "ready"
+    code = (
+        "import pathlib, signal, sys\nsignal.signal(signal.SIGUSR1, lambda *_: sys.exit(5))\n"
+        f"pathlib.Path({str(ready)!r}).touch()\nsignal.pause()\n"
+    )
+    identity = spawn(groups, code, tmp_path)
+    await eventually(ready.exists)
     watcher = ExitWatcher(identity.pid, poll_interval=0.02)
+    assert not watcher.exited.done()
+    os.kill(identity.pid, signal.SIGUSR1)  # exits 5 while the watcher polls /proc
     assert await asyncio.wait_for(watcher.exited, 5) == ExitStatus(code=5)
 
 
 async def test_close_stops_watching_and_leaves_the_process(groups: list[int], tmp_path: Path) -> None:
-    identity = spawn(groups, "import time; time.sleep(30)", tmp_path)
+    identity = spawn(groups, "import signal; signal.pause()", tmp_path)
     watcher = ExitWatcher(identity.pid)
     watcher.close()
     assert watcher.exited.cancelled()
@@ -119,30 +125,32 @@ async def test_close_stops_watching_and_leaves_the_process(groups: list[int], tm
 
 async def test_leader_exit_kills_the_rest_of_its_group(groups: list[int], tmp_path: Path) -> None:
     code = (
-        "import subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "import signal, subprocess, sys\n"
+        "signal.signal(signal.SIGUSR1, lambda *_: None)\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import signal; signal.pause()'])\n"
         "print(child.pid, flush=True)\n"
-        "time.sleep(0.3)\n"
+        "signal.pause()\n"
     )
     out = tmp_path / "out"
     with out.open("wb") as writer:
         identity = spawn(groups, code, tmp_path, output=writer.fileno())
     watcher = ExitWatcher(identity.pid)
-    await wait_for(lambda: out.read_text().strip() != "")
+    await eventually(lambda: out.read_text().strip() != "")
     child = int(out.read_text())
     assert alive(child)
+    os.kill(identity.pid, signal.SIGUSR1)  # the leader returns from pause() and exits; its child still runs
     assert await asyncio.wait_for(watcher.exited, 5) == ExitStatus(code=0)
-    await wait_for(lambda: not alive(child))
+    await eventually(lambda: not alive(child))
 
 
 async def test_terminate_escalates_to_sigkill_after_grace(groups: list[int], tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     code = (
         "import signal, time, pathlib\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        f"pathlib.Path({str(ready)!r}).touch()\ntime.sleep(30)\n"
+        f"pathlib.Path({str(ready)!r}).touch()\nwhile True:\n    signal.pause()\n"
     )
     identity = spawn(groups, code, tmp_path)
-    await wait_for(ready.exists)
+    await eventually(ready.exists)
     began = time.monotonic()
     status = await processes.terminate(ExitWatcher(identity.pid), grace=0.3)
     assert status == ExitStatus(signal=signal.SIGKILL)
@@ -162,10 +170,3 @@ async def test_run_command_success_failure_and_timeout(tmp_path: Path) -> None:
     )
     assert not slow.ok and slow.detail == "timed out after 0.2 s"
     assert time.monotonic() - began < 3
-
-
-async def wait_for(predicate: Callable[[], object], time_limit: float = 5.0) -> None:
-    deadline = time.monotonic() + time_limit
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

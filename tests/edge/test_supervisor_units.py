@@ -1,5 +1,5 @@
-"""The supervisor's pure and file-level parts: restart policy, back-off, working directories,
-environments and state files."""
+"""The supervisor's file-level parts: working directories, environments and state files
+(the pure lifecycle rules: test_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -11,29 +11,8 @@ import pytest
 
 from edgefleet.api.workloads import WorkloadTemplate, template_revision
 from edgefleet.edge import statefiles, workdirs
-from edgefleet.edge.processes import ExitStatus
-from edgefleet.edge.restarts import Backoff, should_restart
 from edgefleet.edge.statefiles import ProcessRecord, StateRecord
 from edgefleet.edge.workdirs import Layout, RenderError
-
-
-def test_backoff_doubles_up_to_the_maximum() -> None:
-    backoff = Backoff(initial=1, maximum=60, reset_after=60)
-    assert [backoff.delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
-    assert backoff.delay(10**6) == 60
-    with pytest.raises(ValueError):
-        Backoff(initial=5, maximum=1)
-
-
-@pytest.mark.parametrize(
-    ("policy", "status", "restart"),
-    [("Always", ExitStatus(code=0), True), ("Always", ExitStatus(code=1), True),
-     ("OnFailure", ExitStatus(code=0), False), ("OnFailure", ExitStatus(code=2), True),
-     ("OnFailure", ExitStatus(signal=9), True), ("OnFailure", ExitStatus(), True), ("OnFailure", None, True),
-     ("Never", ExitStatus(code=1), False), ("Never", None, False)],
-)  # fmt: skip
-def test_restart_policy(policy: str, status: ExitStatus | None, restart: bool) -> None:
-    assert should_restart(policy, status) is restart  # type: ignore[arg-type]
 
 
 def files_template(*files: dict[str, object]) -> WorkloadTemplate:

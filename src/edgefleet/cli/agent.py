@@ -13,16 +13,17 @@ from typing import Annotated
 import typer
 
 from edgefleet.api.domains import CDN_ZONE, check_hostname
+from edgefleet.cli.common import AdminTokenOpt, ContextOpt, ServerOpt, api, fail
 from edgefleet.cli.fleet import DEFAULT_DATA_DIR, DataDirOpt, edge_app
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``logs`` to the app; ``edge run``/``stop-workloads`` join :data:`edge_app`."""
-    edge_app.command("run")(edge_run)
-    edge_app.command("stop-workloads")(edge_stop_workloads)
+    """Add the ``edge`` group (``join`` and ``rotate-credential`` from :mod:`edgefleet.cli.fleet`) and ``logs``."""
+    app.add_typer(edge_app, name="edge")
     app.command("logs")(logs)
 
 
+@edge_app.command("run")
 def edge_run(
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     listen: Annotated[str, typer.Option(
@@ -59,7 +60,6 @@ def edge_run(
     """
     from edgefleet import logs as logsetup
     from edgefleet.api.workloads import check_workload_user
-    from edgefleet.cli.main import fail
     from edgefleet.cloud.process import parse_listen
     from edgefleet.edge import agent
 
@@ -75,9 +75,9 @@ def edge_run(
         fail(str(exc))
 
 
+@edge_app.command("stop-workloads")
 def edge_stop_workloads(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
     """Stop every workload of this node gracefully (preStop, SIGTERM, then SIGKILL after the grace period)."""
-    from edgefleet.cli.main import fail
     from edgefleet.edge import agent
 
     try:
@@ -91,17 +91,13 @@ def logs(
     node: Annotated[str, typer.Argument(help="Node name")],
     workload: Annotated[str, typer.Argument(help="Workload name")],
     tail: Annotated[int, typer.Option(help="Number of lines from the end")] = 200,
-    server: Annotated[str | None, typer.Option("--server", "-s", help="API server URL")] = None,
-    token: Annotated[str | None, typer.Option("--token", help="Bearer token")] = None,
-    context: Annotated[str | None, typer.Option("--context", help="Context to use")] = None,
+    server: ServerOpt = None, token: AdminTokenOpt = None, context: ContextOpt = None,
 ) -> None:
     """Print the last lines of a workload's log, read from the node through the cloud.
 
     Works while the node is connected to the hub it reaches through --server.
     Needs an admin token (a workload's output may hold anything it printed).
     """
-    from edgefleet.cli.main import api
-
     with api(server, token, context) as client:
         typer.echo(client.text(f"/edge/v1/nodes/{node}/logs/{workload}", tail=tail), nl=False)
 

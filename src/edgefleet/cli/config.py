@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edgefleet.tls import ClientTrust, TlsError
 
 DEFAULT_SERVER = "https://127.0.0.1:7440"
@@ -64,6 +62,8 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     path = path or config_path()
     if not path.exists():
         return {"contexts": []}
+    import yaml  # here: a command run on flags and environment variables alone never loads it
+
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -77,6 +77,8 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
 def save_config(data: dict[str, Any], path: Path | None = None) -> Path:
     path = path or config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    import yaml
+
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         yaml.safe_dump(data, handle, sort_keys=False)

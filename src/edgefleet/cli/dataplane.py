@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from edgefleet.cache.errors import CacheError
+from edgefleet.cli.common import fail
 
 
 def register(app: typer.Typer) -> None:
@@ -32,7 +33,7 @@ def cache(
     without dropping connections or cached objects.
     """
     from edgefleet.cache.config import load_config
-    from edgefleet.cache.master import run_cache
+    from edgefleet.cache.front.master import run_cache
 
     try:
         if check:
@@ -41,8 +42,7 @@ def cache(
             return
         run_cache(config)
     except CacheError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc), code=2)
     except KeyboardInterrupt:
         pass
 
@@ -51,6 +51,6 @@ def origin(
     listen: Annotated[str, typer.Option(help="HOST:PORT to serve on")] = "127.0.0.1:8080",
 ) -> None:
     """Run the demo origin: a sample site plus programmable test content (/bytes/N?cc=...)."""
-    from edgefleet import origin as origin_server
+    from edgefleet.demo import origin as origin_server
 
     origin_server.main(["--listen", listen])

@@ -26,8 +26,9 @@ Files ``edgefleet edge join`` writes in the node's data directory
 the join request goes to the first server that answers (one that cannot be
 reached, or answers 502/503/504, is skipped), and all of them are recorded.
 
-Registered on the main app by :func:`register`; the agent's own commands
-(``edgefleet edge run`` ...) are added to :data:`edge_app` by their module.
+:func:`register` adds the ``token`` and ``node`` groups to the main app;
+:mod:`edgefleet.cli.agent` adds its commands (``edgefleet edge run`` ...)
+to :data:`edge_app` and registers the ``edge`` group.
 """
 
 from __future__ import annotations
@@ -36,27 +37,26 @@ import json
 import os
 import re
 import socket
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated
 
 import typer
 import yaml
-from rich.console import Console
 from rich.markup import escape
 
 from edgefleet.api.clusterinfo import normalise_servers
+from edgefleet.api.documents import JSONObject as Document
 from edgefleet.api.meta import check_dns1123_subdomain
 from edgefleet.api.nodes import INFO as NODES
 from edgefleet.cli import config as cli_config
 from edgefleet.cli.client import ApiClient, ClientError
+from edgefleet.cli.common import AdminTokenOpt, ContextOpt, ServerOpt, console, fail, fail_with
 from edgefleet.cli.trust import join_trust
 from edgefleet.tls import CA_PATH, NODE_CA_FILE, ClientTrust, TlsError, ca_hash, node_trust, write_file
 
-Document = dict[str, Any]
 DEFAULT_DATA_DIR = Path("edgefleet-node")
 EDGE = "/edge/v1"
 
@@ -64,36 +64,24 @@ edge_app = typer.Typer(
     help="Commands run on an edge node: join the fleet, rotate the node credential, run the agent.",
     no_args_is_help=True,
 )
+token_app = typer.Typer(help="Tokens for the API.", no_args_is_help=True)
 node_app = typer.Typer(help="Manage edge nodes' identities (their Node objects are under `get nodes`).",
                        no_args_is_help=True)
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True, highlight=False)
+out = console()
+err = console(stderr=True)
 
-ServerOpt = Annotated[str | None, typer.Option("--server", "-s", help="API server URL [env: EDGEFLEET_SERVER]")]
-TokenOpt = Annotated[str | None, typer.Option("--token", help="Admin token [env: EDGEFLEET_TOKEN]")]
-ContextOpt = Annotated[str | None, typer.Option("--context", help="Context from the config file to use")]
 DataDirOpt = Annotated[Path, typer.Option(
     "--data-dir", help="The node's directory: join writes credential (0600) and node.yaml there")]
 
 
-def register(app: typer.Typer, token_app: typer.Typer) -> None:
-    """Add these commands to the ``edgefleet`` app and its ``token`` group."""
-    token_app.command("create")(token_create)
-    token_app.command("list")(token_list)
-    token_app.command("delete")(token_delete)
-    app.add_typer(edge_app, name="edge")
+def register(app: typer.Typer) -> None:
+    """Add the ``token`` and ``node`` groups to the ``edgefleet`` app (``edge``: :mod:`edgefleet.cli.agent`)."""
+    app.add_typer(token_app, name="token")
     app.add_typer(node_app, name="node")
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def fail(message: str, *details: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {escape(message)}")
-    for line in details:
-        err.print(f"  {line}", markup=False)
-    raise typer.Exit(1)
 
 
 class FleetClient(ApiClient):
@@ -116,9 +104,7 @@ def calls(client: FleetClient) -> Iterator[FleetClient]:
     try:
         yield client
     except ClientError as exc:
-        details = [f"{c.get('field', '')}: {c.get('message', '')}" for c in exc.causes]
-        hint = _HINTS.get(exc.code)
-        fail(str(exc), *details, *([hint] if hint else []))
+        fail_with(exc, _HINTS)
     finally:
         client.close()
 
@@ -301,6 +287,7 @@ def write_atomically(path: Path, text: str, *, mode: int) -> None:
 TOKEN_ROLES = ("bootstrap", "viewer", "admin")
 
 
+@token_app.command("create")
 def token_create(
     ttl: Annotated[str | None, typer.Option(
         help="How long the token works, e.g. 30m, 24h, 7d (default: 24h for bootstrap tokens; "
@@ -319,7 +306,7 @@ def token_create(
     takeover: Annotated[bool, typer.Option(
         "--takeover", help="Bootstrap token with --name: the join may replace the credentials that node holds "
         "(a reinstalled machine)")] = False,
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None, token: AdminTokenOpt = None, context: ContextOpt = None,
 ) -> None:
     """Create a token (admin): by default a bootstrap token for `edgefleet edge join`.
 
@@ -375,7 +362,8 @@ def created_message(created: Document, server: str, pin: str | None = None) -> s
             f"  export EDGEFLEET_SERVER={server} EDGEFLEET_TOKEN={created['token']}")
 
 
-def token_list(server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None) -> None:
+@token_app.command("list")
+def token_list(server: ServerOpt = None, token: AdminTokenOpt = None, context: ContextOpt = None) -> None:
     """List bootstrap, viewer and admin tokens that have not expired (ids only; secrets are never shown again)."""
     with calls(admin_client(server, token, context)) as client:
         items = client.call("GET", "/bootstrap-tokens")["items"]
@@ -392,14 +380,23 @@ def token_list(server: ServerOpt = None, token: TokenOpt = None, context: Contex
                   f"{item['createdBy']:<12} {item['description']}", markup=False)
 
 
+@token_app.command("delete")
 def token_delete(
     token_id: Annotated[str, typer.Argument(metavar="ID", help="Token id (the 6 characters before the dot)")],
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None, token: AdminTokenOpt = None, context: ContextOpt = None,
 ) -> None:
     """Delete a bootstrap, viewer or admin token; nodes that joined with a bootstrap token keep their credentials."""
     with calls(admin_client(server, token, context)) as client:
         deleted = client.call("DELETE", f"/bootstrap-tokens/{token_id.split('.')[0]}")
     out.print(f"{deleted.get('role', 'bootstrap')} token {token_id.split('.')[0]} deleted")
+
+
+@token_app.command("generate")
+def token_generate() -> None:
+    """Print a new random token, for a --tokens-file (does not contact the server)."""
+    from edgefleet.cloud.auth import generate_token
+
+    print(generate_token())
 
 
 # -- edge join / rotate-credential -----------------------------------------------------------
@@ -457,9 +454,7 @@ def edge_join(
     try:
         _, joined = first_answering(servers, token, "/join", body, trust=trust)
     except ClientError as exc:
-        details = [f"{c.get('field', '')}: {c.get('message', '')}" for c in exc.causes]
-        hint = _HINTS.get(exc.code)
-        fail(str(exc), *details, *([hint] if hint else []))
+        fail_with(exc, _HINTS)
     files.write(servers=servers, node=joined["node"], site=site, credential=joined["credential"], ca_pem=ca_pem,
                 insecure=insecure)
     how = "adopted the existing Node (its spec and labels are kept)" if joined["adopted"] else "created its Node"
@@ -488,8 +483,7 @@ def edge_rotate_credential(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
     try:
         server, rotated = first_answering(servers, credential, "/credentials/rotate", trust=trust)
     except ClientError as exc:
-        hint = _HINTS.get(exc.code)
-        fail(str(exc), *([hint] if hint else []))
+        fail_with(exc, _HINTS)
     files.write_credential(rotated["credential"])
     with calls(FleetClient(server, rotated["credential"], trust=trust)) as check:
         check.get(NODES, rotated["node"])  # the new credential works before we say so
@@ -503,7 +497,7 @@ def edge_rotate_credential(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
 @node_app.command("revoke")
 def node_revoke(
     name: Annotated[str, typer.Argument(help="Node name")],
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None, token: AdminTokenOpt = None, context: ContextOpt = None,
 ) -> None:
     """Revoke every credential of a node (admin): its agent is refused (401) and disconnected.
 
@@ -522,7 +516,7 @@ def node_revoke(
 @node_app.command("approve")
 def node_approve(
     name: Annotated[str, typer.Argument(help="Node name")],
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None, token: AdminTokenOpt = None, context: ContextOpt = None,
 ) -> None:
     """Approve a node that joined with an approval token (admin): its agent may connect and get its view."""
     with calls(admin_client(server, token, context)) as client:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from edgefleet.cli.common import fail
 from edgefleet.gslb import rrl
 from edgefleet.gslb.demand import DEMAND_PER_SENDER
 from edgefleet.gslb.fleet import DEFAULT_ZONE as DEFAULT_ZONE
@@ -149,7 +150,6 @@ def dns(
 
         uvloop.run(run_gslb(store, options))
     except (ValueError, OSError, StoreError, GslbError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc), code=2)
     except (KeyboardInterrupt, asyncio.CancelledError):
         pass

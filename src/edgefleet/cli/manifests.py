@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edgefleet.api.errors import ApiError, ValidationFailed
 from edgefleet.api.meta import KindInfo, Resource, kind_info, parse
 
@@ -59,6 +57,8 @@ def manifest_files(target: str) -> list[tuple[str, str]]:
 
 
 def _documents(name: str, text: str) -> list[tuple[str, Any]]:
+    import yaml  # here: ``get`` imports this module for ``apply`` and never reads a manifest
+
     try:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:

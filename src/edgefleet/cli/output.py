@@ -11,33 +11,49 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from edgefleet.api.documents import JSONObject as Document
 from edgefleet.api.meta import KindInfo, Resource
 
-Document = dict[str, Any]
 OUTPUT_FORMATS = ("table", "wide", "yaml", "json", "name")
 # Columns whose getter returns an RFC 3339 timestamp, shown as its age ("12s") like AGE:
 # the kind modules are pure and have no clock.
-AGE_COLUMNS = {("Node", "HEARTBEAT"), ("Hub", "STARTED")}
+AGE_COLUMNS = {("Node", "HEARTBEAT"), ("Hub", "STARTED"), ("Event", "LAST SEEN"), ("Event", "FIRST SEEN")}
+_LONG_AGO = datetime.min.replace(tzinfo=UTC)
 
 
 def age(timestamp: str | None, now: datetime | None = None) -> str:
     """``2026-11-21T10:00:00Z`` -> ``5m``/``3h``/``2d`` (kubectl's short form)."""
-    if not timestamp:
-        return "<unknown>"
-    try:
-        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
+    then = _instant(timestamp)
+    if then is None:
         return "<unknown>"
     seconds = max(int(((now or datetime.now(UTC)) - then).total_seconds()), 0)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _instant(timestamp: object) -> datetime | None:
+    """An RFC 3339 timestamp as an aware datetime; None if missing or malformed."""
+    if not isinstance(timestamp, str) or not timestamp:
+        return None
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return then if then.tzinfo is not None else then.replace(tzinfo=UTC)
+
+
+def display_order(info: KindInfo, docs: list[Document]) -> list[Document]:
+    """Events by ``lastTimestamp``, the latest last (kubectl's order); other kinds as listed (by name)."""
+    if info.kind != "Event":
+        return docs
+    return sorted(docs, key=lambda doc: (_instant((doc.get("spec") or {}).get("lastTimestamp")) or _LONG_AGO,
+                                         doc["metadata"]["name"]))
 
 
 def to_model(info: KindInfo, doc: Document) -> Resource:
@@ -71,6 +87,8 @@ def _cell(getter: Any, model: Resource) -> str:
 def dump(docs: Document | list[Document], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(docs, indent=2)
+    import yaml  # here: tables (most of ``get``) do without it
+
     if isinstance(docs, list):
         return yaml.safe_dump_all(docs, sort_keys=False).rstrip()
     return yaml.safe_dump(docs, sort_keys=False).rstrip()
@@ -97,6 +115,8 @@ def print_docs(console: Console, info: KindInfo, docs: list[Document], fmt: str,
 
 def describe(info: KindInfo, doc: Document) -> str:
     """A readable, sectioned view of one object."""
+    import yaml
+
     meta = doc["metadata"]
     lines = [
         f"Name:              {meta['name']}",

@@ -13,14 +13,15 @@ from __future__ import annotations
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from edgefleet.api.documents import JSONObject as Document
 from edgefleet.api.meta import API_VERSION
 from edgefleet.api.purges import PURGES
+from edgefleet.cli.common import ContextOpt, ServerOpt, TokenOpt, api, fail
 
-Document = dict[str, Any]
 POLL_SECONDS = 0.5
 
 
@@ -63,13 +64,9 @@ def purge(
     soft: Annotated[bool, typer.Option(help="Mark stale (revalidate on next use) instead of removing")] = False,
     wait: Annotated[bool, typer.Option(help="Wait until every node serving the domain has done it")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most")] = 300.0,
-    server: Annotated[str | None, typer.Option("--server", "-s", help="API server URL")] = None,
-    token: Annotated[str | None, typer.Option("--token", help="Bearer token")] = None,
-    context: Annotated[str | None, typer.Option("--context", help="Context to use")] = None,
+    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
 ) -> None:
     """Purge cached URLs, prefixes or tags of a domain on every node serving it (creates a Purge)."""
-    from edgefleet.cli.main import api, fail
-
     if not (urls or prefix or tag):
         fail("nothing to purge: give URLs, --prefix or --tag")
     name = purge_name(datetime.now(UTC), secrets.token_hex(3))

@@ -29,21 +29,21 @@ rollout and clears them.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from edgefleet.api.documents import JSONObject as Document
 from edgefleet.api.errors import SelectorError
 from edgefleet.api.nodes import INFO as NODES
 from edgefleet.api.revisions import INFO as REVISIONS
@@ -53,13 +53,13 @@ from edgefleet.api.selectors import parse_selector
 from edgefleet.api.workloads import INFO as WORKLOADS
 from edgefleet.api.workloads import Workload, template_revision
 from edgefleet.cli.client import ApiClient, ClientError
+from edgefleet.cli.common import ContextOpt, ServerOpt, TokenOpt, api, console, fail
 from edgefleet.cli.output import age, dump
 from edgefleet.sync.views import NODE_LABEL, SITE_LABEL
 
 if TYPE_CHECKING:
     from rich.live import Live
 
-Document = dict[str, Any]
 T = TypeVar("T")
 
 RETRIES = 5
@@ -69,10 +69,12 @@ IN_PROGRESS = ("Progressing", "Paused", "Analyzing", "RollingBack")
 FINAL_EXIT = {"Completed": 0, "Failed": 1, "Aborted": 1}
 """``status -w`` exit codes by final phase; a timeout exits 2."""
 TIMEOUT_EXIT = 2
+monotonic: Callable[[], float] = time.monotonic
+"""The clock ``status -w`` measures its ``--timeout`` with (tests/cli/test_rollout.py puts a fake one)."""
 STRUCTURED = ("yaml", "json")
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 250)
+out = console()
+err = console(stderr=True)
 
 rollout_app = typer.Typer(
     help="Follow and steer the rollout of a Workload's template to its nodes: status, history, pause, "
@@ -82,9 +84,6 @@ rollout_app = typer.Typer(
 )
 
 WorkloadArg = Annotated[str, typer.Argument(metavar="WORKLOAD", help="Name of the Workload", show_default=False)]
-ServerOpt = Annotated[str | None, typer.Option("--server", "-s", help="API server URL \\[env: EDGEFLEET_SERVER]")]
-TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token \\[env: EDGEFLEET_TOKEN]")]
-ContextOpt = Annotated[str | None, typer.Option("--context", help="Context from the config file to use")]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="text (default), yaml or json")]
 
 
@@ -94,19 +93,6 @@ def register(app: typer.Typer) -> None:
 
 
 # -- helpers ------------------------------------------------------------------------
-
-
-def fail(message: str, *details: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {escape(message)}")
-    for line in details:
-        err.print(f"  {line}", markup=False)
-    raise typer.Exit(code)
-
-
-def _api(server: str | None, token: str | None, context: str | None) -> AbstractContextManager[ApiClient]:
-    from edgefleet.cli.main import api  # main imports this module: import at call time
-
-    return api(server, token, context)
 
 
 def _check_output(output: str) -> None:
@@ -449,7 +435,7 @@ def status_command(
     the status as data (with -w: the final one).
     """
     _check_output(output)
-    with _api(server, token, context) as client:
+    with api(server, token, context) as client:
         doc = get_workload(client, name)
         sites = NodeSites(client)
         if not watch:
@@ -478,7 +464,7 @@ class _Followed:
 
 def follow(client: ApiClient, name: str, doc: Document, sites: NodeSites, timeout: float, output: str) -> int:
     """``status -w``: show each change until the outcome; the exit code."""
-    deadline = time.monotonic() + timeout if timeout > 0 else None
+    deadline = monotonic() + timeout if timeout > 0 else None
     seen = _Followed.of(doc)
     sites.of(seen.workload)
     live_display = out.is_terminal and output not in STRUCTURED
@@ -501,7 +487,7 @@ def follow(client: ApiClient, name: str, doc: Document, sites: NodeSites, timeou
                         out.print(line, markup=False)
                         last_line = line
                 result = outcome(seen.workload)
-                remaining = None if deadline is None else deadline - time.monotonic()
+                remaining = None if deadline is None else deadline - monotonic()
                 if result is not None or (remaining is not None and remaining <= 0):
                     break
                 fresh = _next_change(client, name, seen, remaining, deadline)
@@ -533,7 +519,7 @@ def _next_change(client: ApiClient, name: str, seen: _Followed, remaining: float
                 if event["type"] == "DELETED":
                     fail(f"workload/{name} was deleted while its rollout was followed")
                 return _Followed.of(obj)
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and monotonic() >= deadline:
                 return None
     except ClientError as exc:
         if exc.code == 410:
@@ -626,7 +612,7 @@ def history_command(
     undo --to-revision N` and `rollout pin --revision N` take these numbers.
     """
     _check_output(output)
-    with _api(server, token, context) as client:
+    with api(server, token, context) as client:
         workload = workload_model(get_workload(client, name))
         rows = history_rows(workload, revisions_of(client, workload))
     if output in STRUCTURED:
@@ -654,7 +640,7 @@ def pause_command(
     server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
 ) -> None:
     """Hold the rollout (spec.paused): nodes on their way finish, no other node starts moving."""
-    with _api(server, token, context) as client:
+    with api(server, token, context) as client:
         workload = workload_model(get_workload(client, name))
         if workload.spec.paused:
             out.print(f"workload/{name} is already paused; `edgefleet rollout resume {name}` continues",
@@ -678,7 +664,7 @@ def resume_command(
     resourceVersion as a precondition, retried on a conflict.
     """
     done: list[str] = []
-    with _api(server, token, context) as client:
+    with api(server, token, context) as client:
         doc = get_workload(client, name)
         if workload_model(doc).spec.paused:
             doc = client.patch(WORKLOADS, name, {"spec": {"paused": False}})
@@ -717,7 +703,7 @@ def abort_command(
     revision, which is not retried until the template changes: `rollout
     undo` makes the running revision the spec again.
     """
-    with _api(server, token, context) as client:
+    with api(server, token, context) as client:
 
         def request(current: Document) -> str:
             workload = workload_model(current)
@@ -789,7 +775,7 @@ def undo_command(
     resourceVersion as a precondition (retried on a conflict), so fields
     absent from the old template are removed, not merged.
     """
-    with _api(server, token, context) as client:
+    with api(server, token, context) as client:
         workload = workload_model(get_workload(client, name))
         target = undo_target(workload, revisions_of(client, workload), to_revision)
         number = target.spec.number
@@ -875,7 +861,7 @@ def pin_command(
     first matching pin wins). `rollout unpin` removes pins.
     """
     text = pin_selector(node, selector)
-    with _api(server, token, context) as client:
+    with api(server, token, context) as client:
         workload = workload_model(get_workload(client, name))
         kept = find_revision(client, workload, revision)
 
@@ -918,7 +904,7 @@ def unpin_command(
 ) -> None:
     """Remove pins from spec.pins: those nodes follow the workload's revisions and rollouts again."""
     text = pin_selector(node, selector, allow_all=True, all_=all_)
-    with _api(server, token, context) as client:
+    with api(server, token, context) as client:
 
         def write(current: Document) -> list[Document]:
             pins = list((current.get("spec") or {}).get("pins") or [])

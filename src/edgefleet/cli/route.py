@@ -43,7 +43,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from edgefleet.api.documents import JSONObject as Document
 from edgefleet.api.domains import CDN_ZONE
+from edgefleet.cli.common import ContextOpt, ServerOpt, TokenOpt, api, console, fail
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -52,7 +54,6 @@ if TYPE_CHECKING:
     from edgefleet.gslb.geo import GeoLookup, Location
     from edgefleet.gslb.policy import Route, RoutingPolicy, SiteView
 
-Document = dict[str, Any]
 DEFAULT_GEO = Path("examples/geo.csv")
 MODES = ("A", "AAAA")
 FAMILIES = {"A": "ipv4", "AAAA": "ipv6"}
@@ -348,8 +349,6 @@ def _fleet_documents(server: str | None, token: str | None, context: str | None)
     from edgefleet.api.domains import INFO as DOMAINS
     from edgefleet.api.nodes import INFO as NODES
     from edgefleet.api.sites import INFO as SITES
-    from edgefleet.cli.main import api
-
     documents: list[Document] = []
     with api(server, token, context) as client:
         for info in (SITES, NODES, DOMAINS):
@@ -369,12 +368,9 @@ def route(
                                                   "instead of the DNS answer")] = None,
     zone: Annotated[str, typer.Option(help="The CDN zone (as the GSLB's --zone)")] = CDN_ZONE,
     output: Annotated[str, typer.Option("--output", "-o", help="text, json or yaml")] = "text",
-    server: Annotated[str | None, typer.Option("--server", "-s", help="API server URL")] = None,
-    token: Annotated[str | None, typer.Option("--token", help="Bearer token")] = None,
-    context: Annotated[str | None, typer.Option("--context", help="Context to use")] = None,
+    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
 ) -> None:
     """Explain which site and nodes the GSLB gives a client for a domain: candidates, scores, choice, reason."""
-    from edgefleet.cli.main import err, fail, out
     from edgefleet.cli.output import dump
     from edgefleet.gslb.errors import GeoTableError
     from edgefleet.gslb.fleet import FleetState
@@ -393,7 +389,7 @@ def route(
         fail(str(exc))
     documents = _fleet_documents(server, token, context)
     for problem in fleet.load(documents):
-        err.print(f"warning: {problem}", markup=False)
+        typer.echo(f"warning: {problem}", err=True)
     found = find_domain(fleet, domain)
     if found is None:
         fail(f"no Domain named or serving {domain!r}", f"Domains: {', '.join(fleet.domain_names()) or 'none'}")
@@ -406,6 +402,7 @@ def route(
         print(dump(document, output))
         return
     head, tail = text_lines(document)
+    out = console()
     out.print("\n".join(head), markup=False, highlight=False)
     out.print(candidate_table(document["candidates"]))
     out.print("\n".join(tail), markup=False, highlight=False)

@@ -28,6 +28,7 @@ from typing import Annotated
 import httpx
 import typer
 
+from edgefleet.cli.common import fail
 from edgefleet.tls import (
     CA_PATH,
     ClientTrust,
@@ -63,8 +64,7 @@ def tls_init(
     try:
         files = ensure_pki(directory, host or default_hosts())
     except (TlsError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(exc), code=1)
     typer.echo(f"CA certificate: {files.ca_cert}\nCA hash (for edge join --ca-hash): "
                f"{ca_hash(files.ca_cert.read_bytes())}\n"
                f"serve with: edgefleet cloud --tls-cert {files.server_cert} --tls-key {files.server_key} "
@@ -77,8 +77,7 @@ def tls_ca_hash(ca_file: Annotated[Path, typer.Argument(help="A CA certificate (
     try:
         typer.echo(ca_hash(ca_file.read_bytes()))
     except (TlsError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(str(exc), code=1)
 
 
 def default_hosts() -> list[str]:

@@ -70,7 +70,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -79,18 +79,16 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from edgefleet.api import kinds as _kinds  # noqa: F401  (fills the kind registry)
 from edgefleet.api import lifecycle
 from edgefleet.api.meta import lookup, parse
 from edgefleet.api.nodes import INFO as NODES
 from edgefleet.cli import upplan
 from edgefleet.cli.client import ApiClient, ClientError
+from edgefleet.cli.common import fail
 from edgefleet.cli.fleet import FleetClient, NodeFiles
 from edgefleet.cli.trust import default_hosts
 from edgefleet.cli.upplan import Endpoint, FleetPlan, Logs, NodeProgress, ProcessEntry, UpRecord
-from edgefleet.edge import processes
-from edgefleet.edge.statefiles import load_all
-from edgefleet.edge.workdirs import Layout
+from edgefleet.edge import local as edge
 from edgefleet.tls import ClientTrust, PkiFiles, ensure_pki
 
 UP_FILE = "up.json"
@@ -114,15 +112,6 @@ class UpError(Exception):
     """Something keeps the fleet from starting; the message says what and where to look."""
 
 
-def fail(message: str, *details: str, code: int = 1) -> NoReturn:
-    """Print ``error: <first line>`` and the rest indented, then exit ``code``."""
-    first, *rest = message.splitlines() or [""]
-    err.print(f"[red]error:[/red] {escape(first)}")
-    for line in [*rest, *details]:
-        err.print(f"  {line}", markup=False)
-    raise typer.Exit(code)
-
-
 def register(app: typer.Typer) -> None:
     """Add ``up`` and ``down`` to the ``edgefleet`` app."""
     app.command("up")(up)
@@ -142,13 +131,13 @@ class Child:
     reported: bool = False
 
     @property
-    def identity(self) -> processes.ProcessIdentity:
-        return processes.ProcessIdentity(self.entry.pid, self.entry.start_time, self.entry.boot_id)
+    def identity(self) -> edge.ProcessIdentity:
+        return edge.ProcessIdentity(self.entry.pid, self.entry.start_time, self.entry.boot_id)
 
     def running(self) -> bool:
         if self.popen is not None:
             self.popen.poll()  # reap it if it ended, so it does not linger as a zombie
-        return processes.is_running(self.identity)
+        return edge.is_running(self.identity)
 
     def exit_text(self) -> str:
         code = self.popen.returncode if self.popen is not None else None
@@ -166,7 +155,7 @@ def spawn(role: str, name: str, args: Sequence[str], log: Path, data_dir: str = 
     with log.open("ab") as output:
         popen = subprocess.Popen(edgefleet_argv(*args), stdin=subprocess.DEVNULL, stdout=output,
                                  stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-    identity = processes.identify(popen.pid) or processes.ProcessIdentity(popen.pid, 0, processes.boot_id())
+    identity = edge.identify_child(popen.pid)
     entry = ProcessEntry(role, name, popen.pid, identity.start_time, identity.boot_id, data_dir)
     return Child(entry, str(log), popen)
 
@@ -175,13 +164,13 @@ def terminate(children: Sequence[Child], grace: float = TERM_GRACE_SECONDS) -> N
     """SIGTERM each running child's process group, wait up to ``grace`` s for all, then SIGKILL the rest."""
     alive = [child for child in children if child.running()]
     for child in alive:
-        processes.signal_group(child.entry.pid, signal.SIGTERM)
+        edge.signal_group(child.entry.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while alive and time.monotonic() < deadline:
         time.sleep(0.05)
         alive = [child for child in alive if child.running()]
     for child in alive:
-        processes.signal_group(child.entry.pid, signal.SIGKILL)
+        edge.signal_group(child.entry.pid, signal.SIGKILL)
     deadline = time.monotonic() + 5.0
     while alive and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -191,13 +180,11 @@ def terminate(children: Sequence[Child], grace: float = TERM_GRACE_SECONDS) -> N
 def running_caches(node_dir: Path) -> list[Child]:
     """The node's workload processes that run now, from its supervisor's state files."""
     found = []
-    for stored in load_all(Layout(node_dir.absolute())):
-        record = stored.state.process if stored.state is not None else None
-        if record is None:
-            continue
-        entry = ProcessEntry("cache", f"{node_dir.name}/{stored.name}", record.pid, record.start_time,
-                             record.boot_id, str(node_dir))
-        child = Child(entry, str(Layout(node_dir).log_file(stored.name)))
+    for workload in edge.recorded_workloads(node_dir):
+        identity = workload.identity
+        entry = ProcessEntry("cache", f"{node_dir.name}/{workload.name}", identity.pid, identity.start_time,
+                             identity.boot_id, str(node_dir))
+        child = Child(entry, str(workload.log_file))
         if child.running():
             found.append(child)
     return found
@@ -220,10 +207,8 @@ def stop_workloads(node_dirs: Sequence[Path]) -> None:
 
 
 async def _stop_workloads(node_dirs: Sequence[Path]) -> list[BaseException | None]:
-    from edgefleet.edge import agent
-
     async def one(node_dir: Path) -> None:
-        await asyncio.wait_for(agent.stop_workloads(node_dir), STOP_WORKLOADS_TIMEOUT)
+        await asyncio.wait_for(edge.stop_workloads(node_dir), STOP_WORKLOADS_TIMEOUT)
 
     return await asyncio.gather(*(one(node_dir) for node_dir in node_dirs), return_exceptions=True)
 

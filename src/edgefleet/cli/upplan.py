@@ -40,11 +40,10 @@ from datetime import datetime
 from typing import Any
 
 from edgefleet.api.common import parse_timestamp
+from edgefleet.api.documents import JSONObject as Document
 from edgefleet.api.meta import API_VERSION
 from edgefleet.gslb.dnswire import name_wire, skip_name
 from edgefleet.gslb.errors import DnsFormatError
-
-Document = dict[str, Any]
 
 DOMAIN = "demo"
 DEMO_HOST = "demo.edgefleet.test"

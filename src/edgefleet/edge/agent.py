@@ -61,7 +61,7 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ from edgefleet.api.domains import CDN_ZONE
 from edgefleet.api.secrets import secret_value
 from edgefleet.api.workloads import Workload, WorkloadTemplate
 from edgefleet.cache.errors import CacheError
+from edgefleet.edge.backoff import HUB_DIAL, Backoff
 from edgefleet.edge.cacheconfig import (
     ADMIN_PORT_NAME,
     DEFAULT_ADMIN_PORT,
@@ -85,7 +86,7 @@ from edgefleet.edge.cacheconfig import (
     template_port,
 )
 from edgefleet.edge.cachetasks import LEDGER_FILE, CacheAdmin, CacheTasks, tasks_from_view
-from edgefleet.edge.hubclient import Backoff, HubClient
+from edgefleet.edge.hubclient import HubClient
 from edgefleet.edge.hubclient import sync_url as sync_url  # re-exported: callers used it from here
 from edgefleet.edge.localstore import LocalStore
 from edgefleet.edge.peerhealth import DEFAULT_PERIOD, PeerProber, PeerTarget, PeerVotes, peer_targets
@@ -115,7 +116,7 @@ class AgentOptions:
     listen_port: int = 7441
     heartbeat_seconds: float = 10.0
     ping_interval: float = 10.0
-    backoff: Backoff = field(default_factory=Backoff)
+    backoff: Backoff = HUB_DIAL
     peer_probe_period: float = DEFAULT_PERIOD
     cdn_zone: str = CDN_ZONE
     workload_user: str = DEFAULT_WORKLOAD_USER
@@ -169,15 +170,17 @@ class AgentMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.connected = Gauge("edgefleet_agent_connected", "1 while the hub link is up", registry=self.registry)
-        self.synced_revision = Gauge("edgefleet_agent_synced_revision", "Store revision of the local view",
-                                     registry=self.registry)
-        self.objects = Counter("edgefleet_agent_sync_objects_received", "Objects put or deleted by hub batches",
-                               registry=self.registry)
-        self.batches = Counter("edgefleet_agent_sync_batches", "Batches committed and acknowledged",
-                               registry=self.registry)
+        self.synced_revision = Gauge(
+            "edgefleet_agent_synced_revision", "Store revision of the local view", registry=self.registry
+        )
+        self.objects = Counter(
+            "edgefleet_agent_sync_objects_received", "Objects put or deleted by hub batches", registry=self.registry
+        )
+        self.batches = Counter(
+            "edgefleet_agent_sync_batches", "Batches committed and acknowledged", registry=self.registry
+        )
         self.connects = Counter("edgefleet_agent_hub_connects", "Successful hub handshakes", registry=self.registry)
-        self.workloads = Gauge("edgefleet_agent_workloads", "Workloads by readiness", ["ready"],
-                               registry=self.registry)
+        self.workloads = Gauge("edgefleet_agent_workloads", "Workloads by readiness", ["ready"], registry=self.registry)
 
 
 class Agent:
@@ -188,8 +191,14 @@ class Agent:
         self.local = LocalStore(options.data_dir / "view.db")
         self.cache = BuiltinCache(self.identity.node, zone=options.cdn_zone)
         self.users = UserPolicy.for_agent(options.workload_user)
-        self.supervisor = Supervisor(options.data_dir, node_name=self.identity.node, on_change=self._workloads_changed,
-                                     builtins={"cache": self.cache}, users=self.users, secrets=self._secret_value)
+        self.supervisor = Supervisor(
+            options.data_dir,
+            node_name=self.identity.node,
+            on_change=self._workloads_changed,
+            builtins={"cache": self.cache},
+            users=self.users,
+            secrets=self._secret_value,
+        )
         self.cache_tasks = CacheTasks(options.data_dir / LEDGER_FILE, CacheAdmin())
         servers, origin = self.desired_servers()
         log.info("hub servers: %s (from %s)", ", ".join(servers), origin)
@@ -204,8 +213,9 @@ class Agent:
             trust=node_trust(options.data_dir, self.identity.insecure),
         )
         self.peer_votes = PeerVotes()
-        self.peer_prober = PeerProber(self.peer_votes, self._peer_targets, self.hub.status_changed,
-                                      period=options.peer_probe_period)
+        self.peer_prober = PeerProber(
+            self.peer_votes, self._peer_targets, self.hub.status_changed, period=options.peer_probe_period
+        )
         self.http = AgentHttp(metrics=self.metrics.registry, status=self.describe, ready=self._all_ready)
         self._reconcile = asyncio.Event()
         self._cache_wake = asyncio.Event()
@@ -227,13 +237,21 @@ class Agent:
 
     def local_state(self) -> LocalState:
         snapshot = self.local.snapshot()
-        return LocalState(epoch=snapshot.epoch, revision=snapshot.revision, holdings=snapshot.holdings,
-                          agent_version=edgefleet.__version__)
+        return LocalState(
+            epoch=snapshot.epoch,
+            revision=snapshot.revision,
+            holdings=snapshot.holdings,
+            agent_version=edgefleet.__version__,
+        )
 
     async def apply_batch(self, batch: ApplyBatch) -> None:
         put = [(item.key, item.rev, item.object) for item in batch.put]
         await asyncio.to_thread(
-            self.local.apply_batch, revision=batch.revision, epoch=batch.epoch, put=put, delete=list(batch.delete),
+            self.local.apply_batch,
+            revision=batch.revision,
+            epoch=batch.epoch,
+            put=put,
+            delete=list(batch.delete),
         )
         self._last_batch = time.monotonic()
         self.metrics.batches.inc()
@@ -257,8 +275,12 @@ class Agent:
         }
         # No syncedRevision: the hub takes it from the batches this node acknowledged, so a report
         # stays byte-identical across pushes (and an identical report costs the hub nothing).
-        report = {"agentVersion": edgefleet.__version__, "workloads": workloads, **self._task_report,
-                  "peerVotes": self._reported_votes()}
+        report = {
+            "agentVersion": edgefleet.__version__,
+            "workloads": workloads,
+            **self._task_report,
+            "peerVotes": self._reported_votes(),
+        }
         if self._cache_stats is not None:
             report["cache"] = self._cache_stats
         return report
@@ -310,8 +332,11 @@ class Agent:
         """Hand the hub client the current list; the connection it has is kept."""
         servers, origin = self.desired_servers()
         if self.hub.set_servers(servers):
-            log.info("hub servers changed to %s (from %s); the current connection is kept, the next dial uses them",
-                     ", ".join(servers), origin)
+            log.info(
+                "hub servers changed to %s (from %s); the current connection is kept, the next dial uses them",
+                ", ".join(servers),
+                origin,
+            )
 
     # workloads -------------------------------------------------------------
 
@@ -436,8 +461,9 @@ class Agent:
         nodes = self.local.objects("nodes")
         own = next((n for n in nodes if (n.get("metadata") or {}).get("name") == self.identity.node), None)
         site = (own or {}).get("spec", {}).get("site") or self.identity.site
-        return peer_targets(nodes, self.identity.node, site, template_port(template, ADMIN_PORT_NAME,
-                                                                           DEFAULT_ADMIN_PORT))
+        return peer_targets(
+            nodes, self.identity.node, site, template_port(template, ADMIN_PORT_NAME, DEFAULT_ADMIN_PORT)
+        )
 
     def _cache_template(self) -> WorkloadTemplate | None:
         """The built-in cache's template: of the running cache, else of the view (peers run the same one)."""
@@ -468,13 +494,19 @@ class Agent:
 
     async def run(self) -> None:
         if self.local.recovered_from is not None:
-            log.error("the local view store was corrupt and was moved to %s; it is rebuilt from the cloud",
-                      self.local.recovered_from)
+            log.error(
+                "the local view store was corrupt and was moved to %s; it is rebuilt from the cloud",
+                self.local.recovered_from,
+            )
         self.cache.update_view(self._cache_view())
         if not self.users.switch:
-            log.warning("the agent does not run as root: workloads run as its user %s (uid %d) and can read its "
-                        "credential; run the agent as root to run them as %s (see docs/security.md)",
-                        self.users.agent.name, self.users.agent.uid, self.options.workload_user)
+            log.warning(
+                "the agent does not run as root: workloads run as its user %s (uid %d) and can read its "
+                "credential; run the agent as root to run them as %s (see docs/security.md)",
+                self.users.agent.name,
+                self.users.agent.uid,
+                self.options.workload_user,
+            )
         await self.supervisor.start()
         if self.local.snapshot().revision > 0:
             await self.supervisor.apply(self.desired_workloads())
@@ -482,12 +514,14 @@ class Agent:
             # A view never synced (or rebuilt after corruption) is empty, not "run nothing":
             # keep running what the supervisor's own state says until the cloud fills the view.
             log.warning("no synced view yet; running the workloads from local state until the cloud answers")
-        address = await self.http.start(self.options.listen_host, self.options.listen_port,
-                                        self.options.data_dir / "agent.addr")
-        log.info("agent running", extra={"node": self.identity.node, "listen": address,
-                                         "servers": self.hub.servers})
-        tasks = [asyncio.create_task(loop()) for loop in (self.hub.run, self._reconcile_loop, self._cache_loop,
-                                                            self._tasks_loop, self.peer_prober.run)]
+        address = await self.http.start(
+            self.options.listen_host, self.options.listen_port, self.options.data_dir / "agent.addr"
+        )
+        log.info("agent running", extra={"node": self.identity.node, "listen": address, "servers": self.hub.servers})
+        tasks = [
+            asyncio.create_task(loop())
+            for loop in (self.hub.run, self._reconcile_loop, self._cache_loop, self._tasks_loop, self.peer_prober.run)
+        ]
         try:
             await _until_signalled()
         finally:

@@ -43,7 +43,7 @@ Rendering (:func:`render_cache_config`, pure; "address" is the node's first
   template, so the same http port. ``trusted``: every IP address of every
   Node in the view (the site's peers, its parents and their ancestors):
   the cache trusts tier header fields only from those (see
-  :mod:`edgefleet.cache.tiers`).
+  :mod:`edgefleet.cache.upstream.tiers`).
 
 The command: a leading ``edgefleet`` in ``command`` becomes
 ``<the agent's python> -m edgefleet`` (so it runs from the agent's
@@ -71,6 +71,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edgefleet.api.documents import JSONObject as Document
 from edgefleet.api.domains import CDN_ZONE
 from edgefleet.api.workloads import WorkloadTemplate
 from edgefleet.cache.config import CacheConfig, DomainConfig, dump_config, load_config, parse_config, split_listen
@@ -86,8 +87,6 @@ ADMIN_PORT_NAME, DEFAULT_ADMIN_PORT = "admin", 9081
 DEFAULT_HOST = "127.0.0.1"
 RELOAD_AFTER_SECONDS = 2.0
 """Without a health probe, a process younger than this is not sent SIGHUP (it may not handle it yet)."""
-
-Document = dict[str, Any]
 
 
 class CacheConfigError(CacheError):
@@ -204,8 +203,9 @@ def _domains(view: _View, zone: str) -> list[dict[str, Any]]:
             continue
         clash = next((host for host in domain.hostnames if host in taken), None)
         if clash is not None:
-            log.warning("domain %s left out of the cache config: hostname %s is domain %s's",
-                        domain.name, clash, taken[clash])
+            log.warning(
+                "domain %s left out of the cache config: hostname %s is domain %s's", domain.name, clash, taken[clash]
+            )
             continue
         taken.update((host, domain.name) for host in domain.hostnames)
         entries.append(entry)
@@ -230,14 +230,21 @@ def _domain_config(entry: dict[str, Any], zone: str) -> DomainConfig:
     except ValidationError:
         entry["aliases"] = []
         domain = DomainConfig.model_validate(entry)  # raises when the Domain itself is bad
-    log.warning("domain %s: served without its CDN zone names %s (not valid hostnames, or too many hostnames)",
-                entry["name"], ", ".join(extra))
+    log.warning(
+        "domain %s: served without its CDN zone names %s (not valid hostnames, or too many hostnames)",
+        entry["name"],
+        ", ".join(extra),
+    )
     return domain
 
 
 def render_cache_config(
-    node_name: str, view_documents: Iterable[Document], template: WorkloadTemplate, workdir: Path,
-    *, zone: str = CDN_ZONE,
+    node_name: str,
+    view_documents: Iterable[Document],
+    template: WorkloadTemplate,
+    workdir: Path,
+    *,
+    zone: str = CDN_ZONE,
 ) -> CacheConfig:
     """The cache config of ``node_name`` from its view (see the module docstring); CacheConfigError without its Node."""
     view = _split_view(view_documents)

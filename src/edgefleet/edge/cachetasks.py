@@ -42,6 +42,7 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import ValidationError
 
+from edgefleet.api.documents import JSONObject as Document
 from edgefleet.api.nodes import MAX_TASK_REPORTS, CacheStats
 from edgefleet.edge.cacheconfig import AdminEndpoint
 from edgefleet.edge.workdirs import write_atomic
@@ -63,7 +64,6 @@ STATUS_TIMEOUT = 5.0
 
 Kind = Literal["Purge", "Prefetch"]
 Final = Literal["Done", "Failed"]
-Document = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +90,13 @@ def _task(kind: Kind, document: Mapping[str, Any]) -> CacheTask | None:
     if kind == "Prefetch":
         body: Document = {"domain": domain, "urls": urls}
     else:
-        body = {"domain": domain, "urls": urls, "prefixes": list(spec.get("prefixes") or []),
-                "tags": list(spec.get("tags") or []), "soft": spec.get("mode") == "soft"}
+        body = {
+            "domain": domain,
+            "urls": urls,
+            "prefixes": list(spec.get("prefixes") or []),
+            "tags": list(spec.get("tags") or []),
+            "soft": spec.get("mode") == "soft",
+        }
     return CacheTask(kind, name, uid, str(metadata.get("creationTimestamp") or ""), body)
 
 
@@ -126,8 +131,10 @@ def judge(task: CacheTask, status: int, answer: Any) -> Outcome:
     if not failed:
         return Outcome("Done", f"fetched {answer.get('fetched', '?')}")
     first = failed[0] if isinstance(failed[0], dict) else {}
-    return Outcome("Failed", _clip(f"{len(failed)} of {len(task.body['urls'])} URLs failed, e.g. "
-                                   f"{first.get('url')}: {first.get('error')}"))
+    return Outcome(
+        "Failed",
+        _clip(f"{len(failed)} of {len(task.body['urls'])} URLs failed, e.g. {first.get('url')}: {first.get('error')}"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,17 +220,21 @@ class TaskLedger:
                 del self.records[uid]
 
     def dumps(self) -> str:
-        return json.dumps({"records": {uid: [r.kind, r.name, r.state, r.message, r.at]
-                                       for uid, r in self.records.items()}}, separators=(",", ":"))
+        return json.dumps(
+            {"records": {uid: [r.kind, r.name, r.state, r.message, r.at] for uid, r in self.records.items()}},
+            separators=(",", ":"),
+        )
 
     @classmethod
     def loads(cls, text: str) -> TaskLedger:
         """Read what :meth:`dumps` wrote; ValueError if it is not that."""
         try:
             raw = json.loads(text)["records"]
-            records = {str(uid): Record(kind, str(name), state, str(message), float(at))
-                       for uid, (kind, name, state, message, at) in raw.items()
-                       if kind in ("Purge", "Prefetch") and state in ("Done", "Failed")}
+            records = {
+                str(uid): Record(kind, str(name), state, str(message), float(at))
+                for uid, (kind, name, state, message, at) in raw.items()
+                if kind in ("Purge", "Prefetch") and state in ("Done", "Failed")
+            }
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a task ledger: {exc}") from None
         return cls(records)
@@ -310,8 +321,9 @@ class CacheTasks:
         except OSError as exc:
             log.error("cannot save %s: %s", self.path, exc)
 
-    async def run(self, tasks: list[CacheTask], endpoint: AdminEndpoint | None, *, cache_expected: bool,
-                  now: float) -> bool:
+    async def run(
+        self, tasks: list[CacheTask], endpoint: AdminEndpoint | None, *, cache_expected: bool, now: float
+    ) -> bool:
         """Do the due tasks, oldest first; True if any became final (then the ledger file was saved)."""
         finished = False
         for task in self.ledger.due(tasks, now):

@@ -108,6 +108,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from edgefleet.api.clusterinfo import check_server_url, normalise_servers
+from edgefleet.edge.backoff import HUB_DIAL, Backoff
 from edgefleet.sync import messages
 from edgefleet.sync.agent import AgentSession, ApplyBatch, LocalState, LogsRequested, Welcomed
 from edgefleet.sync.errors import ProtocolError
@@ -162,16 +163,6 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
             when = when.replace(tzinfo=UTC)
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
     return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    base: float = 0.5
-    cap: float = 30.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        ceiling = min(self.cap, self.base * float(2 ** min(attempt, 16)))
-        return float(ceiling * (0.5 + rng.random() / 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +242,7 @@ class HubClient:
         self._handler = handler
         self.heartbeat_seconds = heartbeat_seconds
         self._ping_interval = ping_interval
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff or HUB_DIAL
         self._rng = rng or random.Random()
         self._open_timeout = open_timeout
         self._release_delay = release_delay
@@ -325,15 +316,15 @@ class HubClient:
                 if self._releases_in_a_row <= QUICK_RELEASES:
                     delay = self._rng.uniform(*self._release_delay)
                 else:
-                    delay = self._backoff.delay(self._releases_in_a_row - QUICK_RELEASES, self._rng)
+                    delay = self._backoff.delay(self._releases_in_a_row - QUICK_RELEASES, self._rng.random)
                 attempt = 0
             elif outcome == "ended":
-                delay = self._backoff.delay(0, self._rng)
+                delay = self._backoff.delay(0, self._rng.random)
                 attempt = 0
             else:
                 if outcome == "refused":
                     attempt = max(attempt, 6)
-                delay = self._backoff.delay(attempt, self._rng)
+                delay = self._backoff.delay(attempt, self._rng.random)
                 attempt += 1
             await asyncio.sleep(max(delay, wait))
 
@@ -396,8 +387,12 @@ class HubClient:
             log.warning("the hub at %s is overloaded (HTTP %d); not dialling it again for %.1f s", target, code, wait)
             return False
         if code in (401, 403):
-            log.error("the hub at %s refused the connection: HTTP %s; the credential was revoked or is wrong: "
-                      "run `edgefleet edge join --force`", target, code)
+            log.error(
+                "the hub at %s refused the connection: HTTP %s; the credential was revoked or is wrong: "
+                "run `edgefleet edge join --force`",
+                target,
+                code,
+            )
             return True
         log.warning("the hub at %s refused the connection: HTTP %s", target, code)
         return False

@@ -1,26 +1,25 @@
 """One workload instance: the life of one template revision under one name, as an asyncio task.
 
-How: :class:`Instance` runs a loop in its own task::
+How: the decisions live in a pure :class:`~edgefleet.edge.lifecycle.Lifecycle`
+(adopt or replace what an earlier supervisor left, restart policy and
+back-off, readiness from probes, what to show); :class:`Instance` is its
+thin asyncio shell. It feeds the lifecycle what happened (a start went
+through or failed, the process exited, a probe answered) with the time from
+an injected clock, and executes the action it gets back::
 
-    start (render files, spawn, postStart)  ->  Running (probe while waiting for the exit)
-        ^                                               |
-        |    back-off sleep  <-  restart policy  <------+ exit (or failed start)
+    Start   (render files, spawn, postStart)  ->  watch the exit, probe meanwhile
+    Adopt   (watch the recorded process)       ->  watch the exit, probe meanwhile
+    Replace (stop the recorded process)        ->  Start
+    RestartAfter(delay)                        ->  sleep, then Start
+    Finished                                   ->  the task ends
 
-and records every transition in ``state.json`` (see
-:mod:`edgefleet.edge.statefiles`) and through ``notify`` (the supervisor's
-change callback). It starts either fresh (:meth:`Instance.launch`) or from
-what an earlier supervisor left on disk (:meth:`Instance.resume`):
-
-- the recorded process still runs (same pid, start time and boot id) and
-  has this revision: it is *adopted*, watched through a pidfd, not
-  restarted;
-- it runs with another revision: it is stopped (SIGTERM, grace period,
-  SIGKILL; no preStop hook, since that belongs to a template we no longer
-  have) and this revision starts;
-- it is gone (host reboot, killed while the agent was down): this revision
-  starts at once, whatever the restart policy, since the edge must come back
-  on its own after a reboot; an instance that had *finished* under its
-  policy (``Never``, ``OnFailure`` with exit 0) stays finished.
+Every transition is recorded in ``state.json`` (see
+:mod:`edgefleet.edge.statefiles`) and, when the visible status changed,
+through ``notify`` (the supervisor's change callback). An instance starts
+either fresh (:meth:`Instance.launch`) or from what an earlier supervisor
+left on disk (:meth:`Instance.resume`): the recorded process still runs
+(same pid, start time and boot id) or not is the one observation made here;
+what follows from it is the lifecycle's rule (see its module docstring).
 
 Two ways out: :meth:`Instance.stop` (preStop hook, SIGTERM to the process
 group, ``terminationGracePeriodSeconds``, then SIGKILL to the group) and
@@ -35,12 +34,10 @@ An instance can also be signalled (:meth:`Instance.send_signal`, e.g. SIGHUP
 to reload a config) without being restarted.
 
 Probe failures: every failed probe attempt of the instance is counted
-(``probeFailures``, for rollout analysis), not only the ones that cross
-``failureThreshold``; the count lives as long as the instance in this agent
-(a new revision or an agent restart starts it at 0). A count that moved
-alone does not notify: like the cache's counters it rides along with the
-next status report, so a probe failing every period does not make a report
-of its own each time.
+(``probeFailures``, for rollout analysis); the count lives as long as the
+instance in this agent (a new revision or an agent restart starts it at 0).
+A count that moved alone does not notify: like the cache's counters it rides
+along with the next status report.
 
 Who it runs as: at every start the instance asks the supervisor's
 :class:`~edgefleet.edge.users.UserPolicy` for the account (a missing default
@@ -66,10 +63,12 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from edgefleet.api.workloads import HealthProbe, Hook, InstanceStatus, WorkloadTemplate, template_revision
 from edgefleet.edge import logfiles, probes, workdirs
+from edgefleet.edge.backoff import Backoff
+from edgefleet.edge.lifecycle import Action, Adopt, Finished, Found, Lifecycle, Replace, RestartAfter, Start
 from edgefleet.edge.processes import (
     ExitStatus,
     ExitWatcher,
@@ -83,14 +82,14 @@ from edgefleet.edge.processes import (
     spawn,
     terminate,
 )
-from edgefleet.edge.restarts import Backoff, should_restart
 from edgefleet.edge.statefiles import ProcessRecord, StateRecord, write_state
 from edgefleet.edge.users import Account, UserError, UserPolicy
 from edgefleet.edge.workdirs import Layout, RenderError, SecretLookup
 
 log = logging.getLogger(__name__)
 
-State = Literal["Pending", "Starting", "Running", "Stopping", "Exited", "Failed"]
+Clock = Callable[[], float]
+"""Wall-clock seconds (``time.time``): spawn times are persisted and compared across agent restarts."""
 
 
 class StartFailed(Exception):
@@ -124,13 +123,13 @@ class Settings:
     """Which user each workload runs as (see :mod:`edgefleet.edge.users`); None: the agent's, always."""
     secrets: SecretLookup | None = None
     """Values for env ``valueFrom.secretRef``; None: no Secrets (such variables fail the start)."""
+    clock: Clock = time.time
 
 
 @dataclass(frozen=True, slots=True)
 class _Process:
     record: ProcessRecord
     watcher: ExitWatcher
-    adopted: bool
 
 
 class Instance:
@@ -142,6 +141,8 @@ class Instance:
         self.revision = template_revision(template)
         self._settings = settings
         self._notify = notify
+        self._life = Lifecycle(self.revision, policy=template.restart_policy, probe=template.health_probe,
+                               backoff=settings.backoff)  # fmt: skip
         self._workdir = settings.layout.workdir(name, self.revision)
         self._log = settings.layout.log_file(name)
         # Hooks and probes of an adopted process use this one; every start builds it again, strictly.
@@ -150,27 +151,11 @@ class Instance:
         self._task: asyncio.Task[None] | None = None
         self._process: _Process | None = None
         self._probed = asyncio.Event()
-        self._restarts = 0
-        self._failures = 0  # consecutive, for the back-off
-        self._finished = False
-        self._state: State = "Pending"
-        self._ready = False
-        self._exit_code: int | None = None
-        self._message: str | None = "waiting to start"
-        self._probe_failures = 0
-        self._shown = self._notable()
 
     # -- what the supervisor sees ---------------------------------------------------------------
 
     def status(self) -> InstanceStatus:
-        return self._notable().model_copy(update={"probe_failures": self._probe_failures})
-
-    def _notable(self) -> InstanceStatus:
-        """The status without the counters that ride along: a change here notifies."""
-        return InstanceStatus(
-            revision=self.revision, state=self._state, ready=self._ready, restarts=self._restarts,
-            exit_code=self._exit_code, message=self._message,
-        )  # fmt: skip
+        return self._life.status()
 
     @property
     def pid(self) -> int | None:
@@ -204,34 +189,29 @@ class Instance:
 
     def launch(self) -> None:
         """Start a fresh process (a new name or a new revision)."""
-        self._spawn_task(self._run(None))
+        self._spawn_task(self._run(self._life.launch()))
 
     def resume(self, state: StateRecord | None) -> bool:
         """Carry on from what an earlier supervisor recorded; True if the process was adopted."""
-        same = state is not None and state.revision == self.revision
-        if state is not None and same:
-            self._restarts = state.restarts
         recorded = state.process if state is not None else None
         process = self._adopt(recorded) if recorded is not None else None
-        if process is not None and same:
+        found = None
+        if state is not None:
+            found = Found(revision=state.revision, restarts=state.restarts, finished=state.finished,
+                          exit_code=state.exit_code, message=state.message,
+                          pid=recorded.pid if recorded is not None else None, alive=process is not None)  # fmt: skip
+        action = self._life.resume(found)
+        self._changed()
+        if isinstance(action, Adopt | Replace):
             self._process = process
-            self._show("Running", ready=self.template.health_probe is None, message=f"adopted pid {process.record.pid}")
-            self._spawn_task(self._run(process))
-            return True
-        if process is not None:
-            self._spawn_task(self._replace(process))
-        elif state is not None and same and state.finished:
-            self._finished = True
-            self._exit_code = state.exit_code
-            self._show("Exited" if state.exit_code == 0 else "Failed", message=state.message)
-            self._probed.set()
-        else:
-            if recorded is not None and same:
-                self._restarts += 1
-                log.warning("workload %s: pid %d ended while no supervisor watched it; starting it again",
-                            self.name, recorded.pid)  # fmt: skip
-            self._spawn_task(self._run(None))
-        return False
+        elif process is not None:
+            process.watcher.close()  # not ours to watch (cannot happen: alive means Adopt or Replace)
+        if isinstance(action, Start) and action.vanished is not None:
+            log.warning("workload %s: pid %d ended while no supervisor watched it; starting it again",
+                        self.name, action.vanished)  # fmt: skip
+        if not isinstance(action, Finished):
+            self._spawn_task(self._run(action))
+        return isinstance(action, Adopt)
 
     def _adopt(self, record: ProcessRecord) -> _Process | None:
         identity = record.identity
@@ -244,7 +224,7 @@ class Instance:
         if not is_running(identity):
             watcher.close()
             return None
-        return _Process(record, watcher, adopted=True)
+        return _Process(record, watcher)
 
     # -- ways out -------------------------------------------------------------------------------
 
@@ -269,7 +249,7 @@ class Instance:
             # wait() rather than await: our own cancellation must not be swallowed with the task's.
             await asyncio.wait([task])
 
-    # -- the loop -------------------------------------------------------------------------------
+    # -- executing the lifecycle's actions ------------------------------------------------------
 
     def _spawn_task(self, work: Coroutine[Any, Any, None]) -> None:
         self._task = asyncio.get_running_loop().create_task(self._guarded(work), name=f"workload {self.name}")
@@ -281,31 +261,48 @@ class Instance:
             raise
         except Exception:
             log.exception("supervisor bug while running workload %s", self.name)
-            self._show("Failed", message="internal supervisor error; see the agent's log")
-            self._probed.set()
+            self._life.broken("internal supervisor error; see the agent's log")
+            self._changed()
 
-    async def _replace(self, process: _Process) -> None:
-        log.info("workload %s: pid %d runs another revision; replacing it", self.name, process.record.pid)
-        await self._terminate(process, run_pre_stop=False)
-        await self._run(None)
+    async def _run(self, action: Action) -> None:
+        while not isinstance(action, Finished):
+            action = await self._execute(action)
 
-    async def _run(self, process: _Process | None) -> None:
-        if process is not None:
+    async def _execute(self, action: Action) -> Action:
+        """Do what ``action`` says; the lifecycle's next decision."""
+        if isinstance(action, RestartAfter):
+            await asyncio.sleep(action.delay)
+            return self._life.restarting()
+        if isinstance(action, Replace):
+            assert self._process is not None
+            log.info("workload %s: pid %d runs another revision; replacing it", self.name, action.pid)
+            await self._terminate(self._process, run_pre_stop=False)
+            return Start()
+        if isinstance(action, Adopt):
+            assert self._process is not None
             # Adopted: its hooks and probes run as the user it runs as (stopping it needs no user).
             with contextlib.suppress(StartFailed):
                 await self._resolve_account()
-        while True:
-            try:
-                if process is None:
-                    process = await self._start()
-                status: ExitStatus | None = await self._supervise(process)
-                detail = status.describe() if status else "exited"
-                ran_for = time.time() - process.record.started_at
-            except StartFailed as failure:
-                status, detail, ran_for = None, str(failure), 0.0
-            process = None
-            if not await self._after_exit(status, detail, ran_for):
-                return
+            self._life.adopted(self._process.record.started_at)
+            self._changed()
+            return await self._supervise(self._process)
+        try:
+            process = await self._start()
+        except StartFailed as failure:
+            return self._decided(self._life.start_failed(str(failure)), str(failure))
+        return await self._supervise(process)
+
+    def _decided(self, action: Action, detail: str) -> Action:
+        """Record the lifecycle's decision after an exit or a failed start, and log it."""
+        self._process = None
+        self._changed()
+        self._persist()
+        if isinstance(action, RestartAfter):
+            log.warning("workload %s: %s; restarting in %g s", self.name, detail, action.delay)
+        else:
+            log.info("workload %s: %s; not restarted (restartPolicy %s)", self.name, detail,
+                     self.template.restart_policy)  # fmt: skip
+        return action
 
     def _environment(self, *, strict: bool) -> dict[str, str]:
         return workdirs.environment(
@@ -325,7 +322,8 @@ class Instance:
             raise StartFailed(str(error)) from error
 
     async def _start(self) -> _Process:
-        self._show("Starting", message="starting")
+        self._life.starting()
+        self._changed()
         loop = asyncio.get_running_loop()
         await self._resolve_account()
         try:
@@ -337,7 +335,8 @@ class Instance:
         process = self._spawn()
         await self._post_start(process)
         await loop.run_in_executor(None, workdirs.prune_revisions, self._workdir.parent, self.revision)
-        self._show("Running", ready=self.template.health_probe is None, message=f"running as pid {process.record.pid}")
+        self._life.started(process.record.pid, process.record.started_at)
+        self._changed()
         log.info("workload %s: revision %s running as pid %d", self.name, self.revision, process.record.pid)
         return process
 
@@ -368,16 +367,14 @@ class Instance:
     def _spawn(self) -> _Process:
         try:
             with logfiles.appending(self._log) as output:
-                identity = spawn(self._argv(), cwd=self._workdir, env=self._env, output=output,
-                                 account=self._account)
+                identity = spawn(self._argv(), cwd=self._workdir, env=self._env, output=output, account=self._account)
         except SpawnError as error:
             raise StartFailed(str(error)) from error
         except OSError as error:
             raise StartFailed(f"cannot open the log file {self._log}: {error.strerror}") from error
-        record = ProcessRecord(
-            pid=identity.pid, start_time=identity.start_time, boot_id=identity.boot_id, started_at=time.time()
-        )
-        self._process = _Process(record, ExitWatcher(identity.pid, poll_interval=self._settings.poll_interval), False)
+        record = ProcessRecord(pid=identity.pid, start_time=identity.start_time, boot_id=identity.boot_id,
+                               started_at=self._settings.clock())  # fmt: skip
+        self._process = _Process(record, ExitWatcher(identity.pid, poll_interval=self._settings.poll_interval))
         self._persist()  # before any await: a crash from here on finds the pid on disk
         return self._process
 
@@ -385,7 +382,8 @@ class Instance:
         hook = self.template.post_start
         if hook is None:
             return
-        self._show("Starting", message="running the postStart hook")
+        self._life.starting("running the postStart hook")
+        self._changed()
         outcome = await self._run_hook(hook, hook.timeout_seconds)
         if not outcome.ok:
             await kill_and_wait(process.watcher, self._settings.kill_timeout)
@@ -397,39 +395,37 @@ class Instance:
         try:
             with logfiles.appending(self._log) as output:
                 return await run_command(
-                    hook.exec.command, cwd=self._workdir, env=self._env, output=output, time_limit=time_limit,
+                    hook.exec.command,
+                    cwd=self._workdir,
+                    env=self._env,
+                    output=output,
+                    time_limit=time_limit,
                     account=self._account,
                 )
         except OSError as error:
             return Outcome(False, f"cannot open the log file: {error.strerror}")
 
-    async def _supervise(self, process: _Process) -> ExitStatus:
+    async def _supervise(self, process: _Process) -> Action:
+        """Probe while waiting for the exit; the lifecycle's decision once it came."""
         probe = self.template.health_probe
         prober = asyncio.get_running_loop().create_task(self._probe(process, probe)) if probe else None
-        if prober is None:
-            self._probed.set()
         try:
-            return await asyncio.shield(process.watcher.exited)
+            status: ExitStatus = await asyncio.shield(process.watcher.exited)
         finally:
             if prober is not None:
                 prober.cancel()
+        return self._decided(self._life.exited(status, self._settings.clock()), status.describe())
 
     async def _probe(self, process: _Process, probe: HealthProbe) -> None:
-        loop = asyncio.get_running_loop()
-        readiness = probes.Readiness(probe.failure_threshold)
-        # A process adopted after an agent restart is past its start-up: probe it at once.
-        await asyncio.sleep(0 if process.adopted else probe.initial_delay_seconds)
+        delay = self._life.first_probe_in()
         while True:
-            began = loop.time()
+            await asyncio.sleep(delay)
+            began = self._settings.clock()
             outcome = await probes.check(probe, cwd=self._workdir, env=self._env, host=self._probe_host(),
-                                         account=self._account)
-            readiness.observe(outcome.ok)
-            if not outcome.ok:
-                self._probe_failures += 1
-            message = f"running as pid {process.record.pid}" if readiness.ready else f"not ready: {outcome.detail}"
-            self._show("Running", ready=readiness.ready, message=message)
-            self._probed.set()
-            await asyncio.sleep(max(0.0, probe.period_seconds - (loop.time() - began)))
+                                         account=self._account)  # fmt: skip
+            delay = self._life.probed(outcome.ok, outcome.detail, process.record.pid, began=began,
+                                      now=self._settings.clock())  # fmt: skip
+            self._changed()
 
     def _probe_host(self) -> str:
         try:
@@ -438,31 +434,9 @@ class Instance:
             builtin = None
         return builtin.probe_host() if builtin is not None else probes.LOOPBACK
 
-    async def _after_exit(self, status: ExitStatus | None, detail: str, ran_for: float) -> bool:
-        """Record the exit; sleep the back-off and return True if the policy restarts."""
-        self._process = None
-        if ran_for >= self._settings.backoff.reset_after:
-            self._failures = 0
-        self._exit_code = status.exit_code if status else None
-        state: State = "Exited" if status is not None and status.success else "Failed"
-        if not should_restart(self.template.restart_policy, status):
-            self._finished = True
-            self._show(state, message=detail)
-            self._persist()
-            log.info("workload %s: %s; not restarted (restartPolicy %s)", self.name, detail,
-                     self.template.restart_policy)  # fmt: skip
-            return False
-        self._failures += 1
-        delay = self._settings.backoff.delay(self._failures)
-        self._show(state, message=f"{detail}; restarting in {delay:g} s")
-        self._persist()
-        log.warning("workload %s: %s; restarting in %g s", self.name, detail, delay)
-        await asyncio.sleep(delay)
-        self._restarts += 1
-        return True
-
     async def _terminate(self, process: _Process, *, run_pre_stop: bool) -> None:
-        self._show("Stopping", message="stopping")
+        self._life.stopping()
+        self._changed()
         loop = asyncio.get_running_loop()
         grace = float(self.template.termination_grace_period_seconds)
         deadline = loop.time() + grace
@@ -477,27 +451,25 @@ class Instance:
         if status is None:
             process.watcher.close()
         self._process = None
-        self._exit_code = status.exit_code if status else None
-        self._show("Exited", message=f"stopped: {status.describe()}" if status else "stopped")
+        self._life.stopped(status)
+        self._changed()
         self._persist()
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
-    def _show(self, state: State, *, ready: bool = False, message: str | None = None) -> None:
-        """Set what statuses() shows and notify if anything visible changed."""
-        self._state, self._ready = state, ready
-        if message is not None:
-            self._message = message
-        current = self._notable()
-        if current != self._shown:
-            self._shown = current
+    def _changed(self) -> None:
+        """Notify if anything visible changed; release wait_probed() once readiness is known."""
+        if self._life.readiness_known:
+            self._probed.set()
+        if self._life.changed():
             self._notify()
 
     def _persist(self) -> None:
+        life = self._life
         record = StateRecord(
-            revision=self.revision, restarts=self._restarts,
-            process=self._process.record if self._process else None, finished=self._finished,
-            exit_code=self._exit_code, message=self._message,
+            revision=self.revision, restarts=life.restarts,
+            process=self._process.record if self._process else None, finished=life.finished,
+            exit_code=life.exit_code, message=life.message,
         )  # fmt: skip
         try:
             write_state(self._settings.layout, self.name, record)

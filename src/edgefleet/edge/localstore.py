@@ -29,11 +29,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from edgefleet.api.documents import JSONObject as Document
 
 log = logging.getLogger("edgefleet.edge.localstore")
-
-Document = dict[str, Any]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, rev INTEGER NOT NULL, object TEXT NOT NULL);
@@ -60,8 +59,9 @@ class LocalStore:
             return self._open()
         except sqlite3.DatabaseError as exc:
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            log.error("local view store %s is corrupt (%s); moved to %s, rebuilding from the cloud",
-                      self.path, exc, aside)
+            log.error(
+                "local view store %s is corrupt (%s); moved to %s, rebuilding from the cloud", self.path, exc, aside
+            )
             self.path.rename(aside)
             for suffix in ("-wal", "-shm"):
                 self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)

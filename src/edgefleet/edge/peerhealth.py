@@ -2,7 +2,7 @@
 
 Why: the GSLB must stop sending users to a node whose cache fails, and must
 keep sending them to a node that serves well even when its link to the
-cloud is down (DESIGN.md, "Request path", step 4). Neither the node's own
+cloud is down (docs/architecture.md, "Request path"). Neither the node's own
 reports nor its heartbeat can say that; its site peers can, from the same
 network the users' traffic crosses. So every agent reports
 ``Node.status.peerVotes: {peer: {healthy, at}}`` and the GSLB counts a node
@@ -201,8 +201,12 @@ class PeerProber:
         for target, ok in zip(targets, results, strict=True):
             if self.votes.observe(target.name, ok, now):
                 changed = True
-                log.info("peer %s is now %s", target.name, "healthy" if ok else "unhealthy",
-                         extra={"peer": target.name, "address": f"{target.host}:{target.port}"})
+                log.info(
+                    "peer %s is now %s",
+                    target.name,
+                    "healthy" if ok else "unhealthy",
+                    extra={"peer": target.name, "address": f"{target.host}:{target.port}"},
+                )
         refresh = bool(targets) and now - self._reported_at >= REFRESH_SECONDS
         if changed or refresh:
             self._reported_at = now

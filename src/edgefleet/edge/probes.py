@@ -1,4 +1,4 @@
-"""Health probes of workloads: one check (:func:`check`) and readiness bookkeeping (:class:`Readiness`).
+"""Health probes of workloads: one check (:func:`check`), run by the supervisor's probe loop.
 
 How: a probe is one of three checks, each bounded by the probe's
 ``timeoutSeconds``:
@@ -14,12 +14,11 @@ cache listens on the node's own address, which on a laptop fleet is another
   a process group of its own (killed whole on timeout), exits with 0. Its
   output is discarded: a probe every few seconds would drown the log.
 
-:class:`Readiness` is the sans-I/O part: fed pass/fail results it says
-whether the workload is ready. A workload starts unready, becomes ready on
-the first pass and unready after ``failureThreshold`` failures in a row.
-The supervisor runs the loop (``initialDelaySeconds``, then every
-``periodSeconds``) and reports readiness; probes never restart a process
-(the template's probe is a readiness probe).
+:class:`~edgefleet.edge.lifecycle.Readiness` (the sans-I/O part, in the
+workload's :class:`~edgefleet.edge.lifecycle.Lifecycle`) turns results into
+readiness and says when the next probe is due; the instance's probe loop
+(:mod:`edgefleet.edge.instances`) runs this check then. Probes never restart
+a process (the template's probe is a readiness probe).
 
 Why a hand-written HTTP request instead of an HTTP client: a probe needs a
 status line from loopback, nothing more, and this keeps the check free of
@@ -41,27 +40,6 @@ from edgefleet.edge.users import Account
 LOOPBACK = "127.0.0.1"
 MAX_STATUS_LINE = 8 * 1024
 """Security limit: longest HTTP status line accepted from a workload."""
-
-
-class Readiness:
-    """Whether a probed workload is ready, from consecutive probe results."""
-
-    def __init__(self, failure_threshold: int) -> None:
-        self.failure_threshold = failure_threshold
-        self.ready = False
-        self.failures = 0
-
-    def observe(self, ok: bool) -> bool:
-        """Record one result; True if readiness changed."""
-        before = self.ready
-        if ok:
-            self.failures = 0
-            self.ready = True
-        else:
-            self.failures += 1
-            if self.failures >= self.failure_threshold:
-                self.ready = False
-        return self.ready != before
 
 
 async def check(

@@ -107,19 +107,19 @@ class ExitStatus:
         return "exited (exit status unknown: the process was adopted from an earlier agent process)"
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The result of a short command (hook, exec probe): did it succeed, and a detail for people."""
 
     ok: bool
     detail: str
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
 
 
 @functools.cache
@@ -349,7 +349,12 @@ async def terminate(watcher: ExitWatcher, *, grace: float, kill_time_limit: floa
 
 
 async def run_command(
-    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], output: int | None, time_limit: float,
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    output: int | None,
+    time_limit: float,
     account: Account | None = None,
 ) -> Outcome:
     """Run a short command (hook, exec probe) in its own group, as ``account``; kill the group after ``time_limit``."""

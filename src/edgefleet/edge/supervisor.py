@@ -15,7 +15,7 @@ Public API::
 
 Options: ``builtins`` (name -> :class:`~edgefleet.edge.instances.Builtin`,
 the agent's part of ``builtin:`` templates such as the cache server),
-``backoff`` (:class:`~edgefleet.edge.restarts.Backoff`, default 1 s
+``backoff`` (:class:`~edgefleet.edge.backoff.Backoff`, default 1 s
 doubling to 60 s, reset after 60 s of running), ``log_limits``
 (:class:`~edgefleet.edge.logfiles.LogLimits`, default 10 MiB x 3),
 ``rotate_interval`` (seconds between log size checks), ``poll_interval``
@@ -41,7 +41,9 @@ Edge autonomy: every workload is a session leader of its own (see
 processes (pid + start time + boot id, watched through pidfds), and after a
 host reboot ``start()`` alone, with no cloud and no ``apply``, brings every
 workload back. Each workload's lifecycle (start, hooks, probes, restarts,
-graceful stop) is an :class:`~edgefleet.edge.instances.Instance`.
+graceful stop) is an :class:`~edgefleet.edge.instances.Instance`: a thin
+asyncio shell around the pure :class:`~edgefleet.edge.lifecycle.Lifecycle`,
+which holds every decision (adopt, replace, restart and back-off, readiness).
 
 On-disk layout: see :mod:`edgefleet.edge.workdirs`.
 
@@ -91,10 +93,10 @@ from pathlib import Path
 from edgefleet.api.meta import check_dns1123_subdomain
 from edgefleet.api.workloads import InstanceStatus, WorkloadTemplate, template_revision
 from edgefleet.edge import logfiles
+from edgefleet.edge.backoff import RESTARTS, Backoff
 from edgefleet.edge.instances import Builtin, Instance, Settings
 from edgefleet.edge.logfiles import LogLimits
 from edgefleet.edge.processes import ExitWatcher, is_running, terminate
-from edgefleet.edge.restarts import Backoff
 from edgefleet.edge.statefiles import Stored, load_all, write_template
 from edgefleet.edge.users import UserPolicy
 from edgefleet.edge.workdirs import PRIVATE, SEARCHABLE, Layout, SecretLookup, agent_dir, unsearchable_ancestor
@@ -103,7 +105,7 @@ __all__ = ["Backoff", "Builtin", "LogLimits", "Running", "Supervisor", "Supervis
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BACKOFF = Backoff()
+DEFAULT_BACKOFF = RESTARTS
 DEFAULT_LOG_LIMITS = LogLimits()
 LEFTOVER_GRACE_SECONDS = 10.0
 """Grace period for a process whose template is gone (its removal was interrupted)."""
@@ -147,8 +149,9 @@ class Supervisor:
         secrets: SecretLookup | None = None,
     ) -> None:
         self.layout = Layout(Path(root).absolute())
-        self._settings = Settings(self.layout, node_name, backoff, poll_interval, kill_timeout, dict(builtins or {}),
-                                  users, secrets)
+        self._settings = Settings(
+            self.layout, node_name, backoff, poll_interval, kill_timeout, dict(builtins or {}), users, secrets
+        )
         self._on_change = on_change
         self._log_limits = log_limits
         self._rotate_interval = rotate_interval
@@ -218,9 +221,12 @@ class Supervisor:
             agent_dir(self.layout.root, SEARCHABLE)
             blocking = unsearchable_ancestor(self.layout.root)
             if blocking is not None:
-                log.warning("%s is not searchable by other users: workloads that run as another user reach their "
-                            "working directory only by relative paths (python -m http.server and other programs "
-                            "using absolute paths fail); chmod o+x it or move the data directory", blocking)
+                log.warning(
+                    "%s is not searchable by other users: workloads that run as another user reach their "
+                    "working directory only by relative paths (python -m http.server and other programs "
+                    "using absolute paths fail); chmod o+x it or move the data directory",
+                    blocking,
+                )
         agent_dir(self.layout.workloads, SEARCHABLE)
         agent_dir(self.layout.logs, PRIVATE)
         return load_all(self.layout)

@@ -155,8 +155,10 @@ class UserPolicy:
         if not self.switch:
             if wanted is None or wanted in (self.agent.name, str(self.agent.uid)):
                 return None
-            raise UserError(f"runAsUser {wanted!r} needs an agent running as root; this agent runs as "
-                            f"{self.agent.name} (uid {self.agent.uid}), so its workloads run as that user")
+            raise UserError(
+                f"runAsUser {wanted!r} needs an agent running as root; this agent runs as "
+                f"{self.agent.name} (uid {self.agent.uid}), so its workloads run as that user"
+            )
         if template.builtin is not None:
             return None
         if wanted is None:

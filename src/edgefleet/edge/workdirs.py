@@ -196,12 +196,15 @@ def _enter(directory: int, part: str, path: str, owner: Account | None) -> int:
             if owner is not None:
                 os.fchown(child, owner.uid, owner.gid)
     except (NotADirectoryError, FileExistsError) as error:
-        raise RenderError(f"file {path!r}: its directory leads outside the working directory "
-                          f"({part!r} is a symlink or not a directory)") from error
+        raise RenderError(
+            f"file {path!r}: its directory leads outside the working directory "
+            f"({part!r} is a symlink or not a directory)"
+        ) from error
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise RenderError(f"file {path!r}: its directory leads outside the working directory "
-                              f"({part!r} is a symlink)") from error
+            raise RenderError(
+                f"file {path!r}: its directory leads outside the working directory ({part!r} is a symlink)"
+            ) from error
         raise
     return child
 
@@ -241,8 +244,14 @@ SecretLookup = Callable[[str, str], "str | None"]
 
 
 def environment(
-    template: WorkloadTemplate, *, node: str, workload: str, revision: str, workdir: Path,
-    secrets: SecretLookup | None = None, strict: bool = True,
+    template: WorkloadTemplate,
+    *,
+    node: str,
+    workload: str,
+    revision: str,
+    workdir: Path,
+    secrets: SecretLookup | None = None,
+    strict: bool = True,
 ) -> dict[str, str]:
     """The process environment: a few agent variables, the template's, then EDGEFLEET_*.
 
@@ -262,8 +271,9 @@ def environment(
         if value is not None:
             env[var.name] = value
         elif strict:
-            raise RenderError(f"env {var.name}: Secret {ref.name!r} has no key {ref.key!r} on this node "
-                              "(missing, or not synced yet)")
+            raise RenderError(
+                f"env {var.name}: Secret {ref.name!r} has no key {ref.key!r} on this node (missing, or not synced yet)"
+            )
     env.update(
         EDGEFLEET_NODE=node,
         EDGEFLEET_WORKLOAD=workload,
