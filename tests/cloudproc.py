@@ -20,7 +20,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from edgefleet.tls import PkiFiles, ensure_pki
+from tests.waiting import wait_until
 
 EDGEFLEET = str(Path(sys.executable).with_name("edgefleet"))
 INSECURE_ENV = {"EDGEFLEET_INSECURE": "1"}
@@ -87,15 +87,15 @@ class CloudProcess:
         return self
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"edgefleet cloud exited with {self.proc.returncode}:\n{self.log()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(self.url + "/readyz", timeout=1.0, verify=self.ssl_context()).status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"edgefleet cloud not ready after {timeout}s:\n{self.log()}")
+            return httpx.get(self.url + "/readyz", timeout=1.0, verify=self.ssl_context()).status_code == 200
+
+        try:
+            wait_until(ready, timeout, what="edgefleet cloud ready", give_up=RuntimeError)
+        except AssertionError as failure:
+            raise RuntimeError(f"{failure}:\n{self.log()}") from None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
@@ -27,20 +28,9 @@ import httpx
 
 from tests.cloudproc import EDGEFLEET, CloudProcess, free_port
 from tests.faultproxy import FaultProxy
+from tests.waiting import wait_until
 
 API = "/apis/edgefleet.io/v1"
-
-
-def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            last = predicate()
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def site_doc(name: str, country: str = "FR", **labels: str) -> dict[str, Any]:
@@ -220,6 +210,10 @@ class Fleet:
     def phase(self, name: str) -> str | None:
         return (self.node(name).get("status") or {}).get("phase")
 
+    def ready(self, name: str) -> bool:
+        """Whether node ``name`` is in phase Ready."""
+        return self.phase(name) == "Ready"
+
     def workload_ready(self, node: str, workload: str = "cache") -> bool:
         """Whether ``node`` reports ``workload`` ready in its Node.status."""
         workloads = self.node(node).get("status", {}).get("workloads") or {}
@@ -227,7 +221,7 @@ class Fleet:
 
     def wait_ready(self, nodes: list[str], workload: str = "cache", timeout: float = 60.0) -> None:
         for node in nodes:
-            wait_until(lambda n=node: self.workload_ready(n, workload), timeout, what=f"the {workload} on {node} ready")
+            wait_until(partial(self.workload_ready, node, workload), timeout, what=f"the {workload} on {node} ready")
 
     def peer_votes(self, node: str) -> dict[str, bool]:
         """The health ``node`` voted for each of its peers, from its Node.status."""

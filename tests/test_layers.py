@@ -1,82 +1,85 @@
-"""The layering of DESIGN.md, checked on the source: who may import whom.
+"""The import contracts cover the whole package, and the pure modules also call no I/O builtins.
 
-``cli`` -> ``cloud`` -> ``store`` -> ``api``; ``api`` is pure (no I/O
-modules at all). A violation names the file, the line and the import.
+The layering itself (docs/architecture.md, "Layering") is checked by
+import-linter (``lint-imports`` in ``scripts/test.sh``) with the contracts in
+``pyproject.toml``. What import-linter cannot see is checked here: that no
+top-level package escapes the layers contract (a new package would otherwise
+be unconstrained), and that the modules the purity contract names do not
+reach the file system or the terminal through builtins (``open``, ``print``)
+that need no import.
 """
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "edgefleet"
-
-ALLOWED: dict[str, set[str]] = {
-    "api": {"api"},
-    "store": {"api", "store"},
-    "sync": {"api", "sync"},
-    "cloud": {"api", "store", "sync", "cloud", "gslb", "logs", "tls"},  # the cloud embeds the GSLB
-    "edge": {"api", "sync", "edge", "logs", "tls"},
-    "cache": {"api", "cache"},
-    "gslb": {"api", "gslb"},
-    "cli": {"api", "store", "sync", "cloud", "edge", "cache", "gslb", "cli", "logs", "tls"},
-}
-ALLOWED_MODULES: dict[str, set[str]] = {
-    # The agent renders the cache's config with the cache's own model, so the two cannot drift.
-    "edge": {"edgefleet.cache.config", "edgefleet.cache.errors"},
-}
-"""Single modules of other layers a layer may import, beyond ALLOWED."""
-PURE_LAYERS = ("api", "sync")
-IO_MODULES = {
-    "asyncio", "socket", "sqlite3", "subprocess", "threading", "selectors", "ssl", "http.client",
-    "http.server", "urllib.request", "httpx", "aiohttp", "uvicorn", "fastapi", "starlette", "aetcd", "grpc", "shutil",
-    "tempfile", "io", "os",
-}
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "edgefleet"
+IO_BUILTINS = {"open", "print", "input", "exec", "eval", "__import__"}
 
 
-def imports(path: Path) -> list[tuple[int, str]]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found: list[tuple[int, str]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.extend((node.lineno, alias.name) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.lineno, node.module))
+def contracts() -> list[dict[str, Any]]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    found: list[dict[str, Any]] = config["tool"]["importlinter"]["contracts"]
     return found
 
 
-def modules_of(layer: str) -> list[Path]:
-    return sorted((SRC / layer).rglob("*.py"))
+def contract(type_: str, name_starts: str) -> dict[str, Any]:
+    return next(c for c in contracts() if c["type"] == type_ and c["name"].startswith(name_starts))
 
 
-@pytest.mark.parametrize("layer", sorted(ALLOWED))
-def test_layer_imports_only_what_it_may(layer: str) -> None:
-    assert modules_of(layer), f"no modules in {layer}"
-    violations = []
-    for path in modules_of(layer):
-        for line, module in imports(path):
-            parts = module.split(".")
-            if module in ALLOWED_MODULES.get(layer, set()):
-                continue
-            if parts[0] == "edgefleet" and len(parts) > 1 and parts[1] not in ALLOWED[layer]:
-                violations.append(f"{path.relative_to(SRC)}:{line} imports {module}")
-    assert not violations, "layering broken:\n" + "\n".join(violations)
+def top_level_modules() -> set[str]:
+    packages = {path.parent.name for path in SRC.glob("*/__init__.py")}
+    modules = {path.stem for path in SRC.glob("*.py") if path.stem not in {"__init__", "__main__"}}
+    return {f"edgefleet.{name}" for name in packages | modules}
 
 
-@pytest.mark.parametrize("layer", PURE_LAYERS)
-def test_pure_layers_do_no_io(layer: str) -> None:
-    violations = [
-        f"{path.relative_to(SRC)}:{line} imports {module}"
-        for path in modules_of(layer)
-        for line, module in imports(path)
-        if any(module == m or module.startswith(m + ".") for m in IO_MODULES)
+def layered_modules() -> set[str]:
+    return {module.strip() for layer in contract("layers", "Layers")["layers"] for module in layer.split("|")}
+
+
+def files_of(module: str) -> list[Path]:
+    path = SRC.joinpath(*module.split(".")[1:])
+    if path.is_dir():
+        return sorted(path.rglob("*.py"))
+    return [path.with_suffix(".py")]
+
+
+def io_builtin_calls(path: Path, base: Path = SRC) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        f"{path.relative_to(base)}:{node.lineno} calls {node.func.id}()"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in IO_BUILTINS
     ]
-    assert not violations, f"the {layer} package must do no I/O:\n" + "\n".join(violations)
 
 
-def test_checker_sees_a_violation(tmp_path: Path) -> None:
+def test_every_top_level_package_is_placed_in_the_layers_contract() -> None:
+    missing = top_level_modules() - layered_modules()
+    assert not missing, f"add {sorted(missing)} to the layers contract in pyproject.toml"
+
+
+def test_the_layers_contract_names_only_what_exists() -> None:
+    assert layered_modules() <= top_level_modules()
+
+
+PURE_SOURCES = contract("forbidden", "Pure modules do no I/O")["source_modules"]
+
+
+@pytest.mark.parametrize("module", PURE_SOURCES)
+def test_pure_modules_call_no_io_builtins(module: str) -> None:
+    paths = files_of(module)
+    assert paths and all(path.exists() for path in paths), f"{module} is named in the contract but missing"
+    calls = [call for path in paths for call in io_builtin_calls(path)]
+    assert not calls, "pure modules must do no I/O:\n" + "\n".join(calls)
+
+
+def test_the_builtin_check_sees_a_call(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import asyncio\nfrom edgefleet.cloud import server\n")
-    assert imports(bad) == [(1, "asyncio"), (2, "edgefleet.cloud")]
+    bad.write_text("def f() -> None:\n    print(open('x').read())\n")
+    assert sorted(io_builtin_calls(bad, tmp_path)) == ["bad.py:2 calls open()", "bad.py:2 calls print()"]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -20,7 +20,8 @@ import pytest
 
 from tests.cloudproc import CloudProcess
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, RequestLoop, replace_object, site_doc, wait_until
+from tests.fleet import API, AgentProcess, Fleet, RequestLoop, replace_object, site_doc
+from tests.waiting import hold, wait_until
 
 NODES = {"par-1": "par-edge", "par-2": "par-edge", "ams-1": "ams-edge"}
 CLOUD_FLAGS = ("--node-not-ready-after", "3", "--node-unknown-after", "8", "--heartbeat", "1")
@@ -47,7 +48,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             fleet.join(node, site).start()
             fleet.add_http_workload(node)
         for node in NODES:
-            wait_until(lambda n=node: fleet.phase(n) == "Ready", 30, what=f"{node} Ready")
+            wait_until(partial(fleet.ready, node), 30, what=f"{node} Ready")
         wait_until(lambda: all_serving(fleet), 30, what="every workload serving")
         yield fleet
     finally:
@@ -73,9 +74,13 @@ def assert_no_failures(loop: RequestLoop) -> None:
     assert not loop.failures, f"{len(loop.failures)} failed requests, e.g. {loop.failures[:3]}"
 
 
+def connected(agent: AgentProcess) -> bool:
+    return bool(agent.status()["connected"])
+
+
 def reconnected(fleet: Fleet) -> None:
     for name, agent in fleet.agents.items():
-        wait_until(lambda a=agent: a.status()["connected"], 30, what=f"{name} reconnected")
+        wait_until(partial(connected, agent), 30, what=f"{name} reconnected")
 
 
 @pytest.mark.parametrize("mode", ["cut", "blackhole", "slow"])
@@ -83,7 +88,7 @@ def test_link_faults_do_not_interrupt_serving(fleet: Fleet, mode: str) -> None:
     before = pids(fleet)
     with RequestLoop(urls(fleet), max_seconds=30) as loop:
         fleet.proxy.set_mode(mode, delay=0.3, rate=8192)
-        time.sleep(4)
+        hold(4)  # serving through the fault
         fleet.proxy.set_mode("pass")
         reconnected(fleet)
     assert_no_failures(loop)
@@ -95,7 +100,7 @@ def test_cloud_killed_workloads_keep_running_and_crashes_restart(fleet: Fleet) -
     fleet.cloud.kill()
     try:
         with RequestLoop(urls(fleet), max_seconds=30) as loop:
-            time.sleep(3)
+            hold(3)  # serving with the cloud gone
         assert_no_failures(loop)
         # a workload crash with the cloud down: the agent restarts it from local state
         crashed = fleet.agents["par-1"]
@@ -107,7 +112,7 @@ def test_cloud_killed_workloads_keep_running_and_crashes_restart(fleet: Fleet) -
         fleet.cloud.start()
     reconnected(fleet)
     for node in NODES:
-        wait_until(lambda n=node: fleet.phase(n) == "Ready", 20, what=f"{node} Ready again")
+        wait_until(partial(fleet.ready, node), 20, what=f"{node} Ready again")
     after = pids(fleet)
     assert after["par-2"] == before["par-2"] and after["ams-1"] == before["ams-1"]
 
@@ -124,7 +129,7 @@ def test_host_reboot_with_cloud_down_brings_workloads_back(fleet: Fleet) -> None
         wait_until(lambda: httpx.get(fleet.workload_url("web-ams-1"), timeout=2).status_code == 200, 30,
                    what="the workload back from local state alone")
         with RequestLoop(urls(fleet), max_seconds=10) as loop:
-            time.sleep(2)
+            hold(2)  # serving from local state alone
         assert_no_failures(loop)
     finally:
         fleet.cloud.start()
@@ -182,7 +187,7 @@ def test_reconnect_after_changes_to_other_nodes_receives_nothing(fleet: Fleet) -
     finally:
         fleet.proxy.set_mode("pass")
     reconnected(fleet)
-    time.sleep(1)
+    hold(1)  # nothing arrives after the handshake
     assert agent.metric("edgefleet_agent_sync_objects_received_total") == received
 
 
@@ -200,11 +205,11 @@ def test_reconnect_with_nothing_changed_is_small_on_the_wire(fleet: Fleet) -> No
         other.kill()
     try:
         fleet.proxy.set_mode("cut")
-        time.sleep(0.5)
+        wait_until(lambda: not agent.status()["connected"], 10, what="the agent saw the cut")
         fleet.proxy.reset_counters()
         fleet.proxy.set_mode("pass")
         wait_until(lambda: agent.status()["connected"], 30, what="reconnected")
-        time.sleep(0.5)
+        hold(0.5)  # whatever the handshake sends has crossed the proxy
         counters = fleet.proxy.reset_counters()
     finally:
         for other in others:

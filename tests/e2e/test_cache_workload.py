@@ -3,7 +3,7 @@
 One cloud, two agents in one site on their own loopback addresses (127.0.0.2
 and 127.0.0.3, same ports, as on a laptop fleet), the real cache server
 started by each agent from a ``builtin: cache`` Workload, and a real origin
-(``python -m edgefleet.origin``). A request through node 1 misses then hits;
+(``python -m edgefleet.demo.origin``). A request through node 1 misses then hits;
 a Domain edit reaches both caches by SIGHUP (same pids, new hostname
 served); a Purge made in the cloud makes the next request a miss and its
 status reaches completedNodes == 2.
@@ -11,8 +11,8 @@ status reaches completedNodes == 2.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -21,7 +21,8 @@ import pytest
 from tests.cacheproc import OriginProcess
 from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, cache_workload, site_doc, wait_until
+from tests.fleet import API, Fleet, cache_workload, site_doc
+from tests.waiting import hold, wait_until
 
 CLOUD_FLAGS = ["--heartbeat", "1", "--node-monitor-period", "0.5"]
 ADDRESSES = {"c1": "127.0.0.2", "c2": "127.0.0.3"}
@@ -59,6 +60,11 @@ def get(http_port: int, node: str = "c1", host: str = HOST, path: str = PATH) ->
     return httpx.get(f"http://{ADDRESSES[node]}:{http_port}{path}", headers={"Host": host}, timeout=10)
 
 
+def serves(http_port: int, node: str, host: str) -> bool:
+    """Whether ``node`` answers 200 for ``host``."""
+    return get(http_port, node, host=host, path="/bytes/16/img").status_code == 200
+
+
 def test_a_request_through_node_1_misses_then_hits(world: tuple[Fleet, OriginProcess, int]) -> None:
     fleet, origin, http_port = world
     first = get(http_port)
@@ -81,8 +87,7 @@ def test_a_domain_change_reaches_the_caches_without_a_restart(world: tuple[Fleet
         current["spec"]["hostnames"].append("img.shop.test")
         assert api.put(f"{API}/domains/shop", json=current).status_code == 200
     for node in ADDRESSES:
-        wait_until(lambda n=node: get(http_port, n, host="img.shop.test", path="/bytes/16/img").status_code == 200,
-                   30, what=f"{node} serving the new hostname")
+        wait_until(partial(serves, http_port, node, "img.shop.test"), 30, what=f"{node} serving the new hostname")
     assert {name: agent.workload_pids()["cache"] for name, agent in fleet.agents.items()} == pids
     assert all("SIGHUP" in agent.log() for agent in fleet.agents.values())
     for node in ADDRESSES:
@@ -110,5 +115,5 @@ def test_a_purge_from_the_cloud_empties_the_caches_and_completes(world: tuple[Fl
     agent.stop()
     agent.start()
     wait_until(lambda: agent.status()["connected"], 20, what="c1 reconnected")
-    time.sleep(2)
+    hold(2)  # a purge on reconnect would land here
     assert get(http_port).headers["X-Cache"].startswith("HIT")

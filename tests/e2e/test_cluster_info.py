@@ -23,7 +23,8 @@ import yaml
 
 from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, AgentProcess, Fleet, site_doc, wait_until
+from tests.fleet import API, AgentProcess, Fleet, site_doc
+from tests.waiting import wait_until
 
 
 @pytest.fixture

@@ -37,7 +37,8 @@ import pytest
 
 from tests.cloudproc import EDGEFLEET, CloudProcess, free_port, running_cloud
 from tests.etcd_cluster import EtcdCluster, running_etcd
-from tests.fleet import API, wait_until
+from tests.fleet import API
+from tests.waiting import wait_until
 
 GEO = Path(__file__).resolve().parents[2] / "examples" / "geo.csv"
 NAME = "demo.cdn.edgefleet.test"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,8 @@ from websockets.sync.client import connect
 from edgefleet.sync.agent import AgentSession, LocalState
 from tests.cloudproc import CloudProcess
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, RequestLoop, site_doc, wait_until
+from tests.fleet import API, Fleet, RequestLoop, site_doc
+from tests.waiting import hold, wait_until
 
 CLOUD_FLAGS = ["--node-not-ready-after", "2", "--node-unknown-after", "5", "--heartbeat", "1",
                "--node-monitor-period", "0.5"]
@@ -33,7 +35,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             fleet.join(node, "lab").start()
             fleet.add_http_workload(node)
         for node in ("n1", "n2", "n3"):
-            wait_until(lambda n=node: fleet.phase(n) == "Ready", 30, what=f"{node} Ready")
+            wait_until(partial(fleet.ready, node), 30, what=f"{node} Ready")
         yield fleet
     finally:
         fleet.close()
@@ -103,11 +105,11 @@ def test_malformed_and_oversized_sync_messages_close_only_that_session(fleet: Fl
     # An oversized frame: the server fails the connection with 1009 as soon as the frame header says its
     # size, and closes; a client still sending the rest may see a TCP reset before that close frame.
     with connect(sync_url(fleet), additional_headers=headers, max_size=None) as ws, \
-            pytest.raises((ConnectionClosed, OSError)) as closed:
+            pytest.raises((ConnectionClosed, OSError)) as failed:
         ws.send("x" * (2 * 1024 * 1024))
         ws.recv(timeout=10)
-    rcvd = getattr(closed.value, "rcvd", None)
-    assert rcvd is None or rcvd.code == 1009, closed.value
+    rcvd = getattr(failed.value, "rcvd", None)
+    assert rcvd is None or rcvd.code == 1009, failed.value
     with pytest.raises(InvalidStatus), connect(sync_url(fleet), additional_headers={"Authorization": "Bearer x.y"}):
         pass
     assert "n1" in live_sessions(fleet) and fleet.agents["n1"].status()["connected"], "other sessions stay up"
@@ -146,7 +148,7 @@ def test_revoked_node_is_disconnected_and_keeps_serving(fleet: Fleet) -> None:
     fleet.cli("node", "revoke", "n1")
     wait_until(lambda: not agent.status()["connected"], 20, what="n1 disconnected")
     with RequestLoop([fleet.workload_url("web-n1")], max_seconds=10) as loop:
-        time.sleep(3)
+        hold(3)  # serving while revoked
     assert loop.ok > 0 and not loop.failures
     assert not agent.status()["connected"], "a revoked credential cannot reconnect"
     assert "HTTP 403" in agent.log() or "refused" in agent.log()

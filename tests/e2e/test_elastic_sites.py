@@ -34,7 +34,8 @@ import dns.rdatatype
 import pytest
 
 from tests.cloudproc import CloudProcess, running_cloud
-from tests.fleet import API, wait_until
+from tests.fleet import API
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

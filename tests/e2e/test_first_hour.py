@@ -35,7 +35,7 @@ from tests.cloudproc import EDGEFLEET
 from tests.e2e.test_ui_browser import browser, log_in, missing, save_screenshot  # noqa: F401 - fixture
 from tests.e2e.test_up import Lab, printed, processes_naming
 from tests.e2e.test_up import lab as lab  # the fixture, used by name
-from tests.fleet import wait_until
+from tests.waiting import hold, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -59,7 +59,8 @@ def fetch(lab: Lab, address: str, path: str = "/static/app.js") -> httpx.Respons
 
 
 def x_cache(response: httpx.Response) -> str:
-    return response.headers.get("x-cache", "").split(",")[0]
+    header: str = response.headers.get("x-cache", "")
+    return header.split(",")[0]
 
 
 def process(record: dict[str, Any], role: str, name: str | None = None) -> dict[str, Any]:
@@ -76,11 +77,14 @@ def command_line(pid: int) -> list[str]:
 def kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+
+    def gone() -> bool:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)
+        return not Path(f"/proc/{pid}").exists()
+
+    with contextlib.suppress(AssertionError):
+        wait_until(gone, 10, what=f"process {pid} gone")
 
 
 @contextlib.contextmanager
@@ -191,7 +195,7 @@ def check_dashboard(driver: Any, server: str, viewer: str, record: dict[str, Any
     wait_until(lambda: driver.find_element(
         "css selector", f'#nodes tr[data-node="{node_name}"]').get_attribute("data-phase") == "Ready",
         20, what="the node Ready in the table")
-    time.sleep(1.0)  # let the map and tables settle before the picture
+    hold(1.0)  # let the map and tables settle before the picture
     ARTIFACTS.mkdir(exist_ok=True)
     for path in (tmp_path / "first-hour-dashboard.png", ARTIFACTS / "first-hour-dashboard.png"):
         save_screenshot(driver, path)

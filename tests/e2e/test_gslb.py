@@ -31,7 +31,8 @@ import pytest
 
 from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, cache_workload, wait_until
+from tests.fleet import API, Fleet, cache_workload
+from tests.waiting import hold, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +126,7 @@ def test_a_node_with_a_cut_cloud_link_that_serves_stays_in_the_answers(fleet: Fl
         assert fleet.peer_votes("p2").get("p1") is True
         for _ in range(10):  # over a few seconds, p1 is answered throughout
             assert ADDRESSES["p1"] in paris_nodes(fleet)
-            time.sleep(0.3)
+            hold(0.3)
     finally:
         link.set_mode("pass")
     wait_until(lambda: fleet.phase("p1") == "Ready", 30, what="p1 Ready again")

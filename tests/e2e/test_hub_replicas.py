@@ -14,6 +14,7 @@ Ready because they reconnect to the survivor.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ import pytest
 from tests.cloudproc import CloudProcess, free_port
 from tests.etcd_cluster import EtcdCluster, running_etcd
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, site_doc, wait_until
+from tests.fleet import API, AgentProcess, Fleet, site_doc
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.etcd
 
@@ -51,6 +53,11 @@ def hubs(cloud: CloudProcess, token: str) -> dict[str, dict[str, Any]]:
 
 def sessions(cloud: CloudProcess, token: str) -> dict[str, set[str]]:
     return {hub_id: set(hub["status"]["nodes"]) for hub_id, hub in hubs(cloud, token).items()}
+
+
+def synced(agent: AgentProcess, revision: int) -> bool:
+    """Whether ``agent`` holds ``revision`` or a later one."""
+    return bool(agent.status()["syncedRevision"] >= revision)
 
 
 def metric(cloud: CloudProcess, name: str) -> float:
@@ -97,8 +104,7 @@ def test_replicas_balance_sessions_and_answer_for_each_other(etcd: EtcdCluster, 
                 "spec": {"hostnames": ["after.example.com"], "origins": [{"url": "http://127.0.0.1:9/"}]},
             }).json()["metadata"]["resourceVersion"])
         for node in NODES:  # no change lost: every agent holds every domain and the latest revision
-            agent = fleet.agents[node]
-            wait_until(lambda ag=agent: ag.status()["syncedRevision"] >= revision, 20, what=f"{node} synced")
+            wait_until(partial(synced, fleet.agents[node], revision), 20, what=f"{node} synced")
         counts = {fleet.agents[node].status()["objects"] for node in NODES}
         assert len(counts) == 1, f"every node of the site holds the same view: {counts}"
 

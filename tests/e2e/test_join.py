@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from tests.cloudproc import CloudProcess, running_cloud
 from tests.e2e.test_cli import ok, run
 from tests.etcd_cluster import running_etcd
 from tests.fleet import site_doc
+from tests.waiting import wait_until
 
 NODES = "/apis/edgefleet.io/v1/nodes"
 SITES = "/apis/edgefleet.io/v1/sites"
@@ -44,10 +44,7 @@ def fast_cloud(tmp_path: Path) -> Iterator[CloudProcess]:
 
 
 def wait_for(check: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
+    wait_until(check, within)
 
 
 def phase_of(cloud: CloudProcess, name: str) -> str | None:
@@ -107,15 +104,21 @@ def check_lifecycle(cloud: CloudProcess, tmp_path: Path, credential: str) -> Non
         refused = as_node.patch(f"{NODES}/edge-e2e/status", json={"status": {"lastHeartbeat": "2099-01-01T00:00:00Z"}},
                                 headers={"Content-Type": "application/merge-patch+json"})
         assert refused.status_code == 403, refused.text
-    with cloud.client() as as_node:  # the admin writes what the hub would
-        beat = {"status": {"phase": "Ready", "message": None, "hub": "hub-1", "syncedRevision": 5,
-                           "lastHeartbeat": datetime.now(UTC).isoformat(),
-                           "workloads": {"cache": {"ready": True}, "api": {"ready": False}}}}
-        response = as_node.patch(f"{NODES}/edge-e2e/status", content=json.dumps(beat),
-                                 headers={"Content-Type": "application/merge-patch+json"})
-        assert response.status_code == 200, response.text
-    table = ok(run(cloud, tmp_path, "get", "nodes"))
-    header, row = table.splitlines()[0].split(), table.splitlines()[-1].split()
+
+    def table_after_a_heartbeat() -> list[str] | None:
+        """The table right after a heartbeat; None if the node went NotReady (3 s) before the CLI listed it."""
+        with cloud.client() as as_node:  # the admin writes what the hub would
+            beat = {"status": {"phase": "Ready", "message": None, "hub": "hub-1", "syncedRevision": 5,
+                               "lastHeartbeat": datetime.now(UTC).isoformat(),
+                               "workloads": {"cache": {"ready": True}, "api": {"ready": False}}}}
+            response = as_node.patch(f"{NODES}/edge-e2e/status", content=json.dumps(beat),
+                                     headers={"Content-Type": "application/merge-patch+json"})
+            assert response.status_code == 200, response.text
+        lines = ok(run(cloud, tmp_path, "get", "nodes")).splitlines()
+        return lines if "NotReady" not in lines[-1] else None
+
+    table = wait_until(table_after_a_heartbeat, 30, interval=0, what="a table listed within 3 s of a heartbeat")
+    header, row = table[0].split(), table[-1].split()
     assert header == ["NAME", "STATUS", "SITE", "HEARTBEAT", "HUB", "SYNCED", "WORKLOADS", "AGE"]
     assert row[:3] == ["edge-e2e", "Ready", "par-edge"] and row[3].endswith("s") and row[4:7] == ["hub-1", "5", "1/2"]
     assert "127.0.0.1" in ok(run(cloud, tmp_path, "get", "nodes", "-o", "wide"))

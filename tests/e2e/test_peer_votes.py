@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, cache_workload, site_doc, wait_until
+from tests.fleet import API, Fleet, cache_workload, site_doc
+from tests.waiting import wait_until
 
 PROBE_PERIOD = 0.5
 HEARTBEAT = 10  # the cloud's: votes must not wait for it
@@ -53,10 +55,18 @@ def others(node: str) -> list[str]:
     return [name for name in ADDRESSES if name != node]
 
 
+def votes_peers_healthy(fleet: Fleet, node: str) -> bool:
+    return fleet.peer_votes(node) == dict.fromkeys(others(node), True)
+
+
+def votes(fleet: Fleet, voter: str, peer: str, healthy: bool) -> bool:
+    """Whether ``voter`` has voted ``peer`` healthy (or unhealthy): no vote yet is neither."""
+    return fleet.peer_votes(voter).get(peer) is healthy
+
+
 def test_each_node_votes_its_peers_healthy(fleet: Fleet) -> None:
     for node in ADDRESSES:
-        wait_until(lambda n=node: fleet.peer_votes(n) == dict.fromkeys(others(n), True), 20,
-                   what=f"{node} voting its peers healthy")
+        wait_until(partial(votes_peers_healthy, fleet, node), 20, what=f"{node} voting its peers healthy")
     stamp = fleet.node("v1")["status"]["peerVotes"]["v2"]["at"]
     assert stamp.endswith("Z")
 
@@ -65,14 +75,14 @@ def test_a_node_that_goes_down_is_voted_unhealthy_within_two_probe_periods_then_
     fleet: Fleet,
 ) -> None:
     for node in ADDRESSES:
-        wait_until(lambda n=node: fleet.peer_votes(n) == dict.fromkeys(others(n), True), 20, what="healthy votes")
+        wait_until(partial(votes_peers_healthy, fleet, node), 20, what="healthy votes")
     down = fleet.agents["v3"]
     down.kill()  # SIGKILL: the agent cannot restart its cache...
     down.kill_workloads()  # ...which now dies hard too, and stays down
     killed = time.monotonic()
     bound = 2 * PROBE_PERIOD + PROBE_PERIOD + REPORT_LATENCY  # two failed probes, each within a period
     for voter in others("v3"):
-        wait_until(lambda v=voter: fleet.peer_votes(v).get("v3") is False, bound + 4, interval=0.05,
+        wait_until(partial(votes, fleet, voter, "v3", False), bound + 4, interval=0.05,
                    what=f"{voter} voting v3 unhealthy")
     elapsed = time.monotonic() - killed
     assert elapsed < HEARTBEAT, f"votes waited for a heartbeat ({elapsed:.1f}s): the report-now path is broken"
@@ -81,5 +91,5 @@ def test_a_node_that_goes_down_is_voted_unhealthy_within_two_probe_periods_then_
 
     down.start()  # the agent brings its cache back from its local state
     for voter in others("v3"):
-        wait_until(lambda v=voter: fleet.peer_votes(v).get("v3") is True, 60, what=f"{voter} voting v3 healthy again")
+        wait_until(partial(votes, fleet, voter, "v3", True), 60, what=f"{voter} voting v3 healthy again")
     wait_until(lambda: fleet.peer_votes("v3") == {"v1": True, "v2": True}, 20, what="v3 voting again")

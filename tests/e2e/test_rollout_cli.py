@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typer.testing import CliRunner, Result
 
 from edgefleet.api.workloads import WorkloadTemplate, template_revision
 from edgefleet.cli.main import app
+from tests import waiting
 from tests.cloudproc import EDGEFLEET, CloudProcess, running_cloud
 from tests.fleet import replace_object
 
@@ -75,13 +75,15 @@ def workload(api: httpx.Client) -> dict[str, Any]:
 
 def wait_until(api: httpx.Client, what: str, check: Callable[[dict[str, Any]], bool],
                seconds: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while True:
+    def reached() -> dict[str, Any] | None:
         doc = workload(api)
-        if check(doc):
-            return doc
-        assert time.monotonic() < deadline, f"no {what} after {seconds}s: {json.dumps(doc.get('status'))}"
-        time.sleep(0.1)
+        return doc if check(doc) else None
+
+    try:
+        found: dict[str, Any] = waiting.wait_until(reached, seconds, interval=0.1, what=what)
+    except AssertionError:
+        raise AssertionError(f"no {what} after {seconds}s: {json.dumps(workload(api).get('status'))}") from None
+    return found
 
 
 def rollout(doc: dict[str, Any]) -> dict[str, Any]:
@@ -106,11 +108,15 @@ def follow(cloud: CloudProcess, tmp_path: Path, label: str, *args: str) -> tuple
 
 def printed(watcher: tuple[subprocess.Popen[str], Path], text: str, seconds: float = 15.0) -> None:
     proc, log = watcher
-    deadline = time.monotonic() + seconds
-    while text not in log.read_text():
+
+    def shown() -> bool:
         assert proc.poll() is None, f"exited {proc.returncode}: {log.read_text()}"
-        assert time.monotonic() < deadline, f"no {text!r} after {seconds}s: {log.read_text()}"
-        time.sleep(0.05)
+        return text in log.read_text()
+
+    try:
+        waiting.wait_until(shown, seconds, give_up=AssertionError)
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}: {log.read_text()}") from None
 
 
 def ended(watcher: tuple[subprocess.Popen[str], Path]) -> tuple[int, str, str]:

@@ -45,7 +45,8 @@ import pytest
 from tests.cacheproc import OriginProcess
 from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, BackgroundLoop, Fleet, cache_workload, replace_object, wait_until
+from tests.fleet import API, BackgroundLoop, Fleet, cache_workload, replace_object
+from tests.waiting import hold, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -243,13 +244,15 @@ def ever_assigned(workloads: Recorder, revision: str) -> set[str]:
 
 
 def running(fleet: Fleet, node: str) -> str | None:
-    return ((fleet.node(node).get("status") or {}).get("workloads") or {}).get("cache", {}).get("revision")
+    workloads = (fleet.node(node).get("status") or {}).get("workloads") or {}
+    revision: str | None = workloads.get("cache", {}).get("revision")
+    return revision
 
 
 def test_a_good_revision_rolls_out_in_batches_without_a_failed_request(world: tuple[Fleet, int]) -> None:
     fleet, http_port = world
     with Clients(fleet, http_port) as clients:
-        time.sleep(1)
+        hold(1)  # clients running on the old revision first
         since = change_template(fleet, env=[{"name": "BUILD", "value": "2"}])
         workloads, nodes = Recorder(fleet.cloud, "workloads", since), Recorder(fleet.cloud, "nodes", since)
         wait_until(lambda: finished(fleet, "Completed", 2), 150, interval=0.5, what="rollout of revision 2")

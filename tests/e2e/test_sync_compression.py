@@ -16,7 +16,8 @@ import pytest
 
 from tests.cloudproc import CloudProcess
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, site_doc, wait_until
+from tests.fleet import API, Fleet, site_doc
+from tests.waiting import wait_until
 
 DOMAINS = 400
 

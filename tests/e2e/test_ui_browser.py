@@ -20,6 +20,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,14 @@ def post_event(cloud: CloudProcess, reason: str, message: str) -> None:
         assert response.status_code == 201, response.text
 
 
+def elements(driver: Any, css: str) -> list[Any]:
+    found: list[Any] = driver.find_elements("css selector", css)
+    return found
+
+
 def attribute(driver: Any, css: str, name: str) -> str | None:
-    elements = driver.find_elements("css selector", css)
-    return elements[0].get_attribute(name) if elements else None
+    found = elements(driver, css)
+    return found[0].get_attribute(name) if found else None
 
 
 def log_in(driver: Any, token: str) -> None:
@@ -147,10 +153,10 @@ def test_dashboard_shows_the_fleet_and_follows_it_live(
 
     log_in(browser, cloud.token)
     for site in sites:
-        wait_for(browser, lambda d, s=site: attribute(d, f'#map circle[data-site="{s}"]', "data-health"),
+        wait_for(browser, partial(attribute, css=f'#map circle[data-site="{site}"]', name="data-health"),
                  10, f"a map circle for site {site}")
     for node in nodes:
-        wait_for(browser, lambda d, n=node: d.find_elements("css selector", f'#nodes tr[data-node="{n}"]'),
+        wait_for(browser, partial(elements, css=f'#nodes tr[data-node="{node}"]'),
                  5, f"a table row for node {node}")
     wait_for(browser, lambda d: d.find_elements("css selector", '#domains tr[data-domain="demo"]'), 5,
              "the demo domain")

@@ -12,7 +12,6 @@ when Chromium, chromedriver or selenium is missing.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from tests.e2e.test_ui_browser import (  # noqa: F401  (browser: the fixture)
     save_screenshot,
     wait_for,
 )
+from tests.waiting import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TEMPLATES = {1: {"command": ["sleep", "1000"]}, 2: {"command": ["sleep", "2000"]}}
@@ -74,10 +74,8 @@ def seen(driver: Any) -> dict[str, Any]:
 
 
 def wait_status(api: httpx.Client, what: str, check: Any, seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check(api.get(f"{API}/workloads/web").json().get("status") or {}):
-        assert time.monotonic() < deadline, f"no {what} after {seconds}s"
-        time.sleep(0.1)
+    wait_until(lambda: check(api.get(f"{API}/workloads/web").json().get("status") or {}), seconds, interval=0.1,
+               what=what)
 
 
 def test_dashboard_shows_revisions_rollout_progress_and_drains(

@@ -46,7 +46,7 @@ import pytest
 
 from edgefleet.edge.processes import ProcessIdentity, is_running
 from tests.cloudproc import EDGEFLEET, free_port
-from tests.fleet import wait_until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -12,6 +13,7 @@ import httpx
 
 from tests.cloudproc import CloudProcess, running_cloud
 from tests.fleet import site_doc as site
+from tests.waiting import wait_until
 
 SITES = "/apis/edgefleet.io/v1/sites"
 
@@ -115,13 +117,13 @@ def test_compacted_revision_is_410(tmp_path: Path) -> None:
         first = api.post(SITES, json=site("a")).json()["metadata"]["resourceVersion"]
         for i in range(5):
             api.post(SITES, json=site(f"n{i}"))
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def compacted() -> bool:
             metrics = api.get("/metrics").text
             line = next(x for x in metrics.splitlines() if x.startswith("edgefleet_store_compacted_revision"))
-            if float(line.split()[-1]) > int(first) + 1:
-                break
-            time.sleep(0.2)
+            return float(line.split()[-1]) > int(first) + 1
+
+        with contextlib.suppress(AssertionError):  # the 410 below says whether it was
+            wait_until(compacted, 10, interval=0.2, what="history compacted")
         response = api.get(SITES, params={"watch": "true", "resourceVersion": first})
         assert response.status_code == 410
         assert response.json()["reason"] == "Expired"

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.cache import keys, tiers
+from edgefleet.cache.policy import keys
+from edgefleet.cache.upstream import tiers
 from tests.cacheproc import (
     CacheProcess,
     OriginProcess,

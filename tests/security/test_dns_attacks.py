@@ -96,7 +96,7 @@ async def limited_server() -> AsyncIterator[DnsServer]:
 
 def udp_burst(port: int, count: int) -> list[bytes]:
     """Send ``count`` identical queries (distinct ids) at once; the replies that come within 1 s."""
-    replies = []
+    replies: list[bytes] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         for query_id in range(count):
             message = dns.message.make_query(NAME, "A", use_edns=0)

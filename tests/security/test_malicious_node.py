@@ -30,7 +30,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from edgefleet.sync.agent import AgentSession, ApplyBatch, LocalState
 from tests.cloudproc import CloudProcess
-from tests.fleet import API, site_doc, wait_until
+from tests.fleet import API, site_doc
+from tests.waiting import hold, wait_until
 
 EDGE = "/edge/v1"
 PARIS = {"p1": "127.0.0.2", "p2": "127.0.0.3", "p3": "127.0.0.4"}
@@ -101,7 +102,7 @@ def stays(predicate: Any, seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert predicate(), what
-        time.sleep(0.1)
+        hold(0.1)
 
 
 class Cloud:
@@ -285,7 +286,7 @@ def test_an_oversized_status_field_is_refused_and_changes_nothing(
     wait_until(lambda: attacker.ws.close_code is not None, 10, what="the session closed")
     assert attacker.ws.close_code in (1008, 1009), attacker.ws.close_code
     assert field in (attacker.ws.close_reason or ""), attacker.ws.close_reason
-    time.sleep(0.5)
+    hold(0.5)  # a write it should not have made would land here
     after = honest.node("p3")["status"]
     assert after.get("workloads") == before.get("workloads") and after.get("agentVersion") == before.get(
         "agentVersion") and after.get("cache") == before.get("cache")

@@ -31,7 +31,8 @@ from edgefleet.edge.agent import AgentError, load_identity
 from edgefleet.edge.hubclient import HubClient
 from edgefleet.tls import ClientTrust, PkiFiles, ca_hash
 from tests.cloudproc import EDGEFLEET, CloudProcess, make_pki, running_cloud
-from tests.fleet import AgentProcess, site_doc, wait_until
+from tests.fleet import AgentProcess, site_doc
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,6 @@ The end-to-end test starts the real cloud, agent and workload processes
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pwd
@@ -31,6 +30,7 @@ import pytest
 from edgefleet.api.workloads import WorkloadTemplate
 from edgefleet.cloud.auth import Authenticator
 from edgefleet.cloud.hub import Hub
+from edgefleet.cloud.identity import Identity
 from edgefleet.cloud.registry import Registry
 from edgefleet.cloud.server import ServerSettings, create_app
 from edgefleet.edge.supervisor import Supervisor
@@ -39,7 +39,8 @@ from edgefleet.store import open_store
 from tests.cloud.conftest import ADMIN, VIEWER, static_tokens
 from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, cache_workload, site_doc, wait_until
+from tests.fleet import API, Fleet, cache_workload, site_doc
+from tests.waiting import eventually, wait_until
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root (tests and CI run as root)")
 
@@ -146,7 +147,7 @@ async def api_and_hub(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     store = open_store(f"sqlite:///{tmp_path}/store.db")
     registry = Registry(store)
     authenticator = Authenticator(store, static_tokens=static_tokens())
-    hub = Hub(registry, hub_id="test", authenticate=authenticator.authenticate)
+    hub = Hub(registry, hub_id="test", authenticate=Identity(registry, authenticator).authenticate_node)
     app = create_app(registry, authenticator, ServerSettings(), hub=hub)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test",
@@ -195,10 +196,7 @@ async def test_an_agent_that_is_not_root_refuses_run_as_user_and_runs_the_rest(t
     plain = WorkloadTemplate.model_validate({"command": ["sleep", "60"]})
     try:
         await supervisor.apply({"other": other, "plain": plain})
-        for _ in range(200):  # at most 10 s
-            if supervisor.statuses()["other"].state == "Failed" and "plain" in supervisor.pids():
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: supervisor.statuses()["other"].state == "Failed" and "plain" in supervisor.pids())
         status = supervisor.statuses()["other"]
         assert status.state == "Failed" and "needs an agent running as root" in (status.message or "")
         assert "plain" in supervisor.pids(), "the other workloads run (as the agent's user)"
@@ -225,10 +223,7 @@ async def test_run_as_user_covers_the_process_its_hooks_and_probes(tmp_path: Pat
     })
     try:
         await supervisor.apply({"app": template})
-        for _ in range(200):  # at most 10 s
-            if supervisor.statuses()["app"].ready:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: supervisor.statuses()["app"].ready)
         pid = supervisor.pids()["app"]
         workdir = supervisor.running()["app"].workdir
         assert uid_of(pid) == nobody.pw_uid
