@@ -71,8 +71,12 @@ async def watch_latency(cloud: CloudProcess, watchers: int, writes: int, rate: f
 
     async def watcher(session: aiohttp.ClientSession, revision: str) -> None:
         nonlocal connected
-        params = {"watch": "true", "resourceVersion": revision, "allowWatchBookmarks": "false",
-                  "timeoutSeconds": str(int(writes / rate) + 30)}
+        params = {
+            "watch": "true",
+            "resourceVersion": revision,
+            "allowWatchBookmarks": "false",
+            "timeoutSeconds": str(int(writes / rate) + 30),
+        }
         async with session.get(cloud.url + SITES, params=params) as response:
             connected += 1
             seen = 0
@@ -114,16 +118,21 @@ def backend(kind: str, data: Path) -> Iterator[str]:
 
 
 def run(kind: str, args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as tmp, backend(kind, Path(tmp)) as url, \
-            running_cloud(url, Path(tmp)) as cloud:
+    with tempfile.TemporaryDirectory() as tmp, backend(kind, Path(tmp)) as url, running_cloud(url, Path(tmp)) as cloud:
         rate, errors = asyncio.run(write_throughput(cloud, args.writers, args.seconds))
-        print(f"{kind:<7} writes/s: {rate:8.0f}  ({args.writers} concurrent clients, {args.seconds:.0f} s, "
-              f"{errors} errors)  target >= 1000 on sqlite", flush=True)
+        print(
+            f"{kind:<7} writes/s: {rate:8.0f}  ({args.writers} concurrent clients, {args.seconds:.0f} s, "
+            f"{errors} errors)  target >= 1000 on sqlite",
+            flush=True,
+        )
         latencies = asyncio.run(watch_latency(cloud, args.watchers, args.events, args.rate))
         expected = args.watchers * args.events
-        print(f"{kind:<7} write-to-event latency with {args.watchers} watchers: "
-              f"p50 {statistics.median(latencies) * 1000:6.1f} ms  p99 {percentile(latencies, 0.99) * 1000:6.1f} ms  "
-              f"({len(latencies)}/{expected} events, {args.rate:.0f} writes/s)  target p99 <= 50 ms", flush=True)
+        print(
+            f"{kind:<7} write-to-event latency with {args.watchers} watchers: "
+            f"p50 {statistics.median(latencies) * 1000:6.1f} ms  p99 {percentile(latencies, 0.99) * 1000:6.1f} ms  "
+            f"({len(latencies)}/{expected} events, {args.rate:.0f} writes/s)  target p99 <= 50 ms",
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -89,8 +89,10 @@ def main() -> None:
                 print("pipelined GETs   taken by server   worker RSS growth   next client waited", flush=True)
                 for count in [int(c) for c in args.counts.split(",") if c.strip()]:
                     taken, grown, waited = measure(cache, count, args.stall, args.limit)
-                    print(f"{count:>14,}   {taken:>15,}   {grown / 2**20:>13.1f} MiB   {waited * 1000:>14.1f} ms",
-                          flush=True)
+                    print(
+                        f"{count:>14,}   {taken:>15,}   {grown / 2**20:>13.1f} MiB   {waited * 1000:>14.1f} ms",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -132,8 +132,9 @@ def start_nginx(stack: contextlib.ExitStack, tmp: Path, workers: int, origin_por
     home.mkdir()
     port = free_port()
     user = "user root root;\n" if os.geteuid() == 0 else ""  # workers must write the cache in our tmp dir
-    conf = NGINX_CONF.format(workers=workers, user=user, tmp=home, origin_port=origin_port, port=port, host=HOST,
-                             tcp_nopush=tcp_nopush)
+    conf = NGINX_CONF.format(
+        workers=workers, user=user, tmp=home, origin_port=origin_port, port=port, host=HOST, tcp_nopush=tcp_nopush
+    )
     (home / "nginx.conf").write_text(conf)
     args = [NGINX, "-e", str(home / "nginx-error.log"), "-c", str(home / "nginx.conf"), "-p", str(home)]
     service = stack.enter_context(running(Service("nginx", args, home / "nginx-error.log")))
@@ -146,8 +147,9 @@ def start_edgefleet(stack: contextlib.ExitStack, tmp: Path, workers: int, origin
     home = tmp / f"edgefleet-{workers}"
     home.mkdir()
     port, admin_port = free_port(), free_port()
-    config = CACHE_YAML.format(port=port, workers=workers, admin_port=admin_port, tmp=home, host=HOST,
-                               origin_port=origin_port)
+    config = CACHE_YAML.format(
+        port=port, workers=workers, admin_port=admin_port, tmp=home, host=HOST, origin_port=origin_port
+    )
     (home / "cache.yaml").write_text(config)
     args = [EDGEFLEET, "cache", "--config", str(home / "cache.yaml")]
     service = stack.enter_context(running(Service("edgefleet cache", args, home / "edgefleet.log")))
@@ -264,22 +266,29 @@ def fmt_p99(result: WrkResult | None) -> str:
 
 
 def print_header() -> None:
-    print(f"{'workers':>7}  {'size':>6}  {'nginx req/s':>15}  {'edgefleet req/s':>15}  {'ratio':>6}  "
-          f"{'nginx p99':>14}  {'edgefleet p99':>14}", flush=True)
+    print(
+        f"{'workers':>7}  {'size':>6}  {'nginx req/s':>15}  {'edgefleet req/s':>15}  {'ratio':>6}  "
+        f"{'nginx p99':>14}  {'edgefleet p99':>14}",
+        flush=True,
+    )
 
 
 def print_row(row: Row) -> None:
     nginx, edgefleet = row.results.get("nginx"), row.results.get("edgefleet")
     ratio = f"{edgefleet.requests_per_s / nginx.requests_per_s:6.2f}" if nginx and edgefleet else f"{'n/a':>6}"
-    print(f"{row.workers:>7}  {row.size:>6}  {fmt_rate(nginx)}  {fmt_rate(edgefleet)}  {ratio}  "
-          f"{fmt_p99(nginx)}  {fmt_p99(edgefleet)}", flush=True)
+    print(
+        f"{row.workers:>7}  {row.size:>6}  {fmt_rate(nginx)}  {fmt_rate(edgefleet)}  {ratio}  "
+        f"{fmt_p99(nginx)}  {fmt_p99(edgefleet)}",
+        flush=True,
+    )
     for name, result in row.results.items():
         if result.problems:
             print(f"         {name}: {result.problems}", flush=True)
 
 
-def start_servers(stack: contextlib.ExitStack, tmp: Path, workers: int, origin_port: int,
-                  args: argparse.Namespace) -> list[Server]:
+def start_servers(
+    stack: contextlib.ExitStack, tmp: Path, workers: int, origin_port: int, args: argparse.Namespace
+) -> list[Server]:
     servers = []
     if args.only in ("both", "nginx"):
         servers.append(start_nginx(stack, tmp, workers, origin_port, args.nginx_tcp_nopush))
@@ -303,25 +312,33 @@ def run_workers(tmp: Path, workers: int, origin_url: str, args: argparse.Namespa
                 if warning:
                     print(f"# warning: {warning}", flush=True)
             for server in servers:  # one after the other, never together
-                row.results[server.name] = run_wrk(f"{server.url}/bytes/{size}", args.connections, args.seconds,
-                                                   args.threads)
+                row.results[server.name] = run_wrk(
+                    f"{server.url}/bytes/{size}", args.connections, args.seconds, args.threads
+                )
             print_row(row)
             rows.append(row)
         for server in servers:
             result = collapse(server, origin_url, workers, args.clients)
-            lines.append(f"collapse {server.name:<9} workers={workers}: {result.origin_requests} origin request(s) "
-                         f"for {result.clients} concurrent GETs ({COLLAPSE_DELAY_MS} ms origin), "
-                         f"{result.complete}/{result.clients} complete 200s in {result.seconds:.2f} s")
+            lines.append(
+                f"collapse {server.name:<9} workers={workers}: {result.origin_requests} origin request(s) "
+                f"for {result.clients} concurrent GETs ({COLLAPSE_DELAY_MS} ms origin), "
+                f"{result.complete}/{result.clients} complete 200s in {result.seconds:.2f} s"
+            )
     return rows, lines
 
 
 def summary(rows: list[Row]) -> str:
-    ratios = [r.results["edgefleet"].requests_per_s / r.results["nginx"].requests_per_s
-              for r in rows if "edgefleet" in r.results and "nginx" in r.results]
+    ratios = [
+        r.results["edgefleet"].requests_per_s / r.results["nginx"].requests_per_s
+        for r in rows
+        if "edgefleet" in r.results and "nginx" in r.results
+    ]
     if ratios:
         mean = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
-        return (f"edgefleet/nginx throughput: geometric mean ratio {mean:.2f} over {len(ratios)} cases "
-                f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+        return (
+            f"edgefleet/nginx throughput: geometric mean ratio {mean:.2f} over {len(ratios)} cases "
+            f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
+        )
     best = max((r.results[n].requests_per_s for r in rows for n in r.results), default=0.0)
     ran = sorted({n for r in rows for n in r.results}) or ["nothing"]
     return f"only {', '.join(ran)} ran: no ratio; best {best:,.0f} req/s"
@@ -344,12 +361,19 @@ def run(args: argparse.Namespace) -> None:
 
 def run_in(tmp: Path, args: argparse.Namespace) -> None:
     with contextlib.ExitStack() as stack:
-        origin = Service("origin", [sys.executable, "-m", "edgefleet.demo.origin", "--listen", "127.0.0.1:0"],
-                         tmp / "origin.log", stdout_pipe=True)
+        origin = Service(
+            "origin",
+            [sys.executable, "-m", "edgefleet.demo.origin", "--listen", "127.0.0.1:0"],
+            tmp / "origin.log",
+            stdout_pipe=True,
+        )
         stack.enter_context(running(origin))
         origin_url = f"http://127.0.0.1:{announced_port(origin, 'origin listening on ', 15.0)}"
-        print(f"# {os.cpu_count()} CPUs; wrk -t{args.threads} -c{args.connections} -d{args.seconds}s; "
-              f"origin {origin_url}; servers: {args.only}; nginx tcp_nopush {args.nginx_tcp_nopush}", flush=True)
+        print(
+            f"# {os.cpu_count()} CPUs; wrk -t{args.threads} -c{args.connections} -d{args.seconds}s; "
+            f"origin {origin_url}; servers: {args.only}; nginx tcp_nopush {args.nginx_tcp_nopush}",
+            flush=True,
+        )
         print_header()
         rows, collapses = [], []
         for workers in args.workers:
@@ -370,8 +394,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=1000, help="concurrent GETs in the collapse test")
     parser.add_argument("--only", choices=("both", "nginx", "edgefleet"), default="both")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per load, 1 KB objects only")
-    parser.add_argument("--nginx-tcp-nopush", choices=("on", "off"), default="off",
-                        help="nginx tcp_nopush; 'on' stalls 100 KB responses ~40 ms on loopback (delayed ACK)")
+    parser.add_argument(
+        "--nginx-tcp-nopush",
+        choices=("on", "off"),
+        default="off",
+        help="nginx tcp_nopush; 'on' stalls 100 KB responses ~40 ms on loopback (delayed ACK)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (configs and logs)")
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",") if w.strip()]

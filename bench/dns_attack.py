@@ -32,12 +32,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--tcp", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch, \
-            running_cloud(f"sqlite:///{scratch}/store.db", Path(scratch)) as cloud:
-        figures = attack_while_probing(cloud.url, cloud.dns_port, rate=args.rate, seconds=args.seconds,
-                                       size=args.size, tcp=args.tcp)
-        print(f"{'TCP' if args.tcp else 'UDP'} {args.size} B at {args.rate:g}/s for {args.seconds:g} s: "
-              f"{figures.summary()}")
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        running_cloud(f"sqlite:///{scratch}/store.db", Path(scratch)) as cloud,
+    ):
+        figures = attack_while_probing(
+            cloud.url, cloud.dns_port, rate=args.rate, seconds=args.seconds, size=args.size, tcp=args.tcp
+        )
+        print(
+            f"{'TCP' if args.tcp else 'UDP'} {args.size} B at {args.rate:g}/s for {args.seconds:g} s: "
+            f"{figures.summary()}"
+        )
 
 
 if __name__ == "__main__":

@@ -42,28 +42,46 @@ def fleet_documents(policy: str) -> list[dict[str, Any]]:
     """Sites, two Ready nodes per site, and the ``demo`` Domain, as the API returns them."""
     documents: list[dict[str, Any]] = []
     for name, (region, country, lat, lon, v4, v6) in SITES.items():
-        documents.append({
-            "apiVersion": "edgefleet.io/v1", "kind": "Site",
-            "metadata": {"name": name, "labels": {"tier": "edge", "region": region}},
-            "spec": {"region": region, "location": {"lat": lat, "lon": lon, "country": country}, "capacityGbps": 10},
-        })
+        documents.append(
+            {
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "Site",
+                "metadata": {"name": name, "labels": {"tier": "edge", "region": region}},
+                "spec": {
+                    "region": region,
+                    "location": {"lat": lat, "lon": lon, "country": country},
+                    "capacityGbps": 10,
+                },
+            }
+        )
         for index in (1, 2):
-            documents.append({
-                "apiVersion": "edgefleet.io/v1", "kind": "Node",
-                "metadata": {"name": f"{name}-{index}"},
-                "spec": {"site": name, "addresses": [f"{v4}.{index}", f"{v6}::{index}"]},
-                "status": {"phase": "Ready"},
-            })
+            documents.append(
+                {
+                    "apiVersion": "edgefleet.io/v1",
+                    "kind": "Node",
+                    "metadata": {"name": f"{name}-{index}"},
+                    "spec": {"site": name, "addresses": [f"{v4}.{index}", f"{v6}::{index}"]},
+                    "status": {"phase": "Ready"},
+                }
+            )
     routing: dict[str, Any] = {"policy": policy, "answers": 2, "ttl": 30}
     if policy == "weighted":
         routing["weights"] = {name: 1 for name in SITES}
     if policy == "failover":
         routing["failoverOrder"] = list(SITES)
-    documents.append({
-        "apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": "demo"},
-        "spec": {"hostnames": ["www.customer.example"], "origins": [{"url": "http://127.0.0.1:8080"}],
-                 "sites": "tier=edge", "routing": routing},
-    })
+    documents.append(
+        {
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "Domain",
+            "metadata": {"name": "demo"},
+            "spec": {
+                "hostnames": ["www.customer.example"],
+                "origins": [{"url": "http://127.0.0.1:8080"}],
+                "sites": "tier=edge",
+                "routing": routing,
+            },
+        }
+    )
     return documents
 
 

@@ -76,12 +76,21 @@ RUNNER = Path(__file__).with_name("dns_gslb_runner.py")
 KNOT_LABEL = "knot (1 udp worker)"
 
 CITIES = [  # country, region, lat, lon
-    ("FR", "eu-west", 48.8566, 2.3522), ("NL", "eu-west", 52.3676, 4.9041), ("DE", "eu-central", 50.1109, 8.6821),
-    ("GB", "eu-west", 51.5074, -0.1278), ("ES", "eu-west", 40.4168, -3.7038), ("PL", "eu-central", 52.2297, 21.0122),
-    ("US", "us-east", 40.7128, -74.0060), ("US", "us-west", 37.7749, -122.4194), ("CA", "us-east", 43.6532, -79.3832),
-    ("BR", "sa-east", -23.5505, -46.6333), ("JP", "ap-northeast", 35.6762, 139.6503),
-    ("KR", "ap-northeast", 37.5665, 126.9780), ("SG", "ap-southeast", 1.3521, 103.8198),
-    ("AU", "ap-southeast", -33.8688, 151.2093), ("IN", "ap-south", 19.0760, 72.8777),
+    ("FR", "eu-west", 48.8566, 2.3522),
+    ("NL", "eu-west", 52.3676, 4.9041),
+    ("DE", "eu-central", 50.1109, 8.6821),
+    ("GB", "eu-west", 51.5074, -0.1278),
+    ("ES", "eu-west", 40.4168, -3.7038),
+    ("PL", "eu-central", 52.2297, 21.0122),
+    ("US", "us-east", 40.7128, -74.0060),
+    ("US", "us-west", 37.7749, -122.4194),
+    ("CA", "us-east", 43.6532, -79.3832),
+    ("BR", "sa-east", -23.5505, -46.6333),
+    ("JP", "ap-northeast", 35.6762, 139.6503),
+    ("KR", "ap-northeast", 37.5665, 126.9780),
+    ("SG", "ap-southeast", 1.3521, 103.8198),
+    ("AU", "ap-southeast", -33.8688, 151.2093),
+    ("IN", "ap-south", 19.0760, 72.8777),
     ("ZA", "af-south", -26.2041, 28.0473),
 ]
 
@@ -156,8 +165,7 @@ def query_file(networks: list[str], seed: int) -> bytes:
     random.Random(seed).shuffle(order)
     chunks = []
     for network in order:
-        query = dns.message.make_query(NAME, "A", use_edns=0, payload=1232,
-                                       options=[dns.edns.ECSOption(network, 24)])
+        query = dns.message.make_query(NAME, "A", use_edns=0, payload=1232, options=[dns.edns.ECSOption(network, 24)])
         query.flags &= ~dns.flags.RD
         wire = query.to_wire()
         chunks.append(len(wire).to_bytes(2, "big") + wire)
@@ -197,8 +205,7 @@ def start_knot(stack: contextlib.ExitStack, tmp: Path) -> Target:
     port = free_port()
     (home / "knot.conf").write_text(KNOT_CONF.format(tmp=home, port=port, zone=ZONE))
     (home / f"{ZONE}.zone").write_text(ZONE_FILE.format(zone=ZONE))
-    service = stack.enter_context(running(Service("knotd", [KNOTD, "-c", str(home / "knot.conf")],
-                                                  home / "knot.log")))
+    service = stack.enter_context(running(Service("knotd", [KNOTD, "-c", str(home / "knot.conf")], home / "knot.log")))
     wait_until(service, lambda: bool(answers_a(port)), 15.0)
     assert service.proc is not None
     return Target(port, service.proc.pid)
@@ -243,15 +250,35 @@ def parse_dnsperf(output: str) -> PerfResult:
     completed = re.search(r"Queries completed:\s*([0-9]+)", output)
     if qps is None or latency is None:
         raise RuntimeError(f"cannot parse dnsperf output:\n{output}")
-    return PerfResult(float(qps.group(1)), float(latency.group(1)) * 1000,
-                      float(stddev.group(1)) * 1000 if stddev else float("nan"),
-                      lost.group(1).strip() if lost else "?", rcodes.group(1).strip() if rcodes else "?",
-                      int(completed.group(1)) if completed else 0)
+    return PerfResult(
+        float(qps.group(1)),
+        float(latency.group(1)) * 1000,
+        float(stddev.group(1)) * 1000 if stddev else float("nan"),
+        lost.group(1).strip() if lost else "?",
+        rcodes.group(1).strip() if rcodes else "?",
+        int(completed.group(1)) if completed else 0,
+    )
 
 
 def run_dnsperf(target: Target, queries: Path, args: argparse.Namespace) -> PerfResult:
-    command = [DNSPERF, "-B", "-s", "127.0.0.1", "-p", str(target.port), "-d", str(queries), "-l", str(args.seconds),
-               "-c", str(args.clients), "-Q", str(args.max_qps), "-q", str(args.outstanding)]
+    command = [
+        DNSPERF,
+        "-B",
+        "-s",
+        "127.0.0.1",
+        "-p",
+        str(target.port),
+        "-d",
+        str(queries),
+        "-l",
+        str(args.seconds),
+        "-c",
+        str(args.clients),
+        "-Q",
+        str(args.max_qps),
+        "-q",
+        str(args.outstanding),
+    ]
     cpu_before = cpu_seconds(target.pid)
     done = subprocess.run(command, capture_output=True, text=True, timeout=args.seconds + 60, check=False)
     cpu_used = cpu_seconds(target.pid) - cpu_before
@@ -266,15 +293,21 @@ def run_dnsperf(target: Target, queries: Path, args: argparse.Namespace) -> Perf
 
 
 def print_header() -> None:
-    print(f"{'server':<24} {'queries/s':>10} {'ratio':>6} {'mean latency':>13} {'stddev':>10} {'server CPU':>10} "
-          f"{'CPU/query':>10}  lost; rcodes", flush=True)
+    print(
+        f"{'server':<24} {'queries/s':>10} {'ratio':>6} {'mean latency':>13} {'stddev':>10} {'server CPU':>10} "
+        f"{'CPU/query':>10}  lost; rcodes",
+        flush=True,
+    )
 
 
 def print_row(name: str, result: PerfResult, knot: PerfResult | None) -> None:
     ratio = f"{result.qps / knot.qps:6.2f}" if knot else f"{'n/a':>6}"
     cpu_share = result.server_cpu / max(result.completed / result.qps, 1e-9) if result.qps else float("nan")
-    print(f"{name:<24} {result.qps:>10,.0f} {ratio} {result.mean_latency_ms:>10.3f} ms {result.stddev_ms:>7.3f} ms "
-          f"{cpu_share:>10.0%} {result.cpu_us_per_query:>7.2f} µs  {result.lost}; {result.rcodes}", flush=True)
+    print(
+        f"{name:<24} {result.qps:>10,.0f} {ratio} {result.mean_latency_ms:>10.3f} ms {result.stddev_ms:>7.3f} ms "
+        f"{cpu_share:>10.0%} {result.cpu_us_per_query:>7.2f} µs  {result.lost}; {result.rcodes}",
+        flush=True,
+    )
 
 
 def median_result(results: list[PerfResult]) -> PerfResult:
@@ -302,10 +335,13 @@ def run_in(tmp: Path, args: argparse.Namespace) -> None:
     geo, queries = tmp / "geo.csv", tmp / "queries.bin"
     geo.write_text(geo_table(networks, args.seed))
     queries.write_bytes(query_file(networks, args.seed))
-    print(f"# {os.cpu_count()} CPUs; dnsperf -B -l {args.seconds} -c {args.clients} -Q {args.max_qps} "
-          f"-q {args.outstanding}; "
-          f"{len(networks)} A queries for {NAME}, each with ECS from its own /24; one server loaded at a time, "
-          f"{args.rounds} round(s)", flush=True)
+    print(
+        f"# {os.cpu_count()} CPUs; dnsperf -B -l {args.seconds} -c {args.clients} -Q {args.max_qps} "
+        f"-q {args.outstanding}; "
+        f"{len(networks)} A queries for {NAME}, each with ECS from its own /24; one server loaded at a time, "
+        f"{args.rounds} round(s)",
+        flush=True,
+    )
     print_header()
     results: dict[str, list[PerfResult]] = {}
     with contextlib.ExitStack() as stack:
@@ -328,14 +364,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=10, help="dnsperf -l: seconds of load per server")
     parser.add_argument("--clients", type=int, default=1, help="dnsperf -c: client sockets")
     parser.add_argument("--max-qps", type=int, default=1_000_000, help="dnsperf -Q: query rate cap")
-    parser.add_argument("--outstanding", type=int, default=100,
-                        help="dnsperf -q: queries in flight at most (100 is dnsperf's default)")
+    parser.add_argument(
+        "--outstanding", type=int, default=100, help="dnsperf -q: queries in flight at most (100 is dnsperf's default)"
+    )
     parser.add_argument("--subnets", type=int, default=4096, help="distinct client /24s in the query file")
     parser.add_argument("--seed", type=int, default=5, help="seed of the geo table and the query order")
     parser.add_argument("--only", choices=("both", "knot", "edgefleet"), default="both")
     parser.add_argument("--modes", default="cache,no-cache", help="edgefleet runs: cache, no-cache, or both")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="load every server this many times, alternating, and print the medians")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="load every server this many times, alternating, and print the medians"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per server, one round")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     args = parser.parse_args(argv)

@@ -204,8 +204,21 @@ NO_VOTES: dict[str, Any] = {}
 class SimAgent:
     """The agent side of the link (a ``LinkHandler``) with a key -> rev view; costs a few hundred bytes."""
 
-    __slots__ = ("client", "credential", "epoch", "fleet", "holdings", "hub", "marker", "name", "report", "revision",
-                 "site", "task", "tracked")
+    __slots__ = (
+        "client",
+        "credential",
+        "epoch",
+        "fleet",
+        "holdings",
+        "hub",
+        "marker",
+        "name",
+        "report",
+        "revision",
+        "site",
+        "task",
+        "tracked",
+    )
 
     def __init__(self, fleet: Fleet, name: str, site: str, credential: str | None) -> None:
         self.fleet = fleet
@@ -254,8 +267,13 @@ class SimAgent:
         if self.report is not None:  # a tracked workload: what this agent runs of it
             self.fleet.reporting(self)
             return self.report
-        return {"agentVersion": AGENT_VERSION,
-                "workloads": WORKLOADS, "purges": NO_TASKS, "prefetches": NO_TASKS, "peerVotes": NO_VOTES}
+        return {
+            "agentVersion": AGENT_VERSION,
+            "workloads": WORKLOADS,
+            "purges": NO_TASKS,
+            "prefetches": NO_TASKS,
+            "peerVotes": NO_VOTES,
+        }
 
     async def read_logs(self, workload: str, tail: int) -> str:
         return ""
@@ -346,11 +364,25 @@ class Fleet:
         """
         report = self._reports.get((revision, ready))
         if report is None:
-            workloads = {} if revision is None else {self.tracked_workload: {
-                "revision": revision, "state": "Running" if ready else "Starting", "ready": ready, "restarts": 0}}
+            workloads = (
+                {}
+                if revision is None
+                else {
+                    self.tracked_workload: {
+                        "revision": revision,
+                        "state": "Running" if ready else "Starting",
+                        "ready": ready,
+                        "restarts": 0,
+                    }
+                }
+            )
             report = self._reports[(revision, ready)] = {
-                "agentVersion": AGENT_VERSION, "workloads": workloads, "purges": NO_TASKS, "prefetches": NO_TASKS,
-                "peerVotes": NO_VOTES}
+                "agentVersion": AGENT_VERSION,
+                "workloads": workloads,
+                "purges": NO_TASKS,
+                "prefetches": NO_TASKS,
+                "peerVotes": NO_VOTES,
+            }
         return report
 
     def received(self, agent: SimAgent, document: dict[str, Any], at: float) -> None:
@@ -419,12 +451,20 @@ class Fleet:
             self._tasks.add(task)
             return {"agents": sum(1 for a in self.agents if a.credential)}
         if op == "stats":
-            return {"connected": self.connected, "connects": self.connects, "started": self.started,
-                    "agents": len(self.agents), "hubs": {h: n for h, n in self.hubs.items() if n},
-                    "tasks": len(asyncio.all_tasks()), "logs": dict(LOG_COUNTER.counts)}
+            return {
+                "connected": self.connected,
+                "connects": self.connects,
+                "started": self.started,
+                "agents": len(self.agents),
+                "hubs": {h: n for h, n in self.hubs.items() if n},
+                "tasks": len(asyncio.all_tasks()),
+                "logs": dict(LOG_COUNTER.counts),
+            }
         if op == "views":
-            return {"digests": {a.name: digest(a.holdings.items()) for a in self.agents if a.task},
-                    "probe": {a.name: a.holdings.get(PROBE_KEY, 0) for a in self.agents if a.task}}
+            return {
+                "digests": {a.name: digest(a.holdings.items()) for a in self.agents if a.task},
+                "probe": {a.name: a.holdings.get(PROBE_KEY, 0) for a in self.agents if a.task},
+            }
         if op == "samples":
             text = json.dumps({m: list(t) for m, t in self.commits.items()})
             await asyncio.to_thread(Path(command["path"]).write_text, text)
@@ -460,8 +500,13 @@ class Fleet:
                         fresh[agent.name] = agent.credential
 
             await asyncio.gather(*(one(agent) for agent in self.agents))
-        return {"joined": outcome["joined"], "reused": outcome["reused"], "failed": outcome["failed"],
-                "errors": errors, "credentials": fresh}
+        return {
+            "joined": outcome["joined"],
+            "reused": outcome["reused"],
+            "failed": outcome["failed"],
+            "errors": errors,
+            "credentials": fresh,
+        }
 
     async def connect(self, rate: float) -> None:
         """Start every agent's HubClient, ``rate`` per second (0: all at once)."""
@@ -488,8 +533,11 @@ class Fleet:
 
     def memory(self, top: int) -> dict[str, Any]:
         gc.collect()
-        out: dict[str, Any] = {"agents": self.started, "tasks": len(asyncio.all_tasks()),
-                               "gc_objects": len(gc.get_objects())}
+        out: dict[str, Any] = {
+            "agents": self.started,
+            "tasks": len(asyncio.all_tasks()),
+            "gc_objects": len(gc.get_objects()),
+        }
         import tracemalloc
 
         if tracemalloc.is_tracing():
@@ -497,8 +545,9 @@ class Fleet:
             stats = snapshot.statistics("lineno")
             per = max(1, self.started)
             out["traced_bytes_per_agent"] = sum(s.size for s in stats) / per
-            out["top"] = [[f"{s.traceback[0].filename}:{s.traceback[0].lineno}", s.size / per, s.count / per]
-                          for s in stats[:top]]
+            out["top"] = [
+                [f"{s.traceback[0].filename}:{s.traceback[0].lineno}", s.size / per, s.count / per] for s in stats[:top]
+            ]
         return out
 
     async def stop(self) -> None:
@@ -514,8 +563,12 @@ class Fleet:
 def make_hub_client(agent: SimAgent, servers: list[str], rng: random.Random, ping_interval: float) -> HubClient:
     """The real HubClient, with whatever server interface it has (``servers`` or one ``url``)."""
     assert agent.credential is not None
-    kwargs: dict[str, Any] = {"credential": agent.credential.__str__, "node_name": agent.name, "handler": agent,
-                              "ping_interval": ping_interval}
+    kwargs: dict[str, Any] = {
+        "credential": agent.credential.__str__,
+        "node_name": agent.name,
+        "handler": agent,
+        "ping_interval": ping_interval,
+    }
     if "rng" in HUBCLIENT_PARAMS:
         kwargs["rng"] = rng
     if MULTI_SERVER:
@@ -544,8 +597,9 @@ async def join_one(http: httpx.AsyncClient, agent: SimAgent, bootstrap: str, adm
                 return "joined"
             last = f"HTTP {response.status_code}: {response.text[:200]}"
             if response.status_code == 409:  # Ready with a credential we lost: revoke, then join again
-                await http.delete(f"/edge/v1/nodes/{agent.name}/credentials",
-                                  headers={"Authorization": f"Bearer {admin}"})
+                await http.delete(
+                    f"/edge/v1/nodes/{agent.name}/credentials", headers={"Authorization": f"Bearer {admin}"}
+                )
             elif response.status_code < 500 and response.status_code != 429:
                 break
         await asyncio.sleep(min(5.0, 0.25 * 2**attempt))
@@ -596,8 +650,9 @@ def worker_main(spec_path: str) -> None:
     die_with_parent()
     raise_nofile()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (Ctrl-C reaches it too)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     hub_log = logging.getLogger("edgefleet.edge.hub")
     hub_log.addHandler(LOG_COUNTER)
     hub_log.setLevel(logging.INFO)
@@ -707,13 +762,23 @@ class SimCloud(CloudProcess):
         """Start the process (call it on the event loop's thread: the death signal follows the forking thread)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         token_file = self.data_dir / "admin-token"
-        args = [EDGEFLEET, "cloud", "--listen", f"127.0.0.1:{self.port}", "--store", self.store_url,
-                "--admin-token-file", str(token_file), *self.extra_args]
+        args = [
+            EDGEFLEET,
+            "cloud",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--store",
+            self.store_url,
+            "--admin-token-file",
+            str(token_file),
+            *self.extra_args,
+        ]
         if not any(a.startswith("--dns-listen") for a in self.extra_args):
             args += ["--dns-listen", f"127.0.0.1:{self.dns_port}"]
         with self.log_path.open("ab") as log_file:
-            self.proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=die_with_parent)
+            self.proc = subprocess.Popen(
+                args, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent
+            )
 
     def ready(self, timeout: float) -> None:
         self.wait_ready(timeout)
@@ -722,8 +787,9 @@ class SimCloud(CloudProcess):
             self.token = token_file.read_text().strip()
 
 
-async def start_cloud(store_url: str, data_dir: Path, args: list[str], port: int | None = None,
-                      within: float = 120.0) -> SimCloud:
+async def start_cloud(
+    store_url: str, data_dir: Path, args: list[str], port: int | None = None, within: float = 120.0
+) -> SimCloud:
     cloud = SimCloud(store_url, data_dir, extra_args=list(args))
     if port is not None:
         cloud.port = port
@@ -743,13 +809,25 @@ def node_names(count: int, per_site: int) -> list[tuple[str, str]]:
 
 
 def site_doc(name: str) -> dict[str, Any]:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": name, "labels": {"tier": "edge"}},
-            "spec": {"region": "eu", "location": {"lat": 48.0, "lon": 2.0, "country": "FR"}, "tier": "edge",
-                     "capacityGbps": 10}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Site",
+        "metadata": {"name": name, "labels": {"tier": "edge"}},
+        "spec": {
+            "region": "eu",
+            "location": {"lat": 48.0, "lon": 2.0, "country": "FR"},
+            "tier": "edge",
+            "capacityGbps": 10,
+        },
+    }
 
 
-WORKLOAD: dict[str, Any] = {"apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": PROBE},
-                            "spec": {"nodeSelector": "sim=fleet", "template": {"command": ["true"]}}}
+WORKLOAD: dict[str, Any] = {
+    "apiVersion": "edgefleet.io/v1",
+    "kind": "Workload",
+    "metadata": {"name": PROBE},
+    "spec": {"nodeSelector": "sim=fleet", "template": {"command": ["true"]}},
+}
 
 
 class CredentialCache:
@@ -786,8 +864,15 @@ class FleetOptions:
 class SimFleet:
     """The parent's handle on N simulated agents in W worker processes."""
 
-    def __init__(self, options: FleetOptions, api_url: str, admin_token: str, servers: list[str],
-                 workdir: Path, cache: CredentialCache) -> None:
+    def __init__(
+        self,
+        options: FleetOptions,
+        api_url: str,
+        admin_token: str,
+        servers: list[str],
+        workdir: Path,
+        cache: CredentialCache,
+    ) -> None:
         self.options = options
         self.api_url = api_url
         self.admin_token = admin_token
@@ -796,8 +881,9 @@ class SimFleet:
         self.cache = cache
         self.workers: list[Worker] = []
         self.joined = 0
-        self.http = httpx.AsyncClient(base_url=api_url, headers={"Authorization": f"Bearer {admin_token}"},
-                                      timeout=60.0, trust_env=False)
+        self.http = httpx.AsyncClient(
+            base_url=api_url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=60.0, trust_env=False
+        )
 
     async def close(self) -> None:
         await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)
@@ -835,17 +921,28 @@ class SimFleet:
         count = max(1, min(self.options.workers, len(names)))
         bounds = [len(names) * i // count for i in range(count + 1)]
         for index in range(count):
-            share = names[bounds[index]:bounds[index + 1]]
-            spec = {"index": index, "servers": self.servers, "ping_interval": self.options.ping_interval,
-                    "seed": index, "trace_memory": self.options.trace_memory, "track": self.options.track,
-                    "nodes": [[name, site, self.cache.credentials.get(name)] for name, site in share]}
+            share = names[bounds[index] : bounds[index + 1]]
+            spec = {
+                "index": index,
+                "servers": self.servers,
+                "ping_interval": self.options.ping_interval,
+                "seed": index,
+                "trace_memory": self.options.trace_memory,
+                "track": self.options.track,
+                "nodes": [[name, site, self.cache.credentials.get(name)] for name, site in share],
+            }
             spec_path = self.workdir / f"worker-{index}.json"
             spec_path.write_text(json.dumps(spec))
             log_path = self.workdir / f"worker-{index}.log"
             with log_path.open("ab") as log_file:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, SCRIPT, "worker", str(spec_path),
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log_file,
+                    sys.executable,
+                    SCRIPT,
+                    "worker",
+                    str(spec_path),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=log_file,
                     limit=64 * 1024 * 1024,
                 )
             Children.worker_pids.append(proc.pid)
@@ -856,10 +953,19 @@ class SimFleet:
 
     async def join(self, bootstrap: str, join_urls: list[str], within: float) -> dict[str, Any]:
         started = time.monotonic()
-        replies = await asyncio.gather(*(
-            w.request("join", within, api=join_urls[w.index % len(join_urls)], bootstrap=bootstrap,
-                      admin=self.admin_token, concurrency=self.options.join_concurrency)
-            for w in self.workers))
+        replies = await asyncio.gather(
+            *(
+                w.request(
+                    "join",
+                    within,
+                    api=join_urls[w.index % len(join_urls)],
+                    bootstrap=bootstrap,
+                    admin=self.admin_token,
+                    concurrency=self.options.join_concurrency,
+                )
+                for w in self.workers
+            )
+        )
         seconds = time.monotonic() - started
         for reply in replies:
             self.cache.credentials.update(reply["credentials"])
@@ -868,8 +974,10 @@ class SimFleet:
         errors = [e for r in replies for e in r["errors"]][:5]
         self.joined = total["joined"] + total["reused"]
         rate = total["joined"] / seconds if seconds > 0 else 0.0
-        progress(f"join: {total['joined']} joined, {total['reused']} reused from the cache, {total['failed']} failed "
-                 f"in {seconds:.1f} s ({rate:.0f} joins/s)" + (f"; first errors: {errors}" if errors else ""))
+        progress(
+            f"join: {total['joined']} joined, {total['reused']} reused from the cache, {total['failed']} failed "
+            f"in {seconds:.1f} s ({rate:.0f} joins/s)" + (f"; first errors: {errors}" if errors else "")
+        )
         return {**total, "seconds": round(seconds, 2), "joins_per_s": round(rate, 1), "errors": errors}
 
     # running ------------------------------------------------------------
@@ -884,8 +992,13 @@ class SimFleet:
         for reply in replies:
             hubs.update(reply["hubs"])
             logs.update(reply["logs"])
-        return {"connected": sum(r["connected"] for r in replies), "connects": sum(r["connects"] for r in replies),
-                "started": sum(r["started"] for r in replies), "hubs": dict(hubs), "logs": dict(logs)}
+        return {
+            "connected": sum(r["connected"] for r in replies),
+            "connects": sum(r["connects"] for r in replies),
+            "started": sum(r["started"] for r in replies),
+            "hubs": dict(hubs),
+            "logs": dict(logs),
+        }
 
     async def wait_connected(self, target: int, within: float, label: str) -> float:
         """Seconds until ``target`` agents are connected; TimeoutError with the count otherwise."""
@@ -916,8 +1029,9 @@ class SimFleet:
         """Patch the probe Workload with ``marker``; wait until ``expected`` agents committed it. Returns sent time."""
         patch = json.dumps({"metadata": {"annotations": {MARK: marker}}})
         sent = time.time()
-        response = await self.http.patch(f"{API}/workloads/{PROBE}", content=patch,
-                                         headers={"Content-Type": "application/merge-patch+json"})
+        response = await self.http.patch(
+            f"{API}/workloads/{PROBE}", content=patch, headers={"Content-Type": "application/merge-patch+json"}
+        )
         response.raise_for_status()
         deadline = time.monotonic() + within
         while self.commit_count(marker) < expected and time.monotonic() < deadline:  # noqa: ASYNC110
@@ -1000,8 +1114,11 @@ async def run_push_count(args: argparse.Namespace, count: int, workdir: Path) ->
     attached: Attached | None = None
     if args.cloud:
         attached = Attached(args.cloud.rstrip("/"), args.token, args.cloud_pid)
-        cache_dir = Path(args.state) / ("attach-" + "".join(c if c.isalnum() else "_" for c in args.cloud)) \
-            if args.state else state
+        cache_dir = (
+            Path(args.state) / ("attach-" + "".join(c if c.isalnum() else "_" for c in args.cloud))
+            if args.state
+            else state
+        )
     else:
         progress(f"{count} nodes: starting a cloud on sqlite:///{state}/store.db")
         cloud = await start_cloud(f"sqlite:///{state}/store.db", state, args.cloud_arg)
@@ -1012,8 +1129,14 @@ async def run_push_count(args: argparse.Namespace, count: int, workdir: Path) ->
     cache_dir.mkdir(parents=True, exist_ok=True)
     pid = attached.pid
     result: dict[str, Any] = {"nodes": count, "workers": 0, "cloud": attached.url}
-    fleet = SimFleet(fleet_options(args, count), attached.url, attached.token, [attached.url], workdir,
-                     CredentialCache(cache_dir / "credentials.json"))
+    fleet = SimFleet(
+        fleet_options(args, count),
+        attached.url,
+        attached.token,
+        [attached.url],
+        workdir,
+        CredentialCache(cache_dir / "credentials.json"),
+    )
     try:
         result["hub_rss_mib_start"] = proc_rss_mib(pid) if pid else None
         bootstrap = await fleet.prepare()
@@ -1030,8 +1153,10 @@ async def run_push_count(args: argparse.Namespace, count: int, workdir: Path) ->
         if cpu_before_join is not None and cpu0 is not None:
             result["join"]["hub_cpu_seconds"] = round(cpu0 - cpu_before_join, 1)
         rate = 0.0 if args.storm else args.connect_rate
-        progress(f"{count} nodes: connecting {fleet.joined} agents in {len(fleet.workers)} workers "
-                 f"({'storm' if args.storm else f'{rate:.0f}/s'}; HubClient {'servers' if MULTI_SERVER else 'url'})")
+        progress(
+            f"{count} nodes: connecting {fleet.joined} agents in {len(fleet.workers)} workers "
+            f"({'storm' if args.storm else f'{rate:.0f}/s'}; HubClient {'servers' if MULTI_SERVER else 'url'})"
+        )
         t0 = time.monotonic()
         await fleet.connect(rate)
         connect_timeout = (fleet.joined / rate if rate else 0) + args.connect_timeout
@@ -1042,8 +1167,10 @@ async def run_push_count(args: argparse.Namespace, count: int, workdir: Path) ->
             progress(f"{count} nodes: the agents logged while connecting: {result['agent_logs_connect']}")
         result["connect_seconds"] = round(seconds, 2)
         result["hub_cpu_pct_connect"] = (cpu1 - cpu0) / (time.monotonic() - t0) * 100 if cpu0 and cpu1 else None
-        progress(f"{count} nodes: all {fleet.joined} connected in {seconds:.1f} s; settling {args.settle:.0f} s, "
-                 f"then idle {args.idle_seconds:.0f} s")
+        progress(
+            f"{count} nodes: all {fleet.joined} connected in {seconds:.1f} s; settling {args.settle:.0f} s, "
+            f"then idle {args.idle_seconds:.0f} s"
+        )
         await asyncio.sleep(args.settle)
         result.update(await measure_idle(fleet, attached, pid, args.idle_seconds))
         sim_rss = fleet.rss_mib()
@@ -1057,8 +1184,9 @@ async def run_push_count(args: argparse.Namespace, count: int, workdir: Path) ->
         result.update(await measure_push(fleet, args, count))
         elapsed = time.monotonic() - started
         hub_cpu_end = proc_cpu_seconds(pid) if pid else None
-        result["hub_cpu_pct_push"] = (hub_cpu_end - hub_cpu) / elapsed * 100 \
-            if hub_cpu is not None and hub_cpu_end is not None else None
+        result["hub_cpu_pct_push"] = (
+            (hub_cpu_end - hub_cpu) / elapsed * 100 if hub_cpu is not None and hub_cpu_end is not None else None
+        )
         result["sim_cpu_pct_push"] = (fleet.cpu_seconds() - sim_cpu) / elapsed * 100
         result["load_avg_end"] = os.getloadavg()
         stats = await fleet.stats()
@@ -1075,8 +1203,15 @@ async def run_push_count(args: argparse.Namespace, count: int, workdir: Path) ->
 
 def fleet_options(args: argparse.Namespace, count: int) -> FleetOptions:
     workers = args.workers or min(8, max(2, math.ceil(count / 2500)))
-    return FleetOptions(count, args.nodes_per_site, workers, args.connect_rate, args.join_concurrency,
-                        args.ping_interval, args.trace_memory)
+    return FleetOptions(
+        count,
+        args.nodes_per_site,
+        workers,
+        args.connect_rate,
+        args.join_concurrency,
+        args.ping_interval,
+        args.trace_memory,
+    )
 
 
 async def measure_idle(fleet: SimFleet, attached: Attached, pid: int | None, seconds: float) -> dict[str, Any]:
@@ -1104,10 +1239,12 @@ async def measure_idle(fleet: SimFleet, attached: Attached, pid: int | None, sec
         "store_writes_per_s_idle": None,
     }
     if before and after:
-        for name, key in (("edgefleet_store_revision", "store_writes_per_s_idle"),
-                          ("edgefleet_hub_status_writes_total", "hub_status_writes_per_s_idle"),
-                          ("edgefleet_hub_status_reports_total", "hub_status_reports_per_s_idle"),
-                          ("edgefleet_hub_frames_sent_total", "hub_frames_sent_per_s_idle")):
+        for name, key in (
+            ("edgefleet_store_revision", "store_writes_per_s_idle"),
+            ("edgefleet_hub_status_writes_total", "hub_status_writes_per_s_idle"),
+            ("edgefleet_hub_status_reports_total", "hub_status_reports_per_s_idle"),
+            ("edgefleet_hub_frames_sent_total", "hub_frames_sent_per_s_idle"),
+        ):
             if name in before and name in after:
                 out[key] = (after[name] - before[name]) / elapsed
         out["hub_sessions"] = after.get("edgefleet_hub_sessions")
@@ -1125,18 +1262,28 @@ async def measure_push(fleet: SimFleet, args: argparse.Namespace, count: int) ->
         sent[marker] = await fleet.push(marker, expected_each, args.write_timeout)
         if fleet.commit_count(marker) < expected_each:
             incomplete += 1
-            progress(f"{count} nodes: write {n}: {fleet.commit_count(marker)}/{expected_each} commits "
-                     f"after {args.write_timeout:.0f} s")
+            progress(
+                f"{count} nodes: write {n}: {fleet.commit_count(marker)}/{expected_each} commits "
+                f"after {args.write_timeout:.0f} s"
+            )
         await asyncio.sleep(args.write_gap)
     push_seconds = time.monotonic() - cpu0
     await asyncio.sleep(0.2)  # the workers' last commit reports
     samples = await fleet.latencies(sent)
-    out: dict[str, Any] = {"writes": args.writes, "commits": len(samples),
-                           "commits_expected": expected_each * args.writes, "writes_incomplete": incomplete,
-                           "push_seconds": round(push_seconds, 1)}
+    out: dict[str, Any] = {
+        "writes": args.writes,
+        "commits": len(samples),
+        "commits_expected": expected_each * args.writes,
+        "writes_incomplete": incomplete,
+        "push_seconds": round(push_seconds, 1),
+    }
     if samples:
-        out.update(push_p50_ms=statistics.median(samples) * 1000, push_p99_ms=percentile(samples, 0.99) * 1000,
-                   push_max_ms=max(samples) * 1000, push_min_ms=min(samples) * 1000)
+        out.update(
+            push_p50_ms=statistics.median(samples) * 1000,
+            push_p99_ms=percentile(samples, 0.99) * 1000,
+            push_max_ms=max(samples) * 1000,
+            push_min_ms=min(samples) * 1000,
+        )
     return out
 
 
@@ -1192,8 +1339,11 @@ def print_memory(reports: list[dict[str, Any]]) -> None:
     report = reports[0]
     if "top" not in report:
         return
-    print(f"     worker 0: {report['agents']} agents, {report['tasks']} tasks, traced "
-          f"{report['traced_bytes_per_agent'] / 1024:.1f} KiB/agent; top allocation sites per agent:", flush=True)
+    print(
+        f"     worker 0: {report['agents']} agents, {report['tasks']} tasks, traced "
+        f"{report['traced_bytes_per_agent'] / 1024:.1f} KiB/agent; top allocation sites per agent:",
+        flush=True,
+    )
     for where, size, count in report["top"]:
         print(f"       {size / 1024:7.2f} KiB {count:6.1f} blocks  {where}", flush=True)
 
@@ -1242,10 +1392,13 @@ async def run_replicas(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         if not token:
             raise RuntimeError(f"no admin token: the etcd store in {base} was made by another run; remove {base}")
         urls = [c.url for c in clouds]
-        progress(f"3 clouds on {cluster.url}: {', '.join(urls)}; HubClient "
-                 f"{'takes servers' if MULTI_SERVER else 'takes one url: each agent gets one replica at random'}")
-        fleet = SimFleet(fleet_options(args, count), urls[0], token, urls, workdir,
-                         CredentialCache(base / "credentials.json"))
+        progress(
+            f"3 clouds on {cluster.url}: {', '.join(urls)}; HubClient "
+            f"{'takes servers' if MULTI_SERVER else 'takes one url: each agent gets one replica at random'}"
+        )
+        fleet = SimFleet(
+            fleet_options(args, count), urls[0], token, urls, workdir, CredentialCache(base / "credentials.json")
+        )
         bootstrap = await fleet.prepare()
         await fleet.spawn()
         result["join"] = await fleet.join(bootstrap, urls, args.join_timeout)
@@ -1256,8 +1409,9 @@ async def run_replicas(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         t_start = time.monotonic()
         rate = 0.0 if args.storm else args.connect_rate
         await fleet.connect(rate)
-        result["connect_seconds"] = await fleet.wait_connected(n, (n / rate if rate else 0) + args.connect_timeout,
-                                                               "replicas")
+        result["connect_seconds"] = await fleet.wait_connected(
+            n, (n / rate if rate else 0) + args.connect_timeout, "replicas"
+        )
         await asyncio.sleep(args.settle)
         kill = args.kill
         result["before_kill"] = samples[-1].agents if samples else None
@@ -1267,11 +1421,14 @@ async def run_replicas(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         recovered = await wait_recovered(samples, kill, n, t_kill, args.recover_timeout)
         result["recovered_seconds"] = recovered
         how = "NOT all" if recovered is None else f"all reconnected in {recovered:.1f} s"
-        progress(f"after the kill: {how} ({samples[-1].connected if samples else '?'}/{n} connected); "
-                 f"restarting sim-hub-{kill}")
+        progress(
+            f"after the kill: {how} ({samples[-1].connected if samples else '?'}/{n} connected); "
+            f"restarting sim-hub-{kill}"
+        )
         t_restart = time.monotonic() - t_start
-        clouds[kill] = await start_cloud(cluster.url, base / f"cloud-{kill}", clouds[kill].extra_args,
-                                         clouds[kill].port)
+        clouds[kill] = await start_cloud(
+            cluster.url, base / f"cloud-{kill}", clouds[kill].extra_args, clouds[kill].port
+        )
         clouds[kill].token = token
         result["restart_ready_seconds"] = round(time.monotonic() - t_start - t_restart, 2)
         progress(f"sim-hub-{kill} back; observing {args.observe_seconds:.0f} s")
@@ -1282,8 +1439,9 @@ async def run_replicas(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         result["balanced_after_restart_seconds"] = None if balanced_at is None else round(balanced_at - t_restart, 1)
         result["balance_source"] = source
         result["final_ratio"] = ratio_of(observed[-1], source) if observed else None
-        result["after_observe"] = {"hub_sessions": observed[-1].sessions, "agents": observed[-1].agents} \
-            if observed else None
+        result["after_observe"] = (
+            {"hub_sessions": observed[-1].sessions, "agents": observed[-1].agents} if observed else None
+        )
         result.update(await final_push_check(fleet, args, n))
         sampler.cancel()
         stats = await fleet.stats()
@@ -1291,10 +1449,10 @@ async def run_replicas(args: argparse.Namespace, workdir: Path) -> dict[str, Any
         result["connects_total"] = stats["connects"]
         result["sim_rss_mib"] = fleet.rss_mib()
         result["hub_rss_mib"] = [proc_rss_mib(c.proc.pid) if c.proc else None for c in clouds]
-        result["events"] = {"kill": t_kill, "restart": t_restart, "end": t_end,
-                            "balanced": balanced_at}
-        result["samples"] = [{"t": round(s.t, 2), "sessions": s.sessions, "agents": s.agents, "connected": s.connected}
-                             for s in samples]
+        result["events"] = {"kill": t_kill, "restart": t_restart, "end": t_end, "balanced": balanced_at}
+        result["samples"] = [
+            {"t": round(s.t, 2), "sessions": s.sessions, "agents": s.agents, "connected": s.connected} for s in samples
+        ]
         plot_replicas(samples, result["events"], args.plot, n, kill)
         result["plot"] = args.plot
         result["load_avg_end"] = os.getloadavg()
@@ -1392,10 +1550,12 @@ async def final_push_check(fleet: SimFleet, args: argparse.Namespace, n: int) ->
         await asyncio.sleep(2)
     revs = Counter(probe.values())
     out.update(
-        final_views=len(digests), views_equal_to_cloud=matching,
+        final_views=len(digests),
+        views_equal_to_cloud=matching,
         empty_views=sum(1 for d in digests.values() if d == digest([])),
         distinct_digests=len(set(digests.values())),
-        probe_revs=len(revs), probe_missing=revs.get(0, 0),
+        probe_revs=len(revs),
+        probe_missing=revs.get(0, 0),
         no_change_lost=committed >= n and matching == len(digests) == n and len(revs) == 1 and 0 not in revs,
     )
     return out
@@ -1418,9 +1578,13 @@ def plot_replicas(samples: list[Sample], events: dict[str, Any], path: str, n: i
     ax.axhline(n / 3, color="gray", linestyle="--", linewidth=0.8, label="fair share")
     ax.axhline(n / 3 * BALANCED_RATIO, color="gray", linestyle=":", linewidth=0.8, label="share x 1.1")
     top = ax.get_ylim()[1]
-    for row, (key, label, color) in enumerate((("kill", f"kill -9 sim-hub-{kill}", "red"),
-                                               ("restart", f"restart sim-hub-{kill}", "green"),
-                                               ("balanced", "balanced (max/mean <= 1.1)", "purple"))):
+    for row, (key, label, color) in enumerate(
+        (
+            ("kill", f"kill -9 sim-hub-{kill}", "red"),
+            ("restart", f"restart sim-hub-{kill}", "green"),
+            ("balanced", "balanced (max/mean <= 1.1)", "purple"),
+        )
+    ):
         if events.get(key) is not None:
             ax.axvline(events[key], color=color, linestyle="--")
             ax.text(events[key], top * (0.97 - 0.06 * row), " " + label, color=color, va="top", fontsize=9)
@@ -1438,18 +1602,24 @@ def print_replicas(r: dict[str, Any]) -> None:
     def secs(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.1f} s"
 
-    print(f"replicas {r['nodes']} nodes (HubClient {'servers' if r['multi_server_hubclient'] else 'single url'}): "
-          f"connected in {secs(r.get('connect_seconds'))}; after kill -9 all reconnected in "
-          f"{secs(r.get('recovered_seconds'))}; restarted replica ready in {secs(r.get('restart_ready_seconds'))}; "
-          f"balanced (max/mean <= {BALANCED_RATIO}, {r.get('balance_source')}) "
-          f"{secs(r.get('balanced_after_restart_seconds'))} after the restart"
-          f" (final ratio {fmt(r.get('final_ratio'), '.2f')}, per replica {r.get('after_observe')})", flush=True)
+    print(
+        f"replicas {r['nodes']} nodes (HubClient {'servers' if r['multi_server_hubclient'] else 'single url'}): "
+        f"connected in {secs(r.get('connect_seconds'))}; after kill -9 all reconnected in "
+        f"{secs(r.get('recovered_seconds'))}; restarted replica ready in {secs(r.get('restart_ready_seconds'))}; "
+        f"balanced (max/mean <= {BALANCED_RATIO}, {r.get('balance_source')}) "
+        f"{secs(r.get('balanced_after_restart_seconds'))} after the restart"
+        f" (final ratio {fmt(r.get('final_ratio'), '.2f')}, per replica {r.get('after_observe')})",
+        flush=True,
+    )
     if "final_views" in r:
-        print(f"     final push: {r['final_commits']}/{r['nodes']} commits; views equal to the cloud's "
-              f"{r['views_equal_to_cloud']}/{r['final_views']}, empty {r['empty_views']}, latest sim-probe held by "
-              f"{r['final_views'] - r['probe_missing']} ({r['probe_revs']} distinct revs); "
-              f"no change lost: {'yes' if r['no_change_lost'] else 'NO'}"
-              f"{'; expected views: ' + r['expected_error'] if r.get('expected_error') else ''}", flush=True)
+        print(
+            f"     final push: {r['final_commits']}/{r['nodes']} commits; views equal to the cloud's "
+            f"{r['views_equal_to_cloud']}/{r['final_views']}, empty {r['empty_views']}, latest sim-probe held by "
+            f"{r['final_views'] - r['probe_missing']} ({r['probe_revs']} distinct revs); "
+            f"no change lost: {'yes' if r['no_change_lost'] else 'NO'}"
+            f"{'; expected views: ' + r['expected_error'] if r.get('expected_error') else ''}",
+            flush=True,
+        )
     if r.get("plot"):
         print(f"     plot: {r['plot']}", flush=True)
 
@@ -1466,41 +1636,74 @@ def counts(text: str) -> list[int]:
 
 def add_fleet_arguments(parser: argparse.ArgumentParser, state_help: str) -> None:
     """The options of a simulated fleet and its clouds (shared with bench/rollout_scale.py)."""
-    parser.add_argument("--workers", type=int, default=0,
-                        help="worker processes (default: one per 2,500 agents, at least 2, at most 8)")
-    parser.add_argument("--connect-rate", type=float, default=500.0,
-                        help="agents started per second, all workers together (default 500)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="worker processes (default: one per 2,500 agents, at least 2, at most 8)"
+    )
+    parser.add_argument(
+        "--connect-rate",
+        type=float,
+        default=500.0,
+        help="agents started per second, all workers together (default 500)",
+    )
     parser.add_argument("--storm", action="store_true", help="start every agent at once (a reconnect storm)")
     parser.add_argument("--join-concurrency", type=int, default=4, help="concurrent join requests per worker")
     parser.add_argument("--join-timeout", type=float, default=1800.0, help="seconds for all joins (default 1800)")
-    parser.add_argument("--connect-timeout", type=float, default=180.0,
-                        help="seconds allowed beyond the ramp for every agent to connect (default 180)")
-    parser.add_argument("--ping-interval", type=float, default=10.0,
-                        help="the agents' WebSocket ping interval (default 10, the agent's default)")
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=180.0,
+        help="seconds allowed beyond the ramp for every agent to connect (default 180)",
+    )
+    parser.add_argument(
+        "--ping-interval",
+        type=float,
+        default=10.0,
+        help="the agents' WebSocket ping interval (default 10, the agent's default)",
+    )
     parser.add_argument("--state", metavar="DIR", help=state_help)
     parser.add_argument("--json", metavar="FILE", help="write every figure to FILE")
-    parser.add_argument("--cloud-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for each `edgefleet cloud` (repeat; e.g. --cloud-arg=--dns-listen=off)")
-    parser.add_argument("--trace-memory", action="store_true",
-                        help="tracemalloc in the workers: where a simulated agent's memory goes (slower)")
+    parser.add_argument(
+        "--cloud-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for each `edgefleet cloud` (repeat; e.g. --cloud-arg=--dns-listen=off)",
+    )
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="tracemalloc in the workers: where a simulated agent's memory goes (slower)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs) and print its path")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleet_sim.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="fleet_sim.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="scenario", metavar="{push,replicas}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--nodes-per-site", type=int, default=10, help="nodes per simulated site (default 10)")
-    add_fleet_arguments(common, "push: keep stores, admin tokens and node credentials here; a second run reuses "
-                                "them (replicas: kept for reading, but each run makes a new etcd cluster)")
+    add_fleet_arguments(
+        common,
+        "push: keep stores, admin tokens and node credentials here; a second run reuses "
+        "them (replicas: kept for reading, but each run makes a new etcd cluster)",
+    )
     common.add_argument("--settle", type=float, default=5.0, help="seconds between connected and measuring")
     common.add_argument("--write-timeout", type=float, default=30.0, help="seconds to wait for one write's commits")
 
-    push = sub.add_parser("push", parents=[common], help="one cloud: idle cost and write-to-commit latency (default)",
-                          description="One cloud; for each count: connect, idle, push writes.")
-    push.add_argument("--nodes", type=counts, default=counts("1000,5000,10000"),
-                      help="comma-separated node counts, each with a fresh cloud (default 1000,5000,10000)")
+    push = sub.add_parser(
+        "push",
+        parents=[common],
+        help="one cloud: idle cost and write-to-commit latency (default)",
+        description="One cloud; for each count: connect, idle, push writes.",
+    )
+    push.add_argument(
+        "--nodes",
+        type=counts,
+        default=counts("1000,5000,10000"),
+        help="comma-separated node counts, each with a fresh cloud (default 1000,5000,10000)",
+    )
     push.add_argument("--idle-seconds", type=float, default=30.0, help="idle measuring window (default 30)")
     push.add_argument("--writes", type=int, default=20, help="Workload changes pushed (default 20)")
     push.add_argument("--write-gap", type=float, default=0.1, help="seconds between two writes")
@@ -1508,17 +1711,31 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token", help="admin token for --cloud")
     push.add_argument("--cloud-pid", type=int, help="pid of the --cloud process, for its CPU and RSS")
 
-    replicas = sub.add_parser("replicas", parents=[common], help="3 clouds on a 3-member etcd: kill, restart, balance",
-                              description="3 clouds on a 3-member etcd: kill one, restart it, watch the balance.")
+    replicas = sub.add_parser(
+        "replicas",
+        parents=[common],
+        help="3 clouds on a 3-member etcd: kill, restart, balance",
+        description="3 clouds on a 3-member etcd: kill one, restart it, watch the balance.",
+    )
     replicas.add_argument("--nodes", type=counts, default=counts("3000"), help="node count (default 3000)")
-    replicas.add_argument("--observe-seconds", type=float, default=150.0,
-                          help="seconds watched after the restart (default 150)")
-    replicas.add_argument("--recover-timeout", type=float, default=120.0,
-                          help="seconds allowed for the killed replica's agents to reconnect elsewhere")
+    replicas.add_argument(
+        "--observe-seconds", type=float, default=150.0, help="seconds watched after the restart (default 150)"
+    )
+    replicas.add_argument(
+        "--recover-timeout",
+        type=float,
+        default=120.0,
+        help="seconds allowed for the killed replica's agents to reconnect elsewhere",
+    )
     replicas.add_argument("--kill", type=int, default=0, choices=(0, 1, 2), help="replica to kill -9 (default 0)")
     replicas.add_argument("--plot", default="fleet-sim-replicas.png", help="PNG of connections per replica")
-    replicas.add_argument("--replica-arg", action="append", default=[], metavar="ARG",
-                          help="extra argument per replica; {url} is that replica's base URL")
+    replicas.add_argument(
+        "--replica-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument per replica; {url} is that replica's base URL",
+    )
     worker = sub.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("spec")
     return parser
@@ -1563,8 +1780,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.scenario == "worker":
         worker_main(args.spec)
         return
-    run_scenario: Callable[[argparse.Namespace, Path], Awaitable[Any]] = \
+    run_scenario: Callable[[argparse.Namespace, Path], Awaitable[Any]] = (
         run_replicas if args.scenario == "replicas" else run_push
+    )
     run_tool(lambda workdir: run_scenario(args, workdir), args.keep)
 
 

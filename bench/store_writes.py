@@ -65,8 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgefleet-bench-") as workdir:
         rate = asyncio.run(run(args.backend, args.writers, args.count, Path(workdir)))
-    print(f"{args.backend}: {rate:,.0f} creates/s with {args.writers} concurrent writers "
-          f"({args.count} creates)")
+    print(f"{args.backend}: {rate:,.0f} creates/s with {args.writers} concurrent writers ({args.count} creates)")
 
 
 if __name__ == "__main__":

@@ -85,22 +85,35 @@ class MemoryAgent:
 
 def join_all(cloud: CloudProcess, count: int, prefix: str = "bench") -> list[tuple[str, str]]:
     with cloud.client() as api:
-        site = {"apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": "bench"},
-                "spec": {"region": "eu", "location": {"lat": 1.0, "lon": 1.0, "country": "FR"},
-                         "tier": "edge", "capacityGbps": 1}}
+        site = {
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "Site",
+            "metadata": {"name": "bench"},
+            "spec": {
+                "region": "eu",
+                "location": {"lat": 1.0, "lon": 1.0, "country": "FR"},
+                "tier": "edge",
+                "capacityGbps": 1,
+            },
+        }
         if api.get(f"{API}/sites/bench").status_code == 404:
             api.post(f"{API}/sites", json=site)
         token = api.post("/edge/v1/bootstrap-tokens", json={"ttlSeconds": 3600}).json()["token"]
         joined = []
-        with httpx.Client(base_url=cloud.url, headers={"Authorization": f"Bearer {token}"},
-                          verify=cloud.ssl_context()) as joiner:
+        with httpx.Client(
+            base_url=cloud.url, headers={"Authorization": f"Bearer {token}"}, verify=cloud.ssl_context()
+        ) as joiner:
             for i in range(count):
                 name = f"{prefix}-{i}"
                 body = {"name": name, "site": "bench", "labels": {"bench": "sync"}}
                 credential = joiner.post("/edge/v1/join", json=body).json()["credential"]
                 joined.append((name, credential))
-        workload = {"apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "probe"},
-                    "spec": {"nodeSelector": "bench=sync", "template": {"command": ["true"]}}}
+        workload = {
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "Workload",
+            "metadata": {"name": "probe"},
+            "spec": {"nodeSelector": "bench=sync", "template": {"command": ["true"]}},
+        }
         if api.get(f"{API}/workloads/probe").status_code == 404:
             api.post(f"{API}/workloads", json=workload)
         return joined
@@ -114,9 +127,18 @@ async def measure(cloud: CloudProcess, joined: list[tuple[str, str]], writes: in
     """(write-to-commit latencies, seconds for every agent to connect at once)."""
     commits: dict[str, list[float]] = {}
     agents = [MemoryAgent(name, commits) for name, _ in joined]
-    clients = [HubClient(servers=[cloud.url], credential=lambda c=cred: c, node_name=name, handler=agent,
-                         heartbeat_seconds=30, backoff=Backoff(0.2, 2), trust=trust_of(cloud))
-               for (name, cred), agent in zip(joined, agents, strict=True)]
+    clients = [
+        HubClient(
+            servers=[cloud.url],
+            credential=lambda c=cred: c,
+            node_name=name,
+            handler=agent,
+            heartbeat_seconds=30,
+            backoff=Backoff(0.2, 2),
+            trust=trust_of(cloud),
+        )
+        for (name, cred), agent in zip(joined, agents, strict=True)
+    ]
     started = time.perf_counter()
     tasks = [asyncio.create_task(c.run()) for c in clients]
     await asyncio.wait_for(asyncio.gather(*(a.connected.wait() for a in agents)), 60)
@@ -145,15 +167,26 @@ async def reconnect_cost(cloud: CloudProcess, objects: int) -> tuple[int, int]:
     """Wire bytes (both ways, HTTP upgrade included) of a reconnect with nothing changed."""
     with cloud.client() as api:
         for i in range(objects):
-            doc = {"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": f"d{i}"},
-                   "spec": {"hostnames": [f"d{i}.example.com"], "origins": [{"url": "http://127.0.0.1:9/"}]}}
+            doc = {
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "Domain",
+                "metadata": {"name": f"d{i}"},
+                "spec": {"hostnames": [f"d{i}.example.com"], "origins": [{"url": "http://127.0.0.1:9/"}]},
+            }
             api.post(f"{API}/domains", json=doc).raise_for_status()
-    (name, cred), = join_all(cloud, 1, prefix="reconnect")
+    ((name, cred),) = join_all(cloud, 1, prefix="reconnect")
     agent = MemoryAgent(name, {})
     with fault_proxy(cloud.port) as proxy:
         scheme = "http" if cloud.tls is None else "https"
-        client = HubClient(servers=[f"{scheme}://127.0.0.1:{proxy.port}"], credential=lambda: cred, node_name=name,
-                           handler=agent, heartbeat_seconds=60, backoff=Backoff(0.1, 0.5), trust=trust_of(cloud))
+        client = HubClient(
+            servers=[f"{scheme}://127.0.0.1:{proxy.port}"],
+            credential=lambda: cred,
+            node_name=name,
+            handler=agent,
+            heartbeat_seconds=60,
+            backoff=Backoff(0.1, 0.5),
+            trust=trust_of(cloud),
+        )
         task = asyncio.create_task(client.run())
         while len(agent.holdings) < objects:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
@@ -193,13 +226,18 @@ def main() -> None:
             joined = join_all(cloud, count)
             samples, connect = asyncio.run(measure(cloud, joined, args.writes))
             expected = count * args.writes
-            print(f"{label} {count:4d} agents: write-to-agent-commit p50 {statistics.median(samples) * 1000:6.1f} ms"
-                  f"  p99 {percentile(samples, 0.99) * 1000:6.1f} ms  ({len(samples)}/{expected} commits)"
-                  f"  all connected in {connect:.2f} s  target p99 <= 100 ms at 200 agents", flush=True)
+            print(
+                f"{label} {count:4d} agents: write-to-agent-commit p50 {statistics.median(samples) * 1000:6.1f} ms"
+                f"  p99 {percentile(samples, 0.99) * 1000:6.1f} ms  ({len(samples)}/{expected} commits)"
+                f"  all connected in {connect:.2f} s  target p99 <= 100 ms at 200 agents",
+                flush=True,
+            )
     with tempfile.TemporaryDirectory() as tmp, cloud_for(Path(tmp), args.tls) as cloud:
         wire, held = asyncio.run(reconnect_cost(cloud, 200))
-        print(f"{label} reconnect with nothing changed, {held} objects held: {wire} bytes on the wire"
-              "  target <= 2048", flush=True)
+        print(
+            f"{label} reconnect with nothing changed, {held} objects held: {wire} bytes on the wire  target <= 2048",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

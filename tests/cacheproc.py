@@ -83,7 +83,9 @@ class OriginProcess:
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edgefleet.demo.origin", "--listen", f"{self.host}:{self.port}"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         _wait_http(f"{self.url}/__origin/stats", timeout, self.proc, log)
         return self
@@ -218,7 +220,11 @@ class RawConnection:
 
 
 def http_request(
-    method: str, target: str, host: str | None = "demo.test", *headers: tuple[str, str], body: bytes = b"",
+    method: str,
+    target: str,
+    host: str | None = "demo.test",
+    *headers: tuple[str, str],
+    body: bytes = b"",
     version: str = "1.1",
 ) -> bytes:
     """The bytes of one request (a Content-Length is added for a body unless a framing header is given)."""
@@ -303,7 +309,9 @@ class CacheProcess:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 [EDGEFLEET, "cache", "--config", str(self.config_path)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         _wait_http(f"{self.admin_url}/healthz", timeout, self.proc, self.log_path)
         self.wait_healthy(timeout)
@@ -349,14 +357,18 @@ class CacheProcess:
     def wait_healthy(self, timeout: float = 20.0) -> None:
         """Wait until /healthz says every worker is up."""
         try:
-            wait_until(lambda: httpx.get(f"{self.admin_url}/healthz", timeout=2).status_code == 200, timeout,
-                       what="every cache worker up")
+            wait_until(
+                lambda: httpx.get(f"{self.admin_url}/healthz", timeout=2).status_code == 200,
+                timeout,
+                what="every cache worker up",
+            )
         except AssertionError as failure:
             raise RuntimeError(f"{failure}:\n{self.log()[-3000:]}") from None
 
     def wait_log(self, text: str, timeout: float = 10.0) -> str:
         """Wait until the log contains ``text``; the log."""
         try:
+
             def logged() -> str:
                 log = self.log()
                 return log if text in log else ""

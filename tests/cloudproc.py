@@ -72,13 +72,28 @@ class CloudProcess:
 
     def start(self, timeout: float = 20.0) -> CloudProcess:
         token_file = self.data_dir / "admin-token"
-        args = [EDGEFLEET, "cloud", "--listen", f"127.0.0.1:{self.port}", "--store", self.store_url,
-                "--admin-token-file", str(token_file), *self.extra_args]
+        args = [
+            EDGEFLEET,
+            "cloud",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--store",
+            self.store_url,
+            "--admin-token-file",
+            str(token_file),
+            *self.extra_args,
+        ]
         if "--dns-listen" not in self.extra_args:  # each test cloud's DNS on its own port
             args += ["--dns-listen", f"127.0.0.1:{self.dns_port}"]
         if self.tls is not None:
-            args += ["--tls-cert", str(self.tls.server_cert), "--tls-key", str(self.tls.server_key),
-                     "--tls-ca", str(self.tls.ca_cert)]
+            args += [
+                "--tls-cert",
+                str(self.tls.server_cert),
+                "--tls-key",
+                str(self.tls.server_key),
+                "--tls-ca",
+                str(self.tls.ca_cert),
+            ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_ready(timeout)
@@ -119,13 +134,21 @@ class CloudProcess:
         return True if self.tls is None else ssl.create_default_context(cafile=str(self.tls.ca_cert))
 
     def client(self, token: str | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token or self.token}"},
-                            timeout=10.0, verify=self.ssl_context())
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token or self.token}"},
+            timeout=10.0,
+            verify=self.ssl_context(),
+        )
 
 
 @contextlib.contextmanager
-def running_cloud(store_url: str, data_dir: Path, *extra_args: str, tls: PkiFiles | None = None,
-                  ) -> Iterator[CloudProcess]:
+def running_cloud(
+    store_url: str,
+    data_dir: Path,
+    *extra_args: str,
+    tls: PkiFiles | None = None,
+) -> Iterator[CloudProcess]:
     cloud = CloudProcess(store_url, data_dir, extra_args=list(extra_args), tls=tls)
     try:
         yield cloud.start()

@@ -98,8 +98,8 @@ def _no_workload_outlives_its_module() -> Iterator[None]:
     for pid, child in leaked.items():
         _kill(pid, child)
     assert not leaked, "workload processes left running by this module (killed now): " + "; ".join(
-        f"pid {pid}: {child.args!r}"
-        for pid, child in leaked.items())
+        f"pid {pid}: {child.args!r}" for pid, child in leaked.items()
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -100,18 +100,44 @@ class EtcdMember:
 
     def start(self, initial_cluster: str, token: str) -> None:
         args = [
-            require_etcd(), "--name", self.name, "--data-dir", str(self.data_dir),
-            "--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url,
-            "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
-            "--initial-cluster", initial_cluster, "--initial-cluster-token", token,
-            "--initial-cluster-state", "new",
-            "--heartbeat-interval", str(HEARTBEAT_MS), "--election-timeout", str(ELECTION_MS),
-            "--experimental-watch-progress-notify-interval", PROGRESS_NOTIFY_INTERVAL,
-            "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
+            require_etcd(),
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.data_dir),
+            "--listen-client-urls",
+            self.client_url,
+            "--advertise-client-urls",
+            self.client_url,
+            "--listen-peer-urls",
+            self.peer_url,
+            "--initial-advertise-peer-urls",
+            self.peer_url,
+            "--initial-cluster",
+            initial_cluster,
+            "--initial-cluster-token",
+            token,
+            "--initial-cluster-state",
+            "new",
+            "--heartbeat-interval",
+            str(HEARTBEAT_MS),
+            "--election-timeout",
+            str(ELECTION_MS),
+            "--experimental-watch-progress-notify-interval",
+            PROGRESS_NOTIFY_INTERVAL,
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
+            "--log-level",
+            "warn",
         ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,  # only prctl, then exec
             )
 

@@ -35,16 +35,25 @@ API = "/apis/edgefleet.io/v1"
 
 def site_doc(name: str, country: str = "FR", **labels: str) -> dict[str, Any]:
     """An edge Site; ``labels`` are added to ``tier=edge``."""
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Site",
-            "metadata": {"name": name, "labels": {"tier": "edge", **labels}},
-            "spec": {"region": "eu", "location": {"lat": 48.0, "lon": 2.0, "country": country},
-                     "tier": "edge", "capacityGbps": 10}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Site",
+        "metadata": {"name": name, "labels": {"tier": "edge", **labels}},
+        "spec": {
+            "region": "eu",
+            "location": {"lat": 48.0, "lon": 2.0, "country": country},
+            "tier": "edge",
+            "capacityGbps": 10,
+        },
+    }
 
 
 def http_workload(name: str, node: str, port: int, *, marker: str = "v1") -> dict[str, Any]:
     """A workload that serves its own directory over HTTP on ``port`` on one node."""
     return {
-        "apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": name},
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Workload",
+        "metadata": {"name": name},
         "spec": {
             "nodeSelector": f"edgefleet.io/node={node}",
             "template": {
@@ -61,14 +70,19 @@ def http_workload(name: str, node: str, port: int, *, marker: str = "v1") -> dic
 def cache_workload(http_port: int, admin_port: int, node_selector: str = "edgefleet.io/site=lab") -> dict[str, Any]:
     """The built-in cache on every selected node, on the same two ports (each node has its own address)."""
     return {
-        "apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "cache"},
-        "spec": {"nodeSelector": node_selector, "template": {
-            "builtin": "cache",
-            "command": ["edgefleet", "cache"],
-            "ports": [{"name": "http", "port": http_port}, {"name": "admin", "port": admin_port}],
-            "healthProbe": {"http": {"path": "/healthz", "port": admin_port}, "periodSeconds": 1},
-            "terminationGracePeriodSeconds": 5,
-        }},
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Workload",
+        "metadata": {"name": "cache"},
+        "spec": {
+            "nodeSelector": node_selector,
+            "template": {
+                "builtin": "cache",
+                "command": ["edgefleet", "cache"],
+                "ports": [{"name": "http", "port": http_port}, {"name": "admin", "port": admin_port}],
+                "healthProbe": {"http": {"path": "/healthz", "port": admin_port}, "periodSeconds": 1},
+                "terminationGracePeriodSeconds": 5,
+            },
+        },
     }
 
 
@@ -105,8 +119,21 @@ class AgentProcess:
         # could not reach its working directory by absolute path: workloads run as root here, unless a test
         # (tests/security/test_workload_isolation.py) asks for the isolation an agent gives by default.
         isolation = [] if "--workload-user" in self.extra_args else ["--workload-user", "root"]
-        args = [EDGEFLEET, "edge", "run", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-                "--heartbeat", str(heartbeat), "--ping-interval", "1", *isolation, *self.extra_args]
+        args = [
+            EDGEFLEET,
+            "edge",
+            "run",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat",
+            str(heartbeat),
+            "--ping-interval",
+            "1",
+            *isolation,
+            *self.extra_args,
+        ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: (self.data_dir / "agent.addr").exists(), 20, what=f"agent {self.name} to listen")
@@ -167,23 +194,48 @@ class Fleet:
         return self.cloud.client()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "EDGEFLEET_SERVER": self.cloud.url, "EDGEFLEET_TOKEN": self.cloud.token,
-               "EDGEFLEET_CONFIG": str(self.root / "cli.yaml"), "COLUMNS": "200", **self.cloud.cli_env}
+        env = {
+            **os.environ,
+            "EDGEFLEET_SERVER": self.cloud.url,
+            "EDGEFLEET_TOKEN": self.cloud.token,
+            "EDGEFLEET_CONFIG": str(self.root / "cli.yaml"),
+            "COLUMNS": "200",
+            **self.cloud.cli_env,
+        }
         result = subprocess.run([EDGEFLEET, *args], capture_output=True, text=True, env=env, timeout=60, check=False)
         if check:
             assert result.returncode == 0, f"edgefleet {' '.join(args)}: {result.stdout}\n{result.stderr}"
         return result
 
     def join(
-        self, name: str, site: str, *, address: str | None = None, server: str | None = None,
+        self,
+        name: str,
+        site: str,
+        *,
+        address: str | None = None,
+        server: str | None = None,
         agent_args: list[str] | None = None,
     ) -> AgentProcess:
         """Join node ``name`` (not started yet), through the fault proxy unless ``server`` says otherwise."""
         token = self.cli("token", "create", "--ttl", "1h").stdout.strip().split()[-1]
         data_dir = self.root / name
         trust = ["--insecure"] if self.cloud.tls is None else ["--ca-file", str(self.cloud.tls.ca_cert)]
-        self.cli("edge", "join", "--server", server or self.agent_server, "--token", token, "--site", site,
-                 "--name", name, *(["--address", address] if address else []), "--data-dir", str(data_dir), *trust)
+        self.cli(
+            "edge",
+            "join",
+            "--server",
+            server or self.agent_server,
+            "--token",
+            token,
+            "--site",
+            site,
+            "--name",
+            name,
+            *(["--address", address] if address else []),
+            "--data-dir",
+            str(data_dir),
+            *trust,
+        )
         agent = AgentProcess(name, site, data_dir, extra_args=list(agent_args or []))
         self.agents[name] = agent
         return agent
@@ -258,8 +310,9 @@ class BackgroundLoop:
 class RequestLoop(BackgroundLoop):
     """GETs each URL every ``interval`` s in a thread, for at most ``max_requests`` and ``max_seconds``."""
 
-    def __init__(self, urls: list[str], *, interval: float = 0.05, max_requests: int = 20_000,
-                 max_seconds: float = 120.0) -> None:
+    def __init__(
+        self, urls: list[str], *, interval: float = 0.05, max_requests: int = 20_000, max_seconds: float = 120.0
+    ) -> None:
         super().__init__()
         self.urls = urls
         self.interval = interval
@@ -271,8 +324,11 @@ class RequestLoop(BackgroundLoop):
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         with httpx.Client(timeout=2.0) as client:
-            while (not self._stop.is_set() and time.monotonic() < deadline
-                   and self.ok + len(self.failures) < self.max_requests):
+            while (
+                not self._stop.is_set()
+                and time.monotonic() < deadline
+                and self.ok + len(self.failures) < self.max_requests
+            ):
                 for url in self.urls:
                     try:
                         response = client.get(url)

@@ -24,9 +24,28 @@ NODES, WRITES = 20, 3
 def test_push_scenario_counts_every_commit(tmp_path: Path) -> None:
     out = tmp_path / "fleet.json"
     state = tmp_path / "state"
-    args = [sys.executable, str(ROOT / "bench" / "fleet_sim.py"), "--nodes", str(NODES), "--workers", "2",
-            "--nodes-per-site", "5", "--idle-seconds", "2", "--settle", "0.5", "--writes", str(WRITES),
-            "--write-gap", "0.02", "--state", str(state), "--json", str(out)]
+    args = [
+        sys.executable,
+        str(ROOT / "bench" / "fleet_sim.py"),
+        "--nodes",
+        str(NODES),
+        "--workers",
+        "2",
+        "--nodes-per-site",
+        "5",
+        "--idle-seconds",
+        "2",
+        "--settle",
+        "0.5",
+        "--writes",
+        str(WRITES),
+        "--write-gap",
+        "0.02",
+        "--state",
+        str(state),
+        "--json",
+        str(out),
+    ]
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the tool's scratch directory (worker specs) goes here
     run = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -35,7 +54,7 @@ def test_push_scenario_counts_every_commit(tmp_path: Path) -> None:
     assert len(lines) == 1 and f"commits {NODES * WRITES}/{NODES * WRITES}" in lines[0], run.stdout
     assert "targets:" in run.stdout
 
-    result, = json.loads(out.read_text())["results"]
+    (result,) = json.loads(out.read_text())["results"]
     assert result["nodes"] == NODES and result["workers"] == 2
     assert result["join"]["joined"] == NODES and result["join"]["failed"] == 0
     assert result["commits"] == result["commits_expected"] == NODES * WRITES

@@ -43,8 +43,12 @@ def read_ready_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
 @contextlib.contextmanager
 def running_origin(stderr: Path) -> Iterator[OriginProcess]:
     with stderr.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "edgefleet.demo.origin", "--listen", "127.0.0.1:0"],
-                                stdout=subprocess.PIPE, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgefleet.demo.origin", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+        )
     try:
         line = read_ready_line(proc, 15.0)
         assert line.startswith("origin listening on http://127.0.0.1:"), line
@@ -112,8 +116,16 @@ async def test_large_bodies_stream_and_head_sends_no_body(client: httpx.AsyncCli
 
 
 async def test_query_parameters_shape_the_headers(client: httpx.AsyncClient) -> None:
-    params = {"cc": "public, s-maxage=5", "cdncc": "max-age=7", "sc": "max-age=9", "expires": "0",
-              "lm": "Mon, 01 Jan 2024 00:00:00 GMT", "tags": "a,b", "age": "42", "setcookie": "1"}
+    params = {
+        "cc": "public, s-maxage=5",
+        "cdncc": "max-age=7",
+        "sc": "max-age=9",
+        "expires": "0",
+        "lm": "Mon, 01 Jan 2024 00:00:00 GMT",
+        "tags": "a,b",
+        "age": "42",
+        "setcookie": "1",
+    }
     response = await client.get("/bytes/10", params=params)
     assert response.headers["Cache-Control"] == "public, s-maxage=5"
     assert response.headers["CDN-Cache-Control"] == "max-age=7"
@@ -221,8 +233,13 @@ async def test_stats_count_content_requests_only(client: httpx.AsyncClient) -> N
     await client.get("/bytes/10")
     await client.get("/echo")
     counted = await stats(client)
-    assert counted == {"requests": 4, "by_path": {"/bytes/10?cc=no-cache": 1, "/bytes/10": 2, "/echo": 1},
-                       "ranges": 0, "conditional": 0, "methods": {"GET": 3, "HEAD": 1}}
+    assert counted == {
+        "requests": 4,
+        "by_path": {"/bytes/10?cc=no-cache": 1, "/bytes/10": 2, "/echo": 1},
+        "ranges": 0,
+        "conditional": 0,
+        "methods": {"GET": 3, "HEAD": 1},
+    }
     await client.post("/__origin/reset")
     assert (await stats(client))["requests"] == 0
 
@@ -292,21 +309,24 @@ async def test_echo_returns_the_request(client: httpx.AsyncClient) -> None:
 # --- the pure parts ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    ("bytes=0-0", [(0, 1)]),
-    ("bytes=5-", [(5, 10)]),
-    ("bytes=-3", [(7, 10)]),
-    ("bytes=-30", [(0, 10)]),
-    ("bytes=8-100", [(8, 10)]),
-    ("bytes=0-1,4-5", [(0, 2), (4, 6)]),
-    ("bytes=10-,20-30", []),
-    ("bytes=-0", []),
-    ("bytes=3-2", None),
-    ("bytes=a-b", None),
-    ("items=0-1", None),
-    ("bytes=", None),
-    ("bytes=" + ",".join(["0-0"] * 65), None),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes=0-0", [(0, 1)]),
+        ("bytes=5-", [(5, 10)]),
+        ("bytes=-3", [(7, 10)]),
+        ("bytes=-30", [(0, 10)]),
+        ("bytes=8-100", [(8, 10)]),
+        ("bytes=0-1,4-5", [(0, 2), (4, 6)]),
+        ("bytes=10-,20-30", []),
+        ("bytes=-0", []),
+        ("bytes=3-2", None),
+        ("bytes=a-b", None),
+        ("items=0-1", None),
+        ("bytes=", None),
+        ("bytes=" + ",".join(["0-0"] * 65), None),
+    ],
+)
 def test_parse_ranges(header: str, expected: list[tuple[int, int]] | None) -> None:
     assert origin.parse_ranges(header, 10) == expected
 

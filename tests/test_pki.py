@@ -72,7 +72,8 @@ def test_server_tls_checks_the_files_and_finds_the_ca(tmp_path: Path) -> None:
     chain = tmp_path / "chain.crt"
     chain.write_bytes(files.server_cert.read_bytes() + files.ca_cert.read_bytes())
     assert server_tls(chain, files.server_key).ca_pem == load_cert(files.ca_cert.read_bytes()).public_bytes(
-        serialization.Encoding.PEM)
+        serialization.Encoding.PEM
+    )
     with pytest.raises(TlsError, match="--tls-cert"):
         server_tls(files.ca_key, files.server_key)
     with pytest.raises(TlsError, match="--tls-key"):
@@ -87,7 +88,8 @@ def test_cleartext_needs_insecure() -> None:
 
 
 def test_the_cli_takes_the_ca_from_the_environment_else_the_context_of_that_server(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("EDGEFLEET_CONFIG", str(tmp_path / "config.yaml"))
     for name in ("EDGEFLEET_SERVER", "EDGEFLEET_TOKEN", "EDGEFLEET_CA_FILE", "EDGEFLEET_INSECURE"):
         monkeypatch.delenv(name, raising=False)

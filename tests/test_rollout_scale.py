@@ -24,9 +24,26 @@ NODES, SITES = 20, 4
 def test_rollout_scenario_completes_and_reports_figures(tmp_path: Path) -> None:
     out = tmp_path / "rollout.json"
     state = tmp_path / "state"
-    args = [sys.executable, str(ROOT / "bench" / "rollout_scale.py"), "--nodes", str(NODES), "--sites", str(SITES),
-            "--workers", "2", "--timeout", "40", "--ready-timeout", "30", "--idle-seconds", "1",
-            "--state", str(state), "--json", str(out)]
+    args = [
+        sys.executable,
+        str(ROOT / "bench" / "rollout_scale.py"),
+        "--nodes",
+        str(NODES),
+        "--sites",
+        str(SITES),
+        "--workers",
+        "2",
+        "--timeout",
+        "40",
+        "--ready-timeout",
+        "30",
+        "--idle-seconds",
+        "1",
+        "--state",
+        str(state),
+        "--json",
+        str(out),
+    ]
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the tool's scratch directory (worker specs) goes here
     run = subprocess.run(args, capture_output=True, text=True, timeout=90, cwd=ROOT, env=env)
     assert run.returncode == 0, run.stdout + run.stderr

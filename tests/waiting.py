@@ -37,8 +37,13 @@ class Deadline:
         return AssertionError(f"timed out after {self.timeout}s waiting for {what} (last: {last!r})")
 
 
-def wait_until(predicate: Callable[[], T | Falsy], timeout: float = 20.0, interval: float = 0.05,
-               what: str = "condition", give_up: type[Exception] | tuple[type[Exception], ...] = ()) -> T:
+def wait_until(
+    predicate: Callable[[], T | Falsy],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+    give_up: type[Exception] | tuple[type[Exception], ...] = (),
+) -> T:
     """Call ``predicate`` every ``interval`` seconds until it returns something truthy; return that.
 
     Typed to drop ``None`` and ``False`` from the result: ``wait_until(lambda: (r := get()).is_success and r)``
@@ -65,17 +70,20 @@ def wait_until(predicate: Callable[[], T | Falsy], timeout: float = 20.0, interv
 
 
 @overload
-async def eventually(predicate: Callable[[], Awaitable[T | Falsy]], within: float = ..., interval: float = ...,
-                     what: str = ...) -> T: ...
+async def eventually(
+    predicate: Callable[[], Awaitable[T | Falsy]], within: float = ..., interval: float = ..., what: str = ...
+) -> T: ...
 
 
 @overload
-async def eventually(predicate: Callable[[], T | Falsy], within: float = ..., interval: float = ...,
-                     what: str = ...) -> T: ...
+async def eventually(
+    predicate: Callable[[], T | Falsy], within: float = ..., interval: float = ..., what: str = ...
+) -> T: ...
 
 
-async def eventually(predicate: Callable[[], object], within: float = 10.0, interval: float = 0.02,
-                     what: str = "condition") -> object:
+async def eventually(
+    predicate: Callable[[], object], within: float = 10.0, interval: float = 0.02, what: str = "condition"
+) -> object:
     """The asyncio ``wait_until`` (``within`` seconds): ``predicate`` may be a plain or an async function."""
     deadline = Deadline(within)
     last: object = None

@@ -86,8 +86,9 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def create_ca(common_name: str = "edgefleet CA", *, now: datetime.datetime | None = None) -> KeyPair:
@@ -101,12 +102,28 @@ def create_ca(common_name: str = "edgefleet CA", *, now: datetime.datetime | Non
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     public = key.public_key()
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(public)
-        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(start + CA_VALIDITY)
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -144,9 +161,13 @@ def issue_server_cert(ca: KeyPair, hosts: Sequence[str], *, now: datetime.dateti
     key = _new_key()
     first = next(str(s.value) for s in sans)
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, first)]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(start).not_valid_after(min(start + SERVER_VALIDITY, ca_cert.not_valid_after_utc))
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, first)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(min(start + SERVER_VALIDITY, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -180,8 +201,11 @@ def ca_hash(ca_pem: bytes) -> str:
     """``sha256:<hex>`` of the CA certificate's SubjectPublicKeyInfo (what ``edge join --ca-hash`` takes)."""
     from cryptography.hazmat.primitives import serialization
 
-    spki = load_cert(ca_pem).public_key().public_bytes(serialization.Encoding.DER,
-                                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = (
+        load_cert(ca_pem)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
@@ -189,8 +213,10 @@ def parse_ca_hash(text: str) -> str:
     """A ``--ca-hash`` value, normalised (``sha256:`` and 64 lowercase hex digits); TlsError otherwise."""
     value = text.strip().lower()
     if not _HASH.fullmatch(value):
-        raise TlsError(f"--ca-hash {text!r}: expected sha256: and 64 hex digits, as printed by "
-                       "`edgefleet token create` or `edgefleet tls ca-hash`")
+        raise TlsError(
+            f"--ca-hash {text!r}: expected sha256: and 64 hex digits, as printed by "
+            "`edgefleet token create` or `edgefleet tls ca-hash`"
+        )
     return value
 
 
@@ -275,8 +301,11 @@ def _server_cert_current(files: PkiFiles, ca: KeyPair, hosts: Sequence[str], now
         cert = load_cert(files.server_cert.read_bytes())
     except TlsError:
         return False
-    return (cert.issuer == load_cert(ca.cert_pem).subject and covers(cert, hosts)
-            and cert.not_valid_after_utc - now > RENEW_BEFORE)
+    return (
+        cert.issuer == load_cert(ca.cert_pem).subject
+        and covers(cert, hosts)
+        and cert.not_valid_after_utc - now > RENEW_BEFORE
+    )
 
 
 # -- the cloud's side ----------------------------------------------------------------------------
@@ -346,7 +375,8 @@ class ClientTrust:
             return
         raise CleartextRefused(
             f"refusing to send credentials in cleartext to {url}: use https:// (serve the cloud with "
-            f"--tls-cert/--tls-key), or allow cleartext explicitly with {how}")
+            f"--tls-cert/--tls-key), or allow cleartext explicitly with {how}"
+        )
 
     def ssl_context(self) -> ssl.SSLContext:
         """The verifying context: the CA file alone, or the system's CAs; TlsError when it is unreadable."""
@@ -371,6 +401,8 @@ def node_trust(data_dir: Path, insecure: bool) -> ClientTrust:
 def describe_verify_failure(server: str, exc: BaseException) -> str:
     """The message for a certificate the pinned CA did not sign (a man in the middle, or a new CA)."""
     detail = getattr(exc, "verify_message", "") or str(exc)
-    return (f"the server at {server} presented a certificate that the trusted CA did not sign ({detail}): "
-            "refusing to connect. Either something intercepts the connection, or the cloud's CA changed "
-            "(then join again with the new --ca-hash)")
+    return (
+        f"the server at {server} presented a certificate that the trusted CA did not sign ({detail}): "
+        "refusing to connect. Either something intercepts the connection, or the cloud's CA changed "
+        "(then join again with the new --ca-hash)"
+    )

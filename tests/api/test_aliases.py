@@ -26,7 +26,10 @@ def all_models() -> list[type[Model]]:
 def test_every_field_of_every_model_has_its_camel_case_alias() -> None:
     models = all_models()
     assert len(models) > 50
-    wrong = [f"{model.__module__}.{model.__name__}.{name}: alias {info.alias!r}"
-             for model in models for name, info in model.model_fields.items()
-             if (info.alias or name) != to_camel(name) and info.alias is None]
+    wrong = [
+        f"{model.__module__}.{model.__name__}.{name}: alias {info.alias!r}"
+        for model in models
+        for name, info in model.model_fields.items()
+        if (info.alias or name) != to_camel(name) and info.alias is None
+    ]
     assert wrong == []

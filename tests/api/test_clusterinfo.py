@@ -19,12 +19,20 @@ def info_doc() -> Doc:
 
 
 def test_valid_cluster_info_is_normalised(info_doc: Doc) -> None:
-    info_doc["spec"]["servers"] = ["HTTPS://Hub-1.Example:7440/", "http://10.0.0.2:7440", "http://[2001:db8::1]:7440",
-                                   "https://cloud.example/edgefleet/"]
+    info_doc["spec"]["servers"] = [
+        "HTTPS://Hub-1.Example:7440/",
+        "http://10.0.0.2:7440",
+        "http://[2001:db8::1]:7440",
+        "https://cloud.example/edgefleet/",
+    ]
     info = parse(info_doc)
     assert isinstance(info, ClusterInfo)
-    assert info.spec.servers == ["https://hub-1.example:7440", "http://10.0.0.2:7440", "http://[2001:db8::1]:7440",
-                                 "https://cloud.example/edgefleet"]
+    assert info.spec.servers == [
+        "https://hub-1.example:7440",
+        "http://10.0.0.2:7440",
+        "http://[2001:db8::1]:7440",
+        "https://cloud.example/edgefleet",
+    ]
     assert info.status is None
     wire = json.loads(json.dumps(info.to_dict()))
     assert "status" not in wire
@@ -35,8 +43,11 @@ def test_valid_cluster_info_is_normalised(info_doc: Doc) -> None:
     ("path", "value", "error"),
     [
         ("spec.servers", [], "spec.servers: List should have at least 1 item"),
-        ("spec.servers", [f"http://10.0.0.{i}:7440" for i in range(MAX_SERVERS + 1)],
-         "spec.servers: List should have at most 16 items"),
+        (
+            "spec.servers",
+            [f"http://10.0.0.{i}:7440" for i in range(MAX_SERVERS + 1)],
+            "spec.servers: List should have at most 16 items",
+        ),
         ("spec.servers", DELETE, "spec.servers: Field required"),
         ("spec.servers", "http://10.0.0.1:7440", "spec.servers: Input should be a valid list"),
         ("spec.servers.1", "ftp://10.0.0.2", "spec.servers[1]: not an absolute http(s) URL"),

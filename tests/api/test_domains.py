@@ -264,13 +264,11 @@ def test_host_header(value: str, valid: bool) -> None:
         ),
         (
             {"pathPrefix": "static/", "ttl": 5},
-            "spec.cachePolicy.rules[0].pathPrefix: must start with '/' and contain no spaces or "
-            "control characters",
+            "spec.cachePolicy.rules[0].pathPrefix: must start with '/' and contain no spaces or control characters",
         ),
         (
             {"pathRegex": "^/(unclosed", "ttl": 5},
-            "spec.cachePolicy.rules[0].pathRegex: does not compile: missing ), unterminated "
-            "subpattern at position 2",
+            "spec.cachePolicy.rules[0].pathRegex: does not compile: missing ), unterminated subpattern at position 2",
         ),
         (
             {"pathRegex": "x" * 1025, "ttl": 5},
@@ -297,8 +295,7 @@ def test_invalid_cache_rules(domain_doc: Doc, rule: dict[str, Any], error: str) 
     [
         (
             "everything",
-            "spec.cachePolicy.queryString.mode: Input should be 'keep', 'ignore', "
-            "'sort' or 'allowList'",
+            "spec.cachePolicy.queryString.mode: Input should be 'keep', 'ignore', 'sort' or 'allowList'",
         ),
         (
             {"mode": "allowList"},

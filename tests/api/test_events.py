@@ -15,14 +15,18 @@ from .helpers import DELETE, Doc, changed, errors_of, make, row
 
 @pytest.fixture
 def event_doc() -> Doc:
-    return make("Event", "ams-edge.0123456789ab", {
-        "involvedObject": {"kind": "Site", "name": "ams-edge"},
-        "reason": "SiteActivated",
-        "message": "demand from region eu-west: 80.0 qps, above activateAbove 50 qps for 60s",
-        "firstTimestamp": "2026-01-01T10:00:00Z",
-        "lastTimestamp": "2026-01-01T10:00:00Z",
-        "source": "site-activation-controller",
-    })
+    return make(
+        "Event",
+        "ams-edge.0123456789ab",
+        {
+            "involvedObject": {"kind": "Site", "name": "ams-edge"},
+            "reason": "SiteActivated",
+            "message": "demand from region eu-west: 80.0 qps, above activateAbove 50 qps for 60s",
+            "firstTimestamp": "2026-01-01T10:00:00Z",
+            "lastTimestamp": "2026-01-01T10:00:00Z",
+            "source": "site-activation-controller",
+        },
+    )
 
 
 def test_valid_event_and_defaults(event_doc: Doc) -> None:

@@ -122,9 +122,7 @@ def test_update_must_be_the_same_object(stored: Site, site_doc: Doc) -> None:
     renamed["metadata"]["name"] = "other"
     with pytest.raises(ValidationFailed) as info:
         lifecycle.prepare_update(stored, _site(renamed))
-    assert [str(e) for e in info.value.errors] == [
-        "metadata.name: cannot change from 'par-edge' to 'other'"
-    ]
+    assert [str(e) for e in info.value.errors] == ["metadata.name: cannot change from 'par-edge' to 'other'"]
     site_doc["metadata"]["uid"] = "uid-2"
     with pytest.raises(ValidationFailed, match=r"metadata\.uid: does not match"):
         lifecycle.prepare_update(stored, _site(site_doc))

@@ -138,9 +138,7 @@ def test_labels_and_annotations(site_doc: dict[str, Any]) -> None:
 
 
 def test_server_fields_accepted_on_input(site_doc: dict[str, Any]) -> None:
-    site_doc["metadata"].update(
-        uid="u-1", resourceVersion="42", generation=3, creationTimestamp="2024-01-01T00:00:00Z"
-    )
+    site_doc["metadata"].update(uid="u-1", resourceVersion="42", generation=3, creationTimestamp="2024-01-01T00:00:00Z")
     obj = parse(site_doc)
     assert (obj.metadata.uid, obj.metadata.resource_version) == ("u-1", "42")
 
@@ -218,9 +216,7 @@ def test_field_value_error_extends_path() -> None:
 
     with pytest.raises(ValidationError) as info:
         Outer.model_validate({"inner": {"items": ["a", "b"]}})
-    assert meta.validation_errors(info.value, ("spec",)) == [
-        FieldError("spec.inner.items[1]", "too many")
-    ]
+    assert meta.validation_errors(info.value, ("spec",)) == [FieldError("spec.inner.items[1]", "too many")]
 
 
 def test_format_path() -> None:

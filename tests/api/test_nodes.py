@@ -52,8 +52,7 @@ def test_no_addresses_is_allowed(node_doc: Doc) -> None:
         (
             "spec.addresses",
             ["fe80::1%eth0"],
-            "spec.addresses[0]: 'fe80::1%eth0': zoned IPv6 addresses cannot be served in DNS "
-            "answers",
+            "spec.addresses[0]: 'fe80::1%eth0': zoned IPv6 addresses cannot be served in DNS answers",
         ),
         (
             "spec.addresses",
@@ -93,9 +92,7 @@ STATUS: dict[str, Any] = {
     "syncedRevision": 1042,
     "syncedEpoch": "e-7f3a",
     "agentVersion": "0.1.0",
-    "workloads": {
-        "cache": {"revision": "abc123", "state": "Running", "ready": True, "restarts": 0}
-    },
+    "workloads": {"cache": {"revision": "abc123", "state": "Running", "ready": True, "restarts": 0}},
     "cache": {"requests": 1000, "hits": 900, "hitRatio": 0.9, "bytesServed": 10**9},
     "peerVotes": {"par-edge-2": {"healthy": True, "at": "2024-05-01T12:00:00+00:00"}},
 }
@@ -122,8 +119,7 @@ def test_status_round_trips(node_doc: Doc) -> None:
         (
             "status.lastHeartbeat",
             "2024-05-01T12:00:00",
-            "status.lastHeartbeat: '2024-05-01T12:00:00' is not an RFC 3339 timestamp with a UTC "
-            "offset",
+            "status.lastHeartbeat: '2024-05-01T12:00:00' is not an RFC 3339 timestamp with a UTC offset",
         ),
         (
             "status.cache.hitRatio",

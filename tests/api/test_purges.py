@@ -32,8 +32,14 @@ def prefetch(**spec: Any) -> Doc:
 
 
 def test_a_purge_with_urls_prefixes_and_tags() -> None:
-    obj = parse(purge(urls=["/a/b.js?v=1", "https://www.shop.example:8443/c?x"], prefixes=["/img/"],
-                      tags=["product-42"], mode="soft"))
+    obj = parse(
+        purge(
+            urls=["/a/b.js?v=1", "https://www.shop.example:8443/c?x"],
+            prefixes=["/img/"],
+            tags=["product-42"],
+            mode="soft",
+        )
+    )
     assert isinstance(obj, Purge)
     assert obj.spec.mode == "soft" and obj.spec.tags == ["product-42"]
     assert parse(obj.to_dict()) == obj

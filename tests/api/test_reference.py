@@ -12,9 +12,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "manifests.md"
 
 def test_manifest_reference_is_current() -> None:
     assert DOC.exists(), "run .venv/bin/python scripts/gen_manifest_reference.py"
-    assert DOC.read_text() == render(), (
-        "docs/manifests.md is stale: run scripts/gen_manifest_reference.py"
-    )
+    assert DOC.read_text() == render(), "docs/manifests.md is stale: run scripts/gen_manifest_reference.py"
 
 
 def test_reference_documents_every_spec_field() -> None:

@@ -7,8 +7,12 @@ from edgefleet.api.secrets import REDACTED, redact
 
 
 def secret(**data: str) -> StoredDocument:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Secret",
-            "metadata": {"name": "db", "resourceVersion": "7"}, "spec": {"data": dict(data)}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Secret",
+        "metadata": {"name": "db", "resourceVersion": "7"},
+        "spec": {"data": dict(data)},
+    }
 
 
 def test_every_value_is_hidden_and_every_key_kept() -> None:

@@ -154,9 +154,7 @@ def test_length_limit() -> None:
         ("Not Valid", Operator.EXISTS, (), "label key 'Not Valid'"),
     ],
 )
-def test_requirement_checks_itself(
-    key: str, op: Operator, values: tuple[str, ...], message: str
-) -> None:
+def test_requirement_checks_itself(key: str, op: Operator, values: tuple[str, ...], message: str) -> None:
     with pytest.raises(SelectorError, match=message):
         Requirement(key, op, values)
 

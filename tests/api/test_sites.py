@@ -107,9 +107,7 @@ def test_status_is_typed(site_doc: Doc) -> None:
     assert isinstance(site, Site)
     assert site.status.healthy_nodes == 2
     site_doc["status"] = {"healthyNodes": -1}
-    assert errors_of(site_doc) == [
-        "status.healthyNodes: Input should be greater than or equal to 0"
-    ]
+    assert errors_of(site_doc) == ["status.healthyNodes: Input should be greater than or equal to 0"]
 
 
 def test_columns(site_doc: Doc) -> None:

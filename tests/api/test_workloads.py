@@ -106,8 +106,7 @@ T = "spec.template"
         (
             f"{T}.env",
             [{"name": "1BAD", "value": "x"}],
-            f"{T}.env[0].name: '1BAD' is not a valid environment variable name "
-            "([A-Za-z_][A-Za-z0-9_]*)",
+            f"{T}.env[0].name: '1BAD' is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
         ),
         (
             f"{T}.env",
@@ -123,8 +122,7 @@ T = "spec.template"
         (
             f"{T}.files",
             [{"path": "conf/../../etc/passwd"}],
-            f"{T}.files[0].path: 'conf/../../etc/passwd' must be normalised: no empty, '.' or "
-            "'..' components",
+            f"{T}.files[0].path: 'conf/../../etc/passwd' must be normalised: no empty, '.' or '..' components",
         ),
         (
             f"{T}.files",
@@ -154,8 +152,7 @@ T = "spec.template"
         (
             f"{T}.files",
             [{"path": "a", "mode": "rwx"}],
-            f"{T}.files[0].mode: Input should be a valid integer, unable to parse string as an "
-            "integer",
+            f"{T}.files[0].mode: Input should be a valid integer, unable to parse string as an integer",
         ),
         (f"{T}.files", [{"path": "a"}, {"path": "a"}], f"{T}.files[1].path: duplicate file 'a'"),
         (
@@ -211,8 +208,7 @@ T = "spec.template"
         (
             "spec.nodeSelector",
             "role=cache,",
-            "spec.nodeSelector: invalid label selector: position 11: expected a label key, "
-            "found the end",
+            "spec.nodeSelector: invalid label selector: position 11: expected a label key, found the end",
         ),
         (f"{T}.image", "nginx", f"{T}.image: unknown field"),
     ],
@@ -300,9 +296,11 @@ def test_status_and_columns(workload_doc: Doc) -> None:
         "updatedCount": 1,
         "availableCount": 3,
         "nodeRevisions": {"par-edge-1": "1f1e2d3c4b5a6978"},
-        "rollout": {"phase": "Progressing", "target": "1f1e2d3c4b5a6978",
-                    "nodes": {"par-edge-2": {"to": "1f1e2d3c4b5a6978", "phase": "Draining",
-                                             "since": "2026-12-01T00:00:00Z"}}},
+        "rollout": {
+            "phase": "Progressing",
+            "target": "1f1e2d3c4b5a6978",
+            "nodes": {"par-edge-2": {"to": "1f1e2d3c4b5a6978", "phase": "Draining", "since": "2026-12-01T00:00:00Z"}},
+        },
     }
     assert row(_workload(workload_doc)) == {
         "SELECTOR": "<all>",

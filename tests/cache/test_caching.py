@@ -129,8 +129,11 @@ def test_query_string_modes_decide_which_requests_share_an_entry(
 
 def test_vary_keeps_one_entry_per_accept_encoding(cache: CacheProcess, origin: OriginProcess) -> None:
     target = "/bytes/200/vary?vary=Accept-Encoding"
-    variants: dict[str, dict[str, str]] = {"gzip": {"accept_encoding": "gzip"}, "br": {"accept_encoding": "br"},
-                                           "none": {}}
+    variants: dict[str, dict[str, str]] = {
+        "gzip": {"accept_encoding": "gzip"},
+        "br": {"accept_encoding": "br"},
+        "none": {},
+    }
     for headers in variants.values():
         assert status(fetch(cache, target, **headers)) == "MISS"
     for name, headers in [*variants.items(), *reversed(variants.items())]:
@@ -147,17 +150,17 @@ def test_vary_keeps_one_entry_per_accept_encoding(cache: CacheProcess, origin: O
 
 
 FRESHNESS_CASES = [
-        ("s-maxage beats max-age", "cc=max-age=0,%20s-maxage=60", ["MISS", "HIT", "HIT"]),
-        ("max-age", "cc=max-age=60", ["MISS", "HIT"]),
-        ("expires in the future", f"cc=&expires={http_date(600)}", ["MISS", "HIT"]),
-        ("expires now: stored, stale", f"cc=&expires={http_date(-600)}", ["MISS", "REVALIDATED", "REVALIDATED"]),
-        ("no-store", "cc=no-store", ["MISS", "MISS", "MISS"]),
-        ("private", "cc=private,%20max-age=60", ["MISS", "MISS"]),
-        ("no-cache", "cc=no-cache,%20max-age=60", ["MISS", "REVALIDATED", "REVALIDATED"]),
-        ("CDN-Cache-Control overrides no-store", "cc=no-store&cdncc=max-age=60", ["MISS", "HIT"]),
-        ("Surrogate-Control overrides no-store", "cc=no-store&sc=max-age=60", ["MISS", "HIT"]),
-        ("CDN-Cache-Control no-store wins", "cc=max-age=60&cdncc=no-store", ["MISS", "MISS"]),
-        ("Set-Cookie is never stored", "setcookie=1", ["MISS", "MISS"]),
+    ("s-maxage beats max-age", "cc=max-age=0,%20s-maxage=60", ["MISS", "HIT", "HIT"]),
+    ("max-age", "cc=max-age=60", ["MISS", "HIT"]),
+    ("expires in the future", f"cc=&expires={http_date(600)}", ["MISS", "HIT"]),
+    ("expires now: stored, stale", f"cc=&expires={http_date(-600)}", ["MISS", "REVALIDATED", "REVALIDATED"]),
+    ("no-store", "cc=no-store", ["MISS", "MISS", "MISS"]),
+    ("private", "cc=private,%20max-age=60", ["MISS", "MISS"]),
+    ("no-cache", "cc=no-cache,%20max-age=60", ["MISS", "REVALIDATED", "REVALIDATED"]),
+    ("CDN-Cache-Control overrides no-store", "cc=no-store&cdncc=max-age=60", ["MISS", "HIT"]),
+    ("Surrogate-Control overrides no-store", "cc=no-store&sc=max-age=60", ["MISS", "HIT"]),
+    ("CDN-Cache-Control no-store wins", "cc=max-age=60&cdncc=no-store", ["MISS", "MISS"]),
+    ("Set-Cookie is never stored", "setcookie=1", ["MISS", "MISS"]),
 ]
 
 
@@ -304,8 +307,11 @@ def test_ranges_from_a_stored_entry(cache: CacheProcess, origin: OriginProcess) 
     several = fetch(cache, path, range="bytes=0-9,500-509,990-")
     assert several.status_code == 206
     parts = multipart_parts(several)
-    assert parts == [("bytes 0-9/1000", body[0:10]), ("bytes 500-509/1000", body[500:510]),
-                     ("bytes 990-999/1000", body[990:])]
+    assert parts == [
+        ("bytes 0-9/1000", body[0:10]),
+        ("bytes 500-509/1000", body[500:510]),
+        ("bytes 990-999/1000", body[990:]),
+    ]
 
     unsatisfiable = fetch(cache, path, range="bytes=5000-6000")
     assert unsatisfiable.status_code == 416 and unsatisfiable.headers["content-range"] == "bytes */1000"

@@ -35,10 +35,16 @@ def caches(origin: OriginProcess, tmp_path_factory: pytest.TempPathFactory) -> I
     procs = {
         "memory": CacheProcess(cache_config(origin.url, data_dir, node="memory"), data_dir),
         "spool": CacheProcess(
-            cache_config(origin.url, data_dir, node="spool", storage={
-                "memoryBytes": 64 * 2**20, "memoryObjectBytes": SPOOL_THRESHOLD,
-                "disk": {"path": str(data_dir / "disk-spool"), "maxBytes": 256 * 2**20},
-            }),
+            cache_config(
+                origin.url,
+                data_dir,
+                node="spool",
+                storage={
+                    "memoryBytes": 64 * 2**20,
+                    "memoryObjectBytes": SPOOL_THRESHOLD,
+                    "disk": {"path": str(data_dir / "disk-spool"), "maxBytes": 256 * 2**20},
+                },
+            ),
             data_dir,
         ),
     }
@@ -154,10 +160,12 @@ async def test_waiters_only_take_the_variant_they_asked_for(cache: CacheProcess,
     target = f"/bytes/4096/vary-{cache.config['node']}?vary=Accept-Encoding&delay=300"
     codings = ["gzip", "br"] * 10
     async with client_for(cache, len(codings)) as client:
-        received = await asyncio.gather(*(
-            get_with(client, target, {"Accept-Encoding": coding}, delay=0.05 * (index % 2))
-            for index, coding in enumerate(codings)
-        ))
+        received = await asyncio.gather(
+            *(
+                get_with(client, target, {"Accept-Encoding": coding}, delay=0.05 * (index % 2))
+                for index, coding in enumerate(codings)
+            )
+        )
     for coding, got in zip(codings, received, strict=True):
         assert got.status == 200 and got.body.startswith(f"accept-encoding={coding}\n".encode()), coding
     assert origin.count(target) == 2, "one fetch per variant"
@@ -179,10 +187,12 @@ async def test_concurrent_range_misses_of_one_slice_make_one_origin_request(
     body = Body(size=size, seed=f"{path}|0")
     firsts = [5_000_000 + 1000 * index for index in range(30)]  # all in slice 1
     async with client_for(cache, len(firsts)) as client:
-        received = await asyncio.gather(*(
-            get_with(client, target, {"Range": f"bytes={first}-{first + 1999}"}, delay=0.01 * (index % 5))
-            for index, first in enumerate(firsts)
-        ))
+        received = await asyncio.gather(
+            *(
+                get_with(client, target, {"Range": f"bytes={first}-{first + 1999}"}, delay=0.01 * (index % 5))
+                for index, first in enumerate(firsts)
+            )
+        )
     for first, got in zip(firsts, received, strict=True):
         assert got.status == 206 and got.body == body.read(first, first + 2000), first
     assert origin.count(target) == 1

@@ -81,7 +81,9 @@ def capture() -> Iterator[CapturingOrigin]:
 @pytest.fixture(scope="module")
 def cache(origin: OriginProcess, capture: CapturingOrigin, data_dir: Path) -> Iterator[CacheProcess]:
     config = cache_config(
-        origin.url, data_dir, node=NODE,
+        origin.url,
+        data_dir,
+        node=NODE,
         limits={"headerTimeout": 1, "idleTimeout": 1, "maxUrlBytes": 1024, "maxHeaderBytes": 4096},
         upstream={"responseTimeout": 1},
     )
@@ -92,8 +94,13 @@ def cache(origin: OriginProcess, capture: CapturingOrigin, data_dir: Path) -> It
 
 @pytest.fixture(scope="module")
 def quiet_cache(origin: OriginProcess, data_dir: Path) -> Iterator[CacheProcess]:
-    config = cache_config(origin.url, data_dir, node="quiet", unknownHostStatus=404,
-                          accessLog={"path": str(data_dir / "access-quiet.log"), "sample": 0})
+    config = cache_config(
+        origin.url,
+        data_dir,
+        node="quiet",
+        unknownHostStatus=404,
+        accessLog={"path": str(data_dir / "access-quiet.log"), "sample": 0},
+    )
     with started(CacheProcess(config, data_dir)) as proc:
         yield proc
 
@@ -164,7 +171,9 @@ def test_chunked_origin_response_is_relayed_chunked_then_served_with_a_length(
         miss = conn.read_response()
         assert miss.header("x-cache") == f"MISS from {NODE}"
         assert (miss.framing, miss.header("transfer-encoding"), miss.header("content-length")) == (
-            "chunked", "chunked", None
+            "chunked",
+            "chunked",
+            None,
         )
         assert miss.body == expected
         conn.send(http_request("GET", "/bytes/70000/chunk?chunked=1"))
@@ -216,8 +225,15 @@ def test_chunked_request_body_reaches_the_origin_whole_with_a_content_length(
 
 def test_chunked_post_to_echo_is_forwarded_as_a_sized_request(cache: CacheProcess, origin: OriginProcess) -> None:
     with cache.connect() as conn:
-        conn.send(http_request("POST", "/echo?q=1", "demo.test", ("Transfer-Encoding", "chunked"),
-                               body=b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"))
+        conn.send(
+            http_request(
+                "POST",
+                "/echo?q=1",
+                "demo.test",
+                ("Transfer-Encoding", "chunked"),
+                body=b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            )
+        )
         response = conn.read_response("POST")
     echoed = json.loads(response.body)
     assert (echoed["method"], echoed["path"], echoed["query"]) == ("POST", "/echo", "q=1")
@@ -249,8 +265,12 @@ def test_absolute_form_target_uses_its_own_host(cache: CacheProcess, origin: Ori
 def test_head_has_the_headers_of_get_and_no_body(cache: CacheProcess) -> None:
     compared = ("content-length", "content-type", "etag", "last-modified", "cache-control", "accept-ranges")
     with cache.connect() as conn:
-        conn.send(http_request("HEAD", "/bytes/4000/head") + http_request("GET", "/bytes/4000/head")
-                  + http_request("HEAD", "/bytes/4000/head") + http_request("GET", "/bytes/10/after-head"))
+        conn.send(
+            http_request("HEAD", "/bytes/4000/head")
+            + http_request("GET", "/bytes/4000/head")
+            + http_request("HEAD", "/bytes/4000/head")
+            + http_request("GET", "/bytes/10/after-head")
+        )
         head_miss, get, head_hit = (conn.read_response("HEAD"), conn.read_response(), conn.read_response("HEAD"))
         after = conn.read_response()
     assert len(get.body) == 4000 and get.header("x-cache") == f"HIT from {NODE}"

@@ -37,9 +37,27 @@ EXCHANGE_SECONDS = 5.0
 """Time bound of one live exchange (header and idle timeouts of 1 s, swept once a second)."""
 
 SPECIAL = [
-    b"\r", b"\n", b"\r\n", b"\x00", b" ", b"\t", b":", b"\xff", b"\x7f", b"%", b";", b",", b"\r\n\r\n",
-    b"Transfer-Encoding: chunked\r\n", b"Content-Length: 5\r\n", b"Host: other.test\r\n", b"0\r\n\r\n",
-    b"HTTP/1.1", b"HTTP/1.0", b"GET / HTTP/1.1\r\nHost: demo.test\r\n\r\n", b"fffffffff\r\n",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\x00",
+    b" ",
+    b"\t",
+    b":",
+    b"\xff",
+    b"\x7f",
+    b"%",
+    b";",
+    b",",
+    b"\r\n\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Content-Length: 5\r\n",
+    b"Host: other.test\r\n",
+    b"0\r\n\r\n",
+    b"HTTP/1.1",
+    b"HTTP/1.0",
+    b"GET / HTTP/1.1\r\nHost: demo.test\r\n\r\n",
+    b"fffffffff\r\n",
 ]
 MUTATIONS = ("flip", "insert", "delete", "duplicate", "truncate", "replace")
 RESERVED = {"host", "content-length", "transfer-encoding", "connection", "upgrade", "expect", "te", "trailer"}

@@ -106,8 +106,9 @@ def drain(request: Request) -> bytes:
 
 
 def test_a_streamed_body_is_handed_out_with_its_head_and_filled_as_it_arrives() -> None:
-    limits = Limits(max_url_bytes=256, max_header_bytes=1024, max_headers=8, max_body_bytes=100,
-                    max_upload_bytes=10_000)
+    limits = Limits(
+        max_url_bytes=256, max_header_bytes=1024, max_headers=8, max_body_bytes=100, max_upload_bytes=10_000
+    )
     parser = RequestParser(limits)
     (request,) = parser.feed(b"PUT /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n")
     assert request.stream is not None and request.has_body and not request.stream.done
@@ -119,8 +120,7 @@ def test_a_streamed_body_is_handed_out_with_its_head_and_filled_as_it_arrives() 
 
 
 def test_a_chunked_body_is_buffered_until_it_outgrows_the_limit_then_streamed() -> None:
-    limits = Limits(max_url_bytes=256, max_header_bytes=1024, max_headers=8, max_body_bytes=100,
-                    max_upload_bytes=300)
+    limits = Limits(max_url_bytes=256, max_header_bytes=1024, max_headers=8, max_body_bytes=100, max_upload_bytes=300)
     parser = RequestParser(limits)
     assert parser.feed(b"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(b"a" * 80)) == []
     (request,) = parser.feed(chunk(b"b" * 80))  # over 100: handed out, what came so far in its stream
@@ -251,7 +251,9 @@ def test_pipelined_requests_are_returned_in_order() -> None:
     data = get("/1", "Host: a") + b"POST /2 HTTP/1.1\r\nHost: b\r\nContent-Length: 3\r\n\r\nxyz" + get("/3", "Host: c")
     requests = parse(data)
     assert [(r.method, r.target, r.host, r.body) for r in requests] == [
-        ("GET", "/1", "a", b""), ("POST", "/2", "b", b"xyz"), ("GET", "/3", "c", b"")
+        ("GET", "/1", "a", b""),
+        ("POST", "/2", "b", b"xyz"),
+        ("GET", "/3", "c", b""),
     ]
     assert [r.has_body for r in requests] == [False, True, False]
 

@@ -297,7 +297,6 @@ operations = st.one_of(
 )
 
 
-
 def _key_is_not(key: str, entry: MemoryEntry) -> bool:
     return entry.meta.key != key
 
@@ -308,6 +307,7 @@ def _key_lacks_prefix(prefix: str, entry: MemoryEntry) -> bool:
 
 def _lacks_tag(tag: str, entry: MemoryEntry) -> bool:
     return tag not in entry.meta.tags
+
 
 class ModelLRU:
     """The obvious, slow statement of what MemoryTier must do."""

@@ -77,9 +77,11 @@ def test_worker_rss_stays_bounded_serving_ten_times_the_memory_tier(
         large_expected = fetch(direct, large_path)[1:]
         large = [fetch(client, large_path) for _ in range(2)]
         after_large = rss(worker)
-    print(f"\nworker RSS (MiB): idle {idle / MIB:.1f}; after {OBJECTS} misses {after_misses[0] / MIB:.1f}; "
-          f"after {OBJECTS} hits {after_hits[0] / MIB:.1f}; after the 64 MiB object {after_large[0] / MIB:.1f}; "
-          f"peak {after_large[1] / MIB:.1f}; bound {bound / MIB:.0f}")
+    print(
+        f"\nworker RSS (MiB): idle {idle / MIB:.1f}; after {OBJECTS} misses {after_misses[0] / MIB:.1f}; "
+        f"after {OBJECTS} hits {after_hits[0] / MIB:.1f}; after the 64 MiB object {after_large[0] / MIB:.1f}; "
+        f"peak {after_large[1] / MIB:.1f}; bound {bound / MIB:.0f}"
+    )
     assert [state for state, _, _ in first] == ["MISS"] * OBJECTS
     assert [state for state, _, _ in second] == ["HIT"] * OBJECTS
     for path, (_, size, digest) in zip(paths, first, strict=True):

@@ -84,10 +84,16 @@ def test_metrics_expose_counters_gauges_and_the_upstream_histogram(cache: CacheP
     # The last disk store may still be in its thread: wait for it, not for a duration.
     wait_until(lambda: fresh_metric(cache, "edgefleet_cache_disk_bytes") >= 6 * 2**20, what="six objects on disk")
     text = httpx.get(f"{cache.admin_url}/metrics", headers=FRESH, timeout=5).text
-    for name in ("edgefleet_cache_hits_total", "edgefleet_cache_requests_total", "edgefleet_cache_evictions_total",
-                 "edgefleet_cache_memory_bytes", "edgefleet_cache_disk_bytes",
-                 'edgefleet_cache_upstream_seconds_bucket{le="+Inf"}', "edgefleet_cache_upstream_seconds_count",
-                 "edgefleet_cache_upstream_seconds_sum"):
+    for name in (
+        "edgefleet_cache_hits_total",
+        "edgefleet_cache_requests_total",
+        "edgefleet_cache_evictions_total",
+        "edgefleet_cache_memory_bytes",
+        "edgefleet_cache_disk_bytes",
+        'edgefleet_cache_upstream_seconds_bucket{le="+Inf"}',
+        "edgefleet_cache_upstream_seconds_count",
+        "edgefleet_cache_upstream_seconds_sum",
+    ):
         assert any(line.startswith(name + " ") for line in text.splitlines()), name
     assert fresh_metric(cache, "edgefleet_cache_requests_total") >= 7
     assert fresh_metric(cache, "edgefleet_cache_hits_total") >= 1
@@ -118,7 +124,7 @@ def test_purge_without_the_right_token_is_401_and_purges_nothing(
     "body",
     [
         b"{not json",
-        b"[\"/bytes/100/bad\"]",
+        b'["/bytes/100/bad"]',
         b'{"urls": ["/bytes/100/bad"], "purgeEverything": true}',
         b'{"urls": "/bytes/100/bad"}',
         b'{"urls": ["/bytes/100/bad", ""]}',
@@ -126,8 +132,16 @@ def test_purge_without_the_right_token_is_401_and_purges_nothing(
         b'{"urls": ["/bytes/100/bad"], "domain": 7}',
         b"{}",
     ],
-    ids=["not-json", "not-object", "unknown-field", "not-list", "empty-url", "soft-not-bool", "domain-not-str",
-         "nothing"],
+    ids=[
+        "not-json",
+        "not-object",
+        "unknown-field",
+        "not-list",
+        "empty-url",
+        "soft-not-bool",
+        "domain-not-str",
+        "nothing",
+    ],
 )
 def test_bad_purge_bodies_are_400_and_purge_nothing(cache: CacheProcess, origin: OriginProcess, body: bytes) -> None:
     cache.get("/bytes/100/bad")
@@ -144,7 +158,9 @@ def test_hard_purge_by_url_path_and_absolute_url(cache: CacheProcess, origin: Or
     response = purge(cache, urls=["/bytes/100/purge-a", "http://demo.test/bytes/100/purge-b"])
     assert response.status_code == 200 and response.json()["purged"] >= 2
     assert [x_cache(cache.get(p)) for p in ("/bytes/100/purge-a", "/bytes/100/purge-b", "/bytes/100/purge-keep")] == [
-        "MISS", "MISS", "HIT"
+        "MISS",
+        "MISS",
+        "HIT",
     ]
     assert origin.count("/bytes/100/purge-a") == origin.count("/bytes/100/purge-b") == 2
 
@@ -227,9 +243,7 @@ def test_sighup_adds_a_hostname_without_a_restart(origin: OriginProcess, data_di
         assert "reloaded" in proc.log()
 
 
-def test_sighup_with_an_invalid_file_is_logged_and_the_old_config_stays(
-    origin: OriginProcess, data_dir: Path
-) -> None:
+def test_sighup_with_an_invalid_file_is_logged_and_the_old_config_stays(origin: OriginProcess, data_dir: Path) -> None:
     config = cache_config(origin.url, data_dir, node="badhup")
     with started(CacheProcess(config, data_dir)) as proc:
         assert proc.get("/bytes/100/badhup").status_code == 200
@@ -312,8 +326,9 @@ def test_killed_worker_is_restarted_and_serving_continues(two_workers: CacheProc
     first, second = two_workers.worker_pids()
     os.kill(first, signal.SIGKILL)
     for index in range(20):  # the other worker keeps serving meanwhile (new connections may hit either)
-        response = httpx.get(f"{two_workers.url}/bytes/100/during-restart-{index}",
-                             headers={"Host": "demo.test"}, timeout=10)
+        response = httpx.get(
+            f"{two_workers.url}/bytes/100/during-restart-{index}", headers={"Host": "demo.test"}, timeout=10
+        )
         assert response.status_code == 200
     wait_until(lambda: len(two_workers.worker_pids()) == 2 and first not in two_workers.worker_pids())
     two_workers.wait_healthy()
@@ -360,9 +375,7 @@ def object_file(disk: Path, key: str) -> Path:
     return found[0]
 
 
-def test_restart_serves_objects_from_disk_and_corrupt_objects_are_misses(
-    origin: OriginProcess, data_dir: Path
-) -> None:
+def test_restart_serves_objects_from_disk_and_corrupt_objects_are_misses(origin: OriginProcess, data_dir: Path) -> None:
     config = cache_config(origin.url, data_dir, node="disk")
     paths = ["/bytes/3000/kept", "/bytes/12000000/kept-large", "/bytes/3000/corrupted", "/bytes/3000/truncated"]
     with started(CacheProcess(config, data_dir)) as proc:
@@ -391,8 +404,9 @@ def test_restart_serves_objects_from_disk_and_corrupt_objects_are_misses(
 def small_tmpfs(data_dir: Path) -> Iterator[Path]:
     mount = data_dir / "tmpfs"
     mount.mkdir(exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True,
-                          check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True, check=False
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     try:

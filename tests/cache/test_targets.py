@@ -11,9 +11,17 @@ from edgefleet.cache.wire.targets import canonical_host, canonical_target
 
 @pytest.mark.parametrize(
     ("value", "host"),
-    [("demo.x", "demo.x"), ("Demo.X", "demo.x"), ("demo.x.", "demo.x"), ("demo.x:8080", "demo.x"),
-     ("demo.x:", "demo.x"), ("DEMO.x.:80", "demo.x"), ("[::1]:8081", "[::1]"), ("[0:0::1]", "[::1]"),
-     ("_srv.demo-1.x", "_srv.demo-1.x")],
+    [
+        ("demo.x", "demo.x"),
+        ("Demo.X", "demo.x"),
+        ("demo.x.", "demo.x"),
+        ("demo.x:8080", "demo.x"),
+        ("demo.x:", "demo.x"),
+        ("DEMO.x.:80", "demo.x"),
+        ("[::1]:8081", "[::1]"),
+        ("[0:0::1]", "[::1]"),
+        ("_srv.demo-1.x", "_srv.demo-1.x"),
+    ],
 )
 def test_host_spellings_have_one_canonical_form(value: str, host: str) -> None:
     assert canonical_host(value) == host
@@ -21,8 +29,23 @@ def test_host_spellings_have_one_canonical_form(value: str, host: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["[demo.x]", "demo.x:1:2", "demo.x:http", "demo.x:99999", "demo..x", ".demo.x", "demo x", "demo.x/a", "",
-     "[::1", "[::1]x", "-demo.x", "a" * 64 + ".x", "demo.x" + ".a" * 130, "démo.x"],
+    [
+        "[demo.x]",
+        "demo.x:1:2",
+        "demo.x:http",
+        "demo.x:99999",
+        "demo..x",
+        ".demo.x",
+        "demo x",
+        "demo.x/a",
+        "",
+        "[::1",
+        "[::1]x",
+        "-demo.x",
+        "a" * 64 + ".x",
+        "demo.x" + ".a" * 130,
+        "démo.x",
+    ],
 )
 def test_malformed_hosts_are_refused(value: str) -> None:
     with pytest.raises(BadRequest) as caught:
@@ -54,8 +77,16 @@ def test_targets_are_normalised(target: str, canonical: str) -> None:
 
 @pytest.mark.parametrize(
     "target",
-    ["/static/..%2fapi/me", "/static/..%2Fapi", "/x/%2e%2e%2fapi", "/x/..%5capi", "/x\\..\\api", "/a%zz", "/a%4",
-     "/a%"],
+    [
+        "/static/..%2fapi/me",
+        "/static/..%2Fapi",
+        "/x/%2e%2e%2fapi",
+        "/x/..%5capi",
+        "/x\\..\\api",
+        "/a%zz",
+        "/a%4",
+        "/a%",
+    ],
 )
 def test_paths_that_cannot_be_normalised_safely_are_refused(target: str) -> None:
     with pytest.raises(BadRequest) as caught:
@@ -77,8 +108,9 @@ def test_a_body_is_refused_before_it_is_read_when_the_head_check_fails() -> None
         parser.feed(b"POST /x HTTP/1.1\r\nHost: Other.X:1\r\nContent-Length: 10\r\n\r\nabc")
     assert (caught.value.status, caught.value.message) == (421, "POST other.x")
     with pytest.raises(BadRequest) as caught:  # before "100 Continue" asks for the body
-        RequestParser(Limits(), check).feed(b"PUT /x HTTP/1.1\r\nHost: o.x\r\nExpect: 100-continue\r\n"
-                                            b"Content-Length: 10\r\n\r\n")
+        RequestParser(Limits(), check).feed(
+            b"PUT /x HTTP/1.1\r\nHost: o.x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"
+        )
     assert (caught.value.status, caught.value.message) == (421, "PUT o.x")
     (request,) = RequestParser(Limits(), check).feed(b"GET /x HTTP/1.1\r\nHost: other.x\r\n\r\n")  # no body
     assert request.host == "other.x"
@@ -87,7 +119,8 @@ def test_a_body_is_refused_before_it_is_read_when_the_head_check_fails() -> None
 def test_a_declared_length_over_the_limit_is_refused_at_once() -> None:
     with pytest.raises(BadRequest) as caught:  # over the streamed limit, as soon as the field is in
         RequestParser(Limits(max_body_bytes=100, max_upload_bytes=1000)).feed(
-            b"POST /x HTTP/1.1\r\nHost: a.x\r\nContent-Length: 1001\r\nX-Next: 1")
+            b"POST /x HTTP/1.1\r\nHost: a.x\r\nContent-Length: 1001\r\nX-Next: 1"
+        )
     assert caught.value.status == 413
     with pytest.raises(BadRequest) as caught:  # a GET's body is never streamed: over the buffered limit
         RequestParser(Limits(max_body_bytes=100)).feed(b"GET /x HTTP/1.1\r\nHost: a.x\r\nContent-Length: 101\r\n\r\n")

@@ -74,12 +74,17 @@ def objects(procs: dict[str, CacheProcess], names: tuple[str, ...]) -> dict[str,
 
 
 def test_tier_fields_are_trusted_only_from_fleet_addresses() -> None:
-    config = parse_config({
-        "node": "edge-a",
-        "site": {"self": "edge-a", "peers": [{"name": "edge-b", "url": "http://10.0.0.2:8081"}],
-                 "parents": [{"site": "p", "nodes": [{"name": "p1", "url": "http://[2001:db8::1]:8081"}]}],
-                 "trusted": ["192.0.2.0/24"]},
-    })
+    config = parse_config(
+        {
+            "node": "edge-a",
+            "site": {
+                "self": "edge-a",
+                "peers": [{"name": "edge-b", "url": "http://10.0.0.2:8081"}],
+                "parents": [{"site": "p", "nodes": [{"name": "p1", "url": "http://[2001:db8::1]:8081"}]}],
+                "trusted": ["192.0.2.0/24"],
+            },
+        }
+    )
     trust = tiers.TierTrust(fleet_addresses(config))
     assert [trust.trusts(ip) for ip in ("10.0.0.2", "2001:db8::1", "192.0.2.77", "::ffff:10.0.0.2")] == [True] * 4
     assert [trust.trusts(ip) for ip in ("10.0.0.3", "203.0.113.9", "", "not-an-ip")] == [False] * 4
@@ -163,10 +168,12 @@ def test_nodes_that_disagree_about_their_peers_do_not_loop(
     """x and y each think the other is a peer (under another name) and a parent: hops stay bounded."""
     data_dir = tmp_path_factory.mktemp("loop")
     x, y = node(origin, data_dir, "x"), node(origin, data_dir, "y")
-    x.config["site"] = {"self": "x", "peers": [peer(x), peer(y)],
-                        "parents": [{"site": "py", "nodes": [peer(y)]}]}
-    y.config["site"] = {"self": "y", "peers": [peer(y), {"name": "x-elsewhere", "url": x.url}],
-                        "parents": [{"site": "px", "nodes": [peer(x)]}]}
+    x.config["site"] = {"self": "x", "peers": [peer(x), peer(y)], "parents": [{"site": "py", "nodes": [peer(y)]}]}
+    y.config["site"] = {
+        "self": "y",
+        "peers": [peer(y), {"name": "x-elsewhere", "url": x.url}],
+        "parents": [{"site": "px", "nodes": [peer(x)]}],
+    }
     with all_started([x, y]):
         for index in range(12):
             target = f"/echo?cc=public,%20max-age=60&loop={index}"

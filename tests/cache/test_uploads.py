@@ -53,8 +53,11 @@ def backup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OriginProcess]:
 
 
 @pytest.fixture(scope="module")
-def uploads(origin: OriginProcess, backup: OriginProcess, tmp_path_factory: pytest.TempPathFactory,
-            ) -> Iterator[CacheProcess]:
+def uploads(
+    origin: OriginProcess,
+    backup: OriginProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[CacheProcess]:
     """One worker, default body limits but a 2 s body timeout; a backup origin behind the first one."""
     data_dir = tmp_path_factory.mktemp("uploads")
     config = cache_config(origin.url, data_dir, disk=False, limits={"bodyTimeout": 2})
@@ -95,16 +98,21 @@ def test_a_chunked_upload_streams_and_the_connection_is_reused(uploads: CachePro
         conn.send(head + b"".join(pieces) + b"0\r\n\r\n" + http_request("GET", "/bytes/100/after-chunked", HOST))
         response = conn.read_response("POST")
         assert response.status == 200, response.body[:300]
-        assert json.loads(response.body) == {"method": "POST", "size": size, "sha256": digest.hexdigest(),
-                                             "chunked": True}
+        assert json.loads(response.body) == {
+            "method": "POST",
+            "size": size,
+            "sha256": digest.hexdigest(),
+            "chunked": True,
+        }
         assert conn.read_response().status == 200
 
 
 def test_an_upload_with_expect_continue_is_asked_for_then_streamed(uploads: CacheProcess) -> None:
     size = 3 * MiB
     with uploads.connect() as conn:
-        conn.send(http_request("PUT", "/upload?expect", HOST, ("Content-Length", str(size)),
-                               ("Expect", "100-continue")))
+        conn.send(
+            http_request("PUT", "/upload?expect", HOST, ("Content-Length", str(size)), ("Expect", "100-continue"))
+        )
         assert conn.read_response("PUT").status == 100
         sha = send_body(conn, size)
         response = conn.read_response("PUT")
@@ -132,7 +140,9 @@ def test_a_client_that_stops_mid_body_is_cut_off(uploads: CacheProcess) -> None:
 
 
 def test_an_upstream_failing_mid_body_is_a_502_and_not_retried(
-    uploads: CacheProcess, origin: OriginProcess, backup: OriginProcess,
+    uploads: CacheProcess,
+    origin: OriginProcess,
+    backup: OriginProcess,
 ) -> None:
     target = f"/upload?fail_after={MiB}"
     with uploads.connect(timeout=10) as conn:
@@ -146,7 +156,8 @@ def test_an_upstream_failing_mid_body_is_a_502_and_not_retried(
 
 
 def test_an_upstream_that_cannot_be_reached_is_retried_with_the_whole_body(
-    origin: OriginProcess, tmp_path: Path,
+    origin: OriginProcess,
+    tmp_path: Path,
 ) -> None:
     """Nothing of the body was sent to an origin that refused the connection: the next one gets all of it."""
     dead = f"http://127.0.0.1:{_closed_port()}"
@@ -161,7 +172,8 @@ def test_an_upstream_that_cannot_be_reached_is_retried_with_the_whole_body(
 
 
 def test_a_chunked_upload_growing_past_max_upload_bytes_is_cut_off_with_413(
-    origin: OriginProcess, tmp_path: Path,
+    origin: OriginProcess,
+    tmp_path: Path,
 ) -> None:
     config = cache_config(origin.url, tmp_path, disk=False, limits={"maxUploadBytes": 2 * MiB})
     with started(CacheProcess(config, tmp_path)) as cache, cache.connect() as conn:

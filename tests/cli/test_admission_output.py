@@ -39,7 +39,8 @@ spec: {site: paris}
 
 def test_parse_warning_reads_the_kubernetes_form() -> None:
     assert parse_warning('299 - "spec.nodeSelector: no Node matches \\"x\\" \\\\o/"') == (
-        'spec.nodeSelector: no Node matches "x" \\o/')
+        'spec.nodeSelector: no Node matches "x" \\o/'
+    )
     assert parse_warning("not the usual form") == "not the usual form"
     assert parse_warning('299 - "bell\x07 and \x1b[2J clear"') == "bell  and  [2J clear"
 

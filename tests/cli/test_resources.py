@@ -16,15 +16,27 @@ from edgefleet.cli.main import app
 from edgefleet.cli.output import display_order
 
 Document = dict[str, Any]
-ENV = {"EDGEFLEET_SERVER": "http://fake", "EDGEFLEET_TOKEN": "t", "EDGEFLEET_INSECURE": "1",
-       "EDGEFLEET_CONFIG": "/nonexistent/config.yaml", "COLUMNS": "200"}
+ENV = {
+    "EDGEFLEET_SERVER": "http://fake",
+    "EDGEFLEET_TOKEN": "t",
+    "EDGEFLEET_INSECURE": "1",
+    "EDGEFLEET_CONFIG": "/nonexistent/config.yaml",
+    "COLUMNS": "200",
+}
 
 
 def event(name: str, reason: str, last: str) -> Document:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Event",
-            "metadata": {"name": name, "resourceVersion": "7", "creationTimestamp": "2026-12-07T09:00:00Z"},
-            "spec": {"involvedObject": {"kind": "Site", "name": "par"}, "reason": reason,
-                     "firstTimestamp": "2026-12-07T09:00:00Z", "lastTimestamp": last}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Event",
+        "metadata": {"name": name, "resourceVersion": "7", "creationTimestamp": "2026-12-07T09:00:00Z"},
+        "spec": {
+            "involvedObject": {"kind": "Site", "name": "par"},
+            "reason": reason,
+            "firstTimestamp": "2026-12-07T09:00:00Z",
+            "lastTimestamp": last,
+        },
+    }
 
 
 EVENTS_BY_NAME = [  # as the server lists them
@@ -60,8 +72,11 @@ def test_get_events_prints_them_oldest_first(monkeypatch: pytest.MonkeyPatch) ->
         result = CliRunner().invoke(app, ["get", "events", "-o", output], env=ENV)
         assert result.exit_code == 0, result.output
         text = result.stdout
-        assert text.index("b-event" if output != "table" else "First") < text.index(
-            "c-event" if output != "table" else "Second") < text.index("a-event" if output != "table" else "Third")
+        assert (
+            text.index("b-event" if output != "table" else "First")
+            < text.index("c-event" if output != "table" else "Second")
+            < text.index("a-event" if output != "table" else "Third")
+        )
 
 
 def test_fail_prints_one_error_line_then_indented_details_without_markup(
@@ -81,5 +96,7 @@ def test_a_refusal_shows_the_field_causes_and_a_hint(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(client_module, "ApiClient", Refusing)
     result = CliRunner().invoke(app, ["get", "sites"], env=ENV)
     assert result.exit_code == 1
-    assert result.stderr == ("error: forbidden\n  token: expired\n"
-                             "  check the token: --token, EDGEFLEET_TOKEN or `edgefleet config set-context`\n")
+    assert result.stderr == (
+        "error: forbidden\n  token: expired\n"
+        "  check the token: --token, EDGEFLEET_TOKEN or `edgefleet config set-context`\n"
+    )

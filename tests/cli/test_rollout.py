@@ -38,8 +38,12 @@ Document = dict[str, Any]
 TEMPLATES: dict[int, Document] = {
     1: {"command": ["sleep", "1000"]},
     2: {"command": ["sleep", "2000"], "env": [{"name": "MODE", "value": "two"}]},
-    3: {"command": ["sleep", "3000"], "args": ["--x"], "env": [{"name": "MODE", "value": "three"}],
-        "healthProbe": {"tcp": {"port": 8080}, "periodSeconds": 5}},
+    3: {
+        "command": ["sleep", "3000"],
+        "args": ["--x"],
+        "env": [{"name": "MODE", "value": "three"}],
+        "healthProbe": {"tcp": {"port": 8080}, "periodSeconds": 5},
+    },
 }
 STEPS = [{"nodes": 1}, {"pause": {}}, {"percent": 50}]
 NODES = {"par-edge-1": "par-edge", "par-edge-2": "par-edge", "ams-edge-1": "ams-edge", "ams-edge-2": "ams-edge"}
@@ -52,7 +56,8 @@ def digest(number: int) -> str:
 def normalised(number: int) -> Document:
     """A template as the server stores it (defaults filled in)."""
     result: Document = WorkloadTemplate.model_validate(TEMPLATES[number]).model_dump(
-        mode="json", by_alias=True, exclude_none=True)
+        mode="json", by_alias=True, exclude_none=True
+    )
     return result
 
 
@@ -118,8 +123,10 @@ class FakeApi:
             current["status"] = new.get("status")
             return self.store(info, current)
         new["status"] = current.get("status")
-        new["metadata"] = {**current["metadata"], **{k: v for k, v in new["metadata"].items()
-                                                     if k in ("labels", "annotations")}}
+        new["metadata"] = {
+            **current["metadata"],
+            **{k: v for k, v in new["metadata"].items() if k in ("labels", "annotations")},
+        }
         return self.store(info, new)
 
     def patch(self, info: KindInfo, name: str, patch: Document, *, status: bool = False) -> Document:
@@ -128,8 +135,14 @@ class FakeApi:
     def replace(self, info: KindInfo, document: Document) -> Document:
         return self._write(info, document["metadata"]["name"], document, status=False, verb="replace")
 
-    def watch(self, info: KindInfo, *, selector: str | None = None, resource_version: str = "",
-              timeout_seconds: int | None = None) -> Iterator[Document]:
+    def watch(
+        self,
+        info: KindInfo,
+        *,
+        selector: str | None = None,
+        resource_version: str = "",
+        timeout_seconds: int | None = None,
+    ) -> Iterator[Document]:
         if not self.watch_script:  # nothing happens until the server ends the stream
             assert timeout_seconds is not None, "a watch without a timeout would never end here"
             self.now += timeout_seconds
@@ -173,23 +186,50 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
     monkeypatch.setattr(client_module, "ApiClient", fake)
     monkeypatch.setattr(rollout, "monotonic", lambda: fake.now)
     for node, site in NODES.items():
-        fake.store(NODES_INFO, {"apiVersion": "edgefleet.io/v1", "kind": "Node",
-                                "metadata": {"name": node, "labels": {"edgefleet.io/role": "cache"}},
-                                "spec": {"site": site, "addresses": ["127.0.0.1"]}})
+        fake.store(
+            NODES_INFO,
+            {
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "Node",
+                "metadata": {"name": node, "labels": {"edgefleet.io/role": "cache"}},
+                "spec": {"site": site, "addresses": ["127.0.0.1"]},
+            },
+        )
     return fake
 
 
 def add_workload(fake: FakeApi, name: str, template: int = 3, **spec: Any) -> Document:
     """A Workload at ``template``, with revisions 1..3 kept (stored out of order)."""
-    workload = fake.store(_workloads(), {
-        "apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": name},
-        "spec": {"nodeSelector": "edgefleet.io/role=cache", "template": TEMPLATES[template],
-                 "strategy": {"steps": STEPS}, **spec}})
+    workload = fake.store(
+        _workloads(),
+        {
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "Workload",
+            "metadata": {"name": name},
+            "spec": {
+                "nodeSelector": "edgefleet.io/role=cache",
+                "template": TEMPLATES[template],
+                "strategy": {"steps": STEPS},
+                **spec,
+            },
+        },
+    )
     for number in (3, 1, 2):
-        fake.store(_revisions(), {
-            "apiVersion": "edgefleet.io/v1", "kind": "WorkloadRevision", "metadata": {"name": f"{name}-{number}"},
-            "spec": {"workload": name, "workloadUid": workload["metadata"]["uid"], "number": number,
-                     "revision": digest(number), "template": TEMPLATES[number]}})
+        fake.store(
+            _revisions(),
+            {
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "WorkloadRevision",
+                "metadata": {"name": f"{name}-{number}"},
+                "spec": {
+                    "workload": name,
+                    "workloadUid": workload["metadata"]["uid"],
+                    "number": number,
+                    "revision": digest(number),
+                    "template": TEMPLATES[number],
+                },
+            },
+        )
     return workload
 
 
@@ -197,33 +237,75 @@ def rolling(generation: int = 1, *, phase: str = "Progressing", step: int = 0) -
     """From revision 2 to 3: par-edge-1 settling on 3, ams-edge-1 pinned to 1, ams-edge-2 not Ready."""
     return {
         "observedGeneration": generation,
-        "currentRevision": digest(2), "currentRevisionNumber": 2,
-        "updateRevision": digest(3), "updateRevisionNumber": 3,
+        "currentRevision": digest(2),
+        "currentRevisionNumber": 2,
+        "updateRevision": digest(3),
+        "updateRevisionNumber": 3,
         "nodeRevisions": {"par-edge-1": digest(3), "ams-edge-1": digest(1)},
-        "desiredCount": 4, "updatedCount": 1, "readyCount": 3, "availableCount": 2, "unavailableCount": 2,
-        "sites": {"par-edge": {"desired": 2, "updated": 1, "ready": 2, "available": 1, "unavailable": 1},
-                  "ams-edge": {"desired": 2, "updated": 0, "ready": 1, "available": 1, "unavailable": 1}},
-        "conditions": [{"type": "Progressing", "status": "True", "reason": "RolloutProgressing",
-                        "message": "moving nodes to revision 3", "lastTransitionTime": ago(30)}],
-        "rollout": {"phase": phase, "target": digest(3), "targetNumber": 3, "step": step,
-                    "stepStartedAt": ago(12),
-                    "nodes": {"par-edge-1": {"to": digest(3), "phase": "Settling", "since": ago(5)}},
-                    "waiting": ["ams-edge-2"], "message": "par-edge-1 settles"},
+        "desiredCount": 4,
+        "updatedCount": 1,
+        "readyCount": 3,
+        "availableCount": 2,
+        "unavailableCount": 2,
+        "sites": {
+            "par-edge": {"desired": 2, "updated": 1, "ready": 2, "available": 1, "unavailable": 1},
+            "ams-edge": {"desired": 2, "updated": 0, "ready": 1, "available": 1, "unavailable": 1},
+        },
+        "conditions": [
+            {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "RolloutProgressing",
+                "message": "moving nodes to revision 3",
+                "lastTransitionTime": ago(30),
+            }
+        ],
+        "rollout": {
+            "phase": phase,
+            "target": digest(3),
+            "targetNumber": 3,
+            "step": step,
+            "stepStartedAt": ago(12),
+            "nodes": {"par-edge-1": {"to": digest(3), "phase": "Settling", "since": ago(5)}},
+            "waiting": ["ams-edge-2"],
+            "message": "par-edge-1 settles",
+        },
     }
 
 
 def finished(generation: int = 1, number: int = 3, phase: str = "Completed") -> Document:
-    return {"observedGeneration": generation, "currentRevision": digest(number), "currentRevisionNumber": number,
-            "updateRevision": digest(number), "updateRevisionNumber": number,
-            "desiredCount": 4, "updatedCount": 4, "readyCount": 4, "availableCount": 4, "unavailableCount": 0,
-            "rollout": {"phase": phase, "target": digest(number), "targetNumber": number, "step": 3,
-                        "message": f"every node runs revision {number}"}}
+    return {
+        "observedGeneration": generation,
+        "currentRevision": digest(number),
+        "currentRevisionNumber": number,
+        "updateRevision": digest(number),
+        "updateRevisionNumber": number,
+        "desiredCount": 4,
+        "updatedCount": 4,
+        "readyCount": 4,
+        "availableCount": 4,
+        "unavailableCount": 0,
+        "rollout": {
+            "phase": phase,
+            "target": digest(number),
+            "targetNumber": number,
+            "step": 3,
+            "message": f"every node runs revision {number}",
+        },
+    }
 
 
 def cli(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args), env={"EDGEFLEET_SERVER": "http://fake", "EDGEFLEET_TOKEN": "t",
-                                                    "EDGEFLEET_INSECURE": "1",
-                                                    "EDGEFLEET_CONFIG": "/nonexistent/config.yaml"})
+    return CliRunner().invoke(
+        app,
+        list(args),
+        env={
+            "EDGEFLEET_SERVER": "http://fake",
+            "EDGEFLEET_TOKEN": "t",
+            "EDGEFLEET_INSECURE": "1",
+            "EDGEFLEET_CONFIG": "/nonexistent/config.yaml",
+        },
+    )
 
 
 def ok(result: Result) -> str:
@@ -264,12 +346,20 @@ def test_status_shows_phase_revisions_step_sites_in_flight_waiting_message_and_c
 
     fake.set_status("web", rolling(phase="Paused", step=1))
     text = ok(cli("rollout", "status", "web"))
-    assert ("Step:      2 of 3: pause until `edgefleet rollout resume` (started 12s ago); "
-            "`edgefleet rollout resume web` ends it") in text.splitlines()
-    fake.replace(_workloads(), {**fake.get(_workloads(), "web"), "spec": {
-        **fake.spec("web"), "strategy": {"steps": STEPS, "analysis": {"intervalSeconds": 60}}}})
-    fake.set_status("web", {**rolling(), "rollout": {**rolling()["rollout"], "phase": "Analyzing",
-                                                     "analysisStartedAt": ago(20)}})
+    assert (
+        "Step:      2 of 3: pause until `edgefleet rollout resume` (started 12s ago); "
+        "`edgefleet rollout resume web` ends it"
+    ) in text.splitlines()
+    fake.replace(
+        _workloads(),
+        {
+            **fake.get(_workloads(), "web"),
+            "spec": {**fake.spec("web"), "strategy": {"steps": STEPS, "analysis": {"intervalSeconds": 60}}},
+        },
+    )
+    fake.set_status(
+        "web", {**rolling(), "rollout": {**rolling()["rollout"], "phase": "Analyzing", "analysisStartedAt": ago(20)}}
+    )
     assert "Analysis:  started 20s ago, window 60s" in ok(cli("rollout", "status", "web")).splitlines()
     fake.set_status("web", {**rolling(step=3), "rollout": {**rolling(step=3)["rollout"], "abort": True}})
     text = ok(cli("rollout", "status", "web"))
@@ -277,16 +367,34 @@ def test_status_shows_phase_revisions_step_sites_in_flight_waiting_message_and_c
     assert "Abort:     requested; the updated nodes move back" in text
 
 
-@pytest.mark.parametrize(("status", "headline"), [
-    (None, "workload/web: no status yet (the workload controller has not reported on it)"),
-    (finished(), "workload/web: no rollout in progress; the nodes run revision 3 "
-                 "(the last rollout, to revision 3, Completed)"),
-    ({**finished(number=2), "updateRevision": digest(3), "updateRevisionNumber": 3,
-      "rollout": {**finished(number=2)["rollout"], "phase": "Aborted", "target": digest(3), "targetNumber": 3,
-                  "failedRevision": digest(3)}},
-     "workload/web: no rollout in progress; the nodes run revision 2 (the last rollout, to revision 3, Aborted); "
-     "spec.template (revision 3) is not retried until it changes"),
-])
+@pytest.mark.parametrize(
+    ("status", "headline"),
+    [
+        (None, "workload/web: no status yet (the workload controller has not reported on it)"),
+        (
+            finished(),
+            "workload/web: no rollout in progress; the nodes run revision 3 "
+            "(the last rollout, to revision 3, Completed)",
+        ),
+        (
+            {
+                **finished(number=2),
+                "updateRevision": digest(3),
+                "updateRevisionNumber": 3,
+                "rollout": {
+                    **finished(number=2)["rollout"],
+                    "phase": "Aborted",
+                    "target": digest(3),
+                    "targetNumber": 3,
+                    "failedRevision": digest(3),
+                },
+            },
+            "workload/web: no rollout in progress; the nodes run revision 2 "
+            "(the last rollout, to revision 3, Aborted); "
+            "spec.template (revision 3) is not retried until it changes",
+        ),
+    ],
+)
 def test_status_says_when_no_rollout_is_in_progress(fake: FakeApi, status: Document | None, headline: str) -> None:
     add_workload(fake, "web")
     fake.set_status("web", status)
@@ -302,52 +410,75 @@ def test_status_of_a_missing_workload_says_how_to_list_them(fake: FakeApi) -> No
 
 
 def workload_at(status: Document | None, generation: int = 1) -> Workload:
-    return Workload.model_validate({
-        "apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "w", "generation": generation},
-        "spec": {"template": TEMPLATES[3], "strategy": {"steps": STEPS}}, "status": status or {}})
+    return Workload.model_validate(
+        {
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "Workload",
+            "metadata": {"name": "w", "generation": generation},
+            "spec": {"template": TEMPLATES[3], "strategy": {"steps": STEPS}},
+            "status": status or {},
+        }
+    )
 
 
-@pytest.mark.parametrize(("status", "generation", "expected"), [
-    (rolling(), 1, None),
-    (rolling(phase="Paused", step=1), 1, None),
-    ({**rolling(), "rollout": {**rolling()["rollout"], "phase": "RollingBack"}}, 1, None),
-    (finished(), 1, "Completed"),
-    (finished(), 2, None),  # the controller has not seen generation 2: its Completed is about generation 1
-    ({**finished(number=2), "updateRevision": digest(3)}, 1, None),  # a newer template waits to start
-    ({**finished(), "rollout": None}, 1, "Completed"),  # nothing ever rolled out
-    (None, 1, None),  # no status yet
-    ({**rolling(), "rollout": {**rolling()["rollout"], "phase": "Failed"}}, 1, "Failed"),
-    ({**rolling(), "rollout": {**rolling()["rollout"], "phase": "Aborted"}}, 1, "Aborted"),
-])
+@pytest.mark.parametrize(
+    ("status", "generation", "expected"),
+    [
+        (rolling(), 1, None),
+        (rolling(phase="Paused", step=1), 1, None),
+        ({**rolling(), "rollout": {**rolling()["rollout"], "phase": "RollingBack"}}, 1, None),
+        (finished(), 1, "Completed"),
+        (finished(), 2, None),  # the controller has not seen generation 2: its Completed is about generation 1
+        ({**finished(number=2), "updateRevision": digest(3)}, 1, None),  # a newer template waits to start
+        ({**finished(), "rollout": None}, 1, "Completed"),  # nothing ever rolled out
+        (None, 1, None),  # no status yet
+        ({**rolling(), "rollout": {**rolling()["rollout"], "phase": "Failed"}}, 1, "Failed"),
+        ({**rolling(), "rollout": {**rolling()["rollout"], "phase": "Aborted"}}, 1, "Aborted"),
+    ],
+)
 def test_when_status_watch_stops(status: Document | None, generation: int, expected: str | None) -> None:
     assert outcome(workload_at(status, generation)) == expected
 
 
-@pytest.mark.parametrize(("final", "code", "says"), [
-    (finished(), 0, "rollout of workload/web to revision 3 completed"),
-    ({**rolling(), "rollout": {**rolling()["rollout"], "phase": "Failed", "message": "errorRate 0.2 > 0.05"}}, 1,
-     "rollout of workload/web to revision 3 failed: errorRate 0.2 > 0.05"),
-    ({**rolling(), "rollout": {**rolling()["rollout"], "phase": "Aborted", "message": "aborted by hand"}}, 1,
-     "rollout of workload/web to revision 3 was aborted: aborted by hand"),
-    (None, 2, "timed out after 0.3s: workload/web is still Paused"),
-])
+@pytest.mark.parametrize(
+    ("final", "code", "says"),
+    [
+        (finished(), 0, "rollout of workload/web to revision 3 completed"),
+        (
+            {**rolling(), "rollout": {**rolling()["rollout"], "phase": "Failed", "message": "errorRate 0.2 > 0.05"}},
+            1,
+            "rollout of workload/web to revision 3 failed: errorRate 0.2 > 0.05",
+        ),
+        (
+            {**rolling(), "rollout": {**rolling()["rollout"], "phase": "Aborted", "message": "aborted by hand"}},
+            1,
+            "rollout of workload/web to revision 3 was aborted: aborted by hand",
+        ),
+        (None, 2, "timed out after 0.3s: workload/web is still Paused"),
+    ],
+)
 def test_status_watch_follows_changes_to_the_end_and_exits_by_it(
     fake: FakeApi, final: Document | None, code: int, says: str
 ) -> None:
     add_workload(fake, "web")
     fake.set_status("web", {**finished(number=2), "observedGeneration": 0})  # generation 1 not seen yet
-    fake.watch_script = [{"metadata": {"name": "web"}, "status": rolling()},
-                         {"metadata": {"name": "web"}, "status": rolling(phase="Paused", step=1)}]
+    fake.watch_script = [
+        {"metadata": {"name": "web"}, "status": rolling()},
+        {"metadata": {"name": "web"}, "status": rolling(phase="Paused", step=1)},
+    ]
     if final is not None:
         fake.watch_script.append({"metadata": {"name": "web"}, "status": final})
     result = cli("rollout", "status", "web", "-w", "--timeout", "0.3" if final is None else "30")
     assert result.exit_code == code, result.stdout + result.stderr
     assert says in result.stderr
     progress = [line.split(" ", 1)[1] for line in result.stdout.splitlines()[:3]]
-    assert progress[0].startswith("Completed -> revision 2 updated 4/4 available 4 (every node runs revision 2) "
-                                  "[the workload controller has not seen generation 1 yet]")
-    assert progress[1].startswith("Progressing -> revision 3 step 1/3 updated 1/4 available 2 "
-                                  "in flight: par-edge-1 Settling waiting: ams-edge-2")
+    assert progress[0].startswith(
+        "Completed -> revision 2 updated 4/4 available 4 (every node runs revision 2) "
+        "[the workload controller has not seen generation 1 yet]"
+    )
+    assert progress[1].startswith(
+        "Progressing -> revision 3 step 1/3 updated 1/4 available 2 in flight: par-edge-1 Settling waiting: ams-edge-2"
+    )
     assert progress[2].startswith("Paused -> revision 3 step 2/3")
     assert any(line.startswith("Nodes:     ") for line in result.stdout.splitlines()[3:])  # the whole status
 
@@ -366,10 +497,21 @@ def test_status_watch_as_data(fake: FakeApi) -> None:
 def test_history_lists_this_workloads_revisions_with_their_nodes_and_marks(fake: FakeApi) -> None:
     add_workload(fake, "web", pins=[{"selector": "edgefleet.io/node=ams-edge-1", "revision": 1}])
     for name, owner, uid in (("other-1", "other", ""), ("web-9", "web", "a-namesake's-uid")):
-        fake.store(_revisions(), {
-            "apiVersion": "edgefleet.io/v1", "kind": "WorkloadRevision", "metadata": {"name": name},
-            "spec": {"workload": owner, "workloadUid": uid, "number": 9, "revision": "f" * 16,
-                     "template": TEMPLATES[1]}})
+        fake.store(
+            _revisions(),
+            {
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "WorkloadRevision",
+                "metadata": {"name": name},
+                "spec": {
+                    "workload": owner,
+                    "workloadUid": uid,
+                    "number": 9,
+                    "revision": "f" * 16,
+                    "template": TEMPLATES[1],
+                },
+            },
+        )
     fake.set_status("web", rolling())
     lines = ok(cli("rollout", "history", "web")).splitlines()
     assert lines[0].split() == ["NUMBER", "REVISION", "CREATED", "COMMAND", "NODES"]
@@ -381,10 +523,20 @@ def test_history_lists_this_workloads_revisions_with_their_nodes_and_marks(fake:
     ]
     data = json.loads(ok(cli("rollout", "history", "web", "-o", "json")))
     assert [(r["number"], r["nodes"], r["current"], r["update"]) for r in data] == [
-        (1, 1, False, False), (2, 2, True, False), (3, 1, False, True)]
+        (1, 1, False, False),
+        (2, 2, True, False),
+        (3, 1, False, True),
+    ]
 
-    fake.store(_workloads(), {"apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "bare"},
-                              "spec": {"template": TEMPLATES[1]}})
+    fake.store(
+        _workloads(),
+        {
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "Workload",
+            "metadata": {"name": "bare"},
+            "spec": {"template": TEMPLATES[1]},
+        },
+    )
     assert "No revisions of workload/bare yet" in ok(cli("rollout", "history", "bare"))
 
 
@@ -411,8 +563,9 @@ def test_resume_ends_the_pause_step_through_the_status_with_a_precondition(fake:
     fake.set_status("web", rolling(phase="Paused", step=1))
     version = fake.get(_workloads(), "web")["metadata"]["resourceVersion"]
     assert "workload/web resumed: pause step 2 of 3 ended" in ok(cli("rollout", "resume", "web"))
-    assert fake.status_writes() == [{"metadata": {"resourceVersion": version},
-                                     "status": {"rollout": {"resumedStep": 1}}}]
+    assert fake.status_writes() == [
+        {"metadata": {"resourceVersion": version}, "status": {"rollout": {"resumedStep": 1}}}
+    ]
     rollout = fake.get(_workloads(), "web")["status"]["rollout"]
     assert rollout["resumedStep"] == 1 and rollout["waiting"] == ["ams-edge-2"]  # the rest of status kept
     assert "resumed already" in ok(cli("rollout", "resume", "web"))
@@ -503,10 +656,13 @@ def test_pin_and_unpin_edit_the_host_version_map(fake: FakeApi) -> None:
     out = ok(cli("rollout", "pin", "web", "--revision", "2", "-l", "edgefleet.io/site=ams-edge"))
     assert "it decides 1 node now: ams-edge-2" in out  # ams-edge-1 goes by the first pin
     assert "re-pinned to revision 2" in ok(cli("rollout", "pin", "web", "--revision", "2", "--node", "ams-edge-1"))
-    assert fake.spec("web")["pins"] == [{"selector": "edgefleet.io/node=ams-edge-1", "revision": 2},
-                                        {"selector": "edgefleet.io/site=ams-edge", "revision": 2}]
-    assert "there is no node 'edge-x9' (yet)" in ok(cli("rollout", "pin", "web", "--revision", "1",
-                                                          "--node", "edge-x9"))
+    assert fake.spec("web")["pins"] == [
+        {"selector": "edgefleet.io/node=ams-edge-1", "revision": 2},
+        {"selector": "edgefleet.io/site=ams-edge", "revision": 2},
+    ]
+    assert "there is no node 'edge-x9' (yet)" in ok(
+        cli("rollout", "pin", "web", "--revision", "1", "--node", "edge-x9")
+    )
     writes = len(fake.writes)
     for args, expected in (
         (("--revision", "7", "--node", "par-edge-1"), "`edgefleet rollout history web` lists its revisions"),
@@ -517,8 +673,9 @@ def test_pin_and_unpin_edit_the_host_version_map(fake: FakeApi) -> None:
         assert expected in refused(cli("rollout", "pin", "web", *args))
     assert len(fake.writes) == writes
 
-    assert ("workload/web: pin 'edgefleet.io/node=ams-edge-1' (revision 2) removed"
-            in ok(cli("rollout", "unpin", "web", "--node", "ams-edge-1")))
+    assert "workload/web: pin 'edgefleet.io/node=ams-edge-1' (revision 2) removed" in ok(
+        cli("rollout", "unpin", "web", "--node", "ams-edge-1")
+    )
     stderr = refused(cli("rollout", "unpin", "web", "-l", "nope=1"))
     assert "no pin with selector 'nope=1'" in stderr and "its pins: 'edgefleet.io/site=ams-edge'" in stderr
     assert "give exactly one of --node NAME, --selector SEL or --all" in refused(cli("rollout", "unpin", "web"))

@@ -26,13 +26,43 @@ from edgefleet.cli import main
 from edgefleet.cli.main import COMMANDS, app
 from edgefleet.cli.plainparams import coerce_plain, plain_params
 
-NOT_FOR_VERSION = ("httpx", "pydantic", "pydantic_core", "rich", "yaml", "edgefleet.api", "edgefleet.cloud",
-                   "edgefleet.cli.client", "edgefleet.tls", "cryptography", "asyncio")
+NOT_FOR_VERSION = (
+    "httpx",
+    "pydantic",
+    "pydantic_core",
+    "rich",
+    "yaml",
+    "edgefleet.api",
+    "edgefleet.cloud",
+    "edgefleet.cli.client",
+    "edgefleet.tls",
+    "cryptography",
+    "asyncio",
+)
 OTHER_KINDS = tuple(sorted({name.module for name in KIND_NAMES if name.kind != "Node"}))
-NOT_FOR_GET = ("edgefleet.cloud", "edgefleet.edge", "edgefleet.cache", "edgefleet.gslb", "edgefleet.store",
-               "edgefleet.sync", "edgefleet.cli.rollout", "edgefleet.cli.up", "fastapi", "uvicorn", "websockets",
-               "aiohttp", "cryptography", "trio", "click", "pygments", "rich.progress",  # the last: httpx's CLI
-               "edgefleet.api.kinds", "edgefleet.api.rollouts", "edgefleet.api.selectors", *OTHER_KINDS)
+NOT_FOR_GET = (
+    "edgefleet.cloud",
+    "edgefleet.edge",
+    "edgefleet.cache",
+    "edgefleet.gslb",
+    "edgefleet.store",
+    "edgefleet.sync",
+    "edgefleet.cli.rollout",
+    "edgefleet.cli.up",
+    "fastapi",
+    "uvicorn",
+    "websockets",
+    "aiohttp",
+    "cryptography",
+    "trio",
+    "click",
+    "pygments",
+    "rich.progress",  # the last: httpx's CLI
+    "edgefleet.api.kinds",
+    "edgefleet.api.rollouts",
+    "edgefleet.api.selectors",
+    *OTHER_KINDS,
+)
 
 
 Run = subprocess.CompletedProcess[str]
@@ -47,8 +77,13 @@ LIST_MODULES_AT_EXIT = (
 
 def imported_modules(*args: str, env: dict[str, str] | None = None) -> tuple[Run, set[str]]:
     """Run ``python -m edgefleet ARGS`` (what the console script runs); its result and the modules it imported."""
-    result = subprocess.run([sys.executable, "-c", LIST_MODULES_AT_EXIT, *args], capture_output=True, text=True,
-                            timeout=60, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [sys.executable, "-c", LIST_MODULES_AT_EXIT, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
     listing = [line.split()[1:] for line in result.stderr.splitlines() if line.startswith("MODULES ")]
     assert len(listing) == 1 and "edgefleet.cli.main" in listing[0], result.stderr[-2000:]
     return result, set(listing[0])
@@ -109,8 +144,9 @@ def test_help_lists_every_command_and_shows_the_environment_variables() -> None:
 
 
 def test_server_and_token_come_from_the_environment() -> None:
-    result = CliRunner().invoke(app, ["get", "nodes"], env={
-        "EDGEFLEET_SERVER": "ftp://nowhere", "EDGEFLEET_CONFIG": "/nonexistent/config.yaml"})
+    result = CliRunner().invoke(
+        app, ["get", "nodes"], env={"EDGEFLEET_SERVER": "ftp://nowhere", "EDGEFLEET_CONFIG": "/nonexistent/config.yaml"}
+    )
     assert result.exit_code == 1 and "ftp://nowhere" in result.stderr, result.output
 
 
@@ -123,7 +159,14 @@ def test_plain_coercion_of_strings_and_flags() -> None:
     assert coerce_plain(str, "a b") == "a b"
     assert coerce_plain(bool, True) is True
     assert [coerce_plain(bool, word) for word in ("1", "yes", " On ", "0", "no", "off", "")] == [
-        True, True, True, False, False, False, False]
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
     with pytest.raises(typer.BadParameter):
         coerce_plain(bool, "maybe")
     with pytest.raises(typer.BadParameter):
@@ -131,7 +174,8 @@ def test_plain_coercion_of_strings_and_flags() -> None:
 
 
 def test_a_flag_from_an_environment_variable_is_parsed_as_a_word(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """No flag of ours has an environment variable yet: check the plain coercion on a typer app."""
     demo = typer.Typer()

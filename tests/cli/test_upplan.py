@@ -34,8 +34,11 @@ def test_default_shape_is_a_parent_and_two_edge_sites_of_two_nodes() -> None:
     assert [site.name for site in fleet.sites] == ["fra-parent", "par-edge", "ams-edge"]
     assert fleet.parent.tier == "parent" and {site.tier for site in fleet.edges} == {"edge"}
     assert [(node.name, node.address) for node in fleet.nodes] == [
-        ("fra-parent-1", "127.0.3.1"), ("par-edge-1", "127.0.1.1"), ("par-edge-2", "127.0.1.2"),
-        ("ams-edge-1", "127.0.2.1"), ("ams-edge-2", "127.0.2.2"),
+        ("fra-parent-1", "127.0.3.1"),
+        ("par-edge-1", "127.0.1.1"),
+        ("par-edge-2", "127.0.1.2"),
+        ("ams-edge-1", "127.0.2.1"),
+        ("ams-edge-2", "127.0.2.2"),
     ]
     assert fleet.server == "https://127.0.0.1:7440"
     assert fleet.edges[0].client_subnet == "127.0.1.0/24" and fleet.edges[0].sample_client == "127.0.1.10"
@@ -70,8 +73,12 @@ def test_packaged_geo_table_is_the_example_one() -> None:
 
 @pytest.mark.parametrize(
     ("sites", "nodes", "message"),
-    [(0, 2, "--sites 0"), (len(upplan.EDGE_CITIES) + 1, 2, "--sites"), (2, 0, "--nodes 0"),
-     (2, upplan.MAX_NODES_PER_SITE + 1, "--nodes")],
+    [
+        (0, 2, "--sites 0"),
+        (len(upplan.EDGE_CITIES) + 1, 2, "--sites"),
+        (2, 0, "--nodes 0"),
+        (2, upplan.MAX_NODES_PER_SITE + 1, "--nodes"),
+    ],
 )
 def test_absurd_shapes_are_refused_naming_the_option(sites: int, nodes: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -151,8 +158,13 @@ def test_port_needs_cover_every_listener_with_the_option_that_moves_it() -> None
 # -- readiness ----------------------------------------------------------------------------
 
 
-def node_doc(name: str, *, heartbeat: datetime | None, phase: str = "Ready", cache: dict[str, Any] | None = None,
-             ) -> dict[str, Any]:
+def node_doc(
+    name: str,
+    *,
+    heartbeat: datetime | None,
+    phase: str = "Ready",
+    cache: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase, "workloads": {"cache": cache} if cache is not None else {}}
     if heartbeat is not None:
         status["lastHeartbeat"] = format_timestamp(heartbeat)
@@ -169,7 +181,10 @@ def test_progress_needs_a_report_from_this_run_a_ready_cache_and_a_listening_por
     ]
     found = {item.node.name: item for item in upplan.progress(fleet, documents, SINCE, ["fra-parent-1"])}
     assert (found["fra-parent-1"].phase, found["fra-parent-1"].cache, found["fra-parent-1"].ready) == (
-        "Ready", "ready", True)
+        "Ready",
+        "ready",
+        True,
+    )
     assert (found["par-edge-1"].phase, found["par-edge-1"].ready) == ("Pending", False)
     assert (found["par-edge-2"].cache, found["par-edge-2"].ready) == ("Starting", False)
     not_listening = upplan.progress(fleet, documents, SINCE, [])[0]
@@ -178,15 +193,18 @@ def test_progress_needs_a_report_from_this_run_a_ready_cache_and_a_listening_por
 
 def test_a_node_not_yet_created_or_without_cache_status_is_not_ready() -> None:
     fleet = plan(sites=1, nodes=1)
-    items = upplan.progress(fleet, [node_doc("fra-parent-1", heartbeat=SINCE, phase="NotReady")], SINCE,
-                            ["fra-parent-1", "par-edge-1"])
+    items = upplan.progress(
+        fleet, [node_doc("fra-parent-1", heartbeat=SINCE, phase="NotReady")], SINCE, ["fra-parent-1", "par-edge-1"]
+    )
     assert [(item.phase, item.cache) for item in items] == [("NotReady", "not started"), ("Pending", "not reported")]
 
 
 def test_waiting_for_names_what_and_where_its_log_is() -> None:
     fleet = plan(sites=2, nodes=1)
-    documents = [node_doc("fra-parent-1", heartbeat=SINCE, cache={"ready": True}),
-                 node_doc("par-edge-1", heartbeat=SINCE, cache={"ready": False, "state": "Failed"})]
+    documents = [
+        node_doc("fra-parent-1", heartbeat=SINCE, cache={"ready": True}),
+        node_doc("par-edge-1", heartbeat=SINCE, cache={"ready": False, "state": "Failed"}),
+    ]
     items = upplan.progress(fleet, documents, SINCE, ["fra-parent-1", "par-edge-1"])
     lines = upplan.waiting_for(items, {"par-edge": True, "ams-edge": False}, Logs("/d"))
     assert lines == [
@@ -239,8 +257,9 @@ def test_a_records_are_read_in_order_past_a_cname() -> None:
 @pytest.mark.parametrize("damage", ["id", "query", "cut", "empty"])
 def test_a_reply_that_is_not_ours_or_is_damaged_is_a_value_error(damage: str) -> None:
     wire = upplan.dns_query(upplan.DEMO_HOST, "127.0.1.0/24", 7)
-    reply = {"id": reply_to(wire, "127.0.1.1"), "query": wire, "cut": reply_to(wire, "127.0.1.1")[:40],
-             "empty": b""}[damage]
+    reply = {"id": reply_to(wire, "127.0.1.1"), "query": wire, "cut": reply_to(wire, "127.0.1.1")[:40], "empty": b""}[
+        damage
+    ]
     with pytest.raises(ValueError):
         upplan.a_records(reply, 8 if damage == "id" else 7)
 
@@ -249,10 +268,18 @@ def test_a_reply_that_is_not_ours_or_is_damaged_is_a_value_error(damage: str) ->
 
 
 def test_up_record_round_trips_and_refuses_what_it_does_not_know() -> None:
-    record = UpRecord("http://127.0.0.1:7440", "127.0.0.1:8053", "127.0.0.1:8080", (8081, 9081),
-                      {"par-edge-1": "127.0.1.1"},
-                      (ProcessEntry("cloud", "cloud", 10, 111, "boot"),
-                       ProcessEntry("agent", "par-edge-1", 11, 112, "boot", "/d/nodes/par-edge-1")), True)
+    record = UpRecord(
+        "http://127.0.0.1:7440",
+        "127.0.0.1:8053",
+        "127.0.0.1:8080",
+        (8081, 9081),
+        {"par-edge-1": "127.0.1.1"},
+        (
+            ProcessEntry("cloud", "cloud", 10, 111, "boot"),
+            ProcessEntry("agent", "par-edge-1", 11, 112, "boot", "/d/nodes/par-edge-1"),
+        ),
+        True,
+    )
     assert UpRecord.from_document(record.to_document()) == record
     assert [entry.pid for entry in record.by_role("agent")] == [11]
     with pytest.raises(ValueError, match="version"):
@@ -268,15 +295,23 @@ def test_up_record_round_trips_and_refuses_what_it_does_not_know() -> None:
 
 def test_try_it_prints_commands_with_the_real_ports_tokens_and_node() -> None:
     ports = Ports(Endpoint("127.0.0.1", 17440), Endpoint("127.0.0.1", 18053), PORTS.origin, 18081, 19081)
-    how = TryIt(cli=".venv/bin/edgefleet", data="my data", admin_token="adm.x", viewer_token="vwr.y",
-                first_node="127.0.1.2", geo_argument=" --geo geo.csv")
+    how = TryIt(
+        cli=".venv/bin/edgefleet",
+        data="my data",
+        admin_token="adm.x",
+        viewer_token="vwr.y",
+        first_node="127.0.1.2",
+        geo_argument=" --geo geo.csv",
+    )
     text = upplan.try_it(plan(ports=ports), how)
     lines = [line.strip() for line in text.splitlines()]
     assert "https://127.0.0.1:17440/ui" in lines and "viewer token: vwr.y" in lines
     assert "export EDGEFLEET_SERVER=https://127.0.0.1:17440 EDGEFLEET_TOKEN=adm.x" in lines
     with_ca = upplan.try_it(plan(ports=ports), dataclasses.replace(how, ca_file="/d/my data/tls/ca.crt"))
-    assert ("export EDGEFLEET_SERVER=https://127.0.0.1:17440 EDGEFLEET_CA_FILE='/d/my data/tls/ca.crt' "
-            "EDGEFLEET_TOKEN=adm.x") in [line.strip() for line in with_ca.splitlines()]
+    assert (
+        "export EDGEFLEET_SERVER=https://127.0.0.1:17440 EDGEFLEET_CA_FILE='/d/my data/tls/ca.crt' "
+        "EDGEFLEET_TOKEN=adm.x"
+    ) in [line.strip() for line in with_ca.splitlines()]
     assert "dig @127.0.0.1 -p 18053 demo.edgefleet.test +subnet=127.0.1.0/24" in lines
     assert ".venv/bin/edgefleet route demo --client 127.0.1.10 --geo geo.csv" in lines
     curl = "curl --resolve demo.edgefleet.test:18081:127.0.1.2 http://demo.edgefleet.test:18081/static/app.js -sI"

@@ -38,8 +38,9 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Registry(store), Authenticator(store, static_tokens=static_tokens()),
-                     ServerSettings(max_body_bytes=MAX_BODY))
+    app = create_app(
+        Registry(store), Authenticator(store, static_tokens=static_tokens()), ServerSettings(max_body_bytes=MAX_BODY)
+    )
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {ADMIN}"}
     async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:

@@ -62,20 +62,36 @@ class FakeLookup:
 
 
 def node(name: str, site_name: str = "paris", **labels: str) -> Document:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-            "spec": {"site": site_name}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"site": site_name},
+    }
 
 
 def workload(name: str = "web", selector: str = "", pins: list[JSONObject] | None = None, uid: str = "u1") -> Document:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": name, "uid": uid},
-            "spec": {"nodeSelector": selector, "template": {"command": ["sleep", "1"]}, "pins": pins or []}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Workload",
+        "metadata": {"name": name, "uid": uid},
+        "spec": {"nodeSelector": selector, "template": {"command": ["sleep", "1"]}, "pins": pins or []},
+    }
 
 
 def revision(workload_name: str, number: int, uid: str = "u1") -> Document:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "WorkloadRevision",
-            "metadata": {"name": f"{workload_name}-{number}"},
-            "spec": {"workload": workload_name, "workloadUid": uid, "number": number, "revision": f"r{number}",
-                     "template": {"command": ["sleep", "1"]}}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "WorkloadRevision",
+        "metadata": {"name": f"{workload_name}-{number}"},
+        "spec": {
+            "workload": workload_name,
+            "workloadUid": uid,
+            "number": number,
+            "revision": f"r{number}",
+            "template": {"command": ["sleep", "1"]},
+        },
+    }
 
 
 def create(kind: str, document: Document, *, force: bool = False) -> AdmissionRequest:
@@ -168,10 +184,13 @@ async def test_a_pin_to_a_missing_revision_is_a_field_error_pointing_at_history(
 
 async def test_a_revision_of_another_incarnation_or_workload_does_not_count() -> None:
     pins = [{"selector": "a=b", "revision": 1}, {"selector": "c=d", "revision": 2}]
-    kept: list[Document] = [revision("web", 1, uid="old-uid"),
-                            {**revision("web", 2), "spec": {**revision("api", 2)["spec"]}}]
-    verdict = await check(AdmissionRequest.of("Workload", workload(pins=pins), workload()),
-                          FakeLookup({"workloadrevisions": kept}))
+    kept: list[Document] = [
+        revision("web", 1, uid="old-uid"),
+        {**revision("web", 2), "spec": {**revision("api", 2)["spec"]}},
+    ]
+    verdict = await check(
+        AdmissionRequest.of("Workload", workload(pins=pins), workload()), FakeLookup({"workloadrevisions": kept})
+    )
     assert [e.path for e in verdict.errors] == ["spec.pins[0].revision", "spec.pins[1].revision"]
 
 
@@ -219,8 +238,9 @@ async def test_pin_selectors_warn_by_path_and_named_nodes_are_looked_up_not_scan
 async def test_one_pass_over_the_nodes_serves_every_selector() -> None:
     pins = [{"selector": "tier=a", "revision": 1}, {"selector": "tier=b", "revision": 1}]
     lookup = FakeLookup({"nodes": [node("n1", tier="a"), node("n2", tier="b")]})
-    verdict = await check(AdmissionRequest.of("Workload", workload(selector="tier", pins=pins), workload(pins=pins)),
-                          lookup)
+    verdict = await check(
+        AdmissionRequest.of("Workload", workload(selector="tier", pins=pins), workload(pins=pins)), lookup
+    )
     assert verdict.warnings == () and lookup.reads.count(("documents", "nodes")) == 1
 
 
@@ -308,8 +328,12 @@ async def test_a_workload_write_in_a_large_fleet_reads_no_store(registry: Regist
 
 
 def webhook_doc(name: str, rules: list[JSONObject], **spec: Any) -> Document:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "AdmissionWebhook", "metadata": {"name": name},
-            "spec": {"url": "http://127.0.0.1:9/review", "rules": rules, **spec}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "AdmissionWebhook",
+        "metadata": {"name": name},
+        "spec": {"url": "http://127.0.0.1:9/review", "rules": rules, **spec},
+    }
 
 
 def test_webhooks_for_matches_kinds_and_operations() -> None:
@@ -331,14 +355,22 @@ def test_a_stored_webhook_that_no_longer_validates_fails_closed_unless_it_says_i
     broken = webhook_doc("broken", [{"kinds": ["Workload"], "operations": ["CREATE"]}], futureField=True)
     tolerant = webhook_doc("tolerant", [], failurePolicy="Ignore")
     found = webhooks_for([broken, tolerant], "Node", Operation.CREATE)
-    assert [(w.name, w.fail_closed, bool(w.problem)) for w in found] == [("broken", True, True),
-                                                                           ("tolerant", False, True)]
+    assert [(w.name, w.fail_closed, bool(w.problem)) for w in found] == [
+        ("broken", True, True),
+        ("tolerant", False, True),
+    ]
 
 
 def test_the_review_body() -> None:
     request = AdmissionRequest.of("Node", node("n1"), node("n1", "lyon"))
-    assert review_body(request, "u-1") == {"uid": "u-1", "operation": "UPDATE", "kind": "Node", "name": "n1",
-                                           "object": node("n1"), "oldObject": node("n1", "lyon")}
+    assert review_body(request, "u-1") == {
+        "uid": "u-1",
+        "operation": "UPDATE",
+        "kind": "Node",
+        "name": "n1",
+        "object": node("n1"),
+        "oldObject": node("n1", "lyon"),
+    }
 
 
 def test_parse_answer_accepts_the_contract_and_cleans_it() -> None:
@@ -376,8 +408,11 @@ def hook(name: str, *, fail_closed: bool = True) -> Webhook:
 
 
 def test_decide_a_denial_wins_over_failures_and_names_the_webhook() -> None:
-    outcomes = [Outcome(hook("a"), failure="no answer within 1s"), Outcome(hook("b"), Answer(False, "not on Fridays")),
-                Outcome(hook("c"), Answer(False, "also no"))]
+    outcomes = [
+        Outcome(hook("a"), failure="no answer within 1s"),
+        Outcome(hook("b"), Answer(False, "not on Fridays")),
+        Outcome(hook("c"), Answer(False, "also no")),
+    ]
     with pytest.raises(WebhookDenied) as denied:
         decide(outcomes)
     assert denied.value.status == 403
@@ -389,10 +424,16 @@ def test_decide_failures_follow_the_failure_policy() -> None:
         decide([Outcome(hook("strict"), failure="no answer within 2s")])
     assert failed.value.status == 503 and '"strict" failed: no answer within 2s' in str(failed.value)
     assert "failurePolicy: Ignore" in str(failed.value)
-    warnings = decide([Outcome(hook("lax", fail_closed=False), failure="answered HTTP 500"),
-                       Outcome(hook("ok"), Answer(True, "", ("mind the cache",)))])
-    assert warnings == ['admission webhook "lax" failed (answered HTTP 500); the write was admitted without it '
-                        "(failurePolicy Ignore)", 'admission webhook "ok": mind the cache']
+    warnings = decide(
+        [
+            Outcome(hook("lax", fail_closed=False), failure="answered HTTP 500"),
+            Outcome(hook("ok"), Answer(True, "", ("mind the cache",))),
+        ]
+    )
+    assert warnings == [
+        'admission webhook "lax" failed (answered HTTP 500); the write was admitted without it (failurePolicy Ignore)',
+        'admission webhook "ok": mind the cache',
+    ]
 
 
 def test_warning_headers_are_quoted_cleaned_and_bounded() -> None:

@@ -37,8 +37,12 @@ TEMPLATE: Document = {"command": ["sleep", "1000"]}
 
 
 def node(name: str, site_name: str = "paris", **labels: str) -> Document:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-            "spec": {"site": site_name}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"site": site_name},
+    }
 
 
 def workload(name: str = "web", selector: str = "", pins: list[Document] | None = None) -> Document:
@@ -126,11 +130,22 @@ async def test_a_site_without_nodes_is_deleted_and_a_precondition_still_holds(ap
 
 async def keep_revision(api: httpx.AsyncClient, workload_doc: Document, number: int) -> None:
     template = WorkloadTemplate.model_validate(TEMPLATE)
-    await created(api, "workloadrevisions", {
-        "apiVersion": "edgefleet.io/v1", "kind": "WorkloadRevision",
-        "metadata": {"name": f"{workload_doc['metadata']['name']}-{number}"},
-        "spec": {"workload": workload_doc["metadata"]["name"], "workloadUid": workload_doc["metadata"]["uid"],
-                 "number": number, "revision": template_revision(template), "template": TEMPLATE}})
+    await created(
+        api,
+        "workloadrevisions",
+        {
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "WorkloadRevision",
+            "metadata": {"name": f"{workload_doc['metadata']['name']}-{number}"},
+            "spec": {
+                "workload": workload_doc["metadata"]["name"],
+                "workloadUid": workload_doc["metadata"]["uid"],
+                "number": number,
+                "revision": template_revision(template),
+                "template": TEMPLATE,
+            },
+        },
+    )
 
 
 async def test_a_pin_must_name_a_kept_revision(api: httpx.AsyncClient) -> None:
@@ -142,8 +157,10 @@ async def test_a_pin_must_name_a_kept_revision(api: httpx.AsyncClient) -> None:
     refused = await api.patch(f"{API}/workloads/web", json={"spec": {"pins": pins}}, headers=MERGE)
     assert refused.status_code == 422, refused.text
     causes = causes_of(refused)
-    assert list(causes) == ["spec.pins[1].revision"] and "`edgefleet rollout history web`" in causes[
-        "spec.pins[1].revision"]
+    assert (
+        list(causes) == ["spec.pins[1].revision"]
+        and "`edgefleet rollout history web`" in causes["spec.pins[1].revision"]
+    )
     accepted = await api.patch(f"{API}/workloads/web", json={"spec": {"pins": pins[:1]}}, headers=MERGE)
     assert accepted.status_code == 200 and warnings_of(accepted) == []
 
@@ -188,13 +205,13 @@ Reply = Callable[[Document], Awaitable[bytes]]
 
 
 def http_reply(body: bytes, status: str = "200 OK", headers: str = "Content-Type: application/json\r\n") -> bytes:
-    return (f"HTTP/1.1 {status}\r\n{headers}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            ).encode() + body
+    return (f"HTTP/1.1 {status}\r\n{headers}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
 
 def answer(**body: Any) -> Reply:
     async def reply(_: Document) -> bytes:
         return http_reply(json.dumps(body).encode())
+
     return reply
 
 
@@ -254,10 +271,15 @@ async def webhook() -> AsyncIterator[WebhookServer]:
     await server.stop()
 
 
-def webhook_config(url: str, *, name: str = "policy", kinds: list[str] | None = None,
-                   operations: list[str] | None = None, **spec: Any) -> Document:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "AdmissionWebhook", "metadata": {"name": name},
-            "spec": {"url": url, "rules": [{"kinds": kinds or ["Site"], "operations": operations or ["*"]}], **spec}}
+def webhook_config(
+    url: str, *, name: str = "policy", kinds: list[str] | None = None, operations: list[str] | None = None, **spec: Any
+) -> Document:
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "AdmissionWebhook",
+        "metadata": {"name": name},
+        "spec": {"url": url, "rules": [{"kinds": kinds or ["Site"], "operations": operations or ["*"]}], **spec},
+    }
 
 
 async def test_an_allowing_webhook_gets_the_review_and_its_warnings_reach_the_client(
@@ -269,7 +291,11 @@ async def test_an_allowing_webhook_gets_the_review_and_its_warnings_reach_the_cl
     assert warnings_of(response) == ['admission webhook "policy": paris is full  [31msoon']
     (review,) = webhook.reviews
     assert {k: review[k] for k in ("operation", "kind", "name", "oldObject")} == {
-        "operation": "CREATE", "kind": "Site", "name": "paris", "oldObject": None}
+        "operation": "CREATE",
+        "kind": "Site",
+        "name": "paris",
+        "oldObject": None,
+    }
     assert review["object"]["metadata"]["uid"] == response.json()["metadata"]["uid"] and review["uid"]
     changed = await api.patch(f"{API}/sites/paris", json={"spec": {"capacityGbps": 80}}, headers=MERGE)
     assert changed.status_code == 200
@@ -328,6 +354,7 @@ async def test_a_webhook_dripping_its_answer_cannot_stretch_the_deadline(
 
     async def endless(_: Document) -> bytes:
         return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+
     webhook.reply, webhook.drip = endless, b" "
     started = time.monotonic()
     response = await api.post(f"{API}/sites", json=site("paris"))
@@ -353,6 +380,7 @@ async def test_a_garbage_answer_is_a_failure_not_a_crash(
 
     async def garbage(_: Document) -> bytes:
         return reply
+
     webhook.reply = garbage
     response = await api.post(f"{API}/sites", json=site("paris"))
     assert response.status_code == 503, response.text
@@ -372,9 +400,17 @@ async def test_what_is_never_sent_to_webhooks(api: httpx.AsyncClient, webhook: W
     webhook.reply = answer(allowed=False, message="no")
     status = await api.patch(f"{API}/sites/paris/status", json={"status": {"active": True}}, headers=MERGE)
     assert status.status_code == 200, "status writes are not admitted"
-    event = {"apiVersion": "edgefleet.io/v1", "kind": "Event", "metadata": {"name": "paris.1"},
-             "spec": {"involvedObject": {"kind": "Site", "name": "paris"}, "reason": "Tested",
-                      "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z"}}
+    event = {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Event",
+        "metadata": {"name": "paris.1"},
+        "spec": {
+            "involvedObject": {"kind": "Site", "name": "paris"},
+            "reason": "Tested",
+            "firstTimestamp": "2026-01-01T00:00:00Z",
+            "lastTimestamp": "2026-01-01T00:00:00Z",
+        },
+    }
     await created(api, "events", event)
     fixed = await api.put(f"{API}/admissionwebhooks/policy", json=webhook_config(webhook.url, kinds=["Node"]))
     assert fixed.status_code == 200, "a webhook never guards its own configuration"
@@ -421,8 +457,9 @@ async def hub_api(store: Store, spy: ListSpy) -> AsyncIterator[httpx.AsyncClient
     app = create_app(spy, Authenticator(store, static_tokens=static_tokens()), hub=hub)
     headers = {"Authorization": f"Bearer {ADMIN}"}
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
-                                     headers=headers) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test", headers=headers
+        ) as client:
             yield client
     finally:
         await hub.close()
@@ -442,6 +479,7 @@ async def test_with_a_hub_writes_right_after_their_dependencies_are_admitted(hub
 async def test_with_a_hub_selector_warnings_come_from_the_index(hub_api: httpx.AsyncClient, spy: ListSpy) -> None:
     await created(hub_api, "sites", site("paris"))
     await created(hub_api, "nodes", node("n1", role="web"))
+
     async def written_without_warnings() -> bool:  # once the index has caught up (within a watch event)
         response = await hub_api.put(f"{API}/workloads/web", json=workload("web", "role=web"))
         if response.status_code == 404:

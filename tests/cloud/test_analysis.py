@@ -25,12 +25,18 @@ def check(metric: str, **bounds: Any) -> MetricCheck:
     return MetricCheck.model_validate({"metric": metric, **bounds})
 
 
-START = {"u1": Sample(requests=100, server_errors=0), "u2": Sample(requests=100),
-         "b1": Sample(requests=100, server_errors=1), "b2": Sample(requests=100)}
-END = {"u1": Sample(requests=200, server_errors=10, latency_p99_ms=80.0),
-       "u2": Sample(requests=200, latency_p99_ms=40.0),
-       "b1": Sample(requests=300, server_errors=2, latency_p99_ms=20.0),
-       "b2": Sample(requests=300, latency_p99_ms=20.0)}
+START = {
+    "u1": Sample(requests=100, server_errors=0),
+    "u2": Sample(requests=100),
+    "b1": Sample(requests=100, server_errors=1),
+    "b2": Sample(requests=100),
+}
+END = {
+    "u1": Sample(requests=200, server_errors=10, latency_p99_ms=80.0),
+    "u2": Sample(requests=200, latency_p99_ms=40.0),
+    "b1": Sample(requests=300, server_errors=2, latency_p99_ms=20.0),
+    "b2": Sample(requests=300, latency_p99_ms=20.0),
+}
 
 
 def test_rates_are_over_the_window_and_the_group() -> None:
@@ -45,8 +51,9 @@ def test_max_and_max_increase_decide() -> None:
     assert verdict == Verdict(False, "errorRate of the updated nodes is 0.05, above max 0.01")
     verdict = evaluate([check("latencyP99Ms", maxIncrease=30)], START, END, ["u1", "u2"], ["b1", "b2"])
     assert verdict.passed is False and "40 above the others' 20" in verdict.message
-    verdict = evaluate([check("latencyP99Ms", maxIncrease=50), check("errorRate", max=0.1)],
-                       START, END, ["u1", "u2"], ["b1", "b2"])
+    verdict = evaluate(
+        [check("latencyP99Ms", maxIncrease=50), check("errorRate", max=0.1)], START, END, ["u1", "u2"], ["b1", "b2"]
+    )
     assert verdict.passed is True and "latencyP99Ms 60 (others 20)" in verdict.message
 
 
@@ -59,13 +66,36 @@ def test_a_quiet_canary_is_inconclusive_and_passes() -> None:
 
 async def test_an_inconclusive_window_is_watched_again_twice_then_passes(store: Store) -> None:
     """Counters reach Node.status lazily: a window without figures from the canary is extended, not trusted."""
-    workload = Workload.model_validate({
-        "metadata": {"name": "cache"}, "spec": {"template": {"command": ["x"]}, "strategy": {"analysis": {
-            "intervalSeconds": 5, "metrics": [{"metric": "errorRate", "maxIncrease": 0.01, "minRequests": 20}]}}},
-        "status": {"currentRevision": "old", "rollout": {
-            "phase": "Analyzing", "target": "new", "step": 0, "analysisStartedAt": "2026-12-01T00:00:00Z"}}})
-    node: StoredDocument = {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": "n1"},
-                            "spec": {"site": "s"}, "status": {"cache": {"requests": 5}}}
+    workload = Workload.model_validate(
+        {
+            "metadata": {"name": "cache"},
+            "spec": {
+                "template": {"command": ["x"]},
+                "strategy": {
+                    "analysis": {
+                        "intervalSeconds": 5,
+                        "metrics": [{"metric": "errorRate", "maxIncrease": 0.01, "minRequests": 20}],
+                    }
+                },
+            },
+            "status": {
+                "currentRevision": "old",
+                "rollout": {
+                    "phase": "Analyzing",
+                    "target": "new",
+                    "step": 0,
+                    "analysisStartedAt": "2026-12-01T00:00:00Z",
+                },
+            },
+        }
+    )
+    node: StoredDocument = {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Node",
+        "metadata": {"name": "n1"},
+        "spec": {"site": "s"},
+        "status": {"cache": {"requests": 5}},
+    }
     controller = WorkloadController(Registry(store), lambda _: [])
     controller._windows[("cache", "2026-12-01T00:00:00Z")] = {"n1": Sample(requests=3)}
     now = datetime(2026, 12, 1, tzinfo=UTC)
@@ -82,8 +112,12 @@ def test_counters_restart_with_a_new_revision_or_when_they_fall() -> None:
 
 
 def test_sample_of_reads_the_node_status() -> None:
-    node = {"status": {"cache": {"requests": 9, "serverErrors": 2, "upstreamErrors": 1, "latencyP99Ms": 3.5},
-                       "workloads": {"cache": {"revision": "r", "restarts": 1, "probeFailures": 4}}}}
+    node = {
+        "status": {
+            "cache": {"requests": 9, "serverErrors": 2, "upstreamErrors": 1, "latencyP99Ms": 3.5},
+            "workloads": {"cache": {"revision": "r", "restarts": 1, "probeFailures": 4}},
+        }
+    }
     assert sample_of(node, "cache") == Sample(9, 2, 1, 3.5, 1, 4, "r")
     assert sample_of({}, "cache") == Sample()
 
@@ -114,8 +148,9 @@ async def checker() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
 
 async def test_the_webhook_decides_after_the_metrics(checker: tuple[str, list[dict[str, Any]]]) -> None:
     url, received = checker
-    workload = Workload.model_validate({"metadata": {"name": "cache"}, "spec": {"template": {"command": ["x"]}},
-                                        "status": {"updateRevisionNumber": 2}})
+    workload = Workload.model_validate(
+        {"metadata": {"name": "cache"}, "spec": {"template": {"command": ["x"]}}, "status": {"updateRevisionNumber": 2}}
+    )
     now = datetime(2026, 12, 1, tzinfo=UTC)
     passed = Verdict(True, "errorRate 0")
 
@@ -124,9 +159,14 @@ async def test_the_webhook_decides_after_the_metrics(checker: tuple[str, list[di
         return await _ask_webhook(hook, workload, "rev-b", ["n1"], passed, now)
 
     assert (await ask("pass")).passed is True
-    assert json.loads(json.dumps(received[0])) == {"workload": "cache", "revision": "rev-b", "revisionNumber": 2,
-                                                  "updatedNodes": ["n1"], "metrics": "errorRate 0",
-                                                  "at": "2026-12-01T00:00:00Z"}
+    assert json.loads(json.dumps(received[0])) == {
+        "workload": "cache",
+        "revision": "rev-b",
+        "revisionNumber": 2,
+        "updatedNodes": ["n1"],
+        "metrics": "errorRate 0",
+        "at": "2026-12-01T00:00:00Z",
+    }
     assert (await ask("fail")) == Verdict(False, f"webhook {url}/fail answered 500")
     assert (await ask("slow")).passed is False
     slow_ignored = await ask("slow", "Ignore")

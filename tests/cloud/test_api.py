@@ -206,8 +206,7 @@ async def test_merge_patch(api: httpx.AsyncClient) -> None:
     stale = {"metadata": {"resourceVersion": "1"}, "spec": {"capacityGbps": 1}}
     conflict = await api.patch(f"{SITES}/paris", content=json.dumps(stale), headers=headers)
     assert conflict.status_code == 409
-    invalid = await api.patch(f"{SITES}/paris", content=json.dumps({"spec": {"capacityGbps": "lots"}}),
-                              headers=headers)
+    invalid = await api.patch(f"{SITES}/paris", content=json.dumps({"spec": {"capacityGbps": "lots"}}), headers=headers)
     assert invalid.status_code == 422
     assert "spec.capacityGbps" in invalid.text
     missing = await api.patch(f"{SITES}/gone", content="{}", headers=headers)

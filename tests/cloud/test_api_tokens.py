@@ -32,14 +32,19 @@ class Api:
         registry = Registry(store)
         self.store = store
         self.authenticator = Authenticator(store, static_tokens=static_tokens())
-        app = create_app(registry, self.authenticator, ServerSettings(max_body_bytes=MAX_BODY),
-                         identity=Identity(registry, self.authenticator))
+        app = create_app(
+            registry,
+            self.authenticator,
+            ServerSettings(max_body_bytes=MAX_BODY),
+            identity=Identity(registry, self.authenticator),
+        )
         self.transport = httpx.ASGITransport(app=app)
         self.clients: list[httpx.AsyncClient] = []
 
     def client(self, token: str = ADMIN) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(transport=self.transport, base_url="http://test",
-                                   headers={"Authorization": f"Bearer {token}"})
+        client = httpx.AsyncClient(
+            transport=self.transport, base_url="http://test", headers={"Authorization": f"Bearer {token}"}
+        )
         self.clients.append(client)
         return client
 

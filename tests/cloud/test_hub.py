@@ -17,8 +17,12 @@ async def never_authenticated(_: str | None) -> str:
 
 
 def workload(name: str) -> bytes:
-    doc = {"apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": name},
-           "spec": {"nodeSelector": "", "template": {"command": ["true"]}}}
+    doc = {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Workload",
+        "metadata": {"name": name},
+        "spec": {"nodeSelector": "", "template": {"command": ["true"]}},
+    }
     return json.dumps(doc).encode()
 
 
@@ -45,14 +49,21 @@ async def test_index_reloads_after_its_watch_is_compacted(store: Store) -> None:
 
 
 async def test_fleet_demand_sums_every_replica_and_liveness_unites_their_sessions(store: Store) -> None:
-    hub = Hub(Registry(store), hub_id="cloud-1:7440", authenticate=never_authenticated,
-              demand=lambda: {"eu": 10.0})
-    for name, hub_id, nodes, demand in [("cloud-1-7440", "cloud-1:7440", ["a"], {"eu": 9.0}),
-                                        ("cloud-2", "cloud-2", ["b", "c"], {"eu": 5.0, "us": 2.5})]:
-        hub._note_replica(f"/registry/hubs/{name}", {
-            "apiVersion": "edgefleet.io/v1", "kind": "Hub", "metadata": {"name": name},
-            "spec": {"hubId": hub_id, "url": f"http://{name}"},
-            "status": {"connections": len(nodes), "nodes": nodes, "demand": demand}})
+    hub = Hub(Registry(store), hub_id="cloud-1:7440", authenticate=never_authenticated, demand=lambda: {"eu": 10.0})
+    for name, hub_id, nodes, demand in [
+        ("cloud-1-7440", "cloud-1:7440", ["a"], {"eu": 9.0}),
+        ("cloud-2", "cloud-2", ["b", "c"], {"eu": 5.0, "us": 2.5}),
+    ]:
+        hub._note_replica(
+            f"/registry/hubs/{name}",
+            {
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "Hub",
+                "metadata": {"name": name},
+                "spec": {"hubId": hub_id, "url": f"http://{name}"},
+                "status": {"connections": len(nodes), "nodes": nodes, "demand": demand},
+            },
+        )
     assert hub.fleet_demand() == {"eu": 15.0, "us": 2.5}, "this replica counts its live figure, not its published one"
     assert hub.live_nodes() == {"a", "b", "c"}
     holder = hub.holder_of("c")

@@ -76,8 +76,9 @@ class Edge:
         token: str = response.json()["token"]
         return token
 
-    async def join(self, name: str = "par-edge-1", site: str = "par-edge", token: str | None = None,
-                   **extra: Any) -> httpx.Response:
+    async def join(
+        self, name: str = "par-edge-1", site: str = "par-edge", token: str | None = None, **extra: Any
+    ) -> httpx.Response:
         body = {"name": name, "site": site, **extra}
         return await self.client(token or await self.bootstrap_token()).post(f"{EDGE}/join", json=body)
 
@@ -112,8 +113,12 @@ async def edge(store: Store) -> AsyncIterator[Edge]:
 
 
 def node_manifest(name: str = "par-edge-1", site: str = "par-edge", **labels: str) -> StoredDocument:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-            "spec": {"site": site, "addresses": ["192.0.2.1"]}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"site": site, "addresses": ["192.0.2.1"]},
+    }
 
 
 # -- pure helpers ---------------------------------------------------------------
@@ -149,8 +154,12 @@ async def test_bootstrap_token_needs_an_admin(edge: Edge) -> None:
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"ttlSeconds": 0}, "ttlSeconds"), ({"ttlSeconds": 10**9}, "ttlSeconds"), ({"ttl": 5}, "ttl"),
-     ({"description": "x" * 300}, "description")],
+    [
+        ({"ttlSeconds": 0}, "ttlSeconds"),
+        ({"ttlSeconds": 10**9}, "ttlSeconds"),
+        ({"ttl": 5}, "ttl"),
+        ({"description": "x" * 300}, "description"),
+    ],
 )
 async def test_bad_bootstrap_token_request_is_422_with_field(edge: Edge, body: dict[str, Any], field: str) -> None:
     response = await edge.client().post(f"{EDGE}/bootstrap-tokens", json=body)
@@ -214,8 +223,12 @@ async def test_join_creates_the_node_and_a_node_credential(edge: Edge) -> None:
     body = response.json()
     assert body["node"] == "par-edge-1" and body["adopted"] is False
     node = (await edge.client().get(f"{NODES}/par-edge-1")).json()
-    assert node["spec"] == {"site": "par-edge", "addresses": ["192.0.2.7", "2001:db8::7"],
-                            "unschedulable": False, "draining": False}
+    assert node["spec"] == {
+        "site": "par-edge",
+        "addresses": ["192.0.2.7", "2001:db8::7"],
+        "unschedulable": False,
+        "draining": False,
+    }
     assert node["metadata"]["labels"] == {"tier": "edge"}
     token_id = split_token(body["credential"])[0]
     kv = await edge.store.get(TOKEN_PREFIX + token_id)
@@ -505,8 +518,11 @@ async def test_concurrent_joins_with_a_one_use_token_make_one_node(edge: Edge) -
 
 @pytest.mark.parametrize(
     ("body", "words"),
-    [({"role": "viewer", "site": "par-edge"}, "only for bootstrap tokens"),
-     ({"takeover": True}, "takeover needs name"), ({"uses": 0}, "uses")],
+    [
+        ({"role": "viewer", "site": "par-edge"}, "only for bootstrap tokens"),
+        ({"takeover": True}, "takeover needs name"),
+        ({"uses": 0}, "uses"),
+    ],
 )
 async def test_narrowing_is_for_bootstrap_tokens_only(edge: Edge, body: dict[str, Any], words: str) -> None:
     response = await edge.client().post(f"{EDGE}/bootstrap-tokens", json=body)

@@ -34,8 +34,7 @@ def test_bad_durations_show_examples(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("hostname", "name"),
-    [("Edge-01", "edge-01"), ("edge_01.PAR.example", "edge-01.par.example"), ("-web-", "web"),
-     ("a..b", "a.b")],
+    [("Edge-01", "edge-01"), ("edge_01.PAR.example", "edge-01.par.example"), ("-web-", "web"), ("a..b", "a.b")],
 )
 def test_default_node_name_from_hostname(hostname: str, name: str) -> None:
     assert default_node_name(hostname) == name
@@ -55,14 +54,24 @@ def test_labels() -> None:
 def test_node_files_round_trip_with_modes(tmp_path: Path) -> None:
     files = NodeFiles(tmp_path / "node")
     assert not files.joined()
-    files.write(servers=["http://cloud:7440", "http://cloud-2:7440"], node="edge-1", site="par",
-                credential="abcdef." + "0" * 32, insecure=True)
+    files.write(
+        servers=["http://cloud:7440", "http://cloud-2:7440"],
+        node="edge-1",
+        site="par",
+        credential="abcdef." + "0" * 32,
+        insecure=True,
+    )
     assert files.joined()
     assert stat.S_IMODE(files.credential.stat().st_mode) == 0o600
     assert stat.S_IMODE(files.root.stat().st_mode) == 0o700
     config, credential = files.read()
-    assert config == {"server": "http://cloud:7440", "servers": ["http://cloud:7440", "http://cloud-2:7440"],
-                      "node": "edge-1", "site": "par", "insecure": True}
+    assert config == {
+        "server": "http://cloud:7440",
+        "servers": ["http://cloud:7440", "http://cloud-2:7440"],
+        "node": "edge-1",
+        "site": "par",
+        "insecure": True,
+    }
     assert NodeFiles.servers_of(config) == ["http://cloud:7440", "http://cloud-2:7440"]
     assert load_identity(files.root).servers == ("http://cloud:7440", "http://cloud-2:7440")
     assert credential == "abcdef." + "0" * 32
@@ -84,7 +93,9 @@ def test_reading_a_directory_that_never_joined_says_what_to_do(tmp_path: Path) -
 
 def test_servers_repeatable_and_comma_separated() -> None:
     assert parse_servers(["https://a.example:7440/", "http://B.example:7440,https://a.example:7440", " , "]) == [
-        "https://a.example:7440", "http://b.example:7440"]
+        "https://a.example:7440",
+        "http://b.example:7440",
+    ]
     for bad in (["ftp://a.example"], ["a.example:7440"], [","], ["http://user:pw@a.example"]):
         with pytest.raises(ValueError, match="--server"):
             parse_servers(bad)

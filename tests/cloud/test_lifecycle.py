@@ -42,8 +42,15 @@ def at(seconds: float) -> datetime:
 
 @pytest.mark.parametrize(
     ("seconds", "phase"),
-    [(0, "Ready"), (39.9, "Ready"), (40, "NotReady"), (299, "NotReady"), (300, "Unknown"), (86400, "Unknown"),
-     (-5, "Ready")],  # a heartbeat from a clock slightly ahead is fresh
+    [
+        (0, "Ready"),
+        (39.9, "Ready"),
+        (40, "NotReady"),
+        (299, "NotReady"),
+        (300, "Unknown"),
+        (86400, "Unknown"),
+        (-5, "Ready"),
+    ],  # a heartbeat from a clock slightly ahead is fresh
 )
 def test_phase_follows_the_silence(seconds: float, phase: str) -> None:
     assert expected_phase(HB, at(seconds), DEFAULT).phase == phase
@@ -104,8 +111,11 @@ def test_status_patch_is_none_when_nothing_changes() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "words"),
-    [({"not_ready_after": 0}, "must be positive"), ({"period": -1}, "must be positive"),
-     ({"not_ready_after": 60, "unknown_after": 60}, "--node-unknown-after (60s) must be longer")],
+    [
+        ({"not_ready_after": 0}, "must be positive"),
+        ({"period": -1}, "must be positive"),
+        ({"not_ready_after": 60, "unknown_after": 60}, "--node-unknown-after (60s) must be longer"),
+    ],
 )
 def test_bad_thresholds_say_which_flag(kwargs: dict[str, float], words: str) -> None:
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):

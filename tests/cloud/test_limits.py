@@ -26,8 +26,9 @@ def test_a_token_bucket_lets_a_burst_through_then_paces() -> None:
 
 
 def test_a_session_budget_counts_messages_and_bytes() -> None:
-    budget = SessionBudget(SessionRates(messages_per_second=100, message_burst=2, bytes_per_second=1000,
-                                        byte_burst=1000))
+    budget = SessionBudget(
+        SessionRates(messages_per_second=100, message_burst=2, bytes_per_second=1000, byte_burst=1000)
+    )
     assert budget.charge(10, 0.0) == 0.0
     assert budget.charge(10, 0.0) == 0.0
     assert budget.charge(10, 0.0) == pytest.approx(0.01)  # the third message: over the message burst

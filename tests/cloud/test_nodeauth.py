@@ -20,8 +20,12 @@ from .test_identity import EDGE, Edge, make_edge, node_manifest
 NODES = f"{API}/nodes"
 CLUSTER_INFOS = f"{API}/clusterinfos"
 MERGE = {"Content-Type": "application/merge-patch+json"}
-CLUSTER_INFO = {"apiVersion": "edgefleet.io/v1", "kind": "ClusterInfo", "metadata": {"name": "default"},
-                "spec": {"servers": ["http://attacker.example:7440"]}}
+CLUSTER_INFO = {
+    "apiVersion": "edgefleet.io/v1",
+    "kind": "ClusterInfo",
+    "metadata": {"name": "default"},
+    "spec": {"servers": ["http://attacker.example:7440"]},
+}
 
 
 @pytest.fixture
@@ -38,8 +42,13 @@ async def fleet(store: Store) -> AsyncIterator[tuple[Edge, httpx.AsyncClient]]:
 
 
 def status_body(name: str, **status: Any) -> dict[str, Any]:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": name},
-            "spec": {"site": "par-edge"}, "status": status}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Node",
+        "metadata": {"name": name},
+        "spec": {"site": "par-edge"},
+        "status": status,
+    }
 
 
 async def test_node_reads_its_own_node(fleet: tuple[Edge, httpx.AsyncClient]) -> None:
@@ -55,8 +64,13 @@ async def test_node_cannot_write_its_status_over_rest(fleet: tuple[Edge, httpx.A
     votes; a REST write with its credential (votes dated 2099, a future heartbeat) is refused, nothing stored."""
     _, node = fleet
     before = await store.current_revision()
-    forged = {"status": {"phase": "Ready", "lastHeartbeat": "2099-01-01T00:00:00Z",
-                         "peerVotes": {"par-edge-2": {"healthy": False, "at": "2099-01-01T00:00:00Z"}}}}
+    forged = {
+        "status": {
+            "phase": "Ready",
+            "lastHeartbeat": "2099-01-01T00:00:00Z",
+            "peerVotes": {"par-edge-2": {"healthy": False, "at": "2099-01-01T00:00:00Z"}},
+        }
+    }
     patched = await node.patch(f"{NODES}/par-edge-1/status", json=forged, headers=MERGE)
     replaced = await node.put(f"{NODES}/par-edge-1/status", json=status_body("par-edge-1", **forged["status"]))
     for response in (patched, replaced):
@@ -124,10 +138,12 @@ async def test_admin_and_viewer_keep_their_rights(fleet: tuple[Edge, httpx.Async
     assert len((await viewer.get(NODES)).json()["items"]) == 2
     assert (await viewer.get(f"{NODES}/par-edge-2/status")).status_code == 200
     assert (await viewer.patch(f"{NODES}/par-edge-2/status", json={"status": {}}, headers=MERGE)).status_code == 403
-    assert (await admin.patch(f"{NODES}/par-edge-2/status", json={"status": {"hub": "h"}},
-                              headers=MERGE)).status_code == 200
-    assert (await admin.patch(f"{NODES}/par-edge-2", json={"spec": {"draining": True}},
-                              headers=MERGE)).status_code == 200
+    assert (
+        await admin.patch(f"{NODES}/par-edge-2/status", json={"status": {"hub": "h"}}, headers=MERGE)
+    ).status_code == 200
+    assert (
+        await admin.patch(f"{NODES}/par-edge-2", json={"spec": {"draining": True}}, headers=MERGE)
+    ).status_code == 200
 
 
 async def test_admins_write_the_cluster_info_and_viewers_only_read_it(fleet: tuple[Edge, httpx.AsyncClient]) -> None:

@@ -22,9 +22,13 @@ NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def task(kind: str = "Purge", uid: str = "u-1", status: dict[str, Any] | None = None) -> StoredDocument:
-    return {"apiVersion": "edgefleet.io/v1", "kind": kind,
-            "metadata": {"name": "p", "uid": uid, "resourceVersion": "9"},
-            "spec": {"domain": "shop", "urls": ["/a"]}, "status": status or {}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": kind,
+        "metadata": {"name": "p", "uid": uid, "resourceVersion": "9"},
+        "spec": {"domain": "shop", "urls": ["/a"]},
+        "status": status or {},
+    }
 
 
 def report(uid: str, state: str, message: str = "") -> dict[str, Any]:
@@ -49,9 +53,16 @@ def test_tally_counts_reports_of_this_uid_from_target_nodes_only() -> None:
 
 def test_status_patch_counts_then_completes_when_every_target_reported() -> None:
     partial = status_patch(task(), Tally(3, 2, 0), domain_exists=True, now=NOW)
-    assert partial == {"metadata": {"resourceVersion": "9"}, "status": {
-        "targetNodes": 3, "completedNodes": 2, "failedNodes": 0, "message": "waiting for 1 node(s)",
-        "completedAt": None}}
+    assert partial == {
+        "metadata": {"resourceVersion": "9"},
+        "status": {
+            "targetNodes": 3,
+            "completedNodes": 2,
+            "failedNodes": 0,
+            "message": "waiting for 1 node(s)",
+            "completedAt": None,
+        },
+    }
     done = status_patch(task(status=partial["status"]), Tally(3, 3, 0), domain_exists=True, now=NOW)
     assert done is not None and done["status"]["completedAt"] == "2026-05-01T12:00:00Z"
     assert done["status"]["message"] is None, "the waiting message is removed"
@@ -81,14 +92,21 @@ def test_missing_domain_stays_open_and_unserved_domain_completes_empty() -> None
 
 
 def domain(name: str, sites: str) -> StoredDocument:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": name},
-            "spec": {"hostnames": [f"www.{name}.example"], "origins": [{"url": "http://127.0.0.1:8080"}],
-                     "sites": sites}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Domain",
+        "metadata": {"name": name},
+        "spec": {"hostnames": [f"www.{name}.example"], "origins": [{"url": "http://127.0.0.1:8080"}], "sites": sites},
+    }
 
 
 def purge(name: str, domain_name: str) -> StoredDocument:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Purge", "metadata": {"name": name},
-            "spec": {"domain": domain_name, "tags": ["t"]}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Purge",
+        "metadata": {"name": name},
+        "spec": {"domain": domain_name, "tags": ["t"]},
+    }
 
 
 async def hub_index(store: Store) -> FleetIndex:
@@ -101,8 +119,7 @@ async def hub_index(store: Store) -> FleetIndex:
 
 async def agent_reports(registry: Registry, node: str, uid: str, state: str) -> None:
     """What the hub writes from an agent's status report."""
-    await registry.patch(NODES, node, {"status": {"purges": [{"name": "p1", "uid": uid, "state": state}]}},
-                         status=True)
+    await registry.patch(NODES, node, {"status": {"purges": [{"name": "p1", "uid": uid, "state": state}]}}, status=True)
 
 
 async def test_controller_counts_nodes_of_serving_sites_and_completes(store: Store) -> None:

@@ -40,7 +40,9 @@ async def test_a_watch_yields_typed_events_then_bookmarks_when_idle(tmp_path: Pa
 
 def test_a_bookmark_document_carries_only_the_revision() -> None:
     assert bookmark_document(SITES, 42) == {
-        "apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"resourceVersion": "42"},
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Site",
+        "metadata": {"resourceVersion": "42"},
     }
 
 
@@ -60,18 +62,26 @@ class Recorded:
 
 
 def paris(revision: int) -> StoredDocument:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Site",
-            "metadata": {"name": "paris", "resourceVersion": str(revision)}, "spec": {"region": "eu-west"}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Site",
+        "metadata": {"name": "paris", "resourceVersion": str(revision)},
+        "spec": {"region": "eu-west"},
+    }
 
 
 async def lines(items: list[WatchEvent | Bookmark], *, bookmarks: bool) -> tuple[list[tuple[str, str]], bool]:
     """(type, object name or resourceVersion) of each line the server writes, and whether the watch was closed."""
     recorded = Recorded(items)
     initial = [paris(3)]
-    out = [json.loads(line) async for line in _watch_lines(ApiMetrics(), SITES, initial, recorded.stream(), 60,
-                                                            bookmarks, lambda doc: doc)]
-    summary = [(line["type"], line["object"]["metadata"].get("name") or line["object"]["metadata"]["resourceVersion"])
-               for line in out]
+    out = [
+        json.loads(line)
+        async for line in _watch_lines(ApiMetrics(), SITES, initial, recorded.stream(), 60, bookmarks, lambda doc: doc)
+    ]
+    summary = [
+        (line["type"], line["object"]["metadata"].get("name") or line["object"]["metadata"]["resourceVersion"])
+        for line in out
+    ]
     return summary, recorded.closed
 
 

@@ -23,10 +23,14 @@ NUMBERS = {OLD: 1, NEW: 2, OTHER: 3}
 
 
 def workload(strategy: dict[str, Any] | None = None, **spec: Any) -> Workload:
-    return Workload.model_validate({
-        "apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "cache"},
-        "spec": {"template": {"command": ["x"]}, "strategy": strategy or {"drain": {"enabled": False}}, **spec},
-    })
+    return Workload.model_validate(
+        {
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "Workload",
+            "metadata": {"name": "cache"},
+            "spec": {"template": {"command": ["x"]}, "strategy": strategy or {"drain": {"enabled": False}}, **spec},
+        }
+    )
 
 
 @dataclass
@@ -52,15 +56,22 @@ class Sim:
         return [f"s{s}-n{n}" for s in range(self.sites) for n in range(self.per_site)]
 
     def facts(self) -> list[NodeFacts]:
-        return [NodeFacts(name=name, site=name.split("-")[0], labels={"edgefleet.io/node": name,
-                                                                      "edgefleet.io/site": name.split("-")[0]},
-                          ready=self.ready[name], running=self.running[name],
-                          instance_ready=self.running[name] not in self.bad)
-                for name in self.names()]
+        return [
+            NodeFacts(
+                name=name,
+                site=name.split("-")[0],
+                labels={"edgefleet.io/node": name, "edgefleet.io/site": name.split("-")[0]},
+                ready=self.ready[name],
+                running=self.running[name],
+                instance_ready=self.running[name] not in self.bad,
+            )
+            for name in self.names()
+        ]
 
     def round(self, update: str = NEW, verdict: Verdict | None = None, seconds: float = 1.0) -> None:
-        decision = plan(RolloutInput("cache", 1, self.spec.spec, self.status, update, NUMBERS, self.facts(),
-                                     self.now, verdict))
+        decision = plan(
+            RolloutInput("cache", 1, self.spec.spec, self.status, update, NUMBERS, self.facts(), self.now, verdict)
+        )
         self.status = decision.status
         self.timeline.append(decision.status.model_copy(deep=True))
         self.drained.append(decision.drained)
@@ -149,8 +160,11 @@ def test_canary_with_a_bad_revision_rolls_back_only_the_canary() -> None:
 
 
 def test_analysis_failure_rolls_back() -> None:
-    strategy = {"drain": {"enabled": False}, "steps": [{"nodes": 2}],
-                "analysis": {"intervalSeconds": 3, "metrics": [{"metric": "errorRate", "max": 0.01}]}}
+    strategy = {
+        "drain": {"enabled": False},
+        "steps": [{"nodes": 2}],
+        "analysis": {"intervalSeconds": 3, "metrics": [{"metric": "errorRate", "max": 0.01}]},
+    }
     sim = Sim(workload(strategy))
     for _ in range(10):
         due = analysis_due(sim.spec.spec, sim.status, sim.now)
@@ -161,8 +175,12 @@ def test_analysis_failure_rolls_back() -> None:
 
 
 def test_analysis_pass_moves_on() -> None:
-    strategy = {"drain": {"enabled": False}, "steps": [{"nodes": 2}], "maxUnavailable": "100%",
-                "analysis": {"intervalSeconds": 3, "metrics": [{"metric": "errorRate", "max": 0.01}]}}
+    strategy = {
+        "drain": {"enabled": False},
+        "steps": [{"nodes": 2}],
+        "maxUnavailable": "100%",
+        "analysis": {"intervalSeconds": 3, "metrics": [{"metric": "errorRate", "max": 0.01}]},
+    }
     sim = Sim(workload(strategy))
     phases = []
     for _ in range(20):
@@ -211,8 +229,10 @@ def test_a_rollout_completes_without_a_node_that_stays_away() -> None:
 
 
 def test_pins_hold_through_a_rollout_and_unpinning_moves() -> None:
-    spec = workload({"drain": {"enabled": False}, "maxUnavailable": "100%"},
-                    pins=[{"selector": "edgefleet.io/node=s1-n1", "revision": 1}])
+    spec = workload(
+        {"drain": {"enabled": False}, "maxUnavailable": "100%"},
+        pins=[{"selector": "edgefleet.io/node=s1-n1", "revision": 1}],
+    )
     sim = Sim(spec)
     sim.run(12)
     assert sim.running["s1-n1"] == OLD and sim.status.current_revision == NEW

@@ -43,9 +43,16 @@ THRESHOLDS = {"activateAbove": 50, "deactivateBelow": 10, "forSeconds": 60, "dra
 
 def site(name: str = "ams-edge", *, always_on: bool = False, region: str = "eu-west", **status: Any) -> Doc:
     doc: Doc = {
-        "apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": name, "generation": 1},
-        "spec": {"region": region, "location": {"lat": 52.37, "lon": 4.9, "country": "NL"},
-                 "capacityGbps": 10, "alwaysOn": always_on, "activation": dict(THRESHOLDS)},
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Site",
+        "metadata": {"name": name, "generation": 1},
+        "spec": {
+            "region": region,
+            "location": {"lat": 52.37, "lon": 4.9, "country": "NL"},
+            "capacityGbps": 10,
+            "alwaysOn": always_on,
+            "activation": dict(THRESHOLDS),
+        },
         "status": status,
     }
     return doc
@@ -70,7 +77,8 @@ def test_activation_thresholds_must_be_apart() -> None:
     with pytest.raises(ValidationFailed) as info:
         parse(doc)
     assert [str(e) for e in info.value.errors] == [
-        "spec.activation.deactivateBelow: must be less than activateAbove (10), or the site would flap"]
+        "spec.activation.deactivateBelow: must be less than activateAbove (10), or the site would flap"
+    ]
 
 
 def test_activation_is_optional_with_defaults_and_phase_is_typed() -> None:
@@ -177,8 +185,11 @@ async def events_of(registry: Registry, name: str) -> list[tuple[str, str]]:
 
 
 async def test_the_controller_walks_a_site_through_its_phases_and_records_events(registry: Registry) -> None:
-    for doc in (site("ams-edge"), site("par-edge", always_on=True, region="eu-west"),
-                site("nyc-edge", region="us-east")):
+    for doc in (
+        site("ams-edge"),
+        site("par-edge", always_on=True, region="eu-west"),
+        site("nyc-edge", region="us-east"),
+    ):
         await registry.create(SITES, doc)
     demand = {"eu-west": 0.0, "us-east": 80.0}
     clock = Clock()
@@ -268,14 +279,20 @@ async def test_the_loop_runs_until_cancelled(registry: Registry) -> None:
 
 async def test_record_names_the_event_after_its_object(registry: Registry) -> None:
     now = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
-    first = await events.record(registry, "Site", "ams-edge", "SiteDraining", "low demand", "Warning",
-                                source="tests", now=now)
+    first = await events.record(
+        registry, "Site", "ams-edge", "SiteDraining", "low demand", "Warning", source="tests", now=now
+    )
     second = await events.record(registry, "Site", "ams-edge", "SiteDraining", "low demand", now=now)
     assert first["metadata"]["name"].startswith("ams-edge.") and first["metadata"]["name"] != second["metadata"]["name"]
     assert first["spec"] == {
-        "involvedObject": {"kind": "Site", "name": "ams-edge"}, "reason": "SiteDraining", "message": "low demand",
-        "type": "Warning", "count": 1, "firstTimestamp": "2026-01-01T10:00:00Z",
-        "lastTimestamp": "2026-01-01T10:00:00Z", "source": "tests",
+        "involvedObject": {"kind": "Site", "name": "ams-edge"},
+        "reason": "SiteDraining",
+        "message": "low demand",
+        "type": "Warning",
+        "count": 1,
+        "firstTimestamp": "2026-01-01T10:00:00Z",
+        "lastTimestamp": "2026-01-01T10:00:00Z",
+        "source": "tests",
     }
     with pytest.raises(ValidationFailed, match="CamelCase"):
         await events.record(registry, "Site", "ams-edge", "not camel", "x")
@@ -284,8 +301,9 @@ async def test_record_names_the_event_after_its_object(registry: Registry) -> No
 def test_event_names_fit_and_long_messages_are_cut() -> None:
     name = events.event_name("a" * 253, "0123456789ab")
     assert len(name) == 253 and name.endswith(".0123456789ab")
-    doc = events.event_document("Site", "x", "Why", "m" * 5000, type="Normal", source="s",
-                                now=datetime(2026, 1, 1, tzinfo=UTC))
+    doc = events.event_document(
+        "Site", "x", "Why", "m" * 5000, type="Normal", source="s", now=datetime(2026, 1, 1, tzinfo=UTC)
+    )
     assert parse(doc).spec.message.endswith("...")
 
 

@@ -11,8 +11,10 @@ WALL = "2026-12-07T00:00:00Z"
 
 
 def writes(intervals: Intervals | None = None) -> StatusWrites:
-    return StatusWrites(intervals or Intervals(min_interval=1, lazy_interval=30, lazy_writes_per_second=50,
-                                               refresh_interval=300), rng=random.Random(1))
+    return StatusWrites(
+        intervals or Intervals(min_interval=1, lazy_interval=30, lazy_writes_per_second=50, refresh_interval=300),
+        rng=random.Random(1),
+    )
 
 
 def report(w: StatusWrites, status: dict[str, object], now: float, wall: str = WALL) -> None:
@@ -58,8 +60,19 @@ def test_new_synced_revisions_ride_along_and_never_cause_a_write() -> None:
 
 def test_hub_owned_fields_are_dropped() -> None:
     w = writes()
-    report(w, {"agentVersion": "1", "lastHeartbeat": "2099-01-01T00:00:00Z", "phase": "Ready", "hub": "x",
-               "syncedRevision": 99, "syncedEpoch": "forged", "drains": {"x": "2099-01-01T00:00:00Z"}}, 0)
+    report(
+        w,
+        {
+            "agentVersion": "1",
+            "lastHeartbeat": "2099-01-01T00:00:00Z",
+            "phase": "Ready",
+            "hub": "x",
+            "syncedRevision": 99,
+            "syncedEpoch": "forged",
+            "drains": {"x": "2099-01-01T00:00:00Z"},
+        },
+        0,
+    )
     assert w.due(2)[0].status == {"agentVersion": "1"}
 
 

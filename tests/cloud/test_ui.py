@@ -51,11 +51,14 @@ async def test_the_page_is_served_without_a_token(anonymous: httpx.AsyncClient, 
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-@pytest.mark.parametrize(("name", "media_type"), [
-    ("app.js", "text/javascript; charset=utf-8"),
-    ("world.js", "text/javascript; charset=utf-8"),
-    ("style.css", "text/css; charset=utf-8"),
-])
+@pytest.mark.parametrize(
+    ("name", "media_type"),
+    [
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("world.js", "text/javascript; charset=utf-8"),
+        ("style.css", "text/css; charset=utf-8"),
+    ],
+)
 async def test_parts_are_served_with_their_media_type(anonymous: httpx.AsyncClient, name: str, media_type: str) -> None:
     response = await anonymous.get(f"/ui/{name}")
     assert response.status_code == 200
@@ -112,8 +115,9 @@ def run_node(script: str) -> Any:
     """Runs an ES module script that may import from ``UI`` and prints one JSON document."""
     node = require_node()
     prelude = f"const UI = {json.dumps(ui.UI_DIR.as_uri())};\n"
-    result = subprocess.run([node, "--input-type=module", "-e", prelude + script],
-                            capture_output=True, text=True, timeout=20, check=False)
+    result = subprocess.run(
+        [node, "--input-type=module", "-e", prelude + script], capture_output=True, text=True, timeout=20, check=False
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -144,8 +148,14 @@ console.log(JSON.stringify({
 def test_site_health_follows_node_phases_fitness_and_activity() -> None:
     result = run_node(HEALTH_SCRIPT)
     assert result == {
-        "allFit": "healthy", "oneNotReady": "degraded", "oneDraining": "degraded", "workloadNotReady": "degraded",
-        "votedDown": "degraded", "noneReady": "down", "noNodes": "down", "inactive": "inactive",
+        "allFit": "healthy",
+        "oneNotReady": "degraded",
+        "oneDraining": "degraded",
+        "workloadNotReady": "degraded",
+        "votedDown": "degraded",
+        "noneReady": "down",
+        "noNodes": "down",
+        "inactive": "inactive",
         "counts": {"health": "degraded", "total": 3, "ready": 2, "fit": 1},
     }
 
@@ -276,8 +286,10 @@ console.log(JSON.stringify({ urls, seen, states, objects: [...watch.objects.keys
 
 def test_the_watch_resumes_from_its_revision_and_relists_when_it_is_gone() -> None:
     result = run_node(WATCH_SCRIPT)
-    watch_from = [re.search(r"resourceVersion=(\d+)", u).group(1) if "watch=true" in u else "list"  # type: ignore[union-attr]
-                  for u in result["urls"]]
+    watch_from = [
+        re.search(r"resourceVersion=(\d+)", u).group(1) if "watch=true" in u else "list"  # type: ignore[union-attr]
+        for u in result["urls"]
+    ]
     assert watch_from == ["list", "5", "list", "9", "13", "list", "20"]
     assert result["seen"] == ["a", "b,c", "b,c", "b,c,d", "b,d", "e"]
     assert result["objects"] == ["e"]

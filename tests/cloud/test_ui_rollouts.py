@@ -88,22 +88,66 @@ def test_nodes_show_the_revision_they_run_and_the_rollout_drains(result: Any) ->
 
 def test_a_workload_row_says_where_its_rollout_is(result: Any) -> None:
     rolling = result["rolling"]
-    assert {k: rolling[k] for k in ("current", "update", "changing", "phase", "active", "stepText", "updated",
-                                    "desired", "available", "ratio", "paused", "message", "waiting")} == {
-        "current": "2", "update": "3", "changing": True, "phase": "Paused", "active": True,
-        "stepText": "step 2/3: pause until resumed", "updated": 1, "desired": 4, "available": 2, "ratio": 0.25,
-        "paused": True, "message": "paused at step 2", "waiting": ["ams-2"]}
+    assert {
+        k: rolling[k]
+        for k in (
+            "current",
+            "update",
+            "changing",
+            "phase",
+            "active",
+            "stepText",
+            "updated",
+            "desired",
+            "available",
+            "ratio",
+            "paused",
+            "message",
+            "waiting",
+        )
+    } == {
+        "current": "2",
+        "update": "3",
+        "changing": True,
+        "phase": "Paused",
+        "active": True,
+        "stepText": "step 2/3: pause until resumed",
+        "updated": 1,
+        "desired": 4,
+        "available": 2,
+        "ratio": 0.25,
+        "paused": True,
+        "message": "paused at step 2",
+        "waiting": ["ams-2"],
+    }
     assert rolling["sites"] == [
         {"name": "ams", "desired": 2, "updated": 0, "ready": 1, "available": 1, "unavailable": 1, "inFlight": []},
-        {"name": "par", "desired": 2, "updated": 1, "ready": 2, "available": 1, "unavailable": 1,
-         "inFlight": [{"node": "par-1", "phase": "Settling", "since": "2026-01-01T00:00:00Z"}]},
+        {
+            "name": "par",
+            "desired": 2,
+            "updated": 1,
+            "ready": 2,
+            "available": 1,
+            "unavailable": 1,
+            "inFlight": [{"node": "par-1", "phase": "Settling", "since": "2026-01-01T00:00:00Z"}],
+        },
     ]
     done = result["done"]
     assert (done["current"], done["update"], done["changing"], done["phase"], done["active"]) == (
-        "5", "5", False, "Completed", False)
+        "5",
+        "5",
+        False,
+        "Completed",
+        False,
+    )
     assert done["stepText"] == "" and done["sites"] == [] and done["waiting"] == [] and done["ratio"] == 1
     fresh = result["fresh"]
     assert (fresh["current"], fresh["phase"], fresh["desired"], fresh["ratio"]) == ("—", None, None, None)
-    assert result["steps"] == ["2 nodes", "25% of the nodes", "nodes matching tier=canary", "pause 60s",
-                               "pause until resumed"]
+    assert result["steps"] == [
+        "2 nodes",
+        "25% of the nodes",
+        "nodes matching tier=canary",
+        "pause 60s",
+        "pause until resumed",
+    ]
     assert result["labels"] == ["3", "01234567", "—"]

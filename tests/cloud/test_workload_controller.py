@@ -30,16 +30,21 @@ class Clock:
 
 
 def workload(args: list[str], **spec: Any) -> StoredDocument:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "web"},
-            "spec": {"template": {"command": ["serve"], "args": args}, **spec}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Workload",
+        "metadata": {"name": "web"},
+        "spec": {"template": {"command": ["serve"], "args": args}, **spec},
+    }
 
 
 async def index_documents(store: Store, plural: str) -> list[StoredDocument]:
     listing = await store.list("/registry/")
     index = FleetIndex()
     index.load([(kv.key, kv.mod_revision, json.loads(kv.value)) for kv in listing.items], listing.revision)
-    return [{**doc, "metadata": {**doc["metadata"], "resourceVersion": str(rev)}}
-            for rev, doc in index.documents(plural)]
+    return [
+        {**doc, "metadata": {**doc["metadata"], "resourceVersion": str(rev)}} for rev, doc in index.documents(plural)
+    ]
 
 
 class Fleet:
@@ -64,8 +69,17 @@ class Fleet:
         status = doc.get("status") or {}
         for name in ("a1", "a2"):
             revision = (status.get("nodeRevisions") or {}).get(name, status.get("currentRevision"))
-            await self.registry.patch(NODES, name, {"status": {"phase": "Ready", "workloads": {
-                "web": {"revision": revision, "ready": True, "state": "Running"}}}}, status=True)
+            await self.registry.patch(
+                NODES,
+                name,
+                {
+                    "status": {
+                        "phase": "Ready",
+                        "workloads": {"web": {"revision": revision, "ready": True, "state": "Running"}},
+                    }
+                },
+                status=True,
+            )
 
     async def status(self) -> dict[str, Any]:
         return (await self.registry.get(WORKLOADS, "web")).get("status") or {}

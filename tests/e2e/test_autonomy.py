@@ -105,8 +105,11 @@ def test_cloud_killed_workloads_keep_running_and_crashes_restart(fleet: Fleet) -
         # a workload crash with the cloud down: the agent restarts it from local state
         crashed = fleet.agents["par-1"]
         os.killpg(before["par-1"]["web-par-1"], signal.SIGKILL)
-        wait_until(lambda: crashed.workload_pids().get("web-par-1") not in (None, before["par-1"]["web-par-1"]),
-                   20, what="the crashed workload restarted")
+        wait_until(
+            lambda: crashed.workload_pids().get("web-par-1") not in (None, before["par-1"]["web-par-1"]),
+            20,
+            what="the crashed workload restarted",
+        )
         wait_until(lambda: all_serving(fleet), 20, what="serving again after the crash")
     finally:
         fleet.cloud.start()
@@ -126,8 +129,11 @@ def test_host_reboot_with_cloud_down_brings_workloads_back(fleet: Fleet) -> None
         with pytest.raises(httpx.HTTPError):
             httpx.get(fleet.workload_url("web-ams-1"), timeout=1)
         agent.start()
-        wait_until(lambda: httpx.get(fleet.workload_url("web-ams-1"), timeout=2).status_code == 200, 30,
-                   what="the workload back from local state alone")
+        wait_until(
+            lambda: httpx.get(fleet.workload_url("web-ams-1"), timeout=2).status_code == 200,
+            30,
+            what="the workload back from local state alone",
+        )
         with RequestLoop(urls(fleet), max_seconds=10) as loop:
             hold(2)  # serving from local state alone
         assert_no_failures(loop)
@@ -153,18 +159,27 @@ def test_changes_while_disconnected_arrive_and_only_changed_workloads_restart(fl
     try:
         fleet.add_http_workload("par-1", marker="v2")  # changed spec: must restart
         with fleet.api() as api:
-            extra = {"apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "temp"},
-                     "spec": {"nodeSelector": "edgefleet.io/node=par-2",
-                              "template": {"command": ["sleep", "600"]}}}
+            extra = {
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "Workload",
+                "metadata": {"name": "temp"},
+                "spec": {"nodeSelector": "edgefleet.io/node=par-2", "template": {"command": ["sleep", "600"]}},
+            }
             assert api.post(f"{API}/workloads", json=extra).status_code == 201
-            replace_object(api, f"{API}/workloads/temp",
-                           lambda current: current["spec"]["template"].update(command=["sleep", "700"]))
+            replace_object(
+                api,
+                f"{API}/workloads/temp",
+                lambda current: current["spec"]["template"].update(command=["sleep", "700"]),
+            )
             assert api.delete(f"{API}/workloads/temp").status_code == 200
     finally:
         fleet.proxy.set_mode("pass")
     reconnected(fleet)
-    wait_until(lambda: httpx.get(fleet.workload_url("web-par-1"), timeout=2).text.strip() == "web-par-1 v2", 30,
-               what="the changed workload to serve v2")
+    wait_until(
+        lambda: httpx.get(fleet.workload_url("web-par-1"), timeout=2).text.strip() == "web-par-1 v2",
+        30,
+        what="the changed workload to serve v2",
+    )
     after = pids(fleet)
     assert after["par-1"]["web-par-1"] != before["par-1"]["web-par-1"]
     assert after["par-2"] == before["par-2"], "created-updated-deleted while away: nothing to run"
@@ -181,8 +196,11 @@ def test_reconnect_after_changes_to_other_nodes_receives_nothing(fleet: Fleet) -
             for i in range(1000):
                 # Merge patches, not read-modify-write PUTs: the workload controller writes the status meanwhile
                 # (nodes go NotReady while the link is cut), which moves the resourceVersion.
-                response = api.patch(f"{API}/workloads/web-par-2", json={"metadata": {"annotations": {"bump": str(i)}}},
-                                     headers={"Content-Type": "application/merge-patch+json"})
+                response = api.patch(
+                    f"{API}/workloads/web-par-2",
+                    json={"metadata": {"annotations": {"bump": str(i)}}},
+                    headers={"Content-Type": "application/merge-patch+json"},
+                )
                 assert response.status_code == 200, response.text
     finally:
         fleet.proxy.set_mode("pass")
@@ -194,8 +212,12 @@ def test_reconnect_after_changes_to_other_nodes_receives_nothing(fleet: Fleet) -
 def test_reconnect_with_nothing_changed_is_small_on_the_wire(fleet: Fleet) -> None:
     with fleet.api() as api:
         for i in range(200):
-            doc = {"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": f"d{i}"},
-                   "spec": {"hostnames": [f"d{i}.example.com"], "origins": [{"url": "http://127.0.0.1:9/"}]}}
+            doc = {
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "Domain",
+                "metadata": {"name": f"d{i}"},
+                "spec": {"hostnames": [f"d{i}.example.com"], "origins": [{"url": "http://127.0.0.1:9/"}]},
+            }
             assert api.post(f"{API}/domains", json=doc).status_code == 201
     agent = fleet.agents["ams-1"]
     wait_until(lambda: agent.status()["objects"] >= 200, 30, what="200 domains in the node's view")
@@ -215,6 +237,8 @@ def test_reconnect_with_nothing_changed_is_small_on_the_wire(fleet: Fleet) -> No
         for other in others:
             other.start()
     total = counters.to_upstream + counters.to_client
-    print(f"reconnect with nothing changed, 200+ objects held: {total} bytes "
-          f"({counters.to_upstream} up, {counters.to_client} down, {counters.connections} connection(s))")
+    print(
+        f"reconnect with nothing changed, 200+ objects held: {total} bytes "
+        f"({counters.to_upstream} up, {counters.to_client} down, {counters.connections} connection(s))"
+    )
     assert total <= 2048, f"{total} bytes"

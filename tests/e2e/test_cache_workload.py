@@ -31,8 +31,12 @@ PATH = "/bytes/1024/x"
 
 
 def domain_doc(origin: str, *hostnames: str) -> dict[str, Any]:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": "shop"},
-            "spec": {"hostnames": list(hostnames), "origins": [{"url": origin}]}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Domain",
+        "metadata": {"name": "shop"},
+        "spec": {"hostnames": list(hostnames), "origins": [{"url": origin}]},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +78,11 @@ def test_a_request_through_node_1_misses_then_hits(world: tuple[Fleet, OriginPro
     assert second.headers["X-Cache"].startswith("HIT"), second.headers
     assert second.content == first.content
     assert origin.count(PATH) == 1, "one origin fetch for the site"
-    wait_until(lambda: (fleet.node("c1")["status"].get("cache") or {}).get("requests", 0) >= 2, 20,
-               what="cache stats in Node.status.cache")
+    wait_until(
+        lambda: (fleet.node("c1")["status"].get("cache") or {}).get("requests", 0) >= 2,
+        20,
+        what="cache stats in Node.status.cache",
+    )
 
 
 def test_a_domain_change_reaches_the_caches_without_a_restart(world: tuple[Fleet, OriginProcess, int]) -> None:
@@ -108,8 +115,11 @@ def test_a_purge_from_the_cloud_empties_the_caches_and_completes(world: tuple[Fl
     after = get(http_port)
     assert after.headers["X-Cache"].startswith("MISS"), after.headers
     assert origin.count(PATH) == fetched + 1
-    wait_until(lambda: not any(r["name"] == name for r in fleet.node("c2")["status"].get("purges") or []), 20,
-               what="the completed purge to leave the node's view and report")
+    wait_until(
+        lambda: not any(r["name"] == name for r in fleet.node("c2")["status"].get("purges") or []),
+        20,
+        what="the completed purge to leave the node's view and report",
+    )
     # Done once: restarting an agent does not purge again.
     agent = fleet.agents["c1"]
     agent.stop()

@@ -29,12 +29,20 @@ spec:
 """
 
 
-def run(cloud: CloudProcess, tmp_path: Path, *args: str, token: str | None = None,
-        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EDGEFLEET_SERVER": cloud.url, "EDGEFLEET_TOKEN": token or cloud.token,
-           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), "COLUMNS": "200", **cloud.cli_env}
-    return subprocess.run([EDGEFLEET, *args], capture_output=True, text=True, env=env,
-                          input=stdin, timeout=60, check=False)
+def run(
+    cloud: CloudProcess, tmp_path: Path, *args: str, token: str | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "EDGEFLEET_SERVER": cloud.url,
+        "EDGEFLEET_TOKEN": token or cloud.token,
+        "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"),
+        "COLUMNS": "200",
+        **cloud.cli_env,
+    }
+    return subprocess.run(
+        [EDGEFLEET, *args], capture_output=True, text=True, env=env, input=stdin, timeout=60, check=False
+    )
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -66,12 +74,16 @@ def test_apply_examples_then_get_describe_delete(cloud: CloudProcess, tmp_path: 
 
 def test_apply_reports_created_configured_unchanged(cloud: CloudProcess, tmp_path: Path) -> None:
     manifest = tmp_path / "site.yaml"
-    manifest.write_text(SITE.format(name="paris", env="prod", capacity=10) + "---\n"
-                        + SITE.format(name="lyon", env="dev", capacity=5))
+    manifest.write_text(
+        SITE.format(name="paris", env="prod", capacity=10) + "---\n" + SITE.format(name="lyon", env="dev", capacity=5)
+    )
     assert ok(run(cloud, tmp_path, "apply", "-f", str(manifest))).split("\n")[:2] == [
-        "site/paris created", "site/lyon created"]
-    manifest.write_text(SITE.format(name="paris", env="prod", capacity=20) + "---\n"
-                        + SITE.format(name="lyon", env="dev", capacity=5))
+        "site/paris created",
+        "site/lyon created",
+    ]
+    manifest.write_text(
+        SITE.format(name="paris", env="prod", capacity=20) + "---\n" + SITE.format(name="lyon", env="dev", capacity=5)
+    )
     out = ok(run(cloud, tmp_path, "apply", "-f", str(manifest)))
     assert "site/paris configured" in out and "site/lyon unchanged" in out
     from_stdin = ok(run(cloud, tmp_path, "apply", "-f", "-", stdin=SITE.format(name="nice", env="x", capacity=1)))
@@ -90,8 +102,10 @@ def sites_json(cloud: CloudProcess, tmp_path: Path) -> list[dict[str, Any]]:
     [
         ("kind: Site\n  bad: [indent", "invalid YAML at line"),
         ("apiVersion: edgefleet.io/v1\nkind: Gadget\nmetadata: {name: x}\nspec: {}\n", "unknown kind 'Gadget'"),
-        (SITE.format(name="x", env="a", capacity=1).replace("tier: edge", "tier: edge\n  colour: red"),
-         "spec.colour: unknown field"),
+        (
+            SITE.format(name="x", env="a", capacity=1).replace("tier: edge", "tier: edge\n  colour: red"),
+            "spec.colour: unknown field",
+        ),
         (SITE.format(name="x", env="a", capacity="'lots'"), "spec.capacityGbps"),
         (SITE.format(name="x" * 254, env="a", capacity=1), "metadata.name"),
     ],
@@ -120,8 +134,14 @@ def test_wrong_token_and_viewer_errors(cloud: CloudProcess, tmp_path: Path) -> N
 
 def test_unreachable_server_says_what_to_do(cloud: CloudProcess, tmp_path: Path) -> None:
     env = {**os.environ, "EDGEFLEET_CONFIG": str(tmp_path / "c.yaml"), **cloud.cli_env}
-    result = subprocess.run([EDGEFLEET, "get", "sites", "--server", "http://127.0.0.1:1", "--token", cloud.token],
-                            capture_output=True, text=True, env=env, timeout=30, check=False)
+    result = subprocess.run(
+        [EDGEFLEET, "get", "sites", "--server", "http://127.0.0.1:1", "--token", cloud.token],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 1
     assert "cannot reach the edgefleet server at http://127.0.0.1:1" in result.stderr
     assert "--server" in result.stderr
@@ -135,8 +155,12 @@ def test_contexts(cloud: CloudProcess, tmp_path: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([EDGEFLEET, *args], capture_output=True, text=True, env=env, timeout=30, check=False)
 
-    assert cli("config", "set-context", "lab", "--server", cloud.url, "--token", cloud.token, "--use",
-               "--insecure").returncode == 0
+    assert (
+        cli(
+            "config", "set-context", "lab", "--server", cloud.url, "--token", cloud.token, "--use", "--insecure"
+        ).returncode
+        == 0
+    )
     assert oct((tmp_path / "config.yaml").stat().st_mode & 0o777) == "0o600"
     assert "No sites found" in cli("get", "sites").stdout
     assert "REDACTED" in cli("config", "view").stdout and cloud.token not in cli("config", "view").stdout

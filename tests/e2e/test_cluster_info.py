@@ -49,8 +49,23 @@ def test_joined_servers_then_the_cluster_info_list(fleet: tuple[Fleet, FaultProx
 
     token = fleet_.cli("token", "create", "--ttl", "1h").stdout.strip().split()[-1]
     data_dir = tmp_path / "edge-1"
-    joined = fleet_.cli("edge", "join", "--server", dead, "--server", via_a + "/", "--token", token,
-                        "--site", "par-edge", "--name", "edge-1", "--data-dir", str(data_dir), "--insecure")
+    joined = fleet_.cli(
+        "edge",
+        "join",
+        "--server",
+        dead,
+        "--server",
+        via_a + "/",
+        "--token",
+        token,
+        "--site",
+        "par-edge",
+        "--name",
+        "edge-1",
+        "--data-dir",
+        str(data_dir),
+        "--insecure",
+    )
     assert "joined as node/edge-1" in joined.stdout
     assert dead in joined.stderr, "the unreachable server is reported, then skipped"
     config = yaml.safe_load((data_dir / "node.yaml").read_text())
@@ -62,8 +77,12 @@ def test_joined_servers_then_the_cluster_info_list(fleet: tuple[Fleet, FaultProx
     status = agent.status()
     assert status["servers"] == [dead, via_a] and status["server"] == via_a
 
-    cluster_info = {"apiVersion": "edgefleet.io/v1", "kind": "ClusterInfo", "metadata": {"name": "default"},
-                    "spec": {"servers": [via_b + "/"]}}
+    cluster_info = {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "ClusterInfo",
+        "metadata": {"name": "default"},
+        "spec": {"servers": [via_b + "/"]},
+    }
     with fleet_.api() as api:
         created = api.post(f"{API}/clusterinfos", json=cluster_info)
         assert created.status_code == 201, created.text

@@ -48,13 +48,29 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 # A node reported Ready once stays Ready for the test: no agent sends heartbeats.
 QUIET_LIFECYCLE = ("--node-not-ready-after", "3600", "--node-unknown-after", "7200", "--node-monitor-period", "3600")
 
-SITE = {"apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": "par", "labels": {"tier": "edge"}},
-        "spec": {"region": "eu-west", "location": {"lat": 48.86, "lon": 2.35, "country": "FR"},
-                 "tier": "edge", "capacityGbps": 10}}
-NODE = {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": "par-1"},
-        "spec": {"site": "par", "addresses": [NODE_ADDRESS]}}
-DOMAIN = {"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": "demo"},
-          "spec": {"hostnames": ["demo.test"], "origins": [{"url": "http://127.0.0.1:9"}]}}
+SITE = {
+    "apiVersion": "edgefleet.io/v1",
+    "kind": "Site",
+    "metadata": {"name": "par", "labels": {"tier": "edge"}},
+    "spec": {
+        "region": "eu-west",
+        "location": {"lat": 48.86, "lon": 2.35, "country": "FR"},
+        "tier": "edge",
+        "capacityGbps": 10,
+    },
+}
+NODE = {
+    "apiVersion": "edgefleet.io/v1",
+    "kind": "Node",
+    "metadata": {"name": "par-1"},
+    "spec": {"site": "par", "addresses": [NODE_ADDRESS]},
+}
+DOMAIN = {
+    "apiVersion": "edgefleet.io/v1",
+    "kind": "Domain",
+    "metadata": {"name": "demo"},
+    "spec": {"hostnames": ["demo.test"], "origins": [{"url": "http://127.0.0.1:9"}]},
+}
 
 
 @dataclass
@@ -110,8 +126,11 @@ def report_ready(cloud: CloudProcess, node: str) -> None:
     """What an agent's heartbeat would write; the slowed lifecycle controller leaves it Ready."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with cloud.client() as api:
-        response = api.patch(f"{API}/nodes/{node}/status", headers=MERGE,
-                             content=json.dumps({"status": {"phase": "Ready", "lastHeartbeat": now}}))
+        response = api.patch(
+            f"{API}/nodes/{node}/status",
+            headers=MERGE,
+            content=json.dumps({"status": {"phase": "Ready", "lastHeartbeat": now}}),
+        )
         assert response.status_code == 200, response.text
 
 
@@ -129,8 +148,10 @@ def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
 
 @pytest.mark.etcd
 def test_the_standalone_dns_follows_the_clouds_writes_through_etcd(etcd: EtcdCluster, tmp_path: Path) -> None:
-    with running_cloud(etcd.url, tmp_path, *QUIET_LIFECYCLE, "--dns-listen", "off") as cloud, \
-            running_dns(etcd.url, tmp_path) as server:
+    with (
+        running_cloud(etcd.url, tmp_path, *QUIET_LIFECYCLE, "--dns-listen", "off") as cloud,
+        running_dns(etcd.url, tmp_path) as server,
+    ):
         assert answers(server.port) == set(), "nothing is applied yet: no Domain, no answer"
         create(cloud, "sites", SITE)
         create(cloud, "nodes", NODE)
@@ -140,8 +161,7 @@ def test_the_standalone_dns_follows_the_clouds_writes_through_etcd(etcd: EtcdClu
 
         with cloud.client() as api:
             drained = time.monotonic()  # counted from the request: the write is in etcd before the reply
-            response = api.patch(f"{API}/nodes/par-1", headers=MERGE,
-                                 content=json.dumps({"spec": {"draining": True}}))
+            response = api.patch(f"{API}/nodes/par-1", headers=MERGE, content=json.dumps({"spec": {"draining": True}}))
             assert response.status_code == 200, response.text
         wait_until(lambda: answers(server.port) == set(), 5, interval=0.02, what="par-1 out of the answers")
         elapsed = time.monotonic() - drained
@@ -151,16 +171,21 @@ def test_the_standalone_dns_follows_the_clouds_writes_through_etcd(etcd: EtcdClu
 
 def test_a_sqlite_store_is_refused_with_where_the_gslb_runs_instead(tmp_path: Path) -> None:
     database = tmp_path / "store.db"
-    result = subprocess.run([EDGEFLEET, "dns", "--store", f"sqlite:///{database}", "--listen",
-                             f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        [EDGEFLEET, "dns", "--store", f"sqlite:///{database}", "--listen", f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2, result
     assert "edgefleet dns needs an etcd store; with SQLite the GSLB runs inside edgefleet cloud" in result.stderr
     assert not database.exists() and not database.with_name("store.db.lock").exists(), "refused before opening"
 
 
 def test_a_store_url_that_is_not_etcd_is_refused(tmp_path: Path) -> None:
-    result = subprocess.run([EDGEFLEET, "dns", "--store", "redis://127.0.0.1:6379"], capture_output=True, text=True,
-                            timeout=30, check=False)
+    result = subprocess.run(
+        [EDGEFLEET, "dns", "--store", "redis://127.0.0.1:6379"], capture_output=True, text=True, timeout=30, check=False
+    )
     assert result.returncode == 2, result
     assert "edgefleet dns needs an etcd store (etcd://HOST:PORT" in result.stderr
-

@@ -19,8 +19,16 @@ from tests.faultproxy import FaultProxy
 from tests.fleet import API, Fleet, RequestLoop, site_doc
 from tests.waiting import hold, wait_until
 
-CLOUD_FLAGS = ["--node-not-ready-after", "2", "--node-unknown-after", "5", "--heartbeat", "1",
-               "--node-monitor-period", "0.5"]
+CLOUD_FLAGS = [
+    "--node-not-ready-after",
+    "2",
+    "--node-unknown-after",
+    "5",
+    "--heartbeat",
+    "1",
+    "--node-monitor-period",
+    "0.5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +65,14 @@ def live_sessions(fleet: Fleet) -> set[str]:
 
 
 def test_get_nodes_shows_phase_site_heartbeat_and_workloads(fleet: Fleet) -> None:
-    wait_until(lambda: all((fleet.node(n)["status"].get("workloads") or {}).get(f"web-{n}", {}).get("ready")
-                           for n in ("n1", "n2", "n3")), 30, what="workloads reported ready")
+    wait_until(
+        lambda: all(
+            (fleet.node(n)["status"].get("workloads") or {}).get(f"web-{n}", {}).get("ready")
+            for n in ("n1", "n2", "n3")
+        ),
+        30,
+        what="workloads reported ready",
+    )
     table = fleet.cli("get", "nodes").stdout
     header = table.splitlines()[0].split()
     for column in ("NAME", "STATUS", "SITE", "HEARTBEAT", "HUB", "SYNCED", "WORKLOADS"):
@@ -69,8 +83,15 @@ def test_get_nodes_shows_phase_site_heartbeat_and_workloads(fleet: Fleet) -> Non
 
 def test_logs_are_readable_through_the_cloud(fleet: Fleet) -> None:
     httpx.get(fleet.workload_url("web-n1"), timeout=2)  # http.server logs each request on stderr
-    result = wait_until(lambda: (r := fleet.cli("logs", "n1", "web-n1", "--tail", "20", check=False))
-                        and "GET /index.html" in r.stdout and r, 20, what="the request in the workload's log")
+    result = wait_until(
+        lambda: (
+            (r := fleet.cli("logs", "n1", "web-n1", "--tail", "20", check=False))
+            and "GET /index.html" in r.stdout
+            and r
+        ),
+        20,
+        what="the request in the workload's log",
+    )
     assert result.returncode == 0
     missing = fleet.cli("logs", "n1", "nope", check=False)
     assert missing.returncode == 1 and "nope" in missing.stderr
@@ -104,8 +125,10 @@ def test_malformed_and_oversized_sync_messages_close_only_that_session(fleet: Fl
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008, closed.value
     # An oversized frame: the server fails the connection with 1009 as soon as the frame header says its
     # size, and closes; a client still sending the rest may see a TCP reset before that close frame.
-    with connect(sync_url(fleet), additional_headers=headers, max_size=None) as ws, \
-            pytest.raises((ConnectionClosed, OSError)) as failed:
+    with (
+        connect(sync_url(fleet), additional_headers=headers, max_size=None) as ws,
+        pytest.raises((ConnectionClosed, OSError)) as failed,
+    ):
         ws.send("x" * (2 * 1024 * 1024))
         ws.recv(timeout=10)
     rcvd = getattr(failed.value, "rcvd", None)
@@ -119,8 +142,7 @@ def test_malformed_and_oversized_sync_messages_close_only_that_session(fleet: Fl
 
 
 def test_node_credential_cannot_touch_another_node(fleet: Fleet) -> None:
-    headers = {"Authorization": f"Bearer {credential(fleet, 'n1')}",
-               "Content-Type": "application/merge-patch+json"}
+    headers = {"Authorization": f"Bearer {credential(fleet, 'n1')}", "Content-Type": "application/merge-patch+json"}
     with httpx.Client(base_url=fleet.cloud.url, headers=headers) as client:
         other = client.patch(f"{API}/nodes/n2/status", content=json.dumps({"status": {"message": "x"}}))
         assert other.status_code == 403
@@ -163,8 +185,11 @@ def cloud_metric(fleet: Fleet, name: str) -> float:
 
 def test_idle_nodes_report_without_store_writes(fleet: Fleet) -> None:
     """Liveness is the hub's session list: reports that say nothing new are not written (issue 10)."""
-    nodes = [name for name, agent in fleet.agents.items()
-             if agent.proc is not None and agent.proc.poll() is None and agent.status()["connected"]]
+    nodes = [
+        name
+        for name, agent in fleet.agents.items()
+        if agent.proc is not None and agent.proc.poll() is None and agent.status()["connected"]
+    ]
     assert len(nodes) >= 2, "earlier tests left at least two agents connected"
     wait_until(lambda: live_sessions(fleet) >= set(nodes), 10, what="every connected node listed")
     received = cloud_metric(fleet, "edgefleet_hub_messages_received_total")
@@ -172,11 +197,15 @@ def test_idle_nodes_report_without_store_writes(fleet: Fleet) -> None:
     # controller counts the nodes earlier tests stopped).
     written = cloud_metric(fleet, "edgefleet_hub_status_writes_total")
     # The agents report every second (--heartbeat 1): wait for 10 more messages each, not for a fixed time.
-    wait_until(lambda: cloud_metric(fleet, "edgefleet_hub_messages_received_total") >= received + 10 * len(nodes),
-               40, what="more status reports")
+    wait_until(
+        lambda: cloud_metric(fleet, "edgefleet_hub_messages_received_total") >= received + 10 * len(nodes),
+        40,
+        what="more status reports",
+    )
     # One write per report before; now a node writes only what changed (a late counter may still land once).
-    assert cloud_metric(fleet, "edgefleet_hub_status_writes_total") - written <= len(nodes), \
+    assert cloud_metric(fleet, "edgefleet_hub_status_writes_total") - written <= len(nodes), (
         "idle reports cost no store writes (and no watch events)"
+    )
     assert all(fleet.phase(node) == "Ready" for node in nodes), "liveness keeps them Ready"
 
 

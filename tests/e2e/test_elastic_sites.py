@@ -47,27 +47,60 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 QUERIES_PER_SECOND = 50
 BURST_SECONDS = 10.0  # the longest the burst may last; it stops as soon as the site is Active
 ACTIVATION = {"activateAbove": 5, "deactivateBelow": 1, "forSeconds": 2, "drainSeconds": 2}
-CLOUD_ARGS = ("--geo", str(GEO), "--demand-window", "2", "--site-activation-period", "0.2",
-              "--node-not-ready-after", "3600", "--node-unknown-after", "7200", "--node-monitor-period", "3600")
+CLOUD_ARGS = (
+    "--geo",
+    str(GEO),
+    "--demand-window",
+    "2",
+    "--site-activation-period",
+    "0.2",
+    "--node-not-ready-after",
+    "3600",
+    "--node-unknown-after",
+    "7200",
+    "--node-monitor-period",
+    "3600",
+)
 
 
 def site(name: str, region: str, country: str, lat: float, lon: float, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": name, "labels": {"tier": "edge"}},
-            "spec": {"region": region, "location": {"lat": lat, "lon": lon, "country": country}, "tier": "edge",
-                     "capacityGbps": 10, **spec}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Site",
+        "metadata": {"name": name, "labels": {"tier": "edge"}},
+        "spec": {
+            "region": region,
+            "location": {"lat": lat, "lon": lon, "country": country},
+            "tier": "edge",
+            "capacityGbps": 10,
+            **spec,
+        },
+    }
 
 
 def node(name: str, site_name: str, address: str) -> dict[str, Any]:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": name},
-            "spec": {"site": site_name, "addresses": [address]}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Node",
+        "metadata": {"name": name},
+        "spec": {"site": site_name, "addresses": [address]},
+    }
 
 
 DOCUMENTS = {
-    "sites": [site("par", "eu-west", "FR", 48.86, 2.35),
-              site("nyc", "us-east", "US", 40.71, -74.0, alwaysOn=False, activation=ACTIVATION)],
+    "sites": [
+        site("par", "eu-west", "FR", 48.86, 2.35),
+        site("nyc", "us-east", "US", 40.71, -74.0, alwaysOn=False, activation=ACTIVATION),
+    ],
     "nodes": [node("par-1", "par", PARIS_NODE), node("nyc-1", "nyc", NEW_YORK_NODE)],
-    "domains": [{"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": "demo"},
-                 "spec": {"hostnames": ["demo.test"], "origins": [{"url": "http://127.0.0.1:9"}]}}],
+    "domains": [
+        {
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "Domain",
+            "metadata": {"name": "demo"},
+            "spec": {"hostnames": ["demo.test"], "origins": [{"url": "http://127.0.0.1:9"}]},
+        }
+    ],
 }
 
 
@@ -81,8 +114,11 @@ def cloud(tmp_path: Path) -> Iterator[CloudProcess]:
                     response = api.post(f"{API}/{plural}", json=document)
                     assert response.status_code == 201, response.text
             for name in ("par-1", "nyc-1"):  # what an agent's heartbeat would write
-                response = api.patch(f"{API}/nodes/{name}/status", headers=MERGE,
-                                     content=json.dumps({"status": {"phase": "Ready", "lastHeartbeat": now}}))
+                response = api.patch(
+                    f"{API}/nodes/{name}/status",
+                    headers=MERGE,
+                    content=json.dumps({"status": {"phase": "Ready", "lastHeartbeat": now}}),
+                )
                 assert response.status_code == 200, response.text
         yield process
 

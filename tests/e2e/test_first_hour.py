@@ -104,8 +104,9 @@ def started(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def node_status(server: str, token: str, name: str, verify: ssl.SSLContext) -> dict[str, Any]:
-    response = httpx.get(f"{server}{API}/nodes/{name}", headers={"Authorization": f"Bearer {token}"}, timeout=5,
-                         verify=verify)
+    response = httpx.get(
+        f"{server}{API}/nodes/{name}", headers={"Authorization": f"Bearer {token}"}, timeout=5, verify=verify
+    )
     response.raise_for_status()
     status: dict[str, Any] = response.json().get("status") or {}
     return status
@@ -160,15 +161,30 @@ def test_first_hour(lab: Lab, browser: Any, tmp_path: Path) -> None:  # noqa: F8
     wait_until(lambda: not processes_naming(str(lab.data)), 10, what="no process of the fleet left")
 
 
-def steps_with_the_cloud_back(lab: Lab, driver: Any, server: str, viewer: str, admin: str, record: dict[str, Any],
-                              node_name: str, node_address: str, tmp_path: Path) -> None:
+def steps_with_the_cloud_back(
+    lab: Lab,
+    driver: Any,
+    server: str,
+    viewer: str,
+    admin: str,
+    record: dict[str, Any],
+    node_name: str,
+    node_address: str,
+    tmp_path: Path,
+) -> None:
     verify = lab.verify()  # the fleet's own CA (edgefleet up serves TLS)
-    wait_until(lambda: httpx.get(server + "/readyz", timeout=2, verify=verify).status_code == 200, 30,
-               what="cloud back")
+    wait_until(
+        lambda: httpx.get(server + "/readyz", timeout=2, verify=verify).status_code == 200, 30, what="cloud back"
+    )
     restarted = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 1))
-    wait_until(lambda: node_status(server, viewer, node_name, verify).get("phase") == "Ready"
-               and node_status(server, viewer, node_name, verify).get("lastHeartbeat", "") >= restarted,
-               60, what=f"{node_name} Ready again")
+    wait_until(
+        lambda: (
+            node_status(server, viewer, node_name, verify).get("phase") == "Ready"
+            and node_status(server, viewer, node_name, verify).get("lastHeartbeat", "") >= restarted
+        ),
+        60,
+        what=f"{node_name} Ready again",
+    )
 
     # 4. a purge through the cloud: the next fetch misses
     env = {**lab.env, "EDGEFLEET_SERVER": server, "EDGEFLEET_TOKEN": admin, "EDGEFLEET_CA_FILE": str(lab.ca)}
@@ -181,20 +197,36 @@ def steps_with_the_cloud_back(lab: Lab, driver: Any, server: str, viewer: str, a
     check_dashboard(driver, server, viewer, record, node_name, tmp_path)
 
 
-def check_dashboard(driver: Any, server: str, viewer: str, record: dict[str, Any], node_name: str,
-                    tmp_path: Path) -> None:
+def check_dashboard(
+    driver: Any, server: str, viewer: str, record: dict[str, Any], node_name: str, tmp_path: Path
+) -> None:
     driver.get(f"{server}/ui")
     log_in(driver, viewer)
     sites = {"fra-parent", "par-edge", "ams-edge"}
-    wait_until(lambda: {e.get_attribute("data-site") for e in
-                        driver.find_elements("css selector", "#map circle[data-site]")} >= sites,
-               20, what="every site on the map")
-    wait_until(lambda: {e.get_attribute("data-node") for e in
-                        driver.find_elements("css selector", "#nodes tr[data-node]")} >= set(record["nodes"]),
-               20, what="every node in the table")
-    wait_until(lambda: driver.find_element(
-        "css selector", f'#nodes tr[data-node="{node_name}"]').get_attribute("data-phase") == "Ready",
-        20, what="the node Ready in the table")
+    wait_until(
+        lambda: (
+            {e.get_attribute("data-site") for e in driver.find_elements("css selector", "#map circle[data-site]")}
+            >= sites
+        ),
+        20,
+        what="every site on the map",
+    )
+    wait_until(
+        lambda: (
+            {e.get_attribute("data-node") for e in driver.find_elements("css selector", "#nodes tr[data-node]")}
+            >= set(record["nodes"])
+        ),
+        20,
+        what="every node in the table",
+    )
+    wait_until(
+        lambda: (
+            driver.find_element("css selector", f'#nodes tr[data-node="{node_name}"]').get_attribute("data-phase")
+            == "Ready"
+        ),
+        20,
+        what="the node Ready in the table",
+    )
     hold(1.0)  # let the map and tables settle before the picture
     ARTIFACTS.mkdir(exist_ok=True)
     for path in (tmp_path / "first-hour-dashboard.png", ARTIFACTS / "first-hour-dashboard.png"):

@@ -46,13 +46,23 @@ NAME = "demo.cdn.edgefleet.test"
 
 
 def site(name: str, country: str, lat: float, lon: float) -> dict[str, Any]:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": name, "labels": {"tier": "edge"}},
-            "spec": {"region": "eu-west" if country == "FR" else "us-east", "tier": "edge",
-                     "location": {"lat": lat, "lon": lon, "country": country}, "capacityGbps": 10}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Site",
+        "metadata": {"name": name, "labels": {"tier": "edge"}},
+        "spec": {
+            "region": "eu-west" if country == "FR" else "us-east",
+            "tier": "edge",
+            "location": {"lat": lat, "lon": lon, "country": country},
+            "capacityGbps": 10,
+        },
+    }
 
 
 DOMAIN = {
-    "apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": "demo"},
+    "apiVersion": "edgefleet.io/v1",
+    "kind": "Domain",
+    "metadata": {"name": "demo"},
     "spec": {"hostnames": ["demo.test"], "origins": [{"url": "http://127.0.0.1:9"}], "routing": {"answers": 2}},
 }
 
@@ -69,8 +79,11 @@ def answer(fleet: Fleet, subnet: str) -> tuple[set[str], int | None]:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root: Path = tmp_path_factory.mktemp("gslb")
-    cloud = CloudProcess(f"sqlite:///{root}/store.db", root, extra_args=[
-        "--geo", str(GEO), "--node-not-ready-after", "3", "--node-monitor-period", "0.5"]).start()
+    cloud = CloudProcess(
+        f"sqlite:///{root}/store.db",
+        root,
+        extra_args=["--geo", str(GEO), "--node-not-ready-after", "3", "--node-monitor-period", "0.5"],
+    ).start()
     fleet = Fleet(root, cloud, FaultProxy("127.0.0.1", cloud.port).start())
     own_link = FaultProxy("127.0.0.1", cloud.port).start()
     http_port, admin_port = free_port(), free_port()
@@ -135,8 +148,11 @@ def test_a_node_with_a_cut_cloud_link_that_serves_stays_in_the_answers(fleet: Fl
 def test_a_draining_node_leaves_the_answers_at_once(fleet: Fleet) -> None:
     wait_until(lambda: paris_nodes(fleet) == {ADDRESSES["p1"], ADDRESSES["p2"]}, 30, what="both Paris nodes")
     with fleet.api() as api:
-        patched = api.patch(f"{API}/nodes/p2", json={"spec": {"draining": True}},
-                            headers={"Content-Type": "application/merge-patch+json"})
+        patched = api.patch(
+            f"{API}/nodes/p2",
+            json={"spec": {"draining": True}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
         assert patched.status_code == 200, patched.text
     started = time.monotonic()
     wait_until(lambda: paris_nodes(fleet) == {ADDRESSES["p1"]}, 5, interval=0.02, what="p2 drained")

@@ -30,8 +30,18 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.etcd
 
 NODES = [f"r{i}" for i in range(1, 7)]
-FLAGS = ["--heartbeat", "1", "--rebalance-observe", "6", "--node-not-ready-after", "20",
-         "--node-monitor-period", "0.5", "--dns-listen", "off"]
+FLAGS = [
+    "--heartbeat",
+    "1",
+    "--rebalance-observe",
+    "6",
+    "--node-not-ready-after",
+    "20",
+    "--node-monitor-period",
+    "0.5",
+    "--dns-listen",
+    "off",
+]
 
 
 @pytest.fixture
@@ -85,8 +95,12 @@ def test_replicas_balance_sessions_and_answer_for_each_other(etcd: EtcdCluster, 
         domains_before = 3
         with fleet.api() as api:  # changes while sessions move between replicas
             for i in range(domains_before):
-                doc = {"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": f"d{i}"},
-                       "spec": {"hostnames": [f"d{i}.example.com"], "origins": [{"url": "http://127.0.0.1:9/"}]}}
+                doc = {
+                    "apiVersion": "edgefleet.io/v1",
+                    "kind": "Domain",
+                    "metadata": {"name": f"d{i}"},
+                    "spec": {"hostnames": [f"d{i}.example.com"], "origins": [{"url": "http://127.0.0.1:9/"}]},
+                }
                 assert api.post(f"{API}/domains", json=doc).status_code == 201
 
         def balanced() -> dict[str, set[str]] | None:
@@ -99,10 +113,17 @@ def test_replicas_balance_sessions_and_answer_for_each_other(etcd: EtcdCluster, 
         assert metric(b, "edgefleet_hub_released_total") == 0, "the under-loaded replica releases nothing"
 
         with fleet.api() as api:
-            revision = int(api.post(f"{API}/domains", json={
-                "apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": "after"},
-                "spec": {"hostnames": ["after.example.com"], "origins": [{"url": "http://127.0.0.1:9/"}]},
-            }).json()["metadata"]["resourceVersion"])
+            revision = int(
+                api.post(
+                    f"{API}/domains",
+                    json={
+                        "apiVersion": "edgefleet.io/v1",
+                        "kind": "Domain",
+                        "metadata": {"name": "after"},
+                        "spec": {"hostnames": ["after.example.com"], "origins": [{"url": "http://127.0.0.1:9/"}]},
+                    },
+                ).json()["metadata"]["resourceVersion"]
+            )
         for node in NODES:  # no change lost: every agent holds every domain and the latest revision
             wait_until(partial(synced, fleet.agents[node], revision), 20, what=f"{node} synced")
         counts = {fleet.agents[node].status()["objects"] for node in NODES}
@@ -112,9 +133,16 @@ def test_replicas_balance_sessions_and_answer_for_each_other(etcd: EtcdCluster, 
         fleet.agents[on_b].status()
         httpx.get(fleet.workload_url(f"web-{on_b}"), timeout=2)  # http.server logs each request
         with a.client(token) as api:
-            logs = wait_until(lambda: (r := api.get(f"/edge/v1/nodes/{on_b}/logs/web-{on_b}"))
-                              and r.status_code == 200 and "GET /index.html" in r.text and r, 20,
-                              what="logs of a hub-b node read through hub-a")
+            logs = wait_until(
+                lambda: (
+                    (r := api.get(f"/edge/v1/nodes/{on_b}/logs/web-{on_b}"))
+                    and r.status_code == 200
+                    and "GET /index.html" in r.text
+                    and r
+                ),
+                20,
+                what="logs of a hub-b node read through hub-a",
+            )
             assert logs.status_code == 200
         table = fleet.cli("get", "hubs").stdout
         assert "hub-a" in table and "hub-b" in table

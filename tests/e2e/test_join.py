@@ -54,9 +54,28 @@ def phase_of(cloud: CloudProcess, name: str) -> str | None:
 
 
 def join(cloud: CloudProcess, tmp_path: Path, token: str, data_dir: Path, *extra: str) -> Any:
-    return run(cloud, tmp_path, "edge", "join", "--server", cloud.url, "--token", token, "--site", "par-edge",
-               "--name", "edge-e2e", "--label", "tier=edge", "--address", "127.0.0.1",
-               "--data-dir", str(data_dir), *(["--insecure"] if cloud.tls is None else []), *extra)
+    return run(
+        cloud,
+        tmp_path,
+        "edge",
+        "join",
+        "--server",
+        cloud.url,
+        "--token",
+        token,
+        "--site",
+        "par-edge",
+        "--name",
+        "edge-e2e",
+        "--label",
+        "tier=edge",
+        "--address",
+        "127.0.0.1",
+        "--data-dir",
+        str(data_dir),
+        *(["--insecure"] if cloud.tls is None else []),
+        *extra,
+    )
 
 
 def test_token_join_lifecycle_rotate_revoke(fast_cloud: CloudProcess, tmp_path: Path) -> None:
@@ -74,7 +93,12 @@ def test_token_join_lifecycle_rotate_revoke(fast_cloud: CloudProcess, tmp_path: 
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     credential = credential_file.read_text().strip()
     assert yaml.safe_load((data_dir / "node.yaml").read_text()) == {
-        "server": cloud.url, "servers": [cloud.url], "node": "edge-e2e", "site": "par-edge", "insecure": True}
+        "server": cloud.url,
+        "servers": [cloud.url],
+        "node": "edge-e2e",
+        "site": "par-edge",
+        "insecure": True,
+    }
 
     with cloud.client() as admin:
         node = admin.get(f"{NODES}/edge-e2e").json()
@@ -101,18 +125,31 @@ def check_lifecycle(cloud: CloudProcess, tmp_path: Path, credential: str) -> Non
     """Never heard from: Unknown; a heartbeat (as the hub writes it) then silence: NotReady, Unknown."""
     wait_for(lambda: phase_of(cloud, "edge-e2e") == "Unknown")
     with cloud.client(credential) as as_node:  # its status goes over its hub session only (issue 12, item 2)
-        refused = as_node.patch(f"{NODES}/edge-e2e/status", json={"status": {"lastHeartbeat": "2099-01-01T00:00:00Z"}},
-                                headers={"Content-Type": "application/merge-patch+json"})
+        refused = as_node.patch(
+            f"{NODES}/edge-e2e/status",
+            json={"status": {"lastHeartbeat": "2099-01-01T00:00:00Z"}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
         assert refused.status_code == 403, refused.text
 
     def table_after_a_heartbeat() -> list[str] | None:
         """The table right after a heartbeat; None if the node went NotReady (3 s) before the CLI listed it."""
         with cloud.client() as as_node:  # the admin writes what the hub would
-            beat = {"status": {"phase": "Ready", "message": None, "hub": "hub-1", "syncedRevision": 5,
-                               "lastHeartbeat": datetime.now(UTC).isoformat(),
-                               "workloads": {"cache": {"ready": True}, "api": {"ready": False}}}}
-            response = as_node.patch(f"{NODES}/edge-e2e/status", content=json.dumps(beat),
-                                     headers={"Content-Type": "application/merge-patch+json"})
+            beat = {
+                "status": {
+                    "phase": "Ready",
+                    "message": None,
+                    "hub": "hub-1",
+                    "syncedRevision": 5,
+                    "lastHeartbeat": datetime.now(UTC).isoformat(),
+                    "workloads": {"cache": {"ready": True}, "api": {"ready": False}},
+                }
+            }
+            response = as_node.patch(
+                f"{NODES}/edge-e2e/status",
+                content=json.dumps(beat),
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
             assert response.status_code == 200, response.text
         lines = ok(run(cloud, tmp_path, "get", "nodes")).splitlines()
         return lines if "NotReady" not in lines[-1] else None
@@ -157,8 +194,12 @@ def test_join_with_a_bad_token_changes_nothing(fast_cloud: CloudProcess, tmp_pat
 
 
 def edge_join_http(cloud: CloudProcess, token: str, name: str, site: str = "par-edge") -> httpx.Response:
-    return httpx.post(f"{cloud.url}/edge/v1/join", json={"name": name, "site": site},
-                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return httpx.post(
+        f"{cloud.url}/edge/v1/join",
+        json={"name": name, "site": site},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +216,22 @@ def test_narrowed_tokens_bind_site_name_and_uses(token_cloud: CloudProcess, tmp_
     """Issue 12, item 6: `token create --site S --name N --uses 1`; wrong site or name, or a second use, refused;
     concurrent joins with a one-use token make exactly one node."""
     cloud = token_cloud
-    token = ok(run(cloud, tmp_path, "token", "create", "--site", "par-edge", "--name", "edge-e2e", "--uses", "1",
-                   "--ttl", "10m")).strip()
+    token = ok(
+        run(
+            cloud,
+            tmp_path,
+            "token",
+            "create",
+            "--site",
+            "par-edge",
+            "--name",
+            "edge-e2e",
+            "--uses",
+            "1",
+            "--ttl",
+            "10m",
+        )
+    ).strip()
     for name, site in (("edge-e2e", "ams-edge"), ("edge-other", "par-edge")):
         refused = edge_join_http(cloud, token, name, site)
         assert refused.status_code == 403 and "is bound to" in refused.json()["message"], refused.text
@@ -201,8 +256,25 @@ def test_a_node_joined_with_an_approval_token_waits_for_node_approve(token_cloud
     cloud = token_cloud
     with cloud.client() as admin:
         token = admin.post("/edge/v1/bootstrap-tokens", json={"approval": True}).json()["token"]
-    joined = ok(run(cloud, tmp_path, "edge", "join", "--server", cloud.url, "--token", token, "--site", "par-edge",
-                    "--name", "edge-approved", "--data-dir", str(tmp_path / "node"), "--insecure"))
+    joined = ok(
+        run(
+            cloud,
+            tmp_path,
+            "edge",
+            "join",
+            "--server",
+            cloud.url,
+            "--token",
+            token,
+            "--site",
+            "par-edge",
+            "--name",
+            "edge-approved",
+            "--data-dir",
+            str(tmp_path / "node"),
+            "--insecure",
+        )
+    )
     assert "edgefleet node approve edge-approved" in joined
     credential = (tmp_path / "node" / "credential").read_text().strip()
     sync = cloud.url.replace("http", "ws", 1) + "/edge/v1/sync"
@@ -227,12 +299,18 @@ def test_two_clouds_on_etcd_run_one_lifecycle_controller(tmp_path: Path) -> None
         first_dir, second_dir = tmp_path / "c1", tmp_path / "c2"
         first_dir.mkdir()
         second_dir.mkdir()
-        with running_cloud(etcd.url, first_dir, *FAST_LIFECYCLE) as first, \
-                running_cloud(etcd.url, second_dir, *FAST_LIFECYCLE) as second:
+        with (
+            running_cloud(etcd.url, first_dir, *FAST_LIFECYCLE) as first,
+            running_cloud(etcd.url, second_dir, *FAST_LIFECYCLE) as second,
+        ):
             second.token = first.token
             with first.client() as admin:
-                node = {"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": "edge-e2e"},
-                        "spec": {"site": "par-edge"}}
+                node = {
+                    "apiVersion": "edgefleet.io/v1",
+                    "kind": "Node",
+                    "metadata": {"name": "edge-e2e"},
+                    "spec": {"site": "par-edge"},
+                }
                 assert admin.post(SITES, json=site_doc("par-edge")).status_code == 201
                 assert admin.post(NODES, json=node).status_code == 201
             wait_for(lambda: phase_of(second, "edge-e2e") == "Unknown")
@@ -249,4 +327,3 @@ def assert_still_serving(cloud: CloudProcess) -> None:
         httpx.get(cloud.url + "/readyz", timeout=2.0).raise_for_status()
     except httpx.HTTPError as exc:  # pragma: no cover - failure path
         pytest.fail(f"the remaining cloud stopped serving: {exc}")
-

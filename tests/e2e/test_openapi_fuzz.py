@@ -45,9 +45,11 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+)
 def test_api_conforms_to_its_openapi_document(case: Any, fuzzed_cloud: CloudProcess) -> None:
     if isinstance(case.query, dict) and case.query.get("watch") not in (None, False, "false"):
         case.query["timeoutSeconds"] = 1

@@ -82,8 +82,9 @@ def test_a_node_that_goes_down_is_voted_unhealthy_within_two_probe_periods_then_
     killed = time.monotonic()
     bound = 2 * PROBE_PERIOD + PROBE_PERIOD + REPORT_LATENCY  # two failed probes, each within a period
     for voter in others("v3"):
-        wait_until(partial(votes, fleet, voter, "v3", False), bound + 4, interval=0.05,
-                   what=f"{voter} voting v3 unhealthy")
+        wait_until(
+            partial(votes, fleet, voter, "v3", False), bound + 4, interval=0.05, what=f"{voter} voting v3 unhealthy"
+        )
     elapsed = time.monotonic() - killed
     assert elapsed < HEARTBEAT, f"votes waited for a heartbeat ({elapsed:.1f}s): the report-now path is broken"
     healthy = fleet.peer_votes("v1")["v2"], fleet.peer_votes("v2")["v1"]

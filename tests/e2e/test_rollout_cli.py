@@ -38,8 +38,12 @@ NODES = ["ams-edge-1", "ams-edge-2", "par-edge-1", "par-edge-2"]
 TEMPLATES: dict[int, dict[str, Any]] = {
     1: {"command": ["sleep", "1000"]},
     2: {"command": ["sleep", "2000"], "env": [{"name": "MODE", "value": "two"}]},
-    3: {"command": ["sleep", "3000"], "args": ["--x"], "env": [{"name": "MODE", "value": "three"}],
-        "healthProbe": {"tcp": {"port": 8080}, "periodSeconds": 5}},
+    3: {
+        "command": ["sleep", "3000"],
+        "args": ["--x"],
+        "env": [{"name": "MODE", "value": "three"}],
+        "healthProbe": {"tcp": {"port": 8080}, "periodSeconds": 5},
+    },
 }
 
 
@@ -58,8 +62,12 @@ def cloud(tmp_path: Path) -> Iterator[CloudProcess]:
 
 
 def cli(cloud: CloudProcess, tmp_path: Path, *args: str) -> Result:
-    env = {"EDGEFLEET_SERVER": cloud.url, "EDGEFLEET_TOKEN": cloud.token,
-           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), **cloud.cli_env}
+    env = {
+        "EDGEFLEET_SERVER": cloud.url,
+        "EDGEFLEET_TOKEN": cloud.token,
+        "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"),
+        **cloud.cli_env,
+    }
     return CliRunner().invoke(app, list(args), env=env)
 
 
@@ -73,8 +81,9 @@ def workload(api: httpx.Client) -> dict[str, Any]:
     return result
 
 
-def wait_until(api: httpx.Client, what: str, check: Callable[[dict[str, Any]], bool],
-               seconds: float = 15.0) -> dict[str, Any]:
+def wait_until(
+    api: httpx.Client, what: str, check: Callable[[dict[str, Any]], bool], seconds: float = 15.0
+) -> dict[str, Any]:
     def reached() -> dict[str, Any] | None:
         doc = workload(api)
         return doc if check(doc) else None
@@ -97,12 +106,22 @@ def set_template(api: httpx.Client, number: int) -> None:
 
 def follow(cloud: CloudProcess, tmp_path: Path, label: str, *args: str) -> tuple[subprocess.Popen[str], Path]:
     """``edgefleet rollout status web -w ARGS`` in the background, its stdout in a file."""
-    env = {**os.environ, "EDGEFLEET_SERVER": cloud.url, "EDGEFLEET_TOKEN": cloud.token,
-           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), **cloud.cli_env}
+    env = {
+        **os.environ,
+        "EDGEFLEET_SERVER": cloud.url,
+        "EDGEFLEET_TOKEN": cloud.token,
+        "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"),
+        **cloud.cli_env,
+    }
     log = tmp_path / f"{label}.out"
     with log.open("w") as stdout:
-        proc = subprocess.Popen([EDGEFLEET, "rollout", "status", "web", "-w", *args], stdout=stdout,
-                                stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [EDGEFLEET, "rollout", "status", "web", "-w", *args],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
     return proc, log
 
 
@@ -132,34 +151,55 @@ def ended(watcher: tuple[subprocess.Popen[str], Path]) -> tuple[int, str, str]:
 
 def test_rollout_commands_steer_the_workload_controller(cloud: CloudProcess, tmp_path: Path) -> None:
     with cloud.client() as api:
-        created = api.post(f"{API}/workloads", json={
-            "apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "web"},
-            "spec": {"nodeSelector": "edgefleet.io/role=cache", "template": TEMPLATES[1],
-                     "strategy": {"steps": [{"pause": {}}]}}})
+        created = api.post(
+            f"{API}/workloads",
+            json={
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "Workload",
+                "metadata": {"name": "web"},
+                "spec": {
+                    "nodeSelector": "edgefleet.io/role=cache",
+                    "template": TEMPLATES[1],
+                    "strategy": {"steps": [{"pause": {}}]},
+                },
+            },
+        )
         assert created.status_code == 201, created.text
         wait_until(api, "revision 1 adopted", lambda d: d.get("status", {}).get("currentRevisionNumber") == 1)
         assert ok(cli(cloud, tmp_path, "rollout", "status", "web")).startswith(
-            "workload/web: no rollout in progress; the nodes run revision 1")
+            "workload/web: no rollout in progress; the nodes run revision 1"
+        )
 
         # Revision 2 rolls out and stops at its pause step; nobody is Ready, so everyone waits.
         set_template(api, 2)
         completing = follow(cloud, tmp_path, "completing")  # starts while the controller reacts
-        wait_until(api, "a rollout paused at step 0",
-                   lambda d: rollout(d).get("phase") == "Paused" and rollout(d).get("targetNumber") == 2)
+        wait_until(
+            api,
+            "a rollout paused at step 0",
+            lambda d: rollout(d).get("phase") == "Paused" and rollout(d).get("targetNumber") == 2,
+        )
         lines = ok(cli(cloud, tmp_path, "rollout", "status", "web")).splitlines()
         assert lines[0] == "workload/web: rollout Paused, revision 1 -> 2"
         assert lines[1].startswith("Step:      1 of 1: pause until `edgefleet rollout resume` (started ")
         assert lines[1].endswith("; `edgefleet rollout resume web` ends it")
         assert f"Waiting:   {', '.join(NODES)} (not Ready: they move when they return)" in lines
         assert next(line.split() for line in lines if line.startswith("par-edge")) == [
-            "par-edge", "2", "0", "0", "0", "2", "-"]
+            "par-edge",
+            "2",
+            "0",
+            "0",
+            "0",
+            "2",
+            "-",
+        ]
 
         # Paused both ways, then resumed: the pause step ends and the rollout completes; -w exits 0.
         printed(completing, "Paused -> revision 2 step 1/1")
         assert "workload/web paused" in ok(cli(cloud, tmp_path, "rollout", "pause", "web"))
         assert workload(api)["spec"]["paused"] is True
         assert ok(cli(cloud, tmp_path, "rollout", "resume", "web")).strip() == (
-            "workload/web resumed: spec.paused cleared; pause step 1 of 1 ended")
+            "workload/web resumed: spec.paused cleared; pause step 1 of 1 ended"
+        )
         code, stdout, stderr = ended(completing)
         assert code == 0, stdout + stderr
         assert "rollout of workload/web to revision 2 completed" in stderr
@@ -170,10 +210,13 @@ def test_rollout_commands_steer_the_workload_controller(cloud: CloudProcess, tmp
         history = json.loads(ok(cli(cloud, tmp_path, "rollout", "history", "web", "-o", "json")))
         assigned = done["status"].get("nodeRevisions") or {}
         assert [(r["number"], r["revision"], r["current"], r["update"]) for r in history] == [
-            (1, digest(1), False, False), (2, digest(2), True, True)]
+            (1, digest(1), False, False),
+            (2, digest(2), True, True),
+        ]
         assert [r["nodes"] for r in history] == [
             sum(v == digest(1) for v in assigned.values()),
-            sum(v == digest(2) for v in assigned.values()) + 4 - len(assigned)]
+            sum(v == digest(2) for v in assigned.values()) + 4 - len(assigned),
+        ]
         table = ok(cli(cloud, tmp_path, "rollout", "history", "web")).splitlines()
         assert table[-1].split()[:2] == ["2", digest(2)] and table[-1].endswith("current, update")
 
@@ -181,14 +224,18 @@ def test_rollout_commands_steer_the_workload_controller(cloud: CloudProcess, tmp
         set_template(api, 3)
         impatient = follow(cloud, tmp_path, "impatient", "--timeout", "1")
         aborting = follow(cloud, tmp_path, "aborting")
-        wait_until(api, "the rollout to 3 paused",
-                   lambda d: rollout(d).get("phase") == "Paused" and rollout(d).get("targetNumber") == 3)
+        wait_until(
+            api,
+            "the rollout to 3 paused",
+            lambda d: rollout(d).get("phase") == "Paused" and rollout(d).get("targetNumber") == 3,
+        )
         code, stdout, stderr = ended(impatient)
         assert code == 2, stdout + stderr
         assert "timed out after 1s: workload/web is still Paused" in stderr
         printed(aborting, "Paused -> revision 3 step 1/1")
         assert "rollout of workload/web to revision 3 aborted: the updated nodes move back to revision 2" in ok(
-            cli(cloud, tmp_path, "rollout", "abort", "web"))
+            cli(cloud, tmp_path, "rollout", "abort", "web")
+        )
         code, stdout, stderr = ended(aborting)
         assert code == 1, stdout + stderr
         assert "rollout of workload/web to revision 3 was aborted" in stderr
@@ -202,11 +249,17 @@ def test_rollout_commands_steer_the_workload_controller(cloud: CloudProcess, tmp
         template = workload(api)["spec"]["template"]
         assert "healthProbe" not in template and template["args"] == [] and template["env"] == TEMPLATES[2]["env"]
         assert template_revision(WorkloadTemplate.model_validate(template)) == digest(2)
-        wait_until(api, "revision 2 as the update revision",
-                   lambda d: d["status"].get("updateRevisionNumber") == 2
-                   and d["status"].get("observedGeneration") == d["metadata"]["generation"])
+        wait_until(
+            api,
+            "revision 2 as the update revision",
+            lambda d: (
+                d["status"].get("updateRevisionNumber") == 2
+                and d["status"].get("observedGeneration") == d["metadata"]["generation"]
+            ),
+        )
         assert ok(cli(cloud, tmp_path, "rollout", "status", "web")).startswith(
-            "workload/web: no rollout in progress; the nodes run revision 2")
+            "workload/web: no rollout in progress; the nodes run revision 2"
+        )
 
         # pins name kept revisions only
         out = ok(cli(cloud, tmp_path, "rollout", "pin", "web", "--revision", "1", "--node", "ams-edge-1"))

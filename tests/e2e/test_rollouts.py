@@ -51,43 +51,74 @@ from tests.waiting import hold, wait_until
 pytestmark = pytest.mark.slow
 
 GEO = Path(__file__).resolve().parents[2] / "examples" / "geo.csv"
-SITES = {"par": ("FR", 48.86, 2.35, "127.0.1.0"), "nyc": ("US", 40.71, -74.0, "127.0.5.0"),
-         "tyo": ("JP", 35.68, 139.65, "127.0.7.0")}
+SITES = {
+    "par": ("FR", 48.86, 2.35, "127.0.1.0"),
+    "nyc": ("US", 40.71, -74.0, "127.0.5.0"),
+    "tyo": ("JP", 35.68, 139.65, "127.0.7.0"),
+}
 NODES = {f"{site}-{i}": (site, f"127.0.{20 + s}.{i}") for s, site in enumerate(SITES) for i in (1, 2, 3)}
 NAME = "demo.cdn.edgefleet.test"
 PATH = "/bytes/2048/rollout"
 STRATEGY = {
-    "maxUnavailable": 3, "maxUnavailablePerSite": 1, "steps": [{"nodes": 1}],
-    "drain": {"seconds": 1}, "settleSeconds": 1, "progressDeadlineSeconds": 60,
+    "maxUnavailable": 3,
+    "maxUnavailablePerSite": 1,
+    "steps": [{"nodes": 1}],
+    "drain": {"seconds": 1},
+    "settleSeconds": 1,
+    "progressDeadlineSeconds": 60,
     "analysis": {"intervalSeconds": 5, "metrics": [{"metric": "restarts", "max": 0}]},
 }
 # Started, then its probe fails 5 s later: a build that breaks once it has served a while.
-BAD_PROBE = {"http": None, "exec": {"command": ["python3", "-c", "import os, sys, time; "
-                                  "sys.exit(time.time() - os.path.getmtime('started') > 5)"]},
-             "periodSeconds": 1, "failureThreshold": 1}
+BAD_PROBE = {
+    "http": None,
+    "exec": {
+        "command": ["python3", "-c", "import os, sys, time; sys.exit(time.time() - os.path.getmtime('started') > 5)"]
+    },
+    "periodSeconds": 1,
+    "failureThreshold": 1,
+}
 BAD_HOOK = {"exec": {"command": ["touch", "started"]}}
 # A build that breaks its origin fetches: it serves from cache as before, but every miss it must fetch
 # itself answers 502 (the origin becomes a closed port). The agent appends "--config cache.yaml".
-BREAK_ORIGIN = ("import sys, yaml; config = yaml.safe_load(open(sys.argv[2])); "
-                "[origin.update(url='http://127.0.0.1:1') for d in config['domains'] for origin in d['origins']]; "
-                "yaml.safe_dump(config, open('broken.yaml', 'w'))")
-BAD_5XX_COMMAND = ["sh", "-c", f"{sys.executable} -c \"{BREAK_ORIGIN}\" \"$@\" && "
-                   f"exec {sys.executable} -m edgefleet cache --config broken.yaml", "bad-build"]
-ERROR_RATE_ANALYSIS = {"intervalSeconds": 15,  # three times the cache figures' reporting interval
-                       "metrics": [{"metric": "errorRate", "maxIncrease": 0.01, "minRequests": 20}]}
+BREAK_ORIGIN = (
+    "import sys, yaml; config = yaml.safe_load(open(sys.argv[2])); "
+    "[origin.update(url='http://127.0.0.1:1') for d in config['domains'] for origin in d['origins']]; "
+    "yaml.safe_dump(config, open('broken.yaml', 'w'))"
+)
+BAD_5XX_COMMAND = [
+    "sh",
+    "-c",
+    f'{sys.executable} -c "{BREAK_ORIGIN}" "$@" && exec {sys.executable} -m edgefleet cache --config broken.yaml',
+    "bad-build",
+]
+ERROR_RATE_ANALYSIS = {
+    "intervalSeconds": 15,  # three times the cache figures' reporting interval
+    "metrics": [{"metric": "errorRate", "maxIncrease": 0.01, "minRequests": 20}],
+}
 
 
 def site(name: str) -> dict[str, Any]:
     country, lat, lon, _ = SITES[name]
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Site", "metadata": {"name": name, "labels": {"tier": "edge"}},
-            "spec": {"region": name, "tier": "edge", "location": {"lat": lat, "lon": lon, "country": country},
-                     "capacityGbps": 10}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Site",
+        "metadata": {"name": name, "labels": {"tier": "edge"}},
+        "spec": {
+            "region": name,
+            "tier": "edge",
+            "location": {"lat": lat, "lon": lon, "country": country},
+            "capacityGbps": 10,
+        },
+    }
 
 
 def domain(origin: str) -> dict[str, Any]:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": "demo"},
-            "spec": {"hostnames": ["demo.test"], "origins": [{"url": origin}],
-                     "routing": {"answers": 1, "ttl": 1}}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Domain",
+        "metadata": {"name": "demo"},
+        "spec": {"hostnames": ["demo.test"], "origins": [{"url": origin}], "routing": {"answers": 1, "ttl": 1}},
+    }
 
 
 class Recorder:
@@ -105,8 +136,13 @@ class Recorder:
         deadline = time.monotonic() + 600
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:
-                with httpx.stream("GET", f"{cloud.url}{API}/{plural}", params=params, headers=headers,
-                                  timeout=httpx.Timeout(5, read=None)) as response:
+                with httpx.stream(
+                    "GET",
+                    f"{cloud.url}{API}/{plural}",
+                    params=params,
+                    headers=headers,
+                    timeout=httpx.Timeout(5, read=None),
+                ) as response:
                     for line in response.iter_lines():
                         if self._stop.is_set():
                             return
@@ -131,8 +167,9 @@ class Clients:
         self.failures: list[str] = []
         self.served_by: dict[str, int] = {}
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(subnet,), daemon=True)
-                         for _, _, _, subnet in SITES.values()]
+        self._threads = [
+            threading.Thread(target=self._run, args=(subnet,), daemon=True) for _, _, _, subnet in SITES.values()
+        ]
 
     def __enter__(self) -> Clients:
         for thread in self._threads:
@@ -180,8 +217,11 @@ class Clients:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fleet, int]]:
     root = tmp_path_factory.mktemp("rollouts")
-    cloud = CloudProcess(f"sqlite:///{root}/store.db", root, extra_args=[
-        "--geo", str(GEO), "--node-not-ready-after", "3", "--node-monitor-period", "0.5"]).start()
+    cloud = CloudProcess(
+        f"sqlite:///{root}/store.db",
+        root,
+        extra_args=["--geo", str(GEO), "--node-not-ready-after", "3", "--node-monitor-period", "0.5"],
+    ).start()
     fleet = Fleet(root, cloud, FaultProxy("127.0.0.1", cloud.port).start())
     origin = OriginProcess(root).start()
     http_port, admin_port = free_port(), free_port()
@@ -214,8 +254,11 @@ def workload_status(fleet: Fleet) -> dict[str, Any]:
 def change_template(fleet: Fleet, **template: Any) -> str:
     """Patch the template; returns the resourceVersion to watch from."""
     with fleet.api() as api:
-        response = api.patch(f"{API}/workloads/cache", json={"spec": {"template": template}},
-                             headers={"Content-Type": "application/merge-patch+json"})
+        response = api.patch(
+            f"{API}/workloads/cache",
+            json={"spec": {"template": template}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
         assert response.status_code == 200, response.text
         return str(int(response.json()["metadata"]["resourceVersion"]) - 1)
 
@@ -239,8 +282,12 @@ def worst_site_unavailability(nodes: Recorder) -> int:
 
 
 def ever_assigned(workloads: Recorder, revision: str) -> set[str]:
-    return {node for _, wl in workloads.events
-            for node, rev in ((wl.get("status") or {}).get("nodeRevisions") or {}).items() if rev == revision}
+    return {
+        node
+        for _, wl in workloads.events
+        for node, rev in ((wl.get("status") or {}).get("nodeRevisions") or {}).items()
+        if rev == revision
+    }
 
 
 def running(fleet: Fleet, node: str) -> str | None:
@@ -266,7 +313,7 @@ def test_a_good_revision_rolls_out_in_batches_without_a_failed_request(world: tu
     first = next(m for m in moving if m)
     assert len(first) == 1, "the canary moves alone"
     canary = next(iter(first))
-    before_canary_done = moving[:next(i for i, m in enumerate(moving) if m and canary not in m)]
+    before_canary_done = moving[: next(i for i, m in enumerate(moving) if m and canary not in m)]
     assert all(m <= {canary} for m in before_canary_done), "nobody else moves before the canary is verified"
     assert any((wl.get("status", {}).get("rollout") or {}).get("phase") == "Analyzing" for _, wl in workloads.events)
     assert clients.failures == [] and clients.ok > 100, (clients.failures[:10], clients.ok)
@@ -315,8 +362,9 @@ class Monitor(BackgroundLoop):
 
     def _fetch(self, client: httpx.Client, address: str, n: int) -> None:
         try:
-            response = client.get(f"http://{address}:{self.http_port}/bytes/64/monitor-{n}",
-                                  headers={"Host": "demo.test"})
+            response = client.get(
+                f"http://{address}:{self.http_port}/bytes/64/monitor-{n}", headers={"Host": "demo.test"}
+            )
             if response.status_code < 500:
                 self.ok += 1
                 return
@@ -330,17 +378,25 @@ def test_a_revision_answering_5xx_fails_its_error_rate_analysis_and_rolls_back(w
     good = workload_status(fleet)["currentRevision"]
     with Clients(fleet, http_port) as clients, Monitor(http_port) as monitor:
         with fleet.api() as api:
-            response = api.patch(f"{API}/workloads/cache", json={"spec": {
-                "strategy": {"analysis": ERROR_RATE_ANALYSIS}, "template": {"command": BAD_5XX_COMMAND}}},
-                headers={"Content-Type": "application/merge-patch+json"})
+            response = api.patch(
+                f"{API}/workloads/cache",
+                json={
+                    "spec": {"strategy": {"analysis": ERROR_RATE_ANALYSIS}, "template": {"command": BAD_5XX_COMMAND}}
+                },
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
             assert response.status_code == 200, response.text
             since = str(int(response.json()["metadata"]["resourceVersion"]) - 1)
         workloads = Recorder(fleet.cloud, "workloads", since)
         try:
             wait_until(lambda: finished(fleet, "Failed"), 150, interval=0.5, what="the 5xx rollout to fail")
         except AssertionError:
-            raise AssertionError(json.dumps({"workload": workload_status(fleet), "monitor": monitor.failures,
-                                             "clients": clients.served_by}, indent=1)[:6000]) from None
+            raise AssertionError(
+                json.dumps(
+                    {"workload": workload_status(fleet), "monitor": monitor.failures, "clients": clients.served_by},
+                    indent=1,
+                )[:6000]
+            ) from None
         workloads.stop()
         wait_until(lambda: {running(fleet, node) for node in NODES} == {good}, 30, what="every node back on good")
     status = workload_status(fleet)
@@ -359,6 +415,7 @@ def test_a_revision_answering_5xx_fails_its_error_rate_analysis_and_rolls_back(w
 
         def restore(current: dict[str, Any]) -> None:
             current["spec"].update(template=template, strategy=STRATEGY)
+
         replace_object(api, f"{API}/workloads/cache", restore)
     wait_until(lambda: workload_status(fleet).get("updateRevision") == good, 10, what="the template back")
 
@@ -367,42 +424,70 @@ def test_pins_absent_nodes_and_a_cloud_restart(world: tuple[Fleet, int]) -> None
     fleet, http_port = world
     old = workload_status(fleet)["currentRevisionNumber"]
     with fleet.api() as api:
-        response = api.patch(f"{API}/workloads/cache", json={"spec": {
-            "pins": [{"selector": "edgefleet.io/node=par-2", "revision": old}],
-            "strategy": {**STRATEGY, "steps": [], "analysis": None}}},
-            headers={"Content-Type": "application/merge-patch+json"})
+        response = api.patch(
+            f"{API}/workloads/cache",
+            json={
+                "spec": {
+                    "pins": [{"selector": "edgefleet.io/node=par-2", "revision": old}],
+                    "strategy": {**STRATEGY, "steps": [], "analysis": None},
+                }
+            },
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
         assert response.status_code == 200, response.text
     absent = fleet.agents["nyc-3"]
     with Clients(fleet, http_port) as clients:
         change_template(fleet, env=[{"name": "BUILD", "value": "3"}])
         absent.kill()  # during the rollout: its cache keeps serving; the cloud marks it NotReady
-        wait_until(lambda: (workload_status(fleet).get("rollout") or {}).get("waiting") == ["nyc-3"], 30,
-                   what="nyc-3 listed as waiting")
-        wait_until(lambda: running(fleet, "tyo-1") == workload_status(fleet).get("updateRevision"), 60,
-                   what="tyo moving")
+        wait_until(
+            lambda: (workload_status(fleet).get("rollout") or {}).get("waiting") == ["nyc-3"],
+            30,
+            what="nyc-3 listed as waiting",
+        )
+        wait_until(
+            lambda: running(fleet, "tyo-1") == workload_status(fleet).get("updateRevision"), 60, what="tyo moving"
+        )
         fleet.cloud.kill()
         fleet.cloud.start()
-        wait_until(lambda: all(running(fleet, f"{s}-{i}") == workload_status(fleet)["updateRevision"]
-                               for s in ("par", "tyo") for i in (1, 3)), 120, what="par and tyo updated")
+        wait_until(
+            lambda: all(
+                running(fleet, f"{s}-{i}") == workload_status(fleet)["updateRevision"]
+                for s in ("par", "tyo")
+                for i in (1, 3)
+            ),
+            120,
+            what="par and tyo updated",
+        )
         status = workload_status(fleet)
         assert running(fleet, "nyc-2") != status["updateRevision"], "nyc is held by its absent node"
         assert running(fleet, "par-2") == status["currentRevision"] != status["updateRevision"], "par-2 is pinned"
         absent.start()
         try:
             target = workload_status(fleet)["updateRevisionNumber"]
-            wait_until(lambda: finished(fleet, "Completed", target), 120, interval=0.5,
-                       what="the rollout to complete")
+            wait_until(lambda: finished(fleet, "Completed", target), 120, interval=0.5, what="the rollout to complete")
         except AssertionError:
             nodes = {n: (fleet.node(n).get("status") or {}) for n in NODES}
-            raise AssertionError(json.dumps({"workload": workload_status(fleet), "nodes": {
-                n: {k: s.get(k) for k in ("phase", "workloads", "drains")} for n, s in nodes.items()}},
-                indent=1)[:6000]) from None
+            raise AssertionError(
+                json.dumps(
+                    {
+                        "workload": workload_status(fleet),
+                        "nodes": {n: {k: s.get(k) for k in ("phase", "workloads", "drains")} for n, s in nodes.items()},
+                    },
+                    indent=1,
+                )[:6000]
+            ) from None
     status = workload_status(fleet)
     assert status["nodeRevisions"] == {"par-2": next(iter(status["nodeRevisions"].values()))}
     assert running(fleet, "nyc-3") == status["currentRevision"]
     with fleet.api() as api:
-        api.patch(f"{API}/workloads/cache", json={"spec": {"pins": []}},
-                  headers={"Content-Type": "application/merge-patch+json"})
-    wait_until(lambda: running(fleet, "par-2") == workload_status(fleet)["currentRevision"], 60,
-               what="par-2 moves once unpinned")
+        api.patch(
+            f"{API}/workloads/cache",
+            json={"spec": {"pins": []}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+    wait_until(
+        lambda: running(fleet, "par-2") == workload_status(fleet)["currentRevision"],
+        60,
+        what="par-2 moves once unpinned",
+    )
     assert clients.failures == [], clients.failures[:10]

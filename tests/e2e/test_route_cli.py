@@ -39,25 +39,55 @@ NODES = {  # name: site, address, draining, phase
 def manifests() -> str:
     documents: list[dict[str, Any]] = []
     for name, (country, lat, lon) in SITES.items():
-        documents.append({"apiVersion": "edgefleet.io/v1", "kind": "Site",
-                          "metadata": {"name": name, "labels": {"tier": "edge"}},
-                          "spec": {"region": "r", "location": {"lat": lat, "lon": lon, "country": country},
-                                   "tier": "edge", "capacityGbps": 10, "alwaysOn": True}})
+        documents.append(
+            {
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "Site",
+                "metadata": {"name": name, "labels": {"tier": "edge"}},
+                "spec": {
+                    "region": "r",
+                    "location": {"lat": lat, "lon": lon, "country": country},
+                    "tier": "edge",
+                    "capacityGbps": 10,
+                    "alwaysOn": True,
+                },
+            }
+        )
     for name, (site, address, draining, _) in NODES.items():
-        documents.append({"apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": name},
-                          "spec": {"site": site, "addresses": [address], "draining": draining}})
-    documents.append({"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": "demo"},
-                      "spec": {"hostnames": ["www.demo.example", "*.img.demo.example"],
-                               "origins": [{"url": "http://127.0.0.1:8080"}], "sites": "tier=edge",
-                               "routing": {"policy": "geo", "answers": 2, "ttl": 30}}})
+        documents.append(
+            {
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "Node",
+                "metadata": {"name": name},
+                "spec": {"site": site, "addresses": [address], "draining": draining},
+            }
+        )
+    documents.append(
+        {
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "Domain",
+            "metadata": {"name": "demo"},
+            "spec": {
+                "hostnames": ["www.demo.example", "*.img.demo.example"],
+                "origins": [{"url": "http://127.0.0.1:8080"}],
+                "sites": "tier=edge",
+                "routing": {"policy": "geo", "answers": 2, "ttl": 30},
+            },
+        }
+    )
     return yaml.safe_dump_all(documents, sort_keys=False)
 
 
 def run(cloud: CloudProcess, tmp_path: Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EDGEFLEET_SERVER": cloud.url, "EDGEFLEET_TOKEN": cloud.token,
-           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), "COLUMNS": "200", **cloud.cli_env}
-    return subprocess.run([EDGEFLEET, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=60,
-                          check=False)
+    env = {
+        **os.environ,
+        "EDGEFLEET_SERVER": cloud.url,
+        "EDGEFLEET_TOKEN": cloud.token,
+        "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"),
+        "COLUMNS": "200",
+        **cloud.cli_env,
+    }
+    return subprocess.run([EDGEFLEET, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=60, check=False)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -81,17 +111,21 @@ def report_phases(cloud: CloudProcess) -> None:
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     with cloud.client() as http:
         for name, (_, _, _, phase) in NODES.items():
-            response = http.patch(f"/apis/edgefleet.io/v1/nodes/{name}/status",
-                                  content=json.dumps({"status": {"phase": phase, "lastHeartbeat": now}}),
-                                  headers={"Content-Type": "application/merge-patch+json"})
+            response = http.patch(
+                f"/apis/edgefleet.io/v1/nodes/{name}/status",
+                content=json.dumps({"status": {"phase": phase, "lastHeartbeat": now}}),
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
             assert response.status_code == 200, response.text
 
 
 def test_a_paris_client_gets_the_paris_site_without_its_unfit_nodes(fleet: CloudProcess, tmp_path: Path) -> None:
     text = ok(run(fleet, tmp_path, "route", "demo", "--client", PARIS, "--geo", str(GEO)))
     lines = text.splitlines()
-    assert f"Client:   {PARIS} (resolver address, no Client Subnet): FR eu-west 48.8566,2.3522, " \
-           "geo prefix 127.0.1.0/24" in text
+    assert (
+        f"Client:   {PARIS} (resolver address, no Client Subnet): FR eu-west 48.8566,2.3522, "
+        "geo prefix 127.0.1.0/24" in text
+    )
     table = {line.split()[0]: line for line in lines if line.split() and line.split()[0] in SITES}
     assert list(table) == ["par-edge", "ams-edge", "nyc-edge", "sfo-edge"]  # ranked: Paris, then abroad by distance
     assert table["par-edge"].split()[1:7] == ["r", "(FR)", "0", "km", "-", "1/3"]
@@ -105,14 +139,17 @@ def test_a_paris_client_gets_the_paris_site_without_its_unfit_nodes(fleet: Cloud
 
 
 def test_a_new_york_client_gets_a_us_site_as_json(fleet: CloudProcess, tmp_path: Path) -> None:
-    document = json.loads(ok(run(fleet, tmp_path, "route", "www.demo.example", "--client", NEW_YORK,
-                                 "--geo", str(GEO), "-o", "json")))
+    document = json.loads(
+        ok(run(fleet, tmp_path, "route", "www.demo.example", "--client", NEW_YORK, "--geo", str(GEO), "-o", "json"))
+    )
     assert (document["domain"], document["name"], document["mode"]) == ("demo", "www.demo.example", "dns-A")
     assert document["client"]["location"]["country"] == "US"
     assert document["client"]["geoPrefix"] == "127.0.5.0/24"
     assert document["site"] == "nyc-edge"
     assert sorted((n["node"], n["ipv4"][0]) for n in document["answers"]) == [
-        ("nyc-edge-1", "127.0.5.1"), ("nyc-edge-2", "127.0.5.2")]
+        ("nyc-edge-1", "127.0.5.1"),
+        ("nyc-edge-2", "127.0.5.2"),
+    ]
     candidates = {c["site"]: c for c in document["candidates"]}
     assert [c["site"] for c in document["candidates"]][:2] == ["nyc-edge", "sfo-edge"]
     assert candidates["sfo-edge"]["eligible"] and 4000 < candidates["sfo-edge"]["distanceKm"] < 4200
@@ -123,8 +160,22 @@ def test_a_new_york_client_gets_a_us_site_as_json(fleet: CloudProcess, tmp_path:
 
 
 def test_the_302_decision_names_the_location(fleet: CloudProcess, tmp_path: Path) -> None:
-    document = yaml.safe_load(ok(run(fleet, tmp_path, "route", "a.img.demo.example", "--client", NEW_YORK,
-                                     "--path", "/v/seg1.ts?t=1", "-o", "yaml")))
+    document = yaml.safe_load(
+        ok(
+            run(
+                fleet,
+                tmp_path,
+                "route",
+                "a.img.demo.example",
+                "--client",
+                NEW_YORK,
+                "--path",
+                "/v/seg1.ts?t=1",
+                "-o",
+                "yaml",
+            )
+        )
+    )
     assert document["mode"] == "redirect" and document["key"] == "http://a.img.demo.example/v/seg1.ts?t=1"
     assert document["client"]["subnet"] == "127.0.5.0/24"
     first = document["answers"][0]["node"]

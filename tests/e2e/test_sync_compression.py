@@ -33,9 +33,15 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 
 
 def domain(i: int) -> dict[str, object]:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": f"shop-{i:04d}"},
-            "spec": {"hostnames": [f"shop-{i:04d}.customer.example.com", f"static-{i:04d}.customer.example.com"],
-                     "origins": [{"url": f"https://origin-{i % 7}.customer.example.com/"}]}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Domain",
+        "metadata": {"name": f"shop-{i:04d}"},
+        "spec": {
+            "hostnames": [f"shop-{i:04d}.customer.example.com", f"static-{i:04d}.customer.example.com"],
+            "origins": [{"url": f"https://origin-{i % 7}.customer.example.com/"}],
+        },
+    }
 
 
 def test_a_large_view_syncs_compressed(fleet: Fleet) -> None:

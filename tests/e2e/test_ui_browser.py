@@ -34,19 +34,33 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 API = "/apis/edgefleet.io/v1"
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 LIVE_SECONDS = 3.0
-CHROME_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--window-size=1280,800",
-               "--ignore-certificate-errors")  # `edgefleet up` serves TLS with its own CA (tests/security/test_tls.py)
+CHROME_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,800",
+    "--ignore-certificate-errors",
+)  # `edgefleet up` serves TLS with its own CA (tests/security/test_tls.py)
 
-missing = [what for what, present in (
-    (CHROMIUM, os.path.exists(CHROMIUM)),
-    (CHROMEDRIVER, os.path.exists(CHROMEDRIVER)),
-    ("the selenium package", importlib.util.find_spec("selenium") is not None),
-) if not present]
+missing = [
+    what
+    for what, present in (
+        (CHROMIUM, os.path.exists(CHROMIUM)),
+        (CHROMEDRIVER, os.path.exists(CHROMEDRIVER)),
+        ("the selenium package", importlib.util.find_spec("selenium") is not None),
+    )
+    if not present
+]
 pytestmark = pytest.mark.skipif(
-    bool(missing), reason=f"needs {', '.join(missing)} (Debian chromium and chromium-driver, pip selenium; "
-                          "scripts/install.sh installs them)")
+    bool(missing),
+    reason=f"needs {', '.join(missing)} (Debian chromium and chromium-driver, pip selenium; "
+    "scripts/install.sh installs them)",
+)
 
 
 @pytest.fixture
@@ -59,10 +73,12 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     for arg in (*CHROME_ARGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
-                              options=options)
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+    driver = webdriver.Chrome(
+        service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")), options=options
+    )
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
+    )
     try:
         yield driver
     finally:
@@ -70,10 +86,16 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def apply_examples(cloud: CloudProcess, tmp_path: Path) -> None:
-    env = {**os.environ, "EDGEFLEET_SERVER": cloud.url, "EDGEFLEET_TOKEN": cloud.token,
-           "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"), **cloud.cli_env}
-    result = subprocess.run([EDGEFLEET, "apply", "-f", str(EXAMPLES)], capture_output=True, text=True, env=env,
-                            timeout=60, check=False)
+    env = {
+        **os.environ,
+        "EDGEFLEET_SERVER": cloud.url,
+        "EDGEFLEET_TOKEN": cloud.token,
+        "EDGEFLEET_CONFIG": str(tmp_path / "config.yaml"),
+        **cloud.cli_env,
+    }
+    result = subprocess.run(
+        [EDGEFLEET, "apply", "-f", str(EXAMPLES)], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -82,8 +104,9 @@ def wait_for(driver: Any, condition: Callable[[Any], Any], seconds: float, what:
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:  # an element found just before the page re-rendered it is stale: look again at the next poll
-        return WebDriverWait(driver, seconds, poll_frequency=0.1,
-                             ignored_exceptions=[StaleElementReferenceException]).until(condition)
+        return WebDriverWait(
+            driver, seconds, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
+        ).until(condition)
     except TimeoutException:
         pytest.fail(f"{what} within {seconds}s; page:\n{driver.find_element('tag name', 'body').text}")
 
@@ -94,18 +117,33 @@ def now() -> str:
 
 def report_status(cloud: CloudProcess, name: str, phase: str) -> None:
     """What a node's heartbeat writes (a fresh heartbeat keeps the lifecycle controller away)."""
-    status = {"phase": phase, "lastHeartbeat": now(), "hub": "test-hub",
-              "workloads": {"cache": {"state": "Running", "ready": phase == "Ready"}},
-              "cache": {"requests": 200, "hits": 150, "hitRatio": 0.75, "bytesServed": 1_000_000}}
+    status = {
+        "phase": phase,
+        "lastHeartbeat": now(),
+        "hub": "test-hub",
+        "workloads": {"cache": {"state": "Running", "ready": phase == "Ready"}},
+        "cache": {"requests": 200, "hits": 150, "hitRatio": 0.75, "bytesServed": 1_000_000},
+    }
     with cloud.client() as api:
         response = api.patch(f"{API}/nodes/{name}/status", json={"status": status}, headers=MERGE_PATCH)
         assert response.status_code == 200, response.text
 
 
 def post_event(cloud: CloudProcess, reason: str, message: str) -> None:
-    event = {"apiVersion": "edgefleet.io/v1", "kind": "Event", "metadata": {"name": f"par-edge.{reason.lower()}"},
-             "spec": {"involvedObject": {"kind": "Site", "name": "par-edge"}, "reason": reason, "message": message,
-                      "type": "Warning", "firstTimestamp": now(), "lastTimestamp": now(), "source": "ui-test"}}
+    event = {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Event",
+        "metadata": {"name": f"par-edge.{reason.lower()}"},
+        "spec": {
+            "involvedObject": {"kind": "Site", "name": "par-edge"},
+            "reason": reason,
+            "message": message,
+            "type": "Warning",
+            "firstTimestamp": now(),
+            "lastTimestamp": now(),
+            "source": "ui-test",
+        },
+    }
     with cloud.client() as api:
         response = api.post(f"{API}/events", json=event)
         assert response.status_code == 201, response.text
@@ -130,14 +168,14 @@ def log_in(driver: Any, token: str) -> None:
 
 def save_screenshot(driver: Any, path: Path) -> None:
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}})
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {"captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1}},
+    )
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
-def test_dashboard_shows_the_fleet_and_follows_it_live(
-    cloud: CloudProcess, browser: Any, tmp_path: Path
-) -> None:
+def test_dashboard_shows_the_fleet_and_follows_it_live(cloud: CloudProcess, browser: Any, tmp_path: Path) -> None:
     apply_examples(cloud, tmp_path)
     with cloud.client() as api:
         sites = [s["metadata"]["name"] for s in api.get(f"{API}/sites").json()["items"]]
@@ -146,37 +184,65 @@ def test_dashboard_shows_the_fleet_and_follows_it_live(
 
     browser.get(cloud.url + "/ui")
     log_in(browser, "wrong0.00000000000000000000000000000000")
-    error = wait_for(browser, lambda d: d.find_element("id", "login-error").is_displayed()
-                     and d.find_element("id", "login-error"), 5, "an error for a wrong token")
+    error = wait_for(
+        browser,
+        lambda d: d.find_element("id", "login-error").is_displayed() and d.find_element("id", "login-error"),
+        5,
+        "an error for a wrong token",
+    )
     assert "not accepted" in error.text
     assert not browser.find_element("id", "dashboard").is_displayed()
 
     log_in(browser, cloud.token)
     for site in sites:
-        wait_for(browser, partial(attribute, css=f'#map circle[data-site="{site}"]', name="data-health"),
-                 10, f"a map circle for site {site}")
+        wait_for(
+            browser,
+            partial(attribute, css=f'#map circle[data-site="{site}"]', name="data-health"),
+            10,
+            f"a map circle for site {site}",
+        )
     for node in nodes:
-        wait_for(browser, partial(elements, css=f'#nodes tr[data-node="{node}"]'),
-                 5, f"a table row for node {node}")
-    wait_for(browser, lambda d: d.find_elements("css selector", '#domains tr[data-domain="demo"]'), 5,
-             "the demo domain")
+        wait_for(browser, partial(elements, css=f'#nodes tr[data-node="{node}"]'), 5, f"a table row for node {node}")
+    wait_for(
+        browser, lambda d: d.find_elements("css selector", '#domains tr[data-domain="demo"]'), 5, "the demo domain"
+    )
     assert attribute(browser, '#map circle[data-site="fra-parent"]', "data-tier") == "parent"
     assert attribute(browser, '#map circle[data-site="par-edge"]', "data-health") == "down"  # no node Ready yet
 
     report_status(cloud, "par-edge-1", "Ready")
-    wait_for(browser, lambda d: attribute(d, '#nodes tr[data-node="par-edge-1"]', "data-phase") == "Ready",
-             LIVE_SECONDS, "par-edge-1's row turning Ready")
-    wait_for(browser, lambda d: attribute(d, '#map circle[data-site="par-edge"]', "data-health") == "degraded",
-             LIVE_SECONDS, "par-edge turning amber (one of two nodes Ready)")
+    wait_for(
+        browser,
+        lambda d: attribute(d, '#nodes tr[data-node="par-edge-1"]', "data-phase") == "Ready",
+        LIVE_SECONDS,
+        "par-edge-1's row turning Ready",
+    )
+    wait_for(
+        browser,
+        lambda d: attribute(d, '#map circle[data-site="par-edge"]', "data-health") == "degraded",
+        LIVE_SECONDS,
+        "par-edge turning amber (one of two nodes Ready)",
+    )
     report_status(cloud, "par-edge-2", "Ready")
-    wait_for(browser, lambda d: attribute(d, '#map circle[data-site="par-edge"]', "data-health") == "healthy",
-             LIVE_SECONDS, "par-edge turning green (every node Ready and fit)")
+    wait_for(
+        browser,
+        lambda d: attribute(d, '#map circle[data-site="par-edge"]', "data-health") == "healthy",
+        LIVE_SECONDS,
+        "par-edge turning green (every node Ready and fit)",
+    )
     report_status(cloud, "ams-edge-1", "NotReady")
-    wait_for(browser, lambda d: attribute(d, '#nodes tr[data-node="ams-edge-1"]', "data-phase") == "NotReady",
-             LIVE_SECONDS, "ams-edge-1's row turning NotReady")
+    wait_for(
+        browser,
+        lambda d: attribute(d, '#nodes tr[data-node="ams-edge-1"]', "data-phase") == "NotReady",
+        LIVE_SECONDS,
+        "ams-edge-1's row turning NotReady",
+    )
     post_event(cloud, "UiTestPoked", "poked by the dashboard test")
-    item = wait_for(browser, lambda d: d.find_elements("css selector", '#events li[data-reason="UiTestPoked"]'),
-                    LIVE_SECONDS, "the new event in the list")
+    item = wait_for(
+        browser,
+        lambda d: d.find_elements("css selector", '#events li[data-reason="UiTestPoked"]'),
+        LIVE_SECONDS,
+        "the new event in the list",
+    )
     assert "site/par-edge" in item[0].text and "poked by the dashboard test" in item[0].text
     assert browser.find_elements("css selector", "#events li")[0].get_attribute("data-reason") == "UiTestPoked"
     row = browser.find_element("css selector", '#nodes tr[data-node="par-edge-1"]').text
@@ -187,11 +253,11 @@ def test_dashboard_shows_the_fleet_and_follows_it_live(
     save_screenshot(browser, screenshot)
     print(f"dashboard screenshot: {screenshot}")
     assert screenshot.stat().st_size > 10_000
-    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"
-              and "401" not in entry["message"]]  # the wrong token's refused check is expected
+    errors = [
+        entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE" and "401" not in entry["message"]
+    ]  # the wrong token's refused check is expected
     assert errors == []
 
     browser.find_element("id", "logout-button").click()
     wait_for(browser, lambda d: d.find_element("id", "login-token").is_displayed(), 3, "the login view after logout")
     assert browser.execute_script("return sessionStorage.length") == 0
-

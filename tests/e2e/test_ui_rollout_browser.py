@@ -42,8 +42,12 @@ def digest(number: int) -> str:
 
 def report(api: httpx.Client, node: str, revision: int) -> None:
     """What par-edge-1's agent would say: Ready, running the workload at ``revision``."""
-    status = {"phase": "Ready", "lastHeartbeat": now(), "hub": "test-hub",
-              "workloads": {"web": {"state": "Running", "ready": True, "revision": digest(revision)}}}
+    status = {
+        "phase": "Ready",
+        "lastHeartbeat": now(),
+        "hub": "test-hub",
+        "workloads": {"web": {"state": "Running", "ready": True, "revision": digest(revision)}},
+    }
     response = api.patch(f"{API}/nodes/{node}/status", json={"status": status}, headers=MERGE_PATCH)
     assert response.status_code == 200, response.text
 
@@ -74,30 +78,43 @@ def seen(driver: Any) -> dict[str, Any]:
 
 
 def wait_status(api: httpx.Client, what: str, check: Any, seconds: float = 15.0) -> None:
-    wait_until(lambda: check(api.get(f"{API}/workloads/web").json().get("status") or {}), seconds, interval=0.1,
-               what=what)
+    wait_until(
+        lambda: check(api.get(f"{API}/workloads/web").json().get("status") or {}), seconds, interval=0.1, what=what
+    )
 
 
 def test_dashboard_shows_revisions_rollout_progress_and_drains(
-    cloud: CloudProcess, browser: Any, tmp_path: Path  # noqa: F811
+    cloud: CloudProcess,
+    browser: Any,  # noqa: F811  (the imported fixture, by name)
+    tmp_path: Path,
 ) -> None:
     with cloud.client() as api:
         for plural in ("sites", "nodes"):
             for doc in yaml.safe_load_all((EXAMPLES / f"{plural}.yaml").read_text()):
                 assert api.post(f"{API}/{plural}", json=doc).status_code == 201
         report(api, "par-edge-1", 1)
-        created = api.post(f"{API}/workloads", json={
-            "apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "web"},
-            "spec": {"nodeSelector": "edgefleet.io/role=cache", "template": TEMPLATES[1],
-                     "strategy": {"drain": {"seconds": 600}, "maxUnavailable": "100%",
-                                  "maxUnavailablePerSite": "100%"}}})
+        created = api.post(
+            f"{API}/workloads",
+            json={
+                "apiVersion": "edgefleet.io/v1",
+                "kind": "Workload",
+                "metadata": {"name": "web"},
+                "spec": {
+                    "nodeSelector": "edgefleet.io/role=cache",
+                    "template": TEMPLATES[1],
+                    "strategy": {"drain": {"seconds": 600}, "maxUnavailable": "100%", "maxUnavailablePerSite": "100%"},
+                },
+            },
+        )
         assert created.status_code == 201, created.text
         wait_status(api, "revision 1 adopted", lambda s: s.get("currentRevisionNumber") == 1)
         patched = api.patch(f"{API}/workloads/web", json={"spec": {"template": TEMPLATES[2]}}, headers=MERGE_PATCH)
         assert patched.status_code == 200, patched.text
-        wait_status(api, "par-edge-1 draining",
-                    lambda s: ((s.get("rollout") or {}).get("nodes") or {}).get("par-edge-1", {}).get("phase")
-                    == "Draining")
+        wait_status(
+            api,
+            "par-edge-1 draining",
+            lambda s: ((s.get("rollout") or {}).get("nodes") or {}).get("par-edge-1", {}).get("phase") == "Draining",
+        )
 
         browser.get(f"{cloud.url}/ui#token={cloud.token}")
         wait_for(browser, lambda d: (seen(d).get("row") or {}).get("phase") == "Progressing", 10, "web's rollout row")
@@ -108,8 +125,12 @@ def test_dashboard_shows_revisions_rollout_progress_and_drains(
         assert "waiting: ams-edge-1, ams-edge-2, par-edge-2" in row["text"]
         assert shown["chip"] == {"updated": "0", "desired": "2", "inFlight": [["par-edge-1", "Draining"]]}
 
-        wait_for(browser, lambda d: (seen(d).get("node") or {}).get("drains") == ["web"], LIVE_SECONDS,
-                 "par-edge-1 drained by the rollout of web")
+        wait_for(
+            browser,
+            lambda d: (seen(d).get("node") or {}).get("drains") == ["web"],
+            LIVE_SECONDS,
+            "par-edge-1 drained by the rollout of web",
+        )
         node = seen(browser)["node"]
         assert "rollout: web" in node["drainText"]
         assert node["fit"] == "false"  # out of GSLB answers
@@ -118,8 +139,12 @@ def test_dashboard_shows_revisions_rollout_progress_and_drains(
         assert "1 rolling out" in seen(browser)["summary"]
 
         report(api, "par-edge-1", 2)  # the agent switched: the row follows the watch
-        wait_for(browser, lambda d: ((seen(d).get("node") or {}).get("revision") or [None])[0] == "2", LIVE_SECONDS,
-                 "par-edge-1 running revision 2")
+        wait_for(
+            browser,
+            lambda d: ((seen(d).get("node") or {}).get("revision") or [None])[0] == "2",
+            LIVE_SECONDS,
+            "par-edge-1 running revision 2",
+        )
         # "update" while the rollout runs; "current" if the controller already finished it
         assert seen(browser)["node"]["revision"][1] in ("update", "current")
 

@@ -63,18 +63,33 @@ class Lab:
     @property
     def options(self) -> list[str]:
         p = self.ports
-        return ["--data", str(self.data), "--listen", f"127.0.0.1:{p['api']}", "--dns-listen", f"127.0.0.1:{p['dns']}",
-                "--origin-listen", f"127.0.0.1:{p['origin']}", "--cache-port", str(p["cache"]),
-                "--cache-admin-port", str(p["admin"]), "--timeout", "60"]
+        return [
+            "--data",
+            str(self.data),
+            "--listen",
+            f"127.0.0.1:{p['api']}",
+            "--dns-listen",
+            f"127.0.0.1:{p['dns']}",
+            "--origin-listen",
+            f"127.0.0.1:{p['origin']}",
+            "--cache-port",
+            str(p["cache"]),
+            "--cache-admin-port",
+            str(p["admin"]),
+            "--timeout",
+            "60",
+        ]
 
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "EDGEFLEET_CONFIG": str(self.root / "cli.yaml"), "COLUMNS": "200"}
 
-    def run(self, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(args, capture_output=True, text=True, env=env or self.env, cwd=self.root,
-                              timeout=timeout, check=False)
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            args, capture_output=True, text=True, env=env or self.env, cwd=self.root, timeout=timeout, check=False
+        )
 
     def edgefleet(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run(EDGEFLEET, *args)
@@ -102,8 +117,11 @@ def distinct_free_ports(count: int) -> list[int]:
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
     api, dns_port, origin, cache, admin = distinct_free_ports(5)
-    made = Lab(tmp_path, tmp_path / "fleet data", {"api": api, "dns": dns_port, "origin": origin, "cache": cache,
-                                                  "admin": admin})
+    made = Lab(
+        tmp_path,
+        tmp_path / "fleet data",
+        {"api": api, "dns": dns_port, "origin": origin, "cache": cache, "admin": admin},
+    )
     try:
         yield made
     finally:  # whatever happened, leave nothing running
@@ -124,8 +142,9 @@ def processes_naming(text: str) -> list[int]:
         if not proc.name.isdigit():
             continue
         try:
-            if text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") and \
-                    (proc / "stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X"):
+            if text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") and (
+                proc / "stat"
+            ).read_text().rpartition(")")[2].split()[0] not in ("Z", "X"):
                 found.append(int(proc.name))
         except OSError:
             continue
@@ -146,8 +165,7 @@ def printed(output: str, start: str) -> str:
 
 
 def gslb_answer(lab: Lab, subnet: str) -> set[str]:
-    query = dns.message.make_query("demo.edgefleet.test", "A", use_edns=0,
-                                   options=[dns.edns.ECSOption(subnet, 24)])
+    query = dns.message.make_query("demo.edgefleet.test", "A", use_edns=0, options=[dns.edns.ECSOption(subnet, 24)])
     reply = dns.query.udp(query, "127.0.0.1", port=lab.ports["dns"], timeout=2)
     return {item.address for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A for item in rrset}
 
@@ -190,13 +208,16 @@ def test_up_detached_serves_as_printed_refuses_a_second_fleet_and_down_stops_eve
     assert stat.S_IMODE((lab.data / "tls" / "ca.key").stat().st_mode) == 0o600
     with pytest.raises(httpx.HTTPError):  # TLS only: no cleartext HTTP on the API port
         httpx.get(f"http://127.0.0.1:{lab.ports['api']}/version", timeout=5)
-    nodes = httpx.get(server + API + "/nodes", headers={"Authorization": f"Bearer {viewer}"},
-                      verify=lab.verify()).json()["items"]
+    nodes = httpx.get(
+        server + API + "/nodes", headers={"Authorization": f"Bearer {viewer}"}, verify=lab.verify()
+    ).json()["items"]
     assert {node["metadata"]["name"]: node["status"]["phase"] for node in nodes} == dict.fromkeys(
-        ["fra-parent-1", "par-edge-1", "par-edge-2", "ams-edge-1", "ams-edge-2"], "Ready")
+        ["fra-parent-1", "par-edge-1", "par-edge-2", "ams-edge-1", "ams-edge-2"], "Ready"
+    )
     assert all(node["status"]["workloads"]["cache"]["ready"] for node in nodes)
-    refused = httpx.delete(server + API + "/nodes/par-edge-1", headers={"Authorization": f"Bearer {viewer}"},
-                           verify=lab.verify())
+    refused = httpx.delete(
+        server + API + "/nodes/par-edge-1", headers={"Authorization": f"Bearer {viewer}"}, verify=lab.verify()
+    )
     assert refused.status_code == 403, "the dashboard's token must not write"
 
     answer = gslb_answer(lab, "127.0.1.0")
@@ -215,8 +236,9 @@ def test_up_detached_serves_as_printed_refuses_a_second_fleet_and_down_stops_eve
     else:  # the same request: Host with the port, to the node's address
         url = f"http://{node}:{lab.ports['cache']}/static/app.js"
         headers = {"Host": f"demo.edgefleet.test:{lab.ports['cache']}"}
-        first, second = ("\n".join(f"{k}: {v}" for k, v in httpx.head(url, headers=headers).headers.multi_items())
-                         for _ in range(2))
+        first, second = (
+            "\n".join(f"{k}: {v}" for k, v in httpx.head(url, headers=headers).headers.multi_items()) for _ in range(2)
+        )
     assert x_cache(first) and not any(value.startswith("HIT") for value in x_cache(first)), first
     assert any(value.startswith("HIT") for value in x_cache(second)), second
 
@@ -253,8 +275,9 @@ def purge_line(output: str) -> str:
 def test_ctrl_c_stops_everything(lab: Lab) -> None:
     log = lab.root / "up.out"
     with log.open("w") as output:
-        up = subprocess.Popen([EDGEFLEET, "up", *lab.options], stdout=output, stderr=subprocess.STDOUT, env=lab.env,
-                              cwd=lab.root)
+        up = subprocess.Popen(
+            [EDGEFLEET, "up", *lab.options], stdout=output, stderr=subprocess.STDOUT, env=lab.env, cwd=lab.root
+        )
     try:
         wait_until(lambda: "Stop everything" in log.read_text() or up.poll() is not None, 60, what="up to be ready")
         assert up.poll() is None, log.read_text()

@@ -33,8 +33,9 @@ class Collector:
         deadline = time.monotonic() + timeout
         headers = {"Authorization": f"Bearer {cloud.token}"}
         try:
-            with httpx.stream("GET", cloud.url + SITES, params={"watch": "true", **params},
-                              headers=headers, timeout=timeout) as response:
+            with httpx.stream(
+                "GET", cloud.url + SITES, params={"watch": "true", **params}, headers=headers, timeout=timeout
+            ) as response:
                 self.status = response.status_code
                 self.ready.set()
                 for line in response.iter_lines():
@@ -63,7 +64,11 @@ def test_watch_from_revision_sees_every_change_in_order(cloud: CloudProcess) -> 
         api.delete(f"{SITES}/a")
     events = watcher.join()
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
-        ("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "b"), ("DELETED", "a")]
+        ("ADDED", "a"),
+        ("ADDED", "b"),
+        ("MODIFIED", "b"),
+        ("DELETED", "a"),
+    ]
     revisions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
     assert revisions == sorted(revisions) and len(set(revisions)) == 4
     assert events[2]["object"]["spec"]["capacityGbps"] == 20
@@ -81,8 +86,9 @@ def test_watch_without_revision_starts_with_current_objects(cloud: CloudProcess)
 def test_selector_watch_reports_objects_leaving_and_entering(cloud: CloudProcess) -> None:
     with cloud.client() as api:
         start = api.get(SITES).json()["metadata"]["resourceVersion"]
-        watcher = Collector(cloud, {"resourceVersion": start, "labelSelector": "env=prod",
-                                    "allowWatchBookmarks": "false"}, 3)
+        watcher = Collector(
+            cloud, {"resourceVersion": start, "labelSelector": "env=prod", "allowWatchBookmarks": "false"}, 3
+        )
         doc = api.post(SITES, json=site("x", env="dev")).json()
         doc["metadata"]["labels"] = {"env": "prod"}
         doc = api.put(f"{SITES}/x", json=doc).json()
@@ -91,7 +97,10 @@ def test_selector_watch_reports_objects_leaving_and_entering(cloud: CloudProcess
         api.post(SITES, json=site("y", env="prod"))
     events = watcher.join()
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
-        ("ADDED", "x"), ("DELETED", "x"), ("ADDED", "y")]
+        ("ADDED", "x"),
+        ("DELETED", "x"),
+        ("ADDED", "y"),
+    ]
 
 
 def test_idle_watch_gets_bookmarks(cloud: CloudProcess) -> None:
@@ -112,11 +121,14 @@ def test_watch_timeout_seconds_ends_the_stream(cloud: CloudProcess) -> None:
 
 
 def test_compacted_revision_is_410(tmp_path: Path) -> None:
-    with running_cloud(f"sqlite:///{tmp_path}/s.db", tmp_path, "--compact-interval", "0.3") as cloud, \
-        cloud.client() as api:
+    with (
+        running_cloud(f"sqlite:///{tmp_path}/s.db", tmp_path, "--compact-interval", "0.3") as cloud,
+        cloud.client() as api,
+    ):
         first = api.post(SITES, json=site("a")).json()["metadata"]["resourceVersion"]
         for i in range(5):
             api.post(SITES, json=site(f"n{i}"))
+
         def compacted() -> bool:
             metrics = api.get("/metrics").text
             line = next(x for x in metrics.splitlines() if x.startswith("edgefleet_store_compacted_revision"))

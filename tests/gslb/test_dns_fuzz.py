@@ -65,7 +65,7 @@ def mutated_queries(draw: st.DrawFn) -> bytes:
         elif action == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=8))
         elif action == "delete":
-            del data[at:at + draw(st.integers(1, 8))]
+            del data[at : at + draw(st.integers(1, 8))]
         else:
             del data[at:]
     return bytes(data)
@@ -103,7 +103,7 @@ def test_parse_query_raises_nothing_but_format_errors_within_a_time_bound(data: 
         assert reply is None or (len(reply) == 12 and reply[:2] == data[:2])
         return
     assert time.thread_time() - began < PARSE_CPU_BOUND
-    assert query.qname_wire == data[12:12 + len(query.qname_wire)]
+    assert query.qname_wire == data[12 : 12 + len(query.qname_wire)]
     assert len(query.qname_wire) <= 255
 
 
@@ -224,8 +224,8 @@ def test_tcp_fuzz_never_hangs_and_leaves_the_server_answering(live: DnsServer) -
         while received:  # whatever came back is well-framed DNS
             length = int.from_bytes(received[:2], "big")
             assert len(received) >= 2 + length
-            dns.message.from_wire(received[2:2 + length])
-            received = received[2 + length:]
+            dns.message.from_wire(received[2 : 2 + length])
+            received = received[2 + length :]
 
     converse()
     still_answers(live)

@@ -40,8 +40,9 @@ async def server() -> AsyncIterator[DnsServer]:
         yield running
 
 
-def query(name: str = NAME, rdtype: str = "A", ecs: tuple[str, int] | None = None,
-          **kwargs: Any) -> dns.message.Message:
+def query(
+    name: str = NAME, rdtype: str = "A", ecs: tuple[str, int] | None = None, **kwargs: Any
+) -> dns.message.Message:
     options: list[dns.edns.Option] = [dns.edns.ECSOption(*ecs)] if ecs else []
     kwargs.setdefault("use_edns", 0)
     return dns.message.make_query(name, rdtype, options=options, **kwargs)
@@ -114,8 +115,9 @@ async def test_truncated_udp_answer_and_tcp_fallback() -> None:
     async with DnsServer(make_resolver(big_site_documents()), "127.0.0.1", 0) as server:
         raw = await udp(server, query())
         assert raw.flags & dns.flags.TC and raw.answer == []
-        answer, used_tcp = await dns.asyncquery.udp_with_fallback(query(), "127.0.0.1", port=server.port,
-                                                                  timeout=TIMEOUT)
+        answer, used_tcp = await dns.asyncquery.udp_with_fallback(
+            query(), "127.0.0.1", port=server.port, timeout=TIMEOUT
+        )
         assert used_tcp and not answer.flags & dns.flags.TC
         assert len(addresses(answer)) == 128
         assert server.metrics.truncated == 2 and server.metrics.tcp_queries == 1
@@ -305,8 +307,7 @@ def ipv6_loopback() -> bool:
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
 async def test_listens_on_ipv6() -> None:
     async with DnsServer(make_resolver(), "::1", 0) as server:
-        message = await dns.asyncquery.tcp(query(f"whoami.{ORIGIN}", "TXT"), "::1", port=server.port,
-                                           timeout=TIMEOUT)
+        message = await dns.asyncquery.tcp(query(f"whoami.{ORIGIN}", "TXT"), "::1", port=server.port, timeout=TIMEOUT)
         assert message.answer[0][0].strings[0] == b"client ::1 (resolver address)"
 
 

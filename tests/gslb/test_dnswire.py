@@ -58,8 +58,9 @@ def test_parses_a_plain_query_keeping_the_question_case() -> None:
 
 
 def test_parses_edns_with_client_subnet_v4() -> None:
-    data = dnspython_query(use_edns=0, payload=4096, want_dnssec=True,
-                           options=[dns.edns.ECSOption("198.51.100.77", 22)])
+    data = dnspython_query(
+        use_edns=0, payload=4096, want_dnssec=True, options=[dns.edns.ECSOption("198.51.100.77", 22)]
+    )
     edns = parse_query(data).edns
     assert edns is not None
     assert (edns.udp_size, edns.do, edns.version) == (4096, True, 0)
@@ -107,38 +108,42 @@ def test_odd_bytes_in_labels_are_escaped_so_they_cannot_pass_for_a_served_name()
     assert query.qname == "demo\\046cdn\\000\\255x.test"
 
 
-@pytest.mark.parametrize(("data", "why"), [
-    (header(qd=0), "questions"),
-    (header(qd=2) + question() + question(), "questions"),
-    (header(flags=0x8000) + question(), "response"),
-    (header(an=1) + question(), "answer or authority"),
-    (header(ns=1) + question(), "answer or authority"),
-    (header() + b"\x04demo", "past the end"),
-    (header() + b"\x04demo\x00\x00", "type and class"),
-    (header() + question() + b"\x00", "after the question"),
-    (header() + question(b"\xc0\x0c"), "compression"),
-    (header() + question(b"\x40" + bytes(64) + b"\x00"), "extended label"),
-    (header() + b"\x3f" + b"a" * 10, "past the end"),
-    (header() + question((b"\x3f" + b"a" * 63) * 4 + b"\x00"), "255"),
-    (header(ar=1) + question(), "past the end"),
-    (header(ar=1) + question() + opt()[:-3], "cut short"),
-    (header(ar=1) + question() + b"\x00" + struct.pack(">HHIH", 41, 512, 0, 9) + bytes(4), "past the end"),
-    (header(ar=2) + question() + opt() + opt(), "more than one OPT"),
-    (header(ar=1) + question() + opt(owner=b"\x01a\x00"), "root"),
-    (header(ar=1) + question() + opt() + b"\x00", "after the last record"),
-    (query_with_opt(b"\x00\x08\x00"), "option header"),
-    (query_with_opt(struct.pack(">HH", 8, 10) + bytes(4)), "runs past"),
-    (query_with_opt(ecs(1, 24, b"\x01\x02\x03"), ecs(1, 24, b"\x01\x02\x03")), "more than one Client Subnet"),
-    (query_with_opt(struct.pack(">HH", 8, 2) + b"\x00\x01"), "shorter than 4"),
-    (query_with_opt(ecs(3, 0, b"")), "family 3"),
-    (query_with_opt(ecs(1, 33, bytes(5))), "longer than 32"),
-    (query_with_opt(ecs(2, 129, bytes(17))), "longer than 128"),
-    (query_with_opt(ecs(1, 24, bytes(3), scope=24)), "scope prefix must be 0"),
-    (query_with_opt(ecs(1, 24, bytes(4))), "4 bytes for a /24"),
-    (query_with_opt(ecs(1, 24, bytes(2))), "2 bytes for a /24"),
-    (query_with_opt(ecs(1, 22, bytes([10, 0, 0b00000010]))), "bits set past"),
-    (query_with_opt(ecs(2, 33, bytes([0x20, 1, 0xd, 0xb8, 0x40]))), "bits set past"),
-], ids=lambda value: value if isinstance(value, str) else None)
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (header(qd=0), "questions"),
+        (header(qd=2) + question() + question(), "questions"),
+        (header(flags=0x8000) + question(), "response"),
+        (header(an=1) + question(), "answer or authority"),
+        (header(ns=1) + question(), "answer or authority"),
+        (header() + b"\x04demo", "past the end"),
+        (header() + b"\x04demo\x00\x00", "type and class"),
+        (header() + question() + b"\x00", "after the question"),
+        (header() + question(b"\xc0\x0c"), "compression"),
+        (header() + question(b"\x40" + bytes(64) + b"\x00"), "extended label"),
+        (header() + b"\x3f" + b"a" * 10, "past the end"),
+        (header() + question((b"\x3f" + b"a" * 63) * 4 + b"\x00"), "255"),
+        (header(ar=1) + question(), "past the end"),
+        (header(ar=1) + question() + opt()[:-3], "cut short"),
+        (header(ar=1) + question() + b"\x00" + struct.pack(">HHIH", 41, 512, 0, 9) + bytes(4), "past the end"),
+        (header(ar=2) + question() + opt() + opt(), "more than one OPT"),
+        (header(ar=1) + question() + opt(owner=b"\x01a\x00"), "root"),
+        (header(ar=1) + question() + opt() + b"\x00", "after the last record"),
+        (query_with_opt(b"\x00\x08\x00"), "option header"),
+        (query_with_opt(struct.pack(">HH", 8, 10) + bytes(4)), "runs past"),
+        (query_with_opt(ecs(1, 24, b"\x01\x02\x03"), ecs(1, 24, b"\x01\x02\x03")), "more than one Client Subnet"),
+        (query_with_opt(struct.pack(">HH", 8, 2) + b"\x00\x01"), "shorter than 4"),
+        (query_with_opt(ecs(3, 0, b"")), "family 3"),
+        (query_with_opt(ecs(1, 33, bytes(5))), "longer than 32"),
+        (query_with_opt(ecs(2, 129, bytes(17))), "longer than 128"),
+        (query_with_opt(ecs(1, 24, bytes(3), scope=24)), "scope prefix must be 0"),
+        (query_with_opt(ecs(1, 24, bytes(4))), "4 bytes for a /24"),
+        (query_with_opt(ecs(1, 24, bytes(2))), "2 bytes for a /24"),
+        (query_with_opt(ecs(1, 22, bytes([10, 0, 0b00000010]))), "bits set past"),
+        (query_with_opt(ecs(2, 33, bytes([0x20, 1, 0xD, 0xB8, 0x40]))), "bits set past"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
 def test_malformed_queries_raise_format_errors_with_the_id(data: bytes, why: str) -> None:
     with pytest.raises(DnsFormatError, match=why) as caught:
         parse_query(data)
@@ -230,10 +235,17 @@ def test_udp_limit(advertised: int | None, limit: int) -> None:
 # --- records -------------------------------------------------------------------------------------
 
 
-def build(query: Query, answers: list[bytes], authority: tuple[bytes, ...] = (), additional: tuple[bytes, ...] = (),
-          *, rcode: int = 0, scope: int | None = None, max_size: int = 65535) -> dns.message.Message:
-    wire = dnswire.response(query, rcode, answers, authority, additional, aa=True, ecs_scope=scope,
-                            max_size=max_size)
+def build(
+    query: Query,
+    answers: list[bytes],
+    authority: tuple[bytes, ...] = (),
+    additional: tuple[bytes, ...] = (),
+    *,
+    rcode: int = 0,
+    scope: int | None = None,
+    max_size: int = 65535,
+) -> dns.message.Message:
+    wire = dnswire.response(query, rcode, answers, authority, additional, aa=True, ecs_scope=scope, max_size=max_size)
     return dns.message.from_wire(wire)
 
 
@@ -245,8 +257,18 @@ def test_every_record_type_reads_back_in_dnspython() -> None:
         dnswire.aaaa("demo.cdn.edgefleet.test", 30, "2001:db8::1", question=q),
         dnswire.cname("www.customer.example", 60, "demo.cdn.edgefleet.test", question=q),
         dnswire.ns("cdn.edgefleet.test", 3600, "ns1.cdn.edgefleet.test", question=q),
-        dnswire.soa("cdn.edgefleet.test", 3600, "ns1.cdn.edgefleet.test", "hostmaster.cdn.edgefleet.test",
-                    2024010101, 7200, 600, 604800, 30, question=q),
+        dnswire.soa(
+            "cdn.edgefleet.test",
+            3600,
+            "ns1.cdn.edgefleet.test",
+            "hostmaster.cdn.edgefleet.test",
+            2024010101,
+            7200,
+            600,
+            604800,
+            30,
+            question=q,
+        ),
         dnswire.txt("whoami.cdn.edgefleet.test", 0, ["client 192.0.2.1", "x" * 300, ""], question=q),
     ]
     texts = [rrset.to_text() for rrset in build(query, records).answer]
@@ -312,8 +334,7 @@ def test_response_header_echoes_the_query() -> None:
 
 
 def test_client_subnet_is_echoed_with_the_scope() -> None:
-    query = parse_query(dnspython_query(use_edns=0, want_dnssec=True,
-                                        options=[dns.edns.ECSOption("198.51.100.0", 24)]))
+    query = parse_query(dnspython_query(use_edns=0, want_dnssec=True, options=[dns.edns.ECSOption("198.51.100.0", 24)]))
     message = build(query, [], scope=16)
     assert message.edns == 0 and message.payload == dnswire.MAX_UDP_PAYLOAD
     assert message.ednsflags & dns.flags.DO
@@ -362,8 +383,9 @@ def test_truncation_sets_tc_and_empties_the_sections() -> None:
 
 def test_truncation_keeps_the_opt_record_and_caps_at_1232() -> None:
     query = parse_query(dnspython_query(use_edns=0, payload=4096, options=[dns.edns.ECSOption("192.0.2.0", 24)]))
-    wire = dnswire.response(query, 0, many_a_records(query, 80), [], [], aa=True, ecs_scope=24,
-                            max_size=query.udp_limit())
+    wire = dnswire.response(
+        query, 0, many_a_records(query, 80), [], [], aa=True, ecs_scope=24, max_size=query.udp_limit()
+    )
     message = dns.message.from_wire(wire)
     assert message.flags & dns.flags.TC and message.edns == 0 and len(message.options) == 1
     whole = build(query, many_a_records(query, 80), max_size=dnswire.MAX_MESSAGE)

@@ -21,22 +21,47 @@ def stamp(seconds_ago: float) -> str:
 
 
 def make(kind: str, name: str, spec: Doc, status: Doc | None = None, labels: dict[str, str] | None = None) -> Doc:
-    doc: Doc = {"apiVersion": "edgefleet.io/v1", "kind": kind, "metadata": {"name": name, "labels": labels or {}},
-                "spec": spec}
+    doc: Doc = {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": kind,
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": spec,
+    }
     if status is not None:
         doc["status"] = status
     return doc
 
 
-def site(name: str, lat: float, lon: float, country: str, *, tier: str = "edge", status: Doc | None = None,
-         always_on: bool = True, capacity: float = 10) -> Doc:
-    spec = {"region": "eu-west", "location": {"lat": lat, "lon": lon, "country": country}, "tier": tier,
-            "capacityGbps": capacity, "alwaysOn": always_on}
+def site(
+    name: str,
+    lat: float,
+    lon: float,
+    country: str,
+    *,
+    tier: str = "edge",
+    status: Doc | None = None,
+    always_on: bool = True,
+    capacity: float = 10,
+) -> Doc:
+    spec = {
+        "region": "eu-west",
+        "location": {"lat": lat, "lon": lon, "country": country},
+        "tier": tier,
+        "capacityGbps": capacity,
+        "alwaysOn": always_on,
+    }
     return make("Site", name, spec, status, labels={"tier": tier})
 
 
-def node(name: str, site_name: str, addresses: list[str], *, phase: str | None = "Ready", draining: bool = False,
-         votes: dict[str, tuple[bool, float | None]] | None = None) -> Doc:
+def node(
+    name: str,
+    site_name: str,
+    addresses: list[str],
+    *,
+    phase: str | None = "Ready",
+    draining: bool = False,
+    votes: dict[str, tuple[bool, float | None]] | None = None,
+) -> Doc:
     status: Doc = {"phase": phase, "lastHeartbeat": stamp(1)}
     if votes is not None:
         status["peerVotes"] = {
@@ -46,10 +71,14 @@ def node(name: str, site_name: str, addresses: list[str], *, phase: str | None =
     return make("Node", name, {"site": site_name, "addresses": addresses, "draining": draining}, status)
 
 
-def domain(name: str = "demo", *, hostnames: list[str] | None = None, sites: str = "tier=edge",
-           routing: Doc | None = None) -> Doc:
-    spec = {"hostnames": hostnames or ["demo.example.com", "*.demo.example.com"],
-            "origins": [{"url": "http://origin.example.com"}], "sites": sites}
+def domain(
+    name: str = "demo", *, hostnames: list[str] | None = None, sites: str = "tier=edge", routing: Doc | None = None
+) -> Doc:
+    spec = {
+        "hostnames": hostnames or ["demo.example.com", "*.demo.example.com"],
+        "origins": [{"url": "http://origin.example.com"}],
+        "sites": sites,
+    }
     if routing is not None:
         spec["routing"] = routing
     return make("Domain", name, spec)
@@ -105,8 +134,16 @@ def test_domain_for_matches_hostnames_wildcards_and_zone_names(
 
 @pytest.mark.parametrize(
     "name",
-    ["example.com", "demo.example.com.evil", "shop.example", "cdn.edgefleet.test", "nope.cdn.edgefleet.test",
-     "x.demo.cdn.edgefleet.test", "_route.demo.cdn.edgefleet.test", ""],
+    [
+        "example.com",
+        "demo.example.com.evil",
+        "shop.example",
+        "cdn.edgefleet.test",
+        "nope.cdn.edgefleet.test",
+        "x.demo.cdn.edgefleet.test",
+        "_route.demo.cdn.edgefleet.test",
+        "",
+    ],
 )
 def test_domain_for_serves_nothing_else(fleet: FleetState, name: str) -> None:
     assert fleet.domain_for(name) is None
@@ -172,8 +209,13 @@ def test_a_node_moving_to_another_site_moves_in_the_answers(fleet: FleetState) -
 
 @pytest.mark.parametrize(
     ("status", "always_on", "active"),
-    [({}, True, True), ({}, False, True), ({"active": True}, False, True), ({"active": False}, False, False),
-     ({"active": False}, True, True)],
+    [
+        ({}, True, True),
+        ({}, False, True),
+        ({"active": True}, False, True),
+        ({"active": False}, False, False),
+        ({"active": False}, True, True),
+    ],
 )
 def test_a_site_is_active_unless_switched_off(status: Doc, always_on: bool, active: bool) -> None:
     fleet = fleet_of(site("par", 48.85, 2.35, "FR", status=status, always_on=always_on), domain())
@@ -195,8 +237,11 @@ def test_site_load_comes_from_its_status(status: Doc, load_gbps: float | None) -
 
 def site_of_three(phase_of_c: str | None, votes_about_c: dict[str, tuple[bool, float | None]]) -> FleetState:
     """Nodes a, b, c in site par; a and b vote about c as given (name -> (healthy, seconds ago))."""
-    docs = [site("par", 48.85, 2.35, "FR"), domain(),
-            node("c", "par", ["192.0.2.3"], phase=phase_of_c, votes={"a": (True, 1), "b": (True, 1)})]
+    docs = [
+        site("par", 48.85, 2.35, "FR"),
+        domain(),
+        node("c", "par", ["192.0.2.3"], phase=phase_of_c, votes={"a": (True, 1), "b": (True, 1)}),
+    ]
     for voter in ("a", "b"):
         votes = {"c": votes_about_c[voter]} if voter in votes_about_c else {}
         docs.append(node(voter, "par", [f"192.0.2.{ord(voter) - 96}"], votes=votes))
@@ -237,7 +282,8 @@ def test_node_health_comes_from_fresh_peer_votes_else_from_the_phase(
 
 def test_only_peers_of_the_same_site_vote_and_a_node_cannot_vote_for_itself() -> None:
     fleet = fleet_of(
-        site("par", 48.85, 2.35, "FR"), site("ams", 52.37, 4.90, "NL"),
+        site("par", 48.85, 2.35, "FR"),
+        site("ams", 52.37, 4.90, "NL"),
         node("c", "par", ["192.0.2.3"], phase="NotReady", votes={"c": (True, 1)}),
         node("x", "ams", ["192.0.2.9"], votes={"c": (True, 1)}),
     )
@@ -256,7 +302,8 @@ def test_only_ready_peers_are_voters() -> None:
 
 def test_votes_expire_with_the_vote_ttl() -> None:
     fleet = fleet_of(
-        site("par", 48.85, 2.35, "FR"), domain(),
+        site("par", 48.85, 2.35, "FR"),
+        domain(),
         node("a", "par", ["192.0.2.1"], votes={"b": (False, 0)}),
         node("b", "par", ["192.0.2.2"]),
         vote_ttl=10,
@@ -280,12 +327,20 @@ def test_votes_of_a_voter_with_a_live_session_hold_until_the_session_ends() -> N
 
 def test_routing_for_reads_the_domains_routing(fleet: FleetState) -> None:
     assert fleet.routing_for("demo") == RoutingPolicy("geo", {}, (), 2, 30, True, 0.85, 0.5)
-    routing = {"policy": "failover", "failoverOrder": ["par", "ams"], "answers": 1, "ttl": 5,
-               "preferCountry": False, "shedThreshold": 0.7, "shedShare": 0.25}
+    routing = {
+        "policy": "failover",
+        "failoverOrder": ["par", "ams"],
+        "answers": 1,
+        "ttl": 5,
+        "preferCountry": False,
+        "shedThreshold": 0.7,
+        "shedShare": 0.25,
+    }
     fleet.apply("Domain", "demo", domain(routing=routing))
     assert fleet.routing_for("demo") == RoutingPolicy("failover", {}, ("par", "ams"), 1, 5, False, 0.7, 0.25)
-    fleet.apply("Domain", "w", domain("w", hostnames=["w.example"], routing={"policy": "weighted",
-                                                                             "weights": {"par": 3}}))
+    fleet.apply(
+        "Domain", "w", domain("w", hostnames=["w.example"], routing={"policy": "weighted", "weights": {"par": 3}})
+    )
     assert fleet.routing_for("w").weights == {"par": 3}
     with pytest.raises(NotServed):
         fleet.routing_for("gone")
@@ -346,8 +401,9 @@ def test_generation_ignores_refreshes_of_fresh_votes_but_sees_stale_ones_return(
     def vote(healthy: bool, seconds_ago: float) -> Doc:
         return node("a", "par", ["192.0.2.1"], votes={"b": (healthy, seconds_ago)})
 
-    fleet = fleet_of(site("par", 48.85, 2.35, "FR"), vote(True, 20), node("b", "par", ["192.0.2.2"], phase="NotReady"),
-                     domain())
+    fleet = fleet_of(
+        site("par", 48.85, 2.35, "FR"), vote(True, 20), node("b", "par", ["192.0.2.2"], phase="NotReady"), domain()
+    )
     start = fleet.generation_at(NOW)
     assert fleet.node_health("b", NOW)[0] is True
     fleet.apply("Node", "a", vote(True, 5))  # same verdict, fresher: nothing routing can see
@@ -366,8 +422,12 @@ def test_generation_ignores_refreshes_of_fresh_votes_but_sees_stale_ones_return(
 
 
 def test_a_replaced_vote_does_not_expire_at_its_old_time() -> None:
-    fleet = fleet_of(site("par", 48.85, 2.35, "FR"), node("a", "par", ["192.0.2.1"], votes={"b": (True, 25)}),
-                     node("b", "par", ["192.0.2.2"]), domain())
+    fleet = fleet_of(
+        site("par", 48.85, 2.35, "FR"),
+        node("a", "par", ["192.0.2.1"], votes={"b": (True, 25)}),
+        node("b", "par", ["192.0.2.2"]),
+        domain(),
+    )
     start = fleet.generation_at(NOW)
     fleet.apply("Node", "a", node("a", "par", ["192.0.2.1"], votes={"b": (True, 0)}))
     assert fleet.generation_at(NOW + 10) == start  # the first vote's expiry (NOW + 5) passed: replaced, no change

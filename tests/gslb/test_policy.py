@@ -34,9 +34,7 @@ def nodes(site: str, count: int = 3) -> tuple[NodeTarget, ...]:
 
 
 def site(name: str, where: Location, **changes: object) -> SiteView:
-    view = SiteView(
-        name, where.region, where.country, where.lat, where.lon, True, 10.0, 1.0, nodes(name)
-    )
+    view = SiteView(name, where.region, where.country, where.lat, where.lon, True, 10.0, 1.0, nodes(name))
     return dataclasses.replace(view, **changes)  # type: ignore[arg-type]
 
 
@@ -99,8 +97,13 @@ def test_geo_with_unknown_location_falls_back_to_a_fixed_order() -> None:
 
 
 def test_no_eligible_site_gives_no_answer() -> None:
-    route = choose(client(PARIS), [dataclasses.replace(PAR, active=False), dataclasses.replace(AMS, nodes=())],
-                   GEO, key="k", draw=0.5)
+    route = choose(
+        client(PARIS),
+        [dataclasses.replace(PAR, active=False), dataclasses.replace(AMS, nodes=())],
+        GEO,
+        key="k",
+        draw=0.5,
+    )
     assert (route.site, route.nodes) == (None, ())
     assert route.reason.startswith("no eligible site")
     assert [c.site for c in route.candidates] == ["ams", "par"]
@@ -323,8 +326,12 @@ NODE_SETS = st.lists(st.text(alphabet="abcdefgh-123", min_size=1, max_size=8), m
 
 
 @settings(max_examples=200, deadline=None)
-@given(names=NODE_SETS, keys=st.lists(st.text(max_size=30), min_size=1, max_size=20), answers=st.integers(1, 4),
-       data=st.data())
+@given(
+    names=NODE_SETS,
+    keys=st.lists(st.text(max_size=30), min_size=1, max_size=20),
+    answers=st.integers(1, 4),
+    data=st.data(),
+)
 def test_removing_a_node_only_moves_that_nodes_keys(
     names: list[str], keys: list[str], answers: int, data: st.DataObject
 ) -> None:

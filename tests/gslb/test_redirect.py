@@ -35,10 +35,18 @@ def make_fleet(documents: list[dict[str, Any]] | None = None) -> FleetState:
     return fleet
 
 
-def redirect(fleet: FleetState, target: str = "/", *, host: str = "www.customer.example", client: str = TOKYO,
-             method: str = "GET", **options: Any) -> Redirect:
-    return redirect_target(fleet, GEO, method=method, host=host, target=target, client=client, zone=ZONE,
-                           now=T0, **options)
+def redirect(
+    fleet: FleetState,
+    target: str = "/",
+    *,
+    host: str = "www.customer.example",
+    client: str = TOKYO,
+    method: str = "GET",
+    **options: Any,
+) -> Redirect:
+    return redirect_target(
+        fleet, GEO, method=method, host=host, target=target, client=client, zone=ZONE, now=T0, **options
+    )
 
 
 def node_of(location: str | None) -> str:
@@ -76,16 +84,21 @@ def test_objects_spread_over_the_sites_nodes_and_each_sticks_to_one() -> None:
     assert set(nodes) == {"tyo-edge-1", "tyo-edge-2"}
     assert nodes == [node_of(redirect(fleet, f"/objects/{i}.bin").location) for i in range(40)]
     # The key is the cache key: the host's case and port do not move an object.
-    assert all(node_of(redirect(fleet, f"/objects/{i}.bin", host="WWW.Customer.Example:8080").location) == node
-               for i, node in enumerate(nodes))
+    assert all(
+        node_of(redirect(fleet, f"/objects/{i}.bin", host="WWW.Customer.Example:8080").location) == node
+        for i, node in enumerate(nodes)
+    )
 
 
 def test_zone_names_wildcards_and_absolute_targets_are_served() -> None:
     fleet = make_fleet()
-    for host, target, path in ((f"demo.{ZONE}", "/a?b", "/a?b"), ("x.img.customer.example.", "/i.png", "/i.png"),
-                               ("ignored", "http://www.customer.example/abs?q=1#frag", "/abs?q=1"),
-                               ("ignored", "HTTPS://www.customer.example?q", "/?q"),
-                               ("ignored", "http://www.customer.example", "/")):
+    for host, target, path in (
+        (f"demo.{ZONE}", "/a?b", "/a?b"),
+        ("x.img.customer.example.", "/i.png", "/i.png"),
+        ("ignored", "http://www.customer.example/abs?q=1#frag", "/abs?q=1"),
+        ("ignored", "HTTPS://www.customer.example?q", "/?q"),
+        ("ignored", "http://www.customer.example", "/"),
+    ):
         status, location, _ = redirect(fleet, target, host=host)
         assert status == 302 and location is not None and location.endswith(f".demo.{ZONE}{path}"), (host, target)
 
@@ -207,15 +220,19 @@ def test_host_names_and_targets() -> None:
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient[Any, Any]]:
-    app = redirect_app(make_fleet(), GEO, zone=ZONE + ".", trusted_proxies=["127.0.0.1/32"], node_port=8081,
-                       clock=lambda: T0)
+    app = redirect_app(
+        make_fleet(), GEO, zone=ZONE + ".", trusted_proxies=["127.0.0.1/32"], node_port=8081, clock=lambda: T0
+    )
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         yield test_client
 
 
 async def test_app_redirects_with_private_caching(client: TestClient[Any, Any]) -> None:
-    response = await client.get("/v/seg%2F1.ts?a=1&b=%20", allow_redirects=False,
-                                headers={"Host": "www.customer.example", "X-Forwarded-For": NEW_YORK})
+    response = await client.get(
+        "/v/seg%2F1.ts?a=1&b=%20",
+        allow_redirects=False,
+        headers={"Host": "www.customer.example", "X-Forwarded-For": NEW_YORK},
+    )
     assert response.status == 302
     location = response.headers["Location"]
     assert location.startswith("http://nyc-edge-") and location.endswith(f".demo.{ZONE}:8081/v/seg%2F1.ts?a=1&b=%20")
@@ -241,8 +258,12 @@ async def test_route_endpoint_explains_the_decision(client: TestClient[Any, Any]
     assert response.status == 200
     document = await response.json()
     assert (document["domain"], document["via"], document["site"]) == ("demo", "hostname", "tyo-edge")
-    assert document["client"] == {"address": TOKYO, "subnet": "127.0.7.0/24", "geoPrefix": 24, "location": {
-        "country": "JP", "region": "ap-northeast", "lat": 35.6762, "lon": 139.6503}}
+    assert document["client"] == {
+        "address": TOKYO,
+        "subnet": "127.0.7.0/24",
+        "geoPrefix": 24,
+        "location": {"country": "JP", "region": "ap-northeast", "lat": 35.6762, "lon": 139.6503},
+    }
     assert [c["site"] for c in document["candidates"]] == ["tyo-edge", "par-edge", "nyc-edge"]
     assert document["candidates"][0]["score"] == 0.0 and document["candidates"][1]["score"] > 9000
     assert document["key"] == "http://www.customer.example/v"

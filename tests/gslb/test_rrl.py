@@ -13,8 +13,9 @@ def limiter(rate: int = 5, slip: int = 2, table_size: int = 1024, exempt: tuple[
     return ResponseRateLimiter(RrlSettings(rate=rate, slip=slip, table_size=table_size, exempt=exempt))
 
 
-def verdicts(rrl: ResponseRateLimiter, count: int, address: str = VICTIM, response_class: str = "demo/1",
-             now: float = 100.0) -> list[Verdict]:
+def verdicts(
+    rrl: ResponseRateLimiter, count: int, address: str = VICTIM, response_class: str = "demo/1", now: float = 100.0
+) -> list[Verdict]:
     return [rrl.check(address, response_class, now) for _ in range(count)]
 
 

@@ -52,34 +52,55 @@ def stamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def site_document(name: str, country: str, lat: float, lon: float, *, always_on: bool = True,
-                  **status: Any) -> dict[str, Any]:
+def site_document(
+    name: str, country: str, lat: float, lon: float, *, always_on: bool = True, **status: Any
+) -> dict[str, Any]:
     return {
-        "apiVersion": "edgefleet.io/v1", "kind": "Site",
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Site",
         "metadata": {"name": name, "labels": {"tier": "edge"}},
-        "spec": {"region": "r1", "location": {"lat": lat, "lon": lon, "country": country}, "capacityGbps": 10,
-                 "alwaysOn": always_on},
+        "spec": {
+            "region": "r1",
+            "location": {"lat": lat, "lon": lon, "country": country},
+            "capacityGbps": 10,
+            "alwaysOn": always_on,
+        },
         "status": status,
     }
 
 
-def node_document(name: str, site: str, addresses: list[str], *, phase: str = "Ready", draining: bool = False,
-                  votes: dict[str, tuple[bool, float]] | None = None) -> dict[str, Any]:
+def node_document(
+    name: str,
+    site: str,
+    addresses: list[str],
+    *,
+    phase: str = "Ready",
+    draining: bool = False,
+    votes: dict[str, tuple[bool, float]] | None = None,
+) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase}
     if votes:
         status["peerVotes"] = {peer: {"healthy": ok, "at": stamp(at)} for peer, (ok, at) in votes.items()}
     return {
-        "apiVersion": "edgefleet.io/v1", "kind": "Node", "metadata": {"name": name},
-        "spec": {"site": site, "addresses": addresses, "draining": draining}, "status": status,
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Node",
+        "metadata": {"name": name},
+        "spec": {"site": site, "addresses": addresses, "draining": draining},
+        "status": status,
     }
 
 
 def domain_document(name: str = "demo", **routing: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": name},
-        "spec": {"hostnames": ["www.customer.example", "*.img.customer.example"],
-                 "origins": [{"url": "http://127.0.0.1:8080"}], "sites": "tier=edge",
-                 "routing": {"policy": "geo", "answers": 2, "ttl": 30, **routing}},
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Domain",
+        "metadata": {"name": name},
+        "spec": {
+            "hostnames": ["www.customer.example", "*.img.customer.example"],
+            "origins": [{"url": "http://127.0.0.1:8080"}],
+            "sites": "tier=edge",
+            "routing": {"policy": "geo", "answers": 2, "ttl": 30, **routing},
+        },
     }
 
 
@@ -103,8 +124,14 @@ class Clock:
         return self.now
 
 
-def make_resolver(documents: list[dict[str, Any]] | None = None, *, geo_csv: str = GEO_CSV,
-                  zone_data: Zone | None = None, clock: Clock | None = None, **options: Any) -> Resolver:
+def make_resolver(
+    documents: list[dict[str, Any]] | None = None,
+    *,
+    geo_csv: str = GEO_CSV,
+    zone_data: Zone | None = None,
+    clock: Clock | None = None,
+    **options: Any,
+) -> Resolver:
     fleet = FleetState()
     assert fleet.load(fleet_documents() if documents is None else documents) == []
     geo = GeoDatabase.from_table(GeoTable.from_csv(geo_csv))
@@ -116,15 +143,31 @@ def resolver() -> Iterator[Resolver]:
     yield make_resolver()
 
 
-def ask(resolver: Resolver, name: str = NAME, rdtype: str = "A", *, ecs: tuple[str, int] | None = None,
-        client: str = "127.0.0.1", edns: bool = True, **query_options: Any) -> dns.message.Message:
+def ask(
+    resolver: Resolver,
+    name: str = NAME,
+    rdtype: str = "A",
+    *,
+    ecs: tuple[str, int] | None = None,
+    client: str = "127.0.0.1",
+    edns: bool = True,
+    **query_options: Any,
+) -> dns.message.Message:
     options: list[dns.edns.Option] = [dns.edns.ECSOption(*ecs)] if ecs else []
     use_edns = query_options.pop("use_edns", 0 if edns or ecs else False)
     query = dns.message.make_query(name, rdtype, use_edns=use_edns, options=options, **query_options)
     parsed = dnswire.parse_query(query.to_wire())
     rcode, answers, authority, additional, scope = resolver.resolve(parsed, client)
-    wire = dnswire.response(parsed, rcode, answers, authority, additional,
-                            aa=rcode in (dnswire.NOERROR, dnswire.NXDOMAIN), ecs_scope=scope, max_size=65535)
+    wire = dnswire.response(
+        parsed,
+        rcode,
+        answers,
+        authority,
+        additional,
+        aa=rcode in (dnswire.NOERROR, dnswire.NXDOMAIN),
+        ecs_scope=scope,
+        max_size=65535,
+    )
     return dns.message.from_wire(wire)
 
 
@@ -143,8 +186,7 @@ def scope_of(message: dns.message.Message) -> int:
 def test_apex_soa_and_ns(resolver: Resolver) -> None:
     soa = ask(resolver, ORIGIN, "SOA")
     assert soa.rcode() == dns.rcode.NOERROR and soa.flags & dns.flags.AA
-    assert soa.answer[0].to_text() == (f"{ORIGIN}. 3600 IN SOA ns1.{ORIGIN}. hostmaster.{ORIGIN}. "
-                                       "1 3600 600 604800 30")
+    assert soa.answer[0].to_text() == (f"{ORIGIN}. 3600 IN SOA ns1.{ORIGIN}. hostmaster.{ORIGIN}. 1 3600 600 604800 30")
     ns = ask(resolver, ORIGIN, "NS")
     assert ns.answer[0].to_text() == f"{ORIGIN}. 3600 IN NS ns1.{ORIGIN}."
     assert ns.additional == []  # no glue configured
@@ -152,12 +194,15 @@ def test_apex_soa_and_ns(resolver: Resolver) -> None:
 
 def test_glue_for_name_servers_in_the_zone() -> None:
     glue = {f"ns1.{ORIGIN}": ("192.0.2.53", "2001:db8::53")}
-    zone_data = Zone(ns=(f"ns1.{ORIGIN}", "ns.elsewhere.example"), glue=glue, hostmaster="dns-admin@edgefleet.test",
-                     serial=7)
+    zone_data = Zone(
+        ns=(f"ns1.{ORIGIN}", "ns.elsewhere.example"), glue=glue, hostmaster="dns-admin@edgefleet.test", serial=7
+    )
     resolver = make_resolver(zone_data=zone_data)
     ns = ask(resolver, ORIGIN, "NS")
     assert sorted(rrset.to_text() for rrset in ns.additional) == [
-        f"ns1.{ORIGIN}. 3600 IN A 192.0.2.53", f"ns1.{ORIGIN}. 3600 IN AAAA 2001:db8::53"]
+        f"ns1.{ORIGIN}. 3600 IN A 192.0.2.53",
+        f"ns1.{ORIGIN}. 3600 IN AAAA 2001:db8::53",
+    ]
     assert addresses(ask(resolver, f"ns1.{ORIGIN}", "A")) == ["192.0.2.53"]
     assert addresses(ask(resolver, f"ns1.{ORIGIN}", "AAAA")) == ["2001:db8::53"]
     assert ask(resolver, f"ns1.{ORIGIN}", "MX").authority[0].rdtype == 6  # NODATA
@@ -281,8 +326,14 @@ def test_a_node_name_lives_while_the_node_is_fit_and_its_site_selected() -> None
     lab["metadata"]["labels"] = {"tier": "lab"}
     documents += [lab, node_document("lab-1", "lab", ["127.0.9.1"])]
     resolver = make_resolver(documents)
-    for label in ("par-edge-1.demo", "par-edge-2.demo", "lab-1.demo", "nobody.demo", "tyo-edge-1.other",
-                  "x.tyo-edge-1.demo"):
+    for label in (
+        "par-edge-1.demo",
+        "par-edge-2.demo",
+        "lab-1.demo",
+        "nobody.demo",
+        "tyo-edge-1.other",
+        "x.tyo-edge-1.demo",
+    ):
         message = ask(resolver, f"{label}.{ORIGIN}")
         assert message.rcode() == dns.rcode.NXDOMAIN and message.authority[0].rdtype == 6, label
     answer = ask(resolver, f"tyo-edge-2.demo.{ORIGIN}").answer
@@ -300,8 +351,10 @@ def test_node_and_domain_names_may_hold_dots_and_a_domain_name_wins() -> None:
     assert addresses(ask(resolver, f"tyo-edge-2.v2.shop.{ORIGIN}")) == ["127.0.7.2"]
     # "tyo-edge-1.demo" is a Domain: its zone name is routed (two answers), not the node's own name.
     assert len(addresses(ask(resolver, f"tyo-edge-1.demo.{ORIGIN}", client="127.0.5.9"))) == 2
-    assert resolver.node_for(f"tyo-edge-2.demo.{ORIGIN}") == ("demo", policy.NodeTarget(
-        "tyo-edge-2", ("127.0.7.2",), ("2001:db8:3::2",)))
+    assert resolver.node_for(f"tyo-edge-2.demo.{ORIGIN}") == (
+        "demo",
+        policy.NodeTarget("tyo-edge-2", ("127.0.7.2",), ("2001:db8:3::2",)),
+    )
     assert resolver.node_for("tyo-edge-2.demo.example.org") is None
     assert zone.node_hostname("tyo-edge-2", "demo", ORIGIN.upper() + ".") == f"tyo-edge-2.demo.{ORIGIN}"
 
@@ -340,8 +393,10 @@ def test_whoami_tells_the_client_address_and_location(resolver: Resolver) -> Non
     assert strings == ["client 203.0.113.0/24 (ECS)", "location JP ap-northeast 35.6762,139.65 (prefix /24)"]
     assert message.answer[0].ttl == 0
     plain = ask(resolver, f"whoami.{ORIGIN}", "TXT", client="100.64.1.2")
-    assert [s.decode() for s in plain.answer[0][0].strings] == ["client 100.64.1.2 (resolver address)",
-                                                                 "location unknown"]
+    assert [s.decode() for s in plain.answer[0][0].strings] == [
+        "client 100.64.1.2 (resolver address)",
+        "location unknown",
+    ]
     assert ask(resolver, f"whoami.{ORIGIN}", "A").answer == []
 
 
@@ -430,8 +485,9 @@ def test_geo_table_reload_moves_the_generation(tmp_path: Path) -> None:
     resolver = Resolver(Zone(), fleet, GeoDatabase(table), clock=Clock())
     assert addresses(ask(resolver, ecs=("203.0.113.0", 24))) == ["127.0.7.1", "127.0.7.2"]
     before = resolver.generation
-    table.write_text(GEO_CSV.replace("203.0.113.0/24,JP,ap-northeast,35.6762,139.6503",
-                                     "203.0.113.0/24,US,us-east,40.7128,-74.0060"))
+    table.write_text(
+        GEO_CSV.replace("203.0.113.0/24,JP,ap-northeast,35.6762,139.6503", "203.0.113.0/24,US,us-east,40.7128,-74.0060")
+    )
     assert resolver.geo.reload() is None
     assert resolver.generation != before
     assert addresses(ask(resolver, ecs=("203.0.113.0", 24))) == ["127.0.5.1", "127.0.5.2"]

@@ -46,8 +46,7 @@ def pointer_chain_query(size: int, variant: int = 0, query_id: int = 0x1234) -> 
     last_link = first_rdata + 2 * (links - 1)
     records = (size - first_rdata - len(chain)) // _RECORD_SIZE
     owner = struct.pack(">H", 0xC000 | last_link)
-    body = (b"\x00" + _RR_FIXED.pack(1, 1, 0, len(chain)) + bytes(chain)
-            + (owner + _RR_FIXED.pack(1, 1, 0, 0)) * records)
+    body = b"\x00" + _RR_FIXED.pack(1, 1, 0, len(chain)) + bytes(chain) + (owner + _RR_FIXED.pack(1, 1, 0, 0)) * records
     return _HEADER.pack(query_id, 0, 1, 0, 0, records + 1) + QUESTION + body
 
 
@@ -66,10 +65,12 @@ class AttackFigures:
         return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else math.inf
 
     def summary(self) -> str:
-        return (f"{self.sent} crafted queries; /healthz max {max(self.healthz, default=math.inf) * 1000:.0f} ms "
-                f"p99 {self.p99(self.healthz) * 1000:.0f} ms over {len(self.healthz)}; legitimate DNS "
-                f"p99 {self.p99(self.dns) * 1000:.0f} ms max {max(self.dns, default=math.inf) * 1000:.0f} ms "
-                f"over {len(self.dns)}, {self.dns_lost} lost")
+        return (
+            f"{self.sent} crafted queries; /healthz max {max(self.healthz, default=math.inf) * 1000:.0f} ms "
+            f"p99 {self.p99(self.healthz) * 1000:.0f} ms over {len(self.healthz)}; legitimate DNS "
+            f"p99 {self.p99(self.dns) * 1000:.0f} ms max {max(self.dns, default=math.inf) * 1000:.0f} ms "
+            f"over {len(self.dns)}, {self.dns_lost} lost"
+        )
 
 
 def legitimate_query(query_id: int) -> bytes:
@@ -77,8 +78,16 @@ def legitimate_query(query_id: int) -> bytes:
     return _HEADER.pack(query_id, 0x0100, 1, 0, 0, 0) + QUESTION
 
 
-def attack_while_probing(api_url: str, dns_port: int, *, rate: float = 50.0, seconds: float = 3.0,
-                         size: int = 4096, tcp: bool = False, settle: float = 1.0) -> AttackFigures:
+def attack_while_probing(
+    api_url: str,
+    dns_port: int,
+    *,
+    rate: float = 50.0,
+    seconds: float = 3.0,
+    size: int = 4096,
+    tcp: bool = False,
+    settle: float = 1.0,
+) -> AttackFigures:
     """Send crafted queries at ``rate``/s for ``seconds`` while timing /healthz and legitimate DNS queries.
 
     Probing goes on for ``settle`` seconds after the last crafted query (a
@@ -86,8 +95,10 @@ def attack_while_probing(api_url: str, dns_port: int, *, rate: float = 50.0, sec
     """
     stop = threading.Event()
     figures = AttackFigures(sent=0)
-    probes = [threading.Thread(target=_probe_healthz, args=(api_url, stop, figures.healthz)),
-              threading.Thread(target=_probe_dns, args=(dns_port, stop, figures))]
+    probes = [
+        threading.Thread(target=_probe_healthz, args=(api_url, stop, figures.healthz)),
+        threading.Thread(target=_probe_dns, args=(dns_port, stop, figures)),
+    ]
     for thread in probes:
         thread.start()
     try:

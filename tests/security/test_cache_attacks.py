@@ -122,8 +122,10 @@ def only_if_cached(proc: CacheProcess, target: str) -> int:
 def tiered(origin: OriginProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, CacheProcess]]:
     """Two edge peers on 127.0.0.1 under one parent node: clients on 127.0.0.9 are strangers to them."""
     data_dir = tmp_path_factory.mktemp("tiers")
-    procs = {name: CacheProcess(cache_config(origin.url, data_dir, node=name, disk=False), data_dir)
-             for name in (*EDGES, "parent")}
+    procs = {
+        name: CacheProcess(cache_config(origin.url, data_dir, node=name, disk=False), data_dir)
+        for name in (*EDGES, "parent")
+    }
     peers = [{"name": name, "url": procs[name].url} for name in EDGES]
     parent = {"name": "parent", "url": procs["parent"].url}
     for name in EDGES:
@@ -210,8 +212,16 @@ def test_encoded_slash_with_dot_segments_is_refused(cache: CacheProcess, origin:
         assert origin.count(target) == 0
 
 
-@pytest.mark.parametrize("target", ["/bytes/100/static/../api/me", "//bytes/100/api/me", "/bytes/100//api/me",
-                                    "/bytes/100/%61pi/me", "/bytes/100/./api/me"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/bytes/100/static/../api/me",
+        "//bytes/100/api/me",
+        "/bytes/100//api/me",
+        "/bytes/100/%61pi/me",
+        "/bytes/100/./api/me",
+    ],
+)
 def test_rules_match_the_normalised_path(cache: CacheProcess, origin: OriginProcess, target: str) -> None:
     """Each spelling of /bytes/100/api/me falls under the bypass rule and reaches the origin normalised."""
     response = exchange(cache, http_request("GET", target, HOST))
@@ -233,8 +243,13 @@ def test_a_response_to_a_request_with_a_cookie_is_not_stored(cache: CacheProcess
 
 
 def test_client_routing_fields_do_not_reach_the_origin(cache: CacheProcess) -> None:
-    fields = [("X-Forwarded-Host", "evil.test"), ("X-Original-URL", "/admin"), ("X-Rewrite-URL", "/admin"),
-              ("X-HTTP-Method-Override", "DELETE"), ("Forwarded", "host=evil.test")]
+    fields = [
+        ("X-Forwarded-Host", "evil.test"),
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("Forwarded", "host=evil.test"),
+    ]
     response = exchange(cache, http_request("GET", "/echo?routing-fields", HOST, *fields))
     seen = json.loads(response.body)["headers"]
     assert not {name.lower() for name, _ in fields} & set(seen), seen
@@ -243,9 +258,7 @@ def test_client_routing_fields_do_not_reach_the_origin(cache: CacheProcess) -> N
 # --- Low: an unsafe method invalidates softly ----------------------------------------------------
 
 
-def test_a_client_post_marks_the_entry_stale_instead_of_removing_it(
-    cache: CacheProcess, origin: OriginProcess
-) -> None:
+def test_a_client_post_marks_the_entry_stale_instead_of_removing_it(cache: CacheProcess, origin: OriginProcess) -> None:
     target = "/echo?cc=max-age%3D600&soft-invalidation"
     assert exchange(cache, http_request("GET", target, HOST)).status == 200
     assert (exchange(cache, http_request("GET", target, HOST)).header("x-cache") or "").startswith("HIT")

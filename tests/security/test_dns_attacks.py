@@ -78,8 +78,9 @@ def test_crafted_queries_do_not_starve_the_clouds_api_or_its_dns(tmp_path: Path)
         assert len(figures.healthz) >= 10 and figures.p99(figures.healthz) < 1.0, figures.summary()
         assert len(figures.dns) >= 10 and figures.p99(figures.dns) < 1.0, figures.summary()
         assert figures.dns_lost == 0, figures.summary()
-        tcp = attack_while_probing(cloud.url, cloud.dns_port, rate=4, seconds=0.5, size=dnswire.MAX_MESSAGE,
-                                   tcp=True, settle=0.5)
+        tcp = attack_while_probing(
+            cloud.url, cloud.dns_port, rate=4, seconds=0.5, size=dnswire.MAX_MESSAGE, tcp=True, settle=0.5
+        )
         assert max(tcp.healthz) < 1.0 and max(tcp.dns) < 1.0 and tcp.dns_lost == 0, tcp.summary()
 
 
@@ -121,8 +122,10 @@ async def test_a_udp_flood_gets_rate_answers_then_slipped_truncations_and_drops(
     assert abs(len(truncated) - (40 - len(full)) / 2) <= 1
     metrics = limited_server.metrics
     assert metrics.rrl_slipped == len(truncated) and metrics.rrl_dropped == 40 - len(replies)
-    over_tcp = [await dns.asyncquery.tcp(dns.message.make_query(NAME, "A"), "127.0.0.1", port=limited_server.port,
-                                         timeout=2.0) for _ in range(10)]
+    over_tcp = [
+        await dns.asyncquery.tcp(dns.message.make_query(NAME, "A"), "127.0.0.1", port=limited_server.port, timeout=2.0)
+        for _ in range(10)
+    ]
     assert all(addresses(reply) for reply in over_tcp)  # TCP cannot be spoofed: never limited
 
 

@@ -43,9 +43,15 @@ MAX_WATCHES = 4
 CLOUD_FLAGS = ["--node-monitor-period", "0.5", "--max-watches-per-principal", str(MAX_WATCHES)]
 
 DOMAIN = {
-    "apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": "demo"},
-    "spec": {"hostnames": ["demo.test"], "origins": [{"url": "http://127.0.0.1:9"}], "sites": "",
-             "routing": {"answers": 4, "policy": "failover", "failoverOrder": ["par", "nyc"]}},
+    "apiVersion": "edgefleet.io/v1",
+    "kind": "Domain",
+    "metadata": {"name": "demo"},
+    "spec": {
+        "hostnames": ["demo.test"],
+        "origins": [{"url": "http://127.0.0.1:9"}],
+        "sites": "",
+        "routing": {"answers": 4, "policy": "failover", "failoverOrder": ["par", "nyc"]},
+    },
 }
 
 
@@ -55,8 +61,9 @@ class RawAgent:
     def __init__(self, url: str, node: str, credential: str) -> None:
         self.node, self.credential = node, credential
         self.session = AgentSession(node, local=LocalState("", 0, {}, "test"))
-        self.ws: ClientConnection = connect(url, additional_headers={"Authorization": f"Bearer {credential}"},
-                                            max_size=None, legacy=True)
+        self.ws: ClientConnection = connect(
+            url, additional_headers={"Authorization": f"Bearer {credential}"}, max_size=None, legacy=True
+        )
         self.ws.send(self.session.hello())
         self.closed: ConnectionClosed | None = None
         self._lock = threading.Lock()
@@ -165,8 +172,11 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
             for name, address in nodes.items():
                 cloud.join(name, site, address)
                 cloud.connect(name)
-        wait_until(lambda: all(cloud.node(n)["status"].get("phase") == "Ready" for n in (*PARIS, *NEW_YORK)), 20,
-                   what="every node Ready")
+        wait_until(
+            lambda: all(cloud.node(n)["status"].get("phase") == "Ready" for n in (*PARIS, *NEW_YORK)),
+            20,
+            what="every node Ready",
+        )
         yield cloud
     finally:
         cloud.close()
@@ -184,8 +194,13 @@ def honest(cloud: Cloud) -> Iterator[Cloud]:
 
 
 def test_a_node_cannot_write_votes_or_times_through_rest(honest: Cloud) -> None:
-    patch = {"status": {"peerVotes": {"p2": vote(False, FUTURE), "p3": vote(False, FUTURE)},
-                        "lastHeartbeat": FUTURE, "phase": "Ready"}}
+    patch = {
+        "status": {
+            "peerVotes": {"p2": vote(False, FUTURE), "p3": vote(False, FUTURE)},
+            "lastHeartbeat": FUTURE,
+            "phase": "Ready",
+        }
+    }
     with honest.api(honest.credentials["p1"]) as attacker:
         response = attacker.patch(f"{API}/nodes/p1/status", json=patch, headers=MERGE)
         replaced = attacker.put(f"{API}/nodes/p1/status", json={**honest.node("p1"), "status": patch["status"]})
@@ -200,10 +215,21 @@ def test_a_node_cannot_write_votes_or_times_through_rest(honest: Cloud) -> None:
 
 def test_one_voter_cannot_decide_a_tie_nor_date_its_votes(honest: Cloud) -> None:
     """p1 votes both peers down (dated 2099) while p2 and p3 vote each other up: a tie, so both stay."""
-    honest.agents["p1"].report({"peerVotes": {"p2": vote(False, FUTURE), "p3": vote(False, FUTURE),
-                                              "n1": vote(False, FUTURE), "nobody": vote(False, FUTURE)}})
-    wait_until(lambda: honest.node("p1")["status"].get("peerVotes", {}).get("p2", {}).get("healthy") is False, 10,
-               what="p1's votes recorded")
+    honest.agents["p1"].report(
+        {
+            "peerVotes": {
+                "p2": vote(False, FUTURE),
+                "p3": vote(False, FUTURE),
+                "n1": vote(False, FUTURE),
+                "nobody": vote(False, FUTURE),
+            }
+        }
+    )
+    wait_until(
+        lambda: honest.node("p1")["status"].get("peerVotes", {}).get("p2", {}).get("healthy") is False,
+        10,
+        what="p1's votes recorded",
+    )
     stored = honest.node("p1")["status"]["peerVotes"]
     assert set(stored) == {"p2", "p3"}, "votes about another site's node or an unknown name are dropped"
     assert all(entry["at"] < "2099" for entry in stored.values()), "the cloud stamps vote times"
@@ -232,8 +258,11 @@ def test_a_disconnected_or_revoked_voter_stops_counting(honest: Cloud) -> None:
 
 def metric(cloud: Cloud, name: str) -> float:
     text = httpx.get(f"{cloud.process.url}/metrics").text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
-               or line.startswith(name + "{"))
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    )
 
 
 FLOOD_RATE, FLOOD_SECONDS = 1000, 2.0
@@ -241,13 +270,20 @@ FLOOD_RATE, FLOOD_SECONDS = 1000, 2.0
 
 def test_a_flood_of_reports_costs_a_bounded_number_of_store_writes(honest: Cloud) -> None:
     """1,000 distinct reports a second from one node: coalesced to about one store write a second."""
-    writes, taken = metric(honest, "edgefleet_hub_status_writes_total"), metric(
-        honest, "edgefleet_hub_messages_received_total")
+    writes, taken = (
+        metric(honest, "edgefleet_hub_status_writes_total"),
+        metric(honest, "edgefleet_hub_messages_received_total"),
+    )
     attacker, sent, slowest = honest.agents["p2"], 0, 0.0
     started = time.monotonic()
     while (elapsed := time.monotonic() - started) < FLOOD_SECONDS:
-        attacker.report({"agentVersion": f"flood-{sent}", **honest_votes("p2"),
-                         "workloads": {"cache": {"ready": sent % 2 == 0, "revision": str(sent)}}})
+        attacker.report(
+            {
+                "agentVersion": f"flood-{sent}",
+                **honest_votes("p2"),
+                "workloads": {"cache": {"ready": sent % 2 == 0, "revision": str(sent)}},
+            }
+        )
         sent += 1
         if sent % 100 == 0:
             probe = time.monotonic()
@@ -258,8 +294,10 @@ def test_a_flood_of_reports_costs_a_bounded_number_of_store_writes(honest: Cloud
     decoded = metric(honest, "edgefleet_hub_messages_received_total") - taken  # the rest waits in TCP buffers
     time.sleep(1.5)  # what was taken is written
     written = metric(honest, "edgefleet_hub_status_writes_total") - writes
-    print(f"flood: {sent} reports in {elapsed:.1f}s ({sent / elapsed:.0f}/s), {decoded:.0f} taken by the hub, "
-          f"{written:.0f} status writes ({written / elapsed:.1f}/s), slowest /healthz {slowest * 1000:.0f} ms")
+    print(
+        f"flood: {sent} reports in {elapsed:.1f}s ({sent / elapsed:.0f}/s), {decoded:.0f} taken by the hub, "
+        f"{written:.0f} status writes ({written / elapsed:.1f}/s), slowest /healthz {slowest * 1000:.0f} ms"
+    )
     assert written <= 2 * elapsed + 6, f"{written} status writes for {sent} reports in {elapsed:.1f}s"
     assert decoded <= 150 * elapsed + 250, f"the hub read {decoded} messages in {elapsed:.1f}s from one session"
     assert slowest < 2.0
@@ -288,8 +326,11 @@ def test_an_oversized_status_field_is_refused_and_changes_nothing(
     assert field in (attacker.ws.close_reason or ""), attacker.ws.close_reason
     hold(0.5)  # a write it should not have made would land here
     after = honest.node("p3")["status"]
-    assert after.get("workloads") == before.get("workloads") and after.get("agentVersion") == before.get(
-        "agentVersion") and after.get("cache") == before.get("cache")
+    assert (
+        after.get("workloads") == before.get("workloads")
+        and after.get("agentVersion") == before.get("agentVersion")
+        and after.get("cache") == before.get("cache")
+    )
 
 
 def test_watches_per_token_are_capped(honest: Cloud) -> None:
@@ -297,8 +338,9 @@ def test_watches_per_token_are_capped(honest: Cloud) -> None:
     with honest.api() as admin:
         viewer_token = admin.post(f"{EDGE}/bootstrap-tokens", json={"role": "viewer"}).json()["token"]
     with contextlib.ExitStack() as open_watches, honest.api() as admin, honest.api(viewer_token) as viewer:
-        watches = [open_watches.enter_context(admin.stream("GET", f"{API}/sites?watch=true"))
-                   for _ in range(MAX_WATCHES)]
+        watches = [
+            open_watches.enter_context(admin.stream("GET", f"{API}/sites?watch=true")) for _ in range(MAX_WATCHES)
+        ]
         assert all(watch.status_code == 200 for watch in watches)
         refused = admin.get(f"{API}/nodes?watch=true")
         assert refused.status_code == 429, refused.text
@@ -306,5 +348,8 @@ def test_watches_per_token_are_capped(honest: Cloud) -> None:
         with viewer.stream("GET", f"{API}/sites?watch=true") as other:
             assert other.status_code == 200, "another token has its own allowance"
         watches[0].close()
-        wait_until(lambda: admin.get(f"{API}/sites?watch=true&timeoutSeconds=1").status_code == 200, 5,
-                   what="a slot freed by a closed watch")
+        wait_until(
+            lambda: admin.get(f"{API}/sites?watch=true&timeoutSeconds=1").status_code == 200,
+            5,
+            what="a slot freed by a closed watch",
+        )

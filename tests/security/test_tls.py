@@ -74,8 +74,9 @@ class TlsMitm:
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port,
-                                                                 ssl=self.upstream_ctx, server_hostname="127.0.0.1")
+            up_reader, up_writer = await asyncio.open_connection(
+                "127.0.0.1", self.upstream_port, ssl=self.upstream_ctx, server_hostname="127.0.0.1"
+            )
         except OSError:
             writer.close()
             return
@@ -128,11 +129,16 @@ def mitm(cloud: CloudProcess, pki: tuple[PkiFiles, PkiFiles]) -> Iterator[TlsMit
 
 
 def cli(cloud: CloudProcess, tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "EDGEFLEET_SERVER": cloud.url, "EDGEFLEET_TOKEN": cloud.token,
-                   "EDGEFLEET_CONFIG": str(tmp_path / "cli.yaml"), "COLUMNS": "200", **env}
+    environment = {
+        **os.environ,
+        "EDGEFLEET_SERVER": cloud.url,
+        "EDGEFLEET_TOKEN": cloud.token,
+        "EDGEFLEET_CONFIG": str(tmp_path / "cli.yaml"),
+        "COLUMNS": "200",
+        **env,
+    }
     environment.pop("EDGEFLEET_INSECURE", None)
-    return subprocess.run([EDGEFLEET, *args], capture_output=True, text=True, env=environment, timeout=60,
-                          check=False)
+    return subprocess.run([EDGEFLEET, *args], capture_output=True, text=True, env=environment, timeout=60, check=False)
 
 
 def bootstrap_token(cloud: CloudProcess) -> str:
@@ -142,10 +148,26 @@ def bootstrap_token(cloud: CloudProcess) -> str:
         return str(created.json()["token"])
 
 
-def join(cloud: CloudProcess, tmp_path: Path, server: str, token: str, name: str,
-         *trust: str) -> subprocess.CompletedProcess[str]:
-    return cli(cloud, tmp_path, "edge", "join", "--server", server, "--token", token, "--site", "lab",
-               "--name", name, "--data-dir", str(tmp_path / name), *trust)
+def join(
+    cloud: CloudProcess, tmp_path: Path, server: str, token: str, name: str, *trust: str
+) -> subprocess.CompletedProcess[str]:
+    return cli(
+        cloud,
+        tmp_path,
+        "edge",
+        "join",
+        "--server",
+        server,
+        "--token",
+        token,
+        "--site",
+        "lab",
+        "--name",
+        name,
+        "--data-dir",
+        str(tmp_path / name),
+        *trust,
+    )
 
 
 def node_exists(cloud: CloudProcess, name: str) -> bool:
@@ -153,8 +175,9 @@ def node_exists(cloud: CloudProcess, name: str) -> bool:
         return api.get(f"{API}/nodes/{name}").status_code == 200
 
 
-def test_token_create_prints_a_join_command_that_pins_the_ca(cloud: CloudProcess, pki: tuple[PkiFiles, PkiFiles],
-                                                             tmp_path: Path) -> None:
+def test_token_create_prints_a_join_command_that_pins_the_ca(
+    cloud: CloudProcess, pki: tuple[PkiFiles, PkiFiles], tmp_path: Path
+) -> None:
     assert cloud.tls is not None
     created = cli(cloud, tmp_path, "token", "create", "--ttl", "10m", EDGEFLEET_CA_FILE=str(cloud.tls.ca_cert))
     printed = " ".join(created.stderr.split())
@@ -163,8 +186,9 @@ def test_token_create_prints_a_join_command_that_pins_the_ca(cloud: CloudProcess
     assert httpx.get(cloud.url + "/edge/v1/ca", verify=cloud.ssl_context()).content == pki[0].ca_cert.read_bytes()
 
 
-def test_a_join_with_a_wrong_ca_hash_is_refused(cloud: CloudProcess, pki: tuple[PkiFiles, PkiFiles],
-                                                tmp_path: Path) -> None:
+def test_a_join_with_a_wrong_ca_hash_is_refused(
+    cloud: CloudProcess, pki: tuple[PkiFiles, PkiFiles], tmp_path: Path
+) -> None:
     token = bootstrap_token(cloud)
     refused = join(cloud, tmp_path, cloud.url, token, "wrong-hash", "--ca-hash", ca_hash(pki[1].ca_cert.read_bytes()))
     message = " ".join(refused.stderr.split())
@@ -176,7 +200,8 @@ def test_a_join_with_a_wrong_ca_hash_is_refused(cloud: CloudProcess, pki: tuple[
 
 
 def test_a_join_through_a_tls_terminating_proxy_is_refused_before_the_token_leaves(
-        cloud: CloudProcess, pki: tuple[PkiFiles, PkiFiles], mitm: TlsMitm, tmp_path: Path) -> None:
+    cloud: CloudProcess, pki: tuple[PkiFiles, PkiFiles], mitm: TlsMitm, tmp_path: Path
+) -> None:
     token = bootstrap_token(cloud)
     pin = ca_hash(pki[0].ca_cert.read_bytes())  # the right pin: the proxy relays the real CA
     refused = join(cloud, tmp_path, mitm.url, token, "via-mitm", "--ca-hash", pin)
@@ -187,7 +212,8 @@ def test_a_join_through_a_tls_terminating_proxy_is_refused_before_the_token_leav
 
 
 def test_an_agent_pinned_to_ca_a_refuses_the_proxy_and_connects_to_the_real_cloud(
-        cloud: CloudProcess, pki: tuple[PkiFiles, PkiFiles], mitm: TlsMitm, tmp_path: Path) -> None:
+    cloud: CloudProcess, pki: tuple[PkiFiles, PkiFiles], mitm: TlsMitm, tmp_path: Path
+) -> None:
     token = bootstrap_token(cloud)
     joined = join(cloud, tmp_path, cloud.url, token, "edge-1", "--ca-hash", ca_hash(pki[0].ca_cert.read_bytes()))
     assert joined.returncode == 0, joined.stderr
@@ -253,16 +279,31 @@ async def test_a_hub_cannot_downgrade_a_tls_agent_to_cleartext() -> None:
     class Nothing:
         pass
 
-    client = HubClient(servers=["https://hub-a:7440"], credential=lambda: "x", node_name="edge-1",
-                       handler=Nothing(), trust=ClientTrust())  # type: ignore[arg-type]
+    client = HubClient(
+        servers=["https://hub-a:7440"],
+        credential=lambda: "x",
+        node_name="edge-1",
+        handler=Nothing(),
+        trust=ClientTrust(),
+    )  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cleartext"):
         client.set_servers(["http://hub-b:7440"])
     assert client.servers == ["https://hub-a:7440"]
     assert client._hint_allowed("http://hub-b:7440") is None
     assert client._hint_allowed("https://hub-b:7440") == "https://hub-b:7440"
     with pytest.raises(ValueError, match="cleartext"):
-        HubClient(servers=["http://hub-a:7440"], credential=lambda: "x", node_name="edge-1",
-                  handler=Nothing(), trust=ClientTrust())  # type: ignore[arg-type]
-    allowed = HubClient(servers=["http://hub-a:7440"], credential=lambda: "x", node_name="edge-1",
-                        handler=Nothing(), trust=ClientTrust(insecure=True))  # type: ignore[arg-type]
+        HubClient(
+            servers=["http://hub-a:7440"],
+            credential=lambda: "x",
+            node_name="edge-1",
+            handler=Nothing(),
+            trust=ClientTrust(),
+        )  # type: ignore[arg-type]
+    allowed = HubClient(
+        servers=["http://hub-a:7440"],
+        credential=lambda: "x",
+        node_name="edge-1",
+        handler=Nothing(),
+        trust=ClientTrust(insecure=True),
+    )  # type: ignore[arg-type]
     assert allowed._hint_allowed("http://hub-b:7440") == "http://hub-b:7440"

@@ -68,14 +68,23 @@ def secret_doc(name: str, **data: str) -> dict[str, Any]:
 
 
 def snoop_workload(node: str, token_path: str = "") -> dict[str, Any]:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "Workload", "metadata": {"name": "snoop"},
-            "spec": {"nodeSelector": f"edgefleet.io/node={node}", "template": {
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Workload",
+        "metadata": {"name": "snoop"},
+        "spec": {
+            "nodeSelector": f"edgefleet.io/node={node}",
+            "template": {
                 "command": ["/bin/sh", "-c", SNOOP],
-                "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretRef": {"name": "db", "key": "password"}}},
-                        {"name": "TOKEN_PATH", "value": token_path}],
+                "env": [
+                    {"name": "DB_PASSWORD", "valueFrom": {"secretRef": {"name": "db", "key": "password"}}},
+                    {"name": "TOKEN_PATH", "value": token_path},
+                ],
                 "files": [{"path": "given.txt", "content": "from the template\n"}],
                 "terminationGracePeriodSeconds": 1,
-            }}}
+            },
+        },
+    }
 
 
 @pytest.fixture
@@ -101,8 +110,7 @@ def test_a_workload_cannot_read_the_agents_secrets_and_viewers_see_no_values(fle
         assert api.post(f"{API}/sites", json=site_doc("lab")).status_code == 201
         assert api.post(f"{API}/secrets", json=secret_doc("db", password=SECRET_VALUE)).status_code == 201
         assert api.post(f"{API}/workloads", json=cache_workload(http_port, admin_port)).status_code == 201
-    agent = fleet.join("n1", "lab", address="127.0.0.1",
-                       agent_args=["--workload-user", DEFAULT_WORKLOAD_USER]).start()
+    agent = fleet.join("n1", "lab", address="127.0.0.1", agent_args=["--workload-user", DEFAULT_WORKLOAD_USER]).start()
     fleet.wait_ready(["n1"], "cache", timeout=60)
     token_file = next((agent.data_dir / "workloads" / "cache").glob("*/admin.token"))
     with fleet.api() as api:  # the snoop is told where the token is: it cannot list directories to find it
@@ -110,8 +118,11 @@ def test_a_workload_cannot_read_the_agents_secrets_and_viewers_see_no_values(fle
 
     logs_path = "/edge/v1/nodes/n1/logs/snoop"
     with fleet.api() as api:
-        text = wait_until(lambda: (r := api.get(logs_path)).status_code == 200 and "snoop-done" in r.text and r.text,
-                          30, what="the snoop workload's log")
+        text = wait_until(
+            lambda: (r := api.get(logs_path)).status_code == 200 and "snoop-done" in r.text and r.text,
+            30,
+            what="the snoop workload's log",
+        )
     workload_uid = pwd.getpwnam(DEFAULT_WORKLOAD_USER).pw_uid
     assert workload_uid != 0 and f"uid={workload_uid}" in text
     assert "LEAK" not in text, text
@@ -150,8 +161,9 @@ async def api_and_hub(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     hub = Hub(registry, hub_id="test", authenticate=Identity(registry, authenticator).authenticate_node)
     app = create_app(registry, authenticator, ServerSettings(), hub=hub)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test",
-                                 headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers={"Authorization": f"Bearer {ADMIN}"}
+    ) as client:
         yield client
     await store.close()
 
@@ -214,13 +226,16 @@ def uid_of(pid: int) -> int:
 async def test_run_as_user_covers_the_process_its_hooks_and_probes(tmp_path: Path) -> None:
     nobody = pwd.getpwnam("nobody")
     supervisor = Supervisor(tmp_path, node_name="n1", users=UserPolicy.for_agent())
-    template = WorkloadTemplate.model_validate({
-        "command": ["sleep", "60"], "runAsUser": "nobody",
-        "files": [{"path": "conf/app.conf", "content": "x\n"}],
-        "postStart": {"exec": {"command": ["/bin/sh", "-c", "id -u > hook-uid"]}},
-        "healthProbe": {"exec": {"command": ["/bin/sh", "-c", "id -u > probe-uid"]}, "periodSeconds": 1},
-        "terminationGracePeriodSeconds": 1,
-    })
+    template = WorkloadTemplate.model_validate(
+        {
+            "command": ["sleep", "60"],
+            "runAsUser": "nobody",
+            "files": [{"path": "conf/app.conf", "content": "x\n"}],
+            "postStart": {"exec": {"command": ["/bin/sh", "-c", "id -u > hook-uid"]}},
+            "healthProbe": {"exec": {"command": ["/bin/sh", "-c", "id -u > probe-uid"]}, "periodSeconds": 1},
+            "terminationGracePeriodSeconds": 1,
+        }
+    )
     try:
         await supervisor.apply({"app": template})
         await eventually(lambda: supervisor.statuses()["app"].ready)

@@ -28,9 +28,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def stores(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[Stores]:
+async def stores(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Stores]:
     # Only etcd tests start (or fail for lack of) etcd.
     etcd = request.getfixturevalue("etcd_server") if backend == "etcd" else None
     opened = Stores(backend, tmp_path, etcd)

@@ -38,8 +38,7 @@ async def test_create_get_update_delete(store: Store) -> None:
     assert created.version == 1
     assert await store.get("/registry/sites/a") == created
 
-    updated = await store.update("/registry/sites/a", b"two",
-                                 expected_revision=created.mod_revision)
+    updated = await store.update("/registry/sites/a", b"two", expected_revision=created.mod_revision)
     assert updated.value == b"two"
     assert updated.create_revision == created.create_revision
     assert updated.mod_revision > created.mod_revision
@@ -78,8 +77,7 @@ async def test_stale_expected_revision_raises_conflict(store: Store) -> None:
     second = await store.update("/c", b"2", expected_revision=first.mod_revision)
     with pytest.raises(Conflict) as update_conflict:
         await store.update("/c", b"3", expected_revision=first.mod_revision)
-    assert (update_conflict.value.expected, update_conflict.value.actual) == (
-        first.mod_revision, second.mod_revision)
+    assert (update_conflict.value.expected, update_conflict.value.actual) == (first.mod_revision, second.mod_revision)
     with pytest.raises(Conflict):
         await store.delete("/c", expected_revision=first.mod_revision)
     assert (await store.get("/c")) == second
@@ -140,8 +138,14 @@ async def test_invalid_keys_are_rejected(store: Store) -> None:
 
 
 async def test_list_by_prefix_does_not_match_similar_keys(store: Store) -> None:
-    for key in ["/registry/sites/a", "/registry/sites/b", "/registry/sites-x/c",
-                "/registry/sitesz", "/registry/site", "/other/sites/d"]:
+    for key in [
+        "/registry/sites/a",
+        "/registry/sites/b",
+        "/registry/sites-x/c",
+        "/registry/sitesz",
+        "/registry/site",
+        "/other/sites/d",
+    ]:
         await store.create(key, key.encode())
     result = await store.list("/registry/sites/")
     assert [kv.key for kv in result.items] == ["/registry/sites/a", "/registry/sites/b"]
@@ -231,8 +235,7 @@ async def test_watch_from_a_past_revision_replays_everything_in_order(store: Sto
     async with contextlib.aclosing(store.watch("/w/", start)) as watch:
         events = await next_events(watch, len(written))
     assert [e.revision for e in events] == [kv.mod_revision for kv in written]
-    assert [e.type for e in events] == [EventType.PUT, EventType.PUT, EventType.PUT,
-                                       EventType.DELETE, EventType.PUT]
+    assert [e.type for e in events] == [EventType.PUT, EventType.PUT, EventType.PUT, EventType.DELETE, EventType.PUT]
     assert [e.created for e in events] == [True, True, False, False, True]
     assert [e.kv for e in events] == written
     deletion = events[3]
@@ -431,8 +434,9 @@ async def test_concurrent_read_modify_write_loses_no_update(store: Store) -> Non
             current = await store.get("/counter")
             assert current is not None
             try:
-                kv = await store.update("/counter", str(int(current.value) + 1).encode(),
-                                        expected_revision=current.mod_revision)
+                kv = await store.update(
+                    "/counter", str(int(current.value) + 1).encode(), expected_revision=current.mod_revision
+                )
             except Conflict:
                 continue
             won_at.append(kv.mod_revision)
@@ -475,9 +479,7 @@ async def test_epoch_is_stable_across_reopen(stores: Stores, store: Store) -> No
     assert (await reopened.get("/e")) is not None
 
 
-async def test_another_store_has_another_epoch(
-    stores: Stores, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+async def test_another_store_has_another_epoch(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> None:
     first = stores.open()
     other = Stores(stores.backend, tmp_path_factory.mktemp("other"), stores.etcd)
     try:

@@ -59,9 +59,7 @@ class Writers:
 
 
 @pytest.mark.parametrize("victim", ["follower", "leader"])
-async def test_writes_and_watches_go_on_when_a_member_dies(
-    etcd_cluster3: EtcdCluster, victim: str
-) -> None:
+async def test_writes_and_watches_go_on_when_a_member_dies(etcd_cluster3: EtcdCluster, victim: str) -> None:
     store = open_store(etcd_cluster3.url, timeout=2.0, retry_timeout=20.0)
     try:
         start = await store.current_revision()
@@ -131,9 +129,7 @@ class CuttingProxy:
         await asyncio.gather(*self._relays, return_exceptions=True)
         await self._server.wait_closed()
 
-    async def _relay(
-        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
-    ) -> None:
+    async def _relay(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._relays.add(task)
@@ -141,8 +137,10 @@ class CuttingProxy:
         pair = {client_out, server_out}
         self._writers |= pair
         try:
-            await asyncio.gather(self._pump(client_in, server_out, pair, reply=False),
-                                 self._pump(server_in, client_out, pair, reply=True))
+            await asyncio.gather(
+                self._pump(client_in, server_out, pair, reply=False),
+                self._pump(server_in, client_out, pair, reply=True),
+            )
         except asyncio.CancelledError:
             pass  # the proxy is closing; ending quietly keeps asyncio's stream callback quiet
         finally:
@@ -151,8 +149,9 @@ class CuttingProxy:
             self._writers -= pair
             self._relays.discard(task)
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter,
-                    pair: set[asyncio.StreamWriter], *, reply: bool) -> None:
+    async def _pump(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, pair: set[asyncio.StreamWriter], *, reply: bool
+    ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await source.read(65536):
                 if reply and self.armed:
@@ -169,8 +168,7 @@ async def test_a_lost_reply_is_never_reported_as_a_clean_failure(
 ) -> None:
     async with CuttingProxy(etcd_server.endpoints[0]) as proxy:
         # Opening blocks on etcd, and the proxy runs on this loop: open in a thread.
-        store = await asyncio.to_thread(EtcdStore, proxy.endpoint, root="/lost-reply",
-                                        timeout=2.0)
+        store = await asyncio.to_thread(EtcdStore, proxy.endpoint, root="/lost-reply", timeout=2.0)
         try:
             for i in range(5):
                 kv = await _create_with_lost_reply(store, proxy, f"/k{i}")
@@ -215,4 +213,3 @@ async def test_root_prefixes_isolate_deployments(etcd_server: EtcdCluster) -> No
     finally:
         await first.close()
         await second.close()
-

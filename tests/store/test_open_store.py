@@ -38,10 +38,20 @@ async def test_sqlite_absolute_path_takes_four_slashes(tmp_path: Path) -> None:
         await store.close()
 
 
-@pytest.mark.parametrize("url", [
-    "", "postgres://db/x", "sqlite://relative.db", "sqlite:///", "sqlite:///dir/", "etcd://",
-    "etcd://no-port", "etcd://host:port", "etcd://h:1,,h:2",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "postgres://db/x",
+        "sqlite://relative.db",
+        "sqlite:///",
+        "sqlite:///dir/",
+        "etcd://",
+        "etcd://no-port",
+        "etcd://host:port",
+        "etcd://h:1,,h:2",
+    ],
+)
 def test_bad_urls_name_the_accepted_forms(url: str) -> None:
     with pytest.raises(InvalidStoreURL, match=r"sqlite:///|host:port"):
         open_store(url)

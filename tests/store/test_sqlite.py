@@ -78,8 +78,12 @@ async def test_data_survives_reopen(tmp_path: Path) -> None:
 async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, str(path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-c",
+        CHILD,
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"},
     )
     acknowledged: list[str] = []
@@ -174,9 +178,7 @@ async def test_only_one_store_may_open_a_file(sqlite_store: SqliteStore, tmp_pat
         await sqlite_store.close()
 
 
-async def test_compaction_deletes_superseded_rows(
-    sqlite_store: SqliteStore, tmp_path: Path
-) -> None:
+async def test_compaction_deletes_superseded_rows(sqlite_store: SqliteStore, tmp_path: Path) -> None:
     try:
         await sqlite_store.create("/cr", b"0")
         for i in range(1, 20):
@@ -202,7 +204,8 @@ async def test_store_files_are_private_even_under_a_permissive_umask(tmp_path: P
         await store.create("/k", b"v")
         files = [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", ".lock"))]
         assert {file.name: oct(stat.S_IMODE(file.stat().st_mode)) for file in files} == {
-            file.name: "0o600" for file in files}
+            file.name: "0o600" for file in files
+        }
         await store.close()
         path.chmod(0o644)  # a store made by an older version: narrowed when opened
         store = SqliteStore(path)

@@ -94,8 +94,12 @@ def test_unknown_kinds_and_missing_nodes_are_in_no_view() -> None:
     cloud = Cloud()
     small_fleet(cloud)
     cloud.index.register("par-1")
-    rollout: StoredDocument = {"apiVersion": "edgefleet.io/v1", "kind": "Rollout", "metadata": {"name": "r1"},
-                               "spec": {}}
+    rollout: StoredDocument = {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Rollout",
+        "metadata": {"name": "r1"},
+        "spec": {},
+    }
     assert cloud.index.apply("/registry/rollouts/r1", 99, rollout) == {}
     assert cloud.index.get("/registry/rollouts/r1") == (99, rollout)
     assert key("rollouts", "r1") not in cloud.view("par-1")
@@ -163,9 +167,12 @@ def test_load_returns_what_a_relist_changed_for_registered_nodes() -> None:
 
 
 def cluster_info_doc(*servers: str, name: str = "default") -> StoredDocument:
-    return {"apiVersion": "edgefleet.io/v1", "kind": "ClusterInfo",
-            "metadata": {"name": name, "uid": f"uid-{name}", "resourceVersion": "1"},
-            "spec": {"servers": list(servers)}}
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "ClusterInfo",
+        "metadata": {"name": name, "uid": f"uid-{name}", "resourceVersion": "1"},
+        "spec": {"servers": list(servers)},
+    }
 
 
 def test_cluster_info_is_in_every_view_and_its_changes_reach_every_node() -> None:
@@ -181,17 +188,29 @@ def test_cluster_info_is_in_every_view_and_its_changes_reach_every_node() -> Non
     for name in everyone:
         assert changes[name] == {ci: index.view(name)[ci]}
         assert index.view(name)[ci].object == {
-            "apiVersion": "edgefleet.io/v1", "kind": "ClusterInfo",
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "ClusterInfo",
             "metadata": {"name": "default", "uid": "uid-default"},
-            "spec": {"servers": ["http://hub-1:7440"]}}
+            "spec": {"servers": ["http://hub-1:7440"]},
+        }
     assert index.view("not-joined-yet") == {}
     # The same content under a new resourceVersion moves nothing; new servers reach everyone.
-    assert index.apply(ci, 101, {**cluster_info_doc("http://hub-1:7440"), "metadata": {
-        "name": "default", "uid": "uid-default", "resourceVersion": "2"}}) == {}
+    assert (
+        index.apply(
+            ci,
+            101,
+            {
+                **cluster_info_doc("http://hub-1:7440"),
+                "metadata": {"name": "default", "uid": "uid-default", "resourceVersion": "2"},
+            },
+        )
+        == {}
+    )
     changes = index.apply(ci, 102, cluster_info_doc("http://hub-1:7440", "http://hub-2:7440"))
     assert set(changes) == set(everyone)
-    assert all((obj := c[ci]) is not None and obj.object["spec"]["servers"][1] == "http://hub-2:7440"
-               for c in changes.values())
+    assert all(
+        (obj := c[ci]) is not None and obj.object["spec"]["servers"][1] == "http://hub-2:7440" for c in changes.values()
+    )
     # A node that joins now gets it in its first view; a deletion leaves every view.
     cloud.put(key("nodes", "par-9"), node_doc("par-9", "par-edge"))
     assert ci in index.view("par-9")
@@ -205,8 +224,9 @@ def test_cluster_info_changes_cost_the_other_kinds_nothing() -> None:
     index = cloud.index
     index.register("par-1")
     cloud.put(key("clusterinfos", "default"), cluster_info_doc("http://hub-1:7440"))
-    changes = index.apply(key("workloads", "par-only"), 200,
-                          workload_doc("par-only", "edgefleet.io/site=par-edge", args=("9",)))
+    changes = index.apply(
+        key("workloads", "par-only"), 200, workload_doc("par-only", "edgefleet.io/site=par-edge", args=("9",))
+    )
     assert set(changes["par-1"]) == {key("workloads", "par-only")}
 
 
@@ -264,9 +284,10 @@ def selected_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
     if kind == "workloads":
         doc["spec"]["template"]["env"] = secret_env(draw)
     if kind == "workloads" and draw(st.booleans()):
-        doc["status"] = {"currentRevision": draw(st.sampled_from(REVISIONS)),
-                         "nodeRevisions": draw(st.dictionaries(st.sampled_from(NODES), st.sampled_from(REVISIONS),
-                                                               max_size=3))}
+        doc["status"] = {
+            "currentRevision": draw(st.sampled_from(REVISIONS)),
+            "nodeRevisions": draw(st.dictionaries(st.sampled_from(NODES), st.sampled_from(REVISIONS), max_size=3)),
+        }
     return key(kind, name), doc
 
 
@@ -283,11 +304,17 @@ def revision_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
 
 def revision_doc(workload: str, rev: str) -> StoredDocument:
     # Revisions reference Secrets too (r1 one, r2 another), so assignments move Secrets in and out of views.
-    env = [] if rev == "r0" else [{"name": "K", "valueFrom": {"secretRef": {"name": SECRETS[int(rev[1]) - 1],
-                                                                            "key": "k"}}}]
-    return {"apiVersion": "edgefleet.io/v1", "kind": "WorkloadRevision", "metadata": {"name": f"{workload}-{rev}"},
-            "spec": {"workload": workload, "number": 1, "revision": rev,
-                     "template": {"command": ["run", rev], "env": env}}}
+    env = (
+        []
+        if rev == "r0"
+        else [{"name": "K", "valueFrom": {"secretRef": {"name": SECRETS[int(rev[1]) - 1], "key": "k"}}}]
+    )
+    return {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "WorkloadRevision",
+        "metadata": {"name": f"{workload}-{rev}"},
+        "spec": {"workload": workload, "number": 1, "revision": rev, "template": {"command": ["run", rev], "env": env}},
+    }
 
 
 SECRETS = ["s-a", "s-b", "s-c"]
@@ -296,8 +323,9 @@ SECRETS = ["s-a", "s-b", "s-c"]
 def secret_env(draw: st.DrawFn) -> list[dict[str, Any]]:
     """A Workload template's env referencing 0-2 Secrets (and a plain variable now and then)."""
     names = draw(st.lists(st.sampled_from(SECRETS), max_size=2, unique=True))
-    env: list[dict[str, Any]] = [{"name": f"V{i}", "valueFrom": {"secretRef": {"name": name, "key": "k"}}}
-                                 for i, name in enumerate(names)]
+    env: list[dict[str, Any]] = [
+        {"name": f"V{i}", "valueFrom": {"secretRef": {"name": name, "key": "k"}}} for i, name in enumerate(names)
+    ]
     return env + ([{"name": "PLAIN", "value": "x"}] if draw(st.booleans()) else [])
 
 
@@ -305,13 +333,18 @@ def secret_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
     name = draw(st.sampled_from(SECRETS))
     if draw(st.integers(0, 3)) == 0:
         return key("secrets", name), None
-    doc: StoredDocument = {"apiVersion": "edgefleet.io/v1", "kind": "Secret", "metadata": {"name": name},
-                           "spec": {"data": {"k": draw(st.sampled_from(["v1", "v2"]))}}}
+    doc: StoredDocument = {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "spec": {"data": {"k": draw(st.sampled_from(["v1", "v2"]))}},
+    }
     return key("secrets", name), doc
 
 
-def replay(index: FleetIndex, history: list[Any], registered: list[str],
-           after_each: Callable[[FleetIndex], None] | None = None) -> None:
+def replay(
+    index: FleetIndex, history: list[Any], registered: list[str], after_each: Callable[[FleetIndex], None] | None = None
+) -> None:
     """Apply ``history``; after each change, the changes reported to each registered node, applied to
     what it held, must equal its recomputed view (and ``after_each`` may check more)."""
     for name in registered:
@@ -347,8 +380,9 @@ def cluster_info_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
 @st.composite
 def changes(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
     make: Callable[[st.DrawFn], tuple[str, StoredDocument | None]] = draw(
-        st.sampled_from([site_change, node_change, selected_change, cluster_info_change, revision_change,
-                         secret_change])
+        st.sampled_from(
+            [site_change, node_change, selected_change, cluster_info_change, revision_change, secret_change]
+        )
     )
     return make(draw)
 
@@ -403,8 +437,9 @@ def test_a_workload_pinned_to_a_node_or_site_is_checked_only_against_those_nodes
     changes = index.apply(key("workloads", "one"), revision + 1, workload_doc("one", "edgefleet.io/node=s3-2"))
     assert set(changes) == {"s3-2"} and set(looked_at) == {"s3-2"}
     looked_at.clear()
-    changes = index.apply(key("workloads", "one"), revision + 2,
-                          workload_doc("one", "edgefleet.io/site in (s4,s5),role!=x"))
+    changes = index.apply(
+        key("workloads", "one"), revision + 2, workload_doc("one", "edgefleet.io/site in (s4,s5),role!=x")
+    )
     assert set(changes) == {"s3-2"} | {f"s{s}-{n}" for s in (4, 5) for n in range(5)}, "left one, entered ten"
     assert set(looked_at) == set(changes)
 
@@ -436,8 +471,11 @@ def test_nodes_get_the_template_of_their_assigned_revision() -> None:
     assert [template_of(cloud, n)["command"] for n in ("n1", "n2", "n3")] == [["run", "r1"]] * 3
     projected = cloud.view("n1")[key("workloads", "web")].object
     assert set(projected["spec"]) == {"nodeSelector", "template"} and "generation" not in projected["metadata"]
-    changes = cloud.index.apply(key("workloads", "web"), 99, {**cloud.docs[key("workloads", "web")],
-                                "status": {"currentRevision": "r1", "nodeRevisions": {"n2": "r2"}}})
+    changes = cloud.index.apply(
+        key("workloads", "web"),
+        99,
+        {**cloud.docs[key("workloads", "web")], "status": {"currentRevision": "r1", "nodeRevisions": {"n2": "r2"}}},
+    )
     assert set(changes) == {"n2"}  # one node moves; nobody else is even sent anything
     assert template_of(cloud, "n2")["command"] == ["run", "r2"]
 
@@ -472,8 +510,9 @@ def secret_doc(name: str, **data: str) -> StoredDocument:
 
 
 def with_secret_env(doc: StoredDocument, *secrets: str) -> StoredDocument:
-    doc["spec"]["template"]["env"] = [{"name": f"V{i}", "valueFrom": {"secretRef": {"name": name, "key": "k"}}}
-                                      for i, name in enumerate(secrets)]
+    doc["spec"]["template"]["env"] = [
+        {"name": f"V{i}", "valueFrom": {"secretRef": {"name": name, "key": "k"}}} for i, name in enumerate(secrets)
+    ]
     return doc
 
 

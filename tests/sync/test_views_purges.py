@@ -20,8 +20,12 @@ Doc = StoredDocument
 
 def task_doc(kind: str, name: str, domain: str, *, completed: bool = False, **spec: Any) -> Doc:
     body: JSONObject = {"domain": domain, **spec} if spec else {"domain": domain, "urls": ["/a"]}
-    doc: Doc = {"apiVersion": "edgefleet.io/v1", "kind": kind,
-                "metadata": {"name": name, "uid": f"uid-{name}", "generation": 1}, "spec": body}
+    doc: Doc = {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": kind,
+        "metadata": {"name": name, "uid": f"uid-{name}", "generation": 1},
+        "spec": body,
+    }
     if completed:
         doc["status"] = {"targetNodes": 1, "completedNodes": 1, "completedAt": "2026-05-01T12:00:00Z"}
     return doc
@@ -41,7 +45,9 @@ def test_open_tasks_are_in_the_views_of_nodes_serving_their_domain() -> None:
     cloud.put(purge_key("p-done"), task_doc("Purge", "p-done", "shop", completed=True))
     assert {k for k in cloud.view("par-1") if "purges" in k or "prefetches" in k} == {purge_key("p-shop")}
     assert {k for k in cloud.view("lyo-1") if "purges" in k or "prefetches" in k} == {
-        purge_key("p-shop"), key("prefetches", "w-lyo")}
+        purge_key("p-shop"),
+        key("prefetches", "w-lyo"),
+    }
     assert not any("purges" in k for k in cloud.view("fra-1")), "the parent site does not serve shop"
     projected = cloud.view("par-1")[purge_key("p-shop")].object
     assert "status" not in projected and projected["spec"]["domain"] == "shop"
@@ -86,8 +92,8 @@ def test_nodes_serving_a_domain_follow_the_view_rule() -> None:
     assert index.nodes_serving("nope") == set()
     for domain in ("shop", "origin-shield"):
         assert index.nodes_serving(domain) == {
-            node for node in ("par-1", "par-2", "par-3", "lyo-1", "fra-1")
-            if key("domains", domain) in index.view(node)}
+            node for node in ("par-1", "par-2", "par-3", "lyo-1", "fra-1") if key("domains", domain) in index.view(node)
+        }
     cloud.put(key("nodes", "par-4"), node_doc("par-4", "par-edge"))
     assert "par-4" in index.nodes_serving("shop")
 
@@ -120,8 +126,13 @@ def task_change(draw: st.DrawFn) -> tuple[str, Doc | None]:
     name = draw(st.sampled_from(["t1", "t2", "t3"]))
     if draw(st.integers(0, 5)) == 0:
         return key(plural, name), None
-    doc = task_doc(kind, name, draw(st.sampled_from([*DOMAINS, "other"])),
-                   completed=draw(st.integers(0, 3)) == 0, urls=[draw(st.sampled_from(["/x", "/y"]))])
+    doc = task_doc(
+        kind,
+        name,
+        draw(st.sampled_from([*DOMAINS, "other"])),
+        completed=draw(st.integers(0, 3)) == 0,
+        urls=[draw(st.sampled_from(["/x", "/y"]))],
+    )
     if "status" not in doc:
         doc["status"] = {"completedNodes": draw(st.integers(0, 2))}
     return key(plural, name), doc

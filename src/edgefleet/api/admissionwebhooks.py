@@ -65,10 +65,14 @@ class WebhookRule(Model):
     """Which writes a webhook is asked about: any of ``kinds`` with any of ``operations``."""
 
     kinds: list[WebhookKind] = Field(
-        min_length=1, max_length=64, description="Kinds as in manifests (Workload, Node...), or '*' for all.",
+        min_length=1,
+        max_length=64,
+        description="Kinds as in manifests (Workload, Node...), or '*' for all.",
     )
     operations: list[Operation] = Field(
-        min_length=1, max_length=4, description="CREATE, UPDATE (PUT and PATCH), DELETE, or '*' for all three.",
+        min_length=1,
+        max_length=4,
+        description="CREATE, UPDATE (PUT and PATCH), DELETE, or '*' for all three.",
     )
 
     def matches(self, kind: str, operation: str) -> bool:
@@ -82,10 +86,14 @@ class AdmissionWebhookSpec(Model):
         description="http(s) URL the cloud POSTs each matching write to (no credentials, query or fragment).",
     )
     rules: list[WebhookRule] = Field(
-        min_length=1, max_length=MAX_RULES, description="The writes it is asked about; any matching rule counts.",
+        min_length=1,
+        max_length=MAX_RULES,
+        description="The writes it is asked about; any matching rule counts.",
     )
     timeout_seconds: int = Field(
-        default=DEFAULT_TIMEOUT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        ge=1,
+        le=MAX_TIMEOUT_SECONDS,
         description="Seconds the whole call (connect, send, answer) may take; a slower webhook counts as failed.",
     )
     failure_policy: Literal["Fail", "Ignore"] = Field(

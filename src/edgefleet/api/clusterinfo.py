@@ -68,7 +68,8 @@ class ClusterInfoSpec(Model):
     """Where agents find the cloud."""
 
     servers: list[ServerUrl] = Field(
-        min_length=1, max_length=MAX_SERVERS,
+        min_length=1,
+        max_length=MAX_SERVERS,
         description="Base URLs (http(s)://host[:port]) of the cloud's hub replicas, which agents dial in random "
         "order; a host name with several addresses counts as several replicas. Replaces the --server list "
         "of `edgefleet edge join` for every agent's next connection.",

@@ -90,6 +90,7 @@ def check_https_for_ca_bundle(url: str, ca_bundle: str | None) -> None:
     if ca_bundle is not None and not url.startswith("https://"):
         raise FieldValueError(("caBundle",), "is only used with an https:// url")
 
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 Seconds = Annotated[int, Field(ge=0, le=MAX_SECONDS)]
@@ -139,9 +140,7 @@ def check_unique(items: list[T], what: str) -> list[T]:
     return items
 
 
-def check_unique_by(
-    items: list[ItemT], key: Callable[[ItemT], Hashable], field: str, what: str
-) -> None:
+def check_unique_by(items: list[ItemT], key: Callable[[ItemT], Hashable], field: str, what: str) -> None:
     """Refuse two items with the same ``key(item)``, blaming ``[index].field``."""
     seen: set[Hashable] = set()
     for index, item in enumerate(items):

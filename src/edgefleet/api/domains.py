@@ -52,6 +52,7 @@ CDN_ZONE = "cdn.edgefleet.test"
 of its nodes as ``<node>.<domain>.<zone>`` (where the HTTP 302 redirector sends users). The GSLB serves the
 zone and the edge caches accept those names as Host headers, so both sides must agree on it."""
 
+
 def canonical_hostname(hostnames: list[str]) -> str:
     """The host a Domain's content is keyed and fetched under when asked by another name.
 
@@ -186,12 +187,8 @@ class Origin(Model):
         default=None,
         description="Host header sent to the origin; by default the user's requested host.",
     )
-    weight: int = Field(
-        default=1, ge=1, le=1000, description="Relative share of fetches among origins."
-    )
-    backup: bool = Field(
-        default=False, description="Used only when every non-backup origin is failing."
-    )
+    weight: int = Field(default=1, ge=1, le=1000, description="Relative share of fetches among origins.")
+    backup: bool = Field(default=False, description="Used only when every non-backup origin is failing.")
 
 
 class CacheRule(Model):
@@ -275,8 +272,7 @@ class CachePolicy(Model):
     )
     heuristic_freshness: bool = Field(
         default=True,
-        description="Allow RFC 9111 heuristic freshness from Last-Modified when the origin "
-        "sends no explicit lifetime.",
+        description="Allow RFC 9111 heuristic freshness from Last-Modified when the origin sends no explicit lifetime.",
     )
     cache_cookie_requests: bool = Field(
         default=False,
@@ -301,9 +297,7 @@ class Routing(Model):
         max_length=64,
         description="Site names, most preferred first (policy failover).",
     )
-    answers: int = Field(
-        default=2, ge=1, le=8, description="Node addresses per DNS answer, 1 to 8."
-    )
+    answers: int = Field(default=2, ge=1, le=8, description="Node addresses per DNS answer, 1 to 8.")
     ttl: int = Field(default=30, ge=0, le=86400, description="DNS answer TTL in seconds.")
     prefer_country: bool = Field(
         default=True,
@@ -347,12 +341,9 @@ class DomainSpec(Model):
     hostnames: list[Hostname] = Field(
         min_length=1,
         max_length=100,
-        description="DNS names served, e.g. www.example.com or *.example.com "
-        "(stored lowercase; unique).",
+        description="DNS names served, e.g. www.example.com or *.example.com (stored lowercase; unique).",
     )
-    origins: list[Origin] = Field(
-        min_length=1, max_length=32, description="Servers cache misses are fetched from."
-    )
+    origins: list[Origin] = Field(min_length=1, max_length=32, description="Servers cache misses are fetched from.")
     cache_policy: CachePolicy = Field(
         default_factory=CachePolicy, description="Freshness, per-path rules and cache key."
     )
@@ -361,9 +352,7 @@ class DomainSpec(Model):
         description="Label selector over Site labels choosing the sites that serve the "
         "domain, e.g. 'tier=edge'; empty selects every site.",
     )
-    routing: Routing = Field(
-        default_factory=Routing, description="How the GSLB picks a site for each user."
-    )
+    routing: Routing = Field(default_factory=Routing, description="How the GSLB picks a site for each user.")
 
     @field_validator("hostnames")
     @classmethod
@@ -385,15 +374,9 @@ class DomainSpec(Model):
 class DomainStatus(Model):
     """Observed state of a Domain, aggregated from the sites serving it."""
 
-    observed_generation: int | None = Field(
-        default=None, description="The metadata.generation this status describes."
-    )
-    serving_sites: list[str] | None = Field(
-        default=None, description="Active sites the GSLB currently answers with."
-    )
-    hit_ratio: Ratio | None = Field(
-        default=None, description="Cache hit ratio over all serving nodes, 0 to 1."
-    )
+    observed_generation: int | None = Field(default=None, description="The metadata.generation this status describes.")
+    serving_sites: list[str] | None = Field(default=None, description="Active sites the GSLB currently answers with.")
+    hit_ratio: Ratio | None = Field(default=None, description="Cache hit ratio over all serving nodes, 0 to 1.")
     message: str | None = Field(default=None, description="Why the domain is in this state.")
 
 
@@ -425,9 +408,7 @@ INFO = register(
             Column("SITES", lambda o: _domain(o).spec.sites or "<all>"),
             Column("SERVING", lambda o: cell(_domain(o).status.serving_sites), wide=True),
             Column("HIT-RATIO", lambda o: percent(_domain(o).status.hit_ratio), wide=True),
-            Column(
-                "DEFAULT-TTL", lambda o: f"{_domain(o).spec.cache_policy.default_ttl}s", wide=True
-            ),
+            Column("DEFAULT-TTL", lambda o: f"{_domain(o).spec.cache_policy.default_ttl}s", wide=True),
         ),
     )
 )

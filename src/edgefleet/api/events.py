@@ -72,7 +72,8 @@ class EventSpec(Model):
     first_timestamp: Timestamp = Field(description="When it first happened (RFC 3339).")
     last_timestamp: Timestamp = Field(description="When it last happened (RFC 3339); not before firstTimestamp.")
     source: str = Field(
-        default="", max_length=MAX_SOURCE_LENGTH,
+        default="",
+        max_length=MAX_SOURCE_LENGTH,
         description="The component that reported it, e.g. site-activation-controller.",
     )
 

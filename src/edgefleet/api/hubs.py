@@ -53,7 +53,8 @@ class HubSpec(Model):
 
     hub_id: str = Field(min_length=1, max_length=256, description="The hub id agents see (welcome, Node.status.hub).")
     url: str | None = Field(
-        default=None, max_length=2048,
+        default=None,
+        max_length=2048,
         description="Base URL agents and other replicas reach this replica at (edgefleet cloud --advertise-url).",
     )
 
@@ -64,11 +65,13 @@ class HubStatus(Model):
     connections: Count = Field(default=0, description="Live agent sessions on this replica.")
     max_connections: Count | None = Field(default=None, description="Sessions the replica accepts at most.")
     nodes: list[str] = Field(
-        default_factory=list, max_length=MAX_HUB_NODES,
+        default_factory=list,
+        max_length=MAX_HUB_NODES,
         description="Names of the nodes with a live session here (node liveness), sorted.",
     )
     demand: dict[str, float] = Field(
-        default_factory=dict, max_length=MAX_DEMAND_REGIONS,
+        default_factory=dict,
+        max_length=MAX_DEMAND_REGIONS,
         description="DNS queries per second this replica's GSLB answered, by client region.",
     )
     started: Timestamp | None = Field(default=None, description="When the replica started (RFC 3339).")

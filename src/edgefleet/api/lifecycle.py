@@ -103,13 +103,9 @@ def _check_same_object(old: Resource, new: Resource) -> None:
     if type(old) is not type(new) or old.kind != new.kind:
         errors.append(FieldError("kind", f"cannot change from {old.kind!r} to {new.kind!r}"))
     if old.metadata.name != new.metadata.name:
-        errors.append(
-            FieldError("metadata.name", f"cannot change from {old.name!r} to {new.name!r}")
-        )
+        errors.append(FieldError("metadata.name", f"cannot change from {old.name!r} to {new.name!r}"))
     if new.metadata.uid is not None and new.metadata.uid != old.metadata.uid:
-        errors.append(
-            FieldError("metadata.uid", "does not match the stored object (was it re-created?)")
-        )
+        errors.append(FieldError("metadata.uid", "does not match the stored object (was it re-created?)"))
     if errors:
         raise ValidationFailed(errors)
 
@@ -123,9 +119,7 @@ def format_resource_version(revision: int) -> str:
 def parse_resource_version(text: str) -> int:
     """A resourceVersion sent by a client; ValidationFailed unless a decimal revision."""
     if not (text.isascii() and text.isdigit()) or len(text) > 20:
-        raise ValidationFailed(
-            [FieldError("metadata.resourceVersion", f"{text!r} is not a store revision")]
-        )
+        raise ValidationFailed([FieldError("metadata.resourceVersion", f"{text!r} is not a store revision")])
     return int(text)
 
 
@@ -138,7 +132,5 @@ def get_resource_version(obj: Resource) -> int | None:
 def set_resource_version(obj: R, revision: int | None) -> R:
     """A copy of ``obj`` with resourceVersion set to ``revision`` (None clears it)."""
     result = obj.model_copy(deep=True)
-    result.metadata.resource_version = (
-        None if revision is None else format_resource_version(revision)
-    )
+    result.metadata.resource_version = None if revision is None else format_resource_version(revision)
     return result

@@ -46,9 +46,7 @@ MAX_NAME_LENGTH = 253
 MAX_LABEL_VALUE_LENGTH = 63
 MAX_ANNOTATIONS_BYTES = 256 * 1024
 
-_DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
@@ -118,9 +116,7 @@ class ObjectMeta(Model):
     """Identity and bookkeeping every object carries; the server owns the last four."""
 
     name: str = Field(description="DNS-1123 name, unique per kind")
-    labels: dict[str, str] = Field(
-        default_factory=dict, description="Key/value pairs that selectors match"
-    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Key/value pairs that selectors match")
     annotations: dict[str, str] = Field(
         default_factory=dict, description="Free-form notes for tools and people, not selectable"
     )
@@ -128,9 +124,7 @@ class ObjectMeta(Model):
     resource_version: str | None = Field(
         default=None, description="store revision of the last change; set by the server"
     )
-    generation: int | None = Field(
-        default=None, description="bumped by the server on every spec change"
-    )
+    generation: int | None = Field(default=None, description="bumped by the server on every spec change")
     creation_timestamp: str | None = Field(default=None, description="RFC 3339, set by the server")
 
     @field_validator("name")
@@ -151,9 +145,7 @@ class ObjectMeta(Model):
     def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
         size = sum(len(k) + len(v) for k, v in value.items())
         if size > MAX_ANNOTATIONS_BYTES:
-            raise ValueError(
-                f"annotations total {size} bytes; the limit is {MAX_ANNOTATIONS_BYTES}"
-            )
+            raise ValueError(f"annotations total {size} bytes; the limit is {MAX_ANNOTATIONS_BYTES}")
         for key in value:
             check_label_key(key)
         return value
@@ -276,9 +268,7 @@ def lookup(name: str) -> KindInfo:
     raise UnknownKind(f"unknown resource type {name!r}; known: {known}")
 
 
-def validation_errors(
-    error: ValidationError, prefix: tuple[int | str, ...] = ()
-) -> list[FieldError]:
+def validation_errors(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[FieldError]:
     """Translate pydantic's errors into field-path errors.
 
     A :class:`FieldValueError` raised by a validator extends the location
@@ -312,9 +302,7 @@ def parse(document: object, *, expected_kind: str | None = None) -> Resource:
     if not isinstance(kind, str) or not kind:
         raise ValidationFailed([FieldError("kind", "field required")])
     if expected_kind is not None and kind != expected_kind:
-        raise ValidationFailed(
-            [FieldError("kind", f"must be {expected_kind!r} here (got {kind!r})")]
-        )
+        raise ValidationFailed([FieldError("kind", f"must be {expected_kind!r} here (got {kind!r})")])
     api_version = document.get("apiVersion")
     if api_version != API_VERSION:
         raise UnknownKind(f"apiVersion {api_version!r} is not served; use {API_VERSION!r}")

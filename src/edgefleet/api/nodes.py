@@ -64,9 +64,7 @@ class NodeSpec(Model):
         description="IPv4/IPv6 addresses users reach the node at, put in GSLB answers; "
         "a node without addresses gets no user traffic.",
     )
-    unschedulable: bool = Field(
-        default=False, description="Place no new workloads on the node; running ones stay."
-    )
+    unschedulable: bool = Field(default=False, description="Place no new workloads on the node; running ones stay.")
     draining: bool = Field(
         default=False,
         description="Leave the node out of GSLB answers so user traffic moves away "
@@ -141,19 +139,16 @@ class NodeStatus(Model):
         default=None,
         description="Ready: heartbeats arrive; NotReady: late; Unknown: silent for long.",
     )
-    last_heartbeat: Timestamp | None = Field(
-        default=None, description="When the agent last reported (RFC 3339)."
-    )
+    last_heartbeat: Timestamp | None = Field(default=None, description="When the agent last reported (RFC 3339).")
     hub: ShortText | None = Field(default=None, description="Hub replica the node is connected to.")
     synced_revision: Count | None = Field(
         default=None, description="Store revision the node's local copy is complete up to."
     )
-    synced_epoch: ShortText | None = Field(
-        default=None, description="Store epoch syncedRevision belongs to."
-    )
+    synced_epoch: ShortText | None = Field(default=None, description="Store epoch syncedRevision belongs to.")
     agent_version: str | None = Field(default=None, max_length=64, description="edgefleet version of the agent.")
     workloads: dict[Name, InstanceStatus] | None = Field(
-        default=None, max_length=MAX_WORKLOAD_INSTANCES,
+        default=None,
+        max_length=MAX_WORKLOAD_INSTANCES,
         description="Workload instances on the node, by workload name.",
     )
     cache: CacheStats | None = Field(default=None, description="Cache server statistics.")
@@ -167,7 +162,8 @@ class NodeStatus(Model):
         default=None, max_length=MAX_TASK_REPORTS, description="The open Prefetches of this node's view, likewise."
     )
     peer_votes: dict[Name, PeerVote] | None = Field(
-        default=None, max_length=MAX_PEER_VOTES,
+        default=None,
+        max_length=MAX_PEER_VOTES,
         description="This node's health votes about its site peers, by node name.",
     )
     message: str | None = Field(default=None, max_length=MAX_STATUS_TEXT, description="Why the node is in this phase.")
@@ -177,15 +173,13 @@ class NodeStatus(Model):
         "when each began: the GSLB leaves a node with any drain out of its answers, as for spec.draining.",
     )
 
-
     @field_validator("workloads")
     @classmethod
     def _bounded_instances(cls, workloads: dict[str, InstanceStatus] | None) -> dict[str, InstanceStatus] | None:
         for name, instance in (workloads or {}).items():
             for what, text in (("message", instance.message), ("revision", instance.revision)):
                 if text is not None and len(text) > MAX_STATUS_TEXT:
-                    raise ValueError(f"workloads.{name}.{what}: at most {MAX_STATUS_TEXT} characters "
-                                     f"(got {len(text)})")
+                    raise ValueError(f"workloads.{name}.{what}: at most {MAX_STATUS_TEXT} characters (got {len(text)})")
         return workloads
 
 

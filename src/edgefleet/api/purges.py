@@ -121,8 +121,7 @@ class PurgeSpec(Model):
     )
     mode: Literal["hard", "soft"] = Field(
         default="hard",
-        description="hard: remove the objects; soft: mark them stale so the next request revalidates with "
-        "the origin.",
+        description="hard: remove the objects; soft: mark them stale so the next request revalidates with the origin.",
     )
 
     @field_validator("urls", "prefixes", "tags")
@@ -200,8 +199,11 @@ def _purge_what(obj: Resource) -> str:
     """``2 urls,1 prefix``: how many of each the spec names."""
     assert isinstance(obj, Purge)
     spec = obj.spec
-    counts = ((len(spec.urls), "url", "urls"), (len(spec.prefixes), "prefix", "prefixes"),
-              (len(spec.tags), "tag", "tags"))
+    counts = (
+        (len(spec.urls), "url", "urls"),
+        (len(spec.prefixes), "prefix", "prefixes"),
+        (len(spec.tags), "tag", "tags"),
+    )
     return ",".join(f"{n} {one if n == 1 else many}" for n, one, many in counts if n)
 
 

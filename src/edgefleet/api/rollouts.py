@@ -105,7 +105,8 @@ class DrainSpec(Model):
         "serves), for clients that hold on to a resolved address.",
     )
     until_request_rate_below: float | None = Field(
-        default=None, ge=0,
+        default=None,
+        ge=0,
         description="Also end the drain as soon as the node serves fewer requests per second than this "
         "(measured from its cache counters), once the DNS TTL has passed.",
     )
@@ -124,7 +125,8 @@ class MetricCheck(Model):
     )
     max: float | None = Field(default=None, ge=0, description="Fail when the updated nodes' figure exceeds this.")
     max_increase: float | None = Field(
-        default=None, ge=0,
+        default=None,
+        ge=0,
         description="Fail when the updated nodes' figure exceeds the not-yet-updated nodes' of the same sites "
         "by more than this (same window).",
     )
@@ -145,7 +147,8 @@ class WebhookCheck(Model):
     """An external check: POSTed the batch, a 2xx answer passes."""
 
     url: str = Field(
-        pattern=r"^https?://[^\s]+$", max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        max_length=2048,
         description="URL POSTed a JSON summary of the batch; any 2xx passes, anything else fails.",
     )
     timeout_seconds: PositiveSeconds = Field(
@@ -186,7 +189,8 @@ class RolloutStrategy(Model):
         default=1, description="Nodes (count or percentage of the site's selected ones) unavailable at once per site."
     )
     steps: list[RolloutStep] = Field(
-        default_factory=list, max_length=64,
+        default_factory=list,
+        max_length=64,
         description="Batches and pauses, in order; after the last one every remaining node moves.",
     )
     drain: DrainSpec = Field(default_factory=DrainSpec, description="Taking a node out of GSLB answers first.")
@@ -254,14 +258,12 @@ class RolloutState(Model):
     target_number: int | None = Field(default=None, description="Its revision number.")
     step: Count = Field(default=0, description="Index of the current step in spec.strategy.steps.")
     step_started_at: Timestamp | None = Field(default=None, description="When the current step started.")
-    resumed_step: int | None = Field(
-        default=None, description="Set by `rollout resume`: the pause step that may end."
-    )
+    resumed_step: int | None = Field(default=None, description="Set by `rollout resume`: the pause step that may end.")
     abort: bool = Field(default=False, description="Set by `rollout abort`: move the updated nodes back.")
     analysis_started_at: Timestamp | None = Field(default=None, description="When the current batch's analysis began.")
     failed_revision: str | None = Field(
-        default=None, description="A revision rolled back after a failed batch or an abort; not retried until "
-        "the template changes.",
+        default=None,
+        description="A revision rolled back after a failed batch or an abort; not retried until the template changes.",
     )
     nodes: dict[str, NodeStep] = Field(default_factory=dict, description="Nodes on their way, by name.")
     waiting: list[str] = Field(

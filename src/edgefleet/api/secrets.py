@@ -117,9 +117,7 @@ INFO = register(
         short_names=("sec",),
         description="Named values (passwords, keys) that Workload env references; values are redacted for viewers "
         "and sent only to nodes whose Workloads use them.",
-        columns=(
-            Column("KEYS", lambda o: str(len(_secret(o).spec.data))),
-        ),
+        columns=(Column("KEYS", lambda o: str(len(_secret(o).spec.data))),),
         extra={"redactForViewers": redact},
     )
 )

@@ -302,9 +302,7 @@ def _relocate(check: Callable[[str], None], text: str, position: int) -> None:
 def parse_selector(text: str) -> Selector:
     """Parse selector text; raises :class:`SelectorError` saying where and why."""
     if len(text) > MAX_SELECTOR_LENGTH:
-        raise SelectorError(
-            f"selector is {len(text)} characters long; the limit is {MAX_SELECTOR_LENGTH}"
-        )
+        raise SelectorError(f"selector is {len(text)} characters long; the limit is {MAX_SELECTOR_LENGTH}")
     return _Parser(text).selector()
 
 

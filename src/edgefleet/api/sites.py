@@ -59,9 +59,7 @@ class Location(Model):
 
     lat: float = Field(ge=-90.0, le=90.0, description="Latitude in degrees, -90 to 90.")
     lon: float = Field(ge=-180.0, le=180.0, description="Longitude in degrees, -180 to 180.")
-    country: CountryCode = Field(
-        description="ISO 3166-1 alpha-2 country code, e.g. DE (stored uppercase)."
-    )
+    country: CountryCode = Field(description="ISO 3166-1 alpha-2 country code, e.g. DE (stored uppercase).")
 
 
 MAX_QPS = 1e9
@@ -72,12 +70,16 @@ class Activation(Model):
     """When a site with ``alwaysOn: false`` is switched on and off, from the DNS demand of its region."""
 
     activate_above: float = Field(
-        default=50.0, gt=0, le=MAX_QPS,
+        default=50.0,
+        gt=0,
+        le=MAX_QPS,
         description="Activate an inactive site when the DNS queries per second from its region stay above this "
         "for forSeconds.",
     )
     deactivate_below: float = Field(
-        default=10.0, ge=0, le=MAX_QPS,
+        default=10.0,
+        ge=0,
+        le=MAX_QPS,
         description="Start draining an active site when the queries per second from its region stay below this "
         "for forSeconds (0: never); must be less than activateAbove.",
     )
@@ -104,14 +106,12 @@ class SiteSpec(Model):
     """Desired state of a Site."""
 
     region: Region = Field(
-        description="Region the site belongs to (a DNS label such as eu-west); "
-        "used in selectors and reports."
+        description="Region the site belongs to (a DNS label such as eu-west); used in selectors and reports."
     )
     location: Location = Field(description="Coordinates and country of the site.")
     tier: Literal["edge", "parent"] = Field(
         default="edge",
-        description="edge: serves users directly; parent: a mid-tier cache that edge "
-        "sites fetch misses from.",
+        description="edge: serves users directly; parent: a mid-tier cache that edge sites fetch misses from.",
     )
     parents: list[Name] = Field(
         default_factory=list,
@@ -144,9 +144,7 @@ class SiteSpec(Model):
 class SiteStatus(Model):
     """Observed state of a Site, written by the site activation controller."""
 
-    observed_generation: int | None = Field(
-        default=None, description="The metadata.generation this status describes."
-    )
+    observed_generation: int | None = Field(default=None, description="The metadata.generation this status describes.")
     active: bool | None = Field(
         default=None, description="Whether the GSLB sends users to this site: true only in phase Active."
     )
@@ -162,12 +160,8 @@ class SiteStatus(Model):
         default=None, description="Nodes that are Ready and pass their peers' health votes."
     )
     total_nodes: Count | None = Field(default=None, description="Nodes assigned to the site.")
-    load_gbps: float | None = Field(
-        default=None, ge=0, description="Egress traffic in Gbit/s, averaged over a minute."
-    )
-    load: float | None = Field(
-        default=None, ge=0, description="loadGbps / capacityGbps; above 1 means overloaded."
-    )
+    load_gbps: float | None = Field(default=None, ge=0, description="Egress traffic in Gbit/s, averaged over a minute.")
+    load: float | None = Field(default=None, ge=0, description="loadGbps / capacityGbps; above 1 means overloaded.")
     message: str | None = Field(default=None, description="Why the site is in this state.")
 
 

@@ -63,9 +63,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def _check_env_name(name: str) -> str:
     if not _ENV_NAME.match(name):
-        raise ValueError(
-            f"{name!r} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
-        )
+        raise ValueError(f"{name!r} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
     return name
 
 
@@ -169,8 +167,7 @@ class WorkloadFile(Model):
     )
     mode: FileMode = Field(
         default=0o644,
-        description="Permission bits (0 to 0777, no setuid), an integer or an octal "
-        "string such as '0644'.",
+        description="Permission bits (0 to 0777, no setuid), an integer or an octal string such as '0644'.",
     )
 
 
@@ -210,12 +207,8 @@ class HealthProbe(Model):
 
     http: HttpProbe | None = Field(default=None, description="Probe with an HTTP GET.")
     tcp: TcpProbe | None = Field(default=None, description="Probe by opening a TCP connection.")
-    exec: ExecAction | None = Field(
-        default=None, description="Probe by running a command; exit status 0 is healthy."
-    )
-    initial_delay_seconds: Seconds = Field(
-        default=0, description="Seconds after start before the first probe."
-    )
+    exec: ExecAction | None = Field(default=None, description="Probe by running a command; exit status 0 is healthy.")
+    initial_delay_seconds: Seconds = Field(default=0, description="Seconds after start before the first probe.")
     period_seconds: PositiveSeconds = Field(default=10, description="Seconds between probes.")
     timeout_seconds: PositiveSeconds = Field(
         default=1, description="Seconds before a probe counts as failed; at most periodSeconds."
@@ -229,9 +222,7 @@ class HealthProbe(Model):
         if sum(probe is not None for probe in (self.http, self.tcp, self.exec)) != 1:
             raise ValueError("set exactly one of http, tcp or exec")
         if self.timeout_seconds > self.period_seconds:
-            raise FieldValueError(
-                ("timeoutSeconds",), f"must not exceed periodSeconds ({self.period_seconds})"
-            )
+            raise FieldValueError(("timeoutSeconds",), f"must not exceed periodSeconds ({self.period_seconds})")
         return self
 
 
@@ -305,21 +296,16 @@ class WorkloadTemplate(Model):
         "An agent not running as root runs workloads as its own user and refuses any other runAsUser. Not allowed "
         "with builtin (built-in workloads run as the agent's user).",
     )
-    args: list[Arg] = Field(
-        default_factory=list, max_length=256, description="Arguments appended to command."
-    )
+    args: list[Arg] = Field(default_factory=list, max_length=256, description="Arguments appended to command.")
     env: Annotated[list[EnvVar], BeforeValidator(_env_from_map)] = Field(
         default_factory=list,
         max_length=512,
-        description="Environment variables: a list of {name, value} or a map of name "
-        "to value (stored as a list).",
+        description="Environment variables: a list of {name, value} or a map of name to value (stored as a list).",
     )
     files: list[WorkloadFile] = Field(
         default_factory=list, max_length=64, description="Files written before the process starts."
     )
-    ports: list[WorkloadPort] = Field(
-        default_factory=list, max_length=64, description="Ports the process listens on."
-    )
+    ports: list[WorkloadPort] = Field(default_factory=list, max_length=64, description="Ports the process listens on.")
     health_probe: HealthProbe | None = Field(
         default=None,
         description="How the agent decides the process is ready; none means ready once started.",
@@ -364,9 +350,7 @@ class WorkloadTemplate(Model):
     @model_validator(mode="after")
     def _builtin_runs_as_the_agent(self) -> WorkloadTemplate:
         if self.builtin is not None and self.run_as_user is not None:
-            raise FieldValueError(
-                ("runAsUser",), "built-in workloads run as the agent's user; leave runAsUser unset"
-            )
+            raise FieldValueError(("runAsUser",), "built-in workloads run as the agent's user; leave runAsUser unset")
         return self
 
     def secret_refs(self) -> list[SecretKeyRef]:
@@ -389,21 +373,24 @@ class WorkloadSpec(Model):
 
     node_selector: SelectorText = Field(
         default="",
-        description="Label selector over Node labels, e.g. 'edgefleet.io/role=cache'; "
-        "empty selects every node.",
+        description="Label selector over Node labels, e.g. 'edgefleet.io/role=cache'; empty selects every node.",
     )
     template: WorkloadTemplate = Field(description="The process each selected node runs.")
     revision_history_limit: int = Field(
-        default=10, ge=0, le=100,
+        default=10,
+        ge=0,
+        le=100,
         description="Old template revisions (WorkloadRevision objects) kept for rollback and pins, besides the "
         "ones in use.",
     )
     strategy: RolloutStrategy = Field(
-        default_factory=RolloutStrategy, description="How a template change reaches the nodes: batches, "
+        default_factory=RolloutStrategy,
+        description="How a template change reaches the nodes: batches, "
         "unavailability budgets, drains, verification (docs/rollouts.md).",
     )
     pins: list[VersionPin] = Field(
-        default_factory=list, max_length=256,
+        default_factory=list,
+        max_length=256,
         description="Host version map: nodes a selector picks run the given revision whatever rolls out; the "
         "first matching pin wins. `edgefleet rollout pin` edits it.",
     )
@@ -418,11 +405,10 @@ class WorkloadSpec(Model):
 class WorkloadStatus(Model):
     """Observed state of a Workload, written by the workload controller (see edgefleet.cloud.rollouts)."""
 
-    observed_generation: int | None = Field(
-        default=None, description="The metadata.generation this status describes."
-    )
+    observed_generation: int | None = Field(default=None, description="The metadata.generation this status describes.")
     current_revision: str | None = Field(
-        default=None, description="The stable revision: every node not listed in nodeRevisions runs it.",
+        default=None,
+        description="The stable revision: every node not listed in nodeRevisions runs it.",
     )
     current_revision_number: int | None = Field(default=None, description="Its number (rollout history).")
     update_revision: str | None = Field(
@@ -430,13 +416,12 @@ class WorkloadStatus(Model):
     )
     update_revision_number: int | None = Field(default=None, description="Its number.")
     node_revisions: dict[str, str] | None = Field(
-        default=None, description="Nodes assigned another revision than currentRevision (a rollout in "
+        default=None,
+        description="Nodes assigned another revision than currentRevision (a rollout in "
         "progress, pins), by node name. The per-node view projects the assigned revision's template.",
     )
     desired_count: Count | None = Field(default=None, description="Nodes the selector picks.")
-    updated_count: Count | None = Field(
-        default=None, description="Nodes running updateRevision."
-    )
+    updated_count: Count | None = Field(default=None, description="Nodes running updateRevision.")
     ready_count: Count | None = Field(default=None, description="Instances that are ready.")
     available_count: Count | None = Field(
         default=None, description="Ready instances on Ready nodes that are not drained."

@@ -191,20 +191,26 @@ class LimitsConfig(Model):
     max_header_bytes: int = Field(default=32768, ge=1024, le=1 << 22, description="Larger header blocks get 431.")
     max_headers: int = Field(default=100, ge=8, le=1000, description="More header fields get 431.")
     max_body_bytes: int = Field(
-        default=2**20, ge=0, le=1 << 30,
+        default=2**20,
+        ge=0,
+        le=1 << 30,
         description="Largest request body buffered whole before it is forwarded (a buffered body can be "
         "retried on the next tier). A larger one (or a chunked one) of POST, PUT, PATCH, DELETE or OPTIONS is "
         "streamed to the upstream as it arrives; of GET or HEAD it gets 413.",
     )
     max_upload_bytes: int = Field(
-        default=2**30, ge=0, le=1 << 40,
+        default=2**30,
+        ge=0,
+        le=1 << 40,
         description="Largest streamed request body: a larger Content-Length gets 413 before any of it is "
         "read, a chunked body that grows past it is cut off with 413. Memory per connection stays bounded.",
     )
     idle_timeout: float = Field(default=60.0, gt=0, description="Seconds a keep-alive connection may idle.")
     header_timeout: float = Field(default=10.0, gt=0, description="Seconds to receive a request head.")
     body_timeout: float = Field(
-        default=30.0, gt=0, description="Seconds to receive a whole request, buffered body included, from its "
+        default=30.0,
+        gt=0,
+        description="Seconds to receive a whole request, buffered body included, from its "
         "first byte (408 after; a slow body cannot hold its buffer longer); for a streamed body, seconds "
         "without a piece of it while one is due (not while the upstream is slow to take it).",
     )
@@ -213,7 +219,9 @@ class LimitsConfig(Model):
         default=16384, ge=1, le=1 << 20, description="Open client connections per worker; more get 503 and close."
     )
     max_connections_per_client: int = Field(
-        default=1024, ge=1, le=1 << 20,
+        default=1024,
+        ge=1,
+        le=1 << 20,
         description="Open connections per worker from one client address; more get 503 and close.",
     )
 

@@ -196,8 +196,9 @@ class StatsCollector(Collector):
         yield self._latency(total)
         p99 = response_p99(total)
         if p99 is not None:
-            yield GaugeMetricFamily("edgefleet_cache_response_p99_seconds",
-                                    "99th percentile response time over the last minute.", value=p99)
+            yield GaugeMetricFamily(
+                "edgefleet_cache_response_p99_seconds", "99th percentile response time over the last minute.", value=p99
+            )
 
     @staticmethod
     def _latency(total: Mapping[str, Any]) -> HistogramMetricFamily:

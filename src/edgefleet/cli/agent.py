@@ -26,24 +26,45 @@ def register(app: typer.Typer) -> None:
 @edge_app.command("run")
 def edge_run(
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
-    listen: Annotated[str, typer.Option(
-        help="Local address for /healthz, /readyz, /metrics and /status (port 0: any free port, "
-        "written to DATA_DIR/agent.addr)")] = "127.0.0.1:7441",
-    heartbeat: Annotated[float, typer.Option(help="Seconds between status reports (the hub may ask for another)")]
-    = 10.0,
-    ping_interval: Annotated[float, typer.Option(
-        help="Seconds between WebSocket pings to the hub; a link silent for twice this long is redialled "
-        "(the hub does not ping: it closes a session silent for three heartbeats)")] = 10.0,
-    peer_probe_period: Annotated[float, typer.Option(
-        help="Seconds between health probes of the other nodes' caches in the site (reported as peerVotes; "
-        "a peer is voted unhealthy after 2 failed probes in a row)")] = 2.0,
-    cdn_zone: Annotated[str, typer.Option(
-        help="The GSLB's CDN zone: the cache also serves <domain>.<zone> and <node>.<domain>.<zone>, "
-        "the names DNS answers and 302 redirects use")] = CDN_ZONE,
-    workload_user: Annotated[str, typer.Option(
-        help="When the agent runs as root: the user workloads without spec.template.runAsUser run as (created "
-        "as a system user if missing); built-in workloads run as the agent's user. Not root: workloads run as "
-        "the agent's user (no isolation from it; see docs/security.md)")] = "edgefleet-workload",
+    listen: Annotated[
+        str,
+        typer.Option(
+            help="Local address for /healthz, /readyz, /metrics and /status (port 0: any free port, "
+            "written to DATA_DIR/agent.addr)"
+        ),
+    ] = "127.0.0.1:7441",
+    heartbeat: Annotated[
+        float, typer.Option(help="Seconds between status reports (the hub may ask for another)")
+    ] = 10.0,
+    ping_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between WebSocket pings to the hub; a link silent for twice this long is redialled "
+            "(the hub does not ping: it closes a session silent for three heartbeats)"
+        ),
+    ] = 10.0,
+    peer_probe_period: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between health probes of the other nodes' caches in the site (reported as peerVotes; "
+            "a peer is voted unhealthy after 2 failed probes in a row)"
+        ),
+    ] = 2.0,
+    cdn_zone: Annotated[
+        str,
+        typer.Option(
+            help="The GSLB's CDN zone: the cache also serves <domain>.<zone> and <node>.<domain>.<zone>, "
+            "the names DNS answers and 302 redirects use"
+        ),
+    ] = CDN_ZONE,
+    workload_user: Annotated[
+        str,
+        typer.Option(
+            help="When the agent runs as root: the user workloads without spec.template.runAsUser run as (created "
+            "as a system user if missing); built-in workloads run as the agent's user. Not root: workloads run as "
+            "the agent's user (no isolation from it; see docs/security.md)"
+        ),
+    ] = "edgefleet-workload",
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
@@ -66,11 +87,18 @@ def edge_run(
     logsetup.setup(log_level, log_format)
     try:
         host, port = parse_listen(listen)
-        agent.main(agent.AgentOptions(data_dir=data_dir, listen_host=host, listen_port=port,
-                                      heartbeat_seconds=heartbeat, ping_interval=ping_interval,
-                                      peer_probe_period=peer_probe_period,
-                                      cdn_zone=check_hostname(cdn_zone.rstrip(".")),
-                                      workload_user=check_workload_user(workload_user)))
+        agent.main(
+            agent.AgentOptions(
+                data_dir=data_dir,
+                listen_host=host,
+                listen_port=port,
+                heartbeat_seconds=heartbeat,
+                ping_interval=ping_interval,
+                peer_probe_period=peer_probe_period,
+                cdn_zone=check_hostname(cdn_zone.rstrip(".")),
+                workload_user=check_workload_user(workload_user),
+            )
+        )
     except (ValueError, agent.AgentError, OSError) as exc:
         fail(str(exc))
 
@@ -91,7 +119,9 @@ def logs(
     node: Annotated[str, typer.Argument(help="Node name")],
     workload: Annotated[str, typer.Argument(help="Workload name")],
     tail: Annotated[int, typer.Option(help="Number of lines from the end")] = 200,
-    server: ServerOpt = None, token: AdminTokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: AdminTokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Print the last lines of a workload's log, read from the node through the cloud.
 
@@ -100,6 +130,3 @@ def logs(
     """
     with api(server, token, context) as client:
         typer.echo(client.text(f"/edge/v1/nodes/{node}/logs/{workload}", tail=tail), nl=False)
-
-
-

@@ -77,8 +77,13 @@ def _verify(server: str, trust: ClientTrust | None) -> ssl.SSLContext | bool:
 
 class ApiClient:
     def __init__(
-        self, server: str, token: str | None, *, timeout: float = 30.0,
-        on_warning: Callable[[str], None] | None = print_warning, trust: ClientTrust | None = None,
+        self,
+        server: str,
+        token: str | None,
+        *,
+        timeout: float = 30.0,
+        on_warning: Callable[[str], None] | None = print_warning,
+        trust: ClientTrust | None = None,
     ) -> None:
         """``on_warning`` gets the text of every warning the server sends (None: ignore them).
 
@@ -186,7 +191,11 @@ class ApiClient:
         return result
 
     def watch(
-        self, info: KindInfo, *, selector: str | None = None, resource_version: str = "",
+        self,
+        info: KindInfo,
+        *,
+        selector: str | None = None,
+        resource_version: str = "",
         timeout_seconds: int | None = None,
     ) -> Iterator[Document]:
         """Watch events as documents; with ``timeout_seconds`` the server ends the stream after that long."""
@@ -215,8 +224,10 @@ def _connect_error(server: str, exc: httpx.ConnectError) -> ClientError:
         cause = cause.__context__ or cause.__cause__
     if cause is not None:
         return ClientError(describe_verify_failure(server, cause))
-    return ClientError(f"cannot reach the edgefleet server at {server} ({exc.__class__.__name__}: {exc}); "
-                       "is `edgefleet cloud` running? Set the address with --server or EDGEFLEET_SERVER")
+    return ClientError(
+        f"cannot reach the edgefleet server at {server} ({exc.__class__.__name__}: {exc}); "
+        "is `edgefleet cloud` running? Set the address with --server or EDGEFLEET_SERVER"
+    )
 
 
 def _error_from(response: httpx.Response) -> ClientError:

@@ -28,14 +28,23 @@ if TYPE_CHECKING:
 
     from edgefleet.cli.client import ApiClient, ClientError
 
-ServerOpt = Annotated[str | None, typer.Option(
-    "--server", "-s", envvar="EDGEFLEET_SERVER", show_envvar=True, show_default=False, help="API server URL")]
-TokenOpt = Annotated[str | None, typer.Option(
-    "--token", envvar="EDGEFLEET_TOKEN", show_envvar=True, show_default=False, help="Bearer token")]
-AdminTokenOpt = Annotated[str | None, typer.Option(
-    "--token", envvar="EDGEFLEET_TOKEN", show_envvar=True, show_default=False, help="Admin token")]
-ContextOpt = Annotated[str | None, typer.Option(
-    "--context", help="Context of the config file to use (`edgefleet config get-contexts`)")]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server", "-s", envvar="EDGEFLEET_SERVER", show_envvar=True, show_default=False, help="API server URL"
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", envvar="EDGEFLEET_TOKEN", show_envvar=True, show_default=False, help="Bearer token"),
+]
+AdminTokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", envvar="EDGEFLEET_TOKEN", show_envvar=True, show_default=False, help="Admin token"),
+]
+ContextOpt = Annotated[
+    str | None, typer.Option("--context", help="Context of the config file to use (`edgefleet config get-contexts`)")
+]
 
 HINTS = {
     401: "check the token: --token, EDGEFLEET_TOKEN or `edgefleet config set-context`",
@@ -75,7 +84,8 @@ def explains_itself(error: ClientError) -> bool:
     """Admission refusals (a webhook's denial, a Site that still has Nodes) say what to do next themselves."""
     message = str(error)
     return (error.code == 403 and message.startswith("admission webhook")) or (
-        error.code == 409 and "--force" in message)
+        error.code == 409 and "--force" in message
+    )
 
 
 def fail_with(error: ClientError, hints: dict[int, str] | None = None) -> NoReturn:

@@ -92,8 +92,15 @@ def find_context(data: dict[str, Any], name: str) -> dict[str, Any] | None:
     return None
 
 
-def set_context(data: dict[str, Any], name: str, server: str, token: str | None, *,
-                ca_file: Path | None = None, insecure: bool | None = None) -> None:
+def set_context(
+    data: dict[str, Any],
+    name: str,
+    server: str,
+    token: str | None,
+    *,
+    ca_file: Path | None = None,
+    insecure: bool | None = None,
+) -> None:
     context = find_context(data, name)
     if context is None:
         context = {"name": name}
@@ -117,8 +124,9 @@ def trust_for(server: str, context: dict[str, Any]) -> ClientTrust:
     """The CA and cleartext rule for ``server`` (see the module docstring); ConfigError refusing cleartext."""
     own = str(context.get("server", "")).rstrip("/") == server
     ca = os.environ.get("EDGEFLEET_CA_FILE") or (context.get("certificate-authority") if own else None)
-    trust = ClientTrust(Path(str(ca)) if ca else None,
-                        env_flag("EDGEFLEET_INSECURE") or (own and context.get("insecure") is True))
+    trust = ClientTrust(
+        Path(str(ca)) if ca else None, env_flag("EDGEFLEET_INSECURE") or (own and context.get("insecure") is True)
+    )
     try:
         trust.check_url(server, how=INSECURE_HOW)
     except TlsError as exc:
@@ -134,9 +142,7 @@ def resolve(server: str | None, token: str | None, context_name: str | None) -> 
     if name:
         found = find_context(data, name)
         if found is None and context_name:
-            raise ConfigError(
-                f"no context {name!r} in {config_path()}; list them with `edgefleet config get-contexts`"
-            )
+            raise ConfigError(f"no context {name!r} in {config_path()}; list them with `edgefleet config get-contexts`")
         context = found or {}
     env_server, env_token = os.environ.get("EDGEFLEET_SERVER"), os.environ.get("EDGEFLEET_TOKEN")
     chosen_server = server or env_server or context.get("server") or DEFAULT_SERVER

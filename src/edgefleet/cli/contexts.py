@@ -30,11 +30,17 @@ def set_context(
     server: Annotated[str, typer.Option(help="API server URL")] = cli_config.DEFAULT_SERVER,
     token: Annotated[str | None, typer.Option(help="Bearer token")] = None,
     use: Annotated[bool, typer.Option("--use", help="Also make it the current context")] = False,
-    ca_file: Annotated[Path | None, typer.Option(
-        help="CA certificate the server's certificate must chain to (alone; default: the system's CAs)")] = None,
-    insecure: Annotated[bool | None, typer.Option(
-        "--insecure/--no-insecure", help="Allow a cleartext http:// server (the token crosses the network in "
-        "the clear)")] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(help="CA certificate the server's certificate must chain to (alone; default: the system's CAs)"),
+    ] = None,
+    insecure: Annotated[
+        bool | None,
+        typer.Option(
+            "--insecure/--no-insecure",
+            help="Allow a cleartext http:// server (the token crosses the network in the clear)",
+        ),
+    ] = None,
 ) -> None:
     """Create or update a context (file mode 0600: it holds the token)."""
     data = _config()

@@ -31,43 +31,79 @@ def cloud(
         "sqlite:///./edgefleet-data/store.db"
     ),
     tokens_file: Annotated[Path | None, typer.Option(help="YAML file of static tokens (name, role, token)")] = None,
-    admin_token_file: Annotated[Path | None, typer.Option(
-        help="Also write the admin token generated on first start to this file (mode 0600)")] = None,
+    admin_token_file: Annotated[
+        Path | None, typer.Option(help="Also write the admin token generated on first start to this file (mode 0600)")
+    ] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest accepted request body")] = 1024 * 1024,
-    max_watches_per_principal: Annotated[int, typer.Option(
-        min=0, help="Watches one token may hold open at once (one more is 429); 0: no limit")] = 128,
-    compact_interval: Annotated[float, typer.Option(
-        help="Seconds of store history kept for watches; older history is compacted")] = 300.0,
+    max_watches_per_principal: Annotated[
+        int, typer.Option(min=0, help="Watches one token may hold open at once (one more is 429); 0: no limit")
+    ] = 128,
+    compact_interval: Annotated[
+        float, typer.Option(help="Seconds of store history kept for watches; older history is compacted")
+    ] = 300.0,
     log_format: Annotated[str, typer.Option(help="text or json")] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
-    node_not_ready_after: Annotated[float, typer.Option(
-        help="Seconds a node may be connected to no hub replica before it is marked NotReady "
-        "(it keeps its workloads)")] = 40.0,
-    node_unknown_after: Annotated[float, typer.Option(
-        help="Seconds a node may be connected to no hub replica before it is marked Unknown "
-        "(it keeps its workloads)")] = 300.0,
-    node_monitor_period: Annotated[float, typer.Option(
-        help="Seconds between two checks of the nodes' liveness")] = 5.0,
-    node_status_refresh: Annotated[float, typer.Option(
-        min=1.0, help="Seconds between two writes of an unchanged Node.status (lastHeartbeat); changes are "
-        "written at once (at most one write per node per second), traffic counters every 5 s or more "
-        "(all nodes together at most 50 such writes a second)")] = 300.0,
-    heartbeat: Annotated[float, typer.Option(
-        help="Seconds between the agents' status reports (told to each agent when it connects)")] = 10.0,
+    node_not_ready_after: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a node may be connected to no hub replica before it is marked NotReady "
+            "(it keeps its workloads)"
+        ),
+    ] = 40.0,
+    node_unknown_after: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a node may be connected to no hub replica before it is marked Unknown "
+            "(it keeps its workloads)"
+        ),
+    ] = 300.0,
+    node_monitor_period: Annotated[float, typer.Option(help="Seconds between two checks of the nodes' liveness")] = 5.0,
+    node_status_refresh: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="Seconds between two writes of an unchanged Node.status (lastHeartbeat); changes are "
+            "written at once (at most one write per node per second), traffic counters every 5 s or more "
+            "(all nodes together at most 50 such writes a second)",
+        ),
+    ] = 300.0,
+    heartbeat: Annotated[
+        float, typer.Option(help="Seconds between the agents' status reports (told to each agent when it connects)")
+    ] = 10.0,
     hub_id: Annotated[str, typer.Option(help="Name of this hub replica (default HOSTNAME:PORT)")] = "",
-    advertise_url: Annotated[str | None, typer.Option(
-        help="Base URL agents and the other replicas reach this replica at, published in its Hub object "
-        "(default http://LISTEN unless it listens on a wildcard address)")] = None,
-    max_connections: Annotated[int, typer.Option(
-        min=1, help="Agent sessions this replica holds at most; more are refused with 503 and Retry-After")] = 20_000,
-    max_handshakes: Annotated[int, typer.Option(
-        min=1, help="Agent handshakes in progress at once; more are refused with 503 (reconnect storms)")] = 256,
-    rebalance_tolerance: Annotated[float, typer.Option(
-        min=0.0, help="Release sessions when holding more than the fair share (sessions / live replicas) "
-        "by more than this fraction")] = 0.05,
-    rebalance_observe: Annotated[float, typer.Option(
-        min=5.0, help="Seconds to wait after releasing sessions before measuring the balance again (at least 5: "
-        "the other replicas' Hub objects must show the sessions that moved)")] = 30.0,
+    advertise_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Base URL agents and the other replicas reach this replica at, published in its Hub object "
+            "(default http://LISTEN unless it listens on a wildcard address)"
+        ),
+    ] = None,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Agent sessions this replica holds at most; more are refused with 503 and Retry-After"
+        ),
+    ] = 20_000,
+    max_handshakes: Annotated[
+        int,
+        typer.Option(min=1, help="Agent handshakes in progress at once; more are refused with 503 (reconnect storms)"),
+    ] = 256,
+    rebalance_tolerance: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Release sessions when holding more than the fair share (sessions / live replicas) "
+            "by more than this fraction",
+        ),
+    ] = 0.05,
+    rebalance_observe: Annotated[
+        float,
+        typer.Option(
+            min=5.0,
+            help="Seconds to wait after releasing sessions before measuring the balance again (at least 5: "
+            "the other replicas' Hub objects must show the sessions that moved)",
+        ),
+    ] = 30.0,
     dns_listen: gslb_cli.DnsListenOpt = gslb_cli.DEFAULT_DNS_LISTEN,
     geo: gslb_cli.GeoOpt = None,
     zone: gslb_cli.ZoneOpt = gslb_cli.DEFAULT_ZONE,
@@ -78,15 +114,24 @@ def cloud(
     rrl_rate: gslb_cli.RrlRateOpt = gslb_cli.DEFAULT_RRL_RATE,
     rrl_slip: gslb_cli.RrlSlipOpt = gslb_cli.DEFAULT_RRL_SLIP,
     demand_per_sender: gslb_cli.DemandPerSenderOpt = gslb_cli.DEFAULT_DEMAND_PER_SENDER,
-    site_activation_period: Annotated[float, typer.Option(
-        min=0.05, help="Seconds between two decisions of the site activation controller")] = 5.0,
-    tls_cert: Annotated[Path | None, typer.Option(
-        help="Serve the API, dashboard and hub over TLS with this certificate (PEM, chain allowed; every hub "
-        "replica serves the same one, with all their names as SANs). `edgefleet tls init` makes one")] = None,
+    site_activation_period: Annotated[
+        float, typer.Option(min=0.05, help="Seconds between two decisions of the site activation controller")
+    ] = 5.0,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            help="Serve the API, dashboard and hub over TLS with this certificate (PEM, chain allowed; every hub "
+            "replica serves the same one, with all their names as SANs). `edgefleet tls init` makes one"
+        ),
+    ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The private key of --tls-cert (PEM)")] = None,
-    tls_ca: Annotated[Path | None, typer.Option(
-        help="The CA that signed --tls-cert, published at /edge/v1/ca for `edge join --ca-hash` (default: the "
-        "last certificate of --tls-cert's chain)")] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="The CA that signed --tls-cert, published at /edge/v1/ca for `edge join --ca-hash` (default: the "
+            "last certificate of --tls-cert's chain)"
+        ),
+    ] = None,
 ) -> None:
     """Run the control plane: REST API with watch, on SQLite (default) or etcd, and the GSLB.
 
@@ -122,15 +167,31 @@ def cloud(
         host, port = process.parse_listen(listen)
         thresholds = Thresholds(node_not_ready_after, node_unknown_after, node_monitor_period)
         options = process.CloudOptions(
-            host=host, port=port, store_url=store, tokens_file=tokens_file,
-            admin_token_file=admin_token_file, max_body_bytes=max_body_bytes,
+            host=host,
+            port=port,
+            store_url=store,
+            tokens_file=tokens_file,
+            admin_token_file=admin_token_file,
+            max_body_bytes=max_body_bytes,
             max_watches_per_principal=max_watches_per_principal,
-            compact_interval=compact_interval, node_thresholds=thresholds,
-            heartbeat_seconds=heartbeat, hub_id=hub_id,
-            gslb=gslb_cli.gslb_options(dns_listen, geo, zone, redirect_listen, node_port, trusted_proxy,
-                                       demand_window, rrl_rate=rrl_rate, rrl_slip=rrl_slip,
-                                       demand_per_sender=demand_per_sender),
-            site_activation_period=site_activation_period, advertise_url=advertise_url,
+            compact_interval=compact_interval,
+            node_thresholds=thresholds,
+            heartbeat_seconds=heartbeat,
+            hub_id=hub_id,
+            gslb=gslb_cli.gslb_options(
+                dns_listen,
+                geo,
+                zone,
+                redirect_listen,
+                node_port,
+                trusted_proxy,
+                demand_window,
+                rrl_rate=rrl_rate,
+                rrl_slip=rrl_slip,
+                demand_per_sender=demand_per_sender,
+            ),
+            site_activation_period=site_activation_period,
+            advertise_url=advertise_url,
             hub_limits=HubLimits(max_connections=max_connections, max_handshakes=max_handshakes),
             status_intervals=Intervals(refresh_interval=node_status_refresh),
             balance=BalanceSettings(tolerance=rebalance_tolerance, observe_seconds=rebalance_observe),

@@ -65,14 +65,16 @@ edge_app = typer.Typer(
     no_args_is_help=True,
 )
 token_app = typer.Typer(help="Tokens for the API.", no_args_is_help=True)
-node_app = typer.Typer(help="Manage edge nodes' identities (their Node objects are under `get nodes`).",
-                       no_args_is_help=True)
+node_app = typer.Typer(
+    help="Manage edge nodes' identities (their Node objects are under `get nodes`).", no_args_is_help=True
+)
 
 out = console()
 err = console(stderr=True)
 
-DataDirOpt = Annotated[Path, typer.Option(
-    "--data-dir", help="The node's directory: join writes credential (0600) and node.yaml there")]
+DataDirOpt = Annotated[
+    Path, typer.Option("--data-dir", help="The node's directory: join writes credential (0600) and node.yaml there")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -160,7 +162,12 @@ FAILOVER_CODES = (0, 502, 503, 504)
 
 
 def first_answering(
-    servers: Sequence[str], token: str, path: str, body: Document | None = None, *, trust: ClientTrust | None = None,
+    servers: Sequence[str],
+    token: str,
+    path: str,
+    body: Document | None = None,
+    *,
+    trust: ClientTrust | None = None,
 ) -> tuple[str, Document]:
     """POST ``path`` to each server in turn until one answers: (that server, its answer).
 
@@ -221,8 +228,16 @@ class NodeFiles:
     def joined(self) -> bool:
         return self.credential.exists()
 
-    def write(self, *, servers: Sequence[str], node: str, site: str, credential: str,
-              ca_pem: bytes | None = None, insecure: bool = False) -> None:
+    def write(
+        self,
+        *,
+        servers: Sequence[str],
+        node: str,
+        site: str,
+        credential: str,
+        ca_pem: bytes | None = None,
+        insecure: bool = False,
+    ) -> None:
         """Write the credential, the CA and ``node.yaml`` (``server``: the first of ``servers``, for older readers)."""
         if not servers:
             raise ValueError("at least one server URL is needed")
@@ -253,8 +268,10 @@ class NodeFiles:
             config = yaml.safe_load(self.config.read_text())
             credential = self.credential.read_text().strip()
         except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{self.root} is not a joined node's directory ({exc}); "
-                             "join first with `edgefleet edge join`, or pass --data-dir") from None
+            raise ValueError(
+                f"{self.root} is not a joined node's directory ({exc}); "
+                "join first with `edgefleet edge join`, or pass --data-dir"
+            ) from None
         if not isinstance(config, dict) or not {"server", "node"} <= set(config) or not credential:
             raise ValueError(f"{self.config} or {self.credential} is damaged; join again with --force")
         return config, credential
@@ -289,24 +306,44 @@ TOKEN_ROLES = ("bootstrap", "viewer", "admin")
 
 @token_app.command("create")
 def token_create(
-    ttl: Annotated[str | None, typer.Option(
-        help="How long the token works, e.g. 30m, 24h, 7d (default: 24h for bootstrap tokens; "
-        "viewer and admin tokens never expire)")] = None,
+    ttl: Annotated[
+        str | None,
+        typer.Option(
+            help="How long the token works, e.g. 30m, 24h, 7d (default: 24h for bootstrap tokens; "
+            "viewer and admin tokens never expire)"
+        ),
+    ] = None,
     description: Annotated[str, typer.Option(help="What it is for (shown by `token list`)")] = "",
-    role: Annotated[str, typer.Option(
-        help="bootstrap: lets nodes join, nothing else; viewer: reads the API and the dashboard; "
-        "admin: reads and writes")] = "bootstrap",
+    role: Annotated[
+        str,
+        typer.Option(
+            help="bootstrap: lets nodes join, nothing else; viewer: reads the API and the dashboard; "
+            "admin: reads and writes"
+        ),
+    ] = "bootstrap",
     output: Annotated[str, typer.Option("--output", "-o", help="text (the token alone) or json")] = "text",
     site: Annotated[str | None, typer.Option(help="Bootstrap token: joins must name this site")] = None,
     name: Annotated[str | None, typer.Option(help="Bootstrap token: joins must name this node")] = None,
-    uses: Annotated[int | None, typer.Option(min=1, help="Bootstrap token: how many joins it is good for "
-                                             "(default: any number until it expires)")] = None,
-    approval: Annotated[bool, typer.Option(
-        "--approval", help="Bootstrap token: joined nodes wait for `edgefleet node approve NAME`")] = False,
-    takeover: Annotated[bool, typer.Option(
-        "--takeover", help="Bootstrap token with --name: the join may replace the credentials that node holds "
-        "(a reinstalled machine)")] = False,
-    server: ServerOpt = None, token: AdminTokenOpt = None, context: ContextOpt = None,
+    uses: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Bootstrap token: how many joins it is good for (default: any number until it expires)"
+        ),
+    ] = None,
+    approval: Annotated[
+        bool, typer.Option("--approval", help="Bootstrap token: joined nodes wait for `edgefleet node approve NAME`")
+    ] = False,
+    takeover: Annotated[
+        bool,
+        typer.Option(
+            "--takeover",
+            help="Bootstrap token with --name: the join may replace the credentials that node holds "
+            "(a reinstalled machine)",
+        ),
+    ] = False,
+    server: ServerOpt = None,
+    token: AdminTokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Create a token (admin): by default a bootstrap token for `edgefleet edge join`.
 
@@ -322,8 +359,11 @@ def token_create(
     if role not in TOKEN_ROLES:
         fail(f"--role {role!r}: use one of {', '.join(TOKEN_ROLES)}")
     narrowing = {"site": site, "name": name, "uses": uses, "approval": approval or None, "takeover": takeover or None}
-    body: Document = {"description": description, "role": role,
-                      **{key: value for key, value in narrowing.items() if value is not None}}
+    body: Document = {
+        "description": description,
+        "role": role,
+        **{key: value for key, value in narrowing.items() if value is not None},
+    }
     try:
         if ttl is not None:
             body["ttlSeconds"] = parse_duration(ttl)
@@ -355,11 +395,15 @@ def created_message(created: Document, server: str, pin: str | None = None) -> s
         where += f" --name {created['name']}" if created.get("name") else ""
         limits = [f"; good for {created['uses']} join(s)"] if created.get("uses") else []
         limits += ["; joined nodes wait for `edgefleet node approve NAME`"] if created.get("approval") else []
-        return (f"bootstrap token {created['id']} {expires}{''.join(limits)}. "
-                f"On {'the' if created.get('name') else 'each'} node run:\n"
-                f"  edgefleet edge join --server {server} --token {created['token']}{trust} {where}")
-    return (f"{created['role']} token {created['id']} {expires}. Use it with:\n"
-            f"  export EDGEFLEET_SERVER={server} EDGEFLEET_TOKEN={created['token']}")
+        return (
+            f"bootstrap token {created['id']} {expires}{''.join(limits)}. "
+            f"On {'the' if created.get('name') else 'each'} node run:\n"
+            f"  edgefleet edge join --server {server} --token {created['token']}{trust} {where}"
+        )
+    return (
+        f"{created['role']} token {created['id']} {expires}. Use it with:\n"
+        f"  export EDGEFLEET_SERVER={server} EDGEFLEET_TOKEN={created['token']}"
+    )
 
 
 @token_app.command("list")
@@ -376,14 +420,19 @@ def token_list(server: ServerOpt = None, token: AdminTokenOpt = None, context: C
         uses = f"{item.get('used', 0)}/{item['uses']}" if item.get("uses") else "-"
         bound = "/".join(part for part in (item.get("site"), item.get("name")) if part) or "-"
         bound += " (approval)" if item.get("approval") else ""
-        out.print(f"{item['id']:<8} {item.get('role', 'bootstrap'):<10} {expires:<21} {uses:<7} {bound:<24} "
-                  f"{item['createdBy']:<12} {item['description']}", markup=False)
+        out.print(
+            f"{item['id']:<8} {item.get('role', 'bootstrap'):<10} {expires:<21} {uses:<7} {bound:<24} "
+            f"{item['createdBy']:<12} {item['description']}",
+            markup=False,
+        )
 
 
 @token_app.command("delete")
 def token_delete(
     token_id: Annotated[str, typer.Argument(metavar="ID", help="Token id (the 6 characters before the dot)")],
-    server: ServerOpt = None, token: AdminTokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: AdminTokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Delete a bootstrap, viewer or admin token; nodes that joined with a bootstrap token keep their credentials."""
     with calls(admin_client(server, token, context)) as client:
@@ -404,28 +453,46 @@ def token_generate() -> None:
 
 @edge_app.command("join")
 def edge_join(
-    server: Annotated[list[str], typer.Option(
-        "--server", "-s",
-        help="URL of the cloud, e.g. https://cloud:7440; repeatable or comma-separated (hub replicas): the join "
-        "goes to the first that answers, the agent dials them all in random order and fails over")],
-    token: Annotated[str, typer.Option(
-        help="Bootstrap token from `edgefleet token create`", envvar="EDGEFLEET_BOOTSTRAP_TOKEN")],
+    server: Annotated[
+        list[str],
+        typer.Option(
+            "--server",
+            "-s",
+            help="URL of the cloud, e.g. https://cloud:7440; repeatable or comma-separated (hub replicas): the join "
+            "goes to the first that answers, the agent dials them all in random order and fails over",
+        ),
+    ],
+    token: Annotated[
+        str, typer.Option(help="Bootstrap token from `edgefleet token create`", envvar="EDGEFLEET_BOOTSTRAP_TOKEN")
+    ],
     site: Annotated[str, typer.Option(help="Name of the Site this node belongs to")],
-    name: Annotated[str | None, typer.Option(
-        help="Node name (default: this machine's host name, lowercased to a DNS-1123 name)")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Node name (default: this machine's host name, lowercased to a DNS-1123 name)")
+    ] = None,
     label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE label of the new Node; repeatable")] = None,
-    address: Annotated[list[str] | None, typer.Option(
-        help="IPv4/IPv6 address users reach the node at (put in DNS answers); repeatable")] = None,
+    address: Annotated[
+        list[str] | None,
+        typer.Option(help="IPv4/IPv6 address users reach the node at (put in DNS answers); repeatable"),
+    ] = None,
     data_dir: DataDirOpt = DEFAULT_DATA_DIR,
     force: Annotated[bool, typer.Option(help="Join again although the data directory holds a credential")] = False,
-    ca_hash_pin: Annotated[str | None, typer.Option(
-        "--ca-hash", help="sha256:... pin of the cloud's CA (printed by `edgefleet token create`): the CA is "
-        "fetched from the cloud and kept only if it matches; every other certificate is refused")] = None,
-    ca_file: Annotated[Path | None, typer.Option(help="The cloud's CA certificate, trusted alone (instead of "
-                                                      "--ca-hash)")] = None,
-    insecure: Annotated[bool, typer.Option(
-        help="Allow cleartext http:// servers (the token and the credential cross the network in the clear)")]
-    = False,
+    ca_hash_pin: Annotated[
+        str | None,
+        typer.Option(
+            "--ca-hash",
+            help="sha256:... pin of the cloud's CA (printed by `edgefleet token create`): the CA is "
+            "fetched from the cloud and kept only if it matches; every other certificate is refused",
+        ),
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="The cloud's CA certificate, trusted alone (instead of --ca-hash)")
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            help="Allow cleartext http:// servers (the token and the credential cross the network in the clear)"
+        ),
+    ] = False,
 ) -> None:
     """Join this machine to the fleet: create (or adopt) its Node and store its credential.
 
@@ -442,8 +509,10 @@ def edge_join(
     """
     files = NodeFiles(data_dir)
     if files.joined() and not force:
-        fail(f"{files.credential} exists: this machine has joined already",
-             "to join again (e.g. under another name or to another cloud) pass --force")
+        fail(
+            f"{files.credential} exists: this machine has joined already",
+            "to join again (e.g. under another name or to another cloud) pass --force",
+        )
     try:
         servers = parse_servers(server)
         node_name = name or default_node_name()
@@ -455,14 +524,22 @@ def edge_join(
         _, joined = first_answering(servers, token, "/join", body, trust=trust)
     except ClientError as exc:
         fail_with(exc, _HINTS)
-    files.write(servers=servers, node=joined["node"], site=site, credential=joined["credential"], ca_pem=ca_pem,
-                insecure=insecure)
+    files.write(
+        servers=servers,
+        node=joined["node"],
+        site=site,
+        credential=joined["credential"],
+        ca_pem=ca_pem,
+        insecure=insecure,
+    )
     how = "adopted the existing Node (its spec and labels are kept)" if joined["adopted"] else "created its Node"
     out.print(f"joined as node/{joined['node']} in site {site}: {how}")
     out.print(f"credential written to {files.credential} (mode 0600), settings to {files.config}")
     if joined.get("pending"):
-        out.print(f"the node waits for approval: an admin runs `edgefleet node approve {joined['node']}`; "
-                  "until then its agent is refused")
+        out.print(
+            f"the node waits for approval: an admin runs `edgefleet node approve {joined['node']}`; "
+            "until then its agent is refused"
+        )
 
 
 @edge_app.command("rotate-credential")
@@ -487,8 +564,10 @@ def edge_rotate_credential(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
     files.write_credential(rotated["credential"])
     with calls(FleetClient(server, rotated["credential"], trust=trust)) as check:
         check.get(NODES, rotated["node"])  # the new credential works before we say so
-    out.print(f"credential of node/{rotated['node']} rotated and written to {files.credential}; "
-              f"the previous one stops working at {rotated['previousExpiresAt']}")
+    out.print(
+        f"credential of node/{rotated['node']} rotated and written to {files.credential}; "
+        f"the previous one stops working at {rotated['previousExpiresAt']}"
+    )
 
 
 # -- node revoke ---------------------------------------------------------------------
@@ -497,7 +576,9 @@ def edge_rotate_credential(data_dir: DataDirOpt = DEFAULT_DATA_DIR) -> None:
 @node_app.command("revoke")
 def node_revoke(
     name: Annotated[str, typer.Argument(help="Node name")],
-    server: ServerOpt = None, token: AdminTokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: AdminTokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Revoke every credential of a node (admin): its agent is refused (401) and disconnected.
 
@@ -516,7 +597,9 @@ def node_revoke(
 @node_app.command("approve")
 def node_approve(
     name: Annotated[str, typer.Argument(help="Node name")],
-    server: ServerOpt = None, token: AdminTokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: AdminTokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Approve a node that joined with an approval token (admin): its agent may connect and get its view."""
     with calls(admin_client(server, token, context)) as client:
@@ -524,5 +607,7 @@ def node_approve(
     if approved:
         out.print(f"node/{name} approved: its agent may connect now")
     else:
-        fail(f"node/{name} has no credential waiting for approval",
-             "it was approved already, never joined with an approval token, or was revoked")
+        fail(
+            f"node/{name} has no credential waiting for approval",
+            "it was approved already, never joined with an approval token, or was revoked",
+        )

@@ -37,31 +37,54 @@ from edgefleet.gslb.fleet import DEFAULT_ZONE as DEFAULT_ZONE
 if TYPE_CHECKING:
     from edgefleet.cloud.gslbservice import GslbOptions
 
-DnsListenOpt = Annotated[str, typer.Option(
-    help="HOST:PORT for the authoritative DNS (UDP and TCP); 'off' disables it")]
-GeoOpt = Annotated[Path | None, typer.Option(
-    help="Geo table: CSV lines cidr,country,region,lat,lon (or a MaxMind .mmdb); SIGHUP reloads it")]
+DnsListenOpt = Annotated[str, typer.Option(help="HOST:PORT for the authoritative DNS (UDP and TCP); 'off' disables it")]
+GeoOpt = Annotated[
+    Path | None,
+    typer.Option(help="Geo table: CSV lines cidr,country,region,lat,lon (or a MaxMind .mmdb); SIGHUP reloads it"),
+]
 ZoneOpt = Annotated[str, typer.Option(help="The CDN zone: Domains answer as <domain>.<zone>")]
-RedirectOpt = Annotated[str | None, typer.Option(
-    help="HOST:PORT for the HTTP 302 redirector (off unless given)")]
-NodePortOpt = Annotated[int | None, typer.Option(
-    help="Port of the caches in redirect Locations (none: the scheme's default)")]
-TrustedOpt = Annotated[list[str] | None, typer.Option(
-    "--trusted-proxy", help="CIDR of a proxy whose X-Forwarded-For the redirector believes (repeatable)")]
+RedirectOpt = Annotated[str | None, typer.Option(help="HOST:PORT for the HTTP 302 redirector (off unless given)")]
+NodePortOpt = Annotated[
+    int | None, typer.Option(help="Port of the caches in redirect Locations (none: the scheme's default)")
+]
+TrustedOpt = Annotated[
+    list[str] | None,
+    typer.Option("--trusted-proxy", help="CIDR of a proxy whose X-Forwarded-For the redirector believes (repeatable)"),
+]
 
-DemandWindowOpt = Annotated[int, typer.Option(
-    min=1, help="Seconds over which DNS queries per region are averaged into the demand that switches "
-    "alwaysOn: false sites on and off")]
+DemandWindowOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Seconds over which DNS queries per region are averaged into the demand that switches "
+        "alwaysOn: false sites on and off",
+    ),
+]
 
-RrlRateOpt = Annotated[int, typer.Option(
-    min=0, help="UDP answers a second one client network (/24, /56) gets per kind of answer before response "
-    "rate limiting drops or truncates them (0: off; loopback is never limited)")]
-RrlSlipOpt = Annotated[int, typer.Option(
-    min=0, help="Every Nth rate-limited UDP answer is sent truncated (TC=1) so real clients retry over TCP; the "
-    "others are dropped (0: drop all, 1: truncate all)")]
-DemandPerSenderOpt = Annotated[int, typer.Option(
-    min=0, help="Queries a second one sender network (/24, /56) may add to the DNS demand that switches "
-    "alwaysOn: false sites on, whatever Client Subnet it sends (0: no limit)")]
+RrlRateOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="UDP answers a second one client network (/24, /56) gets per kind of answer before response "
+        "rate limiting drops or truncates them (0: off; loopback is never limited)",
+    ),
+]
+RrlSlipOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Every Nth rate-limited UDP answer is sent truncated (TC=1) so real clients retry over TCP; the "
+        "others are dropped (0: drop all, 1: truncate all)",
+    ),
+]
+DemandPerSenderOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Queries a second one sender network (/24, /56) may add to the DNS demand that switches "
+        "alwaysOn: false sites on, whatever Client Subnet it sends (0: no limit)",
+    ),
+]
 
 DEFAULT_RRL_RATE = rrl.DEFAULT_RATE
 DEFAULT_RRL_SLIP = rrl.DEFAULT_SLIP
@@ -73,9 +96,17 @@ SQLITE_REFUSAL = "edgefleet dns needs an etcd store; with SQLite the GSLB runs i
 
 
 def gslb_options(
-    dns_listen: str, geo: Path | None, zone: str, redirect_listen: str | None, node_port: int | None,
-    trusted: list[str] | None, demand_window: int = DEFAULT_DEMAND_WINDOW, *, rrl_rate: int = DEFAULT_RRL_RATE,
-    rrl_slip: int = DEFAULT_RRL_SLIP, demand_per_sender: int = DEFAULT_DEMAND_PER_SENDER,
+    dns_listen: str,
+    geo: Path | None,
+    zone: str,
+    redirect_listen: str | None,
+    node_port: int | None,
+    trusted: list[str] | None,
+    demand_window: int = DEFAULT_DEMAND_WINDOW,
+    *,
+    rrl_rate: int = DEFAULT_RRL_RATE,
+    rrl_slip: int = DEFAULT_RRL_SLIP,
+    demand_per_sender: int = DEFAULT_DEMAND_PER_SENDER,
 ) -> GslbOptions | None:
     """GslbOptions, or None when ``dns_listen`` is 'off'; ValueError with a hint on bad input."""
     from edgefleet.cloud.gslbservice import GslbOptions
@@ -89,10 +120,17 @@ def gslb_options(
     dns_host, dns_port = parse_listen(dns_listen)
     redirect_host, redirect_port = parse_listen(redirect_listen) if redirect_listen else (None, 0)
     return GslbOptions(
-        dns_host=dns_host, dns_port=dns_port, zone=zone.lower().rstrip("."), geo_path=geo,
-        redirect_host=redirect_host, redirect_port=redirect_port, node_port=node_port,
-        trusted_proxies=tuple(trusted or ()), demand_window=demand_window,
-        rrl=RrlSettings(rate=rrl_rate, slip=rrl_slip), demand_per_sender=demand_per_sender,
+        dns_host=dns_host,
+        dns_port=dns_port,
+        zone=zone.lower().rstrip("."),
+        geo_path=geo,
+        redirect_host=redirect_host,
+        redirect_port=redirect_port,
+        node_port=node_port,
+        trusted_proxies=tuple(trusted or ()),
+        demand_window=demand_window,
+        rrl=RrlSettings(rate=rrl_rate, slip=rrl_slip),
+        demand_per_sender=demand_per_sender,
     )
 
 
@@ -110,8 +148,12 @@ def register(app: typer.Typer) -> None:
 
 
 def dns(
-    store: Annotated[str, typer.Option(
-        help="etcd://HOST:PORT[,HOST:PORT...]: the etcd store edgefleet cloud runs on (SQLite cannot be shared)")],
+    store: Annotated[
+        str,
+        typer.Option(
+            help="etcd://HOST:PORT[,HOST:PORT...]: the etcd store edgefleet cloud runs on (SQLite cannot be shared)"
+        ),
+    ],
     listen: DnsListenOpt = DEFAULT_DNS_LISTEN,
     geo: GeoOpt = None,
     zone: ZoneOpt = DEFAULT_ZONE,
@@ -142,8 +184,17 @@ def dns(
     logs.setup(log_level, "text")
     try:
         check_shared_store(store)
-        options = gslb_options(listen, geo, zone, redirect_listen, node_port, trusted_proxy, rrl_rate=rrl_rate,
-                               rrl_slip=rrl_slip, demand_per_sender=demand_per_sender)
+        options = gslb_options(
+            listen,
+            geo,
+            zone,
+            redirect_listen,
+            node_port,
+            trusted_proxy,
+            rrl_rate=rrl_rate,
+            rrl_slip=rrl_slip,
+            demand_per_sender=demand_per_sender,
+        )
         if options is None:
             raise ValueError("--listen off: nothing to run")
         import uvloop

@@ -138,7 +138,9 @@ def edgefleet_cli() -> None:
 
 @app.command()
 def version(
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
     client_only: Annotated[bool, typer.Option("--client", help="Only the client version")] = False,
 ) -> None:
     """Print the client version and, if reachable, the server's."""

@@ -103,8 +103,9 @@ def load_manifests(targets: list[str]) -> list[Manifest]:
 def in_apply_order(manifests: list[Manifest]) -> list[Manifest]:
     """Sites, then Nodes, then the rest, each in the order given."""
     last = len(DEPENDENCY_ORDER)
-    return sorted(manifests, key=lambda m: DEPENDENCY_ORDER.index(m.info.kind) if m.info.kind in DEPENDENCY_ORDER
-                  else last)
+    return sorted(
+        manifests, key=lambda m: DEPENDENCY_ORDER.index(m.info.kind) if m.info.kind in DEPENDENCY_ORDER else last
+    )
 
 
 def in_delete_order(manifests: list[Manifest]) -> list[Manifest]:

@@ -52,8 +52,10 @@ def display_order(info: KindInfo, docs: list[Document]) -> list[Document]:
     """Events by ``lastTimestamp``, the latest last (kubectl's order); other kinds as listed (by name)."""
     if info.kind != "Event":
         return docs
-    return sorted(docs, key=lambda doc: (_instant((doc.get("spec") or {}).get("lastTimestamp")) or _LONG_AGO,
-                                         doc["metadata"]["name"]))
+    return sorted(
+        docs,
+        key=lambda doc: (_instant((doc.get("spec") or {}).get("lastTimestamp")) or _LONG_AGO, doc["metadata"]["name"]),
+    )
 
 
 def to_model(info: KindInfo, doc: Document) -> Resource:
@@ -70,8 +72,10 @@ def table(info: KindInfo, docs: list[Document], *, wide: bool = False) -> Table:
     for doc in docs:
         model = to_model(info, doc)
         cells = [_cell(column.value, model) for column in columns]
-        cells = [age(text) if (info.kind, column.header) in AGE_COLUMNS and text != "<none>" else text
-                 for column, text in zip(columns, cells, strict=True)]
+        cells = [
+            age(text) if (info.kind, column.header) in AGE_COLUMNS and text != "<none>" else text
+            for column, text in zip(columns, cells, strict=True)
+        ]
         grid.add_row(model.name, *cells, age(doc["metadata"].get("creationTimestamp")))
     return grid
 
@@ -105,11 +109,15 @@ def print_docs(console: Console, info: KindInfo, docs: list[Document], fmt: str,
         for doc in docs:
             console.print(f"{info.singular}/{doc['metadata']['name']}", highlight=False)
         return
-    payload: Any = docs[0] if single else {
-        "apiVersion": info.model.model_fields["api_version"].default,
-        "kind": f"{info.kind}List",
-        "items": docs,
-    }
+    payload: Any = (
+        docs[0]
+        if single
+        else {
+            "apiVersion": info.model.model_fields["api_version"].default,
+            "kind": f"{info.kind}List",
+            "items": docs,
+        }
+    )
     print(dump(payload, fmt))
 
 

@@ -35,8 +35,9 @@ def purge_name(now: datetime, suffix: str) -> str:
     return f"purge-{now.astimezone(UTC):%Y%m%d-%H%M%S}-{suffix}"
 
 
-def purge_document(name: str, domain: str, urls: list[str], prefixes: list[str], tags: list[str],
-                   soft: bool) -> Document:
+def purge_document(
+    name: str, domain: str, urls: list[str], prefixes: list[str], tags: list[str], soft: bool
+) -> Document:
     spec: Document = {"domain": domain, "mode": "soft" if soft else "hard"}
     for field, values in (("urls", urls), ("prefixes", prefixes), ("tags", tags)):
         if values:
@@ -55,16 +56,22 @@ def progress(status: Document) -> str:
 
 def purge(
     domain: Annotated[str, typer.Argument(help="Name of the Domain")],
-    urls: Annotated[list[str] | None, typer.Argument(
-        help="URLs to purge: paths with an optional query (/a/b.js?v=1) or absolute URLs on the domain")] = None,
-    prefix: Annotated[list[str] | None, typer.Option("--prefix", help="Purge every path starting so; repeatable")]
-    = None,
-    tag: Annotated[list[str] | None, typer.Option(
-        "--tag", help="Purge objects tagged so (Cache-Tag / Surrogate-Key); repeatable")] = None,
+    urls: Annotated[
+        list[str] | None,
+        typer.Argument(help="URLs to purge: paths with an optional query (/a/b.js?v=1) or absolute URLs on the domain"),
+    ] = None,
+    prefix: Annotated[
+        list[str] | None, typer.Option("--prefix", help="Purge every path starting so; repeatable")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Purge objects tagged so (Cache-Tag / Surrogate-Key); repeatable")
+    ] = None,
     soft: Annotated[bool, typer.Option(help="Mark stale (revalidate on next use) instead of removing")] = False,
     wait: Annotated[bool, typer.Option(help="Wait until every node serving the domain has done it")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most")] = 300.0,
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Purge cached URLs, prefixes or tags of a domain on every node serving it (creates a Purge)."""
     if not (urls or prefix or tag):

@@ -65,7 +65,9 @@ def guarded(action: Callable[[], T]) -> T:
 
 def apply(
     filename: Annotated[list[str], typer.Option("--filename", "-f", help="File, directory or - for stdin")],
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Create or update resources from YAML (multi-document files and directories).
 
@@ -116,7 +118,9 @@ def get(
     ] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table, wide, yaml, json or name")] = "table",
     watch: Annotated[bool, typer.Option("--watch", "-w", help="After listing, print changes as they happen")] = False,
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Show resources as a table, YAML or JSON; with -w keep printing changes.
 
@@ -151,8 +155,10 @@ def _follow(
             if name and doc["metadata"]["name"] != name:
                 continue
             if output in ("table", "wide", "name"):
-                out.print(f"{event['type']:<9} {info.singular}/{doc['metadata']['name']}  "
-                          f"resourceVersion={doc['metadata'].get('resourceVersion')}")
+                out.print(
+                    f"{event['type']:<9} {info.singular}/{doc['metadata']['name']}  "
+                    f"resourceVersion={doc['metadata'].get('resourceVersion')}"
+                )
             else:
                 print(dump({"type": event["type"], "object": doc}, output))
                 print("---" if output == "yaml" else "", flush=True)
@@ -163,7 +169,9 @@ def _follow(
 def describe_command(
     kind: Annotated[str, typer.Argument(help=KIND_HELP)],
     name: Annotated[str, typer.Argument(help="Object name")],
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Show one object in detail: metadata, spec and status."""
     info = resolve_kind(kind)
@@ -178,9 +186,12 @@ def delete(
         list[str] | None, typer.Option("--filename", "-f", help="Delete what these manifests define")
     ] = None,
     ignore_not_found: Annotated[bool, typer.Option(help="Do not fail on objects that do not exist")] = False,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Delete even though other objects still name it (a Site that has Nodes)")] = False,
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete even though other objects still name it (a Site that has Nodes)")
+    ] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Delete objects by kind and name, or those defined in manifests (-f).
 

@@ -233,8 +233,10 @@ def step_line(workload: Workload, now: datetime | None = None) -> str:
     if rollout is None:
         return ""
     if not steps:
-        return (f"Steps:     none: every node moves within the budgets (maxUnavailable {strategy.max_unavailable}, "
-                f"{strategy.max_unavailable_per_site} per site)")
+        return (
+            f"Steps:     none: every node moves within the budgets (maxUnavailable {strategy.max_unavailable}, "
+            f"{strategy.max_unavailable_per_site} per site)"
+        )
     if rollout.step >= len(steps):
         return f"Step:      after the {len(steps)} steps: every remaining node moves"
     step = steps[rollout.step]
@@ -290,8 +292,17 @@ def sites_table(workload: Workload, sites_of: dict[str, str], now: datetime | No
     grid.add_column("IN FLIGHT")
     for site in site_names:
         counts = (status.sites or {}).get(site)
-        cells = ["-"] * 5 if counts is None else [str(counts.desired), str(counts.updated), str(counts.ready),
-                                                   str(counts.available), str(counts.unavailable)]
+        cells = (
+            ["-"] * 5
+            if counts is None
+            else [
+                str(counts.desired),
+                str(counts.updated),
+                str(counts.ready),
+                str(counts.available),
+                str(counts.unavailable),
+            ]
+        )
         grid.add_row(site, *cells, ", ".join(in_flight.get(site, [])) or "-")
     return grid
 
@@ -311,14 +322,17 @@ def status_renderable(workload: Workload, sites_of: dict[str, str], now: datetim
         lines.append(step_line(workload, now))
         analysis = workload.spec.strategy.analysis
         if rollout.phase == "Analyzing" and rollout.analysis_started_at and analysis is not None:
-            lines.append(f"Analysis:  started {age(rollout.analysis_started_at, now)} ago, "
-                         f"window {analysis.interval_seconds}s")
+            lines.append(
+                f"Analysis:  started {age(rollout.analysis_started_at, now)} ago, window {analysis.interval_seconds}s"
+            )
     if workload.spec.paused:
         lines.append(f"Paused:    spec.paused is set; `edgefleet rollout resume {workload.name}` continues")
     if status.desired_count is not None:
-        lines.append(f"Nodes:     {_count(status.updated_count)}/{_count(status.desired_count)} updated, "
-                     f"{_count(status.ready_count)} ready, {_count(status.available_count)} available, "
-                     f"{_count(status.unavailable_count)} unavailable")
+        lines.append(
+            f"Nodes:     {_count(status.updated_count)}/{_count(status.desired_count)} updated, "
+            f"{_count(status.ready_count)} ready, {_count(status.available_count)} available, "
+            f"{_count(status.unavailable_count)} unavailable"
+        )
     if workload.spec.pins:
         pins = ", ".join(f"'{p.selector}' -> {p.revision}" for p in workload.spec.pins)
         lines.append(f"Pins:      {pins}")
@@ -340,14 +354,19 @@ def status_renderable(workload: Workload, sites_of: dict[str, str], now: datetim
         if extra:
             parts.append(Text("\n".join(extra)))
     if status.conditions:
-        conditions = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold",
-                           title="Conditions", title_justify="left")
+        conditions = Table(
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            header_style="bold",
+            title="Conditions",
+            title_justify="left",
+        )
         for header in ("TYPE", "STATUS", "REASON", "AGE", "MESSAGE"):
             conditions.add_column(header, no_wrap=header != "MESSAGE")
         for condition in status.conditions:
             when = age(condition.last_transition_time, now) if condition.last_transition_time else "-"
-            conditions.add_row(condition.type, condition.status, condition.reason or "-", when,
-                               condition.message or "")
+            conditions.add_row(condition.type, condition.status, condition.reason or "-", when, condition.message or "")
         parts.append(conditions)
     return Group(*parts)
 
@@ -418,13 +437,22 @@ def status_document(workload: Workload, doc: Document) -> Document:
 @rollout_app.command("status")
 def status_command(
     name: WorkloadArg,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help=(
-        "Follow the rollout live until it completes (exit 0), fails or is aborted (exit 1), "
-        "or --timeout passes (exit 2)"))] = False,
-    timeout: Annotated[float, typer.Option(min=0.0, help="Seconds -w follows at most; 0 follows until the end")]
-    = 0.0,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help=(
+                "Follow the rollout live until it completes (exit 0), fails or is aborted (exit 1), "
+                "or --timeout passes (exit 2)"
+            ),
+        ),
+    ] = False,
+    timeout: Annotated[float, typer.Option(min=0.0, help="Seconds -w follows at most; 0 follows until the end")] = 0.0,
     output: OutputOpt = "text",
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Show where the rollout of a Workload is: phase, revisions, step, per-site counts, nodes in flight.
 
@@ -472,8 +500,9 @@ def follow(client: ApiClient, name: str, doc: Document, sites: NodeSites, timeou
     if live_display:
         from rich.live import Live
 
-        context = Live(get_renderable=lambda: status_renderable(seen.workload, sites.sites), console=out,
-                       refresh_per_second=2)
+        context = Live(
+            get_renderable=lambda: status_renderable(seen.workload, sites.sites), console=out, refresh_per_second=2
+        )
     last_line = ""
     result: str | None = None
     try:
@@ -503,8 +532,9 @@ def follow(client: ApiClient, name: str, doc: Document, sites: NodeSites, timeou
     return _report(seen.workload, result, timeout)
 
 
-def _next_change(client: ApiClient, name: str, seen: _Followed, remaining: float | None,
-                 deadline: float | None) -> _Followed | None:
+def _next_change(
+    client: ApiClient, name: str, seen: _Followed, remaining: float | None, deadline: float | None
+) -> _Followed | None:
     """Reads the watch until the Workload changes (its new state) or the watch or the time ends (None)."""
     seconds = None if remaining is None else max(1, math.ceil(remaining))
     try:
@@ -540,20 +570,25 @@ def _report(workload: Workload, result: str | None, timeout: float) -> int:
             err.print(f"rollout of workload/{name} to revision {target} completed", markup=False)
         return 0
     if result == "Failed":
-        err.print(f"[red]error:[/red] rollout of workload/{escape(name)} to revision {target} failed"
-                  f"{escape(message)}")
-        err.print(f"  the updated nodes went back; fix the template and apply it again, or "
-                  f"`edgefleet rollout undo {name}` to make the previous template the spec", markup=False)
+        err.print(f"[red]error:[/red] rollout of workload/{escape(name)} to revision {target} failed{escape(message)}")
+        err.print(
+            f"  the updated nodes went back; fix the template and apply it again, or "
+            f"`edgefleet rollout undo {name}` to make the previous template the spec",
+            markup=False,
+        )
         return FINAL_EXIT["Failed"]
     if result == "Aborted":
-        err.print(f"[red]error:[/red] rollout of workload/{escape(name)} to revision {target} was aborted"
-                  f"{escape(message)}")
-        err.print(f"  spec.template still names revision {target}: `edgefleet rollout undo {name}` makes the "
-                  "running revision the spec again; applying a new template rolls forward", markup=False)
+        err.print(
+            f"[red]error:[/red] rollout of workload/{escape(name)} to revision {target} was aborted{escape(message)}"
+        )
+        err.print(
+            f"  spec.template still names revision {target}: `edgefleet rollout undo {name}` makes the "
+            "running revision the spec again; applying a new template rolls forward",
+            markup=False,
+        )
         return FINAL_EXIT["Aborted"]
     phase = "waiting for the workload controller" if rollout is None else rollout.phase
-    err.print(f"[red]error:[/red] timed out after {timeout:g}s: workload/{escape(name)} is still "
-              f"{escape(phase)}")
+    err.print(f"[red]error:[/red] timed out after {timeout:g}s: workload/{escape(name)} is still {escape(phase)}")
     err.print(f"  `edgefleet rollout status {name} -w` follows it again", markup=False)
     return TIMEOUT_EXIT
 
@@ -583,17 +618,19 @@ def history_rows(workload: Workload, revisions: list[WorkloadRevision]) -> list[
         if failed and spec.revision == failed:
             marks.append("failed")
         command = " ".join([*spec.template.command, *spec.template.args])
-        rows.append({
-            "number": spec.number,
-            "revision": spec.revision,
-            "name": revision.name,
-            "created": revision.metadata.creation_timestamp,
-            "command": command,
-            "nodes": nodes,
-            "current": spec.revision == status.current_revision,
-            "update": spec.revision == status.update_revision,
-            "marks": marks,
-        })
+        rows.append(
+            {
+                "number": spec.number,
+                "revision": spec.revision,
+                "name": revision.name,
+                "created": revision.metadata.creation_timestamp,
+                "command": command,
+                "nodes": nodes,
+                "current": spec.revision == status.current_revision,
+                "update": spec.revision == status.update_revision,
+                "marks": marks,
+            }
+        )
     return rows
 
 
@@ -601,7 +638,9 @@ def history_rows(workload: Workload, revisions: list[WorkloadRevision]) -> list[
 def history_command(
     name: WorkloadArg,
     output: OutputOpt = "text",
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """List the kept revisions (WorkloadRevision objects) of a Workload, oldest first.
 
@@ -619,15 +658,24 @@ def history_command(
         print(dump(rows, output))
         return
     if not rows:
-        out.print(f"No revisions of workload/{name} yet: the workload controller keeps one per template it has "
-                  "seen (is the cloud's workload controller running?)", markup=False)
+        out.print(
+            f"No revisions of workload/{name} yet: the workload controller keeps one per template it has "
+            "seen (is the cloud's workload controller running?)",
+            markup=False,
+        )
         return
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     for header in ("NUMBER", "REVISION", "CREATED", "COMMAND", "NODES", ""):
         grid.add_column(header, no_wrap=True, overflow="ellipsis", max_width=48)
     for row in rows:
-        grid.add_row(str(row["number"]), row["revision"], age(row["created"]), row["command"], str(row["nodes"]),
-                     ", ".join(row["marks"]))
+        grid.add_row(
+            str(row["number"]),
+            row["revision"],
+            age(row["created"]),
+            row["command"],
+            str(row["nodes"]),
+            ", ".join(row["marks"]),
+        )
     out.print(grid)
 
 
@@ -637,24 +685,30 @@ def history_command(
 @rollout_app.command("pause")
 def pause_command(
     name: WorkloadArg,
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Hold the rollout (spec.paused): nodes on their way finish, no other node starts moving."""
     with api(server, token, context) as client:
         workload = workload_model(get_workload(client, name))
         if workload.spec.paused:
-            out.print(f"workload/{name} is already paused; `edgefleet rollout resume {name}` continues",
-                      markup=False)
+            out.print(f"workload/{name} is already paused; `edgefleet rollout resume {name}` continues", markup=False)
             return
         client.patch(WORKLOADS, name, {"spec": {"paused": True}})
-    out.print(f"workload/{name} paused: nodes on their way finish, no other node starts moving; "
-              f"`edgefleet rollout resume {name}` continues", markup=False)
+    out.print(
+        f"workload/{name} paused: nodes on their way finish, no other node starts moving; "
+        f"`edgefleet rollout resume {name}` continues",
+        markup=False,
+    )
 
 
 @rollout_app.command("resume")
 def resume_command(
     name: WorkloadArg,
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Continue a paused rollout: clears spec.paused, and ends the pause step the rollout waits at.
 
@@ -694,7 +748,9 @@ def resume_command(
 @rollout_app.command("abort")
 def abort_command(
     name: WorkloadArg,
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Stop the rollout in progress and move the updated nodes back to the current revision.
 
@@ -710,24 +766,33 @@ def abort_command(
             rollout = workload.status.rollout
             if rollout is None or not in_progress(rollout):
                 last = "" if rollout is None else f" (the last one {rollout.phase})"
-                fail(f"workload/{name} has no rollout in progress{last}: nothing to abort",
-                     f"to go back to an earlier template: `edgefleet rollout undo {name}`")
+                fail(
+                    f"workload/{name} has no rollout in progress{last}: nothing to abort",
+                    f"to go back to an earlier template: `edgefleet rollout undo {name}`",
+                )
             target = revision_label(rollout.target_number, rollout.target)
             if rollout.phase == "RollingBack":
-                return (f"the rollout of workload/{name} to revision {target} is already rolling back "
-                        f"({rollout.message or 'after a failed check'}): nothing to abort")
+                return (
+                    f"the rollout of workload/{name} to revision {target} is already rolling back "
+                    f"({rollout.message or 'after a failed check'}): nothing to abort"
+                )
             if rollout.abort:
                 return f"an abort of the rollout of workload/{name} to revision {target} is already requested"
             patch = {"metadata": precondition(current), "status": {"rollout": {"abort": True}}}
             client.patch(WORKLOADS, name, patch, status=True)
             current_number = revision_label(workload.status.current_revision_number, workload.status.current_revision)
-            return (f"rollout of workload/{name} to revision {target} aborted: the updated nodes move back to "
-                    f"revision {current_number}")
+            return (
+                f"rollout of workload/{name} to revision {target} aborted: the updated nodes move back to "
+                f"revision {current_number}"
+            )
 
         message = retrying(client, name, request)
     out.print(message, markup=False)
-    out.print(f"follow with `edgefleet rollout status {name} -w`; spec.template still names the aborted "
-              f"revision: `edgefleet rollout undo {name}` makes the running one the spec again", markup=False)
+    out.print(
+        f"follow with `edgefleet rollout status {name} -w`; spec.template still names the aborted "
+        f"revision: `edgefleet rollout undo {name}` makes the running one the spec again",
+        markup=False,
+    )
 
 
 # -- undo ---------------------------------------------------------------------------
@@ -755,17 +820,22 @@ def undo_target(workload: Workload, revisions: list[WorkloadRevision], to: int |
         current = next((r.spec.number for r in revisions if r.spec.revision == status.current_revision), None)
     earlier = [r for r in revisions if current is not None and r.spec.number < current]
     if not earlier:
-        fail(f"workload/{name} has no revision before revision {revision_label(current, status.current_revision)}",
-             hint)
+        fail(
+            f"workload/{name} has no revision before revision {revision_label(current, status.current_revision)}", hint
+        )
     return earlier[-1]
 
 
 @rollout_app.command("undo")
 def undo_command(
     name: WorkloadArg,
-    to_revision: Annotated[int | None, typer.Option(
-        "--to-revision", min=1, help="Revision number to go back to (see `edgefleet rollout history`)")] = None,
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    to_revision: Annotated[
+        int | None,
+        typer.Option("--to-revision", min=1, help="Revision number to go back to (see `edgefleet rollout history`)"),
+    ] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Put a kept revision's template back into spec.template, which rolls the nodes to it.
 
@@ -785,8 +855,10 @@ def undo_command(
             if template_revision(workload_model(current).spec.template) == new_hash:
                 return False
             document = dict(current)
-            document["spec"] = {**current["spec"], "template": target.spec.template.model_dump(
-                mode="json", by_alias=True, exclude_none=True)}
+            document["spec"] = {
+                **current["spec"],
+                "template": target.spec.template.model_dump(mode="json", by_alias=True, exclude_none=True),
+            }
             document.pop("status", None)
             client.replace(WORKLOADS, document)
             return True
@@ -797,12 +869,16 @@ def undo_command(
         out.print(f"workload/{name}: spec.template is already revision {number}; nothing to undo", markup=False)
         return
     before = revision_label(workload.status.update_revision_number, workload.status.update_revision)
-    out.print(f"workload/{name} rolled back: spec.template is revision {number} ({target.spec.revision}) again, "
-              f"was revision {before}; the workload controller moves the nodes "
-              f"(`edgefleet rollout status {name} -w` follows)", markup=False)
+    out.print(
+        f"workload/{name} rolled back: spec.template is revision {number} ({target.spec.revision}) again, "
+        f"was revision {before}; the workload controller moves the nodes "
+        f"(`edgefleet rollout status {name} -w` follows)",
+        markup=False,
+    )
     if paused:
-        out.print(f"note: workload/{name} is paused; `edgefleet rollout resume {name}` lets the nodes move",
-                  markup=False)
+        out.print(
+            f"note: workload/{name} is paused; `edgefleet rollout resume {name}` lets the nodes move", markup=False
+        )
 
 
 # -- pin, unpin ---------------------------------------------------------------------
@@ -848,12 +924,27 @@ def pinned_nodes(workload: Workload, pins: list[Document], index: int, nodes: li
 @rollout_app.command("pin")
 def pin_command(
     name: WorkloadArg,
-    revision: Annotated[int, typer.Option("--revision", min=1, help="Revision number the nodes run "
-                                          "(see `edgefleet rollout history`)", show_default=False)],
+    revision: Annotated[
+        int,
+        typer.Option(
+            "--revision",
+            min=1,
+            help="Revision number the nodes run (see `edgefleet rollout history`)",
+            show_default=False,
+        ),
+    ],
     node: Annotated[str | None, typer.Option("--node", help=f"Pin this node (selector {NODE_LABEL}=NAME)")] = None,
-    selector: Annotated[str | None, typer.Option("--selector", "-l", help=(
-        "Pin the nodes this label selector picks, e.g. 'ab-test=b' or 'edgefleet.io/site=par-edge'"))] = None,
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    selector: Annotated[
+        str | None,
+        typer.Option(
+            "--selector",
+            "-l",
+            help=("Pin the nodes this label selector picks, e.g. 'ab-test=b' or 'edgefleet.io/site=par-edge'"),
+        ),
+    ] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Make some nodes run a given revision whatever rolls out (a pin of spec.pins, the host version map).
 
@@ -882,16 +973,21 @@ def pin_command(
         nodes = client.list(NODES)["items"]
     decided = pinned_nodes(workload, pins, index, nodes)
     verb = "re-pinned" if replaced else "pinned"
-    out.print(f"workload/{name}: nodes matching '{text}' {verb} to revision {revision} ({kept.spec.revision})",
-              markup=False)
+    out.print(
+        f"workload/{name}: nodes matching '{text}' {verb} to revision {revision} ({kept.spec.revision})", markup=False
+    )
     if decided:
-        out.print(f"it decides {len(decided)} node{'s' if len(decided) != 1 else ''} now: {', '.join(decided)}",
-                  markup=False)
+        out.print(
+            f"it decides {len(decided)} node{'s' if len(decided) != 1 else ''} now: {', '.join(decided)}", markup=False
+        )
     elif node and all(n["metadata"]["name"] != node for n in nodes):
         out.print(f"note: there is no node {node!r} (yet); the pin applies when it joins", markup=False)
     else:
-        out.print("note: it decides no node now (none of the workload's nodes matches it, or an earlier pin "
-                  "matches them first)", markup=False)
+        out.print(
+            "note: it decides no node now (none of the workload's nodes matches it, or an earlier pin "
+            "matches them first)",
+            markup=False,
+        )
 
 
 @rollout_app.command("unpin")
@@ -900,7 +996,9 @@ def unpin_command(
     node: Annotated[str | None, typer.Option("--node", help=f"The pin of this node ({NODE_LABEL}=NAME)")] = None,
     selector: Annotated[str | None, typer.Option("--selector", "-l", help="The pin with this selector")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every pin of the workload")] = False,
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Remove pins from spec.pins: those nodes follow the workload's revisions and rollouts again."""
     text = pin_selector(node, selector, allow_all=True, all_=all_)

@@ -159,8 +159,17 @@ def find_domain(fleet: FleetState, name: str) -> tuple[DomainMatch, str] | None:
 # -- the decision ------------------------------------------------------------------------------------
 
 
-def explain(fleet: FleetState, nodes: Sequence[Document], match: DomainMatch, placement: Placement, *,
-            name: str, mode: str, path: str | None, now: float) -> Explanation:
+def explain(
+    fleet: FleetState,
+    nodes: Sequence[Document],
+    match: DomainMatch,
+    placement: Placement,
+    *,
+    name: str,
+    mode: str,
+    path: str | None,
+    now: float,
+) -> Explanation:
     """The decision for the client, as the DNS server (``mode`` A/AAAA) or the redirector (``path``) makes it."""
     from edgefleet.gslb.policy import Client, choose, draw_for
     from edgefleet.gslb.redirect import cache_key
@@ -171,15 +180,33 @@ def explain(fleet: FleetState, nodes: Sequence[Document], match: DomainMatch, pl
         family = FAMILIES[mode]
         sites = [dataclasses.replace(s, nodes=tuple(n for n in s.nodes if getattr(n, family))) for s in sites]
     key = name if path is None else cache_key(name, path)
-    route = choose(Client(placement.address, placement.location), sites, policy, key=key,
-                   draw=draw_for(placement.subnet, match.domain))
+    route = choose(
+        Client(placement.address, placement.location),
+        sites,
+        policy,
+        key=key,
+        draw=draw_for(placement.subnet, match.domain),
+    )
     members = _members(nodes, {site.name for site in sites})
     health = {node: fleet.node_health(node, now) for names in members.values() for node in names}
-    left_out = tuple((node, site, health[node][1]) for site, names in members.items()
-                     for node in names if not health[node][0])
+    left_out = tuple(
+        (node, site, health[node][1]) for site, names in members.items() for node in names if not health[node][0]
+    )
     location = _location(route, match.domain, fleet.zone, path)
-    return Explanation(name, match, policy, "302" if path is not None else mode, placement, key, tuple(sites),
-                       members, left_out, route, fleet.zone, location)
+    return Explanation(
+        name,
+        match,
+        policy,
+        "302" if path is not None else mode,
+        placement,
+        key,
+        tuple(sites),
+        members,
+        left_out,
+        route,
+        fleet.zone,
+        location,
+    )
 
 
 def _members(nodes: Sequence[Document], sites: set[str]) -> dict[str, tuple[str, ...]]:
@@ -217,15 +244,20 @@ def candidate_rows(explanation: Explanation) -> list[Document]:
     rows = []
     for candidate in explanation.route.candidates:
         site = views[candidate.site]
-        rows.append({
-            "site": site.name, "region": site.region, "country": site.country,
-            "distanceKm": _distance(explanation.placement.location, site),
-            "load": None if site.load is None else round(site.load, 4),
-            "fitNodes": len(site.nodes), "nodes": len(explanation.members.get(site.name, ())),
-            "eligible": candidate.eligible,
-            "score": candidate.score if math.isfinite(candidate.score) else None,
-            "note": candidate.note,
-        })
+        rows.append(
+            {
+                "site": site.name,
+                "region": site.region,
+                "country": site.country,
+                "distanceKm": _distance(explanation.placement.location, site),
+                "load": None if site.load is None else round(site.load, 4),
+                "fitNodes": len(site.nodes),
+                "nodes": len(explanation.members.get(site.name, ())),
+                "eligible": candidate.eligible,
+                "score": candidate.score if math.isfinite(candidate.score) else None,
+                "note": candidate.note,
+            }
+        )
     return rows
 
 
@@ -240,21 +272,36 @@ def explanation_document(explanation: Explanation) -> Document:
         "domain": explanation.match.domain,
         "canonical": explanation.match.canonical,
         "mode": "redirect" if explanation.mode == "302" else f"dns-{explanation.mode}",
-        "policy": {"policy": policy.policy, "answers": policy.answers, "ttl": policy.ttl,
-                   "preferCountry": policy.prefer_country, "weights": dict(policy.weights),
-                   "failoverOrder": list(policy.failover_order), "shedThreshold": policy.shed_threshold},
+        "policy": {
+            "policy": policy.policy,
+            "answers": policy.answers,
+            "ttl": policy.ttl,
+            "preferCountry": policy.prefer_country,
+            "weights": dict(policy.weights),
+            "failoverOrder": list(policy.failover_order),
+            "shedThreshold": policy.shed_threshold,
+        },
         "client": {
-            "address": placement.address, "subnet": placement.subnet, "how": placement.how,
-            "location": None if location is None else {
-                "country": location.country, "region": location.region, "lat": location.lat, "lon": location.lon},
+            "address": placement.address,
+            "subnet": placement.subnet,
+            "how": placement.how,
+            "location": None
+            if location is None
+            else {"country": location.country, "region": location.region, "lat": location.lat, "lon": location.lon},
             "geoPrefix": placement.geo_prefix,
         },
         "key": explanation.key,
         "candidates": candidate_rows(explanation),
         "site": route.site,
-        "answers": [{"node": node.name, "hostname": node_hostname(node.name, explanation.match.domain,
-                                                                   explanation.zone),
-                     "ipv4": list(node.ipv4), "ipv6": list(node.ipv6)} for node in route.nodes],
+        "answers": [
+            {
+                "node": node.name,
+                "hostname": node_hostname(node.name, explanation.match.domain, explanation.zone),
+                "ipv4": list(node.ipv4),
+                "ipv6": list(node.ipv6),
+            }
+            for node in route.nodes
+        ],
         "leftOut": [{"node": node, "site": site, "reason": reason} for node, site, reason in explanation.left_out],
         "location": explanation.location,
         "reason": route.reason,
@@ -281,9 +328,16 @@ def candidate_table(rows: list[Document]) -> Table:
     for row in rows:
         load = None if row["load"] is None else f"{row['load']:.0%}"
         score = None if row["score"] is None else round(row["score"], 1)
-        grid.add_row(row["site"], f"{row['region']} ({row['country']})", _cell(row["distanceKm"], " km"),
-                     _cell(load), f"{row['fitNodes']}/{row['nodes']}", _cell(row["eligible"]), _cell(score),
-                     row["note"])
+        grid.add_row(
+            row["site"],
+            f"{row['region']} ({row['country']})",
+            _cell(row["distanceKm"], " km"),
+            _cell(load),
+            f"{row['fitNodes']}/{row['nodes']}",
+            _cell(row["eligible"]),
+            _cell(score),
+            row["note"],
+        )
     return grid
 
 
@@ -349,6 +403,7 @@ def _fleet_documents(server: str | None, token: str | None, context: str | None)
     from edgefleet.api.domains import INFO as DOMAINS
     from edgefleet.api.nodes import INFO as NODES
     from edgefleet.api.sites import INFO as SITES
+
     documents: list[Document] = []
     with api(server, token, context) as client:
         for info in (SITES, NODES, DOMAINS):
@@ -357,18 +412,29 @@ def _fleet_documents(server: str | None, token: str | None, context: str | None)
 
 
 def route(
-    domain: Annotated[str, typer.Argument(help="A Domain name, or a name it serves (www.example.com, "
-                                               "<domain>.<zone>)")],
-    client: Annotated[str, typer.Option("--client", help="The client's IP address; for DNS also a Client Subnet "
-                                                         "such as 203.0.113.0/24")],
-    geo: Annotated[Path | None, typer.Option(help="Geo table (CSV cidr,country,region,lat,lon or a MaxMind .mmdb); "
-                                                  f"default {DEFAULT_GEO} if it exists")] = None,
+    domain: Annotated[
+        str, typer.Argument(help="A Domain name, or a name it serves (www.example.com, <domain>.<zone>)")
+    ],
+    client: Annotated[
+        str,
+        typer.Option("--client", help="The client's IP address; for DNS also a Client Subnet such as 203.0.113.0/24"),
+    ],
+    geo: Annotated[
+        Path | None,
+        typer.Option(
+            help=f"Geo table (CSV cidr,country,region,lat,lon or a MaxMind .mmdb); default {DEFAULT_GEO} if it exists"
+        ),
+    ] = None,
     rdtype: Annotated[str, typer.Option("--type", help="DNS answer type whose nodes compete: A or AAAA")] = "A",
-    path: Annotated[str | None, typer.Option(help="Explain the HTTP 302 redirect of this URL path (and query) "
-                                                  "instead of the DNS answer")] = None,
+    path: Annotated[
+        str | None,
+        typer.Option(help="Explain the HTTP 302 redirect of this URL path (and query) instead of the DNS answer"),
+    ] = None,
     zone: Annotated[str, typer.Option(help="The CDN zone (as the GSLB's --zone)")] = CDN_ZONE,
     output: Annotated[str, typer.Option("--output", "-o", help="text, json or yaml")] = "text",
-    server: ServerOpt = None, token: TokenOpt = None, context: ContextOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
     """Explain which site and nodes the GSLB gives a client for a domain: candidates, scores, choice, reason."""
     from edgefleet.cli.output import dump
@@ -395,8 +461,16 @@ def route(
         fail(f"no Domain named or serving {domain!r}", f"Domains: {', '.join(fleet.domain_names()) or 'none'}")
     match, asked = found
     nodes = [document for document in documents if document["kind"] == "Node"]
-    explanation = explain(fleet, nodes, match, place(geo_table, geo_text, client_parts), name=asked,
-                          mode=rdtype.upper(), path=path, now=time.time())
+    explanation = explain(
+        fleet,
+        nodes,
+        match,
+        place(geo_table, geo_text, client_parts),
+        name=asked,
+        mode=rdtype.upper(),
+        path=path,
+        now=time.time(),
+    )
     document = explanation_document(explanation)
     if output != "text":
         print(dump(document, output))

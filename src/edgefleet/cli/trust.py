@@ -40,8 +40,7 @@ from edgefleet.tls import (
     parse_ca_hash,
 )
 
-tls_app = typer.Typer(help="The cloud's TLS: make a CA and server certificate, print a CA's pin.",
-                      no_args_is_help=True)
+tls_app = typer.Typer(help="The cloud's TLS: make a CA and server certificate, print a CA's pin.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -51,9 +50,13 @@ def register(app: typer.Typer) -> None:
 @tls_app.command("init")
 def tls_init(
     directory: Annotated[Path, typer.Option("--dir", help="Where to write ca.crt, ca.key, server.crt, server.key")],
-    host: Annotated[list[str] | None, typer.Option(
-        help="Name or address clients dial the cloud at (a SAN of the certificate); repeatable. Default: "
-        "127.0.0.1, localhost and this machine's host name")] = None,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Name or address clients dial the cloud at (a SAN of the certificate); repeatable. Default: "
+            "127.0.0.1, localhost and this machine's host name"
+        ),
+    ] = None,
 ) -> None:
     """Make (or complete) a CA and a server certificate for `edgefleet cloud --tls-cert --tls-key`.
 
@@ -65,10 +68,12 @@ def tls_init(
         files = ensure_pki(directory, host or default_hosts())
     except (TlsError, OSError) as exc:
         fail(str(exc), code=1)
-    typer.echo(f"CA certificate: {files.ca_cert}\nCA hash (for edge join --ca-hash): "
-               f"{ca_hash(files.ca_cert.read_bytes())}\n"
-               f"serve with: edgefleet cloud --tls-cert {files.server_cert} --tls-key {files.server_key} "
-               f"--tls-ca {files.ca_cert}")
+    typer.echo(
+        f"CA certificate: {files.ca_cert}\nCA hash (for edge join --ca-hash): "
+        f"{ca_hash(files.ca_cert.read_bytes())}\n"
+        f"serve with: edgefleet cloud --tls-cert {files.server_cert} --tls-key {files.server_key} "
+        f"--tls-ca {files.ca_cert}"
+    )
 
 
 @tls_app.command("ca-hash")
@@ -85,8 +90,9 @@ def default_hosts() -> list[str]:
     return ["127.0.0.1", "localhost", socket.gethostname()]
 
 
-def join_trust(servers: Sequence[str], ca_hash_pin: str | None, ca_file: Path | None,
-               insecure: bool) -> tuple[ClientTrust, bytes | None]:
+def join_trust(
+    servers: Sequence[str], ca_hash_pin: str | None, ca_file: Path | None, insecure: bool
+) -> tuple[ClientTrust, bytes | None]:
     """(how to check the servers, the CA PEM to keep in the node's directory); TlsError saying what to do."""
     for server in servers:
         ClientTrust(insecure=insecure).check_url(server)
@@ -105,8 +111,10 @@ def join_trust(servers: Sequence[str], ca_hash_pin: str | None, ca_file: Path | 
     elif pin is not None:
         pem = fetch_pinned_ca(secure, pin)
     else:
-        raise TlsError("pin the cloud's CA: --ca-hash sha256:... (printed by `edgefleet token create`) or "
-                       "--ca-file CA.crt; the node refuses every certificate that CA did not sign")
+        raise TlsError(
+            "pin the cloud's CA: --ca-hash sha256:... (printed by `edgefleet token create`) or "
+            "--ca-file CA.crt; the node refuses every certificate that CA did not sign"
+        )
     return ClientTrust(insecure=insecure, ca_data=pem), pem
 
 
@@ -129,8 +137,10 @@ def fetch_pinned_ca(servers: Sequence[str], pin: str, timeout: float = 10.0) -> 
         except TlsError as exc:
             raise TlsError(f"{url} served no usable CA certificate ({exc})") from None
         if not matches:
-            raise TlsError(f"the CA served by {server} has the hash {ca_hash(pem)}, not --ca-hash {pin}: refusing "
-                           "to join (a man in the middle, or not the cloud you meant); check the hash with "
-                           "the cloud's admin (`edgefleet tls ca-hash CA.crt`)")
+            raise TlsError(
+                f"the CA served by {server} has the hash {ca_hash(pem)}, not --ca-hash {pin}: refusing "
+                "to join (a man in the middle, or not the cloud you meant); check the hash with "
+                "the cloud's admin (`edgefleet tls ca-hash CA.crt`)"
+            )
         return pem
     raise TlsError("cannot fetch the cloud's CA to check --ca-hash: " + "; ".join(failures))

@@ -104,8 +104,9 @@ ROUTE_DEFAULT_GEO = Path("examples/geo.csv")
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
-DataOpt = Annotated[Path, typer.Option("--data", help="Directory of the fleet: store, node directories, logs, "
-                                                      "tokens and up.json")]
+DataOpt = Annotated[
+    Path, typer.Option("--data", help="Directory of the fleet: store, node directories, logs, tokens and up.json")
+]
 
 
 class UpError(Exception):
@@ -153,8 +154,14 @@ def spawn(role: str, name: str, args: Sequence[str], log: Path, data_dir: str = 
     """Start ``edgefleet ARGS`` in its own session, output appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as output:
-        popen = subprocess.Popen(edgefleet_argv(*args), stdin=subprocess.DEVNULL, stdout=output,
-                                 stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+        popen = subprocess.Popen(
+            edgefleet_argv(*args),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
     identity = edge.identify_child(popen.pid)
     entry = ProcessEntry(role, name, popen.pid, identity.start_time, identity.boot_id, data_dir)
     return Child(entry, str(log), popen)
@@ -182,8 +189,14 @@ def running_caches(node_dir: Path) -> list[Child]:
     found = []
     for workload in edge.recorded_workloads(node_dir):
         identity = workload.identity
-        entry = ProcessEntry("cache", f"{node_dir.name}/{workload.name}", identity.pid, identity.start_time,
-                             identity.boot_id, str(node_dir))
+        entry = ProcessEntry(
+            "cache",
+            f"{node_dir.name}/{workload.name}",
+            identity.pid,
+            identity.start_time,
+            identity.boot_id,
+            str(node_dir),
+        )
         child = Child(entry, str(workload.log_file))
         if child.running():
             found.append(child)
@@ -226,6 +239,7 @@ def stop_fleet(children: Sequence[Child]) -> None:
 @contextlib.contextmanager
 def interrupts_ignored(note: str) -> Iterator[None]:
     """Let a stop finish: a second Ctrl-C (or SIGTERM) only prints ``note``."""
+
     def remind(signum: int, frame: FrameType | None) -> None:
         err.print(note)
 
@@ -240,6 +254,7 @@ def interrupts_ignored(note: str) -> Iterator[None]:
 @contextlib.contextmanager
 def terminations_as_interrupts() -> Iterator[None]:
     """SIGTERM and SIGHUP (terminal closed) stop ``up`` like Ctrl-C does."""
+
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
@@ -298,13 +313,17 @@ def refuse_second_fleet(data: Path, plan: FleetPlan) -> None:
         alive = live_processes(record)
         if alive:
             names = ", ".join(f"{entry.name} (pid {entry.pid})" for entry in alive[:4])
-            raise UpError(f"edgefleet up already runs from {data} (API {record.server}; {names}"
-                          f"{', ...' if len(alive) > 4 else ''}); stop it with `{cli_command()} down --data "
-                          f"{shlex.quote(str(data))}` (or Ctrl-C in its terminal), or use another --data")
+            raise UpError(
+                f"edgefleet up already runs from {data} (API {record.server}; {names}"
+                f"{', ...' if len(alive) > 4 else ''}); stop it with `{cli_command()} down --data "
+                f"{shlex.quote(str(data))}` (or Ctrl-C in its terminal), or use another --data"
+            )
         up_file(data).unlink(missing_ok=True)  # left by a fleet that died without stopping
     if cloud_answers(plan.server):
-        raise UpError(f"an edgefleet cloud already answers on {plan.server} (another fleet, started from "
-                      "another --data or by hand); stop it, or choose another address with --listen")
+        raise UpError(
+            f"an edgefleet cloud already answers on {plan.server} (another fleet, started from "
+            "another --data or by hand); stop it, or choose another address with --listen"
+        )
 
 
 def cloud_answers(server: str) -> bool:
@@ -348,14 +367,18 @@ def prepare_data(data: Path, plan: FleetPlan, fresh: bool) -> None:
     nodes_dir = data / "nodes"
     if fresh and data.exists():
         if not _looks_like_up_data(data):
-            raise UpError(f"--fresh would delete {data}, which does not look like an `edgefleet up` directory "
-                          "(no store.db, nodes/ or logs/); remove it yourself or choose another --data")
+            raise UpError(
+                f"--fresh would delete {data}, which does not look like an `edgefleet up` directory "
+                "(no store.db, nodes/ or logs/); remove it yourself or choose another --data"
+            )
         shutil.rmtree(data)
     planned = {node.name for node in plan.nodes}
     existing = {path.name for path in nodes_dir.iterdir()} if nodes_dir.is_dir() else set()
     if existing - planned:
-        raise UpError(f"{data} holds nodes this shape does not have ({', '.join(sorted(existing - planned))}): "
-                      "start over with --fresh (deletes it), use the same --sites/--nodes, or another --data")
+        raise UpError(
+            f"{data} holds nodes this shape does not have ({', '.join(sorted(existing - planned))}): "
+            "start over with --fresh (deletes it), use the same --sites/--nodes, or another --data"
+        )
     for sub in (data, data / "logs", nodes_dir):
         sub.mkdir(mode=0o700, parents=True, exist_ok=True)
     ensure_pki(data / TLS_DIR, [*default_hosts(), plan.ports.api.host])
@@ -415,29 +438,53 @@ class Fleet:
 
     def start_cloud_and_origin(self) -> None:
         ports = self.plan.ports
-        self.children.append(spawn("origin", "origin", ["origin", "--listen", str(ports.origin)],
-                                   Path(self.logs.origin)))
-        self.children.append(spawn("cloud", "cloud", [
-            "cloud", "--listen", str(ports.api), "--store", f"sqlite:///{self.data.absolute()}/store.db",
-            "--admin-token-file", str(self.data.absolute() / "admin-token"), "--dns-listen", str(ports.dns),
-            "--geo", str(self.geo.absolute()), "--tls-cert", str(self.pki.server_cert),
-            "--tls-key", str(self.pki.server_key), "--tls-ca", str(self.pki.ca_cert),
-        ], Path(self.logs.cloud)))
-        wait_for(lambda: _http_ok(self.plan.server + "/readyz", self.trust), self.children[-1],
-                 "the cloud to be ready")
+        self.children.append(
+            spawn("origin", "origin", ["origin", "--listen", str(ports.origin)], Path(self.logs.origin))
+        )
+        self.children.append(
+            spawn(
+                "cloud",
+                "cloud",
+                [
+                    "cloud",
+                    "--listen",
+                    str(ports.api),
+                    "--store",
+                    f"sqlite:///{self.data.absolute()}/store.db",
+                    "--admin-token-file",
+                    str(self.data.absolute() / "admin-token"),
+                    "--dns-listen",
+                    str(ports.dns),
+                    "--geo",
+                    str(self.geo.absolute()),
+                    "--tls-cert",
+                    str(self.pki.server_cert),
+                    "--tls-key",
+                    str(self.pki.server_key),
+                    "--tls-ca",
+                    str(self.pki.ca_cert),
+                ],
+                Path(self.logs.cloud),
+            )
+        )
+        wait_for(lambda: _http_ok(self.plan.server + "/readyz", self.trust), self.children[-1], "the cloud to be ready")
         wait_for(lambda: _tcp_open(ports.origin), self.children[0], "the origin to listen")
 
     def tokens(self) -> None:
         admin = read_secret(self.data / "admin-token")
         if admin is None:
-            raise UpError(f"{self.data}/admin-token is missing, and the store has an admin token already: "
-                          "start over with --fresh")
+            raise UpError(
+                f"{self.data}/admin-token is missing, and the store has an admin token already: start over with --fresh"
+            )
         self.admin_token = admin
         viewer = read_secret(self.data / "viewer-token")
         if viewer is None or not _http_ok(f"{self.plan.server}/apis/edgefleet.io/v1/sites", self.trust, viewer):
             with contextlib.closing(FleetClient(self.plan.server, admin, trust=self.trust)) as client:
-                viewer = str(client.call("POST", "/bootstrap-tokens", {
-                    "role": "viewer", "description": "edgefleet up: the dashboard"})["token"])
+                viewer = str(
+                    client.call(
+                        "POST", "/bootstrap-tokens", {"role": "viewer", "description": "edgefleet up: the dashboard"}
+                    )["token"]
+                )
             write_secret(self.data / "viewer-token", viewer)
         self.viewer_token = viewer
 
@@ -455,37 +502,71 @@ class Fleet:
         if not pending:
             return
         with contextlib.closing(FleetClient(self.plan.server, self.admin_token, trust=self.trust)) as admin:
-            token = str(admin.call("POST", "/bootstrap-tokens", {
-                "ttlSeconds": 600, "description": "edgefleet up: joins its nodes"})["token"])
+            token = str(
+                admin.call(
+                    "POST", "/bootstrap-tokens", {"ttlSeconds": 600, "description": "edgefleet up: joins its nodes"}
+                )["token"]
+            )
         with contextlib.closing(FleetClient(self.plan.server, token, trust=self.trust)) as client:
             for node in pending:
-                joined = client.call("POST", "/join", {
-                    "name": node.name, "site": node.site, "addresses": [node.address],
-                    "labels": {"edgefleet.io/role": "cache"}})
-                NodeFiles(self.node_dir(node.name)).write(servers=[self.plan.server], node=node.name, site=node.site,
-                                                          credential=str(joined["credential"]),
-                                                          ca_pem=self.pki.ca_cert.read_bytes())
+                joined = client.call(
+                    "POST",
+                    "/join",
+                    {
+                        "name": node.name,
+                        "site": node.site,
+                        "addresses": [node.address],
+                        "labels": {"edgefleet.io/role": "cache"},
+                    },
+                )
+                NodeFiles(self.node_dir(node.name)).write(
+                    servers=[self.plan.server],
+                    node=node.name,
+                    site=node.site,
+                    credential=str(joined["credential"]),
+                    ca_pem=self.pki.ca_cert.read_bytes(),
+                )
 
     def start_agents(self) -> None:
         for node in self.plan.nodes:
             directory = self.node_dir(node.name)
-            self.children.append(spawn("agent", node.name, [
-                "edge", "run", "--data-dir", str(directory), "--listen", "127.0.0.1:0",
-            ], Path(self.logs.agent(node.name)), data_dir=str(directory)))
+            self.children.append(
+                spawn(
+                    "agent",
+                    node.name,
+                    [
+                        "edge",
+                        "run",
+                        "--data-dir",
+                        str(directory),
+                        "--listen",
+                        "127.0.0.1:0",
+                    ],
+                    Path(self.logs.agent(node.name)),
+                    data_dir=str(directory),
+                )
+            )
 
     def check_children(self) -> None:
         """UpError naming the first child that exited, with its log."""
         for child in self.children:
             if not child.running():
-                raise UpError(f"the {child.entry.name} process {child.exit_text()}: see {child.log}\n"
-                              f"{tail(Path(child.log))}")
+                raise UpError(
+                    f"the {child.entry.name} process {child.exit_text()}: see {child.log}\n{tail(Path(child.log))}"
+                )
 
     def record(self, detached: bool) -> UpRecord:
         caches = [child.entry for node in self.plan.nodes for child in running_caches(self.node_dir(node.name))]
         ports = self.plan.ports
-        return UpRecord(self.plan.server, str(ports.dns), str(ports.origin), (ports.cache_http, ports.cache_admin),
-                        {node.name: node.address for node in self.plan.nodes},
-                        tuple(child.entry for child in self.children) + tuple(caches), detached)
+        return UpRecord(
+            self.plan.server,
+            str(ports.dns),
+            str(ports.origin),
+            (ports.cache_http, ports.cache_admin),
+            {node.name: node.address for node in self.plan.nodes},
+            tuple(child.entry for child in self.children) + tuple(caches),
+            detached,
+        )
 
 
 def apply_document(client: ApiClient, document: dict[str, Any]) -> None:
@@ -510,8 +591,13 @@ def _repoint(files: NodeFiles, server: str, ca_pem: bytes) -> None:
     config, credential = files.read()
     current_ca = files.ca.read_bytes() if files.ca.exists() else None
     if NodeFiles.servers_of(config) != [server] or current_ca != ca_pem or config.get("insecure"):
-        files.write(servers=[server], node=str(config["node"]), site=str(config.get("site", "")),
-                    credential=credential, ca_pem=ca_pem)
+        files.write(
+            servers=[server],
+            node=str(config["node"]),
+            site=str(config.get("site", "")),
+            credential=credential,
+            ca_pem=ca_pem,
+        )
 
 
 def _http_ok(url: str, trust: ClientTrust, token: str | None = None) -> bool:
@@ -534,8 +620,10 @@ def wait_for(check: Callable[[], bool], child: Child, what: str, timeout: float 
     deadline = time.monotonic() + timeout
     while not check():
         if not child.running():
-            raise UpError(f"the {child.entry.name} process {child.exit_text()} while waiting for {what}: "
-                          f"see {child.log}\n{tail(Path(child.log))}")
+            raise UpError(
+                f"the {child.entry.name} process {child.exit_text()} while waiting for {what}: "
+                f"see {child.log}\n{tail(Path(child.log))}"
+            )
         if time.monotonic() > deadline:
             raise UpError(f"timed out after {timeout:.0f}s waiting for {what}: see {child.log}")
         time.sleep(0.1)
@@ -612,8 +700,10 @@ def wait_ready(fleet: Fleet, timeout: float, since: datetime) -> Readiness:
     ``since``: when the agents were started; older node statuses are left over from an earlier run.
     """
     started = time.monotonic()
-    with ApiClient(fleet.plan.server, fleet.admin_token, timeout=5.0, trust=fleet.trust) as client, \
-            Live(console=out, auto_refresh=False) as live:
+    with (
+        ApiClient(fleet.plan.server, fleet.admin_token, timeout=5.0, trust=fleet.trust) as client,
+        Live(console=out, auto_refresh=False) as live,
+    ):
         while True:
             state = observe(fleet, client, since)
             elapsed = time.monotonic() - started
@@ -666,12 +756,16 @@ def up(
     origin_listen: Annotated[str, typer.Option(help="The demo origin, HOST:PORT")] = "127.0.0.1:8080",
     cache_port: Annotated[int, typer.Option(help="Every cache's HTTP port, on its node's own address")] = 8081,
     cache_admin_port: Annotated[int, typer.Option(help="Every cache's admin port, on its node's address")] = 9081,
-    geo: Annotated[Path | None, typer.Option(
-        help="Geo table for the GSLB (default: the packaged one, placing 127.0.<site>.0/24 in each site's city)")]
-    = None,
+    geo: Annotated[
+        Path | None,
+        typer.Option(
+            help="Geo table for the GSLB (default: the packaged one, placing 127.0.<site>.0/24 in each site's city)"
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every node and cache to be ready")] = 120.0,
-    detach: Annotated[bool, typer.Option(help="Return once ready and leave the fleet running; "
-                                              "`edgefleet down` stops it")] = False,
+    detach: Annotated[
+        bool, typer.Option(help="Return once ready and leave the fleet running; `edgefleet down` stops it")
+    ] = False,
     fresh: Annotated[bool, typer.Option(help="Delete DATA first: a new store, new nodes, new tokens")] = False,
 ) -> None:
     """Run a whole CDN on this machine: cloud, GSLB DNS, origin, a parent and edge sites of caching nodes.
@@ -684,8 +778,13 @@ def up(
     """
     try:
         endpoint = upplan.parse_endpoint
-        ports = upplan.Ports(endpoint(listen, "--listen"), endpoint(dns_listen, "--dns-listen"),
-                             endpoint(origin_listen, "--origin-listen"), cache_port, cache_admin_port)
+        ports = upplan.Ports(
+            endpoint(listen, "--listen"),
+            endpoint(dns_listen, "--dns-listen"),
+            endpoint(origin_listen, "--origin-listen"),
+            cache_port,
+            cache_admin_port,
+        )
         plan = upplan.plan_fleet(sites, nodes, ports)
         geo_table = geo or packaged_geo()
         if not geo_table.is_file():
@@ -726,22 +825,33 @@ def run(fleet: Fleet, timeout: float, detach: bool) -> None:
 
 def start(fleet: Fleet) -> None:
     ports = fleet.plan.ports
-    out.print(f"starting the cloud (API {fleet.plan.server}, DNS {ports.dns}) and the origin ({ports.origin}); "
-              f"logs in {fleet.data}/logs/")
+    out.print(
+        f"starting the cloud (API {fleet.plan.server}, DNS {ports.dns}) and the origin ({ports.origin}); "
+        f"logs in {fleet.data}/logs/"
+    )
     fleet.start_cloud_and_origin()
     fleet.tokens()
     fleet.apply()
-    out.print(f"applied {len(fleet.plan.sites)} sites, domain {upplan.DOMAIN} and workload {upplan.WORKLOAD}; "
-              f"joining and starting {len(fleet.plan.nodes)} nodes")
+    out.print(
+        f"applied {len(fleet.plan.sites)} sites, domain {upplan.DOMAIN} and workload {upplan.WORKLOAD}; "
+        f"joining and starting {len(fleet.plan.nodes)} nodes"
+    )
     fleet.join()
     fleet.start_agents()
 
 
 def tell(fleet: Fleet, state: Readiness, detach: bool) -> None:
     first = fleet.plan.edges[0]
-    how = upplan.TryIt(cli=cli_command(), data=str(fleet.data), admin_token=fleet.admin_token,
-                       viewer_token=fleet.viewer_token, first_node=state.answers[first.name][0],
-                       geo_argument=route_geo_argument(fleet.geo), detached=detach, ca_file=str(fleet.pki.ca_cert))
+    how = upplan.TryIt(
+        cli=cli_command(),
+        data=str(fleet.data),
+        admin_token=fleet.admin_token,
+        viewer_token=fleet.viewer_token,
+        first_node=state.answers[first.name][0],
+        geo_argument=route_geo_argument(fleet.geo),
+        detached=detach,
+        ca_file=str(fleet.pki.ca_cert),
+    )
     out.print()
     out.print(upplan.try_it(fleet.plan, how), markup=False, soft_wrap=True)
 
@@ -752,8 +862,10 @@ def watch(fleet: Fleet) -> None:
         for child in fleet.children:
             if not child.reported and not child.running():
                 child.reported = True
-                err.print(f"[yellow]warning:[/] {child.entry.name} {child.exit_text()}; see {child.log}. "
-                          "The rest keeps running; Ctrl-C stops everything.")
+                err.print(
+                    f"[yellow]warning:[/] {child.entry.name} {child.exit_text()}; see {child.log}. "
+                    "The rest keeps running; Ctrl-C stops everything."
+                )
         time.sleep(1.0)
     err.print(f"{up_file(fleet.data)} was removed (edgefleet down): stopped")
 

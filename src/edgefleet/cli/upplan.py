@@ -173,8 +173,10 @@ def _site(city: City, tier: str, count: int) -> SitePlan:
 def plan_fleet(edge_sites: int, nodes_per_site: int, ports: Ports) -> FleetPlan:
     """The parent site (one node) and ``edge_sites`` edge sites of ``nodes_per_site`` nodes; ValueError if absurd."""
     if not 1 <= edge_sites <= len(EDGE_CITIES):
-        raise ValueError(f"--sites {edge_sites}: choose 1 to {len(EDGE_CITIES)} edge sites "
-                         f"({', '.join(city.name for city in EDGE_CITIES)})")
+        raise ValueError(
+            f"--sites {edge_sites}: choose 1 to {len(EDGE_CITIES)} edge sites "
+            f"({', '.join(city.name for city in EDGE_CITIES)})"
+        )
     if not 1 <= nodes_per_site <= MAX_NODES_PER_SITE:
         raise ValueError(f"--nodes {nodes_per_site}: choose 1 to {MAX_NODES_PER_SITE} nodes per edge site")
     if ports.cache_http == ports.cache_admin:
@@ -190,26 +192,40 @@ def plan_fleet(edge_sites: int, nodes_per_site: int, ports: Ports) -> FleetPlan:
 def site_manifest(site: SitePlan, parent: str) -> Document:
     city = site.city
     spec: Document = {
-        "region": city.region, "location": {"lat": city.lat, "lon": city.lon, "country": city.country},
-        "tier": site.tier, "capacityGbps": 40 if site.tier == "parent" else 10, "alwaysOn": True,
+        "region": city.region,
+        "location": {"lat": city.lat, "lon": city.lon, "country": city.country},
+        "tier": site.tier,
+        "capacityGbps": 40 if site.tier == "parent" else 10,
+        "alwaysOn": True,
     }
     if site.tier == "edge":
         spec["parents"] = [parent]
-    return {"apiVersion": API_VERSION, "kind": "Site",
-            "metadata": {"name": site.name, "labels": {"tier": site.tier, "region": city.region},
-                         "annotations": {"edgefleet.io/city": city.name}},
-            "spec": spec}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Site",
+        "metadata": {
+            "name": site.name,
+            "labels": {"tier": site.tier, "region": city.region},
+            "annotations": {"edgefleet.io/city": city.name},
+        },
+        "spec": spec,
+    }
 
 
 def domain_manifest(origin: Endpoint) -> Document:
     return {
-        "apiVersion": API_VERSION, "kind": "Domain", "metadata": {"name": DOMAIN, "labels": {"customer": "demo"}},
+        "apiVersion": API_VERSION,
+        "kind": "Domain",
+        "metadata": {"name": DOMAIN, "labels": {"customer": "demo"}},
         "spec": {
             "hostnames": [DEMO_HOST, f"*.{DEMO_HOST}"],
             "origins": [{"url": f"http://{origin}", "hostHeader": f"origin.{DEMO_HOST}"}],
-            "cachePolicy": {"defaultTtl": 300, "rules": [{"pathPrefix": "/static/", "ttl": 86400},
-                                                         {"pathPrefix": "/api/", "bypass": True}],
-                            "serveStaleOnError": True, "heuristicFreshness": True},
+            "cachePolicy": {
+                "defaultTtl": 300,
+                "rules": [{"pathPrefix": "/static/", "ttl": 86400}, {"pathPrefix": "/api/", "bypass": True}],
+                "serveStaleOnError": True,
+                "heuristicFreshness": True,
+            },
             # The parent site must serve the Domain too: a node's view holds the Domains that select its own
             # site, and a parent cache answers 421 for a host it does not serve (users still go to the
             # edge sites: in the cities of their clients they are the nearest).
@@ -221,14 +237,26 @@ def domain_manifest(origin: Endpoint) -> Document:
 
 def cache_workload_manifest(ports: Ports) -> Document:
     return {
-        "apiVersion": API_VERSION, "kind": "Workload", "metadata": {"name": WORKLOAD},
-        "spec": {"nodeSelector": "", "template": {
-            "builtin": "cache", "command": ["edgefleet", "cache"], "env": {"PYTHONUNBUFFERED": "1"},
-            "ports": [{"name": "http", "port": ports.cache_http}, {"name": "admin", "port": ports.cache_admin}],
-            "healthProbe": {"http": {"path": "/healthz", "port": ports.cache_admin}, "periodSeconds": 2,
-                            "timeoutSeconds": 2, "failureThreshold": 3},
-            "restartPolicy": "Always", "terminationGracePeriodSeconds": 10,
-        }},
+        "apiVersion": API_VERSION,
+        "kind": "Workload",
+        "metadata": {"name": WORKLOAD},
+        "spec": {
+            "nodeSelector": "",
+            "template": {
+                "builtin": "cache",
+                "command": ["edgefleet", "cache"],
+                "env": {"PYTHONUNBUFFERED": "1"},
+                "ports": [{"name": "http", "port": ports.cache_http}, {"name": "admin", "port": ports.cache_admin}],
+                "healthProbe": {
+                    "http": {"path": "/healthz", "port": ports.cache_admin},
+                    "periodSeconds": 2,
+                    "timeoutSeconds": 2,
+                    "failureThreshold": 3,
+                },
+                "restartPolicy": "Always",
+                "terminationGracePeriodSeconds": 10,
+            },
+        },
     }
 
 
@@ -251,8 +279,10 @@ class PortNeed:
     option: str
 
     def taken_message(self) -> str:
-        return (f"port {self.endpoint.port}/{self.protocol} on {self.endpoint.host} ({self.what}) is taken; "
-                f"choose another with {self.option}")
+        return (
+            f"port {self.endpoint.port}/{self.protocol} on {self.endpoint.host} ({self.what}) is taken; "
+            f"choose another with {self.option}"
+        )
 
 
 def port_needs(plan: FleetPlan) -> list[PortNeed]:
@@ -264,10 +294,17 @@ def port_needs(plan: FleetPlan) -> list[PortNeed]:
         PortNeed(ports.origin, "tcp", "the demo origin", "--origin-listen"),
     ]
     for node in plan.nodes:
-        needs.append(PortNeed(Endpoint(node.address, ports.cache_http), "tcp", f"the cache of {node.name}",
-                              "--cache-port"))
-        needs.append(PortNeed(Endpoint(node.address, ports.cache_admin), "tcp",
-                              f"the cache admin endpoint of {node.name}", "--cache-admin-port"))
+        needs.append(
+            PortNeed(Endpoint(node.address, ports.cache_http), "tcp", f"the cache of {node.name}", "--cache-port")
+        )
+        needs.append(
+            PortNeed(
+                Endpoint(node.address, ports.cache_admin),
+                "tcp",
+                f"the cache admin endpoint of {node.name}",
+                "--cache-admin-port",
+            )
+        )
     return needs
 
 
@@ -321,8 +358,9 @@ def node_progress(node: NodePlan, document: Mapping[str, Any] | None, since: dat
     return NodeProgress(node, str(status.get("phase") or "Pending"), cache_state)
 
 
-def progress(plan: FleetPlan, documents: Iterable[Mapping[str, Any]], since: datetime,
-             listening: Iterable[str]) -> list[NodeProgress]:
+def progress(
+    plan: FleetPlan, documents: Iterable[Mapping[str, Any]], since: datetime, listening: Iterable[str]
+) -> list[NodeProgress]:
     """Every planned node's progress, in plan order, from a listing of Nodes and the nodes whose cache listens."""
     by_name = {str(doc.get("metadata", {}).get("name")): doc for doc in documents}
     up = set(listening)
@@ -365,8 +403,11 @@ def waiting_for(nodes: Sequence[NodeProgress], dns: Mapping[str, bool], logs: Lo
             lines.append(f"node {name} is {item.phase}, not Ready: see its agent's log {logs.agent(name)}")
         elif item.cache != "ready":
             lines.append(f"the cache on {name} is {item.cache}, not ready: see {logs.cache(name)}")
-    lines.extend(f"the GSLB does not yet answer {DEMO_HOST} for clients of {site} with {site}'s nodes: "
-                 f"see {logs.cloud}" for site, ok in dns.items() if not ok)
+    lines.extend(
+        f"the GSLB does not yet answer {DEMO_HOST} for clients of {site} with {site}'s nodes: see {logs.cloud}"
+        for site, ok in dns.items()
+        if not ok
+    )
     return lines
 
 
@@ -405,7 +446,7 @@ def a_records(reply: bytes, query_id: int) -> list[str]:
             rtype, _, _, length = _RR.unpack_from(reply, pos)
             pos += _RR.size
             if rtype == TYPE_A and length == 4 and pos + 4 <= len(reply):
-                found.append(str(ipaddress.IPv4Address(reply[pos:pos + 4])))
+                found.append(str(ipaddress.IPv4Address(reply[pos : pos + 4])))
             pos += length
         return found
     except (struct.error, DnsFormatError) as exc:
@@ -431,13 +472,25 @@ class ProcessEntry:
     """For an agent: its node's data directory (``edge stop-workloads --data-dir``)."""
 
     def to_document(self) -> Document:
-        return {"role": self.role, "name": self.name, "pid": self.pid, "startTime": self.start_time,
-                "bootId": self.boot_id, "dataDir": self.data_dir}
+        return {
+            "role": self.role,
+            "name": self.name,
+            "pid": self.pid,
+            "startTime": self.start_time,
+            "bootId": self.boot_id,
+            "dataDir": self.data_dir,
+        }
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> ProcessEntry:
-        return cls(str(doc["role"]), str(doc["name"]), int(doc["pid"]), int(doc["startTime"]), str(doc["bootId"]),
-                   str(doc.get("dataDir", "")))
+        return cls(
+            str(doc["role"]),
+            str(doc["name"]),
+            int(doc["pid"]),
+            int(doc["startTime"]),
+            str(doc["bootId"]),
+            str(doc.get("dataDir", "")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,10 +507,16 @@ class UpRecord:
     detached: bool = False
 
     def to_document(self) -> Document:
-        return {"version": UP_RECORD_VERSION, "server": self.server, "dns": self.dns, "origin": self.origin,
-                "cachePorts": {"http": self.cache_ports[0], "admin": self.cache_ports[1]},
-                "nodes": dict(self.nodes), "detached": self.detached,
-                "processes": [entry.to_document() for entry in self.processes]}
+        return {
+            "version": UP_RECORD_VERSION,
+            "server": self.server,
+            "dns": self.dns,
+            "origin": self.origin,
+            "cachePorts": {"http": self.cache_ports[0], "admin": self.cache_ports[1]},
+            "nodes": dict(self.nodes),
+            "detached": self.detached,
+            "processes": [entry.to_document() for entry in self.processes],
+        }
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> UpRecord:
@@ -466,10 +525,15 @@ class UpRecord:
             if doc.get("version") != UP_RECORD_VERSION:
                 raise ValueError(f"version {doc.get('version')!r}, expected {UP_RECORD_VERSION}")
             ports = doc["cachePorts"]
-            return cls(str(doc["server"]), str(doc["dns"]), str(doc["origin"]),
-                       (int(ports["http"]), int(ports["admin"])), dict(doc["nodes"]),
-                       tuple(ProcessEntry.from_document(item) for item in doc["processes"]),
-                       bool(doc.get("detached", False)))
+            return cls(
+                str(doc["server"]),
+                str(doc["dns"]),
+                str(doc["origin"]),
+                (int(ports["http"]), int(ports["admin"])),
+                dict(doc["nodes"]),
+                tuple(ProcessEntry.from_document(item) for item in doc["processes"]),
+                bool(doc.get("detached", False)),
+            )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"missing or bad field {exc}") from None
 
@@ -504,38 +568,43 @@ def try_it(plan: FleetPlan, how: TryIt) -> str:
     data = shlex.quote(how.data)
     resolve = f"{DEMO_HOST}:{ports.cache_http}:{how.first_node}"
     route = f"{cli} route {DOMAIN} --client {first.sample_client}{how.geo_argument}"
-    stop = (f"{cli} down --data {data}" if how.detached
-            else f"Ctrl-C here (or from another shell: {cli} down --data {data})")
+    stop = (
+        f"{cli} down --data {data}"
+        if how.detached
+        else f"Ctrl-C here (or from another shell: {cli} down --data {data})"
+    )
     sites = ", ".join(f"{site.name} ({site.city.name}, {_count(len(site.nodes), 'node')})" for site in plan.edges)
     ca = shlex.quote(how.ca_file) if how.ca_file else "its CA"
     trust = f" EDGEFLEET_CA_FILE={shlex.quote(how.ca_file)}" if how.ca_file else ""
-    return "\n".join([
-        f"edgefleet is up: {_count(len(plan.nodes), 'node')}, each an agent running its cache; "
-        f"parent site {plan.parent.name}, edge sites {sites}.",
-        "",
-        "Dashboard (log in with the viewer token; the browser does not know the fleet's own CA: import "
-        f"{ca} or accept its certificate once):",
-        f"  {plan.server}/ui",
-        f"  viewer token: {how.viewer_token}",
-        "",
-        "The CLI as admin, in this shell (TLS, checked against the fleet's CA):",
-        f"  export EDGEFLEET_SERVER={plan.server}{trust} EDGEFLEET_TOKEN={how.admin_token}",
-        f"  {cli} get nodes -o wide",
-        "",
-        f"Where the GSLB sends a user in {first.city.name}, and why:",
-        f"  dig @{ports.dns.host} -p {ports.dns.port} {DEMO_HOST} +subnet={first.client_subnet}",
-        f"  {route}",
-        "",
-        f"Fetch through the {first.city.name} node it answers, twice: X-Cache says MISS, then HIT "
-        "(from the node of the site that stores this URL):",
-        f"  curl --resolve {resolve} http://{DEMO_HOST}:{ports.cache_http}{DEMO_PATH} -sI",
-        "",
-        "Purge it on every node (the next fetch is a MISS):",
-        f"  {cli} purge {DOMAIN} {DEMO_PATH}",
-        "",
-        f"Logs: {data}/logs/ (caches: {data}/nodes/<node>/logs/)",
-        f"Stop everything: {stop}",
-    ])
+    return "\n".join(
+        [
+            f"edgefleet is up: {_count(len(plan.nodes), 'node')}, each an agent running its cache; "
+            f"parent site {plan.parent.name}, edge sites {sites}.",
+            "",
+            "Dashboard (log in with the viewer token; the browser does not know the fleet's own CA: import "
+            f"{ca} or accept its certificate once):",
+            f"  {plan.server}/ui",
+            f"  viewer token: {how.viewer_token}",
+            "",
+            "The CLI as admin, in this shell (TLS, checked against the fleet's CA):",
+            f"  export EDGEFLEET_SERVER={plan.server}{trust} EDGEFLEET_TOKEN={how.admin_token}",
+            f"  {cli} get nodes -o wide",
+            "",
+            f"Where the GSLB sends a user in {first.city.name}, and why:",
+            f"  dig @{ports.dns.host} -p {ports.dns.port} {DEMO_HOST} +subnet={first.client_subnet}",
+            f"  {route}",
+            "",
+            f"Fetch through the {first.city.name} node it answers, twice: X-Cache says MISS, then HIT "
+            "(from the node of the site that stores this URL):",
+            f"  curl --resolve {resolve} http://{DEMO_HOST}:{ports.cache_http}{DEMO_PATH} -sI",
+            "",
+            "Purge it on every node (the next fetch is a MISS):",
+            f"  {cli} purge {DOMAIN} {DEMO_PATH}",
+            "",
+            f"Logs: {data}/logs/ (caches: {data}/nodes/<node>/logs/)",
+            f"Stop everything: {stop}",
+        ]
+    )
 
 
 def _count(number: int, noun: str) -> str:

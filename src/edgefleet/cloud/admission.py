@@ -263,8 +263,10 @@ async def _check_node(request: AdmissionRequest, lookup: Lookup) -> Verdict:
         return Verdict()
     if site == _spec(request.old_object).get("site") or await lookup.get(SITES, site) is not None:
         return Verdict()
-    message = (f'site "{site}" does not exist: create the Site first (edgefleet apply applies Sites before '
-               "Nodes), or fix the name; `edgefleet get sites` lists them")
+    message = (
+        f'site "{site}" does not exist: create the Site first (edgefleet apply applies Sites before '
+        "Nodes), or fix the name; `edgefleet get sites` lists them"
+    )
     return Verdict(errors=(FieldError("spec.site", message),))
 
 
@@ -286,9 +288,11 @@ def site_in_use_message(site: str, nodes: Sequence[str]) -> str:
     shown = ", ".join(nodes[:MAX_NAMED_IN_REFUSAL])
     more = f" and {len(nodes) - MAX_NAMED_IN_REFUSAL} more" if len(nodes) > MAX_NAMED_IN_REFUSAL else ""
     count, them = (f"{len(nodes)} nodes", "them") if len(nodes) != 1 else ("1 node", "it")
-    return (f'site "{site}" still has {count} ({shown}{more}): move {them} to another site (spec.site) or delete '
-            f"{them} first, or delete the site anyway with `edgefleet delete site {site} --force` (API: ?force=true), "
-            f"which leaves {them} naming a site that does not exist")
+    return (
+        f'site "{site}" still has {count} ({shown}{more}): move {them} to another site (spec.site) or delete '
+        f"{them} first, or delete the site anyway with `edgefleet delete site {site} --force` (API: ?force=true), "
+        f"which leaves {them} naming a site that does not exist"
+    )
 
 
 async def _check_workload(request: AdmissionRequest, lookup: Lookup) -> Verdict:
@@ -401,8 +405,10 @@ def node_labels(node: Mapping[str, Any]) -> dict[str, str]:
 
 def _no_match(path: str, text: str) -> str:
     effect = "the workload runs on no node" if path == "spec.nodeSelector" else "the pin decides no node"
-    return (f"{path}: no Node matches {text!r} (yet): {effect} until one does; selectors match Node labels plus "
-            f"{NODE_LABEL}=<node> and {SITE_LABEL}=<site>")
+    return (
+        f"{path}: no Node matches {text!r} (yet): {effect} until one does; selectors match Node labels plus "
+        f"{NODE_LABEL}=<node> and {SITE_LABEL}=<site>"
+    )
 
 
 _CHECKS = {"Node": _check_node, "Site": _check_site, "Workload": _check_workload}
@@ -483,8 +489,15 @@ def webhooks_for(documents: Iterable[StoredDocument], kind: str, operation: Oper
             continue
         if config.spec.matches(kind, operation.value):
             spec = config.spec
-            found.append(Webhook(config.name, spec.url, float(spec.timeout_seconds), spec.failure_policy == "Fail",
-                                 ca_bundle=spec.ca_bundle))
+            found.append(
+                Webhook(
+                    config.name,
+                    spec.url,
+                    float(spec.timeout_seconds),
+                    spec.failure_policy == "Fail",
+                    ca_bundle=spec.ca_bundle,
+                )
+            )
     return sorted(found, key=lambda webhook: webhook.name)
 
 
@@ -535,20 +548,25 @@ def decide(outcomes: Sequence[Outcome]) -> list[str]:
         if outcome.answer is not None:
             warnings.extend(f"{prefix}: {warning}" for warning in outcome.answer.warnings)
         else:
-            warnings.append(f"{prefix} failed ({outcome.failure}); the write was admitted without it "
-                            "(failurePolicy Ignore)")
+            warnings.append(
+                f"{prefix} failed ({outcome.failure}); the write was admitted without it (failurePolicy Ignore)"
+            )
     return warnings
 
 
 def denied_message(name: str, message: str) -> str:
     reason = message or "(it gave no reason)"
-    return (f'admission webhook "{name}" denied the request: {reason} (change the object to satisfy it; '
-            f"`edgefleet describe admissionwebhook {name}` shows the webhook)")
+    return (
+        f'admission webhook "{name}" denied the request: {reason} (change the object to satisfy it; '
+        f"`edgefleet describe admissionwebhook {name}` shows the webhook)"
+    )
 
 
 def failed_message(name: str, failure: str) -> str:
-    return (f'admission webhook "{name}" failed: {failure}; its failurePolicy Fail refuses the write. Retry '
-            f"later, fix the webhook, or set failurePolicy: Ignore (`edgefleet describe admissionwebhook {name}`)")
+    return (
+        f'admission webhook "{name}" failed: {failure}; its failurePolicy Fail refuses the write. Retry '
+        f"later, fix the webhook, or set failurePolicy: Ignore (`edgefleet describe admissionwebhook {name}`)"
+    )
 
 
 def warning_headers(warnings: Iterable[str]) -> list[str]:
@@ -568,14 +586,24 @@ class WebhookClient:
 
     def __init__(self, *, max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
         self._max = max_response_bytes
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json",
-                         "Accept-Encoding": "identity", "User-Agent": f"edgefleet-cloud/{edgefleet.__version__}"}
+        self._headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+            "User-Agent": f"edgefleet-cloud/{edgefleet.__version__}",
+        }
 
     async def call(self, webhook: Webhook, body: bytes) -> Answer:
         """The webhook's answer; WebhookFailed with a short reason when there is none."""
         try:
-            reply = await webhooks.post(webhook.url, body, deadline=webhook.timeout, max_bytes=self._max,
-                                        headers=self._headers, ca_bundle=webhook.ca_bundle)
+            reply = await webhooks.post(
+                webhook.url,
+                body,
+                deadline=webhook.timeout,
+                max_bytes=self._max,
+                headers=self._headers,
+                ca_bundle=webhook.ca_bundle,
+            )
         except webhooks.WebhookCallFailed as exc:
             raise WebhookFailed(str(exc)) from None
         return parse_answer(reply.status, reply.content_encoding, reply.body)
@@ -628,8 +656,13 @@ class Admission:
 
 
 def _log(outcome: Outcome, request: AdmissionRequest, uid: str) -> None:
-    extra = {"webhook": outcome.webhook.name, "uid": uid, "operation": request.operation.value,
-             "kind": request.kind, "object_name": request.name}
+    extra = {
+        "webhook": outcome.webhook.name,
+        "uid": uid,
+        "operation": request.operation.value,
+        "kind": request.kind,
+        "object_name": request.name,
+    }
     if outcome.answer is None:
         log.warning("admission webhook failed: %s", outcome.failure, extra=extra)
     elif not outcome.answer.allowed:

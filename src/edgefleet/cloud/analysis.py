@@ -73,8 +73,9 @@ def _delta(start: Sample, end: Sample, field: str) -> int:
     return after if after < before or start.revision != end.revision else after - before
 
 
-def figure(check: MetricCheck, nodes: Iterable[str], start: Mapping[str, Sample],
-           end: Mapping[str, Sample]) -> float | None:
+def figure(
+    check: MetricCheck, nodes: Iterable[str], start: Mapping[str, Sample], end: Mapping[str, Sample]
+) -> float | None:
     """The group's figure for ``check.metric`` over the window; None when unknown."""
     names = [name for name in nodes if name in end]
     if not names:
@@ -93,8 +94,13 @@ def figure(check: MetricCheck, nodes: Iterable[str], start: Mapping[str, Sample]
     return sum(_delta(before[n], end[n], field) for n in names) / len(names)
 
 
-def evaluate(checks: Iterable[MetricCheck], start: Mapping[str, Sample], end: Mapping[str, Sample],
-             updated: Iterable[str], baseline: Iterable[str]) -> Verdict:
+def evaluate(
+    checks: Iterable[MetricCheck],
+    start: Mapping[str, Sample],
+    end: Mapping[str, Sample],
+    updated: Iterable[str],
+    baseline: Iterable[str],
+) -> Verdict:
     """Judge every check; the first failure decides (its message names the figures)."""
     updated, baseline = list(updated), list(baseline)
     notes: list[str] = []
@@ -116,8 +122,10 @@ def _failure(check: MetricCheck, mine: float | None, theirs: float | None) -> st
     if check.max is not None and mine > check.max:
         return f"{check.metric} of the updated nodes is {mine:.4g}, above max {check.max:g}"
     if check.max_increase is not None and theirs is not None and mine - theirs > check.max_increase:
-        return (f"{check.metric} of the updated nodes is {mine:.4g}, {mine - theirs:.4g} above the others' "
-                f"{theirs:.4g} (maxIncrease {check.max_increase:g})")
+        return (
+            f"{check.metric} of the updated nodes is {mine:.4g}, {mine - theirs:.4g} above the others' "
+            f"{theirs:.4g} (maxIncrease {check.max_increase:g})"
+        )
     return None
 
 

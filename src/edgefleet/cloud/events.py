@@ -91,8 +91,7 @@ async def record(
     reason that is not a CamelCase word): callers that record on the side
     of their real work catch and log them.
     """
-    document = event_document(kind, name, reason, message, type=type, source=source,
-                              now=now or datetime.now(UTC))
+    document = event_document(kind, name, reason, message, type=type, source=source, now=now or datetime.now(UTC))
     return await registry.create(EVENTS, document)
 
 
@@ -143,8 +142,7 @@ class EventCollector:
         for event in expired(page.items, self._clock(), self._max_age):
             metadata = event["metadata"]
             try:
-                await self._registry.delete(EVENTS, metadata["name"],
-                                            resource_version=int(metadata["resourceVersion"]))
+                await self._registry.delete(EVENTS, metadata["name"], resource_version=int(metadata["resourceVersion"]))
             except (ObjectNotFound, VersionConflict):
                 continue  # deleted or updated meanwhile: judged again next round
             deleted += 1

@@ -64,12 +64,10 @@ KINDS_BY_PLURAL = {"sites": "Site", "nodes": "Node", "domains": "Domain"}
 
 def _split(key: str) -> tuple[str, str] | None:
     """``/registry/<plural>/<name>`` -> (Kind, name) for the kinds the GSLB reads."""
-    rest = key[len(REGISTRY_PREFIX):] if key.startswith(REGISTRY_PREFIX) else ""
+    rest = key[len(REGISTRY_PREFIX) :] if key.startswith(REGISTRY_PREFIX) else ""
     plural, _, name = rest.partition("/")
     kind = KINDS_BY_PLURAL.get(plural)
     return (kind, name) if kind and name else None
-
-
 
 
 class FleetSink(Protocol):
@@ -158,8 +156,14 @@ class DnsThread:
     and :meth:`apply`, which only post the change to the DNS thread.
     """
 
-    def __init__(self, resolver: Resolver, server: DnsServer, meter: DemandMeter, meter_lock: threading.Lock,
-                 loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        server: DnsServer,
+        meter: DemandMeter,
+        meter_lock: threading.Lock,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+    ) -> None:
         self.resolver = resolver
         self.server = server
         self.meter = meter
@@ -263,13 +267,19 @@ class GslbService:
         self.options = options
         self.geo = GeoDatabase(options.geo_path)
         name_servers = options.name_servers or (f"ns1.{options.zone}",)
-        self.zone = Zone(origin=options.zone, ns=name_servers, hostmaster=f"hostmaster.{options.zone}",
-                         serial=int(time.time()), glue=dict(options.glue))
+        self.zone = Zone(
+            origin=options.zone,
+            ns=name_servers,
+            hostmaster=f"hostmaster.{options.zone}",
+            serial=int(time.time()),
+            glue=dict(options.glue),
+        )
         self.meter = DemandMeter(options.demand_window)
         self._meter_lock = threading.Lock()
         resolver = Resolver(self.zone, FleetState(zone=options.zone), self.geo)
-        server = DnsServer(resolver, options.dns_host, options.dns_port, rrl=options.rrl,
-                           demand_per_sender=options.demand_per_sender)
+        server = DnsServer(
+            resolver, options.dns_host, options.dns_port, rrl=options.rrl, demand_per_sender=options.demand_per_sender
+        )
         self.dns_thread = DnsThread(resolver, server, self.meter, self._meter_lock, _event_loop_factory())
         self.fleet: FleetState | None = None
         """The redirector's fleet state, on the main loop (None without a redirector)."""
@@ -299,8 +309,14 @@ class GslbService:
         except BaseException:
             await self.close()
             raise
-        log.info("gslb serving", extra={"dns": f"{self.options.dns_host}:{self.dns.port}", "zone": self.options.zone,
-                                        "redirect": self.redirect_port or None})
+        log.info(
+            "gslb serving",
+            extra={
+                "dns": f"{self.options.dns_host}:{self.dns.port}",
+                "zone": self.options.zone,
+                "redirect": self.redirect_port or None,
+            },
+        )
 
     async def _start_redirector(self) -> None:
         from aiohttp import web
@@ -308,8 +324,13 @@ class GslbService:
         from edgefleet.gslb.redirect import redirect_app
 
         assert self.fleet is not None
-        app = redirect_app(self.fleet, self.geo, zone=self.options.zone, trusted_proxies=self.options.trusted_proxies,
-                           node_port=self.options.node_port)
+        app = redirect_app(
+            self.fleet,
+            self.geo,
+            zone=self.options.zone,
+            trusted_proxies=self.options.trusted_proxies,
+            node_port=self.options.node_port,
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.options.redirect_host, self.options.redirect_port)
@@ -357,9 +378,11 @@ async def run_gslb(store_url: str, options: GslbOptions) -> None:
     loop.add_signal_handler(signal.SIGHUP, service.reload_geo)
     try:
         await service.start()
-        print(f"dns listening on {options.dns_host}:{service.dns.port}"
-              + (f", redirector on {options.redirect_host}:{service.redirect_port}" if service.redirect_port else ""),
-              flush=True)
+        print(
+            f"dns listening on {options.dns_host}:{service.dns.port}"
+            + (f", redirector on {options.redirect_host}:{service.redirect_port}" if service.redirect_port else ""),
+            flush=True,
+        )
         await stop.wait()
     finally:
         await service.close()

@@ -43,7 +43,6 @@ Hub objects), with the caller's own credentials. Only admins may read logs
 (403 for viewers): a workload's output may hold anything it printed.
 """
 
-
 import asyncio
 import contextlib
 import json
@@ -100,30 +99,42 @@ class HubMetrics:
         self.sessions = Gauge("edgefleet_hub_sessions", "Connected agents", registry=self.registry)
         self.frames_out = Counter("edgefleet_hub_frames_sent", "Frames sent to agents", registry=self.registry)
         self.bytes_out = Counter("edgefleet_hub_bytes_sent", "Bytes sent to agents", registry=self.registry)
-        self.bytes_in = Counter("edgefleet_hub_bytes_received", "Bytes received from agents",
-                                registry=self.registry)
-        self.closed = Counter("edgefleet_hub_sessions_closed", "Sessions closed, by reason", ["reason"],
-                              registry=self.registry)
-        self.revision = Gauge("edgefleet_hub_revision", "Store revision the hub's index has reached",
-                              registry=self.registry)
-        self.ack_latency = Histogram(
-            "edgefleet_hub_ack_seconds", "From cutting a batch to its acknowledgement",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5), registry=self.registry,
+        self.bytes_in = Counter("edgefleet_hub_bytes_received", "Bytes received from agents", registry=self.registry)
+        self.closed = Counter(
+            "edgefleet_hub_sessions_closed", "Sessions closed, by reason", ["reason"], registry=self.registry
         )
-        self.messages_in = Counter("edgefleet_hub_messages_received", "Messages received from agents",
-                                   registry=self.registry)
-        self.status_reports = Counter("edgefleet_hub_status_reports",
-                                      "Status reports that said something new (repeats are skipped undecoded)",
-                                      registry=self.registry)
-        self.status_writes = Counter("edgefleet_hub_status_writes", "Node.status writes made from reports",
-                                     registry=self.registry)
-        self.refused = Counter("edgefleet_hub_refused", "Upgrades refused with 503, by reason", ["reason"],
-                               registry=self.registry)
-        self.released = Counter("edgefleet_hub_released", "Sessions released to balance the replicas",
-                                registry=self.registry)
+        self.revision = Gauge(
+            "edgefleet_hub_revision", "Store revision the hub's index has reached", registry=self.registry
+        )
+        self.ack_latency = Histogram(
+            "edgefleet_hub_ack_seconds",
+            "From cutting a batch to its acknowledgement",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+            registry=self.registry,
+        )
+        self.messages_in = Counter(
+            "edgefleet_hub_messages_received", "Messages received from agents", registry=self.registry
+        )
+        self.status_reports = Counter(
+            "edgefleet_hub_status_reports",
+            "Status reports that said something new (repeats are skipped undecoded)",
+            registry=self.registry,
+        )
+        self.status_writes = Counter(
+            "edgefleet_hub_status_writes", "Node.status writes made from reports", registry=self.registry
+        )
+        self.refused = Counter(
+            "edgefleet_hub_refused", "Upgrades refused with 503, by reason", ["reason"], registry=self.registry
+        )
+        self.released = Counter(
+            "edgefleet_hub_released", "Sessions released to balance the replicas", registry=self.registry
+        )
         self.replicas = Gauge("edgefleet_hub_replicas", "Live hub replicas (Hub objects)", registry=self.registry)
-        self.throttled = Counter("edgefleet_hub_throttled", "Pauses in reading a session that sent more than its "
-                                 "message or byte rate allows", registry=self.registry)
+        self.throttled = Counter(
+            "edgefleet_hub_throttled",
+            "Pauses in reading a session that sent more than its message or byte rate allows",
+            registry=self.registry,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,14 +300,17 @@ class Hub:
                 connection.wake.set()
 
     def _note_replica(self, key: str, document: StoredDocument | None) -> None:
-        name = key[len(HUBS_PREFIX):]
+        name = key[len(HUBS_PREFIX) :]
         if document is None:
             self.replicas.pop(name, None)
         else:
             spec, status = document.get("spec") or {}, document.get("status") or {}
             self.replicas[name] = Replica(
-                str(spec.get("hubId", name)), spec.get("url"), int(status.get("connections") or 0),
-                frozenset(status.get("nodes") or ()), dict(status.get("demand") or {}),
+                str(spec.get("hubId", name)),
+                spec.get("url"),
+                int(status.get("connections") or 0),
+                frozenset(status.get("nodes") or ()),
+                dict(status.get("demand") or {}),
             )
         self.metrics.replicas.set(len(self.replicas))
 
@@ -362,8 +376,9 @@ class Hub:
             await websocket.close(code=1008, reason=str(exc)[:120])
             return
         await websocket.accept()
-        session = CloudSession(node, epoch=self.store.epoch, hub_id=self.hub_id,
-                               heartbeat_seconds=int(self.heartbeat_seconds))
+        session = CloudSession(
+            node, epoch=self.store.epoch, hub_id=self.hub_id, heartbeat_seconds=int(self.heartbeat_seconds)
+        )
         compress = websocket.headers.get(messages.COMPRESSION_HEADER, "").lower() == "zlib"
         connection = Connection(node, session, websocket, compress=compress, budget=SessionBudget(self.limits.rates))
         try:
@@ -390,10 +405,16 @@ class Hub:
     async def _refuse(self, websocket: AgentSocket, reason: str) -> None:
         self.metrics.refused.labels(reason).inc()
         retry = max(1, round(self.limits.retry_after * (0.5 + random.random())))
-        body = status_body(messages.OVERLOADED_STATUS, "Overloaded",
-                           f"hub {self.hub_id} is at its {reason} limit; retry in {retry} s or use another replica")
-        await websocket.send_denial_response(messages.OVERLOADED_STATUS, json.dumps(body).encode(), {
-            "Retry-After": str(retry), "Content-Type": "application/json"})
+        body = status_body(
+            messages.OVERLOADED_STATUS,
+            "Overloaded",
+            f"hub {self.hub_id} is at its {reason} limit; retry in {retry} s or use another replica",
+        )
+        await websocket.send_denial_response(
+            messages.OVERLOADED_STATUS,
+            json.dumps(body).encode(),
+            {"Retry-After": str(retry), "Content-Type": "application/json"},
+        )
 
     async def _run(self, connection: Connection, slot: "_HandshakeSlot") -> None:
         text = await asyncio.wait_for(connection.websocket.receive_text(), HELLO_TIMEOUT)
@@ -525,7 +546,7 @@ class Hub:
             self._status_wake.clear()
             writes = self.status_writes.due(time.monotonic())
             for start in range(0, len(writes), STATUS_WRITE_CONCURRENCY):
-                chunk = writes[start:start + STATUS_WRITE_CONCURRENCY]
+                chunk = writes[start : start + STATUS_WRITE_CONCURRENCY]
                 await asyncio.gather(*(self._write_status(write) for write in chunk))
             deadline = self.status_writes.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -554,8 +575,10 @@ class Hub:
                 current = await self.registry.get(NODES, node)
                 if (current.get("status") or {}).get("hub") != self.hub_id:
                     return  # it is already held elsewhere (or was never recorded here)
-                patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                         "status": {"hub": None, "lastHeartbeat": _now(), "peerVotes": None}}
+                patch = {
+                    "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                    "status": {"hub": None, "lastHeartbeat": _now(), "peerVotes": None},
+                }
                 await self.registry.patch(NODES, node, patch, status=True)
                 self.metrics.status_writes.inc()
                 return
@@ -591,16 +614,20 @@ class Hub:
             self.metrics.released.inc()
             self._spawn(connection.websocket.close(code=messages.CLOSE_REBALANCE, reason=reason))
         if chosen:
-            log.info("released sessions to balance the replicas",
-                     extra={"released": len(chosen), "hint": release.hint, "sessions": len(self.connections)})
+            log.info(
+                "released sessions to balance the replicas",
+                extra={"released": len(chosen), "hint": release.hint, "sessions": len(self.connections)},
+            )
 
     # logs ------------------------------------------------------------------
 
     async def logs(self, node: str, workload: str, tail: int) -> LogsReply:
         connection = self.connections.get(node)
         if connection is None or not connection.session.started:
-            raise NodeNotConnected(f"node {node!r} is not connected to this hub ({self.hub_id}); "
-                                   "logs are readable only while the node is connected")
+            raise NodeNotConnected(
+                f"node {node!r} is not connected to this hub ({self.hub_id}); "
+                "logs are readable only while the node is connected"
+            )
         request_id = connection.session.request_logs(workload, tail)
         future: asyncio.Future[LogsReply] = asyncio.get_running_loop().create_future()
         connection.logs[request_id] = future
@@ -621,8 +648,12 @@ class Hub:
         if holder is None or request.headers.get(FORWARDED_HEADER):
             return None
         if not holder.url:
-            body = status_body(409, "NotConnected", f"node {node!r} is connected to hub {holder.hub_id}, which "
-                               "advertises no URL (edgefleet cloud --advertise-url); ask that replica")
+            body = status_body(
+                409,
+                "NotConnected",
+                f"node {node!r} is connected to hub {holder.hub_id}, which "
+                "advertises no URL (edgefleet cloud --advertise-url); ask that replica",
+            )
             return Response(json.dumps(body), status_code=409, media_type="application/json")
         if self._http is None:
             verify = self.presence_settings.peer_verify or True
@@ -631,14 +662,19 @@ class Hub:
         if "authorization" in request.headers:
             headers["Authorization"] = request.headers["authorization"]
         try:
-            answer = await self._http.get(holder.url.rstrip("/") + request.url.path, params=request.query_params,
-                                          headers=headers)
+            answer = await self._http.get(
+                holder.url.rstrip("/") + request.url.path, params=request.query_params, headers=headers
+            )
         except httpx.HTTPError as exc:
-            body = status_body(502, "BadGateway", f"hub {holder.hub_id} holds node {node!r} but cannot be "
-                               f"reached at {holder.url}: {exc}")
+            body = status_body(
+                502,
+                "BadGateway",
+                f"hub {holder.hub_id} holds node {node!r} but cannot be reached at {holder.url}: {exc}",
+            )
             return Response(json.dumps(body), status_code=502, media_type="application/json")
-        return Response(answer.content, status_code=answer.status_code,
-                        media_type=answer.headers.get("content-type", "text/plain"))
+        return Response(
+            answer.content, status_code=answer.status_code, media_type=answer.headers.get("content-type", "text/plain")
+        )
 
     def router(self, reader: Callable[..., Awaitable[Any]]) -> APIRouter:
         router = APIRouter(tags=["edge"])
@@ -658,7 +694,10 @@ class Hub:
             },
         )
         async def workload_logs(
-            request: Request, node: str, workload: str, principal: Annotated[Principal, Depends(reader)],
+            request: Request,
+            node: str,
+            workload: str,
+            principal: Annotated[Principal, Depends(reader)],
             tail: Annotated[int, Query(ge=1, le=100_000)] = 200,
         ) -> Response:
             # Workloads print what they like (their env, request data): their logs are for admins only.
@@ -729,8 +768,12 @@ class HubPresence:
             self._published = status
 
     async def _create(self) -> None:
-        document = {"apiVersion": "edgefleet.io/v1", "kind": "Hub", "metadata": {"name": self.name},
-                    "spec": {"hubId": self.hub.hub_id, "url": self.settings.url}}
+        document = {
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "Hub",
+            "metadata": {"name": self.name},
+            "spec": {"hubId": self.hub.hub_id, "url": self.settings.url},
+        }
         with contextlib.suppress(ObjectNotFound):
             await self.hub.registry.delete(HUBS, self.name)  # a previous incarnation's, on its old lease
         await self.hub.registry.create(HUBS, document, lease=self._lease)
@@ -739,10 +782,18 @@ class HubPresence:
     def _status(self) -> JSONObject:
         hub = self.hub
         nodes = sorted(name for name, connection in hub.connections.items() if connection.session.started)
-        demand = {region: round(rate, 1) for region, rate in (hub.demand() if hub.demand else {}).items()
-                  if round(rate, 1) > 0}
-        return {"connections": len(nodes), "maxConnections": hub.limits.max_connections, "nodes": nodes,
-                "demand": demand, "started": self.started}
+        demand = {
+            region: round(rate, 1)
+            for region, rate in (hub.demand() if hub.demand else {}).items()
+            if round(rate, 1) > 0
+        }
+        return {
+            "connections": len(nodes),
+            "maxConnections": hub.limits.max_connections,
+            "nodes": nodes,
+            "demand": demand,
+            "started": self.started,
+        }
 
 
 class _HandshakeSlot:

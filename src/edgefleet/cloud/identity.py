@@ -162,7 +162,10 @@ API_TOKEN_ROLES = {"viewer": Role.VIEWER, "admin": Role.ADMIN}
 
 class BootstrapTokenRequest(_Body):
     ttl_seconds: int | None = Field(
-        default=None, ge=1, le=MAX_BOOTSTRAP_TTL, alias="ttlSeconds",
+        default=None,
+        ge=1,
+        le=MAX_BOOTSTRAP_TTL,
+        alias="ttlSeconds",
         description="Seconds the token stays valid (1 s to 30 days). Default: 24 h for a bootstrap token, "
         "no expiry for a viewer or admin token.",
     )
@@ -171,21 +174,46 @@ class BootstrapTokenRequest(_Body):
         default="bootstrap",
         description="bootstrap (joins nodes, nothing else), viewer (reads the API) or admin (reads and writes).",
     )
-    site: str | None = Field(default=None, min_length=1, max_length=253,
-                             description="Bootstrap tokens only: joins must name this site.")
-    node: str | None = Field(default=None, min_length=1, max_length=253, alias="name",
-                             description="Bootstrap tokens only: joins must name this node.")
-    uses: int | None = Field(default=None, ge=1, le=MAX_TOKEN_USES,
-                             description="Bootstrap tokens only: how many joins it is good for (default: any).")
-    approval: bool = Field(default=False, description="Bootstrap tokens only: nodes joined with it wait for "
-                           "`edgefleet node approve NAME` before they may connect.")
-    takeover: bool = Field(default=False, description="Bootstrap tokens bound to a name only: a join may replace "
-                           "the credentials that node holds (a reinstalled machine).")
+    site: str | None = Field(
+        default=None, min_length=1, max_length=253, description="Bootstrap tokens only: joins must name this site."
+    )
+    node: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        alias="name",
+        description="Bootstrap tokens only: joins must name this node.",
+    )
+    uses: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TOKEN_USES,
+        description="Bootstrap tokens only: how many joins it is good for (default: any).",
+    )
+    approval: bool = Field(
+        default=False,
+        description="Bootstrap tokens only: nodes joined with it wait for "
+        "`edgefleet node approve NAME` before they may connect.",
+    )
+    takeover: bool = Field(
+        default=False,
+        description="Bootstrap tokens bound to a name only: a join may replace "
+        "the credentials that node holds (a reinstalled machine).",
+    )
 
     @model_validator(mode="after")
     def _bootstrap_only(self) -> BootstrapTokenRequest:
-        narrowing = [name for name, value in (("site", self.site), ("name", self.node), ("uses", self.uses),
-                                              ("approval", self.approval), ("takeover", self.takeover)) if value]
+        narrowing = [
+            name
+            for name, value in (
+                ("site", self.site),
+                ("name", self.node),
+                ("uses", self.uses),
+                ("approval", self.approval),
+                ("takeover", self.takeover),
+            )
+            if value
+        ]
         if self.role != "bootstrap" and narrowing:
             raise ValueError(f"{', '.join(narrowing)}: only for bootstrap tokens (role {self.role})")
         if self.takeover and not self.node:
@@ -227,8 +255,11 @@ class JoinResponse(_Body):
     node: str
     credential: str = Field(description="The node credential (a bearer token); shown only in this answer.")
     adopted: bool = Field(description="True when an existing Node was adopted instead of created.")
-    pending: bool = Field(default=False, description="True when the credential waits for an admin's approval "
-                          "(`edgefleet node approve NAME`); until then the hub and the API refuse it.")
+    pending: bool = Field(
+        default=False,
+        description="True when the credential waits for an admin's approval "
+        "(`edgefleet node approve NAME`); until then the hub and the API refuse it.",
+    )
 
 
 class NodeApproved(_Body):
@@ -317,9 +348,15 @@ class Identity:
             token = generate_token()
             token_id, secret = split_token(token)
             info = BootstrapToken(
-                id=token_id, description=request.description, created_by=creator,
-                expires_at=format_timestamp(expiry(now, ttl)), created_at=format_timestamp(now),
-                site=request.site, node=request.node, uses=request.uses, approval=request.approval,
+                id=token_id,
+                description=request.description,
+                created_by=creator,
+                expires_at=format_timestamp(expiry(now, ttl)),
+                created_at=format_timestamp(now),
+                site=request.site,
+                node=request.node,
+                uses=request.uses,
+                approval=request.approval,
                 takeover=request.takeover,
             )
             record = {**dump(info), "sha256": hash_secret(secret)}
@@ -339,8 +376,12 @@ class Identity:
             token = generate_token()
             token_id, secret = split_token(token)
             info = BootstrapToken(
-                id=token_id, description=request.description, role=request.role, created_by=creator,
-                expires_at=format_timestamp(expiry(now, ttl)) if ttl else None, created_at=format_timestamp(now),
+                id=token_id,
+                description=request.description,
+                role=request.role,
+                created_by=creator,
+                expires_at=format_timestamp(expiry(now, ttl)) if ttl else None,
+                created_at=format_timestamp(now),
             )
             extra = {key: value for key, value in dump(info).items() if key not in ("id", "role") and value is not None}
             record = token_record(f"{request.role}-{token_id}", API_TOKEN_ROLES[request.role], secret, **extra)
@@ -421,9 +462,17 @@ class Identity:
             with contextlib.suppress(Exception):
                 await self._count_use(via, -1)  # the join failed: its use is given back
             raise
-        log.info("node joined", extra={"node": request.name, "site": request.site, "adopted": adopted,
-                                       "replaced_credentials": replaced, "bootstrap_token": via,
-                                       "pending": bool(pending)})
+        log.info(
+            "node joined",
+            extra={
+                "node": request.name,
+                "site": request.site,
+                "adopted": adopted,
+                "replaced_credentials": replaced,
+                "bootstrap_token": via,
+                "pending": bool(pending),
+            },
+        )
         return JoinResponse(node=request.name, credential=credential, adopted=adopted, pending=bool(pending))
 
     async def _bootstrap_record(self, token_id: str) -> JSONObject:
@@ -570,8 +619,10 @@ class Identity:
 
         Called once when the cloud starts (one list of the tokens); cheap when all are indexed already.
         """
-        indexed = {kv.key.removeprefix(CREDENTIAL_INDEX_PREFIX) for kv in
-                   (await self._store.list(CREDENTIAL_INDEX_PREFIX)).items}
+        indexed = {
+            kv.key.removeprefix(CREDENTIAL_INDEX_PREFIX)
+            for kv in (await self._store.list(CREDENTIAL_INDEX_PREFIX)).items
+        }
         added = 0
         for kv in (await self._store.list(TOKEN_PREFIX)).items:
             record = _record(kv)
@@ -699,8 +750,10 @@ def _check_binding(token_id: str, record: JSONObject, request: JoinRequest) -> N
     for field, wanted, flag in (("site", request.site, "--site"), ("name", request.name, "--name")):
         bound = record.get(field)
         if bound is not None and bound != wanted:
-            raise Forbidden(f"bootstrap token {token_id} is bound to {field} {bound!r}, not {wanted!r}: join with "
-                            f"{flag} {bound}, or ask an admin for a token for {wanted!r}")
+            raise Forbidden(
+                f"bootstrap token {token_id} is bound to {field} {bound!r}, not {wanted!r}: join with "
+                f"{flag} {bound}, or ask an admin for a token for {wanted!r}"
+            )
 
 
 def _encode(record: JSONObject) -> bytes:
@@ -732,8 +785,11 @@ def _api_token_info(kv: KeyValue) -> BootstrapToken:
     """What the listing shows of a viewer or admin token (the first admin token has no creation fields)."""
     record = _record(kv)
     return BootstrapToken(
-        id=kv.key.removeprefix(TOKEN_PREFIX), description=str(record.get("description", "")),
-        role=record["role"], expires_at=record.get("expiresAt"), created_at=str(record.get("createdAt", "")),
+        id=kv.key.removeprefix(TOKEN_PREFIX),
+        description=str(record.get("description", "")),
+        role=record["role"],
+        expires_at=record.get("expiresAt"),
+        created_at=str(record.get("createdAt", "")),
         created_by=str(record.get("createdBy", "")),
     )
 

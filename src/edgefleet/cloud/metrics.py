@@ -31,12 +31,8 @@ class ApiMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
-        self.watchers = Gauge(
-            "edgefleet_api_watchers", "Open watch streams", ["kind"], registry=self.registry
-        )
-        self.store_revision = Gauge(
-            "edgefleet_store_revision", "Current store revision", registry=self.registry
-        )
+        self.watchers = Gauge("edgefleet_api_watchers", "Open watch streams", ["kind"], registry=self.registry)
+        self.store_revision = Gauge("edgefleet_store_revision", "Current store revision", registry=self.registry)
         self.store_compacted_revision = Gauge(
             "edgefleet_store_compacted_revision",
             "Oldest revision still in the store's history",

@@ -160,18 +160,27 @@ async def announce_admin_token(store: Store, options: CloudOptions) -> None:
         "\n  An admin token was created. It is shown only this once; keep it safe:\n\n"
         f"    {token}\n\n"
         f"  export EDGEFLEET_SERVER={options.scheme}://{options.host}:{options.port}{trust} EDGEFLEET_TOKEN={token}\n"
-        + (f"  (the CA's pin, for edge join --ca-hash: {options.tls.ca_hash})\n" if options.tls and options.tls.ca_hash
-           else ""),
+        + (
+            f"  (the CA's pin, for edge join --ca-hash: {options.tls.ca_hash})\n"
+            if options.tls and options.tls.ca_hash
+            else ""
+        ),
         file=sys.stderr,
         flush=True,
     )
 
 
-def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thresholds: Thresholds,
-                      hub: Hub | None = None, *,
-                      demand: Callable[[], Mapping[str, float]] | None = None,
-                      site_activation_period: float = 5.0,
-                      workload_period: float = 1.0) -> list[asyncio.Task[None]]:
+def start_fleet_tasks(
+    store: Store,
+    registry: Registry,
+    identity: Identity,
+    thresholds: Thresholds,
+    hub: Hub | None = None,
+    *,
+    demand: Callable[[], Mapping[str, float]] | None = None,
+    site_activation_period: float = 5.0,
+    workload_period: float = 1.0,
+) -> list[asyncio.Task[None]]:
     """Background work for edge nodes: the credential watch and the (elected) controllers.
 
     ``hub`` (this replica's) gives the node lifecycle controller the fleet's
@@ -180,13 +189,18 @@ def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thre
     demand).
     """
     if hub is not None:
-        controller = NodeLifecycleController(registry, thresholds, liveness=hub.live_nodes,
-                                             nodes=lambda: _index_documents(hub, "nodes"))
+        controller = NodeLifecycleController(
+            registry, thresholds, liveness=hub.live_nodes, nodes=lambda: _index_documents(hub, "nodes")
+        )
     else:
         controller = NodeLifecycleController(registry, thresholds)
     election = LeaderElection(store, "nodelifecycle")
-    activation = SiteActivationController(registry, demand or no_demand, period=site_activation_period,
-                                          sites=None if hub is None else lambda: _index_documents(hub, "sites"))
+    activation = SiteActivationController(
+        registry,
+        demand or no_demand,
+        period=site_activation_period,
+        sites=None if hub is None else lambda: _index_documents(hub, "sites"),
+    )
     collector = EventCollector(registry)
     tasks = [
         asyncio.create_task(identity.watch_credentials(), name="credential-watch"),
@@ -197,8 +211,12 @@ def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thre
     if hub is not None:
         purges = PurgeController(registry, lambda: hub.index)
         tasks.append(asyncio.create_task(LeaderElection(store, "purges").run(purges.run), name="purges"))
-        rollouts = WorkloadController(registry, lambda plural: _index_documents(hub, plural),
-                                      period=workload_period, metrics=ControllerMetrics(hub.metrics.registry))
+        rollouts = WorkloadController(
+            registry,
+            lambda plural: _index_documents(hub, plural),
+            period=workload_period,
+            metrics=ControllerMetrics(hub.metrics.registry),
+        )
         hub.index_listeners.append(rollouts.wake)
         tasks.append(asyncio.create_task(LeaderElection(store, "workloads").run(rollouts.run), name="workloads"))
     for task in tasks:
@@ -208,8 +226,10 @@ def start_fleet_tasks(store: Store, registry: Registry, identity: Identity, thre
 
 def _index_documents(hub: Hub, plural: str) -> list[StoredDocument]:
     """Documents of a kind from the hub's index, with metadata.resourceVersion as the API returns them."""
-    return [{**document, "metadata": {**document["metadata"], "resourceVersion": str(revision)}}
-            for revision, document in hub.index.documents(plural)]
+    return [
+        {**document, "metadata": {**document["metadata"], "resourceVersion": str(revision)}}
+        for revision, document in hub.index.documents(plural)
+    ]
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:
@@ -236,36 +256,64 @@ async def run_cloud(options: CloudOptions) -> None:
         if added := await identity.index_credentials():
             log.info("indexed node credentials by node", extra={"credentials": added})
         gslb = await start_gslb(store, options.gslb)
-        hub = Hub(registry, hub_id=options.hub_id or f"{socket.gethostname()}:{options.port}",
-                  authenticate=identity.authenticate_node, heartbeat_seconds=options.heartbeat_seconds,
-                  status_intervals=options.status_intervals, limits=options.hub_limits,
-                  presence=PresenceSettings(url=options.advertised(), peer_verify=_peer_verify(options.tls)),
-                  balance=options.balance,
-                  demand=gslb.demand if gslb is not None else None)
+        hub = Hub(
+            registry,
+            hub_id=options.hub_id or f"{socket.gethostname()}:{options.port}",
+            authenticate=identity.authenticate_node,
+            heartbeat_seconds=options.heartbeat_seconds,
+            status_intervals=options.status_intervals,
+            limits=options.hub_limits,
+            presence=PresenceSettings(url=options.advertised(), peer_verify=_peer_verify(options.tls)),
+            balance=options.balance,
+            demand=gslb.demand if gslb is not None else None,
+        )
         await hub.start()
         demand = options.demand or hub.fleet_demand
         identity.on_credential_removed(lambda node: hub.disconnect_node(node, "credential revoked"))
         ca_pem = options.tls.ca_pem if options.tls is not None else None
-        settings = ServerSettings(max_body_bytes=options.max_body_bytes, ca_pem=ca_pem,
-                                  max_watches_per_principal=options.max_watches_per_principal)
+        settings = ServerSettings(
+            max_body_bytes=options.max_body_bytes,
+            ca_pem=ca_pem,
+            max_watches_per_principal=options.max_watches_per_principal,
+        )
         app = create_app(registry, authenticator, settings, identity=identity, hub=hub)
         config = uvicorn.Config(
-            app, host=options.host, port=options.port, loop="none", http="httptools", ws="websockets-sansio",
-            ws_max_size=MAX_AGENT_MESSAGE_BYTES, ws_ping_interval=None,  # the hub closes silent sessions itself
+            app,
+            host=options.host,
+            port=options.port,
+            loop="none",
+            http="httptools",
+            ws="websockets-sansio",
+            ws_max_size=MAX_AGENT_MESSAGE_BYTES,
+            ws_ping_interval=None,  # the hub closes silent sessions itself
             ws_per_message_deflate=False,  # large batches are compressed one by one (messages.COMPRESSION_HEADER)
-            access_log=False, log_level="warning",
-            lifespan="off", timeout_graceful_shutdown=3, **_ssl_options(options.tls),
+            access_log=False,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=3,
+            **_ssl_options(options.tls),
         )
         config.load()  # builds the TLS context, which is then tightened
         _tighten(config.ssl)
         compactor = asyncio.create_task(compact_history(store, options.compact_interval))
-        fleet_tasks = start_fleet_tasks(store, registry, identity, options.node_thresholds, hub,
-                                        demand=demand, site_activation_period=options.site_activation_period)
-        log.info("edgefleet cloud serving", extra={"listen": f"{options.host}:{options.port}",
-                                                    "store": options.store_url, "scheme": options.scheme})
+        fleet_tasks = start_fleet_tasks(
+            store,
+            registry,
+            identity,
+            options.node_thresholds,
+            hub,
+            demand=demand,
+            site_activation_period=options.site_activation_period,
+        )
+        log.info(
+            "edgefleet cloud serving",
+            extra={"listen": f"{options.host}:{options.port}", "store": options.store_url, "scheme": options.scheme},
+        )
         if options.tls is None:
-            log.warning("serving the API and the hub in cleartext HTTP (no --tls-cert/--tls-key): tokens and "
-                        "state can be read on the network; clients must pass --insecure")
+            log.warning(
+                "serving the API and the hub in cleartext HTTP (no --tls-cert/--tls-key): tokens and "
+                "state can be read on the network; clients must pass --insecure"
+            )
         try:
             await uvicorn.Server(config).serve()
         finally:

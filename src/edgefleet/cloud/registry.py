@@ -218,13 +218,10 @@ class Registry:
 
     async def _read_page(self, info: KindInfo, revision: int, start: str, limit: int) -> ListResult:
         try:
-            return await self.store.list(
-                key_for(info), revision=revision, start_after=start, limit=limit
-            )
+            return await self.store.list(key_for(info), revision=revision, start_after=start, limit=limit)
         except Compacted:
             raise Gone(
-                "the continue token has expired (its revision was compacted); "
-                "restart the list without it"
+                "the continue token has expired (its revision was compacted); restart the list without it"
             ) from None
 
     # writes ----------------------------------------------------------------
@@ -254,9 +251,7 @@ class Registry:
         """
         new = parse(document, expected_kind=info.kind)
         if new.name != name:
-            raise ValidationFailed(
-                [FieldError("metadata.name", f"must match the name in the URL ({name!r})")]
-            )
+            raise ValidationFailed([FieldError("metadata.name", f"must match the name in the URL ({name!r})")])
         expected = parse_resource_version(new.metadata.resource_version)
         kv = await self.store.get(key_for(info, name))
         if kv is None:
@@ -315,9 +310,7 @@ class Registry:
         if admit is not None and not status:
             await admit(json.loads(data), decode(kv))
         try:
-            written = await self.store.update(
-                kv.key, data, expected_revision=kv.mod_revision, lease=kv.lease
-            )
+            written = await self.store.update(kv.key, data, expected_revision=kv.mod_revision, lease=kv.lease)
         except (Conflict, NotFound):
             raise self._conflict(info, new.name) from None
         return decode(written)
@@ -353,8 +346,7 @@ class Registry:
     @staticmethod
     def _conflict(info: KindInfo, name: str) -> VersionConflict:
         return VersionConflict(
-            f'{info.singular} "{name}" was changed by someone else; '
-            "get it again and retry with the new resourceVersion"
+            f'{info.singular} "{name}" was changed by someone else; get it again and retry with the new resourceVersion'
         )
 
     # watch -----------------------------------------------------------------

@@ -238,16 +238,28 @@ class _Round:
         off_stable = any(self._desired(node) != self._assigned(node.name) for node in self.nodes.values())
         if self.target != self.stable and (rollout is None or rollout.target != self.target):
             moving = rollout.nodes if rollout is not None else {}
-            self.rollout = RolloutState(phase="Progressing", target=self.target,
-                                        target_number=self.inp.numbers.get(self.target), step=0,
-                                        step_started_at=self.stamp, nodes=dict(moving),
-                                        message=f"rolling out revision {self._number(self.target)}")
-            self._event("RolloutStarted", f"rolling out revision {self._number(self.target)} "
-                        f"(from {self._number(self.stable)}) to {len(self.nodes)} nodes")
+            self.rollout = RolloutState(
+                phase="Progressing",
+                target=self.target,
+                target_number=self.inp.numbers.get(self.target),
+                step=0,
+                step_started_at=self.stamp,
+                nodes=dict(moving),
+                message=f"rolling out revision {self._number(self.target)}",
+            )
+            self._event(
+                "RolloutStarted",
+                f"rolling out revision {self._number(self.target)} "
+                f"(from {self._number(self.stable)}) to {len(self.nodes)} nodes",
+            )
         elif rollout is None and off_stable:
-            self.rollout = RolloutState(phase="Progressing", target=self.stable,
-                                        target_number=self.inp.numbers.get(self.stable), step_started_at=self.stamp,
-                                        message="moving nodes to their assigned revision")
+            self.rollout = RolloutState(
+                phase="Progressing",
+                target=self.stable,
+                target_number=self.inp.numbers.get(self.stable),
+                step_started_at=self.stamp,
+                message="moving nodes to their assigned revision",
+            )
 
     # --- moves in progress ---------------------------------------------------
 
@@ -286,8 +298,12 @@ class _Round:
         if elapsed >= node.dns_ttl + drain.seconds:
             return True
         threshold = drain.until_request_rate_below
-        return (threshold is not None and elapsed >= node.dns_ttl and node.request_rate is not None
-                and node.request_rate < threshold)
+        return (
+            threshold is not None
+            and elapsed >= node.dns_ttl
+            and node.request_rate is not None
+            and node.request_rate < threshold
+        )
 
     def _switch(self, node: NodeFacts, step: NodeStep) -> None:
         self._assign(node.name, step.to)
@@ -301,8 +317,10 @@ class _Round:
             return
         waited = _elapsed(step.since, self.now)
         if node.ready and waited > self.strategy.progress_deadline_seconds and self._forward(step.to):
-            self._fail(f"node {node.name}: revision {self._number(step.to)} not ready after {waited:.0f}s "
-                       f"(progressDeadlineSeconds {self.strategy.progress_deadline_seconds})")
+            self._fail(
+                f"node {node.name}: revision {self._number(step.to)} not ready after {waited:.0f}s "
+                f"(progressDeadlineSeconds {self.strategy.progress_deadline_seconds})"
+            )
 
     def _check_settling(self, node: NodeFacts, step: NodeStep, moving: dict[str, NodeStep]) -> None:
         if not (node.running == step.to and node.instance_ready):
@@ -324,8 +342,14 @@ class _Round:
             return
         moving = self._moving()
         for name, node in sorted(self.nodes.items()):
-            if (name not in moving and self._assigned(name) == self.target and name not in self.pins
-                    and node.ready and node.running == self.target and not node.instance_ready):
+            if (
+                name not in moving
+                and self._assigned(name) == self.target
+                and name not in self.pins
+                and node.ready
+                and node.running == self.target
+                and not node.instance_ready
+            ):
                 self._fail(f"node {name}: revision {self._number(self.target)} is running but not ready")
                 return
 
@@ -338,8 +362,9 @@ class _Round:
         failed = rollout.target
         rollout.failed_revision = failed
         rollout.phase = "RollingBack"
-        rollout.message = f"{'aborted' if aborted else 'failed'}: {reason}; rolling back to revision " \
-                          f"{self._number(self.stable)}"
+        rollout.message = (
+            f"{'aborted' if aborted else 'failed'}: {reason}; rolling back to revision {self._number(self.stable)}"
+        )
         rollout.analysis_started_at = None
         self.target = self.stable
         self._event("RolloutAborted" if aborted else "RolloutFailed", rollout.message, "Warning")
@@ -366,8 +391,11 @@ class _Round:
             rollout.resumed_step = None
             rollout.phase = "Progressing"
             self._event("StepCompleted", f"step {rollout.step} of {len(steps)} done")
-            rollout.message = (f"step {rollout.step + 1} of {len(steps)}" if rollout.step < len(steps)
-                               else "moving the remaining nodes") + f" to revision {self._number(self.target)}"
+            rollout.message = (
+                f"step {rollout.step + 1} of {len(steps)}"
+                if rollout.step < len(steps)
+                else "moving the remaining nodes"
+            ) + f" to revision {self._number(self.target)}"
 
     def _step_done(self, step: RolloutStep) -> bool:
         rollout = self.rollout
@@ -394,9 +422,11 @@ class _Round:
         if seconds is None and rollout.resumed_step is not None and rollout.resumed_step >= rollout.step:
             return True
         rollout.phase = "Paused"
-        rollout.message = (f"paused at step {rollout.step + 1} for {seconds}s" if seconds is not None else
-                           f"paused at step {rollout.step + 1}: `edgefleet rollout resume {self.inp.workload}` "
-                           "continues")
+        rollout.message = (
+            f"paused at step {rollout.step + 1} for {seconds}s"
+            if seconds is not None
+            else f"paused at step {rollout.step + 1}: `edgefleet rollout resume {self.inp.workload}` continues"
+        )
         return False
 
     def _analysis_over(self) -> bool:
@@ -443,13 +473,19 @@ class _Round:
             nodes = [node for node in nodes if selector.matches(node.labels)]
         on_target = sum(1 for node in self._rolling_nodes() if self._assigned(node.name) == self.target)
         moving = self._moving()
-        room = len(nodes) if selector is not None else self._goal(step) - on_target - sum(
-            1 for s in moving.values() if s.to == self.target)
-        pending = [node for node in nodes if self._assigned(node.name) != self.target and node.name not in moving
-                   and node.ready]
+        room = (
+            len(nodes)
+            if selector is not None
+            else self._goal(step) - on_target - sum(1 for s in moving.values() if s.to == self.target)
+        )
+        pending = [
+            node
+            for node in nodes
+            if self._assigned(node.name) != self.target and node.name not in moving and node.ready
+        ]
         ordered = _spread(pending)
         count = room if limit is None else min(room, limit)
-        return ordered[:max(0, count)]
+        return ordered[: max(0, count)]
 
     # --- starting moves ------------------------------------------------------
 
@@ -471,21 +507,32 @@ class _Round:
             else:
                 blocked.add(node.site)
         if blocked and not rollout.nodes and rollout.phase == "Progressing":
-            rollout.message = (f"waiting for the unavailability budget at {', '.join(sorted(blocked)[:5])}: "
-                               "nodes that are not Ready or not ready count against it")
+            rollout.message = (
+                f"waiting for the unavailability budget at {', '.join(sorted(blocked)[:5])}: "
+                "nodes that are not Ready or not ready count against it"
+            )
 
     def _waiting(self) -> list[str]:
         """Nodes that would move but are not Ready: skipped until they return."""
         forward = self.target != self.stable
-        return sorted(name for name, node in self.nodes.items() if not node.ready and (
-            self._desired(node) != self._assigned(name)
-            or (forward and name not in self.pins and self._assigned(name) != self.target)))
+        return sorted(
+            name
+            for name, node in self.nodes.items()
+            if not node.ready
+            and (
+                self._desired(node) != self._assigned(name)
+                or (forward and name not in self.pins and self._assigned(name) != self.target)
+            )
+        )
 
     def _wanting_moves(self) -> list[tuple[NodeFacts, str]]:
         """(node, revision) to start, Ready nodes only: nodes off their desired revision, then the batch's."""
         moving = self._moving()
-        wanting = [(node, self._desired(node)) for name, node in sorted(self.nodes.items())
-                   if node.ready and name not in moving and self._desired(node) != self._assigned(name)]
+        wanting = [
+            (node, self._desired(node))
+            for name, node in sorted(self.nodes.items())
+            if node.ready and name not in moving and self._desired(node) != self._assigned(name)
+        ]
         step = self._open_batch()
         if step is not False:
             chosen = {node.name for node, _ in wanting}
@@ -521,14 +568,21 @@ class _Round:
             desired_per_site[node.site] = desired_per_site.get(node.site, 0) + 1
             if self._unavailable(node):
                 per_site[node.site] = per_site.get(node.site, 0) + 1
-        limits = {site: resolve_budget(self.strategy.max_unavailable_per_site, count)
-                  for site, count in desired_per_site.items()}
+        limits = {
+            site: resolve_budget(self.strategy.max_unavailable_per_site, count)
+            for site, count in desired_per_site.items()
+        }
         total_limit = resolve_budget(self.strategy.max_unavailable, len(self.nodes))
         return _Budget(per_site, limits, sum(per_site.values()), total_limit)
 
     def _unavailable(self, node: NodeFacts) -> bool:
-        return (node.name in self._moving() or not node.ready or node.drained_by_hand
-                or not node.instance_ready or node.running != self._assigned(node.name))
+        return (
+            node.name in self._moving()
+            or not node.ready
+            or node.drained_by_hand
+            or not node.instance_ready
+            or node.running != self._assigned(node.name)
+        )
 
     # --- completion ------------------------------------------------------------
 
@@ -538,8 +592,11 @@ class _Round:
         if self._moving() or rollout.phase in FINISHED_PHASES:
             return
         behind = [n for n in self._rolling_nodes() if self._assigned(n.name) != self.target and n.ready]
-        pinned_off = [n for n in self.nodes.values() if n.name in self.pins and n.ready
-                      and self._assigned(n.name) != self.pins[n.name]]
+        pinned_off = [
+            n
+            for n in self.nodes.values()
+            if n.name in self.pins and n.ready and self._assigned(n.name) != self.pins[n.name]
+        ]
         if behind or pinned_off or (self.target != self.stable and rollout.step < len(self._steps())):
             return
         self._complete(rollout)
@@ -607,8 +664,11 @@ class _Round:
         status.current_revision_number = self.inp.numbers.get(self.stable)
         status.update_revision = self.inp.update
         status.update_revision_number = self.inp.numbers.get(self.inp.update)
-        assigned = {name: revision for name, revision in sorted(self.assigned.items())
-                    if revision != self.stable and name in self.nodes}
+        assigned = {
+            name: revision
+            for name, revision in sorted(self.assigned.items())
+            if revision != self.stable and name in self.nodes
+        }
         status.node_revisions = assigned or None
         status.rollout = self.rollout
         tally: dict[str, list[int]] = {}  # site -> [desired, updated, ready, unavailable]: plain ints, one model each
@@ -618,8 +678,10 @@ class _Round:
             counts[1] += node.running == self.inp.update == self._assigned(node.name)
             counts[2] += node.instance_ready
             counts[3] += self._unavailable(node)
-        sites = {site: SiteCounts(desired=d, updated=u, ready=r, available=d - n, unavailable=n)
-                 for site, (d, u, r, n) in sorted(tally.items())}
+        sites = {
+            site: SiteCounts(desired=d, updated=u, ready=r, available=d - n, unavailable=n)
+            for site, (d, u, r, n) in sorted(tally.items())
+        }
         status.sites = sites or None
         status.desired_count = len(self.nodes)
         status.updated_count = sum(c.updated for c in sites.values())
@@ -633,23 +695,31 @@ class _Round:
         limit = resolve_budget(self.strategy.max_unavailable, len(self.nodes))
         available = (self.status.unavailable_count or 0) <= limit
         wanted = [
-            ("Available", available, "MinimumAvailable" if available else "TooManyUnavailable",
-             f"{self.status.available_count} of {self.status.desired_count} nodes available"),
+            (
+                "Available",
+                available,
+                "MinimumAvailable" if available else "TooManyUnavailable",
+                f"{self.status.available_count} of {self.status.desired_count} nodes available",
+            ),
         ]
         if rollout is not None:
             progressing = rollout.phase not in FINISHED_PHASES
             wanted.append(("Progressing", progressing, rollout.phase, rollout.message))
-            wanted.append(("Paused", rollout.phase == "Paused", "Paused" if rollout.phase == "Paused" else "Running",
-                           rollout.message if rollout.phase == "Paused" else ""))
+            wanted.append(
+                (
+                    "Paused",
+                    rollout.phase == "Paused",
+                    "Paused" if rollout.phase == "Paused" else "Running",
+                    rollout.message if rollout.phase == "Paused" else "",
+                )
+            )
         old = {condition.type: condition for condition in self.status.conditions or []}
-        return [self._condition(old.get(kind), kind, holds, reason, message)
-                for kind, holds, reason, message in wanted]
+        return [self._condition(old.get(kind), kind, holds, reason, message) for kind, holds, reason, message in wanted]
 
     def _condition(self, old: Condition | None, kind: str, holds: bool, reason: str, message: str) -> Condition:
         status = "True" if holds else "False"
         since = old.last_transition_time if old is not None and old.status == status else self.stamp
-        return Condition(type=kind, status=status, reason=reason, message=message[:1024],
-                         last_transition_time=since)
+        return Condition(type=kind, status=status, reason=reason, message=message[:1024], last_transition_time=since)
 
     def _number(self, revision: str) -> str:
         number = self.inp.numbers.get(revision)
@@ -665,8 +735,12 @@ def _private_copy(status: WorkloadStatus) -> WorkloadStatus:
     of a thousand-node status costs more than the whole round)."""
     rollout = status.rollout
     if rollout is not None:
-        rollout = rollout.model_copy(update={"nodes": {name: step.model_copy() for name, step in rollout.nodes.items()},
-                                             "waiting": list(rollout.waiting)})
+        rollout = rollout.model_copy(
+            update={
+                "nodes": {name: step.model_copy() for name, step in rollout.nodes.items()},
+                "waiting": list(rollout.waiting),
+            }
+        )
     return status.model_copy(update={"rollout": rollout})
 
 

@@ -32,7 +32,6 @@ two). An expired revision is 410 before the stream starts, or an ERROR
 event carrying a 410 Status once it has started.
 """
 
-
 import asyncio
 import json
 import logging
@@ -202,8 +201,12 @@ def create_app(
     async def reader(request: Request, header: Annotated[str | None, Depends(authorization)]) -> Principal:
         principal = await authenticator.authenticate(header)
         if principal.role is Role.NODE:
-            authorize_node(principal, _operation_id(request), request.path_params.get("name"),
-                           f"{request.method} {request.url.path}")
+            authorize_node(
+                principal,
+                _operation_id(request),
+                request.path_params.get("name"),
+                f"{request.method} {request.url.path}",
+            )
         return principal
 
     async def writer(principal: Annotated[Principal, Depends(reader)]) -> Principal:
@@ -242,10 +245,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def invalid_request(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        causes = [
-            StatusCause(field=".".join(str(p) for p in e["loc"]), message=str(e["msg"]))
-            for e in exc.errors()
-        ]
+        causes = [StatusCause(field=".".join(str(p) for p in e["loc"]), message=str(e["msg"])) for e in exc.errors()]
         return json_response(status_body(400, "BadRequest", "invalid request parameters", causes), 400)
 
     async def http_error(_: Request, exc: Exception) -> Response:
@@ -263,9 +263,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 async def read_json(request: Request, *, allowed: tuple[str, ...] = (JSON,)) -> object:
     content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
     if content_type not in allowed:
-        raise UnsupportedMediaType(
-            f"Content-Type {content_type!r} is not supported here; use {' or '.join(allowed)}"
-        )
+        raise UnsupportedMediaType(f"Content-Type {content_type!r} is not supported here; use {' or '.join(allowed)}")
     body = await request.body()
     try:
         return json.loads(body)
@@ -304,8 +302,9 @@ def _add_system_routes(
     ready_check: Callable[[], Awaitable[None]] | None,
     more_metrics: list[CollectorRegistry],
 ) -> None:
-    @app.get("/healthz", tags=["system"], summary="Liveness: the process serves requests",
-             response_class=PlainTextResponse)
+    @app.get(
+        "/healthz", tags=["system"], summary="Liveness: the process serves requests", response_class=PlainTextResponse
+    )
     async def healthz() -> Response:
         return PlainTextResponse("ok")
 
@@ -340,8 +339,12 @@ def _add_system_routes(
     async def version() -> Response:
         return json_response({"version": edgefleet.__version__, "apiVersion": API_VERSION})
 
-    @app.get(API_ROOT, tags=["system"], summary="The resource kinds this server serves",
-             responses={401: _ERROR_RESPONSES[401], 403: _ERROR_RESPONSES[403]})
+    @app.get(
+        API_ROOT,
+        tags=["system"],
+        summary="The resource kinds this server serves",
+        responses={401: _ERROR_RESPONSES[401], 403: _ERROR_RESPONSES[403]},
+    )
     async def discovery(_: Annotated[Principal, Depends(reader)]) -> Response:
         resources = [
             {"kind": i.kind, "name": i.plural, "singularName": i.singular, "shortNames": list(i.short_names)}
@@ -373,8 +376,14 @@ def _add_kind_routes(
         **_ERROR_RESPONSES,
     }
 
-    @app.get(collection, tags=tags, summary=f"List or watch {info.plural}", responses=list_responses,
-             response_class=Response, operation_id=f"list_{info.plural}")
+    @app.get(
+        collection,
+        tags=tags,
+        summary=f"List or watch {info.plural}",
+        responses=list_responses,
+        response_class=Response,
+        operation_id=f"list_{info.plural}",
+    )
     async def list_objects(
         request: Request,
         principal: Reader,
@@ -397,7 +406,13 @@ def _add_kind_routes(
                 return json_response(status_body(429, "TooManyRequests", str(exc)), 429)
             try:
                 response = await _start_watch(
-                    registry, metrics, info, selector, after, timeout, allow_watch_bookmarks,
+                    registry,
+                    metrics,
+                    info,
+                    selector,
+                    after,
+                    timeout,
+                    allow_watch_bookmarks,
                     redact=_redaction(info, principal),
                 )
             except BaseException:
@@ -414,43 +429,79 @@ def _add_kind_routes(
         listing = {"apiVersion": API_VERSION, "kind": f"{info.kind}List", "metadata": meta, "items": items}
         return json_response(listing)
 
-    @app.post(collection, tags=tags, summary=f"Create a {info.kind}", status_code=201,
-              responses={201: {"model": info.model}, **_ERROR_RESPONSES},
-              openapi_extra=_body_schema(info), response_class=Response, operation_id=f"create_{info.singular}")
+    @app.post(
+        collection,
+        tags=tags,
+        summary=f"Create a {info.kind}",
+        status_code=201,
+        responses={201: {"model": info.model}, **_ERROR_RESPONSES},
+        openapi_extra=_body_schema(info),
+        response_class=Response,
+        operation_id=f"create_{info.singular}",
+    )
     async def create_object(request: Request, _: Writer) -> Response:
         review = admission.review(info)
         return admitted(await registry.create(info, await read_json(request), admit=review), review, 201)
 
-    @app.get(item, tags=tags, summary=f"Read a {info.kind}", responses={200: {"model": info.model}, **_ERROR_RESPONSES},
-             response_class=Response, operation_id=f"read_{info.singular}")
+    @app.get(
+        item,
+        tags=tags,
+        summary=f"Read a {info.kind}",
+        responses={200: {"model": info.model}, **_ERROR_RESPONSES},
+        response_class=Response,
+        operation_id=f"read_{info.singular}",
+    )
     async def read_object(name: Annotated[str, _name_param()], principal: Reader) -> Response:
         return json_response(_shown(info, principal, [await registry.get(info, name)])[0])
 
-    @app.put(item, tags=tags, summary=f"Replace a {info.kind} (metadata.resourceVersion is a precondition)",
-             responses={200: {"model": info.model}, **_ERROR_RESPONSES}, openapi_extra=_body_schema(info),
-             response_class=Response, operation_id=f"replace_{info.singular}")
+    @app.put(
+        item,
+        tags=tags,
+        summary=f"Replace a {info.kind} (metadata.resourceVersion is a precondition)",
+        responses={200: {"model": info.model}, **_ERROR_RESPONSES},
+        openapi_extra=_body_schema(info),
+        response_class=Response,
+        operation_id=f"replace_{info.singular}",
+    )
     async def replace_object(name: Annotated[str, _name_param()], request: Request, _: Writer) -> Response:
         review = admission.review(info)
         return admitted(await registry.replace(info, name, await read_json(request), admit=review), review)
 
-    @app.patch(item, tags=tags, summary=f"JSON merge patch (RFC 7386) of a {info.kind}",
-               responses={200: {"model": info.model}, **_ERROR_RESPONSES},
-               openapi_extra=_patch_schema(), response_class=Response, operation_id=f"patch_{info.singular}")
+    @app.patch(
+        item,
+        tags=tags,
+        summary=f"JSON merge patch (RFC 7386) of a {info.kind}",
+        responses={200: {"model": info.model}, **_ERROR_RESPONSES},
+        openapi_extra=_patch_schema(),
+        response_class=Response,
+        operation_id=f"patch_{info.singular}",
+    )
     async def patch_object(name: Annotated[str, _name_param()], request: Request, _: Writer) -> Response:
         patch = await read_json(request, allowed=(MERGE_PATCH, JSON))
         review = admission.review(info)
         return admitted(await registry.patch(info, name, patch, admit=review), review)
 
-    @app.delete(item, tags=tags, summary=f"Delete a {info.kind}",
-                responses={200: {"model": info.model}, **_ERROR_RESPONSES}, response_class=Response,
-                operation_id=f"delete_{info.singular}")
+    @app.delete(
+        item,
+        tags=tags,
+        summary=f"Delete a {info.kind}",
+        responses={200: {"model": info.model}, **_ERROR_RESPONSES},
+        response_class=Response,
+        operation_id=f"delete_{info.singular}",
+    )
     async def delete_object(
         name: Annotated[str, _name_param()],
         _: Writer,
-        resource_version: Annotated[str | None, Query(alias="resourceVersion", max_length=32,
-                                                      description="delete only at this revision")] = None,
-        force: Annotated[bool, Query(description="delete even though other objects still name it (a Site "
-                                                 "with Nodes); admission webhooks are still asked")] = False,
+        resource_version: Annotated[
+            str | None, Query(alias="resourceVersion", max_length=32, description="delete only at this revision")
+        ] = None,
+        force: Annotated[
+            bool,
+            Query(
+                description="delete even though other objects still name it (a Site "
+                "with Nodes); admission webhooks are still asked"
+            ),
+        ] = False,
     ) -> Response:
         expected = parse_resource_version(resource_version, field="resourceVersion")
         review = admission.review(info, force=force)
@@ -472,18 +523,38 @@ def _add_status_routes(
     Writer = Annotated[Principal, Depends(writer)]
     responses: dict[int | str, dict[str, Any]] = {200: {"model": info.model}, **_ERROR_RESPONSES}
 
-    @app.get(path, tags=tags, summary=f"Read a {info.kind} with its status", responses=responses,
-             response_class=Response, operation_id=f"read_{info.singular}_status")
+    @app.get(
+        path,
+        tags=tags,
+        summary=f"Read a {info.kind} with its status",
+        responses=responses,
+        response_class=Response,
+        operation_id=f"read_{info.singular}_status",
+    )
     async def read_status(name: Annotated[str, _name_param()], principal: Reader) -> Response:
         return json_response(_shown(info, principal, [await registry.get(info, name)])[0])
 
-    @app.put(path, tags=tags, summary=f"Replace the status of a {info.kind}", responses=responses,
-             openapi_extra=_body_schema(info), response_class=Response, operation_id=f"replace_{info.singular}_status")
+    @app.put(
+        path,
+        tags=tags,
+        summary=f"Replace the status of a {info.kind}",
+        responses=responses,
+        openapi_extra=_body_schema(info),
+        response_class=Response,
+        operation_id=f"replace_{info.singular}_status",
+    )
     async def replace_status(name: Annotated[str, _name_param()], request: Request, _: Writer) -> Response:
         return json_response(await registry.replace(info, name, await read_json(request), status=True))
 
-    @app.patch(path, tags=tags, summary=f"Merge-patch the status of a {info.kind}", responses=responses,
-               openapi_extra=_patch_schema(), response_class=Response, operation_id=f"patch_{info.singular}_status")
+    @app.patch(
+        path,
+        tags=tags,
+        summary=f"Merge-patch the status of a {info.kind}",
+        responses=responses,
+        openapi_extra=_patch_schema(),
+        response_class=Response,
+        operation_id=f"patch_{info.singular}_status",
+    )
     async def patch_status(name: Annotated[str, _name_param()], request: Request, _: Writer) -> Response:
         patch = await read_json(request, allowed=(MERGE_PATCH, JSON))
         return json_response(await registry.patch(info, name, patch, status=True))
@@ -517,53 +588,91 @@ def _add_edge_routes(
 
     Admin = Annotated[Principal, Depends(admin)]
 
-    @app.post(f"{EDGE_ROOT}/bootstrap-tokens", tags=tags, status_code=201, response_class=Response,
-              summary="Create a bootstrap token for `edgefleet edge join` (admin)",
-              responses=_edge_responses(201, BootstrapTokenCreated), openapi_extra=_edge_body(BootstrapTokenRequest),
-              operation_id="create_bootstrap_token")
+    @app.post(
+        f"{EDGE_ROOT}/bootstrap-tokens",
+        tags=tags,
+        status_code=201,
+        response_class=Response,
+        summary="Create a bootstrap token for `edgefleet edge join` (admin)",
+        responses=_edge_responses(201, BootstrapTokenCreated),
+        openapi_extra=_edge_body(BootstrapTokenRequest),
+        operation_id="create_bootstrap_token",
+    )
     async def create_bootstrap_token(request: Request, principal: Admin) -> Response:
         body = parse_body(BootstrapTokenRequest, await read_json(request))
         return json_response(dump(await identity.create_bootstrap_token(body, principal.name)), 201)
 
-    @app.get(f"{EDGE_ROOT}/bootstrap-tokens", tags=tags, response_class=Response,
-             summary="List the bootstrap tokens that have not expired (admin; secrets are not shown)",
-             responses=_edge_responses(200, BootstrapTokenList), operation_id="list_bootstrap_tokens")
+    @app.get(
+        f"{EDGE_ROOT}/bootstrap-tokens",
+        tags=tags,
+        response_class=Response,
+        summary="List the bootstrap tokens that have not expired (admin; secrets are not shown)",
+        responses=_edge_responses(200, BootstrapTokenList),
+        operation_id="list_bootstrap_tokens",
+    )
     async def list_bootstrap_tokens(_: Admin) -> Response:
         return json_response(dump(await identity.list_bootstrap_tokens()))
 
-    @app.delete(f"{EDGE_ROOT}/bootstrap-tokens/{{token_id}}", tags=tags, response_class=Response,
-                summary="Delete a bootstrap token before it expires (admin)",
-                responses=_edge_responses(200, BootstrapToken), operation_id="delete_bootstrap_token")
+    @app.delete(
+        f"{EDGE_ROOT}/bootstrap-tokens/{{token_id}}",
+        tags=tags,
+        response_class=Response,
+        summary="Delete a bootstrap token before it expires (admin)",
+        responses=_edge_responses(200, BootstrapToken),
+        operation_id="delete_bootstrap_token",
+    )
     async def delete_bootstrap_token(
-        token_id: Annotated[str, PathParam(pattern="^[a-z0-9]{6}$", description="token id")], _: Admin,
+        token_id: Annotated[str, PathParam(pattern="^[a-z0-9]{6}$", description="token id")],
+        _: Admin,
     ) -> Response:
         return json_response(dump(await identity.delete_bootstrap_token(token_id)))
 
-    @app.post(f"{EDGE_ROOT}/join", tags=tags, status_code=201, response_class=Response,
-              summary="Join a node: create or adopt its Node and issue its credential (bootstrap token)",
-              responses=_edge_responses(201, JoinResponse), openapi_extra=_edge_body(JoinRequest),
-              operation_id="join_node")
+    @app.post(
+        f"{EDGE_ROOT}/join",
+        tags=tags,
+        status_code=201,
+        response_class=Response,
+        summary="Join a node: create or adopt its Node and issue its credential (bootstrap token)",
+        responses=_edge_responses(201, JoinResponse),
+        openapi_extra=_edge_body(JoinRequest),
+        operation_id="join_node",
+    )
     async def join(request: Request, header: Header) -> Response:
         via = await identity.check_bootstrap(header)
         body = parse_body(JoinRequest, await read_json(request))
         review = admission.review(NODES)
         return admitted(dump(await identity.join(body, via=via, admit=review)), review, 201)
 
-    @app.delete(f"{EDGE_ROOT}/nodes/{{name}}/credentials", tags=tags, response_class=Response,
-                summary="Revoke every credential of a node (admin); it is refused (401) until it joins again",
-                responses=_edge_responses(200, CredentialsRevoked), operation_id="revoke_node_credentials")
+    @app.delete(
+        f"{EDGE_ROOT}/nodes/{{name}}/credentials",
+        tags=tags,
+        response_class=Response,
+        summary="Revoke every credential of a node (admin); it is refused (401) until it joins again",
+        responses=_edge_responses(200, CredentialsRevoked),
+        operation_id="revoke_node_credentials",
+    )
     async def revoke(name: Annotated[str, _name_param()], _: Admin) -> Response:
         return json_response(dump(await identity.revoke_node(name)))
 
-    @app.post(f"{EDGE_ROOT}/nodes/{{name}}/approve", tags=tags, response_class=Response,
-              summary="Approve a node that joined with an approval token (admin); its agent may connect then",
-              responses=_edge_responses(200, NodeApproved), operation_id="approve_node")
+    @app.post(
+        f"{EDGE_ROOT}/nodes/{{name}}/approve",
+        tags=tags,
+        response_class=Response,
+        summary="Approve a node that joined with an approval token (admin); its agent may connect then",
+        responses=_edge_responses(200, NodeApproved),
+        operation_id="approve_node",
+    )
     async def approve(name: Annotated[str, _name_param()], _: Admin) -> Response:
         return json_response(dump(await identity.approve_node(name)))
 
-    @app.post(f"{EDGE_ROOT}/credentials/rotate", tags=tags, response_class=Response,
-              summary="Issue a new credential to the calling node; the old one expires after a grace period",
-              responses=_edge_responses(200, CredentialRotated), operation_id="rotate_node_credential")
+    @app.post(
+        f"{EDGE_ROOT}/credentials/rotate",
+        tags=tags,
+        response_class=Response,
+        summary="Issue a new credential to the calling node; the old one expires after a grace period",
+        responses=_edge_responses(200, CredentialRotated),
+        operation_id="rotate_node_credential",
+    )
     async def rotate(header: Header) -> Response:
         return json_response(dump(await identity.rotate(header)))
 
@@ -571,15 +680,29 @@ def _add_edge_routes(
 def _add_ca_route(app: FastAPI, ca_pem: bytes | None) -> None:
     """``/edge/v1/ca``: the CA certificate, public (a join checks it against its --ca-hash before trusting it)."""
 
-    @app.get(CA_PATH, tags=["edge"], response_class=Response, operation_id="read_cluster_ca",
-             summary="The CA certificate of the cloud's TLS (PEM; no token needed: joins pin it by hash)",
-             responses={200: {"description": "PEM", "content": {PEM: {"schema": {"type": "string"}}}},
-                        404: _ERROR_RESPONSES[404]})
+    @app.get(
+        CA_PATH,
+        tags=["edge"],
+        response_class=Response,
+        operation_id="read_cluster_ca",
+        summary="The CA certificate of the cloud's TLS (PEM; no token needed: joins pin it by hash)",
+        responses={
+            200: {"description": "PEM", "content": {PEM: {"schema": {"type": "string"}}}},
+            404: _ERROR_RESPONSES[404],
+        },
+    )
     async def cluster_ca() -> Response:
         if ca_pem is None:
-            return json_response(status_body(404, "NotFound", "this cloud publishes no CA (it serves cleartext, or "
-                                             "--tls-cert has no CA and no --tls-ca was given); give nodes the CA "
-                                             "file: edgefleet edge join --ca-file"), 404)
+            return json_response(
+                status_body(
+                    404,
+                    "NotFound",
+                    "this cloud publishes no CA (it serves cleartext, or "
+                    "--tls-cert has no CA and no --tls-ca was given); give nodes the CA "
+                    "file: edgefleet edge join --ca-file",
+                ),
+                404,
+            )
         return Response(ca_pem, media_type=PEM)
 
 

@@ -256,8 +256,9 @@ def _instances(status: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     workloads = status.get("workloads")
     if not isinstance(workloads, Mapping):
         return {}
-    return {name: (item.get("revision"), item.get("ready")) for name, item in workloads.items()
-            if isinstance(item, Mapping)}
+    return {
+        name: (item.get("revision"), item.get("ready")) for name, item in workloads.items() if isinstance(item, Mapping)
+    }
 
 
 def _significant(status: Mapping[str, Any]) -> JSONObject:

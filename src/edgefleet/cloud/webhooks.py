@@ -47,8 +47,9 @@ def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
         raise WebhookCallFailed(f"its caBundle cannot be loaded ({clean_text(str(exc), 120)})") from None
 
 
-async def post(url: str, body: bytes, *, deadline: float, max_bytes: int, headers: dict[str, str],
-               ca_bundle: str | None = None) -> Reply:
+async def post(
+    url: str, body: bytes, *, deadline: float, max_bytes: int, headers: dict[str, str], ca_bundle: str | None = None
+) -> Reply:
     """POST ``body``; the answer within ``deadline`` seconds and ``max_bytes`` bytes, or WebhookCallFailed."""
     try:
         async with asyncio.timeout(deadline):
@@ -61,8 +62,9 @@ async def post(url: str, body: bytes, *, deadline: float, max_bytes: int, header
         raise WebhookCallFailed(f"broke the HTTP exchange ({described(exc)})") from None
 
 
-async def _exchange(url: str, body: bytes, deadline: float, max_bytes: int, headers: dict[str, str],
-                    context: ssl.SSLContext) -> Reply:
+async def _exchange(
+    url: str, body: bytes, deadline: float, max_bytes: int, headers: dict[str, str], context: ssl.SSLContext
+) -> Reply:
     async with (
         httpx.AsyncClient(verify=context, trust_env=False, follow_redirects=False, timeout=deadline) as client,
         client.stream("POST", url, content=body, headers=headers) as response,

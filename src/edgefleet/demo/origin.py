@@ -211,8 +211,7 @@ def multipart_segments(ranges: list[tuple[int, int]], size: int, content_type: s
     """The multipart/byteranges payload (RFC 9110 14.6) for several ranges."""
     segments: list[Segment] = []
     for start, end in ranges:
-        head = (f"--{BOUNDARY}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Range: bytes {start}-{end - 1}/{size}\r\n\r\n")
+        head = f"--{BOUNDARY}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {start}-{end - 1}/{size}\r\n\r\n"
         segments += [head.encode(), (start, end), b"\r\n"]
     segments.append(f"--{BOUNDARY}--\r\n".encode())
     return segments
@@ -252,8 +251,13 @@ class OriginState:
             self.conditional += 1
 
     def stats(self) -> dict[str, object]:
-        return {"requests": self.requests, "by_path": dict(self.by_path), "ranges": self.ranges,
-                "conditional": self.conditional, "methods": dict(self.methods)}
+        return {
+            "requests": self.requests,
+            "by_path": dict(self.by_path),
+            "ranges": self.ranges,
+            "conditional": self.conditional,
+            "methods": dict(self.methods),
+        }
 
     def reset(self) -> None:
         self.requests = self.ranges = self.conditional = 0
@@ -300,16 +304,24 @@ class Representation:
 
 def generated(state: OriginState, path: str, size: int, content_type: str, cache_control: str) -> Representation:
     version = state.version(path)
-    return Representation(body=Body(size=size, seed=f"{path}|{version}"), content_type=content_type,
-                          cache_control=cache_control, identity=f"{path}|{size}|{version}",
-                          last_modified=state.last_modified(path))
+    return Representation(
+        body=Body(size=size, seed=f"{path}|{version}"),
+        content_type=content_type,
+        cache_control=cache_control,
+        identity=f"{path}|{size}|{version}",
+        last_modified=state.last_modified(path),
+    )
 
 
 def page(state: OriginState, path: str, text: str, content_type: str, cache_control: str) -> Representation:
     data = text.encode()
-    return Representation(body=Body.literal(data), content_type=content_type, cache_control=cache_control,
-                          identity=f"{path}|{hashlib.sha256(data).hexdigest()}",
-                          last_modified=state.last_modified(path))
+    return Representation(
+        body=Body.literal(data),
+        content_type=content_type,
+        cache_control=cache_control,
+        identity=f"{path}|{hashlib.sha256(data).hexdigest()}",
+        last_modified=state.last_modified(path),
+    )
 
 
 INDEX_HTML = """<!doctype html>
@@ -340,8 +352,9 @@ def app_js(request: web.Request, state: OriginState) -> Representation:
 def api_time(request: web.Request, state: OriginState) -> Representation:
     now = time.time()
     data = json.dumps({"time": http_date(now), "epoch": now}).encode()
-    return Representation(body=Body.literal(data), content_type="application/json", cache_control="no-store",
-                          ranges=False)
+    return Representation(
+        body=Body.literal(data), content_type="application/json", cache_control="no-store", ranges=False
+    )
 
 
 def private_page(request: web.Request, state: OriginState) -> Representation:
@@ -369,10 +382,13 @@ def echo(request: web.Request, state: OriginState) -> Representation:
     for name, value in request.headers.items():
         key = name.lower()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    data = json.dumps({"method": request.method, "path": request.path, "query": request.rel_url.raw_query_string,
-                       "headers": headers}, indent=1).encode()
-    return Representation(body=Body.literal(data), content_type="application/json", cache_control="no-store",
-                          ranges=False)
+    data = json.dumps(
+        {"method": request.method, "path": request.path, "query": request.rel_url.raw_query_string, "headers": headers},
+        indent=1,
+    ).encode()
+    return Representation(
+        body=Body.literal(data), content_type="application/json", cache_control="no-store", ranges=False
+    )
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -387,9 +403,15 @@ async def upload(request: web.Request) -> web.Response:
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=502)  # never sent: the connection is gone
-    return web.json_response({"method": request.method, "size": size, "sha256": digest.hexdigest(),
-                              "chunked": "chunked" in request.headers.get("Transfer-Encoding", "").lower()},
-                             headers={"Cache-Control": "no-store"})
+    return web.json_response(
+        {
+            "method": request.method,
+            "size": size,
+            "sha256": digest.hexdigest(),
+            "chunked": "chunked" in request.headers.get("Transfer-Encoding", "").lower(),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 # --- query shaping ----------------------------------------------------------
@@ -434,8 +456,14 @@ def shaped_headers(rep: Representation, query: Mapping[str, str], etag_identity:
             headers["Last-Modified"] = query["lm"]
     elif rep.last_modified is not None:
         headers["Last-Modified"] = http_date(rep.last_modified)
-    for param, name in (("cdncc", "CDN-Cache-Control"), ("sc", "Surrogate-Control"), ("expires", "Expires"),
-                        ("vary", "Vary"), ("tags", "Cache-Tag"), ("age", "Age")):
+    for param, name in (
+        ("cdncc", "CDN-Cache-Control"),
+        ("sc", "Surrogate-Control"),
+        ("expires", "Expires"),
+        ("vary", "Vary"),
+        ("tags", "Cache-Tag"),
+        ("age", "Age"),
+    ):
         if query.get(param):
             headers[name] = query[param]
     if query.get("setcookie") == "1":
@@ -454,8 +482,9 @@ def not_modified_headers(headers: CIMultiDict[str]) -> CIMultiDict[str]:
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in dropped)
 
 
-def select_payload(request: web.Request, rep: Representation, headers: CIMultiDict[str],
-                   status: int) -> tuple[int, CIMultiDict[str], list[Segment]]:
+def select_payload(
+    request: web.Request, rep: Representation, headers: CIMultiDict[str], status: int
+) -> tuple[int, CIMultiDict[str], list[Segment]]:
     """Apply conditionals and ranges to a shaped response: status, headers and payload segments."""
     size = rep.body.size
     if status != 200:
@@ -474,8 +503,9 @@ def select_payload(request: web.Request, rep: Representation, headers: CIMultiDi
     return ranged(headers, ranges, size, rep.content_type)
 
 
-def ranged(headers: CIMultiDict[str], ranges: list[tuple[int, int]], size: int,
-           content_type: str) -> tuple[int, CIMultiDict[str], list[Segment]]:
+def ranged(
+    headers: CIMultiDict[str], ranges: list[tuple[int, int]], size: int, content_type: str
+) -> tuple[int, CIMultiDict[str], list[Segment]]:
     if not ranges:
         headers = CIMultiDict({"Content-Range": f"bytes */{size}", "Content-Type": "text/plain"})
         return 416, headers, []
@@ -495,8 +525,9 @@ def segment_chunks(body: Body, segments: list[Segment], chunk: int) -> Iterator[
             yield from body.chunks(segment[0], segment[1], chunk)
 
 
-async def write_payload(request: web.Request, body: Body, status: int, headers: CIMultiDict[str],
-                        segments: list[Segment]) -> web.StreamResponse:
+async def write_payload(
+    request: web.Request, body: Body, status: int, headers: CIMultiDict[str], segments: list[Segment]
+) -> web.StreamResponse:
     """Send the answer: one buffer when small and plain, else streamed (chunked=1, slow=MS)."""
     chunked = request.query.get("chunked") == "1"
     slow_ms = int_param(request.query, "slow", 0, 0, 60_000)
@@ -582,19 +613,30 @@ def admin_routes(state: OriginState) -> list[web.RouteDef]:
             raise web.HTTPBadRequest(text=f'expected JSON {{"mode": one of {", ".join(MODES)}}}\n')
         return web.json_response({"mode": state.mode})
 
-    return [web.get(ADMIN_PREFIX + "stats", stats), web.post(ADMIN_PREFIX + "reset", reset),
-            web.post(ADMIN_PREFIX + "version", version), web.route("*", ADMIN_PREFIX + "mode", mode)]
+    return [
+        web.get(ADMIN_PREFIX + "stats", stats),
+        web.post(ADMIN_PREFIX + "reset", reset),
+        web.post(ADMIN_PREFIX + "version", version),
+        web.route("*", ADMIN_PREFIX + "mode", mode),
+    ]
 
 
 def content_routes(state: OriginState) -> list[web.RouteDef]:
     def get(path: str, produce: Producer) -> web.RouteDef:
         return web.get(path, content_handler(state, produce))  # aiohttp adds HEAD for web.get
 
-    return [get("/bytes/{n:[0-9]+}", bytes_object), get("/bytes/{n:[0-9]+}/{name:.+}", bytes_object),
-            get("/", index_page), get("/static/app.js", app_js), get("/api/time", api_time),
-            get("/private", private_page), get("/large.bin", large_bin),
-            get(r"/video/seg-{n:[0-9]+}.ts", video_segment), web.route("*", "/echo", content_handler(state, echo)),
-            web.route("*", "/upload", upload)]
+    return [
+        get("/bytes/{n:[0-9]+}", bytes_object),
+        get("/bytes/{n:[0-9]+}/{name:.+}", bytes_object),
+        get("/", index_page),
+        get("/static/app.js", app_js),
+        get("/api/time", api_time),
+        get("/private", private_page),
+        get("/large.bin", large_bin),
+        get(r"/video/seg-{n:[0-9]+}.ts", video_segment),
+        web.route("*", "/echo", content_handler(state, echo)),
+        web.route("*", "/upload", upload),
+    ]
 
 
 def make_app(state: OriginState | None = None) -> web.Application:
@@ -608,8 +650,9 @@ def make_app(state: OriginState | None = None) -> web.Application:
 # --- process ----------------------------------------------------------------
 
 
-async def serve(host: str = "127.0.0.1", port: int = 8080, *, stop: asyncio.Event | None = None,
-                state: OriginState | None = None) -> None:
+async def serve(
+    host: str = "127.0.0.1", port: int = 8080, *, stop: asyncio.Event | None = None, state: OriginState | None = None
+) -> None:
     """Serve until ``stop`` is set (or the task is cancelled); port 0 picks a free port.
 
     Prints ``origin listening on http://HOST:PORT`` (the bound port) once connections are accepted.
@@ -646,8 +689,13 @@ async def serve_until_signalled(host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgefleet origin", description="A programmable HTTP origin.")
-    parser.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 8080), metavar="HOST:PORT",
-                        help="address to listen on (port 0 picks a free one); default 127.0.0.1:8080")
+    parser.add_argument(
+        "--listen",
+        type=parse_listen,
+        default=("127.0.0.1", 8080),
+        metavar="HOST:PORT",
+        help="address to listen on (port 0 picks a free one); default 127.0.0.1:8080",
+    )
     args = parser.parse_args(argv)
     host, port = args.listen
     try:

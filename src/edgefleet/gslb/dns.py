@@ -149,10 +149,20 @@ class _Answer(NamedTuple):
 class DnsServer:
     """Authoritative DNS over UDP and TCP on ``host:port`` (port 0: any free port, the same for both)."""
 
-    def __init__(self, resolver: Resolving, host: str = "127.0.0.1", port: int = 53, *, tcp: bool = True,
-                 idle_timeout: float = 10.0, max_tcp_connections: int = 1024, cache_size: int = 100_000,
-                 cache_max_age: float = 10.0, rrl: RrlSettings | None = None,
-                 demand_per_sender: int = DEMAND_PER_SENDER) -> None:
+    def __init__(
+        self,
+        resolver: Resolving,
+        host: str = "127.0.0.1",
+        port: int = 53,
+        *,
+        tcp: bool = True,
+        idle_timeout: float = 10.0,
+        max_tcp_connections: int = 1024,
+        cache_size: int = 100_000,
+        cache_max_age: float = 10.0,
+        rrl: RrlSettings | None = None,
+        demand_per_sender: int = DEMAND_PER_SENDER,
+    ) -> None:
         self.resolver = resolver
         self.host = host
         self.port = port
@@ -207,8 +217,9 @@ class DnsServer:
             log.exception("error answering a DNS message from %s", client_address)
             return None
 
-    def _answer_fresh(self, data: bytes, client_address: str, udp: bool,
-                      key: tuple[bytes, str, bool]) -> _Answer | None:
+    def _answer_fresh(
+        self, data: bytes, client_address: str, udp: bool, key: tuple[bytes, str, bool]
+    ) -> _Answer | None:
         try:
             query = dnswire.parse_query(data)
         except DnsFormatError:
@@ -230,8 +241,16 @@ class DnsServer:
             log.exception("resolver failed for %s type %d from %s", query.qname, query.qtype, client_address)
             reply = dnswire.response(query, dnswire.SERVFAIL, (), (), (), aa=False, ecs_scope=None, max_size=max_size)
             return _Answer(reply[2:], dnswire.SERVFAIL, False, region, _ERROR_CLASS)
-        reply = dnswire.response(query, rcode, answers, authority, additional,
-                                 aa=rcode in (dnswire.NOERROR, dnswire.NXDOMAIN), ecs_scope=scope, max_size=max_size)
+        reply = dnswire.response(
+            query,
+            rcode,
+            answers,
+            authority,
+            additional,
+            aa=rcode in (dnswire.NOERROR, dnswire.NXDOMAIN),
+            ecs_scope=scope,
+            max_size=max_size,
+        )
         truncated = bool(reply[2] & 0x02)
         return self._cached(key, _Answer(reply[2:], rcode, truncated, region, _response_class(query, rcode)))
 
@@ -407,8 +426,8 @@ class _TcpConnection(asyncio.Protocol):
             length = int.from_bytes(self.buffer[:2], "big")
             if len(self.buffer) < 2 + length:
                 return
-            message = bytes(self.buffer[2:2 + length])
-            del self.buffer[:2 + length]
+            message = bytes(self.buffer[2 : 2 + length])
+            del self.buffer[: 2 + length]
             self.server.metrics.tcp_queries += 1
             reply = self.server.answer(message, self.client_address, udp=False)
             if reply is None:  # unreadable or a response: this stream cannot be trusted any more

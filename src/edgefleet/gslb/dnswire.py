@@ -227,7 +227,7 @@ def _question_name(data: bytes, query_id: int) -> tuple[int, str]:
             break
         if length > MAX_LABEL:
             raise DnsFormatError("compression or extended label type in the question name", query_id)
-        labels.append(data[pos + 1:pos + 1 + length])
+        labels.append(data[pos + 1 : pos + 1 + length])
         pos += length + 1
         if pos - 12 >= MAX_NAME_WIRE:
             raise DnsFormatError("the question name is longer than 255 bytes", query_id)
@@ -250,8 +250,9 @@ def name_text(labels: Sequence[bytes]) -> str:
 
 
 def _escaped_label(label: bytes) -> str:
-    return "".join(chr(byte) if _PLAIN_NAME.fullmatch(bytes((byte,))) and byte != 0x2E else f"\\{byte:03d}"
-                   for byte in label)
+    return "".join(
+        chr(byte) if _PLAIN_NAME.fullmatch(bytes((byte,))) and byte != 0x2E else f"\\{byte:03d}" for byte in label
+    )
 
 
 def _additional_section(data: bytes, pos: int, count: int, query_id: int) -> Edns | None:
@@ -273,7 +274,7 @@ def _additional_section(data: bytes, pos: int, count: int, query_id: int) -> Edn
                 raise DnsFormatError("more than one OPT record", query_id)
             if not owner_is_root:
                 raise DnsFormatError("the OPT record is not owned by the root name", query_id)
-            edns = _opt(data[pos:pos + rdlength], rclass, ttl, query_id)
+            edns = _opt(data[pos : pos + rdlength], rclass, ttl, query_id)
         else:
             others += 1
             if others > MAX_OTHER_ADDITIONAL:
@@ -306,8 +307,9 @@ def skip_name(data: bytes, pos: int, query_id: int | None = None) -> int:
                 raise DnsFormatError("a compression pointer is cut short", query_id)
             target = ((length & 0x3F) << 8) | data[pos + 1]
             if target >= segment_start:
-                raise DnsFormatError("a compression pointer does not point backwards, before the name it ends",
-                                     query_id)
+                raise DnsFormatError(
+                    "a compression pointer does not point backwards, before the name it ends", query_id
+                )
             hops += 1
             if hops > MAX_POINTER_HOPS:
                 raise DnsFormatError(f"a name follows more than {MAX_POINTER_HOPS} compression pointers", query_id)
@@ -338,7 +340,7 @@ def _opt(rdata: bytes, udp_size: int, ttl: int, query_id: int) -> Edns:
         if code == OPTION_CLIENT_SUBNET:
             if ecs is not None:
                 raise DnsFormatError("more than one Client Subnet option", query_id)
-            ecs = parse_client_subnet(rdata[pos:pos + length], query_id)
+            ecs = parse_client_subnet(rdata[pos : pos + length], query_id)
         pos += length
     return Edns(udp_size, bool(ttl & _DO_BIT), ecs, (ttl >> 16) & 0xFF)
 
@@ -452,10 +454,24 @@ def ns(name: str, ttl: int, target: str, *, question: bytes = b"") -> bytes:
     return record(name, NS, ttl, compressed_name(target, question), question=question)
 
 
-def soa(name: str, ttl: int, mname: str, rname: str, serial: int, refresh: int, retry: int, expire: int,
-        minimum: int, *, question: bytes = b"") -> bytes:
-    rdata = (compressed_name(mname, question) + compressed_name(rname, question)
-             + _SOA_NUMBERS.pack(serial & 0xFFFFFFFF, refresh, retry, expire, minimum))
+def soa(
+    name: str,
+    ttl: int,
+    mname: str,
+    rname: str,
+    serial: int,
+    refresh: int,
+    retry: int,
+    expire: int,
+    minimum: int,
+    *,
+    question: bytes = b"",
+) -> bytes:
+    rdata = (
+        compressed_name(mname, question)
+        + compressed_name(rname, question)
+        + _SOA_NUMBERS.pack(serial & 0xFFFFFFFF, refresh, retry, expire, minimum)
+    )
     return record(name, SOA, ttl, rdata, question=question)
 
 
@@ -464,7 +480,7 @@ def txt(name: str, ttl: int, strings: Sequence[str], *, question: bytes = b"") -
     chunks: list[bytes] = []
     for text in strings:
         raw = text.encode("utf-8")
-        chunks.extend(raw[i:i + 255] for i in range(0, len(raw), 255))
+        chunks.extend(raw[i : i + 255] for i in range(0, len(raw), 255))
         if not raw:
             chunks.append(b"")
     rdata = b"".join(bytes((len(chunk),)) + chunk for chunk in chunks)
@@ -476,8 +492,17 @@ def txt(name: str, ttl: int, strings: Sequence[str], *, question: bytes = b"") -
 # --- building messages ------------------------------------------------------------------------
 
 
-def response(query: Query, rcode: int, answers: Sequence[bytes], authority: Sequence[bytes],
-             additional: Sequence[bytes], *, aa: bool, ecs_scope: int | None, max_size: int) -> bytes:
+def response(
+    query: Query,
+    rcode: int,
+    answers: Sequence[bytes],
+    authority: Sequence[bytes],
+    additional: Sequence[bytes],
+    *,
+    aa: bool,
+    ecs_scope: int | None,
+    max_size: int,
+) -> bytes:
     """The answer to ``query``: header, echoed question, sections, OPT if the query had EDNS.
 
     Over ``max_size`` (``query.udp_limit()`` on UDP, :data:`MAX_MESSAGE` on

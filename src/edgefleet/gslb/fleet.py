@@ -221,7 +221,11 @@ class FleetState:
     def _node_changed(self, old: _NodeFacts, new: _NodeFacts) -> bool:
         """Whether routing may see a difference (a refreshed, still-fresh vote is none)."""
         if (old.site, old.ipv4, old.ipv6, old.draining, old.phase) != (
-            new.site, new.ipv4, new.ipv6, new.draining, new.phase,
+            new.site,
+            new.ipv4,
+            new.ipv6,
+            new.draining,
+            new.phase,
         ):
             return True
         if old.votes.keys() != new.votes.keys():
@@ -361,8 +365,15 @@ class FleetState:
             site = self._sites[name]
             fit = [node for node in sorted(self._site_nodes.get(name, ())) if self._fitness(node, now)[0]]
             view = SiteView(
-                name, site.region, site.country, site.lat, site.lon, site.active,
-                site.capacity_gbps, site.load_gbps, tuple(self._target(node) for node in fit),
+                name,
+                site.region,
+                site.country,
+                site.lat,
+                site.lon,
+                site.active,
+                site.capacity_gbps,
+                site.load_gbps,
+                tuple(self._target(node) for node in fit),
             )
             self._views[name] = view
         return view

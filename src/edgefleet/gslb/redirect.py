@@ -116,7 +116,8 @@ def parse_trusted(cidrs: Sequence[str]) -> tuple[Network, ...]:
             networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
         except ValueError:
             raise ValueError(
-                f"trusted proxy {cidr!r} is not an IP network such as 10.0.0.0/8 or 2001:db8::/32") from None
+                f"trusted proxy {cidr!r} is not an IP network such as 10.0.0.0/8 or 2001:db8::/32"
+            ) from None
     return tuple(networks)
 
 
@@ -183,8 +184,9 @@ def cache_key(host: str, path: str) -> str:
     return f"http://{host}{path}"
 
 
-def location_for(node: NodeTarget, decision: Decision, path: str, *, zone: str, node_port: int | None,
-                 scheme: str) -> str:
+def location_for(
+    node: NodeTarget, decision: Decision, path: str, *, zone: str, node_port: int | None, scheme: str
+) -> str:
     """``<scheme>://<node>.<domain>.<zone>[:<port>]<path>``; the port only when not the scheme's default."""
     port = "" if node_port is None or node_port == DEFAULT_PORTS.get(scheme) else f":{node_port}"
     return f"{scheme}://{node_hostname(node.name, decision.domain.domain, zone)}{port}{path}"
@@ -193,8 +195,16 @@ def location_for(node: NodeTarget, decision: Decision, path: str, *, zone: str, 
 # -- the decision ------------------------------------------------------------------------------------
 
 
-def decide(fleet: FleetState, geo: GeoLookup, *, host: str, path: str, client: str, now: float,
-           latency: LatencyMatrix | None = None) -> Decision | None:
+def decide(
+    fleet: FleetState,
+    geo: GeoLookup,
+    *,
+    host: str,
+    path: str,
+    client: str,
+    now: float,
+    latency: LatencyMatrix | None = None,
+) -> Decision | None:
     """The routing decision for ``http://<host><path>`` asked by ``client``; None if no Domain serves ``host``."""
     match = fleet.domain_for(host)
     if match is None:
@@ -205,8 +215,14 @@ def decide(fleet: FleetState, geo: GeoLookup, *, host: str, path: str, client: s
     # The cache keys a zone name (<domain>.<zone>, <node>.<domain>.<zone>) under the Domain's own hostname.
     key = cache_key(fleet.canonical_host(match.domain) if match.via == "zone" else host, path)
     routing = fleet.routing_for(match.domain)
-    route = choose(Client(client, location), fleet.sites_for(match.domain, now), routing, key=key,
-                   draw=draw_for(subnet, match.domain), latency=latency)
+    route = choose(
+        Client(client, location),
+        fleet.sites_for(match.domain, now),
+        routing,
+        key=key,
+        draw=draw_for(subnet, match.domain),
+        latency=latency,
+    )
     return Decision(host, match, Client(client, location), subnet, prefix, key, routing.ttl, route)
 
 
@@ -222,22 +238,33 @@ def _where(location: Location | None, prefix: int | None) -> str:
     return f"{location.country} {location.region}, geo prefix /{prefix}"
 
 
-def redirect_for(decision: Decision, path: str, *, zone: str, node_port: int | None = None,
-                 scheme: str = "http") -> Redirect:
+def redirect_for(
+    decision: Decision, path: str, *, zone: str, node_port: int | None = None, scheme: str = "http"
+) -> Redirect:
     """302 to the first node of the route, or 503 when no site is eligible."""
     route = decision.route
     who = describe_client(decision.client, decision.matched_prefix)
     if route.site is None or not route.nodes:
-        return Redirect(503, None, f"no healthy node serves domain {decision.domain.domain} for {who}: "
-                                   f"{route.reason}")
+        return Redirect(503, None, f"no healthy node serves domain {decision.domain.domain} for {who}: {route.reason}")
     node = route.nodes[0]
     location = location_for(node, decision, path, zone=zone, node_port=node_port, scheme=scheme)
     return Redirect(302, location, f"{who} -> site {route.site}, node {node.name}: {route.reason}")
 
 
-def _answer(fleet: FleetState, geo: GeoLookup, *, method: str, host: str, target: str, client: str, zone: str,
-            node_port: int | None, scheme: str, now: float,
-            latency: LatencyMatrix | None) -> tuple[Redirect, Decision | None]:
+def _answer(
+    fleet: FleetState,
+    geo: GeoLookup,
+    *,
+    method: str,
+    host: str,
+    target: str,
+    client: str,
+    zone: str,
+    node_port: int | None,
+    scheme: str,
+    now: float,
+    latency: LatencyMatrix | None,
+) -> tuple[Redirect, Decision | None]:
     if method not in METHODS:
         return Redirect(405, None, f"method {method} not allowed: the redirector answers GET and HEAD"), None
     split = split_target(target, host)
@@ -247,22 +274,47 @@ def _answer(fleet: FleetState, geo: GeoLookup, *, method: str, host: str, target
         return Redirect(400, None, f"bad request: {what}"), None
     decision = decide(fleet, geo, host=name, path=split[1], client=client, now=now, latency=latency)
     if decision is None:
-        return Redirect(404, None, f"no Domain serves host {name!r}: the redirector answers for Domain "
-                                   f"hostnames and <domain>.{zone}"), None
+        return Redirect(
+            404,
+            None,
+            f"no Domain serves host {name!r}: the redirector answers for Domain hostnames and <domain>.{zone}",
+        ), None
     return redirect_for(decision, split[1], zone=zone, node_port=node_port, scheme=scheme), decision
 
 
-def redirect_target(fleet: FleetState, geo: GeoLookup, *, method: str, host: str, target: str, client: str,
-                    zone: str, node_port: int | None = None, scheme: str = "http", now: float,
-                    latency: LatencyMatrix | None = None) -> Redirect:
+def redirect_target(
+    fleet: FleetState,
+    geo: GeoLookup,
+    *,
+    method: str,
+    host: str,
+    target: str,
+    client: str,
+    zone: str,
+    node_port: int | None = None,
+    scheme: str = "http",
+    now: float,
+    latency: LatencyMatrix | None = None,
+) -> Redirect:
     """The redirector's answer to ``<method> <target>`` with Host ``host`` from ``client`` (the pure core).
 
     ``host`` is the Host header as sent (a port is ignored), ``target`` the
     raw request target (origin-form or absolute-form), ``client`` the
     user's address (see :func:`client_address`).
     """
-    return _answer(fleet, geo, method=method, host=host, target=target, client=client, zone=zone,
-                   node_port=node_port, scheme=scheme, now=now, latency=latency)[0]
+    return _answer(
+        fleet,
+        geo,
+        method=method,
+        host=host,
+        target=target,
+        client=client,
+        zone=zone,
+        node_port=node_port,
+        scheme=scheme,
+        now=now,
+        latency=latency,
+    )[0]
 
 
 def route_document(decision: Decision, redirect: Redirect) -> dict[str, Any]:
@@ -276,16 +328,21 @@ def route_document(decision: Decision, redirect: Redirect) -> dict[str, Any]:
         "client": {
             "address": client.address,
             "subnet": decision.subnet,
-            "location": None if location is None else {
-                "country": location.country, "region": location.region, "lat": location.lat, "lon": location.lon},
+            "location": None
+            if location is None
+            else {"country": location.country, "region": location.region, "lat": location.lat, "lon": location.lon},
             "geoPrefix": decision.matched_prefix,
         },
         "key": decision.key,
         "site": route.site,
         "nodes": [{"name": node.name, "ipv4": list(node.ipv4), "ipv6": list(node.ipv6)} for node in route.nodes],
         "candidates": [
-            {"site": c.site, "score": c.score if math.isfinite(c.score) else None, "eligible": c.eligible,
-             "note": c.note}
+            {
+                "site": c.site,
+                "score": c.score if math.isfinite(c.score) else None,
+                "eligible": c.eligible,
+                "note": c.note,
+            }
             for c in route.candidates
         ],
         "reason": route.reason,
@@ -345,8 +402,16 @@ def answer_request(settings: _Settings, request: web.Request) -> web.Response:
     if request.path == ROUTE_PATH and settings.fleet.domain_for(host_name(host) or "") is None:
         return _route_response(settings, request, client)
     redirect, decision = _answer(
-        settings.fleet, settings.geo, method=request.method, host=host, target=request.raw_path, client=client,
-        zone=settings.zone, node_port=settings.node_port, scheme=settings.scheme, now=settings.clock(),
+        settings.fleet,
+        settings.geo,
+        method=request.method,
+        host=host,
+        target=request.raw_path,
+        client=client,
+        zone=settings.zone,
+        node_port=settings.node_port,
+        scheme=settings.scheme,
+        now=settings.clock(),
         latency=settings.latency,
     )
     return _response(redirect, decision)
@@ -380,8 +445,15 @@ def _route_response(settings: _Settings, request: web.Request, client: str) -> w
     path = query.get("path", "/")
     if not path.startswith("/"):
         return _json({"error": "path must start with /"}, 400)
-    decision = decide(settings.fleet, settings.geo, host=name, path=path, client=client, now=settings.clock(),
-                      latency=settings.latency)
+    decision = decide(
+        settings.fleet,
+        settings.geo,
+        host=name,
+        path=path,
+        client=client,
+        now=settings.clock(),
+        latency=settings.latency,
+    )
     if decision is None:
         return _json({"error": f"no Domain serves host {name!r}"}, 404)
     redirect = redirect_for(decision, path, zone=settings.zone, node_port=settings.node_port, scheme=settings.scheme)
@@ -389,8 +461,12 @@ def _route_response(settings: _Settings, request: web.Request, client: str) -> w
 
 
 def _json(document: Mapping[str, Any], status: int, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=json.dumps(document, indent=2) + "\n", content_type="application/json",
-                        headers={"Cache-Control": "no-store", **(headers or {})})
+    return web.Response(
+        status=status,
+        text=json.dumps(document, indent=2) + "\n",
+        content_type="application/json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
 
 
 __all__ = [

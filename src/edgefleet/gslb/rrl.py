@@ -78,8 +78,6 @@ class Verdict(Enum):
     DROP = "drop"
 
 
-
-
 def client_network(address: str) -> str:
     """The client's /24 (IPv4) or /56 (IPv6), as text; the address itself if it does not parse."""
     parsed = parse_address(address)

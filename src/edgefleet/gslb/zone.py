@@ -159,8 +159,16 @@ _CachedAnswer = tuple[int, tuple[bytes, ...], tuple[bytes, ...], bool]
 class Resolver:
     """Answers queries for a :class:`Zone` from a :class:`FleetState` and a geo table."""
 
-    def __init__(self, zone: Zone, fleet_state: FleetState, geo: GeoDatabase, latency: LatencyMatrix | None = None,
-                 *, clock: Callable[[], float] = time.time, cache_size: int = ANSWER_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        zone: Zone,
+        fleet_state: FleetState,
+        geo: GeoDatabase,
+        latency: LatencyMatrix | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        cache_size: int = ANSWER_CACHE_SIZE,
+    ) -> None:
         if fleet_state.zone != zone.origin:
             raise ValueError(f"the fleet state serves zone {fleet_state.zone!r}, the zone is {zone.origin!r}")
         self.zone = zone
@@ -223,7 +231,7 @@ class Resolver:
             record = dnswire.txt(query.qname, DIAGNOSTIC_TTL, describe_placement(placement), question=query.qname_wire)
             return dnswire.NOERROR, (record,), _EMPTY, _EMPTY, placement.scope(per_subnet=True)
         if label.startswith("_route."):
-            match = self.fleet.domain_for(label[len("_route."):] + self._suffix)
+            match = self.fleet.domain_for(label[len("_route.") :] + self._suffix)
             if match is not None and match.via == "zone":
                 return self._route_txt(query, match, client_address)
         if query.qname in self.zone.glue:
@@ -241,12 +249,17 @@ class Resolver:
         return self._nodata(query)
 
     def _ns_records(self, query: Query) -> tuple[bytes, ...]:
-        return tuple(dnswire.ns(self.zone.origin, self.zone.ns_ttl, target, question=query.qname_wire)
-                     for target in self.zone.ns)
+        return tuple(
+            dnswire.ns(self.zone.origin, self.zone.ns_ttl, target, question=query.qname_wire) for target in self.zone.ns
+        )
 
     def _glue_records(self, query: Query) -> tuple[bytes, ...]:
-        return tuple(record for target in self.zone.ns if target in self.zone.glue
-                     for record in self._address_records(query, target, self.zone.glue[target], self.zone.ns_ttl))
+        return tuple(
+            record
+            for target in self.zone.ns
+            if target in self.zone.glue
+            for record in self._address_records(query, target, self.zone.glue[target], self.zone.ns_ttl)
+        )
 
     def _glue_answer(self, query: Query) -> Resolution:
         if query.qtype not in _ADDRESS_TYPES:
@@ -257,13 +270,27 @@ class Resolver:
         return (dnswire.NOERROR, records, _EMPTY, _EMPTY, None) if records else self._nodata(query)
 
     def _address_records(self, query: Query, owner: str, addresses: Sequence[str], ttl: int) -> list[bytes]:
-        return [dnswire.aaaa(owner, ttl, address, question=query.qname_wire) if ":" in address
-                else dnswire.a(owner, ttl, address, question=query.qname_wire) for address in addresses]
+        return [
+            dnswire.aaaa(owner, ttl, address, question=query.qname_wire)
+            if ":" in address
+            else dnswire.a(owner, ttl, address, question=query.qname_wire)
+            for address in addresses
+        ]
 
     def _soa(self, query: Query, ttl: int) -> bytes:
         zone = self.zone
-        return dnswire.soa(zone.origin, ttl, zone.ns[0] if zone.ns else zone.origin, zone.rname, zone.serial,
-                           zone.refresh, zone.retry, zone.expire, zone.negative_ttl, question=query.qname_wire)
+        return dnswire.soa(
+            zone.origin,
+            ttl,
+            zone.ns[0] if zone.ns else zone.origin,
+            zone.rname,
+            zone.serial,
+            zone.refresh,
+            zone.retry,
+            zone.expire,
+            zone.negative_ttl,
+            question=query.qname_wire,
+        )
 
     def _soa_authority(self, query: Query) -> tuple[bytes, ...]:
         """The SOA for a negative answer, with the negative-caching TTL (RFC 2308 §5)."""
@@ -288,8 +315,9 @@ class Resolver:
             return dnswire.NOERROR, (alias,), _EMPTY, _EMPTY, None
         return self._routed(query, match, qtype, client_address, (alias,))
 
-    def _routed(self, query: Query, match: DomainMatch, qtype: int, client_address: str,
-                before: tuple[bytes, ...]) -> Resolution:
+    def _routed(
+        self, query: Query, match: DomainMatch, qtype: int, client_address: str, before: tuple[bytes, ...]
+    ) -> Resolution:
         """A/AAAA records of the nodes the policy picks (after ``before``: the CNAME)."""
         placement = self.place(query, client_address)
         plan = self._plan(match.domain, qtype)
@@ -310,8 +338,9 @@ class Resolver:
         client = Client(placement.address, placement.location)
         return choose(client, plan.sites, plan.policy, key=query.qname, draw=draw, latency=self.latency)
 
-    def _routed_records(self, query: Query, match: DomainMatch, qtype: int, plan: _Plan, route: Route,
-                        before: tuple[bytes, ...]) -> _CachedAnswer:
+    def _routed_records(
+        self, query: Query, match: DomainMatch, qtype: int, plan: _Plan, route: Route, before: tuple[bytes, ...]
+    ) -> _CachedAnswer:
         family = _ADDRESS_TYPES[qtype]
         owner = query.qname if match.via == "zone" else match.canonical
         addresses = [address for node in route.nodes for address in getattr(node, family)]
@@ -326,8 +355,10 @@ class Resolver:
         if plan is None:
             family = _ADDRESS_TYPES[qtype]
             policy = self.fleet.routing_for(domain)
-            sites = tuple(dataclasses.replace(site, nodes=tuple(n for n in site.nodes if getattr(n, family)))
-                          for site in self.fleet.sites_for(domain, self.clock()))
+            sites = tuple(
+                dataclasses.replace(site, nodes=tuple(n for n in site.nodes if getattr(n, family)))
+                for site in self.fleet.sites_for(domain, self.clock())
+            )
             plan = _Plan(policy, sites, _draw_matters(policy, sites))
             self._plans[(domain, qtype)] = plan
         return plan
@@ -342,7 +373,7 @@ class Resolver:
         label = host[: -len(self._suffix)]
         dot = label.find(".")
         while dot != -1:
-            match = self.fleet.domain_for(label[dot + 1:] + self._suffix)
+            match = self.fleet.domain_for(label[dot + 1 :] + self._suffix)
             if match is not None and match.via == "zone":
                 node = self._fit_node(match.domain, label[:dot])
                 if node is not None:
@@ -403,11 +434,21 @@ class Resolver:
             return self._nodata(query)
         placement = self.place(query, client_address)
         plan = self._plan(match.domain, dnswire.A)
-        route = choose(Client(placement.address, placement.location), plan.sites, plan.policy, key=match.canonical,
-                       draw=draw_for(placement.subnet, match.domain), latency=self.latency)
+        route = choose(
+            Client(placement.address, placement.location),
+            plan.sites,
+            plan.policy,
+            key=match.canonical,
+            draw=draw_for(placement.subnet, match.domain),
+            latency=self.latency,
+        )
         nodes = " ".join(f"{node.name}={','.join(node.ipv4)}" for node in route.nodes) or "none"
-        strings = [*describe_placement(placement), f"site {route.site or 'none'}", f"nodes {nodes}",
-                   f"reason {route.reason}"]
+        strings = [
+            *describe_placement(placement),
+            f"site {route.site or 'none'}",
+            f"nodes {nodes}",
+            f"reason {route.reason}",
+        ]
         record = dnswire.txt(query.qname, DIAGNOSTIC_TTL, strings, question=query.qname_wire)
         return dnswire.NOERROR, (record,), _EMPTY, _EMPTY, placement.scope(per_subnet=True)
 
@@ -445,4 +486,3 @@ def _draw_matters(policy: RoutingPolicy, sites: Sequence[SiteView]) -> bool:
     if policy.policy == "weighted":
         return True
     return any(site.eligible and (site.load or 0.0) > policy.shed_threshold for site in sites)
-

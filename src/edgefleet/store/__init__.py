@@ -19,10 +19,7 @@ from typing import Any
 
 from edgefleet.store.interface import InvalidStoreURL, Store
 
-ACCEPTED_URLS = (
-    "sqlite:///relative/path.db, sqlite:////absolute/path.db, "
-    "etcd://host:port[,host:port...][/root-prefix]"
-)
+ACCEPTED_URLS = "sqlite:///relative/path.db, sqlite:////absolute/path.db, etcd://host:port[,host:port...][/root-prefix]"
 
 
 def open_store(url: str, **options: Any) -> Store:

@@ -207,8 +207,9 @@ def _error(exc: grpc.aio.AioRpcError) -> StoreError:
 def _compare(key: bytes, target: str, result: str, value: int) -> Any:
     """A Compare on ``create_revision`` (target "CREATE") or ``mod_revision`` ("MOD")."""
     field = "create_revision" if target == "CREATE" else "mod_revision"
-    return rpc.Compare(key=key, target=getattr(rpc.Compare, target),
-                       result=getattr(rpc.Compare, result), **{field: value})
+    return rpc.Compare(
+        key=key, target=getattr(rpc.Compare, target), result=getattr(rpc.Compare, result), **{field: value}
+    )
 
 
 def _kv(key: str, pb: Any) -> KeyValue:
@@ -277,7 +278,7 @@ class EtcdStore(Store):
     def _unkey(self, key: bytes) -> str:
         # "replace": a foreign non-UTF-8 key written under our root (etcdctl)
         # must not break every list and watch that meets it.
-        return key.decode(errors="replace")[len(self._root):]
+        return key.decode(errors="replace")[len(self._root) :]
 
     def _range(self, prefix: str) -> tuple[bytes, bytes]:
         start = self._root + (check_prefix(prefix) or "/")
@@ -351,23 +352,18 @@ class EtcdStore(Store):
         response = await self._retrying(lambda: client.kvstub.Range(request, **self._options()))
         return _kv(key, response.kvs[0]) if response.kvs else None
 
-    async def list(
-        self, prefix: str, *, revision: int = 0, start_after: str = "", limit: int = 0
-    ) -> ListResult:
+    async def list(self, prefix: str, *, revision: int = 0, start_after: str = "", limit: int = 0) -> ListResult:
         client = await self._connected()
         start, end = self._range(prefix)
         if start_after:
             start = max(start, (self._root + start_after).encode() + b"\x00")
-        request = rpc.RangeRequest(key=start, range_end=end, limit=max(limit, 0),
-                                   revision=max(revision, 0))
+        request = rpc.RangeRequest(key=start, range_end=end, limit=max(limit, 0), revision=max(revision, 0))
         try:
-            response = await self._retrying(
-                lambda: client.kvstub.Range(request, **self._options()))
+            response = await self._retrying(lambda: client.kvstub.Range(request, **self._options()))
         except _HistoryCompacted:
             raise Compacted(revision, await self.compacted_revision()) from None
         items = [_kv(self._unkey(kv.key), kv) for kv in response.kvs]
-        return ListResult(items, revision if revision > 0 else response.header.revision,
-                          bool(response.more))
+        return ListResult(items, revision if revision > 0 else response.header.revision, bool(response.more))
 
     async def current_revision(self) -> int:
         client = await self._connected()
@@ -407,25 +403,19 @@ class EtcdStore(Store):
         revision = response.header.revision
         return KeyValue(key, bytes(value), revision, revision, 1, lease)
 
-    async def update(
-        self, key: str, value: bytes, *, expected_revision: int = 0, lease: int = 0
-    ) -> KeyValue:
+    async def update(self, key: str, value: bytes, *, expected_revision: int = 0, lease: int = 0) -> KeyValue:
         k = self._key(key)
         put = rpc.PutRequest(key=k, value=bytes(value), lease=lease, prev_kv=True)
-        response = await self._conditional(key, k, expected_revision,
-                                           rpc.RequestOp(request_put=put))
+        response = await self._conditional(key, k, expected_revision, rpc.RequestOp(request_put=put))
         prev = response.responses[0].response_put.prev_kv
-        return KeyValue(key, bytes(value), prev.create_revision, response.header.revision,
-                        prev.version + 1, lease)
+        return KeyValue(key, bytes(value), prev.create_revision, response.header.revision, prev.version + 1, lease)
 
     async def delete(self, key: str, *, expected_revision: int = 0) -> KeyValue:
         k = self._key(key)
         delete = rpc.DeleteRangeRequest(key=k, prev_kv=True)
-        response = await self._conditional(key, k, expected_revision,
-                                           rpc.RequestOp(request_delete_range=delete))
+        response = await self._conditional(key, k, expected_revision, rpc.RequestOp(request_delete_range=delete))
         prev = response.responses[0].response_delete_range.prev_kvs[0]
-        return KeyValue(key, prev.value, prev.create_revision, response.header.revision,
-                        prev.version, prev.lease)
+        return KeyValue(key, prev.value, prev.create_revision, response.header.revision, prev.version, prev.lease)
 
     async def _conditional(self, key: str, k: bytes, expected: int, operation: Any) -> Any:
         """Run ``operation`` if the key exists (and is at ``expected`` when given)."""
@@ -457,8 +447,7 @@ class EtcdStore(Store):
         # unused lease behind, which expires after `ttl`.
         client = await self._connected()
         request = rpc.LeaseGrantRequest(TTL=ttl)
-        response = await self._retrying(
-            lambda: client.leasestub.LeaseGrant(request, **self._options()))
+        response = await self._retrying(lambda: client.leasestub.LeaseGrant(request, **self._options()))
         if response.error:
             raise StoreError(f"etcd refused the lease: {response.error}")
         return Lease(int(response.ID), int(response.TTL))
@@ -532,8 +521,9 @@ class EtcdStore(Store):
         """One etcd watch stream from ``start_revision`` (inclusive) until it breaks."""
         call = rpc.WatchStub(client.channel).Watch(wait_for_ready=True, metadata=REQUIRE_LEADER)
         try:
-            create = rpc.WatchCreateRequest(key=start, range_end=end, start_revision=start_revision,
-                                            prev_kv=True, progress_notify=True)
+            create = rpc.WatchCreateRequest(
+                key=start, range_end=end, start_revision=start_revision, prev_kv=True, progress_notify=True
+            )
             await call.write(rpc.WatchRequest(create_request=create))
             while True:
                 response = await call.read()
@@ -564,8 +554,9 @@ class EtcdStore(Store):
         revision = event.kv.mod_revision
         if prev is None:  # prev_kv is missing only if etcd compacted it meanwhile
             return Event(EventType.DELETE, KeyValue(key, b"", 0, revision, 0, 0), None)
-        return Event(EventType.DELETE, KeyValue(key, prev.value, prev.create_revision, revision,
-                                                prev.version, prev.lease), prev)
+        return Event(
+            EventType.DELETE, KeyValue(key, prev.value, prev.create_revision, revision, prev.version, prev.lease), prev
+        )
 
     # -- close ------------------------------------------------------------------
 
@@ -590,8 +581,7 @@ def _open_epoch(target: str, root_key: bytes, timeout: float) -> str:
         stub = rpc.KVStub(channel)
         while True:
             try:
-                response = stub.Txn(request, timeout=max(deadline - time.monotonic(), 0.1),
-                                    wait_for_ready=True)
+                response = stub.Txn(request, timeout=max(deadline - time.monotonic(), 0.1), wait_for_ready=True)
                 break
             except grpc.RpcError as exc:
                 if time.monotonic() >= deadline:

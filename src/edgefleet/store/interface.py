@@ -76,9 +76,7 @@ class Compacted(StoreError):
     """
 
     def __init__(self, requested: int, compacted_revision: int) -> None:
-        super().__init__(
-            f"revision {requested} is compacted; oldest available is {compacted_revision}"
-        )
+        super().__init__(f"revision {requested} is compacted; oldest available is {compacted_revision}")
         self.requested = requested
         self.compacted_revision = compacted_revision
 
@@ -113,9 +111,7 @@ class WatchTooSlow(StoreError):
     """
 
     def __init__(self, last_revision: int) -> None:
-        super().__init__(
-            f"watch consumer too slow (buffer overflowed); watch again after {last_revision}"
-        )
+        super().__init__(f"watch consumer too slow (buffer overflowed); watch again after {last_revision}")
         self.last_revision = last_revision
 
 
@@ -209,9 +205,7 @@ class Store(abc.ABC):
     async def get(self, key: str) -> KeyValue | None: ...
 
     @abc.abstractmethod
-    async def list(
-        self, prefix: str, *, revision: int = 0, start_after: str = "", limit: int = 0
-    ) -> ListResult:
+    async def list(self, prefix: str, *, revision: int = 0, start_after: str = "", limit: int = 0) -> ListResult:
         """Keys under ``prefix`` in key order, after ``start_after`` if given.
 
         ``revision`` 0 reads the latest state; otherwise the state at that
@@ -224,9 +218,7 @@ class Store(abc.ABC):
         """Create ``key``; AlreadyExists if it exists. Returns the new KeyValue."""
 
     @abc.abstractmethod
-    async def update(
-        self, key: str, value: bytes, *, expected_revision: int = 0, lease: int = 0
-    ) -> KeyValue:
+    async def update(self, key: str, value: bytes, *, expected_revision: int = 0, lease: int = 0) -> KeyValue:
         """Replace an existing key's value.
 
         ``expected_revision`` > 0 requires the key's mod_revision to equal it

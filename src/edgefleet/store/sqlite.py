@@ -118,8 +118,9 @@ class SqliteStore(Store):
             _make_private(self._path)
             write_conn = connect(self._path)
             init_schema(write_conn)
-            writer = LogWriter(write_conn, read_meta(write_conn), self._deliver, self._on_exit,
-                               max_batch, clock=self._clock)
+            writer = LogWriter(
+                write_conn, read_meta(write_conn), self._deliver, self._on_exit, max_batch, clock=self._clock
+            )
             # Leases that expired while the store was closed go now; nobody
             # can be watching yet, so their events need no delivery.
             writer.reap_expired()
@@ -203,9 +204,7 @@ class SqliteStore(Store):
         with self._reading():
             return self._reader.get(key, self._revision)
 
-    async def list(
-        self, prefix: str, *, revision: int = 0, start_after: str = "", limit: int = 0
-    ) -> ListResult:
+    async def list(self, prefix: str, *, revision: int = 0, start_after: str = "", limit: int = 0) -> ListResult:
         check_prefix(prefix)
         self._bind()
         at = self._read_revision(revision)
@@ -227,9 +226,7 @@ class SqliteStore(Store):
         check_key(key)
         return cast(KeyValue, await self._write(ops.Create(key, bytes(value), lease)))
 
-    async def update(
-        self, key: str, value: bytes, *, expected_revision: int = 0, lease: int = 0
-    ) -> KeyValue:
+    async def update(self, key: str, value: bytes, *, expected_revision: int = 0, lease: int = 0) -> KeyValue:
         check_key(key)
         operation = ops.Update(key, bytes(value), expected_revision, lease)
         return cast(KeyValue, await self._write(operation))

@@ -126,17 +126,14 @@ class LogReader:
 
     def get(self, key: str, revision: int) -> KeyValue | None:
         row = self._conn.execute(
-            f"SELECT {KV_COLUMNS}, deleted FROM log WHERE key = ? AND rev <= ? "
-            "ORDER BY rev DESC LIMIT 1",
+            f"SELECT {KV_COLUMNS}, deleted FROM log WHERE key = ? AND rev <= ? ORDER BY rev DESC LIMIT 1",
             (key, revision),
         ).fetchone()
         if row is None or row[-1]:
             return None
         return kv_from_row(row[:-1])
 
-    def list(
-        self, prefix: str, revision: int, start_after: str, limit: int
-    ) -> tuple[KeyValues, bool]:
+    def list(self, prefix: str, revision: int, start_after: str, limit: int) -> tuple[KeyValues, bool]:
         """Live keys at ``revision`` under ``prefix`` after ``start_after``; and whether more."""
         condition, params = key_range(prefix, "l.key")
         # Walk the (key, rev) index in key order and keep each key's newest

@@ -59,8 +59,7 @@ from edgefleet.store.sqlite_log import KV_COLUMNS, Meta, kv_from_row, read_meta
 MAX_REAP_INTERVAL = 1.0
 
 _INSERT = (
-    "INSERT INTO log (rev, key, create_rev, prev_rev, deleted, value, lease, version) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO log (rev, key, create_rev, prev_rev, deleted, value, lease, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _NEWEST = f"SELECT {KV_COLUMNS}, deleted FROM log WHERE key = ? ORDER BY rev DESC LIMIT 1"
 # Keep rows >= R and, below R, only each key's newest row if it is live.
@@ -147,8 +146,7 @@ class LogWriter:
         self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._leases = self._load_leases()
         self._events: list[Event] = []
-        self._thread = threading.Thread(target=self._run, name="edgefleet-sqlite-writer",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="edgefleet-sqlite-writer", daemon=True)
 
     # -- control, from the store ------------------------------------------------
 
@@ -290,8 +288,7 @@ class LogWriter:
     def _update(self, op: Update) -> KeyValue:
         current = self._current(op.key, op.expected)
         self._check_lease(op.lease)
-        kv = KeyValue(op.key, op.value, current.create_revision, self.revision + 1,
-                      current.version + 1, op.lease)
+        kv = KeyValue(op.key, op.value, current.create_revision, self.revision + 1, current.version + 1, op.lease)
         self._append(kv, prev_rev=current.mod_revision, deleted=False)
         self._events.append(Event(EventType.PUT, kv, current))
         return kv
@@ -303,8 +300,10 @@ class LogWriter:
         return kv
 
     def _append(self, kv: KeyValue, *, prev_rev: int, deleted: bool) -> None:
-        self._conn.execute(_INSERT, (kv.mod_revision, kv.key, kv.create_revision, prev_rev,
-                                     int(deleted), kv.value, kv.lease, kv.version))
+        self._conn.execute(
+            _INSERT,
+            (kv.mod_revision, kv.key, kv.create_revision, prev_rev, int(deleted), kv.value, kv.lease, kv.version),
+        )
         self.revision = kv.mod_revision
 
     def _compact(self, revision: int) -> None:
@@ -335,8 +334,7 @@ class LogWriter:
         while lease_id in self._leases:
             lease_id = secrets.randbits(62) + 1
         expires = self._clock() + ttl
-        self._conn.execute("INSERT INTO leases (id, ttl, expires_at) VALUES (?, ?, ?)",
-                           (lease_id, ttl, expires))
+        self._conn.execute("INSERT INTO leases (id, ttl, expires_at) VALUES (?, ?, ?)", (lease_id, ttl, expires))
         self._leases[lease_id] = (ttl, expires)
         return Lease(lease_id, ttl)
 

@@ -127,8 +127,9 @@ def project_workload(document: Mapping[str, Any], template: Any) -> JSONObject:
     """A Workload as a node runs it: metadata without resourceVersion and generation, the selector and
     ``template`` (its assigned revision's), nothing else: rollout strategy, pins and status are the cloud's."""
     projected: JSONObject = {key: document[key] for key in ("apiVersion", "kind") if key in document}
-    projected["metadata"] = {k: v for k, v in _dict(document.get("metadata")).items()
-                             if k not in ("resourceVersion", "generation")}
+    projected["metadata"] = {
+        k: v for k, v in _dict(document.get("metadata")).items() if k not in ("resourceVersion", "generation")
+    }
     spec = _dict(document.get("spec"))
     projected["spec"] = {"nodeSelector": spec.get("nodeSelector", ""), "template": template}
     return projected
@@ -380,9 +381,20 @@ class FleetIndex:
         nobody is registered yet; after a re-list, what the gap changed).
         """
         before = {name: self.view(name) for name in self._registered}
-        for table in (self._objects, self._nodes, self._sites, self._workloads, self._domains, self._members,
-                      self._tasks, self._open_tasks, self._everywhere, self._templates, self._revision_keys,
-                      self._secrets):
+        for table in (
+            self._objects,
+            self._nodes,
+            self._sites,
+            self._workloads,
+            self._domains,
+            self._members,
+            self._tasks,
+            self._open_tasks,
+            self._everywhere,
+            self._templates,
+            self._revision_keys,
+            self._secrets,
+        ):
             table.clear()
         self._chains.clear()
         workloads: list[tuple[str, int, StoredDocument]] = []
@@ -570,8 +582,13 @@ class FleetIndex:
     # --- Secrets: in the views whose Workloads reference them -----------------
 
     def _record_secrets(
-        self, changes: dict[str, ViewChanges], node_name: str, labels: Mapping[str, str], key: str,
-        was: ViewObject | None, now: ViewObject | None,
+        self,
+        changes: dict[str, ViewChanges],
+        node_name: str,
+        labels: Mapping[str, str],
+        key: str,
+        was: ViewObject | None,
+        now: ViewObject | None,
     ) -> None:
         """The Secrets that enter or leave ``node_name``'s view as one Workload (``key``) goes from was to now."""
         before, after = _secret_refs(was), _secret_refs(now)
@@ -582,8 +599,13 @@ class FleetIndex:
         for secret_name in (before ^ after) - others:
             secret = self._secrets.get(secret_name)
             if secret is not None:
-                _record(changes, node_name, secret.key, secret if secret_name in before else None,
-                        secret if secret_name in after else None)
+                _record(
+                    changes,
+                    node_name,
+                    secret.key,
+                    secret if secret_name in before else None,
+                    secret if secret_name in after else None,
+                )
 
     def _secrets_used(self, node_name: str, labels: Mapping[str, str], skip: str = "") -> set[str]:
         """The Secret names the Workloads of the node's view reference (but Workload ``skip``)."""
@@ -602,8 +624,11 @@ class FleetIndex:
             self._secrets.pop(name, None)
         else:
             self._secrets[name] = new
-        users = [w for w in self._workloads.values()
-                 if name in _secret_refs(w.obj) or any(name in _secret_refs(o) for o in w.assigned.values())]
+        users = [
+            w
+            for w in self._workloads.values()
+            if name in _secret_refs(w.obj) or any(name in _secret_refs(o) for o in w.assigned.values())
+        ]
         if old is new or not users:
             return {}
         changes: dict[str, ViewChanges] = {}
@@ -765,8 +790,12 @@ class FleetIndex:
 
     def _members_below(self, sites: set[str]) -> list[str]:
         """Nodes of every site whose chain (itself and its ancestors) holds one of ``sites``."""
-        return [member for site_name, members in self._members.items()
-                if not sites.isdisjoint(self._chain(site_name)) for member in members]
+        return [
+            member
+            for site_name, members in self._members.items()
+            if not sites.isdisjoint(self._chain(site_name))
+            for member in members
+        ]
 
     def _build_node(self, key: str, name: str, revision: int, document: StoredDocument, old: _Node | None) -> _Node:
         site = _dict(document.get("spec")).get("site")
@@ -845,8 +874,10 @@ def _secret_names(obj: ViewObject) -> frozenset[str]:
     # Keyed by (key, rev), a hash of the content: one parse per Workload projection.
     template = _dict(_dict(obj.object.get("spec")).get("template"))
     env = template.get("env")
-    names = (_dict(_dict(_dict(var).get("valueFrom")).get("secretRef")).get("name") for var in
-             (env if isinstance(env, list) else ()))
+    names = (
+        _dict(_dict(_dict(var).get("valueFrom")).get("secretRef")).get("name")
+        for var in (env if isinstance(env, list) else ())
+    )
     return frozenset(name for name in names if isinstance(name, str))
 
 

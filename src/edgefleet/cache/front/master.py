@@ -76,8 +76,15 @@ class WorkerHandle:
     async def start(self, config_path: Path) -> None:
         ours, theirs = socket.socketpair()
         command = [
-            sys.executable, "-m", "edgefleet.cache.front.worker",
-            "--config", str(config_path), "--index", str(self.index), "--control-fd", str(theirs.fileno()),
+            sys.executable,
+            "-m",
+            "edgefleet.cache.front.worker",
+            "--config",
+            str(config_path),
+            "--index",
+            str(self.index),
+            "--control-fd",
+            str(theirs.fileno()),
         ]
         self.ready.clear()
         self.process = await asyncio.create_subprocess_exec(*command, pass_fds=[theirs.fileno()])
@@ -145,8 +152,11 @@ class Master:
         for worker in self.workers:
             await worker.start(self.config_path)
         await self._wait_ready(30.0)
-        print(f"edgefleet cache {self.config.node} serving http://{self.config.listen} "
-              f"({len(self.workers)} workers), admin http://{self.config.admin.listen}", flush=True)
+        print(
+            f"edgefleet cache {self.config.node} serving http://{self.config.listen} "
+            f"({len(self.workers)} workers), admin http://{self.config.admin.listen}",
+            flush=True,
+        )
         watcher = loop.create_task(self._watch_workers())
         await self.stopping.wait()
         watcher.cancel()
@@ -254,8 +264,9 @@ class Master:
     async def _snapshot_all(self, request: web.Request) -> dict[str, Any]:
         now = time.monotonic()
         if snapshot_stale(self._stats_cache[0], now, request.headers.get("Cache-Control")):
-            results = await asyncio.gather(*(w.call(next(self._ids), "stats", seconds=5.0) for w in self.workers),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(w.call(next(self._ids), "stats", seconds=5.0) for w in self.workers), return_exceptions=True
+            )
             merged = stats_module.merge(r for r in results if isinstance(r, dict))
             self._stats_cache = (now, merged)
         return self._stats_cache[1]
@@ -297,8 +308,12 @@ class Master:
             return _problem(400, problem)
         try:
             results = await self.broadcast(
-                "purge", domain=body.get("domain"), urls=body.get("urls", []), prefixes=body.get("prefixes", []),
-                tags=body.get("tags", []), soft=bool(body.get("soft", False)),
+                "purge",
+                domain=body.get("domain"),
+                urls=body.get("urls", []),
+                prefixes=body.get("prefixes", []),
+                tags=body.get("tags", []),
+                soft=bool(body.get("soft", False)),
             )
         except (CacheError, TimeoutError) as exc:
             return _problem(503, f"purge not applied everywhere: {exc}")
@@ -312,8 +327,9 @@ class Master:
         if problem or not isinstance(body.get("domain"), str):
             return _problem(400, problem or "domain: a Domain name is required")
         try:
-            result = await self.workers[0].call(next(self._ids), "prefetch", seconds=600.0,
-                                                domain=body["domain"], urls=body["urls"])
+            result = await self.workers[0].call(
+                next(self._ids), "prefetch", seconds=600.0, domain=body["domain"], urls=body["urls"]
+            )
         except (CacheError, TimeoutError) as exc:
             return _problem(503, f"prefetch failed: {exc}")
         return web.json_response(result)

@@ -71,5 +71,6 @@ class Passthrough:
             self.invalidate(key)
         relayed = [(n, v) for n, v in response.headers if n.lower() not in NOT_RELAYED]
         relayed.append(("X-Cache", f"PASS from {self.replies.node}"))
-        await self.replies.relay(client, request, response.status, relayed, response.content_length,
-                                 response.chunks(), "PASS", started)
+        await self.replies.relay(
+            client, request, response.status, relayed, response.content_length, response.chunks(), "PASS", started
+        )

@@ -95,7 +95,11 @@ class Proxy:
     """One worker's request handling; shared by all its connections."""
 
     def __init__(
-        self, config: CacheConfig, storage: Storage, stats: Stats, access_log: AccessLog | None,
+        self,
+        config: CacheConfig,
+        storage: Storage,
+        stats: Stats,
+        access_log: AccessLog | None,
         clock: decisions.Clock = time.time,
     ) -> None:
         self.clock = clock
@@ -119,10 +123,17 @@ class Proxy:
         self.locks = NodeLocks(disk.path / "locks") if disk is not None and config.workers > 1 else None
         self.trust = tiers.TierTrust(fleet_addresses(config))
         forwarder = Forwarder(config, self.upstream, self.stats, self.rng)
-        self.fetcher = Fetcher(forwarder, self.storage, self.stats, self.fills, self._tasks,
-                               memory_limit=config.storage.memory_object_bytes,
-                               spool_dir=disk.path if disk is not None else None, clock=self.clock,
-                               disk_work=self._disk_work)
+        self.fetcher = Fetcher(
+            forwarder,
+            self.storage,
+            self.stats,
+            self.fills,
+            self._tasks,
+            memory_limit=config.storage.memory_object_bytes,
+            spool_dir=disk.path if disk is not None else None,
+            clock=self.clock,
+            disk_work=self._disk_work,
+        )
         self.replies = Replies(config.node, self.storage, self.stats, self.access_log, self.clock)
         self.passthrough = Passthrough(forwarder, self.replies, self.stats, self._invalidate)
         self.slices = Slices(config.storage.slice_bytes, self.fetcher, self.replies, self.passthrough)
@@ -207,7 +218,8 @@ class Proxy:
         request = wanted.request
         entry = find(self.storage, wanted.key, request)
         lookup = decisions.on_lookup(
-            entry.meta if entry is not None else None, self.clock(),
+            entry.meta if entry is not None else None,
+            self.clock(),
             only_if_cached=entry is None and freshness.only_if_cached(request.headers),
             sliced=entry is None and self.slices.applies(request, wanted.key),
         )
@@ -266,8 +278,14 @@ class Proxy:
         return fill if serves(fill.head.result(), wanted.request) else None
 
     async def _send_from_fill(
-        self, client: Client, wanted: Wanted, entry: MemoryEntry | DiskEntry | None, fill: Fill, leader: bool,
-        started: float, attempt: int,
+        self,
+        client: Client,
+        wanted: Wanted,
+        entry: MemoryEntry | DiskEntry | None,
+        fill: Fill,
+        leader: bool,
+        started: float,
+        attempt: int,
     ) -> None:
         """Answer from the fill's head: its entry, its streamed body, or (not ours to take) otherwise."""
         request = wanted.request
@@ -300,7 +318,11 @@ class Proxy:
         await self._cached(client, wanted, started, attempt + 1)
 
     async def _upstream_failed(
-        self, client: Client, request: Request, entry: MemoryEntry | DiskEntry | None, error: UpstreamError,
+        self,
+        client: Client,
+        request: Request,
+        entry: MemoryEntry | DiskEntry | None,
+        error: UpstreamError,
         started: float,
     ) -> None:
         if entry is not None and decisions.stale_on_error(entry.meta, self.clock()):

@@ -69,7 +69,11 @@ class Replies:
     """Writes one worker's replies (see the module docstring)."""
 
     def __init__(
-        self, node: str, storage: Storage, stats: Stats, access_log: AccessLog | None,
+        self,
+        node: str,
+        storage: Storage,
+        stats: Stats,
+        access_log: AccessLog | None,
         clock: decisions.Clock = time.time,
     ) -> None:
         self.clock = clock
@@ -79,7 +83,12 @@ class Replies:
         self.access_log = access_log
 
     async def send_entry(
-        self, client: Client, request: Request, entry: Stored, cache_status: str, started: float,
+        self,
+        client: Client,
+        request: Request,
+        entry: Stored,
+        cache_status: str,
+        started: float,
         head: FillHead | None = None,
     ) -> None:
         """Answer from ``entry``; ``head``: the fill it came from, for the upstream timing."""
@@ -91,7 +100,12 @@ class Replies:
         self.done(request, client, reply.status, sent, cache_status, started)
 
     def write_head(
-        self, client: Client, request: Request, reply: responses.Reply, meta: EntryMeta, cache_status: str,
+        self,
+        client: Client,
+        request: Request,
+        reply: responses.Reply,
+        meta: EntryMeta,
+        cache_status: str,
         head: FillHead | None = None,
     ) -> None:
         """The head of a reply from a stored entry: its age now and how the cache answered."""
@@ -128,8 +142,11 @@ class Replies:
         headers = list(head.headers)
         now = self.clock()
         age = int(head.extra.get("age", 0) + now - head.extra.get("response_time", now))
-        headers += [("Age", str(max(age, 0))), ("X-Cache", f"MISS from {self.node}"),
-                    ("Server-Timing", f'cache;desc="MISS", upstream;dur={head.upstream_ms:.1f}')]
+        headers += [
+            ("Age", str(max(age, 0))),
+            ("X-Cache", f"MISS from {self.node}"),
+            ("Server-Timing", f'cache;desc="MISS", upstream;dur={head.upstream_ms:.1f}'),
+        ]
         body: AsyncIterator[bytes] | None = fill.stream() if request.method != "HEAD" else None
         await self.relay(client, request, head.status, headers, head.content_length, body, "MISS", started)
 
@@ -145,8 +162,15 @@ class Replies:
         return FillEntry(meta, fill) if meta.size == fill.size else None  # not stored (a peer's, or refused)
 
     async def relay(
-        self, client: Client, request: Request, status: int, headers: Fields, length: int | None,
-        body: AsyncIterator[bytes] | None, cache_status: str, started: float,
+        self,
+        client: Client,
+        request: Request,
+        status: int,
+        headers: Fields,
+        length: int | None,
+        body: AsyncIterator[bytes] | None,
+        cache_status: str,
+        started: float,
     ) -> None:
         """Write a head and a streamed body, framed for this client (see the module docstring)."""
         chunked = length is None and body is not None and request.version == "1.1" and _has_body(status)

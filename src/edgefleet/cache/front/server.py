@@ -292,8 +292,13 @@ class Connection(asyncio.Protocol):
             request.client = self.peer_ip
             asyncio.get_running_loop().create_task(self._serve(request, started))
             return
-        if self._reading_paused and not queue and not self._write_paused_at and self.transport is not None \
-                and not self.closing:
+        if (
+            self._reading_paused
+            and not queue
+            and not self._write_paused_at
+            and self.transport is not None
+            and not self.closing
+        ):
             if self._rejection is not None:
                 self.reject(self._rejection.status, self._rejection.message)
                 return

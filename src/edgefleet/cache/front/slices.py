@@ -151,9 +151,9 @@ class Slices:
         entry = answer.entry
         if entry is None:
             raise UpstreamError(502, f"slice {index}: upstream did not answer with a range")
-        if complete_length(entry.meta) != complete_length(reference.meta) or get(
-            entry.meta.headers, "etag"
-        ) != get(reference.meta.headers, "etag"):
+        if complete_length(entry.meta) != complete_length(reference.meta) or get(entry.meta.headers, "etag") != get(
+            reference.meta.headers, "etag"
+        ):
             self.storage.purge([], [wanted.key + keys.SLICE_MARK], [], soft=False)  # mixed versions: refetch all
             raise UpstreamError(502, f"slice {index} belongs to another version of the object")
         return entry
@@ -219,8 +219,9 @@ async def _from_fill(fill: Fill, request: Request, leader: bool) -> Slice:
 
 def _plan(request: Request, meta: EntryMeta, value: str) -> responses.Reply | None:
     """The reply to the Range ``value`` from slices of the object ``meta`` is a slice of; None: send the whole."""
-    if not ranges.if_range_matches(get(request.headers, "if-range"), get(meta.headers, "etag"),
-                                   get(meta.headers, "last-modified")):
+    if not ranges.if_range_matches(
+        get(request.headers, "if-range"), get(meta.headers, "etag"), get(meta.headers, "last-modified")
+    ):
         return None
     return responses.plan_slices(request.headers, meta.headers, value, complete_length(meta))
 

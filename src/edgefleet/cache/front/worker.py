@@ -70,8 +70,9 @@ def build_storage(config: CacheConfig) -> Storage:
     memory = MemoryTier(config.storage.memory_bytes, config.storage.memory_object_bytes)
     disk = None
     if config.storage.disk is not None:
-        disk = DiskTier(config.storage.disk.path, config.storage.disk.max_bytes,
-                        touch_interval=TOUCH_FALLBACK_SECONDS).open()
+        disk = DiskTier(
+            config.storage.disk.path, config.storage.disk.max_bytes, touch_interval=TOUCH_FALLBACK_SECONDS
+        ).open()
     return Storage(memory, disk)
 
 
@@ -80,10 +81,21 @@ def connection_set(config: CacheConfig, proxy: Proxy) -> ConnectionSet:
     limits = config.limits
     return ConnectionSet(
         proxy,
-        Limits(limits.max_url_bytes, limits.max_header_bytes, limits.max_headers, limits.max_body_bytes,
-               limits.max_upload_bytes),
-        ConnectionLimits(limits.idle_timeout, limits.header_timeout, limits.body_timeout, limits.max_pipeline,
-                         limits.max_connections, limits.max_connections_per_client),
+        Limits(
+            limits.max_url_bytes,
+            limits.max_header_bytes,
+            limits.max_headers,
+            limits.max_body_bytes,
+            limits.max_upload_bytes,
+        ),
+        ConnectionLimits(
+            limits.idle_timeout,
+            limits.header_timeout,
+            limits.body_timeout,
+            limits.max_pipeline,
+            limits.max_connections,
+            limits.max_connections_per_client,
+        ),
     )
 
 

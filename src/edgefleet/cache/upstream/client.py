@@ -143,7 +143,11 @@ class Upstream:
         return UpstreamResponse(target, response, self.config.idle_body_timeout, self.stats)
 
     async def _request(
-        self, target: Target, method: str, request_target: str, headers: list[tuple[str, str]],
+        self,
+        target: Target,
+        method: str,
+        request_target: str,
+        headers: list[tuple[str, str]],
         body: bytes | BodyStream | None,
     ) -> aiohttp.ClientResponse:
         url = URL(target.base + request_target, encoded=True)
@@ -179,8 +183,9 @@ class Upstream:
 
 
 def _session(source: str | None) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30.0, ttl_dns_cache=60,
-                                     local_addr=(source, 0) if source else None)
+    connector = aiohttp.TCPConnector(
+        limit=0, limit_per_host=0, keepalive_timeout=30.0, ttl_dns_cache=60, local_addr=(source, 0) if source else None
+    )
     return aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,

@@ -88,8 +88,16 @@ class Fetcher:
     """Runs the fills of one worker under one config (see the module docstring)."""
 
     def __init__(
-        self, forwarder: Forwarder, storage: Storage, stats: Stats, fills: Fills, tasks: set[asyncio.Task[Any]],
-        *, memory_limit: int, spool_dir: Path | None, clock: decisions.Clock = time.time,
+        self,
+        forwarder: Forwarder,
+        storage: Storage,
+        stats: Stats,
+        fills: Fills,
+        tasks: set[asyncio.Task[Any]],
+        *,
+        memory_limit: int,
+        spool_dir: Path | None,
+        clock: decisions.Clock = time.time,
         disk_work: set[asyncio.Future[Any]] | None = None,
     ) -> None:
         self.forwarder = forwarder
@@ -155,8 +163,7 @@ class Fetcher:
         upstream_ms = (time.perf_counter() - sent) * 1000
         self.stats.observe_upstream(upstream_ms / 1000)
         answer = Answer(response, request_time, self.clock(), upstream_ms)
-        answered = decisions.on_answer(response.status, entry.meta if entry is not None else None,
-                                       answer.response_time)
+        answered = decisions.on_answer(response.status, entry.meta if entry is not None else None, answer.response_time)
         if entry is None or answered is decisions.Answered.RECEIVE:
             return answer
         if answered is decisions.Answered.REVALIDATED:
@@ -182,8 +189,15 @@ class Fetcher:
         entry.meta = meta
         if isinstance(entry, MemoryEntry):
             entry.head = None
-        return FillHead(meta.status, meta.headers, True, entry=entry, cache_status="REVALIDATED",
-                        upstream=answer.response.target.name, upstream_ms=answer.upstream_ms)
+        return FillHead(
+            meta.status,
+            meta.headers,
+            True,
+            entry=entry,
+            cache_status="REVALIDATED",
+            upstream=answer.response.target.name,
+            upstream_ms=answer.upstream_ms,
+        )
 
     async def receive(
         self, fill: Fill, wanted: Wanted, answer: Answer, key: str | None = None, *, whole_range: bool = False
@@ -215,20 +229,38 @@ class Fetcher:
                 self.fills.stored(fill)
 
     def _publish(
-        self, fill: Fill, request: Request, answer: Answer, key: str, status: int, headers: Fields,
-        decision: freshness.Decision, storing: decisions.Storing,
+        self,
+        fill: Fill,
+        request: Request,
+        answer: Answer,
+        key: str,
+        status: int,
+        headers: Fields,
+        decision: freshness.Decision,
+        storing: decisions.Storing,
     ) -> EntryMeta:
         """Give the waiters the response head; the entry it is (or would be) stored as."""
         response = answer.response
-        stored_headers = [(n, v) for n, v in headers if n.lower() not in NOT_STORED and n.lower() not in
-                          decision.strip_fields]
+        stored_headers = [
+            (n, v) for n, v in headers if n.lower() not in NOT_STORED and n.lower() not in decision.strip_fields
+        ]
         initial_age = freshness.initial_age(headers, answer.request_time, answer.response_time)
         meta = _meta(key, request, answer, stored_headers, decision, initial_age, status)
         relayed = [(n, v) for n, v in headers if n.lower() not in NOT_RELAYED and n.lower() != "age"]
-        fill.publish(FillHead(status, relayed, storing.shareable, content_length=response.content_length,
-                              upstream=response.target.name, upstream_ms=answer.upstream_ms,
-                              vary=keys.parse_vary(headers), variant=meta.variant, meta=meta,
-                              extra={"age": initial_age, "response_time": answer.response_time}))
+        fill.publish(
+            FillHead(
+                status,
+                relayed,
+                storing.shareable,
+                content_length=response.content_length,
+                upstream=response.target.name,
+                upstream_ms=answer.upstream_ms,
+                vary=keys.parse_vary(headers),
+                variant=meta.variant,
+                meta=meta,
+                extra={"age": initial_age, "response_time": answer.response_time},
+            )
+        )
         return meta
 
     async def _stream(self, fill: Fill, response: UpstreamResponse, writer: DiskWriter | None) -> DiskWriter | None:
@@ -323,36 +355,83 @@ def _tags(headers: Fields) -> tuple[str, ...]:
 
 
 def _meta(
-    key: str, request: Request, answer: Answer, headers: Fields, decision: freshness.Decision, initial_age: float,
+    key: str,
+    request: Request,
+    answer: Answer,
+    headers: Fields,
+    decision: freshness.Decision,
+    initial_age: float,
     status: int,
 ) -> EntryMeta:
     """The entry a response is stored as: keyed by ``key`` and the variant the request selects."""
     response = answer.response
     vary = keys.parse_vary(headers) or ()
     reason = response.reason if status == response.status else ""
-    return _new_meta(key, keys.variant_key(vary, request.headers), vary, status, reason, headers, decision,
-                     request_time=answer.request_time, response_time=answer.response_time, initial_age=initial_age,
-                     size=response.content_length or 0)
+    return _new_meta(
+        key,
+        keys.variant_key(vary, request.headers),
+        vary,
+        status,
+        reason,
+        headers,
+        decision,
+        request_time=answer.request_time,
+        response_time=answer.response_time,
+        initial_age=initial_age,
+        size=response.content_length or 0,
+    )
 
 
 def _refreshed(old: EntryMeta, headers: Fields, decision: freshness.Decision, response_time: float) -> EntryMeta:
     """The stored entry after a 304: merged headers, lifetime re-evaluated, a new age baseline."""
     if not decision.storable:  # the 304 made it unstorable (e.g. no-store): keep it, but validate every use
         decision = freshness.Decision(True, "", 0.0, 0.0, 0.0, True, True, frozenset())
-    return _new_meta(old.key, old.variant, old.vary, old.status, old.reason, headers, decision,
-                     request_time=response_time, response_time=response_time, initial_age=0.0, size=old.size)
+    return _new_meta(
+        old.key,
+        old.variant,
+        old.vary,
+        old.status,
+        old.reason,
+        headers,
+        decision,
+        request_time=response_time,
+        response_time=response_time,
+        initial_age=0.0,
+        size=old.size,
+    )
 
 
 def _new_meta(
-    key: str, variant: str, vary: tuple[str, ...], status: int, reason: str, headers: Fields,
-    decision: freshness.Decision, *, request_time: float, response_time: float, initial_age: float, size: int,
+    key: str,
+    variant: str,
+    vary: tuple[str, ...],
+    status: int,
+    reason: str,
+    headers: Fields,
+    decision: freshness.Decision,
+    *,
+    request_time: float,
+    response_time: float,
+    initial_age: float,
+    size: int,
 ) -> EntryMeta:
     """An entry with the deadlines and flags ``decision`` gives a response of ``initial_age`` at ``response_time``."""
     lifetime = freshness.timing(decision, initial_age, response_time)
     return EntryMeta(
-        key=key, variant=variant, vary=vary, status=status, reason=reason, headers=headers,
-        request_time=request_time, response_time=response_time, initial_age=initial_age,
-        fresh_until=lifetime.fresh_until, stale_while_revalidate_until=lifetime.stale_while_revalidate_until,
-        stale_if_error_until=lifetime.stale_if_error_until, must_revalidate=decision.must_revalidate,
-        no_cache=decision.no_cache, size=size, tags=_tags(headers),
+        key=key,
+        variant=variant,
+        vary=vary,
+        status=status,
+        reason=reason,
+        headers=headers,
+        request_time=request_time,
+        response_time=response_time,
+        initial_age=initial_age,
+        fresh_until=lifetime.fresh_until,
+        stale_while_revalidate_until=lifetime.stale_while_revalidate_until,
+        stale_if_error_until=lifetime.stale_if_error_until,
+        must_revalidate=decision.must_revalidate,
+        no_cache=decision.no_cache,
+        size=size,
+        tags=_tags(headers),
     )

@@ -44,14 +44,33 @@ from edgefleet.cache.wire.http1 import Request
 
 NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect"}
 NOT_FORWARDED_CACHEABLE = NOT_FORWARDED | {
-    "range", "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "cache-control",
+    "range",
+    "if-range",
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "cache-control",
     "pragma",
 }
-CLIENT_ROUTING_FIELDS = frozenset({
-    "forwarded", "x-forwarded-host", "x-forwarded-server", "x-forwarded-proto", "x-forwarded-scheme",
-    "x-forwarded-port", "x-forwarded-prefix", "x-original-url", "x-rewrite-url", "x-original-host", "x-host",
-    "x-http-method-override", "x-http-method", "x-method-override",
-})
+CLIENT_ROUTING_FIELDS = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-host",
+        "x-forwarded-server",
+        "x-forwarded-proto",
+        "x-forwarded-scheme",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-host",
+        "x-host",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    }
+)
 """Fields that make some origins (and their frameworks) route, rewrite or re-method a request: a client's never
 reach upstream, since they are not in the cache key (one client could otherwise poison an entry for all)."""
 NOT_RELAYED = HOP_BY_HOP | {"content-length", "server-timing"}
@@ -77,7 +96,12 @@ class Forwarder:
         self.site_self = site.self_name if site else config.node
 
     async def open(
-        self, request: Request, domain: ServedDomain, key: str, method: str, headers: Fields,
+        self,
+        request: Request,
+        domain: ServedDomain,
+        key: str,
+        method: str,
+        headers: Fields,
         body: bytes | BodyStream | None,
     ) -> UpstreamResponse:
         """Try each tier in order until one answers with a usable head; UpstreamError from the last one.
@@ -94,8 +118,7 @@ class Forwarder:
                 last_error = exc
                 self._failed(target)
                 if isinstance(body, BodyStream) and (body.sent or body.error is not None):
-                    raise UpstreamError(502, f"{exc.message} (after part of the request body; not retried)") \
-                        from None
+                    raise UpstreamError(502, f"{exc.message} (after part of the request body; not retried)") from None
                 continue
             if target.kind != "origin" and (response.status >= 500 or response.status == 421):
                 # 421: that cache does not serve the Domain (a parent site left out of the Domain's sites)

@@ -107,8 +107,18 @@ class Request:
     """
 
     __slots__ = (
-        "body", "client", "from_fleet", "has_body", "headers", "host", "keep_alive", "method", "plain", "stream",
-        "target", "version",
+        "body",
+        "client",
+        "from_fleet",
+        "has_body",
+        "headers",
+        "host",
+        "keep_alive",
+        "method",
+        "plain",
+        "stream",
+        "target",
+        "version",
     )
 
     def __init__(

@@ -60,9 +60,7 @@ log = logging.getLogger("edgefleet.cloud.controllers.nodelifecycle")
 READY, NOT_READY, UNKNOWN = "Ready", "NotReady", "Unknown"
 MAX_CLOCK_SKEW = timedelta(seconds=5)
 """How far ahead of the controller's clock a heartbeat may be and still count."""
-NEVER_HEARD = (
-    "no heartbeat received yet: has the node joined (`edgefleet edge join`) and is its agent running?"
-)
+NEVER_HEARD = "no heartbeat received yet: has the node joined (`edgefleet edge join`) and is its agent running?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +110,16 @@ def expected_phase(
         return Verdict(READY, None)
     since = last_heartbeat or "the last time it was seen connected"
     if silent < thresholds.unknown_after:
-        return Verdict(NOT_READY, f"no heartbeat since {since} (more than {thresholds.not_ready_after:g}s); "
-                                  "the node keeps its workloads and serves from its local state")
-    return Verdict(UNKNOWN, f"no heartbeat since {since} (more than {thresholds.unknown_after:g}s); "
-                            "the node keeps its workloads: check its agent and its link to the cloud")
+        return Verdict(
+            NOT_READY,
+            f"no heartbeat since {since} (more than {thresholds.not_ready_after:g}s); "
+            "the node keeps its workloads and serves from its local state",
+        )
+    return Verdict(
+        UNKNOWN,
+        f"no heartbeat since {since} (more than {thresholds.unknown_after:g}s); "
+        "the node keeps its workloads: check its agent and its link to the cloud",
+    )
 
 
 def status_patch(
@@ -135,8 +139,14 @@ def status_patch(
     document) as a precondition.
     """
     status = node.get("status") or {}
-    verdict = expected_phase(status.get("lastHeartbeat"), now, thresholds, observing_since=observing_since,
-                             alive=alive, last_alive=last_alive)
+    verdict = expected_phase(
+        status.get("lastHeartbeat"),
+        now,
+        thresholds,
+        observing_since=observing_since,
+        alive=alive,
+        last_alive=last_alive,
+    )
     if verdict.phase == READY and not (alive and status.get("phase") != READY):
         return None
     if status.get("phase") == verdict.phase and status.get("message") == verdict.message:
@@ -183,10 +193,17 @@ class NodeLifecycleController:
         """Until cancelled. Store failures are logged and retried next period."""
         since = self._clock()
         self._last_alive.clear()  # what a previous term saw is the startup grace's business now
-        settings = {"not_ready_after": self._thresholds.not_ready_after,
-                    "unknown_after": self._thresholds.unknown_after}
-        await run_periodically("node lifecycle", lambda: self.sync_once(observing_since=since),
-                               self._thresholds.period, log, settings=settings)
+        settings = {
+            "not_ready_after": self._thresholds.not_ready_after,
+            "unknown_after": self._thresholds.unknown_after,
+        }
+        await run_periodically(
+            "node lifecycle",
+            lambda: self.sync_once(observing_since=since),
+            self._thresholds.period,
+            log,
+            settings=settings,
+        )
 
     async def _read(self) -> list[StoredDocument]:
         return list(self._nodes()) if self._nodes is not None else (await self._registry.list(NODES)).items
@@ -201,8 +218,14 @@ class NodeLifecycleController:
             name = node["metadata"]["name"]
             if name in alive:
                 self._last_alive[name] = now
-            patch = status_patch(node, now, self._thresholds, observing_since=observing_since,
-                                 alive=name in alive, last_alive=self._last_alive.get(name))
+            patch = status_patch(
+                node,
+                now,
+                self._thresholds,
+                observing_since=observing_since,
+                alive=name in alive,
+                last_alive=self._last_alive.get(name),
+            )
             if patch is not None and await self._apply(name, patch):
                 changed += 1
         known = {node["metadata"]["name"] for node in nodes}
@@ -215,6 +238,5 @@ class NodeLifecycleController:
             await self._registry.patch(NODES, name, patch, status=True)
         except (VersionConflict, ObjectNotFound):
             return False  # a status write (or a delete) came first: judge it again next round
-        log.info("node is now %s", patch["status"]["phase"],
-                 extra={"node": name, "reason": patch["status"]["message"]})
+        log.info("node is now %s", patch["status"]["phase"], extra={"node": name, "reason": patch["status"]["message"]})
         return True

@@ -157,8 +157,7 @@ class PurgeController:
             return False  # changed or deleted meanwhile: judged again next round
         status = patch["status"]
         if status.get("completedAt"):
-            log.info("%s %s completed on %s/%s nodes", info.kind, name, status["completedNodes"],
-                     status["targetNodes"])
+            log.info("%s %s completed on %s/%s nodes", info.kind, name, status["completedNodes"], status["targetNodes"])
         return True
 
 

@@ -186,17 +186,20 @@ def explain(site: Mapping[str, Any], transition: Transition, demand_qps: float) 
     demand = f"demand from region {_spec(site).get('region')}: {demand_qps:.1f} qps"
     previous = _status(site).get("phase")
     if previous is None:
-        return (f"{demand}; starts {transition.phase} (activateAbove {a.activate_above:g} qps, "
-                f"deactivateBelow {a.deactivate_below:g} qps, forSeconds {a.for_seconds})")
+        return (
+            f"{demand}; starts {transition.phase} (activateAbove {a.activate_above:g} qps, "
+            f"deactivateBelow {a.deactivate_below:g} qps, forSeconds {a.for_seconds})"
+        )
     if transition.phase == ACTIVE and previous == DRAINING:
         return f"{demand}, above activateAbove {a.activate_above:g} qps while draining: active again"
     if transition.phase == ACTIVE:
         return f"{demand}, above activateAbove {a.activate_above:g} qps for {a.for_seconds}s"
     if transition.phase == DRAINING:
-        return (f"{demand}, below deactivateBelow {a.deactivate_below:g} qps for {a.for_seconds}s; "
-                f"no new users, deactivated in {a.drain_seconds}s unless demand exceeds {a.activate_above:g} qps")
-    return (f"drained for drainSeconds ({a.drain_seconds}s); {demand} "
-            f"(activateAbove {a.activate_above:g} qps)")
+        return (
+            f"{demand}, below deactivateBelow {a.deactivate_below:g} qps for {a.for_seconds}s; "
+            f"no new users, deactivated in {a.drain_seconds}s unless demand exceeds {a.activate_above:g} qps"
+        )
+    return f"drained for drainSeconds ({a.drain_seconds}s); {demand} (activateAbove {a.activate_above:g} qps)"
 
 
 def status_patch(site: Mapping[str, Any], transition: Transition, message: str, now: float) -> JSONObject:
@@ -276,8 +279,15 @@ class SiteActivationController:
             return False  # changed (or deleted) meanwhile: decided again next round
         log.info("site is now %s", transition.phase, extra={"site": name, "reason": message})
         try:
-            await events.record(self._registry, "Site", name, transition.reason, message, source=SOURCE,
-                                now=datetime.fromtimestamp(now, UTC))
+            await events.record(
+                self._registry,
+                "Site",
+                name,
+                transition.reason,
+                message,
+                source=SOURCE,
+                now=datetime.fromtimestamp(now, UTC),
+            )
         except (StoreError, RegistryError) as exc:
             log.warning("cannot record the %s event of site %s: %s", transition.reason, name, exc)
         return True

@@ -105,19 +105,25 @@ class ControllerMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.rounds = Counter("edgefleet_workload_controller_rounds", "Rounds over every Workload",
-                              registry=self.registry)
+        self.rounds = Counter(
+            "edgefleet_workload_controller_rounds", "Rounds over every Workload", registry=self.registry
+        )
         self.decide_seconds = Counter(
             "edgefleet_workload_controller_decide_seconds",
             "CPU seconds spent deciding (reading the index, the rollout rule, building statuses), writes excluded",
-            registry=self.registry)
-        self.status_writes = Counter("edgefleet_workload_controller_status_writes", "Workload.status writes",
-                                     registry=self.registry)
-        self.node_steps = Counter("edgefleet_workload_controller_node_steps",
-                                  "Node moves started (a node drained or switched towards another revision)",
-                                  registry=self.registry)
-        self.rolling = Gauge("edgefleet_workloads_rolling", "Workloads with a rollout in progress",
-                             registry=self.registry)
+            registry=self.registry,
+        )
+        self.status_writes = Counter(
+            "edgefleet_workload_controller_status_writes", "Workload.status writes", registry=self.registry
+        )
+        self.node_steps = Counter(
+            "edgefleet_workload_controller_node_steps",
+            "Node moves started (a node drained or switched towards another revision)",
+            registry=self.registry,
+        )
+        self.rolling = Gauge(
+            "edgefleet_workloads_rolling", "Workloads with a rollout in progress", registry=self.registry
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +138,16 @@ class _Fleet:
 class WorkloadController:
     """Every ``period`` seconds, one round over every Workload (see the module docstring)."""
 
-    def __init__(self, registry: Registry, documents: Documents, *, period: float = 1.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 monotonic: Callable[[], float] = time.monotonic,
-                 metrics: ControllerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        documents: Documents,
+        *,
+        period: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+        metrics: ControllerMetrics | None = None,
+    ) -> None:
         self._registry = registry
         self.metrics = metrics or ControllerMetrics()
         self._documents = documents
@@ -271,9 +283,10 @@ class WorkloadController:
 
     def _ttl_by_site(self) -> dict[str, float]:
         """Longest routing.ttl of the Domains whose spec.sites picks each site."""
-        sites = {site["metadata"]["name"]: {**(site["metadata"].get("labels") or {}),
-                                             SITE_LABEL: site["metadata"]["name"]}
-                 for site in self._documents("sites")}
+        sites = {
+            site["metadata"]["name"]: {**(site["metadata"].get("labels") or {}), SITE_LABEL: site["metadata"]["name"]}
+            for site in self._documents("sites")
+        }
         ttl: dict[str, float] = {}
         for domain in self._documents("domains"):
             spec = domain.get("spec") or {}
@@ -328,8 +341,11 @@ class WorkloadController:
         self._deciding(time.thread_time() - started)
         verdict = await self._verdict(workload, selected, now) if due else None
         started = time.thread_time()
-        decision = plan(RolloutInput(name, workload.metadata.generation, workload.spec, workload.status, update,
-                                     numbers, facts, now, verdict))
+        decision = plan(
+            RolloutInput(
+                name, workload.metadata.generation, workload.spec, workload.status, update, numbers, facts, now, verdict
+            )
+        )
         self._open_window(workload, decision, selected)
         self.metrics.node_steps.inc(decision.moves_started)
         self._deciding(time.thread_time() - started)
@@ -344,8 +360,11 @@ class WorkloadController:
     def _facts(self, node: StoredDocument, workload: str, fleet: _Fleet) -> NodeFacts:
         name = node["metadata"]["name"]
         site = (node.get("spec") or {}).get("site", "")
-        inputs = (node["metadata"].get("resourceVersion"), fleet.ttl_by_site.get(site, 0.0),
-                  self._rates.get(name, (0, 0.0, None))[2])
+        inputs = (
+            node["metadata"].get("resourceVersion"),
+            fleet.ttl_by_site.get(site, 0.0),
+            self._rates.get(name, (0, 0.0, None))[2],
+        )
         cached = self._facts_cache.get((workload, name))
         if cached is not None and cached[0] == inputs and inputs[0] is not None:
             return cached[1]
@@ -359,21 +378,30 @@ class WorkloadController:
         instance = (status.get("workloads") or {}).get(workload) or {}
         site = (node.get("spec") or {}).get("site", "")
         return NodeFacts(
-            name=name, site=site, labels=fleet.labels[name], ready=status.get("phase") == "Ready",
+            name=name,
+            site=site,
+            labels=fleet.labels[name],
+            ready=status.get("phase") == "Ready",
             drained_by_hand=bool((node.get("spec") or {}).get("draining")),
-            running=instance.get("revision"), instance_ready=bool(instance.get("ready")),
-            dns_ttl=fleet.ttl_by_site.get(site, 0.0), request_rate=self._rates.get(name, (0, 0.0, None))[2],
+            running=instance.get("revision"),
+            instance_ready=bool(instance.get("ready")),
+            dns_ttl=fleet.ttl_by_site.get(site, 0.0),
+            request_rate=self._rates.get(name, (0, 0.0, None))[2],
         )
 
     async def _create_revision(self, workload: Workload, revision: str, number: int) -> int | None:
         object_name = revision_object_name(workload.name, number)
         document: StoredDocument = {
-            "apiVersion": "edgefleet.io/v1", "kind": "WorkloadRevision",
-            "metadata": {"name": object_name,
-                         "labels": {"edgefleet.io/workload": workload.name}},
-            "spec": {"workload": workload.name, "workloadUid": workload.metadata.uid or "", "number": number,
-                     "revision": revision,
-                     "template": workload.spec.template.model_dump(mode="json", by_alias=True, exclude_none=True)},
+            "apiVersion": "edgefleet.io/v1",
+            "kind": "WorkloadRevision",
+            "metadata": {"name": object_name, "labels": {"edgefleet.io/workload": workload.name}},
+            "spec": {
+                "workload": workload.name,
+                "workloadUid": workload.metadata.uid or "",
+                "number": number,
+                "revision": revision,
+                "template": workload.spec.template.model_dump(mode="json", by_alias=True, exclude_none=True),
+            },
         }
         try:
             await self._registry.create(REVISIONS, document)
@@ -384,13 +412,15 @@ class WorkloadController:
         return number
 
     async def _write_status(self, document: StoredDocument, decision: Decision) -> str:
-        """"unchanged", "written", or "lost" (the Workload changed since the index was read)."""
+        """ "unchanged", "written", or "lost" (the Workload changed since the index was read)."""
         new = decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
         old = document.get("status") or {}
         if new == old:
             return "unchanged"
-        patch = {"metadata": {"resourceVersion": document["metadata"]["resourceVersion"]},
-                 "status": make_merge_patch(old, new)}
+        patch = {
+            "metadata": {"resourceVersion": document["metadata"]["resourceVersion"]},
+            "status": make_merge_patch(old, new),
+        }
         try:
             await self._registry.patch(WORKLOADS, document["metadata"]["name"], patch, status=True)
         except (VersionConflict, ObjectNotFound):
@@ -402,13 +432,12 @@ class WorkloadController:
         naming them, not twenty), written concurrently."""
         notes = _grouped(decision.events)
         for chunk in range(0, len(notes), WRITE_CONCURRENCY):
-            await asyncio.gather(*(self._record_one(name, note) for note in notes[chunk:chunk + WRITE_CONCURRENCY]))
+            await asyncio.gather(*(self._record_one(name, note) for note in notes[chunk : chunk + WRITE_CONCURRENCY]))
 
     async def _record_one(self, name: str, note: EventNote) -> None:
         log.info("%s", note.message, extra={"workload": name, "reason": note.reason})
         try:
-            await events.record(self._registry, "Workload", name, note.reason, note.message, note.type,
-                                source=SOURCE)
+            await events.record(self._registry, "Workload", name, note.reason, note.message, note.type, source=SOURCE)
         except (StoreError, RegistryError) as exc:
             log.warning("could not record event %s for workload %s: %s", note.reason, name, exc)
 
@@ -420,8 +449,9 @@ class WorkloadController:
         for key in [key for key in self._windows if key[0] == workload.name and key[1] != started]:
             del self._windows[key]
         if started is not None and (workload.name, started) not in self._windows:
-            self._windows[(workload.name, started)] = {n["metadata"]["name"]: sample_of(n, workload.name)
-                                                       for n in selected}
+            self._windows[(workload.name, started)] = {
+                n["metadata"]["name"]: sample_of(n, workload.name) for n in selected
+            }
 
     async def _verdict(self, workload: Workload, selected: list[StoredDocument], now: datetime) -> Verdict:
         rollout = workload.status.rollout
@@ -448,8 +478,9 @@ class WorkloadController:
         """End the drains of Workloads that are gone."""
         for node in nodes:
             held = (node.get("status") or {}).get("drains") or {}
-            ended = {key: None for key in held
-                     if key.startswith(DRAIN_PREFIX) and key[len(DRAIN_PREFIX):] not in workloads}
+            ended = {
+                key: None for key in held if key.startswith(DRAIN_PREFIX) and key[len(DRAIN_PREFIX) :] not in workloads
+            }
             if ended:
                 await self._patch_node(node["metadata"]["name"], {"status": {"drains": ended}})
 
@@ -469,7 +500,7 @@ class WorkloadController:
     async def _patch_nodes(self, names: list[str], patch: JSONObject) -> None:
         """The same patch to many Nodes at once (the store groups concurrent writes into one commit)."""
         for chunk in range(0, len(names), WRITE_CONCURRENCY):
-            await asyncio.gather(*(self._patch_node(name, patch) for name in names[chunk:chunk + WRITE_CONCURRENCY]))
+            await asyncio.gather(*(self._patch_node(name, patch) for name in names[chunk : chunk + WRITE_CONCURRENCY]))
 
     async def _patch_node(self, name: str, patch: JSONObject) -> None:
         with contextlib.suppress(ObjectNotFound):
@@ -488,8 +519,13 @@ class WorkloadController:
 def _node_fingerprint(node: StoredDocument) -> str:
     """The facts of a Node the rule reads: a change of anything else (counters, heartbeat) wakes nobody."""
     status = node.get("status") or {}
-    facts = [status.get("phase"), node.get("spec"), (node.get("metadata") or {}).get("labels"),
-             status.get("drains"), status.get("workloads")]
+    facts = [
+        status.get("phase"),
+        node.get("spec"),
+        (node.get("metadata") or {}).get("labels"),
+        status.get("drains"),
+        status.get("workloads"),
+    ]
     return json.dumps(facts, sort_keys=True)
 
 
@@ -498,8 +534,10 @@ def _grouped(notes: list[EventNote]) -> list[EventNote]:
     groups: dict[tuple[str, str], list[str]] = {}
     for note in notes:
         groups.setdefault((note.reason, note.type), []).append(note.message)
-    return [EventNote(reason, messages[0] if len(messages) == 1 else f"{len(messages)} nodes: {'; '.join(messages)}",
-                      kind) for (reason, kind), messages in groups.items()]
+    return [
+        EventNote(reason, messages[0] if len(messages) == 1 else f"{len(messages)} nodes: {'; '.join(messages)}", kind)
+        for (reason, kind), messages in groups.items()
+    ]
 
 
 def _rolling(workload: StoredDocument) -> bool:
@@ -516,8 +554,11 @@ def _parse(text: Any) -> Selector | None:
 
 def _node_labels(node: StoredDocument) -> dict[str, str]:
     name = node["metadata"]["name"]
-    return {**(node["metadata"].get("labels") or {}), NODE_LABEL: name,
-            SITE_LABEL: (node.get("spec") or {}).get("site", "")}
+    return {
+        **(node["metadata"].get("labels") or {}),
+        NODE_LABEL: name,
+        SITE_LABEL: (node.get("spec") or {}).get("site", ""),
+    }
 
 
 def _drained_for(node: StoredDocument, workload: str) -> bool:
@@ -526,8 +567,11 @@ def _drained_for(node: StoredDocument, workload: str) -> bool:
 
 def _revisions_of(workload: Workload, revisions: Iterable[StoredDocument]) -> list[StoredDocument]:
     uid = workload.metadata.uid or ""
-    return [doc for doc in revisions if (doc.get("spec") or {}).get("workload") == workload.name
-            and doc["spec"].get("workloadUid", "") in ("", uid)]
+    return [
+        doc
+        for doc in revisions
+        if (doc.get("spec") or {}).get("workload") == workload.name and doc["spec"].get("workloadUid", "") in ("", uid)
+    ]
 
 
 def _group_revisions(revisions: Iterable[StoredDocument]) -> dict[str, list[StoredDocument]]:
@@ -545,16 +589,27 @@ def _doomed(workload: StoredDocument | None, docs: list[StoredDocument]) -> list
     stale = [doc for doc in docs if doc["spec"].get("workloadUid", "") not in ("", uid)]
     spec, status = workload.get("spec") or {}, workload.get("status") or {}
     rollout = status.get("rollout") or {}
-    used = {status.get("currentRevision"), status.get("updateRevision"), rollout.get("target"),
-            rollout.get("failedRevision"), *(status.get("nodeRevisions") or {}).values(),
-            *(step.get("to") for step in (rollout.get("nodes") or {}).values())}
+    used = {
+        status.get("currentRevision"),
+        status.get("updateRevision"),
+        rollout.get("target"),
+        rollout.get("failedRevision"),
+        *(status.get("nodeRevisions") or {}).values(),
+        *(step.get("to") for step in (rollout.get("nodes") or {}).values()),
+    }
     pinned = {pin.get("revision") for pin in spec.get("pins") or []}
     if status.get("currentRevision") is None:
         return stale  # the controller has not seen it yet
-    unused = sorted((doc for doc in docs if doc not in stale and doc["spec"]["revision"] not in used
-                     and doc["spec"]["number"] not in pinned), key=lambda doc: int(doc["spec"]["number"]))
+    unused = sorted(
+        (
+            doc
+            for doc in docs
+            if doc not in stale and doc["spec"]["revision"] not in used and doc["spec"]["number"] not in pinned
+        ),
+        key=lambda doc: int(doc["spec"]["number"]),
+    )
     keep = int(spec.get("revisionHistoryLimit", 10))
-    return stale + unused[:max(0, len(unused) - keep)]
+    return stale + unused[: max(0, len(unused) - keep)]
 
 
 def _groups(workload: Workload, selected: list[StoredDocument], target: str) -> tuple[list[str], list[str]]:
@@ -569,16 +624,27 @@ def _groups(workload: Workload, selected: list[StoredDocument], target: str) -> 
     return updated, near or rest
 
 
-async def _ask_webhook(check: WebhookCheck, workload: Workload, target: str, updated: list[str],
-                       verdict: Verdict, now: datetime) -> Verdict:
+async def _ask_webhook(
+    check: WebhookCheck, workload: Workload, target: str, updated: list[str], verdict: Verdict, now: datetime
+) -> Verdict:
     """POST the batch; 2xx passes. Unreachable, slow or oversized answers follow failurePolicy."""
-    body = {"workload": workload.name, "revision": target,
-            "revisionNumber": workload.status.update_revision_number, "updatedNodes": updated,
-            "metrics": verdict.message, "at": format_timestamp(now)}
+    body = {
+        "workload": workload.name,
+        "revision": target,
+        "revisionNumber": workload.status.update_revision_number,
+        "updatedNodes": updated,
+        "metrics": verdict.message,
+        "at": format_timestamp(now),
+    }
     try:
-        reply = await webhooks.post(check.url, json.dumps(body).encode(), deadline=float(check.timeout_seconds),
-                                    max_bytes=WEBHOOK_MAX_BYTES, headers={"Content-Type": "application/json"},
-                                    ca_bundle=check.ca_bundle)
+        reply = await webhooks.post(
+            check.url,
+            json.dumps(body).encode(),
+            deadline=float(check.timeout_seconds),
+            max_bytes=WEBHOOK_MAX_BYTES,
+            headers={"Content-Type": "application/json"},
+            ca_bundle=check.ca_bundle,
+        )
     except webhooks.WebhookCallFailed as exc:
         if check.failure_policy == "Ignore":
             return Verdict(True, f"{verdict.message}; webhook failed and is ignored: {exc}")
@@ -586,5 +652,3 @@ async def _ask_webhook(check: WebhookCheck, workload: Workload, target: str, upd
     if 200 <= reply.status < 300:
         return Verdict(True, f"{verdict.message}; webhook passed")
     return Verdict(False, f"webhook {check.url} answered {reply.status}")
-
-
