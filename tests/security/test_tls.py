@@ -283,9 +283,9 @@ async def test_a_hub_cannot_downgrade_a_tls_agent_to_cleartext() -> None:
         servers=["https://hub-a:7440"],
         credential=lambda: "x",
         node_name="edge-1",
-        handler=Nothing(),
+        handler=Nothing(),  # type: ignore[arg-type]
         trust=ClientTrust(),
-    )  # type: ignore[arg-type]
+    )
     with pytest.raises(ValueError, match="cleartext"):
         client.set_servers(["http://hub-b:7440"])
     assert client.servers == ["https://hub-a:7440"]
@@ -296,14 +296,14 @@ async def test_a_hub_cannot_downgrade_a_tls_agent_to_cleartext() -> None:
             servers=["http://hub-a:7440"],
             credential=lambda: "x",
             node_name="edge-1",
-            handler=Nothing(),
+            handler=Nothing(),  # type: ignore[arg-type]
             trust=ClientTrust(),
-        )  # type: ignore[arg-type]
+        )
     allowed = HubClient(
         servers=["http://hub-a:7440"],
         credential=lambda: "x",
         node_name="edge-1",
-        handler=Nothing(),
+        handler=Nothing(),  # type: ignore[arg-type]
         trust=ClientTrust(insecure=True),
-    )  # type: ignore[arg-type]
+    )
     assert allowed._hint_allowed("http://hub-b:7440") == "http://hub-b:7440"
