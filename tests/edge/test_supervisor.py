@@ -285,7 +285,8 @@ async def test_restart_policies(make: Make, tmp_path: Path) -> None:
     assert (never.exit_code, never.message, never.restarts) == (3, "exited with status 3", 0)
     assert (clean.exit_code, clean.message) == (0, "exited with status 0")
     assert len(runs(tmp_path / "never")) == len(runs(tmp_path / "clean")) == 1
-    assert "restarting in" in (supervisor.statuses()["failing"].message or "")
+    # "failing" alternates between its run and its backoff: wait for the backoff's message.
+    await eventually(lambda: "restarting in" in (supervisor.statuses()["failing"].message or ""))
 
 
 async def test_missing_command_fails_clearly_and_keeps_retrying(make: Make) -> None:
