@@ -10,7 +10,7 @@ bad file keeps the old table), the DNS server and, when asked, the HTTP
 redirector, and turns the DNS server's per-region query counts into the
 demand rates the site activation controller reads.
 
-``edgefleet cloud`` runs it in-process (``--dns-listen``; ``--no-dns``
+``edgefleet cloud`` runs it in-process (``--dns-listen``; ``--dns-listen off``
 disables it); ``edgefleet dns --store URL`` runs it alone against a store.
 
 Why the DNS server has a thread of its own (:class:`DnsThread`, with its own
