@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from tests.cloudproc import CloudProcess, make_pki, running_cloud
 from tests.faultproxy import fault_proxy
 
-from edgefleet.edge.hubclient import Backoff, HubClient
+from edgefleet.edge.backoff import Backoff
+from edgefleet.edge.hubclient import HubClient
 from edgefleet.sync.agent import ApplyBatch, LocalState
 from edgefleet.tls import ClientTrust
 

@@ -44,7 +44,7 @@ import dns.rdatatype
 import httpx
 import pytest
 
-from edgefleet.edge.processes import ProcessIdentity, is_running
+from edgefleet.edge.local import ProcessIdentity, is_running
 from tests.cloudproc import EDGEFLEET, free_port
 from tests.waiting import wait_until
 
