@@ -115,8 +115,3 @@ def hold(seconds: float) -> None:
     say in the caller what must not happen.
     """
     time.sleep(seconds)
-
-
-async def hold_async(seconds: float) -> None:
-    """The asyncio ``hold``: a window in which the test asserts that something does not happen."""
-    await asyncio.sleep(seconds)

@@ -35,7 +35,7 @@ import pytest
 
 from tests.cloudproc import CloudProcess, running_cloud
 from tests.fleet import API
-from tests.waiting import wait_until
+from tests.waiting import pace, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +156,7 @@ def query_until_active(cloud: CloudProcess) -> int:
         sent += 1
         if sent % (QUERIES_PER_SECOND // 5) == 0 and phase(cloud) == "Active":
             return sent
-        time.sleep(max(0.0, start + sent / QUERIES_PER_SECOND - time.monotonic()))
+        pace(sent, QUERIES_PER_SECOND, start)
     return sent
 
 
