@@ -335,6 +335,16 @@ class Routing(Model):
         return self
 
 
+class DomainTls(Model):
+    """HTTPS for a Domain: which Certificate the edge caches present, and how strictly."""
+
+    certificate: Name = Field(description="Name of the Certificate served for this domain's hostnames.")
+    redirect_http: bool = Field(
+        default=False, description="Answer plain-HTTP requests with a redirect to the same URL over HTTPS."
+    )
+    min_version: Literal["1.2", "1.3"] = Field(default="1.2", description="Lowest TLS version accepted.")
+
+
 class DomainSpec(Model):
     """Desired state of a Domain."""
 
@@ -353,6 +363,7 @@ class DomainSpec(Model):
         "domain, e.g. 'tier=edge'; empty selects every site.",
     )
     routing: Routing = Field(default_factory=Routing, description="How the GSLB picks a site for each user.")
+    tls: DomainTls | None = Field(default=None, description="HTTPS at the edge; none serves plain HTTP only.")
 
     @field_validator("hostnames")
     @classmethod

@@ -41,7 +41,7 @@ import yaml
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from edgefleet.api.common import check_unique, check_unique_by
-from edgefleet.api.domains import CachePolicy, Hostname, Origin, check_origin_url
+from edgefleet.api.domains import CachePolicy, DomainTls, Hostname, Origin, check_origin_url
 from edgefleet.api.meta import Model, validation_errors
 from edgefleet.cache.errors import ConfigError
 
@@ -118,6 +118,9 @@ class DomainConfig(Model):
         max_length=16,
         description="Other Host names served (the agent adds the CDN zone names <domain>.<zone> and "
         "*.<domain>.<zone>): cached and fetched as the canonical hostname, so they share its entries.",
+    )
+    tls: DomainTls | None = Field(
+        default=None, description="HTTPS: the certificate (by name, from `certificates`) and TLS settings."
     )
 
     @field_validator("hostnames")
@@ -233,11 +236,29 @@ class AccessLogConfig(Model):
     sample: float = Field(default=1.0, ge=0, le=1, description="Share of requests logged, 0 to 1.")
 
 
+class CertificateFiles(Model):
+    """A certificate the TLS listener can present (chosen by SNI through the Domain that names it)."""
+
+    name: str = Field(min_length=1, max_length=253, description="Certificate name, as Domains' tls.certificate.")
+    cert_file: Path = Field(description="PEM chain, leaf first (relative paths: to the config file's directory).")
+    key_file: Path = Field(description="PEM private key of the leaf.")
+    fingerprint: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Digest of both files' contents, written by the agent so that a rotated certificate "
+        "changes the config text (and so triggers a reload); not checked by the cache.",
+    )
+
+
 class CacheConfig(Model):
     """The whole cache server config file."""
 
     node: str = Field(default="edgefleet", min_length=1, max_length=253, description="Name in X-Cache headers.")
     listen: Listen = Field(default="127.0.0.1:8081", description="HOST:PORT to serve HTTP on.")
+    tls_listen: Listen | None = Field(default=None, description="HOST:PORT to serve HTTPS on; none: no TLS.")
+    certificates: list[CertificateFiles] = Field(
+        default_factory=list, max_length=4096, description="Certificates for the TLS listener."
+    )
     workers: int = Field(default=1, ge=1, le=64, description="Worker processes sharing the port (SO_REUSEPORT).")
     admin: AdminConfig = Field(default_factory=AdminConfig, description="Local admin endpoint.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Memory and disk tiers.")
