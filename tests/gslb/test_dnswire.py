@@ -64,7 +64,8 @@ def test_parses_edns_with_client_subnet_v4() -> None:
     edns = parse_query(data).edns
     assert edns is not None
     assert (edns.udp_size, edns.do, edns.version) == (4096, True, 0)
-    assert edns.ecs == ClientSubnet(1, 22, "198.51.100.0", bytes([198, 51, 100]))
+    assert edns.ecs == ClientSubnet(1, 22, "198.51.100.0", bytes([198, 51, 100]), len(data) - 3)
+    assert data[edns.ecs.address_offset :] == bytes([198, 51, 100])  # where the server's fast path reads it
 
 
 def test_parses_client_subnet_v6() -> None:
@@ -75,8 +76,9 @@ def test_parses_client_subnet_v6() -> None:
 
 
 def test_client_subnet_with_source_zero_has_no_address() -> None:
-    edns = parse_query(query_with_opt(ecs(1, 0, b""))).edns
-    assert edns is not None and edns.ecs == ClientSubnet(1, 0, "0.0.0.0", b"")
+    data = query_with_opt(ecs(1, 0, b""))
+    edns = parse_query(data).edns
+    assert edns is not None and edns.ecs == ClientSubnet(1, 0, "0.0.0.0", b"", len(data))
 
 
 def test_unknown_edns_options_are_skipped() -> None:

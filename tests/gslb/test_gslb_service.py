@@ -66,3 +66,24 @@ async def test_the_dns_server_runs_on_its_own_thread_and_follows_store_changes(s
     finally:
         await service.close()
     assert not any(thread.name == "edgefleet-dns" for thread in threading.enumerate())
+
+
+async def test_a_geo_table_reload_loads_off_the_loops_and_reaches_the_answers(store: Store, tmp_path: Path) -> None:
+    geo = tmp_path / "geo.csv"
+    geo.write_text(GEO)
+    service = GslbService(store, GslbOptions(dns_port=0, geo_path=geo))
+    await service.start()
+    try:
+        assert await ask(service.dns.port) == ["127.0.7.1", "127.0.7.2"]  # Tokyo
+        geo.write_text(
+            GEO.replace("203.0.113.0/24,JP,ap-northeast,35.6762,139.6503", "203.0.113.0/24,US,us-east,40.7,-74")
+        )
+        loader = service.reload_geo()
+        assert loader is not threading.current_thread()
+        await asyncio.get_running_loop().run_in_executor(None, loader.join, 10.0)
+        await eventually(lambda: answers_only(service.dns.port, ["127.0.5.1", "127.0.5.2"]), within=2.0)  # New York
+        geo.write_text("not,a,geo,table\n")
+        await asyncio.get_running_loop().run_in_executor(None, service.reload_geo().join, 10.0)
+        assert await ask(service.dns.port) == ["127.0.5.1", "127.0.5.2"]  # a bad file keeps the table
+    finally:
+        await service.close()

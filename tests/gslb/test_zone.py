@@ -497,14 +497,14 @@ def test_answers_are_cached_per_location(monkeypatch: pytest.MonkeyPatch) -> Non
     resolver = make_resolver()
     calls = []
 
-    def counting_choose(*args: Any, **kwargs: Any) -> Any:
-        calls.append(args[0].address)
-        return policy.choose(*args, **kwargs)
+    def counting_decision(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0].location)
+        return policy.SiteChoice(*args, **kwargs)
 
-    monkeypatch.setattr(zone, "choose", counting_choose)
+    monkeypatch.setattr(zone, "SiteChoice", counting_decision)
     for subnet in ("203.0.113.0", "127.0.7.0", "203.0.113.0"):  # two subnets, one location (Tokyo)
         assert addresses(ask(resolver, ecs=(subnet, 24))) == ["127.0.7.1", "127.0.7.2"]
-    assert calls == ["203.0.113.0"]
+    assert [location.country for location in calls] == ["JP"]
     ask(resolver, rdtype="AAAA", ecs=("203.0.113.0", 24))
     assert len(calls) == 2  # another type is another answer
     resolver.fleet.apply("Node", "par-edge-1", None)
@@ -516,11 +516,11 @@ def test_the_cache_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     resolver = make_resolver(cache_size=0)
     calls = []
 
-    def counting_choose(*args: Any, **kwargs: Any) -> Any:
+    def counting_decision(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        return policy.choose(*args, **kwargs)
+        return policy.SiteChoice(*args, **kwargs)
 
-    monkeypatch.setattr(zone, "choose", counting_choose)
+    monkeypatch.setattr(zone, "SiteChoice", counting_decision)
     for _ in range(3):
         ask(resolver, ecs=("203.0.113.0", 24))
     assert len(calls) == 3

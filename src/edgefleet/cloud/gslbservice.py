@@ -266,6 +266,7 @@ class GslbService:
     def __init__(self, store: Store, options: GslbOptions) -> None:
         self.options = options
         self.geo = GeoDatabase(options.geo_path)
+        self._geo_reload_lock = threading.Lock()
         name_servers = options.name_servers or (f"ns1.{options.zone}",)
         self.zone = Zone(
             origin=options.zone,
@@ -345,12 +346,26 @@ class GslbService:
         with self._meter_lock:
             return self.meter.rates(time.time())
 
-    def reload_geo(self) -> None:
-        error = self.geo.reload()
+    def reload_geo(self) -> threading.Thread:
+        """Re-read the geo table in a thread of its own; the DNS server swaps to it when it is loaded.
+
+        Why a thread: a geo database of a million ranges takes seconds to read,
+        and the signal handler calling this runs on the API's event loop. The
+        DNS thread keeps answering from the old table meanwhile (it competes
+        only for the interpreter lock); reloads run one at a time.
+        """
+        thread = threading.Thread(target=self._reload_geo, name="geo-reload", daemon=True)
+        thread.start()
+        return thread
+
+    def _reload_geo(self) -> None:
+        with self._geo_reload_lock:
+            started = time.monotonic()
+            error = self.geo.reload()
         if error:
             log.error("geo table reload refused, the previous table stays: %s", error)
         else:
-            log.info("geo table reloaded")
+            log.info("geo table reloaded in %.1f s", time.monotonic() - started)
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -56,6 +56,27 @@ peer vote going stale, a geo table reload), every ``cache_max_age`` seconds
 as a safety net, and whole when it reaches ``cache_size`` entries (cheaper
 than LRU bookkeeping on every hit, and a full cache means a flood of
 distinct questions that no cache helps with). ``cache_size=0`` turns it off.
+
+Why a shape cache behind it: a real authoritative server sees millions of
+resolver subnets, so most queries with a Client Subnet miss the packet
+cache. But queries that differ only in their subnet *address* (same id
+aside, same flags, name as spelled, type, EDNS fields, family and source
+prefix) have the same *shape*, and the resolver can say once per shape
+how the answer depends on the address (:meth:`Resolver.ecs_route
+<edgefleet.gslb.zone.Resolver.ecs_route>`: a geo lookup and a read of the
+site decision precomputed for the client's location). The server keys
+shapes by the message without its id and its address bytes (which must be
+the message's last bytes: an OPT record last, the Client Subnet its last
+option), keeps one encoded answer per shape and chosen site, and patches in
+the ECS scope and the address. A query of a known shape from a new subnet
+so costs a slice, two dict probes, a bisect and a concatenation: no parse
+(its bytes are those of a valid query but for the address, whose only rule,
+no bit past the source prefix, is checked), no decision, no encoding. A
+query without a Client Subnet (or with a /0 one) is placed by its sender's
+address, which is not in the message: its shape is the whole message but
+the id (:meth:`Resolver.address_route <edgefleet.gslb.zone.Resolver.address_route>`),
+so a known question from a new resolver costs the same. Shapes are bounded
+(:data:`SHAPE_CACHE_SIZE` of each kind) and dropped with the packet cache.
 """
 
 from __future__ import annotations
@@ -68,9 +89,9 @@ import logging
 import socket
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol, cast
+from typing import Protocol, cast
 
 from edgefleet.gslb import dnswire
 from edgefleet.gslb.demand import DEMAND_PER_SENDER, SenderAllowance
@@ -88,6 +109,28 @@ MAX_UDP_QUERY = 4096
 """Security limit: bytes read of a UDP datagram; a longer one is cut there, fails to parse and gets FORMERR."""
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 """Socket receive buffer asked for the UDP socket, so bursts are queued rather than dropped."""
+SHAPE_CACHE_SIZE = 4096
+"""Security limit: query shapes kept (see the module docstring) before they are all dropped."""
+SHAPE_ADMISSION_WINDOW = 16384
+"""Shape hits after which the server checks that the packet cache still earns its keep: unless it
+answered at least 1/8 as many queries meanwhile, only 1 in 16 answers from shapes enter it until the
+next check. Why: under a flood of distinct subnets every entry is written, never read, and pushed
+out (on a 2-core VM inserting cost ~4 µs a query of ~20: memory, not Python); sampled entries keep
+finding out when clients start repeating again."""
+
+
+class EcsRouting(Protocol):
+    """A routed question's answer as a function of the Client Subnet address (:class:`edgefleet.gslb.zone.EcsRoute`)."""
+
+    def place(self, address_wire: bytes) -> tuple[object, tuple[int, Sequence[bytes], Sequence[bytes]], int, str]:
+        """(answer key: equal keys mean equal records, (rcode, answer, authority), ECS scope, region)."""
+
+
+class SenderRouting(Protocol):
+    """A routed question's answer as a function of the sender's address (:class:`edgefleet.gslb.zone.AddressRoute`)."""
+
+    def place(self, client_address: str) -> tuple[object, tuple[int, Sequence[bytes], Sequence[bytes]], None, str]:
+        """(answer key: equal keys mean equal records, (rcode, answer, authority), no scope, region)."""
 
 
 class Resolving(Protocol):
@@ -131,19 +174,17 @@ class DnsMetrics:
     """Questions about diagnostic names over UDP, answered TC=1."""
     demand_capped: int = 0
     """Answered queries not counted as demand: their sender network was over its demand allowance."""
+    shape_hits: int = 0
+    """Packet cache misses answered from a known query shape (a new subnet: no parse, no decision)."""
 
 
-class _Answer(NamedTuple):
-    """One reply as the server keeps it (also in its packet cache)."""
-
-    body: bytes
-    """The reply without its id (its first two bytes)."""
-    rcode: int
-    truncated: bool
-    region: str | None
-    """The placed client's region, for demand counting; None for replies that count no demand (FORMERR)."""
-    response_class: str
-    """What response rate limiting groups this reply with (see :mod:`edgefleet.gslb.rrl`)."""
+_Answer = tuple[bytes, int, bool, str | None, str]
+"""One reply as the server keeps it (also in its packet cache): its body (the reply without its id,
+the first two bytes), rcode, TC bit, the placed client's region (for demand counting; None for
+replies that count no demand: FORMERR) and what response rate limiting groups it with
+(:mod:`edgefleet.gslb.rrl`). A plain tuple of strings, bytes and numbers, not a NamedTuple: the
+garbage collector stops tracking such tuples, so the hundred thousand entries of a full packet
+cache do not lengthen its collections (with a flood of fresh subnets it refills every second)."""
 
 
 class DnsServer:
@@ -175,6 +216,16 @@ class DnsServer:
         self.rrl = ResponseRateLimiter(rrl if rrl is not None else RrlSettings())
         self._demand_allowance = SenderAllowance(demand_per_sender)
         self._cache: dict[tuple[bytes, str, bool], _Answer] = {}
+        ecs_route: Callable[[dnswire.Query], EcsRouting | None] | None = getattr(resolver, "ecs_route", None)
+        self._ecs_route = ecs_route if cache_size else None
+        self._shapes: dict[tuple[bytes, bool], _Shape] = {}
+        address_route: Callable[[dnswire.Query], SenderRouting | None] | None = getattr(resolver, "address_route", None)
+        self._address_route = address_route if cache_size else None
+        self._sender_shapes: dict[tuple[bytes, bool], _SenderShape] = {}
+        self._admit_all_shaped = True
+        self._window_cache_hits = 0
+        self._ecs_tails: dict[int, tuple[int, ...]] = {}
+        """Message length -> lengths of the subnet addresses that end the known shapes of that length."""
         self.demand: collections.Counter[str] = collections.Counter()
         """Queries by client region since the last :meth:`take_demand` (the site activation controller's input)."""
         self._cache_generation: object = None
@@ -185,19 +236,27 @@ class DnsServer:
 
     # --- answering (shared by UDP and TCP) ----------------------------------------------
 
-    def answer(self, data: bytes, client_address: str, *, udp: bool) -> bytes | None:
-        """The reply to one message (``udp``: truncated to fit, rate limited), or None to send nothing. Never raises."""
+    def answer(self, data: bytes, client_address: str, *, udp: bool, now: float | None = None) -> bytes | None:
+        """The reply to one message (``udp``: truncated to fit, rate limited), or None to send nothing. Never raises.
+
+        ``now``: the ``time.monotonic()`` :meth:`check_generation` returned to the caller, which
+        answers a batch of datagrams read in one wake-up after one check (no store change can
+        land in between: changes are callbacks of the same event loop); None: check now.
+        """
         self.metrics.queries += 1
         try:
-            now = time.monotonic()
-            if now >= self._cache_until or self.resolver.generation != self._cache_generation:
-                self._reset_cache()
+            if now is None:
+                now = self.check_generation()
             key = (data[2:], client_address, udp)
             found = self._cache.get(key)
             if found is None:
-                found = self._answer_fresh(data, client_address, udp, key)
+                found = self._answer_shaped(data, client_address, udp, key[0])
                 if found is None:
-                    return None
+                    found = self._answer_fresh(data, client_address, udp, key)
+                    if found is None:
+                        return None
+                else:
+                    self._shape_hit(key, found)
             else:
                 self.metrics.cache_hits += 1
             body, rcode, truncated, region, response_class = found
@@ -217,6 +276,13 @@ class DnsServer:
             log.exception("error answering a DNS message from %s", client_address)
             return None
 
+    def check_generation(self) -> float:
+        """Empty the caches if the resolver's generation moved or they are too old; the time checked."""
+        now = time.monotonic()
+        if now >= self._cache_until or self.resolver.generation != self._cache_generation:
+            self._reset_cache()
+        return now
+
     def _answer_fresh(
         self, data: bytes, client_address: str, udp: bool, key: tuple[bytes, str, bool]
     ) -> _Answer | None:
@@ -228,11 +294,14 @@ class DnsServer:
                 self.metrics.dropped += 1
                 return None
             self.metrics.formerr += 1
-            return _Answer(reply[2:], dnswire.FORMERR, False, None, _ERROR_CLASS)
+            return (reply[2:], dnswire.FORMERR, False, None, _ERROR_CLASS)
         if udp and self.resolver.tcp_only(query):
             self.metrics.tcp_only += 1
-            return self._cached(key, _Answer(_truncated(query)[2:], dnswire.NOERROR, True, None, _ERROR_CLASS))
+            return self._cached(key, (_truncated(query)[2:], dnswire.NOERROR, True, None, _ERROR_CLASS))
         max_size = query.udp_limit() if udp else dnswire.MAX_MESSAGE
+        shaped = self._new_shape(data, query, udp, max_size, client_address)
+        if shaped is not None:
+            return self._cached(key, shaped)
         region = self.resolver.region_of(query, client_address)
         try:
             rcode, answers, authority, additional, scope = self.resolver.resolve(query, client_address)
@@ -240,7 +309,7 @@ class DnsServer:
             self.metrics.errors += 1
             log.exception("resolver failed for %s type %d from %s", query.qname, query.qtype, client_address)
             reply = dnswire.response(query, dnswire.SERVFAIL, (), (), (), aa=False, ecs_scope=None, max_size=max_size)
-            return _Answer(reply[2:], dnswire.SERVFAIL, False, region, _ERROR_CLASS)
+            return (reply[2:], dnswire.SERVFAIL, False, region, _ERROR_CLASS)
         reply = dnswire.response(
             query,
             rcode,
@@ -252,7 +321,65 @@ class DnsServer:
             max_size=max_size,
         )
         truncated = bool(reply[2] & 0x02)
-        return self._cached(key, _Answer(reply[2:], rcode, truncated, region, _response_class(query, rcode)))
+        return self._cached(key, (reply[2:], rcode, truncated, region, _response_class(query, rcode)))
+
+    def _shape_hit(self, key: tuple[bytes, str, bool], found: _Answer) -> None:
+        """Count a shape hit and admit its answer to the packet cache (all, or 1 in 16: see SHAPE_ADMISSION_WINDOW)."""
+        hits = self.metrics.shape_hits = self.metrics.shape_hits + 1
+        if self._admit_all_shaped or not hits % 16:
+            self._cached(key, found)
+        if not hits % SHAPE_ADMISSION_WINDOW:
+            cache_hits = self.metrics.cache_hits - self._window_cache_hits
+            self._window_cache_hits = self.metrics.cache_hits
+            self._admit_all_shaped = cache_hits * 8 >= SHAPE_ADMISSION_WINDOW
+
+    def _answer_shaped(self, data: bytes, client_address: str, udp: bool, body: bytes) -> _Answer | None:
+        """The answer from a known query shape (see the module docstring); None if the shape is unknown.
+
+        ``body``: ``data`` without its id, the key of the shapes of queries without a Client Subnet.
+        """
+        size = len(data)
+        for length in self._ecs_tails.get(size, ()):
+            shape = self._shapes.get((data[2 : size - length], udp))
+            if shape is not None:
+                return shape.answer(data[size - length :])
+        sender = self._sender_shapes.get((body, udp))
+        return None if sender is None else sender.answer(client_address)
+
+    def _new_shape(
+        self, data: bytes, query: dnswire.Query, udp: bool, max_size: int, client_address: str
+    ) -> _Answer | None:
+        """Learn the shape of ``query`` and answer it from there; None if it has none (then it is resolved)."""
+        ecs = query.edns.ecs if query.edns is not None else None
+        if ecs is None or ecs.source_prefix == 0:
+            return self._new_sender_shape(data, query, udp, max_size, client_address)
+        if self._ecs_route is None or ecs.address_offset + len(ecs.address_wire) != len(data):
+            return None
+        route = self._ecs_route(query)
+        if route is None:
+            return None
+        length = len(ecs.address_wire)
+        if len(self._shapes) >= SHAPE_CACHE_SIZE:
+            self._shapes.clear()
+            self._ecs_tails.clear()
+        shape = _Shape(query, route, max_size)
+        self._shapes[(data[2 : len(data) - length], udp)] = shape
+        tails = self._ecs_tails.get(len(data), ())
+        if length not in tails:
+            self._ecs_tails[len(data)] = (*tails, length)
+        return shape.answer(ecs.address_wire)
+
+    def _new_sender_shape(
+        self, data: bytes, query: dnswire.Query, udp: bool, max_size: int, client_address: str
+    ) -> _Answer | None:
+        """Learn the shape of a query placed by its sender's address and answer it from there (or None)."""
+        route = self._address_route(query) if self._address_route is not None else None
+        if route is None:
+            return None
+        if len(self._sender_shapes) >= SHAPE_CACHE_SIZE:
+            self._sender_shapes.clear()
+        shape = self._sender_shapes[(data[2:], udp)] = _SenderShape(query, route, max_size)
+        return shape.answer(client_address)
 
     def _cached(self, key: tuple[bytes, str, bool], found: _Answer) -> _Answer:
         if len(self._cache) >= self.cache_size:
@@ -284,6 +411,9 @@ class DnsServer:
 
     def _reset_cache(self) -> None:
         self._cache.clear()
+        self._shapes.clear()
+        self._ecs_tails.clear()
+        self._sender_shapes.clear()
         self._cache_generation = self.resolver.generation
         self._cache_until = time.monotonic() + self.cache_max_age
 
@@ -292,6 +422,11 @@ class DnsServer:
         if sock is None:
             return
         recvfrom, sendto, answer = sock.recvfrom, sock.sendto, self.answer
+        try:
+            now = self.check_generation()
+        except Exception:  # a resolver bug: each message checks again (and answers SERVFAIL or nothing)
+            log.exception("error checking the resolver's generation")
+            now = None
         for _ in range(UDP_BATCH):
             try:
                 data, addr = recvfrom(MAX_UDP_QUERY)
@@ -299,7 +434,7 @@ class DnsServer:
                 return
             except OSError:
                 continue
-            reply = answer(data, addr[0], udp=True)
+            reply = answer(data, addr[0], udp=True, now=now)
             if reply is not None:
                 try:
                     sendto(reply, addr)
@@ -352,6 +487,74 @@ class DnsServer:
 
 _ERROR_CLASS = "error"
 _NXDOMAIN_CLASS = "nxdomain"
+
+
+class _Shape:
+    """Queries that differ only in their Client Subnet address: one encoded answer per answer key."""
+
+    __slots__ = ("_bits", "_bodies", "_mask", "_max_size", "_query", "_route")
+
+    def __init__(self, query: dnswire.Query, route: EcsRouting, max_size: int) -> None:
+        ecs = query.edns.ecs if query.edns is not None else None
+        assert ecs is not None
+        self._query, self._route, self._max_size = query, route, max_size
+        self._bits = 32 if ecs.family == dnswire.FAMILY_IPV4 else 128
+        self._mask = 0xFF >> (ecs.source_prefix % 8) if ecs.source_prefix % 8 else 0
+        self._bodies: dict[object, tuple[bytes, int, bool, str]] = {}
+
+    def answer(self, address: bytes) -> _Answer | None:
+        """The reply (without id) for a query of this shape from subnet ``address``; None if that is malformed."""
+        if address[-1] & self._mask:
+            return None  # a bit set past the source prefix: the full parse answers FORMERR
+        key, records, scope, region = self._route.place(address)
+        found = self._bodies.get(key)
+        if found is None:
+            found = self._bodies[key] = self._encode(records)
+        prefix, rcode, truncated, response_class = found
+        return (prefix + bytes((min(scope, self._bits),)) + address, rcode, truncated, region, response_class)
+
+    def _encode(self, records: tuple[int, Sequence[bytes], Sequence[bytes]]) -> tuple[bytes, int, bool, str]:
+        """The reply's bytes after the id and before the ECS scope prefix, its rcode, TC bit and RRL class."""
+        query = self._query
+        rcode, answers, authority = records
+        reply = dnswire.response(
+            query,
+            rcode,
+            answers,
+            authority,
+            (),
+            aa=rcode in (dnswire.NOERROR, dnswire.NXDOMAIN),
+            ecs_scope=0,
+            max_size=self._max_size,
+        )
+        ecs = query.edns.ecs if query.edns is not None else None
+        assert ecs is not None and reply.endswith(b"\0" + ecs.address_wire)
+        body = reply[2 : len(reply) - len(ecs.address_wire) - 1]
+        return body, rcode, bool(reply[2] & 0x02), _response_class(query, rcode)
+
+
+class _SenderShape:
+    """Queries placed by their sender's address (no Client Subnet): one encoded answer per answer key."""
+
+    __slots__ = ("_bodies", "_max_size", "_query", "_route")
+
+    def __init__(self, query: dnswire.Query, route: SenderRouting, max_size: int) -> None:
+        self._query, self._route, self._max_size = query, route, max_size
+        self._bodies: dict[object, tuple[bytes, int, bool, str]] = {}
+
+    def answer(self, client_address: str) -> _Answer:
+        """The reply (without id) for a query of this shape sent from ``client_address``."""
+        key, records, _, region = self._route.place(client_address)
+        found = self._bodies.get(key)
+        if found is None:
+            query, (rcode, answers, authority) = self._query, records
+            aa = rcode in (dnswire.NOERROR, dnswire.NXDOMAIN)
+            reply = dnswire.response(
+                query, rcode, answers, authority, (), aa=aa, ecs_scope=None, max_size=self._max_size
+            )
+            found = self._bodies[key] = (reply[2:], rcode, bool(reply[2] & 0x02), _response_class(query, rcode))
+        body, rcode, truncated, response_class = found
+        return body, rcode, truncated, region, response_class
 
 
 def _response_class(query: dnswire.Query, rcode: int) -> str:

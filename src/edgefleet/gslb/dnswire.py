@@ -154,6 +154,9 @@ class ClientSubnet(NamedTuple):
     address: str
     address_wire: bytes = b""
     """The address bytes as sent (``ceil(source_prefix / 8)`` of them), echoed in the answer."""
+    address_offset: int = -1
+    """Where ``address_wire`` starts in the message (-1: not parsed from a message). A server
+    uses it to recognise queries that differ only in their client subnet (:mod:`edgefleet.gslb.dns`)."""
 
 
 class Edns(NamedTuple):
@@ -274,7 +277,7 @@ def _additional_section(data: bytes, pos: int, count: int, query_id: int) -> Edn
                 raise DnsFormatError("more than one OPT record", query_id)
             if not owner_is_root:
                 raise DnsFormatError("the OPT record is not owned by the root name", query_id)
-            edns = _opt(data[pos : pos + rdlength], rclass, ttl, query_id)
+            edns = _opt(data[pos : pos + rdlength], rclass, ttl, query_id, pos)
         else:
             others += 1
             if others > MAX_OTHER_ADDITIONAL:
@@ -326,7 +329,7 @@ def skip_name(data: bytes, pos: int, query_id: int | None = None) -> int:
             return pos if end < 0 else end
 
 
-def _opt(rdata: bytes, udp_size: int, ttl: int, query_id: int) -> Edns:
+def _opt(rdata: bytes, udp_size: int, ttl: int, query_id: int, offset: int = -1) -> Edns:
     """The OPT record's fields: payload size (class), version and DO (TTL), options (RDATA)."""
     ecs: ClientSubnet | None = None
     pos = 0
@@ -340,13 +343,16 @@ def _opt(rdata: bytes, udp_size: int, ttl: int, query_id: int) -> Edns:
         if code == OPTION_CLIENT_SUBNET:
             if ecs is not None:
                 raise DnsFormatError("more than one Client Subnet option", query_id)
-            ecs = parse_client_subnet(rdata[pos : pos + length], query_id)
+            ecs = parse_client_subnet(rdata[pos : pos + length], query_id, offset + pos if offset >= 0 else -1)
         pos += length
     return Edns(udp_size, bool(ttl & _DO_BIT), ecs, (ttl >> 16) & 0xFF)
 
 
-def parse_client_subnet(value: bytes, query_id: int | None = None) -> ClientSubnet:
-    """An ECS option's value (RFC 7871 §6), checked as the module docstring says."""
+def parse_client_subnet(value: bytes, query_id: int | None = None, offset: int = -1) -> ClientSubnet:
+    """An ECS option's value (RFC 7871 §6), checked as the module docstring says.
+
+    ``offset``: where the option's value starts in the message (-1: unknown).
+    """
     if len(value) < 4:
         raise DnsFormatError("the Client Subnet option is shorter than 4 bytes", query_id)
     family, source, scope = _ECS_HEADER.unpack_from(value)
@@ -362,10 +368,11 @@ def parse_client_subnet(value: bytes, query_id: int | None = None) -> ClientSubn
         raise DnsFormatError(f"Client Subnet address of {len(address)} bytes for a /{source} prefix", query_id)
     if source % 8 and address[-1] & (0xFF >> (source % 8)):
         raise DnsFormatError(f"Client Subnet address has bits set past its /{source} prefix", query_id)
-    return ClientSubnet(family, source, _address_text(family, address), address)
+    return ClientSubnet(family, source, address_text(family, address), address, offset + 4 if offset >= 0 else -1)
 
 
-def _address_text(family: int, address: bytes) -> str:
+def address_text(family: int, address: bytes) -> str:
+    """Text form of an ECS address (family 1 or 2), zero-padded to a whole address."""
     if family == FAMILY_IPV4:
         padded = address + bytes(4 - len(address))
         return f"{padded[0]}.{padded[1]}.{padded[2]}.{padded[3]}"

@@ -258,20 +258,72 @@ def _by_failover_order(sites: list[SiteView], order: Sequence[str]) -> tuple[lis
     return ranked, "first available site of the failover order"
 
 
-def _shed(ranked: list[_Ranked], policy: RoutingPolicy, draw: float, reason: str) -> tuple[SiteView, str]:
-    """The first site, or the next one below its threshold for the shed share of draws."""
+def _shed_plan(ranked: Sequence[_Ranked], policy: RoutingPolicy) -> tuple[SiteView, SiteView | None, float]:
+    """The first site, where it sheds to (None: nowhere or no need) and the share of draws shed."""
     first = ranked[0].site
     load = first.load
     if load is None or load <= policy.shed_threshold:
-        return first, f"{reason} -> {first.name}"
+        return first, None, 0.0
     share = shed_share(load, policy.shed_threshold, policy.shed_share)
     target = next((item.site for item in ranked[1:] if _has_room(item.site, policy.shed_threshold)), None)
+    return first, target, share
+
+
+def _shed(ranked: list[_Ranked], policy: RoutingPolicy, draw: float, reason: str) -> tuple[SiteView, str]:
+    """The first site, or the next one below its threshold for the shed share of draws."""
+    first, target, share = _shed_plan(ranked, policy)
+    load = first.load
+    if load is None or load <= policy.shed_threshold:
+        return first, f"{reason} -> {first.name}"
     overload = f"{first.name} at {load:.0%} load > {policy.shed_threshold:.0%}"
     if target is None:
         return first, f"{reason} -> {overload}, but no other site has room"
     if draw < share:
         return target, f"{reason} -> {overload}: shedding {share:.0%} of answers to {target.name} (this one)"
     return first, f"{reason} -> {first.name} ({overload}: shedding {share:.0%} of answers to {target.name})"
+
+
+class SiteChoice:
+    """:func:`choose`'s site decision for one client location, precomputed; only the draw is left open.
+
+    Why: the decision depends on the client's location, the sites and the
+    policy, not on the individual subnet, so a DNS server computes one per
+    (Domain, address family, location) when the fleet or the geo table
+    changes and answers each query with :meth:`site` (a comparison, or for
+    ``weighted`` one hash per weighted site). It reuses :func:`choose`'s
+    own ranking and shedding steps, so both always agree
+    (``tests/gslb/test_fastpath.py`` checks it on random fleets).
+    """
+
+    __slots__ = ("_client", "_eligible", "_first", "_latency", "_policy", "_share", "_target", "draw_matters")
+
+    def __init__(
+        self, client: Client, sites: Sequence[SiteView], policy: RoutingPolicy, latency: LatencyMatrix | None = None
+    ) -> None:
+        self._client, self._policy, self._latency = client, policy, latency
+        self._eligible = [site for site in sites if site.eligible]
+        self._first: SiteView | None = None
+        self._target: SiteView | None = None
+        self._share = 0.0
+        self.draw_matters = policy.policy == "weighted"
+        """Whether :meth:`site` depends on the draw (weighted policy, or a first site shedding load)."""
+        if self._eligible and not self.draw_matters:
+            ranked, _ = _rank(client, self._eligible, policy, 0.0, latency)
+            self._first, self._target, self._share = _shed_plan(ranked, policy)
+            load = self._first.load
+            self.draw_matters = load is not None and load > policy.shed_threshold
+
+    def site(self, draw: float) -> SiteView | None:
+        """The site :func:`choose` picks for this location and ``draw`` (None: no eligible site)."""
+        if self._policy.policy == "weighted":
+            if not self._eligible:
+                return None
+            ranked, _ = _rank(self._client, self._eligible, self._policy, draw, self._latency)
+            first, target, share = _shed_plan(ranked, self._policy)
+            return target if target is not None and draw < share else first
+        if self._target is not None and draw < self._share:
+            return self._target
+        return self._first
 
 
 def shed_share(load: float, threshold: float, full_share: float) -> float:

@@ -37,19 +37,31 @@ Placing the client (RFC 7871): the Client Subnet address when the query has
 one with a non-zero source prefix, else the address the query came from (the
 resolver's). The answer's ECS scope prefix is the length of the geo table
 prefix that placed the client, capped at the source prefix; when the answer
-also depends on the client's subnet itself (``weighted`` policy, or a site
-over its shedding threshold: the ``draw`` is a hash of the subnet), it is
-the source prefix.
+also depends on the client's subnet itself (``weighted`` policy, or the
+client's first-ranked site over its shedding threshold: the ``draw`` is a
+hash of the subnet), it is the source prefix.
 
-Why an answer cache: a routing decision costs tens of microseconds (site
-views, ranking, hashing, encoding) while the inputs that matter are few: the
-name, the type, the client's *location* (thousands of subnets share a
-handful of locations) and, only when the draw matters, the subnet. So
-answers are cached by ``(name, type, location[, subnet])`` and the cache is
-emptied whenever :attr:`Resolver.generation` moves (the fleet state changed,
-a peer vote went stale, or the geo table was reloaded). The records are
-compressed against the question only, so one cached set serves every case
-variant of the name (offsets do not depend on letter case).
+Why precomputed decisions (issue 15): a routing decision costs tens of
+microseconds (site views, ranking, distances, hashing, encoding), while what
+it depends on is few: the Domain, the address type and the client's
+*location* (the geo table's place: a million prefixes map to a few thousand
+cities), plus, only under ``weighted`` or while the client's first site
+sheds load, a draw hashed from the subnet. So the site decision is a
+:class:`~edgefleet.gslb.policy.SiteChoice` per (Domain, type, location),
+built on the first query from that location and shared by every prefix
+and subnet placed there (:meth:`Resolver.site_choice`; a real geo table's
+locations take ~15 µs each, lazily: no query waits for the others); the
+records are built once per (name, type, chosen site) (:class:`_RoutedName`,
+compressed against the question only, so one set serves every case variant
+of the name). A query from a new subnet so costs a longest-prefix lookup
+and table reads; the DNS server goes further with :meth:`Resolver.ecs_route`
+(see :mod:`edgefleet.gslb.dns`: no parse, no encode). Everything is dropped
+when :attr:`Resolver.generation` moves (the fleet state changed, a peer vote
+went stale, or the geo table was reloaded) and rebuilt lazily, and all of
+it is bounded (:data:`ANSWER_CACHE_SIZE`, :data:`CHOICE_CACHE_SIZE`). The
+``edgefleet route`` CLI and the ``_route`` TXT name call
+:func:`~edgefleet.gslb.policy.choose`, whose ranking and shedding steps
+``SiteChoice`` reuses; ``tests/gslb/test_fastpath.py`` checks they agree.
 
 Pure: no I/O; the clock is a parameter (``clock``, seconds since the epoch).
 """
@@ -69,18 +81,24 @@ from edgefleet.gslb.policy import (
     Client,
     LatencyMatrix,
     NodeTarget,
-    Route,
     RoutingPolicy,
+    SiteChoice,
     SiteView,
     choose,
     draw_for,
+    rank_nodes,
 )
 
 Resolution = tuple[int, Sequence[bytes], Sequence[bytes], Sequence[bytes], int | None]
 """rcode, answer records, authority records, additional records, ECS scope prefix (None: 0)."""
 
 ANSWER_CACHE_SIZE = 65536
-"""Security limit: cached answers kept before the cache is emptied (a flood of distinct names)."""
+"""Security limit: routed questions (name, type) whose answers are kept before they are all dropped
+(a flood of distinct names under a wildcard)."""
+CHOICE_CACHE_SIZE = 131072
+"""Security limit: site decisions kept, one per (Domain, type, client location), before they are all
+dropped. A location is a place of the geo table (a city), not a prefix: a million-range table has a
+few thousand to a hundred thousand of them."""
 
 DIAGNOSTIC_TTL = 0
 _ADDRESS_TYPES = {dnswire.A: "ipv4", dnswire.AAAA: "ipv6"}
@@ -127,7 +145,6 @@ class _Plan:
 
     policy: RoutingPolicy
     sites: tuple[SiteView, ...]
-    draw_matters: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +169,8 @@ class _Placement:
         return min(self.source_prefix, self.matched_prefix)
 
 
-_CachedAnswer = tuple[int, tuple[bytes, ...], tuple[bytes, ...], bool]
-"""rcode, answer records, authority records, whether the answer depends on the subnet."""
+_Records = tuple[int, tuple[bytes, ...], tuple[bytes, ...]]
+"""rcode, answer records, authority records."""
 
 
 class Resolver:
@@ -180,7 +197,8 @@ class Resolver:
         self._suffix = "." + zone.origin
         self._generation = 0
         self._seen: tuple[int, object] = (-1, None)
-        self._answers: dict[tuple[str, int, Location | None, str | None], _CachedAnswer] = {}
+        self._routes: dict[tuple[str, int], _RoutedName] = {}
+        self._choices: dict[tuple[str, int], dict[Location | None, SiteChoice]] = {}
         self._plans: dict[tuple[str, int], _Plan] = {}
 
     # --- generation ------------------------------------------------------------------------
@@ -192,7 +210,8 @@ class Resolver:
         if seen[0] != self._seen[0] or seen[1] is not self._seen[1]:
             self._seen = seen
             self._generation += 1
-            self._answers.clear()
+            self._routes.clear()
+            self._choices.clear()
             self._plans.clear()
         return self._generation
 
@@ -320,34 +339,86 @@ class Resolver:
     ) -> Resolution:
         """A/AAAA records of the nodes the policy picks (after ``before``: the CNAME)."""
         placement = self.place(query, client_address)
-        plan = self._plan(match.domain, qtype)
-        key = (query.qname, query.qtype, placement.location, placement.subnet if plan.draw_matters else None)
-        cached = self._answers.get(key)
-        if cached is None:
-            route = self._decide(query, match, plan, placement)
-            cached = self._routed_records(query, match, qtype, plan, route, before)
-            if len(self._answers) >= self.cache_size:
-                self._answers.clear()
-            if self.cache_size:
-                self._answers[key] = cached
-        rcode, answers, authority, per_subnet = cached
+        route = self._routed_name(query, match, qtype, before)
+        _, (rcode, answers, authority), per_subnet = route.answer(placement.location, lambda: placement.subnet)
         return rcode, answers, authority, _EMPTY, placement.scope(per_subnet=per_subnet)
 
-    def _decide(self, query: Query, match: DomainMatch, plan: _Plan, placement: _Placement) -> Route:
-        draw = draw_for(placement.subnet, match.domain) if plan.draw_matters else 0.0
-        client = Client(placement.address, placement.location)
-        return choose(client, plan.sites, plan.policy, key=query.qname, draw=draw, latency=self.latency)
+    def _routed_name(self, query: Query, match: DomainMatch, qtype: int, before: tuple[bytes, ...]) -> _RoutedName:
+        """The answers for one routed question (name and type), kept until the generation moves."""
+        key = (query.qname, query.qtype)
+        route = self._routes.get(key)
+        if route is None:
+            route = _RoutedName(self, query, match, qtype, before)
+            if len(self._routes) >= self.cache_size:
+                self._routes.clear()
+            if self.cache_size:
+                self._routes[key] = route
+        return route
 
-    def _routed_records(
-        self, query: Query, match: DomainMatch, qtype: int, plan: _Plan, route: Route, before: tuple[bytes, ...]
-    ) -> _CachedAnswer:
-        family = _ADDRESS_TYPES[qtype]
-        owner = query.qname if match.via == "zone" else match.canonical
-        addresses = [address for node in route.nodes for address in getattr(node, family)]
-        records = tuple(self._address_records(query, owner, addresses, plan.policy.ttl))
-        if not records and not before:
-            return dnswire.NOERROR, _EMPTY, self._soa_authority(query), False
-        return dnswire.NOERROR, before + records, _EMPTY, plan.draw_matters
+    def site_choice(self, domain: str, qtype: int, location: Location | None) -> SiteChoice:
+        """The Domain's site decision for clients at ``location`` (A or AAAA), computed once per generation.
+
+        Shared by every geo block (and so every subnet) placed at the same
+        location: a fresh query costs a table read, not a decision.
+        """
+        choices = self.choices_for(domain, qtype)
+        choice = choices.get(location)
+        if choice is None:
+            plan = self._plan(domain, qtype)
+            choice = SiteChoice(Client("", location), plan.sites, plan.policy, self.latency)
+            if len(choices) >= CHOICE_CACHE_SIZE:
+                choices.clear()
+            if self.cache_size:
+                choices[location] = choice
+        return choice
+
+    def choices_for(self, domain: str, qtype: int) -> dict[Location | None, SiteChoice]:
+        """The site decisions made so far for the Domain and type, by client location (this generation)."""
+        return self._choices.setdefault((domain, qtype), {})
+
+    def ecs_route(self, query: Query) -> EcsRoute | None:
+        """For a routed A/AAAA question with a Client Subnet: its answers as a function of the subnet.
+
+        None for every other query (see :meth:`resolve`). The DNS server
+        keeps it per query *shape* (the message but for its id and subnet
+        address), so a query from a new subnet costs a geo lookup and a
+        table read: no parse, no decision, no encoding.
+        """
+        ecs = query.edns.ecs if query.edns is not None else None
+        if ecs is None or ecs.source_prefix == 0:
+            return None
+        routed = self._shaped_route(query)
+        return None if routed is None else EcsRoute(routed, self.geo, ecs.family, ecs.source_prefix)
+
+    def address_route(self, query: Query) -> AddressRoute | None:
+        """:meth:`ecs_route` for a routed question without a Client Subnet: placed by the sender's address."""
+        ecs = query.edns.ecs if query.edns is not None else None
+        if ecs is not None and ecs.source_prefix > 0:
+            return None
+        routed = self._shaped_route(query)
+        return None if routed is None else AddressRoute(routed, self.geo)
+
+    def _shaped_route(self, query: Query) -> _RoutedName | None:
+        """The routed question :meth:`resolve` would answer with :meth:`_routed`; None for any other one."""
+        if _refusal(query) is not None:
+            return None
+        self.generation  # noqa: B018 -- empties the caches if the fleet or the geo table changed
+        name = query.qname
+        if name == self.zone.origin or self.tcp_only(query) or name in self.zone.glue:
+            return None
+        match = self.fleet.domain_for(name)
+        if match is None:
+            return None
+        qtype = query.qtype
+        if match.via == "zone":
+            qtype = dnswire.A if qtype == dnswire.ANY else qtype
+            before: tuple[bytes, ...] = ()
+        else:
+            ttl = self.fleet.routing_for(match.domain).ttl
+            before = (dnswire.cname(query.qname, ttl, match.canonical, question=query.qname_wire),)
+        if qtype not in _ADDRESS_TYPES:
+            return None
+        return self._routed_name(query, match, qtype, before)
 
     def _plan(self, domain: str, qtype: int) -> _Plan:
         """The Domain's policy and sites, nodes narrowed to those with an address of the family."""
@@ -359,7 +430,7 @@ class Resolver:
                 dataclasses.replace(site, nodes=tuple(n for n in site.nodes if getattr(n, family)))
                 for site in self.fleet.sites_for(domain, self.clock())
             )
-            plan = _Plan(policy, sites, _draw_matters(policy, sites))
+            plan = _Plan(policy, sites)
             self._plans[(domain, qtype)] = plan
         return plan
 
@@ -481,8 +552,105 @@ def _refusal(query: Query) -> int | None:
     return None
 
 
-def _draw_matters(policy: RoutingPolicy, sites: Sequence[SiteView]) -> bool:
-    """Whether answers depend on the client's subnet hash: weighted policy, or a site shedding load."""
-    if policy.policy == "weighted":
-        return True
-    return any(site.eligible and (site.load or 0.0) > policy.shed_threshold for site in sites)
+class _RoutedName:
+    """One routed question (lowercase name, type): its answer records per chosen site.
+
+    The records are compressed against the question only, so they hold for
+    every case variant of the name and every client placed at that site.
+    """
+
+    __slots__ = (
+        "_before",
+        "_choices",
+        "_domain",
+        "_family",
+        "_key",
+        "_owner",
+        "_qtype",
+        "_query",
+        "_records",
+        "_resolver",
+        "_ttl",
+    )
+
+    def __init__(
+        self, resolver: Resolver, query: Query, match: DomainMatch, qtype: int, before: tuple[bytes, ...]
+    ) -> None:
+        self._resolver = resolver
+        self._domain = match.domain
+        self._qtype = qtype
+        self._family = _ADDRESS_TYPES[qtype]
+        self._key = query.qname
+        self._owner = query.qname if match.via == "zone" else match.canonical
+        self._before = before
+        self._ttl = resolver.fleet.routing_for(match.domain).ttl
+        self._records: dict[str | None, tuple[_Records, bool]] = {}
+        self._query = query
+        self._choices = resolver.choices_for(match.domain, qtype)
+
+    def answer(self, location: Location | None, subnet: Callable[[], str]) -> tuple[str | None, _Records, bool]:
+        """(chosen site, its records, whether the answer depends on the subnet) for a client at ``location``.
+
+        ``subnet`` gives the client subnet's text, asked only when the draw matters.
+        """
+        choice = self._choices.get(location) or self._resolver.site_choice(self._domain, self._qtype, location)
+        if choice.draw_matters:
+            site = choice.site(draw_for(subnet(), self._domain))
+        else:
+            site = choice.site(0.0)
+        name = None if site is None else site.name
+        found = self._records.get(name)
+        if found is None:
+            found = self._records[name] = self._build(site, choice.draw_matters)
+        return name, found[0], found[1]
+
+    def _build(self, site: SiteView | None, draw_matters: bool) -> tuple[_Records, bool]:
+        resolver, query = self._resolver, self._query
+        policy = resolver.fleet.routing_for(self._domain)
+        nodes = rank_nodes(site.nodes, self._key)[: max(1, policy.answers)] if site is not None else ()
+        addresses = [address for node in nodes for address in getattr(node, self._family)]
+        records = tuple(resolver._address_records(query, self._owner, addresses, self._ttl))
+        if not records and not self._before:
+            return (dnswire.NOERROR, _EMPTY, resolver._soa_authority(query)), False
+        return (dnswire.NOERROR, self._before + records, _EMPTY), draw_matters
+
+
+class EcsRoute:
+    """A routed question's answers as a function of the Client Subnet address (:meth:`Resolver.ecs_route`)."""
+
+    __slots__ = ("_family", "_lookup", "_route", "_source")
+
+    def __init__(self, route: _RoutedName, geo: GeoDatabase, family: int, source_prefix: int) -> None:
+        self._route, self._family, self._source = route, family, source_prefix
+        self._lookup = geo.wire_lookup(family)
+
+    def place(self, address_wire: bytes) -> tuple[str | None, _Records, int, str]:
+        """(answer key, records, ECS scope, client region) for a query from subnet ``address_wire``.
+
+        Answers with equal keys are equal (the key is the chosen site).
+        """
+        found = self._lookup(address_wire)
+        location, matched = found if found is not None else (None, None)
+        source = self._source
+        key, records, per_subnet = self._route.answer(location, lambda: self._subnet(address_wire))
+        scope = source if per_subnet or matched is None else min(source, matched)
+        return key, records, scope, location.region if location is not None else ""
+
+    def _subnet(self, address_wire: bytes) -> str:
+        return f"{dnswire.address_text(self._family, address_wire)}/{self._source}"
+
+
+class AddressRoute:
+    """A routed question's answers as a function of the sender's address (:meth:`Resolver.address_route`)."""
+
+    __slots__ = ("_geo", "_route")
+
+    def __init__(self, route: _RoutedName, geo: GeoDatabase) -> None:
+        self._route, self._geo = route, geo
+
+    def place(self, client_address: str) -> tuple[str | None, _Records, None, str]:
+        """(answer key, records, no ECS scope, client region) for a query sent from ``client_address``."""
+        found = self._geo.lookup(client_address)
+        location = found[0] if found is not None else None
+        key, records, _ = self._route.answer(location, lambda: client_address)
+        return key, records, None, location.region if location is not None else ""
