@@ -14,9 +14,13 @@ the origin's counters how many requests reached it (ideal: 1).
 Everything runs on 127.0.0.1, durations are bounded, and every process
 started is stopped (SIGTERM, then SIGKILL) however the run ends. If
 ``edgefleet cache`` cannot start, its side is skipped with a message.
+Access logs are off on both unless ``--access-log on`` (both log every
+request to a file, and a third run shows edgefleet without its log: see
+``bench/accesslogbench.py``).
 
     .venv/bin/python bench/cache_vs_nginx.py [--workers 1,2] [--seconds 8] [--connections 32]
     .venv/bin/python bench/cache_vs_nginx.py --quick --only nginx
+    .venv/bin/python bench/cache_vs_nginx.py --access-log on --workers 1
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +45,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import accesslogbench
 from bench.benchutil import Service, StartError, announced_port, require, run_main, running, scratch_dir, wait_until
+from bench.tlsbench import TlsSetup, run_tls
 from tests.cloudproc import EDGEFLEET, free_port
 
 HOST = "bench.test"
@@ -112,7 +119,7 @@ domains:
 def answers(url: str, host: str | None = None, want: int | None = None) -> bool:
     headers = {"Host": host} if host else {}
     with contextlib.suppress(httpx.TransportError):
-        status = httpx.get(url, headers=headers, timeout=1.0).status_code
+        status = httpx.get(url, headers=headers, timeout=1.0, verify=False).status_code  # --tls: our own CA
         return want is None or status == want
     return False
 
@@ -125,9 +132,19 @@ class Server:
     url: str
     hit_header: str
     service: Service
+    admin: str = ""
+    """edgefleet's admin URL (metrics), empty for nginx."""
 
 
-def start_nginx(stack: contextlib.ExitStack, tmp: Path, workers: int, origin_port: int, tcp_nopush: str) -> Server:
+def start_nginx(
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    workers: int,
+    origin_port: int,
+    tcp_nopush: str,
+    tls: TlsSetup | None = None,
+    access_log: bool = False,
+) -> Server:
     home = tmp / f"nginx-{workers}"
     home.mkdir()
     port = free_port()
@@ -135,31 +152,51 @@ def start_nginx(stack: contextlib.ExitStack, tmp: Path, workers: int, origin_por
     conf = NGINX_CONF.format(
         workers=workers, user=user, tmp=home, origin_port=origin_port, port=port, host=HOST, tcp_nopush=tcp_nopush
     )
+    if tls is not None:
+        conf = tls.nginx_conf(conf)
+    if access_log:
+        conf = accesslogbench.nginx_conf(conf, str(home))
     (home / "nginx.conf").write_text(conf)
     args = [NGINX, "-e", str(home / "nginx-error.log"), "-c", str(home / "nginx.conf"), "-p", str(home)]
     service = stack.enter_context(running(Service("nginx", args, home / "nginx-error.log")))
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     wait_until(service, lambda: answers(url + "/echo", HOST), 15.0)
     return Server("nginx", url, "X-Cache-Status", service)
 
 
-def start_edgefleet(stack: contextlib.ExitStack, tmp: Path, workers: int, origin_port: int) -> Server:
-    home = tmp / f"edgefleet-{workers}"
+def start_edgefleet(
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    workers: int,
+    origin_port: int,
+    tls: TlsSetup | None = None,
+    access_log: bool = False,
+    name: str = "edgefleet",
+) -> Server:
+    home = tmp / f"{name}-{workers}"
     home.mkdir()
     port, admin_port = free_port(), free_port()
     config = CACHE_YAML.format(
         port=port, workers=workers, admin_port=admin_port, tmp=home, host=HOST, origin_port=origin_port
     )
+    tls_port = free_port()
+    if tls is not None:
+        config = tls.cache_yaml(config, tls_port)
+    if access_log:
+        config = accesslogbench.cache_yaml(config)
     (home / "cache.yaml").write_text(config)
     args = [EDGEFLEET, "cache", "--config", str(home / "cache.yaml")]
     service = stack.enter_context(running(Service("edgefleet cache", args, home / "edgefleet.log")))
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
-        return answers(url + "/", HOST) or answers(f"http://127.0.0.1:{admin_port}/healthz", want=200)
+        healthy = answers(f"http://127.0.0.1:{admin_port}/healthz", want=200)  # every worker, TLS listener included
+        return healthy or (tls is None and answers(url + "/", HOST))
 
     wait_until(service, ready, 20.0)
-    return Server("edgefleet", url, "X-Cache", service)
+    if tls is not None:
+        url = f"https://127.0.0.1:{tls_port}"
+    return Server(name, url, "X-Cache", service, f"http://127.0.0.1:{admin_port}")
 
 
 # --- load ----------------------------------------------------------------------
@@ -188,8 +225,10 @@ def parse_wrk(output: str) -> WrkResult:
     return WrkResult(float(rate.group(1)), parse_duration_ms(p99.group(1)), "; ".join(problems))
 
 
-def run_wrk(url: str, connections: int, seconds: int, threads: int) -> WrkResult:
-    args = [WRK, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Host: {HOST}", url]
+def run_wrk(url: str, connections: int, seconds: int, threads: int, extra: Sequence[str] = ()) -> WrkResult:
+    """wrk against ``url``; ``extra``: more request header lines (``Connection: close`` for --tls handshakes)."""
+    headers = [arg for line in (f"Host: {HOST}", *extra) for arg in ("-H", line)]
+    args = [WRK, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", *headers, url]
     done = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
@@ -200,7 +239,7 @@ def warm(server: Server, path: str) -> str:
     """Fetch ``path`` a few times; a warning unless the second answer was a cache hit."""
     marks = []
     for _ in range(3):
-        response = httpx.get(server.url + path, headers={"Host": HOST}, timeout=30.0)
+        response = httpx.get(server.url + path, headers={"Host": HOST}, timeout=30.0, verify=False)
         marks.append((response.status_code, response.headers.get(server.hit_header, "-")))
     if marks[1][0] == 200 and marks[1][1].upper().startswith("HIT"):
         return ""
@@ -281,20 +320,31 @@ def print_row(row: Row) -> None:
         f"{fmt_p99(nginx)}  {fmt_p99(edgefleet)}",
         flush=True,
     )
+    nolog = row.results.get(accesslogbench.NOLOG)
+    if edgefleet and nolog:
+        print(accesslogbench.with_and_without(edgefleet.requests_per_s, nolog.requests_per_s), flush=True)
     for name, result in row.results.items():
         if result.problems:
             print(f"         {name}: {result.problems}", flush=True)
 
 
 def start_servers(
-    stack: contextlib.ExitStack, tmp: Path, workers: int, origin_port: int, args: argparse.Namespace
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    workers: int,
+    origin_port: int,
+    args: argparse.Namespace,
+    tls: TlsSetup | None = None,
 ) -> list[Server]:
     servers = []
+    logs = getattr(args, "access_log", "off") == "on"
     if args.only in ("both", "nginx"):
-        servers.append(start_nginx(stack, tmp, workers, origin_port, args.nginx_tcp_nopush))
+        servers.append(start_nginx(stack, tmp, workers, origin_port, args.nginx_tcp_nopush, tls, logs))
     if args.only in ("both", "edgefleet"):
         try:
-            servers.append(start_edgefleet(stack, tmp, workers, origin_port))
+            servers.append(start_edgefleet(stack, tmp, workers, origin_port, tls, logs))
+            if logs:  # the same load without edgefleet's log: what the log costs
+                servers.append(start_edgefleet(stack, tmp, workers, origin_port, tls, name=accesslogbench.NOLOG))
         except StartError as error:
             print(f"# skipping edgefleet ({workers} workers): `edgefleet cache` did not start: {error}", flush=True)
     return servers
@@ -374,7 +424,11 @@ def run_in(tmp: Path, args: argparse.Namespace) -> None:
             f"origin {origin_url}; servers: {args.only}; nginx tcp_nopush {args.nginx_tcp_nopush}",
             flush=True,
         )
+        print(accesslogbench.describe() if args.access_log == "on" else "# access logs off (--access-log on)")
         print_header()
+        if args.tls:  # HTTPS hits and handshakes instead of the plain rows (bench/tlsbench.py)
+            run_tls(tmp, origin_url, args, sys.modules[__name__])
+            return
         rows, collapses = [], []
         for workers in args.workers:
             more_rows, more_lines = run_workers(tmp, workers, origin_url, args)
@@ -399,6 +453,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("on", "off"),
         default="off",
         help="nginx tcp_nopush; 'on' stalls 100 KB responses ~40 ms on loopback (delayed ACK)",
+    )
+    parser.add_argument(
+        "--access-log",
+        choices=("on", "off"),
+        default="off",
+        help="'on': nginx and edgefleet both log every request to a file, and a third run shows edgefleet "
+        "without its log (bench/accesslogbench.py)",
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="1 KB hits over kept-alive TLS and new handshakes/s (bench/tlsbench.py)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (configs and logs)")
     args = parser.parse_args(argv)

@@ -21,6 +21,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "edgefleet"
 IO_BUILTINS = {"open", "print", "input", "exec", "eval", "__import__"}
+GENERATED_CODE = {"cache/front/logformat.py": "exec"}
+"""Pure modules that compile code from their own fixed templates (as ``dataclasses`` does), and the call they may make.
+
+The access log's line formatters are generated per format and field selection, so that a line is one
+f-string and not a loop of calls over its fields (docs/cache.md, "Access log").
+No config or client text reaches the template: field names come from a closed set."""
 
 
 def contracts() -> list[dict[str, Any]]:
@@ -55,7 +61,10 @@ def io_builtin_calls(path: Path, base: Path = SRC) -> list[str]:
     return [
         f"{path.relative_to(base)}:{node.lineno} calls {node.func.id}()"
         for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in IO_BUILTINS
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in IO_BUILTINS
+        and GENERATED_CODE.get(str(path.relative_to(base))) != node.func.id
     ]
 
 

@@ -369,14 +369,22 @@ def test_invalid_routing(domain_doc: Doc, routing: dict[str, Any], error: str) -
 
 def test_status_and_columns(domain_doc: Doc) -> None:
     domain_doc["spec"]["hostnames"] = ["a.shop.example", "b.shop.example", "c.shop.example"]
-    domain_doc["status"] = {"servingSites": ["par-edge", "ams-edge"], "hitRatio": 0.875}
+    domain_doc["status"] = {
+        "servingSites": ["par-edge", "ams-edge"],
+        "requests": 800,
+        "originRequests": 100,
+        "offload": 0.875,
+        "byteOffload": 0.5,
+    }
     assert row(_domain(domain_doc)) == {
         "HOSTNAMES": "a.shop.example,b.shop.example,+1",
         "ORIGINS": "https://origin.shop.example",
         "ROUTING": "geo",
         "SITES": "tier=edge",
+        "REQUESTS": "800",
+        "OFFLOAD": "87.5%",
+        "BYTE-OFFLOAD": "50.0%",
         "SERVING": "par-edge,ams-edge",
-        "HIT-RATIO": "87.5%",
         "DEFAULT-TTL": "3600s",
     }
     domain_doc["spec"]["sites"] = ""

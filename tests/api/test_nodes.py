@@ -93,7 +93,18 @@ STATUS: dict[str, Any] = {
     "syncedEpoch": "e-7f3a",
     "agentVersion": "0.1.0",
     "workloads": {"cache": {"revision": "abc123", "state": "Running", "ready": True, "restarts": 0}},
-    "cache": {"requests": 1000, "hits": 900, "hitRatio": 0.9, "bytesServed": 10**9},
+    "cache": {
+        "requests": 1000,
+        "hits": 900,
+        "hitRatio": 0.9,
+        "bytesServed": 10**9,
+        "windowSeconds": 300,
+        "clientRequests": 1000,
+        "servedLocal": 900,
+        "localRatio": 0.9,
+        "offload": 0.99,
+        "domains": {"shop": {"requests": 1000, "originRequests": 10}},
+    },
     "peerVotes": {"par-edge-2": {"healthy": True, "at": "2024-05-01T12:00:00+00:00"}},
 }
 
@@ -146,6 +157,7 @@ def test_columns(node_doc: Doc) -> None:
         "HUB": "<none>",
         "SYNCED": "<none>",
         "WORKLOADS": "<none>",
+        "OFFLOAD": "<none>",
     }
     node_doc["status"] = {**STATUS, "workloads": {**STATUS["workloads"], "api": {"ready": False}}}
     node_doc["spec"].update(unschedulable=True, draining=True)
@@ -157,6 +169,10 @@ def test_columns(node_doc: Doc) -> None:
         "SYNCED": "1042",
         "WORKLOADS": "1/2",
         "ADDRESSES": "192.0.2.10",
+        "OFFLOAD": "99.0%",
+        "LOCAL": "90.0%",
+        "REQUESTS": "1000",
+        "BYTE-OFFLOAD": "<none>",
         "HIT-RATIO": "90.0%",
     }
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from edgefleet.api import parse
-from edgefleet.api.sites import Site, SiteStatus
+from edgefleet.api.sites import Site, SiteStatus, bandwidth
 
 from .helpers import DELETE, Doc, changed, errors_of, row
 
@@ -126,3 +126,16 @@ def test_columns(site_doc: Doc) -> None:
     site_doc["status"] = {"active": False, "healthyNodes": 2, "totalNodes": 3, "load": 0.5}
     cells = row(parse(site_doc))
     assert (cells["ACTIVE"], cells["HEALTHY"], cells["LOAD"]) == ("false", "2/3", "50.0%")
+    site_doc["status"] |= {"loadGbps": 5.0}
+    assert row(parse(site_doc))["LOAD"] == "50.0% (5Gbps)"
+
+
+def test_bandwidth_is_shown_in_the_largest_unit_below_it() -> None:
+    assert [bandwidth(g) for g in (12.5, 1.0, 0.82, 0.0081923, 9.5e-5, 0.0)] == [
+        "12.5Gbps",
+        "1Gbps",
+        "820Mbps",
+        "8.19Mbps",
+        "95kbps",
+        "0bps",
+    ]

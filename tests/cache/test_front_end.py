@@ -22,6 +22,7 @@ import pytest
 
 from edgefleet.cache.config import parse_config
 from edgefleet.cache.front.worker import Worker
+from tests.cache.figures import fresh_metric
 from tests.cache.inprocess import serving
 from tests.cacheproc import CacheProcess, OriginProcess, RawConnection, cache_config, http_request, started
 from tests.waiting import wait_until
@@ -162,10 +163,14 @@ def test_pipelined_requests_before_a_bad_one_are_answered_first(cache: CacheProc
 # --- framing --------------------------------------------------------------------------------
 
 
+STORED = "edgefleet_cache_stored_total"
+
+
 def test_chunked_origin_response_is_relayed_chunked_then_served_with_a_length(
     cache: CacheProcess, origin: OriginProcess
 ) -> None:
     expected = origin_body(origin, "/bytes/70000/chunk")
+    stored = fresh_metric(cache, STORED)
     with cache.connect() as conn:
         conn.send(http_request("GET", "/bytes/70000/chunk?chunked=1"))
         miss = conn.read_response()
@@ -176,6 +181,8 @@ def test_chunked_origin_response_is_relayed_chunked_then_served_with_a_length(
             None,
         )
         assert miss.body == expected
+        # The disk commit runs in a thread: until it ends, the next request joins the fill (a MISS).
+        wait_until(lambda: fresh_metric(cache, STORED) > stored, what="the chunked response stored")
         conn.send(http_request("GET", "/bytes/70000/chunk?chunked=1"))
         hit = conn.read_response()
         assert (hit.header("x-cache"), hit.framing, hit.body) == (f"HIT from {NODE}", "length", expected)
@@ -202,6 +209,21 @@ def test_http_1_0_keep_alive_request_gets_connection_close_and_is_closed(cache: 
         assert response.header("x-cache") == f"HIT from {NODE}" and len(response.body) == 10
         assert response.header("connection") == "close"
         assert conn.closed_within(1)
+
+
+def test_connection_close_hits_are_answered_then_closed_and_later_requests_dropped(cache: CacheProcess) -> None:
+    """A hit for a ``Connection: close`` request (the fast path since issue 14) says so and ends the connection."""
+    cache.get("/bytes/10/close10")
+    with cache.connect() as conn:
+        conn.send(
+            http_request("GET", "/bytes/10/close10", "demo.test", ("Connection", "close"))
+            + http_request("GET", "/bytes/10/close10")  # after a close: never answered
+        )
+        response = conn.read_response()
+        assert response.header("x-cache") == f"HIT from {NODE}" and len(response.body) == 10
+        assert response.header("connection") == "close" and response.header("age") is not None
+        assert conn.closed_within(1)
+        assert conn.pending_bytes() == b""
 
 
 def test_chunked_request_body_reaches_the_origin_whole_with_a_content_length(
@@ -388,10 +410,10 @@ def test_access_log_gets_json_lines(cache: CacheProcess) -> None:
         ours = [line for line in lines if line["target"] == "/bytes/10/logged"]
         return ours if len(ours) == 2 else []
 
-    ours = wait_until(logged, timeout=5, what="both requests in the access log (flushed once a second)")
+    ours = wait_until(logged, timeout=5, what="both requests in the access log (flushed every 200 ms)")
     assert [line["cache"] for line in ours] == ["MISS", "HIT"]
     for line in ours:
-        assert {"ts", "client", "method", "host", "status", "bytes", "ms", "node"} <= set(line)
+        assert {"time", "client", "method", "host", "status", "bytes", "ms", "node", "domain"} <= set(line)
         assert (line["status"], line["bytes"], line["host"], line["node"]) == (200, 10, "demo.test", NODE)
 
 

@@ -11,12 +11,14 @@ from typing import Any
 import dns.message
 import pytest
 
+from edgefleet.api.certificates import inspect, uncovered
 from edgefleet.api.common import format_timestamp
 from edgefleet.api.meta import parse
 from edgefleet.cli import upplan
 from edgefleet.cli.upplan import Endpoint, FleetPlan, Logs, Ports, ProcessEntry, TryIt, UpRecord
 from edgefleet.gslb import dnswire
 from edgefleet.gslb.geo import GeoTable, great_circle_km
+from tests.pemfiles import issue
 
 PORTS = Ports(Endpoint("127.0.0.1", 7440), Endpoint("127.0.0.1", 8053), Endpoint("127.0.0.1", 8080))
 SINCE = datetime(2026, 5, 1, 12, 0, 0, 400_000, tzinfo=UTC)
@@ -88,6 +90,8 @@ def test_absurd_shapes_are_refused_naming_the_option(sites: int, nodes: int, mes
 def test_cache_ports_must_differ() -> None:
     with pytest.raises(ValueError, match="--cache-port and --cache-admin-port"):
         plan(ports=Ports(PORTS.api, PORTS.dns, PORTS.origin, 9000, 9000))
+    with pytest.raises(ValueError, match="--cache-https-port 9001 is the cache's HTTP or admin port"):
+        plan(ports=Ports(PORTS.api, PORTS.dns, PORTS.origin, 9000, 9001, 9001))
 
 
 @pytest.mark.parametrize(
@@ -112,10 +116,12 @@ def by_kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def test_manifests_are_valid_and_wired_together() -> None:
-    ports = Ports(PORTS.api, PORTS.dns, Endpoint("127.0.0.1", 18080), 18081, 19081)
-    documents = upplan.manifests(plan(sites=3, ports=ports))
+    ports = Ports(PORTS.api, PORTS.dns, Endpoint("127.0.0.1", 18080), 18081, 19081, 18443)
+    issued = issue(upplan.certificate_hosts())
+    documents = upplan.manifests(plan(sites=3, ports=ports), upplan.certificate_manifest(issued.chain, issued.key))
     for document in documents:
         parse(document)
+    assert [d["kind"] for d in documents].index("Certificate") < [d["kind"] for d in documents].index("Domain")
     sites = by_kind(documents, "Site")
     assert [site["metadata"]["name"] for site in sites] == ["fra-parent", "par-edge", "ams-edge", "lon-edge"]
     assert "parents" not in sites[0]["spec"]
@@ -124,10 +130,16 @@ def test_manifests_are_valid_and_wired_together() -> None:
     [domain] = by_kind(documents, "Domain")
     assert domain["spec"]["origins"][0]["url"] == "http://127.0.0.1:18080"
     assert upplan.DEMO_HOST in domain["spec"]["hostnames"]
+    assert domain["spec"]["tls"] == {"certificate": upplan.CERTIFICATE}
+    [certificate] = by_kind(documents, "Certificate")
+    names = inspect(certificate["spec"]["certificate"], certificate["spec"]["key"]).dns_names
+    assert not uncovered(
+        names, [*domain["spec"]["hostnames"], "demo.cdn.edgefleet.test", "par-edge-1.demo.cdn.edgefleet.test"]
+    )
     [workload] = by_kind(documents, "Workload")
     template = workload["spec"]["template"]
     assert template["builtin"] == "cache" and workload["spec"]["nodeSelector"] == ""
-    assert {port["name"]: port["port"] for port in template["ports"]} == {"http": 18081, "admin": 19081}
+    assert {port["name"]: port["port"] for port in template["ports"]} == {"http": 18081, "admin": 19081, "https": 18443}
     assert template["healthProbe"]["http"] == {"path": "/healthz", "port": 19081}
 
 
@@ -146,11 +158,12 @@ def test_the_domain_selects_the_edge_sites_and_the_parent() -> None:
 def test_port_needs_cover_every_listener_with_the_option_that_moves_it() -> None:
     fleet = plan(nodes=3)
     needs = upplan.port_needs(fleet)
-    assert len(needs) == 4 + 2 * len(fleet.nodes)
+    assert len(needs) == 4 + 3 * len(fleet.nodes)
     options = {(need.endpoint, need.protocol): need.option for need in needs}
     assert options[(PORTS.dns, "udp")] == options[(PORTS.dns, "tcp")] == "--dns-listen"
     assert options[(Endpoint("127.0.1.3", 8081), "tcp")] == "--cache-port"
     assert options[(Endpoint("127.0.3.1", 9081), "tcp")] == "--cache-admin-port"
+    assert options[(Endpoint("127.0.1.2", 8443), "tcp")] == "--cache-https-port"
     message = needs[0].taken_message()
     assert "7440" in message and "--listen" in message and "taken" in message
 
@@ -317,6 +330,12 @@ def test_try_it_prints_commands_with_the_real_ports_tokens_and_node() -> None:
     curl = "curl --resolve demo.edgefleet.test:18081:127.0.1.2 http://demo.edgefleet.test:18081/static/app.js -sI"
     assert curl in lines
     assert ".venv/bin/edgefleet purge demo /static/app.js" in lines
+    assert not any("--cacert" in line for line in lines), "no demo CA: no HTTPS line"
+    with_https = upplan.try_it(plan(ports=ports), dataclasses.replace(how, demo_ca_file="/d/my data/demo-tls/ca.crt"))
+    assert (
+        "curl --cacert '/d/my data/demo-tls/ca.crt' --resolve demo.edgefleet.test:8443:127.0.1.2 "
+        "https://demo.edgefleet.test:8443/static/app.js -sI"
+    ) in [line.strip() for line in with_https.splitlines()]
     assert any("Ctrl-C" in line for line in lines)
     detached = upplan.try_it(plan(ports=ports), dataclasses.replace(how, detached=True))
     assert f"Stop everything: .venv/bin/edgefleet down --data {shlex.quote('my data')}" in detached

@@ -206,3 +206,14 @@ def test_merge_patch_removes_map_keys_the_report_no_longer_has() -> None:
     stored = {"workloads": {"old": {"ready": True}, "web": {"ready": True}}, "peerVotes": {"b": {"healthy": True}}}
     patch = merge_patch_for({"workloads": {"web": {"ready": False}}}, stored)
     assert patch == {"workloads": {"old": None, "web": {"ready": False}}, "peerVotes": {"b": None}}
+
+
+def test_a_reported_cache_replaces_the_stored_one_whole_nested_domains_too() -> None:
+    stored = {
+        "cache": {"requests": 5, "offload": 0.9, "domains": {"shop": {"requests": 3, "peer": 2}, "gone": {"peer": 1}}}
+    }
+    patch = merge_patch_for({"cache": {"requests": 6, "domains": {"shop": {"requests": 4}}}}, stored)
+    assert patch == {
+        "cache": {"requests": 6, "offload": None, "domains": {"gone": None, "shop": {"requests": 4, "peer": None}}}
+    }, "a quiet window has no offload; a Domain no longer reported is gone"
+    assert merge_patch_for({"phase": "Ready"}, stored) == {"phase": "Ready"}, "no cache reported: left as it is"

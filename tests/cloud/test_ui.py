@@ -224,6 +224,28 @@ def test_bandwidth_is_the_rate_of_bytes_served_between_reports() -> None:
     assert result["percent"] == ["87.3%", "—"]
 
 
+TRAFFIC_SCRIPT = """
+const m = await import(UI + "/model.js");
+const cache = { windowSeconds: 300, clientRequests: 90, tierRequests: 10, servedLocal: 70, servedPeer: 25,
+                servedParent: 0, servedOrigin: 5, originRequests: 5, offload: 0.95 };
+console.log(JSON.stringify([
+  m.nodeTrafficText(cache), m.nodeTrafficText({ requests: 3 }),
+  m.domainTrafficText({ windowSeconds: 300, requests: 100, originRequests: 5, byteOffload: 0.5 }),
+  m.domainTrafficText({ servingSites: ["par"] }),
+]));
+"""
+
+
+def test_offload_hover_texts_say_where_answers_came_from() -> None:
+    node, unknown, domain, empty = run_node(TRAFFIC_SCRIPT)
+    assert node == (
+        "last 300s: 90 client requests, 10 from other caches; served from here 70, from site peers 25, "
+        "from parents 0, from the origin 5; 5 origin requests"
+    )
+    assert unknown == empty == "no traffic figures yet"
+    assert domain == "last 300s: 100 user requests, 5 sent to the origin; byte offload 50.0%"
+
+
 EVENTS_AND_VIEW_SCRIPT = """
 const m = await import(UI + "/model.js");
 const ev = (name, t) => ({ metadata: { name }, spec: { lastTimestamp: `2026-01-01T00:00:${t}Z` } });

@@ -127,3 +127,35 @@ def test_a_purge_from_the_cloud_empties_the_caches_and_completes(world: tuple[Fl
     wait_until(lambda: agent.status()["connected"], 20, what="c1 reconnected")
     hold(2)  # a purge on reconnect would land here
     assert get(http_port).headers["X-Cache"].startswith("HIT")
+
+
+def domain_status(fleet: Fleet) -> dict[str, Any]:
+    with fleet.api() as api:
+        status: dict[str, Any] = api.get(f"{API}/domains/shop").json().get("status") or {}
+    return status
+
+
+def offloaded(status: dict[str, Any]) -> int:
+    """User requests the origin did not see, in the Domain's window figures."""
+    return int(status.get("requests") or 0) - int(status.get("originRequests") or 0)
+
+
+def test_get_domains_shows_the_origin_offload(world: tuple[Fleet, OriginProcess, int]) -> None:
+    fleet, origin, http_port = world
+    before = offloaded(domain_status(fleet))
+    paths = [f"/bytes/512/offload-{index}" for index in range(4)]
+    for path in paths:
+        for node in ("c1", "c2", "c1", "c2"):  # the non-owner relays the owner's copy: not an origin request
+            assert get(http_port, node, path=path).status_code == 200
+    assert [origin.count(path) for path in paths] == [1] * 4
+    status = wait_until(
+        lambda: offloaded(s := domain_status(fleet)) >= before + 12 and s, 60, what="offload in Domain.status"
+    )
+    assert status["offload"] == round(1 - status["originRequests"] / status["requests"], 4)
+    assert status["servingSites"] == ["lab"] and status["windowSeconds"] == 300
+    table = fleet.cli("get", "domains").stdout
+    assert "OFFLOAD" in table.splitlines()[0] and "BYTE-OFFLOAD" in table.splitlines()[0]
+    row = next(line for line in table.splitlines() if line.startswith("shop"))
+    assert f"{status['offload'] * 100:.1f}%" in row
+    nodes = fleet.cli("get", "nodes", "-o", "wide").stdout
+    assert all(name in nodes for name in ("OFFLOAD", "LOCAL", "REQUESTS")), nodes

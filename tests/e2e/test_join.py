@@ -156,7 +156,7 @@ def check_lifecycle(cloud: CloudProcess, tmp_path: Path, credential: str) -> Non
 
     table = wait_until(table_after_a_heartbeat, 30, interval=0, what="a table listed within 3 s of a heartbeat")
     header, row = table[0].split(), table[-1].split()
-    assert header == ["NAME", "STATUS", "SITE", "HEARTBEAT", "HUB", "SYNCED", "WORKLOADS", "AGE"]
+    assert header == ["NAME", "STATUS", "SITE", "HEARTBEAT", "HUB", "SYNCED", "WORKLOADS", "OFFLOAD", "AGE"]
     assert row[:3] == ["edge-e2e", "Ready", "par-edge"] and row[3].endswith("s") and row[4:7] == ["hub-1", "5", "1/2"]
     assert "127.0.0.1" in ok(run(cloud, tmp_path, "get", "nodes", "-o", "wide"))
     spec = node_spec(cloud)

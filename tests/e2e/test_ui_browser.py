@@ -122,7 +122,7 @@ def report_status(cloud: CloudProcess, name: str, phase: str) -> None:
         "lastHeartbeat": now(),
         "hub": "test-hub",
         "workloads": {"cache": {"state": "Running", "ready": phase == "Ready"}},
-        "cache": {"requests": 200, "hits": 150, "hitRatio": 0.75, "bytesServed": 1_000_000},
+        "cache": {"requests": 200, "hits": 150, "hitRatio": 0.75, "bytesServed": 1_000_000, "offload": 0.75},
     }
     with cloud.client() as api:
         response = api.patch(f"{API}/nodes/{name}/status", json={"status": status}, headers=MERGE_PATCH)

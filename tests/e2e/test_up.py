@@ -12,8 +12,10 @@ developer's fleet; the nodes keep their 127.0.x.y addresses.
   (the ``export`` line, CA file included, is the environment of the CLI runs): the GSLB answers a Paris node for a
   Paris client subnet (asked with dnspython, and with the printed dig when
   dig is installed), and the printed curl through the node it printed misses
-  then hits; ``route`` and ``purge`` run. The viewer token reads and cannot
-  write. A second ``up`` refuses and says how to stop the first. ``down``
+  then hits, and the printed ``curl --cacert`` gets the page over HTTPS
+  (the demo certificate from the cloud, the demo CA alone trusted);
+  ``route`` and ``purge`` run. The viewer token reads and cannot write.
+  A second ``up`` refuses and says how to stop the first. ``down``
   leaves no process (every pid of up.json, caches included, and no process
   whose command line names the data directory); ``down`` again says that
   nothing runs and exits 0.
@@ -76,6 +78,8 @@ class Lab:
             str(p["cache"]),
             "--cache-admin-port",
             str(p["admin"]),
+            "--cache-https-port",
+            str(p["https"]),
             "--timeout",
             "60",
         ]
@@ -116,11 +120,11 @@ def distinct_free_ports(count: int) -> list[int]:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    api, dns_port, origin, cache, admin = distinct_free_ports(5)
+    api, dns_port, origin, cache, admin, https = distinct_free_ports(6)
     made = Lab(
         tmp_path,
         tmp_path / "fleet data",
-        {"api": api, "dns": dns_port, "origin": origin, "cache": cache, "admin": admin},
+        {"api": api, "dns": dns_port, "origin": origin, "cache": cache, "admin": admin, "https": https},
     )
     try:
         yield made
@@ -241,6 +245,23 @@ def test_up_detached_serves_as_printed_refuses_a_second_fleet_and_down_stops_eve
         )
     assert x_cache(first) and not any(value.startswith("HIT") for value in x_cache(first)), first
     assert any(value.startswith("HIT") for value in x_cache(second)), second
+
+    # The printed HTTPS command: the demo certificate, from the cloud, checked against the printed CA file.
+    secure = printed(output, "curl --cacert")
+    words = shlex.split(secure)
+    assert Path(words[2]) == (lab.data / "demo-tls" / "ca.crt").absolute()
+    assert words[4] == f"demo.edgefleet.test:{lab.ports['https']}:{node}"
+    if shutil.which("curl"):
+        fetched = lab.run(*words)
+        assert fetched.returncode == 0 and x_cache(fetched.stdout), f"{fetched.stdout}\n{fetched.stderr}"
+    else:  # the same: SNI and Host demo.edgefleet.test, to the node's address, trusting the demo CA alone
+        context = ssl.create_default_context(cafile=words[2])
+        with (
+            socket.create_connection((node, lab.ports["https"]), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="demo.edgefleet.test") as tls,
+        ):
+            tls.sendall(b"HEAD /static/app.js HTTP/1.1\r\nHost: demo.edgefleet.test\r\nConnection: close\r\n\r\n")
+            assert tls.recv(65536).startswith(b"HTTP/1.1 200")
 
     as_admin = {**lab.env, **exported}  # the printed export line, as a shell would set it
     get_nodes = next(line.strip() for line in output.splitlines() if line.strip().endswith(" get nodes -o wide"))

@@ -97,6 +97,8 @@ def test_render_listens_on_the_node_address_and_keeps_objects_across_revisions()
     assert config.storage.disk is not None and config.storage.disk.path == Path("/srv/edge/cache-data/cache")
     next_revision = render_cache_config("par-1", fleet_view(), CACHE, WORKDIR.with_name("def"))
     assert next_revision.storage.disk is not None and next_revision.storage.disk.path == config.storage.disk.path
+    assert config.access_log.path == "/srv/edge/cache-logs/cache/access.log"  # outside the revision's directory
+    assert next_revision.access_log.path == config.access_log.path
 
 
 def test_render_uses_the_template_ports_and_the_node_first_address() -> None:

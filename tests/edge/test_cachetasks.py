@@ -139,6 +139,13 @@ def test_cache_stats_keeps_known_fields_only() -> None:
     assert cache_stats("nope") is None
 
 
+def test_cache_stats_drop_per_domain_figures_they_cannot_carry_and_keep_the_rest() -> None:
+    answer = {"requests": 10, "offload": 0.5, "domains": {"Not_A_Name": {"requests": 3}}}
+    assert cache_stats(answer) == {"requests": 10, "offload": 0.5}
+    good = {"requests": 10, "domains": {"shop": {"requests": 3, "originRequests": 1}}}
+    assert cache_stats(good) == good
+
+
 def test_cache_stats_leave_out_a_p99_of_a_quiet_minute() -> None:
     assert cache_stats({"requests": 10, "serverErrors": 0, "upstreamErrors": 0, "latencyP99Ms": None}) == {
         "requests": 10,

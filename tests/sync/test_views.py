@@ -283,6 +283,8 @@ def selected_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
     doc["status"] = {"x": draw(st.integers(0, 2))}
     if kind == "workloads":
         doc["spec"]["template"]["env"] = secret_env(draw)
+    elif draw(st.booleans()):
+        doc["spec"]["tls"] = {"certificate": draw(st.sampled_from(CERTIFICATES))}
     if kind == "workloads" and draw(st.booleans()):
         doc["status"] = {
             "currentRevision": draw(st.sampled_from(REVISIONS)),
@@ -342,6 +344,23 @@ def secret_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
     return key("secrets", name), doc
 
 
+CERTIFICATES = ["c-a", "c-b"]
+
+
+def certificate_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
+    name = draw(st.sampled_from(CERTIFICATES))
+    if draw(st.integers(0, 3)) == 0:
+        return key("certificates", name), None
+    doc: StoredDocument = {
+        "apiVersion": "edgefleet.io/v1",
+        "kind": "Certificate",
+        "metadata": {"name": name},
+        "spec": {"certificate": draw(st.sampled_from(["pem1", "pem2"])), "key": "k"},
+        "status": {"x": draw(st.integers(0, 1))},
+    }
+    return key("certificates", name), doc
+
+
 def replay(
     index: FleetIndex, history: list[Any], registered: list[str], after_each: Callable[[FleetIndex], None] | None = None
 ) -> None:
@@ -381,7 +400,15 @@ def cluster_info_change(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
 def changes(draw: st.DrawFn) -> tuple[str, StoredDocument | None]:
     make: Callable[[st.DrawFn], tuple[str, StoredDocument | None]] = draw(
         st.sampled_from(
-            [site_change, node_change, selected_change, cluster_info_change, revision_change, secret_change]
+            [
+                site_change,
+                node_change,
+                selected_change,
+                cluster_info_change,
+                revision_change,
+                secret_change,
+                certificate_change,
+            ]
         )
     )
     return make(draw)

@@ -203,7 +203,9 @@ class CacheRule(Model):
     )
     ttl: Seconds | None = Field(
         default=None,
-        description="Seconds responses stay fresh, overriding the origin's Cache-Control.",
+        description="Seconds responses stay fresh, overriding the origin's Cache-Control; applies to the "
+        "heuristically cacheable statuses (200, 301, 404...) and 302/303/307, never to errors the origin "
+        "did not make explicitly fresh.",
     )
     bypass: bool = Field(default=False, description="Do not cache; always ask the origin.")
 
@@ -383,11 +385,31 @@ class DomainSpec(Model):
 
 
 class DomainStatus(Model):
-    """Observed state of a Domain, aggregated from the sites serving it."""
+    """Observed state of a Domain, summed by the domain status controller from its Ready nodes' reports.
+
+    The traffic figures cover each node's last ``windowSeconds`` (see Node.status.cache): ``requests`` counts
+    each user request once (requests between caches of the fleet are not in it), ``originRequests`` the
+    requests the fleet sent to the origins, so ``offload`` is the share of user requests the origin did not
+    see.
+    """
 
     observed_generation: int | None = Field(default=None, description="The metadata.generation this status describes.")
-    serving_sites: list[str] | None = Field(default=None, description="Active sites the GSLB currently answers with.")
-    hit_ratio: Ratio | None = Field(default=None, description="Cache hit ratio over all serving nodes, 0 to 1.")
+    serving_sites: list[str] | None = Field(
+        default=None, description="Sites with a Ready node whose cache serves the domain."
+    )
+    window_seconds: int | None = Field(default=None, ge=0, description="The window the traffic figures cover.")
+    requests: int | None = Field(default=None, ge=0, description="User requests answered by the fleet.")
+    origin_requests: int | None = Field(default=None, ge=0, description="Requests the fleet sent to the origins.")
+    bytes: int | None = Field(default=None, ge=0, description="Response body bytes sent to users.")
+    origin_bytes: int | None = Field(default=None, ge=0, description="Body bytes the fleet received from origins.")
+    offload: Ratio | None = Field(
+        default=None,
+        description="Origin offload: 1 - originRequests / requests (0 when the origin got as many requests or more).",
+    )
+    byte_offload: Ratio | None = Field(default=None, description="1 - originBytes / bytes, likewise.")
+    hit_ratio: Ratio | None = Field(
+        default=None, description="Deprecated, no longer written: a relayed hit looked like a miss; see offload."
+    )
     message: str | None = Field(default=None, description="Why the domain is in this state.")
 
 
@@ -417,8 +439,10 @@ INFO = register(
             Column("ORIGINS", lambda o: short_list([x.url for x in _domain(o).spec.origins], 1)),
             Column("ROUTING", lambda o: _domain(o).spec.routing.policy),
             Column("SITES", lambda o: _domain(o).spec.sites or "<all>"),
+            Column("REQUESTS", lambda o: cell(_domain(o).status.requests)),
+            Column("OFFLOAD", lambda o: percent(_domain(o).status.offload)),
+            Column("BYTE-OFFLOAD", lambda o: percent(_domain(o).status.byte_offload)),
             Column("SERVING", lambda o: cell(_domain(o).status.serving_sites), wide=True),
-            Column("HIT-RATIO", lambda o: percent(_domain(o).status.hit_ratio), wide=True),
             Column("DEFAULT-TTL", lambda o: f"{_domain(o).spec.cache_policy.default_ttl}s", wide=True),
         ),
     )

@@ -12,6 +12,7 @@ skips this one.
 from __future__ import annotations
 
 from edgefleet.api.admissionwebhooks import AdmissionWebhook, AdmissionWebhookSpec, WebhookRule
+from edgefleet.api.certificates import Certificate, CertificateSpec, CertificateStatus
 from edgefleet.api.clusterinfo import ClusterInfo, ClusterInfoSpec
 from edgefleet.api.domains import (
     CachePolicy,
@@ -67,6 +68,9 @@ __all__ = [
     "CacheRule",
     "CacheStats",
     "CacheTaskStatus",
+    "Certificate",
+    "CertificateSpec",
+    "CertificateStatus",
     "ClusterInfo",
     "ClusterInfoSpec",
     "Domain",

@@ -55,6 +55,7 @@ KIND_NAMES: tuple[KindName, ...] = (
     _name("Prefetch", "prefetches", "purges", "pf"),
     _name("WorkloadRevision", "workloadrevisions", "revisions", "wlrev"),
     _name("Secret", "secrets", "secrets", "sec"),
+    _name("Certificate", "certificates", "certificates", "cert"),
     _name("Site", "sites", "sites", "pop"),
 )
 """Every kind, in the order the API serves and docs/manifests.md lists them."""

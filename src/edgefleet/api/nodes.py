@@ -29,6 +29,7 @@ addresses are refused because they can never be put in a DNS answer.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator
@@ -84,8 +85,39 @@ Figure = Annotated[int, Field(ge=0, le=MAX_FIGURE)]
 # Defined before the models that use it: a forward reference would lose the camelCase aliases on rebuild.
 
 
+MAX_NODE_DOMAINS = 50
+"""Security limit: Domains one node reports figures for (the cache sends its busiest ones)."""
+
+
+class DomainTraffic(Model):
+    """One Domain's traffic at one node over the cache's window (``windowSeconds``).
+
+    ``requests`` and ``bytes`` are client requests (those from other caches of the fleet are ``tierRequests``,
+    so a sum over nodes counts each user request once); ``local``/``peer``/``parent``/``origin`` count every
+    request the node answered (client and tier) by where its body came from; ``originRequests`` and
+    ``originBytes`` are what this node fetched from origins.
+    """
+
+    requests: Figure | None = Field(default=None, description="Client requests answered.")
+    tier_requests: Figure | None = Field(default=None, description="Requests from other caches of the fleet.")
+    bytes: Figure | None = Field(default=None, description="Response body bytes sent to clients.")
+    origin_requests: Figure | None = Field(default=None, description="Requests this node sent to an origin.")
+    origin_bytes: Figure | None = Field(default=None, description="Body bytes this node received from origins.")
+    local: Figure | None = Field(default=None, description="Requests answered from this node's storage.")
+    peer: Figure | None = Field(default=None, description="Requests answered with a body relayed from a site peer.")
+    parent: Figure | None = Field(default=None, description="Requests answered with a body relayed from a parent site.")
+    origin: Figure | None = Field(
+        default=None, description="Requests answered with a body this node fetched from an origin."
+    )
+
+
 class CacheStats(Model):
-    """Cache server counters since it started, as reported by the agent."""
+    """Cache server counters since it started, and where answers came from over a recent window.
+
+    The counters (requests, hits, bytesServed, ...) count since the cache started. The traffic figures
+    (windowSeconds onwards) cover the last ``windowSeconds``: they do not drop to zero when a cache
+    restarts (a restart loses at most one window) and sum across nodes into current Domain figures.
+    """
 
     requests: Figure | None = Field(default=None, description="Requests served.")
     hits: Figure | None = Field(default=None, description="Requests served from the cache.")
@@ -99,6 +131,40 @@ class CacheStats(Model):
     )
     latency_p99_ms: float | None = Field(
         default=None, ge=0, le=1e9, description="99th percentile response time over the last minute, milliseconds."
+    )
+    window_seconds: int | None = Field(default=None, ge=0, le=86400, description="The window of the figures below.")
+    client_requests: Figure | None = Field(default=None, description="Client requests answered (not other caches').")
+    tier_requests: Figure | None = Field(
+        default=None, description="Requests from other caches of the fleet (site peers, child sites)."
+    )
+    served_local: Figure | None = Field(default=None, description="Requests answered from this node's storage.")
+    served_peer: Figure | None = Field(default=None, description="Requests answered with a site peer's body.")
+    served_parent: Figure | None = Field(default=None, description="Requests answered with a parent site's body.")
+    served_origin: Figure | None = Field(default=None, description="Requests answered with a body from an origin.")
+    client_bytes: Figure | None = Field(default=None, description="Body bytes sent to clients.")
+    origin_requests: Figure | None = Field(default=None, description="Requests this node sent to origins.")
+    origin_bytes: Figure | None = Field(default=None, description="Body bytes this node received from origins.")
+    local_ratio: Ratio | None = Field(
+        default=None, description="Share of the requests it answered that came from this node's storage."
+    )
+    offload: Ratio | None = Field(
+        default=None, description="1 - originRequests / requests answered (client and tier): what it shielded."
+    )
+    byte_offload: Ratio | None = Field(default=None, description="1 - originBytes / bytes sent (clients and tiers).")
+    domains: dict[Name, DomainTraffic] | None = Field(
+        default=None, max_length=MAX_NODE_DOMAINS, description="Traffic of the busiest Domains, by Domain name."
+    )
+    load_window_seconds: float | None = Field(
+        default=None, ge=0, le=86400, description="The window of the load figures below (about a minute)."
+    )
+    requests_per_second: float | None = Field(
+        default=None, ge=0, le=1e9, description="Requests answered per second (clients and other caches)."
+    )
+    egress_gbps: float | None = Field(
+        default=None, ge=0, le=1e6, description="Body bytes sent per second (clients and other caches), in Gbit/s."
+    )
+    client_gbps: float | None = Field(
+        default=None, ge=0, le=1e6, description="Body bytes sent to clients per second, in Gbit/s."
     )
 
 
@@ -221,6 +287,22 @@ def _hit_ratio(obj: Resource) -> str:
     return percent(cache.hit_ratio if cache else None)
 
 
+def _cache_figure(name: str) -> Callable[[Resource], str]:
+    """A column of a windowed ratio of Node.status.cache (``offload``, ``local_ratio``...)."""
+
+    def column(obj: Resource) -> str:
+        cache = _node(obj).status.cache
+        value = getattr(cache, name) if cache else None
+        return percent(value if isinstance(value, float) else None)
+
+    return column
+
+
+def _client_requests(obj: Resource) -> str:
+    cache = _node(obj).status.cache
+    return cell(cache.client_requests if cache else None)
+
+
 INFO = register(
     KindInfo(
         kind="Node",
@@ -237,6 +319,10 @@ INFO = register(
             Column("SYNCED", lambda o: cell(_node(o).status.synced_revision)),
             Column("WORKLOADS", _workloads_ready),
             Column("ADDRESSES", lambda o: cell(_node(o).spec.addresses), wide=True),
+            Column("OFFLOAD", _cache_figure("offload")),
+            Column("LOCAL", _cache_figure("local_ratio"), wide=True),
+            Column("REQUESTS", _client_requests, wide=True),
+            Column("BYTE-OFFLOAD", _cache_figure("byte_offload"), wide=True),
             Column("HIT-RATIO", _hit_ratio, wide=True),
         ),
     )

@@ -142,7 +142,8 @@ class SiteSpec(Model):
 
 
 class SiteStatus(Model):
-    """Observed state of a Site, written by the site activation controller."""
+    """Observed state of a Site: its phase by the site activation controller, nodes and load by the site status
+    controller."""
 
     observed_generation: int | None = Field(default=None, description="The metadata.generation this status describes.")
     active: bool | None = Field(
@@ -160,7 +161,12 @@ class SiteStatus(Model):
         default=None, description="Nodes that are Ready and pass their peers' health votes."
     )
     total_nodes: Count | None = Field(default=None, description="Nodes assigned to the site.")
-    load_gbps: float | None = Field(default=None, ge=0, description="Egress traffic in Gbit/s, averaged over a minute.")
+    load_gbps: float | None = Field(
+        default=None,
+        ge=0,
+        description="Traffic the site sends, in Gbit/s, over about a minute: to clients from an edge site, to "
+        "clients and child sites from a parent site; summed over its Ready, healthy nodes' caches.",
+    )
     load: float | None = Field(default=None, ge=0, description="loadGbps / capacityGbps; above 1 means overloaded.")
     message: str | None = Field(default=None, description="Why the site is in this state.")
 
@@ -193,6 +199,22 @@ def _healthy(obj: Resource) -> str:
     return f"{status.healthy_nodes}/{cell(status.total_nodes)}"
 
 
+def bandwidth(gbps: float) -> str:
+    """A rate in Gbit/s for people: ``1.5Gbps``, ``820Mbps``, ``95kbps``, ``0bps``."""
+    for unit, scale in (("Gbps", 1.0), ("Mbps", 1e-3), ("kbps", 1e-6)):
+        if gbps >= scale:
+            return f"{gbps / scale:.3g}{unit}"
+    return f"{gbps * 1e9:.3g}bps"
+
+
+def _load(obj: Resource) -> str:
+    """``LOAD``: the share of capacity and the rate, e.g. ``42.0% (4.2Gbps)``."""
+    status = _site(obj).status
+    if status.load_gbps is None:
+        return percent(status.load)
+    return f"{percent(status.load)} ({bandwidth(status.load_gbps)})"
+
+
 INFO = register(
     KindInfo(
         kind="Site",
@@ -207,8 +229,8 @@ INFO = register(
             Column("CAPACITY", lambda o: f"{_site(o).spec.capacity_gbps:g}Gbps"),
             Column("ACTIVE", lambda o: cell(_site(o).status.active)),
             Column("HEALTHY", _healthy),
+            Column("LOAD", _load),
             Column("PARENTS", lambda o: cell(_site(o).spec.parents), wide=True),
-            Column("LOAD", lambda o: percent(_site(o).status.load), wide=True),
             Column("ALWAYS-ON", lambda o: cell(_site(o).spec.always_on), wide=True),
         ),
     )

@@ -36,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
@@ -90,6 +91,18 @@ class DiskConfig(Model):
     max_bytes: int = Field(default=10 * 2**30, ge=2**20, description="Size limit of the disk tier.")
 
 
+class HotObjectsConfig(Model):
+    """Small objects a node relays from the site peer that owns them, kept briefly in each worker's memory.
+
+    So that a hot object costs a non-owner one hop per ``seconds`` per worker instead of one per request;
+    never beyond the freshness the owner's copy had (see ``edgefleet.cache.storage.hot``). Any 0 disables it.
+    """
+
+    max_bytes: int = Field(default=32 * 2**20, ge=0, description="Memory for hot objects per worker, in bytes.")
+    max_object_bytes: int = Field(default=256 * 1024, ge=0, description="Largest body kept as a hot object.")
+    seconds: float = Field(default=2.0, ge=0, le=3600, description="How long a hot object is served at most.")
+
+
 class StorageConfig(Model):
     """Where cached objects live."""
 
@@ -103,6 +116,10 @@ class StorageConfig(Model):
         ge=64 * 1024,
         description="Objects larger than this are fetched in slices of this size, so a range miss "
         "does not pull the whole object.",
+    )
+    hot_objects: HotObjectsConfig = Field(
+        default_factory=HotObjectsConfig,
+        description="Small objects relayed from the owner peer, served from this node's memory for a few seconds.",
     )
 
 
@@ -229,11 +246,106 @@ class LimitsConfig(Model):
     )
 
 
-class AccessLogConfig(Model):
-    """Structured (JSON lines) access log."""
+AccessLogField = Literal[
+    "time",
+    "client",
+    "method",
+    "host",
+    "target",
+    "protocol",
+    "status",
+    "bytes",
+    "cache",
+    "upstreamMs",
+    "ms",
+    "tls",
+    "userAgent",
+    "referer",
+    "node",
+    "domain",
+]
+"""Fields of access log lines (described in edgefleet.cache.front.logformat and docs/cache.md)."""
 
-    path: Path | None = Field(default=None, description="File to append to; none logs to stderr.")
-    sample: float = Field(default=1.0, ge=0, le=1, description="Share of requests logged, 0 to 1.")
+
+def _check_sink_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+class LogSinkConfig(Model):
+    """Where flushed access log batches are POSTed besides the file (a collector's HTTP endpoint)."""
+
+    url: Annotated[str, AfterValidator(_check_sink_url)] = Field(
+        description="http(s)://collector/path; each batch is one POST of lines (NDJSON with format json)."
+    )
+    max_batch_bytes: int = Field(
+        default=1024 * 1024, ge=4096, le=64 * 2**20, description="Largest POST body; more lines wait for the next."
+    )
+    max_queue_bytes: int = Field(
+        default=16 * 2**20,
+        ge=4096,
+        le=2**30,
+        description="Lines waiting to be shipped per worker; when full the oldest batch is dropped (and counted).",
+    )
+    timeout: float = Field(default=10.0, gt=0, le=300, description="Seconds a POST may take.")
+
+
+class AccessLogConfig(Model):
+    """The access log: every request (or a sample), written in batches off the request path."""
+
+    enabled: bool = Field(default=True, description="false: no access log at all.")
+    path: str = Field(
+        default="access.log",
+        min_length=1,
+        max_length=4096,
+        description="File the workers append to (relative: to the config file's directory); '-': stderr.",
+    )
+    format: Literal["json", "cdn", "combined"] = Field(
+        default="json",
+        description="json: JSON lines; cdn: the fields separated by spaces; combined: Apache/nginx combined.",
+    )
+    fields: list[AccessLogField] | None = Field(
+        default=None,
+        min_length=1,
+        description="Fields of json and cdn lines, in order (default: all of them); combined's are fixed.",
+    )
+    sample: float = Field(default=1.0, ge=0, le=1, description="Share of requests logged, 0 to 1 (0: none).")
+    flush_ms: int = Field(
+        default=200,
+        ge=10,
+        le=5000,
+        description="Lines are written at least this often. A worker that crashes (SIGKILL) loses the lines of "
+        "at most the last flush window (flushMs, or flushBytes of lines if that comes first).",
+    )
+    flush_bytes: int = Field(
+        default=256 * 1024, ge=4096, le=64 * 2**20, description="Lines are written as soon as about this many wait."
+    )
+    max_bytes: int | None = Field(
+        default=None,
+        ge=64 * 1024,
+        description="Rotate the file when it is larger (checked each second by the master): access.log becomes "
+        "access.log.1, .1 becomes .2, ... up to keep; none: no size rotation (SIGUSR1 reopens after a mv).",
+    )
+    keep: int = Field(default=5, ge=1, le=1000, description="Rotated files kept with maxBytes.")
+    sink: LogSinkConfig | None = Field(default=None, description="Also POST the lines to a collector.")
+
+    @field_validator("fields")
+    @classmethod
+    def _unique_fields(cls, fields: list[str] | None) -> list[str] | None:
+        return None if fields is None else check_unique(fields, "field")
+
+    @property
+    def active(self) -> bool:
+        return self.enabled and self.sample > 0
+
+    def file(self, base: Path) -> Path | None:
+        """The log file (``path`` resolved against ``base``, the config file's directory); None for stderr."""
+        if self.path == "-":
+            return None
+        path = Path(self.path)
+        return path if path.is_absolute() else base / path
 
 
 class CertificateFiles(Model):
@@ -270,6 +382,23 @@ class CacheConfig(Model):
     unknown_host_status: Literal[404, 421] = Field(
         default=421, description="Status for a Host no domain serves (421 Misdirected Request or 404)."
     )
+
+    @model_validator(mode="after")
+    def _tls_port_apart(self) -> CacheConfig:
+        """tlsListen on listen's (or admin's) port would mix TLS and cleartext on one SO_REUSEPORT port."""
+        if self.tls_listen is not None:
+            host, port = split_listen(self.tls_listen)
+            for name, other in (("listen", self.listen), ("admin.listen", self.admin.listen)):
+                other_host, other_port = split_listen(other)
+                if port == other_port and (host == other_host or {host, other_host} & {"0.0.0.0", "::"}):
+                    raise ValueError(f"tlsListen {self.tls_listen} overlaps {name} {other}: choose another port")
+        return self
+
+    @field_validator("certificates")
+    @classmethod
+    def _unique_certificates(cls, certificates: list[CertificateFiles]) -> list[CertificateFiles]:
+        check_unique_by(certificates, lambda certificate: certificate.name, "name", "certificate")
+        return certificates
 
     @model_validator(mode="after")
     def _hostnames_unique_across_domains(self) -> CacheConfig:

@@ -6,7 +6,10 @@ histogram of the last minute (:mod:`edgefleet.cache.latency`); the master
 asks every worker for ``snapshot()`` over its control channel, sums the
 snapshots (:func:`merge`) and renders them: :func:`summary` for the admin
 ``/status`` (what the agent reports in ``Node.status.cache``) and
-:class:`StatsCollector` for Prometheus at scrape time.
+:class:`StatsCollector` for Prometheus at scrape time. Per Domain, each
+worker also counts where answers came from (``accounts``, see
+:mod:`edgefleet.cache.accounting`): summed by :func:`merge`, exposed per
+Domain and source in Prometheus, and over a recent window in ``/status``.
 
 What the figures rollout analysis reads count, exactly:
 
@@ -34,12 +37,14 @@ the library's.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from edgefleet.cache import accounting
 from edgefleet.cache.latency import RecentLatency, percentile
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -67,12 +72,26 @@ COUNTERS = {
     "evictions": "Objects evicted to stay within storage limits.",
     "connections_refused": "Client connections refused with 503 (maxConnections or maxConnectionsPerClient).",
     "tier_fields_stripped": "Requests whose tier header fields were stripped (not from a trusted fleet address).",
+    "tls_handshakes": "TLS handshakes completed.",
+    "tls_resumed": "TLS handshakes that resumed a session (ticket or session ID), of tls_handshakes.",
+    "tls_handshake_failures": "TLS connections closed without a completed handshake (bad or unsupported "
+    "ClientHello, no shared version or cipher, timeout, client gone).",
+    "certificate_load_failures": "Certificate loads that failed (the previous certificate of that name stays).",
+    "access_log_lines": "Access log lines written to the log file.",
+    "access_log_bytes": "Access log bytes written to the log file.",
+    "access_log_flush_errors": "Access log batches that could not be written (their lines are lost).",
+    "access_log_batches_shipped": "Access log batches POSTed to accessLog.sink.",
+    "access_log_ship_errors": "Failed POSTs to accessLog.sink (the lines stay queued).",
+    "access_log_batches_dropped": "Access log batches dropped from the full sink queue (still in the file).",
+    "access_log_lines_dropped": "Access log lines dropped from the full sink queue (still in the file).",
 }
 GAUGES = {
     "memory_bytes": "Bytes held in the memory tier.",
     "memory_objects": "Objects in the memory tier.",
     "disk_bytes": "Bytes held in the disk tier.",
     "disk_objects": "Objects in the disk tier.",
+    "hot_bytes": "Bytes held as hot objects (small objects relayed from the owner peer, kept a few seconds).",
+    "hot_objects": "Hot objects held.",
     "connections": "Open client connections.",
 }
 
@@ -88,6 +107,8 @@ class Stats:
         self.latency_sum = 0.0
         self.latency_count = 0
         self.response_times = RecentLatency()
+        self.certificates = {}
+        self.accounts = accounting.Accounts()  # per Domain, by source (module edgefleet.cache.accounting)
 
     requests: int
     hits: int
@@ -110,6 +131,19 @@ class Stats:
     evictions: int
     connections_refused: int
     tier_fields_stripped: int
+    tls_handshakes: int
+    tls_resumed: int
+    tls_handshake_failures: int
+    certificate_load_failures: int
+    access_log_lines: int
+    access_log_bytes: int
+    access_log_flush_errors: int
+    access_log_batches_shipped: int
+    access_log_ship_errors: int
+    access_log_batches_dropped: int
+    access_log_lines_dropped: int
+    certificates: dict[str, dict[str, Any]]
+    """Certificates served by the TLS listener: name -> {notAfter (POSIX seconds), serial (hex)}."""
 
     def observe_upstream(self, seconds: float) -> None:
         index = 0
@@ -137,6 +171,8 @@ class Stats:
         data["latency_sum"] = self.latency_sum
         data["latency_count"] = self.latency_count
         data["response_buckets"] = self.response_times.counts()
+        data["certificates"] = dict(self.certificates)
+        data["accounts"] = self.accounts.snapshot()
         return data
 
 
@@ -145,7 +181,11 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     total: dict[str, Any] = {}
     for snap in snapshots:
         for name, value in snap.items():
-            if isinstance(value, list):
+            if name == "certificates":  # the same files in every worker: name -> expiry and serial
+                total[name] = {**total.get(name, {}), **value}
+            elif isinstance(value, dict):  # accounts: Domain -> counters
+                total[name] = accounting.merge_accounts(total.get(name, {}), value)
+            elif isinstance(value, list):
                 old = total.get(name, [0] * len(value))
                 total[name] = [a + b for a, b in zip(old, value, strict=True)]
             elif name.startswith("disk_"):
@@ -155,8 +195,8 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return total
 
 
-def summary(total: Mapping[str, Any]) -> dict[str, Any]:
-    """The admin ``/status`` document (field names as Node.status.cache)."""
+def summary(total: Mapping[str, Any], recent: accounting.RecentAccounts | None = None) -> dict[str, Any]:
+    """The admin ``/status`` document (field names as Node.status.cache); ``recent``: the windowed figures."""
     requests = int(total.get("requests", 0))
     hits = int(total.get("hits", 0)) + int(total.get("stale_served", 0)) + int(total.get("not_modified", 0))
     return {
@@ -169,7 +209,25 @@ def summary(total: Mapping[str, Any]) -> dict[str, Any]:
         "serverErrors": int(total.get("server_errors", 0)),
         "upstreamErrors": int(total.get("upstream_failures", 0)),
         "latencyP99Ms": _milliseconds(response_p99(total)),
-    }
+        "certificates": certificate_list(total.get("certificates") or {}),
+    } | (_windowed(recent) if recent is not None else {})
+
+
+def _windowed(recent: accounting.RecentAccounts) -> dict[str, Any]:
+    """The traffic window's figures and the load figures of its latest slots (:mod:`edgefleet.cache.accounting`)."""
+    return accounting.node_figures(recent.figures(), recent.window) | accounting.load_figures(*recent.recent())
+
+
+def certificate_list(certificates: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The certificates the TLS listener serves, for ``/status``: name, notAfter (RFC 3339 UTC), serial."""
+    return [
+        {"name": name, "notAfter": _rfc3339(float(info["notAfter"])), "serial": info["serial"]}
+        for name, info in sorted(certificates.items())
+    ]
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def response_p99(total: Mapping[str, Any]) -> float | None:
@@ -194,6 +252,8 @@ class StatsCollector(Collector):
         for name, doc in GAUGES.items():
             yield GaugeMetricFamily(f"edgefleet_cache_{name}", doc, value=float(total.get(name, 0)))
         yield self._latency(total)
+        yield certificate_family(total.get("certificates") or {})
+        yield from domain_families(total.get("accounts") or {})
         p99 = response_p99(total)
         if p99 is not None:
             yield GaugeMetricFamily(
@@ -213,3 +273,42 @@ class StatsCollector(Collector):
             buckets=buckets,
             sum_value=float(total.get("latency_sum", 0.0)),
         )
+
+
+def domain_families(accounts: Mapping[str, list[int]]) -> Iterable[CounterMetricFamily]:
+    """Per-Domain counters (labels bounded by the config's Domains and the five sources)."""
+    requests = CounterMetricFamily(
+        "edgefleet_cache_domain_requests",
+        "Requests answered, by Domain and by where the body came from (local, peer, parent, origin, error).",
+        labels=["domain", "source"],
+    )
+    others = {
+        field: CounterMetricFamily(f"edgefleet_cache_domain_{field}", doc, labels=["domain"])
+        for field, doc in (
+            ("bytes", "Response body bytes sent, by Domain."),
+            ("tier_requests", "Requests from other caches of the fleet (site peers, child sites), by Domain."),
+            ("tier_bytes", "Response body bytes sent to other caches of the fleet, by Domain."),
+            ("origin_requests", "Requests this node sent to an origin, by Domain."),
+            ("origin_bytes", "Response body bytes received from origins, by Domain."),
+        )
+    }
+    for domain, values in sorted(accounts.items()):
+        counts = dict(zip(accounting.FIELDS, values, strict=True))
+        for source in accounting.SOURCES:
+            requests.add_metric([domain, source], float(counts[source]))
+        for field, family in others.items():
+            family.add_metric([domain], float(counts[field]))
+    yield requests
+    yield from others.values()
+
+
+def certificate_family(certificates: Mapping[str, Mapping[str, Any]]) -> GaugeMetricFamily:
+    """``edgefleet_cache_certificate_not_after_seconds{certificate}``: when each served certificate expires."""
+    family = GaugeMetricFamily(
+        "edgefleet_cache_certificate_not_after_seconds",
+        "Expiry (notAfter, POSIX seconds) of each certificate the TLS listener serves.",
+        labels=["certificate"],
+    )
+    for name, info in sorted(certificates.items()):
+        family.add_metric([name], float(info["notAfter"]))
+    return family

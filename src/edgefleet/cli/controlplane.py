@@ -117,6 +117,14 @@ def cloud(
     site_activation_period: Annotated[
         float, typer.Option(min=0.05, help="Seconds between two decisions of the site activation controller")
     ] = 5.0,
+    site_status_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds between two writes of a Site's measured load (status.loadGbps, load; the GSLB sheds "
+            "on it); changes of its healthy or total nodes are written at once",
+        ),
+    ] = 10.0,
     tls_cert: Annotated[
         Path | None,
         typer.Option(
@@ -191,6 +199,7 @@ def cloud(
                 demand_per_sender=demand_per_sender,
             ),
             site_activation_period=site_activation_period,
+            site_status_interval=site_status_interval,
             advertise_url=advertise_url,
             hub_limits=HubLimits(max_connections=max_connections, max_handshakes=max_handshakes),
             status_intervals=Intervals(refresh_interval=node_status_refresh),

@@ -24,6 +24,15 @@ def register(app: typer.Typer) -> None:
 def cache(
     config: Annotated[Path, typer.Option("--config", "-c", help="Cache config file (YAML); see docs/cache.md")],
     check: Annotated[bool, typer.Option("--check", help="Validate the config file and exit")] = False,
+    load_window: Annotated[
+        float,
+        typer.Option(
+            min=0.6,
+            max=300.0,
+            help="Seconds the load figures of /status (egressGbps, requestsPerSecond; the GSLB sheds load on "
+            "them) average over; the traffic window's slots are a sixth of it",
+        ),
+    ] = 60.0,
 ) -> None:
     """Run the edgefleet cache server: an RFC 9111 caching reverse proxy with site and parent tiers.
 
@@ -40,7 +49,7 @@ def cache(
             parsed = load_config(config)
             typer.echo(f"{config}: valid ({len(parsed.domains)} domains, listen {parsed.listen})")
             return
-        run_cache(config)
+        run_cache(config, load_window)
     except CacheError as exc:
         fail(str(exc), code=2)
     except KeyboardInterrupt:

@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     # the cloud's operations
     "rollout": "rollout",
     "purge": "purge",
+    "certificate": "certificates",
     "route": "route",
     "logs": "agent",
     "token": "fleet",

@@ -73,7 +73,7 @@ def apply(
 
     Every document is validated before anything is sent; one invalid
     document means nothing is applied. Sites are applied first, then Nodes
-    (a Node's site must exist), then the rest in file order. Prints created,
+    (a Node's site must exist), then Certificates (Domains name them), then the rest in file order. Prints created,
     configured or unchanged for each object, and the server's warnings.
     """
     manifests = in_apply_order(guarded(lambda: load_manifests(filename)))

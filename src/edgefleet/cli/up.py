@@ -13,8 +13,10 @@ How ``up`` goes, each step only after the one before succeeded:
    the packaged geo table, HTTPS with the fleet's own CA: ``DATA/tls``,
    made on the first run by :func:`edgefleet.tls.ensure_pki` for
    127.0.0.1, localhost, the host name and the ``--listen`` address) and
-   the demo origin, apply the Sites, the
-   ``demo`` Domain and the cache Workload, make a viewer token for the
+   the demo origin, apply the Sites, the ``demo`` Certificate (issued by a
+   demo CA of its own, ``DATA/demo-tls``, made on the first run like the
+   fleet's, for the demo hostnames and ``*.demo.<zone>``), the
+   ``demo`` Domain (HTTPS with it) and the cache Workload (with an ``https`` port), make a viewer token for the
    dashboard (kept in ``DATA/viewer-token``), join every node with one
    bootstrap token (the join request of ``edgefleet edge join``, made in
    process, each node given the CA in its directory as ``--ca-hash`` would)
@@ -98,6 +100,9 @@ TERM_GRACE_SECONDS = 10.0
 STOP_WORKLOADS_TIMEOUT = 60.0
 START_TIMEOUT = 30.0
 TLS_DIR = "tls"
+DEMO_TLS_DIR = "demo-tls"
+"""The demo Domain's own CA and certificate (not the fleet's control-channel CA: a customer's certificate
+comes from elsewhere, and the fleet's CA should sign nothing but the fleet's endpoints)."""
 ROUTE_DEFAULT_GEO = Path("examples/geo.csv")
 """Where ``edgefleet route`` finds a geo table by default (see :mod:`edgefleet.cli.route`)."""
 
@@ -382,6 +387,7 @@ def prepare_data(data: Path, plan: FleetPlan, fresh: bool) -> None:
     for sub in (data, data / "logs", nodes_dir):
         sub.mkdir(mode=0o700, parents=True, exist_ok=True)
     ensure_pki(data / TLS_DIR, [*default_hosts(), plan.ports.api.host])
+    ensure_pki(data / DEMO_TLS_DIR, upplan.certificate_hosts())
 
 
 def _looks_like_up_data(data: Path) -> bool:
@@ -430,6 +436,15 @@ class Fleet:
     @property
     def pki(self) -> PkiFiles:
         return PkiFiles((self.data / TLS_DIR).absolute())
+
+    @property
+    def demo_pki(self) -> PkiFiles:
+        """The demo CA (``ca.crt``, what the printed curl trusts) and the demo Domain's certificate."""
+        return PkiFiles((self.data / DEMO_TLS_DIR).absolute())
+
+    def demo_certificate(self) -> dict[str, Any]:
+        pki = self.demo_pki
+        return upplan.certificate_manifest(pki.server_cert.read_text(), pki.server_key.read_text())
 
     @property
     def trust(self) -> ClientTrust:
@@ -490,7 +505,7 @@ class Fleet:
 
     def apply(self) -> None:
         with ApiClient(self.plan.server, self.admin_token, trust=self.trust) as client:
-            for document in upplan.manifests(self.plan):
+            for document in upplan.manifests(self.plan, self.demo_certificate()):
                 apply_document(client, document)
 
     def join(self) -> None:
@@ -756,6 +771,7 @@ def up(
     origin_listen: Annotated[str, typer.Option(help="The demo origin, HOST:PORT")] = "127.0.0.1:8080",
     cache_port: Annotated[int, typer.Option(help="Every cache's HTTP port, on its node's own address")] = 8081,
     cache_admin_port: Annotated[int, typer.Option(help="Every cache's admin port, on its node's address")] = 9081,
+    cache_https_port: Annotated[int, typer.Option(help="Every cache's HTTPS port, on its node's address")] = 8443,
     geo: Annotated[
         Path | None,
         typer.Option(
@@ -784,6 +800,7 @@ def up(
             endpoint(origin_listen, "--origin-listen"),
             cache_port,
             cache_admin_port,
+            cache_https_port,
         )
         plan = upplan.plan_fleet(sites, nodes, ports)
         geo_table = geo or packaged_geo()
@@ -851,6 +868,7 @@ def tell(fleet: Fleet, state: Readiness, detach: bool) -> None:
         geo_argument=route_geo_argument(fleet.geo),
         detached=detach,
         ca_file=str(fleet.pki.ca_cert),
+        demo_ca_file=str(fleet.demo_pki.ca_cert),
     )
     out.print()
     out.print(upplan.try_it(fleet.plan, how), markup=False, soft_wrap=True)

@@ -10,9 +10,12 @@ its nodes on ``127.0.<octet>.<n>``. The octet of a city is the one of its
 Client Subnet in that /24 is placed in that city, and the nodes that serve
 it sit in the same /24: what the geo policy picks and what the map shows
 line up. :func:`manifests` renders the Sites (real coordinates and
-countries), the ``demo`` Domain (served by the edge sites and the parent,
-origin the local origin) and the built-in cache Workload (every node, ports ``--cache-port``
-and ``--cache-admin-port`` on each node's own address).
+countries), the ``demo`` Certificate (PEM issued by the shell from a demo
+CA of its own, for :func:`certificate_hosts`), the ``demo`` Domain (served
+by the edge sites and the parent, origin the local origin, HTTPS with that
+certificate) and the built-in cache Workload (every node, ports
+``--cache-port``, ``--cache-admin-port`` and ``--cache-https-port`` on each
+node's own address).
 
 The rest serves the I/O shell (:mod:`edgefleet.cli.up`) with plain data:
 :func:`port_needs` lists every socket the fleet will bind and the option
@@ -41,6 +44,7 @@ from typing import Any
 
 from edgefleet.api.common import parse_timestamp
 from edgefleet.api.documents import JSONObject as Document
+from edgefleet.api.domains import CDN_ZONE
 from edgefleet.api.meta import API_VERSION
 from edgefleet.gslb.dnswire import name_wire, skip_name
 from edgefleet.gslb.errors import DnsFormatError
@@ -48,6 +52,8 @@ from edgefleet.gslb.errors import DnsFormatError
 DOMAIN = "demo"
 DEMO_HOST = "demo.edgefleet.test"
 DEMO_PATH = "/static/app.js"
+CERTIFICATE = "demo"
+"""The demo Domain's Certificate, issued by a CA of its own that ``up`` keeps in DATA/demo-tls."""
 WORKLOAD = "cache"
 MAX_NODES_PER_SITE = 20
 CLIENT_HOST = 10
@@ -112,6 +118,7 @@ class Ports:
     origin: Endpoint
     cache_http: int = 8081
     cache_admin: int = 9081
+    cache_https: int = 8443
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +188,8 @@ def plan_fleet(edge_sites: int, nodes_per_site: int, ports: Ports) -> FleetPlan:
         raise ValueError(f"--nodes {nodes_per_site}: choose 1 to {MAX_NODES_PER_SITE} nodes per edge site")
     if ports.cache_http == ports.cache_admin:
         raise ValueError(f"--cache-port and --cache-admin-port are both {ports.cache_http}; they must differ")
+    if ports.cache_https in (ports.cache_http, ports.cache_admin):
+        raise ValueError(f"--cache-https-port {ports.cache_https} is the cache's HTTP or admin port; choose another")
     parent = _site(PARENT_CITY, "parent", 1)
     edges = tuple(_site(city, "edge", nodes_per_site) for city in EDGE_CITIES[:edge_sites])
     return FleetPlan((parent, *edges), ports)
@@ -231,7 +240,23 @@ def domain_manifest(origin: Endpoint) -> Document:
             # edge sites: in the cities of their clients they are the nearest).
             "sites": "tier in (edge,parent)",
             "routing": {"policy": "geo", "answers": 2, "ttl": 30},
+            "tls": {"certificate": CERTIFICATE},
         },
+    }
+
+
+def certificate_hosts(zone: str = CDN_ZONE) -> list[str]:
+    """The names the demo certificate covers: the Domain's hostnames and the GSLB's names for it in ``zone``."""
+    return [DEMO_HOST, f"*.{DEMO_HOST}", f"{DOMAIN}.{zone}", f"*.{DOMAIN}.{zone}"]
+
+
+def certificate_manifest(chain: str, key: str) -> Document:
+    """The demo Domain's Certificate (PEM chain and key, issued by the shell from the demo CA)."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Certificate",
+        "metadata": {"name": CERTIFICATE, "labels": {"customer": "demo"}},
+        "spec": {"certificate": chain, "key": key},
     }
 
 
@@ -246,7 +271,11 @@ def cache_workload_manifest(ports: Ports) -> Document:
                 "builtin": "cache",
                 "command": ["edgefleet", "cache"],
                 "env": {"PYTHONUNBUFFERED": "1"},
-                "ports": [{"name": "http", "port": ports.cache_http}, {"name": "admin", "port": ports.cache_admin}],
+                "ports": [
+                    {"name": "http", "port": ports.cache_http},
+                    {"name": "admin", "port": ports.cache_admin},
+                    {"name": "https", "port": ports.cache_https},
+                ],
                 "healthProbe": {
                     "http": {"path": "/healthz", "port": ports.cache_admin},
                     "periodSeconds": 2,
@@ -260,10 +289,12 @@ def cache_workload_manifest(ports: Ports) -> Document:
     }
 
 
-def manifests(plan: FleetPlan) -> list[Document]:
-    """Sites (parent first), the demo Domain and the cache Workload, in the order they are applied."""
+def manifests(plan: FleetPlan, certificate: Document | None = None) -> list[Document]:
+    """Sites (parent first), the demo Certificate (when given: :func:`certificate_manifest`), the demo Domain
+    and the cache Workload, in the order they are applied (the Certificate before the Domain that names it)."""
     sites = [site_manifest(site, plan.parent.name) for site in plan.sites]
-    return [*sites, domain_manifest(plan.ports.origin), cache_workload_manifest(plan.ports)]
+    certificates = [certificate] if certificate is not None else []
+    return [*sites, *certificates, domain_manifest(plan.ports.origin), cache_workload_manifest(plan.ports)]
 
 
 # -- ports ----------------------------------------------------------------------------
@@ -303,6 +334,14 @@ def port_needs(plan: FleetPlan) -> list[PortNeed]:
                 "tcp",
                 f"the cache admin endpoint of {node.name}",
                 "--cache-admin-port",
+            )
+        )
+        needs.append(
+            PortNeed(
+                Endpoint(node.address, ports.cache_https),
+                "tcp",
+                f"the cache's HTTPS listener on {node.name}",
+                "--cache-https-port",
             )
         )
     return needs
@@ -560,6 +599,8 @@ class TryIt:
     detached: bool = False
     ca_file: str = ""
     """The fleet's CA certificate (DATA/tls/ca.crt): the CLI trusts it alone (EDGEFLEET_CA_FILE)."""
+    demo_ca_file: str = ""
+    """The CA of the demo Domain's certificate (DATA/demo-tls/ca.crt), for ``curl --cacert``; empty: no HTTPS."""
 
 
 def try_it(plan: FleetPlan, how: TryIt) -> str:
@@ -598,6 +639,7 @@ def try_it(plan: FleetPlan, how: TryIt) -> str:
             "(from the node of the site that stores this URL):",
             f"  curl --resolve {resolve} http://{DEMO_HOST}:{ports.cache_http}{DEMO_PATH} -sI",
             "",
+            *_https_lines(plan, how),
             "Purge it on every node (the next fetch is a MISS):",
             f"  {cli} purge {DOMAIN} {DEMO_PATH}",
             "",
@@ -605,6 +647,18 @@ def try_it(plan: FleetPlan, how: TryIt) -> str:
             f"Stop everything: {stop}",
         ]
     )
+
+
+def _https_lines(plan: FleetPlan, how: TryIt) -> list[str]:
+    if not how.demo_ca_file:
+        return []
+    port = plan.ports.cache_https
+    return [
+        f"The same over HTTPS (certificate {CERTIFICATE} from the cloud, issued by the demo CA):",
+        f"  curl --cacert {shlex.quote(how.demo_ca_file)} --resolve {DEMO_HOST}:{port}:{how.first_node} "
+        f"https://{DEMO_HOST}:{port}{DEMO_PATH} -sI",
+        "",
+    ]
 
 
 def _count(number: int, noun: str) -> str:

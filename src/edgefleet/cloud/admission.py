@@ -23,6 +23,15 @@ them, and the CLI prints them in yellow. Two stages, in this order:
    - Workload: a non-empty ``spec.nodeSelector`` and each pin selector that
      matches no Node (labels plus the implicit ``edgefleet.io/node`` and
      ``edgefleet.io/site``) is a warning, not an error: nodes may join later.
+   - Certificate: on create and on a spec change, the PEM is parsed and
+     checked (:func:`edgefleet.api.certificates.inspect`: chain, key, key
+     matches the leaf; 422 with ``spec.certificate`` or ``spec.key``). A
+     delete is refused while Domains name it in ``spec.tls.certificate``
+     (409, naming a few), unless ``force``.
+   - Domain: a ``spec.tls.certificate`` that names no Certificate, or one
+     whose DNS names (its status, once the certificate controller wrote it)
+     do not cover every hostname, is a warning: apply order is free, and the
+     caches serve the Domain without TLS until the Certificate exists.
 
 2. Validating webhooks (AdmissionWebhook objects whose rules match the kind
    and operation), asked concurrently over HTTP: see
@@ -84,7 +93,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 import edgefleet
-from edgefleet.api import meta
+from edgefleet.api import certificates, meta
 from edgefleet.api.admissionwebhooks import EXEMPT_KINDS, AdmissionWebhook
 from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.errors import FieldError, SelectorError, ValidationFailed
@@ -98,6 +107,7 @@ from edgefleet.sync.views import NODE_LABEL, SITE_LABEL, FleetIndex
 log = logging.getLogger("edgefleet.cloud.admission")
 
 NODES, SITES, REVISIONS, WEBHOOKS = "nodes", "sites", "workloadrevisions", "admissionwebhooks"
+DOMAINS, CERTIFICATES = "domains", "certificates"
 MAX_NAMED_IN_REFUSAL = 5
 """Nodes named in the message refusing a Site delete."""
 MAX_DIRECT_NODES = 64
@@ -411,7 +421,69 @@ def _no_match(path: str, text: str) -> str:
     )
 
 
-_CHECKS = {"Node": _check_node, "Site": _check_site, "Workload": _check_workload}
+async def _check_certificate(request: AdmissionRequest, lookup: Lookup) -> Verdict:
+    if request.operation is Operation.DELETE:
+        if request.force:
+            return Verdict()
+        users = domains_using(await lookup.documents(DOMAINS), request.name)
+        if not users and lookup.may_lag:
+            users = domains_using(await lookup.documents(DOMAINS, fresh=True), request.name)
+        return Verdict(conflict=certificate_in_use_message(request.name, users)) if users else Verdict()
+    spec = _spec(request.object)
+    if spec == _spec(request.old_object):
+        return Verdict()  # a metadata edit: the PEM was checked when it was written
+    try:
+        certificates.inspect(str(spec.get("certificate", "")), str(spec.get("key", "")))
+    except ValidationFailed as exc:
+        return Verdict(errors=tuple(exc.errors))
+    return Verdict()
+
+
+def domains_using(domains: Iterable[StoredDocument], certificate: str) -> list[str]:
+    """Names of the Domains whose ``spec.tls.certificate`` is ``certificate``, sorted."""
+    return sorted(_name(d) for d in domains if _mapping(_spec(d).get("tls")).get("certificate") == certificate)
+
+
+def certificate_in_use_message(certificate: str, domains: Sequence[str]) -> str:
+    shown = ", ".join(domains[:MAX_NAMED_IN_REFUSAL])
+    more = f" and {len(domains) - MAX_NAMED_IN_REFUSAL} more" if len(domains) > MAX_NAMED_IN_REFUSAL else ""
+    return (
+        f'certificate "{certificate}" is used by {len(domains)} domain(s) ({shown}{more}): point their '
+        f"spec.tls.certificate elsewhere or remove spec.tls first, or delete it anyway with "
+        f"`edgefleet delete certificate {certificate} --force` (API: ?force=true), after which the caches "
+        f"serve those domains without TLS"
+    )
+
+
+async def _check_domain(request: AdmissionRequest, lookup: Lookup) -> Verdict:
+    name = _mapping(_spec(request.object).get("tls")).get("certificate")
+    if request.operation is Operation.DELETE or not isinstance(name, str):
+        return Verdict()
+    certificate = await lookup.get(CERTIFICATES, name)
+    if certificate is None:
+        return Verdict(
+            warnings=(
+                f'spec.tls.certificate: certificate "{name}" does not exist (yet): the caches serve this domain '
+                "without TLS until it does; `edgefleet certificate create` makes one",
+            )
+        )
+    names = _mapping(certificate.get("status")).get("dnsNames")
+    hostnames = _spec(request.object).get("hostnames")
+    if not isinstance(names, list) or not isinstance(hostnames, list):
+        return Verdict()  # not inspected by the controller yet: it records an Event if they do not match
+    missing = certificates.uncovered([str(n) for n in names], [str(h) for h in hostnames])
+    if not missing:
+        return Verdict()
+    return Verdict(warnings=(f'spec.tls.certificate: certificate "{name}" does not cover {", ".join(missing[:5])}',))
+
+
+_CHECKS = {
+    "Node": _check_node,
+    "Site": _check_site,
+    "Workload": _check_workload,
+    "Certificate": _check_certificate,
+    "Domain": _check_domain,
+}
 
 
 def _parse(text: str) -> Selector | None:

@@ -20,7 +20,10 @@ controller (``alwaysOn: false`` sites on and off with demand) on
 ``/system/leader/siteactivation``, reading demand from
 ``CloudOptions.demand`` (region -> queries per second; none given: zero
 demand), the workload controller (revisions, rollouts, Workload.status) on
-``/system/leader/workloads``, and the event garbage collector (Events older
+``/system/leader/workloads``, the domain status controller (traffic and origin offload from the nodes'
+reports) on ``/system/leader/domainstatus``, the site status controller (healthy nodes and measured
+load of each Site) on ``/system/leader/sitestatus``, the certificate controller (Certificate.status,
+expiry Events) on ``/system/leader/certificates``, and the event garbage collector (Events older
 than an hour) on ``/system/leader/events``.
 
 TLS (``CloudOptions.tls``, from ``--tls-cert``/``--tls-key``/``--tls-ca``):
@@ -51,9 +54,12 @@ import uvicorn
 from edgefleet.api.documents import StoredDocument
 from edgefleet.cloud.auth import Authenticator, ensure_admin_token, load_tokens_file
 from edgefleet.cloud.balance import BalanceSettings
+from edgefleet.cloud.controllers.certificates import CertificateController, CertificateMetrics
+from edgefleet.cloud.controllers.domainstatus import DomainStatusController
 from edgefleet.cloud.controllers.nodelifecycle import NodeLifecycleController, Thresholds
 from edgefleet.cloud.controllers.purges import PurgeController
 from edgefleet.cloud.controllers.siteactivation import SiteActivationController, no_demand
+from edgefleet.cloud.controllers.sitestatus import SiteStatusController
 from edgefleet.cloud.controllers.workloads import ControllerMetrics, WorkloadController
 from edgefleet.cloud.events import EventCollector
 from edgefleet.cloud.gslbservice import GslbOptions, GslbService
@@ -90,6 +96,8 @@ class CloudOptions:
     gslb: GslbOptions | None = None
     """The embedded GSLB (DNS, optional redirector); None: not run in this process."""
     site_activation_period: float = 5.0
+    site_status_interval: float = 10.0
+    """Seconds between two writes of a Site's load figures (the site status controller's bound)."""
     advertise_url: str | None = None
     """Base URL agents and the other replicas reach this one at; default http://HOST:PORT unless HOST is a
     wildcard address."""
@@ -180,6 +188,7 @@ def start_fleet_tasks(
     demand: Callable[[], Mapping[str, float]] | None = None,
     site_activation_period: float = 5.0,
     workload_period: float = 1.0,
+    site_status_interval: float = 10.0,
 ) -> list[asyncio.Task[None]]:
     """Background work for edge nodes: the credential watch and the (elected) controllers.
 
@@ -211,6 +220,18 @@ def start_fleet_tasks(
     if hub is not None:
         purges = PurgeController(registry, lambda: hub.index)
         tasks.append(asyncio.create_task(LeaderElection(store, "purges").run(purges.run), name="purges"))
+        domain_status = DomainStatusController(registry, lambda: hub.index, lambda: _index_documents(hub, "domains"))
+        tasks.append(
+            asyncio.create_task(LeaderElection(store, "domainstatus").run(domain_status.run), name="domain-status")
+        )
+        site_status = SiteStatusController(
+            registry,
+            lambda: _index_documents(hub, "sites"),
+            lambda: _index_documents(hub, "nodes"),
+            period=min(5.0, site_status_interval / 2),
+            min_interval=site_status_interval,
+        )
+        tasks.append(asyncio.create_task(LeaderElection(store, "sitestatus").run(site_status.run), name="site-status"))
         rollouts = WorkloadController(
             registry,
             lambda plural: _index_documents(hub, plural),
@@ -219,6 +240,14 @@ def start_fleet_tasks(
         )
         hub.index_listeners.append(rollouts.wake)
         tasks.append(asyncio.create_task(LeaderElection(store, "workloads").run(rollouts.run), name="workloads"))
+        certificates = CertificateController(
+            registry,
+            documents=lambda plural: _index_documents(hub, plural),
+            metrics=CertificateMetrics(hub.metrics.registry),
+        )
+        tasks.append(
+            asyncio.create_task(LeaderElection(store, "certificates").run(certificates.run), name="certificates")
+        )
     for task in tasks:
         task.add_done_callback(_report_failure)
     return tasks
@@ -304,6 +333,7 @@ async def run_cloud(options: CloudOptions) -> None:
             hub,
             demand=demand,
             site_activation_period=options.site_activation_period,
+            site_status_interval=options.site_status_interval,
         )
         log.info(
             "edgefleet cloud serving",

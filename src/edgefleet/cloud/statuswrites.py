@@ -67,6 +67,9 @@ LAZY_FIELDS = frozenset({"cache"})
 
 REPLACED_MAPS = ("workloads", "peerVotes")
 """Maps a report replaces whole: keys the new report lacks are removed from the stored status."""
+REPLACED_WHEN_REPORTED = ("cache",)
+"""Maps a report replaces whole, nested maps too, when it carries them: a figure it leaves out is gone (a quiet
+window has no ratio; a Domain left the node's busiest). A report without them leaves them (not polled this time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,4 +280,17 @@ def merge_patch_for(status: Mapping[str, Any], stored: Mapping[str, Any]) -> JSO
         new = status.get(name) or {}
         if old or name in status:
             patch[name] = {**{key: None for key in old if key not in new}, **new}
+    for name in REPLACED_WHEN_REPORTED:
+        reported = status.get(name)
+        if isinstance(reported, Mapping):
+            patch[name] = _replacing(stored.get(name), reported)
+    return patch
+
+
+def _replacing(old: object, new: Mapping[str, Any]) -> JSONObject:
+    """The merge patch turning map ``old`` into ``new`` exactly: keys ``new`` lacks become null, at every depth."""
+    before = old if isinstance(old, Mapping) else {}
+    patch: JSONObject = {key: None for key in before if key not in new}
+    for key, value in new.items():
+        patch[key] = _replacing(before.get(key), value) if isinstance(value, Mapping) else value
     return patch

@@ -19,12 +19,16 @@ How it works, in three layers:
 - **Shaping** happens on every content path through query parameters:
   ``cc``, ``cdncc``, ``sc``, ``expires``, ``lm``, ``etag=0``, ``vary``,
   ``setcookie=1``, ``tags``, ``status``, ``delay``, ``chunked=1``, ``slow``,
-  ``age`` (see ``shaped_headers`` and ``write_payload``).
+  ``age``, ``location``, ``contentlocation`` (see ``shaped_headers`` and
+  ``write_payload``); ``interim=103,103*5,100`` sends those interim (1xx) heads before the final one (each with a
+  ``Link`` hint; ``*N`` repeats, at most 1000 in all), and in mode ``hold``
+  the request then waits for the mode to change before its final head (so a
+  test can see the interim heads arrive first).
 - **Control** lives under ``/__origin/``, which is never counted:
   ``GET stats``, ``POST reset``, ``POST version?path=P`` (new ETag and
-  content for P), ``POST mode`` with ``{"mode": "ok"|"error"|"close"|"hang"}``
+  content for P), ``POST mode`` with ``{"mode": "ok"|"error"|"close"|"hang"|"hold"}``
   to make every content request fail with 503, lose its connection, or wait
-  until the mode changes.
+  until the mode changes (``hold``: see ``interim``).
 
 A small demo site (``/``, ``/static/app.js``, ``/api/time``, ``/private``,
 ``/large.bin``, ``/video/seg-{n}.ts``), ``/echo`` (the request as JSON) and
@@ -62,7 +66,8 @@ SLOW_CHUNK = 16 * 1024
 INLINE_LIMIT = 1024 * 1024  # payloads up to this size are sent as one buffer
 BOUNDARY = "edgefleet-origin-7d1c0b5e"
 ADMIN_PREFIX = "/__origin/"
-MODES = ("ok", "error", "close", "hang")
+MODES = ("ok", "error", "close", "hang", "hold")
+MAX_INTERIM = 1000
 DEFAULT_CACHE_CONTROL = "public, max-age=3600"
 
 Segment = bytes | tuple[int, int]  # literal bytes, or the [start, end) slice of the body
@@ -463,6 +468,8 @@ def shaped_headers(rep: Representation, query: Mapping[str, str], etag_identity:
         ("vary", "Vary"),
         ("tags", "Cache-Tag"),
         ("age", "Age"),
+        ("location", "Location"),
+        ("contentlocation", "Content-Location"),
     ):
         if query.get(param):
             headers[name] = query[param]
@@ -553,10 +560,37 @@ Producer = Callable[[web.Request, OriginState], Representation]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def interim_codes(value: str) -> list[int]:
+    """The 1xx statuses of ``interim=103,103*5,100``; 400 on anything else or more than MAX_INTERIM."""
+    codes: list[int] = []
+    for item in value.split(","):
+        code, _, times = item.strip().partition("*")
+        count = int(times) if times.isdigit() else (1 if not times else -1)
+        if not code.isdigit() or not 100 <= int(code) <= 199 or count < 0 or len(codes) + count > MAX_INTERIM:
+            raise web.HTTPBadRequest(text=f"interim must list 1xx statuses (CODE or CODE*N), at most {MAX_INTERIM}\n")
+        codes += [int(code)] * count
+    return codes
+
+
+async def send_interim(request: web.Request, state: OriginState) -> None:
+    """Write the ``interim`` 1xx heads before the final response; then, in mode ``hold``, wait for a change."""
+    codes = interim_codes(request.query["interim"])
+    if request.transport is None:
+        return
+    for index, code in enumerate(codes):
+        reason = "Early Hints" if code == 103 else "Informational"
+        head = f"HTTP/1.1 {code} {reason}\r\nLink: </hint-{index}.css>; rel=preload; as=style\r\n\r\n"
+        request.transport.write(head.encode())
+    while state.mode == "hold" and not state.closing:
+        await state.mode_changed.wait()
+
+
 def content_handler(state: OriginState, produce: Producer) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         rep, headers, status = shaped(produce(request, state), request)
         status, headers, segments = select_payload(request, rep, headers, status)
+        if request.query.get("interim"):
+            await send_interim(request, state)
         return await write_payload(request, rep.body, status, headers, segments)
 
     return handle

@@ -99,7 +99,7 @@ from edgefleet.tls import TlsError, node_trust
 log = logging.getLogger("edgefleet.edge.agent")
 
 RECONCILE_SETTLE_SECONDS = 0.3
-CACHE_VIEW_KINDS = ("nodes", "sites", "domains")
+CACHE_VIEW_KINDS = ("nodes", "sites", "domains", "certificates")
 """What a built-in cache's config is rendered from."""
 TASK_KINDS = ("purges", "prefetches")
 CLUSTER_INFO_KEY = f"/registry/clusterinfos/{CLUSTER_INFO_NAME}"

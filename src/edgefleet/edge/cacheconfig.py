@@ -24,6 +24,8 @@ Rendering (:func:`render_cache_config`, pure; "address" is the node's first
 - ``storage.disk.path``: ``<data dir>/cache-data/<workload name>``, outside
   the per-revision working directory, so that an upgrade of the cache
   workload (a new template revision) keeps the cached objects.
+- ``accessLog.path``: ``<data dir>/cache-logs/<workload name>/access.log``,
+  outside the working directory too, so an upgrade keeps appending to it.
 - ``domains``: the Domains of the view (name, hostnames, origins,
   cachePolicy); one that does not validate, or repeats a hostname of an
   earlier one (by name), is left out with a warning rather than failing
@@ -35,6 +37,15 @@ Rendering (:func:`render_cache_config`, pure; "address" is the node's first
   A Domain whose zone names would not be valid hostnames (too long) or
   would pass the cache's hostname limit keeps its own hostnames only, with a
   warning.
+- ``tls`` of each Domain whose ``spec.tls.certificate`` is in the view (a
+  Domain naming a Certificate the view lacks is rendered without TLS, with a
+  warning); ``certificates``: the Certificates those Domains name, as files
+  in ``certs/`` of the working directory (``certFile``, ``keyFile`` and
+  ``fingerprint``, the SHA-256 of chain and key; written by :meth:`BuiltinCache.sync`
+  before the config, see :mod:`edgefleet.edge.certfiles`), so a rotated
+  certificate changes the config text and the usual SIGHUP reloads it;
+  ``tlsListen``: ``<address>:<port "https">`` (8443 by default), only when
+  some Domain has TLS.
 - ``site``: ``self`` is the node; ``peers`` the Nodes of its own site in the
   view, itself included and draining ones too (draining is for the GSLB),
   as ``http://<address>:<http port>``; ``parents`` the Site's
@@ -64,6 +75,7 @@ import logging
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +88,7 @@ from edgefleet.api.domains import CDN_ZONE
 from edgefleet.api.workloads import WorkloadTemplate
 from edgefleet.cache.config import CacheConfig, DomainConfig, dump_config, load_config, parse_config, split_listen
 from edgefleet.cache.errors import CacheError
+from edgefleet.edge import certfiles
 from edgefleet.edge.workdirs import write_atomic
 
 log = logging.getLogger("edgefleet.edge.cache")
@@ -84,9 +97,13 @@ CONFIG_FILE = "cache.yaml"
 TOKEN_FILE = "admin.token"
 HTTP_PORT_NAME, DEFAULT_HTTP_PORT = "http", 8081
 ADMIN_PORT_NAME, DEFAULT_ADMIN_PORT = "admin", 9081
+HTTPS_PORT_NAME, DEFAULT_HTTPS_PORT = "https", 8443
 DEFAULT_HOST = "127.0.0.1"
 RELOAD_AFTER_SECONDS = 2.0
 """Without a health probe, a process younger than this is not sent SIGHUP (it may not handle it yet)."""
+REPEAT_WARNING_SECONDS = 600.0
+"""A warning about the same missing certificate is logged again after this long (the view is rendered every
+heartbeat)."""
 
 
 class CacheConfigError(CacheError):
@@ -135,10 +152,11 @@ class _View:
     nodes: dict[str, Document]
     sites: dict[str, Document]
     domains: list[Document]
+    certificates: dict[str, Document]
 
 
 def _split_view(documents: Iterable[Document]) -> _View:
-    view = _View({}, {}, [])
+    view = _View({}, {}, [], {})
     for document in documents:
         kind = document.get("kind")
         if kind == "Node":
@@ -147,6 +165,8 @@ def _split_view(documents: Iterable[Document]) -> _View:
             view.sites[_name(document)] = document
         elif kind == "Domain":
             view.domains.append(document)
+        elif kind == "Certificate":
+            view.certificates[_name(document)] = document
     view.domains.sort(key=_name)
     return view
 
@@ -196,6 +216,7 @@ def _domains(view: _View, zone: str) -> list[dict[str, Any]]:
         entry = {"name": _name(document), "hostnames": spec.get("hostnames"), "origins": spec.get("origins")}
         if "cachePolicy" in spec:
             entry["cachePolicy"] = spec["cachePolicy"]
+        _add_tls(entry, spec, view)
         try:
             domain = _domain_config(entry, zone)
         except ValidationError as exc:
@@ -209,6 +230,55 @@ def _domains(view: _View, zone: str) -> list[dict[str, Any]]:
             continue
         taken.update((host, domain.name) for host in domain.hostnames)
         entries.append(entry)
+    return entries
+
+
+def _add_tls(entry: dict[str, Any], spec: Mapping[str, Any], view: _View) -> None:
+    """``spec.tls`` into the cache entry, when its Certificate is in the view; else a warning (served without)."""
+    tls = _dict(spec.get("tls"))
+    name = tls.get("certificate")
+    if not isinstance(name, str):
+        return
+    if name not in view.certificates:
+        _warn_now_and_then(f"domain {entry['name']} served without TLS: certificate {name} is not in this node's view")
+        return
+    entry["tls"] = dict(tls)
+
+
+_warned: dict[str, float] = {}
+
+
+def _warn_now_and_then(message: str) -> None:
+    """Log ``message`` as a warning at most every :data:`REPEAT_WARNING_SECONDS` (renders run every heartbeat)."""
+    now = time.monotonic()
+    if now - _warned.get(message, -REPEAT_WARNING_SECONDS) >= REPEAT_WARNING_SECONDS:
+        if len(_warned) >= 1024:
+            _warned.clear()
+        _warned[message] = now
+        log.warning("%s", message)
+
+
+def certificate_pems(documents: Iterable[Document]) -> dict[str, tuple[str, str]]:
+    """Certificate name -> (PEM chain, PEM key), from the Certificates of a view."""
+    pems = {}
+    for document in documents:
+        spec = _dict(document.get("spec"))
+        chain, key = spec.get("certificate"), spec.get("key")
+        if document.get("kind") == "Certificate" and isinstance(chain, str) and isinstance(key, str):
+            pems[_name(document)] = (chain, key)
+    return pems
+
+
+def _certificates(domains: list[dict[str, Any]], view: _View, directory: Path) -> list[dict[str, str]]:
+    """The files of the Certificates the rendered Domains use (see :mod:`edgefleet.edge.certfiles`)."""
+    used = sorted({entry["tls"]["certificate"] for entry in domains if "tls" in entry})
+    pems = certificate_pems(view.certificates[name] for name in used)
+    entries = []
+    for name in used:
+        chain, key = pems.get(name, ("", ""))
+        digest = certfiles.fingerprint(chain, key)
+        cert_file, key_file = certfiles.paths(directory, name, digest)
+        entries.append({"name": name, "certFile": str(cert_file), "keyFile": str(key_file), "fingerprint": digest})
     return entries
 
 
@@ -255,12 +325,14 @@ def render_cache_config(
     http_port = template_port(template, HTTP_PORT_NAME, DEFAULT_HTTP_PORT)
     admin_port = template_port(template, ADMIN_PORT_NAME, DEFAULT_ADMIN_PORT)
     site = _site_of(node)
-    document = {
+    domains = _domains(view, zone)
+    document: dict[str, Any] = {
         "node": node_name,
         "listen": host_port(host, http_port),
         "admin": {"listen": host_port(host, admin_port), "tokenFile": str(workdir / TOKEN_FILE)},
         "storage": {"disk": {"path": str(storage_dir(workdir))}},
-        "domains": _domains(view, zone),
+        "accessLog": {"path": str(access_log_path(workdir))},
+        "domains": domains,
         "site": {
             "self": node_name,
             "peers": _members(view, site, http_port, node_name),
@@ -268,6 +340,10 @@ def render_cache_config(
             "trusted": _fleet_addresses(view),
         },
     }
+    certificates = _certificates(domains, view, workdir / certfiles.CERTS_DIR)
+    if certificates:
+        document["certificates"] = certificates
+        document["tlsListen"] = host_port(host, template_port(template, HTTPS_PORT_NAME, DEFAULT_HTTPS_PORT))
     return parse_config(document)
 
 
@@ -293,6 +369,11 @@ def storage_dir(workdir: Path) -> Path:
     ``workdir`` is ``<data>/workloads/<name>/<revision>``.
     """
     return workdir.parent.parent.parent / "cache-data" / workdir.parent.name
+
+
+def access_log_path(workdir: Path) -> Path:
+    """The access log, per workload and kept across its revisions: ``<data>/cache-logs/<name>/access.log``."""
+    return workdir.parent.parent.parent / "cache-logs" / workdir.parent.name / "access.log"
 
 
 def ensure_token(workdir: Path) -> str:
@@ -379,8 +460,10 @@ class BuiltinCache:
             config = load_config(path)
             log.warning("workload %s: no view of this node yet; keeping its current %s", name, CONFIG_FILE)
         text = dump_config(config)
+        certfiles.write_certificates(config.certificates, certificate_pems(self._documents))
         if write_config(workdir, text):
             log.info("workload %s: wrote %s (%d domains)", name, CONFIG_FILE, len(config.domains))
+        certfiles.remove_stale(workdir / certfiles.CERTS_DIR, config.certificates)
         self._endpoints[name] = AdminEndpoint(admin_url(config), token)
         return text
 

@@ -246,10 +246,12 @@ def cache_stats(answer: Any) -> Document | None:
         return None
     names = {info.alias or name for name, info in CacheStats.model_fields.items()}
     fields = {key: value for key, value in answer.items() if key in names}
-    try:
-        return CacheStats.model_validate(fields).model_dump(mode="json", by_alias=True, exclude_none=True)
-    except ValidationError:
-        return None
+    for attempt in (fields, {key: value for key, value in fields.items() if key != "domains"}):
+        try:  # a Domain figure out of bounds (a name, a count) costs the per-Domain figures, not the rest
+            return CacheStats.model_validate(attempt).model_dump(mode="json", by_alias=True, exclude_none=True)
+        except ValidationError:
+            continue
+    return None
 
 
 # -- I/O -----------------------------------------------------------------------------------------

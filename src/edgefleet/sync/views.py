@@ -37,7 +37,12 @@ The view of node N at site S (rules of the package docstring):
 - the Secrets that the Workloads of N's view reference (env
   ``valueFrom.secretRef``, in the template projected for N), and no other:
   a Secret reaches only the nodes that run a Workload using it, and leaves
-  a view when the last such Workload does (or stops referencing it).
+  a view when the last such Workload does (or stops referencing it);
+- the Certificates that the Domains of N's view name
+  (``spec.tls.certificate``), and no other, projected without status (so
+  the certificate controller's status writes move no view): a private key
+  reaches only the nodes of the sites serving a Domain that uses it, and
+  leaves a view when the last such Domain does (or names another one).
 
 :meth:`FleetIndex.nodes_serving` answers the reverse question (which nodes
 have a Domain in their view) for the purge controller, from the same rule.
@@ -64,7 +69,10 @@ other kinds nothing: it has its own table, consulted only by
 :meth:`FleetIndex.view`. A Secret edit costs nothing when no Workload references it, else one
 selector check per registered node and per referencing Workload; a
 Workload edit that changes the Secrets its template references costs one
-pass over the other Workloads per node it moved. A change of a Node's labels or site, or of a
+pass over the other Workloads per node it moved. A Certificate edit costs nothing when no Domain
+names it, else one pass over the Domains and one selector check per registered node and per
+Domain naming it; a Domain edit that changes the Certificate it names costs one pass over the
+other Domains per node whose view holds it. A change of a Node's labels or site, or of a
 Site's labels or parents, may move many keys in and out of many views: the
 affected views are recomputed before and after and diffed. Correctness first; those edits are rare.
 
@@ -198,10 +206,11 @@ class _Site:
 
 @dataclass(frozen=True, slots=True)
 class _Selected:
-    """A Domain: its parsed selector and its projection."""
+    """A Domain: its parsed selector, its projection and the Certificate it names (spec.tls.certificate)."""
 
     selector: Selector | None
     obj: ViewObject
+    certificate: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +244,9 @@ EVERYWHERE_KINDS = ("clusterinfos",)
 
 SECRETS_KIND = "secrets"
 """Secrets follow the Workloads that reference them (see the module docstring)."""
+
+CERTIFICATES_KIND = "certificates"
+"""Certificates follow the Domains that name them (see the module docstring)."""
 
 
 def _record(
@@ -276,6 +288,7 @@ class FleetIndex:
         self._open_tasks: dict[str, set[str]] = {}  # domain name -> keys of its open tasks
         self._everywhere: dict[str, ViewObject] = {}  # key -> projection, of EVERYWHERE_KINDS objects
         self._secrets: dict[str, ViewObject] = {}  # Secret name -> projection
+        self._certificates: dict[str, ViewObject] = {}  # Certificate name -> projection
         self._members: dict[str, set[str]] = {}  # site name -> names of its nodes
         self._registered: dict[str, int] = {}  # node name -> live sessions
         self._chains: dict[str, frozenset[str]] = {}  # site -> itself and its ancestors
@@ -288,6 +301,7 @@ class FleetIndex:
             **{kind: self._apply_task for kind in TASK_KINDS},
             **{kind: self._apply_everywhere for kind in EVERYWHERE_KINDS},
             SECRETS_KIND: self._apply_secret,
+            CERTIFICATES_KIND: self._apply_certificate,
         }
 
     # --- registration and queries ---------------------------------------
@@ -350,6 +364,9 @@ class FleetIndex:
                 view[domain.obj.key] = domain.obj
                 for task_key in self._open_tasks.get(domain_name, ()):
                     view[task_key] = self._tasks[task_key].obj
+                certificate = self._certificates.get(domain.certificate or "")
+                if certificate is not None:
+                    view[certificate.key] = certificate
         view.update(self._everywhere)
         return view
 
@@ -394,6 +411,7 @@ class FleetIndex:
             self._templates,
             self._revision_keys,
             self._secrets,
+            self._certificates,
         ):
             table.clear()
         self._chains.clear()
@@ -452,6 +470,8 @@ class FleetIndex:
             self._everywhere[key] = ViewObject.of(key, project_object(document), revision)
         elif kind == SECRETS_KIND:
             self._secrets[name] = ViewObject.of(key, project_object(document), revision)
+        elif kind == CERTIFICATES_KIND:
+            self._certificates[name] = ViewObject.of(key, project_object(document), revision)
 
     # --- ClusterInfo: in every node's view --------------------------------
 
@@ -495,6 +515,7 @@ class FleetIndex:
             was_in = now_in if same_selector else _matches(old_selector, labels)  # a body edit: one check
             was, now = old_obj if was_in else None, new_obj if now_in else None
             _record(changes, node_name, key, was, now)
+            self._record_certificates(changes, node_name, name, old if was_in else None, new if now_in else None)
             if was_in != now_in:
                 for task_key in tasks:  # a Domain brings its open tasks into a view, and takes them away
                     task = self._tasks[task_key].obj
@@ -533,7 +554,67 @@ class FleetIndex:
 
     def _build_domain(self, key: str, revision: int, document: StoredDocument, old: _Selected | None) -> _Selected:
         obj = _reuse(old.obj if old else None, key, project_object(document), revision)
-        return _Selected(_selector(document, "sites"), obj)
+        certificate = _dict(_dict(document.get("spec")).get("tls")).get("certificate")
+        return _Selected(_selector(document, "sites"), obj, certificate if isinstance(certificate, str) else None)
+
+    # --- Certificates: in the views that hold a Domain naming them ----------
+
+    def _record_certificates(
+        self,
+        changes: dict[str, ViewChanges],
+        node_name: str,
+        domain_name: str,
+        was: _Selected | None,
+        now: _Selected | None,
+    ) -> None:
+        """Domain ``domain_name`` left, entered or changed in ``node_name``'s view (``was``/``now``: as it
+        was and is there, None when out): the Certificate it named leaves unless another Domain of the view
+        names it too, the one it names now enters."""
+        before = was.certificate if was is not None else None
+        after = now.certificate if now is not None else None
+        if before == after:
+            return
+        others = self._certificates_used(node_name, skip=domain_name)
+        for certificate_name, entering in ((before, False), (after, True)):
+            certificate = self._certificates.get(certificate_name or "")
+            if certificate is not None and certificate_name not in others:
+                _record(
+                    changes,
+                    node_name,
+                    certificate.key,
+                    None if entering else certificate,
+                    certificate if entering else None,
+                )
+
+    def _certificates_used(self, node_name: str, skip: str = "") -> set[str]:
+        """The Certificate names the Domains of the node's view name (but Domain ``skip``)."""
+        labels = self._domain_labels(node_name)
+        if labels is None:
+            return set()
+        return {
+            domain.certificate
+            for domain_name, domain in self._domains.items()
+            if domain_name != skip and domain.certificate is not None and _matches(domain.selector, labels)
+        }
+
+    def _apply_certificate(
+        self, key: str, name: str, revision: int, document: StoredDocument | None
+    ) -> dict[str, ViewChanges]:
+        old = self._certificates.get(name)
+        new = None if document is None else _reuse(old, key, project_object(document), revision)
+        if new is None:
+            self._certificates.pop(name, None)
+        else:
+            self._certificates[name] = new
+        users = [domain for domain in self._domains.values() if domain.certificate == name]
+        if old is new or not users:
+            return {}  # a status write (the projection has no status), or nobody uses it
+        changes: dict[str, ViewChanges] = {}
+        for node_name in self._registered:
+            labels = self._domain_labels(node_name)
+            if labels is not None and any(_matches(domain.selector, labels) for domain in users):
+                _record(changes, node_name, key, old, new)
+        return changes
 
     def _node_labels(self, node_name: str) -> Mapping[str, str] | None:
         node = self._nodes.get(node_name)

@@ -20,10 +20,12 @@ serves the admin endpoint on ``admin.listen`` with aiohttp:
 
 SIGHUP reloads the config file: domains, peers, parents and upstream
 settings change in every worker without dropping a connection or the cache;
-a change to ``listen``, ``workers`` or ``storage`` is logged as needing a
-restart. A broken new file is reported and the old config stays. A worker
-that dies is restarted with backoff. SIGTERM/SIGINT stop the workers
-gracefully.
+a change to ``listen``, ``workers``, ``storage`` or ``accessLog`` is logged
+as needing a restart. A broken new file is reported and the old config
+stays. A worker that dies is restarted with backoff. SIGTERM/SIGINT stop the
+workers gracefully. SIGUSR1 makes every worker reopen the access log file
+(after a ``mv``), and with ``accessLog.maxBytes`` the master rotates it by
+size (:mod:`edgefleet.cache.front.logrotate`).
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from edgefleet.cache import accounting
 from edgefleet.cache import stats as stats_module
 from edgefleet.cache.config import CacheConfig, load_config, split_listen
 from edgefleet.cache.errors import CacheError, ConfigError
+from edgefleet.cache.front import logrotate, tls
 
 log = logging.getLogger("edgefleet.cache")
 
@@ -125,7 +129,7 @@ class WorkerHandle:
 
 
 class Master:
-    def __init__(self, config_path: Path, config: CacheConfig) -> None:
+    def __init__(self, config_path: Path, config: CacheConfig, load_window: float = accounting.LOAD_WINDOW_SECONDS):
         self.config_path = config_path
         self.config = config
         self.workers = [WorkerHandle(index) for index in range(config.workers)]
@@ -135,6 +139,8 @@ class Master:
         self.registry = CollectorRegistry()
         self._snapshot: dict[str, Any] = {}
         self.registry.register(stats_module.StatsCollector(lambda: self._snapshot))
+        # the windowed figures of /status; the load window (--load-window) is its latest LOAD_SLOTS slots
+        self.recent = accounting.RecentAccounts(slot_seconds=load_window / accounting.LOAD_SLOTS)
         self._reloads: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
 
@@ -148,20 +154,37 @@ class Master:
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         _check_port_free(self.config.listen, "listen")
+        self._check_tls()
+        logrotate.check_file(self.config, self.config_path.parent)
+        log_files = logrotate.LogFiles(self.config, self.config_path.parent, lambda: self.broadcast("reopen"))
+        loop.add_signal_handler(signal.SIGUSR1, log_files.reopen_soon)  # after a mv of the access log
         runner = await self._start_admin()
         for worker in self.workers:
             await worker.start(self.config_path)
         await self._wait_ready(30.0)
         print(
             f"edgefleet cache {self.config.node} serving http://{self.config.listen} "
-            f"({len(self.workers)} workers), admin http://{self.config.admin.listen}",
+            + (f"and https://{self.config.tls_listen} " if self.config.tls_listen and self.config.certificates else "")
+            + f"({len(self.workers)} workers), admin http://{self.config.admin.listen}",
             flush=True,
         )
         watcher = loop.create_task(self._watch_workers())
+        sampler = loop.create_task(self._sample_accounts())
+        log_files.start()  # rotation by size
         await self.stopping.wait()
         watcher.cancel()
+        sampler.cancel()
+        await log_files.stop()
         await self._stop_workers()
         await runner.cleanup()
+
+    def _check_tls(self) -> None:
+        """Before the workers start: the TLS port is free and at least one certificate loads (else CacheError)."""
+        if self.config.tls_listen is None or not self.config.certificates:
+            return
+        _check_port_free(self.config.tls_listen, "tlsListen")
+        for problem in tls.check_certificates(self.config, self.config_path.parent):
+            log.error("%s; not served", problem)
 
     async def _wait_ready(self, seconds: float) -> None:
         try:
@@ -221,13 +244,15 @@ class Master:
         except ConfigError as exc:
             log.error("reload refused, the running config stays: %s", exc)
             return
-        fixed = ("listen", "workers", "storage", "admin")
+        fixed = ("listen", "workers", "storage", "admin", "access_log")
         changed = [name for name in fixed if getattr(config, name) != getattr(self.config, name)]
         if changed:
             log.warning("reload: %s changed; that needs a restart (the rest is applied now)", ", ".join(changed))
         document = config.model_dump(mode="json", by_alias=True, exclude_none=True)
-        for name in fixed:
-            document[name] = self.config.model_dump(mode="json", by_alias=True, exclude_none=True).get(name)
+        running = self.config.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for name in fixed:  # the documents are by alias (accessLog), the fields by Python name (access_log)
+            alias = CacheConfig.model_fields[name].alias or name
+            document[alias] = running.get(alias)
         try:
             await self.broadcast("reload", config=document)
         except (CacheError, TimeoutError) as exc:
@@ -264,16 +289,29 @@ class Master:
     async def _snapshot_all(self, request: web.Request) -> dict[str, Any]:
         now = time.monotonic()
         if snapshot_stale(self._stats_cache[0], now, request.headers.get("Cache-Control")):
-            results = await asyncio.gather(
-                *(w.call(next(self._ids), "stats", seconds=5.0) for w in self.workers), return_exceptions=True
-            )
-            merged = stats_module.merge(r for r in results if isinstance(r, dict))
-            self._stats_cache = (now, merged)
+            self._stats_cache = (now, await self._poll())
         return self._stats_cache[1]
+
+    async def _poll(self) -> dict[str, Any]:
+        """Every worker's counters, summed; each worker's per-Domain counts also feed the window."""
+        results = await asyncio.gather(
+            *(w.call(next(self._ids), "stats", seconds=5.0) for w in self.workers), return_exceptions=True
+        )
+        for worker, result in zip(self.workers, results, strict=True):
+            if isinstance(result, dict):
+                pid = worker.process.pid if worker.process is not None else None
+                self.recent.observe(worker.index, pid, result.get("accounts") or {})
+        return stats_module.merge(r for r in results if isinstance(r, dict))
+
+    async def _sample_accounts(self) -> None:
+        """Poll the workers once per window slot, so the window is right whoever asks /status, and when."""
+        while True:
+            await asyncio.sleep(self.recent.slot_seconds)
+            self._stats_cache = (time.monotonic(), await self._poll())  # a worker that fails is left out
 
     async def _status(self, request: web.Request) -> web.Response:
         total = await self._snapshot_all(request)
-        body = stats_module.summary(total)
+        body = stats_module.summary(total, self.recent)
         body["node"] = self.config.node
         body["workers"] = sum(1 for worker in self.workers if worker.ready.is_set())
         return web.json_response(body)
@@ -388,11 +426,12 @@ def _check_port_free(address: str, field: str) -> None:
             raise CacheError(f"cannot listen on {field} {address}: {exc.strerror}; choose another {field}") from None
 
 
-def run_cache(config_path: Path) -> None:
-    """Run the master until SIGTERM/SIGINT (the ``edgefleet cache`` command)."""
+def run_cache(config_path: Path, load_window: float = accounting.LOAD_WINDOW_SECONDS) -> None:
+    """Run the master until SIGTERM/SIGINT (the ``edgefleet cache`` command); ``load_window``: seconds the load
+    figures of ``/status`` cover (see :mod:`edgefleet.cache.accounting`)."""
     config = load_config(config_path)
     # The workers log in this format too; without it the master's reload and restart messages are lost.
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     import uvloop
 
-    uvloop.run(Master(config_path.resolve(), config).run())
+    uvloop.run(Master(config_path.resolve(), config, load_window).run())

@@ -9,7 +9,9 @@ as it arrives, never stored (``X-Cache: PASS``).
 
 Why an unsafe method invalidates: RFC 9111 §4.4 requires a cache to
 invalidate the target URI after a successful (non-error) POST, PUT, PATCH or
-DELETE through it, since the resource has likely changed. The proxy's
+DELETE through it, since the resource has likely changed; the URLs of the
+answer's ``Location`` and ``Content-Location`` on the same host are
+invalidated too (:mod:`edgefleet.cache.policy.invalidation`). The proxy's
 ``invalidate`` marks the entry stale rather than removing it: any client may
 send a POST, and must not be able to throw stored objects (and the copies
 stale-if-error would serve) away; the next request revalidates instead.
@@ -17,17 +19,19 @@ stale-if-error would serve) away; the next request revalidates instead.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+from edgefleet.cache import accounting
 from edgefleet.cache.errors import BadRequest, UpstreamError
+from edgefleet.cache.front import interim
 from edgefleet.cache.front.replies import Client, Replies
+from edgefleet.cache.policy import invalidation, keys
 from edgefleet.cache.policy.domains import ServedDomain
 from edgefleet.cache.stats import Stats
 from edgefleet.cache.upstream.forwarding import NOT_RELAYED, Forwarder
 from edgefleet.cache.wire.bodies import BodyStream
 from edgefleet.cache.wire.http1 import Request
-
-INVALIDATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class Passthrough:
@@ -52,8 +56,11 @@ class Passthrough:
             if stream.length is not None:
                 headers.append(("Content-Length", str(stream.length)))
         method = request.method
+        asked = time.perf_counter()
         try:
-            response = await self.forwarder.open(request, domain, key, method, headers, body)
+            with interim.relaying(client, request):
+                response = await self.forwarder.open(request, domain, key, method, headers, body)
+                upstream_ms = (time.perf_counter() - asked) * 1000  # the access log's upstreamMs
         except UpstreamError as exc:
             if stream is not None and stream.error is not None:  # the client's body failed, not the upstream
                 request.keep_alive = False
@@ -67,10 +74,16 @@ class Passthrough:
             return
         if stream is not None and not stream.consumed:  # answered before the body was taken: end with it
             request.keep_alive = False
-        if method in INVALIDATING and response.status < 400:
+        if invalidation.invalidates(method, response.status):
             self.invalidate(key)
-        relayed = [(n, v) for n, v in response.headers if n.lower() not in NOT_RELAYED]
-        relayed.append(("X-Cache", f"PASS from {self.replies.node}"))
+            for target in invalidation.related_targets(request.host, request.target, response.headers):
+                self.invalidate(keys.cache_key("http", request.host, target, domain.query_mode, domain.query_allow))
+        relayed, upstream_cache = accounting.split_x_cache(
+            [(n, v) for n, v in response.headers if n.lower() not in NOT_RELAYED]
+        )
+        relayed.append(("X-Cache", accounting.x_cache(upstream_cache, "PASS", self.replies.node)))
+        length, chunks = response.content_length, response.chunks()
+        source = response.target.kind  # the origin, or the peer or parent that passed it on
         await self.replies.relay(
-            client, request, response.status, relayed, response.content_length, response.chunks(), "PASS", started
+            client, request, response.status, relayed, length, chunks, "PASS", started, source, upstream_ms
         )

@@ -59,8 +59,9 @@ from typing import TYPE_CHECKING, Any
 
 from edgefleet.cache.config import CacheConfig, split_listen
 from edgefleet.cache.errors import BadRequest, UpstreamError
-from edgefleet.cache.front import responses
+from edgefleet.cache.front import interim, responses
 from edgefleet.cache.front.passthrough import Passthrough
+from edgefleet.cache.front.redirects import send_https_redirect
 from edgefleet.cache.front.replies import Client, Replies
 from edgefleet.cache.front.slices import Slices
 from edgefleet.cache.policy import decisions, freshness, keys
@@ -68,6 +69,7 @@ from edgefleet.cache.policy.decisions import fast_hit  # a global: the hit path 
 from edgefleet.cache.policy.domains import DomainTable, ServedDomain
 from edgefleet.cache.stats import Stats
 from edgefleet.cache.storage.disk import DiskEntry
+from edgefleet.cache.storage.hot import HotObjects
 from edgefleet.cache.storage.locks import NodeLocks
 from edgefleet.cache.storage.memory import MemoryEntry
 from edgefleet.cache.storage.store import Storage
@@ -112,6 +114,9 @@ class Proxy:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._disk_work: set[asyncio.Future[Any]] = set()  # stores running in threads (fetches._off_loop)
         self._other_fills: dict[str, asyncio.Future[bool]] = {}
+        self.tier_clients: set[str] = set()  # addresses that sent tier requests (see _check_fleet)
+        hot = config.storage.hot_objects  # storage is fixed for the life of the process
+        self.hot = HotObjects(hot.max_bytes, hot.max_object_bytes, hot.seconds)
         self.reload(config)
 
     def reload(self, config: CacheConfig) -> None:
@@ -119,9 +124,13 @@ class Proxy:
         self.config = config
         self.node = config.node
         self.domains = DomainTable(config.domains)
+        self.https_port = split_listen(config.tls_listen)[1] if config.tls_listen else 443  # redirectHttp
+        self.stats.accounts.retain(self.domains.by_name)
+        self.counters = {name: self.stats.accounts.slot(name) for name in self.domains.by_name}
         disk = config.storage.disk
         self.locks = NodeLocks(disk.path / "locks") if disk is not None and config.workers > 1 else None
         self.trust = tiers.TierTrust(fleet_addresses(config))
+        self.tier_clients.update(tiers.plain_addresses(fleet_addresses(config)))  # the rest is learnt: _check_fleet
         forwarder = Forwarder(config, self.upstream, self.stats, self.rng)
         self.fetcher = Fetcher(
             forwarder,
@@ -133,8 +142,9 @@ class Proxy:
             spool_dir=disk.path if disk is not None else None,
             clock=self.clock,
             disk_work=self._disk_work,
+            hot=self.hot if self.hot.enabled and config.site is not None else None,
         )
-        self.replies = Replies(config.node, self.storage, self.stats, self.access_log, self.clock)
+        self.replies = Replies(config.node, self.storage, self.stats, self.access_log, self.clock, self.domains)
         self.passthrough = Passthrough(forwarder, self.replies, self.stats, self._invalidate)
         self.slices = Slices(config.storage.slice_bytes, self.fetcher, self.replies, self.passthrough)
 
@@ -142,10 +152,12 @@ class Proxy:
 
     def serve_fast(self, client: Any, request: Request) -> bool:
         """Answer a fresh, plain, in-memory hit synchronously; False: use :meth:`handle`."""
-        if request.method != "GET" or not request.keep_alive:
+        if request.method != "GET":
             return False
         domain = self.domains.lookup(request.host)
         if domain is None or domain.query_mode != "keep":
+            return False
+        if domain.redirect_http and client.tls_version is None:  # handle() redirects it to https
             return False
         if domain.has_aliases:
             request.host = domain.canonical_for(request.host) or request.host
@@ -160,19 +172,30 @@ class Proxy:
         if head is None:
             head = entry.head = responses.hit_head(meta, self.node)
         age = int(meta.initial_age + now - meta.response_time)
-        client.writelines([head, b"Age: %d\r\n\r\n" % (age if age > 0 else 0), entry.body])
+        end = b"\r\n" if request.keep_alive else b"Connection: close\r\n\r\n"  # the server closes after it
+        client.writelines([head, b"Age: %d\r\n%s" % (age if age > 0 else 0, end), entry.body])
         stats = self.stats
         stats.requests += 1
         stats.hits += 1
         stats.bytes_served += meta.size
+        counters = self.counters[domain.name]
+        counters.local += 1
+        counters.bytes += meta.size
+        if client.peer_ip in self.tier_clients and tiers.asked_by_tier(request.headers):  # another cache asks
+            counters.tier_requests += 1
+            counters.tier_bytes += meta.size
         if self.access_log is not None:
-            self.access_log.record(request, client.peer_ip, 200, meta.size, "HIT", 0.0)
+            self.access_log.record(request, client, 200, meta.size, "HIT", 0.0)
         return True
 
     def _memory_hit(self, domain: ServedDomain, request: Request) -> MemoryEntry | None:
         if not request.plain:
             return None
-        return self.storage.memory.get_plain("http://" + request.host + request.target)  # both canonical
+        key = "http://" + request.host + request.target  # both canonical
+        entry = self.storage.memory.get_plain(key)
+        if entry is None and self.hot.enabled:
+            entry = self.hot.get_plain(key)
+        return entry
 
     # --- the general path --------------------------------------------------
 
@@ -192,6 +215,9 @@ class Proxy:
             await self.replies.send_error(client, request, status, "no domain serves this host")
             return
         self._check_fleet(request)
+        if domain.redirect_http and client.tls_version is None and not request.from_fleet:
+            send_https_redirect(self.replies, client, request, self.https_port)
+            return
         if domain.has_aliases:  # a CDN zone name: cached and fetched as the Domain's own hostname
             request.host = domain.canonical_for(request.host) or request.host
         path = request.target.partition("?")[0]
@@ -205,8 +231,16 @@ class Proxy:
         await self._cached(client, Wanted(request, domain, self.key_for(domain, request), policy), started)
 
     def _check_fleet(self, request: Request) -> None:
-        """Tier header fields count only from the fleet: stripped from anyone else's request (module tiers)."""
+        """Tier header fields count only from the fleet: stripped from anyone else's request (module tiers).
+
+        Whoever sends the tier field, its request is counted as another cache's (``request.tier``), trusted or
+        not: a child site's nodes are not in a parent's view. Those clients are remembered (bounded), so that
+        the hit fast path looks for the field only in their requests.
+        """
         request.from_fleet = self.trust.trusts(request.client)
+        request.tier = tiers.asked_by_tier(request.headers)
+        if request.tier and len(self.tier_clients) < tiers.MAX_TRUST_MEMO:
+            self.tier_clients.add(request.client)
         if not request.from_fleet and any(name[:12].lower() == tiers.FLEET_PREFIX for name, _ in request.headers):
             request.headers = tiers.strip_fleet_fields(request.headers)
             self.stats.tier_fields_stripped += 1
@@ -217,6 +251,12 @@ class Proxy:
     async def _cached(self, client: Client, wanted: Wanted, started: float, attempt: int = 0) -> None:
         request = wanted.request
         entry = find(self.storage, wanted.key, request)
+        if entry is None and self.hot.enabled:
+            hot = self.hot.find(wanted.key, lambda vary: keys.variant_key(vary, request.headers), self.clock())
+            if hot is not None:  # a copy of the owner's, still fresh (module storage.hot)
+                self.stats.hits += 1
+                await self.replies.send_entry(client, request, hot, "HIT", started)
+                return
         lookup = decisions.on_lookup(
             entry.meta if entry is not None else None,
             self.clock(),
@@ -265,7 +305,8 @@ class Proxy:
                 fill = self.fills.get(wanted.key)
                 leader = fill is None
         if fill is None:
-            fill = self.fetcher.start_whole(wanted, entry, lock, shared=not looped)
+            with interim.relaying(client, wanted.request):  # the fill's task relays 1xx heads to this client
+                fill = self.fetcher.start_whole(wanted, entry, lock, shared=not looped)
         else:
             self.stats.collapsed += 1
         await self._send_from_fill(client, wanted, entry, fill, leader, started, attempt)
@@ -349,6 +390,7 @@ class Proxy:
 
     def purge_keys(self, urls: list[str], prefixes: list[str], tags: list[str], *, soft: bool) -> int:
         count = self.storage.purge(urls, prefixes, tags, soft)
+        self.hot.purge(urls, prefixes, tags)  # copies of what owners hold: not counted as objects purged
         self.stats.purged += count
         return count
 

@@ -28,10 +28,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
+from edgefleet.cache import accounting
 from edgefleet.cache.errors import UpstreamError
 from edgefleet.cache.front import responses
 from edgefleet.cache.front.sendfile import send_file
 from edgefleet.cache.policy import conditionals, decisions, freshness
+from edgefleet.cache.policy.domains import DomainTable
 from edgefleet.cache.stats import Stats
 from edgefleet.cache.storage.entries import EntryMeta
 from edgefleet.cache.storage.memory import MemoryEntry
@@ -58,6 +60,7 @@ class Client(Protocol):
     """What the proxy needs of a client connection (the server's Connection)."""
 
     peer_ip: str
+    tls_version: str | None  # "TLSv1.3" on the TLS listener, None in cleartext
     transport: Any
 
     def write(self, data: bytes) -> None: ...
@@ -75,8 +78,10 @@ class Replies:
         stats: Stats,
         access_log: AccessLog | None,
         clock: decisions.Clock = time.time,
+        domains: DomainTable | None = None,
     ) -> None:
         self.clock = clock
+        self.domains = domains  # whose per-Domain counters done() updates
         self.node = node
         self.storage = storage
         self.stats = stats
@@ -97,7 +102,8 @@ class Replies:
             self.stats.not_modified += 1
         self.write_head(client, request, reply, entry.meta, cache_status, head)
         sent = await write_pieces(client, entry, reply.pieces)
-        self.done(request, client, reply.status, sent, cache_status, started)
+        upstream_ms = head.upstream_ms if head is not None and head.upstream else None
+        self.done(request, client, reply.status, sent, cache_status, started, upstream_ms=upstream_ms)
 
     def write_head(
         self,
@@ -114,7 +120,7 @@ class Replies:
             timing += f", upstream;dur={head.upstream_ms:.1f}"
         extra = [
             ("Age", str(freshness.current_age(meta.initial_age, meta.response_time, self.clock()))),
-            ("X-Cache", f"{cache_status} from {self.node}"),
+            ("X-Cache", accounting.x_cache(head.upstream_cache if head is not None else None, cache_status, self.node)),
             ("Server-Timing", timing),
         ]
         if not request.keep_alive:
@@ -123,12 +129,14 @@ class Replies:
 
     async def send_fill(self, client: Client, request: Request, fill: Fill, head: FillHead, started: float) -> None:
         """Answer a miss from the fill that fetches it: 304, a range once it is in, or the body as it arrives."""
+        fetched = accounting.fetched_status(head.source)  # MISS (origin), PEER or PARENT
+        relayed, upstream_cache = accounting.split_x_cache(head.headers)
+        x_cache = ("X-Cache", accounting.x_cache(upstream_cache, fetched, self.node))
         if head.shareable and conditionals.not_modified(request.headers, head.headers) and head.status == 200:
             await fill_done(fill)
             self.stats.not_modified += 1
-            headers = [*conditionals.headers_for_304(head.headers), ("X-Cache", f"MISS from {self.node}")]
-            client.write(response_head(304, headers))
-            self.done(request, client, 304, 0, "MISS", started)
+            client.write(response_head(304, [*conditionals.headers_for_304(relayed), x_cache]))
+            self.done(request, client, 304, 0, fetched, started, upstream_ms=head.upstream_ms)
             return
         if request.method == "GET" and get(request.headers, "range") is not None and head.status == 200:
             try:
@@ -137,18 +145,19 @@ class Replies:
                 await self.send_error(client, request, exc.status, exc.message)
                 return
             if stored is not None:
-                await self.send_entry(client, request, stored, "MISS", started, head)
+                await self.send_entry(client, request, stored, fetched, started, head)
                 return
-        headers = list(head.headers)
+        headers = relayed
         now = self.clock()
         age = int(head.extra.get("age", 0) + now - head.extra.get("response_time", now))
         headers += [
             ("Age", str(max(age, 0))),
-            ("X-Cache", f"MISS from {self.node}"),
-            ("Server-Timing", f'cache;desc="MISS", upstream;dur={head.upstream_ms:.1f}'),
+            x_cache,
+            ("Server-Timing", f'cache;desc="{fetched}", upstream;dur={head.upstream_ms:.1f}'),
         ]
         body: AsyncIterator[bytes] | None = fill.stream() if request.method != "HEAD" else None
-        await self.relay(client, request, head.status, headers, head.content_length, body, "MISS", started)
+        length, upstream_ms = head.content_length, head.upstream_ms
+        await self.relay(client, request, head.status, headers, length, body, fetched, started, upstream_ms=upstream_ms)
 
     async def _ranged_after_fill(self, fill: Fill, head: FillHead, request: Request) -> Stored | None:
         """A Range request that missed: wait for the fill, then answer the range from what it got."""
@@ -171,8 +180,13 @@ class Replies:
         body: AsyncIterator[bytes] | None,
         cache_status: str,
         started: float,
+        source: str | None = None,
+        upstream_ms: float | None = None,
     ) -> None:
-        """Write a head and a streamed body, framed for this client (see the module docstring)."""
+        """Write a head and a streamed body, framed for this client (see the module docstring).
+
+        ``source``: where the body comes from (accounting), when ``cache_status`` does not say (a pass).
+        """
         chunked = length is None and body is not None and request.version == "1.1" and _has_body(status)
         if length is not None:
             headers = [*headers, ("Content-Length", str(length))]
@@ -190,7 +204,7 @@ class Replies:
             except UpstreamError as exc:  # the head is out: all we can do is end the connection
                 log.warning("%s %s: %s", request.method, request.target, exc.message)
                 request.keep_alive = False
-        self.done(request, client, status, sent, cache_status, started)
+        self.done(request, client, status, sent, cache_status, started, source, upstream_ms)
 
     async def send_error(self, client: Client, request: Request, status: int, message: str) -> None:
         self.stats.errors += 1
@@ -201,15 +215,29 @@ class Replies:
         client.write(response_head(status, headers) + (body if request.method != "HEAD" else b""))
         self.done(request, client, status, len(body), "ERROR", time.perf_counter())
 
-    def done(self, request: Request, client: Client, status: int, sent: int, cache: str, started: float) -> None:
-        """Count an answered request and log it."""
+    def done(
+        self,
+        request: Request,
+        client: Client,
+        status: int,
+        sent: int,
+        cache: str,
+        started: float,
+        source: str | None = None,
+        upstream_ms: float | None = None,
+    ) -> None:
+        """Count an answered request (in its Domain's counters too, by ``source``: the status word's) and log it."""
         stats = self.stats
         stats.requests += 1
         stats.bytes_served += sent
         if status >= 500:
             stats.server_errors += 1
+        domain = self.domains.lookup(request.host) if self.domains is not None and request.host else None
+        if domain is not None:
+            stats.accounts.slot(domain.name).count(source or accounting.source_of(cache), sent, request.tier)
         if self.access_log is not None:
-            self.access_log.record(request, client.peer_ip, status, sent, cache, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.access_log.record(request, client, status, sent, cache, seconds, upstream_ms)
 
 
 async def write_pieces(client: Client, entry: Stored, pieces: list[responses.Piece]) -> int:

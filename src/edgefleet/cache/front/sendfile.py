@@ -11,9 +11,10 @@ socket buffer is full. Nothing else writes to the connection meanwhile: the
 server answers one request at a time per connection. The transport's
 limits are restored afterwards.
 
-If the socket is not available (a test transport, TLS) it falls back to
-``pread`` + ``write`` in bounded chunks, which is what the memory bound
-needs anyway.
+If the socket is not available (a test transport) or the connection is TLS
+(whose transport still gives the TCP socket: sendfile would put cleartext
+on it), it falls back to ``pread`` + ``write`` in bounded chunks, which is
+what the memory bound needs anyway.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ async def send_file(client: Writable, fd: int, offset: int, length: int) -> int:
     """Send ``length`` bytes of ``fd`` from ``offset``; the bytes sent."""
     transport = client.transport
     sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or length < CHUNK:
+    if sock is None or length < CHUNK or transport.get_extra_info("ssl_object") is not None:
         return await _copy(client, fd, offset, length)
     high, low = _limits(transport)
     transport.set_write_buffer_limits(high=0, low=0)

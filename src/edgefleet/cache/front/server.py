@@ -5,7 +5,8 @@ go to the sans-I/O :class:`~edgefleet.cache.wire.http1.RequestParser`; complete
 requests join the connection's queue and are answered strictly in order,
 which is what pipelining requires. A fresh in-memory hit is answered inside
 ``data_received`` (:meth:`Proxy.serve_fast`: no task, no await, one
-``writelines``); anything else becomes one task, and the queue waits for it.
+``writelines``, then the close a ``Connection: close`` request asked for);
+anything else becomes one task, and the queue waits for it.
 A client that pipelines more than ``maxPipeline`` requests is paused
 (backpressure) until the queue drains.
 
@@ -155,6 +156,7 @@ class Connection(asyncio.Protocol):
         self.busy = False
         self.closing = False
         self.peer_ip = ""
+        self.tls_version: str | None = None  # "TLSv1.3" on the TLS listener (set by front.tls), None in cleartext
         self.last_active = time.monotonic()
         self.transport: asyncio.Transport | None = None
         self._write_paused_at = 0.0
@@ -287,6 +289,9 @@ class Connection(asyncio.Protocol):
             started = self.last_active
             if proxy.serve_fast(self, request):
                 self.response_times.observe(started, time.monotonic())
+                if not request.keep_alive:  # its answer said Connection: close
+                    self.close()
+                    return
                 continue
             self.busy = True
             request.client = self.peer_ip

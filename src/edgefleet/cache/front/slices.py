@@ -11,7 +11,8 @@ is written, and only the first one and the current one are held.
 
 A slice is used like any stored entry: fresh, served stale while it
 revalidates, revalidated, or served stale when upstream fails. Slices of one
-reply must be of one version of the object (same length, same ETag); on a
+reply must be of one version of the object (same length, ETag and
+Last-Modified: ``ranges.same_representation``, RFC 9111 §3.4); on a
 mix, every slice of the key is purged and the connection ends, since the
 head is already out. An upstream that ignores the Range and sends the whole
 object (or an error) is answered as a plain miss; an ``If-Range`` that does
@@ -26,6 +27,7 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 
+from edgefleet.cache import accounting
 from edgefleet.cache.errors import UpstreamError
 from edgefleet.cache.front import responses
 from edgefleet.cache.front.passthrough import Passthrough
@@ -151,8 +153,8 @@ class Slices:
         entry = answer.entry
         if entry is None:
             raise UpstreamError(502, f"slice {index}: upstream did not answer with a range")
-        if complete_length(entry.meta) != complete_length(reference.meta) or get(entry.meta.headers, "etag") != get(
-            reference.meta.headers, "etag"
+        if not ranges.same_representation(
+            entry.meta.headers, complete_length(entry.meta), reference.meta.headers, complete_length(reference.meta)
         ):
             self.storage.purge([], [wanted.key + keys.SLICE_MARK], [], soft=False)  # mixed versions: refetch all
             raise UpstreamError(502, f"slice {index} belongs to another version of the object")
@@ -211,10 +213,11 @@ async def _from_fill(fill: Fill, request: Request, leader: bool) -> Slice:
         return Slice(None, "PASS")
     if head.entry is not None:
         return Slice(head.entry, head.cache_status)
+    fetched = accounting.fetched_status(head.source)  # MISS (origin), PEER or PARENT
     if head.status != 206 or head.meta is None:
-        return Slice(None, "MISS", fill, head)
+        return Slice(None, fetched, fill, head)
     await fill_done(fill)
-    return Slice(FillEntry(head.meta, fill), "MISS")
+    return Slice(FillEntry(head.meta, fill), fetched)
 
 
 def _plan(request: Request, meta: EntryMeta, value: str) -> responses.Reply | None:

@@ -11,8 +11,9 @@ The control channel is a socketpair carrying JSON lines: the master sends
 ``{"id": n, "op": ...}`` and the worker answers ``{"id": n, "ok": true,
 "result": ...}`` or ``{"id": n, "ok": false, "error": "..."}``. Operations:
 ``stats``, ``purge``, ``prefetch``, ``reload`` (a validated config
-document) and ``stop`` (graceful: stop accepting, finish what is in flight,
-up to ``grace`` seconds). The worker's first line is ``{"op": "ready"}``.
+document), ``reopen`` (the access log file again, after a rename) and
+``stop`` (graceful: stop accepting, finish what is in flight, up to
+``grace`` seconds). The worker's first line is ``{"op": "ready"}``.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from typing import Any
 
 from edgefleet.cache.config import CacheConfig, load_config, parse_config, split_listen
 from edgefleet.cache.errors import CacheError, UpstreamError
-from edgefleet.cache.front.accesslog import AccessLog
+from edgefleet.cache.front.accesslog import open_access_log
 from edgefleet.cache.front.proxy import Proxy
 from edgefleet.cache.front.server import ConnectionLimits, ConnectionSet
+from edgefleet.cache.front.tls import TlsFront
 from edgefleet.cache.stats import Stats
 from edgefleet.cache.storage.disk import DiskTier
 from edgefleet.cache.storage.memory import MemoryTier
@@ -60,7 +62,7 @@ def listen_socket(address: str) -> socket.socket:
 
 
 HOUSEKEEPING_SECONDS = 1.0
-"""How often a worker sweeps idle connections, flushes the access log and writes disk access times."""
+"""How often a worker sweeps idle connections and writes disk access times (the access log flushes itself)."""
 TOUCH_FALLBACK_SECONDS = 10.0
 """Access times are written by housekeeping, in a thread; a hit writes them itself (on the loop) only
 when housekeeping has not for this long (bench/cache_index_stall.py: such a write can stall the loop)."""
@@ -100,36 +102,54 @@ def connection_set(config: CacheConfig, proxy: Proxy) -> ConnectionSet:
 
 
 class Worker:
-    def __init__(self, config: CacheConfig, index: int) -> None:
+    def __init__(self, config: CacheConfig, index: int, config_dir: Path | None = None) -> None:
         self.config = config
         self.index = index
         self.stats = Stats()
         self.storage = build_storage(config)
-        access = config.access_log
-        self.access_log = AccessLog(access.path, access.sample, config.node) if access.sample > 0 else None
+        self.access_log = open_access_log(config, config_dir or Path.cwd(), self.stats, self._domain_name)
         self.proxy = Proxy(config, self.storage, self.stats, self.access_log)
         self.connections = connection_set(config, self.proxy)
+        # TLS beside the plain port (module edgefleet.cache.front.tls); relative certificate paths: to config_dir
+        self.tls = TlsFront(
+            self.stats, self.connections, config_dir or Path.cwd(), listen_socket, config.limits.header_timeout
+        )
         self.stopping = asyncio.Event()
         self._answers: set[asyncio.Task[None]] = set()  # referenced until done, so not garbage-collected
 
     async def serve(self, control: socket.socket | None) -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(self.connections.factory, sock=listen_socket(self.config.listen))
+        await self.tls.apply(self.config, self.proxy.domains, starting=True)
         housekeeping = loop.create_task(self._housekeeping())
         channel = loop.create_task(self._control(control)) if control is not None else None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen_log)  # a SIGUSR1 to the process group must not kill
+        if self.access_log is not None:
+            self.access_log.start()
         await self.stopping.wait()
         server.close()
+        self.tls.close()
         await self._drain(grace=10.0)
         housekeeping.cancel()
         if channel is not None:
             channel.cancel()
         await self.proxy.close()
         if self.access_log is not None:
-            self.access_log.close()
+            await self.access_log.stop()
         if self.storage.disk is not None:
             self.storage.disk.close()
+
+    def _reopen_log(self) -> None:
+        """SIGUSR1 (a worker run alone, or the whole process group): reopen the access log."""
+        if self.access_log is not None:
+            self.access_log.reopen()
+
+    def _domain_name(self, host: str) -> str | None:
+        """The name of the Domain serving ``host`` (the access log's ``domain``)."""
+        domain = self.proxy.domains.lookup(host)
+        return domain.name if domain is not None else None
 
     async def _drain(self, grace: float) -> None:
         deadline = time.monotonic() + grace
@@ -144,8 +164,6 @@ class Worker:
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             self.connections.sweep(time.monotonic())
-            if self.access_log is not None:
-                self.access_log.flush()
             if self.storage.disk is not None:
                 await asyncio.to_thread(self.storage.disk.flush)
 
@@ -176,7 +194,7 @@ class Worker:
     async def _operate(self, message: dict[str, Any]) -> Any:
         op = message.get("op")
         if op == "stats":
-            return self.stats.snapshot(self.storage.stats())
+            return self.stats.snapshot(self.storage.stats() | self.proxy.hot.stats())
         if op == "purge":
             return self.purge(message)
         if op == "prefetch":
@@ -184,7 +202,11 @@ class Worker:
         if op == "reload":
             config = parse_config(message["config"])
             self.proxy.reload(config)
+            await self.tls.apply(config, self.proxy.domains)
             return {"domains": len(config.domains)}
+        if op == "reopen":  # the access log's file was renamed (SIGUSR1 to the master, or maxBytes)
+            self._reopen_log()
+            return None
         if op == "stop":
             self.stopping.set()
             return None
@@ -242,12 +264,16 @@ def main(argv: list[str] | None = None) -> None:
     import uvloop
 
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_run(config, args.index, control))
+        try:
+            uvloop.run(_run(config, args.index, control, args.config.resolve().parent))
+        except CacheError as exc:  # e.g. no certificate loads, tlsListen taken: said by the master too
+            log.error("worker %d cannot serve: %s", args.index, exc)
+            os._exit(1)
     os._exit(0)
 
 
-async def _run(config: CacheConfig, index: int, control: socket.socket | None) -> None:
-    worker = Worker(config, index)
+async def _run(config: CacheConfig, index: int, control: socket.socket | None, config_dir: Path) -> None:
+    worker = Worker(config, index, config_dir)
     await worker.serve(control)
 
 

@@ -12,6 +12,22 @@ When a stored response needs validation, :func:`validation_headers` gives the
 conditional fields to send upstream (RFC 9111 §4.3.1); a 304 answer is
 folded into the stored headers with :func:`merge_304` (RFC 9111 §4.3.4),
 which never lets the 304 change how the stored body is framed or encoded.
+Before that, :func:`freshens` checks that the 304 is about the stored
+response at all (RFC 9111 §4.3.4's selection): a strong ETag in the 304 must
+be the stored one; else a weak ETag or Last-Modified must match the stored
+one. A 304 naming another representation updates nothing (the fetch asks
+again without conditions). A 304 with no validator at all is taken as
+confirming the one response we asked about: the conditional request was made
+from that stored response's own validators (the RFC's "no validator" case
+has the client invent an If-Modified-Since, which a fill never does).
+
+Which stored fields a 304 replaces (RFC 9111 §3.2): all that it carries, except
+those never stored (hop-by-hop, ``Connection``-listed, the proxy's own
+``Proxy-Authenticate``/``Proxy-Authentication-Info``), ``Content-Length``
+(a MUST), and, as §3.2 allows a cache that stores "the results of processing",
+``Content-Encoding``, ``Transfer-Encoding`` and ``Content-Range``, which
+describe the bytes we hold. ``Content-Type``, ``ETag``, ``Cache-Control``,
+``Expires``, ``Vary`` and the rest are updated.
 
 Entity-tags are parsed by a small scanner rather than :func:`split_list`:
 an entity-tag may contain commas and backslashes that are not escapes.
@@ -25,7 +41,8 @@ FIELDS_OF_304 = frozenset({"cache-control", "content-location", "date", "etag", 
 """Stored fields a 304 carries (RFC 9110 §15.4.5)."""
 
 NOT_UPDATED_BY_304 = (
-    frozenset({"content-length", "content-encoding", "transfer-encoding", "content-range"}) | HOP_BY_HOP
+    frozenset({"content-length", "content-encoding", "transfer-encoding", "content-range", "proxy-authentication-info"})
+    | HOP_BY_HOP
 )
 """Stored fields a 304 never replaces: they describe the stored body's framing and encoding (RFC 9111 §3.2)."""
 
@@ -118,3 +135,23 @@ def merge_304(stored_headers: Headers, not_modified_headers: Headers) -> Headers
         return list(stored_headers)
     replaced = {name.lower() for name, _ in updates}
     return [(name, value) for name, value in stored_headers if name.lower() not in replaced] + updates
+
+
+def freshens(stored_headers: Headers, not_modified_headers: Headers) -> bool:
+    """RFC 9111 §4.3.4: may this 304 update the stored response (is it about the same representation)?
+
+    A strong ETag in the 304 must equal the stored ETag; otherwise a weak ETag must match it weakly and a
+    Last-Modified must equal the stored one; a 304 without validators confirms the response we asked about.
+    """
+    etag = _first(not_modified_headers, "etag")
+    stored_etag = _first(stored_headers, "etag")
+    if etag is not None:
+        if not etag.startswith("W/"):
+            return stored_etag is not None and strong_etag_match(etag, stored_etag)
+        if stored_etag is None or not weak_etag_match(etag, stored_etag):
+            return False
+    last_modified = _first(not_modified_headers, "last-modified")
+    if last_modified is None:
+        return True
+    stored_last_modified = parse_http_date(_first(stored_headers, "last-modified"))
+    return stored_last_modified is not None and stored_last_modified == parse_http_date(last_modified)

@@ -54,6 +54,7 @@ class ServedDomain:
         self.aliases = frozenset(host for host in config.aliases if not host.startswith("*."))
         self.alias_suffixes = tuple(host[1:] for host in config.aliases if host.startswith("*."))
         self.has_aliases = bool(config.aliases)
+        self.redirect_http = config.tls is not None and config.tls.redirect_http  # cleartext -> https (proxy)
         cache = config.cache_policy
         self.query_mode = cache.query_string.mode
         self.query_allow = frozenset(cache.query_string.allow_list)

@@ -12,8 +12,11 @@ every time is passed in as POSIX seconds.
 
 Storage rules, checked in this order (``Decision.reason`` names the first that
 refuses): a Domain ``bypass`` rule; method other than GET (the proxy turns
-HEAD into GET before fetching); a status that is not final and understood;
-``no-store``; unqualified ``private``; a request with ``Authorization`` unless
+HEAD into GET before fetching); a status that is not final (1xx), a 304 (it
+validates, it is not stored) or not a status at all (600 and up); with
+``must-understand``, a status this cache does not understand (RFC 9111
+§5.2.2.3; ``no-store`` is then ignored for one it does); ``no-store``;
+unqualified ``private``; a request with ``Authorization`` unless
 the response says ``public``, ``s-maxage`` or ``must-revalidate`` (§3.5);
 a request with ``Cookie`` unless the Domain's ``cacheCookieRequests`` says so
 (the origin may have personalised the answer); any ``Set-Cookie`` (a CDN must never hand one user's cookie to another);
@@ -29,7 +32,17 @@ heuristically cacheable statuses or a ``public`` response, 10% of
 ``Date - Last-Modified`` capped at one day (when :attr:`Policy.heuristic`)
 and :attr:`Policy.default_ttl` (0: not stored). An invalid ``max-age`` or
 ``Expires`` means "already stale" (lifetime 0, stored but validated before
-each use), as RFC 9111 §4.2.1 and §5.3 recommend.
+each use), as RFC 9111 §4.2.1 and §5.3 recommend; so do several ``Expires``
+field lines (§4.2.1 allows "the first" or "stale": stale is the safe one).
+
+Statuses (RFC 9111 §3, §4.2.2): any final status may be stored when the origin
+makes it explicitly fresh. The heuristically cacheable ones
+(:data:`HEURISTICALLY_CACHEABLE`) and the redirects 302/303/307 also take a
+Domain rule's ``ttl``, the heuristic and ``defaultTtl``; every other status
+(201, 403, 500, 503, ...) is stored only for the lifetime its origin gives
+(``s-maxage``, ``max-age``, ``Expires``, a targeted field) or, with
+``public``, the Last-Modified heuristic: a Domain's ``ttl`` or ``defaultTtl``
+never turns an origin's error into a cached one.
 
 Targeted fields follow RFC 9213: when one is in effect it replaces
 ``Cache-Control`` *and* ``Expires`` for every decision above, including
@@ -50,7 +63,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from edgefleet.cache.wire.headers import HOP_BY_HOP, Headers, connection_listed, get, parse_http_date, split_list
+from edgefleet.cache.wire.headers import (
+    HOP_BY_HOP,
+    Headers,
+    connection_listed,
+    get,
+    get_all,
+    parse_http_date,
+    split_list,
+)
 
 MAX_DELTA_SECONDS = 2**31
 """RFC 9111 §1.2.2: larger delta-seconds are clamped to this."""
@@ -61,8 +82,24 @@ HEURISTIC_LIFETIME_CAP = 86400.0
 HEURISTICALLY_CACHEABLE = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 451, 501})
 """Statuses that may be stored without explicit freshness (RFC 9110 §15.1)."""
 
-UNDERSTOOD_STATUSES = HEURISTICALLY_CACHEABLE | {302, 303, 307}
-"""Final statuses this cache understands and stores when freshness allows; 302/303/307 need explicit freshness."""
+DEFAULT_FRESHNESS_STATUSES = HEURISTICALLY_CACHEABLE | {302, 303, 307}
+"""Statuses a Domain rule's ``ttl``, the heuristic and ``defaultTtl`` apply to (302/303/307 only with ``public``)."""
+
+UNDERSTOOD_STATUSES = DEFAULT_FRESHNESS_STATUSES | {
+    *range(200, 207),
+    *range(300, 306),
+    *range(400, 418),
+    421,
+    422,
+    426,
+    428,
+    429,
+    431,
+    *range(500, 506),
+    511,
+}
+"""Final statuses of RFC 9110 §15 (and RFC 6585) whose caching rules this cache implements: what
+``must-understand`` (RFC 9111 §5.2.2.3) asks about. Other final statuses are stored only without it."""
 
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _OWS = " \t"
@@ -181,17 +218,22 @@ def evaluate(method: str, status: int, request_headers: Headers, response_header
     cache_control = parse_cache_control(get(response_headers, "cache-control"))
     targeted_name, targeted = _targeted(response_headers, policy.targeted_headers)
     controls = cache_control if targeted is None else targeted
+    if "must-understand" in controls:
+        if status not in UNDERSTOOD_STATUSES:
+            return _refuse(f"must-understand: status {status} not understood")
+        controls = {name: value for name, value in controls.items() if name != "no-store"}
     refusal = _storage_refusal(controls, request_headers, response_headers, policy)
     if refusal is not None:
         return _refuse(refusal)
-    lifetime = _explicit_lifetime(controls, targeted_name, response_headers, policy)
+    lifetime = _explicit_lifetime(controls, targeted_name, response_headers, policy, status)
     if lifetime is None:
         if status not in HEURISTICALLY_CACHEABLE and "public" not in controls:
             return _refuse(f"status {status} not cacheable without explicit freshness")
-        lifetime = _fallback_lifetime(response_headers, policy)
+        lifetime = _fallback_lifetime(response_headers, policy, status)
         if lifetime is None:
             return _refuse("no freshness lifetime")
-    return _stored(lifetime, controls, targeted, cache_control, response_headers, policy)
+    overridden = policy.ttl_override is not None and status in DEFAULT_FRESHNESS_STATUSES
+    return _stored(lifetime, controls, targeted, cache_control, response_headers, policy, overridden=overridden)
 
 
 def _refuse(reason: str) -> Decision:
@@ -203,7 +245,7 @@ def _request_refusal(method: str, status: int, policy: Policy) -> str | None:
         return "bypass rule"
     if method != "GET":
         return f"method {method}"
-    if status not in UNDERSTOOD_STATUSES:
+    if not 200 <= status <= 599 or status == 304:
         return f"status {status} not cacheable"
     return None
 
@@ -239,9 +281,9 @@ def _storage_refusal(
 
 
 def _explicit_lifetime(
-    controls: Directives, targeted_name: str | None, response_headers: Headers, policy: Policy
+    controls: Directives, targeted_name: str | None, response_headers: Headers, policy: Policy, status: int
 ) -> float | None:
-    if policy.ttl_override is not None:
+    if policy.ttl_override is not None and status in DEFAULT_FRESHNESS_STATUSES:
         return max(0.0, policy.ttl_override)
     if targeted_name == "surrogate-control":
         max_age = controls.get("max-age")
@@ -251,10 +293,12 @@ def _explicit_lifetime(
             return _delta_or_stale(controls[directive])
     if targeted_name is not None:  # RFC 9213: a targeted field in effect hides Expires too
         return None
-    expires = get(response_headers, "expires")
-    if expires is None:
+    expires = get_all(response_headers, "expires")
+    if not expires:
         return None
-    return _expires_lifetime(expires, get(response_headers, "date"))
+    if len(expires) > 1:  # RFC 9111 §4.2.1: use the first, or consider the response stale
+        return 0.0
+    return _expires_lifetime(expires[0], get(response_headers, "date"))
 
 
 def _delta_or_stale(value: str | None) -> float:
@@ -271,13 +315,13 @@ def _expires_lifetime(expires: str, date: str | None) -> float:
     return max(0.0, expires_at - date_at)
 
 
-def _fallback_lifetime(response_headers: Headers, policy: Policy) -> float | None:
+def _fallback_lifetime(response_headers: Headers, policy: Policy, status: int) -> float | None:
     if policy.heuristic:
         last_modified = parse_http_date(get(response_headers, "last-modified"))
         date = parse_http_date(get(response_headers, "date"))
         if last_modified is not None and date is not None and last_modified <= date:
             return min(0.1 * (date - last_modified), HEURISTIC_LIFETIME_CAP)
-    if policy.default_ttl > 0:
+    if policy.default_ttl > 0 and status in DEFAULT_FRESHNESS_STATUSES:
         return float(policy.default_ttl)
     return None
 
@@ -289,9 +333,11 @@ def _stored(
     cache_control: Directives,
     response_headers: Headers,
     policy: Policy,
+    *,
+    overridden: bool,
 ) -> Decision:
     must_revalidate = "must-revalidate" in controls or "proxy-revalidate" in controls or "s-maxage" in controls
-    no_cache = "no-cache" in controls and controls["no-cache"] is None and policy.ttl_override is None
+    no_cache = "no-cache" in controls and controls["no-cache"] is None and not overridden
     stale_while_revalidate = stale_if_error = 0.0
     if not must_revalidate:
         stale_while_revalidate = _stale_window("stale-while-revalidate", targeted, cache_control) or 0.0
@@ -326,13 +372,23 @@ def _strip_fields(controls: Directives, response_headers: Headers) -> frozenset[
 def initial_age(response_headers: Headers, request_time: float, response_time: float) -> float:
     """RFC 9111 §4.2.3 ``corrected_initial_age``: the response's age when it arrived at ``response_time``.
 
-    ``Age`` that is not a valid delta-seconds counts as 0; a huge one is clamped to 2**31.
+    ``Age`` is read as RFC 9111 §5.1 says: of a list (``Age: 10, 20`` or two field lines) the first
+    member; one that is not a valid delta-seconds (``-5``, ``1.5``, ``abc``) is ignored (counts as 0);
+    a huge one is clamped to 2**31.
     """
     date = parse_http_date(get(response_headers, "date"))
     apparent_age = 0.0 if date is None else max(0.0, response_time - date)
-    age_value = _delta_seconds(get(response_headers, "age")) or 0.0
+    age_value = _age_value(response_headers)
     response_delay = max(0.0, response_time - request_time)
     return max(apparent_age, age_value + response_delay)
+
+
+def _age_value(response_headers: Headers) -> float:
+    """The ``Age`` field's first member in seconds; 0 when absent or invalid (RFC 9111 §5.1)."""
+    values = get_all(response_headers, "age")
+    if not values:
+        return 0.0
+    return _delta_seconds(values[0].partition(",")[0].strip(_OWS)) or 0.0
 
 
 def timing(decision: Decision, initial_age: float, response_time: float) -> Timing:

@@ -28,8 +28,19 @@ value, or the bare name when the field is absent, so that "absent" and
 commas and joins repeated fields; ``Accept-Encoding`` is also compared
 case-insensitively and order-insensitively, since clients differ only in
 spelling (``gzip, br`` versus ``br,gzip``) and a CDN would otherwise store
-many copies of one variant. Entries are separated by ``\\n``, which cannot
-occur in a field value.
+many copies of one variant. The values of fields whose grammar is
+case-insensitive (:data:`CASE_INSENSITIVE_VARY`: language tags and charsets;
+content codings above) are lowercased, keeping their order (which may rank
+them). ``Accept`` is not: media type parameter values may be case-sensitive.
+``Vary: *`` never matches (such responses are not stored). Entries are
+separated by ``\\n``, which cannot occur in a field value.
+
+Variants are bounded: a key keeps at most :data:`MAX_VARIANTS` of them (the
+storage tiers drop the oldest beyond it), since a client that
+varies a header value at will (``Vary: User-Agent``, made-up languages) could
+otherwise fill the cache with copies of one URL and make every lookup of it
+scan them all (Apache Traffic Server keeps 5 alternates by default,
+``proxy.config.cache.limits.http.max_alts``).
 """
 
 from __future__ import annotations
@@ -40,6 +51,10 @@ from functools import lru_cache
 from edgefleet.cache.wire.headers import Headers, get_all, split_list
 
 QUERY_MODES = frozenset({"keep", "ignore", "sort", "allowList"})
+MAX_VARIANTS = 32
+"""Most variants (Vary) stored per primary key; the least recently used one goes first."""
+CASE_INSENSITIVE_VARY = frozenset({"accept-language", "accept-charset"})
+"""Request fields whose values compare case-insensitively (RFC 9110 §12.5): lowercased in the secondary key."""
 SLICE_MARK = "#slice="
 """Between an object's key and a slice number, in the key of a stored slice."""
 _OWS = " \t"
@@ -113,6 +128,8 @@ def variant_key(vary: tuple[str, ...], request_headers: Headers) -> str:
             entries.append(name)
         elif name == "accept-encoding":
             entries.append(f"{name}={_normalised_accept_encoding(','.join(values))}")
+        elif name in CASE_INSENSITIVE_VARY:
+            entries.append(f"{name}={_normalised_list(','.join(values)).lower()}")
         else:
             entries.append(f"{name}={_normalised_list(','.join(values))}")
     return "\n".join(entries)

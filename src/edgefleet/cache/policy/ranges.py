@@ -23,12 +23,14 @@ response. :func:`slices_for` cuts a byte range into aligned slices for
 fetching large objects piece by piece; :func:`slice_anchor` says where a
 Range request's bytes start before the representation's size is known, and
 :func:`parse_content_range` reads the ``Content-Range`` of an upstream 206.
+:func:`same_representation` says whether two stored parts may be combined
+into one answer (RFC 9111 §3.4).
 """
 
 from __future__ import annotations
 
 from edgefleet.cache.errors import CacheError
-from edgefleet.cache.wire.headers import parse_http_date
+from edgefleet.cache.wire.headers import Headers, get, parse_http_date
 
 MAX_RANGES = 16
 """Security limit: a Range header with more ranges than this is ignored (full response)."""
@@ -210,3 +212,18 @@ def parse_content_range(value: str | None) -> tuple[int, int, int] | None:
     if min(first, last, length) < 0 or max(first, last, length) >= _HUGE or not first <= last < length:
         return None
     return first, last, length
+
+
+def same_representation(first: Headers, first_length: int, second: Headers, second_length: int) -> bool:
+    """RFC 9111 §3.4: may parts of two responses be combined? Same complete length, ETag and Last-Modified.
+
+    The RFC asks for the same strong validator: an equal strong ETag suffices. Like nginx's slice module we
+    also combine parts that agree on a weak ETag or carry none, but then their Last-Modified dates must
+    agree too, so that two versions of one size without a strong ETag are told apart when their dates differ.
+    """
+    etag = get(first, "etag")
+    if first_length != second_length or etag != get(second, "etag"):
+        return False
+    if etag is not None and etag.startswith('"'):
+        return True
+    return parse_http_date(get(first, "last-modified")) == parse_http_date(get(second, "last-modified"))

@@ -82,7 +82,7 @@ from pathlib import Path
 from types import TracebackType
 
 from edgefleet.cache.errors import StorageError
-from edgefleet.cache.policy.keys import SLICE_MARK
+from edgefleet.cache.policy.keys import MAX_VARIANTS, SLICE_MARK
 from edgefleet.cache.storage.entries import EntryMeta, entry_id
 
 log = logging.getLogger(__name__)
@@ -700,6 +700,7 @@ class DiskTier:
             try:
                 upsert_row(conn, meta, file_size, self._clock())
                 self._drop_other_vary(conn, meta)
+                self._bound_variants(conn, meta)
             except BaseException:
                 unlink_quietly(final)
                 raise
@@ -709,6 +710,16 @@ class DiskTier:
     def _drop_other_vary(self, conn: sqlite3.Connection, meta: EntryMeta) -> None:
         # The latest response of a key says what it varies on; variants stored under another Vary go.
         rows = conn.execute("SELECT id FROM objects WHERE key = ? AND vary != ?", (meta.key, ",".join(meta.vary)))
+        self._delete(conn, [row[0] for row in rows])
+
+    def _bound_variants(self, conn: sqlite3.Connection, meta: EntryMeta) -> None:
+        # At most MAX_VARIANTS per key (policy.keys says why): the least recently used beyond it go.
+        if not meta.vary:
+            return
+        rows = conn.execute(
+            "SELECT id FROM objects WHERE key = ? AND id != ? ORDER BY last_access DESC LIMIT -1 OFFSET ?",
+            (meta.key, meta.id, MAX_VARIANTS - 1),
+        )
         self._delete(conn, [row[0] for row in rows])
 
     def update_meta(self, key: str, variant: str, meta: EntryMeta) -> bool:

@@ -20,6 +20,10 @@ set than the ones already stored, the stored ones are dropped: the origin's
 latest answer defines how the resource varies (RFC 9111 section 4.1 prefers
 the most recent response), and stale variant sets would otherwise linger.
 
+Variants are bounded: a key holds at most ``MAX_VARIANTS`` of them; storing
+one more drops the key's oldest variant (by response time: finding the least
+recently used one would scan the LRU; ``keys.MAX_VARIANTS`` says why).
+
 Slices. The slices of a large object (keys ``<key>#slice=<n>``) belong to
 the object: removing or invalidating ``key`` reaches them too, through a
 third side index, object key -> its slice keys, so that purging an
@@ -38,7 +42,7 @@ import dataclasses
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from edgefleet.cache.policy.keys import SLICE_MARK
+from edgefleet.cache.policy.keys import MAX_VARIANTS, SLICE_MARK
 from edgefleet.cache.storage.entries import EntryMeta
 
 # Rough Python-heap cost of an entry beyond its body: the objects, the
@@ -118,6 +122,7 @@ class MemoryTier:
         meta = entry.meta
         self._discard((meta.key, meta.variant))
         self._drop_other_vary(meta)
+        self._bound_variants(meta.key)
         self._link(entry)
         return self._evict_to_fit()
 
@@ -181,6 +186,17 @@ class MemoryTier:
         if stored:
             stale = [variant for variant, old in stored.items() if old.meta.vary != meta.vary]
             self._remove_all((meta.key, variant) for variant in stale)
+
+    def _bound_variants(self, key: str) -> None:
+        """Make room for one more variant of ``key``: drop its oldest ones past MAX_VARIANTS - 1."""
+        stored = self._by_key.get(key)
+        if stored is None or len(stored) < MAX_VARIANTS:
+            return
+        # The oldest responses go: O(MAX_VARIANTS), where the LRU position would cost a scan of the whole tier.
+        by_age = sorted(stored.values(), key=lambda entry: entry.meta.response_time)
+        excess = [entry.meta.variant for entry in by_age[: len(stored) - MAX_VARIANTS + 1]]
+        self._remove_all((key, variant) for variant in excess)
+        self.evictions += len(excess)
 
     def _evict_to_fit(self) -> list[EntryMeta]:
         evicted = []

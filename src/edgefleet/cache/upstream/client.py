@@ -21,6 +21,18 @@ wildcard address): they trust tier header fields by the sender's address
 config names this node by, even on a host whose kernel would pick another
 (several test nodes on 127.0.0.x).
 
+Interim (1xx) responses (RFC 9110 §15.2). aiohttp reads and drops the 1xx
+heads that come before the final one; :class:`_Response` (the session's
+``response_class``) sees each of them first: a 103 Early Hints (or another
+1xx but 100 and 101) goes to the :data:`INTERIM` sink of the request, if it
+has one (the front end relays them to an HTTP/1.1 client ahead of its
+answer); their fields are never part of the final response, so never stored.
+A 100 is dropped: the cache never forwards ``Expect``, and answers a
+client's ``Expect: 100-continue`` itself. More than
+:data:`MAX_INTERIM_RESPONSES` before the final head (a hostile origin
+streaming 1xx forever to hold the fetch) is a 502, as is a 101: nothing asked
+to switch protocols (``Upgrade`` is hop-by-hop, never forwarded).
+
 Why aiohttp and not our own client: the miss path is not the hot path, and
 aiohttp's pool, its HTTP/1.1 parser (llhttp, as our server side) and its
 timeouts are maintained and well tested. Content decoding is turned off:
@@ -31,19 +43,65 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ipaddress
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from edgefleet.cache.accounting import DomainCounters
 from edgefleet.cache.config import UpstreamConfig
 from edgefleet.cache.errors import UpstreamError
 from edgefleet.cache.stats import Stats
 from edgefleet.cache.wire.bodies import BodyStream
 
 READ_CHUNK = 256 * 1024
+MAX_INTERIM_RESPONSES = 10
+"""More 1xx heads than this before the final one: the upstream is broken or hostile (502)."""
+
+InterimSink = Callable[[int, list[tuple[str, str]]], None]
+"""Takes one interim response (status, fields) as it arrives, before the final head."""
+
+INTERIM: contextvars.ContextVar[InterimSink | None] = contextvars.ContextVar("interim_sink", default=None)
+"""Where the 1xx heads of the upstream requests made in this context go (a fill task inherits it)."""
+
+
+class InterimFlood(aiohttp.ClientError):
+    """The upstream sent more than MAX_INTERIM_RESPONSES 1xx heads."""
+
+
+class _Response(aiohttp.ClientResponse):
+    """aiohttp's response, showing the 1xx heads its ``start`` skips to the request's :data:`INTERIM` sink."""
+
+    async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        protocol = connection.protocol
+        if protocol is None:
+            return await super().start(connection)
+        read = protocol.read
+        sink = INTERIM.get()
+        seen = 0
+
+        async def read_head() -> Any:
+            nonlocal seen
+            message, payload = await read()
+            if message.code == 101:  # ends aiohttp's loop as if final; what follows must never be read as
+                protocol.force_close()  # the answer to the next request on this connection: it is not reused
+            elif 100 <= message.code < 200:
+                seen += 1
+                if seen > MAX_INTERIM_RESPONSES:
+                    raise InterimFlood(f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses")
+                if sink is not None and message.code != 100:
+                    sink(message.code, [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.raw_headers])
+            return message, payload
+
+        protocol.read = read_head  # type: ignore[method-assign]
+        try:
+            return await super().start(connection)
+        finally:
+            del protocol.read
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +125,7 @@ class UpstreamResponse:
         self._response = response
         self._idle_timeout = idle_timeout
         self._stats = stats
+        self.counters: DomainCounters | None = None  # set for an origin's response: its body is origin bytes
 
     @property
     def content_length(self) -> int | None:
@@ -81,6 +140,8 @@ class UpstreamResponse:
                     data = await content.readany()
                 if not data:
                     return
+                if self.counters is not None:
+                    self.counters.origin_bytes += len(data)
                 yield data
         except TimeoutError:
             raise self._broken(504, "stalled sending the body") from None
@@ -138,6 +199,10 @@ class Upstream:
             if not (isinstance(body, BodyStream) and body.error is not None):  # the client's body failed, not it
                 self.stats.upstream_failed(target.kind)
             raise
+        if response.status < 200:  # a 101 ends aiohttp's 1xx loop: nothing asked to switch protocols
+            response.close()
+            self.stats.upstream_failed(target.kind)
+            raise UpstreamError(502, f"{target.kind} {target.name} answered {response.status} to a plain request")
         if response.status >= 500:
             self.stats.upstream_failed(target.kind)
         return UpstreamResponse(target, response, self.config.idle_body_timeout, self.stats)
@@ -188,6 +253,7 @@ def _session(source: str | None) -> aiohttp.ClientSession:
     )
     return aiohttp.ClientSession(
         connector=connector,
+        response_class=_Response,
         auto_decompress=False,
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         timeout=aiohttp.ClientTimeout(total=None),

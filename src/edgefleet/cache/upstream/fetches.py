@@ -13,7 +13,14 @@ A fetch goes through :meth:`Fetcher.ask`: conditional when an entry is
 stored (its validators added), timed for RFC 9111 §4.2.3 ages. Two answers
 end the fill with the stored entry instead of a body: a 304 refreshes it
 (merged headers, lifetime re-evaluated, new age baseline: §4.3.4) and a 5xx
-within ``stale-if-error`` serves it stale. Any other answer goes to
+within ``stale-if-error`` serves it stale. A 304 whose validators name
+another representation (``conditionals.freshens``) refreshes nothing: the
+object is asked for again without conditions. A 206 to a whole-object fetch
+(an upstream that sent a range nobody asked for) is stored as a 200 when it
+holds the whole representation, else relayed to the fill's own request and
+never stored (§3.3: an incomplete response never answers a full request).
+Every response gets one valid ``Date`` (the time received, when it had none,
+an invalid one or several: RFC 9110 §6.6.1) before ages are computed. Any other answer goes to
 :meth:`Fetcher.receive`, which publishes the head at once (waiters start
 writing while the body still arrives), streams the body into the fill and
 into a disk writer when the object is too large for memory or its length is
@@ -32,6 +39,7 @@ variant) and :func:`fill_done`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -39,19 +47,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edgefleet.cache import accounting
 from edgefleet.cache.errors import UpstreamError
-from edgefleet.cache.policy import conditionals, decisions, freshness, keys
+from edgefleet.cache.policy import conditionals, decisions, freshness, keys, ranges
 from edgefleet.cache.policy.domains import ServedDomain
 from edgefleet.cache.stats import Stats
 from edgefleet.cache.storage.disk import DiskEntry, DiskWriter
 from edgefleet.cache.storage.entries import EntryMeta
+from edgefleet.cache.storage.hot import HotObjects
 from edgefleet.cache.storage.locks import NodeLocks
 from edgefleet.cache.storage.memory import MemoryEntry
 from edgefleet.cache.storage.store import Storage
 from edgefleet.cache.upstream.client import UpstreamResponse
 from edgefleet.cache.upstream.fills import Fill, FillEntry, FillHead, Fills
 from edgefleet.cache.upstream.forwarding import NOT_RELAYED, Fields, Forwarder
-from edgefleet.cache.wire.headers import HOP_BY_HOP, format_http_date, get
+from edgefleet.cache.wire.headers import HOP_BY_HOP, format_http_date, get, parse_http_date
 from edgefleet.cache.wire.http1 import Request
 
 log = logging.getLogger("edgefleet.cache")
@@ -67,7 +77,14 @@ fills, bodies included, waited for the disk, and a worker under 80 concurrent mi
 memory bound (tests/cache/test_memory_bound.py). Past this many, a commit runs inline and holds the loop as
 before, so the disk's pace limits the fills again."""
 
-NOT_STORED = HOP_BY_HOP | {"content-length", "x-cache", "server-timing", "age", "x-edgefleet-hops"}
+NOT_STORED = HOP_BY_HOP | {
+    "content-length",
+    "x-cache",
+    "server-timing",
+    "age",
+    "x-edgefleet-hops",
+    "proxy-authentication-info",  # the proxy's own field (RFC 9111 §3.1), as Proxy-Authenticate
+}
 
 Stored = MemoryEntry | DiskEntry | FillEntry
 """What a response can be answered from: a stored entry, or a finished fill's response."""
@@ -108,8 +125,10 @@ class Fetcher:
         spool_dir: Path | None,
         clock: decisions.Clock = time.time,
         disk_work: set[asyncio.Future[Any]] | None = None,
+        hot: HotObjects | None = None,
     ) -> None:
         self.forwarder = forwarder
+        self.hot = hot  # where small responses relayed from the owner peer are kept briefly
         self.clock = clock
         self.disk_work = disk_work if disk_work is not None else set()
         self.storage = storage
@@ -158,25 +177,31 @@ class Fetcher:
     async def _fetch_whole(self, fill: Fill, wanted: Wanted, entry: MemoryEntry | DiskEntry | None) -> None:
         headers = self.forwarder.request_headers(wanted.request, cacheable=True)
         answer = await self.ask(fill, wanted, headers, entry)
-        if answer is not None:
-            await self.receive(fill, wanted, answer)
+        if answer is None:
+            return
+        if answer.response.status == 206:  # to a request without Range: a misbehaving upstream
+            placed = ranges.parse_content_range(get(answer.response.headers, "content-range"))
+            if placed is not None and placed[0] == 0 and placed[1] == placed[2] - 1:
+                await self.receive(fill, wanted, answer, whole_range=True)  # all of it: the 200 it equals
+                return
+            # RFC 9111 §3.3: an incomplete response never answers a request for the whole; relayed, not kept
+            wanted = dataclasses.replace(wanted, policy=dataclasses.replace(wanted.policy, bypass=True))
+        await self.receive(fill, wanted, answer)
 
     async def ask(
         self, fill: Fill, wanted: Wanted, headers: Fields, entry: MemoryEntry | DiskEntry | None
     ) -> Answer | None:
         """GET ``fill.key`` upstream with ``headers``; None when the stored ``entry`` answered and ended the fill."""
-        if entry is not None:
-            headers = headers + conditionals.validation_headers(entry.meta.headers)
-        request_time, sent = self.clock(), time.perf_counter()
-        response = await self.forwarder.open(wanted.request, wanted.domain, fill.key, "GET", headers, None)
-        upstream_ms = (time.perf_counter() - sent) * 1000
-        self.stats.observe_upstream(upstream_ms / 1000)
-        answer = Answer(response, request_time, self.clock(), upstream_ms)
+        validators = conditionals.validation_headers(entry.meta.headers) if entry is not None else []
+        answer = await self._get(wanted, fill.key, headers + validators)
+        response = answer.response
         answered = decisions.on_answer(response.status, entry.meta if entry is not None else None, answer.response_time)
         if entry is None or answered is decisions.Answered.RECEIVE:
             return answer
         if answered is decisions.Answered.REVALIDATED:
             response.release()
+            if not conditionals.freshens(entry.meta.headers, response.headers):
+                return await self._unconditional(wanted, fill.key, headers)
             fill.publish(self._revalidated(entry, wanted, answer))
             fill.finish()
             return None
@@ -184,6 +209,19 @@ class Fetcher:
         fill.publish(FillHead(entry.meta.status, entry.meta.headers, True, entry=entry, cache_status="STALE"))
         fill.finish()
         return None
+
+    async def _get(self, wanted: Wanted, key: str, headers: Fields) -> Answer:
+        """One GET upstream, timed for RFC 9111 §4.2.3 ages."""
+        request_time, sent = self.clock(), time.perf_counter()
+        response = await self.forwarder.open(wanted.request, wanted.domain, key, "GET", headers, None)
+        upstream_ms = (time.perf_counter() - sent) * 1000
+        self.stats.observe_upstream(upstream_ms / 1000)
+        return Answer(response, request_time, self.clock(), upstream_ms)
+
+    async def _unconditional(self, wanted: Wanted, key: str, headers: Fields) -> Answer:
+        """A 304 about another representation than the stored one (RFC 9111 §4.3.4): ask again, unconditionally."""
+        log.warning("%s: upstream's 304 names another representation than the stored one; fetching it", key)
+        return await self._get(wanted, key, headers)
 
     def _revalidated(self, entry: MemoryEntry | DiskEntry, wanted: Wanted, answer: Answer) -> FillHead:
         """A 304 from upstream: the stored entry, with refreshed headers and times, is current."""
@@ -206,6 +244,7 @@ class Fetcher:
             cache_status="REVALIDATED",
             upstream=answer.response.target.name,
             upstream_ms=answer.upstream_ms,
+            upstream_cache=accounting.split_x_cache(answer.response.headers)[1],
         )
 
     async def receive(
@@ -230,6 +269,10 @@ class Fetcher:
         writer = await self._stream(fill, response, writer)
         meta.size = fill.size
         fill.finish()
+        if self.hot is not None and response.target.kind == "peer" and decision.storable:
+            body = fill.body()
+            if body is not None:
+                self.hot.offer(meta, body, self.clock())
         if store:
             self.fills.storing(fill)
             try:
@@ -268,6 +311,8 @@ class Fetcher:
                 variant=meta.variant,
                 meta=meta,
                 extra={"age": initial_age, "response_time": answer.response_time},
+                source=response.target.kind,
+                upstream_cache=accounting.split_x_cache(response.headers)[1],
             )
         )
         return meta
@@ -351,9 +396,15 @@ async def fill_done(fill: Fill) -> None:
 
 
 def _with_date(headers: Fields, now: float) -> Fields:
-    if any(name.lower() == "date" for name, _ in headers):
+    """``headers`` with one valid ``Date``: an absent, invalid or repeated one is replaced by ``now``.
+
+    RFC 9110 §6.6.1: a recipient caching a response without Date MUST add one and MAY replace an invalid one;
+    ages and ``Expires`` are then computed against when we received it.
+    """
+    dates = [value for name, value in headers if name.lower() == "date"]
+    if len(dates) == 1 and parse_http_date(dates[0]) is not None:
         return headers
-    return [*headers, ("Date", format_http_date(now))]
+    return [(name, value) for name, value in headers if name.lower() != "date"] + [("Date", format_http_date(now))]
 
 
 def _tags(headers: Fields) -> tuple[str, ...]:

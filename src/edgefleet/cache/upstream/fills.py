@@ -78,6 +78,10 @@ class FillHead:
     vary: tuple[str, ...] | None = ()
     variant: str = ""
     meta: EntryMeta | None = None
+    source: str = "origin"
+    """The kind of upstream the body came from (peer, parent, origin): a waiter's X-Cache word and accounting."""
+    upstream_cache: str | None = None
+    """The upstream's own ``X-Cache`` value, which this node's entry is appended to."""
 
 
 class Fill:

@@ -130,6 +130,10 @@ class Forwarder:
                 continue
             if target.kind != "origin":
                 self.health.succeeded(target.name)
+            else:  # origin load, counted where it happens (module edgefleet.cache.accounting)
+                counters = self.stats.accounts.slot(domain.name)
+                counters.origin_requests += 1
+                response.counters = counters
             return response
         raise last_error or UpstreamError(502, "no upstream to fetch from")
 

@@ -54,6 +54,7 @@ from edgefleet.hashing import rank as rank
 
 HOPS_HEADER = "X-Edgefleet-Hops"
 TIER_HEADER = "X-Edgefleet-Tier"
+TIER_HEADER_LENGTH = len(TIER_HEADER)
 FLEET_PREFIX = "x-edgefleet-"
 """Request fields only the fleet may send (stripped from everyone else's requests)."""
 MAX_HOPS = 4
@@ -149,6 +150,25 @@ class TierTrust:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         return any(address in network for network in self._networks)
+
+
+def plain_addresses(addresses: Iterable[str]) -> list[str]:
+    """The single IP addresses among ``addresses`` (not networks or names), as a connection's peer shows them."""
+    found = []
+    for address in addresses:
+        try:
+            found.append(str(ipaddress.ip_address(address.strip("[]"))))
+        except ValueError:
+            continue
+    return found
+
+
+def asked_by_tier(headers: list[tuple[str, str]]) -> bool:
+    """Whether a request carries the tier field another cache of the fleet sends (trust is checked apart)."""
+    for name, _ in headers:  # noqa: SIM110 - a loop, not any(): no generator per request on the hit path
+        if len(name) == TIER_HEADER_LENGTH and name.lower() == "x-edgefleet-tier":
+            return True
+    return False
 
 
 def strip_fleet_fields(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -107,6 +107,7 @@ class Request:
     """
 
     __slots__ = (
+        "agent",
         "body",
         "client",
         "from_fleet",
@@ -116,8 +117,10 @@ class Request:
         "keep_alive",
         "method",
         "plain",
+        "referer",
         "stream",
         "target",
+        "tier",
         "version",
     )
 
@@ -133,6 +136,8 @@ class Request:
         has_body: bool = False,
         plain: bool = True,
         stream: BodyStream | None = None,
+        agent: str | None = None,
+        referer: str | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -147,6 +152,12 @@ class Request:
         """A streamed body (see :mod:`edgefleet.cache.wire.bodies`): still arriving when the request is handled."""
         self.client = ""
         self.from_fleet = False
+        self.tier = False
+        """Whether it says it comes from another cache of the fleet (X-Edgefleet-Tier), trusted or not: the proxy
+        sets it, and it is counted apart from client requests (module edgefleet.cache.accounting)."""
+        self.agent = agent
+        """The first User-Agent field (for the access log, which then need not keep the header list)."""
+        self.referer = referer
 
     def __repr__(self) -> str:
         return f"Request({self.method} {self.target!r} host={self.host!r})"
@@ -181,6 +192,8 @@ class RequestParser:
         self.stream: BodyStream | None = None
         self._plain = True
         self._trailers_from = -1
+        self._agent: str | None = None
+        self._referer: str | None = None
         self._head_checked = False
         self._expects_continue = False
         self.continue_wanted = False
@@ -244,12 +257,12 @@ class RequestParser:
             if self._host:
                 raise BadRequest(400, "more than one Host header field")
             self._host = decoded
-        elif lower[0] in "ritce":
+        elif lower[0] in "ritceu":
             self._special(lower, decoded)
         self._headers.append((text, decoded))
 
     def _special(self, lower: str, value: str) -> None:
-        """Fields that change how a request is handled: body framing, ranges, conditionals."""
+        """Fields that change how a request is handled (body framing, ranges, conditionals) or that it logs."""
         if lower == "transfer-encoding":
             if value.strip().lower() != "chunked":
                 raise BadRequest(501, f"Transfer-Encoding {value!r} is not supported (only chunked)")
@@ -269,6 +282,10 @@ class RequestParser:
                 raise BadRequest(417, f"Expect {value!r} is not supported (only 100-continue)")
             self._expects_continue = True
             self._head_tail = b""
+        elif lower == "user-agent":
+            self._agent = self._agent if self._agent is not None else value
+        elif lower == "referer":
+            self._referer = self._referer if self._referer is not None else value
 
     def _continue_once_head_is_in(self, data: bytes) -> None:
         """``Expect: 100-continue``: once the head is complete, check it, then say the body may come.
@@ -380,6 +397,8 @@ class RequestParser:
             self._declares_body or bool(self._body_bytes),
             self._plain,
             stream,
+            self._agent,
+            self._referer,
         )
 
     def _drop_trailers(self) -> None:
@@ -387,6 +406,8 @@ class RequestParser:
         del self._headers[self._trailers_from :]
         self._host = next((value for name, value in self._headers if name.lower() == "host"), "")
         self._plain = not any(name.lower() == "range" or name.lower().startswith("if-") for name, _ in self._headers)
+        self._agent = next((value for name, value in self._headers if name.lower() == "user-agent"), None)
+        self._referer = next((value for name, value in self._headers if name.lower() == "referer"), None)
 
 
 def _origin_form(target: str, host: str) -> tuple[str, str]:

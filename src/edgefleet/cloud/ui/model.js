@@ -198,15 +198,21 @@ export class RateTracker {
   }
 }
 
-/** Hit ratio over nodes from their counters (hits / requests), or null. */
-export function pooledHitRatio(nodes) {
-  let hits = 0;
-  let requests = 0;
-  for (const node of nodes) {
-    hits += node.status?.cache?.hits ?? 0;
-    requests += node.status?.cache?.requests ?? 0;
-  }
-  return requests > 0 ? hits / requests : null;
+/** Where a node's answers came from over its cache's window (Node.status.cache), as hover text. */
+export function nodeTrafficText(cache) {
+  if (!cache || cache.windowSeconds === undefined) return "no traffic figures yet";
+  const n = (value) => value ?? 0;
+  return `last ${cache.windowSeconds}s: ${n(cache.clientRequests)} client requests, ` +
+    `${n(cache.tierRequests)} from other caches; served from here ${n(cache.servedLocal)}, ` +
+    `from site peers ${n(cache.servedPeer)}, from parents ${n(cache.servedParent)}, ` +
+    `from the origin ${n(cache.servedOrigin)}; ${n(cache.originRequests)} origin requests`;
+}
+
+/** What a Domain's offload is made of (Domain.status, written by the cloud), as hover text. */
+export function domainTrafficText(status) {
+  if (!status || status.requests === undefined || status.requests === null) return "no traffic figures yet";
+  return `last ${status.windowSeconds ?? "?"}s: ${status.requests} user requests, ` +
+    `${status.originRequests ?? 0} sent to the origin; byte offload ${formatPercent(status.byteOffload ?? null)}`;
 }
 
 /** The newest `count` events, by lastTimestamp then creation. */

@@ -10,7 +10,8 @@ import {
   formatPercent,
   isFit,
   parseTime,
-  pooledHitRatio,
+  domainTrafficText,
+  nodeTrafficText,
   recentEvents,
   servingSites,
   siteHealth,
@@ -97,7 +98,6 @@ function nodeRow(node, siteNodes, nowMs, revisions) {
   const status = node.status ?? {};
   const fit = isFit(node, siteNodes);
   const cache = status.cache ?? {};
-  const hits = cache.requests ? `${cache.hits ?? 0} of ${cache.requests} requests` : "no requests yet";
   return h("tr", { "data-node": node.metadata.name, "data-phase": status.phase ?? "", "data-site": node.spec.site,
                    "data-fit": String(fit) },
     h("td", { class: "name" }, node.metadata.name),
@@ -106,7 +106,7 @@ function nodeRow(node, siteNodes, nowMs, revisions) {
     ageCell("td", status.lastHeartbeat, nowMs),
     h("td", { class: "hub" }, status.hub ?? "—"),
     workloadsCell(node, revisions),
-    h("td", { class: "num", title: hits }, formatPercent(cache.hitRatio)),
+    h("td", { class: "num", title: nodeTrafficText(cache) }, formatPercent(cache.offload ?? null)),
     drainingCell(node, nowMs),
   );
 }
@@ -217,7 +217,6 @@ function hostnamesCell(hostnames) {
 function domainRow(domain, { sites, bySite, rates, nowMs }) {
   const serving = servingSites(domain, sites);
   const nodes = serving.names.flatMap((name) => bySite.get(name) ?? []);
-  const ratio = domain.status?.hitRatio ?? pooledHitRatio(nodes);
   const bandwidth = rates.total(nodes.map((n) => n.metadata.name), nowMs);
   const servingText = serving.names.length ? serving.names.join(", ") : "none";
   const servingTitle = serving.reported ? "reported by the cloud" : "chosen by the domain's site selector";
@@ -226,7 +225,8 @@ function domainRow(domain, { sites, bySite, rates, nowMs }) {
     hostnamesCell(domain.spec.hostnames ?? []),
     h("td", {}, domain.spec.routing?.policy ?? "geo"),
     h("td", { class: serving.reported ? "" : "derived", title: servingTitle }, servingText),
-    h("td", { class: "num" }, formatPercent(ratio)),
+    h("td", { class: "num", title: domainTrafficText(domain.status) }, formatPercent(domain.status?.offload ?? null)),
+    h("td", { class: "num" }, formatPercent(domain.status?.byteOffload ?? null)),
     h("td", { class: "num" }, formatBitrate(bandwidth)),
   );
 }
@@ -236,7 +236,7 @@ export function renderDomains(tbody, state) {
   const rows = [...state.domains]
     .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))
     .map((d) => domainRow(d, state));
-  tbody.replaceChildren(...(rows.length ? rows : [emptyRow(6, "No domains yet.")]));
+  tbody.replaceChildren(...(rows.length ? rows : [emptyRow(7, "No domains yet.")]));
 }
 
 function eventItem(event, nowMs) {
