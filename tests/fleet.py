@@ -33,17 +33,25 @@ from tests.waiting import wait_until
 API = "/apis/edgefleet.io/v1"
 
 
-def site_doc(name: str, country: str = "FR", **labels: str) -> dict[str, Any]:
-    """An edge Site; ``labels`` are added to ``tier=edge``."""
+def site_doc(
+    name: str,
+    country: str = "FR",
+    *,
+    at: tuple[float, float] = (48.0, 2.0),
+    region: str = "eu",
+    capacity: float = 10,
+    **labels: str,
+) -> dict[str, Any]:
+    """An edge Site at ``at`` (lat, lon); ``labels`` are added to ``tier=edge``."""
     return {
         "apiVersion": "edgefleet.io/v1",
         "kind": "Site",
         "metadata": {"name": name, "labels": {"tier": "edge", **labels}},
         "spec": {
-            "region": "eu",
-            "location": {"lat": 48.0, "lon": 2.0, "country": country},
+            "region": region,
+            "location": {"lat": at[0], "lon": at[1], "country": country},
             "tier": "edge",
-            "capacityGbps": 10,
+            "capacityGbps": capacity,
         },
     }
 

@@ -31,7 +31,7 @@ import pytest
 
 from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, Fleet, cache_workload
+from tests.fleet import API, Fleet, cache_workload, site_doc
 from tests.waiting import hold, wait_until
 
 pytestmark = pytest.mark.slow
@@ -46,17 +46,7 @@ NAME = "demo.cdn.edgefleet.test"
 
 
 def site(name: str, country: str, lat: float, lon: float) -> dict[str, Any]:
-    return {
-        "apiVersion": "edgefleet.io/v1",
-        "kind": "Site",
-        "metadata": {"name": name, "labels": {"tier": "edge"}},
-        "spec": {
-            "region": "eu-west" if country == "FR" else "us-east",
-            "tier": "edge",
-            "location": {"lat": lat, "lon": lon, "country": country},
-            "capacityGbps": 10,
-        },
-    }
+    return site_doc(name, country, at=(lat, lon), region="eu-west" if country == "FR" else "us-east")
 
 
 DOMAIN = {

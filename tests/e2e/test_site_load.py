@@ -42,7 +42,7 @@ import pytest
 from tests.cacheproc import OriginProcess
 from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
-from tests.fleet import API, BackgroundLoop, Fleet, cache_workload
+from tests.fleet import API, BackgroundLoop, Fleet, cache_workload, site_doc
 from tests.waiting import pace, wait_until
 
 pytestmark = pytest.mark.slow
@@ -59,17 +59,8 @@ CLOUD_ARGS = ["--geo", str(GEO), "--heartbeat", "1", "--site-status-interval", "
 
 
 def site(name: str, country: str, lat: float, lon: float, capacity: float) -> dict[str, Any]:
-    return {
-        "apiVersion": "edgefleet.io/v1",
-        "kind": "Site",
-        "metadata": {"name": name, "labels": {"tier": "edge"}},
-        "spec": {
-            "region": "eu-west" if country == "FR" else "us-east",
-            "tier": "edge",
-            "location": {"lat": lat, "lon": lon, "country": country},
-            "capacityGbps": capacity,
-        },
-    }
+    region = "eu-west" if country == "FR" else "us-east"
+    return site_doc(name, country, at=(lat, lon), region=region, capacity=capacity)
 
 
 def domain(origin: str) -> dict[str, Any]:

@@ -38,8 +38,8 @@ from typing import Any
 
 from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.domains import INFO as DOMAINS
-from edgefleet.cloud.controllers.loop import run_periodically
-from edgefleet.cloud.registry import ObjectNotFound, Registry, VersionConflict
+from edgefleet.cloud.controllers.loop import patch_status, run_periodically
+from edgefleet.cloud.registry import Registry
 from edgefleet.sync.views import FleetIndex
 
 log = logging.getLogger("edgefleet.cloud.controllers.domainstatus")
@@ -184,14 +184,7 @@ class DomainStatusController:
             wanted = desired_status(domain, reports(index, name))
             now = self._clock()
             patch = status_patch(domain, wanted, self._written.get(name), now, self._min_interval)
-            if patch is not None and await self._apply(name, patch):
+            if patch is not None and await patch_status(self._registry, DOMAINS, name, patch):
                 self._written[name] = now
                 written += 1
         return written
-
-    async def _apply(self, name: str, patch: JSONObject) -> bool:
-        try:
-            await self._registry.patch(DOMAINS, name, patch, status=True)
-        except (VersionConflict, ObjectNotFound):
-            return False  # changed or deleted meanwhile: judged again next round
-        return True

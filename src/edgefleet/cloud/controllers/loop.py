@@ -1,4 +1,4 @@
-"""The periodic loop the node lifecycle, purge and site activation controllers share.
+"""The periodic loop the status controllers share, and their status write (:func:`patch_status`).
 
 How: :func:`run_periodically` calls the controller's ``sync_once`` (one
 round: read, decide with the pure rule, write), logs a store or registry
@@ -23,7 +23,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import NoReturn
 
-from edgefleet.cloud.registry import RegistryError
+from edgefleet.api.documents import JSONObject
+from edgefleet.api.meta import KindInfo
+from edgefleet.cloud.registry import ObjectNotFound, Registry, RegistryError, VersionConflict
 from edgefleet.store.interface import StoreError
 
 Round = Callable[[], Awaitable[object]]
@@ -54,3 +56,16 @@ async def run_periodically(
         except (StoreError, RegistryError) as exc:
             log.warning("%s round failed, retrying next period: %s", name, exc)
         await sleep(period)
+
+
+async def patch_status(registry: Registry, kind: KindInfo, name: str, patch: JSONObject) -> bool:
+    """Apply a status merge patch (carrying its resourceVersion precondition); False if the object moved on.
+
+    A conflict or a deletion meanwhile is not an error for a status controller: the object is
+    judged again, as it now is, next round.
+    """
+    try:
+        await registry.patch(kind, name, patch, status=True)
+    except (VersionConflict, ObjectNotFound):
+        return False
+    return True

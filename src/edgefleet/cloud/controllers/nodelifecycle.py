@@ -52,8 +52,8 @@ from datetime import UTC, datetime, timedelta
 from edgefleet.api.common import parse_timestamp
 from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.nodes import INFO as NODES
-from edgefleet.cloud.controllers.loop import run_periodically
-from edgefleet.cloud.registry import ObjectNotFound, Registry, VersionConflict
+from edgefleet.cloud.controllers.loop import patch_status, run_periodically
+from edgefleet.cloud.registry import Registry
 
 log = logging.getLogger("edgefleet.cloud.controllers.nodelifecycle")
 
@@ -234,9 +234,7 @@ class NodeLifecycleController:
         return changed
 
     async def _apply(self, name: str, patch: JSONObject) -> bool:
-        try:
-            await self._registry.patch(NODES, name, patch, status=True)
-        except (VersionConflict, ObjectNotFound):
+        if not await patch_status(self._registry, NODES, name, patch):
             return False  # a status write (or a delete) came first: judge it again next round
         log.info("node is now %s", patch["status"]["phase"], extra={"node": name, "reason": patch["status"]["message"]})
         return True

@@ -36,8 +36,8 @@ from edgefleet.api.common import format_timestamp
 from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.meta import KindInfo
 from edgefleet.api.purges import PREFETCHES, PURGES
-from edgefleet.cloud.controllers.loop import run_periodically
-from edgefleet.cloud.registry import ObjectNotFound, Registry, VersionConflict
+from edgefleet.cloud.controllers.loop import patch_status, run_periodically
+from edgefleet.cloud.registry import Registry
 from edgefleet.sync.views import FleetIndex
 
 log = logging.getLogger("edgefleet.cloud.controllers.purges")
@@ -151,10 +151,8 @@ class PurgeController:
         return status_patch(task, counts, domain_exists=exists, now=self._clock())
 
     async def _apply(self, info: KindInfo, name: str, patch: JSONObject) -> bool:
-        try:
-            await self._registry.patch(info, name, patch, status=True)
-        except (VersionConflict, ObjectNotFound):
-            return False  # changed or deleted meanwhile: judged again next round
+        if not await patch_status(self._registry, info, name, patch):
+            return False
         status = patch["status"]
         if status.get("completedAt"):
             log.info("%s %s completed on %s/%s nodes", info.kind, name, status["completedNodes"], status["targetNodes"])

@@ -56,8 +56,8 @@ from typing import Any
 
 from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.sites import INFO as SITES
-from edgefleet.cloud.controllers.loop import run_periodically
-from edgefleet.cloud.registry import ObjectNotFound, Registry, VersionConflict
+from edgefleet.cloud.controllers.loop import patch_status, run_periodically
+from edgefleet.cloud.registry import Registry
 from edgefleet.gslb.fleet import FleetState
 
 log = logging.getLogger("edgefleet.cloud.controllers.sitestatus")
@@ -257,14 +257,7 @@ class SiteStatusController:
                 min_interval=interval,
                 tolerance=self._tolerance,
             )
-            if patch is not None and await self._apply(name, patch):
+            if patch is not None and await patch_status(self._registry, SITES, name, patch):
                 self._written[name] = now
                 written += 1
         return written
-
-    async def _apply(self, name: str, patch: JSONObject) -> bool:
-        try:
-            await self._registry.patch(SITES, name, patch, status=True)
-        except (VersionConflict, ObjectNotFound):
-            return False  # changed or deleted meanwhile: judged again next round
-        return True
