@@ -47,7 +47,6 @@ def test_the_sum_counts_user_requests_once_and_what_the_origin_saw() -> None:
         "originBytes": 1000,
         "offload": 0.9,
         "byteOffload": 0.9,
-        "hitRatio": None,
         "message": None,
     }
 

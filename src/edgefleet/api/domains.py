@@ -407,9 +407,6 @@ class DomainStatus(Model):
         description="Origin offload: 1 - originRequests / requests (0 when the origin got as many requests or more).",
     )
     byte_offload: Ratio | None = Field(default=None, description="1 - originBytes / bytes, likewise.")
-    hit_ratio: Ratio | None = Field(
-        default=None, description="Deprecated, no longer written: a relayed hit looked like a miss; see offload."
-    )
     message: str | None = Field(default=None, description="Why the domain is in this state.")
 
 

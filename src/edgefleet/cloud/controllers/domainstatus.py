@@ -47,7 +47,7 @@ log = logging.getLogger("edgefleet.cloud.controllers.domainstatus")
 MIN_INTERVAL = 20.0
 """Seconds: at most one status write per Domain this often."""
 SUMMED = ("requests", "originRequests", "bytes", "originBytes")
-WRITTEN = ("servingSites", "windowSeconds", *SUMMED, "offload", "byteOffload", "hitRatio", "message")
+WRITTEN = ("servingSites", "windowSeconds", *SUMMED, "offload", "byteOffload", "message")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,6 @@ def aggregate(domain: str, nodes: Iterable[NodeReport]) -> JSONObject:
         **{name: (sums[name] if reported else None) for name in SUMMED},
         "offload": _offload(sums["originRequests"], sums["requests"]) if reported else None,
         "byteOffload": _offload(sums["originBytes"], sums["bytes"]) if reported else None,
-        "hitRatio": None,
         "message": None if ready else "no Ready node serves this domain",
     }
     return status
