@@ -2,12 +2,13 @@
 # Install everything edgefleet and its tests need on a fresh Debian machine:
 # Debian packages (etcd for the store tests, nginx and wrk for the cache
 # benchmark, knot and dnsperf for the DNS benchmark, dig (bind9-dnsutils) and curl for
-# the commands `edgefleet up` prints) and a virtualenv in .venv with
+# the commands `edgefleet up` prints, prometheus for the fleet-metrics e2e test, docker-registry and skopeo
+# for the OCI pull-through mirror e2e test) and a virtualenv in .venv with
 # edgefleet and its development tools. Safe to run again; it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(etcd-server etcd-client nginx wrk knot dnsperf chromium chromium-driver bind9-dnsutils curl)
+DEBIAN_PACKAGES=(etcd-server etcd-client nginx wrk knot dnsperf chromium chromium-driver bind9-dnsutils curl prometheus docker-registry skopeo)
 
 need_apt=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

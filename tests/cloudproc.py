@@ -154,3 +154,13 @@ def running_cloud(
         yield cloud.start()
     finally:
         cloud.stop()
+
+
+def delete_objects(cloud: CloudProcess, plurals: tuple[str, ...]) -> None:
+    """Delete every object of these kinds (dependents first; ``force``): a module-scoped cloud, emptied per test."""
+    with cloud.client() as api:
+        for plural in plurals:
+            path = f"/apis/edgefleet.io/v1/{plural}"
+            for item in api.get(path).raise_for_status().json()["items"]:
+                name = item["metadata"]["name"]
+                assert api.delete(f"{path}/{name}", params={"force": "true"}).status_code in (200, 404), name

@@ -13,6 +13,12 @@ any time:
 - ``slow``: forward with ``delay`` seconds of latency per chunk and at most
   ``rate`` bytes/s - a congested link.
 
+Per-path delay, in any mode but ``cut``: ``source_delays`` maps a client's
+source address (e.g. one agent's own 127.0.0.x) to seconds added before each
+chunk it sends is forwarded, so clients bound to different addresses see
+different round-trip times through one proxy (this VM's kernel has no
+netem). ``listen_host`` puts the proxy on another loopback address.
+
 It also counts the bytes it forwarded in each direction, so a test can
 measure what a protocol exchange costs on the wire. Traffic stays on
 loopback.
@@ -37,8 +43,11 @@ class Counters:
 
 
 class FaultProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, *, listen_host: str = "127.0.0.1") -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.listen_host = listen_host
+        self.source_delays: dict[str, float] = {}
+        """Client source address -> seconds added to each chunk it sends (read per chunk: change it any time)."""
         self.mode = "pass"
         self.delay = 0.2
         self.rate = 64 * 1024
@@ -82,7 +91,7 @@ class FaultProxy:
     # the proxy, on its own loop --------------------------------------------
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, self.listen_host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _switch(self, mode: str) -> None:
@@ -109,8 +118,10 @@ class FaultProxy:
             _reset(writer)
             return
         self._writers.update((writer, up_writer))
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         await asyncio.gather(
-            self._pump(reader, up_writer, upstream=True),
+            self._pump(reader, up_writer, upstream=True, source=source),
             self._pump(up_reader, writer, upstream=False),
             return_exceptions=True,
         )
@@ -119,7 +130,9 @@ class FaultProxy:
             with contextlib.suppress(Exception):
                 w.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool, source: str = ""
+    ) -> None:
         while True:
             data = await reader.read(65536)
             if not data:
@@ -132,6 +145,9 @@ class FaultProxy:
                 return
             if self.mode == "slow":
                 await asyncio.sleep(self.delay + len(data) / self.rate)
+            path_delay = self.source_delays.get(source, 0.0) if upstream else 0.0
+            if path_delay:
+                await asyncio.sleep(path_delay)
             if upstream:
                 self.counters.to_upstream += len(data)
             else:

@@ -319,10 +319,19 @@ class RequestLoop(BackgroundLoop):
     """GETs each URL every ``interval`` s in a thread, for at most ``max_requests`` and ``max_seconds``."""
 
     def __init__(
-        self, urls: list[str], *, interval: float = 0.05, max_requests: int = 20_000, max_seconds: float = 120.0
+        self,
+        urls: list[str],
+        *,
+        interval: float = 0.05,
+        max_requests: int = 20_000,
+        max_seconds: float = 120.0,
+        headers: dict[str, str] | None = None,
+        timeout: float = 2.0,
     ) -> None:
         super().__init__()
         self.urls = urls
+        self.headers = headers or {}
+        self.timeout = timeout
         self.interval = interval
         self.max_requests = max_requests
         self.max_seconds = max_seconds
@@ -331,7 +340,7 @@ class RequestLoop(BackgroundLoop):
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
-        with httpx.Client(timeout=2.0) as client:
+        with httpx.Client(timeout=self.timeout, headers=self.headers) as client:
             while (
                 not self._stop.is_set()
                 and time.monotonic() < deadline
@@ -346,4 +355,4 @@ class RequestLoop(BackgroundLoop):
                             self.failures.append(f"{url}: HTTP {response.status_code}")
                     except httpx.HTTPError as exc:
                         self.failures.append(f"{url}: {exc.__class__.__name__}")
-                time.sleep(self.interval)
+                self._stop.wait(self.interval)

@@ -389,3 +389,6 @@ def test_status_and_columns(domain_doc: Doc) -> None:
     }
     domain_doc["spec"]["sites"] = ""
     assert row(_domain(domain_doc))["SITES"] == "<all>"
+    domain_doc["status"] = {"servingSites": ["par-edge"], "requests": 0, "originRequests": 0}  # idle
+    idle = row(_domain(domain_doc))
+    assert (idle["REQUESTS"], idle["OFFLOAD"], idle["BYTE-OFFLOAD"]) == ("0", "-", "-")

@@ -57,9 +57,9 @@ def test_find(word: str, kind: str | None) -> None:
 
 
 def test_unknown_names_list_the_table() -> None:
-    with pytest.raises(UnknownKind, match="known: admissionwebhooks, certificates, clusterinfos, domains, events"):
+    with pytest.raises(UnknownKind, match="known: admissionwebhooks, artifacts, certificates, clusterinfos, domains"):
         meta.lookup("gadgets")
-    with pytest.raises(UnknownKind, match="known kinds: AdmissionWebhook, Certificate, ClusterInfo, Domain"):
+    with pytest.raises(UnknownKind, match="known kinds: AdmissionWebhook, Artifact, Certificate, ClusterInfo, Domain"):
         meta.kind_info("Gadget")
 
 

@@ -321,9 +321,9 @@ def test_status_and_columns(workload_doc: Doc) -> None:
 
 def test_run_as_user_and_secret_refs_validate_and_leave_old_revisions_alone(workload_doc: Doc) -> None:
     template = _workload(workload_doc).spec.template
-    # The revision before runAsUser and valueFrom existed: the same canonical JSON without them.
+    # The revision before runAsUser, valueFrom and artifacts existed: the same canonical JSON without them.
     document = template.model_dump(mode="json", by_alias=True)
-    for late in ("builtin", "runAsUser"):
+    for late in ("builtin", "runAsUser", "artifacts"):
         document.pop(late)
     for var in document["env"]:
         var.pop("valueFrom")

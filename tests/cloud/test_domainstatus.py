@@ -58,6 +58,12 @@ def test_no_figures_no_offload_and_no_ready_node_says_so() -> None:
     assert nobody["servingSites"] == [] and nobody["message"] == "no Ready node serves this domain"
 
 
+def test_an_idle_domain_whose_caches_report_has_zero_requests_not_none() -> None:
+    idle = aggregate("shop", [NodeReport("par-1", "par", True, cache(other=traffic(3, 1)))])
+    assert (idle["requests"], idle["originRequests"], idle["windowSeconds"]) == (0, 0, 300)
+    assert idle["offload"] is None  # nothing to offload: `get domains` shows "-" (tests/api/test_domains.py)
+
+
 def test_hostile_figures_count_as_nothing_and_offload_stays_in_range() -> None:
     nodes = [
         NodeReport("a", "par", True, {"domains": {"shop": {"requests": -5, "originRequests": True, "bytes": "x"}}}),

@@ -156,8 +156,50 @@ def test_site_health_follows_node_phases_fitness_and_activity() -> None:
         "noneReady": "down",
         "noNodes": "down",
         "inactive": "inactive",
-        "counts": {"health": "degraded", "total": 3, "ready": 2, "fit": 1},
+        "counts": {
+            "health": "degraded",
+            "total": 3,
+            "ready": 2,
+            "fit": 1,
+            "load": None,
+            "loadGbps": None,
+            "reported": False,
+        },
     }
+
+
+STATUS_SCRIPT = """
+const m = await import(UI + "/model.js");
+const node = (name, phase) => ({ metadata: { name }, spec: { site: "s" }, status: { phase } });
+const site = (status) => ({ metadata: { name: "s" }, spec: {}, status });
+const written = { active: true, healthyNodes: 1, totalNodes: 2, load: 0.125, loadGbps: 1.25 };
+console.log(JSON.stringify({
+  // The cloud's counts win over what the nodes would say (its rule is the GSLB's).
+  written: m.siteHealth(site(written), [node("a", "Ready"), node("b", "Ready")]),
+  allHealthy: m.siteHealth(site({ healthyNodes: 2, totalNodes: 2 }), []).health,
+  noneHealthy: m.siteHealth(site({ healthyNodes: 0, totalNodes: 2 }), [node("a", "Ready")]).health,
+  load: m.formatLoad(m.siteHealth(site(written), [])),
+  noLoad: m.formatLoad(m.siteHealth(site({}), [])),
+  bandwidth: m.domainBandwidth({ bytes: 3000, windowSeconds: 300 }),
+  noBandwidth: [m.domainBandwidth({ bytes: 5 }), m.domainBandwidth(undefined), m.domainBandwidth({ windowSeconds: 0 })],
+}));
+"""
+
+
+def test_site_health_load_and_domain_bandwidth_come_from_the_status_the_cloud_wrote() -> None:
+    result = run_node(STATUS_SCRIPT)
+    assert result["written"] == {
+        "health": "degraded",
+        "total": 2,
+        "ready": 2,
+        "fit": 1,
+        "load": 0.125,
+        "loadGbps": 1.25,
+        "reported": True,
+    }
+    assert (result["allHealthy"], result["noneHealthy"]) == ("healthy", "down")
+    assert result["load"] == "12.5% (1.3 Gbit/s)" and result["noLoad"] is None
+    assert result["bandwidth"] == 10 and result["noBandwidth"] == [None, None, None]
 
 
 SELECTOR_SCRIPT = """

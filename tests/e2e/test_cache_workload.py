@@ -24,7 +24,7 @@ from tests.faultproxy import FaultProxy
 from tests.fleet import API, Fleet, cache_workload, site_doc
 from tests.waiting import hold, wait_until
 
-CLOUD_FLAGS = ["--heartbeat", "1", "--node-monitor-period", "0.5"]
+CLOUD_FLAGS = ["--heartbeat", "1", "--node-monitor-period", "0.5", "--domain-status-interval", "1"]
 ADDRESSES = {"c1": "127.0.0.2", "c2": "127.0.0.3"}
 HOST = "www.shop.test"
 PATH = "/bytes/1024/x"
@@ -127,6 +127,17 @@ def test_a_purge_from_the_cloud_empties_the_caches_and_completes(world: tuple[Fl
     wait_until(lambda: agent.status()["connected"], 20, what="c1 reconnected")
     hold(2)  # a purge on reconnect would land here
     assert get(http_port).headers["X-Cache"].startswith("HIT")
+
+
+def test_edgefleet_prefetch_warms_every_cache_once(world: tuple[Fleet, OriginProcess, int]) -> None:
+    fleet, origin, http_port = world
+    path = "/bytes/2048/prefetched"
+    result = fleet.cli("prefetch", "shop", path, "--wait", "--timeout", "60")
+    assert "completed: 2/2 nodes done" in result.stdout, result.stdout
+    assert origin.count(path) == 1, "the site's owner collapsed both nodes' prefetches"
+    for node in ADDRESSES:
+        assert get(http_port, node, path=path).headers["X-Cache"].split(",")[0].startswith("HIT")
+    assert origin.count(path) == 1
 
 
 def domain_status(fleet: Fleet) -> dict[str, Any]:

@@ -1,19 +1,42 @@
-"""The CLI as an operator uses it, against a real cloud process."""
+"""The CLI as an operator uses it, against a real cloud process.
+
+One cloud for the module (starting one costs more CPU than most tests here
+use), and every test starts from a store without the objects the tests
+make: :func:`cloud` deletes them after each test.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.cloudproc import EDGEFLEET, CloudProcess
+from tests.cloudproc import EDGEFLEET, CloudProcess, delete_objects, running_cloud
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+MADE_HERE = ("workloads", "domains", "nodes", "probetargets", "clusterinfos", "sites")
+"""The kinds these tests create (examples/ and the Sites below), dependents first."""
+
+
+@pytest.fixture(scope="module")
+def shared_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudProcess]:
+    data = tmp_path_factory.mktemp("cli-cloud")
+    with running_cloud(f"sqlite:///{data}/store.db", data) as proc:
+        yield proc
+
+
+@pytest.fixture
+def cloud(shared_cloud: CloudProcess) -> Iterator[CloudProcess]:
+    """The module's cloud; what a test made is deleted after it, so the next one starts without it."""
+    yield shared_cloud
+    delete_objects(shared_cloud, MADE_HERE)
+
 
 SITE = """\
 apiVersion: edgefleet.io/v1

@@ -1,4 +1,5 @@
-"""Several hub replicas on one etcd, with real processes: balancing, liveness across replicas, logs through any replica.
+"""Several hub replicas on one etcd, with real processes: balancing, liveness across replicas, logs and metrics
+through any replica.
 
 Two ``edgefleet cloud`` processes share a real etcd. Six real agents join
 with both replicas' URLs while only the first runs, so all six connect to
@@ -144,6 +145,8 @@ def test_replicas_balance_sessions_and_answer_for_each_other(etcd: EtcdCluster, 
                 what="logs of a hub-b node read through hub-a",
             )
             assert logs.status_code == 200
+            relayed = api.get(f"/edge/v1/nodes/{on_b}/metrics", params={"target": "agent"})  # forwarded to hub-b
+            assert relayed.status_code == 200 and "edgefleet_agent_connected 1.0" in relayed.text, relayed.text
         table = fleet.cli("get", "hubs").stdout
         assert "hub-a" in table and "hub-b" in table
 

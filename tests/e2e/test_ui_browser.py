@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.cloudproc import EDGEFLEET, CloudProcess
+from tests.cloudproc import EDGEFLEET, CloudProcess, running_cloud
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -175,7 +175,15 @@ def save_screenshot(driver: Any, path: Path) -> None:
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
-def test_dashboard_shows_the_fleet_and_follows_it_live(cloud: CloudProcess, browser: Any, tmp_path: Path) -> None:
+@pytest.fixture
+def live_cloud(tmp_path: Path) -> Iterator[CloudProcess]:
+    """A cloud whose site status controller looks every 0.5 s: the map's health comes from Site.status."""
+    with running_cloud(f"sqlite:///{tmp_path}/store.db", tmp_path, "--site-status-interval", "1") as proc:
+        yield proc
+
+
+def test_dashboard_shows_the_fleet_and_follows_it_live(live_cloud: CloudProcess, browser: Any, tmp_path: Path) -> None:
+    cloud = live_cloud
     apply_examples(cloud, tmp_path)
     with cloud.client() as api:
         sites = [s["metadata"]["name"] for s in api.get(f"{API}/sites").json()["items"]]

@@ -48,12 +48,14 @@ import pytest
 
 from edgefleet.edge.local import ProcessIdentity, is_running
 from tests.cloudproc import EDGEFLEET, free_port
+from tests.e2e.fleetmetrics import check_fleet_metrics, check_status_columns
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 API = "/apis/edgefleet.io/v1"
 PARIS_NODES = {"127.0.1.1", "127.0.1.2"}
+FLEET_NODES = ["fra-parent-1", "par-edge-1", "par-edge-2", "ams-edge-1", "ams-edge-2"]
 
 
 @dataclass
@@ -271,6 +273,13 @@ def test_up_detached_serves_as_printed_refuses_a_second_fleet_and_down_stops_eve
     assert route.returncode == 0 and "par-edge" in route.stdout, route.stderr
     purge = lab.run(*shlex.split(purge_line(output)), env=as_admin)
     assert purge.returncode == 0 and "created" in purge.stdout, purge.stderr
+
+    # Fleet metrics through the cloud: a real Prometheus scrapes every node; get shows real figures.
+    def as_admin_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return lab.run(EDGEFLEET, *args, env=as_admin)
+
+    check_fleet_metrics(lab.root / "prometheus", server, lab.ca, as_admin_cli, FLEET_NODES)
+    check_status_columns(as_admin_cli)
 
     again = lab.edgefleet("up", "--detach", *lab.options)
     assert again.returncode != 0

@@ -1,4 +1,9 @@
-"""Watch through a real cloud process: ordering, initial state, selectors, bookmarks, 410."""
+"""Watch through a real cloud process: ordering, initial state, selectors, bookmarks, 410.
+
+One cloud for the module (the 410 test starts its own, with fast
+compaction); :func:`cloud` deletes every Site after each test, so the next
+one starts without any.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,31 @@ import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.cloudproc import CloudProcess, running_cloud
+from tests.cloudproc import CloudProcess, delete_objects, running_cloud
 from tests.fleet import site_doc as site
 from tests.waiting import wait_until
 
 SITES = "/apis/edgefleet.io/v1/sites"
+
+
+@pytest.fixture(scope="module")
+def shared_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudProcess]:
+    data = tmp_path_factory.mktemp("watch-cloud")
+    with running_cloud(f"sqlite:///{data}/store.db", data) as proc:
+        yield proc
+
+
+@pytest.fixture
+def cloud(shared_cloud: CloudProcess) -> Iterator[CloudProcess]:
+    yield shared_cloud
+    delete_objects(shared_cloud, ("sites",))
 
 
 class Collector:

@@ -42,6 +42,7 @@ from edgefleet.api.common import (
 )
 from edgefleet.api.errors import FieldValueError
 from edgefleet.api.meta import Column, KindInfo, Model, Resource, register
+from edgefleet.api.rules import Rules
 from edgefleet.api.selectors import Selector, SelectorText, parse_selector
 
 MAX_REGEX_LENGTH = 1024
@@ -281,6 +282,13 @@ class CachePolicy(Model):
         description="Store responses to requests that carry a Cookie. Off: such responses are "
         "relayed but never stored, since the origin may have personalised them.",
     )
+    preset: Literal["oci-registry"] | None = Field(
+        default=None,
+        description="Rules for a known kind of origin, applied after rules (see edgefleet.api.presets). "
+        "oci-registry: a pull-through mirror of an OCI/Docker registry: blobs and manifests by digest are "
+        "cached for a year (content-addressed, immutable), everything else under /v2/ (tags, the catalog, "
+        "uploads) goes to the registry.",
+    )
 
 
 class Routing(Model):
@@ -366,6 +374,11 @@ class DomainSpec(Model):
     )
     routing: Routing = Field(default_factory=Routing, description="How the GSLB picks a site for each user.")
     tls: DomainTls | None = Field(default=None, description="HTTPS at the edge; none serves plain HTTP only.")
+    rules: Rules = Field(
+        default_factory=list,
+        description="Edge rules run by every cache serving the domain, in order: match, actions, stop "
+        "(see docs/rules.md).",
+    )
 
     @field_validator("hostnames")
     @classmethod
@@ -419,6 +432,11 @@ class Domain(Resource):
     status: DomainStatus = Field(default_factory=DomainStatus)
 
 
+def _offload_cell(ratio: float | None, requests: int | None) -> str:
+    """An offload ratio; ``-`` when the window had no requests (nothing to offload), ``<none>`` before figures."""
+    return "-" if ratio is None and requests == 0 else percent(ratio)
+
+
 def _domain(obj: Resource) -> Domain:
     assert isinstance(obj, Domain)
     return obj
@@ -437,8 +455,8 @@ INFO = register(
             Column("ROUTING", lambda o: _domain(o).spec.routing.policy),
             Column("SITES", lambda o: _domain(o).spec.sites or "<all>"),
             Column("REQUESTS", lambda o: cell(_domain(o).status.requests)),
-            Column("OFFLOAD", lambda o: percent(_domain(o).status.offload)),
-            Column("BYTE-OFFLOAD", lambda o: percent(_domain(o).status.byte_offload)),
+            Column("OFFLOAD", lambda o: _offload_cell(_domain(o).status.offload, _domain(o).status.requests)),
+            Column("BYTE-OFFLOAD", lambda o: _offload_cell(_domain(o).status.byte_offload, _domain(o).status.requests)),
             Column("SERVING", lambda o: cell(_domain(o).status.serving_sites), wide=True),
             Column("DEFAULT-TTL", lambda o: f"{_domain(o).spec.cache_policy.default_ttl}s", wide=True),
         ),

@@ -12,6 +12,7 @@ skips this one.
 from __future__ import annotations
 
 from edgefleet.api.admissionwebhooks import AdmissionWebhook, AdmissionWebhookSpec, WebhookRule
+from edgefleet.api.artifacts import Artifact, ArtifactSpec
 from edgefleet.api.certificates import Certificate, CertificateSpec, CertificateStatus
 from edgefleet.api.clusterinfo import ClusterInfo, ClusterInfoSpec
 from edgefleet.api.domains import (
@@ -27,6 +28,7 @@ from edgefleet.api.domains import (
 from edgefleet.api.events import Event, EventSpec, ObjectReference
 from edgefleet.api.hubs import Hub, HubSpec, HubStatus
 from edgefleet.api.nodes import CacheStats, Node, NodeSpec, NodeStatus, PeerVote, TaskReport
+from edgefleet.api.probetargets import ProbeTarget, ProbeTargets, ProbeTargetsSpec
 from edgefleet.api.purges import CacheTaskStatus, Prefetch, PrefetchSpec, Purge, PurgeSpec
 from edgefleet.api.revisions import WorkloadRevision, WorkloadRevisionSpec
 from edgefleet.api.secrets import Secret, SecretSpec
@@ -42,6 +44,7 @@ from edgefleet.api.workloads import (
     SecretKeyRef,
     TcpProbe,
     Workload,
+    WorkloadArtifact,
     WorkloadFile,
     WorkloadPort,
     WorkloadSpec,
@@ -64,6 +67,8 @@ __all__ = [
     "Activation",
     "AdmissionWebhook",
     "AdmissionWebhookSpec",
+    "Artifact",
+    "ArtifactSpec",
     "CachePolicy",
     "CacheRule",
     "CacheStats",
@@ -97,6 +102,9 @@ __all__ = [
     "PeerVote",
     "Prefetch",
     "PrefetchSpec",
+    "ProbeTarget",
+    "ProbeTargets",
+    "ProbeTargetsSpec",
     "Purge",
     "PurgeSpec",
     "QueryStringPolicy",
@@ -111,6 +119,7 @@ __all__ = [
     "TcpProbe",
     "WebhookRule",
     "Workload",
+    "WorkloadArtifact",
     "WorkloadFile",
     "WorkloadPort",
     "WorkloadRevision",

@@ -56,6 +56,8 @@ KIND_NAMES: tuple[KindName, ...] = (
     _name("WorkloadRevision", "workloadrevisions", "revisions", "wlrev"),
     _name("Secret", "secrets", "secrets", "sec"),
     _name("Certificate", "certificates", "certificates", "cert"),
+    _name("Artifact", "artifacts", "artifacts", "art"),
+    _name("ProbeTargets", "probetargets", "probetargets", "pt"),
     _name("Site", "sites", "sites", "pop"),
 )
 """Every kind, in the order the API serves and docs/manifests.md lists them."""

@@ -36,6 +36,7 @@ from pydantic import AfterValidator, Field, field_validator
 
 from edgefleet.api.common import Count, Name, Ratio, Timestamp, cell, check_unique, percent
 from edgefleet.api.instances import InstanceStatus
+from edgefleet.api.latency import MAX_LATENCY_ENTRIES, LatencyKey, Milliseconds
 from edgefleet.api.meta import Column, KindInfo, Model, Resource, register
 
 
@@ -233,6 +234,12 @@ class NodeStatus(Model):
         description="This node's health votes about its site peers, by node name.",
     )
     message: str | None = Field(default=None, max_length=MAX_STATUS_TEXT, description="Why the node is in this phase.")
+    latency: dict[LatencyKey, Milliseconds] | None = Field(
+        default=None,
+        max_length=MAX_LATENCY_ENTRIES,
+        description="Round-trip times this node measured to the probe targets of its view (ProbeTargets), in ms: "
+        "the median of its recent samples, by client network (CIDR) or site/<name>.",
+    )
     drains: dict[ShortText, Timestamp] | None = Field(
         default=None,
         description="Drains the cloud holds on the node (e.g. 'workload/cache' during its rollout step), with "

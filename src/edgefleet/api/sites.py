@@ -42,6 +42,7 @@ from edgefleet.api.common import (
     percent,
 )
 from edgefleet.api.errors import FieldValueError
+from edgefleet.api.latency import MAX_LATENCY_ENTRIES, LatencyKey, Milliseconds
 from edgefleet.api.meta import (
     Column,
     KindInfo,
@@ -168,6 +169,12 @@ class SiteStatus(Model):
         "clients and child sites from a parent site; summed over its Ready, healthy nodes' caches.",
     )
     load: float | None = Field(default=None, ge=0, description="loadGbps / capacityGbps; above 1 means overloaded.")
+    latency: dict[LatencyKey, Milliseconds] | None = Field(
+        default=None,
+        max_length=MAX_LATENCY_ENTRIES,
+        description="Measured round-trip times from this site, in ms, by client network (CIDR) or site/<name>: "
+        "the median over its Ready, healthy nodes' reports (the GSLB's latency policy reads them).",
+    )
     message: str | None = Field(default=None, description="Why the site is in this state.")
 
 

@@ -33,6 +33,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
+from edgefleet.api.artifacts import check_version
 from edgefleet.api.common import (
     Count,
     Port,
@@ -104,6 +105,14 @@ def _check_url_path(path: str) -> str:
     return path
 
 
+def _artifact_name(value: str) -> str:
+    return check_dns1123_label(value, max_length=63)
+
+
+def _artifact_version(value: str) -> str:
+    return check_version(value)
+
+
 def _port_name(value: str) -> str:
     return check_dns1123_label(value, max_length=15)
 
@@ -169,6 +178,21 @@ class WorkloadFile(Model):
         default=0o644,
         description="Permission bits (0 to 0777, no setuid), an integer or an octal string such as '0644'.",
     )
+
+
+class WorkloadArtifact(Model):
+    """An Artifact the agent fetches (through the site's cache), verifies and installs before the process starts."""
+
+    name: Annotated[str, AfterValidator(_artifact_name)] = Field(description="The Artifact's spec.name.")
+    version: Annotated[str, AfterValidator(_artifact_version)] = Field(description="The Artifact's spec.version.")
+    path: Annotated[str, AfterValidator(_check_relative_path)] = Field(
+        description="Where it lands, relative to the workload's directory: the file (extract: none) or the "
+        "directory it is unpacked into (extract: tar.gz); no '..' components."
+    )
+    extract: Literal["none", "tar.gz"] = Field(
+        default="none", description="none: install the file as is; tar.gz: unpack it (safely) into path."
+    )
+    mode: FileMode = Field(default=0o644, description="Permission bits of the installed file (extract: none).")
 
 
 class WorkloadPort(Model):
@@ -305,6 +329,12 @@ class WorkloadTemplate(Model):
     files: list[WorkloadFile] = Field(
         default_factory=list, max_length=64, description="Files written before the process starts."
     )
+    artifacts: list[WorkloadArtifact] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Artifacts installed into the workload's directory before the process starts, fetched "
+        "through the node's site cache and verified by SHA-256 before the old revision stops.",
+    )
     ports: list[WorkloadPort] = Field(default_factory=list, max_length=64, description="Ports the process listens on.")
     health_probe: HealthProbe | None = Field(
         default=None,
@@ -339,6 +369,12 @@ class WorkloadTemplate(Model):
     def _unique_files(cls, files: list[WorkloadFile]) -> list[WorkloadFile]:
         check_unique_by(files, lambda item: item.path, "path", "file")
         return files
+
+    @field_validator("artifacts")
+    @classmethod
+    def _unique_artifact_paths(cls, artifacts: list[WorkloadArtifact]) -> list[WorkloadArtifact]:
+        check_unique_by(artifacts, lambda item: item.path, "path", "artifact")
+        return artifacts
 
     @field_validator("ports")
     @classmethod
@@ -451,6 +487,8 @@ def template_revision(template: WorkloadTemplate) -> str:
     for late in ("builtin", "runAsUser"):
         if document.get(late) is None:
             del document[late]
+    if not document.get("artifacts"):
+        del document["artifacts"]
     for var in document["env"]:
         if var.get("valueFrom") is None:
             del var["valueFrom"]

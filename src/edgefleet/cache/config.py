@@ -44,6 +44,7 @@ from pydantic import AfterValidator, Field, ValidationError, field_validator, mo
 from edgefleet.api.common import check_unique, check_unique_by
 from edgefleet.api.domains import CachePolicy, DomainTls, Hostname, Origin, check_origin_url
 from edgefleet.api.meta import Model, validation_errors
+from edgefleet.api.rules import Rules
 from edgefleet.cache.errors import ConfigError
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -138,6 +139,11 @@ class DomainConfig(Model):
     )
     tls: DomainTls | None = Field(
         default=None, description="HTTPS: the certificate (by name, from `certificates`) and TLS settings."
+    )
+    rules: Rules = Field(
+        default_factory=list,
+        description="Edge rules, as the Domain's spec.rules (docs/rules.md): compiled once per config load and "
+        "evaluated by the node the client reached.",
     )
 
     @field_validator("hostnames")
@@ -381,6 +387,19 @@ class CacheConfig(Model):
     access_log: AccessLogConfig = Field(default_factory=AccessLogConfig, description="Access log.")
     unknown_host_status: Literal[404, 421] = Field(
         default=421, description="Status for a Host no domain serves (421 Misdirected Request or 404)."
+    )
+    geo_table: Path | None = Field(
+        default=None,
+        description="Geo table for the edge rules' country/region conditions (CSV cidr,country,region,lat,lon or "
+        "a MaxMind .mmdb; relative: to the working directory), read only when a rule needs it; none: the table "
+        "shipped in the package (the one `edgefleet up` gives the GSLB).",
+    )
+    secrets: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        max_length=4096,
+        description="Secret name -> its data: the Secrets the Domains' edge rules reference (token-auth keys). "
+        "The agent renders only those and writes the file with mode 0600. A rule naming a Secret or key that is "
+        "missing here denies its requests (never serves them unchecked).",
     )
 
     @model_validator(mode="after")

@@ -72,6 +72,7 @@ COUNTERS = {
     "evictions": "Objects evicted to stay within storage limits.",
     "connections_refused": "Client connections refused with 503 (maxConnections or maxConnectionsPerClient).",
     "tier_fields_stripped": "Requests whose tier header fields were stripped (not from a trusted fleet address).",
+    "rule_answers": "Requests an edge rule answered itself (redirect, deny, failed token, rate limit, CORS preflight).",
     "tls_handshakes": "TLS handshakes completed.",
     "tls_resumed": "TLS handshakes that resumed a session (ticket or session ID), of tls_handshakes.",
     "tls_handshake_failures": "TLS connections closed without a completed handshake (bad or unsupported "
@@ -131,6 +132,7 @@ class Stats:
     evictions: int
     connections_refused: int
     tier_fields_stripped: int
+    rule_answers: int
     tls_handshakes: int
     tls_resumed: int
     tls_handshake_failures: int

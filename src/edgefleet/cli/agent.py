@@ -50,6 +50,20 @@ def edge_run(
             "a peer is voted unhealthy after 2 failed probes in a row)"
         ),
     ] = 2.0,
+    latency_probe_period: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between rounds of latency probes to the ProbeTargets of the view (client networks, other "
+            "sites; ±20% jitter, 1 s timeout each, reported as Node.status.latency for the GSLB's latency policy)"
+        ),
+    ] = 10.0,
+    probe_source: Annotated[
+        str | None,
+        typer.Option(
+            help="Local address to send latency probes from (default: the system picks one); on a node with "
+            "several addresses, the one its users reach"
+        ),
+    ] = None,
     cdn_zone: Annotated[
         str,
         typer.Option(
@@ -95,6 +109,8 @@ def edge_run(
                 heartbeat_seconds=heartbeat,
                 ping_interval=ping_interval,
                 peer_probe_period=peer_probe_period,
+                latency_probe_period=latency_probe_period,
+                probe_source=probe_source,
                 cdn_zone=check_hostname(cdn_zone.rstrip(".")),
                 workload_user=check_workload_user(workload_user),
             )

@@ -12,12 +12,15 @@ loads this module only for ``edgefleet cloud`` (docs/architecture.md,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgefleet.cli import gslb as gslb_cli
 from edgefleet.cli.common import fail
+
+if TYPE_CHECKING:
+    from edgefleet.cloud.backups import BackupSchedule
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +38,11 @@ def cloud(
         Path | None, typer.Option(help="Also write the admin token generated on first start to this file (mode 0600)")
     ] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest accepted request body")] = 1024 * 1024,
+    blob_dir: Annotated[
+        Path | None,
+        typer.Option(help="Directory of artifact blobs (default: blobs/ beside a SQLite store); shared by replicas"),
+    ] = None,
+    max_blob_bytes: Annotated[int, typer.Option(min=1, help="Largest artifact blob accepted by upload")] = 8 * 1024**3,
     max_watches_per_principal: Annotated[
         int, typer.Option(min=0, help="Watches one token may hold open at once (one more is 429); 0: no limit")
     ] = 128,
@@ -125,6 +133,22 @@ def cloud(
             "on it); changes of its healthy or total nodes are written at once",
         ),
     ] = 10.0,
+    latency_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds between two writes of a Site's measured RTTs (status.latency, from its nodes' probes; the "
+            "GSLB's latency policy routes on them); a target appearing or going is written at once",
+        ),
+    ] = 10.0,
+    domain_status_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds between two writes of a Domain's traffic figures (status.requests, offload; "
+            "`edgefleet get domains` shows them); changes of its serving sites are written at once",
+        ),
+    ] = 20.0,
     tls_cert: Annotated[
         Path | None,
         typer.Option(
@@ -133,6 +157,30 @@ def cloud(
         ),
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The private key of --tls-cert (PEM)")] = None,
+    metrics_min_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Fleet metrics relay: seconds a node's relayed answer is served again instead of asking the node "
+            "(docs/metrics.md)",
+        ),
+    ] = 5.0,
+    metrics_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Fleet metrics relay: seconds to wait for a node's answer (then 504)")
+    ] = 6.0,
+    backup_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a backup of the store (as `edgefleet backup`) into this directory every --backup-every, "
+            "on one replica at a time; files are 0600 and hold secrets"
+        ),
+    ] = None,
+    backup_every: Annotated[
+        str, typer.Option(help="Time between two scheduled backups: 90s, 30m, 1h, 1d (with --backup-dir)")
+    ] = "1h",
+    backup_keep: Annotated[
+        int, typer.Option(min=1, help="Scheduled backups kept in --backup-dir (the oldest are deleted)")
+    ] = 24,
     tls_ca: Annotated[
         Path | None,
         typer.Option(
@@ -161,6 +209,7 @@ def cloud(
     from edgefleet.cloud.balance import BalanceSettings
     from edgefleet.cloud.controllers.nodelifecycle import Thresholds
     from edgefleet.cloud.hub import HubLimits
+    from edgefleet.cloud.metricsrelay import RelaySettings
     from edgefleet.cloud.statuswrites import Intervals
     from edgefleet.store.interface import StoreError
     from edgefleet.tls import TlsError, server_tls
@@ -181,6 +230,8 @@ def cloud(
             tokens_file=tokens_file,
             admin_token_file=admin_token_file,
             max_body_bytes=max_body_bytes,
+            blob_dir=blob_dir,
+            max_blob_bytes=max_blob_bytes,
             max_watches_per_principal=max_watches_per_principal,
             compact_interval=compact_interval,
             node_thresholds=thresholds,
@@ -200,11 +251,15 @@ def cloud(
             ),
             site_activation_period=site_activation_period,
             site_status_interval=site_status_interval,
+            domain_status_interval=domain_status_interval,
+            latency_interval=latency_interval,
             advertise_url=advertise_url,
             hub_limits=HubLimits(max_connections=max_connections, max_handshakes=max_handshakes),
             status_intervals=Intervals(refresh_interval=node_status_refresh),
             balance=BalanceSettings(tolerance=rebalance_tolerance, observe_seconds=rebalance_observe),
+            metrics_relay=RelaySettings(min_interval=metrics_min_interval, timeout=metrics_timeout),
             tls=tls,
+            backup=_backup_schedule(backup_dir, backup_every, backup_keep),
         )
         process.main(options)
     except (ValueError, StoreError, TlsError) as exc:
@@ -213,3 +268,17 @@ def cloud(
         fail(f"cannot listen: {exc}", "choose other addresses with --listen / --dns-listen, or --dns-listen off")
     except AuthError as exc:
         fail(str(exc))
+
+
+def _backup_schedule(directory: Path | None, every: str, keep: int) -> BackupSchedule | None:
+    """The scheduled backups of --backup-dir/--backup-every/--backup-keep; ValueError with the fix."""
+    from edgefleet.cli.fleet import parse_duration
+    from edgefleet.cloud.backups import BackupSchedule
+
+    if directory is None:
+        return None
+    try:
+        seconds = parse_duration(every)
+    except ValueError as exc:
+        raise ValueError(f"--backup-every: {exc}") from None
+    return BackupSchedule(directory, float(seconds), keep)

@@ -301,7 +301,7 @@ def write_atomically(path: Path, text: str, *, mode: int) -> None:
 # -- token create / list / delete -----------------------------------------------------------
 
 
-TOKEN_ROLES = ("bootstrap", "viewer", "admin")
+TOKEN_ROLES = ("bootstrap", "viewer", "admin", "metrics-reader")
 
 
 @token_app.command("create")
@@ -318,7 +318,8 @@ def token_create(
         str,
         typer.Option(
             help="bootstrap: lets nodes join, nothing else; viewer: reads the API and the dashboard; "
-            "admin: reads and writes"
+            "admin: reads and writes; metrics-reader: scrapes fleet metrics through the cloud (Prometheus), "
+            "nothing else"
         ),
     ] = "bootstrap",
     output: Annotated[str, typer.Option("--output", "-o", help="text (the token alone) or json")] = "text",
@@ -352,7 +353,8 @@ def token_create(
     --site, --name and --uses (e.g. `--site par --name par-edge-3 --uses 1`
     for one machine), and make its nodes wait for an admin with --approval.
     --role viewer or --role admin makes an API token for people and tools
-    (`export EDGEFLEET_TOKEN=...`, the dashboard at /ui).
+    (`export EDGEFLEET_TOKEN=...`, the dashboard at /ui); --role metrics-reader
+    one for Prometheus (docs/metrics.md), good for fleet metrics only.
     """
     if output not in ("text", "json"):
         fail(f"unknown output format {output!r}; use text or json")
@@ -414,14 +416,14 @@ def token_list(server: ServerOpt = None, token: AdminTokenOpt = None, context: C
     if not items:
         out.print("No tokens.")
         return
-    out.print(f"{'ID':<8} {'ROLE':<10} {'EXPIRES':<21} {'USES':<7} {'FOR':<24} {'CREATED-BY':<12} DESCRIPTION")
+    out.print(f"{'ID':<8} {'ROLE':<14} {'EXPIRES':<21} {'USES':<7} {'FOR':<24} {'CREATED-BY':<12} DESCRIPTION")
     for item in items:
         expires = item.get("expiresAt") or "never"
         uses = f"{item.get('used', 0)}/{item['uses']}" if item.get("uses") else "-"
         bound = "/".join(part for part in (item.get("site"), item.get("name")) if part) or "-"
         bound += " (approval)" if item.get("approval") else ""
         out.print(
-            f"{item['id']:<8} {item.get('role', 'bootstrap'):<10} {expires:<21} {uses:<7} {bound:<24} "
+            f"{item['id']:<8} {item.get('role', 'bootstrap'):<14} {expires:<21} {uses:<7} {bound:<24} "
             f"{item['createdBy']:<12} {item['description']}",
             markup=False,
         )

@@ -44,8 +44,11 @@ COMMANDS: dict[str, str] = {
     # the cloud's operations
     "rollout": "rollout",
     "purge": "purge",
+    "prefetch": "purge",
+    "artifact": "artifacts",
     "certificate": "certificates",
     "route": "route",
+    "rules": "rules",
     "logs": "agent",
     "token": "fleet",
     "node": "fleet",
@@ -58,6 +61,8 @@ COMMANDS: dict[str, str] = {
     "origin": "dataplane",
     "up": "up",
     "down": "up",
+    "backup": "backup",
+    "restore": "backup",
     # local set-up
     "config": "contexts",
     "tls": "trust",

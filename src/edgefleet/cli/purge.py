@@ -1,4 +1,5 @@
-"""``edgefleet purge DOMAIN URL... [--prefix P] [--tag T] [--soft] [--wait]``: a Purge in one command.
+"""``edgefleet purge DOMAIN URL... [--prefix P] [--tag T] [--soft] [--wait]``: a Purge in one command;
+``edgefleet prefetch DOMAIN URL... [--wait]``: a Prefetch, the same way.
 
 How: builds a Purge named ``purge-<UTC time>-<random>`` (a new name, so a
 new uid, every time: nodes do each Purge once), creates it through the API
@@ -19,20 +20,21 @@ import typer
 
 from edgefleet.api.documents import JSONObject as Document
 from edgefleet.api.meta import API_VERSION
-from edgefleet.api.purges import PURGES
+from edgefleet.api.purges import PREFETCHES, PURGES
 from edgefleet.cli.common import ContextOpt, ServerOpt, TokenOpt, api, fail
 
 POLL_SECONDS = 0.5
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``purge`` to the ``edgefleet`` app."""
+    """Add ``purge`` and ``prefetch`` to the ``edgefleet`` app."""
     app.command("purge")(purge)
+    app.command("prefetch")(prefetch)
 
 
-def purge_name(now: datetime, suffix: str) -> str:
+def purge_name(now: datetime, suffix: str, prefix: str = "purge") -> str:
     """``purge-20260501-120000-ab12cd``: sortable by time, unique by the random suffix."""
-    return f"purge-{now.astimezone(UTC):%Y%m%d-%H%M%S}-{suffix}"
+    return f"{prefix}-{now.astimezone(UTC):%Y%m%d-%H%M%S}-{suffix}"
 
 
 def purge_document(
@@ -95,3 +97,45 @@ def purge(
     if status.get("failedNodes"):
         fail(f"purge/{name} completed with failures: {progress(status)}")
     typer.echo(f"purge/{name} completed: {progress(status)}")
+
+
+def prefetch(
+    domain: Annotated[str, typer.Argument(help="Name of the Domain")],
+    urls: Annotated[
+        list[str],
+        typer.Argument(help="URLs to fetch into the caches: paths with an optional query, or absolute URLs"),
+    ],
+    wait: Annotated[bool, typer.Option(help="Wait until every node serving the domain has fetched them")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most")] = 300.0,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Fetch URLs of a domain into the cache of every node serving it, before users ask (creates a Prefetch).
+
+    Each node's agent asks its cache once; `edgefleet get prefetches` shows how many nodes are done.
+    """
+    name = purge_name(datetime.now(UTC), secrets.token_hex(3), "prefetch")
+    document: Document = {
+        "apiVersion": API_VERSION,
+        "kind": "Prefetch",
+        "metadata": {"name": name},
+        "spec": {"domain": domain, "urls": urls},
+    }
+    with api(server, token, context) as client:
+        client.create(PREFETCHES, document)
+        typer.echo(f"prefetch/{name} created")
+        if not wait:
+            return
+        deadline = time.monotonic() + timeout
+        status: Document = {}
+        while time.monotonic() < deadline:
+            status = client.get(PREFETCHES, name).get("status") or {}
+            if status.get("completedAt"):
+                break
+            time.sleep(POLL_SECONDS)
+    if not status.get("completedAt"):
+        fail(f"prefetch/{name} not completed after {timeout:g}s: {progress(status)}")
+    if status.get("failedNodes"):
+        fail(f"prefetch/{name} completed with failures: {progress(status)}")
+    typer.echo(f"prefetch/{name} completed: {progress(status)}")

@@ -26,8 +26,10 @@ Why a fresh FleetState from a listing rather than asking the running GSLB:
 the command works against any cloud, with or without a GSLB running, and
 explains what the data in the store implies. (A running GSLB answers the
 same question at ``_route.<domain>.<zone>`` TXT and at the redirector's
-``/_route``.) It has no latency matrix, so the ``latency`` policy is
-explained as its fallback, by distance.
+``/_route``.) The ``latency`` policy is explained with the measured
+RTTs the Sites' ``status.latency`` hold (the GSLB's matrix is built from
+them, :meth:`~edgefleet.gslb.fleet.FleetState.latency`): the client's
+measured network, and each candidate's RTT in its score and note.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class Placement:
     how: str
     location: Location | None
     geo_prefix: str | None
+    network: str | None = None
+    """The longest client network with measured RTTs holding the address (a row of the latency matrix)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,13 +184,17 @@ def explain(
         family = FAMILIES[mode]
         sites = [dataclasses.replace(s, nodes=tuple(n for n in s.nodes if getattr(n, family))) for s in sites]
     key = name if path is None else cache_key(name, path)
+    measured = fleet.latency()
+    network = measured.networks.match(placement.address) if measured.networks else None
     route = choose(
-        Client(placement.address, placement.location),
+        Client(placement.address, placement.location, network),
         sites,
         policy,
         key=key,
         draw=draw_for(placement.subnet, match.domain),
+        latency=measured.matrix or None,
     )
+    placement = dataclasses.replace(placement, network=network)
     members = _members(nodes, {site.name for site in sites})
     health = {node: fleet.node_health(node, now) for names in members.values() for node in names}
     left_out = tuple(
@@ -289,6 +297,7 @@ def explanation_document(explanation: Explanation) -> Document:
             if location is None
             else {"country": location.country, "region": location.region, "lat": location.lat, "lon": location.lon},
             "geoPrefix": placement.geo_prefix,
+            "measuredNetwork": placement.network,
         },
         "key": explanation.key,
         "candidates": candidate_rows(explanation),
@@ -354,6 +363,7 @@ def text_lines(document: Document) -> tuple[list[str], list[str]]:
         f"Domain:   {document['domain']} (asked as {document['name']}, {asked}){canonical}",
         f"Policy:   {policy['policy']}, {policy['answers']} answer(s), ttl {policy['ttl']}s{_policy_extra(policy)}",
         f"Client:   {_who(client)}: {where}",
+        *([f"Measured: network {client['measuredNetwork']} (RTTs by site)"] if client["measuredNetwork"] else []),
         "",
     ]
     tail = ["", f"Chosen:   {document['site'] or 'none'}"]

@@ -108,6 +108,7 @@ log = logging.getLogger("edgefleet.cloud.admission")
 
 NODES, SITES, REVISIONS, WEBHOOKS = "nodes", "sites", "workloadrevisions", "admissionwebhooks"
 DOMAINS, CERTIFICATES = "domains", "certificates"
+WORKLOADS = "workloads"
 MAX_NAMED_IN_REFUSAL = 5
 """Nodes named in the message refusing a Site delete."""
 MAX_DIRECT_NODES = 64
@@ -477,7 +478,28 @@ async def _check_domain(request: AdmissionRequest, lookup: Lookup) -> Verdict:
     return Verdict(warnings=(f'spec.tls.certificate: certificate "{name}" does not cover {", ".join(missing[:5])}',))
 
 
+async def _check_artifact(request: AdmissionRequest, lookup: Lookup) -> Verdict:
+    """An Artifact's spec never changes (a Workload revision names exactly these bytes); in use: not deleted."""
+    if request.operation is Operation.UPDATE and _spec(request.object) != _spec(request.old_object):
+        message = "is immutable: push a new version (a new Artifact) and reference it from the Workload instead"
+        return Verdict(errors=(FieldError("spec", message),))
+    if request.operation is not Operation.DELETE or request.force:
+        return Verdict()
+    spec = _spec(request.old_object)
+    wanted = (spec.get("name"), spec.get("version"))
+    users = sorted(
+        _name(w)
+        for w in await lookup.documents(WORKLOADS)
+        for ref in _mapping(_spec(w).get("template")).get("artifacts") or []
+        if isinstance(ref, dict) and (ref.get("name"), ref.get("version")) == wanted
+    )
+    if not users:
+        return Verdict()
+    return Verdict(conflict=f"artifact {request.name} is used by Workload(s) {', '.join(users)}; ?force deletes it")
+
+
 _CHECKS = {
+    "Artifact": _check_artifact,
     "Node": _check_node,
     "Site": _check_site,
     "Workload": _check_workload,

@@ -11,7 +11,7 @@ same tokens. Operators may also give a YAML tokens file with static tokens
 
     tokens:
       - name: alice
-        role: admin        # admin: read and write; viewer: read only
+        role: admin        # admin: read and write; viewer: read only; metrics-reader: fleet metrics only
         token: "abc123.0123456789abcdef0123456789abcdef"
 
 Why two errors: a missing or unknown token is 401 (who are you?), a known
@@ -85,6 +85,8 @@ class Role(enum.Enum):
     ADMIN = "admin"
     VIEWER = "viewer"
     NODE = "node"
+    METRICS_READER = "metrics-reader"
+    """Reads the fleet's metrics through the cloud (the relay and Prometheus discovery), nothing else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,20 @@ def authorize_node(principal: Principal, operation: str | None, name: str | None
     if operation in NODE_OPERATIONS and name == principal.name:
         return
     raise Forbidden(f"{NODE_RULE}; node {principal.name!r} may not {request}")
+
+
+METRICS_READER_RULE = (
+    "a metrics-reader token may only scrape fleet metrics (GET /edge/v1/nodes/<node>/metrics and "
+    "GET /edge/v1/prometheus/targets); use a viewer or admin token for anything else"
+)
+
+
+def authorize_metrics_reader(
+    principal: Principal, operation: str | None, allowed: frozenset[str], request: str
+) -> None:
+    """Forbidden unless a metrics-reader principal calls one of the ``allowed`` operations (the relay's)."""
+    if operation not in allowed:
+        raise Forbidden(f"{METRICS_READER_RULE}; {principal.name!r} may not {request}")
 
 
 def generate_token() -> str:
@@ -193,7 +209,7 @@ def load_tokens_file(path: Path) -> dict[str, tuple[str, Principal]]:
         except (Unauthorized, ValueError):
             raise TokensFileError(
                 f"{where}: token must look like abc123.<32 lowercase letters/digits> "
-                "and role must be admin or viewer (make one with `edgefleet token generate`)"
+                "and role must be admin, viewer or metrics-reader (make one with `edgefleet token generate`)"
             ) from None
         out[token_id] = (_digest(secret), Principal(str(entry.get("name", token_id)), role))
     return out

@@ -32,6 +32,16 @@ interpreter lock). The demand meter is the one object both threads touch:
 the DNS thread records into it once a second, the site activation
 controller reads it, under a lock. The redirector (HTTP, on the main loop)
 keeps its own FleetState, fed by the same watch.
+
+Measured latency (issue 15): the resolver reads its latency matrix from
+the Sites' ``status.latency`` in its own FleetState
+(:meth:`~edgefleet.gslb.fleet.FleetState.latency`), so a new matrix moves the
+fleet generation and the precomputed decisions are rebuilt like for any
+fleet change. The DNS thread also hands the sender addresses of the queries
+it counted as demand, once a second, to a
+:class:`~edgefleet.gslb.networks.NetworkCounter` (under the meter lock), and
+:meth:`GslbService.busy_networks` gives the latency controller the busiest
+resolver networks to publish as probe targets.
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ from edgefleet.gslb.demand import DEMAND_PER_SENDER, DemandMeter
 from edgefleet.gslb.dns import DnsServer
 from edgefleet.gslb.fleet import DEFAULT_ZONE, FleetState
 from edgefleet.gslb.geo import GeoDatabase
+from edgefleet.gslb.networks import MIN_COUNT, TOP_N, NetworkCounter, SeenNetwork
 from edgefleet.gslb.rrl import RrlSettings
 from edgefleet.gslb.zone import Resolver, Zone
 from edgefleet.store.interface import Compacted, Event, EventType, Store, StoreError
@@ -163,8 +174,11 @@ class DnsThread:
         meter: DemandMeter,
         meter_lock: threading.Lock,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+        networks: NetworkCounter | None = None,
     ) -> None:
         self.resolver = resolver
+        self.networks = networks
+        """Decayed query counts per resolver network (latency probe targets), under ``meter_lock``."""
         self.server = server
         self.meter = meter
         self.meter_lock = meter_lock
@@ -235,10 +249,13 @@ class DnsThread:
             await asyncio.sleep(1.0)
             now = time.time()
             taken = self.server.take_demand()
+            senders = self.server.take_senders()
             with self.meter_lock:
                 for region, count in taken.items():
                     if region:
                         self.meter.record(region, now, count)
+                if self.networks is not None:
+                    self.networks.record(senders, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +275,10 @@ class GslbOptions:
     demand_window: int = 60
     rrl: RrlSettings = field(default_factory=RrlSettings)
     demand_per_sender: int = DEMAND_PER_SENDER
+    probe_networks: int = TOP_N
+    """Resolver networks published as latency probe targets (0: none)."""
+    probe_min_queries: float = MIN_COUNT
+    """Decayed queries a resolver network needs before it is published as a probe target."""
 
 
 class GslbService:
@@ -276,12 +297,15 @@ class GslbService:
             glue=dict(options.glue),
         )
         self.meter = DemandMeter(options.demand_window)
+        self.networks = NetworkCounter(min_count=options.probe_min_queries, top_n=options.probe_networks)
         self._meter_lock = threading.Lock()
         resolver = Resolver(self.zone, FleetState(zone=options.zone), self.geo)
         server = DnsServer(
             resolver, options.dns_host, options.dns_port, rrl=options.rrl, demand_per_sender=options.demand_per_sender
         )
-        self.dns_thread = DnsThread(resolver, server, self.meter, self._meter_lock, _event_loop_factory())
+        self.dns_thread = DnsThread(
+            resolver, server, self.meter, self._meter_lock, _event_loop_factory(), networks=self.networks
+        )
         self.fleet: FleetState | None = None
         """The redirector's fleet state, on the main loop (None without a redirector)."""
         sinks: list[FleetSink] = [self.dns_thread]
@@ -345,6 +369,11 @@ class GslbService:
         """Queries per second by client region over the demand window."""
         with self._meter_lock:
             return self.meter.rates(time.time())
+
+    def busy_networks(self) -> list[SeenNetwork]:
+        """The busiest resolver networks (bounded top-N with decay), for the latency controller's probe targets."""
+        with self._meter_lock:
+            return self.networks.top(time.time())
 
     def reload_geo(self) -> threading.Thread:
         """Re-read the geo table in a thread of its own; the DNS server swaps to it when it is loaded.

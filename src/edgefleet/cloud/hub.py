@@ -68,13 +68,15 @@ from edgefleet.api.nodes import INFO as NODES
 from edgefleet.cloud.agentsocket import AgentSocket
 from edgefleet.cloud.auth import AuthError, Principal
 from edgefleet.cloud.balance import Balancer, BalanceSettings, Release, ReplicaLoad
+from edgefleet.cloud.blobs import record_failed_updates
 from edgefleet.cloud.errors import Status, status_body
 from edgefleet.cloud.limits import SessionBudget, SessionRates
+from edgefleet.cloud.metricsrelay import MetricsRelay, RelaySettings
 from edgefleet.cloud.registry import ObjectNotFound, Registry, RegistryError, VersionConflict
 from edgefleet.cloud.statuswrites import Intervals, StatusWrite, StatusWrites, merge_patch_for
 from edgefleet.store.interface import Compacted, Event, EventType, LeaseNotFound, Progress, StoreError
 from edgefleet.sync import messages
-from edgefleet.sync.cloud import Acked, CloudSession, LogsReply, StatusReport
+from edgefleet.sync.cloud import Acked, CloudSession, LogsReply, MetricsReply, StatusReport
 from edgefleet.sync.errors import ProtocolError
 from edgefleet.sync.views import FleetIndex
 
@@ -181,6 +183,8 @@ class Connection:
     websocket: AgentSocket
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     logs: dict[int, asyncio.Future[LogsReply]] = field(default_factory=dict)
+    metrics: dict[int, asyncio.Future[MetricsReply]] = field(default_factory=dict)
+    """Metrics requests of the relay (cloud.metricsrelay) waiting for the node's answer."""
     last_heard: float = field(default_factory=time.monotonic)
     compress: bool = False
     """The agent takes zlib-compressed binary frames for large messages (messages.COMPRESSION_HEADER)."""
@@ -201,6 +205,7 @@ class Hub:
         presence: PresenceSettings | None = None,
         balance: BalanceSettings | None = None,
         demand: Callable[[], Mapping[str, float]] | None = None,
+        relay: RelaySettings | None = None,
     ) -> None:
         self.registry = registry
         self.store = registry.store
@@ -227,6 +232,8 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._http: httpx.AsyncClient | None = None
+        self.relay = MetricsRelay(self, relay)
+        """Fleet metrics through the nodes' links, and Prometheus discovery (its routes are in :meth:`router`)."""
 
     # the index -------------------------------------------------------------
 
@@ -463,7 +470,8 @@ class Hub:
             self.status_writes.forget(connection.node)
             self._spawn(self._mark_disconnected(connection.node))
             self._sessions_changed()
-        for future in connection.logs.values():
+        waiting: list[asyncio.Future[Any]] = [*connection.logs.values(), *connection.metrics.values()]
+        for future in waiting:
             if not future.done():
                 future.set_exception(ConnectionError("the node disconnected"))
 
@@ -511,6 +519,10 @@ class Hub:
                 future = connection.logs.pop(event.id, None)
                 if future is not None and not future.done():
                     future.set_result(event)
+            elif isinstance(event, MetricsReply):
+                waiting = connection.metrics.pop(event.id, None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(event)
             elif isinstance(event, Acked):
                 self.status_writes.synced(connection.node, event.revision, self.store.epoch, now=time.monotonic())
                 self._status_wake.set()
@@ -562,6 +574,7 @@ class Hub:
             status.update(lastHeartbeat=_now(), hub=self.hub_id, phase="Ready", message=None)
             await self.registry.patch(NODES, write.node, {"status": status}, status=True)
             self.metrics.status_writes.inc()
+            await record_failed_updates(self.registry, write.node, current.get("status"), status)
         except ObjectNotFound:
             return  # the Node was deleted; the session ends when its credential goes
         except (RegistryError, StoreError) as exc:
@@ -715,6 +728,7 @@ class Hub:
                 return Response(json.dumps(body), status_code=404, media_type="application/json")
             return PlainTextResponse(reply.data)
 
+        router.include_router(self.relay.router(reader))
         return router
 
 

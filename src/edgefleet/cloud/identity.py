@@ -33,7 +33,8 @@ How a node gets an identity:
    identity back.
 
 API tokens for people and tools: the same ``POST /edge/v1/bootstrap-tokens``
-with ``"role": "viewer"`` (read only: dashboards, monitoring) or ``"admin"``
+with ``"role": "viewer"`` (read only: dashboards, monitoring), ``"admin"`` or
+``"metrics-reader"`` (Prometheus through the relay only, :mod:`edgefleet.cloud.metricsrelay`)
 creates an ordinary API token at ``/system/tokens/<id>`` with that role,
 hashed like every other (``edgefleet token create --role viewer``). It never
 expires unless ``ttlSeconds`` is given (then a store lease removes it). The
@@ -156,8 +157,8 @@ class _Body(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
-TokenRole = Literal["bootstrap", "viewer", "admin"]
-API_TOKEN_ROLES = {"viewer": Role.VIEWER, "admin": Role.ADMIN}
+TokenRole = Literal["bootstrap", "viewer", "admin", "metrics-reader"]
+API_TOKEN_ROLES = {"viewer": Role.VIEWER, "admin": Role.ADMIN, "metrics-reader": Role.METRICS_READER}
 
 
 class BootstrapTokenRequest(_Body):
@@ -172,7 +173,8 @@ class BootstrapTokenRequest(_Body):
     description: str = Field(default="", max_length=256, description="What the token is for.")
     role: TokenRole = Field(
         default="bootstrap",
-        description="bootstrap (joins nodes, nothing else), viewer (reads the API) or admin (reads and writes).",
+        description="bootstrap (joins nodes, nothing else), viewer (reads the API), admin (reads and writes) "
+        "or metrics-reader (scrapes fleet metrics through the cloud, nothing else).",
     )
     site: str | None = Field(
         default=None, min_length=1, max_length=253, description="Bootstrap tokens only: joins must name this site."

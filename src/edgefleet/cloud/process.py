@@ -24,7 +24,8 @@ demand), the workload controller (revisions, rollouts, Workload.status) on
 reports) on ``/system/leader/domainstatus``, the site status controller (healthy nodes and measured
 load of each Site) on ``/system/leader/sitestatus``, the certificate controller (Certificate.status,
 expiry Events) on ``/system/leader/certificates``, and the event garbage collector (Events older
-than an hour) on ``/system/leader/events``.
+than an hour) on ``/system/leader/events``. Scheduled backups (``--backup-dir``) run on
+``/system/leader/backups`` (:mod:`edgefleet.cloud.backups`).
 
 TLS (``CloudOptions.tls``, from ``--tls-cert``/``--tls-key``/``--tls-ca``):
 uvicorn serves the API, the dashboard and the hub's WebSocket on one TLS
@@ -44,7 +45,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,14 @@ from typing import Any
 import uvicorn
 
 from edgefleet.api.documents import StoredDocument
+from edgefleet.cloud import backups
 from edgefleet.cloud.auth import Authenticator, ensure_admin_token, load_tokens_file
+from edgefleet.cloud.backups import BackupSchedule
 from edgefleet.cloud.balance import BalanceSettings
+from edgefleet.cloud.blobs import DEFAULT_MAX_BLOB_BYTES, blob_dir, ensure_fleet_key
 from edgefleet.cloud.controllers.certificates import CertificateController, CertificateMetrics
 from edgefleet.cloud.controllers.domainstatus import DomainStatusController
+from edgefleet.cloud.controllers.latency import LatencyController, no_networks
 from edgefleet.cloud.controllers.nodelifecycle import NodeLifecycleController, Thresholds
 from edgefleet.cloud.controllers.purges import PurgeController
 from edgefleet.cloud.controllers.siteactivation import SiteActivationController, no_demand
@@ -66,9 +71,11 @@ from edgefleet.cloud.gslbservice import GslbOptions, GslbService
 from edgefleet.cloud.hub import Hub, HubLimits, PresenceSettings
 from edgefleet.cloud.identity import Identity
 from edgefleet.cloud.leader import LeaderElection
+from edgefleet.cloud.metricsrelay import RelaySettings
 from edgefleet.cloud.registry import Registry
 from edgefleet.cloud.server import ServerSettings, create_app
 from edgefleet.cloud.statuswrites import Intervals
+from edgefleet.gslb.networks import SeenNetwork
 from edgefleet.store import open_store
 from edgefleet.store.interface import Store, StoreError
 from edgefleet.sync.messages import MAX_AGENT_MESSAGE_BYTES
@@ -98,14 +105,25 @@ class CloudOptions:
     site_activation_period: float = 5.0
     site_status_interval: float = 10.0
     """Seconds between two writes of a Site's load figures (the site status controller's bound)."""
+    domain_status_interval: float = 20.0
+    """Seconds between two writes of a Domain's traffic figures (the domain status controller's bound)."""
+    latency_interval: float = 10.0
+    """Seconds between two writes of a Site's latency figures (the latency controller's bound)."""
     advertise_url: str | None = None
     """Base URL agents and the other replicas reach this one at; default http://HOST:PORT unless HOST is a
     wildcard address."""
     hub_limits: HubLimits = field(default_factory=HubLimits)
     status_intervals: Intervals = field(default_factory=Intervals)
     balance: BalanceSettings = field(default_factory=BalanceSettings)
+    metrics_relay: RelaySettings = field(default_factory=RelaySettings)
+    """The fleet metrics relay's bounds (edgefleet.cloud.metricsrelay)."""
     tls: ServerTls | None = None
     """The certificate to serve the API and hub with; None: cleartext HTTP."""
+    backup: BackupSchedule | None = None
+    """Scheduled backups (``--backup-dir``); None: none."""
+    blob_dir: Path | None = None
+    """Artifact blobs (edgefleet.cloud.blobs); None: ``blobs/`` beside a SQLite store, else ./edgefleet-data/blobs."""
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
 
     @property
     def scheme(self) -> str:
@@ -189,6 +207,9 @@ def start_fleet_tasks(
     site_activation_period: float = 5.0,
     workload_period: float = 1.0,
     site_status_interval: float = 10.0,
+    domain_status_interval: float = 20.0,
+    latency_interval: float = 10.0,
+    networks: Callable[[], Iterable[SeenNetwork]] | None = None,
 ) -> list[asyncio.Task[None]]:
     """Background work for edge nodes: the credential watch and the (elected) controllers.
 
@@ -220,7 +241,13 @@ def start_fleet_tasks(
     if hub is not None:
         purges = PurgeController(registry, lambda: hub.index)
         tasks.append(asyncio.create_task(LeaderElection(store, "purges").run(purges.run), name="purges"))
-        domain_status = DomainStatusController(registry, lambda: hub.index, lambda: _index_documents(hub, "domains"))
+        domain_status = DomainStatusController(
+            registry,
+            lambda: hub.index,
+            lambda: _index_documents(hub, "domains"),
+            period=min(5.0, domain_status_interval / 2),
+            min_interval=domain_status_interval,
+        )
         tasks.append(
             asyncio.create_task(LeaderElection(store, "domainstatus").run(domain_status.run), name="domain-status")
         )
@@ -232,6 +259,15 @@ def start_fleet_tasks(
             min_interval=site_status_interval,
         )
         tasks.append(asyncio.create_task(LeaderElection(store, "sitestatus").run(site_status.run), name="site-status"))
+        latency = LatencyController(
+            registry,
+            lambda plural: _index_documents(hub, plural),
+            networks=networks or no_networks,
+            period=min(5.0, latency_interval / 2),
+            min_interval=latency_interval,
+            targets_interval=max(latency_interval, 1.0) * 3,
+        )
+        tasks.append(asyncio.create_task(LeaderElection(store, "latency").run(latency.run), name="latency"))
         rollouts = WorkloadController(
             registry,
             lambda plural: _index_documents(hub, plural),
@@ -295,6 +331,7 @@ async def run_cloud(options: CloudOptions) -> None:
             presence=PresenceSettings(url=options.advertised(), peer_verify=_peer_verify(options.tls)),
             balance=options.balance,
             demand=gslb.demand if gslb is not None else None,
+            relay=options.metrics_relay,
         )
         await hub.start()
         demand = options.demand or hub.fleet_demand
@@ -304,7 +341,10 @@ async def run_cloud(options: CloudOptions) -> None:
             max_body_bytes=options.max_body_bytes,
             ca_pem=ca_pem,
             max_watches_per_principal=options.max_watches_per_principal,
+            blob_dir=blob_dir(options.blob_dir, options.store_url),
+            max_blob_bytes=options.max_blob_bytes,
         )
+        await ensure_fleet_key(registry)
         app = create_app(registry, authenticator, settings, identity=identity, hub=hub)
         config = uvicorn.Config(
             app,
@@ -334,7 +374,12 @@ async def run_cloud(options: CloudOptions) -> None:
             demand=demand,
             site_activation_period=options.site_activation_period,
             site_status_interval=options.site_status_interval,
+            domain_status_interval=options.domain_status_interval,
+            latency_interval=options.latency_interval,
+            networks=gslb.busy_networks if gslb is not None else None,
         )
+        if options.backup is not None:
+            fleet_tasks.append(backups.start(store, options.store_url, options.backup, hub.metrics.registry))
         log.info(
             "edgefleet cloud serving",
             extra={"listen": f"{options.host}:{options.port}", "store": options.store_url, "scheme": options.scheme},

@@ -125,7 +125,7 @@ def parse_resource_version(value: str | None, *, field: str = "metadata.resource
     """``""``/None -> 0 (no precondition); otherwise a non-negative integer."""
     if value is None or value == "":
         return 0
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # str.isdigit() also accepts "¹", which int() refuses
         raise ValidationFailed([FieldError(field, f"must be a decimal store revision (got {value!r})")])
     return int(value)
 

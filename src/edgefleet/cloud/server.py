@@ -38,6 +38,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -58,7 +59,8 @@ from edgefleet.api.selectors import Selector
 from edgefleet.cloud import ui as dashboard
 from edgefleet.cloud.admission import Admission, IndexLookup, RegistryLookup, Review, warning_headers
 from edgefleet.cloud.agentsocket import SyncEndpoint
-from edgefleet.cloud.auth import Authenticator, AuthError, Principal, Role, authorize_node
+from edgefleet.cloud.auth import Authenticator, AuthError, Principal, Role, authorize_metrics_reader, authorize_node
+from edgefleet.cloud.blobs import DEFAULT_MAX_BLOB_BYTES, BlobEndpoint, BlobStore
 from edgefleet.cloud.errors import Status, StatusCause, from_exception, status_body
 from edgefleet.cloud.hub import Hub
 from edgefleet.cloud.identity import (
@@ -84,6 +86,7 @@ from edgefleet.cloud.limits import (
     WatchSlots,
 )
 from edgefleet.cloud.metrics import ApiMetrics, MetricsMiddleware
+from edgefleet.cloud.metricsrelay import RELAY_OPERATIONS
 from edgefleet.cloud.registry import (
     BadRequest,
     Bookmark,
@@ -118,6 +121,9 @@ class ServerSettings:
     """The CA served (public) at /edge/v1/ca for joins that pin it by hash; None: 404."""
     max_watches_per_principal: int = DEFAULT_WATCHES_PER_PRINCIPAL
     """Watches one token may hold open at once (0: no limit); one more is 429 (limits.WatchSlots)."""
+    blob_dir: Path | None = None
+    """Where artifact blobs are kept (edgefleet.cloud.blobs); None: no blob routes."""
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
 
 
 def json_response(document: Any, status: int = 200, *, warnings: Iterable[str] = ()) -> Response:
@@ -207,6 +213,9 @@ def create_app(
                 request.path_params.get("name"),
                 f"{request.method} {request.url.path}",
             )
+        elif principal.role is Role.METRICS_READER:  # Prometheus' token: the metrics relay, nothing else
+            request_line = f"{request.method} {request.url.path}"
+            authorize_metrics_reader(principal, _operation_id(request), RELAY_OPERATIONS, request_line)
         return principal
 
     async def writer(principal: Annotated[Principal, Depends(reader)]) -> Principal:
@@ -223,7 +232,11 @@ def create_app(
     app.include_router(dashboard.router())  # /ui: static pages, no data, no token needed
     if hub is not None:
         app.include_router(hub.router(reader))
-    wrapped = MetricsMiddleware(BodyLimitMiddleware(app, settings.max_body_bytes), metrics)
+    limited: Any = BodyLimitMiddleware(app, settings.max_body_bytes)
+    if settings.blob_dir is not None:  # uploads stream past the API's body limit, to disk
+        blobs = BlobStore(settings.blob_dir, settings.max_blob_bytes)
+        limited = BlobEndpoint(limited, blobs, authenticator.authenticate, metrics.registry)
+    wrapped = MetricsMiddleware(limited, metrics)
     return wrapped if hub is None else SyncEndpoint(wrapped, hub.serve)
 
 

@@ -62,12 +62,12 @@ from edgefleet.api.documents import JSONObject
 HUB_OWNED = frozenset({"lastHeartbeat", "hub", "phase", "message", "syncedRevision", "syncedEpoch", "drains"})
 """Status fields the cloud sets itself (drains: the workload controller); reported values are dropped."""
 
-LAZY_FIELDS = frozenset({"cache"})
+LAZY_FIELDS = frozenset({"cache", "latency"})
 """Status fields that do not trigger a write sooner than ``lazy_interval``."""
 
 REPLACED_MAPS = ("workloads", "peerVotes")
 """Maps a report replaces whole: keys the new report lacks are removed from the stored status."""
-REPLACED_WHEN_REPORTED = ("cache",)
+REPLACED_WHEN_REPORTED = ("cache", "latency")
 """Maps a report replaces whole, nested maps too, when it carries them: a figure it leaves out is gone (a quiet
 window has no ratio; a Domain left the node's busiest). A report without them leaves them (not polled this time)."""
 

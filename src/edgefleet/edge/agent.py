@@ -44,10 +44,21 @@ then SIGHUP, never a restart) and polls its admin ``/status`` into
 Prefetches to the cache's admin endpoint, once each, and reports them in
 ``Node.status.purges`` / ``prefetches`` (see :mod:`edgefleet.edge.cachetasks`).
 
+Artifacts (``template.artifacts``, see :mod:`edgefleet.edge.artifacts`): the
+agent fetches them through its own cache (the internal Domain it adds to every
+cache config, whose origin is this agent's ``/artifact-origin``), verifies and
+keeps them by digest, before the supervisor stops an old revision; it serves
+as that origin for the caches of its node, prefetches the Artifacts an
+``edgefleet.io/prefetch-sites`` annotation selects for its site, and
+collects the blobs no desired Workload uses after each reconcile.
+
 The peer prober (:mod:`edgefleet.edge.peerhealth`) probes the cache of
 every other node of the site every ``--peer-probe-period`` seconds, cloud
 link or not, and reports its verdicts in ``Node.status.peerVotes``; a
 changed verdict asks the hub client for a status report at once.
+The latency prober (:mod:`edgefleet.edge.latency`) measures RTTs to the
+ProbeTargets of the view every ``--latency-probe-period`` seconds and
+reports their medians in ``Node.status.latency`` (the GSLB's latency policy).
 
 On SIGTERM/SIGINT the agent stops supervising and exits, leaving the
 workloads running: restarting the agent (an upgrade, a crash) must not
@@ -76,19 +87,26 @@ from edgefleet.api.domains import CDN_ZONE
 from edgefleet.api.secrets import secret_value
 from edgefleet.api.workloads import Workload, WorkloadTemplate
 from edgefleet.cache.errors import CacheError
+from edgefleet.edge.artifacts import FLEET_SECRET, ORIGIN_PREFIX, ArtifactManager, internal_domain
 from edgefleet.edge.backoff import HUB_DIAL, Backoff
 from edgefleet.edge.cacheconfig import (
     ADMIN_PORT_NAME,
     DEFAULT_ADMIN_PORT,
+    DEFAULT_HTTP_PORT,
+    HTTP_PORT_NAME,
     RELOAD_AFTER_SECONDS,
     AdminEndpoint,
     BuiltinCache,
+    host_port,
     template_port,
 )
 from edgefleet.edge.cachetasks import LEDGER_FILE, CacheAdmin, CacheTasks, tasks_from_view
 from edgefleet.edge.hubclient import HubClient
 from edgefleet.edge.hubclient import sync_url as sync_url  # re-exported: callers used it from here
+from edgefleet.edge.latency import DEFAULT_PERIOD as LATENCY_PERIOD
+from edgefleet.edge.latency import LatencyProber, Target, probe_targets
 from edgefleet.edge.localstore import LocalStore
+from edgefleet.edge.metricsources import MetricSources
 from edgefleet.edge.peerhealth import DEFAULT_PERIOD, PeerProber, PeerTarget, PeerVotes, peer_targets
 from edgefleet.edge.server import AgentHttp
 from edgefleet.edge.supervisor import Running, Supervisor
@@ -99,8 +117,10 @@ from edgefleet.tls import TlsError, node_trust
 log = logging.getLogger("edgefleet.edge.agent")
 
 RECONCILE_SETTLE_SECONDS = 0.3
-CACHE_VIEW_KINDS = ("nodes", "sites", "domains", "certificates")
-"""What a built-in cache's config is rendered from."""
+ARTIFACT_RETRY_SECONDS = 30.0
+"""A Workload revision whose artifacts failed is tried again after this long (the old revision runs on)."""
+CACHE_VIEW_KINDS = ("nodes", "sites", "domains", "certificates", "secrets")
+"""What a built-in cache's config is rendered from (secrets: the token-auth keys of the Domains' edge rules)."""
 TASK_KINDS = ("purges", "prefetches")
 CLUSTER_INFO_KEY = f"/registry/clusterinfos/{CLUSTER_INFO_NAME}"
 
@@ -118,6 +138,9 @@ class AgentOptions:
     ping_interval: float = 10.0
     backoff: Backoff = HUB_DIAL
     peer_probe_period: float = DEFAULT_PERIOD
+    latency_probe_period: float = LATENCY_PERIOD
+    probe_source: str | None = None
+    """Local address latency probes are sent from (None: the system picks)."""
     cdn_zone: str = CDN_ZONE
     workload_user: str = DEFAULT_WORKLOAD_USER
     """Who workloads without runAsUser run as, when the agent runs as root (see :mod:`edgefleet.edge.users`)."""
@@ -191,6 +214,14 @@ class Agent:
         self.local = LocalStore(options.data_dir / "view.db")
         self.cache = BuiltinCache(self.identity.node, zone=options.cdn_zone)
         self.users = UserPolicy.for_agent(options.workload_user)
+        self.artifacts = ArtifactManager(
+            options.data_dir / "artifacts",
+            view=self.local.objects,
+            secret=lambda: self.local.get(f"/registry/secrets/{FLEET_SECRET}"),
+            cache_url=self._local_cache_url,
+            cloud=self._cloud_access,
+            registry=self.metrics.registry,
+        )
         self.supervisor = Supervisor(
             options.data_dir,
             node_name=self.identity.node,
@@ -198,8 +229,10 @@ class Agent:
             builtins={"cache": self.cache},
             users=self.users,
             secrets=self._secret_value,
+            artifacts=self.artifacts,
         )
         self.cache_tasks = CacheTasks(options.data_dir / LEDGER_FILE, CacheAdmin())
+        self.metric_sources = MetricSources(self.metrics.registry, self._cache_endpoints)
         servers, origin = self.desired_servers()
         log.info("hub servers: %s (from %s)", ", ".join(servers), origin)
         self.hub = HubClient(
@@ -211,12 +244,21 @@ class Agent:
             ping_interval=options.ping_interval,
             backoff=options.backoff,
             trust=node_trust(options.data_dir, self.identity.insecure),
+            metrics=self.metric_sources.read,
         )
         self.peer_votes = PeerVotes()
         self.peer_prober = PeerProber(
             self.peer_votes, self._peer_targets, self.hub.status_changed, period=options.peer_probe_period
         )
-        self.http = AgentHttp(metrics=self.metrics.registry, status=self.describe, ready=self._all_ready)
+        self.latency = LatencyProber(
+            self._latency_targets,
+            self.hub.status_changed,
+            period=options.latency_probe_period,
+            source=options.probe_source,
+        )
+        self.http = AgentHttp(
+            metrics=self.metrics.registry, status=self.describe, ready=self._all_ready, routes=self.artifacts.routes()
+        )
         self._reconcile = asyncio.Event()
         self._cache_wake = asyncio.Event()
         self._tasks_wake = asyncio.Event()
@@ -225,9 +267,34 @@ class Agent:
         self._next_task_due: float | None = None
         self._last_batch = 0.0
         self._hub_name = ""
+        self._latency_reported = False
+        self._prefetch: asyncio.Future[None] | None = None
 
     def _credential(self) -> str:
         return (self.options.data_dir / "credential").read_text().strip()
+
+    def _site_labels(self) -> dict[str, str]:
+        """This node's Site labels from the view, plus the implicit edgefleet.io/site."""
+        site = self.local.get(f"/registry/sites/{self.identity.site}") or {}
+        metadata = site.get("metadata") if isinstance(site, dict) else None
+        labels = metadata.get("labels") if isinstance(metadata, dict) else None
+        return {**(labels if isinstance(labels, dict) else {}), "edgefleet.io/site": self.identity.site}
+
+    def _local_cache_url(self) -> str | None:
+        """Base URL of this node's ready built-in cache (artifacts are fetched through it), or None."""
+        ready = [r for r in self._running_caches().values() if r.ready]
+        if not ready:
+            return None
+        port = template_port(ready[0].template, HTTP_PORT_NAME, DEFAULT_HTTP_PORT)
+        return f"http://{host_port(self.cache.probe_host(), port)}"
+
+    def _cloud_access(self) -> tuple[str, str, Any]:
+        """(server, node credential, TLS verification) for fetching blobs from the cloud directly."""
+        server = self.hub.server
+        verify: Any = True
+        if server.startswith("https://"):
+            verify = node_trust(self.options.data_dir, self.identity.insecure).ssl_context()
+        return server, self._credential(), verify
 
     def _secret_value(self, name: str, key: str) -> str | None:
         """A value of a Secret of the local view (for env valueFrom.secretRef)."""
@@ -267,6 +334,8 @@ class Agent:
             self._tasks_wake.set()
         if "clusterinfos" in kinds:
             self.follow_servers()
+        if "artifacts" in kinds:
+            self._prefetch = asyncio.ensure_future(self.artifacts.prefetch(self._site_labels()))
 
     def status_report(self) -> dict[str, Any]:
         workloads = {
@@ -283,6 +352,10 @@ class Agent:
         }
         if self._cache_stats is not None:
             report["cache"] = self._cache_stats
+        latency = self.latency.report()
+        if latency or self._latency_reported:  # once reported, an empty map clears the stored figures
+            report["latency"] = latency
+            self._latency_reported = True
         return report
 
     def _reported_votes(self) -> dict[str, dict[str, bool]]:
@@ -371,9 +444,13 @@ class Agent:
                 await asyncio.sleep(RECONCILE_SETTLE_SECONDS)
             self._reconcile.clear()
             try:
-                await self.supervisor.apply(self.desired_workloads())
+                desired = self.desired_workloads()
+                await self.supervisor.apply(desired)
+                await asyncio.to_thread(self.artifacts.collect, desired.values())
             except Exception:  # one bad reconcile must not stop the agent; the next change retries
                 log.exception("workload reconcile failed")
+            if self.supervisor.failed_updates():  # artifacts that failed: try again after a while
+                asyncio.get_running_loop().call_later(ARTIFACT_RETRY_SECONDS, self._reconcile.set)
 
     # the built-in cache -----------------------------------------------------
 
@@ -420,6 +497,11 @@ class Agent:
         """The admin endpoint of the first ready built-in cache (by workload name)."""
         return next((e for name, r in caches.items() if r.ready and (e := self.cache.endpoint(name))), None)
 
+    def _cache_endpoints(self) -> dict[str, AdminEndpoint]:
+        """The admin endpoints of the ready built-in caches, by workload name (the metrics relay's targets)."""
+        caches = self._running_caches()
+        return {name: e for name, r in caches.items() if r.ready and (e := self.cache.endpoint(name))}
+
     def _cache_expected(self) -> bool:
         """Whether this node runs (or will run) a cache; unknown (so True) before the view was ever synced."""
         if self._running_caches() or self.local.snapshot().revision == 0:
@@ -465,6 +547,15 @@ class Agent:
             nodes, self.identity.node, site, template_port(template, ADMIN_PORT_NAME, DEFAULT_ADMIN_PORT)
         )
 
+    def _latency_targets(self) -> list[Target]:
+        """The ProbeTargets of the view; site targets on the admin port of this node's cache template."""
+        template = self._cache_template()
+        port = template_port(template, ADMIN_PORT_NAME, DEFAULT_ADMIN_PORT) if template is not None else None
+        nodes = self.local.objects("nodes")
+        own = next((n for n in nodes if (n.get("metadata") or {}).get("name") == self.identity.node), None)
+        site = (own or {}).get("spec", {}).get("site") or self.identity.site
+        return probe_targets(self.local.objects("probetargets"), site, port)
+
     def _cache_template(self) -> WorkloadTemplate | None:
         """The built-in cache's template: of the running cache, else of the view (peers run the same one)."""
         running = self._running_caches()
@@ -488,6 +579,7 @@ class Agent:
             "workloads": self.status_report()["workloads"],
             "cache": self._cache_stats,
             "peerVotes": self.peer_votes.votes(time.time()),
+            "latency": self.latency.report(),
         }
 
     # lifecycle -------------------------------------------------------------
@@ -517,10 +609,19 @@ class Agent:
         address = await self.http.start(
             self.options.listen_host, self.options.listen_port, self.options.data_dir / "agent.addr"
         )
+        self.cache.internal_domains = [internal_domain(f"http://{address}{ORIGIN_PREFIX}")]
+        self._cache_wake.set()
         log.info("agent running", extra={"node": self.identity.node, "listen": address, "servers": self.hub.servers})
         tasks = [
             asyncio.create_task(loop())
-            for loop in (self.hub.run, self._reconcile_loop, self._cache_loop, self._tasks_loop, self.peer_prober.run)
+            for loop in (
+                self.hub.run,
+                self._reconcile_loop,
+                self._cache_loop,
+                self._tasks_loop,
+                self.peer_prober.run,
+                self.latency.run,
+            )
         ]
         try:
             await _until_signalled()
@@ -532,6 +633,8 @@ class Agent:
                     await task
             await self.supervisor.close()
             await self.cache_tasks.admin.close()
+            await self.artifacts.close()
+            await self.metric_sources.close()
             await self.http.close()
             self.local.close()
 

@@ -37,6 +37,11 @@ Rendering (:func:`render_cache_config`, pure; "address" is the node's first
   A Domain whose zone names would not be valid hostnames (too long) or
   would pass the cache's hostname limit keeps its own hostnames only, with a
   warning.
+- ``rules`` of each Domain: its ``spec.rules`` (edge rules) as they are; ``secrets``: the data of
+  the Secrets those rules reference (token-auth keys: any ``{secret, key}`` under ``rules``, the
+  same rule by which :mod:`edgefleet.sync.views` projects them to this node), and no other, so the
+  file is written with mode 0600. A referenced Secret missing from the view is left out with a
+  warning: the cache's token check then fails closed (403), never serves unchecked.
 - ``tls`` of each Domain whose ``spec.tls.certificate`` is in the view (a
   Domain naming a Certificate the view lacks is rendered without TLS, with a
   warning); ``certificates``: the Certificates those Domains name, as files
@@ -76,7 +81,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +95,7 @@ from edgefleet.cache.config import CacheConfig, DomainConfig, dump_config, load_
 from edgefleet.cache.errors import CacheError
 from edgefleet.edge import certfiles
 from edgefleet.edge.workdirs import write_atomic
+from edgefleet.sync.views import domain_secret_refs
 
 log = logging.getLogger("edgefleet.edge.cache")
 
@@ -153,10 +159,11 @@ class _View:
     sites: dict[str, Document]
     domains: list[Document]
     certificates: dict[str, Document]
+    secrets: dict[str, Document]
 
 
 def _split_view(documents: Iterable[Document]) -> _View:
-    view = _View({}, {}, [], {})
+    view = _View({}, {}, [], {}, {})
     for document in documents:
         kind = document.get("kind")
         if kind == "Node":
@@ -167,6 +174,8 @@ def _split_view(documents: Iterable[Document]) -> _View:
             view.domains.append(document)
         elif kind == "Certificate":
             view.certificates[_name(document)] = document
+        elif kind == "Secret":
+            view.secrets[_name(document)] = document
     view.domains.sort(key=_name)
     return view
 
@@ -216,6 +225,8 @@ def _domains(view: _View, zone: str) -> list[dict[str, Any]]:
         entry = {"name": _name(document), "hostnames": spec.get("hostnames"), "origins": spec.get("origins")}
         if "cachePolicy" in spec:
             entry["cachePolicy"] = spec["cachePolicy"]
+        if spec.get("rules"):
+            entry["rules"] = spec["rules"]
         _add_tls(entry, spec, view)
         try:
             domain = _domain_config(entry, zone)
@@ -256,6 +267,26 @@ def _warn_now_and_then(message: str) -> None:
             _warned.clear()
         _warned[message] = now
         log.warning("%s", message)
+
+
+def _rule_secrets(domains: list[dict[str, Any]], view: _View) -> dict[str, dict[str, str]]:
+    """The data of the Secrets the rendered Domains' edge rules reference (token-auth keys).
+
+    A referenced Secret that is not in the view (not created yet, deleted) is left out with a warning: the
+    cache then denies the requests its rule would check (it never serves them unchecked).
+    """
+    found: dict[str, dict[str, str]] = {}
+    for entry in domains:
+        for name in sorted(domain_secret_refs(entry)):
+            data = _dict(_dict(view.secrets.get(name)).get("spec")).get("data")
+            if isinstance(data, dict):
+                found[name] = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+            else:
+                _warn_now_and_then(
+                    f"domain {entry['name']}: Secret {name} of its edge rules is not in this node's view; "
+                    "the requests its rules check are denied until it is"
+                )
+    return found
 
 
 def certificate_pems(documents: Iterable[Document]) -> dict[str, tuple[str, str]]:
@@ -315,8 +346,13 @@ def render_cache_config(
     workdir: Path,
     *,
     zone: str = CDN_ZONE,
+    internal_domains: Sequence[dict[str, Any]] = (),
 ) -> CacheConfig:
-    """The cache config of ``node_name`` from its view (see the module docstring); CacheConfigError without its Node."""
+    """The cache config of ``node_name`` from its view (see the module docstring); CacheConfigError without its Node.
+
+    ``internal_domains`` (the agent's own, e.g. the artifact Domain of :mod:`edgefleet.edge.artifacts`) come
+    first; a Domain of the view with the same name or a hostname of theirs is left out, with a warning.
+    """
     view = _split_view(view_documents)
     node = view.nodes.get(node_name)
     if node is None:
@@ -325,7 +361,7 @@ def render_cache_config(
     http_port = template_port(template, HTTP_PORT_NAME, DEFAULT_HTTP_PORT)
     admin_port = template_port(template, ADMIN_PORT_NAME, DEFAULT_ADMIN_PORT)
     site = _site_of(node)
-    domains = _domains(view, zone)
+    domains = _without_internal(_domains(view, zone), internal_domains)
     document: dict[str, Any] = {
         "node": node_name,
         "listen": host_port(host, http_port),
@@ -340,11 +376,28 @@ def render_cache_config(
             "trusted": _fleet_addresses(view),
         },
     }
+    secrets = _rule_secrets(domains, view)
+    if secrets:
+        document["secrets"] = secrets
     certificates = _certificates(domains, view, workdir / certfiles.CERTS_DIR)
     if certificates:
         document["certificates"] = certificates
         document["tlsListen"] = host_port(host, template_port(template, HTTPS_PORT_NAME, DEFAULT_HTTPS_PORT))
     return parse_config(document)
+
+
+def _without_internal(domains: list[dict[str, Any]], internal: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``internal`` then the ``domains`` that clash with none of them (by name or hostname)."""
+    names = {entry["name"] for entry in internal}
+    hosts = {host for entry in internal for host in entry["hostnames"]}
+    kept = []
+    for entry in domains:
+        own = {*(entry.get("hostnames") or []), *(entry.get("aliases") or [])}
+        if entry["name"] in names or own & hosts:
+            _warn_now_and_then(f"domain {entry['name']} left out of the cache config: it clashes with an internal one")
+            continue
+        kept.append(entry)
+    return [*(dict(entry) for entry in internal), *kept]
 
 
 def cache_argv(template: WorkloadTemplate, python: str = sys.executable) -> list[str]:
@@ -391,14 +444,17 @@ def ensure_token(workdir: Path) -> str:
 
 
 def write_config(workdir: Path, text: str) -> bool:
-    """Replace ``cache.yaml`` atomically if its content differs; True if it was written."""
+    """Replace ``cache.yaml`` atomically if its content differs; True if it was written.
+
+    Mode 0600: it may hold the values of the Secrets the Domains' edge rules reference (``secrets``).
+    """
     path = workdir / CONFIG_FILE
     try:
         if path.read_text() == text:
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
-    write_atomic(path, text.encode(), mode=0o644)
+    write_atomic(path, text.encode(), mode=0o600)
     return True
 
 
@@ -423,6 +479,8 @@ class BuiltinCache:
         self._started: dict[str, str] = {}  # workload -> text written right before its last spawn
         self._loaded: dict[str, tuple[int, str]] = {}  # workload -> (pid, text that pid has loaded)
         self._endpoints: dict[str, AdminEndpoint] = {}
+        self.internal_domains: list[dict[str, Any]] = []
+        """Domains of the agent's own added to every config (the artifact Domain, once the agent listens)."""
 
     def update_view(self, documents: Iterable[Document]) -> None:
         self._documents = list(documents)
@@ -452,7 +510,14 @@ class BuiltinCache:
         """
         token = ensure_token(workdir)
         try:
-            config = render_cache_config(self.node_name, self._documents, template, workdir, zone=self.zone)
+            config = render_cache_config(
+                self.node_name,
+                self._documents,
+                template,
+                workdir,
+                zone=self.zone,
+                internal_domains=self.internal_domains,
+            )
         except CacheConfigError:
             path = workdir / CONFIG_FILE
             if not path.exists():

@@ -110,7 +110,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from edgefleet.api.clusterinfo import check_server_url, normalise_servers
 from edgefleet.edge.backoff import HUB_DIAL, Backoff
 from edgefleet.sync import messages
-from edgefleet.sync.agent import AgentSession, ApplyBatch, LocalState, LogsRequested, Welcomed
+from edgefleet.sync.agent import AgentSession, ApplyBatch, LocalState, LogsRequested, MetricsRequested, Welcomed
 from edgefleet.sync.errors import ProtocolError
 from edgefleet.tls import ClientTrust, TlsError, describe_verify_failure
 
@@ -232,8 +232,14 @@ class HubClient:
         retry_after_cap: float = 120.0,
         resolver: Resolver = resolve_host,
         trust: ClientTrust | None = None,
+        metrics: Callable[[str, int], Awaitable[str]] | None = None,
     ) -> None:
-        """``trust``: how servers are checked (see TLS in the module docstring); None: system CAs, any scheme."""
+        """``trust``: how servers are checked (see TLS in the module docstring); None: system CAs, any scheme.
+
+        ``metrics(target, max_bytes)``: the Prometheus text of a local target, for the cloud's metrics
+        relay (its hello then names the feature); None: the relay skips this node.
+        """
+        self._metrics = metrics
         self._trust = trust
         self._ssl = trust.ssl_context() if trust is not None else None
         self._servers = self._admissible(servers)
@@ -451,7 +457,8 @@ class HubClient:
                 close_timeout=2,
                 **where,
             ) as ws:
-                session = AgentSession(self.node_name, local=self._handler.local_state())
+                features = (messages.FEATURE_METRICS,) if self._metrics is not None else ()
+                session = AgentSession(self.node_name, local=self._handler.local_state(), features=features)
                 await ws.send(session.hello())
                 try:
                     await self._serve(ws, session, target, dial)
@@ -509,6 +516,10 @@ class HubClient:
             task = asyncio.create_task(self._answer_logs(ws, session, event))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+        elif isinstance(event, MetricsRequested):
+            task = asyncio.create_task(self._answer_metrics(ws, session, event))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _answer_logs(self, ws: ClientConnection, session: AgentSession, event: LogsRequested) -> None:
         try:
@@ -516,6 +527,15 @@ class HubClient:
         except Exception as exc:  # a logs failure must never take the link down
             session.logs_reply(event.id, "", f"cannot read logs of {event.workload!r}: {exc}")
         await self._flush(ws, session)
+
+    async def _answer_metrics(self, ws: ClientConnection, session: AgentSession, event: MetricsRequested) -> None:
+        assert self._metrics is not None  # the hello named the feature only with a source
+        try:
+            session.metrics_reply(event.id, await self._metrics(event.target, event.max_bytes), None)
+        except Exception as exc:  # a scrape failure must never take the link down
+            session.metrics_reply(event.id, "", f"cannot read the metrics of {event.target!r}: {exc}")
+        with contextlib.suppress(ConnectionClosed):
+            await self._flush(ws, session)
 
     async def _report_loop(self, ws: ClientConnection, session: AgentSession) -> None:
         while True:

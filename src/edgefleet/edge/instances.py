@@ -109,6 +109,16 @@ class Builtin(Protocol):
         """The address the health probe connects to."""
 
 
+class Artifacts(Protocol):
+    """How instances get the artifacts of ``template.artifacts`` (see :mod:`edgefleet.edge.artifacts`)."""
+
+    async def fetch_template(self, template: WorkloadTemplate) -> None:
+        """Make every artifact of ``template`` present and verified on the node; raising fails the start."""
+
+    def install(self, template: WorkloadTemplate, workdir: Path, owner: Account | None = None) -> None:
+        """Copy or unpack them into ``workdir`` (blocking); raising fails the start."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """What every instance of one supervisor shares."""
@@ -124,6 +134,8 @@ class Settings:
     secrets: SecretLookup | None = None
     """Values for env ``valueFrom.secretRef``; None: no Secrets (such variables fail the start)."""
     clock: Clock = time.time
+    artifacts: Artifacts | None = None
+    """Fetches and installs ``template.artifacts``; None: templates with artifacts fail to start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +343,7 @@ class Instance:
             await loop.run_in_executor(None, workdirs.render, self._workdir, self.template.files, self._account)
         except (RenderError, OSError) as error:
             raise StartFailed(f"cannot prepare the working directory: {error}") from error
+        await self._install_artifacts()
         await self._prepare_builtin()
         process = self._spawn()
         await self._post_start(process)
@@ -349,6 +362,20 @@ class Instance:
         if builtin is None:
             raise StartFailed(f"this agent does not provide the built-in workload {kind!r}")
         return builtin
+
+    async def _install_artifacts(self) -> None:
+        """Fetch (normally done already, before the old revision stopped) and install the template's artifacts."""
+        if not self.template.artifacts:
+            return
+        artifacts = self._settings.artifacts
+        if artifacts is None:
+            raise StartFailed("this agent cannot fetch artifacts (template.artifacts)")
+        try:
+            await artifacts.fetch_template(self.template)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, artifacts.install, self.template, self._workdir, self._account)
+        except Exception as error:  # a bad digest, a failed fetch, an unsafe archive: this start's failure
+            raise StartFailed(f"cannot install artifacts: {error}") from error
 
     async def _prepare_builtin(self) -> None:
         builtin = self._builtin()

@@ -26,7 +26,9 @@ class AgentHttp:
         metrics: CollectorRegistry,
         status: Callable[[], dict[str, Any]],
         ready: Callable[[], bool],
+        routes: list[web.RouteDef] | None = None,
     ) -> None:
+        self._routes = list(routes or [])
         self._metrics = metrics
         self._status = status
         self._ready = ready
@@ -39,6 +41,7 @@ class AgentHttp:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._prometheus)
         app.router.add_get("/status", self._state)
+        app.router.add_routes(self._routes)  # e.g. the artifact origin (edgefleet.edge.artifacts)
         return app
 
     async def start(self, host: str, port: int, address_file: Path | None = None) -> str:

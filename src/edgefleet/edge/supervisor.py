@@ -94,7 +94,7 @@ from edgefleet.api.meta import check_dns1123_subdomain
 from edgefleet.api.workloads import InstanceStatus, WorkloadTemplate, template_revision
 from edgefleet.edge import logfiles
 from edgefleet.edge.backoff import RESTARTS, Backoff
-from edgefleet.edge.instances import Builtin, Instance, Settings
+from edgefleet.edge.instances import Artifacts, Builtin, Instance, Settings
 from edgefleet.edge.logfiles import LogLimits
 from edgefleet.edge.processes import ExitWatcher, is_running, terminate
 from edgefleet.edge.statefiles import Stored, load_all, write_template
@@ -147,11 +147,14 @@ class Supervisor:
         kill_timeout: float = 5.0,
         users: UserPolicy | None = None,
         secrets: SecretLookup | None = None,
+        artifacts: Artifacts | None = None,
     ) -> None:
         self.layout = Layout(Path(root).absolute())
         self._settings = Settings(
-            self.layout, node_name, backoff, poll_interval, kill_timeout, dict(builtins or {}), users, secrets
-        )
+            self.layout, node_name, backoff, poll_interval, kill_timeout, dict(builtins or {}), users, secrets,
+            artifacts=artifacts,
+        )  # fmt: skip
+        self._failed_updates: dict[str, tuple[str, str]] = {}  # name -> (revision, why its artifacts failed)
         self._on_change = on_change
         self._log_limits = log_limits
         self._rotate_interval = rotate_interval
@@ -164,7 +167,16 @@ class Supervisor:
     # -- queries --------------------------------------------------------------------------------
 
     def statuses(self) -> dict[str, InstanceStatus]:
-        return {name: instance.status() for name, instance in sorted(self._instances.items())}
+        statuses = {name: instance.status() for name, instance in sorted(self._instances.items())}
+        for name, (revision, why) in self._failed_updates.items():
+            if name in statuses:
+                message = f"update to revision {revision} failed, revision {statuses[name].revision} runs on: {why}"
+                statuses[name] = statuses[name].model_copy(update={"message": message[:1024]})
+        return statuses
+
+    def failed_updates(self) -> dict[str, tuple[str, str]]:
+        """Workloads whose new revision could not get its artifacts: name -> (revision, why); the old one runs."""
+        return dict(self._failed_updates)
 
     def pids(self) -> dict[str, int]:
         """Process ids of the running workloads (for diagnostics and tests)."""
@@ -264,12 +276,16 @@ class Supervisor:
     async def _converge(self, name: str, template: WorkloadTemplate | None) -> None:
         current = self._instances.get(name)
         if template is None:
+            self._failed_updates.pop(name, None)
             if current is not None:
                 await self._remove(name, current)
             return
         revision = template_revision(template)
         if current is not None and current.revision == revision:
+            self._failed_updates.pop(name, None)
             return
+        if current is not None and not await self._fetch_artifacts(name, template, revision):
+            return  # the old revision keeps running; the next apply retries
         await self._record_template(name, template, revision)
         if current is not None:
             log.info("workload %s: revision %s replaces %s", name, revision, current.revision)
@@ -279,6 +295,22 @@ class Supervisor:
         instance = self._instances[name] = self._new_instance(name, template)
         instance.launch()
         self._changed()
+
+    async def _fetch_artifacts(self, name: str, template: WorkloadTemplate, revision: str) -> bool:
+        """Fetch and verify the new revision's artifacts before the old process stops; False if they failed."""
+        artifacts = self._settings.artifacts
+        if not template.artifacts or artifacts is None:
+            return True
+        try:
+            await artifacts.fetch_template(template)
+        except Exception as error:  # any failure keeps the old revision running, with a message
+            log.error("workload %s: revision %s not started, its artifacts failed: %s", name, revision, error)
+            self._failed_updates[name] = (revision, str(error))
+            self._changed()
+            return False
+        if self._failed_updates.pop(name, None) is not None:
+            self._changed()
+        return True
 
     async def _record_template(self, name: str, template: WorkloadTemplate, revision: str) -> None:
         loop = asyncio.get_running_loop()

@@ -185,16 +185,26 @@ def _render_file(root: int, item: WorkloadFile, owner: Account | None) -> None:
         os.close(directory)
 
 
+def open_subdirectory(directory: int, part: str, owner: Account | None) -> int:
+    """The descriptor of subdirectory ``part`` of ``directory``, created (0755, given to ``owner``) if missing.
+
+    Never through a symlink (``O_NOFOLLOW``: ELOOP); a file in the way is NotADirectoryError or
+    FileExistsError. The caller closes the descriptor.
+    """
+    try:
+        return os.open(part, _DIR_FLAGS, dir_fd=directory)
+    except FileNotFoundError:
+        os.mkdir(part, 0o755, dir_fd=directory)
+        child = os.open(part, _DIR_FLAGS, dir_fd=directory)
+        if owner is not None:
+            os.fchown(child, owner.uid, owner.gid)
+        return child
+
+
 def _enter(directory: int, part: str, path: str, owner: Account | None) -> int:
     """The descriptor of subdirectory ``part`` of ``directory`` (created if missing), never through a symlink."""
     try:
-        try:
-            child = os.open(part, _DIR_FLAGS, dir_fd=directory)
-        except FileNotFoundError:
-            os.mkdir(part, 0o755, dir_fd=directory)
-            child = os.open(part, _DIR_FLAGS, dir_fd=directory)
-            if owner is not None:
-                os.fchown(child, owner.uid, owner.gid)
+        child = open_subdirectory(directory, part, owner)
     except (NotADirectoryError, FileExistsError) as error:
         raise RenderError(
             f"file {path!r}: its directory leads outside the working directory "

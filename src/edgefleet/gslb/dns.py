@@ -109,6 +109,8 @@ MAX_UDP_QUERY = 4096
 """Security limit: bytes read of a UDP datagram; a longer one is cut there, fails to parse and gets FORMERR."""
 UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 """Socket receive buffer asked for the UDP socket, so bursts are queued rather than dropped."""
+MAX_SENDERS = 65536
+"""Security limit: sender addresses counted between two :meth:`DnsServer.take_senders` (once a second)."""
 SHAPE_CACHE_SIZE = 4096
 """Security limit: query shapes kept (see the module docstring) before they are all dropped."""
 SHAPE_ADMISSION_WINDOW = 16384
@@ -228,6 +230,9 @@ class DnsServer:
         """Message length -> lengths of the subnet addresses that end the known shapes of that length."""
         self.demand: collections.Counter[str] = collections.Counter()
         """Queries by client region since the last :meth:`take_demand` (the site activation controller's input)."""
+        self.senders: collections.Counter[str] = collections.Counter()
+        """Demand-counted queries by sender address since the last :meth:`take_senders` (at most
+        :data:`MAX_SENDERS` addresses: the latency probe targets' input, :mod:`edgefleet.gslb.networks`)."""
         self._cache_generation: object = None
         self._cache_until = 0.0
         self._udp: socket.socket | None = None
@@ -268,6 +273,9 @@ class DnsServer:
             if region is not None:
                 if self._demand_allowance.allow(client_address, now):
                     self.demand[region] += 1
+                    senders = self.senders
+                    if client_address in senders or len(senders) < MAX_SENDERS:
+                        senders[client_address] += 1
                 else:
                     self.metrics.demand_capped += 1
             return data[:2] + body
@@ -398,6 +406,11 @@ class DnsServer:
             return _truncated(dnswire.parse_query(data))
         except DnsFormatError:
             return dnswire.formerr(data)  # 12 bytes: nothing to amplify
+
+    def take_senders(self) -> dict[str, int]:
+        """Demand-counted queries per sender address since the last call (and reset)."""
+        taken, self.senders = dict(self.senders), collections.Counter()
+        return taken
 
     def take_demand(self) -> dict[str, int]:
         """Queries per client region counted since the last call (and reset)."""

@@ -5,18 +5,19 @@ Remote bad input and local mistakes are kept apart, as docs/architecture.md asks
 FORMERR, or dropped when not even its id can be read; it never takes the
 server down); ``NotServed`` is a well-formed question about a name the GSLB
 is not authoritative for (REFUSED); ``GeoTableError`` is an operator's bad
-geo table (the previous table stays in use). Anything else is a bug.
+geo table (the previous table stays in use; defined by :mod:`edgefleet.geo`,
+a ``ValueError``). Anything else is a bug.
 """
 
 from __future__ import annotations
 
+from edgefleet.geo import GeoTableError
+
+__all__ = ["DnsFormatError", "GeoTableError", "GslbError", "NotServed"]
+
 
 class GslbError(Exception):
     """Base of every error the gslb package raises on purpose."""
-
-
-class GeoTableError(GslbError):
-    """A geo table could not be read; the message names ``file:line`` and what is wrong."""
 
 
 class DnsFormatError(GslbError):

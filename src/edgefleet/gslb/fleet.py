@@ -75,6 +75,9 @@ from edgefleet.api.nodes import Node
 from edgefleet.api.selectors import Selector, parse_selector
 from edgefleet.api.sites import Site
 from edgefleet.gslb.errors import NotServed
+from edgefleet.gslb.latency import EMPTY as LATENCY_EMPTY
+from edgefleet.gslb.latency import Latency, SiteLatency
+from edgefleet.gslb.latency import build as build_latency
 from edgefleet.gslb.policy import NodeTarget, RoutingPolicy, SiteView
 
 DEFAULT_ZONE = CDN_ZONE
@@ -110,6 +113,7 @@ class _SiteFacts:
     capacity_gbps: float
     load_gbps: float | None
     tier: str = "edge"
+    latency: tuple[tuple[str, float], ...] = ()  # status.latency: measured RTTs from the site, by key
 
 
 Vote = tuple[bool, float | None]
@@ -148,6 +152,7 @@ class FleetState:
         self._expiries: list[tuple[float, str, str, float]] = []  # (at + ttl, voter, peer, at)
         self._vote_count = 0
         self._views: dict[str, SiteView] = {}
+        self._latency: tuple[int, Latency] = (-1, LATENCY_EMPTY)
         self._now = -math.inf
         self._generation = 0
 
@@ -358,6 +363,17 @@ class FleetState:
             raise NotServed(f"no Domain named {domain_name!r}")
         return facts
 
+    def latency(self) -> Latency:
+        """The measured latency matrix of the edge Sites (:mod:`edgefleet.gslb.latency`), kept per generation."""
+        if self._latency[0] != self._generation:
+            sites = (
+                SiteLatency(name, site.region, site.latency)
+                for name, site in sorted(self._sites.items())
+                if site.tier != "parent"
+            )
+            self._latency = (self._generation, build_latency(sites))
+        return self._latency[1]
+
     def _site_view(self, name: str, now: float) -> SiteView:
         """The view of a site, cached until the generation changes."""
         view = self._views.get(name)
@@ -456,6 +472,7 @@ def _site_facts(site: Site) -> _SiteFacts:
         capacity_gbps=spec.capacity_gbps,
         load_gbps=load_gbps,
         tier=spec.tier,
+        latency=tuple(sorted((status.latency or {}).items())),
     )
 
 

@@ -20,9 +20,12 @@ Steps:
      in Lille goes to Paris rather than to a nearer Brussels. A client of
      unknown location gets a deterministic order: ``failover_order`` if
      given, then by site name.
-   - ``latency``: measured RTT from the client's region (``latency[region]
-     [site]``, ms). Sites without a measurement follow the measured ones,
-     by distance; a region missing from the matrix means plain ``geo``.
+   - ``latency``: measured RTT to the client's network (``latency[network]
+     [site]``, ms; ``Client.network``: the longest measured network holding
+     the client, see :mod:`edgefleet.gslb.latency`), else from its region
+     (``latency[region][site]``); equal RTTs by distance. Sites without a
+     measurement follow the measured ones, by distance; a client with
+     neither row means plain ``geo``.
    - ``weighted``: *weighted rendezvous hashing* of ``draw`` over the sites
      with a positive weight (score ``-ln(u) / weight``, ``u`` a uniform hash
      of draw and site name, lowest first). Each site gets its weight's share
@@ -124,6 +127,8 @@ class Client:
 
     address: str
     location: Location | None
+    network: str | None = None
+    """The longest measured client network holding ``address`` (a row of the latency matrix), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +223,12 @@ def _by_latency(
     client: Client, sites: list[SiteView], policy: RoutingPolicy, latency: LatencyMatrix | None
 ) -> tuple[list[_Ranked], str]:
     region = client.location.region if client.location else None
-    row = latency.get(region) if latency is not None and region is not None else None
+    source, row = None, None
+    if latency is not None:
+        for source in (client.network, region):
+            row = latency.get(source) if source is not None else None
+            if row is not None:
+                break
     if row is None:
         ranked, how = _by_distance(client, sites, policy)
         return ranked, f"no latency measurements for region {region or 'unknown'}; {how}"
@@ -229,8 +239,9 @@ def _by_latency(
         if rtt is None:
             ranked.append(_Ranked(site, math.inf, f"no RTT measured; {km:.0f} km", (1.0, km)))
         else:
-            ranked.append(_Ranked(site, float(rtt), f"{rtt:g} ms from {region}", (0.0, float(rtt))))
-    return ranked, f"lowest RTT from {region}"
+            ranked.append(_Ranked(site, float(rtt), f"{rtt:g} ms to {source}", (0.0, float(rtt), km)))
+    what = f"network {source}" if source == client.network else f"region {source}"
+    return ranked, f"lowest measured RTT to {what}"
 
 
 def _by_weight(sites: list[SiteView], weights: Mapping[str, int], draw: float) -> tuple[list[_Ranked], str]:

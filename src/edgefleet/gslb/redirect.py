@@ -215,15 +215,18 @@ def decide(
     # The cache keys a zone name (<domain>.<zone>, <node>.<domain>.<zone>) under the Domain's own hostname.
     key = cache_key(fleet.canonical_host(match.domain) if match.via == "zone" else host, path)
     routing = fleet.routing_for(match.domain)
+    measured = fleet.latency()  # the Sites' measured RTTs, unless a matrix is given
+    network = measured.networks.match(client) if latency is None and measured.networks else None
+    who = Client(client, location, network)
     route = choose(
-        Client(client, location),
+        who,
         fleet.sites_for(match.domain, now),
         routing,
         key=key,
         draw=draw_for(subnet, match.domain),
-        latency=latency,
+        latency=latency if latency is not None else measured.matrix or None,
     )
-    return Decision(host, match, Client(client, location), subnet, prefix, key, routing.ttl, route)
+    return Decision(host, match, who, subnet, prefix, key, routing.ttl, route)
 
 
 def describe_client(client: Client, prefix: int | None) -> str:

@@ -41,6 +41,15 @@ also depends on the client's subnet itself (``weighted`` policy, or the
 client's first-ranked site over its shedding threshold: the ``draw`` is a
 hash of the subnet), it is the source prefix.
 
+Measured latency: under the ``latency`` policy, once the fleet's Sites
+carry measured RTTs to client networks (:mod:`edgefleet.gslb.latency`), the
+client's address is also matched against those networks (longest prefix,
+:class:`~edgefleet.gslb.networks.NetworkTable`; only for such Domains, so
+other queries pay nothing) and the decision is kept per (location,
+network). Such answers carry the source prefix as their scope: a measured
+network may lie inside the geo block, so an answer must not be reused for
+the whole block.
+
 Why precomputed decisions (issue 15): a routing decision costs tens of
 microseconds (site views, ranking, distances, hashing, encoding), while what
 it depends on is few: the Domain, the address type and the client's
@@ -77,6 +86,7 @@ from edgefleet.gslb import dnswire
 from edgefleet.gslb.dnswire import Query
 from edgefleet.gslb.fleet import DEFAULT_ZONE, DomainMatch, FleetState
 from edgefleet.gslb.geo import GeoDatabase, Location
+from edgefleet.gslb.networks import NetworkTable
 from edgefleet.gslb.policy import (
     Client,
     LatencyMatrix,
@@ -155,6 +165,8 @@ class _Placement:
     source_prefix: int | None
     location: Location | None
     matched_prefix: int | None
+    network: str | None = None
+    """The longest measured client network (latency matrix row) holding the address, if any."""
 
     @property
     def subnet(self) -> str:
@@ -171,6 +183,9 @@ class _Placement:
 
 _Records = tuple[int, tuple[bytes, ...], tuple[bytes, ...]]
 """rcode, answer records, authority records."""
+
+ChoiceKey = Location | None | tuple[Location | None, str]
+"""A site decision's key: the client's location, or (location, measured network) under ``latency``."""
 
 
 class Resolver:
@@ -191,14 +206,18 @@ class Resolver:
         self.zone = zone
         self.fleet = fleet_state
         self.geo = geo
+        self._fixed_latency = latency
         self.latency = latency
+        """The latency matrix in use: ``latency`` if given, else the fleet's measured one (per generation)."""
+        self.networks = NetworkTable(())
+        """The measured client networks of :attr:`latency` (empty when ``latency`` was given)."""
         self.clock = clock
         self.cache_size = cache_size
         self._suffix = "." + zone.origin
         self._generation = 0
         self._seen: tuple[int, object] = (-1, None)
         self._routes: dict[tuple[str, int], _RoutedName] = {}
-        self._choices: dict[tuple[str, int], dict[Location | None, SiteChoice]] = {}
+        self._choices: dict[tuple[str, int], dict[ChoiceKey, SiteChoice]] = {}
         self._plans: dict[tuple[str, int], _Plan] = {}
 
     # --- generation ------------------------------------------------------------------------
@@ -213,6 +232,9 @@ class Resolver:
             self._routes.clear()
             self._choices.clear()
             self._plans.clear()
+            if self._fixed_latency is None:
+                measured = self.fleet.latency()
+                self.latency, self.networks = measured.matrix or None, measured.networks
         return self._generation
 
     # --- questions ---------------------------------------------------------------------------
@@ -340,7 +362,8 @@ class Resolver:
         """A/AAAA records of the nodes the policy picks (after ``before``: the CNAME)."""
         placement = self.place(query, client_address)
         route = self._routed_name(query, match, qtype, before)
-        _, (rcode, answers, authority), per_subnet = route.answer(placement.location, lambda: placement.subnet)
+        network = placement.network if route.needs_network else None
+        _, (rcode, answers, authority), per_subnet = route.answer(placement.location, lambda: placement.subnet, network)
         return rcode, answers, authority, _EMPTY, placement.scope(per_subnet=per_subnet)
 
     def _routed_name(self, query: Query, match: DomainMatch, qtype: int, before: tuple[bytes, ...]) -> _RoutedName:
@@ -355,24 +378,27 @@ class Resolver:
                 self._routes[key] = route
         return route
 
-    def site_choice(self, domain: str, qtype: int, location: Location | None) -> SiteChoice:
+    def site_choice(self, domain: str, qtype: int, location: Location | None, network: str | None = None) -> SiteChoice:
         """The Domain's site decision for clients at ``location`` (A or AAAA), computed once per generation.
 
         Shared by every geo block (and so every subnet) placed at the same
-        location: a fresh query costs a table read, not a decision.
+        location: a fresh query costs a table read, not a decision. Under the
+        ``latency`` policy a client in a measured network (``network``) has a
+        decision of its own per (location, network): still a few keys.
         """
         choices = self.choices_for(domain, qtype)
-        choice = choices.get(location)
+        key: ChoiceKey = location if network is None else (location, network)
+        choice = choices.get(key)
         if choice is None:
             plan = self._plan(domain, qtype)
-            choice = SiteChoice(Client("", location), plan.sites, plan.policy, self.latency)
+            choice = SiteChoice(Client("", location, network), plan.sites, plan.policy, self.latency)
             if len(choices) >= CHOICE_CACHE_SIZE:
                 choices.clear()
             if self.cache_size:
-                choices[location] = choice
+                choices[key] = choice
         return choice
 
-    def choices_for(self, domain: str, qtype: int) -> dict[Location | None, SiteChoice]:
+    def choices_for(self, domain: str, qtype: int) -> dict[ChoiceKey, SiteChoice]:
         """The site decisions made so far for the Domain and type, by client location (this generation)."""
         return self._choices.setdefault((domain, qtype), {})
 
@@ -388,7 +414,7 @@ class Resolver:
         if ecs is None or ecs.source_prefix == 0:
             return None
         routed = self._shaped_route(query)
-        return None if routed is None else EcsRoute(routed, self.geo, ecs.family, ecs.source_prefix)
+        return None if routed is None else EcsRoute(routed, self.geo, ecs.family, ecs.source_prefix, self.networks)
 
     def address_route(self, query: Query) -> AddressRoute | None:
         """:meth:`ecs_route` for a routed question without a Client Subnet: placed by the sender's address."""
@@ -396,7 +422,7 @@ class Resolver:
         if ecs is not None and ecs.source_prefix > 0:
             return None
         routed = self._shaped_route(query)
-        return None if routed is None else AddressRoute(routed, self.geo)
+        return None if routed is None else AddressRoute(routed, self.geo, self.networks)
 
     def _shaped_route(self, query: Query) -> _RoutedName | None:
         """The routed question :meth:`resolve` would answer with :meth:`_routed`; None for any other one."""
@@ -477,9 +503,10 @@ class Resolver:
         else:
             address, source = client_address, None
         found = self.geo.lookup(address)
+        network = self.networks.match(address) if self.networks else None
         if found is None:
-            return _Placement(address, source, None, None)
-        return _Placement(address, source, found[0], found[1])
+            return _Placement(address, source, None, None, network)
+        return _Placement(address, source, found[0], found[1], network)
 
     def tcp_only(self, query: Query) -> bool:
         """Whether ``query`` asks about a diagnostic name (``whoami``, ``_route.*``): answered over TCP only.
@@ -506,7 +533,7 @@ class Resolver:
         placement = self.place(query, client_address)
         plan = self._plan(match.domain, dnswire.A)
         route = choose(
-            Client(placement.address, placement.location),
+            Client(placement.address, placement.location, placement.network),
             plan.sites,
             plan.policy,
             key=match.canonical,
@@ -536,7 +563,10 @@ def describe_placement(placement: _Placement) -> list[str]:
     if placement.location is not None:
         loc = placement.location
         where = f"{loc.country} {loc.region} {loc.lat:g},{loc.lon:g} (prefix /{placement.matched_prefix})"
-    return [f"client {placement.subnet} ({how})", f"location {where}"]
+    described = [f"client {placement.subnet} ({how})", f"location {where}"]
+    if placement.network is not None:
+        described.append(f"measured network {placement.network}")
+    return described
 
 
 def _refusal(query: Query) -> int | None:
@@ -571,6 +601,7 @@ class _RoutedName:
         "_records",
         "_resolver",
         "_ttl",
+        "needs_network",
     )
 
     def __init__(
@@ -587,13 +618,31 @@ class _RoutedName:
         self._records: dict[str | None, tuple[_Records, bool]] = {}
         self._query = query
         self._choices = resolver.choices_for(match.domain, qtype)
+        self.needs_network = bool(resolver.networks) and resolver.fleet.routing_for(match.domain).policy == "latency"
+        """Whether the answer depends on the client's measured network: callers look it up only then."""
 
-    def answer(self, location: Location | None, subnet: Callable[[], str]) -> tuple[str | None, _Records, bool]:
+    def answer(
+        self, location: Location | None, subnet: Callable[[], str], network: str | None = None
+    ) -> tuple[str | None, _Records, bool]:
         """(chosen site, its records, whether the answer depends on the subnet) for a client at ``location``.
 
-        ``subnet`` gives the client subnet's text, asked only when the draw matters.
+        ``subnet`` gives the client subnet's text, asked only when the draw matters; ``network`` is
+        the client's measured network (looked up by the caller when :attr:`needs_network`).
         """
-        choice = self._choices.get(location) or self._resolver.site_choice(self._domain, self._qtype, location)
+        if network is None:
+            choice = self._choices.get(location) or self._resolver.site_choice(self._domain, self._qtype, location)
+        else:
+            choice = self._choices.get((location, network)) or self._resolver.site_choice(
+                self._domain, self._qtype, location, network
+            )
+        if self.needs_network:
+            # Measured networks may lie inside the geo block: the answer holds for this subnet only.
+            site = choice.site(draw_for(subnet(), self._domain)) if choice.draw_matters else choice.site(0.0)
+            name = None if site is None else site.name
+            found = self._records.get(name)
+            if found is None:
+                found = self._records[name] = self._build(site, True)
+            return name, found[0], found[1]
         if choice.draw_matters:
             site = choice.site(draw_for(subnet(), self._domain))
         else:
@@ -618,11 +667,14 @@ class _RoutedName:
 class EcsRoute:
     """A routed question's answers as a function of the Client Subnet address (:meth:`Resolver.ecs_route`)."""
 
-    __slots__ = ("_family", "_lookup", "_route", "_source")
+    __slots__ = ("_family", "_lookup", "_networks", "_route", "_source")
 
-    def __init__(self, route: _RoutedName, geo: GeoDatabase, family: int, source_prefix: int) -> None:
+    def __init__(
+        self, route: _RoutedName, geo: GeoDatabase, family: int, source_prefix: int, networks: NetworkTable
+    ) -> None:
         self._route, self._family, self._source = route, family, source_prefix
         self._lookup = geo.wire_lookup(family)
+        self._networks = networks if route.needs_network else None
 
     def place(self, address_wire: bytes) -> tuple[str | None, _Records, int, str]:
         """(answer key, records, ECS scope, client region) for a query from subnet ``address_wire``.
@@ -632,7 +684,8 @@ class EcsRoute:
         found = self._lookup(address_wire)
         location, matched = found if found is not None else (None, None)
         source = self._source
-        key, records, per_subnet = self._route.answer(location, lambda: self._subnet(address_wire))
+        network = None if self._networks is None else self._networks.match_wire(self._family, address_wire)
+        key, records, per_subnet = self._route.answer(location, lambda: self._subnet(address_wire), network)
         scope = source if per_subnet or matched is None else min(source, matched)
         return key, records, scope, location.region if location is not None else ""
 
@@ -643,14 +696,16 @@ class EcsRoute:
 class AddressRoute:
     """A routed question's answers as a function of the sender's address (:meth:`Resolver.address_route`)."""
 
-    __slots__ = ("_geo", "_route")
+    __slots__ = ("_geo", "_networks", "_route")
 
-    def __init__(self, route: _RoutedName, geo: GeoDatabase) -> None:
+    def __init__(self, route: _RoutedName, geo: GeoDatabase, networks: NetworkTable) -> None:
         self._route, self._geo = route, geo
+        self._networks = networks if route.needs_network else None
 
     def place(self, client_address: str) -> tuple[str | None, _Records, None, str]:
         """(answer key, records, no ECS scope, client region) for a query sent from ``client_address``."""
         found = self._geo.lookup(client_address)
         location = found[0] if found is not None else None
-        key, records, _ = self._route.answer(location, lambda: client_address)
+        network = None if self._networks is None else self._networks.match(client_address)
+        key, records, _ = self._route.answer(location, lambda: client_address, network)
         return key, records, None, location.region if location is not None else ""

@@ -440,6 +440,23 @@ class EtcdStore(Store):
         except _HistoryCompacted:
             return  # already compacted at or beyond `revision`
 
+    async def erase(self) -> None:
+        """Delete every key of this deployment and its epoch marker, in one transaction (``restore --force``).
+
+        The keys of other roots are untouched. The epoch is drawn again by the
+        next :class:`EtcdStore` opened on this root, so close this one and
+        open another to write the restored keys.
+        """
+        client = await self._connected()
+        start, end = self._range("")
+        request = rpc.TxnRequest(
+            success=[
+                rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=start, range_end=end)),
+                rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._root_key)),
+            ]
+        )
+        await self._retrying(lambda: client.kvstub.Txn(request, **self._options()))
+
     # -- leases -----------------------------------------------------------------
 
     async def grant_lease(self, ttl: int) -> Lease:

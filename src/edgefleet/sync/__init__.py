@@ -83,7 +83,9 @@ Messages
 agent -> cloud::
 
     {"type": "hello", "protocol": 1, "node": NAME, "epoch": E, "revision": R,
-     "digest": D, "count": N, "agentVersion": V}
+     "digest": D, "count": N, "agentVersion": V, "features": ["metrics"]}
+                                                # "features" optional (absent: none); the cloud
+                                                # sends a feature's messages only to agents naming it
     {"type": "inventory", "items": [[KEY, REV], ...], "more": false}
                                                 # after need-inventory; split in parts,
                                                 # "more": true on all but the last
@@ -92,6 +94,8 @@ agent -> cloud::
                                                 # D is the digest of the holdings after it
     {"type": "status", "status": {...}}         # Node status fields (wire names), coalesced
     {"type": "logs", "id": I, "data": TEXT, "error": null | MESSAGE}
+    {"type": "metrics", "id": I, "data": TEXT, "truncated": BOOL, "error": null | MESSAGE}
+                                                # Prometheus text, cut after a whole line at maxBytes
 
 cloud -> agent::
 
@@ -101,6 +105,10 @@ cloud -> agent::
      "put": [{"key": K, "rev": REV, "object": {...}}, ...], "delete": [K, ...]}
                                                 # plus "check": true, see the handshake
     {"type": "logs-request", "id": I, "workload": NAME, "tail": LINES}
+    {"type": "metrics-request", "id": I, "target": "agent" | "cache" | "cache/NAME", "maxBytes": N}
+                                                # feature "metrics" (the cloud's Prometheus relay,
+                                                # edgefleet.cloud.metricsrelay); a reply to an id the
+                                                # cloud gave up on is dropped, to one never sent closes
 
 Fields are exactly these (an unknown or missing field is an error); ``seq``
 starts at 1 in every session; a key appears at most once per batch.

@@ -10,6 +10,8 @@ How the agent shell drives an :class:`AgentSession` (one per WebSocket)::
                              transaction, then session.applied(event.seq)
             Welcomed      -> note the hub; heartbeat every event.heartbeat_seconds
             LogsRequested -> read the logs, then session.logs_reply(id, data, error)
+            MetricsRequested -> scrape the target, then session.metrics_reply(id, data, error)
+                                (only with features=(FEATURE_METRICS,): the hello says so)
         send(session.data_to_send())
     when status changes:   session.report_status(fields); send(session.data_to_send())
 
@@ -40,6 +42,7 @@ from typing import Any, TypeAlias
 from edgefleet.api.documents import JSONObject
 from edgefleet.sync.errors import ProtocolError, SessionStateError
 from edgefleet.sync.messages import (
+    FEATURE_METRICS,
     MAX_AGENT_MESSAGE_BYTES,
     MAX_ERROR_LENGTH,
     MAX_LIST_ITEMS,
@@ -50,11 +53,14 @@ from edgefleet.sync.messages import (
     Inventory,
     Logs,
     LogsRequest,
+    Metrics,
+    MetricsRequest,
     NeedInventory,
     Status,
     ViewObject,
     Welcome,
     check_status,
+    cut_at_line,
     decode_cloud_message,
     delete_size,
     encode,
@@ -104,7 +110,16 @@ class LogsRequested:
     tail: int
 
 
-AgentEvent: TypeAlias = Welcomed | ApplyBatch | LogsRequested
+@dataclass(frozen=True, slots=True)
+class MetricsRequested:
+    """Answer with ``metrics_reply(id, data, error)``; ``max_bytes`` bounds the text (it is cut at a line)."""
+
+    id: int
+    target: str
+    max_bytes: int
+
+
+AgentEvent: TypeAlias = Welcomed | ApplyBatch | LogsRequested | MetricsRequested
 
 
 class AgentState(enum.Enum):
@@ -117,9 +132,11 @@ class AgentState(enum.Enum):
 class AgentSession:
     """One connection's sync session on the node (see the module docstring)."""
 
-    def __init__(self, node_name: str, *, local: LocalState) -> None:
+    def __init__(self, node_name: str, *, local: LocalState, features: tuple[str, ...] = ()) -> None:
         self.node_name = node_name
         self.local = local
+        self.features = features
+        """Named in the hello: the requests beyond the base protocol the shell answers."""
         self.state = AgentState.NEW
         self.welcome: Welcome | None = None
         self.epoch = local.epoch
@@ -130,6 +147,7 @@ class AgentSession:
         self._last_applied = 0
         self._inventory_wanted = False
         self._logs_requested: set[int] = set()
+        self._metrics_requested: dict[int, int] = {}  # id -> max bytes
         self._status: JSONObject = {}
         self._outbox: list[str] = []
 
@@ -151,6 +169,7 @@ class AgentSession:
                 digest=digest(self._holdings.items()),
                 count=len(self._holdings),
                 agent_version=self.local.agent_version,
+                features=self.features,
             )
         )
 
@@ -203,6 +222,20 @@ class AgentSession:
             text = encode(Logs(request_id, data, error))
         self._outbox.append(text)
 
+    def metrics_reply(self, request_id: int, data: str, error: str | None = None) -> None:
+        """Answer metrics request ``request_id``; text over its ``max_bytes`` is cut after a whole line."""
+        max_bytes = self._metrics_requested.pop(request_id, None)
+        if max_bytes is None:
+            raise SessionStateError(f"metrics_reply({request_id}): no such request")
+        limit = min(max_bytes, MAX_AGENT_MESSAGE_BYTES - 1024 - MAX_ERROR_LENGTH * 6)  # room for the envelope
+        data, truncated = cut_at_line(data, limit)
+        error = None if error is None else error[:MAX_ERROR_LENGTH]
+        text = encode(Metrics(request_id, data, truncated, error))
+        while len(text.encode("utf-8")) > MAX_AGENT_MESSAGE_BYTES:  # JSON escapes grew it: cut more
+            data, _ = cut_at_line(data, len(data.encode("utf-8")) // 2)
+            text = encode(Metrics(request_id, data, True, error))
+        self._outbox.append(text)
+
     def data_to_send(self) -> list[str]:
         """Encoded messages to send now, in order."""
         if self.state is AgentState.NEW:
@@ -233,6 +266,11 @@ class AgentSession:
             case LogsRequest():
                 self._logs_requested.add(message.id)
                 return [LogsRequested(message.id, message.workload, message.tail)]
+            case MetricsRequest():
+                if FEATURE_METRICS not in self.features:
+                    raise ProtocolError("metrics-request to an agent whose hello did not name the metrics feature")
+                self._metrics_requested[message.id] = message.max_bytes
+                return [MetricsRequested(message.id, message.target, message.max_bytes)]
             case Welcome():
                 raise ProtocolError("a second welcome")
 

@@ -25,7 +25,7 @@ tells the session the hub's revision moved (batches carry it).
 State machine (message -> allowed states; anything else is a ProtocolError)::
 
     AWAIT_HELLO --hello--> NEED_VIEW --start()--> STREAMING <--> AWAIT_INVENTORY
-    hello: AWAIT_HELLO       ack, status, logs: after hello       inventory: AWAIT_INVENTORY
+    hello: AWAIT_HELLO       ack, status, logs, metrics: after hello       inventory: AWAIT_INVENTORY
 
 Any ProtocolError moves the session to CLOSED; a closed session refuses
 ``receive`` (SessionStateError) and ignores ``update``. A status message
@@ -54,6 +54,7 @@ from typing import TypeAlias
 from edgefleet.api.documents import JSONObject
 from edgefleet.sync.errors import ProtocolError, SessionStateError
 from edgefleet.sync.messages import (
+    FEATURE_METRICS,
     MAX_CLOUD_MESSAGE_BYTES,
     MAX_LIST_ITEMS,
     Ack,
@@ -63,6 +64,8 @@ from edgefleet.sync.messages import (
     Inventory,
     Logs,
     LogsRequest,
+    Metrics,
+    MetricsRequest,
     NeedInventory,
     Status,
     ViewObject,
@@ -85,6 +88,10 @@ MAX_INVENTORY_ITEMS = 1_000_000
 
 MAX_LOGS_REQUESTS = 64
 """Logs requests one session may have unanswered."""
+
+
+MAX_METRICS_REQUESTS = 8
+"""Metrics requests one session may have unanswered (the relay answers 504 to the rest)."""
 
 
 class CloudState(enum.Enum):
@@ -112,6 +119,16 @@ class LogsReply:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsReply:
+    """The answer to :meth:`CloudSession.request_metrics` ``id`` (possibly after the shell stopped waiting)."""
+
+    id: int
+    data: str
+    truncated: bool
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Acked:
     """Batch ``seq`` is committed on the node, which is now at ``revision``."""
 
@@ -119,13 +136,13 @@ class Acked:
     revision: int
 
 
-CloudEvent: TypeAlias = StatusReport | LogsReply | Acked
+CloudEvent: TypeAlias = StatusReport | LogsReply | MetricsReply | Acked
 
 _ALLOWED: dict[CloudState, tuple[type, ...]] = {
     CloudState.AWAIT_HELLO: (Hello,),
-    CloudState.NEED_VIEW: (Ack, Status, Logs),
-    CloudState.STREAMING: (Ack, Status, Logs),
-    CloudState.AWAIT_INVENTORY: (Inventory, Ack, Status, Logs),
+    CloudState.NEED_VIEW: (Ack, Status, Logs, Metrics),
+    CloudState.STREAMING: (Ack, Status, Logs, Metrics),
+    CloudState.AWAIT_INVENTORY: (Inventory, Ack, Status, Logs, Metrics),
     CloudState.CLOSED: (),
 }
 
@@ -183,6 +200,8 @@ class CloudSession:
         self._early_requests: list[str] = []
         self._logs_waiting: set[int] = set()
         self._next_logs_id = 1
+        self._metrics_waiting: set[int] = set()
+        self._next_metrics_id = 1
         self._events: list[CloudEvent] = []
         self._last_status: str | bytes | None = None  # the last status text, to skip exact repeats
 
@@ -272,6 +291,39 @@ class CloudSession:
         (self._outbox if self.started else self._early_requests).append(text)
         self._logs_waiting.add(request_id)
         return request_id
+
+    @property
+    def supports_metrics(self) -> bool:
+        """The node's hello named the metrics feature (older agents are never sent a metrics-request)."""
+        return self.hello is not None and FEATURE_METRICS in self.hello.features
+
+    def request_metrics(self, target: str, max_bytes: int) -> int:
+        """Ask the node for the Prometheus text of ``target``; the reply comes as MetricsReply(id).
+
+        ValueError for a target the node would refuse or a node without the
+        feature; SessionStateError when :data:`MAX_METRICS_REQUESTS` are
+        unanswered. :meth:`forget_metrics` gives up on one (a timeout).
+        """
+        if self.state is CloudState.CLOSED or not self.started:
+            raise SessionStateError(f"request_metrics() in state {self.state.value}")
+        if not self.supports_metrics:
+            raise ValueError(f"node {self.node_name!r} runs an agent without the metrics relay (upgrade it)")
+        if len(self._metrics_waiting) >= MAX_METRICS_REQUESTS:
+            raise SessionStateError(f"{MAX_METRICS_REQUESTS} metrics requests are already unanswered")
+        request_id = self._next_metrics_id
+        text = encode(MetricsRequest(request_id, target, max_bytes))
+        try:
+            decode_cloud_message(text)  # the agent would close the session on a bad target or size
+        except ProtocolError as exc:
+            raise ValueError(exc.reason) from None
+        self._next_metrics_id += 1
+        self._outbox.append(text)
+        self._metrics_waiting.add(request_id)
+        return request_id
+
+    def forget_metrics(self, request_id: int) -> None:
+        """Stop waiting for metrics request ``request_id``; its late reply is then dropped, not an error."""
+        self._metrics_waiting.discard(request_id)
 
     # --- handshake ------------------------------------------------------------
 
@@ -428,6 +480,8 @@ class CloudSession:
                 self._events.append(StatusReport(message.status))
             case Logs():
                 self._on_logs(message)
+            case Metrics():
+                self._on_metrics(message)
 
     def _on_hello(self, hello: Hello) -> None:
         if hello.node != self.node_name:
@@ -457,6 +511,14 @@ class CloudSession:
             raise ProtocolError(f"logs reply {logs.id} answers no pending request")
         self._logs_waiting.discard(logs.id)
         self._events.append(LogsReply(logs.id, logs.data, logs.error))
+
+    def _on_metrics(self, metrics: Metrics) -> None:
+        if metrics.id >= self._next_metrics_id:
+            raise ProtocolError(f"metrics reply {metrics.id} answers no request")
+        if metrics.id not in self._metrics_waiting:
+            return  # a late reply to a request the shell gave up on (it answered 504 already)
+        self._metrics_waiting.discard(metrics.id)
+        self._events.append(MetricsReply(metrics.id, metrics.data, metrics.truncated, metrics.error))
 
 
 def _by_since(objects: list[ViewObject]) -> list[ViewObject]:

@@ -65,6 +65,21 @@ MAX_ERROR_LENGTH = 4096
 MAX_LOGS_TAIL = 100_000
 """The most log lines one logs-request may ask for."""
 
+MAX_FEATURES = 32
+"""Security limit: features one hello may name (each at most 64 characters)."""
+
+FEATURE_METRICS = "metrics"
+"""A hello feature: the agent answers metrics-request (the cloud's Prometheus relay).
+
+The cloud sends a message type only to agents whose hello names its
+feature, so an agent older than the feature is never sent a message it
+would close the session over; the relay skips it ("unsupported"). A hub
+older than a feature refuses a hello that names features (strict fields):
+upgrade the cloud before the agents, as with every protocol change.
+"""
+
+MAX_METRICS_TARGET_LENGTH = 64
+
 MAX_HEARTBEAT_SECONDS = 86_400
 MAX_INT = 2**63 - 1
 """Sequence numbers, revisions, revs and ids fit a signed 64-bit integer (SQLite, etcd)."""
@@ -138,6 +153,18 @@ def decompress_frame(data: bytes) -> str:
         raise ProtocolError(f"a compressed frame is not UTF-8: {exc}") from None
 
 
+def cut_at_line(text: str, max_bytes: int) -> tuple[str, bool]:
+    """``text`` within ``max_bytes`` UTF-8 bytes, cut after its last whole line; (text, whether it was cut).
+
+    Prometheus text cut this way stays valid exposition (whole samples only).
+    """
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text, False
+    end = data.rfind(b"\n", 0, max_bytes)
+    return data[: end + 1].decode("utf-8") if end >= 0 else "", True
+
+
 def canonical_json(document: Mapping[str, Any]) -> str:
     """Sorted keys, no spaces, non-ASCII kept: one text per content."""
     return _canonical_dumps(document)
@@ -197,6 +224,8 @@ class Hello:
     count: int
     agent_version: str
     protocol: int = PROTOCOL_VERSION
+    features: tuple[str, ...] = ()
+    """What the agent answers beyond the base protocol (:data:`FEATURE_METRICS`); not sent when empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +265,17 @@ class Logs:
     TYPE: ClassVar[str] = "logs"
     id: int
     data: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """The answer to metrics-request ``id``: Prometheus text, cut at a line if over the asked size, or an error."""
+
+    TYPE: ClassVar[str] = "metrics"
+    id: int
+    data: str
+    truncated: bool = False
     error: str | None = None
 
 
@@ -282,8 +322,20 @@ class LogsRequest:
     tail: int
 
 
-AgentMessage: TypeAlias = Hello | Inventory | Ack | Status | Logs
-CloudMessage: TypeAlias = Welcome | NeedInventory | Batch | LogsRequest
+@dataclass(frozen=True, slots=True)
+class MetricsRequest:
+    """The cloud asks for the Prometheus text of ``target`` on the node (``agent``, ``cache``,
+    ``cache/<workload>``), at most ``max_bytes`` of it; sent only to agents whose hello names
+    :data:`FEATURE_METRICS`."""
+
+    TYPE: ClassVar[str] = "metrics-request"
+    id: int
+    target: str
+    max_bytes: int
+
+
+AgentMessage: TypeAlias = Hello | Inventory | Ack | Status | Logs | Metrics
+CloudMessage: TypeAlias = Welcome | NeedInventory | Batch | LogsRequest | MetricsRequest
 Message: TypeAlias = AgentMessage | CloudMessage
 
 
@@ -300,7 +352,7 @@ def encode(message: Message) -> str:
 def _fields_of(message: Message) -> JSONObject:
     match message:
         case Hello():
-            return {
+            hello: JSONObject = {
                 "protocol": message.protocol,
                 "node": message.node,
                 "epoch": message.epoch,
@@ -309,6 +361,9 @@ def _fields_of(message: Message) -> JSONObject:
                 "count": message.count,
                 "agentVersion": message.agent_version,
             }
+            if message.features:  # absent when empty: a hello without features is what older hubs take
+                hello["features"] = list(message.features)
+            return hello
         case Inventory():
             return {"items": [list(item) for item in message.items], "more": message.more}
         case Ack():
@@ -317,6 +372,10 @@ def _fields_of(message: Message) -> JSONObject:
             return {"status": message.status}
         case Logs():
             return {"id": message.id, "data": message.data, "error": message.error}
+        case Metrics():
+            return {"id": message.id, "data": message.data, "truncated": message.truncated, "error": message.error}
+        case MetricsRequest():
+            return {"id": message.id, "target": message.target, "maxBytes": message.max_bytes}
         case Welcome():
             return {
                 "protocol": message.protocol,
@@ -512,7 +571,7 @@ def _list(value: Any, where: str, max_items: int = MAX_LIST_ITEMS) -> list[Any]:
 
 
 def _decode_hello(document: JSONObject) -> Hello:
-    _fields(document, ("protocol", "node", "epoch", "revision", "digest", "count", "agentVersion"))
+    _fields(document, ("protocol", "node", "epoch", "revision", "digest", "count", "agentVersion"), ("features",))
     protocol = _int(document["protocol"], "hello.protocol")
     if protocol != PROTOCOL_VERSION:
         raise ProtocolError(f"hello.protocol: version {protocol} is not supported; this hub speaks {PROTOCOL_VERSION}")
@@ -523,6 +582,10 @@ def _decode_hello(document: JSONObject) -> Hello:
         digest=_digest(document["digest"], "hello.digest"),
         count=_int(document["count"], "hello.count"),
         agent_version=_str(document["agentVersion"], "hello.agentVersion", MAX_TEXT_LENGTH),
+        features=tuple(
+            _str(item, f"hello.features[{index}]", 64, 1)
+            for index, item in enumerate(_list(document.get("features", []), "hello.features", MAX_FEATURES))
+        ),
     )
 
 
@@ -573,6 +636,29 @@ def _decode_logs(document: JSONObject) -> Logs:
         id=_int(document["id"], "logs.id", 1),
         data=_str(document["data"], "logs.data", MAX_AGENT_MESSAGE_BYTES),
         error=None if error is None else _str(error, "logs.error", MAX_ERROR_LENGTH),
+    )
+
+
+def _decode_metrics(document: JSONObject) -> Metrics:
+    _fields(document, ("id", "data", "truncated", "error"))
+    error = document["error"]
+    return Metrics(
+        id=_int(document["id"], "metrics.id", 1),
+        data=_str(document["data"], "metrics.data", MAX_AGENT_MESSAGE_BYTES),
+        truncated=_bool(document["truncated"], "metrics.truncated"),
+        error=None if error is None else _str(error, "metrics.error", MAX_ERROR_LENGTH),
+    )
+
+
+def _decode_metrics_request(document: JSONObject) -> MetricsRequest:
+    _fields(document, ("id", "target", "maxBytes"))
+    target = _str(document["target"], "metrics-request.target", MAX_METRICS_TARGET_LENGTH, 1)
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9./-]*[a-z0-9])?", target):
+        raise ProtocolError(f"metrics-request.target: {target!r} is not agent, cache or cache/<workload>")
+    return MetricsRequest(
+        id=_int(document["id"], "metrics-request.id", 1),
+        target=target,
+        max_bytes=_int(document["maxBytes"], "metrics-request.maxBytes", 1, MAX_AGENT_MESSAGE_BYTES),
     )
 
 
@@ -640,15 +726,18 @@ _AGENT_DECODERS: dict[str, Decoder] = {
     "ack": _decode_ack,
     "status": _decode_status,
     "logs": _decode_logs,
+    "metrics": _decode_metrics,
 }
 _CLOUD_DECODERS: dict[str, Decoder] = {
     "welcome": _decode_welcome,
     "need-inventory": _decode_need_inventory,
     "batch": _decode_batch,
     "logs-request": _decode_logs_request,
+    "metrics-request": _decode_metrics_request,
 }
 
 __all__ = [
+    "FEATURE_METRICS",
     "MAX_AGENT_MESSAGE_BYTES",
     "MAX_CLOUD_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
@@ -661,6 +750,8 @@ __all__ = [
     "Logs",
     "LogsRequest",
     "Message",
+    "Metrics",
+    "MetricsRequest",
     "NeedInventory",
     "Status",
     "ViewObject",
@@ -668,6 +759,7 @@ __all__ = [
     "canonical_json",
     "check_status",
     "content_version",
+    "cut_at_line",
     "decode_agent_message",
     "decode_cloud_message",
     "encode",

@@ -33,11 +33,17 @@ The view of node N at site S (rules of the package docstring):
   one completed it leaves every view, so views do not grow with history;
 - every ClusterInfo (cluster-wide settings, e.g. the hub replicas' URLs the
   agent dials: see :mod:`edgefleet.api.clusterinfo`), projected without
-  status;
+  status; every Artifact (immutable metadata, so an agent can prefetch
+  before a rollout reaches it) and the Secret ``edgefleet-artifacts`` (the
+  fleet artifact key, see :mod:`edgefleet.edge.artifacts`);
+- every ProbeTargets (latency probe targets, see :mod:`edgefleet.api.probetargets`),
+  projected without status, handled like ClusterInfo;
 - the Secrets that the Workloads of N's view reference (env
-  ``valueFrom.secretRef``, in the template projected for N), and no other:
-  a Secret reaches only the nodes that run a Workload using it, and leaves
-  a view when the last such Workload does (or stops referencing it);
+  ``valueFrom.secretRef``, in the template projected for N) or that the
+  edge rules of the Domains of N's view reference (any ``{secret, key}``
+  under ``spec.rules``: token-auth keys), and no other: a Secret reaches only the
+  nodes that run a Workload or serve a Domain using it, and leaves a view
+  when the last such Workload or Domain does (or stops referencing it);
 - the Certificates that the Domains of N's view name
   (``spec.tls.certificate``), and no other, projected without status (so
   the certificate controller's status writes move no view): a private key
@@ -211,6 +217,8 @@ class _Selected:
     selector: Selector | None
     obj: ViewObject
     certificate: str | None = None
+    secrets: frozenset[str] = frozenset()
+    """The Secrets its edge rules reference (token-auth keys, :func:`domain_secret_refs`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,8 +247,11 @@ class _Task:
 TASK_KINDS = ("purges", "prefetches")
 """Kinds (URL plurals) that follow their Domain into views while open."""
 
-EVERYWHERE_KINDS = ("clusterinfos",)
+EVERYWHERE_KINDS = ("clusterinfos", "probetargets", "artifacts")
 """Kinds (URL plurals) whose every object is in every node's view."""
+
+EVERYWHERE_SECRETS = frozenset({"edgefleet-artifacts"})
+"""Secrets in every node's view: the fleet artifact key (edgefleet.cloud.blobs), which every agent needs."""
 
 SECRETS_KIND = "secrets"
 """Secrets follow the Workloads that reference them (see the module docstring)."""
@@ -354,10 +365,6 @@ class FleetIndex:
                 obj = workload.for_node(node_name)
                 view[obj.key] = obj
                 secret_names |= _secret_refs(obj)
-        for secret_name in secret_names:
-            secret = self._secrets.get(secret_name)
-            if secret is not None:
-                view[secret.key] = secret
         site_labels = self._site_labels(node.site)
         for domain_name, domain in self._domains.items():
             if _matches(domain.selector, site_labels):
@@ -367,6 +374,11 @@ class FleetIndex:
                 certificate = self._certificates.get(domain.certificate or "")
                 if certificate is not None:
                     view[certificate.key] = certificate
+                secret_names |= domain.secrets
+        for secret_name in secret_names:
+            secret = self._secrets.get(secret_name)
+            if secret is not None:
+                view[secret.key] = secret
         view.update(self._everywhere)
         return view
 
@@ -466,7 +478,7 @@ class FleetIndex:
             self._domains[name] = self._build_domain(key, revision, document, None)
         elif kind in TASK_KINDS:
             self._set_task(key, self._build_task(key, revision, document, None))
-        elif kind in EVERYWHERE_KINDS:
+        elif kind in EVERYWHERE_KINDS or (kind == SECRETS_KIND and name in EVERYWHERE_SECRETS):
             self._everywhere[key] = ViewObject.of(key, project_object(document), revision)
         elif kind == SECRETS_KIND:
             self._secrets[name] = ViewObject.of(key, project_object(document), revision)
@@ -516,6 +528,7 @@ class FleetIndex:
             was, now = old_obj if was_in else None, new_obj if now_in else None
             _record(changes, node_name, key, was, now)
             self._record_certificates(changes, node_name, name, old if was_in else None, new if now_in else None)
+            self._record_domain_secrets(changes, node_name, name, old if was_in else None, new if now_in else None)
             if was_in != now_in:
                 for task_key in tasks:  # a Domain brings its open tasks into a view, and takes them away
                     task = self._tasks[task_key].obj
@@ -555,7 +568,10 @@ class FleetIndex:
     def _build_domain(self, key: str, revision: int, document: StoredDocument, old: _Selected | None) -> _Selected:
         obj = _reuse(old.obj if old else None, key, project_object(document), revision)
         certificate = _dict(_dict(document.get("spec")).get("tls")).get("certificate")
-        return _Selected(_selector(document, "sites"), obj, certificate if isinstance(certificate, str) else None)
+        secrets = domain_secret_refs(_dict(document.get("spec")))
+        return _Selected(
+            _selector(document, "sites"), obj, certificate if isinstance(certificate, str) else None, secrets
+        )
 
     # --- Certificates: in the views that hold a Domain naming them ----------
 
@@ -676,7 +692,7 @@ class FleetIndex:
         if before == after:
             return
         _, name = _split_key(key)
-        others = self._secrets_used(node_name, labels, skip=name)
+        others = self._secrets_used(node_name, labels, skip=name) | self._domain_secrets_used(node_name)
         for secret_name in (before ^ after) - others:
             secret = self._secrets.get(secret_name)
             if secret is not None:
@@ -687,6 +703,41 @@ class FleetIndex:
                     secret if secret_name in before else None,
                     secret if secret_name in after else None,
                 )
+
+    def _record_domain_secrets(
+        self,
+        changes: dict[str, ViewChanges],
+        node_name: str,
+        domain_name: str,
+        was: _Selected | None,
+        now: _Selected | None,
+    ) -> None:
+        """Domain ``domain_name`` left, entered or changed in ``node_name``'s view: the Secrets its rules
+        referenced leave unless a Workload or another Domain of the view references them, the new ones enter."""
+        before = was.secrets if was is not None else frozenset()
+        after = now.secrets if now is not None else frozenset()
+        if before == after:
+            return
+        labels = self._node_labels(node_name)
+        others = self._domain_secrets_used(node_name, skip=domain_name)
+        if labels is not None:
+            others |= self._secrets_used(node_name, labels)
+        for secret_name in (before ^ after) - others:
+            secret = self._secrets.get(secret_name)
+            if secret is not None:
+                entering = secret_name in after
+                _record(changes, node_name, secret.key, None if entering else secret, secret if entering else None)
+
+    def _domain_secrets_used(self, node_name: str, skip: str = "") -> set[str]:
+        """The Secret names the edge rules of the Domains of the node's view reference (but Domain ``skip``)."""
+        labels = self._domain_labels(node_name)
+        if labels is None:
+            return set()
+        used: set[str] = set()
+        for domain_name, domain in self._domains.items():
+            if domain_name != skip and domain.secrets and _matches(domain.selector, labels):
+                used |= domain.secrets
+        return used
 
     def _secrets_used(self, node_name: str, labels: Mapping[str, str], skip: str = "") -> set[str]:
         """The Secret names the Workloads of the node's view reference (but Workload ``skip``)."""
@@ -699,6 +750,8 @@ class FleetIndex:
     def _apply_secret(
         self, key: str, name: str, revision: int, document: StoredDocument | None
     ) -> dict[str, ViewChanges]:
+        if name in EVERYWHERE_SECRETS:
+            return self._apply_everywhere(key, name, revision, document)
         old = self._secrets.get(name)
         new = None if document is None else _reuse(old, key, project_object(document), revision)
         if new is None:
@@ -710,7 +763,8 @@ class FleetIndex:
             for w in self._workloads.values()
             if name in _secret_refs(w.obj) or any(name in _secret_refs(o) for o in w.assigned.values())
         ]
-        if old is new or not users:
+        domains = [domain for domain in self._domains.values() if name in domain.secrets]
+        if old is new or not (users or domains):
             return {}
         changes: dict[str, ViewChanges] = {}
         for node_name in self._registered:
@@ -718,6 +772,10 @@ class FleetIndex:
             if labels is not None and any(
                 _matches(w.selector, labels) and name in _secret_refs(w.for_node(node_name)) for w in users
             ):
+                _record(changes, node_name, key, old, new)
+                continue
+            site_labels = self._domain_labels(node_name)
+            if site_labels is not None and any(_matches(domain.selector, site_labels) for domain in domains):
                 _record(changes, node_name, key, old, new)
         return changes
 
@@ -965,6 +1023,26 @@ def _secret_names(obj: ViewObject) -> frozenset[str]:
 def _secret_refs(obj: ViewObject | None) -> frozenset[str]:
     """The Secret names a projected Workload's env references (``valueFrom.secretRef.name``)."""
     return frozenset() if obj is None else _secret_names(obj)
+
+
+def domain_secret_refs(spec: Mapping[str, Any]) -> frozenset[str]:
+    """The Secret names a Domain spec's edge rules reference: every ``{secret, key}`` object under ``rules``.
+
+    Read from the plain document by the shape the rule schema gives every Secret reference
+    (:class:`edgefleet.api.rules.SecretKeyRef`, e.g. ``tokenAuth.keys``), so a new action that takes a
+    Secret is projected without a change here.
+    """
+    names: set[str] = set()
+    stack: list[Any] = [spec.get("rules")]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if isinstance(value.get("secret"), str) and isinstance(value.get("key"), str):
+                names.add(value["secret"])
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return frozenset(names)
 
 
 def _split_key(key: str) -> tuple[str, str]:

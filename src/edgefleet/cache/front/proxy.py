@@ -36,6 +36,12 @@ How, per request (the steps of docs/architecture.md, "Request path"):
 5. Upstream failure: a stored entry within ``stale-if-error`` (or the
    Domain's ``serveStaleOnError``) is served stale; else 502 or 504.
 
+Edge rules (:mod:`edgefleet.cache.front.edgerules`): a Domain with rules runs their request phase
+once per request, on the node the client reached, before the lookup (step 2 on the fast path, else
+at the start of step 1's Domain checks): a synthetic answer ends the request; a rewrite, key
+additions and cache overrides shape the key and the policy; a peer's or parent's request carries
+that node's decision instead. A Domain without rules pays one attribute test.
+
 Each step's decision (hit, stale, fill, join or start a fill, serve stale
 on error) is a pure function of :mod:`edgefleet.cache.policy.decisions`,
 given the entry and ``now`` from the clock the worker injects (``time.time``;
@@ -53,13 +59,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from typing import TYPE_CHECKING, Any
 
 from edgefleet.cache.config import CacheConfig, split_listen
 from edgefleet.cache.errors import BadRequest, UpstreamError
-from edgefleet.cache.front import interim, responses
+from edgefleet.cache.front import edgerules, interim, responses
 from edgefleet.cache.front.passthrough import Passthrough
 from edgefleet.cache.front.redirects import send_https_redirect
 from edgefleet.cache.front.replies import Client, Replies
@@ -73,7 +80,7 @@ from edgefleet.cache.storage.hot import HotObjects
 from edgefleet.cache.storage.locks import NodeLocks
 from edgefleet.cache.storage.memory import MemoryEntry
 from edgefleet.cache.storage.store import Storage
-from edgefleet.cache.upstream import tiers
+from edgefleet.cache.upstream import ruled, tiers
 from edgefleet.cache.upstream.client import Upstream
 from edgefleet.cache.upstream.fetches import Fetcher, Wanted, fill_done, find, serves
 from edgefleet.cache.upstream.fills import Fill, Fills
@@ -117,13 +124,17 @@ class Proxy:
         self.tier_clients: set[str] = set()  # addresses that sent tier requests (see _check_fleet)
         hot = config.storage.hot_objects  # storage is fixed for the life of the process
         self.hot = HotObjects(hot.max_bytes, hot.max_object_bytes, hot.seconds)
+        self.geo = edgerules.GeoCache()  # the edge rules' geo table, read once per file (module edgerules)
         self.reload(config)
 
     def reload(self, config: CacheConfig) -> None:
         """Swap domains, tiers and limits: new collaborators from ``config`` (see the module docstring)."""
+        domains = DomainTable(config.domains)
+        edgerules.attach(domains, config, getattr(self, "domains", None), self.geo)  # ConfigError: nothing changed
         self.config = config
         self.node = config.node
-        self.domains = DomainTable(config.domains)
+        self.domains = domains
+        self.hit_heads = edgerules.HitHeads(config.node)
         self.https_port = split_listen(config.tls_listen)[1] if config.tls_listen else 443  # redirectHttp
         self.stats.accounts.retain(self.domains.by_name)
         self.counters = {name: self.stats.accounts.slot(name) for name in self.domains.by_name}
@@ -161,6 +172,8 @@ class Proxy:
             return False
         if domain.has_aliases:
             request.host = domain.canonical_for(request.host) or request.host
+        if domain.program is not None:
+            return self._serve_fast_ruled(client, request, domain)
         entry = self._memory_hit(domain, request)
         if entry is None:
             return False
@@ -171,6 +184,48 @@ class Proxy:
         head = entry.head
         if head is None:
             head = entry.head = responses.hit_head(meta, self.node)
+        self._write_fast_hit(client, request, domain, entry, head, now)
+        return True
+
+    def _serve_fast_ruled(self, client: Any, request: Request, domain: ServedDomain) -> bool:
+        """The fast path of a Domain with edge rules: the request phase, then a plain memory hit if that is all.
+
+        The decision stays on the request (``request.rules``), so :meth:`handle` does not run the rules again.
+        A peer's request (it carries the decision of the node the client reached) goes to :meth:`handle`.
+        """
+        if client.peer_ip in self.tier_clients and tiers.asked_by_tier(request.headers):
+            return False
+        now = self.clock()
+        applied = edgerules.evaluate(domain, request, client, now)
+        outcome = applied.outcome
+        assert outcome is not None and applied.program is not None and applied.info is not None
+        if outcome.respond is not None or applied.bypass or not request.plain:
+            return False
+        key = "http://" + request.host + request.target + ruled.key_suffix(applied.key_extra)  # both canonical
+        entry = self.storage.memory.get_plain(key)
+        if entry is None and self.hot.enabled:
+            entry = self.hot.get_plain(key)
+        if entry is None:
+            return False
+        meta = entry.meta
+        if not fast_hit(meta, now):
+            return False
+        head = entry.head
+        if head is None:
+            head = entry.head = responses.hit_head(meta, self.node)
+        if applied.program.has_client_phase:
+            ops = applied.client_ops
+            if ops is None:
+                ops = applied.program.on_client_response(applied.info, outcome, meta.status, meta.headers).headers
+            if ops:
+                head = self.hit_heads.head(head, meta.status, meta.headers, meta.size, ops)
+        self._write_fast_hit(client, request, domain, entry, head, now)
+        return True
+
+    def _write_fast_hit(
+        self, client: Any, request: Request, domain: ServedDomain, entry: MemoryEntry, head: bytes, now: float
+    ) -> None:
+        meta = entry.meta
         age = int(meta.initial_age + now - meta.response_time)
         end = b"\r\n" if request.keep_alive else b"Connection: close\r\n\r\n"  # the server closes after it
         client.writelines([head, b"Age: %d\r\n%s" % (age if age > 0 else 0, end), entry.body])
@@ -186,7 +241,6 @@ class Proxy:
             counters.tier_bytes += meta.size
         if self.access_log is not None:
             self.access_log.record(request, client, 200, meta.size, "HIT", 0.0)
-        return True
 
     def _memory_hit(self, domain: ServedDomain, request: Request) -> MemoryEntry | None:
         if not request.plain:
@@ -220,8 +274,14 @@ class Proxy:
             return
         if domain.has_aliases:  # a CDN zone name: cached and fetched as the Domain's own hostname
             request.host = domain.canonical_for(request.host) or request.host
+        if domain.program is not None and self._answered_by_rules(client, request, domain, started):
+            return
         path = request.target.partition("?")[0]
         policy = domain.policy_for(path)
+        applied = request.rules
+        if applied is not None and (applied.ttl is not None or applied.bypass):  # the rules' cache overrides
+            ttl = applied.ttl if applied.ttl is not None else policy.ttl_override
+            policy = dataclasses.replace(policy, ttl_override=ttl, bypass=policy.bypass or applied.bypass)
         if request.method not in SAFE_METHODS or policy.bypass:
             if request.method not in SAFE_METHODS and request.method not in PASS_METHODS:
                 await self.replies.send_error(client, request, 501, f"method {request.method} is not supported")
@@ -229,6 +289,20 @@ class Proxy:
             await self.passthrough.send(client, request, domain, self.key_for(domain, request), started)
             return
         await self._cached(client, Wanted(request, domain, self.key_for(domain, request), policy), started)
+
+    def _answered_by_rules(self, client: Client, request: Request, domain: ServedDomain, started: float) -> bool:
+        """Run (or take from a trusted tier) the request phase of the Domain's rules; True: a rule answered."""
+        applied = request.rules
+        if applied is None:
+            if request.from_fleet and request.tier:  # the node the client reached ran them (module edgerules)
+                ruled.carried(domain, request)
+                return False
+            applied = edgerules.evaluate(domain, request, client, self.clock())
+        answer = applied.outcome.respond if applied.outcome is not None else None
+        if answer is None:
+            return False
+        edgerules.send_synthetic(self.replies, client, request, answer, started)
+        return True
 
     def _check_fleet(self, request: Request) -> None:
         """Tier header fields count only from the fleet: stripped from anyone else's request (module tiers).
@@ -246,7 +320,9 @@ class Proxy:
             self.stats.tier_fields_stripped += 1
 
     def key_for(self, domain: ServedDomain, request: Request) -> str:
-        return keys.cache_key("http", request.host, request.target, domain.query_mode, domain.query_allow)
+        key = keys.cache_key("http", request.host, request.target, domain.query_mode, domain.query_allow)
+        applied = request.rules
+        return key + ruled.key_suffix(applied.key_extra) if applied is not None and applied.key_extra else key
 
     async def _cached(self, client: Client, wanted: Wanted, started: float, attempt: int = 0) -> None:
         request = wanted.request

@@ -38,6 +38,7 @@ from edgefleet.cache.stats import Stats
 from edgefleet.cache.storage.entries import EntryMeta
 from edgefleet.cache.storage.memory import MemoryEntry
 from edgefleet.cache.storage.store import Storage
+from edgefleet.cache.upstream import ruled
 from edgefleet.cache.upstream.fetches import Stored, fill_done, find
 from edgefleet.cache.upstream.fills import Fill, FillEntry, FillHead
 from edgefleet.cache.upstream.forwarding import Fields
@@ -125,7 +126,8 @@ class Replies:
         ]
         if not request.keep_alive:
             extra.append(("Connection", "close"))
-        client.write(response_head(reply.status, reply.headers + extra))
+        fields = reply.headers if request.rules is None else ruled.client_headers(request, reply.status, reply.headers)
+        client.write(response_head(reply.status, fields + extra))
 
     async def send_fill(self, client: Client, request: Request, fill: Fill, head: FillHead, started: float) -> None:
         """Answer a miss from the fill that fetches it: 304, a range once it is in, or the body as it arrives."""
@@ -135,7 +137,8 @@ class Replies:
         if head.shareable and conditionals.not_modified(request.headers, head.headers) and head.status == 200:
             await fill_done(fill)
             self.stats.not_modified += 1
-            client.write(response_head(304, [*conditionals.headers_for_304(relayed), x_cache]))
+            fields = [*conditionals.headers_for_304(relayed), x_cache]
+            client.write(response_head(304, ruled.client_headers(request, 304, fields) if request.rules else fields))
             self.done(request, client, 304, 0, fetched, started, upstream_ms=head.upstream_ms)
             return
         if request.method == "GET" and get(request.headers, "range") is not None and head.status == 200:
@@ -187,6 +190,8 @@ class Replies:
 
         ``source``: where the body comes from (accounting), when ``cache_status`` does not say (a pass).
         """
+        if request.rules is not None:  # the edge rules' response header ops (module edgefleet.cache.upstream.ruled)
+            headers = ruled.client_headers(request, status, headers)
         chunked = length is None and body is not None and request.version == "1.1" and _has_body(status)
         if length is not None:
             headers = [*headers, ("Content-Length", str(length))]
@@ -210,6 +215,8 @@ class Replies:
         self.stats.errors += 1
         headers, body = error_body(status, message, self.node)
         headers.append(("X-Cache", f"ERROR from {self.node}"))
+        if request.rules is not None:  # the edge rules' response header ops (CORS on a 502 too)
+            headers = ruled.client_headers(request, status, headers)
         if not request.keep_alive:
             headers.append(("Connection", "close"))
         client.write(response_head(status, headers) + (body if request.method != "HEAD" else b""))

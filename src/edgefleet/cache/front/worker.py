@@ -40,6 +40,7 @@ from edgefleet.cache.stats import Stats
 from edgefleet.cache.storage.disk import DiskTier
 from edgefleet.cache.storage.memory import MemoryTier
 from edgefleet.cache.storage.store import Storage
+from edgefleet.cache.upstream.ruled import KEY_MARK
 from edgefleet.cache.wire.http1 import Limits
 from edgefleet.cache.wire.targets import canonical_host
 
@@ -220,7 +221,10 @@ class Worker:
                 continue
             hosts = [host for host in domain.config.hostnames if not host.startswith("*.")]
             for url in message.get("urls", []):
-                keys_ += _keys_for(self.proxy, domain, url, hosts)
+                found = _keys_for(self.proxy, domain, url, hosts)
+                keys_ += found
+                if domain.program is not None:  # the URL's variants by edge rules: <key>#rules=... (module ruled)
+                    prefixes += [key + KEY_MARK for key in found]
             for prefix in message.get("prefixes", []):
                 prefixes += _keys_for(self.proxy, domain, prefix, hosts, prefix=True)
         count = self.proxy.purge_keys(keys_, prefixes, list(message.get("tags", [])), soft=bool(message.get("soft")))

@@ -16,10 +16,15 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from edgefleet.api.domains import canonical_hostname
+from edgefleet.api.presets import preset_rules
 from edgefleet.cache.config import DomainConfig
 from edgefleet.cache.policy.freshness import Policy
+
+if TYPE_CHECKING:
+    from edgefleet.cache.policy.rules import Program
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +70,19 @@ class ServedDomain:
                 re.compile(rule.path_regex) if rule.path_regex else None,
                 self._policy(rule.ttl, bypass=rule.bypass),
             )
-            for rule in cache.rules
+            for rule in (*cache.rules, *preset_rules(cache.preset))
         )
         self.origins = tuple(
             OriginTarget(origin.url.rstrip("/"), origin.host_header, origin.weight, origin.backup)
             for origin in config.origins
         )
+        self.program: Program | None = None
+        """The compiled edge rules (``config.rules``), set by the proxy at each config load
+        (:mod:`edgefleet.cache.front.edgerules`); None: the Domain has none and pays nothing for them."""
+        self.rule_origins: frozenset[str] = frozenset()
+        """Origin URLs the rules' A/B variants name (the only ones a peer's carried decision may choose)."""
+        self.rule_memo: dict[tuple[str, str, str, str], Any] = {}
+        """Static request-phase decisions by request line (:func:`edgefleet.cache.front.edgerules.evaluate`)."""
 
     def _policy(self, ttl: float | None, *, bypass: bool) -> Policy:
         cache = self.config.cache_policy

@@ -531,14 +531,29 @@ class DiskTier:
     def open(self) -> DiskTier:
         """Create the layout if needed, open the index and reconcile it with the files."""
         self.objects_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            self._index_db = _Index(self.path / "index.db")
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the disk index in {self.path}: {exc}") from exc
+        self._index_db = self._open_index()
         self._reconcile()
         if self.bytes_used() > self.max_bytes:
             self.evict()
         return self
+
+    def _open_index(self, attempts: int = 20) -> _Index:
+        """The index, retried while another process creates it.
+
+        Two processes (a cache's workers) opening a new index at once can get "database is locked" at
+        once, not after the busy timeout: SQLite does not call the busy handler when switching a new
+        database to WAL. A few short retries cover that moment; any other error is raised at once.
+        """
+        for attempt in range(attempts):
+            try:
+                return _Index(self.path / "index.db")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise StorageError(f"cannot open the disk index in {self.path}: {exc}") from exc
+                time.sleep(0.05 * (attempt + 1))
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot open the disk index in {self.path}: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self._index_db is not None:

@@ -58,6 +58,7 @@ from edgefleet.cache.storage.hot import HotObjects
 from edgefleet.cache.storage.locks import NodeLocks
 from edgefleet.cache.storage.memory import MemoryEntry
 from edgefleet.cache.storage.store import Storage
+from edgefleet.cache.upstream import ruled
 from edgefleet.cache.upstream.client import UpstreamResponse
 from edgefleet.cache.upstream.fills import Fill, FillEntry, FillHead, Fills
 from edgefleet.cache.upstream.forwarding import NOT_RELAYED, Fields, Forwarder
@@ -259,7 +260,13 @@ class Fetcher:
         headers = _with_date(response.headers, answer.response_time)
         if whole_range:
             headers = [(n, v) for n, v in headers if n.lower() != "content-range"]
-        decision = freshness.evaluate("GET", status, wanted.request.headers, headers, wanted.policy)
+        policy = wanted.policy
+        if wanted.request.rules is not None and response.target.kind == "origin":  # once, where it enters the fleet
+            headers, ttl, bypass = ruled.origin_response(wanted.request, status, headers)
+            if ttl is not None or bypass:
+                ttl = ttl if ttl is not None else policy.ttl_override
+                policy = dataclasses.replace(policy, ttl_override=ttl, bypass=policy.bypass or bypass)
+        decision = freshness.evaluate("GET", status, wanted.request.headers, headers, policy)
         storing = decisions.store_response(
             storable=decision.storable, refusal=decision.reason, from_peer=response.target.kind == "peer"
         )

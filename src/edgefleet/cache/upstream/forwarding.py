@@ -36,7 +36,7 @@ from edgefleet.cache.config import CacheConfig
 from edgefleet.cache.errors import UpstreamError
 from edgefleet.cache.policy.domains import ServedDomain
 from edgefleet.cache.stats import Stats
-from edgefleet.cache.upstream import tiers
+from edgefleet.cache.upstream import ruled, tiers
 from edgefleet.cache.upstream.client import Target, Upstream, UpstreamResponse
 from edgefleet.cache.wire.bodies import BodyStream
 from edgefleet.cache.wire.headers import HOP_BY_HOP, connection_listed, get
@@ -75,7 +75,7 @@ CLIENT_ROUTING_FIELDS = frozenset(
 reach upstream, since they are not in the cache key (one client could otherwise poison an entry for all)."""
 NOT_RELAYED = HOP_BY_HOP | {"content-length", "server-timing"}
 """Response fields not relayed to the client (framing is ours; timings are this node's)."""
-FLEET_FIELDS = ("x-edgefleet-tier", "x-edgefleet-hops")
+FLEET_FIELDS = ("x-edgefleet-tier", "x-edgefleet-hops", ruled.RULES_FIELD)
 
 Fields = list[tuple[str, str]]
 
@@ -113,7 +113,10 @@ class Forwarder:
         for target in self.targets(request, domain, key):
             self.stats.upstream_requests += 1
             try:
-                response = await self.upstream.open(target, method, request.target, for_target(target, headers), body)
+                fields = for_target(target, headers)
+                if target.kind != "origin" and request.rules is not None:  # what the edge rules decided
+                    fields += ruled.tier_fields(request)
+                response = await self.upstream.open(target, method, request.target, fields, body)
             except UpstreamError as exc:
                 last_error = exc
                 self._failed(target)
@@ -159,6 +162,11 @@ class Forwarder:
                 chosen = tiers.owner(list(parent), key, self.health)
                 if chosen is not None:
                     targets.append(Target("parent", chosen, parent[chosen]))
+        chosen_origin = ruled.origin_of(request) if request.rules is not None else None
+        if chosen_origin is not None:  # an A/B variant's origin (edge rules) instead of the Domain's
+            base = chosen_origin.rstrip("/")
+            targets.append(Target("origin", base, base, None))
+            return targets
         for origin in domain.origin_order(self.rng):
             targets.append(Target("origin", origin.base, origin.base, origin.host_header))
         return targets

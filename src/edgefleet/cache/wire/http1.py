@@ -69,6 +69,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 import httptools
 
@@ -118,6 +119,7 @@ class Request:
         "method",
         "plain",
         "referer",
+        "rules",
         "stream",
         "target",
         "tier",
@@ -158,6 +160,9 @@ class Request:
         self.agent = agent
         """The first User-Agent field (for the access log, which then need not keep the header list)."""
         self.referer = referer
+        self.rules: Any = None
+        """What the Domain's edge rules decided for it (``edgefleet.cache.front.edgerules.Applied``), evaluated
+        once (on the hit fast path or in the proxy) and read by every later step; None: no rules apply."""
 
     def __repr__(self) -> str:
         return f"Request({self.method} {self.target!r} host={self.host!r})"

@@ -13,7 +13,10 @@ The rule (:func:`aggregate`, :func:`desired_status`, :func:`status_patch`; pure)
 - ``offload`` = 1 - originRequests / requests and ``byteOffload`` = 1 -
   originBytes / bytes (clamped to [0, 1]; none without requests). A node
   that serves the Domain but reported no figures for it (idle, or not among
-  its 50 busiest) adds nothing.
+  its 50 busiest) adds nothing; once one serving node's cache reports at
+  all, the sums are figures (0 for an idle Domain, so ``get domains`` shows
+  0 requests, not ``<none>``), and they are none only while no cache has
+  reported.
 
 When: a Domain's status is written only when a figure differs from the
 stored one, and at most once per ``min_interval`` seconds per Domain (20 s
@@ -66,11 +69,13 @@ def aggregate(domain: str, nodes: Iterable[NodeReport]) -> JSONObject:
     sums = dict.fromkeys(SUMMED, 0)
     reported, window = False, None
     for node in ready:
+        if "windowSeconds" not in node.cache:
+            continue  # no cache report (yet): this node says nothing about the Domain
+        reported = True  # a cache that reports and has no figures for the Domain served it nothing
+        window = max(window or 0, _count(node.cache.get("windowSeconds")))
         figures = (node.cache.get("domains") or {}).get(domain)
         if not isinstance(figures, Mapping):
             continue
-        reported = True
-        window = max(window or 0, _count(node.cache.get("windowSeconds")))
         for name in SUMMED:
             sums[name] += _count(figures.get(name))
     status: JSONObject = {

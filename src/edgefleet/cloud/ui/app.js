@@ -8,7 +8,7 @@
 
 import { ApiError, Client, KindWatch } from "./api.js";
 import { renderMap } from "./map.js";
-import { RateTracker, nodesBySite, workloadRevisions } from "./model.js";
+import { nodesBySite, workloadRevisions } from "./model.js";
 import { renderDomains, renderEvents, renderNodes, renderSummary, renderWorkloads, updateAges } from "./views.js";
 
 const TOKEN_KEY = "edgefleet.token";
@@ -18,7 +18,7 @@ const FULL_REDRAW_EVERY_MS = 5000;
 
 const $ = (selector) => document.querySelector(selector);
 
-let session = null; // {client, watches, abort, timers, states, rates, selected, world}
+let session = null; // {client, watches, abort, timers, states, selected, world}
 
 function loginMessage(error) {
   if (error instanceof ApiError) {
@@ -75,7 +75,7 @@ function logout(message = "") {
 
 function startSession(client) {
   const abort = new AbortController();
-  session = { client, abort, watches: {}, states: {}, rates: new RateTracker(), selected: null, world: false,
+  session = { client, abort, watches: {}, states: {}, selected: null, world: false,
               pending: null, timers: [] };
   for (const kind of KINDS) {
     const watch = new KindWatch(client, kind, { onChange, onState });
@@ -91,14 +91,9 @@ function startSession(client) {
   redraw();
 }
 
-function onChange(kind, obj) {
+function onChange() {
   if (!session) return;
-  const now = Date.now();
-  if (kind === "nodes" && obj) session.rates.observe(obj, now);
-  if (kind === "nodes" && !obj) {
-    for (const node of session.watches.nodes.objects.values()) session.rates.observe(node, now);
-  }
-  scheduleRedraw();
+  scheduleRedraw(); // figures come from the objects' status fields, which the cloud's controllers write
 }
 
 function onState(kind, state, detail = "") {
@@ -134,7 +129,7 @@ function snapshot() {
   return {
     sites: objects("sites"), nodes, domains: objects("domains"), events: objects("events"), workloads,
     revisions: workloadRevisions(workloads, objects("workloadrevisions")),
-    bySite: nodesBySite(nodes), rates: session.rates, selected: session.selected, nowMs: Date.now(),
+    bySite: nodesBySite(nodes), selected: session.selected, nowMs: Date.now(),
   };
 }
 

@@ -6,7 +6,7 @@
 // size whatever the zoom.
 
 import { LAND } from "./world.js";
-import { fitBounds, siteHealth } from "./model.js";
+import { fitBounds, formatLoad, siteHealth } from "./model.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 export const WIDTH = 800;
@@ -91,10 +91,13 @@ function siteMarker(site, stats, [x, y], selected, boxes, onSelect) {
   if (parent) group.append(el("circle", { class: "parent-ring", cx: x, cy: y, r: r + 5 }));
   const circle = el("circle", { class: `marker ${stats.health}`, cx: x, cy: y, r });
   Object.assign(circle.dataset, { site: name, health: stats.health, tier: site.spec.tier });
-  const ready = stats.total === 0 ? "no nodes" : `${stats.ready}/${stats.total} ready`;
+  const word = stats.reported ? "healthy" : "ready"; // Site.status.healthyNodes when the cloud wrote it
+  const ready = stats.total === 0 ? "no nodes" : `${stats.reported ? stats.fit : stats.ready}/${stats.total} ${word}`;
   const counts = ready + (parent ? " · parent" : "");
   const phase = site.status?.phase ? ` · ${site.status.phase}` : "";
-  circle.append(el("title", {}, `${name} (${site.spec.tier}, ${site.spec.region})${phase}\n${counts}`));
+  const load = formatLoad(stats);
+  const loadLine = load === null ? "" : `\nload ${load}`;
+  circle.append(el("title", {}, `${name} (${site.spec.tier}, ${site.spec.region})${phase}\n${counts}${loadLine}`));
   group.append(circle);
   const width = Math.max(name.length * 7.2, counts.length * 6) + 4;
   const label = placeLabel(x, y, parent ? r + 5 : r, width, boxes);

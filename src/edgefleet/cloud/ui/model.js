@@ -49,17 +49,41 @@ export function nodesBySite(nodes) {
   return out;
 }
 
-/** {health, total, ready, fit} of one site given its nodes. */
+const numberOrNull = (value) => (typeof value === "number" && Number.isFinite(value) ? value : null);
+
+/**
+ * {health, total, ready, fit, load, loadGbps, reported} of one site. `fit` and `total` are
+ * Site.status.healthyNodes and totalNodes, which the cloud's site status controller writes by
+ * the GSLB's own health rule (so the map, `edgefleet get sites` and DNS answers agree), and
+ * load/loadGbps its measured load; `reported` says so. Only while the status has no counts (an
+ * older cloud, or before its first write) are they computed here from the nodes.
+ */
 export function siteHealth(site, siteNodes) {
-  const total = siteNodes.length;
+  const status = site.status ?? {};
   const ready = siteNodes.filter(isReady).length;
-  const fit = siteNodes.filter((n) => isFit(n, siteNodes)).length;
+  const reported = numberOrNull(status.healthyNodes) !== null && numberOrNull(status.totalNodes) !== null;
+  const total = reported ? status.totalNodes : siteNodes.length;
+  const fit = reported ? status.healthyNodes : siteNodes.filter((n) => isFit(n, siteNodes)).length;
   let health;
-  if (site.status?.active === false) health = HEALTH.inactive;
-  else if (ready === 0) health = HEALTH.down;
+  if (status.active === false) health = HEALTH.inactive;
+  else if (reported ? fit === 0 : ready === 0) health = HEALTH.down;
   else if (fit === total) health = HEALTH.healthy;
   else health = HEALTH.degraded;
-  return { health, total, ready, fit };
+  return { health, total, ready, fit, load: numberOrNull(status.load), loadGbps: numberOrNull(status.loadGbps), reported };
+}
+
+/** Bytes a second a Domain sent to users over its window (Domain.status.bytes / windowSeconds), or null. */
+export function domainBandwidth(status) {
+  const bytes = numberOrNull(status?.bytes);
+  const window = numberOrNull(status?.windowSeconds);
+  return bytes === null || !window ? null : bytes / window;
+}
+
+/** A site's measured load as "12.5% (1.2 Gbit/s)", or null before the cloud measured it. */
+export function formatLoad(stats) {
+  if (stats.load === null && stats.loadGbps === null) return null;
+  const gbps = stats.loadGbps === null ? "" : ` (${formatBitrate((stats.loadGbps * 1e9) / 8)})`;
+  return `${formatPercent(stats.load)}${gbps}`;
 }
 
 /** Parses an RFC 3339 timestamp to epoch milliseconds, or null. */

@@ -15,6 +15,7 @@ import {
   recentEvents,
   servingSites,
   siteHealth,
+  domainBandwidth,
   workloadRollout,
   workloadSummary,
 } from "./model.js";
@@ -214,10 +215,10 @@ function hostnamesCell(hostnames) {
     more > 0 ? h("span", { class: "more" }, `+${more} more`) : null);
 }
 
-function domainRow(domain, { sites, bySite, rates, nowMs }) {
+function domainRow(domain, { sites }) {
   const serving = servingSites(domain, sites);
-  const nodes = serving.names.flatMap((name) => bySite.get(name) ?? []);
-  const bandwidth = rates.total(nodes.map((n) => n.metadata.name), nowMs);
+  const bandwidth = domainBandwidth(domain.status); // Domain.status, written by the cloud: not recomputed here
+  const window = domain.status?.windowSeconds;
   const servingText = serving.names.length ? serving.names.join(", ") : "none";
   const servingTitle = serving.reported ? "reported by the cloud" : "chosen by the domain's site selector";
   return h("tr", { "data-domain": domain.metadata.name },
@@ -227,11 +228,12 @@ function domainRow(domain, { sites, bySite, rates, nowMs }) {
     h("td", { class: serving.reported ? "" : "derived", title: servingTitle }, servingText),
     h("td", { class: "num", title: domainTrafficText(domain.status) }, formatPercent(domain.status?.offload ?? null)),
     h("td", { class: "num" }, formatPercent(domain.status?.byteOffload ?? null)),
-    h("td", { class: "num" }, formatBitrate(bandwidth)),
+    h("td", { class: "num", title: window ? `to users, over the last ${window}s (Domain.status)` : "no figures yet" },
+      formatBitrate(bandwidth)),
   );
 }
 
-/** The domain table's body. `rates` is the RateTracker of node bytes served. */
+/** The domain table's body: every figure from Domain.status (the cloud's domain status controller). */
 export function renderDomains(tbody, state) {
   const rows = [...state.domains]
     .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))
