@@ -143,6 +143,8 @@ def test_skopeo_pulls_through_the_cache_and_the_second_pull_hits(mirror: tuple[s
     oci_layout(root / "image", "hello from the registry\n")
     skopeo("copy", "--dest-tls-verify=false", f"oci:{root / 'image'}:v1", f"docker://{registry_url[7:]}/demo/app:v1")
     pull(cache, root / "pulled-1")
+    # The log is written in batches (flushMs): count the first pull's lines once its two blob GETs are in.
+    wait_until(lambda: len(blob_gets(access(root))) >= 2, 10, what="the first pull in the access log")
     first = len(access(root))
     pull(cache, root / "pulled-2")
     wait_until(lambda: len(blob_gets(access(root)[first:])) >= 2, 10, what="the second pull in the access log")
