@@ -195,6 +195,20 @@ def _reuse(old: ViewObject | None, key: str, projected: JSONObject, since: int) 
     return old if old is not None and old.rev == fresh.rev else fresh
 
 
+def _store_projection(
+    held: dict[str, ViewObject], index: str, key: str, revision: int, document: StoredDocument | None
+) -> tuple[ViewObject | None, ViewObject | None]:
+    """Put ``document``'s projection in ``held[index]`` (or drop it on a delete); (old, new), ``new is old``
+    when the content did not change (see :func:`_reuse`)."""
+    old = held.get(index)
+    new = None if document is None else _reuse(old, key, project_object(document), revision)
+    if new is None:
+        held.pop(index, None)
+    else:
+        held[index] = new
+    return old, new
+
+
 @dataclass(frozen=True, slots=True)
 class _Node:
     site: str
@@ -490,12 +504,7 @@ class FleetIndex:
     def _apply_everywhere(
         self, key: str, name: str, revision: int, document: StoredDocument | None
     ) -> dict[str, ViewChanges]:
-        old = self._everywhere.get(key)
-        new = None if document is None else _reuse(old, key, project_object(document), revision)
-        if new is None:
-            self._everywhere.pop(key, None)
-        else:
-            self._everywhere[key] = new
+        old, new = _store_projection(self._everywhere, key, key, revision, document)
         if old is new:
             return {}  # unchanged content (or a delete of nothing)
         # Registered nodes whose Node is unknown have an empty view (see view()).
@@ -616,12 +625,7 @@ class FleetIndex:
     def _apply_certificate(
         self, key: str, name: str, revision: int, document: StoredDocument | None
     ) -> dict[str, ViewChanges]:
-        old = self._certificates.get(name)
-        new = None if document is None else _reuse(old, key, project_object(document), revision)
-        if new is None:
-            self._certificates.pop(name, None)
-        else:
-            self._certificates[name] = new
+        old, new = _store_projection(self._certificates, name, key, revision, document)
         users = [domain for domain in self._domains.values() if domain.certificate == name]
         if old is new or not users:
             return {}  # a status write (the projection has no status), or nobody uses it
@@ -752,12 +756,7 @@ class FleetIndex:
     ) -> dict[str, ViewChanges]:
         if name in EVERYWHERE_SECRETS:
             return self._apply_everywhere(key, name, revision, document)
-        old = self._secrets.get(name)
-        new = None if document is None else _reuse(old, key, project_object(document), revision)
-        if new is None:
-            self._secrets.pop(name, None)
-        else:
-            self._secrets[name] = new
+        old, new = _store_projection(self._secrets, name, key, revision, document)
         users = [
             w
             for w in self._workloads.values()
