@@ -13,9 +13,11 @@ rename + row, and an eviction when over budget). A ticker coroutine sleeps
 1 ms at a time and records how late it wakes: that lateness is the stall
 every other connection of the worker would see.
 
-Stores are run two ways: ``inline`` (on the loop, as a fill stored them
-before this benchmark was written) and ``thread`` (``asyncio.to_thread``, as
-:mod:`edgefleet.cache.upstream.fetches` stores them now). Hits and misses stay
+Stores, 304 meta updates (``Storage.update_meta_on_disk``) and purges
+(``Storage.purge_disk``) are run two ways: ``inline`` (on the loop, as a fill
+stored them before this benchmark was written) and ``thread``
+(``asyncio.to_thread``, as :mod:`edgefleet.cache.upstream.fetches` runs all
+three now). Hits and misses stay
 on the loop in both (the hit path must not pay a thread hop). Access times
 are written as a worker writes them: by a housekeeping task, in a thread,
 once a second (a hit writes them itself only as a fallback, see
@@ -133,6 +135,16 @@ def timed(timings: Timings, name: str, call: Callable[..., object], *args: objec
     return result
 
 
+async def disk_write(timings: Timings, name: str, mode: str, call: Callable[..., object], *args: object) -> None:
+    """A disk write as the worker does it: on the loop (``inline``) or in a thread (``thread``)."""
+    if mode == "inline":
+        timed(timings, name, call, *args)
+        return
+    started = time.perf_counter()
+    await asyncio.to_thread(call, *args)
+    timings.add(name, time.perf_counter() - started)
+
+
 async def request_path(storage: Storage, seeded: int, mode: str, seconds: float, timings: Timings) -> None:
     plain: Callable[[tuple[str, ...]], str] = lambda vary: ""  # noqa: E731
     deadline = time.perf_counter() + seconds
@@ -145,12 +157,13 @@ async def request_path(storage: Storage, seeded: int, mode: str, seconds: float,
         timed(timings, "miss", storage.find, f"http://demo.test/absent/{index}", plain)
         if index % 4 == 0:
             meta = meta_for(f"http://demo.test/main-{mode}/{index}")
-            if mode == "inline":
-                timed(timings, "store", storage.store_small, meta, BODY)
-            else:
-                started = time.perf_counter()
-                await asyncio.to_thread(storage.store_small, meta, BODY)
-                timings.add("store", time.perf_counter() - started)
+            await disk_write(timings, "store", mode, storage.store_small, meta, BODY)
+        if index % 16 == 8:  # a 304's meta update of the object stored 8 requests ago
+            meta = meta_for(f"http://demo.test/main-{mode}/{index - 8}")
+            await disk_write(timings, "304 update", mode, storage.update_meta_on_disk, meta)
+        if index % 16 == 12:  # a purge of it (what a Purge or a POST to its URL does)
+            keys = [f"http://demo.test/main-{mode}/{index - 12}"]
+            await disk_write(timings, "purge", mode, storage.purge_disk, keys, [], [], False)
         index += 1
         await asyncio.sleep(0)
 
@@ -195,7 +208,7 @@ def run_mode(path: Path, max_bytes: int, seeded: int, mode: str, args: argparse.
         f"\n[{mode}] stores {'on the loop' if mode == 'inline' else 'in a thread'}, "
         f"{args.writers} other writer(s), {seeded} rows"
     )
-    for name in ("hit (or gone)", "miss", "store", "loop lateness"):
+    for name in ("hit (or gone)", "miss", "store", "304 update", "purge", "loop lateness"):
         print("  " + timings.row(name))
 
 

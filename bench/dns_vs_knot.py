@@ -44,6 +44,9 @@ the server share the machine, and on a small one dnsperf, not the server,
 may set the pace), so the script also reads each server's CPU time from
 ``/proc`` during its run and prints its CPU use and CPU microseconds per
 answered query: the server's own cost, whoever set the pace.
+``bench/dns_path_cpu.py`` measures the edgefleet side alone, in-process
+(CPU µs per query of the answer path, with and without the socket calls),
+which a busy machine disturbs much less.
 
 Everything runs on 127.0.0.1, runs are bounded in time, and every process
 started is stopped (SIGTERM, then SIGKILL) however the run ends.

@@ -33,7 +33,10 @@ once), idle ``--idle-seconds`` while the tool measures the cloud process's CPU (
 ``edgefleet_store_revision`` on /metrics). Then ``--writes`` merge patches of an annotation of the
 Workload, one at a time, each waited for until every agent committed it: write-to-commit latency
 over all nodes (workers stamp commits with time.time(), one clock for all processes of the
-machine). One line per count; ``--json FILE`` keeps every figure.
+machine), and the hub's CPU per push per 1,000 nodes (its utime+stime over the pushes, divided
+by pushes and thousands of nodes; also "above idle", less what the idle window's rate would
+have spent): unlike latency, it does not depend on what else the machine runs. One line per
+count; ``--json FILE`` keeps every figure.
 
 ``replicas``: a real 3-member etcd cluster and 3 cloud processes (``--hub-id sim-hub-<i>``), N
 agents (default 3,000) given all three URLs (with a HubClient that takes ``servers``; an older
@@ -1187,6 +1190,8 @@ async def run_push_count(args: argparse.Namespace, count: int, workdir: Path) ->
         result["hub_cpu_pct_push"] = (
             (hub_cpu_end - hub_cpu) / elapsed * 100 if hub_cpu is not None and hub_cpu_end is not None else None
         )
+        if hub_cpu is not None and hub_cpu_end is not None:
+            result.update(push_cpu_figures(hub_cpu_end - hub_cpu, elapsed, result, fleet.joined))
         result["sim_cpu_pct_push"] = (fleet.cpu_seconds() - sim_cpu) / elapsed * 100
         result["load_avg_end"] = os.getloadavg()
         stats = await fleet.stats()
@@ -1287,6 +1292,23 @@ async def measure_push(fleet: SimFleet, args: argparse.Namespace, count: int) ->
     return out
 
 
+def push_cpu_figures(cpu_seconds: float, elapsed: float, r: dict[str, Any], nodes: int) -> dict[str, float]:
+    """Hub CPU per push per 1,000 nodes (ms): all of it, and above the idle rate measured before.
+
+    Load-independent, unlike latency: what the hub process spent (utime +
+    stime) while the pushes ran, divided by pushes and thousands of nodes.
+    "Above idle" takes out what an idle hub spends in the same time
+    (controllers' rounds, pings, reports), leaving the push's own cost.
+    """
+    writes = max(1, int(r.get("writes") or 1))
+    per = 1000.0 / writes / (max(1, nodes) / 1000)
+    idle = (r.get("hub_cpu_pct_idle") or 0.0) / 100 * elapsed
+    return {
+        "hub_cpu_ms_per_push_per_1000": cpu_seconds * per,
+        "hub_cpu_ms_per_push_per_1000_above_idle": max(0.0, cpu_seconds - idle) * per,
+    }
+
+
 def push_line(r: dict[str, Any]) -> str:
     per_1000 = r.get("hub_mib_per_1000_connections")
     load = r.get("load_avg_idle") or os.getloadavg()
@@ -1294,7 +1316,9 @@ def push_line(r: dict[str, Any]) -> str:
         f"push {r['nodes']:6d} nodes: p50 {fmt(r.get('push_p50_ms'), '.1f')} p99 {fmt(r.get('push_p99_ms'), '.1f')}"
         f" max {fmt(r.get('push_max_ms'), '.1f')} ms  commits {r.get('commits', 0)}/{r.get('commits_expected', 0)}"
         f"  hub CPU idle {fmt(r.get('hub_cpu_pct_idle'), '.1f', '%')}"
-        f" (push {fmt(r.get('hub_cpu_pct_push'), '.0f', '%')})"
+        f" (push {fmt(r.get('hub_cpu_pct_push'), '.0f', '%')};"
+        f" {fmt(r.get('hub_cpu_ms_per_push_per_1000'), '.0f')} ms CPU per push per 1,000 nodes,"
+        f" {fmt(r.get('hub_cpu_ms_per_push_per_1000_above_idle'), '.0f')} above idle)"
         f"  hub RSS {fmt(r.get('hub_rss_mib'), '.0f')} MiB ({fmt(per_1000, '.1f')} MiB/1000 conns)"
         f"  store writes idle {fmt(r.get('store_writes_per_s_idle'), '.1f', '/s')}"
         f"  sim RSS {fmt(r.get('sim_rss_mib'), '.0f')} MiB ({fmt(r.get('sim_kib_per_agent'), '.0f')} KiB/agent,"

@@ -40,11 +40,14 @@ LONG_MODULES: dict[str, float] = {
     "tests/e2e/test_disaster_recovery.py": 35,  # estimated (measured 84-154 s on a machine at load 7-15)
     "tests/e2e/test_gslb.py": 30,
     "tests/e2e/test_artifacts.py": 40,  # 40-55 s measured at load 8-10
+    "tests/e2e/test_elastic_caches.py": 30,  # 32 s measured at load 2, 42-53 s at load 5-9
     "tests/e2e/test_join.py": 25,
     "tests/security/test_malicious_node.py": 25,
     "tests/cache/test_fuzz_http.py": 25,
     "tests/cloud/test_identity.py": 23,
     "tests/cache/test_operations.py": 22,
+    "tests/cache/test_ratelimit_workers.py": 15,  # estimated: two real caches with 2 workers each
+    "tests/e2e/test_hub_direct_lane.py": 14,
     "tests/e2e/test_peer_votes.py": 21,
     "tests/cloud/test_admission_api.py": 18,
     "tests/cache/test_collapsing.py": 17,

@@ -118,14 +118,15 @@ def test_columns(site_doc: Doc) -> None:
         "COUNTRY": "FR",
         "CAPACITY": "10Gbps",
         "ACTIVE": "<none>",
+        "PHASE": "<none>",
         "HEALTHY": "<none>",
         "PARENTS": "fra-parent",
         "LOAD": "<none>",
         "ALWAYS-ON": "true",
     }
-    site_doc["status"] = {"active": False, "healthyNodes": 2, "totalNodes": 3, "load": 0.5}
+    site_doc["status"] = {"active": False, "phase": "Activating", "healthyNodes": 2, "totalNodes": 3, "load": 0.5}
     cells = row(parse(site_doc))
-    assert (cells["ACTIVE"], cells["HEALTHY"], cells["LOAD"]) == ("false", "2/3", "50.0%")
+    assert (cells["ACTIVE"], cells["PHASE"], cells["HEALTHY"], cells["LOAD"]) == ("false", "Activating", "2/3", "50.0%")
     site_doc["status"] |= {"loadGbps": 5.0}
     assert row(parse(site_doc))["LOAD"] == "50.0% (5Gbps)"
 

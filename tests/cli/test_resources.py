@@ -53,7 +53,7 @@ class FakeClient:
         self.server = server
 
     def list(self, info: Any, *, selector: str | None = None) -> Document:
-        items = EVENTS_BY_NAME if info is EVENTS else []
+        items = EVENTS_BY_NAME if info.kind == "Event" else []  # the KindInfo, or the kind table's entry
         return {"items": [dict(item) for item in items], "metadata": {"resourceVersion": "7"}}
 
     def close(self) -> None:
@@ -100,3 +100,53 @@ def test_a_refusal_shows_the_field_causes_and_a_hint(monkeypatch: pytest.MonkeyP
         "error: forbidden\n  token: expired\n"
         "  check the token: --token, EDGEFLEET_TOKEN or `edgefleet config set-context`\n"
     )
+
+
+NODE = {
+    "apiVersion": "edgefleet.io/v1",
+    "kind": "Node",
+    "metadata": {"name": "par-1", "resourceVersion": "7", "creationTimestamp": "2026-12-07T09:00:00Z"},
+    "spec": {"site": "par", "addresses": ["192.0.2.10", "2001:db8::1"], "draining": True},
+    "status": {
+        "phase": "Ready",
+        "workloads": {"cache": {"ready": True}, "api": {"ready": False}},
+        "cache": {"offload": 0.5, "localRatio": 1, "clientRequests": 12, "hitRatio": 0.25},
+    },
+}
+# What a server of another version, or a broken one, might send: cells say <none>, never a crash.
+ODD_NODES: list[Document] = [
+    {"metadata": {"name": "no-status"}, "spec": {"site": "par"}, "status": None},
+    {"metadata": {"name": "odd-types"}, "spec": "x", "status": {"workloads": ["a"], "cache": {"offload": "high"}}},
+]
+
+
+def node_table(monkeypatch: pytest.MonkeyPatch, nodes: list[Document], output: str = "wide") -> str:
+    class Nodes(FakeClient):
+        def list(self, info: Any, *, selector: str | None = None) -> Document:
+            return {"items": nodes, "metadata": {"resourceVersion": "7"}}
+
+    monkeypatch.setattr(client_module, "ApiClient", Nodes)
+    result = CliRunner().invoke(app, ["get", "nodes", "-o", output], env=ENV)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_the_nodes_table_is_read_from_the_documents_as_the_model_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgefleet.api.meta import kind_info, parse
+
+    header, _, row = node_table(monkeypatch, [NODE]).splitlines()
+    cells = dict(zip(header.split(), row.split(), strict=True))
+    model = parse(NODE)
+    expected = {c.header: c.value(model) for c in kind_info("Node").columns}
+    assert {h: cells[h] for h in expected if " " not in h and h != "HEARTBEAT"} == {
+        h: v for h, v in expected.items() if h != "HEARTBEAT"
+    }
+    assert cells["STATUS"] == "Ready,Draining" and cells["WORKLOADS"] == "1/2" and cells["LOCAL"] == "100.0%"
+    assert cells["ADDRESSES"] == "192.0.2.10,2001:db8::1" and cells["HIT-RATIO"] == "25.0%"
+
+
+def test_a_nodes_table_of_odd_documents_shows_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = node_table(monkeypatch, ODD_NODES).splitlines()
+    assert lines[2].split()[:3] == ["no-status", "Pending", "par"]
+    assert lines[3].split()[:3] == ["odd-types", "Pending", "<none>"]
+    assert "high" not in lines[3] and "a" not in lines[3].split()

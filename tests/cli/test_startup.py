@@ -106,12 +106,14 @@ def test_version_asks_the_server_without_the_models() -> None:
     assert heavy(modules, ("pydantic", "edgefleet.api", "trio", "click")) == []
 
 
-def test_get_nodes_imports_the_node_model_and_the_client_but_not_the_servers(tmp_path: Path) -> None:
+def test_get_nodes_imports_the_client_but_no_model_and_not_the_servers(tmp_path: Path) -> None:
     env = {"EDGEFLEET_INSECURE": "1", "EDGEFLEET_CONFIG": str(tmp_path / "none.yaml")}
     result, modules = imported_modules("get", "nodes", "-s", "http://127.0.0.1:9", env=env)
     assert result.returncode == 1 and "error: cannot reach the edgefleet server at http://127.0.0.1:9" in result.stderr
-    assert {"edgefleet.api.nodes", "edgefleet.cli.client", "httpx"} <= modules  # it got as far as the request
+    assert {"edgefleet.api.doccolumns", "edgefleet.cli.client", "httpx"} <= modules  # it got as far as the request
     assert heavy(modules, NOT_FOR_GET) == []
+    # The table is read from the documents (edgefleet.api.doccolumns): no model, not even the API base.
+    assert heavy(modules, ("pydantic", "pydantic_core", "edgefleet.api.meta", "edgefleet.api.nodes")) == []
     assert heavy(modules, ("yaml",)) == []  # no config file to read and a table to print: no YAML parser
 
 

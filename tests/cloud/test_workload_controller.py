@@ -170,3 +170,27 @@ async def test_only_facts_the_rule_reads_wake_a_round(store: Store) -> None:
     assert not controller._dirty
     controller.wake("/registry/workloads/web", {"kind": "Workload"})
     assert controller._dirty
+
+
+async def test_a_node_scaled_down_with_its_site_waits_and_does_not_fail_the_rollout(store: Store) -> None:
+    """Elastic sites: a cache held at zero (ScaledDown, never ready) counts as away, not as a failed node."""
+    strategy = {"drain": {"enabled": False}, "maxUnavailable": "100%", "maxUnavailablePerSite": "100%"}
+    fleet = await make_fleet(store, strategy)
+    v1 = (await fleet.status())["currentRevision"]
+    scaled = {"revision": v1, "ready": False, "state": "ScaledDown", "message": "site s1 is Inactive"}
+    await fleet.registry.patch(NODES, "a2", {"status": {"workloads": {"web": scaled}}}, status=True)
+    await fleet.registry.patch(WORKLOADS, "web", {"spec": {"template": {"args": ["v2"]}}})
+    for _ in range(10):
+        await fleet.round()
+        doc = await fleet.registry.get(WORKLOADS, "web")
+        revision = (doc["status"].get("nodeRevisions") or {}).get("a1", doc["status"].get("currentRevision"))
+        await fleet.registry.patch(
+            NODES,
+            "a1",
+            {"status": {"workloads": {"web": {"revision": revision, "ready": True, "state": "Running"}}}},
+            status=True,
+        )
+    status = await fleet.status()
+    assert status["rollout"]["phase"] == "Completed", status["rollout"]
+    assert status["rollout"]["waiting"] == ["a2"], "it moves once its site is active again"
+    assert status["nodeRevisions"] == {"a2": v1}

@@ -3,7 +3,8 @@
 :func:`check_fleet_metrics` makes a metrics-reader token with the CLI, checks
 that every metric name the Grafana dashboard (docs/grafana/edgefleet-fleet.json)
 queries is in the real output of the cloud, an agent and a cache (the last
-two fetched through the relay), then starts a real Prometheus with HTTP
+two fetched through the relay), that the cloud counted DNS answers per site
+(the caller asked its GSLB before), then starts a real Prometheus with HTTP
 service discovery against the cloud and waits until every node's agent and
 cache targets are up and a known agent and cache metric has a sample per
 node. :func:`check_status_columns` checks that ``get sites`` and ``get
@@ -97,7 +98,11 @@ def check_fleet_metrics(directory: Path, server: str, ca: Path, cli: Cli, nodes:
             relayed = client.get(RELAY.format(node=nodes[0]), params={"target": target})
             assert relayed.status_code == 200, relayed.text
             exposed |= exposed_names(relayed.text)
-        exposed |= exposed_names(client.get("/metrics").text)
+        cloud_metrics = client.get("/metrics").text
+        exposed |= exposed_names(cloud_metrics)
+        assert re.search(r'^edgefleet_gslb_answers_total\{site="[^"]+"\} [1-9]', cloud_metrics, re.M), (
+            "the GSLB's answers per site (the caller asked it for a client before)"
+        )
         refused = client.get("/apis/edgefleet.io/v1/nodes")
         assert refused.status_code == 403, "a metrics-reader token reads metrics only"
     missing = dashboard_metric_names() - exposed
@@ -120,14 +125,20 @@ def check_fleet_metrics(directory: Path, server: str, ca: Path, cli: Cli, nodes:
             assert sorted(s["metric"]["node"] for s in series) == sorted(nodes), (metric, series)
         sites = prometheus.query('edgefleet_site_nodes{job="edgefleet-cloud"}')
         assert {s["metric"]["site"] for s in sites}, "the cloud's fleet gauges are scraped too"
+        answers = prometheus.query('edgefleet_gslb_answers_total{job="edgefleet-cloud"}')
+        assert {s["metric"]["site"] for s in answers}, "and the DNS answers per site"
 
 
 def check_status_columns(cli: Cli) -> None:
-    """``get sites`` and ``get domains`` show real figures (no ``<none>``) once the controllers wrote them."""
+    """``get sites`` and ``get domains`` show real figures (no ``<none>``, every site's LOAD a share of its
+    capacity: its caches reported) once the controllers wrote them."""
 
     def no_none() -> bool:
         outputs = [cli("get", kind) for kind in ("sites", "domains")]
         assert all(output.returncode == 0 for output in outputs), [o.stderr for o in outputs]
-        return not any("<none>" in output.stdout for output in outputs)
+        header, *rows = outputs[0].stdout.splitlines()
+        load = header.index("LOAD")
+        measured = all(re.match(r"\d+\.\d%", row[load:]) for row in rows if row[:1].isalnum())
+        return measured and not any("<none>" in output.stdout for output in outputs)
 
     wait_until(no_none, 40, interval=1.0, what="get sites and get domains without <none>")

@@ -9,6 +9,15 @@ internal Domain's origin), so the cloud serves each blob once. A blob that
 rots on the cloud's disk fails the next update cleanly: the old process runs
 on and the node's status says why. The blob path refuses viewers; a cache
 refuses a request without the fleet capability.
+
+The same two tiers carry edge rules (the demo origin behind them): the
+parent trusts its child site's nodes (their addresses are in its view for
+that), so it takes their rules decision instead of running the rules
+again: a prefix rewrite and a client-hash split reach the origin once,
+with one prefix, and a signed URL checked at the edge is not refused at the
+parent. A Domain whose token rule names a missing Secret is accepted with a
+warning; every serving node reports ``RulesReady: False`` (and the cloud
+records one Warning Event) until the Secret exists, then ``True``.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import hashlib
 import io
 import re
 import tarfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -25,6 +35,8 @@ from typing import Any
 import httpx
 import pytest
 
+from edgefleet.cache.policy.rules import sign_path
+from tests.cacheproc import OriginProcess
 from tests.cloudproc import CloudProcess, free_port
 from tests.faultproxy import FaultProxy
 from tests.fleet import API, Fleet, cache_workload, replace_object, site_doc
@@ -221,3 +233,142 @@ def test_artifact_prefetch_reaches_the_selected_sites_before_a_rollout(fleet: Fl
     assert (fleet.agents["e1"].data_dir / "artifacts" / "sha256" / digest[:2] / digest).read_bytes() == content
     refused = fleet.cli("artifact", "prefetch", "data", "--version", "1.0", "--sites", "a in (", check=False)
     assert refused.returncode != 0 and "--sites" in refused.stderr
+
+
+# -- edge rules across the tiers --------------------------------------------------------------------------------
+
+TIERED_HOST, VAULT_HOST = "www.tiers.test", "www.vault.test"
+KEY = "tiers-signing-key-0123456789"
+
+
+def secret_doc(name: str) -> dict[str, Any]:
+    return {"apiVersion": "edgefleet.io/v1", "kind": "Secret", "metadata": {"name": name}, "spec": {"data": {"k": KEY}}}
+
+
+def signed_rule(secret: str) -> dict[str, Any]:
+    return {
+        "name": "signed",
+        "match": {"path": {"prefix": "/bytes/256/"}},
+        "actions": [{"tokenAuth": {"keys": [{"secret": secret, "key": "k"}]}}],
+    }
+
+
+def rules_domain(name: str, host: str, origin: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    spec = {"hostnames": [host], "origins": [{"url": origin}], "rules": rules}
+    return {"apiVersion": "edgefleet.io/v1", "kind": "Domain", "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture(scope="module")
+def origin(fleet: Fleet) -> Iterator[OriginProcess]:
+    process = OriginProcess(fleet.root).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def get(fleet: Fleet, node: str, host: str, path: str) -> httpx.Response:
+    return httpx.get(f"http://{ADDRESSES[node]}:{fleet.ports['http']}{path}", headers={"Host": host}, timeout=10)
+
+
+def serves(fleet: Fleet, node: str, host: str) -> bool:
+    return get(fleet, node, host, "/x").status_code != 421
+
+
+def signed(path: str) -> str:
+    expires = int(time.time()) + 300
+    return f"{path}?expires={expires}&token={sign_path(KEY, path, expires)}"
+
+
+def test_the_parent_takes_the_edges_rules_decision(fleet: Fleet, origin: OriginProcess) -> None:
+    rules = [
+        {
+            "name": "moved",
+            "match": {"path": {"suffix": ".tiered"}},  # matches what it rewrote too
+            "actions": [{"rewrite": {"path": "/bytes/128${path}"}}],
+        },
+        {
+            "name": "split",
+            "match": {"path": {"suffix": ".split"}},
+            "actions": [
+                {
+                    "split": {
+                        "name": "h",
+                        "by": "client",
+                        "variants": [
+                            {"name": "a", "pathPrefix": "/bytes/10"},
+                            {"name": "b", "pathPrefix": "/bytes/20"},
+                        ],
+                    }
+                }
+            ],
+        },
+        signed_rule("tier-keys"),
+    ]
+    with fleet.api() as api:
+        assert api.post(f"{API}/secrets", json=secret_doc("tier-keys")).status_code == 201
+        assert (
+            api.post(f"{API}/domains", json=rules_domain("tiered", TIERED_HOST, origin.url, rules)).status_code == 201
+        )
+    for node in ADDRESSES:
+        wait_until(partial(serves, fleet, node, TIERED_HOST), 30, what=f"the Domain on {node}")
+    rewritten = get(fleet, "e1", TIERED_HOST, "/t/page.tiered")
+    assert rewritten.status_code == 200 and len(rewritten.content) == 128
+    assert "p1" in rewritten.headers["x-cache"], "a miss goes through the parent site"
+    # Without the parent's trust it ran the rules again: /bytes/128/bytes/128/t/page.tiered.
+    assert origin.count("/bytes/128/t/page.tiered") == 1
+    variant = get(fleet, "e1", TIERED_HOST, "/h/page.split")
+    assert variant.status_code == 200 and len(variant.content) in (10, 20)
+    # The parent would hash the edge node's address, not the client's: the origin sees the edge's variant only.
+    assert origin.count(f"/bytes/{len(variant.content)}/h/page.split") == 1
+    assert len(get(fleet, "e2", TIERED_HOST, "/h/page.split").content) == len(variant.content), "sticky on any node"
+    doubled = [path for path in origin.stats()["by_path"] if path.count("/bytes/") > 1]
+    assert doubled == [], f"a rule ran twice: {doubled}"
+    # A signed URL checked at the edge reaches the origin without its token: the parent does not check again.
+    assert get(fleet, "e1", TIERED_HOST, signed("/bytes/256/video")).status_code == 200
+    assert get(fleet, "e1", TIERED_HOST, "/bytes/256/video").status_code == 403
+    # A client (not a fleet address) that says it is a tier below cannot make the parent skip the rules.
+    url = f"http://{ADDRESSES['p1']}:{fleet.ports['http']}/bytes/256/video"
+    forged = {"Host": TIERED_HOST, "X-Edgefleet-Tier": "parent", "X-Edgefleet-Rules": "{}", "Via": "1.1 e1"}
+    assert httpx.get(url, headers=forged, timeout=10).status_code == 403
+
+
+def rules_ready(fleet: Fleet, node: str) -> dict[str, Any] | None:
+    conditions = fleet.node(node).get("status", {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == "RulesReady"), None)
+
+
+def condition_is(fleet: Fleet, node: str, status: str) -> bool:
+    condition = rules_ready(fleet, node)
+    return condition is not None and condition["status"] == status
+
+
+def node_event(fleet: Fleet, reason: str, text: str = "") -> dict[str, Any] | None:
+    with fleet.api() as api:
+        events = api.get(f"{API}/events").json()["items"]
+    return next((e for e in events if e["spec"]["reason"] == reason and text in e["spec"]["message"]), None)
+
+
+def test_a_missing_secret_is_a_node_condition_and_an_event(fleet: Fleet, origin: OriginProcess) -> None:
+    with fleet.api() as api:
+        created = api.post(
+            f"{API}/domains", json=rules_domain("vault", VAULT_HOST, origin.url, [signed_rule("vault-keys")])
+        )
+        assert created.status_code == 201, created.text
+        assert 'Secret \\"vault-keys\\" does not exist' in created.headers.get("warning", ""), created.headers
+    for node in ADDRESSES:
+        wait_until(partial(condition_is, fleet, node, "False"), 30, what=f"RulesReady False on {node}")
+    condition = rules_ready(fleet, "e1")
+    assert condition is not None and condition["reason"] == "SecretMissing" and condition["lastTransitionTime"]
+    assert "domain vault, rule signed: Secret vault-keys" in condition["message"], condition
+    event = wait_until(partial(node_event, fleet, "SecretMissing", "vault-keys"), 20, what="a SecretMissing Event")
+    assert event["spec"]["type"] == "Warning" and event["spec"]["involvedObject"]["kind"] == "Node", event
+    assert "SecretMissing" in fleet.cli("get", "events").stdout
+    assert "Ready,SecretMissing" in fleet.cli("get", "nodes").stdout
+    assert get(fleet, "e1", VAULT_HOST, signed("/bytes/256/safe")).status_code == 403, "fail closed meanwhile"
+    with fleet.api() as api:
+        assert api.post(f"{API}/secrets", json=secret_doc("vault-keys")).status_code == 201
+    for node in ADDRESSES:
+        wait_until(partial(condition_is, fleet, node, "True"), 30, what=f"RulesReady True on {node}")
+    wait_until(lambda: get(fleet, "e1", VAULT_HOST, signed("/bytes/256/safe")).status_code == 200, 30, what="served")
+    assert wait_until(partial(node_event, fleet, "SecretsPresent"), 20, what="a SecretsPresent Event")

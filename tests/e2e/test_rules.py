@@ -13,16 +13,25 @@ config by its agent. One fleet for the module:
   clients about 75% / 25%, every client keeps its variant on a second request (on either node: the
   variant is in the cache key all tiers compute), and each variant's object is fetched from the origin
   once for the whole site;
-- a rate limit answers 429 with ``Retry-After`` past its burst.
+- a rate limit answers 429 with ``Retry-After`` past its burst;
+- the GSLB's geo table reaches every node: the cloud runs with ``--geo custom.csv``, where 127.0.77.0/24 is
+  in Antarctica (AQ, which the packaged table never gives a loopback address), and a rule denies AQ
+  clients with 451; a request from 127.0.77.1 gets that answer on both nodes only if the table travelled
+  (blob store, Artifact ``gslb-geo-table-...``, each agent's verified fetch). The table then changes on
+  the cloud's disk and a SIGHUP reloads it: the nodes follow, and only the new table's Artifact is left.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +49,8 @@ HOST = "www.rules.test"
 KEY = "e2e-signing-key-0123456789"
 CLIENTS = 1000
 SHARE_A = 0.75
+GEO_FIRST = "127.0.0.0/8,FR,eu-west,48.8566,2.3522\n127.0.77.0/24,AQ,antarctica,-75.0,0.0\n"
+GEO_SECOND = GEO_FIRST.replace("127.0.77.0/24", "127.0.78.0/24")
 
 
 @dataclass
@@ -47,6 +58,7 @@ class World:
     fleet: Fleet
     origin: OriginProcess
     http_port: int
+    geo_table: Path
 
 
 def rules() -> list[dict[str, Any]]:
@@ -76,6 +88,11 @@ def rules() -> list[dict[str, Any]]:
             "match": {"path": {"prefix": "/limited/"}},
             "actions": [{"rateLimit": {"requestsPerSecond": 0.01, "burst": 5}}],
         },
+        {
+            "name": "no-antarctica",
+            "match": {"path": {"prefix": "/geo/"}, "country": {"oneOf": ["AQ"]}},
+            "actions": [{"deny": {"status": 451}}],
+        },
     ]
 
 
@@ -99,7 +116,9 @@ SECRET = {
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("rules")
-    cloud = CloudProcess(f"sqlite:///{root}/store.db", root, extra_args=CLOUD_FLAGS).start()
+    geo_table = root / "custom-geo.csv"
+    geo_table.write_text(GEO_FIRST)
+    cloud = CloudProcess(f"sqlite:///{root}/store.db", root, extra_args=[*CLOUD_FLAGS, "--geo", str(geo_table)]).start()
     fleet = Fleet(root, cloud, FaultProxy("127.0.0.1", cloud.port).start())
     origin = OriginProcess(root).start()
     http_port, admin_port = free_port(), free_port()  # free on 127.0.0.1, so almost surely on .51 and .52
@@ -113,7 +132,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         with ThreadPoolExecutor(len(ADDRESSES)) as pool:  # joins (two CLI runs each) and starts side by side
             list(pool.map(lambda item: fleet.join(item[0], "lab", address=item[1]).start(), ADDRESSES.items()))
         fleet.wait_ready(list(ADDRESSES))
-        yield World(fleet, origin, http_port)
+        yield World(fleet, origin, http_port, geo_table)
     finally:
         fleet.close()
         origin.stop()
@@ -199,3 +218,59 @@ def test_a_rule_change_reaches_every_node_without_dropping_connections(world: Wo
     finally:
         for conn in connections.values():
             conn.close()
+
+
+def denied(world: World, node: str, client: str) -> bool:
+    """Whether GET /geo/x sent to ``node`` from the local address ``client`` gets the AQ rule's 451."""
+    conn = http.client.HTTPConnection(ADDRESSES[node], world.http_port, timeout=5, source_address=(client, 0))
+    try:
+        conn.request("GET", "/geo/x", headers={"Host": HOST})
+        return conn.getresponse().status == 451
+    finally:
+        conn.close()
+
+
+def geo_tables(world: World) -> list[dict[str, Any]]:
+    with world.fleet.api() as api:
+        params = {"labelSelector": "edgefleet.io/system=gslb-geo-table"}
+        items: list[dict[str, Any]] = api.get(f"{API}/artifacts", params=params).json()["items"]
+        return items
+
+
+def test_the_clouds_geo_table_places_clients_on_every_node(world: World) -> None:
+    [artifact] = geo_tables(world)
+    for node in ADDRESSES:
+        wait_until(partial(denied, world, node, "127.0.77.1"), 30, what=f"AQ on {node}")
+        assert not denied(world, node, "127.0.0.1"), "FR in the table: not denied"
+        geo = world.fleet.agents[node].status()["geoTable"]
+        assert geo["state"] == "current" and geo["published"] == artifact["metadata"]["name"]
+        assert Path(geo["inUse"]).name == artifact["spec"]["sha256"] + ".csv"
+        assert Path(geo["inUse"]).read_text() == GEO_FIRST
+
+
+def test_rules_test_uses_the_table_the_nodes_use(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`edgefleet rules test` without --geo downloads the published table (admin token), as the caches use it."""
+    [artifact] = geo_tables(world)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    url = f"http://{HOST}/geo/x"
+    result = world.fleet.cli("rules", "test", "shop", "--url", url, "--client", "127.0.77.1", "-o", "json")
+    document = json.loads(result.stdout)
+    assert document["outcome"]["status"] == 451, document
+    assert any(artifact["metadata"]["name"] in note for note in document["notes"]), document["notes"]
+    kept = tmp_path / "edgefleet" / "geo" / (artifact["spec"]["sha256"] + ".csv")
+    assert kept.read_text() == GEO_FIRST
+    other = world.fleet.cli("rules", "test", "shop", "--url", url, "--client", "127.0.0.1", "-o", "json")
+    assert json.loads(other.stdout)["outcome"]["action"] == "serve"
+
+
+def test_a_reloaded_geo_table_reaches_every_node(world: World) -> None:
+    for node in ADDRESSES:
+        wait_until(partial(denied, world, node, "127.0.77.1"), 30, what=f"AQ on {node}")
+    world.geo_table.write_text(GEO_SECOND)
+    assert world.fleet.cloud.proc is not None
+    world.fleet.cloud.proc.send_signal(signal.SIGHUP)
+    for node in ADDRESSES:
+        wait_until(partial(denied, world, node, "127.0.78.1"), 30, what=f"the new table on {node}")
+        assert not denied(world, node, "127.0.77.1")
+    wait_until(lambda: len(geo_tables(world)) == 1, 10, what="the older table's Artifact removed")
+    assert geo_tables(world)[0]["spec"]["size"] == len(GEO_SECOND)

@@ -625,3 +625,36 @@ async def test_read_logs_refuses_names_that_are_not_workload_names(make: Make, r
     for name in ["../secret", "a/b", "", "UPPER"]:
         with pytest.raises(UnknownWorkload):
             await supervisor.read_logs(name)
+
+
+async def test_a_scaled_down_workload_stops_gracefully_stays_down_and_comes_back(
+    make: Make, root: Path, tmp_path: Path
+) -> None:
+    """An elastic workload (edge/elastic.py): held at zero by SIGTERM, shown ScaledDown, down after an agent
+    restart, and started again (same revision, no restart counted) once the hold is lifted."""
+    term = tmp_path / "term"
+    cache = template({"ON_TERM": str(term), "PRESTOP_MARK": str(tmp_path / "no-prestop-hook")})
+    first = make()
+    await first.apply({"cache": cache})
+    pid = (await running(first, "cache"))["cache"]
+    await eventually(lambda: "started" in (root / "logs" / "cache.log").read_text())  # its SIGTERM handler is set
+    await first.apply({"cache": cache}, scaled_down={"cache": "site lab is Inactive"})
+    status = first.statuses()["cache"]
+    assert (status.state, status.ready, status.restarts, status.message) == (
+        "ScaledDown",
+        False,
+        0,
+        "site lab is Inactive",
+    )
+    assert term.read_text() == "no-prestop", "stopped by SIGTERM, gracefully"
+    assert not alive(pid) and first.pids() == {}
+    await first.close()
+
+    second = make()
+    await second.start()
+    assert second.statuses()["cache"].state == "ScaledDown" and second.pids() == {}
+    await second.apply({"cache": cache}, scaled_down={"cache": "site lab is Inactive"})
+    assert second.pids() == {}, "still held: nothing starts"
+    await second.apply({"cache": cache})
+    again = (await running(second, "cache"))["cache"]
+    assert again != pid and second.statuses()["cache"].restarts == 0

@@ -33,9 +33,11 @@ def test_the_view_of_an_edge_node() -> None:
         key("workloads", "par-only"),  # implicit edgefleet.io/site label
         key("domains", "shop"),  # tier=edge
     }
-    # The parent site's node does not see its children's nodes, and serves the parent-tier domain.
+    # The parent site's node sees its children's nodes for trust only (test_views_trust.py), and serves the
+    # parent-tier domain.
     assert keys(cloud.view("fra-1")) == {
         key("nodes", "fra-1"),
+        *(key("nodes", name) for name in ("par-1", "par-2", "par-3", "lyo-1")),
         key("sites", "fra-parent"),
         key("workloads", "cache"),
         key("domains", "origin-shield"),

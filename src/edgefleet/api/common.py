@@ -16,12 +16,15 @@ import binascii
 import re
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, Field
 
+from edgefleet.api.doccolumns import cell as cell  # re-exported: the kind modules format cells with these
+from edgefleet.api.doccolumns import percent as percent
+from edgefleet.api.doccolumns import short_list as short_list
 from edgefleet.api.errors import FieldValueError
-from edgefleet.api.meta import check_dns1123_subdomain, check_label_key
+from edgefleet.api.meta import Model, check_dns1123_subdomain, check_label_key
 
 T = TypeVar("T", bound=Hashable)
 ItemT = TypeVar("ItemT")
@@ -150,25 +153,11 @@ def check_unique_by(items: list[ItemT], key: Callable[[ItemT], Hashable], field:
         seen.add(value)
 
 
-def cell(value: object) -> str:
-    """Render a value for a table column: ``<none>`` for None and empty."""
-    if value is None or value == "" or value == [] or value == {}:
-        return "<none>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return ",".join(str(item) for item in value)
-    return str(value)
+class Condition(Model):
+    """A fact about the object, Kubernetes style."""
 
-
-def short_list(items: list[str], limit: int = 2) -> str:
-    """``a,b,+3`` : the first ``limit`` items and how many more there are."""
-    if not items:
-        return "<none>"
-    more = len(items) - limit
-    head = ",".join(items[:limit])
-    return f"{head},+{more}" if more > 0 else head
-
-
-def percent(ratio: float | None) -> str:
-    return "<none>" if ratio is None else f"{ratio * 100:.1f}%"
+    type: str = Field(min_length=1, max_length=64, description="What the condition is about, e.g. Available.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether it holds.")
+    reason: str = Field(default="", max_length=128, description="Why, as one CamelCase word.")
+    message: str = Field(default="", max_length=1024, description="Why, for people.")
+    last_transition_time: Timestamp | None = Field(default=None, description="When status last changed.")

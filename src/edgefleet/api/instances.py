@@ -26,8 +26,10 @@ class InstanceStatus(Model):
     """One workload instance on one node, as the node's agent reports it."""
 
     revision: str | None = Field(default=None, description="Template revision running.")
-    state: Literal["Pending", "Starting", "Running", "Stopping", "Exited", "Failed"] | None = Field(
-        default=None, description="Supervisor state of the process."
+    state: Literal["Pending", "Starting", "Running", "Stopping", "Exited", "Failed", "ScaledDown"] | None = Field(
+        default=None,
+        description="Supervisor state of the process; ScaledDown: stopped on purpose while its Site is Inactive "
+        "(not a failure: it starts again when the site activates).",
     )
     ready: bool | None = Field(default=None, description="Whether the health probe passes.")
     restarts: Count | None = Field(default=None, description="Restarts since the agent started.")

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+API_VERSION = "edgefleet.io/v1"
+"""The one API group and version every kind is served under (``apiVersion`` of every document)."""
+
 
 @dataclass(frozen=True, slots=True)
 class KindName:

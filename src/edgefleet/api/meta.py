@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from edgefleet.api.doccolumns import DocColumn
 from edgefleet.api.documents import JSONObject
 from edgefleet.api.errors import (
     FieldError,
@@ -37,11 +38,10 @@ from edgefleet.api.errors import (
     ValidationFailed,
     format_path,
 )
+from edgefleet.api.kindtable import API_VERSION as API_VERSION  # re-exported: the models' default
 from edgefleet.api.kindtable import KIND_NAMES, KindName, by_kind, find, plurals
 
 API_GROUP = "edgefleet.io"
-API_VERSION = "edgefleet.io/v1"
-
 MAX_NAME_LENGTH = 253
 MAX_LABEL_VALUE_LENGTH = 63
 MAX_ANNOTATIONS_BYTES = 256 * 1024
@@ -201,6 +201,17 @@ class Column:
     header: str
     value: Getter
     wide: bool = False
+
+
+def document_columns(columns: tuple[DocColumn, ...]) -> tuple[Column, ...]:
+    """Columns read from the wire document (:mod:`edgefleet.api.doccolumns`) as columns of a model:
+    each reads the model's wire form (``to_dict``), so the CLI, which reads the document the server
+    sends, and a model's ``KindInfo.columns`` show the same cells from one definition."""
+    return tuple(Column(c.header, _through_document(c.value), c.wide) for c in columns)
+
+
+def _through_document(value: Callable[[JSONObject], str]) -> Getter:
+    return lambda obj: value(obj.to_dict())
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,15 +29,15 @@ addresses are refused because they can never be put in a DNS answer.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
-from edgefleet.api.common import Count, Name, Ratio, Timestamp, cell, check_unique, percent
+from edgefleet.api import doccolumns
+from edgefleet.api.common import Condition, Count, Name, Ratio, Timestamp, check_unique
 from edgefleet.api.instances import InstanceStatus
 from edgefleet.api.latency import MAX_LATENCY_ENTRIES, LatencyKey, Milliseconds
-from edgefleet.api.meta import Column, KindInfo, Model, Resource, register
+from edgefleet.api.meta import KindInfo, Model, Resource, document_columns, register
 
 
 def check_address(text: str) -> str:
@@ -182,6 +182,8 @@ MAX_WORKLOAD_INSTANCES = 256
 """Security limit: workload instances one node may report."""
 MAX_PEER_VOTES = 512
 """Security limit: peers one node may vote about (the nodes of one site)."""
+MAX_CONDITIONS = 8
+"""Security limit: conditions in one Node status."""
 MAX_STATUS_TEXT = 4096
 """Security limit: characters of a status message (the node's, or one instance's)."""
 ShortText = Annotated[str, Field(max_length=253)]
@@ -245,6 +247,13 @@ class NodeStatus(Model):
         description="Drains the cloud holds on the node (e.g. 'workload/cache' during its rollout step), with "
         "when each began: the GSLB leaves a node with any drain out of its answers, as for spec.draining.",
     )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        max_length=MAX_CONDITIONS,
+        description="Facts the agent reports, Kubernetes style; RulesReady: False (reason SecretMissing) while "
+        "a Secret or key the edge rules of a Domain it serves name is missing, so their token checks deny "
+        "(lastTransitionTime is the cloud's).",
+    )
 
     @field_validator("workloads")
     @classmethod
@@ -265,51 +274,6 @@ class Node(Resource):
     status: NodeStatus = Field(default_factory=NodeStatus)
 
 
-def _node(obj: Resource) -> Node:
-    assert isinstance(obj, Node)
-    return obj
-
-
-def _state(obj: Resource) -> str:
-    node = _node(obj)
-    parts: list[str] = [node.status.phase or "Pending"]  # no phase yet: never reported, not yet judged
-    if node.spec.unschedulable:
-        parts.append("SchedulingDisabled")
-    if node.spec.draining or node.status.drains:
-        parts.append("Draining")
-    return ",".join(parts)
-
-
-def _workloads_ready(obj: Resource) -> str:
-    """``ready/total`` of the instances the agent reports, e.g. ``2/3``."""
-    workloads = _node(obj).status.workloads
-    if workloads is None:
-        return "<none>"
-    ready = sum(1 for instance in workloads.values() if instance.ready)
-    return f"{ready}/{len(workloads)}"
-
-
-def _hit_ratio(obj: Resource) -> str:
-    cache = _node(obj).status.cache
-    return percent(cache.hit_ratio if cache else None)
-
-
-def _cache_figure(name: str) -> Callable[[Resource], str]:
-    """A column of a windowed ratio of Node.status.cache (``offload``, ``local_ratio``...)."""
-
-    def column(obj: Resource) -> str:
-        cache = _node(obj).status.cache
-        value = getattr(cache, name) if cache else None
-        return percent(value if isinstance(value, float) else None)
-
-    return column
-
-
-def _client_requests(obj: Resource) -> str:
-    cache = _node(obj).status.cache
-    return cell(cache.client_requests if cache else None)
-
-
 INFO = register(
     KindInfo(
         kind="Node",
@@ -317,20 +281,7 @@ INFO = register(
         model=Node,
         short_names=("no",),
         description="An edge server: its site, addresses and scheduling switches.",
-        # HEARTBEAT is the timestamp; `edgefleet get` shows its age (cli.output.AGE_COLUMNS).
-        columns=(
-            Column("STATUS", _state),
-            Column("SITE", lambda o: _node(o).spec.site),
-            Column("HEARTBEAT", lambda o: cell(_node(o).status.last_heartbeat)),
-            Column("HUB", lambda o: cell(_node(o).status.hub)),
-            Column("SYNCED", lambda o: cell(_node(o).status.synced_revision)),
-            Column("WORKLOADS", _workloads_ready),
-            Column("ADDRESSES", lambda o: cell(_node(o).spec.addresses), wide=True),
-            Column("OFFLOAD", _cache_figure("offload")),
-            Column("LOCAL", _cache_figure("local_ratio"), wide=True),
-            Column("REQUESTS", _client_requests, wide=True),
-            Column("BYTE-OFFLOAD", _cache_figure("byte_offload"), wide=True),
-            Column("HIT-RATIO", _hit_ratio, wide=True),
-        ),
+        # Read from the wire document, so that `edgefleet get nodes` needs no model (module doccolumns).
+        columns=document_columns(doccolumns.NODE_COLUMNS),
     )
 )

@@ -14,9 +14,15 @@ matrix from that.
 
 Who writes them: operators (any name; ``edgefleet apply``), and the cloud,
 which keeps two objects of its own up to date: ``gslb-resolvers`` (the
-busiest resolver networks its DNS server sees, bounded top-N with decay,
-see :mod:`edgefleet.gslb.networks`) and ``fleet-sites`` (one address of
-each site). An operator's object with either name is overwritten.
+busiest resolver networks its DNS server sees, probed at a resolver on port
+53, and the busiest EDNS Client Subnets, probed at their first host on port
+443; each a bounded top-N with decay, ``edgefleet cloud --probe-networks``
+and ``--probe-min-queries``, see :mod:`edgefleet.gslb.networks`) and
+``fleet-sites`` (one address of each site). An operator's object with
+either name is overwritten. An operator's target for a network wins over a
+discovered one (agents take operators' targets first, one per network), so
+a client network whose first host does not answer can be given a host that
+does.
 
 Methods: ``tcp`` measures the TCP handshake (an answer from the kernel of
 the target); ``http`` sends ``HEAD <path>`` on an open connection and

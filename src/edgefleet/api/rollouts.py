@@ -37,6 +37,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from edgefleet.api.common import CaBundle, Count, PositiveSeconds, Seconds, Timestamp, check_https_for_ca_bundle
+from edgefleet.api.common import Condition as Condition  # defined there so Node can use it without this module
 from edgefleet.api.errors import FieldValueError
 from edgefleet.api.meta import Model
 from edgefleet.api.selectors import SelectorText
@@ -235,16 +236,6 @@ class SiteCounts(Model):
     ready: Count = Field(default=0, description="Nodes whose instance is ready.")
     available: Count = Field(default=0, description="Ready instances on Ready nodes that are not drained.")
     unavailable: Count = Field(default=0, description="desired - available: what the site budget counts.")
-
-
-class Condition(Model):
-    """A fact about the object, Kubernetes style."""
-
-    type: str = Field(min_length=1, max_length=64, description="What the condition is about, e.g. Available.")
-    status: Literal["True", "False", "Unknown"] = Field(description="Whether it holds.")
-    reason: str = Field(default="", max_length=128, description="Why, as one CamelCase word.")
-    message: str = Field(default="", max_length=1024, description="Why, for people.")
-    last_transition_time: Timestamp | None = Field(default=None, description="When status last changed.")
 
 
 RolloutPhase = Literal["Progressing", "Paused", "Analyzing", "Completed", "Failed", "Aborted", "RollingBack"]

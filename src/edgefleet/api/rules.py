@@ -577,7 +577,12 @@ class RateLimit(Model):
         description="node: the rate holds on each node; site: rate and burst are divided by the site's node count.",
     )
     table_size: int = Field(
-        default=65536, ge=16, le=MAX_RATE_TABLE, description="Keys remembered per worker (least recently seen evicted)."
+        default=65536,
+        ge=16,
+        le=MAX_RATE_TABLE,
+        description="Keys this limit should remember at once (least recently seen evicted). A cache keeps every "
+        "limit's buckets in one table its workers share (rateLimit.slots in its config) and warns when the sizes "
+        "add up to more.",
     )
     status: int = Field(default=429, ge=400, le=599, description="Status when limited.")
 

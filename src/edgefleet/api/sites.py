@@ -14,11 +14,22 @@ site is activated when the DNS demand from its region stays above
 ``activateAbove`` queries per second for ``forSeconds``, starts draining when
 it stays below ``deactivateBelow`` for ``forSeconds``, and is deactivated
 after ``drainSeconds`` of draining (time for resolvers' cached answers to
-expire). Two thresholds and a period make a hysteresis, so demand hovering
-around one value does not flap the site. ``status.phase`` (Active, Draining,
-Inactive) says what it decided and ``status.active`` is true only while
-Active: a draining site gets no new users. ``activation`` is ignored while
-``alwaysOn`` is true.
+expire; keep it at least the DNS TTL of the Domains the site serves). Two
+thresholds and a period make a hysteresis, so demand hovering around one
+value does not flap the site. ``status.phase`` says what it decided and
+``status.active`` is true only while Active: a draining site gets no new
+users. ``activation`` is ignored while ``alwaysOn`` is true.
+
+The cycle is real, not only a routing switch: Active -> Draining (DNS stops
+answering with the site; its caches keep serving the resolvers' cached
+answers) -> Inactive (the agents of its nodes scale their ``builtin: cache``
+workloads to zero: a graceful stop that keeps the disk tier, reported as
+instance state ``ScaledDown``) -> Activating (demand is back: the caches
+start on their warm disk tier, the site still gets no users) -> Active once
+``minReadyNodes`` of its nodes report their caches ready (a Warning Event
+``SiteActivationSlow`` every ``readySeconds`` while they do not). A site
+whose nodes run no cache workload has nothing to start and goes from
+Inactive to Active at once.
 
 Checks that need other objects (parents exist and are ``parent`` tier, no
 cycles) belong to the controllers; here only the object itself is checked.
@@ -90,7 +101,20 @@ class Activation(Model):
     drain_seconds: Seconds = Field(
         default=300,
         description="How long a draining site keeps serving the users it has (resolvers cache answers for their "
-        "TTL) before it is deactivated; rising demand meanwhile makes it active again.",
+        "TTL: keep it at least the DNS TTL) before it is deactivated and its caches scale to zero; rising demand "
+        "meanwhile makes it active again.",
+    )
+    min_ready_nodes: int = Field(
+        default=1,
+        ge=1,
+        le=10_000,
+        description="An Activating site becomes Active (gets users again) once this many of its nodes report their "
+        "cache workload ready (capped at the number of nodes that run one).",
+    )
+    ready_seconds: PositiveSeconds = Field(
+        default=120,
+        description="How long an Activating site may wait for ready caches before each Warning Event "
+        "(SiteActivationSlow); it stays Activating, with the count in its message, until they are ready.",
     )
 
     @model_validator(mode="after")
@@ -150,10 +174,11 @@ class SiteStatus(Model):
     active: bool | None = Field(
         default=None, description="Whether the GSLB sends users to this site: true only in phase Active."
     )
-    phase: Literal["Active", "Draining", "Inactive"] | None = Field(
+    phase: Literal["Active", "Draining", "Inactive", "Activating"] | None = Field(
         default=None,
         description="Active: serves new users; Draining: gets no new users and is deactivated after drainSeconds; "
-        "Inactive: switched off for lack of demand.",
+        "Inactive: switched off for lack of demand, its caches scaled to zero (disk tier kept); Activating: demand "
+        "is back, its caches start, and it gets users once minReadyNodes of them are ready.",
     )
     last_transition_time: Timestamp | None = Field(
         default=None, description="When the site entered its phase (RFC 3339)."
@@ -215,10 +240,10 @@ def bandwidth(gbps: float) -> str:
 
 
 def _load(obj: Resource) -> str:
-    """``LOAD``: the share of capacity and the rate, e.g. ``42.0% (4.2Gbps)``."""
+    """``LOAD``: the share of capacity and the rate, e.g. ``42.0% (4.2Gbps)``; ``-``: no cache reported yet."""
     status = _site(obj).status
     if status.load_gbps is None:
-        return percent(status.load)
+        return "-" if status.total_nodes is not None and status.load is None else percent(status.load)
     return f"{percent(status.load)} ({bandwidth(status.load_gbps)})"
 
 
@@ -235,6 +260,7 @@ INFO = register(
             Column("COUNTRY", lambda o: _site(o).spec.location.country),
             Column("CAPACITY", lambda o: f"{_site(o).spec.capacity_gbps:g}Gbps"),
             Column("ACTIVE", lambda o: cell(_site(o).status.active)),
+            Column("PHASE", lambda o: cell(_site(o).status.phase)),
             Column("HEALTHY", _healthy),
             Column("LOAD", _load),
             Column("PARENTS", lambda o: cell(_site(o).spec.parents), wide=True),

@@ -25,7 +25,7 @@ site: they carry ``X-Edgefleet-Tier``) are counted too, by source, and also
 in ``tier_requests``/``tier_bytes``, so that *client requests* (all requests
 minus tier requests) count each user request once fleet-wide. The field
 counts here even from an address the node does not trust for routing
-(a parent does not know its child sites' nodes); a client that sends it
+(a standalone cache may not list its child caches); a client that sends it
 only removes its own requests from its Domain's client requests (it cannot
 hide origin load, counted where it happens). Origin load is counted where it happens: ``origin_requests``
 are the requests this node sent to an origin (fills, revalidations, passes,

@@ -354,6 +354,18 @@ class AccessLogConfig(Model):
         return path if path.is_absolute() else base / path
 
 
+class RateLimitConfig(Model):
+    """The node's shared rate-limit table (module edgefleet.cache.storage.ratetable)."""
+
+    slots: int = Field(
+        default=262_144,
+        ge=64,
+        le=4_194_304,
+        description="Buckets the node keeps for all its rate-limit rules together, in memory shared by the "
+        "workers (24 bytes each; least recently used evicted per set of 8). Fixed while the cache runs.",
+    )
+
+
 class CertificateFiles(Model):
     """A certificate the TLS listener can present (chosen by SNI through the Domain that names it)."""
 
@@ -385,6 +397,9 @@ class CacheConfig(Model):
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig, description="Upstream timeouts and pools.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Client request limits.")
     access_log: AccessLogConfig = Field(default_factory=AccessLogConfig, description="Access log.")
+    rate_limit: RateLimitConfig = Field(
+        default_factory=RateLimitConfig, description="The shared table of the edge rules' rate limits."
+    )
     unknown_host_status: Literal[404, 421] = Field(
         default=421, description="Status for a Host no domain serves (421 Misdirected Request or 404)."
     )

@@ -73,6 +73,8 @@ COUNTERS = {
     "connections_refused": "Client connections refused with 503 (maxConnections or maxConnectionsPerClient).",
     "tier_fields_stripped": "Requests whose tier header fields were stripped (not from a trusted fleet address).",
     "rule_answers": "Requests an edge rule answered itself (redirect, deny, failed token, rate limit, CORS preflight).",
+    "rate_limited": "Requests a rate-limit rule refused (429 or its status), of rule_answers.",
+    "rate_limit_evictions": "Buckets evicted from the node's full rate-limit table to make room (rateLimit.slots).",
     "tls_handshakes": "TLS handshakes completed.",
     "tls_resumed": "TLS handshakes that resumed a session (ticket or session ID), of tls_handshakes.",
     "tls_handshake_failures": "TLS connections closed without a completed handshake (bad or unsupported "
@@ -133,6 +135,8 @@ class Stats:
     connections_refused: int
     tier_fields_stripped: int
     rule_answers: int
+    rate_limited: int  # counted by the rate-limit table (storage.ratetable), given to snapshot()
+    rate_limit_evictions: int
     tls_handshakes: int
     tls_resumed: int
     tls_handshake_failures: int

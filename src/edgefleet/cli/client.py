@@ -35,7 +35,10 @@ from edgefleet.tls import ClientTrust, TlsError, describe_verify_failure
 
 if TYPE_CHECKING:  # the API base imports pydantic: commands that need no model (version, logs) skip it
     from edgefleet.api.documents import JSONObject as Document
+    from edgefleet.api.kindtable import KindName
     from edgefleet.api.meta import KindInfo
+
+    Kind = KindInfo | KindName  # a path needs the plural alone: ``get`` passes the kind table's entry
 
 _WARNING = re.compile(r'^\s*\d{3}\s+\S+\s+"((?:[^"\\]|\\.)*)"')
 _stderr = Console(stderr=True, highlight=False)
@@ -134,19 +137,19 @@ class ApiClient:
                 self.on_warning(text)
 
     @staticmethod
-    def path(info: KindInfo, name: str = "", *, status: bool = False) -> str:
-        from edgefleet.api.meta import API_VERSION  # loaded already: ``info`` comes from there
+    def path(info: Kind, name: str = "", *, status: bool = False) -> str:
+        from edgefleet.api.kindtable import API_VERSION  # pure and small: no model needed for a path
 
         path = f"/apis/{API_VERSION}/{info.plural}"
         if name:
             path += f"/{name}"
         return path + ("/status" if status else "")
 
-    def get(self, info: KindInfo, name: str) -> Document:
+    def get(self, info: Kind, name: str) -> Document:
         result: Document = self._request("GET", self.path(info, name)).json()
         return result
 
-    def list(self, info: KindInfo, *, selector: str | None = None, limit: int = 500) -> Document:
+    def list(self, info: Kind, *, selector: str | None = None, limit: int = 500) -> Document:
         """All pages of a list, merged; ``metadata.resourceVersion`` is the first page's."""
         params: dict[str, Any] = {"limit": limit}
         if selector:
@@ -160,23 +163,23 @@ class ApiClient:
         result["metadata"].pop("continue", None)
         return result
 
-    def create(self, info: KindInfo, document: Document) -> Document:
+    def create(self, info: Kind, document: Document) -> Document:
         result: Document = self._request("POST", self.path(info), json=document).json()
         return result
 
-    def replace(self, info: KindInfo, document: Document) -> Document:
+    def replace(self, info: Kind, document: Document) -> Document:
         name = document["metadata"]["name"]
         result: Document = self._request("PUT", self.path(info, name), json=document).json()
         return result
 
-    def patch(self, info: KindInfo, name: str, patch: Document, *, status: bool = False) -> Document:
+    def patch(self, info: Kind, name: str, patch: Document, *, status: bool = False) -> Document:
         headers = {"Content-Type": "application/merge-patch+json"}
         result: Document = self._request(
             "PATCH", self.path(info, name, status=status), content=json.dumps(patch), headers=headers
         ).json()
         return result
 
-    def delete(self, info: KindInfo, name: str, *, force: bool = False) -> Document:
+    def delete(self, info: Kind, name: str, *, force: bool = False) -> Document:
         """``force``: delete even though other objects still name it (a Site with Nodes)."""
         params = {"force": "true"} if force else {}
         result: Document = self._request("DELETE", self.path(info, name), params=params).json()
@@ -189,6 +192,27 @@ class ApiClient:
         document: Document = response.json()
         return document
 
+    def get_bytes(self, path: str, limit: int) -> bytes:
+        """A binary endpoint's body (a blob), read in chunks; ClientError when it is over ``limit`` bytes."""
+        try:
+            with self._http.stream("GET", path, timeout=None) as response:
+                self._warn(response)
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_from(response)
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise ClientError(f"{path}: more than {limit} bytes; refusing to read it")
+                    chunks.append(chunk)
+        except httpx.ConnectError as exc:
+            raise _connect_error(self.server, exc) from None
+        except httpx.TransportError as exc:
+            raise ClientError(f"cannot read {path} from {self.server} ({exc.__class__.__name__}: {exc})") from None
+        return b"".join(chunks)
+
     def text(self, path: str, **params: Any) -> str:
         """A plain-text endpoint (for example a workload's log)."""
         return self._request("GET", path, params=params).text
@@ -199,7 +223,7 @@ class ApiClient:
 
     def watch(
         self,
-        info: KindInfo,
+        info: Kind,
         *,
         selector: str | None = None,
         resource_version: str = "",

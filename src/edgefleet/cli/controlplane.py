@@ -122,6 +122,8 @@ def cloud(
     rrl_rate: gslb_cli.RrlRateOpt = gslb_cli.DEFAULT_RRL_RATE,
     rrl_slip: gslb_cli.RrlSlipOpt = gslb_cli.DEFAULT_RRL_SLIP,
     demand_per_sender: gslb_cli.DemandPerSenderOpt = gslb_cli.DEFAULT_DEMAND_PER_SENDER,
+    probe_networks: gslb_cli.ProbeNetworksOpt = gslb_cli.DEFAULT_PROBE_NETWORKS,
+    probe_min_queries: gslb_cli.ProbeMinQueriesOpt = gslb_cli.DEFAULT_PROBE_MIN_QUERIES,
     site_activation_period: Annotated[
         float, typer.Option(min=0.05, help="Seconds between two decisions of the site activation controller")
     ] = 5.0,
@@ -248,6 +250,8 @@ def cloud(
                 rrl_rate=rrl_rate,
                 rrl_slip=rrl_slip,
                 demand_per_sender=demand_per_sender,
+                probe_networks=probe_networks,
+                probe_min_queries=probe_min_queries,
             ),
             site_activation_period=site_activation_period,
             site_status_interval=site_status_interval,

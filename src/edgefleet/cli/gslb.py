@@ -10,7 +10,10 @@ cloud), ``--geo`` (the prefix -> location CSV, reloaded on SIGHUP),
 per client network, :mod:`edgefleet.gslb.rrl`), ``--demand-per-sender``
 (the queries a second one sender network may add to the demand) and, for
 the cloud, ``--demand-window`` (the seconds over which DNS demand is
-averaged for the site activation controller).
+averaged for the site activation controller), ``--probe-networks`` and
+``--probe-min-queries`` (the latency probe targets discovered from DNS
+traffic: :mod:`edgefleet.gslb.networks`; the cloud's latency controller
+publishes them).
 
 ``edgefleet dns`` then runs the GSLB alone against a store, and that store
 must be etcd. Why: the GSLB follows changes through the store's watch, and
@@ -33,6 +36,7 @@ from edgefleet.cli.common import fail
 from edgefleet.gslb import rrl
 from edgefleet.gslb.demand import DEMAND_PER_SENDER
 from edgefleet.gslb.fleet import DEFAULT_ZONE as DEFAULT_ZONE
+from edgefleet.gslb.networks import MIN_COUNT, TOP_N
 
 if TYPE_CHECKING:
     from edgefleet.cloud.gslbservice import GslbOptions
@@ -86,6 +90,28 @@ DemandPerSenderOpt = Annotated[
     ),
 ]
 
+ProbeNetworksOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        max=128,
+        help="Latency probe targets the cloud discovers from DNS traffic: the N busiest resolver networks and "
+        "the N busiest EDNS Client Subnets (/24, /56) are published in ProbeTargets gslb-resolvers, and every "
+        "agent measures its RTT to them for the latency policy (0: discover none; operators' ProbeTargets "
+        "still count)",
+    ),
+]
+ProbeMinQueriesOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="Queries a network needs (counted as demand, decayed with a 10 min half-life) before it becomes a "
+        "discovered probe target: keeps one-off and sprayed networks out",
+    ),
+]
+
+DEFAULT_PROBE_NETWORKS = TOP_N
+DEFAULT_PROBE_MIN_QUERIES = MIN_COUNT
 DEFAULT_RRL_RATE = rrl.DEFAULT_RATE
 DEFAULT_RRL_SLIP = rrl.DEFAULT_SLIP
 DEFAULT_DEMAND_PER_SENDER = DEMAND_PER_SENDER
@@ -107,6 +133,8 @@ def gslb_options(
     rrl_rate: int = DEFAULT_RRL_RATE,
     rrl_slip: int = DEFAULT_RRL_SLIP,
     demand_per_sender: int = DEFAULT_DEMAND_PER_SENDER,
+    probe_networks: int = DEFAULT_PROBE_NETWORKS,
+    probe_min_queries: float = DEFAULT_PROBE_MIN_QUERIES,
 ) -> GslbOptions | None:
     """GslbOptions, or None when ``dns_listen`` is 'off'; ValueError with a hint on bad input."""
     from edgefleet.cloud.gslbservice import GslbOptions
@@ -131,6 +159,8 @@ def gslb_options(
         demand_window=demand_window,
         rrl=RrlSettings(rate=rrl_rate, slip=rrl_slip),
         demand_per_sender=demand_per_sender,
+        probe_networks=probe_networks,
+        probe_min_queries=probe_min_queries,
     )
 
 

@@ -23,8 +23,9 @@ from edgefleet.api.errors import ApiError, ValidationFailed
 from edgefleet.api.meta import KindInfo, Resource, kind_info, parse
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-DEPENDENCY_ORDER = ("Site", "Node", "Certificate")
-"""Kinds other objects name, in the order they must exist (a Node names a Site, a Domain a Certificate)."""
+DEPENDENCY_ORDER = ("Site", "Node", "Certificate", "Secret")
+"""Kinds other objects name, in the order they must exist (a Node names a Site, a Domain a Certificate and the
+Secrets of its edge rules)."""
 
 
 class ManifestError(Exception):
@@ -101,7 +102,7 @@ def load_manifests(targets: list[str]) -> list[Manifest]:
 
 
 def in_apply_order(manifests: list[Manifest]) -> list[Manifest]:
-    """Sites, then Nodes, then Certificates, then the rest, each in the order given."""
+    """Sites, then Nodes, then Certificates, then Secrets, then the rest, each in the order given."""
     last = len(DEPENDENCY_ORDER)
     return sorted(
         manifests, key=lambda m: DEPENDENCY_ORDER.index(m.info.kind) if m.info.kind in DEPENDENCY_ORDER else last

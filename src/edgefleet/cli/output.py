@@ -8,15 +8,20 @@ starts with NAME and ends with AGE, as kubectl's do.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from edgefleet.api.doccolumns import COLUMNS
 from edgefleet.api.documents import JSONObject as Document
-from edgefleet.api.meta import KindInfo, Resource
+from edgefleet.api.kindtable import API_VERSION, KindName
+
+if TYPE_CHECKING:  # the API base imports pydantic: a kind with document columns is printed without it
+    from edgefleet.api.meta import KindInfo, Resource
 
 OUTPUT_FORMATS = ("table", "wide", "yaml", "json", "name")
 # Columns whose getter returns an RFC 3339 timestamp, shown as its age ("12s") like AGE:
@@ -48,7 +53,7 @@ def _instant(timestamp: object) -> datetime | None:
     return then if then.tzinfo is not None else then.replace(tzinfo=UTC)
 
 
-def display_order(info: KindInfo, docs: list[Document]) -> list[Document]:
+def display_order(info: KindInfo | KindName, docs: list[Document]) -> list[Document]:
     """Events by ``lastTimestamp``, the latest last (kubectl's order); other kinds as listed (by name)."""
     if info.kind != "Event":
         return docs
@@ -62,27 +67,38 @@ def to_model(info: KindInfo, doc: Document) -> Resource:
     return info.model.model_validate(doc)
 
 
-def table(info: KindInfo, docs: list[Document], *, wide: bool = False) -> Table:
-    columns = [c for c in info.columns if wide or not c.wide]
+def table(info: KindInfo | KindName, docs: list[Document], *, wide: bool = False) -> Table:
+    """The kind's columns between NAME and AGE: read from each document when the kind has document
+    columns (:mod:`edgefleet.api.doccolumns`: no model is built), else from each document's model."""
+    doc_columns = COLUMNS.get(info.kind)
+    columns: list[tuple[str, Callable[[Any], str]]]
+    if doc_columns is not None:
+        columns = [(c.header, c.value) for c in doc_columns if wide or not c.wide]
+        rows = [[_cell(value, doc) for _, value in columns] for doc in docs]
+    else:
+        from edgefleet.api.meta import KindInfo  # loaded already: ``info`` comes from there
+
+        assert isinstance(info, KindInfo), f"{info.kind}: no document columns, and no model"
+        columns = [(c.header, c.value) for c in info.columns if wide or not c.wide]
+        models = [to_model(info, doc) for doc in docs]
+        rows = [[_cell(value, model) for _, value in columns] for model in models]
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
     grid.add_column("NAME", no_wrap=True)
-    for column in columns:
-        grid.add_column(column.header, no_wrap=True, overflow="ellipsis", max_width=48)
+    for header, _ in columns:
+        grid.add_column(header, no_wrap=True, overflow="ellipsis", max_width=48)
     grid.add_column("AGE")
-    for doc in docs:
-        model = to_model(info, doc)
-        cells = [_cell(column.value, model) for column in columns]
+    for doc, cells in zip(docs, rows, strict=True):
         cells = [
-            age(text) if (info.kind, column.header) in AGE_COLUMNS and text != "<none>" else text
-            for column, text in zip(columns, cells, strict=True)
+            age(text) if (info.kind, header) in AGE_COLUMNS and text != "<none>" else text
+            for (header, _), text in zip(columns, cells, strict=True)
         ]
-        grid.add_row(model.name, *cells, age(doc["metadata"].get("creationTimestamp")))
+        grid.add_row(doc["metadata"]["name"], *cells, age(doc["metadata"].get("creationTimestamp")))
     return grid
 
 
-def _cell(getter: Any, model: Resource) -> str:
+def _cell(getter: Any, source: object) -> str:
     try:
-        value = getter(model)
+        value = getter(source)
     except (AttributeError, KeyError, IndexError, TypeError):
         return "<none>"
     return "<none>" if value in (None, "") else str(value)
@@ -98,7 +114,7 @@ def dump(docs: Document | list[Document], fmt: str) -> str:
     return yaml.safe_dump(docs, sort_keys=False).rstrip()
 
 
-def print_docs(console: Console, info: KindInfo, docs: list[Document], fmt: str, *, single: bool) -> None:
+def print_docs(console: Console, info: KindInfo | KindName, docs: list[Document], fmt: str, *, single: bool) -> None:
     if fmt in ("table", "wide"):
         if not docs:
             console.print(f"No {info.plural} found.")
@@ -113,7 +129,7 @@ def print_docs(console: Console, info: KindInfo, docs: list[Document], fmt: str,
         docs[0]
         if single
         else {
-            "apiVersion": info.model.model_fields["api_version"].default,
+            "apiVersion": API_VERSION,
             "kind": f"{info.kind}List",
             "items": docs,
         }

@@ -7,30 +7,33 @@ turns refusals into one ``error:`` line; :mod:`edgefleet.cli.output` prints
 tables (kind-specific columns), YAML or JSON. Manifests are all validated
 before anything is sent (:mod:`edgefleet.cli.manifests`).
 
-This module imports the API base (``edgefleet.api.meta``), pydantic, the
-HTTP client and rich, so ``edgefleet.cli.main`` loads it only when one of
-these commands runs (see its lazy command table). It imports no kind: the
-help text takes the plurals from :mod:`edgefleet.api.kindtable`, and
-:func:`~edgefleet.api.meta.lookup` imports the one kind a command names
-(``get nodes`` loads the Node model, not the other kinds). ``apply`` and
-``delete -f`` load the kinds their manifests hold.
+This module imports the HTTP client and rich, so ``edgefleet.cli.main``
+loads it only when one of these commands runs (see its lazy command table).
+It imports no model: the help text takes the plurals from
+:mod:`edgefleet.api.kindtable`; ``get`` prints YAML, JSON, names and the
+tables of kinds with document columns (:mod:`edgefleet.api.doccolumns`,
+Nodes) from the documents the server sends, without pydantic; other
+commands and tables go through :func:`~edgefleet.api.meta.lookup`, which
+imports the one kind a command names. ``apply`` and ``delete -f`` load the
+kinds their manifests hold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from edgefleet.api import lifecycle
-from edgefleet.api.errors import UnknownKind
-from edgefleet.api.kindtable import plurals
-from edgefleet.api.meta import KindInfo, lookup
-from edgefleet.cli.client import ApiClient, ClientError
+from edgefleet.api.doccolumns import COLUMNS
+from edgefleet.api.kindtable import KindName, find, plurals
+from edgefleet.cli.client import ClientError
 from edgefleet.cli.common import ContextOpt, ServerOpt, TokenOpt, api, console, fail
-from edgefleet.cli.manifests import ManifestError, in_apply_order, in_delete_order, load_manifests
 from edgefleet.cli.output import OUTPUT_FORMATS, describe, display_order, dump, print_docs, to_model
+
+if TYPE_CHECKING:  # the API models (pydantic) load only when a command needs them: ``get nodes`` does not
+    from edgefleet.api.meta import KindInfo
+    from edgefleet.cli.client import ApiClient
 
 COMMANDS = ("apply", "get", "describe", "delete")
 
@@ -50,13 +53,27 @@ def register(app: typer.Typer) -> None:
 
 
 def resolve_kind(name: str) -> KindInfo:
+    from edgefleet.api.errors import UnknownKind
+    from edgefleet.api.meta import lookup
+
     try:
         return lookup(name)
     except UnknownKind as exc:
         fail(str(exc))
 
 
+def kind_for_get(name: str, output: str) -> KindInfo | KindName:
+    """The kind table's entry when printing needs no model (document columns, YAML, JSON, names);
+    else the kind's info, its model loaded (module docstring)."""
+    entry = find(name)
+    if entry is not None and (output not in ("table", "wide") or entry.kind in COLUMNS):
+        return entry
+    return resolve_kind(name)
+
+
 def guarded(action: Callable[[], T]) -> T:
+    from edgefleet.cli.manifests import ManifestError
+
     try:
         return action()
     except ManifestError as exc:
@@ -76,6 +93,8 @@ def apply(
     (a Node's site must exist), then Certificates (Domains name them), then the rest in file order. Prints created,
     configured or unchanged for each object, and the server's warnings.
     """
+    from edgefleet.cli.manifests import in_apply_order, load_manifests
+
     manifests = in_apply_order(guarded(lambda: load_manifests(filename)))
     with api(server, token, context) as client:
         for manifest in manifests:
@@ -84,6 +103,8 @@ def apply(
 
 
 def _apply_one(client: ApiClient, info: KindInfo, document: dict[str, Any], resource: Any) -> str:
+    from edgefleet.api import lifecycle
+
     for _ in range(3):
         try:
             existing = client.get(info, resource.name)
@@ -129,7 +150,7 @@ def get(
     """
     if output not in OUTPUT_FORMATS:
         fail(f"unknown output format {output!r}; use one of {', '.join(OUTPUT_FORMATS)}")
-    info = resolve_kind(kind)
+    info = kind_for_get(kind, output)
     with api(server, token, context) as client:
         if name:
             docs = [client.get(info, name)]
@@ -143,7 +164,7 @@ def get(
 
 
 def _follow(
-    client: ApiClient, info: KindInfo, selector: str | None, revision: str, output: str, name: str | None
+    client: ApiClient, info: KindInfo | KindName, selector: str | None, revision: str, output: str, name: str | None
 ) -> None:
     try:
         for event in client.watch(info, selector=selector, resource_version=revision):
@@ -198,6 +219,8 @@ def delete(
     A Site that still has Nodes is refused unless --force; with -f, Nodes
     are deleted before their Sites.
     """
+    from edgefleet.cli.manifests import in_delete_order, load_manifests
+
     targets: list[tuple[KindInfo, str]] = []
     if filename:
         targets = [(m.info, m.resource.name) for m in in_delete_order(guarded(lambda: load_manifests(filename)))]

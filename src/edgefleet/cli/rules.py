@@ -13,7 +13,11 @@ cache overrides. ``-o json|yaml`` gives the same as data.
 Token auth needs the key values. An admin's token reads the Secrets the rules name and the check runs
 for real; a viewer reads them redacted, so the check is skipped and reported as unknown (caches
 always check); a Secret that does not exist is reported, and the check fails closed as on a cache.
-Country and region come from ``--geo`` (by default examples/geo.csv when it exists). A rate limit
+Country and region come from ``--geo``; without it, from the table the cloud publishes to the nodes
+(the GSLB's ``--geo``, :mod:`edgefleet.api.geotables`: downloaded with an admin token, checked against its
+SHA-256 and kept in ``~/.cache/edgefleet/geo/`` by digest), so the answer is the one the caches give;
+with none published (or a viewer token, which may not read blobs: a note says so), examples/geo.csv
+when it exists. A rate limit
 starts with full buckets here, so one request is always within it.
 
 Why the same engine: an explanation that used other code could disagree with the caches; this one
@@ -280,6 +284,51 @@ def _geo(path: Path | None, notes: list[str]) -> Any:
     return geo_from(GeoDatabase(path))
 
 
+def _uses_geo(rules: list[Rule]) -> bool:
+    """Whether a rule matches on country or region (the caches read a geo table only then)."""
+    return any(rule.match.country is not None or rule.match.region is not None for rule in rules)
+
+
+def _geo_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgefleet" / "geo"
+
+
+def _published_geo(session: Any, notes: list[str]) -> Path | None:
+    """The geo table the cloud publishes to its nodes, downloaded once per digest; None: none published."""
+    import hashlib
+
+    from edgefleet.api.geotables import MAX_TABLE_BYTES, SELECTOR, current_table
+    from edgefleet.api.meta import kind_info
+    from edgefleet.cli.client import ClientError
+
+    try:
+        ref = current_table(session.list(kind_info("Artifact"), selector=SELECTOR)["items"])
+    except ClientError as exc:
+        notes.append(f"cannot list the published geo table ({exc}); using the local one")
+        return None
+    if ref is None:
+        return None
+    path = _geo_cache_dir() / f"{ref.sha256}{ref.suffix}"
+    if path.exists():
+        return path
+    try:
+        data = session.get_bytes(f"/edge/v1/blobs/sha256/{ref.sha256}", MAX_TABLE_BYTES)
+    except ClientError as exc:
+        notes.append(f"the nodes' geo table {ref.object_name} cannot be read ({exc}); using the local one")
+        return None
+    if hashlib.sha256(data).hexdigest() != ref.sha256:
+        notes.append(f"the geo table {ref.object_name} did not match its digest; using the local one")
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(data)
+    partial.replace(path)
+    notes.append(f"geo table: {ref.object_name}, the one the cloud publishes to the nodes")
+    return path
+
+
 def _from_file(file: Path, domain: str) -> tuple[list[Rule], dict[str, dict[str, str]]]:
     """The Domain's rules from a manifest file, and the Secrets the file holds (name -> data)."""
     from edgefleet.cli.manifests import ManifestError, load_manifests
@@ -339,8 +388,7 @@ def test(
     try:
         request = build_request(url, method, parse_pairs(header, "--header"), parse_pairs(cookie, "--cookie"), client)
         now = parse_at(at)
-        geo_lookup = _geo(geo, notes)
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         fail(str(exc))
     if site_nodes < 1:
         fail("--site-nodes must be at least 1")
@@ -351,6 +399,12 @@ def test(
         with api(server, token, context) as session:
             rules = _from_server(session, domain)
             secrets, skip = _secrets(session, rules, notes)
+            if geo is None and _uses_geo(rules):
+                geo = _published_geo(session, notes)
+    try:
+        geo_lookup = _geo(geo, notes)
+    except (ValueError, OSError) as exc:
+        fail(f"geo table {geo}: {exc}")
     env = CompileEnv(secrets=secrets, geo=geo_lookup, node_count=site_nodes, skip_token_auth=skip)
     document = {"domain": domain, **explain(rules, request, env, now, status=status), "notes": notes}
     if output != "text":

@@ -32,6 +32,11 @@ them, and the CLI prints them in yellow. Two stages, in this order:
      whose DNS names (its status, once the certificate controller wrote it)
      do not cover every hostname, is a warning: apply order is free, and the
      caches serve the Domain without TLS until the Certificate exists.
+   - Domain: a Secret (or a key of it) that the edge rules name
+     (``{secret, key}``, e.g. ``tokenAuth.keys``) and that does not exist
+     is a warning with the rule's field path, for the same reason: the
+     caches deny what the rule checks (403) until it does, and each node
+     says so in its ``RulesReady`` condition (:mod:`edgefleet.cloud.rulestatus`).
 
 2. Validating webhooks (AdmissionWebhook objects whose rules match the kind
    and operation), asked concurrently over HTTP: see
@@ -108,7 +113,9 @@ log = logging.getLogger("edgefleet.cloud.admission")
 
 NODES, SITES, REVISIONS, WEBHOOKS = "nodes", "sites", "workloadrevisions", "admissionwebhooks"
 DOMAINS, CERTIFICATES = "domains", "certificates"
-WORKLOADS = "workloads"
+WORKLOADS, SECRETS = "workloads", "secrets"
+MAX_SECRET_WARNINGS = 5
+"""Rule Secret references looked up (and warned about) per Domain write; the caches report the rest."""
 MAX_NAMED_IN_REFUSAL = 5
 """Nodes named in the message refusing a Site delete."""
 MAX_DIRECT_NODES = 64
@@ -457,6 +464,49 @@ def certificate_in_use_message(certificate: str, domains: Sequence[str]) -> str:
 
 
 async def _check_domain(request: AdmissionRequest, lookup: Lookup) -> Verdict:
+    verdict = await _check_domain_tls(request, lookup)
+    missing = await rule_secret_warnings(request, lookup)
+    return Verdict(verdict.errors, verdict.conflict, (*verdict.warnings, *missing)) if missing else verdict
+
+
+async def rule_secret_warnings(request: AdmissionRequest, lookup: Lookup) -> list[str]:
+    """A warning per Secret (or key) the edge rules name that does not exist: apply order is free, and the
+    caches deny what those rules check (403) until it does (their nodes report it: Node condition RulesReady)."""
+    if request.operation is Operation.DELETE:
+        return []
+    warnings: list[str] = []
+    refs = _secret_key_refs(_spec(request.object).get("rules"))
+    for path, secret, key in refs[:MAX_SECRET_WARNINGS]:
+        document = await lookup.get(SECRETS, secret)
+        if document is None:
+            what = f'Secret "{secret}" does not exist (yet)'
+        elif key not in _mapping(_spec(document).get("data")):
+            what = f'Secret "{secret}" has no key "{key}"'
+        else:
+            continue
+        warnings.append(
+            f"{path}: {what}: the caches deny (403) the requests this rule checks until it does; "
+            "create it with `edgefleet apply`"
+        )
+    return warnings
+
+
+def _secret_key_refs(rules: object) -> list[tuple[str, str, str]]:
+    """(field path, Secret, key) of every ``{secret, key}`` object under a Domain's ``spec.rules``, in order."""
+    found: list[tuple[str, str, str]] = []
+    stack: list[tuple[str, object]] = [("spec.rules", rules)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            if isinstance(value.get("secret"), str) and isinstance(value.get("key"), str):
+                found.append((path, value["secret"], value["key"]))
+            stack.extend((f"{path}.{name}", item) for name, item in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{index}]", item) for index, item in reversed(list(enumerate(value))))
+    return found
+
+
+async def _check_domain_tls(request: AdmissionRequest, lookup: Lookup) -> Verdict:
     name = _mapping(_spec(request.object).get("tls")).get("certificate")
     if request.operation is Operation.DELETE or not isinstance(name, str):
         return Verdict()

@@ -2,7 +2,7 @@
 
 How: a custom collector reads, when Prometheus scrapes, what the status
 controllers already wrote into the store (the hub's in-memory index holds
-every object): ``Site.status`` (healthy and total nodes, load, active),
+every object): ``Site.status`` (healthy and total nodes, load, active, phase),
 ``Domain.status`` (windowed requests, origin requests, offload, serving
 sites), the Nodes by phase, and the DNS demand by client region that the hub
 replicas publish. Nothing is counted twice and nothing is computed here that
@@ -69,12 +69,20 @@ def _number(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+SITE_PHASES = ("Active", "Draining", "Inactive", "Activating")
+
+
 def _sites(sites: list[StoredDocument]) -> Iterable[GaugeMetricFamily]:
     families = {
         field: GaugeMetricFamily(name, doc, labels=["site", "region"]) for field, (name, doc) in SITE_GAUGES.items()
     }
     active = GaugeMetricFamily(
         "edgefleet_site_active", "1 while the GSLB sends users to the site.", labels=["site", "region"]
+    )
+    phase = GaugeMetricFamily(
+        "edgefleet_site_phase",
+        "1 for the site's phase (Site.status.phase: Active, Draining, Inactive, Activating), 0 for the others.",
+        labels=["site", "region", "phase"],
     )
     for site in sites:
         labels = [site["metadata"]["name"], str((site.get("spec") or {}).get("region") or "")]
@@ -85,8 +93,12 @@ def _sites(sites: list[StoredDocument]) -> Iterable[GaugeMetricFamily]:
                 family.add_metric(labels, value)
         if isinstance(status.get("active"), bool):
             active.add_metric(labels, 1.0 if status["active"] else 0.0)
+        if status.get("phase") in SITE_PHASES:
+            for name in SITE_PHASES:
+                phase.add_metric([*labels, name], 1.0 if status["phase"] == name else 0.0)
     yield from families.values()
     yield active
+    yield phase
 
 
 def _domains(domains: list[StoredDocument]) -> Iterable[GaugeMetricFamily]:

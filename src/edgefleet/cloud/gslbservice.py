@@ -37,11 +37,11 @@ Measured latency (issue 15): the resolver reads its latency matrix from
 the Sites' ``status.latency`` in its own FleetState
 (:meth:`~edgefleet.gslb.fleet.FleetState.latency`), so a new matrix moves the
 fleet generation and the precomputed decisions are rebuilt like for any
-fleet change. The DNS thread also hands the sender addresses of the queries
-it counted as demand, once a second, to a
+fleet change. The DNS thread also hands the sender addresses and the EDNS
+Client Subnets of the queries it counted as demand, once a second, to two
 :class:`~edgefleet.gslb.networks.NetworkCounter` (under the meter lock), and
 :meth:`GslbService.busy_networks` gives the latency controller the busiest
-resolver networks to publish as probe targets.
+resolver networks and EDNS Client Subnets to publish as probe targets.
 """
 
 from __future__ import annotations
@@ -175,10 +175,13 @@ class DnsThread:
         meter_lock: threading.Lock,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
         networks: NetworkCounter | None = None,
+        subnets: NetworkCounter | None = None,
     ) -> None:
         self.resolver = resolver
         self.networks = networks
         """Decayed query counts per resolver network (latency probe targets), under ``meter_lock``."""
+        self.subnets = subnets
+        """Decayed query counts per EDNS Client Subnet (latency probe targets too), under ``meter_lock``."""
         self.server = server
         self.meter = meter
         self.meter_lock = meter_lock
@@ -250,12 +253,15 @@ class DnsThread:
             now = time.time()
             taken = self.server.take_demand()
             senders = self.server.take_senders()
+            subnets = self.server.take_client_subnets()
             with self.meter_lock:
                 for region, count in taken.items():
                     if region:
                         self.meter.record(region, now, count)
                 if self.networks is not None:
                     self.networks.record(senders, now)
+                if self.subnets is not None:
+                    self.subnets.record(subnets, now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +282,7 @@ class GslbOptions:
     rrl: RrlSettings = field(default_factory=RrlSettings)
     demand_per_sender: int = DEMAND_PER_SENDER
     probe_networks: int = TOP_N
-    """Resolver networks published as latency probe targets (0: none)."""
+    """Resolver networks, and as many EDNS Client Subnets, published as latency probe targets (0: none)."""
     probe_min_queries: float = MIN_COUNT
     """Decayed queries a resolver network needs before it is published as a probe target."""
 
@@ -288,6 +294,8 @@ class GslbService:
         self.options = options
         self.geo = GeoDatabase(options.geo_path)
         self._geo_reload_lock = threading.Lock()
+        self.geo_listeners: list[Callable[[], object]] = []
+        """Called from the reload thread after each successful geo reload (the cloud publishes the table)."""
         name_servers = options.name_servers or (f"ns1.{options.zone}",)
         self.zone = Zone(
             origin=options.zone,
@@ -298,13 +306,20 @@ class GslbService:
         )
         self.meter = DemandMeter(options.demand_window)
         self.networks = NetworkCounter(min_count=options.probe_min_queries, top_n=options.probe_networks)
+        self.subnets = NetworkCounter(min_count=options.probe_min_queries, top_n=options.probe_networks, subnets=True)
         self._meter_lock = threading.Lock()
         resolver = Resolver(self.zone, FleetState(zone=options.zone), self.geo)
         server = DnsServer(
             resolver, options.dns_host, options.dns_port, rrl=options.rrl, demand_per_sender=options.demand_per_sender
         )
         self.dns_thread = DnsThread(
-            resolver, server, self.meter, self._meter_lock, _event_loop_factory(), networks=self.networks
+            resolver,
+            server,
+            self.meter,
+            self._meter_lock,
+            _event_loop_factory(),
+            networks=self.networks,
+            subnets=self.subnets,
         )
         self.fleet: FleetState | None = None
         """The redirector's fleet state, on the main loop (None without a redirector)."""
@@ -371,9 +386,14 @@ class GslbService:
             return self.meter.rates(time.time())
 
     def busy_networks(self) -> list[SeenNetwork]:
-        """The busiest resolver networks (bounded top-N with decay), for the latency controller's probe targets."""
+        """The busiest resolver networks, then the busiest Client Subnets (each a bounded top-N with decay; a
+        network in both is a resolver's), for the latency controller's probe targets."""
         with self._meter_lock:
-            return self.networks.top(time.time())
+            now = time.time()
+            resolvers = self.networks.top(now)
+            subnets = self.subnets.top(now)
+        known = {seen.network for seen in resolvers}
+        return resolvers + [seen for seen in subnets if seen.network not in known]
 
     def reload_geo(self) -> threading.Thread:
         """Re-read the geo table in a thread of its own; the DNS server swaps to it when it is loaded.
@@ -393,8 +413,10 @@ class GslbService:
             error = self.geo.reload()
         if error:
             log.error("geo table reload refused, the previous table stays: %s", error)
-        else:
-            log.info("geo table reloaded in %.1f s", time.monotonic() - started)
+            return
+        log.info("geo table reloaded in %.1f s", time.monotonic() - started)
+        for listener in self.geo_listeners:
+            listener()
 
     async def close(self) -> None:
         for task in self._tasks:

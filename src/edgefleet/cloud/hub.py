@@ -4,8 +4,13 @@ How: one store watch feeds an in-memory :class:`~edgefleet.sync.views.FleetIndex
 of every ``/registry/`` object. Each change is turned by the index into
 per-node view changes, which go into that node's
 :class:`~edgefleet.sync.cloud.CloudSession` (pure: it coalesces them into a
-bounded pending map). Each connection has its own sender task that drains
-its session, so a slow or reconnecting node only ever delays itself.
+bounded pending map). The fan-out loop writes each affected node's frames
+straight to its transport (``AgentSocket.write_now``: no task is woken per
+node), and the agents' acknowledgements are handled from the protocol's
+``data_received`` (``AgentSocket.go_direct``), see
+:mod:`edgefleet.cloud.agentsocket`. A connection whose transport pushes back
+falls back to its own sender task, which drains its session when the socket
+can take more, so a slow or reconnecting node only ever delays itself.
 
 Handshake order matters: the hub registers the node in the index and takes
 its view and revision in one synchronous step, so no change can fall between
@@ -45,12 +50,13 @@ Hub objects), with the caller's own credentials. Only admins may read logs
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -59,6 +65,7 @@ import httpx
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from starlette.websockets import WebSocketDisconnect
 
 from edgefleet.api.documents import JSONObject, StoredDocument
@@ -73,6 +80,7 @@ from edgefleet.cloud.errors import Status, status_body
 from edgefleet.cloud.limits import SessionBudget, SessionRates
 from edgefleet.cloud.metricsrelay import MetricsRelay, RelaySettings
 from edgefleet.cloud.registry import ObjectNotFound, Registry, RegistryError, VersionConflict
+from edgefleet.cloud.rulestatus import EventGate, record_condition_events, stamp_conditions
 from edgefleet.cloud.statuswrites import Intervals, StatusWrite, StatusWrites, merge_patch_for
 from edgefleet.store.interface import Compacted, Event, EventType, LeaseNotFound, Progress, StoreError
 from edgefleet.sync import messages
@@ -99,9 +107,7 @@ class HubMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.sessions = Gauge("edgefleet_hub_sessions", "Connected agents", registry=self.registry)
-        self.frames_out = Counter("edgefleet_hub_frames_sent", "Frames sent to agents", registry=self.registry)
-        self.bytes_out = Counter("edgefleet_hub_bytes_sent", "Bytes sent to agents", registry=self.registry)
-        self.bytes_in = Counter("edgefleet_hub_bytes_received", "Bytes received from agents", registry=self.registry)
+        self.traffic = Traffic(self.registry)
         self.closed = Counter(
             "edgefleet_hub_sessions_closed", "Sessions closed, by reason", ["reason"], registry=self.registry
         )
@@ -113,9 +119,6 @@ class HubMetrics:
             "From cutting a batch to its acknowledgement",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
             registry=self.registry,
-        )
-        self.messages_in = Counter(
-            "edgefleet_hub_messages_received", "Messages received from agents", registry=self.registry
         )
         self.status_reports = Counter(
             "edgefleet_hub_status_reports",
@@ -137,6 +140,39 @@ class HubMetrics:
             "Pauses in reading a session that sent more than its message or byte rate allows",
             registry=self.registry,
         )
+
+
+class Traffic:
+    """The hub's per-message counters as plain integers, exported when /metrics is read.
+
+    Why not ``prometheus_client.Counter``: its ``inc`` takes a lock (about
+    1 µs on the 2-core VM), and a push to N nodes costs four of them per
+    node (a frame and its bytes out, a message and its bytes in).
+    """
+
+    _HELP = (
+        ("edgefleet_hub_frames_sent", "Frames sent to agents", "frames_out"),
+        ("edgefleet_hub_bytes_sent", "Bytes sent to agents", "bytes_out"),
+        ("edgefleet_hub_bytes_received", "Bytes received from agents", "bytes_in"),
+        ("edgefleet_hub_messages_received", "Messages received from agents", "messages_in"),
+        (
+            "edgefleet_hub_frames_deferred",
+            "Frames sent by a session's own task, not from the fan-out or the message that caused them "
+            "(the agent's socket pushed back, or the server has no direct lane)",
+            "frames_deferred",
+        ),
+    )
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.frames_out = self.bytes_out = self.bytes_in = self.messages_in = self.frames_deferred = 0
+        registry.register(self)
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(name, text) for name, text, _ in self._HELP]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, text, attribute in self._HELP:
+            yield CounterMetricFamily(name, text, value=getattr(self, attribute))
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +225,8 @@ class Connection:
     compress: bool = False
     """The agent takes zlib-compressed binary frames for large messages (messages.COMPRESSION_HEADER)."""
     budget: SessionBudget = field(default_factory=SessionBudget)
+    sending: bool = False
+    """The sender task holds frames it has not written yet: nothing may overtake them."""
 
 
 class Hub:
@@ -222,6 +260,7 @@ class Hub:
         self.replicas: dict[str, Replica] = {}
         """Live replicas by Hub object name, this one included, from the watched Hub objects."""
         self.status_writes = StatusWrites(status_intervals)
+        self.condition_events = EventGate()  # Node condition Events, one per problem and minute (cloud.rulestatus)
         self._status_wake = asyncio.Event()
         self.index_listeners: list[Callable[[str, StoredDocument | None], None]] = []
         """Called with the key and document (None: deleted) of every store event the index applied
@@ -300,11 +339,15 @@ class Hub:
         deltas = self.index.apply(event.kv.key, event.revision, document)
         for listener in self.index_listeners:
             listener(event.kv.key, document)
+        frames = size = 0
         for node, changes in deltas.items():
             connection = self.connections.get(node)
             if connection is not None and connection.session.started:
                 connection.session.update(changes, event.revision)
-                connection.wake.set()
+                sent = self._flush(connection)
+                frames, size = frames + sent[0], size + sent[1]
+        self.metrics.traffic.frames_out += frames
+        self.metrics.traffic.bytes_out += size
 
     def _note_replica(self, key: str, document: StoredDocument | None) -> None:
         name = key[len(HUBS_PREFIX) :]
@@ -436,15 +479,16 @@ class Hub:
         self.index.register(connection.node)
         connection.session.start(self.index.view(connection.node), self.index.revision)
         slot.release()
-        connection.wake.set()  # welcome and the first batch are ready to go
         self._sessions_changed()
         sender = asyncio.create_task(self._send_loop(connection))
+        connection.websocket.go_direct(functools.partial(self._on_message, connection))
+        self._count_out(self._flush(connection))  # welcome and the first batch
         try:
-            while True:
+            while True:  # on the direct lane this only ends (disconnect, or the lane's failure raised)
                 text = await connection.websocket.receive_text()
                 self._receive(connection, text)
                 self._handle_events(connection)
-                connection.wake.set()
+                self._count_out(self._flush(connection))
                 await self._pace(connection, len(text))
         finally:
             sender.cancel()
@@ -479,11 +523,11 @@ class Hub:
         self.metrics.sessions.set(len(self.connections))
         self._presence_wake.set()
 
-    def _receive(self, connection: Connection, text: str) -> None:
+    def _receive(self, connection: Connection, text: str | bytes) -> None:
         if len(text) > messages.MAX_AGENT_MESSAGE_BYTES:
             raise ProtocolError("message too large", close_code=1009)
-        self.metrics.bytes_in.inc(len(text))
-        self.metrics.messages_in.inc()
+        self.metrics.traffic.bytes_in += len(text)
+        self.metrics.traffic.messages_in += 1
         connection.last_heard = time.monotonic()
         connection.session.receive(text)
 
@@ -494,22 +538,74 @@ class Hub:
             self.metrics.throttled.inc()
             await asyncio.sleep(wait)
 
+    def _on_message(self, connection: Connection, data: bytes, text: bool) -> None:
+        """One agent message on the direct lane, called from the protocol's ``data_received`` (no task wakes)."""
+        try:
+            if not text:
+                raise ProtocolError("binary frames are not part of the protocol from agents")
+            self._receive(connection, data)
+            self._handle_events(connection)
+            self._count_out(self._flush(connection))
+            wait = connection.budget.charge(len(data), time.monotonic())
+            if wait > 0:
+                self.metrics.throttled.inc()
+                connection.websocket.pause_reading_for(wait)
+        except Exception as exc:  # the session's task raises it and ends the session as on the queue path
+            connection.websocket.fail(exc)
+
+    def _flush(self, connection: Connection) -> tuple[int, int]:
+        """Send what the session has to send now: from the caller when the socket takes it, else by the sender task.
+
+        The fan-out loop calls this for every node a change reaches, so a
+        push writes each node's frame straight to its transport. A session
+        whose transport pushes back (or whose sender task holds frames)
+        keeps its changes coalescing in its pending map until the task can
+        write, so a slow node costs the others nothing. Returns the frames
+        and bytes written (the caller counts them, once per fan-out).
+        """
+        websocket = connection.websocket
+        if connection.sending or not websocket.writable_now():
+            connection.wake.set()
+            return 0, 0
+        frames = size = 0
+        for frame in connection.session.data_to_send():
+            data, binary = self._payload(connection, frame)
+            if not websocket.write_now(data, binary):
+                break  # closed: the session's task sees the disconnect
+            frames, size = frames + 1, size + len(data)
+        return frames, size
+
+    def _count_out(self, sent: tuple[int, int]) -> None:
+        self.metrics.traffic.frames_out += sent[0]
+        self.metrics.traffic.bytes_out += sent[1]
+
+    @staticmethod
+    def _payload(connection: Connection, frame: str) -> tuple[bytes, bool]:
+        """The bytes of one message and whether they go as a binary (compressed) frame."""
+        if connection.compress and len(frame) >= messages.COMPRESS_MIN_BYTES:
+            return messages.compress_frame(frame), True
+        return frame.encode(), False
+
     async def _send_loop(self, connection: Connection) -> None:
         while True:
             await connection.wake.wait()
             connection.wake.clear()
-            await self._send_pending(connection)  # its locals die with it: an idle session keeps no frame alive
+            connection.sending = True
+            try:
+                await self._send_pending(connection)  # its locals die with it: an idle session keeps no frame alive
+            finally:
+                connection.sending = False
 
     async def _send_pending(self, connection: Connection) -> None:
         for frame in connection.session.data_to_send():
             if connection.compress and len(frame) >= messages.COMPRESS_MIN_BYTES:
                 data = messages.compress_frame(frame)
                 await connection.websocket.send_bytes(data)
-                self.metrics.bytes_out.inc(len(data))
+                self._count_out((1, len(data)))
             else:
                 await connection.websocket.send_text(frame)
-                self.metrics.bytes_out.inc(len(frame))
-            self.metrics.frames_out.inc()
+                self._count_out((1, len(frame)))
+            self.metrics.traffic.frames_deferred += 1
 
     def _handle_events(self, connection: Connection) -> None:
         for event in connection.session.events():
@@ -572,9 +668,13 @@ class Hub:
             current = await self.registry.get(NODES, write.node)
             status = merge_patch_for(write.status, current.get("status") or {})
             status.update(lastHeartbeat=_now(), hub=self.hub_id, phase="Ready", message=None)
+            stamp_conditions(status, current.get("status"), status["lastHeartbeat"])
             await self.registry.patch(NODES, write.node, {"status": status}, status=True)
             self.metrics.status_writes.inc()
             await record_failed_updates(self.registry, write.node, current.get("status"), status)
+            await record_condition_events(
+                self.registry, write.node, current.get("status"), status, self.condition_events, time.monotonic()
+            )
         except ObjectNotFound:
             return  # the Node was deleted; the session ends when its credential goes
         except (RegistryError, StoreError) as exc:

@@ -25,7 +25,9 @@ reports) on ``/system/leader/domainstatus``, the site status controller (healthy
 load of each Site) on ``/system/leader/sitestatus``, the certificate controller (Certificate.status,
 expiry Events) on ``/system/leader/certificates``, and the event garbage collector (Events older
 than an hour) on ``/system/leader/events``. Scheduled backups (``--backup-dir``) run on
-``/system/leader/backups`` (:mod:`edgefleet.cloud.backups`).
+``/system/leader/backups`` (:mod:`edgefleet.cloud.backups`). With the GSLB's ``--geo`` table, every
+replica publishes it to the nodes at start and after each SIGHUP reload, idempotently
+(:mod:`edgefleet.cloud.geotable`).
 
 TLS (``CloudOptions.tls``, from ``--tls-cert``/``--tls-key``/``--tls-ca``):
 uvicorn serves the API, the dashboard and the hub's WebSocket on one TLS
@@ -51,13 +53,15 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from edgefleet.api.documents import StoredDocument
 from edgefleet.cloud import backups
+from edgefleet.cloud.agentsocket import HubWebSocketProtocol
 from edgefleet.cloud.auth import Authenticator, ensure_admin_token, load_tokens_file
 from edgefleet.cloud.backups import BackupSchedule
 from edgefleet.cloud.balance import BalanceSettings
-from edgefleet.cloud.blobs import DEFAULT_MAX_BLOB_BYTES, blob_dir, ensure_fleet_key
+from edgefleet.cloud.blobs import DEFAULT_MAX_BLOB_BYTES, BlobStore, blob_dir, ensure_fleet_key
 from edgefleet.cloud.controllers.certificates import CertificateController, CertificateMetrics
 from edgefleet.cloud.controllers.domainstatus import DomainStatusController
 from edgefleet.cloud.controllers.latency import LatencyController, no_networks
@@ -67,6 +71,8 @@ from edgefleet.cloud.controllers.siteactivation import SiteActivationController,
 from edgefleet.cloud.controllers.sitestatus import SiteStatusController
 from edgefleet.cloud.controllers.workloads import ControllerMetrics, WorkloadController
 from edgefleet.cloud.events import EventCollector
+from edgefleet.cloud.geotable import GeoPublisher
+from edgefleet.cloud.gslbmetrics import GslbCollector
 from edgefleet.cloud.gslbservice import GslbOptions, GslbService
 from edgefleet.cloud.hub import Hub, HubLimits, PresenceSettings
 from edgefleet.cloud.identity import Identity
@@ -230,6 +236,8 @@ def start_fleet_tasks(
         demand or no_demand,
         period=site_activation_period,
         sites=None if hub is None else lambda: _index_documents(hub, "sites"),
+        nodes=None if hub is None else lambda: _index_documents(hub, "nodes"),
+        workloads=None if hub is None else lambda: _index_documents(hub, "workloads"),
     )
     collector = EventCollector(registry)
     tasks = [
@@ -334,6 +342,8 @@ async def run_cloud(options: CloudOptions) -> None:
             relay=options.metrics_relay,
         )
         await hub.start()
+        if gslb is not None:  # the DNS counters (answers per site...) on /metrics
+            hub.metrics.registry.register(GslbCollector(gslb.dns))
         demand = options.demand or hub.fleet_demand
         identity.on_credential_removed(lambda node: hub.disconnect_node(node, "credential revoked"))
         ca_pem = options.tls.ca_pem if options.tls is not None else None
@@ -352,7 +362,7 @@ async def run_cloud(options: CloudOptions) -> None:
             port=options.port,
             loop="none",
             http="httptools",
-            ws="websockets-sansio",
+            ws=HubWebSocketProtocol,  # uvicorn's sans-I/O WebSocket plus the hub's direct lane (cloud/agentsocket.py)
             ws_max_size=MAX_AGENT_MESSAGE_BYTES,
             ws_ping_interval=None,  # the hub closes silent sessions itself
             ws_per_message_deflate=False,  # large batches are compressed one by one (messages.COMPRESSION_HEADER)
@@ -380,6 +390,8 @@ async def run_cloud(options: CloudOptions) -> None:
         )
         if options.backup is not None:
             fleet_tasks.append(backups.start(store, options.store_url, options.backup, hub.metrics.registry))
+        if gslb is not None and gslb.options.geo_path is not None:  # the GSLB's table, shipped to every node
+            fleet_tasks.append(start_geo_publisher(registry, settings.blob_dir, gslb, hub.metrics.registry))
         log.info(
             "edgefleet cloud serving",
             extra={"listen": f"{options.host}:{options.port}", "store": options.store_url, "scheme": options.scheme},
@@ -432,6 +444,19 @@ async def start_gslb(store: Store, options: GslbOptions | None) -> GslbService |
     await service.start()
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, service.reload_geo)
     return service
+
+
+def start_geo_publisher(
+    registry: Registry, blobs: Path | None, gslb: GslbService, metrics: CollectorRegistry
+) -> asyncio.Task[None]:
+    """Publish the GSLB's ``--geo`` table to the nodes now and after each reload (:mod:`edgefleet.cloud.geotable`)."""
+    assert gslb.options.geo_path is not None and blobs is not None
+    publisher = GeoPublisher(registry, BlobStore(blobs), gslb.options.geo_path, metrics)
+    loop = asyncio.get_running_loop()
+    gslb.geo_listeners.append(lambda: loop.call_soon_threadsafe(publisher.request))
+    task = asyncio.create_task(publisher.run(), name="geo-publisher")
+    task.add_done_callback(_report_failure)
+    return task
 
 
 def main(options: CloudOptions) -> None:

@@ -32,7 +32,11 @@ acknowledgements and asks what is due; no clock of its own, no I/O):
   seconds: every few seconds in a small fleet, every few minutes in a large
   one, so that busy nodes together stay within a write budget. A lazy change
   waits a random part of half that interval first, so ten thousand busy
-  nodes do not write in step.
+  nodes do not write in step. A lazy field's *first* appearance in a
+  session (a cache's first figures) is written like any other change, so
+  ``get sites`` shows a site's load seconds after its caches start, not a
+  lazy interval later; it happens once per cache start, so it costs the
+  write budget nothing.
 - Any other change is written at once when the node's last write is at
   least ``min_interval`` old, else as soon as it is (the latest report
   wins: bursts coalesce). Except a change of a workload instance's
@@ -194,6 +198,8 @@ class StatusWrites:
                 return now
             return max(now, record.last_write + intervals.min_interval)
         if _lazy(record.latest) != _lazy(record.written):
+            if any(name in record.latest and name not in record.written for name in LAZY_FIELDS):
+                return max(now, record.last_write + intervals.min_interval)  # first figures: no lazy wait
             if record.lazy_due is None:
                 interval = max(intervals.lazy_interval, len(self._nodes) / intervals.lazy_writes_per_second)
                 jitter = self._rng.random() * interval / 2

@@ -50,7 +50,16 @@ cache config, whose origin is this agent's ``/artifact-origin``), verifies and
 keeps them by digest, before the supervisor stops an old revision; it serves
 as that origin for the caches of its node, prefetches the Artifacts an
 ``edgefleet.io/prefetch-sites`` annotation selects for its site, and
-collects the blobs no desired Workload uses after each reconcile.
+collects the blobs no desired Workload uses after each reconcile. The GSLB's geo
+table travels the same way (:mod:`edgefleet.edge.geotable`): fetched when the
+cloud publishes one, kept in ``<data>/geo/`` and rendered as the caches'
+``geoTable``, so edge rules place clients as the GSLB does.
+
+Elastic sites (:mod:`edgefleet.edge.elastic`): while the node's own Site
+is Inactive in the view, the reconcile holds its ``builtin: cache``
+workloads at zero (graceful stop, disk tier kept, ``ScaledDown``); a batch
+that touches a Site reconciles again, so the caches start when the site is
+Activating.
 
 The peer prober (:mod:`edgefleet.edge.peerhealth`) probes the cache of
 every other node of the site every ``--peer-probe-period`` seconds, cloud
@@ -87,6 +96,7 @@ from edgefleet.api.domains import CDN_ZONE
 from edgefleet.api.secrets import secret_value
 from edgefleet.api.workloads import Workload, WorkloadTemplate
 from edgefleet.cache.errors import CacheError
+from edgefleet.edge import elastic
 from edgefleet.edge.artifacts import FLEET_SECRET, ORIGIN_PREFIX, ArtifactManager, internal_domain
 from edgefleet.edge.backoff import HUB_DIAL, Backoff
 from edgefleet.edge.cacheconfig import (
@@ -101,6 +111,7 @@ from edgefleet.edge.cacheconfig import (
     template_port,
 )
 from edgefleet.edge.cachetasks import LEDGER_FILE, CacheAdmin, CacheTasks, tasks_from_view
+from edgefleet.edge.geotable import NodeGeoTable
 from edgefleet.edge.hubclient import HubClient
 from edgefleet.edge.hubclient import sync_url as sync_url  # re-exported: callers used it from here
 from edgefleet.edge.latency import DEFAULT_PERIOD as LATENCY_PERIOD
@@ -232,6 +243,11 @@ class Agent:
             artifacts=self.artifacts,
         )
         self.cache_tasks = CacheTasks(options.data_dir / LEDGER_FILE, CacheAdmin())
+        self.geo = NodeGeoTable(  # the GSLB's geo table for the caches' edge rules (edge.geotable)
+            options.data_dir / "geo", self.artifacts, self.local.objects, self._geo_changed,
+            registry=self.metrics.registry,
+        )  # fmt: skip
+        self.cache.geo_table = self.geo.path
         self.metric_sources = MetricSources(self.metrics.registry, self._cache_endpoints)
         servers, origin = self.desired_servers()
         log.info("hub servers: %s (from %s)", ", ".join(servers), origin)
@@ -328,7 +344,7 @@ class Agent:
         if kinds & set(CACHE_VIEW_KINDS):
             self.cache.update_view(self._cache_view())  # before a reconcile may start a cache from it
             self._cache_wake.set()
-        if "workloads" in kinds:
+        if "workloads" in kinds or "sites" in kinds:  # sites: an elastic site's phase scales its caches
             self._reconcile.set()
         if kinds & {"workloads", *TASK_KINDS}:
             self._tasks_wake.set()
@@ -336,6 +352,7 @@ class Agent:
             self.follow_servers()
         if "artifacts" in kinds:
             self._prefetch = asyncio.ensure_future(self.artifacts.prefetch(self._site_labels()))
+            self.geo.view_changed()
 
     def status_report(self) -> dict[str, Any]:
         workloads = {
@@ -352,6 +369,9 @@ class Agent:
         }
         if self._cache_stats is not None:
             report["cache"] = self._cache_stats
+        conditions = self.cache.conditions()  # RulesReady: a Secret the edge rules name is missing (edge.rulestatus)
+        if conditions:
+            report["conditions"] = conditions
         latency = self.latency.report()
         if latency or self._latency_reported:  # once reported, an empty map clears the stored figures
             report["latency"] = latency
@@ -424,6 +444,12 @@ class Agent:
             desired[workload.name] = workload.spec.template
         return desired
 
+    def _scaled_down(self, desired: dict[str, WorkloadTemplate]) -> dict[str, str]:
+        """The elastic workloads held at zero while this node's Site is Inactive, by the view's last word."""
+        own = self.local.get(f"/registry/nodes/{self.identity.node}") or {}
+        site = str((own.get("spec") or {}).get("site") or self.identity.site)
+        return elastic.scaled_down(site, self.local.get(f"/registry/sites/{site}"), desired)
+
     def _workloads_changed(self) -> None:
         statuses = self.supervisor.statuses().values()
         ready = sum(1 for s in statuses if s.ready)
@@ -434,7 +460,7 @@ class Agent:
         self._tasks_wake.set()
 
     def _all_ready(self) -> bool:
-        return all(s.ready for s in self.supervisor.statuses().values())
+        return all(s.ready or s.state == "ScaledDown" for s in self.supervisor.statuses().values())
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -445,7 +471,7 @@ class Agent:
             self._reconcile.clear()
             try:
                 desired = self.desired_workloads()
-                await self.supervisor.apply(desired)
+                await self.supervisor.apply(desired, scaled_down=self._scaled_down(desired))
                 await asyncio.to_thread(self.artifacts.collect, desired.values())
             except Exception:  # one bad reconcile must not stop the agent; the next change retries
                 log.exception("workload reconcile failed")
@@ -456,6 +482,11 @@ class Agent:
 
     def _cache_view(self) -> list[dict[str, Any]]:
         return [doc for plural in CACHE_VIEW_KINDS for doc in self.local.objects(plural)]
+
+    def _geo_changed(self) -> None:
+        """The node switched geo tables (edge.geotable): render it into the caches' configs now."""
+        self.cache.geo_table = self.geo.path
+        self._cache_wake.set()
 
     def _running_caches(self) -> dict[str, Running]:
         return {name: r for name, r in self.supervisor.running().items() if r.template.builtin == "cache"}
@@ -484,8 +515,13 @@ class Agent:
             if due and self.supervisor.signal(name, signal.SIGHUP):
                 self.cache.reloaded(name, running.pid, text)
                 log.info("workload %s: sent SIGHUP to pid %d to load its new config", name, running.pid)
+        if self.cache.conditions_changed(caches):
+            self.hub.status_changed()  # a Secret of the edge rules went missing, or came: said at once
         endpoint = self._cache_endpoint(caches)
-        self._cache_stats = await self.cache_tasks.admin.status(endpoint) if endpoint else None
+        stats = await self.cache_tasks.admin.status(endpoint) if endpoint else None
+        if stats is not None and self._cache_stats is None:
+            self.hub.status_changed()  # a cache's first figures go now: `get sites` shows its site's load
+        self._cache_stats = stats
 
     @staticmethod
     def _may_reload(running: Running) -> bool:
@@ -580,6 +616,7 @@ class Agent:
             "cache": self._cache_stats,
             "peerVotes": self.peer_votes.votes(time.time()),
             "latency": self.latency.report(),
+            "geoTable": self.geo.describe(),
         }
 
     # lifecycle -------------------------------------------------------------
@@ -601,7 +638,8 @@ class Agent:
             )
         await self.supervisor.start()
         if self.local.snapshot().revision > 0:
-            await self.supervisor.apply(self.desired_workloads())
+            desired = self.desired_workloads()
+            await self.supervisor.apply(desired, scaled_down=self._scaled_down(desired))
         else:
             # A view never synced (or rebuilt after corruption) is empty, not "run nothing":
             # keep running what the supervisor's own state says until the cloud fills the view.
@@ -621,6 +659,7 @@ class Agent:
                 self._tasks_loop,
                 self.peer_prober.run,
                 self.latency.run,
+                self.geo.run,
             )
         ]
         try:

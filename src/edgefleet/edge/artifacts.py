@@ -483,6 +483,8 @@ class ArtifactManager:
         self._client: httpx.AsyncClient | None = None
         self.origin_fetches = 0
         """Fetches this agent made from the cloud or an external URL (not through a cache)."""
+        self.pinned: set[str] = set()
+        """Digests :meth:`collect` keeps whatever the templates say (the geo table in use, edge.geotable)."""
         self._fetches = Counter(
             "edgefleet_agent_artifact_fetches",
             "Artifact fetches by way: cache (through this node's cache), direct (no cache ready), "
@@ -594,7 +596,7 @@ class ArtifactManager:
         """Remove blobs no template in ``templates`` references (blocking); the digests removed."""
         refs = self.refs()
         keep = {ref.sha256 for t in templates for item in t.artifacts if (ref := refs.get((item.name, item.version)))}
-        keep |= set(self._inflight) | set(self._origin_inflight)
+        keep |= set(self._inflight) | set(self._origin_inflight) | self.pinned
         removed = self.store.collect(keep, grace=grace)
         for digest in removed:
             log.info("artifact blob %s removed: no workload revision on this node uses it", digest)

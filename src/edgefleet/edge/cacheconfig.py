@@ -41,7 +41,11 @@ Rendering (:func:`render_cache_config`, pure; "address" is the node's first
   the Secrets those rules reference (token-auth keys: any ``{secret, key}`` under ``rules``, the
   same rule by which :mod:`edgefleet.sync.views` projects them to this node), and no other, so the
   file is written with mode 0600. A referenced Secret missing from the view is left out with a
-  warning: the cache's token check then fails closed (403), never serves unchecked.
+  warning: the cache's token check then fails closed (403), never serves unchecked; and
+  :meth:`BuiltinCache.conditions` says so in the agent's report (``RulesReady: False``, reason
+  ``SecretMissing``: :mod:`edgefleet.edge.rulestatus`).
+- ``geoTable``: the GSLB's geo table as this node keeps it (:mod:`edgefleet.edge.geotable`), for the
+  rules' country/region conditions; left out (the packaged table) while the cloud publishes none.
 - ``tls`` of each Domain whose ``spec.tls.certificate`` is in the view (a
   Domain naming a Certificate the view lacks is rendered without TLS, with a
   warning); ``certificates``: the Certificates those Domains name, as files
@@ -57,9 +61,11 @@ Rendering (:func:`render_cache_config`, pure; "address" is the node's first
   ``spec.parents`` in order, each with its Nodes found in the view (a parent
   without any is left out). Peers and parents are assumed to run the same
   template, so the same http port. ``trusted``: every IP address of every
-  Node in the view (the site's peers, its parents and their ancestors):
-  the cache trusts tier header fields only from those (see
-  :mod:`edgefleet.cache.upstream.tiers`).
+  Node in the view (the site's peers, its parents and their ancestors, and
+  the nodes of its child sites, which :mod:`edgefleet.sync.views` projects
+  to a parent for exactly this): the cache trusts tier header fields only
+  from those (see :mod:`edgefleet.cache.upstream.tiers`), so a parent takes
+  a child's edge-rules decision instead of running the rules again.
 
 The command: a leading ``edgefleet`` in ``command`` becomes
 ``<the agent's python> -m edgefleet`` (so it runs from the agent's
@@ -94,6 +100,7 @@ from edgefleet.api.workloads import WorkloadTemplate
 from edgefleet.cache.config import CacheConfig, DomainConfig, dump_config, load_config, parse_config, split_listen
 from edgefleet.cache.errors import CacheError
 from edgefleet.edge import certfiles
+from edgefleet.edge.rulestatus import SecretProblem, conditions_of, secret_problems
 from edgefleet.edge.workdirs import write_atomic
 from edgefleet.sync.views import domain_secret_refs
 
@@ -196,7 +203,7 @@ def _members(view: _View, site: str, port: int, self_name: str) -> list[dict[str
 
 
 def _fleet_addresses(view: _View) -> list[str]:
-    """Every address of every Node in the view (peers, parents and their ancestors), as IPs, sorted."""
+    """Every address of every Node in the view (peers, parents and their ancestors, child sites' nodes), sorted."""
     found: set[str] = set()
     for node in view.nodes.values():
         addresses = _dict(node.get("spec")).get("addresses")
@@ -347,11 +354,13 @@ def render_cache_config(
     *,
     zone: str = CDN_ZONE,
     internal_domains: Sequence[dict[str, Any]] = (),
+    geo_table: Path | None = None,
 ) -> CacheConfig:
     """The cache config of ``node_name`` from its view (see the module docstring); CacheConfigError without its Node.
 
     ``internal_domains`` (the agent's own, e.g. the artifact Domain of :mod:`edgefleet.edge.artifacts`) come
     first; a Domain of the view with the same name or a hostname of theirs is left out, with a warning.
+    ``geo_table``: the GSLB's geo table on this node (:mod:`edgefleet.edge.geotable`); None: the packaged one.
     """
     view = _split_view(view_documents)
     node = view.nodes.get(node_name)
@@ -379,6 +388,8 @@ def render_cache_config(
     secrets = _rule_secrets(domains, view)
     if secrets:
         document["secrets"] = secrets
+    if geo_table is not None:
+        document["geoTable"] = str(geo_table)
     certificates = _certificates(domains, view, workdir / certfiles.CERTS_DIR)
     if certificates:
         document["certificates"] = certificates
@@ -479,8 +490,12 @@ class BuiltinCache:
         self._started: dict[str, str] = {}  # workload -> text written right before its last spawn
         self._loaded: dict[str, tuple[int, str]] = {}  # workload -> (pid, text that pid has loaded)
         self._endpoints: dict[str, AdminEndpoint] = {}
+        self._rule_problems: dict[str, list[SecretProblem]] = {}  # workload -> Secrets its rules lack
+        self._reported_conditions: list[dict[str, str]] = []
         self.internal_domains: list[dict[str, Any]] = []
         """Domains of the agent's own added to every config (the artifact Domain, once the agent listens)."""
+        self.geo_table: Path | None = None
+        """The GSLB's geo table on this node, rendered as ``geoTable`` (None: the packaged table)."""
 
     def update_view(self, documents: Iterable[Document]) -> None:
         self._documents = list(documents)
@@ -517,6 +532,7 @@ class BuiltinCache:
                 workdir,
                 zone=self.zone,
                 internal_domains=self.internal_domains,
+                geo_table=self.geo_table,
             )
         except CacheConfigError:
             path = workdir / CONFIG_FILE
@@ -530,7 +546,25 @@ class BuiltinCache:
             log.info("workload %s: wrote %s (%d domains)", name, CONFIG_FILE, len(config.domains))
         certfiles.remove_stale(workdir / certfiles.CERTS_DIR, config.certificates)
         self._endpoints[name] = AdminEndpoint(admin_url(config), token)
+        problems = secret_problems(config)
+        with self._lock:  # prepare() runs in a thread of its own
+            self._rule_problems[name] = problems
         return text
+
+    def conditions(self) -> list[dict[str, str]]:
+        """``Node.status.conditions`` of the caches: ``RulesReady`` (:mod:`edgefleet.edge.rulestatus`)."""
+        with self._lock:
+            return conditions_of(dict(self._rule_problems))
+
+    def conditions_changed(self, running: Iterable[str]) -> bool:
+        """Whether :meth:`conditions` changed since the last call (workloads not ``running`` are forgotten)."""
+        kept = set(running)
+        with self._lock:
+            for name in [name for name in self._rule_problems if name not in kept]:
+                del self._rule_problems[name]
+        conditions = self.conditions()
+        changed, self._reported_conditions = conditions != self._reported_conditions, conditions
+        return changed
 
     def reload_due(self, name: str, pid: int, text: str) -> bool:
         """Whether process ``pid`` of workload ``name`` has not loaded ``text`` yet."""

@@ -24,7 +24,10 @@ what follows from it is the lifecycle's rule (see its module docstring).
 Two ways out: :meth:`Instance.stop` (preStop hook, SIGTERM to the process
 group, ``terminationGracePeriodSeconds``, then SIGKILL to the group) and
 :meth:`Instance.detach` (stop supervising, leave the process running:
-agent shutdown).
+agent shutdown). An elastic workload can also be held at zero
+(:meth:`Instance.scale_down`: the same graceful stop, then ``ScaledDown``,
+persisted; :meth:`Instance.hold` for a revision that never started) and
+started again by :meth:`Instance.scale_up` (see :mod:`edgefleet.edge.elastic`).
 
 Built-in workloads (``template.builtin``, e.g. the cache server): the agent
 provides a :class:`Builtin` per name, which writes what the process reads
@@ -182,6 +185,11 @@ class Instance:
     def workdir(self) -> Path:
         return self._workdir
 
+    @property
+    def scaled_down(self) -> bool:
+        """Held at zero on purpose (its site is Inactive)."""
+        return self._life.scaled
+
     def send_signal(self, signal_number: int) -> bool:
         """Send a signal to the running process itself (not its group); False if none runs."""
         process = self._process
@@ -211,7 +219,8 @@ class Instance:
         if state is not None:
             found = Found(revision=state.revision, restarts=state.restarts, finished=state.finished,
                           exit_code=state.exit_code, message=state.message,
-                          pid=recorded.pid if recorded is not None else None, alive=process is not None)  # fmt: skip
+                          pid=recorded.pid if recorded is not None else None, alive=process is not None,
+                          scaled_down=state.scaled_down)  # fmt: skip
         action = self._life.resume(found)
         self._changed()
         if isinstance(action, Adopt | Replace):
@@ -246,6 +255,23 @@ class Instance:
         if self._process is not None:
             await self._terminate(self._process, run_pre_stop=True)
         self._probed.set()
+
+    async def scale_down(self, reason: str) -> None:
+        """Stop the process gracefully, as :meth:`stop`, and hold the workload at zero (persisted)."""
+        await self._cancel()
+        if self._process is not None:
+            await self._terminate(self._process, run_pre_stop=True)
+        self.hold(reason)
+
+    def hold(self, reason: str) -> None:
+        """Show and record the workload as scaled to zero (``reason`` says why); nothing runs."""
+        self._life.scaled_down(reason)
+        self._changed()
+        self._persist()
+
+    def scale_up(self) -> None:
+        """Start the held workload again (its revision, its working directory)."""
+        self._spawn_task(self._run(self._life.scale_up()))
 
     async def detach(self) -> None:
         """Stop supervising; the process keeps running and a later supervisor adopts it."""
@@ -496,7 +522,7 @@ class Instance:
         record = StateRecord(
             revision=self.revision, restarts=life.restarts,
             process=self._process.record if self._process else None, finished=life.finished,
-            exit_code=life.exit_code, message=life.message,
+            exit_code=life.exit_code, message=life.message, scaled_down=life.scaled,
         )  # fmt: skip
         try:
             write_state(self._settings.layout, self.name, record)

@@ -12,6 +12,7 @@ executes the :data:`Action` it returns::
     restarting()  ->  Start                          (after the shell waited the delay)
     first_probe_in(), probed(ok, detail, began, now) ->  seconds until the next probe
     stopping(), stopped(status), broken(reason)
+    scaled_down(reason)  /  scale_up()  ->  Start      (an elastic workload, see edge/elastic.py)
 
 Time enters only as arguments (``now``, ``began``: wall-clock seconds from
 the shell's injected clock), so the rules are tested with a fake clock and
@@ -33,6 +34,11 @@ no processes (``tests/edge/test_lifecycle.py``):
   the first pass, unready again after ``failureThreshold`` failures in a
   row); every failed attempt counts in ``probeFailures``. An adopted process
   is past its start-up, so its first probe runs at once.
+- **scale to zero**: an elastic workload (the cache of a site that went
+  Inactive) is stopped on purpose and shown ``ScaledDown``: not a failure,
+  not restarted by its policy, no restart counted; the fact is persisted, so
+  an agent restart (cloud reachable or not) leaves it down, and
+  :meth:`Lifecycle.scale_up` starts it again (same revision, same disk tier).
 - **notification**: :meth:`Lifecycle.changed` says whether the status, less
   the counters that ride along (``probeFailures``), changed since it was
   last asked: the supervisor reports only then.
@@ -50,7 +56,7 @@ from typing import Literal, Protocol
 from edgefleet.api.workloads import HealthProbe, InstanceStatus
 from edgefleet.edge.backoff import Backoff
 
-State = Literal["Pending", "Starting", "Running", "Stopping", "Exited", "Failed"]
+State = Literal["Pending", "Starting", "Running", "Stopping", "Exited", "Failed", "ScaledDown"]
 RestartPolicy = Literal["Always", "OnFailure", "Never"]
 
 
@@ -157,6 +163,8 @@ class Found:
     """The recorded process, if one was running when the record was written."""
     alive: bool = False
     """That very process (pid, start time, boot id) runs now."""
+    scaled_down: bool = False
+    """It was scaled to zero on purpose (its site was Inactive)."""
 
 
 class Lifecycle:
@@ -177,6 +185,8 @@ class Lifecycle:
         """Exited for good under the restart policy (persisted: stays so after an agent restart)."""
         self.readiness_known = False
         """Readiness is known: the first probe ran, or there is no probe, or nothing runs."""
+        self.scaled = False
+        """Scaled to zero on purpose (persisted: stays so after an agent restart until scale_up)."""
         self._failures = 0  # consecutive, for the back-off
         self._started_at: float | None = None
         self._adopted = False
@@ -226,6 +236,9 @@ class Lifecycle:
             self._adopted = True
             self._show("Running", ready=self._probe is None, message=f"adopted pid {found.pid}")
             return Adopt(found.pid)
+        if same and found.scaled_down:
+            self.scaled_down(found.message or "scaled to zero")
+            return Finished()
         if same and found.finished:
             self.finished, self.exit_code = True, found.exit_code
             self._show("Exited" if found.exit_code == 0 else "Failed", message=found.message)
@@ -322,6 +335,19 @@ class Lifecycle:
         self.exit_code = status.exit_code if status is not None else None
         self._show("Exited", message=f"stopped: {status.describe()}" if status is not None else "stopped")
         self.readiness_known = True
+
+    def scaled_down(self, reason: str) -> None:
+        """Stopped (or never started) on purpose, its site being Inactive: not a failure, nothing restarts it."""
+        self.scaled = True
+        self._started_at, self._readiness, self._failures = None, None, 0
+        self.exit_code = None
+        self._show("ScaledDown", message=reason)
+        self.readiness_known = True
+
+    def scale_up(self) -> Action:
+        """Its site is active again: start the same revision (not counted as a restart)."""
+        self.scaled = False
+        return Start()
 
     def broken(self, reason: str) -> None:
         """A bug in the shell: shown as Failed rather than killing the agent."""

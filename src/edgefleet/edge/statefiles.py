@@ -68,6 +68,9 @@ class StateRecord(_Record):
     """Exited for good under the restart policy; not restarted at the next start."""
     exit_code: int | None = None
     message: str | None = None
+    scaled_down: bool = False
+    """Stopped on purpose while its Site is Inactive (see :mod:`edgefleet.edge.elastic`): not started at the
+    next start until the agent asks for it again."""
 
 
 class TemplateRecord(_Record):

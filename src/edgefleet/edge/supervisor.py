@@ -5,6 +5,7 @@ Public API::
     sup = Supervisor(root, node_name="edge-1", on_change=report)   # options below
     await sup.start()            # load root, adopt live processes, bring back the rest
     await sup.apply({"cache": template, ...})   # the full desired set, by workload name
+    await sup.apply(desired, scaled_down={"cache": "site lab is Inactive"})  # held at zero, disk kept
     sup.statuses()               # {name: InstanceStatus}
     sup.pids()                   # {name: pid} of running workloads (diagnostics)
     sup.running()                # {name: Running(template, workdir, pid, ready, started_at)}
@@ -30,7 +31,10 @@ How it converges: ``apply`` compares each name's desired template revision
 (:func:`~edgefleet.api.workloads.template_revision`, a content hash) with
 the running one. A new name starts; a missing name is stopped gracefully and
 its files removed; a changed revision restarts that workload alone; an equal
-revision is not touched. Comparing content, never store revisions, is what
+revision is not touched. A name in ``scaled_down`` keeps its template on
+disk but its process is stopped gracefully and held at zero (``ScaledDown``,
+persisted, see :mod:`edgefleet.edge.elastic`) until an ``apply`` without it.
+Comparing content, never store revisions, is what
 lets an agent restart or a store restore (new epoch) reconcile without
 restarting anything whose template did not change.
 
@@ -258,22 +262,26 @@ class Supervisor:
         for waiter in late:
             waiter.cancel()
 
-    async def apply(self, desired: Mapping[str, WorkloadTemplate]) -> None:
-        """Converge on ``desired``, the complete set of workloads this node should run."""
+    async def apply(
+        self, desired: Mapping[str, WorkloadTemplate], *, scaled_down: Mapping[str, str] | None = None
+    ) -> None:
+        """Converge on ``desired``, the complete set of workloads this node should run; the names in
+        ``scaled_down`` (name -> why) are kept but held at zero."""
         for name in desired:
             check_dns1123_subdomain(name)  # names become paths: refuse anything else up front
+        held = scaled_down or {}
         await self.start()
         async with self._lock:
             self._check_open()
             names = sorted(set(self._instances) | set(desired))
             results = await asyncio.gather(
-                *(self._converge(name, desired.get(name)) for name in names), return_exceptions=True
+                *(self._converge(name, desired.get(name), held.get(name)) for name in names), return_exceptions=True
             )
         for name, result in zip(names, results, strict=True):
             if isinstance(result, Exception):
                 log.error("workload %s: could not apply the change", name, exc_info=result)
 
-    async def _converge(self, name: str, template: WorkloadTemplate | None) -> None:
+    async def _converge(self, name: str, template: WorkloadTemplate | None, held: str | None = None) -> None:
         current = self._instances.get(name)
         if template is None:
             self._failed_updates.pop(name, None)
@@ -283,6 +291,7 @@ class Supervisor:
         revision = template_revision(template)
         if current is not None and current.revision == revision:
             self._failed_updates.pop(name, None)
+            await self._scale(name, current, held)
             return
         if current is not None and not await self._fetch_artifacts(name, template, revision):
             return  # the old revision keeps running; the next apply retries
@@ -293,8 +302,20 @@ class Supervisor:
         if self._closed:
             return  # the template is on disk: the next supervisor starts it
         instance = self._instances[name] = self._new_instance(name, template)
-        instance.launch()
+        if held is not None:
+            instance.hold(held)  # recorded, started when its site activates
+        else:
+            instance.launch()
         self._changed()
+
+    async def _scale(self, name: str, instance: Instance, held: str | None) -> None:
+        """Hold ``instance`` at zero (``held``: why) or start it again (None), if it is not so already."""
+        if held is not None and not instance.scaled_down:
+            log.info("workload %s: scaling to zero (%s)", name, held)
+            await instance.scale_down(held)
+        elif held is None and instance.scaled_down:
+            log.info("workload %s: scaling up again", name)
+            instance.scale_up()
 
     async def _fetch_artifacts(self, name: str, template: WorkloadTemplate, revision: str) -> bool:
         """Fetch and verify the new revision's artifacts before the old process stops; False if they failed."""

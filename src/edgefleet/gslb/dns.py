@@ -77,6 +77,18 @@ address, which is not in the message: its shape is the whole message but
 the id (:meth:`Resolver.address_route <edgefleet.gslb.zone.Resolver.address_route>`),
 so a known question from a new resolver costs the same. Shapes are bounded
 (:data:`SHAPE_CACHE_SIZE` of each kind) and dropped with the packet cache.
+A shape also keeps its answer per client *location* when the decision there
+depends on the location alone (no draw, no measured network), so a new
+subnet costs the geo lookup and one dict probe (measured: 8.4 -> 5 CPU µs a
+fresh query in ``bench/dns_path_cpu.py``); those entries are bounded by
+:data:`LOCATION_MEMO_SIZE` over all shapes.
+
+Counters per answer: the site an answer names is kept with the answer as a
+slot of :attr:`DnsServer.site_answers`, so counting answers per site costs
+one list increment (``edgefleet_gslb_answers_total{site}`` on the cloud's
+``/metrics``, :mod:`edgefleet.cloud.gslbmetrics`); the Client Subnets of
+demand-counted queries are counted as bytes for the latency probe targets
+(:mod:`edgefleet.gslb.networks`).
 """
 
 from __future__ import annotations
@@ -96,6 +108,7 @@ from typing import Protocol, cast
 from edgefleet.gslb import dnswire
 from edgefleet.gslb.demand import DEMAND_PER_SENDER, SenderAllowance
 from edgefleet.gslb.errors import DnsFormatError
+from edgefleet.gslb.geo import Location, Match
 from edgefleet.gslb.rrl import ResponseRateLimiter, RrlSettings, Verdict
 
 log = logging.getLogger("edgefleet.gslb.dns")
@@ -111,8 +124,18 @@ UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 """Socket receive buffer asked for the UDP socket, so bursts are queued rather than dropped."""
 MAX_SENDERS = 65536
 """Security limit: sender addresses counted between two :meth:`DnsServer.take_senders` (once a second)."""
+MAX_CLIENT_SUBNETS = 8192
+"""Security limit: Client Subnets counted between two :meth:`DnsServer.take_client_subnets` (once a second;
+twice what :class:`~edgefleet.gslb.networks.NetworkCounter` tracks), so a flood of distinct subnets costs the
+once-a-second count (an address parse per subnet) a bounded few milliseconds."""
 SHAPE_CACHE_SIZE = 4096
 """Security limit: query shapes kept (see the module docstring) before they are all dropped."""
+LOCATION_MEMO_SIZE = 65536
+"""Security limit: answers kept per (query shape, client location), all shapes together, between two resets
+of the caches (see :class:`_Shape`)."""
+MAX_SITE_SLOTS = 4096
+"""Security limit: sites counted apart in :attr:`DnsServer.site_answers` (sites are operators' objects; the
+rest count as no site)."""
 SHAPE_ADMISSION_WINDOW = 16384
 """Shape hits after which the server checks that the packet cache still earns its keep: unless it
 answered at least 1/8 as many queries meanwhile, only 1 in 16 answers from shapes enter it until the
@@ -124,15 +147,29 @@ finding out when clients start repeating again."""
 class EcsRouting(Protocol):
     """A routed question's answer as a function of the Client Subnet address (:class:`edgefleet.gslb.zone.EcsRoute`)."""
 
-    def place(self, address_wire: bytes) -> tuple[object, tuple[int, Sequence[bytes], Sequence[bytes]], int, str]:
-        """(answer key: equal keys mean equal records, (rcode, answer, authority), ECS scope, region)."""
+    @property
+    def lookup(self) -> Callable[[bytes], Match | None]:
+        """The geo table's lookup of a subnet address in wire form."""
+
+    def place_found(
+        self, address_wire: bytes, found: Match | None
+    ) -> tuple[str | None, tuple[int, Sequence[bytes], Sequence[bytes]], int, str]:
+        """:meth:`place` for a subnet whose :attr:`lookup` gave ``found``."""
+
+    def fixed(self, location: Location | None) -> bool:
+        """Whether every subnet placed at ``location`` gets the same answer, scoped ``min(source, matched)``."""
+
+    def place(self, address_wire: bytes) -> tuple[str | None, tuple[int, Sequence[bytes], Sequence[bytes]], int, str]:
+        """(chosen site, the answer's key: equal sites mean equal records, (rcode, answer, authority), ECS scope,
+        region)."""
 
 
 class SenderRouting(Protocol):
     """A routed question's answer as a function of the sender's address (:class:`edgefleet.gslb.zone.AddressRoute`)."""
 
-    def place(self, client_address: str) -> tuple[object, tuple[int, Sequence[bytes], Sequence[bytes]], None, str]:
-        """(answer key: equal keys mean equal records, (rcode, answer, authority), no scope, region)."""
+    def place(self, client_address: str) -> tuple[str | None, tuple[int, Sequence[bytes], Sequence[bytes]], None, str]:
+        """(chosen site, the answer's key: equal sites mean equal records, (rcode, answer, authority), no scope,
+        region)."""
 
 
 class Resolving(Protocol):
@@ -180,11 +217,15 @@ class DnsMetrics:
     """Packet cache misses answered from a known query shape (a new subnet: no parse, no decision)."""
 
 
-_Answer = tuple[bytes, int, bool, str | None, str]
+_Answer = tuple[bytes, int, bool, str | None, str, int, bytes | None]
 """One reply as the server keeps it (also in its packet cache): its body (the reply without its id,
 the first two bytes), rcode, TC bit, the placed client's region (for demand counting; None for
-replies that count no demand: FORMERR) and what response rate limiting groups it with
-(:mod:`edgefleet.gslb.rrl`). A plain tuple of strings, bytes and numbers, not a NamedTuple: the
+replies that count no demand: FORMERR), what response rate limiting groups it with
+(:mod:`edgefleet.gslb.rrl`), the slot of the site it names in :attr:`DnsServer.site_answers`
+(0: none; precomputed, so counting an answer per site is one list increment, no name lookup) and
+the query's Client Subnet as the family byte and the address bytes (None without one: the latency
+probe targets' input, counted as bytes and turned into text once a second).
+A plain tuple of strings, bytes and numbers, not a NamedTuple: the
 garbage collector stops tracking such tuples, so the hundred thousand entries of a full packet
 cache do not lengthen its collections (with a flood of fresh subnets it refills every second)."""
 
@@ -221,6 +262,7 @@ class DnsServer:
         ecs_route: Callable[[dnswire.Query], EcsRouting | None] | None = getattr(resolver, "ecs_route", None)
         self._ecs_route = ecs_route if cache_size else None
         self._shapes: dict[tuple[bytes, bool], _Shape] = {}
+        self._memo_budget = [LOCATION_MEMO_SIZE]
         address_route: Callable[[dnswire.Query], SenderRouting | None] | None = getattr(resolver, "address_route", None)
         self._address_route = address_route if cache_size else None
         self._sender_shapes: dict[tuple[bytes, bool], _SenderShape] = {}
@@ -228,8 +270,19 @@ class DnsServer:
         self._window_cache_hits = 0
         self._ecs_tails: dict[int, tuple[int, ...]] = {}
         """Message length -> lengths of the subnet addresses that end the known shapes of that length."""
+        resolve_site: Callable[[dnswire.Query, str], tuple[Resolution, str | None]] | None = getattr(
+            resolver, "resolve_site", None
+        )
+        self._resolve_site = resolve_site
+        self.site_answers: list[int] = [0]
+        """Answers sent, by site slot (:meth:`answers_by_site`); slot 0 counts the answers that name no site."""
+        self._site_names: list[str] = [""]
+        self._site_slots: dict[str, int] = {}
         self.demand: collections.Counter[str] = collections.Counter()
         """Queries by client region since the last :meth:`take_demand` (the site activation controller's input)."""
+        self.client_subnets: collections.Counter[bytes] = collections.Counter()
+        """Demand-counted queries by Client Subnet (family byte and address) since the last
+        :meth:`take_client_subnets` (at most :data:`MAX_CLIENT_SUBNETS`: latency probe targets too)."""
         self.senders: collections.Counter[str] = collections.Counter()
         """Demand-counted queries by sender address since the last :meth:`take_senders` (at most
         :data:`MAX_SENDERS` addresses: the latency probe targets' input, :mod:`edgefleet.gslb.networks`)."""
@@ -248,7 +301,8 @@ class DnsServer:
         answers a batch of datagrams read in one wake-up after one check (no store change can
         land in between: changes are callbacks of the same event loop); None: check now.
         """
-        self.metrics.queries += 1
+        metrics = self.metrics
+        metrics.queries += 1
         try:
             if now is None:
                 now = self.check_generation()
@@ -263,19 +317,26 @@ class DnsServer:
                 else:
                     self._shape_hit(key, found)
             else:
-                self.metrics.cache_hits += 1
-            body, rcode, truncated, region, response_class = found
-            self._count(rcode, truncated)
+                metrics.cache_hits += 1
+            body, rcode, truncated, region, response_class, site, subnet = found
+            metrics.by_rcode[rcode] += 1  # what _count does, inline: this is the hot path
+            if truncated:
+                metrics.truncated += 1
             if udp:
                 verdict = self.rrl.check(client_address, response_class, now)
                 if verdict is not Verdict.SEND:
                     return self._limited(data, verdict)
+            self.site_answers[site] += 1
             if region is not None:
                 if self._demand_allowance.allow(client_address, now):
                     self.demand[region] += 1
                     senders = self.senders
                     if client_address in senders or len(senders) < MAX_SENDERS:
                         senders[client_address] += 1
+                    if subnet is not None:
+                        subnets = self.client_subnets
+                        if subnet in subnets or len(subnets) < MAX_CLIENT_SUBNETS:
+                            subnets[subnet] += 1
                 else:
                     self.metrics.demand_capped += 1
             return data[:2] + body
@@ -302,22 +363,26 @@ class DnsServer:
                 self.metrics.dropped += 1
                 return None
             self.metrics.formerr += 1
-            return (reply[2:], dnswire.FORMERR, False, None, _ERROR_CLASS)
+            return (reply[2:], dnswire.FORMERR, False, None, _ERROR_CLASS, 0, None)
         if udp and self.resolver.tcp_only(query):
             self.metrics.tcp_only += 1
-            return self._cached(key, (_truncated(query)[2:], dnswire.NOERROR, True, None, _ERROR_CLASS))
+            return self._cached(key, (_truncated(query)[2:], dnswire.NOERROR, True, None, _ERROR_CLASS, 0, None))
         max_size = query.udp_limit() if udp else dnswire.MAX_MESSAGE
         shaped = self._new_shape(data, query, udp, max_size, client_address)
         if shaped is not None:
             return self._cached(key, shaped)
         region = self.resolver.region_of(query, client_address)
         try:
-            rcode, answers, authority, additional, scope = self.resolver.resolve(query, client_address)
+            if self._resolve_site is not None:
+                resolution, site = self._resolve_site(query, client_address)
+            else:
+                resolution, site = self.resolver.resolve(query, client_address), None
+            rcode, answers, authority, additional, scope = resolution
         except Exception:
             self.metrics.errors += 1
             log.exception("resolver failed for %s type %d from %s", query.qname, query.qtype, client_address)
             reply = dnswire.response(query, dnswire.SERVFAIL, (), (), (), aa=False, ecs_scope=None, max_size=max_size)
-            return (reply[2:], dnswire.SERVFAIL, False, region, _ERROR_CLASS)
+            return (reply[2:], dnswire.SERVFAIL, False, region, _ERROR_CLASS, 0, _subnet_key(query))
         reply = dnswire.response(
             query,
             rcode,
@@ -329,7 +394,9 @@ class DnsServer:
             max_size=max_size,
         )
         truncated = bool(reply[2] & 0x02)
-        return self._cached(key, (reply[2:], rcode, truncated, region, _response_class(query, rcode)))
+        response_class, slot = _response_class(query, rcode), self.site_slot(site)
+        answer = (reply[2:], rcode, truncated, region, response_class, slot, _subnet_key(query))
+        return self._cached(key, answer)
 
     def _shape_hit(self, key: tuple[bytes, str, bool], found: _Answer) -> None:
         """Count a shape hit and admit its answer to the packet cache (all, or 1 in 16: see SHAPE_ADMISSION_WINDOW)."""
@@ -370,7 +437,8 @@ class DnsServer:
         if len(self._shapes) >= SHAPE_CACHE_SIZE:
             self._shapes.clear()
             self._ecs_tails.clear()
-        shape = _Shape(query, route, max_size)
+            self._memo_budget = [LOCATION_MEMO_SIZE]
+        shape = _Shape(query, route, max_size, self.site_slot, self._memo_budget)
         self._shapes[(data[2 : len(data) - length], udp)] = shape
         tails = self._ecs_tails.get(len(data), ())
         if length not in tails:
@@ -386,7 +454,7 @@ class DnsServer:
             return None
         if len(self._sender_shapes) >= SHAPE_CACHE_SIZE:
             self._sender_shapes.clear()
-        shape = self._sender_shapes[(data[2:], udp)] = _SenderShape(query, route, max_size)
+        shape = self._sender_shapes[(data[2:], udp)] = _SenderShape(query, route, max_size, self.site_slot)
         return shape.answer(client_address)
 
     def _cached(self, key: tuple[bytes, str, bool], found: _Answer) -> _Answer:
@@ -407,6 +475,29 @@ class DnsServer:
         except DnsFormatError:
             return dnswire.formerr(data)  # 12 bytes: nothing to amplify
 
+    def site_slot(self, site: str | None) -> int:
+        """The slot of ``site`` in :attr:`site_answers` (0 for None, or past :data:`MAX_SITE_SLOTS` sites)."""
+        if site is None:
+            return 0
+        slot = self._site_slots.get(site)
+        if slot is None:
+            if len(self._site_names) >= MAX_SITE_SLOTS:
+                return 0
+            slot = self._site_slots[site] = len(self._site_names)
+            self.site_answers.append(0)
+            self._site_names.append(site)
+        return slot
+
+    def answers_by_site(self) -> dict[str, int]:
+        """Answers sent per site since the server started (any thread may call it: it only reads)."""
+        names, counts = list(self._site_names), list(self.site_answers)
+        return {name: counts[slot] for slot, name in enumerate(names) if slot and slot < len(counts)}
+
+    def take_client_subnets(self) -> dict[str, int]:
+        """Demand-counted queries per Client Subnet address (text) since the last call (and reset)."""
+        taken, self.client_subnets = self.client_subnets, collections.Counter()
+        return {dnswire.address_text(key[0], key[1:]): count for key, count in taken.items()}
+
     def take_senders(self) -> dict[str, int]:
         """Demand-counted queries per sender address since the last call (and reset)."""
         taken, self.senders = dict(self.senders), collections.Counter()
@@ -425,6 +516,7 @@ class DnsServer:
     def _reset_cache(self) -> None:
         self._cache.clear()
         self._shapes.clear()
+        self._memo_budget = [LOCATION_MEMO_SIZE]
         self._ecs_tails.clear()
         self._sender_shapes.clear()
         self._cache_generation = self.resolver.generation
@@ -502,29 +594,78 @@ _ERROR_CLASS = "error"
 _NXDOMAIN_CLASS = "nxdomain"
 
 
+_SCOPES = tuple(bytes((length,)) for length in range(129))
+"""The one-byte ECS scope prefixes, built once."""
+
+
 class _Shape:
-    """Queries that differ only in their Client Subnet address: one encoded answer per answer key."""
+    """Queries that differ only in their Client Subnet address: one encoded answer per answer key.
 
-    __slots__ = ("_bits", "_bodies", "_mask", "_max_size", "_query", "_route")
+    The fast path: the geo lookup of the address, then the answer kept for the client's *location*
+    (``_memo``, keyed by the identity of the table's Location object, which it holds so the identity
+    cannot be reused), when the route says that the answer there depends on the location alone
+    (``EcsRouting.fixed``: no draw, no measured network); the scope byte is ``min(source, matched)``.
+    Otherwise :meth:`EcsRouting.place_found` decides. The memo entries of all shapes together are
+    bounded by ``budget`` (:data:`LOCATION_MEMO_SIZE`, restored when the caches are reset).
+    """
 
-    def __init__(self, query: dnswire.Query, route: EcsRouting, max_size: int) -> None:
+    __slots__ = (
+        "_bits",
+        "_bodies",
+        "_budget",
+        "_family",
+        "_lookup",
+        "_mask",
+        "_max_size",
+        "_memo",
+        "_query",
+        "_route",
+        "_site_slot",
+        "_source",
+    )
+
+    def __init__(
+        self,
+        query: dnswire.Query,
+        route: EcsRouting,
+        max_size: int,
+        site_slot: Callable[[str | None], int],
+        budget: list[int],
+    ) -> None:
         ecs = query.edns.ecs if query.edns is not None else None
         assert ecs is not None
-        self._query, self._route, self._max_size = query, route, max_size
+        self._query, self._route, self._max_size, self._site_slot = query, route, max_size, site_slot
+        self._lookup = route.lookup
         self._bits = 32 if ecs.family == dnswire.FAMILY_IPV4 else 128
+        self._source = ecs.source_prefix
+        self._family = bytes((ecs.family,))
         self._mask = 0xFF >> (ecs.source_prefix % 8) if ecs.source_prefix % 8 else 0
-        self._bodies: dict[object, tuple[bytes, int, bool, str]] = {}
+        self._bodies: dict[str | None, tuple[bytes, int, bool, str, int]] = {}
+        self._memo: dict[int, tuple[Location, bytes, int, bool, str, str, int]] = {}
+        self._budget = budget
 
     def answer(self, address: bytes) -> _Answer | None:
         """The reply (without id) for a query of this shape from subnet ``address``; None if that is malformed."""
         if address[-1] & self._mask:
             return None  # a bit set past the source prefix: the full parse answers FORMERR
-        key, records, scope, region = self._route.place(address)
-        found = self._bodies.get(key)
-        if found is None:
-            found = self._bodies[key] = self._encode(records)
-        prefix, rcode, truncated, response_class = found
-        return (prefix + bytes((min(scope, self._bits),)) + address, rcode, truncated, region, response_class)
+        found = self._lookup(address)
+        if found is not None:
+            location, matched = found
+            kept = self._memo.get(id(location))
+            if kept is not None and kept[0] is location:
+                _, prefix, rcode, truncated, region, response_class, slot = kept
+                reply = prefix + _SCOPES[matched if matched < self._source else self._source] + address
+                return (reply, rcode, truncated, region, response_class, slot, self._family + address)
+        site, records, scope_length, region = self._route.place_found(address, found)
+        body = self._bodies.get(site)
+        if body is None:
+            body = self._bodies[site] = (*self._encode(records), self._site_slot(site))
+        prefix, rcode, truncated, response_class, slot = body
+        if found is not None and self._budget[0] > 0 and self._route.fixed(found[0]):
+            self._budget[0] -= 1
+            self._memo[id(found[0])] = (found[0], prefix, rcode, truncated, region, response_class, slot)
+        reply = prefix + _SCOPES[min(scope_length, self._bits)] + address
+        return (reply, rcode, truncated, region, response_class, slot, self._family + address)
 
     def _encode(self, records: tuple[int, Sequence[bytes], Sequence[bytes]]) -> tuple[bytes, int, bool, str]:
         """The reply's bytes after the id and before the ECS scope prefix, its rcode, TC bit and RRL class."""
@@ -549,25 +690,29 @@ class _Shape:
 class _SenderShape:
     """Queries placed by their sender's address (no Client Subnet): one encoded answer per answer key."""
 
-    __slots__ = ("_bodies", "_max_size", "_query", "_route")
+    __slots__ = ("_bodies", "_max_size", "_query", "_route", "_site_slot")
 
-    def __init__(self, query: dnswire.Query, route: SenderRouting, max_size: int) -> None:
-        self._query, self._route, self._max_size = query, route, max_size
-        self._bodies: dict[object, tuple[bytes, int, bool, str]] = {}
+    def __init__(
+        self, query: dnswire.Query, route: SenderRouting, max_size: int, site_slot: Callable[[str | None], int]
+    ) -> None:
+        self._query, self._route, self._max_size, self._site_slot = query, route, max_size, site_slot
+        self._bodies: dict[str | None, tuple[bytes, int, bool, str, int]] = {}
 
     def answer(self, client_address: str) -> _Answer:
         """The reply (without id) for a query of this shape sent from ``client_address``."""
-        key, records, _, region = self._route.place(client_address)
-        found = self._bodies.get(key)
+        site, records, _, region = self._route.place(client_address)
+        found = self._bodies.get(site)
         if found is None:
             query, (rcode, answers, authority) = self._query, records
             aa = rcode in (dnswire.NOERROR, dnswire.NXDOMAIN)
             reply = dnswire.response(
                 query, rcode, answers, authority, (), aa=aa, ecs_scope=None, max_size=self._max_size
             )
-            found = self._bodies[key] = (reply[2:], rcode, bool(reply[2] & 0x02), _response_class(query, rcode))
-        body, rcode, truncated, response_class = found
-        return body, rcode, truncated, region, response_class
+            truncated = bool(reply[2] & 0x02)
+            slot = self._site_slot(site)
+            found = self._bodies[site] = (reply[2:], rcode, truncated, _response_class(query, rcode), slot)
+        body, rcode, truncated, response_class, slot = found
+        return body, rcode, truncated, region, response_class, slot, None
 
 
 def _response_class(query: dnswire.Query, rcode: int) -> str:
@@ -575,6 +720,14 @@ def _response_class(query: dnswire.Query, rcode: int) -> str:
     if rcode == dnswire.NOERROR:
         return f"{query.qname}/{query.qtype}"
     return _NXDOMAIN_CLASS if rcode == dnswire.NXDOMAIN else _ERROR_CLASS
+
+
+def _subnet_key(query: dnswire.Query) -> bytes | None:
+    """The query's Client Subnet as counted (family byte, address bytes), None without one (or /0)."""
+    ecs = query.edns.ecs if query.edns is not None else None
+    if ecs is None or ecs.source_prefix == 0:
+        return None
+    return bytes((ecs.family,)) + ecs.address_wire
 
 
 def _truncated(query: dnswire.Query) -> bytes:

@@ -42,7 +42,9 @@ fresh vote at all (a single-node site, or agents that do not vote) it is
 healthy iff ``status.phase`` is Ready. The limit: in a site of two nodes
 each one's peer is its only voter, so it decides alone; three or more nodes
 per site are needed for the rule to resist one compromised node. A site is
-active unless ``status.active`` is explicitly false; ``alwaysOn`` sites are
+active unless ``status.active`` is explicitly false (the site activation
+controller's; false while Draining, Inactive and Activating, so a site
+whose caches are still starting gets no users); ``alwaysOn`` sites are
 always active.
 
 Why a generation: answers are cached by the DNS server, so it must know
@@ -114,6 +116,7 @@ class _SiteFacts:
     load_gbps: float | None
     tier: str = "edge"
     latency: tuple[tuple[str, float], ...] = ()  # status.latency: measured RTTs from the site, by key
+    why_inactive: str = ""  # e.g. "activating: 0 of 2 nodes ready (needs 1)", for `edgefleet route`
 
 
 Vote = tuple[bool, float | None]
@@ -390,6 +393,7 @@ class FleetState:
                 site.capacity_gbps,
                 site.load_gbps,
                 tuple(self._target(node) for node in fit),
+                site.why_inactive,
             )
             self._views[name] = view
         return view
@@ -473,7 +477,18 @@ def _site_facts(site: Site) -> _SiteFacts:
         load_gbps=load_gbps,
         tier=spec.tier,
         latency=tuple(sorted((status.latency or {}).items())),
+        why_inactive=_why_inactive(site),
     )
+
+
+def _why_inactive(site: Site) -> str:
+    """Why an elastic site gets no users: its phase, and for Activating what it waits for (its message)."""
+    status = site.status
+    if site.spec.always_on or status.active is not False:
+        return ""
+    if status.phase == "Activating" and status.message:
+        return status.message.split(";")[0]
+    return (status.phase or "inactive").lower()
 
 
 def _vote_time(at: str | None) -> float | None:

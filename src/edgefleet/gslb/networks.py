@@ -10,7 +10,12 @@ How, two pure parts:
   server hands it its per-second counts (:meth:`edgefleet.gslb.dns.DnsServer.take_senders`,
   which counts only queries the demand allowance let through: at most
   ``demand_per_sender`` a second per network), so no query pays more than a
-  dict increment for it.
+  dict increment for it. A second counter (``subnets=True``) counts the
+  EDNS Client Subnets of the same queries
+  (:meth:`~edgefleet.gslb.dns.DnsServer.take_client_subnets`): the users'
+  own networks, as large CDNs' mapping systems probe them, each probed at
+  its first host on :data:`SUBNET_PORT` (a TCP handshake, or the RST of a
+  closed port, is one round trip to the network).
 - :class:`NetworkTable` finds the longest measured network holding a client
   address (IPv4 and IPv6), in one dict probe per distinct prefix length
   present: a handful, against the DNS server's fresh-query budget of a few
@@ -26,7 +31,15 @@ out a counted network or starve a busier newcomer; a network must reach ``min_co
 published, and at most ``top_n`` are, so the probe-target list and the agents'
 work stay bounded whatever is sprayed. The table itself holds at most
 ``max_tracked`` networks; when it is full and nothing can be pruned, new
-networks are not counted (fail closed).
+networks are not counted (fail closed). A Client Subnet is the sender's word
+(anyone may set any ECS), so subnets take the same path as senders: only
+queries the sender's demand allowance let through are counted, so one sender
+network nominates at most ``demand_per_sender`` subnet queries a second, and
+the subnets have a counter (and a top-N) of their own, so they cannot push
+out the resolvers. What is left (documented in docs/security.md): a sender
+that sustains ``min_count`` decayed queries for a subnet makes the fleet
+probe that subnet's first host, one TCP handshake per node per probe period,
+for at most ``top_n`` subnets: bounded, and no amplification.
 
 Pure: the clock is a parameter (``now``, seconds), no I/O.
 """
@@ -52,13 +65,20 @@ MAX_MEASURED = 1024
 """Security limit: measured networks a :class:`NetworkTable` holds (the rest are ignored)."""
 
 
+RESOLVER_PORT = 53
+"""Where a resolver network is probed: its last resolver address, DNS over TCP."""
+SUBNET_PORT = 443
+"""Where a Client Subnet is probed: its first host, HTTPS; a refused connection (RST) is an answer too."""
+
+
 @dataclass(frozen=True, slots=True)
 class SeenNetwork:
-    """A busy client network: its CIDR, the last resolver address seen in it, its decayed query count."""
+    """A busy client network: its CIDR, the address and port to probe there, its decayed query count."""
 
     network: str
     address: str
     count: float
+    port: int = RESOLVER_PORT
 
 
 class NetworkCounter:
@@ -71,13 +91,17 @@ class NetworkCounter:
         max_tracked: int = MAX_TRACKED,
         min_count: float = MIN_COUNT,
         top_n: int = TOP_N,
+        subnets: bool = False,
     ) -> None:
+        """``subnets``: the addresses counted are Client Subnets (ECS), not resolvers: a network is probed at
+        its first host on :data:`SUBNET_PORT` (a subnet's address is its network address, which no host has)."""
         if half_life <= 0 or max_tracked < 1 or top_n < 0 or min_count < 0:
             raise ValueError("half_life must be > 0, max_tracked >= 1, top_n and min_count >= 0")
         self.half_life = half_life
         self.max_tracked = max_tracked
         self.min_count = min_count
         self.top_n = top_n
+        self.subnets = subnets
         self._counts: dict[str, float] = {}
         self._addresses: dict[str, str] = {}
         self._at: float | None = None
@@ -110,6 +134,11 @@ class NetworkCounter:
         self._decay(now)
         busy = [(count, network) for network, count in self._counts.items() if count >= self.min_count]
         busy.sort(key=lambda item: (-item[0], item[1]))
+        if self.subnets:
+            return [
+                SeenNetwork(network, _first_host(network), round(count, 1), SUBNET_PORT)
+                for count, network in busy[: self.top_n]
+            ]
         return [
             SeenNetwork(network, self._addresses[network], round(count, 1)) for count, network in busy[: self.top_n]
         ]
@@ -187,6 +216,12 @@ def _ordered(table: dict[int, dict[int, str]], bits: int) -> tuple[tuple[int, di
     """(mask, prefixes) per prefix length, longest first."""
     full = (1 << bits) - 1
     return tuple((full ^ ((1 << (bits - length)) - 1), table[length]) for length in sorted(table, reverse=True))
+
+
+def _first_host(network: str) -> str:
+    """The first address after a network's own (``203.0.113.0/24`` -> ``203.0.113.1``)."""
+    parsed = ipaddress.ip_network(network, strict=False)
+    return str(parsed.network_address + 1)
 
 
 def network_prefix(text: str) -> int:

@@ -94,6 +94,8 @@ class SiteView:
     capacity_gbps: float | None
     load_gbps: float | None
     nodes: tuple[NodeTarget, ...]
+    why_inactive: str = ""
+    """Why an inactive site is (its phase, e.g. ``activating: 0 of 2 nodes ready``), for explanations."""
 
     @property
     def eligible(self) -> bool:
@@ -366,7 +368,7 @@ def _ineligible(client: Client, sites: Sequence[SiteView]) -> tuple[Candidate, .
 def _why_not(site: SiteView) -> str:
     reasons = []
     if not site.active:
-        reasons.append("inactive")
+        reasons.append(f"inactive ({site.why_inactive})" if site.why_inactive else "inactive")
     if not site.nodes:
         reasons.append("no healthy, non-draining node with an address")
     return ", ".join(reasons)

@@ -85,7 +85,7 @@ from dataclasses import dataclass, field
 from edgefleet.gslb import dnswire
 from edgefleet.gslb.dnswire import Query
 from edgefleet.gslb.fleet import DEFAULT_ZONE, DomainMatch, FleetState
-from edgefleet.gslb.geo import GeoDatabase, Location
+from edgefleet.gslb.geo import GeoDatabase, Location, Match
 from edgefleet.gslb.networks import NetworkTable
 from edgefleet.gslb.policy import (
     Client,
@@ -219,6 +219,7 @@ class Resolver:
         self._routes: dict[tuple[str, int], _RoutedName] = {}
         self._choices: dict[tuple[str, int], dict[ChoiceKey, SiteChoice]] = {}
         self._plans: dict[tuple[str, int], _Plan] = {}
+        self._answered_site: str | None = None  # set by _routed for resolve_site
 
     # --- generation ------------------------------------------------------------------------
 
@@ -241,6 +242,14 @@ class Resolver:
 
     def resolve(self, query: Query, client_address: str) -> Resolution:
         """The answer to ``query`` from a client (or resolver) at ``client_address``."""
+        return self.resolve_site(query, client_address)[0]
+
+    def resolve_site(self, query: Query, client_address: str) -> tuple[Resolution, str | None]:
+        """:meth:`resolve`, and the site whose nodes the answer names (None: no routed answer)."""
+        self._answered_site = None
+        return self._resolve(query, client_address), self._answered_site
+
+    def _resolve(self, query: Query, client_address: str) -> Resolution:
         refusal = _refusal(query)
         if refusal is not None:
             return refusal, _EMPTY, _EMPTY, _EMPTY, None
@@ -363,7 +372,10 @@ class Resolver:
         placement = self.place(query, client_address)
         route = self._routed_name(query, match, qtype, before)
         network = placement.network if route.needs_network else None
-        _, (rcode, answers, authority), per_subnet = route.answer(placement.location, lambda: placement.subnet, network)
+        site, (rcode, answers, authority), per_subnet = route.answer(
+            placement.location, lambda: placement.subnet, network
+        )
+        self._answered_site = site
         return rcode, answers, authority, _EMPTY, placement.scope(per_subnet=per_subnet)
 
     def _routed_name(self, query: Query, match: DomainMatch, qtype: int, before: tuple[bytes, ...]) -> _RoutedName:
@@ -635,25 +647,27 @@ class _RoutedName:
             choice = self._choices.get((location, network)) or self._resolver.site_choice(
                 self._domain, self._qtype, location, network
             )
-        if self.needs_network:
-            # Measured networks may lie inside the geo block: the answer holds for this subnet only.
-            site = choice.site(draw_for(subnet(), self._domain)) if choice.draw_matters else choice.site(0.0)
-            name = None if site is None else site.name
-            found = self._records.get(name)
-            if found is None:
-                found = self._records[name] = self._build(site, True)
-            return name, found[0], found[1]
-        if choice.draw_matters:
-            site = choice.site(draw_for(subnet(), self._domain))
-        else:
-            site = choice.site(0.0)
+        draw_matters = choice.draw_matters
+        site = choice.site(draw_for(subnet(), self._domain)) if draw_matters else choice.site(0.0)
         name = None if site is None else site.name
         found = self._records.get(name)
         if found is None:
-            found = self._records[name] = self._build(site, choice.draw_matters)
-        return name, found[0], found[1]
+            found = self._records[name] = self._build(site)
+        # Whether the answer depends on the subnet is this client's decision's, not the shared records':
+        # a drawn answer (or, under measured networks, which may lie inside the geo block, any answer)
+        # holds for the subnet only; NODATA holds for everyone.
+        return name, found[0], found[1] and (draw_matters or self.needs_network)
 
-    def _build(self, site: SiteView | None, draw_matters: bool) -> tuple[_Records, bool]:
+    def fixed(self, location: Location | None) -> bool:
+        """Whether the answer for clients at ``location`` depends on nothing else (no measured network, no
+        draw): then a caller may keep it per location (the DNS server's query shapes do)."""
+        if self.needs_network:
+            return False
+        choice = self._choices.get(location) or self._resolver.site_choice(self._domain, self._qtype, location)
+        return not choice.draw_matters
+
+    def _build(self, site: SiteView | None) -> tuple[_Records, bool]:
+        """The site's records, and whether they name nodes (False: NODATA with the SOA)."""
         resolver, query = self._resolver, self._query
         policy = resolver.fleet.routing_for(self._domain)
         nodes = rank_nodes(site.nodes, self._key)[: max(1, policy.answers)] if site is not None else ()
@@ -661,33 +675,42 @@ class _RoutedName:
         records = tuple(resolver._address_records(query, self._owner, addresses, self._ttl))
         if not records and not self._before:
             return (dnswire.NOERROR, _EMPTY, resolver._soa_authority(query)), False
-        return (dnswire.NOERROR, self._before + records, _EMPTY), draw_matters
+        return (dnswire.NOERROR, self._before + records, _EMPTY), True
 
 
 class EcsRoute:
     """A routed question's answers as a function of the Client Subnet address (:meth:`Resolver.ecs_route`)."""
 
-    __slots__ = ("_family", "_lookup", "_networks", "_route", "_source")
+    __slots__ = ("_family", "_networks", "_route", "_source", "lookup")
 
     def __init__(
         self, route: _RoutedName, geo: GeoDatabase, family: int, source_prefix: int, networks: NetworkTable
     ) -> None:
         self._route, self._family, self._source = route, family, source_prefix
-        self._lookup = geo.wire_lookup(family)
+        self.lookup = geo.wire_lookup(family)
+        """The geo table's lookup of a subnet address in wire form (the table of this generation)."""
         self._networks = networks if route.needs_network else None
 
     def place(self, address_wire: bytes) -> tuple[str | None, _Records, int, str]:
-        """(answer key, records, ECS scope, client region) for a query from subnet ``address_wire``.
+        """(chosen site, records, ECS scope, client region) for a query from subnet ``address_wire``.
 
-        Answers with equal keys are equal (the key is the chosen site).
+        Answers with equal sites are equal (the site is the answer's key; None: no site).
         """
-        found = self._lookup(address_wire)
+        return self.place_found(address_wire, self.lookup(address_wire))
+
+    def place_found(self, address_wire: bytes, found: Match | None) -> tuple[str | None, _Records, int, str]:
+        """:meth:`place` for a subnet whose geo lookup (:attr:`lookup`) gave ``found``."""
         location, matched = found if found is not None else (None, None)
         source = self._source
         network = None if self._networks is None else self._networks.match_wire(self._family, address_wire)
         key, records, per_subnet = self._route.answer(location, lambda: self._subnet(address_wire), network)
         scope = source if per_subnet or matched is None else min(source, matched)
         return key, records, scope, location.region if location is not None else ""
+
+    def fixed(self, location: Location | None) -> bool:
+        """Whether every subnet placed at ``location`` gets the same answer and scope rule: the site chosen
+        (and the records) depend on the location alone, and the scope is ``min(source prefix, matched prefix)``."""
+        return self._route.fixed(location)
 
     def _subnet(self, address_wire: bytes) -> str:
         return f"{dnswire.address_text(self._family, address_wire)}/{self._source}"
@@ -703,7 +726,7 @@ class AddressRoute:
         self._networks = networks if route.needs_network else None
 
     def place(self, client_address: str) -> tuple[str | None, _Records, None, str]:
-        """(answer key, records, no ECS scope, client region) for a query sent from ``client_address``."""
+        """(chosen site, records, no ECS scope, client region) for a query sent from ``client_address``."""
         found = self._geo.lookup(client_address)
         location = found[0] if found is not None else None
         network = None if self._networks is None else self._networks.match(client_address)

@@ -45,7 +45,8 @@ The view
 The cloud computes for each node the set of objects it needs (see
 :mod:`edgefleet.sync.views`): its own Node, the Workloads selecting it, the
 Domains its site serves, its Site and that site's parent Sites, the peer
-Nodes of its site and the Nodes of its parent sites, the open Purges and
+Nodes of its site and the Nodes of its parent sites (and, for trust only,
+the names and addresses of its child sites' Nodes), the open Purges and
 Prefetches of its Domains, and every ClusterInfo (cluster-wide settings such
 as the hub replicas' URLs, which the agent dials next: see
 :mod:`edgefleet.api.clusterinfo`). Objects are *projected*

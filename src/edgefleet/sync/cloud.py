@@ -36,8 +36,9 @@ Streaming (see the package docstring for why): ``pending`` maps key -> the
 latest put or delete not yet sent, each with the rev the node will hold
 before it (its *base*: the node's holdings after every sent batch are the
 view with pending keys at their base). A change that returns a key to its
-base, or deletes a key the node will not hold, is dropped, so pending never
-exceeds the keys of the view plus the keys the node holds. Batches are cut
+base, or deletes a key the node will not hold, is dropped, so once the node's
+holdings are known (:attr:`CloudSession.holdings_known`) pending never exceeds
+the keys of the view plus the keys the node holds. Batches are cut
 from pending, oldest first, within ``max_batch_bytes``, while fewer than
 ``window`` are unacknowledged. A batch that completes an unverified
 handshake carries ``check``; nothing more is cut until its ack, whose digest
@@ -220,6 +221,16 @@ class CloudSession:
     @property
     def pending_count(self) -> int:
         return len(self._pending)
+
+    @property
+    def holdings_known(self) -> bool:
+        """Whether the cloud knows what the node holds: an exact hello or an inventory, or a check it confirmed.
+
+        Until then (a resumed handshake whose digest did not match, before its check batch is acknowledged)
+        pending may hold deletes of keys the handshake assumed the node kept; they are harmless (a node deletes
+        nothing it does not hold) and the check's answer corrects the picture.
+        """
+        return self.state is CloudState.STREAMING and self._unverified is None and not self._checking
 
     @property
     def in_flight_count(self) -> int:

@@ -126,6 +126,11 @@ _DIGEST = re.compile(r"[0-9a-f]{32}")
 # A JSON escape of a UTF-16 surrogate: json.loads turns a lone one into a str
 # that cannot be encoded to UTF-8, which would crash whoever stores it later.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_ACK_PATTERN = r'\{"type":"ack","seq":([1-9][0-9]{0,17})(?:,"digest":"([0-9a-f]{32})")?\}'
+# An ack as encode() writes it; 18 digits stay below MAX_INT (longer ones take the full decoder and its range check).
+_ACK_TEXT = re.compile(_ACK_PATTERN)
+_ACK_BYTES = re.compile(_ACK_PATTERN.encode())
+_ACK_MAX_LENGTH = 100
 _STATUS_FIELDS = frozenset(info.alias or name for name, info in NodeStatus.model_fields.items())
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _canonical_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True).encode
@@ -203,6 +208,11 @@ class ViewObject:
     def put_json(self) -> str:
         """This object as an item of a batch's ``put`` list, encoded."""
         return _put_json(self.key, self.rev, canonical_json(self.object))
+
+    @cached_property
+    def put_size(self) -> int:
+        """UTF-8 bytes this object adds to a batch (with its separating comma); kept: a push asks once per node."""
+        return len(self.put_json.encode("utf-8")) + 1
 
 
 def _put_json(key: str, rev: int, canonical: str) -> str:
@@ -393,21 +403,25 @@ def _fields_of(message: Message) -> JSONObject:
 def _encode_batch(batch: Batch) -> str:
     # Put items are pre-encoded (ViewObject.put_json): join, do not re-serialise.
     check = ',"check":true' if batch.check else ""
+    delete = _dumps(list(batch.delete)) if batch.delete else "[]"
     return (
         f'{{"type":"batch","seq":{batch.seq},"revision":{batch.revision},'
-        f'"put":[{",".join(item.put_json for item in batch.put)}],'
-        f'"delete":{_dumps(list(batch.delete))}{check}}}'
+        f'"put":[{",".join([item.put_json for item in batch.put])}],'
+        f'"delete":{delete}{check}}}'
     )
+
+
+_EMPTY_BATCH_BYTES = len('{"type":"batch","seq":,"revision":,"put":[],"delete":[],"check":true}')
 
 
 def batch_overhead(seq: int, revision: int) -> int:
     """Bytes of an empty batch with ``check``: what a cut adds around its items."""
-    return len(_encode_batch(Batch(seq, revision, check=True)))
+    return _EMPTY_BATCH_BYTES + len(str(seq)) + len(str(revision))
 
 
 def put_size(item: ViewObject) -> int:
     """UTF-8 bytes ``item`` adds to a batch (with its separating comma)."""
-    return len(item.put_json.encode("utf-8")) + 1
+    return item.put_size
 
 
 def delete_size(key: str) -> int:
@@ -419,9 +433,29 @@ def delete_size(key: str) -> int:
 
 
 def decode_agent_message(text: str | bytes) -> AgentMessage:
-    """Parse and validate one agent->cloud message; ProtocolError if it is not one."""
+    """Parse and validate one agent->cloud message; ProtocolError if it is not one.
+
+    An ack in exactly the form :func:`encode` writes it (the common message:
+    one per batch per node) is recognised by one regular expression instead
+    of being parsed as JSON; anything else takes the full decoder.
+    """
+    ack = _fast_ack(text) if len(text) <= _ACK_MAX_LENGTH else None
+    if ack is not None:
+        return ack
     document = _load(text, MAX_AGENT_MESSAGE_BYTES, "agent")
     return cast(AgentMessage, _dispatch(document, _AGENT_DECODERS))
+
+
+def _fast_ack(text: str | bytes) -> Ack | None:
+    """The ack ``text`` is when it is one exactly as :func:`encode` writes it, else None (decode it fully)."""
+    if isinstance(text, bytes):
+        found = _ACK_BYTES.fullmatch(text)
+        if found is None:
+            return None
+        digest = found[2]
+        return Ack(int(found[1]), None if digest is None else digest.decode("ascii"))
+    found_text = _ACK_TEXT.fullmatch(text)
+    return None if found_text is None else Ack(int(found_text[1]), found_text[2])
 
 
 def decode_cloud_message(text: str | bytes) -> CloudMessage:

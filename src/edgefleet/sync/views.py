@@ -13,9 +13,18 @@ None when the key leaves the view.
 The view of node N at site S (rules of the package docstring):
 
 - N's own Node, projected without status;
-- S and S's parents, transitively (cycle-safe), projected without status;
+- S and S's parents, transitively (cycle-safe), projected with ``status.phase``
+  only (:func:`project_site`: elastic sites scale their caches with it);
 - the peer Nodes of S and the Nodes of S's parents: labels, spec and
   ``status.phase`` only, so a heartbeat changes nobody's view;
+- the Nodes of S's *child* sites (the Sites whose ``spec.parents`` names S),
+  unless they are peers already (a cycle of parents): name, site and
+  addresses only (:func:`project_trust_node`), so that S's caches trust the
+  tier fields of the requests those nodes send them (``X-Edgefleet-Rules``:
+  the child ran the edge rules, the parent must not run them again; see
+  :mod:`edgefleet.cache.upstream.tiers`). Only direct children: a request
+  only ever goes up one parent link at a time, and each parent trusts the
+  node that asked it;
 - the Workloads whose ``spec.nodeSelector`` matches N's labels plus the
   implicit ``edgefleet.io/node=N`` and ``edgefleet.io/site=S``, each
   projected at the revision the workload controller assigned N
@@ -67,8 +76,9 @@ or per node of the named sites (or the named nodes) when its selector pins
 entering or leaving a view brings its open Purges and Prefetches along,
 found through a per-domain index), a Purge or Prefetch edit one selector
 check per registered node. A Node edit costs one (cached) chain
-lookup per site and work per registered node of the sites that see it, not
-per connected node; a heartbeat (a status change other than phase) two
+lookup per site and work per registered node of the sites that see it (its
+own site, the sites below it, and its site's parents, which hold it for
+trust), not per connected node; a heartbeat (a status change other than phase) two
 projections and nothing per node. A ClusterInfo edit touches every
 registered node (it is in every view; such edits are rare) and costs the
 other kinds nothing: it has its own table, consulted only by
@@ -80,7 +90,8 @@ names it, else one pass over the Domains and one selector check per registered n
 Domain naming it; a Domain edit that changes the Certificate it names costs one pass over the
 other Domains per node whose view holds it. A change of a Node's labels or site, or of a
 Site's labels or parents, may move many keys in and out of many views: the
-affected views are recomputed before and after and diffed. Correctness first; those edits are rare.
+affected views (the nodes of the site and of the sites below it, and of its
+old and new parents) are recomputed before and after and diffed. Correctness first; those edits are rare.
 
 Content versions: a projection that did not change keeps its ViewObject (and
 its ``since``, the revision its content last changed at); a new projection
@@ -118,6 +129,8 @@ __all__ = [
     "digest",
     "project_object",
     "project_peer_node",
+    "project_site",
+    "project_trust_node",
     "project_workload",
 ]
 
@@ -149,6 +162,16 @@ def project_workload(document: Mapping[str, Any], template: Any) -> JSONObject:
     return projected
 
 
+def project_site(document: Mapping[str, Any]) -> JSONObject:
+    """A Site as nodes see it: no status but ``status.phase`` (the agent scales its caches with it, see
+    :mod:`edgefleet.edge.elastic`), so load and health writes move no view."""
+    projected = project_object(document)
+    phase = _dict(document.get("status")).get("phase")
+    if isinstance(phase, str):
+        projected["status"] = {"phase": phase}
+    return projected
+
+
 def project_peer_node(document: Mapping[str, Any]) -> JSONObject:
     """A peer's Node as other nodes see it: name, labels, spec and status.phase."""
     metadata = _dict(document.get("metadata"))
@@ -159,6 +182,15 @@ def project_peer_node(document: Mapping[str, Any]) -> JSONObject:
     phase = _dict(document.get("status")).get("phase")
     if phase is not None:
         projected["status"] = {"phase": phase}
+    return projected
+
+
+def project_trust_node(document: Mapping[str, Any]) -> JSONObject:
+    """A child site's Node as its parent sites' nodes see it: name, site and addresses, for tier trust only."""
+    spec = _dict(document.get("spec"))
+    projected: JSONObject = {key: document[key] for key in ("apiVersion", "kind") if key in document}
+    projected["metadata"] = {"name": _dict(document.get("metadata")).get("name")}
+    projected["spec"] = {"site": spec.get("site"), "addresses": spec.get("addresses") or []}
     return projected
 
 
@@ -215,6 +247,7 @@ class _Node:
     labels: dict[str, str]  # metadata labels plus the implicit node and site labels
     own: ViewObject
     peer: ViewObject
+    trust: ViewObject  # as the nodes of its site's parents see it (project_trust_node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +350,7 @@ class FleetIndex:
         self._members: dict[str, set[str]] = {}  # site name -> names of its nodes
         self._registered: dict[str, int] = {}  # node name -> live sessions
         self._chains: dict[str, frozenset[str]] = {}  # site -> itself and its ancestors
+        self._children: dict[str, frozenset[str]] | None = None  # site -> sites naming it a parent (lazy)
         self._handlers: dict[str, Callable[[str, str, int, StoredDocument | None], dict[str, ViewChanges]]] = {
             "nodes": self._apply_node,
             "sites": self._apply_site,
@@ -373,6 +407,7 @@ class FleetIndex:
                 if member != node_name:
                     peer = self._nodes[member].peer
                     view[peer.key] = peer
+        self._add_children(view, node.site)
         secret_names: set[str] = set()
         for workload in self._workloads.values():
             if _matches(workload.selector, node.labels):
@@ -441,6 +476,7 @@ class FleetIndex:
         ):
             table.clear()
         self._chains.clear()
+        self._children = None
         workloads: list[tuple[str, int, StoredDocument]] = []
         for key, mod_revision, document in items:
             self._check(key, document)
@@ -893,7 +929,7 @@ class FleetIndex:
         old = self._nodes.get(name)
         new = None if document is None else self._build_node(key, name, revision, document, old)
         if old is not None and new is not None and old.own is new.own and old.peer is new.peer:
-            return {}  # a heartbeat: neither projection changed
+            return {}  # a heartbeat: no projection changed (trust is a part of own)
         moved = old is None or new is None or old.site != new.site or old.labels != new.labels
         before = self.view(name) if moved and name in self._registered else None
         self._set_node(name, new)
@@ -910,21 +946,49 @@ class FleetIndex:
     def _record_peer(
         self, changes: dict[str, ViewChanges], name: str, key: str, old: _Node | None, new: _Node | None
     ) -> None:
-        """Node ``name`` is in the views of nodes whose site chain holds its site.
+        """Node ``name`` is in the views of nodes whose site chain holds its site, and of its site's parents.
 
         Only the registered members of those sites are looked at (a site's
         chain is cached), so a change of one node costs work per site and per
         affected peer, not per connected node.
         """
         sites = {site.site for site in (old, new) if site is not None}
-        for other in self._members_below(sites):
+        parents = [
+            member for site in sites for parent in self._parents(site) for member in self._members.get(parent, ())
+        ]
+        for other in {*self._members_below(sites), *parents}:
             node = self._nodes.get(other)
             if other == name or node is None or other not in self._registered:
                 continue
-            chain = self._chain(node.site)
-            was = old.peer if old is not None and old.site in chain else None
-            now = new.peer if new is not None and new.site in chain else None
-            _record(changes, other, key, was, now)
+            _record(changes, other, key, self._seen_from(node.site, old), self._seen_from(node.site, new))
+
+    def _seen_from(self, viewer_site: str, node: _Node | None) -> ViewObject | None:
+        """How ``node`` is projected in the views of ``viewer_site``'s nodes: a peer (its site is in the viewer's
+        chain), for trust (the viewer's site is a parent of its site), or not at all."""
+        if node is None:
+            return None
+        if node.site in self._chain(viewer_site):
+            return node.peer
+        return node.trust if viewer_site in self._parents(node.site) else None
+
+    def _parents(self, site_name: str) -> tuple[str, ...]:
+        site = self._sites.get(site_name)
+        return site.parents if site is not None else ()
+
+    def _add_children(self, view: dict[str, ViewObject], site_name: str) -> None:
+        """The Nodes of ``site_name``'s child sites, for trust, into ``view`` (peers already there stay peers)."""
+        if self._children is None:
+            children: dict[str, set[str]] = {}
+            for child, site in self._sites.items():
+                for parent in site.parents:
+                    children.setdefault(parent, set()).add(child)
+            self._children = {parent: frozenset(found) for parent, found in children.items()}
+        chain = self._chain(site_name)
+        for child in self._children.get(site_name, ()):
+            if child not in chain:
+                for member in self._members.get(child, ()):
+                    trust = self._nodes[member].trust
+                    view[trust.key] = trust
 
     def _members_below(self, sites: set[str]) -> list[str]:
         """Nodes of every site whose chain (itself and its ancestors) holds one of ``sites``."""
@@ -941,7 +1005,8 @@ class FleetIndex:
         labels = {**_labels(document), NODE_LABEL: name, SITE_LABEL: site}
         own = _reuse(old.own if old else None, key, project_object(document), revision)
         peer = _reuse(old.peer if old else None, key, project_peer_node(document), revision)
-        return _Node(site, labels, own, peer)
+        trust = _reuse(old.trust if old else None, key, project_trust_node(document), revision)
+        return _Node(site, labels, own, peer, trust)
 
     def _set_node(self, name: str, node: _Node | None) -> None:
         old = self._nodes.pop(name, None)
@@ -972,6 +1037,10 @@ class FleetIndex:
             assert new is not None
             self._set_site(name, new)
             return {node_name: {key: new.obj} for node_name in affected}
+        # The nodes of its old and new parents gain or lose its nodes (for trust: see project_trust_node).
+        parents = {*(old.parents if old is not None else ()), *(new.parents if new is not None else ())}
+        below = {member for parent in parents for member in self._members.get(parent, ()) if member in self._registered}
+        affected = list({*affected, *below})
         before = {node_name: self.view(node_name) for node_name in affected}
         self._set_site(name, new)
         changes = {node_name: _diff(before[node_name], self.view(node_name)) for node_name in affected}
@@ -981,7 +1050,7 @@ class FleetIndex:
         parents = _dict(document.get("spec")).get("parents")
         parent_names = tuple(p for p in parents if isinstance(p, str)) if isinstance(parents, list) else ()
         labels = {**_labels(document), SITE_LABEL: name}
-        obj = _reuse(old.obj if old else None, key, project_object(document), revision)
+        obj = _reuse(old.obj if old else None, key, project_site(document), revision)
         return _Site(parent_names, labels, obj)
 
     def _set_site(self, name: str, site: _Site | None) -> None:
@@ -990,6 +1059,7 @@ class FleetIndex:
         else:
             self._sites[name] = site
         self._chains.clear()
+        self._children = None
 
     def _chain(self, site_name: str) -> frozenset[str]:
         """``site_name`` and every site reachable through parents (cycle-safe), cached."""

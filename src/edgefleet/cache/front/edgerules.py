@@ -5,8 +5,10 @@ How, per config load (:func:`attach`): every Domain's ``rules`` are compiled onc
 needs from outside: the values of the Secrets token-auth rules name (``secrets`` of the config, rendered by
 the agent), the geo table (``geoTable``, read only when a rule matches on country or region, once per
 worker and file) and the site's node count (``site.peers``; ``scope: site`` rate limits divide by it).
-The program is set on the :class:`~edgefleet.cache.policy.domains.ServedDomain`; rate-limit buckets of
-unchanged rules carry over a reload (``Program.adopt_state``).
+The program is set on the :class:`~edgefleet.cache.policy.domains.ServedDomain`. Rate limits keep their
+buckets in the node's table shared by the workers (:mod:`edgefleet.cache.storage.ratetable`; named by
+Domain, rule, action and settings, so unchanged rules find theirs again after a reload); a Proxy built
+without one (tests) keeps them per process and carries them over a reload (``Program.adopt_state``).
 
 Per request, only on the node the client reached (:func:`evaluate`): the request phase runs once, before
 the cache lookup (on the hit fast path or in :meth:`Proxy.handle`, whichever sees the request first), and
@@ -31,20 +33,23 @@ changed fields, plus ``X-Edgefleet-Rules`` (:mod:`edgefleet.cache.upstream.ruled
 which a site peer or parent accepts only from a trusted fleet address (like every ``X-Edgefleet-*``
 field) instead of evaluating the rules again: so every tier computes the same key and none applies a
 rewrite twice or counts a rate limit again. The origin phase runs once, on the node that receives the
-response from the origin; the client phase only where the response leaves the fleet. A parent site that
-does not trust its child sites' addresses (they are not in its view) evaluates the rules again as for a
-client; rules whose effect is not idempotent (a prefix rewrite, a client-hash split) should then be
-scoped to the edge sites with a ``host``/header condition (docs/cache.md, "Rules on the request path").
+response from the origin; the client phase only where the response leaves the fleet. A parent site trusts
+its child sites' nodes (the agent lists their addresses in ``site.trusted``: :mod:`edgefleet.sync.views`
+projects them to the parent's nodes), so a prefix rewrite or a client-hash split is applied once, at the
+edge. A request from an address the parent does not know (a standalone cache without ``site.trusted``, a
+client) has its ``X-Edgefleet-*`` fields stripped and its rules run as for any client.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgefleet.cache.config import CacheConfig
+from edgefleet.cache.config import CacheConfig, DomainConfig
 from edgefleet.cache.errors import BadRequest, ConfigError
 from edgefleet.cache.policy.domains import DomainTable, ServedDomain, host_name
 from edgefleet.cache.policy.rules import (
@@ -59,6 +64,7 @@ from edgefleet.cache.policy.rules import (
     compile_rules,
     geo_from,
 )
+from edgefleet.cache.storage.ratetable import BucketTable
 from edgefleet.cache.upstream.ruled import Applied
 from edgefleet.cache.wire.headers import Headers
 from edgefleet.cache.wire.http1 import Request, header_block, response_head, status_line
@@ -75,43 +81,62 @@ HEAD_MEMO_SIZE = 4096
 MEMO_SIZE = 4096
 """Static request-phase decisions kept per Domain and worker (cleared when full)."""
 
-__all__ = ["GeoCache", "HitHeads", "attach", "evaluate", "send_synthetic"]
+__all__ = ["GeoCache", "HitHeads", "attach", "evaluate", "rate_table_warning", "send_synthetic"]
 
 
 # --- per config load ---------------------------------------------------------------------------------
 
 
 class GeoCache:
-    """The geo table of one worker, read when a rule needs it and again only when its file changes."""
+    """The geo table of one worker, read when a rule needs it and again only when its path or file changes.
+
+    The agent renders ``geoTable`` as the GSLB's table shipped to the node (a new file name per table,
+    :mod:`edgefleet.edge.geotable`), so a new table is a new path in the config and the SIGHUP that brings
+    it loads it: :meth:`preload` runs in a thread before the reload (a table of millions of lines takes
+    seconds, which the worker's event loop must not wait), then :meth:`lookup` finds it loaded. Never blind:
+    a table that cannot be read (missing, bad, a MaxMind file without the ``maxminddb`` library) keeps the
+    one loaded before, with a warning; only a worker that never loaded one has none (the conditions then
+    never hold).
+    """
 
     def __init__(self) -> None:
-        self._loaded: tuple[Path, int] | None = None
-        self._lookup: GeoLookup | None = None
+        self._state: tuple[tuple[Path, int], GeoLookup] | None = None  # ((path, mtime), lookup): one reference
 
     def lookup(self, path: Path | None) -> GeoLookup | None:
-        """The lookup for ``path`` (None: the packaged table); None, with a warning, if it cannot be read.
+        """The lookup for ``path`` (None: the packaged table); the previous one, with a warning, if it cannot be read.
 
         Relative paths are relative to the working directory (the config file's, for a cache an agent runs).
         """
         if path is None:
             path = Path(str(resources.files("edgefleet").joinpath("data/geo.csv")))
+        state = self._state
         try:
             stamp = (path, path.stat().st_mtime_ns)
-            if self._loaded != stamp:
-                self._lookup = geo_from(GeoDatabase(path))
-                self._loaded = stamp
-        except (OSError, ValueError) as exc:  # a bad table: country/region conditions never hold, said in the log
-            log.warning("edge rules: geo table %s cannot be read (%s); country/region conditions never hold", path, exc)
-            self._loaded, self._lookup = None, None
-        return self._lookup
+            if state is None or state[0] != stamp:
+                state = self._state = (stamp, geo_from(GeoDatabase(path)))
+        except (OSError, ValueError) as exc:  # a bad table: keep the previous one, say so in the log
+            if state is None:
+                log.warning("edge rules: geo table %s cannot be read (%s); country/region conditions never hold",
+                            path, exc)  # fmt: skip
+                return None
+            log.warning("edge rules: geo table %s cannot be read (%s); keeping %s", path, exc, state[0][0])
+        return state[1]
+
+    def preload(self, config: CacheConfig) -> None:
+        """Load ``config``'s table if its rules need one (blocking: run it in a thread before the reload)."""
+        if needs_geo(config.domains):
+            self.lookup(config.geo_table)
+
+
+def needs_geo(domains: Iterable[DomainConfig]) -> bool:
+    """Whether a rule of these Domains matches on country or region (only then is a table read)."""
+    return any(
+        rule.match.country is not None or rule.match.region is not None for domain in domains for rule in domain.rules
+    )
 
 
 def _needs_geo(domains: DomainTable) -> bool:
-    return any(
-        rule.match.country is not None or rule.match.region is not None
-        for served in domains.by_name.values()
-        for rule in served.config.rules
-    )
+    return needs_geo(served.config for served in domains.by_name.values())
 
 
 def _variant_origins(served: ServedDomain) -> frozenset[str]:
@@ -126,8 +151,16 @@ def _variant_origins(served: ServedDomain) -> frozenset[str]:
     )
 
 
-def attach(domains: DomainTable, config: CacheConfig, previous: DomainTable | None, geo: GeoCache) -> int:
+def attach(
+    domains: DomainTable,
+    config: CacheConfig,
+    previous: DomainTable | None,
+    geo: GeoCache,
+    rate_table: BucketTable | None = None,
+) -> int:
     """Compile every Domain's rules onto ``domains`` (module docstring); how many Domains have rules.
+
+    ``rate_table``: where rate limits keep their buckets (None: in this process).
 
     ConfigError if a Domain's rules do not compile (the schema should have refused them): the reload is
     refused as a whole and the worker keeps serving with the config it had.
@@ -140,6 +173,8 @@ def attach(domains: DomainTable, config: CacheConfig, previous: DomainTable | No
     )
     count = 0
     for served in domains.by_name.values():
+        if rate_table is not None:
+            env = replace(env, limiters=rate_table.limiters_for(served.name))
         try:
             program = compile_rules(served.config.rules, env)
         except Exception as exc:
@@ -152,6 +187,25 @@ def attach(domains: DomainTable, config: CacheConfig, previous: DomainTable | No
         served.rule_origins = _variant_origins(served)
         count += 1
     return count
+
+
+def rate_table_warning(config: CacheConfig) -> str | None:
+    """A warning when the rate limits' ``tableSize`` add up to more keys than the node's table holds."""
+    claimed = sum(
+        action.rate_limit.table_size
+        for domain in config.domains
+        for rule in domain.rules
+        for action in rule.actions
+        if action.rate_limit is not None
+    )
+    slots = config.rate_limit.slots
+    if claimed <= slots:
+        return None
+    return (
+        f"edge rules: the rate limits' tableSize add up to {claimed:,} keys but the node's shared table has "
+        f"{slots:,} slots: their busiest keys may evict each other; raise rateLimit.slots in the cache config "
+        "(a restart applies it) or lower tableSize"
+    )
 
 
 # --- the request phase -------------------------------------------------------------------------------

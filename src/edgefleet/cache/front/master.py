@@ -20,12 +20,16 @@ serves the admin endpoint on ``admin.listen`` with aiohttp:
 
 SIGHUP reloads the config file: domains, peers, parents and upstream
 settings change in every worker without dropping a connection or the cache;
-a change to ``listen``, ``workers``, ``storage`` or ``accessLog`` is logged
-as needing a restart. A broken new file is reported and the old config
+a change to ``listen``, ``workers``, ``storage``, ``accessLog`` or
+``rateLimit`` is logged as needing a restart. A broken new file is reported and the old config
 stays. A worker that dies is restarted with backoff. SIGTERM/SIGINT stop the
 workers gracefully. SIGUSR1 makes every worker reopen the access log file
 (after a ``mv``), and with ``accessLog.maxBytes`` the master rotates it by
 size (:mod:`edgefleet.cache.front.logrotate`).
+
+The master also makes the node's rate-limit table, one shared memory region
+every worker maps (:mod:`edgefleet.cache.storage.ratetable`); it holds the
+descriptor until it exits, so buckets outlive worker restarts and reloads.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import hmac
 import itertools
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -51,7 +56,8 @@ from edgefleet.cache import accounting
 from edgefleet.cache import stats as stats_module
 from edgefleet.cache.config import CacheConfig, load_config, split_listen
 from edgefleet.cache.errors import CacheError, ConfigError
-from edgefleet.cache.front import logrotate, tls
+from edgefleet.cache.front import edgerules, logrotate, tls
+from edgefleet.cache.storage import ratetable
 
 log = logging.getLogger("edgefleet.cache")
 
@@ -67,8 +73,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class WorkerHandle:
     """One worker process and its control channel."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, rate_fd: int | None = None) -> None:
         self.index = index
+        self.rate_fd = rate_fd  # the node's rate-limit table (module edgefleet.cache.storage.ratetable)
         self.process: asyncio.subprocess.Process | None = None
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -90,8 +97,12 @@ class WorkerHandle:
             "--control-fd",
             str(theirs.fileno()),
         ]
+        fds = [theirs.fileno()]
+        if self.rate_fd is not None:
+            command += ["--rate-table-fd", str(self.rate_fd)]
+            fds.append(self.rate_fd)
         self.ready.clear()
-        self.process = await asyncio.create_subprocess_exec(*command, pass_fds=[theirs.fileno()])
+        self.process = await asyncio.create_subprocess_exec(*command, pass_fds=fds)
         theirs.close()
         self.reader, self.writer = await asyncio.open_connection(sock=ours, limit=64 * 2**20)
         self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -132,7 +143,9 @@ class Master:
     def __init__(self, config_path: Path, config: CacheConfig, load_window: float = accounting.LOAD_WINDOW_SECONDS):
         self.config_path = config_path
         self.config = config
-        self.workers = [WorkerHandle(index) for index in range(config.workers)]
+        # one rate-limit table for every worker, kept across worker restarts and reloads
+        self.rate_fd = ratetable.create_region(config.rate_limit.slots)
+        self.workers = [WorkerHandle(index, self.rate_fd) for index in range(config.workers)]
         self._ids = itertools.count(1)
         self.stopping = asyncio.Event()
         self._stats_cache: tuple[float, dict[str, Any]] = (0.0, {})
@@ -155,6 +168,7 @@ class Master:
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         _check_port_free(self.config.listen, "listen")
         self._check_tls()
+        self._check_rate_table(self.config)
         logrotate.check_file(self.config, self.config_path.parent)
         log_files = logrotate.LogFiles(self.config, self.config_path.parent, lambda: self.broadcast("reopen"))
         loop.add_signal_handler(signal.SIGUSR1, log_files.reopen_soon)  # after a mv of the access log
@@ -177,6 +191,14 @@ class Master:
         await log_files.stop()
         await self._stop_workers()
         await runner.cleanup()
+        os.close(self.rate_fd)
+
+    @staticmethod
+    def _check_rate_table(config: CacheConfig) -> None:
+        """Say so in the log when the rate limits want more keys than the shared table holds."""
+        warning = edgerules.rate_table_warning(config)
+        if warning is not None:
+            log.warning("%s", warning)
 
     def _check_tls(self) -> None:
         """Before the workers start: the TLS port is free and at least one certificate loads (else CacheError)."""
@@ -244,7 +266,7 @@ class Master:
         except ConfigError as exc:
             log.error("reload refused, the running config stays: %s", exc)
             return
-        fixed = ("listen", "workers", "storage", "admin", "access_log")
+        fixed = ("listen", "workers", "storage", "admin", "access_log", "rate_limit")
         changed = [name for name in fixed if getattr(config, name) != getattr(self.config, name)]
         if changed:
             log.warning("reload: %s changed; that needs a restart (the rest is applied now)", ", ".join(changed))
@@ -259,6 +281,7 @@ class Master:
             log.error("reload failed in a worker: %s", exc)
             return
         self.config = config.model_copy(update={name: getattr(self.config, name) for name in fixed})
+        self._check_rate_table(self.config)
         log.info("reloaded %s: %d domains", self.config_path, len(config.domains))
 
     # --- admin endpoint --------------------------------------------------------------

@@ -20,7 +20,7 @@ stale-if-error would serve) away; the next request revalidates instead.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from edgefleet.cache import accounting
 from edgefleet.cache.errors import BadRequest, UpstreamError
@@ -38,7 +38,11 @@ class Passthrough:
     """Forwards uncached requests; ``invalidate(key)`` marks a stored URL stale after a successful unsafe method."""
 
     def __init__(
-        self, forwarder: Forwarder, replies: Replies, stats: Stats, invalidate: Callable[[str], object]
+        self,
+        forwarder: Forwarder,
+        replies: Replies,
+        stats: Stats,
+        invalidate: Callable[[str], Awaitable[object]],
     ) -> None:
         self.forwarder = forwarder
         self.replies = replies
@@ -75,9 +79,11 @@ class Passthrough:
         if stream is not None and not stream.consumed:  # answered before the body was taken: end with it
             request.keep_alive = False
         if invalidation.invalidates(method, response.status):
-            self.invalidate(key)
+            await self.invalidate(key)
             for target in invalidation.related_targets(request.host, request.target, response.headers):
-                self.invalidate(keys.cache_key("http", request.host, target, domain.query_mode, domain.query_allow))
+                await self.invalidate(
+                    keys.cache_key("http", request.host, target, domain.query_mode, domain.query_allow)
+                )
         relayed, upstream_cache = accounting.split_x_cache(
             [(n, v) for n, v in response.headers if n.lower() not in NOT_RELAYED]
         )

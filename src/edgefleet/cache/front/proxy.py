@@ -79,6 +79,7 @@ from edgefleet.cache.storage.disk import DiskEntry
 from edgefleet.cache.storage.hot import HotObjects
 from edgefleet.cache.storage.locks import NodeLocks
 from edgefleet.cache.storage.memory import MemoryEntry
+from edgefleet.cache.storage.ratetable import BucketTable
 from edgefleet.cache.storage.store import Storage
 from edgefleet.cache.upstream import ruled, tiers
 from edgefleet.cache.upstream.client import Upstream
@@ -110,8 +111,10 @@ class Proxy:
         stats: Stats,
         access_log: AccessLog | None,
         clock: decisions.Clock = time.time,
+        rate_table: BucketTable | None = None,
     ) -> None:
         self.clock = clock
+        self.rate_table = rate_table  # the node's rate-limit buckets (None: per process; module edgerules)
         self.storage = storage
         self.stats = stats
         self.access_log = access_log
@@ -130,7 +133,8 @@ class Proxy:
     def reload(self, config: CacheConfig) -> None:
         """Swap domains, tiers and limits: new collaborators from ``config`` (see the module docstring)."""
         domains = DomainTable(config.domains)
-        edgerules.attach(domains, config, getattr(self, "domains", None), self.geo)  # ConfigError: nothing changed
+        previous = getattr(self, "domains", None)
+        edgerules.attach(domains, config, previous, self.geo, self.rate_table)  # ConfigError: nothing changed
         self.config = config
         self.node = config.node
         self.domains = domains
@@ -308,7 +312,7 @@ class Proxy:
         """Tier header fields count only from the fleet: stripped from anyone else's request (module tiers).
 
         Whoever sends the tier field, its request is counted as another cache's (``request.tier``), trusted or
-        not: a child site's nodes are not in a parent's view. Those clients are remembered (bounded), so that
+        not (a standalone cache may not list its child sites' nodes). Those clients are remembered (bounded), so that
         the hit fast path looks for the field only in their requests.
         """
         request.from_fleet = self.trust.trusts(request.client)
@@ -464,19 +468,19 @@ class Proxy:
 
     # --- purge and prefetch ------------------------------------------------------
 
-    def purge_keys(self, urls: list[str], prefixes: list[str], tags: list[str], *, soft: bool) -> int:
-        count = self.storage.purge(urls, prefixes, tags, soft)
+    async def purge_keys(self, urls: list[str], prefixes: list[str], tags: list[str], *, soft: bool) -> int:
+        count = await self.fetcher.purge(urls, prefixes, tags, soft=soft)  # the disk half in a thread
         self.hot.purge(urls, prefixes, tags)  # copies of what owners hold: not counted as objects purged
         self.stats.purged += count
         return count
 
-    def _invalidate(self, key: str) -> None:
+    async def _invalidate(self, key: str) -> None:
         """After a successful unsafe method: mark the stored URL stale (the next request revalidates it).
 
         Soft, not a removal: any client may POST, and a removal would let it throw away stored objects
         (and their stale-if-error copies) at will; a revalidation costs the origin a conditional GET.
         """
-        self.purge_keys([key], [], [], soft=True)
+        await self.purge_keys([key], [], [], soft=True)
 
     def key_of_url(self, domain: ServedDomain, url: str) -> str:
         """The cache key of an absolute URL or a path on ``domain``."""

@@ -156,7 +156,7 @@ class Slices:
         if not ranges.same_representation(
             entry.meta.headers, complete_length(entry.meta), reference.meta.headers, complete_length(reference.meta)
         ):
-            self.storage.purge([], [wanted.key + keys.SLICE_MARK], [], soft=False)  # mixed versions: refetch all
+            await self.fetcher.purge([], [wanted.key + keys.SLICE_MARK], [], soft=False)  # mixed versions: refetch all
             raise UpstreamError(502, f"slice {index} belongs to another version of the object")
         return entry
 

@@ -14,6 +14,9 @@ The control channel is a socketpair carrying JSON lines: the master sends
 document), ``reopen`` (the access log file again, after a rename) and
 ``stop`` (graceful: stop accepting, finish what is in flight, up to
 ``grace`` seconds). The worker's first line is ``{"op": "ready"}``.
+
+``--rate-table-fd N`` is the node's rate-limit table the master shares with every worker
+(:mod:`edgefleet.cache.storage.ratetable`); without it the worker makes a private one.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from edgefleet.cache.front.tls import TlsFront
 from edgefleet.cache.stats import Stats
 from edgefleet.cache.storage.disk import DiskTier
 from edgefleet.cache.storage.memory import MemoryTier
+from edgefleet.cache.storage.ratetable import BucketTable
 from edgefleet.cache.storage.store import Storage
 from edgefleet.cache.upstream.ruled import KEY_MARK
 from edgefleet.cache.wire.http1 import Limits
@@ -103,13 +107,16 @@ def connection_set(config: CacheConfig, proxy: Proxy) -> ConnectionSet:
 
 
 class Worker:
-    def __init__(self, config: CacheConfig, index: int, config_dir: Path | None = None) -> None:
+    def __init__(
+        self, config: CacheConfig, index: int, config_dir: Path | None = None, rate_table: BucketTable | None = None
+    ) -> None:
         self.config = config
         self.index = index
         self.stats = Stats()
         self.storage = build_storage(config)
         self.access_log = open_access_log(config, config_dir or Path.cwd(), self.stats, self._domain_name)
-        self.proxy = Proxy(config, self.storage, self.stats, self.access_log)
+        self.rate_table = rate_table or BucketTable.private(config.rate_limit.slots)  # alone: a private table
+        self.proxy = Proxy(config, self.storage, self.stats, self.access_log, rate_table=self.rate_table)
         self.connections = connection_set(config, self.proxy)
         # TLS beside the plain port (module edgefleet.cache.front.tls); relative certificate paths: to config_dir
         self.tls = TlsFront(
@@ -195,13 +202,14 @@ class Worker:
     async def _operate(self, message: dict[str, Any]) -> Any:
         op = message.get("op")
         if op == "stats":
-            return self.stats.snapshot(self.storage.stats() | self.proxy.hot.stats())
+            return self.stats.snapshot(self.storage.stats() | self.proxy.hot.stats() | self.rate_table.stats())
         if op == "purge":
-            return self.purge(message)
+            return await self.purge(message)
         if op == "prefetch":
             return await self.prefetch(message["domain"], list(message["urls"]))
         if op == "reload":
             config = parse_config(message["config"])
+            await asyncio.to_thread(self.proxy.geo.preload, config)  # a new geo table loads off the loop
             self.proxy.reload(config)
             await self.tls.apply(config, self.proxy.domains)
             return {"domains": len(config.domains)}
@@ -213,7 +221,7 @@ class Worker:
             return None
         raise ValueError(f"unknown control operation {op!r}")
 
-    def purge(self, message: dict[str, Any]) -> dict[str, int]:
+    async def purge(self, message: dict[str, Any]) -> dict[str, int]:
         domain_name = message.get("domain")
         keys_, prefixes = [], []
         for domain in self.proxy.domains.by_name.values():
@@ -227,7 +235,8 @@ class Worker:
                     prefixes += [key + KEY_MARK for key in found]
             for prefix in message.get("prefixes", []):
                 prefixes += _keys_for(self.proxy, domain, prefix, hosts, prefix=True)
-        count = self.proxy.purge_keys(keys_, prefixes, list(message.get("tags", [])), soft=bool(message.get("soft")))
+        tags, soft = list(message.get("tags", [])), bool(message.get("soft"))
+        count = await self.proxy.purge_keys(keys_, prefixes, tags, soft=soft)
         return {"purged": count}
 
     async def prefetch(self, domain: str, urls: list[str]) -> dict[str, Any]:
@@ -261,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--control-fd", type=int, default=-1)
+    parser.add_argument("--rate-table-fd", type=int, default=-1, help="the master's shared rate-limit table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
@@ -269,15 +279,19 @@ def main(argv: list[str] | None = None) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         try:
-            uvloop.run(_run(config, args.index, control, args.config.resolve().parent))
+            shared = args.rate_table_fd >= 0  # workers: 1 has the table to itself (no lock needed)
+            rate_table = BucketTable(args.rate_table_fd, locked=config.workers > 1) if shared else None
+            uvloop.run(_run(config, args.index, control, args.config.resolve().parent, rate_table))
         except CacheError as exc:  # e.g. no certificate loads, tlsListen taken: said by the master too
             log.error("worker %d cannot serve: %s", args.index, exc)
             os._exit(1)
     os._exit(0)
 
 
-async def _run(config: CacheConfig, index: int, control: socket.socket | None, config_dir: Path) -> None:
-    worker = Worker(config, index, config_dir)
+async def _run(
+    config: CacheConfig, index: int, control: socket.socket | None, config_dir: Path, rate_table: BucketTable | None
+) -> None:
+    worker = Worker(config, index, config_dir, rate_table)
     await worker.serve(control)
 
 

@@ -28,11 +28,13 @@ called from threads (see :mod:`.disk`): the fetcher runs the disk half of a
 store (``store_on_disk``, a writer's ``commit``) in a thread, because it
 takes the index's cross-process write lock and may evict
 (``bench/cache_index_stall.py`` measured stores on the loop stalling it by
-up to 1.7 s under contention from another worker). Lookups stay on the loop:
+up to 1.7 s under contention from another worker). So do the disk halves
+of a 304's meta update (``update_meta_on_disk``) and of purges
+(``purge_disk``): the disk half first, then the memory half on the loop, so
+that a request served meanwhile cannot promote a purged disk object back
+into memory. Lookups stay on the loop:
 a plain hit opens a file and reads no SQLite, and a miss does one indexed
-read on a WAL reader, which never waits for writers. Still on the loop: the
-disk half of a 304's ``update_meta`` and purges (``update_meta_on_disk`` is
-ready to move).
+read on a WAL reader, which never waits for writers.
 """
 
 from __future__ import annotations
@@ -66,6 +68,20 @@ def _purge_one(tier: _Purgeable, kind: str, target: str, soft: bool) -> int:
     if kind == "prefix":
         return tier.invalidate_prefix(target) if soft else tier.remove_prefix(target)
     return tier.invalidate_tag(target) if soft else tier.remove_tag(target)
+
+
+def _purge_tier(
+    tier: _Purgeable, urls_keys: Sequence[str], prefixes: Sequence[str], tags: Sequence[str], soft: bool
+) -> list[int]:
+    targets = [("key", t) for t in urls_keys] + [("prefix", t) for t in prefixes] + [("tag", t) for t in tags]
+    return [_purge_one(tier, kind, target, soft) for kind, target in targets]
+
+
+def objects_purged(on_disk: Sequence[int], in_memory: Sequence[int]) -> int:
+    """Objects a purge hit: per target the larger of the two tiers' counts (memory mostly mirrors the disk)."""
+    if not on_disk:
+        return sum(in_memory)
+    return sum(max(disk, memory) for disk, memory in zip(on_disk, in_memory, strict=True))
 
 
 def _most_recent_match(metas: Sequence[EntryMeta], variant_of: VariantOf) -> list[EntryMeta]:
@@ -157,13 +173,25 @@ class Storage:
             self.disk.update_meta(meta.key, meta.variant, meta)
 
     def purge(self, urls_keys: Sequence[str], prefixes: Sequence[str], tags: Sequence[str], soft: bool) -> int:
-        """Remove (or, ``soft``, mark for revalidation) by key, key prefix and tag; returns objects hit."""
-        tiers: list[_Purgeable] = [self.memory] if self.disk is None else [self.memory, self.disk]
-        total = 0
-        for kind, targets in (("key", urls_keys), ("prefix", prefixes), ("tag", tags)):
-            for target in targets:
-                total += max(_purge_one(tier, kind, target, soft) for tier in tiers)
-        return total
+        """Remove (or, ``soft``, mark for revalidation) by key, key prefix and tag; returns objects hit.
+
+        Both tiers, here; the request path runs :meth:`purge_disk` in a thread, then :meth:`purge_memory`
+        (``Fetcher.purge``), and adds the two with :func:`objects_purged` as this does.
+        """
+        on_disk = self.purge_disk(urls_keys, prefixes, tags, soft)
+        return objects_purged(on_disk, self.purge_memory(urls_keys, prefixes, tags, soft))
+
+    def purge_memory(
+        self, urls_keys: Sequence[str], prefixes: Sequence[str], tags: Sequence[str], soft: bool
+    ) -> list[int]:
+        """The memory half of :meth:`purge`: objects hit per target (keys, then prefixes, then tags)."""
+        return _purge_tier(self.memory, urls_keys, prefixes, tags, soft)
+
+    def purge_disk(
+        self, urls_keys: Sequence[str], prefixes: Sequence[str], tags: Sequence[str], soft: bool
+    ) -> list[int]:
+        """The disk half of :meth:`purge` (no counts without a disk tier); safe to call from a thread."""
+        return [] if self.disk is None else _purge_tier(self.disk, urls_keys, prefixes, tags, soft)
 
     def stats(self) -> dict[str, int]:
         disk = self.disk

@@ -57,7 +57,7 @@ from edgefleet.cache.storage.entries import EntryMeta
 from edgefleet.cache.storage.hot import HotObjects
 from edgefleet.cache.storage.locks import NodeLocks
 from edgefleet.cache.storage.memory import MemoryEntry
-from edgefleet.cache.storage.store import Storage
+from edgefleet.cache.storage.store import Storage, objects_purged
 from edgefleet.cache.upstream import ruled
 from edgefleet.cache.upstream.client import UpstreamResponse
 from edgefleet.cache.upstream.fills import Fill, FillEntry, FillHead, Fills
@@ -203,7 +203,7 @@ class Fetcher:
             response.release()
             if not conditionals.freshens(entry.meta.headers, response.headers):
                 return await self._unconditional(wanted, fill.key, headers)
-            fill.publish(self._revalidated(entry, wanted, answer))
+            fill.publish(await self._revalidated(entry, wanted, answer))
             fill.finish()
             return None
         response.close()  # a 5xx within stale-if-error: the stored entry answers
@@ -224,8 +224,12 @@ class Fetcher:
         log.warning("%s: upstream's 304 names another representation than the stored one; fetching it", key)
         return await self._get(wanted, key, headers)
 
-    def _revalidated(self, entry: MemoryEntry | DiskEntry, wanted: Wanted, answer: Answer) -> FillHead:
-        """A 304 from upstream: the stored entry, with refreshed headers and times, is current."""
+    async def _revalidated(self, entry: MemoryEntry | DiskEntry, wanted: Wanted, answer: Answer) -> FillHead:
+        """A 304 from upstream: the stored entry, with refreshed headers and times, is current.
+
+        The disk half of the meta update runs in a thread (module ``storage.store``, "Threads"); the fill
+        stays registered meanwhile, so requests for the key wait for the refreshed entry.
+        """
         self.stats.revalidated += 1
         old = entry.meta
         merged = conditionals.merge_304(old.headers, answer.response.headers)
@@ -233,7 +237,8 @@ class Fetcher:
         with_date = _with_date(merged, answer.response_time)
         decision = freshness.evaluate("GET", old.status, wanted.request.headers, with_date, wanted.policy)
         meta = _refreshed(old, merged, decision, answer.response_time)
-        self.storage.update_meta(meta)  # on the loop still (see docs/architecture.md, "The cache")
+        await self._off_loop(self.storage.update_meta_on_disk, meta)
+        self.storage.memory.update_meta(meta.key, meta.variant, meta)
         entry.meta = meta
         if isinstance(entry, MemoryEntry):
             entry.head = None
@@ -347,6 +352,12 @@ class Fetcher:
         self.disk_work.add(work)
         work.add_done_callback(self.disk_work.discard)
         return await asyncio.shield(work)
+
+    async def purge(self, urls_keys: list[str], prefixes: list[str], tags: list[str], *, soft: bool) -> int:
+        """``Storage.purge`` with its disk half in a thread, first: a request served meanwhile may still
+        promote an object from the disk into memory, and the memory half, after it, removes that copy too."""
+        on_disk = await self._off_loop(self.storage.purge_disk, urls_keys, prefixes, tags, soft)
+        return objects_purged(on_disk, self.storage.purge_memory(urls_keys, prefixes, tags, soft))
 
     async def _store(self, fill: Fill, meta: EntryMeta, writer: DiskWriter | None) -> None:
         """Store the fill's response; the disk halves run in a thread (module ``storage.store``, "Threads").

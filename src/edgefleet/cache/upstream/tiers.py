@@ -24,12 +24,10 @@ request is from the fleet when its TCP peer address is one of the site
 peers' or parents' addresses (their URLs' hosts) or in ``site.trusted``
 (the agent lists the addresses of every node of its view: peers, parents
 and their ancestors, so the members of a cycle of parent sites trust each
-other). From anyone else the proxy strips ``X-Edgefleet-*`` and ignores
-``Via`` for the loop guard (the field itself is relayed: it may name the
-client's own proxies). A child site's nodes are not in a parent's view, so
-a parent treats their requests as a client's: it asks its own owner peer
-and parents as for any miss, which cannot loop (parent links are acyclic
-outside the trusted cycle case above).
+other, and the nodes of the child sites, so a parent takes their hop
+count, ``Via`` and edge-rules decision). From anyone else the proxy strips
+``X-Edgefleet-*`` and ignores ``Via`` for the loop guard (the field itself
+is relayed: it may name the client's own proxies).
 
 Why addresses and not a shared secret: the nodes that may send these
 fields are exactly the ones the rendered config already names, a TCP peer

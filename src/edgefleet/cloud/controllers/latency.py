@@ -156,9 +156,10 @@ def site_targets(sites: Iterable[str], nodes: Iterable[tuple[str, str, bool, Seq
 
 
 def resolver_targets(networks: Iterable[SeenNetwork]) -> list[JSONObject]:
-    """``gslb-resolvers`` targets: each busy network, probed at its last resolver address with TCP on port 53."""
+    """``gslb-resolvers`` targets: each busy network, probed with TCP where it says (a resolver network: its last
+    resolver address, port 53; a Client Subnet: its first host, port 443)."""
     return [
-        {"network": seen.network, "address": seen.address, "port": 53, "method": "tcp"}
+        {"network": seen.network, "address": seen.address, "port": seen.port, "method": "tcp"}
         for seen in sorted(networks, key=lambda seen: seen.network)
     ]
 
@@ -236,9 +237,8 @@ class LatencyController:
     async def _write_sites(
         self, sites: list[StoredDocument], counted: Mapping[str, list[Mapping[str, Any]]], allowed: set[str], now: float
     ) -> int:
-        self._written = {
-            name: at for name, at in self._written.items() if any(s["metadata"]["name"] == name for s in sites)
-        }
+        names = {s["metadata"]["name"] for s in sites}
+        self._written = {name: at for name, at in self._written.items() if name in names}
         interval = max(self._min_interval, len(sites) / self._writes_per_second)
         written = 0
         for site in sites:

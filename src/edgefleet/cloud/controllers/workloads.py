@@ -381,7 +381,9 @@ class WorkloadController:
             name=name,
             site=site,
             labels=fleet.labels[name],
-            ready=status.get("phase") == "Ready",
+            # A cache scaled to zero with its Inactive site waits like a node that is away: the rollout skips
+            # it (listed in rollout.waiting) and moves it, drained and verified, once its site is active again.
+            ready=status.get("phase") == "Ready" and instance.get("state") != "ScaledDown",
             drained_by_hand=bool((node.get("spec") or {}).get("draining")),
             running=instance.get("revision"),
             instance_ready=bool(instance.get("ready")),

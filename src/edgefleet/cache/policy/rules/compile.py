@@ -49,7 +49,7 @@ from edgefleet.cache.policy.rules.model import (
     RuleTrace,
     Synthetic,
 )
-from edgefleet.cache.policy.rules.ratelimit import TokenBuckets
+from edgefleet.cache.policy.rules.ratelimit import Limiter, TokenBuckets
 from edgefleet.cache.policy.rules.templates import (
     compile_template,
     for_header,
@@ -85,7 +85,7 @@ class _Compiled:
     actions: tuple[tuple[str, Act], ...]
     response_actions: tuple[tuple[str, RespAct], ...]
     stop: bool
-    limiters: tuple[tuple[str, TokenBuckets], ...]
+    limiters: tuple[tuple[str, Limiter], ...]
     guard: Guard | None
     guard_only: bool
     """The rule's only condition is its exact/prefix path guard: a candidate from the index matches."""
@@ -100,7 +100,7 @@ class _Compiled:
 
 
 class Program:
-    """One Domain's rules, ready to run. Holds per-worker state (rate-limit buckets)."""
+    """One Domain's rules, ready to run. Holds the rate limits' buckets (or handles on the node's shared table)."""
 
     def __init__(self, rules: list[_Compiled], env: CompileEnv) -> None:
         self._env = env
@@ -120,12 +120,15 @@ class Program:
         list (no clientResponse rule reads the request or the response): a caller may cache them per outcome."""
 
     def adopt_state(self, previous: Program | None) -> None:
-        """After a reload: keep the buckets of rate limits whose rule name and settings did not change."""
+        """After a reload: keep the buckets of rate limits whose rule name and settings did not change.
+
+        (Buckets in the node's shared table need nothing: they are found by the same identity again.)
+        """
         if previous is None:
             return
         for name, buckets in self._limiters.items():
             old = previous._limiters.get(name)
-            if old is not None and old.same_settings(buckets):
+            if old is not None:
                 buckets.adopt(old)
 
     def on_request(self, request: RequestInfo, now: float, *, explain: bool = False) -> RequestOutcome:
@@ -364,11 +367,11 @@ def _compile(rule: Rule, index: int, env: CompileEnv, draw: Callable[[], float])
     name = rule_name(rule, index)
     actions: list[tuple[str, Act]] = []
     response_actions: list[tuple[str, RespAct]] = []
-    limiters: list[tuple[str, TokenBuckets]] = []
+    limiters: list[tuple[str, Limiter]] = []
     for position, action in enumerate(rule.actions):
         kind = action.kind()
         if rule.phase == "request":
-            act, limiter = _request_action(action, env, draw)
+            act, limiter = _request_action(action, env, draw, f"{name}/{position}")
             actions.append((kind, act))
             if limiter is not None:
                 limiters.append((f"{position}", limiter))
@@ -409,7 +412,9 @@ def _plain_path_test(rule: Rule) -> bool:
     )
 
 
-def _request_action(action: RuleAction, env: CompileEnv, draw: Callable[[], float]) -> tuple[Act, TokenBuckets | None]:
+def _request_action(
+    action: RuleAction, env: CompileEnv, draw: Callable[[], float], identity: str
+) -> tuple[Act, Limiter | None]:
     if action.redirect is not None:
         return _redirect(action.redirect), None
     if action.rewrite is not None:
@@ -425,7 +430,7 @@ def _request_action(action: RuleAction, env: CompileEnv, draw: Callable[[], floa
     if action.split is not None:
         return _split(action.split, draw), None
     if action.rate_limit is not None:
-        return _rate_limit(action.rate_limit, env)
+        return _rate_limit(action.rate_limit, env, identity)
     if action.cache is not None:
         return _cache(action.cache), None
     assert action.cors is not None
@@ -601,9 +606,11 @@ def _split(spec: Split, draw: Callable[[], float]) -> Act:
     return act
 
 
-def _rate_limit(spec: RateLimit, env: CompileEnv) -> tuple[Act, TokenBuckets]:
+def _rate_limit(spec: RateLimit, env: CompileEnv, identity: str) -> tuple[Act, Limiter]:
+    """``identity`` (``rule/position``) names the action's buckets in a shared table (module ratelimit)."""
     share = max(1, env.node_count) if spec.scope == "site" else 1
-    buckets = TokenBuckets(spec.requests_per_second / share, max(1.0, spec.burst / share), spec.table_size)
+    factory = env.limiters or TokenBuckets.factory
+    buckets = factory(identity, spec.requests_per_second / share, max(1.0, spec.burst / share), spec.table_size)
     header = (spec.header or "").lower()
     status = spec.status
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from edgefleet.cache.policy.rules.ratelimit import LimiterFactory
 from edgefleet.cache.wire.headers import Headers
 
 GeoLookup = Callable[[str], "tuple[str, str] | None"]
@@ -35,6 +36,8 @@ class CompileEnv:
     ``node_count``: nodes in this node's site, dividing ``scope: site`` rate limits. ``random``: a draw in
     [0, 1) for ``bucket.by: random`` and first-time ``split.by: cookie`` (inject a seeded one in tests).
     ``skip_token_auth``: the CLI without access to Secrets: token checks pass but are reported as unknown.
+    ``limiters``: where rate-limit actions keep their buckets (a cache worker: the node's shared table, keyed
+    by Domain; None: a :class:`~edgefleet.cache.policy.rules.ratelimit.TokenBuckets` per action).
     """
 
     secrets: SecretValues = field(default_factory=dict)
@@ -42,6 +45,7 @@ class CompileEnv:
     node_count: int = 1
     random: Callable[[], float] | None = None
     skip_token_auth: bool = False
+    limiters: LimiterFactory | None = None
 
 
 @dataclass(slots=True)
