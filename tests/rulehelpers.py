@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from edgefleet.api.rules import Rule
@@ -34,3 +36,18 @@ def request(
     client: str = "192.0.2.10",
 ) -> RequestInfo:
     return RequestInfo(method, scheme, host, path, query, headers or [], client)
+
+
+def arrivals(keys: Sequence[str]) -> st.SearchStrategy[list[tuple[float, str]]]:
+    """Request arrivals for rate-limit properties: (gap in tenths of a second, key), up to 300 of them."""
+    return st.lists(
+        st.tuples(st.floats(min_value=0, max_value=5, allow_nan=False), st.sampled_from(list(keys))), max_size=300
+    )
+
+
+def assert_within_rate(allowed: Mapping[str, list[float]], rate: float, burst: int) -> None:
+    """No run of one key's admitted requests holds more than rate x its length + burst of them."""
+    for times in allowed.values():
+        for first in range(len(times)):
+            for last in range(first, len(times)):
+                assert last - first + 1 <= rate * (times[last] - times[first]) + burst + 1e-6

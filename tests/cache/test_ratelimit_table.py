@@ -22,6 +22,7 @@ from edgefleet.cache.policy.rules import CompileEnv
 from edgefleet.cache.policy.rules.ratelimit import Limiter, TokenBuckets, pick_way
 from edgefleet.cache.storage import ratetable
 from edgefleet.cache.storage.ratetable import SLOT, WAYS, BucketTable, SharedLimiter, create_region, region_bytes
+from tests import rulehelpers
 from tests.rulehelpers import program, request
 
 
@@ -53,10 +54,7 @@ def table(clock: Clock) -> Iterator[BucketTable]:
     table.close()
 
 
-arrivals = st.lists(
-    st.tuples(st.floats(min_value=0, max_value=5, allow_nan=False), st.sampled_from(["a", "b", "c", "d"])),
-    max_size=300,
-)
+arrivals = rulehelpers.arrivals(["a", "b", "c", "d"])
 
 
 @settings(max_examples=100, deadline=None)
@@ -77,10 +75,7 @@ def test_a_key_never_gets_more_than_rate_times_time_plus_burst(
         if limiter.take(key, 0.0) is None:
             allowed.setdefault(key, []).append(clock.now)
     table.close()
-    for times in allowed.values():
-        for first in range(len(times)):
-            for last in range(first, len(times)):
-                assert last - first + 1 <= rate * (times[last] - times[first]) + burst + 1e-6
+    rulehelpers.assert_within_rate(allowed, rate, burst)
 
 
 @settings(max_examples=60, deadline=None)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from edgefleet.cache.policy.rules import CompileEnv, Program
 from edgefleet.cache.policy.rules.ratelimit import TokenBuckets
+from tests import rulehelpers
 from tests.rulehelpers import program, request
 
 ALPHABET = "ab/.-"
@@ -156,10 +157,7 @@ def test_the_path_index_gives_what_walking_every_rule_gives(
     assert fast == walked
 
 
-arrivals = st.lists(
-    st.tuples(st.floats(min_value=0, max_value=5, allow_nan=False), st.sampled_from(["a", "b", "c"])),
-    max_size=300,
-)
+arrivals = rulehelpers.arrivals(["a", "b", "c"])
 
 
 @settings(max_examples=100, deadline=None)
@@ -178,11 +176,7 @@ def test_a_key_never_gets_more_than_rate_times_time_plus_burst(
         now += gap / 10
         if buckets.take(key, now) is None:
             allowed.setdefault(key, []).append(now)
-    for times in allowed.values():
-        for first in range(len(times)):
-            for last in range(first, len(times)):
-                window = times[last] - times[first]
-                assert last - first + 1 <= rate * window + burst + 1e-6
+    rulehelpers.assert_within_rate(allowed, rate, burst)
 
 
 @settings(max_examples=30, deadline=None)
