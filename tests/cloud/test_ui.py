@@ -288,37 +288,6 @@ def test_offload_hover_texts_say_where_answers_came_from() -> None:
     assert domain == "last 300s: 100 user requests, 5 sent to the origin; byte offload 50.0%"
 
 
-CERTIFICATE_SCRIPT = """
-const m = await import(UI + "/model.js");
-const now = Date.parse("2026-06-01T12:00:00Z");
-const day = 86400000;
-const cert = (name, status) => ({ metadata: { name }, spec: { key: "<redacted>" }, status });
-const at = (days) => new Date(now + days * day).toISOString();
-const rows = m.certificateRows([
-  cert("fine", { notAfter: at(200), domains: ["b", "a"], dnsNames: ["x.test"] }),
-  cert("soon", { notAfter: at(3.5) }),
-  cert("gone", { notAfter: at(-2.5) }),
-  cert("broken", { message: "no certificate" }),
-  cert("new", {}),
-  cert("edge", { notAfter: at(14) }),
-  cert("hour", { notAfter: at(-1 / 24) }),
-], now);
-console.log(JSON.stringify(rows.map((r) => [r.name, r.state, m.expiryText(r), r.domains])));
-"""
-
-
-def test_certificates_show_their_expiry_most_urgent_first() -> None:
-    assert run_node(CERTIFICATE_SCRIPT) == [
-        ["gone", "expired", "expired 2 days ago", []],
-        ["hour", "expired", "expired today", []],
-        ["soon", "expiring", "in 3 days", []],
-        ["edge", "expiring", "in 14 days", []],
-        ["broken", "invalid", "\u2014", []],
-        ["new", "unknown", "\u2014", []],
-        ["fine", "ok", "in 200 days", ["a", "b"]],
-    ]
-
-
 EVENTS_AND_VIEW_SCRIPT = """
 const m = await import(UI + "/model.js");
 const ev = (name, t) => ({ metadata: { name }, spec: { lastTimestamp: `2026-01-01T00:00:${t}Z` } });

@@ -19,7 +19,7 @@ import importlib.util
 import os
 import subprocess
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 
 from tests.cloudproc import EDGEFLEET, CloudProcess, running_cloud
-from tests.pemfiles import certificate_manifest, issue
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -128,14 +127,6 @@ def report_status(cloud: CloudProcess, name: str, phase: str) -> None:
     with cloud.client() as api:
         response = api.patch(f"{API}/nodes/{name}/status", json={"status": status}, headers=MERGE_PATCH)
         assert response.status_code == 200, response.text
-
-
-def add_certificate(cloud: CloudProcess, name: str, issued_days_ago: int) -> None:
-    """A Certificate for the demo host, issued ``issued_days_ago`` days ago (they last 397 days)."""
-    issued = issue(["demo.cdn.edgefleet.test"], now=datetime.now(UTC) - timedelta(days=issued_days_ago))
-    with cloud.client() as api:
-        response = api.post(f"{API}/certificates", json=certificate_manifest(name, issued))
-    assert response.status_code == 201, response.text
 
 
 def post_event(cloud: CloudProcess, reason: str, message: str) -> None:
@@ -262,24 +253,6 @@ def test_dashboard_shows_the_fleet_and_follows_it_live(live_cloud: CloudProcess,
     )
     assert "site/par-edge" in item[0].text and "poked by the dashboard test" in item[0].text
     assert browser.find_elements("css selector", "#events li")[0].get_attribute("data-reason") == "UiTestPoked"
-    add_certificate(cloud, "fresh-cert", issued_days_ago=0)
-    add_certificate(cloud, "old-cert", issued_days_ago=390)  # expires in about 7 days
-    wait_for(
-        browser,
-        lambda d: attribute(d, '#certificates tr[data-certificate="old-cert"]', "data-state") == "expiring",
-        LIVE_SECONDS + 5,  # the certificate controller reads new Certificates every 5 s
-        "old-cert shown as expiring",
-    )
-    wait_for(
-        browser,
-        lambda d: attribute(d, '#certificates tr[data-certificate="fresh-cert"]', "data-state") == "ok",
-        LIVE_SECONDS,
-        "fresh-cert shown as ok",
-    )
-    cert_rows = browser.find_elements("css selector", "#certificates tbody tr")
-    assert [r.get_attribute("data-certificate") for r in cert_rows] == ["old-cert", "fresh-cert"]  # most urgent first
-    assert "demo.cdn.edgefleet.test" in cert_rows[0].text and "in 6 days" in cert_rows[0].text
-    assert "redacted" not in browser.page_source and "PRIVATE KEY" not in browser.page_source
     row = browser.find_element("css selector", '#nodes tr[data-node="par-edge-1"]').text
     assert "test-hub" in row and "75.0%" in row and "cache: Running" in row
     assert "draining" in browser.find_element("css selector", '#nodes tr[data-node="ams-edge-2"]').text

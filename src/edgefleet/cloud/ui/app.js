@@ -9,12 +9,10 @@
 import { ApiError, Client, KindWatch } from "./api.js";
 import { renderMap } from "./map.js";
 import { nodesBySite, workloadRevisions } from "./model.js";
-import {
-  renderCertificates, renderDomains, renderEvents, renderNodes, renderSummary, renderWorkloads, updateAges,
-} from "./views.js";
+import { renderDomains, renderEvents, renderNodes, renderSummary, renderWorkloads, updateAges } from "./views.js";
 
 const TOKEN_KEY = "edgefleet.token";
-const KINDS = ["sites", "nodes", "domains", "events", "workloads", "workloadrevisions", "certificates"];
+const KINDS = ["sites", "nodes", "domains", "events", "workloads", "workloadrevisions"];
 const REDRAW_MS = 150;
 const FULL_REDRAW_EVERY_MS = 5000;
 
@@ -130,7 +128,6 @@ function snapshot() {
   const workloads = objects("workloads");
   return {
     sites: objects("sites"), nodes, domains: objects("domains"), events: objects("events"), workloads,
-    certificates: objects("certificates"),
     revisions: workloadRevisions(workloads, objects("workloadrevisions")),
     bySite: nodesBySite(nodes), selected: session.selected, nowMs: Date.now(),
   };
@@ -146,7 +143,6 @@ function redraw() {
   renderNodes($("#nodes tbody"), state);
   renderWorkloads($("#workloads tbody"), state);
   renderDomains($("#domains tbody"), state);
-  renderCertificates($("#certificates tbody"), state);
   renderEvents($("#events"), state);
   renderSummary($("#summary"), state);
   renderFilter();
