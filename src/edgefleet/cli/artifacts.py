@@ -34,10 +34,10 @@ import typer
 from edgefleet.api.artifacts import DEFAULT_MEDIA_TYPE, INFO, PREFETCH_ANNOTATION, object_name
 from edgefleet.api.documents import JSONObject as Document
 from edgefleet.api.meta import API_VERSION
+from edgefleet.cli.client import BLOB_PATH
 from edgefleet.cli.common import ContextOpt, ServerOpt, TokenOpt, api, fail
 
 CHUNK = 1024 * 1024
-BLOB_PATH = "/edge/v1/blobs/sha256/"
 
 app = typer.Typer(
     help="Ship files (binaries, bundles) to the edge nodes: push, add external ones, prefetch before a rollout.",

@@ -56,6 +56,10 @@ def print_warning(text: str) -> None:
     _stderr.print(Text(f"Warning: {text}", style="yellow"), highlight=False)  # Text: no markup is parsed
 
 
+BLOB_PATH = "/edge/v1/blobs/sha256/"
+"""The cloud's content-addressed blob store (``cloud/blobs.py``): PUT to upload, GET to read; append the digest."""
+
+
 class ClientError(Exception):
     """The server refused the request (or could not be reached)."""
 

@@ -301,7 +301,7 @@ def _published_geo(session: Any, notes: list[str]) -> Path | None:
 
     from edgefleet.api.geotables import MAX_TABLE_BYTES, SELECTOR, current_table
     from edgefleet.api.meta import kind_info
-    from edgefleet.cli.client import ClientError
+    from edgefleet.cli.client import BLOB_PATH, ClientError
 
     try:
         ref = current_table(session.list(kind_info("Artifact"), selector=SELECTOR)["items"])
@@ -314,7 +314,7 @@ def _published_geo(session: Any, notes: list[str]) -> Path | None:
     if path.exists():
         return path
     try:
-        data = session.get_bytes(f"/edge/v1/blobs/sha256/{ref.sha256}", MAX_TABLE_BYTES)
+        data = session.get_bytes(BLOB_PATH + ref.sha256, MAX_TABLE_BYTES)
     except ClientError as exc:
         notes.append(f"the nodes' geo table {ref.object_name} cannot be read ({exc}); using the local one")
         return None
