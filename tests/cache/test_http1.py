@@ -343,10 +343,23 @@ def test_other_request_targets_are_refused(target: bytes) -> None:
 
 def test_expect_100_continue_is_flagged_and_other_expectations_refused() -> None:
     parser = RequestParser(Limits())
-    assert parser.feed(b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n") == []
-    assert parser.continue_wanted
+    assert parser.feed(b"GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n") == []
+    assert parser.continue_wanted, "a GET's body is buffered: the cache says 100 itself"
     (request,) = parser.feed(b"abc")
     assert request.body == b"abc"
     with pytest.raises(BadRequest) as info:
         RequestParser(Limits()).feed(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n")
     assert info.value.status == 417
+
+
+def test_9110_10_1_1_an_expected_body_of_a_forwarding_method_is_streamed_at_once_whatever_its_size() -> None:
+    parser = RequestParser(Limits())
+    (request,) = parser.feed(b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+    assert request.stream is not None and request.stream.awaiting_continue and not parser.continue_wanted
+    assert parser.feed(b"abc") == [] and request.stream.done and not request.stream.awaiting_continue
+
+
+def test_9110_10_1_1_an_http_1_0_expectation_is_ignored_by_the_parser() -> None:
+    parser = RequestParser(Limits())
+    assert parser.feed(b"GET /a HTTP/1.0\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n") == []
+    assert not parser.continue_wanted

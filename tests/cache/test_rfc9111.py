@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -22,21 +24,22 @@ import pytest
 from edgefleet.cache.config import parse_config
 from edgefleet.cache.front.proxy import Proxy
 from edgefleet.cache.front.worker import build_storage
-from edgefleet.cache.policy import invalidation, ranges
-from edgefleet.cache.policy.conditionals import freshens, merge_304
+from edgefleet.cache.policy import decisions, invalidation, keys, ranges
+from edgefleet.cache.policy.conditionals import freshens, freshens_as_well, merge_304
 from edgefleet.cache.policy.freshness import Policy, evaluate, initial_age
 from edgefleet.cache.policy.keys import MAX_VARIANTS, parse_vary, variant_key
 from edgefleet.cache.stats import Stats
 from edgefleet.cache.storage.disk import DiskTier
 from edgefleet.cache.storage.memory import MemoryEntry, MemoryTier
 from edgefleet.cache.upstream.client import MAX_INTERIM_RESPONSES
-from edgefleet.cache.upstream.fetches import _with_date
+from edgefleet.cache.upstream.fetches import Answer, _freshened, _with_date
 from edgefleet.cache.wire.headers import Headers, format_http_date, get, parse_http_date
 from tests.cache.inprocess import serving
 from tests.cache.test_caching import HOSTS, domains
 from tests.cache.test_decisions import FakeClock
 from tests.cache.test_memory import meta_for
 from tests.cacheproc import CacheProcess, OriginProcess, cache_config, http_request
+from tests.waiting import eventually
 
 NOW = 1_700_000_000.0
 DATE = format_http_date(NOW)
@@ -198,6 +201,39 @@ def test_9111_4_3_4_a_304_freshens_only_the_stored_response_it_names(validators:
     assert freshens(STORED, [("Cache-Control", "max-age=60"), *validators]) is selected
 
 
+@pytest.mark.parametrize(
+    ("validators", "also"),
+    [
+        ([("ETag", '"v1"')], True),
+        ([("ETag", 'W/"v1"')], False),  # weak: only the most recent match, the one asked about
+        ([("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")], False),
+        ([("ETag", '"v2"')], False),
+        ([], False),
+    ],
+)
+def test_9111_4_3_4_only_a_strong_etag_identifies_other_stored_responses_for_update(
+    validators: Headers, also: bool
+) -> None:
+    assert freshens_as_well(STORED, [("Cache-Control", "max-age=60"), *validators]) is also
+
+
+def test_9111_3_2_a_304_never_adds_a_cookie_to_a_shared_stored_response() -> None:
+    merged = merge_304(STORED, [("Set-Cookie", "session=alice"), ("Set-Cookie2", "x=1"), ("X-Stored", "new")])
+    assert get(merged, "set-cookie") is None and get(merged, "set-cookie2") is None
+    assert get(merged, "x-stored") == "new"
+
+
+def test_9111_3_1_fields_a_304_names_in_no_cache_or_private_are_not_kept() -> None:
+    update = [("Cache-Control", 'max-age=60, no-cache="X-Secret", private="X-Other"'), ("X-Secret", "s")]
+    update += [("X-Other", "o"), ("X-Stored", "new")]
+    response = cast(Any, SimpleNamespace(headers=update))
+    wanted = cast(Any, SimpleNamespace(request=SimpleNamespace(headers=[]), policy=POLICY))
+    now = time.time()
+    meta = _freshened(meta_for("http://demo.test/a", headers=STORED), wanted, Answer(response, now, now, 1.0))
+    assert get(meta.headers, "x-secret") is None and get(meta.headers, "x-other") is None
+    assert get(meta.headers, "x-stored") == "new"
+
+
 def test_9111_4_3_4_a_strong_etag_never_matches_a_stored_response_without_one() -> None:
     assert not freshens([("Last-Modified", "Mon, 01 Jan 2024 00:00:00 GMT")], [("ETag", '"v1"')])
 
@@ -346,6 +382,29 @@ async def test_9110_15_2_early_hints_reach_the_client_before_the_answer_and_are_
     assert cache_status(hit) == "HIT" and "link" not in hit.headers, "1xx fields are not part of the response"
 
 
+async def test_8297_requests_joining_a_fill_get_its_early_hints_too(served: Served, origin: OriginProcess) -> None:
+    """RFC 8297 §2 / RFC 9110 §15.2: a 103 may go to any HTTP/1.1 client, so a joiner gets what the leader got."""
+    target = "/bytes/64/rfc-hints-joined?interim=103*2&cc=max-age=60"
+    hints = [(103, {"link": f"</hint-{index}.css>; rel=preload; as=style"}) for index in range(2)]
+    origin.mode("hold")
+    leader, leader_writer = await served.raw(get_request(target))
+    joiner, joiner_writer = await served.raw(get_request(target))
+    old, old_writer = await served.raw(get_request(target, "1.0"))
+    try:
+        assert [await read_head(leader), await read_head(leader)] == hints
+        assert [await read_head(joiner), await read_head(joiner)] == hints, "replayed to the joiner"
+        await eventually(lambda: served.proxy.stats.collapsed == 2, what="both others joined the fill")
+        origin.mode("ok")
+        for reader in (leader, joiner, old):
+            status, fields = await read_head(reader)
+            assert status == 200 and "link" not in fields, "no 103 to the HTTP/1.0 joiner either"
+            assert len(await reader.read()) == 64
+    finally:
+        for writer in (leader_writer, joiner_writer, old_writer):
+            writer.close()
+    assert origin.count(target) == 1
+
+
 async def test_9110_15_2_no_1xx_to_an_http_1_0_client(served: Served) -> None:
     reader, writer = await served.raw(get_request("/bytes/64/rfc-hints-10?interim=103&cc=max-age=60", "1.0"))
     try:
@@ -410,6 +469,27 @@ async def test_9111_4_4_an_error_answer_to_a_post_invalidates_nothing(served: Se
     await served.get(target)
     assert (await served.get(f"/echo?status=500&location={target}", method="POST")).status_code == 500
     assert cache_status(await served.get(target)) == "HIT"
+
+
+@pytest.mark.parametrize(
+    ("validators", "other_freshened"),
+    [("etag=url", True), ("", False), ("etag=0", False)],  # one strong ETag; one ETag each; Last-Modified only
+)
+async def test_9111_4_3_4_a_304_with_a_strong_etag_freshens_every_variant_with_it(
+    served: Served, origin: OriginProcess, validators: str, other_freshened: bool
+) -> None:
+    target = f"/bytes/16/rfc-304-variants-{validators or 'each'}?vary=Accept-Language&cc=max-age=10&{validators}"
+    assert cache_status(await served.get(target, accept_language="en")) == "MISS"
+    assert cache_status(await served.get(target, accept_language="fr")) == "MISS"
+    served.clock.advance(60)  # both stale
+    assert cache_status(await served.get(target, accept_language="en")) == "REVALIDATED"
+    other = await served.get(target, accept_language="fr")
+    assert cache_status(other) == ("HIT" if other_freshened else "REVALIDATED")
+    assert origin.count(target) == (3 if other_freshened else 4), "the freshened variant asked nothing"
+    disk = served.proxy.storage.disk
+    assert disk is not None
+    stored = disk.variants(keys.cache_key("http", "demo.test", target, "keep", ()))
+    assert [decisions.is_fresh(meta, served.clock()) for meta in stored] == [True, True], "on disk too"
 
 
 async def test_9111_4_1_normalised_vary_values_share_one_variant(served: Served, origin: OriginProcess) -> None:

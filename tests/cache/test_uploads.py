@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from edgefleet.cache.upstream.client import CONTINUE_WAIT
 from tests.cacheproc import CacheProcess, OriginProcess, RawConnection, cache_config, http_request, started
 
 HOST = "demo.test"
@@ -190,3 +191,86 @@ def _closed_port() -> int:
     from tests.cloudproc import free_port
 
     return free_port()
+
+
+# --- Expect: 100-continue: RFC 9110 §10.1.1 and §15.2.1 ------------------------------------------
+#
+# A client that asks ``Expect: 100-continue`` holds its body back until it is told ``100 Continue``. The
+# cache forwards the expectation with the request head and the upstream's answer decides: its 100 lets the
+# body come; a final status instead (401, 417...) reaches the client with no body asked for; an upstream that
+# says nothing (an HTTP/1.0 server) is given the body after ``CONTINUE_WAIT`` anyway, so the client is never
+# left waiting. The origin's ``/upload`` answers the expectation as each test asks (``refuse``, ``nocontinue``).
+
+EXPECT = ("Expect", "100-continue")
+
+
+def upload_head(target: str, size: int, version: str = "1.1") -> bytes:
+    return http_request("PUT", target, HOST, ("Content-Length", str(size)), EXPECT, version=version)
+
+
+def sent_body(conn: RawConnection, size: int) -> dict[str, object]:
+    conn.send(b"x" * size)
+    response = conn.read_response("PUT")
+    assert response.status == 200, response.body[:300]
+    answer: dict[str, object] = json.loads(response.body)
+    return answer
+
+
+def test_9110_10_1_1_the_expectation_is_forwarded_and_the_upstreams_100_lets_the_body_come(
+    uploads: CacheProcess,
+) -> None:
+    with uploads.connect() as conn:
+        conn.send(upload_head("/upload?small", 10))  # small: not buffered first, the upstream is asked
+        assert conn.read_response("PUT").status == 100
+        assert sent_body(conn, 10)["size"] == 10
+
+
+def test_9110_15_2_the_upstreams_100_is_relayed_even_when_its_answer_does_not_read_the_body(
+    uploads: CacheProcess,
+) -> None:
+    """/echo's origin says 100, then answers at once without reading the body: the client, told 100, sends it; the
+    cache reads and drops it (it is short), so the connection carries the next request instead of a reset."""
+    with uploads.connect() as conn:
+        conn.send(http_request("POST", "/echo?expect", HOST, ("Content-Length", "2"), EXPECT))
+        assert conn.read_response("POST").status == 100
+        conn.send(b"hi")
+        echoed = conn.read_response("POST")
+        assert echoed.status == 200 and json.loads(echoed.body)["headers"]["expect"] == "100-continue"
+        assert echoed.header("connection") != "close"
+        conn.send(http_request("GET", "/bytes/10/after-drain", HOST))
+        assert conn.read_response().status == 200
+
+
+@pytest.mark.parametrize("status", [401, 417])
+def test_9110_15_2_1_a_final_answer_before_the_body_reaches_the_client_without_it(
+    uploads: CacheProcess, status: int
+) -> None:
+    with uploads.connect() as conn:
+        conn.send(upload_head(f"/upload?refuse={status}", 5 * 2**20))
+        response = conn.read_response("PUT")
+        assert response.status == status, "no 100 first: the body is not wanted"
+        assert response.header("connection") == "close" and conn.closed_within(5)
+    with uploads.connect() as conn:  # the upstream connection that expected a body is never reused
+        for index in range(3):
+            conn.send(http_request("POST", f"/echo?after-refuse-{index}", HOST, body=b"ok"))
+            after = conn.read_response("POST")
+            assert after.status == 200 and json.loads(after.body)["query"] == f"after-refuse-{index}"
+
+
+def test_9110_10_1_1_an_upstream_that_never_says_100_gets_the_body_after_a_wait(uploads: CacheProcess) -> None:
+    with uploads.connect() as conn:
+        asked = time.monotonic()
+        conn.send(upload_head("/upload?nocontinue=1", 1000))
+        assert conn.read_response("PUT").status == 100, "the client is not left waiting"
+        waited = time.monotonic() - asked
+        assert sent_body(conn, 1000)["size"] == 1000
+    assert waited >= CONTINUE_WAIT * 0.9, f"100 after {waited:.2f} s: it must come from the upstream's side"
+
+
+def test_9110_10_1_1_an_http_1_0_expectation_is_ignored(uploads: CacheProcess) -> None:
+    with uploads.connect() as conn:
+        conn.send(upload_head("/upload?http10", 4, version="1.0"))  # the head alone: nothing answers it
+        conn.send(b"abcd")
+        response = conn.read_response("PUT")
+    assert response.status == 200, "no 1xx to an HTTP/1.0 client (§15.2)"
+    assert json.loads(response.body)["size"] == 4

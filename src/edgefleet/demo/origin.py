@@ -17,7 +17,7 @@ How it works, in three layers:
   Last-Modified), conditional requests and byte ranges (RFC 9110 sections
   13 and 14) are plain functions of headers and sizes.
 - **Shaping** happens on every content path through query parameters:
-  ``cc``, ``cdncc``, ``sc``, ``expires``, ``lm``, ``etag=0``, ``vary``,
+  ``cc``, ``cdncc``, ``sc``, ``expires``, ``lm``, ``etag=0`` (or ``etag=url``: one ETag for all variants), ``vary``,
   ``setcookie=1``, ``tags``, ``status``, ``delay``, ``chunked=1``, ``slow``,
   ``age``, ``location``, ``contentlocation`` (see ``shaped_headers`` and
   ``write_payload``); ``interim=103,103*5,100`` sends those interim (1xx) heads before the final one (each with a
@@ -34,8 +34,11 @@ A small demo site (``/``, ``/static/app.js``, ``/api/time``, ``/private``,
 ``/large.bin``, ``/video/seg-{n}.ts``), ``/echo`` (the request as JSON) and
 ``/upload`` (reads the request body as it arrives and answers its size and
 sha256 as JSON; ``?fail_after=N`` drops the connection once N body bytes are
-in) complete it. The origin is a test tool: it trusts its callers, but bad query
-values get a 400, never a crash.
+in; to ``Expect: 100-continue`` it says 100, or with ``?refuse=STATUS``
+answers that final status at once and never reads the body, or with
+``?nocontinue=1`` says nothing, as an HTTP/1.0 server would) complete it.
+The origin is a test tool: it trusts its callers, but bad query values get
+a 400, never a crash.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import formatdate, parsedate_to_datetime
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict
 
@@ -419,6 +422,20 @@ async def upload(request: web.Request) -> web.Response:
     )
 
 
+async def upload_expect(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` at ``/upload``: 100, a final ``refuse`` status instead, or (``nocontinue``) nothing."""
+    if "refuse" in request.query:
+        status = int_param(request.query, "refuse", 417, 400, 599)
+        return web.Response(status=status, text="refused before the body\n", headers={"Connection": "close"})
+    if request.query.get("nocontinue") or request.version != HttpVersion11:
+        return None
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text="only Expect: 100-continue is understood\n")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # as aiohttp's own handler: the 100 is not part of the response
+    return None
+
+
 # --- query shaping ----------------------------------------------------------
 
 
@@ -444,7 +461,8 @@ def shaped(rep: Representation, request: web.Request) -> tuple[Representation, C
     if query.get("vary"):
         text = vary_text(query["vary"], request.headers)
         rep = replace(rep, body=rep.body.variant(text))
-        etag_identity = None if rep.identity is None else f"{rep.identity}|{text.decode(errors='replace')}"
+        if query.get("etag") != "url":  # etag=url: one ETag for every variant (a 304 names them all)
+            etag_identity = None if rep.identity is None else f"{rep.identity}|{text.decode(errors='replace')}"
     headers = shaped_headers(rep, query, etag_identity)
     return rep, headers, status
 
@@ -669,7 +687,7 @@ def content_routes(state: OriginState) -> list[web.RouteDef]:
         get("/large.bin", large_bin),
         get(r"/video/seg-{n:[0-9]+}.ts", video_segment),
         web.route("*", "/echo", content_handler(state, echo)),
-        web.route("*", "/upload", upload),
+        web.route("*", "/upload", upload, expect_handler=upload_expect),
     ]
 
 

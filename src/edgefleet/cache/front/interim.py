@@ -10,12 +10,13 @@ fields are hints about the final response, not part of it. So the sink
 writes a head of its own (status line and the 1xx's end-to-end fields only,
 no body) and the final response is built from the final head alone.
 
-Who gets them: the request that makes the upstream request. Requests that
-join a fill already running get the final answer only (the hints came
-before they joined, or could come while another request is being answered on
-their connection). A background revalidation or a prefetch has no client:
-its 1xx heads are dropped. A head for a connection that is closing is
-dropped too.
+Who gets them: the request that makes the upstream request, and (RFC 8297:
+hints are safe for any HTTP/1.1 client) every request that joins the fill
+before its final head (:func:`join`): the fill keeps the heads it relayed and
+replays them to a joiner (:class:`~edgefleet.cache.upstream.fills.Fill`).
+A joiner's connection carries nothing else meanwhile: it is waiting for that
+final head. A background revalidation or a prefetch has no client: its 1xx
+heads reach no one. A head for a connection that is closing is dropped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 
 from edgefleet.cache.front.replies import Client
 from edgefleet.cache.upstream.client import INTERIM, InterimSink
+from edgefleet.cache.upstream.fills import Fill
 from edgefleet.cache.wire.headers import HOP_BY_HOP, connection_listed
 from edgefleet.cache.wire.http1 import Request, response_head
 
@@ -52,3 +54,10 @@ def relaying(client: Client, request: Request) -> Iterator[None]:
         yield
     finally:
         INTERIM.reset(token)
+
+
+def join(fill: Fill, client: Client, request: Request) -> None:
+    """``request`` joined ``fill``: it gets the 1xx heads relayed so far and those to come before the final one."""
+    sink = sink_for(client, request)
+    if sink is not None:
+        fill.listen(sink)

@@ -15,6 +15,12 @@ invalidated too (:mod:`edgefleet.cache.policy.invalidation`). The proxy's
 ``invalidate`` marks the entry stale rather than removing it: any client may
 send a POST, and must not be able to throw stored objects (and the copies
 stale-if-error would serve) away; the next request revalidates instead.
+
+A streamed body the upstream answered without taking (a 401 to an
+``Expect: 100-continue`` whose 100 it had already sent, say) is read and
+dropped if it is on its way and at most :data:`DRAIN_LIMIT` bytes, and the
+connection carries on; one the client still holds back, or a longer one,
+ends the connection after the answer (``Connection: close``).
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ from edgefleet.cache.policy import invalidation, keys
 from edgefleet.cache.policy.domains import ServedDomain
 from edgefleet.cache.stats import Stats
 from edgefleet.cache.upstream.forwarding import NOT_RELAYED, Forwarder
-from edgefleet.cache.wire.bodies import BodyStream
+from edgefleet.cache.wire.bodies import BodyFailed, BodyStream
 from edgefleet.cache.wire.http1 import Request
+
+DRAIN_LIMIT = 1 << 20
+"""At most this much of a body that no upstream took is read and dropped to keep the connection; more: closed."""
 
 
 class Passthrough:
@@ -76,8 +85,9 @@ class Passthrough:
                 request.keep_alive = False
             await self.replies.send_error(client, request, exc.status, exc.message)
             return
-        if stream is not None and not stream.consumed:  # answered before the body was taken: end with it
-            request.keep_alive = False
+        draining = stream is not None and not stream.consumed and stream.drainable(DRAIN_LIMIT)
+        if stream is not None and not stream.consumed and not draining:  # answered before the body was taken
+            request.keep_alive = False  # and the client holds it back, or it is long: end with it
         if invalidation.invalidates(method, response.status):
             await self.invalidate(key)
             for target in invalidation.related_targets(request.host, request.target, response.headers):
@@ -93,3 +103,15 @@ class Passthrough:
         await self.replies.relay(
             client, request, response.status, relayed, length, chunks, "PASS", started, source, upstream_ms
         )
+        if draining and stream is not None and not stream.consumed:
+            await self._drain(request, stream)
+
+    @staticmethod
+    async def _drain(request: Request, stream: BodyStream) -> None:
+        """The client was told 100 (or did not wait) and is sending a body no upstream took: read and drop it,
+        rather than close on it (a close with its bytes unread resets the connection, and the client may lose
+        the answer it was sent)."""
+        try:
+            await stream.drain()
+        except BodyFailed:
+            request.keep_alive = False

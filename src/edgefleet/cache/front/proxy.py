@@ -389,6 +389,7 @@ class Proxy:
                 fill = self.fetcher.start_whole(wanted, entry, lock, shared=not looped)
         else:
             self.stats.collapsed += 1
+            interim.join(fill, client, wanted.request)  # the 1xx heads the fill relays reach this client too
         await self._send_from_fill(client, wanted, entry, fill, leader, started, attempt)
 
     def _being_stored(self, wanted: Wanted) -> Fill | None:

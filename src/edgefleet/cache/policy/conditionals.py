@@ -42,9 +42,12 @@ FIELDS_OF_304 = frozenset({"cache-control", "content-location", "date", "etag", 
 
 NOT_UPDATED_BY_304 = (
     frozenset({"content-length", "content-encoding", "transfer-encoding", "content-range", "proxy-authentication-info"})
+    | frozenset({"set-cookie", "set-cookie2"})
     | HOP_BY_HOP
 )
-"""Stored fields a 304 never replaces: they describe the stored body's framing and encoding (RFC 9111 §3.2)."""
+"""Stored fields a 304 never replaces or adds: they describe the stored body's framing and encoding (RFC 9111
+§3.2), or (cookies) are one client's own: a response with them is never stored, so a 304's must not be either,
+or every later client revalidating the entry would be handed them."""
 
 _OWS = " \t"
 
@@ -135,6 +138,20 @@ def merge_304(stored_headers: Headers, not_modified_headers: Headers) -> Headers
         return list(stored_headers)
     replaced = {name.lower() for name, _ in updates}
     return [(name, value) for name, value in stored_headers if name.lower() not in replaced] + updates
+
+
+def freshens_as_well(stored_headers: Headers, not_modified_headers: Headers) -> bool:
+    """RFC 9111 §4.3.4: does this 304 also update a stored response it was not asked about (another variant)?
+
+    Only through a strong validator: all stored responses with the 304's strong ETag are identified for
+    update. Weak validators (a weak ETag, Last-Modified) identify only the most recent matching response,
+    which is the one the conditional request was sent for.
+    """
+    etag = _first(not_modified_headers, "etag")
+    if etag is None or etag.startswith("W/"):
+        return False
+    stored_etag = _first(stored_headers, "etag")
+    return stored_etag is not None and strong_etag_match(etag, stored_etag)
 
 
 def freshens(stored_headers: Headers, not_modified_headers: Headers) -> bool:

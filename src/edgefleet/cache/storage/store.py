@@ -29,7 +29,7 @@ store (``store_on_disk``, a writer's ``commit``) in a thread, because it
 takes the index's cross-process write lock and may evict
 (``bench/cache_index_stall.py`` measured stores on the loop stalling it by
 up to 1.7 s under contention from another worker). So do the disk halves
-of a 304's meta update (``update_meta_on_disk``) and of purges
+of a 304's meta update (``update_meta_on_disk``, ``update_variants_on_disk``) and of purges
 (``purge_disk``): the disk half first, then the memory half on the loop, so
 that a request served meanwhile cannot promote a purged disk object back
 into memory. Lookups stay on the loop:
@@ -171,6 +171,18 @@ class Storage:
         """The disk half of :meth:`update_meta`; safe to call from a thread."""
         if self.disk is not None:
             self.disk.update_meta(meta.key, meta.variant, meta)
+
+    def update_variants_on_disk(self, key: str, update: Callable[[EntryMeta], EntryMeta | None]) -> int:
+        """Replace the meta of each stored variant of ``key`` that ``update`` maps to a new one (a 304 that
+        names several, RFC 9111 §4.3.4); safe to call from a thread. How many were updated."""
+        if self.disk is None:
+            return 0
+        updated = 0
+        for meta in self.disk.variants(key):
+            new = update(meta)
+            if new is not None and self.disk.update_meta(key, meta.variant, new):
+                updated += 1
+        return updated
 
     def purge(self, urls_keys: Sequence[str], prefixes: Sequence[str], tags: Sequence[str], soft: bool) -> int:
         """Remove (or, ``soft``, mark for revalidation) by key, key prefix and tag; returns objects hit.

@@ -27,8 +27,17 @@ heads that come before the final one; :class:`_Response` (the session's
 1xx but 100 and 101) goes to the :data:`INTERIM` sink of the request, if it
 has one (the front end relays them to an HTTP/1.1 client ahead of its
 answer); their fields are never part of the final response, so never stored.
-A 100 is dropped: the cache never forwards ``Expect``, and answers a
-client's ``Expect: 100-continue`` itself. More than
+A 100 is the upstream's answer to a forwarded ``Expect: 100-continue``. A
+streamed body whose client holds it back for a 100 is sent with
+``expect100`` (aiohttp sends the head, then waits for a 1xx before the
+body); the upstream's 100 is relayed to the client at once
+(:data:`HELD_BODY`, :meth:`~edgefleet.cache.wire.bodies.BodyStream.go_ahead`),
+and so is our own when the body is first read. RFC 9110 §10.1.1: a
+client need not wait for ever, and an HTTP/1.0 origin never says 100, so
+after :data:`CONTINUE_WAIT` seconds the body goes anyway. A final answer
+that comes before any 100 (401, 413, 417...) is returned with no body
+sent; its connection is closed, never pooled: the upstream may still
+expect the body. More than
 :data:`MAX_INTERIM_RESPONSES` before the final head (a hostile origin
 streaming 1xx forever to hold the fetch) is a 502, as is a 101: nothing asked
 to switch protocols (``Upgrade`` is hop-by-hop, never forwarded).
@@ -62,11 +71,18 @@ READ_CHUNK = 256 * 1024
 MAX_INTERIM_RESPONSES = 10
 """More 1xx heads than this before the final one: the upstream is broken or hostile (502)."""
 
+CONTINUE_WAIT = 1.0
+"""Seconds to wait for an upstream's 100 (Continue) before sending a held-back body anyway (as curl does)."""
+
 InterimSink = Callable[[int, list[tuple[str, str]]], None]
 """Takes one interim response (status, fields) as it arrives, before the final head."""
 
 INTERIM: contextvars.ContextVar[InterimSink | None] = contextvars.ContextVar("interim_sink", default=None)
 """Where the 1xx heads of the upstream requests made in this context go (a fill task inherits it)."""
+
+
+HELD_BODY: contextvars.ContextVar[BodyStream | None] = contextvars.ContextVar("held_body", default=None)
+"""The streamed body of the request being sent, while its client holds it back for a 100 (Continue)."""
 
 
 class InterimFlood(aiohttp.ClientError):
@@ -82,6 +98,7 @@ class _Response(aiohttp.ClientResponse):
             return await super().start(connection)
         read = protocol.read
         sink = INTERIM.get()
+        body = HELD_BODY.get()
         seen = 0
 
         async def read_head() -> Any:
@@ -93,15 +110,30 @@ class _Response(aiohttp.ClientResponse):
                 seen += 1
                 if seen > MAX_INTERIM_RESPONSES:
                     raise InterimFlood(f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses")
-                if sink is not None and message.code != 100:
+                if message.code == 100:
+                    if body is not None:  # the client asked it (RFC 9110 §15.2: a proxy forwards it): relayed at
+                        body.go_ahead()  # once, not when aiohttp gets round to the body (it may never, see above)
+                elif sink is not None:
                     sink(message.code, [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.raw_headers])
             return message, payload
 
         protocol.read = read_head  # type: ignore[method-assign]
+        held = self._continue  # the body waits for a 1xx (expect100); aiohttp forgets it once one came
+        timer = None if held is None else asyncio.get_running_loop().call_later(CONTINUE_WAIT, _go_ahead, held)
         try:
             return await super().start(connection)
         finally:
             del protocol.read
+            if timer is not None:
+                timer.cancel()
+            if held is not None and not held.done():  # a final answer before the body: the upstream may still
+                protocol.force_close()  # wait for it, so the connection never carries another request
+
+
+def _go_ahead(held: asyncio.Future[bool]) -> None:
+    """No 100 came in time: send the body anyway (RFC 9110 §10.1.1)."""
+    if not held.done():
+        held.set_result(True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +253,14 @@ class Upstream:
         try:
             async with asyncio.timeout(self.config.response_timeout) as deadline:
                 data = body if not isinstance(body, BodyStream) else self._paced(body, deadline)
-                return await self._client(target.kind).request(
-                    method, url, headers=headers, data=data, allow_redirects=False, timeout=timeout
-                )
+                held = isinstance(body, BodyStream) and body.awaiting_continue  # forward the expectation
+                token = HELD_BODY.set(body if held and isinstance(body, BodyStream) else None)
+                try:
+                    return await self._client(target.kind).request(
+                        method, url, headers=headers, data=data, allow_redirects=False, timeout=timeout, expect100=held
+                    )
+                finally:
+                    HELD_BODY.reset(token)
         except TimeoutError:
             raise UpstreamError(504, f"{target.kind} {target.name} did not answer in time") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:

@@ -39,6 +39,7 @@ variant) and :func:`fill_done`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import time
@@ -59,7 +60,7 @@ from edgefleet.cache.storage.locks import NodeLocks
 from edgefleet.cache.storage.memory import MemoryEntry
 from edgefleet.cache.storage.store import Storage, objects_purged
 from edgefleet.cache.upstream import ruled
-from edgefleet.cache.upstream.client import UpstreamResponse
+from edgefleet.cache.upstream.client import INTERIM, UpstreamResponse
 from edgefleet.cache.upstream.fills import Fill, FillEntry, FillHead, Fills
 from edgefleet.cache.upstream.forwarding import NOT_RELAYED, Fields, Forwarder
 from edgefleet.cache.wire.headers import HOP_BY_HOP, format_http_date, get, parse_http_date
@@ -149,7 +150,12 @@ class Fetcher:
         fill = Fill(key, self.memory_limit, self.spool_dir)
         if shared:
             self.fills.add(fill)
-        task = asyncio.get_running_loop().create_task(self._run(fill, fetch, lock))
+        context = contextvars.copy_context()  # the task's 1xx heads go to the fill, which passes them on
+        leader = context.get(INTERIM)
+        if leader is not None:
+            fill.listen(leader)
+        context.run(INTERIM.set, fill.hint)
+        task = asyncio.get_running_loop().create_task(self._run(fill, fetch, lock), context=context)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return fill
@@ -232,16 +238,14 @@ class Fetcher:
         """
         self.stats.revalidated += 1
         old = entry.meta
-        merged = conditionals.merge_304(old.headers, answer.response.headers)
-        merged = [(n, v) for n, v in merged if n.lower() not in NOT_STORED]
-        with_date = _with_date(merged, answer.response_time)
-        decision = freshness.evaluate("GET", old.status, wanted.request.headers, with_date, wanted.policy)
-        meta = _refreshed(old, merged, decision, answer.response_time)
+        meta = _freshened(old, wanted, answer)
         await self._off_loop(self.storage.update_meta_on_disk, meta)
         self.storage.memory.update_meta(meta.key, meta.variant, meta)
         entry.meta = meta
         if isinstance(entry, MemoryEntry):
             entry.head = None
+        if old.vary and conditionals.freshens_as_well(old.headers, answer.response.headers):
+            await self._freshen_other_variants(old, wanted, answer)
         return FillHead(
             meta.status,
             meta.headers,
@@ -252,6 +256,23 @@ class Fetcher:
             upstream_ms=answer.upstream_ms,
             upstream_cache=accounting.split_x_cache(answer.response.headers)[1],
         )
+
+    async def _freshen_other_variants(self, revalidated: EntryMeta, wanted: Wanted, answer: Answer) -> None:
+        """RFC 9111 §4.3.4: a 304 with a strong ETag updates every stored variant with that ETag, not only the
+        one the request selected. The disk half runs in a thread (the index is read there), then the memory half."""
+        fields = answer.response.headers
+
+        def update(meta: EntryMeta) -> EntryMeta | None:
+            if meta.variant == revalidated.variant or not conditionals.freshens_as_well(meta.headers, fields):
+                return None
+            return _freshened(meta, wanted, answer)
+
+        if self.storage.disk is not None:
+            await self._off_loop(self.storage.update_variants_on_disk, revalidated.key, update)
+        for stored in self.storage.memory.variants(revalidated.key):
+            meta = update(stored.meta)
+            if meta is not None:
+                self.storage.memory.update_meta(meta.key, meta.variant, meta)
 
     async def receive(
         self, fill: Fill, wanted: Wanted, answer: Answer, key: str | None = None, *, whole_range: bool = False
@@ -460,6 +481,17 @@ def _meta(
         initial_age=initial_age,
         size=response.content_length or 0,
     )
+
+
+def _freshened(old: EntryMeta, wanted: Wanted, answer: Answer) -> EntryMeta:
+    """``old`` updated by the 304 ``answer`` (RFC 9111 §3.2, §4.3.4): its fields merged, its lifetime re-evaluated."""
+    merged = conditionals.merge_304(old.headers, answer.response.headers)
+    merged = [(n, v) for n, v in merged if n.lower() not in NOT_STORED]
+    with_date = _with_date(merged, answer.response_time)
+    decision = freshness.evaluate("GET", old.status, wanted.request.headers, with_date, wanted.policy)
+    strip = decision.strip_fields  # RFC 9111 §3.1: fields named by the 304's no-cache="..." or private="..."
+    merged = [(n, v) for n, v in merged if n.lower() not in strip]
+    return _refreshed(old, merged, decision, answer.response_time)
 
 
 def _refreshed(old: EntryMeta, headers: Fields, decision: freshness.Decision, response_time: float) -> EntryMeta:

@@ -31,6 +31,14 @@ followed by in-memory chunks, and waiters read it by offset.
 A head that is not shareable (``private``, ``Set-Cookie``, ...) is for the
 request that started the fill only; the other waiters send their own
 request, as RFC 9111 §4 requires of a cache that collapses requests.
+
+Interim heads (103 Early Hints): the fill's task relays each 1xx head from
+upstream to :meth:`Fill.hint` (:mod:`edgefleet.cache.upstream.client`,
+``INTERIM``), which keeps it and passes it to every listening sink: the
+leader's client, and each request that joined before the final head
+(:meth:`Fill.listen` replays the heads kept so far to a late joiner). RFC
+8297: hints are safe to send to any HTTP/1.1 client, so a joiner gets what
+the leader got. Once the head is published, hints stop and sinks are let go.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from typing import Any
 
 from edgefleet.cache.errors import UpstreamError
 from edgefleet.cache.storage.entries import EntryMeta
+from edgefleet.cache.upstream.client import InterimSink
 
 SPOOL_READ = 256 * 1024
 
@@ -102,10 +111,32 @@ class Fill:
         self._chunks: list[bytes] = []  # ... and the rest in these chunks,
         self._starts: list[int] = []  # which begin at these body offsets
         self._changed = asyncio.Event()
+        self.hints: list[tuple[int, list[tuple[str, str]]]] = []
+        """The interim (1xx) heads relayed so far (at most MAX_INTERIM_RESPONSES per upstream request)."""
+        self._listeners: list[InterimSink] = []
+
+    # --- interim heads (see the module docstring) ---------------------------
+
+    def hint(self, status: int, fields: list[tuple[str, str]]) -> None:
+        """An interim head from upstream: kept, and passed to every listener, until the final head is in."""
+        if self.head.done():
+            return
+        self.hints.append((status, fields))
+        for sink in self._listeners:
+            sink(status, fields)
+
+    def listen(self, sink: InterimSink) -> None:
+        """``sink`` gets the interim heads kept so far now, and those still to come before the final head."""
+        if self.head.done():
+            return
+        for status, fields in self.hints:
+            sink(status, fields)
+        self._listeners.append(sink)
 
     # --- the fill task's side ----------------------------------------------
 
     def publish(self, head: FillHead) -> None:
+        self._listeners.clear()
         if not self.head.done():
             self.head.set_result(head)
 
@@ -120,6 +151,7 @@ class Fill:
         self._wake()
 
     def finish(self, error: UpstreamError | None = None) -> None:
+        self._listeners.clear()
         self.error = error
         self.done = True
         if not self.head.done():

@@ -19,7 +19,11 @@ framing, goes over ``maxUploadBytes`` or goes away) ends the stream with
 :attr:`BodyStream.error`: the upstream request fails with it, and the proxy
 answers that error (408, 413, 400) instead of the upstream's, and closes.
 ``Expect: 100-continue`` is answered when the body is first read, that is
-once an upstream took the request head: until then the client sends nothing.
+once an upstream took the request head and (the expectation forwarded, see
+:mod:`edgefleet.cache.upstream.client`) answered it with its own 100, or
+did not answer within a second: until then the client sends nothing. An
+upstream's final answer before that reaches the client with no body asked
+for (RFC 9110 §10.1.1, §15.2.1).
 """
 
 from __future__ import annotations
@@ -107,6 +111,11 @@ class BodyStream:
         return not self.done and self.error is None and not self._paused and not self._continue
 
     @property
+    def awaiting_continue(self) -> bool:
+        """The client holds its body back until told ``100 Continue`` (none sent, none of the body received)."""
+        return self._continue and not self.received
+
+    @property
     def finished(self) -> bool:
         return self.done or self.error is not None
 
@@ -117,16 +126,32 @@ class BodyStream:
 
     # --- the upstream request's side -------------------------------------------
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body's pieces as they arrive; BodyFailed if the body fails. One reader at a time: a new one
-        (a retry, when nothing was sent) makes an earlier one stop without taking anything."""
-        self._reader += 1
-        reader = self._reader
+    def go_ahead(self) -> None:
+        """Tell a client that holds its body back ``100 Continue`` (once; not if the body is already coming)."""
         if self._continue:
             self._continue = False
             if self.flow is not None and not self.received:
                 self.flow.send_continue()
                 self.last_progress = time.monotonic()  # the body is due from now on
+
+    def drainable(self, limit: int) -> bool:
+        """Whether the rest of the body is on its way (not held back, not failed) and at most ``limit`` bytes."""
+        if self.error is not None or self._continue or self.length is None:
+            return False
+        return self.length - self.received <= limit
+
+    async def drain(self) -> None:
+        """Read the rest of a body no upstream took and drop it (BodyFailed if it fails), so the connection can
+        carry the next request instead of closing on a client that is sending it."""
+        async for _ in self.chunks():
+            pass
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body's pieces as they arrive; BodyFailed if the body fails. One reader at a time: a new one
+        (a retry, when nothing was sent) makes an earlier one stop without taking anything."""
+        self._reader += 1
+        reader = self._reader
+        self.go_ahead()
         while True:
             if reader != self._reader:
                 return

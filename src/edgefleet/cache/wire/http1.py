@@ -27,7 +27,8 @@ than any pure-Python parser. Our own checks sit on top, as security limits:
   grows past it);
 - a request with a body is checked before any of its body is kept (at its
   first piece), or asked for with ``100 Continue`` (once the head is
-  complete) (``head_check``: Host, Domain, method; the proxy's 421/404/501),
+  complete; a forwarding method's body that waits for it is streamed at
+  once instead, so that the upstream's answer decides) (``head_check``: Host, Domain, method; the proxy's 421/404/501),
   so a client cannot make the server buffer a body nobody will take (a
   streamed request is checked when its head is complete, before it is
   handed out). Requests without a body pay nothing for it;
@@ -285,8 +286,9 @@ class RequestParser:
         elif lower == "expect":
             if value.strip().lower() != "100-continue":
                 raise BadRequest(417, f"Expect {value!r} is not supported (only 100-continue)")
-            self._expects_continue = True
-            self._head_tail = b""
+            if self._parser.get_http_version() == "1.1":  # RFC 9110 §10.1.1: ignored in an HTTP/1.0 request
+                self._expects_continue = True
+                self._head_tail = b""
         elif lower == "user-agent":
             self._agent = self._agent if self._agent is not None else value
         elif lower == "referer":
@@ -320,8 +322,13 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:
         """A declared body over ``max_body_bytes``, of a method that forwards it, is streamed: the request is
-        handed out now, with a :class:`BodyStream` its body goes into as it is parsed. Of GET or HEAD: 413."""
+        handed out now, with a :class:`BodyStream` its body goes into as it is parsed. Of GET or HEAD: 413.
+        A body the client holds back for ``Expect: 100-continue`` is streamed whatever its size: the 100 (or
+        a final answer instead) then comes from the upstream's answer to the forwarded head."""
         limits = self._limits
+        if self._expects_continue and self._declares_body and self._parser.get_method() not in (b"GET", b"HEAD"):
+            self._start_stream()  # RFC 9110 §10.1.1: the upstream's answer to the head says whether the body comes
+            return
         if self._length is None or self._length <= limits.max_body_bytes:
             return
         if self._parser.get_method() in (b"GET", b"HEAD"):  # buffered whole, or not at all
