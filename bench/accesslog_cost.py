@@ -1,18 +1,26 @@
-"""What the access log costs a request, in ns: ``AccessLog.record`` alone, and record + format + write.
+"""What the access log costs a request, in CPU ns: ``record()``, formatting, the ``write()``, and all together.
 
 How: the loop makes a request object as the parser does (header list included) and records it, N times,
-against the same loop without recording; best of several interleaved rounds. ``record() alone`` keeps the
-records (no flush), ``whole log`` lets the log flush itself in ``flushBytes`` batches to a temporary file, so
-it includes formatting, the batch checks and the ``write()``; garbage collection is on, as in a worker.
+against the same loop without recording; best of several interleaved rounds, in CPU time of this thread
+(``time.thread_time_ns``: system time of the ``write()`` included, other processes of a loaded machine
+not). The columns:
+
+- ``whole log``: record() and the flushes the log makes itself in ``flushBytes`` batches to a temporary
+  file (formatting, the batch checks, the ``write()``); garbage collection is on, as in a worker;
+- ``record()``: the hot path alone (the records are kept, never written);
+- ``format``: ``Formatter.lines`` of a batch of the same records, per line;
+- ``write``: the ``write()`` of that batch to the file, per line (page cache; no fsync).
+
 The machine is shared: compare figures of one run, and prefer ``valgrind --tool=callgrind`` instruction
 counts for small differences (see src/edgefleet/cache/front/accesslog.py).
 
-    .venv/bin/python bench/accesslog_cost.py [--requests 100000] [--formats json,cdn,combined]
+    .venv/bin/python bench/accesslog_cost.py [--requests 100000] [--rounds 5] [--formats json,cdn,combined]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -30,21 +38,32 @@ HEADERS = [("Host", "bench.test"), ("User-Agent", "wrk"), ("Accept", "*/*"), ("C
 
 
 class Client:
-    peer_ip = "127.0.0.1"
-    tls_version: str | None = None
+    """The connection's side of a record (instance attributes, as on a real connection)."""
+
+    def __init__(self) -> None:
+        self.peer_ip = "127.0.0.1"
+        self.tls_version: str | None = None
 
 
 Record = Callable[[Request, Client, int, int, str, float], None]
 
 
-def run(record: Record | None, requests: int) -> float:
+def run(record: Record | None, requests: int) -> int:
+    """CPU ns this thread spent making ``requests`` requests (and recording them, with ``record``)."""
     client = Client()
-    started = time.perf_counter()
+    started = time.thread_time_ns()
     for _ in range(requests):
         request = Request("GET", "/bytes/1024", list(HEADERS), "bench.test", True, "1.1", agent="wrk")
         if record is not None:
             record(request, client, 200, 1024, "HIT", 0.0)
-    return time.perf_counter() - started
+    return time.thread_time_ns() - started
+
+
+def timed(action: Callable[..., object], *args: object) -> int:
+    """CPU ns of ``action(*args)``."""
+    started = time.thread_time_ns()
+    action(*args)
+    return time.thread_time_ns() - started
 
 
 def measure(format: str, requests: int, rounds: int, tmp: Path) -> str:
@@ -52,26 +71,35 @@ def measure(format: str, requests: int, rounds: int, tmp: Path) -> str:
     log = AccessLog(settings, "bench", tmp / f"{format}.log", Stats(), lambda host: "bench")
     held_settings = settings.model_copy(update={"flush_bytes": 64 * 2**20})
     held = AccessLog(held_settings, "bench", tmp / f"{format}-held.log", Stats(), lambda host: None)
-    base, whole, alone = [], [], []
+    base, whole, alone, formatting, writing = [], [], [], [], []
+    fd = os.open(tmp / f"{format}-batch.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     for _ in range(rounds):
         base.append(run(None, requests))
         whole.append(run(log.record, requests))
         alone.append(run(held.record, requests))
-        held._records.clear()  # never written: this measures record() alone
+        batch = held._records[: settings.flush_bytes // 256]  # about one flush's worth
+        held._records.clear()  # never written by the log: this measures record() alone
+        data = held.formatter.lines(batch)
+        formatting.append(timed(held.formatter.lines, batch) // len(batch))
+        writing.append(timed(os.write, fd, data) // len(batch))
+    os.close(fd)
     log.close()
-    per = 1e9 / requests
     return (
-        f"{format:9} whole log {(min(whole) - min(base)) * per:6.0f} ns/request;  "
-        f"record() alone {(min(alone) - min(base)) * per:5.0f} ns"
+        f"{format:9} whole log {(min(whole) - min(base)) / requests:6.0f} ns/request;  "
+        f"record() {(min(alone) - min(base)) / requests:5.0f} ns;  format {min(formatting):5.0f} ns/line;  "
+        f"write {min(writing):4.0f} ns/line"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--formats", default="json,cdn,combined")
+    parser.add_argument("--requests", type=int, default=100_000, help="requests per round and server")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the best of each is shown")
+    parser.add_argument("--formats", default="json,cdn,combined", help="comma-separated: json, cdn, combined")
     args = parser.parse_args()
+    if args.requests < 1000 or args.rounds < 1:
+        parser.error("--requests must be at least 1000 and --rounds at least 1")
+    print("# CPU time of this thread (time.thread_time_ns), best of each column over the rounds", flush=True)
     with tempfile.TemporaryDirectory(prefix="accesslog-cost-") as tmp:
         for format in args.formats.split(","):
             print(measure(format, args.requests, args.rounds, Path(tmp)), flush=True)

@@ -16,11 +16,13 @@ started is stopped (SIGTERM, then SIGKILL) however the run ends. If
 ``edgefleet cache`` cannot start, its side is skipped with a message.
 Access logs are off on both unless ``--access-log on`` (both log every
 request to a file, and a third run shows edgefleet without its log: see
-``bench/accesslogbench.py``).
+``bench/accesslogbench.py``). ``--log-ab`` runs only edgefleet, log on against
+log off, in alternating rounds, and gives the median ratio and its spread.
 
     .venv/bin/python bench/cache_vs_nginx.py [--workers 1,2] [--seconds 8] [--connections 32]
     .venv/bin/python bench/cache_vs_nginx.py --quick --only nginx
     .venv/bin/python bench/cache_vs_nginx.py --access-log on --workers 1
+    .venv/bin/python bench/cache_vs_nginx.py --log-ab --rounds 6 --seconds 3 --workers 1 --quick
 """
 
 from __future__ import annotations
@@ -421,13 +423,18 @@ def run_in(tmp: Path, args: argparse.Namespace) -> None:
         origin_url = f"http://127.0.0.1:{announced_port(origin, 'origin listening on ', 15.0)}"
         print(
             f"# {os.cpu_count()} CPUs; wrk -t{args.threads} -c{args.connections} -d{args.seconds}s; "
-            f"origin {origin_url}; servers: {args.only}; nginx tcp_nopush {args.nginx_tcp_nopush}",
+            f"origin {origin_url}; servers: {'edgefleet log on/off' if args.log_ab else args.only}; "
+            f"nginx tcp_nopush {args.nginx_tcp_nopush}",
             flush=True,
         )
-        print(accesslogbench.describe() if args.access_log == "on" else "# access logs off (--access-log on)")
-        print_header()
+        if not args.log_ab:
+            print(accesslogbench.describe() if args.access_log == "on" else "# access logs off (--access-log on)")
+            print_header()
         if args.tls:  # HTTPS hits and handshakes instead of the plain rows (bench/tlsbench.py)
             run_tls(tmp, origin_url, args, sys.modules[__name__])
+            return
+        if args.log_ab:  # edgefleet log on against log off, alternating rounds (bench/accesslogbench.py)
+            accesslogbench.run_ab(tmp, origin_url, args, sys.modules[__name__])
             return
         rows, collapses = [], []
         for workers in args.workers:
@@ -462,10 +469,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "without its log (bench/accesslogbench.py)",
     )
     parser.add_argument(
+        "--log-ab",
+        action="store_true",
+        help="edgefleet with its access log against edgefleet without, in alternating rounds (no nginx): "
+        "median with/without ratio and spread, worker CPU per request (bench/accesslogbench.py)",
+    )
+    parser.add_argument("--rounds", type=int, default=6, help="--log-ab: rounds per size (each runs both servers)")
+    parser.add_argument(
+        "--pin", action="store_true", help="--log-ab: edgefleet's workers on CPUs 0..n-2, wrk on the last CPU"
+    )
+    parser.add_argument(
         "--tls", action="store_true", help="1 KB hits over kept-alive TLS and new handshakes/s (bench/tlsbench.py)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (configs and logs)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.log_ab and args.tls:
+        parser.error("--log-ab and --tls are separate runs: pick one")
     args.workers = [int(w) for w in args.workers.split(",") if w.strip()]
     args.sizes = {"1 KB": SIZES["1 KB"]} if args.quick else dict(SIZES)
     if args.quick:

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from edgefleet.cache.config import AccessLogConfig, parse_config
 from edgefleet.cache.errors import ConfigError
-from edgefleet.cache.front import logrotate
+from edgefleet.cache.front import logformat, logrotate
 from edgefleet.cache.front.accesslog import AccessLog
 from edgefleet.cache.front.logformat import DEFAULT_FIELDS, Formatter, Record
 from edgefleet.cache.front.logship import Shipper, backoff, pieces
@@ -176,6 +176,54 @@ def test_the_fast_line_equals_the_escaped_line_for_plain_values(format: str) -> 
     ]
     for rec in records:
         assert fmt.line(rec) == fmt.escaped(rec)
+
+
+FIELD_SETS: list[list[Any] | None] = [None, ["time", "domain", "target"], ["userAgent", "cache", "ms", "upstreamMs"]]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+@pytest.mark.parametrize("fields", FIELD_SETS)
+def test_a_clean_batch_equals_its_lines_one_by_one(format: str, fields: list[Any] | None) -> None:
+    """The batch comprehension writes what the per-line function writes, across milliseconds and seconds."""
+    fmt = formatter(format, fields)
+    records = [
+        record(
+            request(f"/p{index}", ("User-Agent", "Mozilla/5.0 (X11)"), host="demo.test" if index % 3 else "o.test"),
+            ts=T0 + index * 400_000_000 + index,
+            upstream=None if index % 2 else index / 7,
+            seconds=index / 1000,
+            client=FakeClient("::1", "TLSv1.3" if index % 4 else None),
+        )
+        for index in range(40)
+    ]
+    assert fmt.lines(records) == "".join(map(fmt.line, records)).encode("ascii")
+
+
+@pytest.mark.parametrize("format", ["cdn", "combined"])
+def test_a_space_outside_quotes_sends_the_batch_the_escaped_way(format: str) -> None:
+    """A space is fine in a quoted User-Agent, not in an unquoted target: the batch check knows which is which."""
+    fmt = formatter(format)
+    quoted_space = record(request("/a", ("User-Agent", "a b")))
+    assert fmt.lines([quoted_space]) == fmt.line(quoted_space).encode("ascii")
+    line = lines_of(fmt, [record(request("/a b", ("User-Agent", "a b")))])[0]
+    assert "/a\\x20b" in line and '"a b"' in line
+
+
+def test_time_texts_stay_right_past_the_cache_size() -> None:
+    fmt = formatter("cdn", ["time"])
+    records = [record(request(), ts=T0 + index * 1_000_000) for index in range(logformat.CACHED_TIMES + 10)]
+    lines = lines_of(fmt, records)
+    assert lines[0] == "2025-12-07T11:50:41.250Z" and lines[-1] == "2025-12-07T11:50:45.355Z"
+    assert lines == [logformat.iso_millis((T0 // 1_000_000) + index) for index in range(len(records))]
+
+
+def test_a_domain_is_looked_up_again_in_the_next_batch() -> None:
+    """A config reload may move a host to another Domain: the name is cached per batch only."""
+    names = {"demo.test": "first"}
+    fmt = Formatter("cdn", ["domain"], "par-1", names.get)
+    assert lines_of(fmt, [record(request())]) == ["first"]
+    names["demo.test"] = "second"
+    assert lines_of(fmt, [record(request())]) == ["second"]
 
 
 # --- hostile values ---------------------------------------------------------------------------------
