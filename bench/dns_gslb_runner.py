@@ -93,9 +93,10 @@ async def serve(args: argparse.Namespace) -> None:
     cache_size = 0 if args.no_cache else 100_000
     resolver = Resolver(Zone(), fleet, GeoDatabase(args.geo), cache_size=cache_size)
     host, _, port = args.listen.rpartition(":")
-    server = DnsServer(resolver, host.strip("[]"), int(port), cache_size=cache_size)
+    server = DnsServer(resolver, host.strip("[]"), int(port), cache_size=cache_size, udp_io=args.udp_io)
     await server.start()
     print(f"dns listening on {host}:{server.port}", flush=True)
+    print(f"UDP via {server.udp_io.path}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,6 +112,12 @@ def main() -> None:
     parser.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT (port 0: any free port)")
     parser.add_argument("--policy", choices=("geo", "latency", "weighted", "failover"), default="geo")
     parser.add_argument("--no-cache", action="store_true", help="decide every query (no packet or answer cache)")
+    parser.add_argument(
+        "--udp-io",
+        choices=("recvmmsg", "recvfrom"),
+        default=None,
+        help="UDP I/O path (default: recvmmsg batches when edgefleet.gslb._dgram is built; edgefleet.gslb.dgram)",
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(serve(args))

@@ -12,9 +12,11 @@ clock, so a figure says what one query costs the server's code:
 - *fresh*: ``--subnets`` distinct /24s, each once (placed by the geo table,
   the site decision read from the per-location table, the answer patched
   from the query's shape);
-- *socket*: the fresh packets again through a real UDP socket pair and the
-  server's own read loop (``recvfrom`` and ``sendto`` included, the client's
-  sends and reads excluded), so the system-call share is visible too.
+- *socket*: the warm and the fresh packets again through a real UDP socket
+  pair and the server's own read loop (its system calls included, the
+  client's sends and reads excluded), once with each I/O path of
+  :mod:`edgefleet.gslb.dgram` (``recvmmsg``/``sendmmsg`` batches, and
+  ``recvfrom``/``sendto`` per datagram), so the system-call share is visible.
 
 Each figure is the best of ``--rounds`` (the least disturbed by other work).
 
@@ -37,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.dns_gslb_runner import fleet_documents
 from bench.dns_vs_knot import geo_table, query_wire, subnets
 
-from edgefleet.gslb.dns import DnsServer
+from edgefleet.gslb.dgram import BATCHED_IO, FALLBACK_IO, DatagramIO
+from edgefleet.gslb.dns import UDP_BATCH, DnsServer
 from edgefleet.gslb.fleet import FleetState
 from edgefleet.gslb.geo import GeoDatabase
 from edgefleet.gslb.zone import Resolver, Zone
@@ -93,8 +96,8 @@ def fresh(server: DnsServer, queries: list[bytes]) -> Callable[[], int]:
     return run
 
 
-def through_socket(server: DnsServer, queries: list[bytes]) -> float:
-    """CPU µs per query of the server's read loop on a real UDP socket (client time excluded)."""
+def through_socket(server: DnsServer, queries: list[bytes], io: DatagramIO, reset: bool = True) -> float:
+    """CPU µs per query of the server's read loop on a real UDP socket with ``io`` (client time excluded)."""
     server_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server_sock.bind((SENDER, 0))
     server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -103,15 +106,16 @@ def through_socket(server: DnsServer, queries: list[bytes]) -> float:
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     client.setblocking(False)
     target = server_sock.getsockname()
-    server._udp = server_sock
-    server._reset_cache()
+    server._udp, server.udp_io = server_sock, io
+    if reset:
+        server._reset_cache()
     spent, answered, batch = 0.0, 0, 1024
     try:
         for start in range(0, len(queries), batch):
             for query in queries[start : start + batch]:
                 client.sendto(query, target)
             began = time.process_time()
-            for _ in range(batch // 64 + 1):
+            for _ in range(batch // UDP_BATCH + 1):
                 server._udp_readable()
             spent += time.process_time() - began
             while True:
@@ -150,10 +154,17 @@ def main() -> None:
     figures = {
         "warm": min(cpu_per_query(warm(server, warm_queries, 50)) for _ in range(args.rounds)),
         "fresh": min(cpu_per_query(fresh(server, queries)) for _ in range(args.rounds)),
-        "fresh, socket": min(through_socket(server, queries[:200_000]) for _ in range(args.rounds)),
     }
+    for io in (BATCHED_IO, FALLBACK_IO):
+        if io is None:
+            print("the batched I/O extension is not built (edgefleet.gslb._dgram): recvfrom only", flush=True)
+            continue
+        socket_warm = [through_socket(server, warm_queries * 10, io, reset=False) for _ in range(args.rounds)]
+        figures[f"warm, socket, {io.path}"] = min(socket_warm)
+        socket_fresh = [through_socket(server, queries[:200_000], io) for _ in range(args.rounds)]
+        figures[f"fresh, socket, {io.path}"] = min(socket_fresh)
     for name, figure in figures.items():
-        print(f"{name:>14}: {figure:6.2f} CPU µs/query", flush=True)
+        print(f"{name:>24}: {figure:6.2f} CPU µs/query", flush=True)
 
 
 if __name__ == "__main__":

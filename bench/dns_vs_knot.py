@@ -36,7 +36,10 @@ and taking medians keeps a burst of it from deciding the ratio), with::
 and the script prints queries/s, mean latency and lost queries for Knot and
 edgefleet (caches on: the production path) on each file, with ``--modes
 cache,no-cache`` also edgefleet with ``--no-cache`` (every query parsed,
-placed, decided and encoded: the cost the caches and tables save), and each
+placed, decided and encoded: the cost the caches and tables save), with
+``--modes cache,recvfrom`` also edgefleet reading and sending one datagram
+per system call (the fallback of :mod:`edgefleet.gslb.dgram`: the A/B of
+batched I/O), and each
 edgefleet figure's ratio to Knot's on the same file. The targets of issue
 15: at least 0.5 on the fresh file with ``--subnets 1000000``, 0.9 on the
 warm one. Queries/s measure the pair (dnsperf and
@@ -253,10 +256,12 @@ def start_knot(stack: contextlib.ExitStack, tmp: Path) -> Target:
     return Target(port, service.proc.pid)
 
 
-def start_edgefleet(stack: contextlib.ExitStack, tmp: Path, geo: Path, no_cache: bool) -> Target:
-    label = "edgefleet-nocache" if no_cache else "edgefleet"
+def start_edgefleet(stack: contextlib.ExitStack, tmp: Path, geo: Path, mode: str) -> Target:
+    """The runner in ``mode``: ``cache`` (production), ``no-cache`` or ``recvfrom`` (caches, per-datagram I/O)."""
+    label = f"edgefleet-{mode}"
     args = [sys.executable, str(RUNNER), "--geo", str(geo), "--listen", "127.0.0.1:0"]
-    service = Service(label, args + (["--no-cache"] if no_cache else []), tmp / f"{label}.log", stdout_pipe=True)
+    extra = {"cache": [], "no-cache": ["--no-cache"], "recvfrom": ["--udp-io", "recvfrom"]}[mode]
+    service = Service(label, args + extra, tmp / f"{label}.log", stdout_pipe=True)
     stack.enter_context(running(service))
     port = announced_port(service, "dns listening on ", 300.0)  # a million-line geo table takes seconds to load
     wait_until(service, lambda: bool(answers_a(port)), 15.0)
@@ -363,10 +368,10 @@ def start_servers(stack: contextlib.ExitStack, tmp: Path, geo: Path, args: argpa
     if args.only in ("both", "knot"):
         ports[KNOT_LABEL] = start_knot(stack, tmp)
     if args.only in ("both", "edgefleet"):
-        for no_cache in args.modes:
-            label = "edgefleet --no-cache" if no_cache else "edgefleet"
+        for mode in args.modes:
+            label = "edgefleet" if mode == "cache" else f"edgefleet {mode}"
             try:
-                ports[label] = start_edgefleet(stack, tmp, geo, no_cache)
+                ports[label] = start_edgefleet(stack, tmp, geo, mode)
             except StartError as error:
                 print(f"# skipping {label}: {error}", flush=True)
     return ports
@@ -430,7 +435,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--modes",
         default="cache",
-        help="edgefleet servers: cache (production), no-cache (every query decided), or both: cache,no-cache",
+        help="edgefleet servers, comma-separated: cache (production), no-cache (every query decided), recvfrom "
+        "(caches on, one datagram per system call instead of recvmmsg/sendmmsg batches: the A/B of the I/O path)",
     )
     parser.add_argument(
         "--rounds", type=int, default=3, help="load every server this many times, alternating, and print the medians"
@@ -438,7 +444,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s per server, one round")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     args = parser.parse_args(argv)
-    args.modes = [mode.strip() == "no-cache" for mode in args.modes.split(",") if mode.strip()]
+    args.modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    unknown = set(args.modes) - {"cache", "no-cache", "recvfrom"}
+    if unknown:
+        parser.error(f"unknown --modes {', '.join(sorted(unknown))}: cache, no-cache or recvfrom")
     if args.quick:
         args.seconds, args.rounds = min(args.seconds, 2), 1
     return args

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from edgefleet.gslb.dns import DnsServer
@@ -33,6 +33,7 @@ COUNTERS = {
     "rrl_dropped": ("edgefleet_gslb_rrl_dropped", "UDP answers dropped by response rate limiting."),
     "rrl_slipped": ("edgefleet_gslb_rrl_slipped", "UDP answers over the rate replaced by a truncated reply."),
     "errors": ("edgefleet_gslb_errors", "Resolver failures answered SERVFAIL (bugs: see the log)."),
+    "udp_batches": ("edgefleet_gslb_udp_reads", "UDP reads that returned datagrams (UDP queries / this: batch size)."),
 }
 """DnsMetrics field -> (metric family, help)."""
 
@@ -43,7 +44,7 @@ class GslbCollector(Collector):
     def __init__(self, server: DnsServer) -> None:
         self._server = server
 
-    def collect(self) -> Iterable[CounterMetricFamily]:
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
         server = self._server
         answers = CounterMetricFamily(
             "edgefleet_gslb_answers",
@@ -60,6 +61,12 @@ class GslbCollector(Collector):
         for rcode, count in sorted(dict(metrics.by_rcode).items()):
             by_rcode.add_metric([str(rcode)], float(count))
         yield by_rcode
+        yield GaugeMetricFamily(
+            "edgefleet_gslb_batched_udp_io",
+            "1 when DNS reads and sends UDP in batches (recvmmsg/sendmmsg, edgefleet.gslb._dgram), 0 when one "
+            "datagram per system call (the extension is not built: see the log).",
+            value=1.0 if server.udp_io.path == "recvmmsg" else 0.0,
+        )
 
 
 __all__ = ["COUNTERS", "GslbCollector"]
