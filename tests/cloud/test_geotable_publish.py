@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import signal
 from importlib import resources
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from edgefleet.api.geotables import MMDB_MEDIA_TYPE, SELECTOR, table_object_name
+from edgefleet.api.geotables import MMDB_MEDIA_TYPE, SELECTOR, artifact_document, table_object_name
 from edgefleet.api.meta import kind_info
 from edgefleet.api.selectors import parse_selector
 from edgefleet.cloud.blobs import BlobStore
-from edgefleet.cloud.geotable import GeoPublisher, GeoPublishError, file_digest, publish, store_blob
+from edgefleet.cloud.geotable import (
+    GeoAgreement,
+    GeoPublisher,
+    GeoPublishError,
+    disagreement,
+    file_digest,
+    packaged_digest,
+    publish,
+    start_file_publisher,
+    store_blob,
+)
 from edgefleet.cloud.gslbservice import GslbOptions, GslbService
 from edgefleet.cloud.registry import Registry
+from edgefleet.geo import GeoTableError
 from edgefleet.store.interface import Store
 from tests.waiting import eventually
 
@@ -122,3 +134,81 @@ async def test_only_a_successful_reload_asks_for_a_publication(store: Store, tmp
     table.write_text("not,a,table\n")
     await asyncio.to_thread(service.reload_geo().join)
     assert calls == ["publish"], "a refused reload keeps the published table"
+
+
+async def test_a_cloud_without_a_gslb_publishes_its_table_and_refuses_a_bad_reload(
+    store: Store, blobs: BlobStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``edgefleet cloud --dns-listen off --geo FILE``: the nodes get the table all the same."""
+    registry = Registry(store)
+    table = tmp_path / "custom.csv"
+    table.write_text("127.0.0.0/8,FR,eu-west,48.8566,2.3522\n127.0.0.0/8,DE,eu-central,50.1,8.7\n")
+    with pytest.raises(GeoTableError, match="repeats line 1"):  # refused at start, as the GSLB would
+        await start_file_publisher(registry, blobs, table)
+    table.write_text(TABLE)
+    task, reloader = await start_file_publisher(registry, blobs, table)
+    try:
+        first = table_object_name(hashlib.sha256(TABLE.encode()).hexdigest())
+        await eventually(lambda: published(registry), what="the table published")
+        assert await published(registry) == [first]
+        table.write_text("not,a,table\n")
+        with caplog.at_level("INFO", logger="edgefleet.cloud.geotable"):
+            await asyncio.to_thread(reloader.reload().join)
+        assert "reload refused, the nodes keep the published table" in caplog.text
+        assert "publishing it to the nodes" not in caplog.text
+        second = TABLE.replace("AQ", "GB")
+        table.write_text(second)
+        await asyncio.to_thread(reloader.reload().join)
+        name = table_object_name(hashlib.sha256(second.encode()).hexdigest())
+
+        async def replaced() -> bool:
+            return await published(registry) == [name]
+
+        await eventually(replaced, what="the reloaded table replaces the first")
+    finally:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def test_the_nodes_agree_with_a_gslb_only_on_the_same_table() -> None:
+    mine = hashlib.sha256(TABLE.encode()).hexdigest()
+    other = hashlib.sha256(b"other").hexdigest()
+    published_other = [artifact_document(other, 5, "text/csv")]
+    assert disagreement([], packaged_digest()) is None, "nothing published: the nodes use the packaged table"
+    assert "the table packaged with edgefleet (none is published)" in (disagreement([], mine) or "")
+    assert disagreement([artifact_document(mine, len(TABLE), "text/csv")], mine) is None
+    problem = disagreement(published_other, mine) or ""
+    assert table_object_name(other) in problem and f"sha256 {mine[:12]}" in problem
+    assert "give edgefleet cloud the same --geo file" in problem
+
+
+async def test_edgefleet_dns_checks_that_the_nodes_use_its_table(
+    store: Store, blobs: BlobStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = Registry(store)
+    table = tmp_path / "custom.csv"
+    table.write_text(TABLE)
+    now = [100.0]
+    agreement = GeoAgreement(registry, table, grace=10, clock=lambda: now[0])
+
+    def warnings() -> list[str]:
+        return [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+
+    with caplog.at_level("INFO", logger="edgefleet.cloud.geotable"):
+        assert "packaged with edgefleet" in (await agreement.check() or "")
+        assert warnings() == [], "not within the grace time: the cloud may publish in a moment"
+        now[0] += 10
+        assert "packaged with edgefleet" in (await agreement.check() or "")
+        now[0] += 60
+        await agreement.check()
+        assert len(warnings()) == 1 and "give edgefleet cloud the same --geo file" in warnings()[0], "once"
+        await publish(registry, blobs, table)  # the cloud, given the same --geo
+        assert await agreement.check() is None and agreement.agreed
+        digest = hashlib.sha256(TABLE.encode()).hexdigest()
+        assert f"the nodes use this GSLB's geo table {table} ({table_object_name(digest)})" in caplog.text
+        table.write_text(TABLE.replace("AQ", "GB"))  # edgefleet dns reloads another file
+        assert table_object_name(digest) in (await agreement.check() or "")
+        now[0] += 10
+        await agreement.check()
+        assert len(warnings()) == 2 and table_object_name(digest) in warnings()[1]

@@ -128,7 +128,10 @@ def test_an_active_site_drains_after_demand_stays_below_for_the_period() -> None
 
 def test_a_draining_site_is_deactivated_after_the_drain_time() -> None:
     doc = site(phase=DRAINING, active=False, lastTransitionTime=at(0))
-    assert run(doc, [(60, 0.0), (119, 0.0), (120, 0.0)]) == [None, None, (INACTIVE, "SiteDeactivated")]
+    # the stamp has whole seconds: the drain began within [0, 1), so it counts from 1 and is never short
+    assert run(doc, [(60, 0.0), (120, 0.0), (121, 0.0)]) == [None, None, (INACTIVE, "SiteDeactivated")]
+    precise = site(phase=DRAINING, active=False, lastTransitionTime="2023-11-14T22:13:20.5Z")  # T0 + 0.5
+    assert run(precise, [(120.4, 0.0), (120.5, 0.0)]) == [None, (INACTIVE, "SiteDeactivated")]
 
 
 def test_the_drain_time_is_counted_from_first_sight_when_the_status_has_no_time() -> None:
@@ -208,6 +211,8 @@ async def test_the_controller_walks_a_site_through_its_phases_and_records_events
     assert ams["status"]["lastTransitionTime"] == at(60)
 
     clock.now += 120
+    assert await controller.sync_once() == 0, "the stamp has whole seconds: the drain counts from its end"
+    clock.now += 1
     assert await controller.sync_once() == 1
     assert (await registry.get(SITES, "ams-edge"))["status"]["phase"] == INACTIVE
 

@@ -288,6 +288,37 @@ def test_offload_hover_texts_say_where_answers_came_from() -> None:
     assert domain == "last 300s: 100 user requests, 5 sent to the origin; byte offload 50.0%"
 
 
+CERTIFICATE_SCRIPT = """
+const m = await import(UI + "/model.js");
+const now = Date.parse("2026-06-01T12:00:00Z");
+const day = 86400000;
+const cert = (name, status) => ({ metadata: { name }, spec: { key: "<redacted>" }, status });
+const at = (days) => new Date(now + days * day).toISOString();
+const rows = m.certificateRows([
+  cert("fine", { notAfter: at(200), domains: ["b", "a"], dnsNames: ["x.test"] }),
+  cert("soon", { notAfter: at(3.5) }),
+  cert("gone", { notAfter: at(-2.5) }),
+  cert("broken", { message: "no certificate" }),
+  cert("new", {}),
+  cert("edge", { notAfter: at(14) }),
+  cert("hour", { notAfter: at(-1 / 24) }),
+], now);
+console.log(JSON.stringify(rows.map((r) => [r.name, r.state, m.expiryText(r), r.domains])));
+"""
+
+
+def test_certificates_show_their_expiry_most_urgent_first() -> None:
+    assert run_node(CERTIFICATE_SCRIPT) == [
+        ["gone", "expired", "expired 2 days ago", []],
+        ["hour", "expired", "expired today", []],
+        ["soon", "expiring", "in 3 days", []],
+        ["edge", "expiring", "in 14 days", []],
+        ["broken", "invalid", "\u2014", []],
+        ["new", "unknown", "\u2014", []],
+        ["fine", "ok", "in 200 days", ["a", "b"]],
+    ]
+
+
 EVENTS_AND_VIEW_SCRIPT = """
 const m = await import(UI + "/model.js");
 const ev = (name, t) => ({ metadata: { name }, spec: { lastTimestamp: `2026-01-01T00:00:${t}Z` } });
@@ -311,51 +342,52 @@ def test_newest_events_first_and_a_map_view_that_fits_the_sites() -> None:
     assert spread["east"] - spread["west"] == 360 and spread["south"] >= -90 and spread["north"] <= 90
 
 
-WATCH_SCRIPT = """
-const { KindWatch } = await import(UI + "/api.js");
-const site = (name, rv) => ({ metadata: { name, resourceVersion: String(rv) } });
-const line = (type, object) => JSON.stringify({ type, object }) + "\\n";
+MULTIWATCH_SCRIPT = """
+const { MultiWatch } = await import(UI + "/api.js");
+const obj = (name, rv) => ({ metadata: { name, resourceVersion: String(rv) } });
+const end = (rv) => ({ metadata: { resourceVersion: String(rv),
+                                   annotations: { "edgefleet.io/initial-events-end": "true" } } });
+const line = (resource, type, object) => JSON.stringify({ type, resource, object }) + "\\n";
 const encoder = new TextEncoder();
-const streamed = (chunks) => new Response(new ReadableStream({
-  start(controller) { for (const c of chunks) controller.enqueue(encoder.encode(c)); controller.close(); },
-}), { status: 200 });
-const json = (body, status = 200) => new Response(JSON.stringify(body), { status });
-const abort = new AbortController();
-const urls = [];
+const streamed = (text) => {
+  const chunks = [text.slice(0, 17), text.slice(17, 60), text.slice(60)];  // lines split across chunks
+  return new Response(new ReadableStream({
+    start(controller) { for (const c of chunks) controller.enqueue(encoder.encode(c)); controller.close(); },
+  }), { status: 200 });
+};
+const json = (body, status) => new Response(JSON.stringify(body), { status });
+const queries = [];
 const bodies = [
-  () => json({ metadata: { resourceVersion: "5" }, items: [site("a", 4)] }),
-  () => json({ kind: "Status", code: 410, message: "too old" }, 410),
-  () => json({ metadata: { resourceVersion: "9" }, items: [site("b", 8), site("c", 9)] }),
-  () => {
-    // A DELETED event carries the object's last revision (9), older than the stream's position (13).
-    const text = line("MODIFIED", site("b", 10)) + line("BOOKMARK", site("", 12)) + line("ADDED", site("d", 13))
-      + line("DELETED", site("c", 9));
-    return streamed([text.slice(0, 17), text.slice(17, 60), text.slice(60)]);  // lines split across chunks
-  },
-  () => streamed([line("ERROR", { kind: "Status", code: 410, message: "compacted" })]),
-  () => json({ metadata: { resourceVersion: "20" }, items: [site("e", 20)] }),
-  () => { abort.abort(); throw new DOMException("aborted", "AbortError"); },
+  () => streamed(line("sites", "ADDED", obj("a", 4)) + line("nodes", "ADDED", obj("n0", 3))
+    + line("sites", "BOOKMARK", end(5)) + line("nodes", "BOOKMARK", end(5))
+    + line("sites", "MODIFIED", obj("a", 6)) + line("pods", "ADDED", obj("x", 7))),
+  // nodes' revision was compacted: 410 for nodes only; sites is resumed, nodes listed again
+  () => streamed(line("nodes", "ERROR", { kind: "Status", code: 410, message: "too old" })),
+  () => streamed(line("nodes", "ADDED", obj("n1", 7)) + line("sites", "BOOKMARK", obj("", 9))
+    + line("nodes", "BOOKMARK", end(8)) + line("sites", "DELETED", obj("a", 6))),
+  () => json({ kind: "Status", code: 403, message: "may not" }, 403),
 ];
-globalThis.fetch = async (url) => { urls.push(url); return bodies.shift()(); };
-const states = [];
+globalThis.fetch = async (url) => {
+  queries.push(decodeURIComponent(new URL(url, "http://x").searchParams.get("kinds")));
+  return bodies.shift()();
+};
 const seen = [];
-const watch = new KindWatch({ headers: () => ({}), get: async (p) => (await fetch(p)).json() }, "sites", {
-  onChange: () => seen.push([...watch.objects.keys()].join(",")),
-  onState: (kind, state) => states.push(state),
+const states = [];
+const watch = new MultiWatch({ headers: () => ({}) }, ["sites", "nodes"], {
+  onChange: (plural) => seen.push(`${plural}:${[...watch.objects(plural).keys()].join("+")}`),
+  onState: (state) => states.push(state),
 });
-await watch.run(abort.signal);
-console.log(JSON.stringify({ urls, seen, states, objects: [...watch.objects.keys()], revision: watch.revision }));
+await watch.run(new AbortController().signal);
+console.log(JSON.stringify({ queries, seen, states, sites: [...watch.objects("sites").keys()],
+  nodes: [...watch.objects("nodes").keys()] }));
 """
 
 
-def test_the_watch_resumes_from_its_revision_and_relists_when_it_is_gone() -> None:
-    result = run_node(WATCH_SCRIPT)
-    watch_from = [
-        re.search(r"resourceVersion=(\d+)", u).group(1) if "watch=true" in u else "list"  # type: ignore[union-attr]
-        for u in result["urls"]
-    ]
-    assert watch_from == ["list", "5", "list", "9", "13", "list", "20"]
-    assert result["seen"] == ["a", "b,c", "b,c", "b,c,d", "b,d", "e"]
-    assert result["objects"] == ["e"]
-    assert result["revision"] == "20"
-    assert "live" in result["states"] and "unauthorized" not in result["states"]
+def test_one_stream_resumes_every_kind_and_relists_only_the_kind_that_is_gone() -> None:
+    result = run_node(MULTIWATCH_SCRIPT)
+    assert result["queries"] == ["sites,nodes", "sites:6,nodes:5", "sites:6,nodes", "sites:9,nodes:8"]
+    # a listed kind replaces its copy at its initial-events-end bookmark (n0 stays until n1's list is complete)
+    assert result["seen"] == ["sites:a", "nodes:n0", "sites:a", "nodes:n1", "sites:"]
+    assert (result["sites"], result["nodes"]) == ([], ["n1"])
+    assert result["states"][0] == "syncing" and "live" in result["states"]
+    assert result["states"][-1] == "unauthorized"  # a 403 ends the loop: the dashboard asks for a token again

@@ -10,6 +10,10 @@ reached it through its etcd watch, not its first listing.
   Domain: a client placed in Paris by EDNS Client Subnet gets the node.
 - ``spec.draining`` set through the cloud's API: the standalone DNS stops
   answering the node within a second.
+- The geo table: the cloud (DNS off) and ``edgefleet dns`` get the same
+  custom ``--geo`` file; the cloud publishes it to the nodes as an Artifact
+  all the same, ``edgefleet dns`` logs that the nodes use its table, and a
+  SIGHUP to the cloud after the file changed publishes the new one.
 - ``--store sqlite:///...``: refused with a message that says where the GSLB
   runs instead, before the file is opened (a SQLite store cannot be watched
   from a second process, see :mod:`edgefleet.cli.gslb`).
@@ -18,6 +22,7 @@ reached it through its etcd watch, not its first listing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -35,6 +40,7 @@ import dns.query
 import dns.rdatatype
 import pytest
 
+from edgefleet.api.geotables import SELECTOR, table_object_name
 from tests.cloudproc import EDGEFLEET, CloudProcess, free_port, running_cloud
 from tests.etcd_cluster import EtcdCluster, running_etcd
 from tests.fleet import API
@@ -95,10 +101,10 @@ class DnsProcess:
 
 
 @contextlib.contextmanager
-def running_dns(store_url: str, data_dir: Path) -> Iterator[DnsProcess]:
+def running_dns(store_url: str, data_dir: Path, geo: Path = GEO) -> Iterator[DnsProcess]:
     port = free_port()
     log_path = data_dir / "dns.log"
-    args = [EDGEFLEET, "dns", "--store", store_url, "--listen", f"127.0.0.1:{port}", "--geo", str(GEO)]
+    args = [EDGEFLEET, "dns", "--store", store_url, "--listen", f"127.0.0.1:{port}", "--geo", str(geo)]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = DnsProcess(proc, port, log_path)
@@ -146,11 +152,23 @@ def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
         yield cluster
 
 
+def geo_tables(cloud: CloudProcess) -> list[str]:
+    """The names of the geo table Artifacts the cloud published to the nodes."""
+    with cloud.client() as api:
+        response = api.get(f"{API}/artifacts", params={"labelSelector": SELECTOR})
+        assert response.status_code == 200, response.text
+        return sorted(item["metadata"]["name"] for item in response.json()["items"])
+
+
 @pytest.mark.etcd
 def test_the_standalone_dns_follows_the_clouds_writes_through_etcd(etcd: EtcdCluster, tmp_path: Path) -> None:
+    custom = GEO.read_text() + "127.0.77.0/24,AQ,antarctica,-75.0,0.0\n"  # not the packaged table: published
+    cloud_geo, dns_geo = tmp_path / "cloud-geo.csv", tmp_path / "dns-geo.csv"
+    cloud_geo.write_text(custom)
+    dns_geo.write_text(custom)
     with (
-        running_cloud(etcd.url, tmp_path, *QUIET_LIFECYCLE, "--dns-listen", "off") as cloud,
-        running_dns(etcd.url, tmp_path) as server,
+        running_cloud(etcd.url, tmp_path, *QUIET_LIFECYCLE, "--dns-listen", "off", "--geo", str(cloud_geo)) as cloud,
+        running_dns(etcd.url, tmp_path, dns_geo) as server,
     ):
         assert answers(server.port) == set(), "nothing is applied yet: no Domain, no answer"
         create(cloud, "sites", SITE)
@@ -167,6 +185,18 @@ def test_the_standalone_dns_follows_the_clouds_writes_through_etcd(etcd: EtcdClu
         elapsed = time.monotonic() - drained
         assert elapsed < 1.0, f"the standalone DNS answered a draining node for {elapsed:.2f}s"
         assert server.proc.poll() is None, server.log()
+
+        first = table_object_name(hashlib.sha256(custom.encode()).hexdigest())
+        wait_until(lambda: geo_tables(cloud) == [first], 10, what="the cloud's --geo published without its DNS")
+        agreed = f"the nodes use this GSLB's geo table {dns_geo} ({first})"
+        if agreed not in server.log():  # it checked before the cloud published: a reload checks again now
+            os.killpg(server.proc.pid, signal.SIGHUP)
+        wait_until(lambda: agreed in server.log(), 15, what="edgefleet dns: the nodes use its table")
+        cloud_geo.write_text(custom.replace(",AQ,antarctica,", ",GB,eu-west,"))
+        assert cloud.proc is not None
+        cloud.proc.send_signal(signal.SIGHUP)
+        second = table_object_name(hashlib.sha256(cloud_geo.read_bytes()).hexdigest())
+        wait_until(lambda: geo_tables(cloud) == [second], 10, what="the reloaded table published, the first removed")
 
 
 def test_a_sqlite_store_is_refused_with_where_the_gslb_runs_instead(tmp_path: Path) -> None:

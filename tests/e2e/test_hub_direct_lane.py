@@ -14,113 +14,47 @@ order, while the others are served at once.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
 
-from edgefleet.sync.agent import AgentSession, ApplyBatch, LocalState
-from tests.cloudproc import CloudProcess
+from edgefleet.sync.agent import AgentEvent, ApplyBatch
 from tests.fleet import API, site_doc
+from tests.rawagents import HubCloud, RawAgent
 from tests.waiting import wait_until
 
-EDGE = "/edge/v1"
 NODES = ("d1", "d2", "d3", "d4")
 MERGE = {"Content-Type": "application/merge-patch+json"}
 CLOUD_FLAGS = ["--heartbeat", "60", "--dns-listen", "off"]  # no silence closes during the module
 
 
-class LaneAgent:
-    """One node's hub session over a raw WebSocket: the real AgentSession, objects kept in a dict."""
+class LaneAgent(RawAgent):
+    """A raw hub session that keeps the objects it is sent in a dict."""
 
-    def __init__(self, url: str, node: str, credential: str, *, receive_buffer: int | None = None) -> None:
-        self.session = AgentSession(node, local=LocalState("", 0, {}, "test"))
+    def __init__(self, url: str, node: str, credential: str, **options: Any) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
-        self.closed: ConnectionClosed | None = None
-        self.reading = threading.Event()
-        self.reading.set()
-        sock = None
-        if receive_buffer is not None:  # a small receive window: the hub's writes back up quickly
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-            host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
-            sock.connect((host, int(port)))
-        self.ws: ClientConnection = connect(
-            url, sock=sock, additional_headers={"Authorization": f"Bearer {credential}"}, max_size=None, legacy=True
-        )
-        self.ws.send(self.session.hello())
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(url, node, credential, **options)
 
-    def _read(self) -> None:
-        try:
-            while True:
-                self.reading.wait()
-                text = self.ws.recv()
-                with self._lock:
-                    for event in self.session.receive(text):
-                        if isinstance(event, ApplyBatch):
-                            for item in event.put:
-                                self.objects[item.key] = item.object
-                            for key in event.delete:
-                                self.objects.pop(key, None)
-                            self.session.applied(event.seq)
-                    for frame in self.session.data_to_send():
-                        self.ws.send(frame)
-        except ConnectionClosed as exc:
-            self.closed = exc
-        except Exception:
-            self.ws.close()
+    def on_event(self, event: AgentEvent) -> None:
+        if isinstance(event, ApplyBatch):
+            for item in event.put:
+                self.objects[item.key] = item.object
+            for key in event.delete:
+                self.objects.pop(key, None)
+            self.session.applied(event.seq)
 
     def annotation(self, workload: str) -> str | None:
         document = self.objects.get(f"/registry/workloads/{workload}") or {}
         value = ((document.get("metadata") or {}).get("annotations") or {}).get("lane")
         return None if value is None else str(value)
 
-    def close(self) -> None:
-        self.reading.set()
-        self.ws.close()
-        self._reader.join(timeout=5)
 
-
-class Cloud:
+class Cloud(HubCloud[LaneAgent]):
     def __init__(self, root: Path) -> None:
-        self.process = CloudProcess(f"sqlite:///{root}/store.db", root, extra_args=CLOUD_FLAGS).start()
-        self.credentials: dict[str, str] = {}
-        self.agents: dict[str, LaneAgent] = {}
-
-    @property
-    def sync_url(self) -> str:
-        return f"ws://127.0.0.1:{self.process.port}{EDGE}/sync"
-
-    def api(self) -> httpx.Client:
-        return self.process.client()
-
-    def join(self, name: str) -> None:
-        with self.api() as api:
-            created = api.post(f"{EDGE}/bootstrap-tokens", json={"ttlSeconds": 600})
-            assert created.status_code == 201, created.text
-            token = created.json()["token"]
-        body = {"name": name, "site": "lane", "labels": {"lane": "yes"}}
-        joined = httpx.post(f"{self.process.url}{EDGE}/join", json=body, headers={"Authorization": f"Bearer {token}"})
-        assert joined.status_code == 201, joined.text
-        self.credentials[name] = joined.json()["credential"]
-
-    def connect(self, name: str, **options: Any) -> LaneAgent:
-        agent = self.agents[name] = LaneAgent(self.sync_url, name, self.credentials[name], **options)
-        return agent
-
-    def metric(self, name: str) -> float:
-        text = httpx.get(f"{self.process.url}/metrics").text
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+        super().__init__(root, CLOUD_FLAGS, LaneAgent)
 
     def put_workload(self, name: str, selector: str, annotation: str) -> None:
         with self.api() as api:
@@ -137,11 +71,6 @@ class Cloud:
                 response = api.patch(f"{API}/workloads/{name}", content=patch, headers=MERGE)
             assert response.status_code in (200, 201), response.text
 
-    def close(self) -> None:
-        for agent in self.agents.values():
-            agent.close()
-        self.process.stop()
-
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
@@ -150,7 +79,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         with cloud.api() as api:
             assert api.post(f"{API}/sites", json=site_doc("lane")).status_code == 201
         for name in (*NODES, "bad", "slow"):
-            cloud.join(name)
+            cloud.join(name, "lane", labels={"lane": "yes"})
         for name in NODES:
             cloud.connect(name)
         yield cloud
@@ -192,16 +121,14 @@ def test_bad_input_on_a_streaming_session_closes_only_that_session(cloud: Cloud)
     for payload in ("not json", b"\x00binary", json.dumps({"type": "ack", "seq": 99})):
         bad = cloud.connect("bad")
         wait_until(partial(holds, bad, "before"), 20, what="the bad node is streaming")
-        with bad._lock:
-            bad.ws.send(payload)
+        bad.send(payload)
         wait_until(partial(closed, bad), 10, what=f"closed after {payload!r}")
         assert bad.closed is not None and bad.closed.rcvd is not None and bad.closed.rcvd.code == 1008, bad.closed
         bad.close()
     # A fragmented message and a ping take the general parser on the same lane; the session goes on.
     good = cloud.connect("bad")
     wait_until(lambda: good.annotation("probe") == "before", 20, what="a fresh session is streaming")
-    with good._lock:
-        good.ws.send(iter(['{"type":"ack",', '"seq":1}']))  # an ack of a batch acknowledged already: ignored
+    good.send(iter(['{"type":"ack",', '"seq":1}']))  # an ack of a batch acknowledged already: ignored
     assert good.ws.ping().wait(10), "the hub answers pings on the lane"
     cloud.put_workload("probe", "lane=yes", "after")
     wait_until(lambda: everyone_holds(cloud, "probe", "after", (*NODES, "bad")), 20, what="the push after")

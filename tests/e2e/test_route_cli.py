@@ -157,6 +157,9 @@ def test_a_new_york_client_gets_a_us_site_as_json(fleet: CloudProcess, tmp_path:
     assert "nearest site in US" in document["reason"]
     west = json.loads(ok(run(fleet, tmp_path, "route", "demo", "--client", SAN_FRANCISCO, "-o", "json")))
     assert west["site"] == "sfo-edge" and west["name"] == "demo.cdn.edgefleet.test"  # default geo: examples/
+    assert west["geoTable"] == "examples/geo.csv" and document["geoTable"] == str(GEO)
+    assert west["notes"][0].startswith("the cloud publishes no geo table"), west["notes"]  # this cloud has no --geo
+    assert "geo table: examples/geo.csv, a local file" in west["notes"][1]
 
 
 def test_the_302_decision_names_the_location(fleet: CloudProcess, tmp_path: Path) -> None:
@@ -187,6 +190,7 @@ def test_without_a_geo_table_the_order_is_fixed_and_said(fleet: CloudProcess, tm
     text = ok(run(fleet, tmp_path, "route", "demo", "--client", PARIS, cwd=tmp_path))  # no examples/ here
     assert "location unknown (not in the geo table)" in text
     assert "client location unknown, fixed order" in text
+    assert "note: no geo table: every client's location is unknown (give --geo FILE)" in text
 
 
 def test_bad_input_is_an_error(fleet: CloudProcess, tmp_path: Path) -> None:

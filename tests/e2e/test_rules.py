@@ -263,6 +263,18 @@ def test_rules_test_uses_the_table_the_nodes_use(world: World, tmp_path: Path, m
     assert json.loads(other.stdout)["outcome"]["action"] == "serve"
 
 
+def test_route_places_clients_with_the_table_the_gslb_uses(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`edgefleet route` without --geo places the client with the published table too (shared download)."""
+    [artifact] = geo_tables(world)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    document = json.loads(world.fleet.cli("route", "shop", "--client", "127.0.77.1", "-o", "json").stdout)
+    assert document["client"]["location"]["country"] == "AQ", document["client"]
+    assert Path(document["geoTable"]).name == artifact["spec"]["sha256"] + ".csv"
+    assert document["notes"] == [f"geo table: {artifact['metadata']['name']}, the one the cloud publishes to the nodes"]
+
+
 def test_a_reloaded_geo_table_reaches_every_node(world: World) -> None:
     for node in ADDRESSES:
         wait_until(partial(denied, world, node, "127.0.77.1"), 30, what=f"AQ on {node}")

@@ -5,7 +5,12 @@ The test starts ``edgefleet cloud``, applies ``examples/`` with the CLI, opens
 chromedriver (no browser download), is refused with a wrong token, logs in
 with the admin token, finds a map circle for every site and a row for every
 node, then changes node status through the API and sees the table and the
-map follow within seconds (the watch streams). It saves a full-page
+map follow within seconds (the watch stream). It shows two real
+Certificates, the one expiring soon first, and proves the dashboard holds
+ONE request open for all its kinds (the browser's network log, and the
+cloud's watch gauges), with a fetch still answered while it streams: a
+browser keeps six HTTP/1.1 connections per host, and a dashboard with one
+watch per kind once waited forever for a seventh. It saves a full-page
 screenshot under the test's tmp dir and prints where.
 
 Skipped with a clear message when Chromium, chromedriver or selenium is
@@ -16,10 +21,12 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import json
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,7 @@ from typing import Any
 import pytest
 
 from tests.cloudproc import EDGEFLEET, CloudProcess, running_cloud
+from tests.pemfiles import certificate_manifest, issue
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -72,7 +80,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     options.binary_location = CHROMIUM
     for arg in (*CHROME_ARGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(
         service=Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")), options=options
     )
@@ -127,6 +135,62 @@ def report_status(cloud: CloudProcess, name: str, phase: str) -> None:
     with cloud.client() as api:
         response = api.patch(f"{API}/nodes/{name}/status", json={"status": status}, headers=MERGE_PATCH)
         assert response.status_code == 200, response.text
+
+
+def add_certificate(cloud: CloudProcess, name: str, issued_days_ago: int) -> None:
+    """A Certificate for the demo host, issued ``issued_days_ago`` days ago (they last 397 days)."""
+    issued = issue(["demo.cdn.edgefleet.test"], now=datetime.now(UTC) - timedelta(days=issued_days_ago))
+    with cloud.client() as api:
+        response = api.post(f"{API}/certificates", json=certificate_manifest(name, issued))
+    assert response.status_code == 201, response.text
+
+
+def open_api_requests(driver: Any) -> list[str]:
+    """URLs of the API requests the page has open now (sent, neither finished nor failed: streams)."""
+    open_now: dict[str, str] = {}
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        params = message.get("params", {})
+        if message["method"] == "Network.requestWillBeSent" and f"{API}" in params["request"]["url"]:
+            open_now[params["requestId"]] = params["request"]["url"]
+        elif message["method"] in ("Network.loadingFinished", "Network.loadingFailed"):
+            open_now.pop(params.get("requestId"), None)
+    return sorted(open_now.values())
+
+
+def dashboard_kinds() -> list[str]:
+    """The kinds app.js watches (its KINDS list)."""
+    source = (Path(__file__).resolve().parents[2] / "src/edgefleet/cloud/ui/app.js").read_text()
+    listed = re.search(r"const KINDS = \[([^\]]*)\]", source)
+    assert listed is not None, "app.js has no KINDS list"
+    return re.findall(r'"([a-z]+)"', listed.group(1))
+
+
+def cloud_gauges(cloud: CloudProcess) -> tuple[float, float]:
+    """(open multiplexed watches, open watches of any kind, multiplexed or not) from the cloud's /metrics."""
+    with cloud.client() as api:
+        text = api.get("/metrics").text
+    values = [line.split() for line in text.splitlines() if not line.startswith("#")]
+    multiplexed = sum(float(v[-1]) for v in values if v[0] == "edgefleet_api_multiplexed_watches")
+    kinds = sum(float(v[-1]) for v in values if v[0].startswith("edgefleet_api_watchers{"))
+    return multiplexed, kinds
+
+
+def check_one_watch_request(driver: Any, cloud: CloudProcess) -> None:
+    """Every kind the dashboard shows streams over ONE open request, and another fetch still gets through."""
+    kinds = dashboard_kinds()
+    assert "certificates" in kinds and len(kinds) > 6  # more kinds than a browser has connections per host
+    streams = open_api_requests(driver)
+    assert len(streams) == 1 and "/watch?kinds=" in streams[0], streams
+    assert all(kind in streams[0] for kind in kinds), streams
+    assert cloud_gauges(cloud) == (1, len(kinds))  # and nothing else: no watch of its own for any kind
+    answer = driver.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        const token = sessionStorage.getItem("edgefleet.token");
+        fetch("/apis/edgefleet.io/v1", { headers: { Authorization: `Bearer ${token}` } })
+          .then((r) => done(r.status), (e) => done(String(e)));"""
+    )
+    assert answer == 200  # a connection is free while the watch streams
 
 
 def post_event(cloud: CloudProcess, reason: str, message: str) -> None:
@@ -189,6 +253,8 @@ def test_dashboard_shows_the_fleet_and_follows_it_live(live_cloud: CloudProcess,
         sites = [s["metadata"]["name"] for s in api.get(f"{API}/sites").json()["items"]]
         nodes = [n["metadata"]["name"] for n in api.get(f"{API}/nodes").json()["items"]]
     assert len(sites) == 3 and len(nodes) == 4
+    add_certificate(cloud, "fresh-cert", issued_days_ago=0)  # early: the certificate controller reads every 5 s
+    add_certificate(cloud, "old-cert", issued_days_ago=390)  # expires in about 7 days
 
     browser.get(cloud.url + "/ui")
     log_in(browser, "wrong0.00000000000000000000000000000000")
@@ -253,6 +319,23 @@ def test_dashboard_shows_the_fleet_and_follows_it_live(live_cloud: CloudProcess,
     )
     assert "site/par-edge" in item[0].text and "poked by the dashboard test" in item[0].text
     assert browser.find_elements("css selector", "#events li")[0].get_attribute("data-reason") == "UiTestPoked"
+    wait_for(
+        browser,
+        lambda d: attribute(d, '#certificates tr[data-certificate="old-cert"]', "data-state") == "expiring",
+        LIVE_SECONDS + 5,  # the certificate controller reads new Certificates every 5 s
+        "old-cert shown as expiring",
+    )
+    wait_for(
+        browser,
+        lambda d: attribute(d, '#certificates tr[data-certificate="fresh-cert"]', "data-state") == "ok",
+        LIVE_SECONDS,
+        "fresh-cert shown as ok",
+    )
+    cert_rows = browser.find_elements("css selector", "#certificates tbody tr")
+    assert [r.get_attribute("data-certificate") for r in cert_rows] == ["old-cert", "fresh-cert"]  # most urgent first
+    assert "demo.cdn.edgefleet.test" in cert_rows[0].text and "in 6 days" in cert_rows[0].text
+    assert "redacted" not in browser.page_source and "PRIVATE KEY" not in browser.page_source
+    check_one_watch_request(browser, cloud)
     row = browser.find_element("css selector", '#nodes tr[data-node="par-edge-1"]').text
     assert "test-hub" in row and "75.0%" in row and "cache: Running" in row
     assert "draining" in browser.find_element("css selector", '#nodes tr[data-node="ams-edge-2"]').text

@@ -2,8 +2,9 @@
 
 One ``edgefleet cloud`` process, a Paris site of three nodes and a New York
 site of one, all joined with real bootstrap tokens and holding real hub
-sessions over raw WebSockets (:class:`RawAgent`: the protocol as an attacker
-speaks it, no agent code to keep it honest). The Paris nodes' addresses are
+sessions over raw WebSockets (:class:`Attacker`, a
+:class:`tests.rawagents.RawAgent`: the protocol as an attacker speaks it,
+no agent code to keep it honest). The Paris nodes' addresses are
 put in the DNS answers of one Domain; each check asks the cloud's own DNS
 server. Node ``p1`` is the attacker: it holds a valid node credential and
 tries to take its peers out of the answers (REST and hub session), to flood
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,15 +25,12 @@ import dns.query
 import dns.rdatatype
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
 
-from edgefleet.sync.agent import AgentSession, ApplyBatch, LocalState
 from tests.cloudproc import CloudProcess
 from tests.fleet import API, site_doc
+from tests.rawagents import EDGE, HubCloud, RawAgent
 from tests.waiting import hold, wait_until
 
-EDGE = "/edge/v1"
 PARIS = {"p1": "127.0.0.2", "p2": "127.0.0.3", "p3": "127.0.0.4"}
 NEW_YORK = {"n1": "127.0.0.5"}
 NAME = "demo.cdn.edgefleet.test"
@@ -55,43 +52,12 @@ DOMAIN = {
 }
 
 
-class RawAgent:
-    """One node's hub session, spoken by hand: hello, acknowledge batches, send what the test says."""
-
-    def __init__(self, url: str, node: str, credential: str) -> None:
-        self.node, self.credential = node, credential
-        self.session = AgentSession(node, local=LocalState("", 0, {}, "test"))
-        self.ws: ClientConnection = connect(
-            url, additional_headers={"Authorization": f"Bearer {credential}"}, max_size=None, legacy=True
-        )
-        self.ws.send(self.session.hello())
-        self.closed: ConnectionClosed | None = None
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        try:
-            while True:
-                text = self.ws.recv()
-                with self._lock:
-                    for event in self.session.receive(text):
-                        if isinstance(event, ApplyBatch):  # applied at once: the view is not the point here
-                            self.session.applied(event.seq)
-                    for frame in self.session.data_to_send():
-                        self.ws.send(frame)
-        except ConnectionClosed as exc:
-            self.closed = exc
-        except Exception:  # the session's own checks: the test looks at the socket's close code
-            self.ws.close()
+class Attacker(RawAgent):
+    """A raw hub session (:mod:`tests.rawagents`) that sends status reports as written."""
 
     def report(self, status: dict[str, Any]) -> None:
         """Send a status report as written (no client-side checks: the cloud must do them)."""
-        self.ws.send(json.dumps({"type": "status", "status": status}, separators=(",", ":")))
-
-    def close(self) -> None:
-        self.ws.close()
-        self._reader.join(timeout=5)
+        self.send(json.dumps({"type": "status", "status": status}, separators=(",", ":")))
 
 
 def vote(healthy: bool, at: str | None = None) -> dict[str, Any]:
@@ -112,48 +78,14 @@ def stays(predicate: Any, seconds: float, what: str) -> None:
         hold(0.1)
 
 
-class Cloud:
+class Cloud(HubCloud[Attacker]):
     def __init__(self, root: Path) -> None:
-        self.process = CloudProcess(f"sqlite:///{root}/store.db", root, extra_args=CLOUD_FLAGS).start()
-        self.credentials: dict[str, str] = {}
-        self.agents: dict[str, RawAgent] = {}
-
-    @property
-    def sync_url(self) -> str:
-        return f"ws://127.0.0.1:{self.process.port}{EDGE}/sync"
-
-    def api(self, token: str | None = None) -> httpx.Client:
-        return self.process.client(token)
-
-    def join(self, name: str, site: str, address: str) -> str:
-        with self.api() as api:
-            created = api.post(f"{EDGE}/bootstrap-tokens", json={"ttlSeconds": 600})
-            assert created.status_code == 201, created.text
-            token = created.json()["token"]
-        body = {"name": name, "site": site, "addresses": [address]}
-        joined = httpx.post(f"{self.process.url}{EDGE}/join", json=body, headers={"Authorization": f"Bearer {token}"})
-        assert joined.status_code == 201, joined.text
-        self.credentials[name] = joined.json()["credential"]
-        return self.credentials[name]
-
-    def connect(self, name: str) -> RawAgent:
-        agent = self.agents[name] = RawAgent(self.sync_url, name, self.credentials[name])
-        return agent
+        super().__init__(root, CLOUD_FLAGS, Attacker)
 
     def node(self, name: str) -> dict[str, Any]:
         with self.api() as api:
             document: dict[str, Any] = api.get(f"{API}/nodes/{name}").json()
             return document
-
-    def status_writes(self) -> float:
-        text = httpx.get(f"{self.process.url}/metrics").text
-        line = next(line for line in text.splitlines() if line.startswith("edgefleet_hub_status_writes_total"))
-        return float(line.split()[-1])
-
-    def close(self) -> None:
-        for agent in self.agents.values():
-            agent.close()
-        self.process.stop()
 
 
 def honest_votes(node: str) -> dict[str, Any]:
@@ -170,7 +102,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
             assert api.post(f"{API}/domains", json=DOMAIN).status_code == 201
         for site, nodes in (("par", PARIS), ("nyc", NEW_YORK)):
             for name, address in nodes.items():
-                cloud.join(name, site, address)
+                cloud.join(name, site, [address])
                 cloud.connect(name)
         wait_until(
             lambda: all(cloud.node(n)["status"].get("phase") == "Ready" for n in (*PARIS, *NEW_YORK)),
@@ -253,16 +185,7 @@ def test_a_disconnected_or_revoked_voter_stops_counting(honest: Cloud) -> None:
         assert api.delete(f"{EDGE}/nodes/p1/credentials").status_code == 200
     wait_until(lambda: "127.0.0.4" in answers(honest.process), 10, what="p3 back once p1 was revoked")
     assert not honest.node("p1")["status"].get("peerVotes")
-    honest.join("p1", "par", PARIS["p1"])  # no credential left: a join may take the name again
-
-
-def metric(cloud: Cloud, name: str) -> float:
-    text = httpx.get(f"{cloud.process.url}/metrics").text
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith(name + " ") or line.startswith(name + "{")
-    )
+    honest.join("p1", "par", [PARIS["p1"]])  # no credential left: a join may take the name again
 
 
 FLOOD_RATE, FLOOD_SECONDS = 1000, 2.0
@@ -271,8 +194,8 @@ FLOOD_RATE, FLOOD_SECONDS = 1000, 2.0
 def test_a_flood_of_reports_costs_a_bounded_number_of_store_writes(honest: Cloud) -> None:
     """1,000 distinct reports a second from one node: coalesced to about one store write a second."""
     writes, taken = (
-        metric(honest, "edgefleet_hub_status_writes_total"),
-        metric(honest, "edgefleet_hub_messages_received_total"),
+        honest.metric("edgefleet_hub_status_writes_total"),
+        honest.metric("edgefleet_hub_messages_received_total"),
     )
     attacker, sent, slowest = honest.agents["p2"], 0, 0.0
     started = time.monotonic()
@@ -291,9 +214,9 @@ def test_a_flood_of_reports_costs_a_bounded_number_of_store_writes(honest: Cloud
             slowest = max(slowest, time.monotonic() - probe)
         time.sleep(max(0.0, sent / FLOOD_RATE - elapsed))
     elapsed = time.monotonic() - started
-    decoded = metric(honest, "edgefleet_hub_messages_received_total") - taken  # the rest waits in TCP buffers
+    decoded = honest.metric("edgefleet_hub_messages_received_total") - taken  # the rest waits in TCP buffers
     time.sleep(1.5)  # what was taken is written
-    written = metric(honest, "edgefleet_hub_status_writes_total") - writes
+    written = honest.metric("edgefleet_hub_status_writes_total") - writes
     print(
         f"flood: {sent} reports in {elapsed:.1f}s ({sent / elapsed:.0f}/s), {decoded:.0f} taken by the hub, "
         f"{written:.0f} status writes ({written / elapsed:.1f}/s), slowest /healthz {slowest * 1000:.0f} ms"

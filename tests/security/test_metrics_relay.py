@@ -12,9 +12,7 @@ metrics-reader) and that a metrics-reader token reads nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,54 +20,31 @@ from pathlib import Path
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
 
-from edgefleet.sync.agent import AgentSession, ApplyBatch, LocalState, MetricsRequested
+from edgefleet.sync.agent import AgentEvent, ApplyBatch, MetricsRequested
 from edgefleet.sync.messages import FEATURE_METRICS
-from tests.cloudproc import CloudProcess
 from tests.fleet import API, site_doc
+from tests.rawagents import EDGE, HubCloud, RawAgent
 from tests.waiting import wait_until
 
-EDGE = "/edge/v1"
 HONEST_TEXT = "# TYPE edgefleet_agent_connected gauge\nedgefleet_agent_connected 1\n"
 Script = Callable[["ScriptedAgent", MetricsRequested], None]
 
 
-class ScriptedAgent:
-    """One node's hub session by hand; each metrics request goes to ``script``."""
+class ScriptedAgent(RawAgent):
+    """A raw hub session (:mod:`tests.rawagents`); each metrics request goes to its node's script."""
 
-    def __init__(self, url: str, node: str, credential: str, script: Script, *, features: bool = True) -> None:
-        self.node, self.script = node, script
+    def __init__(self, url: str, node: str, credential: str) -> None:
+        self.script = SCRIPTS[node]
         self.requests: list[MetricsRequested] = []
-        self.session = AgentSession(
-            node, local=LocalState("", 0, {}, "test"), features=(FEATURE_METRICS,) if features else ()
-        )
-        self.ws: ClientConnection = connect(
-            url, additional_headers={"Authorization": f"Bearer {credential}"}, max_size=None, legacy=True
-        )
-        self.ws.send(self.session.hello())
-        self.lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(url, node, credential, features=(FEATURE_METRICS,) if node != "old" else ())
 
-    def _read(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                text = self.ws.recv()
-                with self.lock:
-                    for event in self.session.receive(text):
-                        if isinstance(event, ApplyBatch):
-                            self.session.applied(event.seq)
-                        elif isinstance(event, MetricsRequested):
-                            self.requests.append(event)
-                            self.script(self, event)
-                    for frame in self.session.data_to_send():
-                        self.ws.send(frame)
-
-    def close(self) -> None:
-        self.ws.close()
-        self._reader.join(timeout=5)
+    def on_event(self, event: AgentEvent) -> None:
+        if isinstance(event, ApplyBatch):
+            self.session.applied(event.seq)
+        elif isinstance(event, MetricsRequested):
+            self.requests.append(event)
+            self.script(self, event)
 
 
 def honest(agent: ScriptedAgent, event: MetricsRequested) -> None:
@@ -80,7 +55,7 @@ def huge(agent: ScriptedAgent, event: MetricsRequested) -> None:
     """Ignores the asked bound: 700 KiB of samples (within the 1 MiB frame), sent raw (the session would cut)."""
     lines = "".join(f'flood{{n="{n:08d}"}} 1\n' for n in range(700 * 1024 // 22))
     reply = {"type": "metrics", "id": event.id, "data": lines, "truncated": False, "error": None}
-    agent.ws.send(json.dumps(reply))
+    agent.send(json.dumps(reply))
 
 
 def silent(agent: ScriptedAgent, event: MetricsRequested) -> None:
@@ -88,49 +63,22 @@ def silent(agent: ScriptedAgent, event: MetricsRequested) -> None:
 
 
 def malformed(agent: ScriptedAgent, event: MetricsRequested) -> None:
-    agent.ws.send(json.dumps({"type": "metrics", "id": event.id, "data": 7}))
+    agent.send(json.dumps({"type": "metrics", "id": event.id, "data": 7}))
 
 
 SCRIPTS: dict[str, Script] = {"good": honest, "huge": huge, "silent": silent, "broken": malformed, "old": honest}
 
 
-class Cloud:
+class Cloud(HubCloud[ScriptedAgent]):
     def __init__(self, root: Path) -> None:
         flags = ["--metrics-timeout", "1", "--metrics-min-interval", "30", "--dns-listen", "off"]
-        self.process = CloudProcess(f"sqlite:///{root}/store.db", root, extra_args=flags).start()
-        self.credentials: dict[str, str] = {}
-        self.agents: dict[str, ScriptedAgent] = {}
+        flags += ["--node-monitor-period", "0.2"]  # nodes Ready soon after they connect (the default looks every 5 s)
+        super().__init__(root, flags, ScriptedAgent)
         self.tokens: dict[str, str] = {}
-
-    def api(self, token: str | None = None) -> httpx.Client:
-        return self.process.client(token)
-
-    def token(self, role: str) -> str:
-        with self.api() as api:
-            created = api.post(f"{EDGE}/bootstrap-tokens", json={"role": role, "ttlSeconds": 600})
-            assert created.status_code == 201, created.text
-            token: str = created.json()["token"]
-            return token
-
-    def join(self, name: str) -> None:
-        bootstrap = self.token("bootstrap")
-        body = {"name": name, "site": "par", "addresses": ["127.0.0.9"]}
-        joined = httpx.post(
-            f"{self.process.url}{EDGE}/join", json=body, headers={"Authorization": f"Bearer {bootstrap}"}
-        )
-        assert joined.status_code == 201, joined.text
-        self.credentials[name] = joined.json()["credential"]
-        url = f"ws://127.0.0.1:{self.process.port}{EDGE}/sync"
-        self.agents[name] = ScriptedAgent(url, name, self.credentials[name], SCRIPTS[name], features=name != "old")
 
     def scrape(self, node: str, token: str | None = None, target: str = "agent") -> httpx.Response:
         with self.api(token or self.tokens["metrics-reader"]) as api:
             return api.get(f"{EDGE}/nodes/{node}/metrics", params={"target": target})
-
-    def close(self) -> None:
-        for agent in self.agents.values():
-            agent.close()
-        self.process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +90,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         for role in ("metrics-reader", "viewer"):
             cloud.tokens[role] = cloud.token(role)
         for name in SCRIPTS:
-            cloud.join(name)
+            cloud.join(name, "par", ["127.0.0.9"])
+            cloud.connect(name)
         with cloud.api() as api:
             wait_until(
                 lambda: all(

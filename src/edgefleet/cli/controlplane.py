@@ -196,7 +196,9 @@ def cloud(
     On first start against an empty store an admin token is created and
     printed once. The GSLB's authoritative DNS runs on --dns-listen (off:
     disabled) and its HTTP 302 redirector on --redirect-listen if given.
-    Stop with Ctrl-C or SIGTERM; SIGHUP reloads the geo table.
+    Stop with Ctrl-C or SIGTERM; SIGHUP reloads the geo table. The --geo
+    table is published to every node (edge rules place clients with it),
+    also with --dns-listen off: give edgefleet dns the same file.
 
     Several replicas on one etcd store share the fleet: each publishes a Hub
     object (edgefleet get hubs) with its sessions, and an over-loaded replica
@@ -253,6 +255,7 @@ def cloud(
                 probe_networks=probe_networks,
                 probe_min_queries=probe_min_queries,
             ),
+            geo_file=gslb_cli.geo_to_publish(dns_listen, geo),  # DNS off: published to the nodes all the same
             site_activation_period=site_activation_period,
             site_status_interval=site_status_interval,
             domain_status_interval=domain_status_interval,

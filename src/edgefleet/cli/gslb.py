@@ -44,7 +44,10 @@ if TYPE_CHECKING:
 DnsListenOpt = Annotated[str, typer.Option(help="HOST:PORT for the authoritative DNS (UDP and TCP); 'off' disables it")]
 GeoOpt = Annotated[
     Path | None,
-    typer.Option(help="Geo table: CSV lines cidr,country,region,lat,lon (or a MaxMind .mmdb); SIGHUP reloads it"),
+    typer.Option(
+        help="Geo table: CSV lines cidr,country,region,lat,lon (or a MaxMind .mmdb); SIGHUP reloads it. The cloud "
+        "publishes it to the nodes (also with --dns-listen off); edgefleet dns warns when the nodes use another"
+    ),
 ]
 ZoneOpt = Annotated[str, typer.Option(help="The CDN zone: Domains answer as <domain>.<zone>")]
 RedirectOpt = Annotated[str | None, typer.Option(help="HOST:PORT for the HTTP 302 redirector (off unless given)")]
@@ -162,6 +165,22 @@ def gslb_options(
         probe_networks=probe_networks,
         probe_min_queries=probe_min_queries,
     )
+
+
+def geo_to_publish(dns_listen: str, geo: Path | None) -> Path | None:
+    """The cloud's ``--geo`` when its DNS is off: still published to the nodes (edgefleet.cloud.geotable).
+
+    Read now as the GSLB would, so a bad file stops the start before anything listens (GeoTableError, a
+    ValueError naming file:line); None when the embedded GSLB has the table (it publishes it) or there is none.
+    """
+    from edgefleet.cloud.geotable import check_table
+
+    if dns_listen != "off" or geo is None:
+        return None
+    if not geo.exists():
+        raise ValueError(f"--geo {geo}: no such file")
+    check_table(geo)
+    return geo
 
 
 def check_shared_store(store_url: str) -> None:

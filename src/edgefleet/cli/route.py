@@ -3,8 +3,10 @@
 How: the command lists the Sites, Nodes and Domains from the cloud's REST
 API, feeds them to a :class:`~edgefleet.gslb.fleet.FleetState` (the GSLB's
 own model of the fleet: the same node health from peer votes and phase,
-the same draining rule), places the client with the geo table (``--geo``,
-by default ``examples/geo.csv`` when it exists) and calls the routing
+the same draining rule), places the client with the geo table (``--geo``;
+by default the table the cloud publishes to its nodes, its GSLB's own, as
+``edgefleet rules test`` does, :mod:`edgefleet.cli.geosource`; without one,
+``examples/geo.csv`` when it exists, and a note says which) and calls the routing
 policy the DNS server and the 302 redirector call,
 :func:`edgefleet.gslb.policy.choose`, with the same inputs they would use:
 
@@ -409,16 +411,34 @@ def _geo(path: Path | None) -> tuple[GeoLookup, str | None, str]:
     return database, text, str(path)
 
 
-def _fleet_documents(server: str | None, token: str | None, context: str | None) -> list[Document]:
+def _default_geo(published: Path | None, notes: list[str]) -> tuple[GeoLookup, str | None, str]:
+    """:func:`_geo` of the published table, else of the local default (with a note); exits on a bad table."""
+    from edgefleet.cli.geosource import local_note
+    from edgefleet.gslb.errors import GeoTableError
+
+    if published is None:
+        notes.append(local_note(DEFAULT_GEO if DEFAULT_GEO.exists() else None))
+    try:
+        return _geo(published)
+    except (ValueError, GeoTableError, OSError) as exc:
+        fail(f"geo table {published or DEFAULT_GEO}: {exc}")
+
+
+def _fleet_documents(
+    server: str | None, token: str | None, context: str | None, notes: list[str] | None = None
+) -> tuple[list[Document], Path | None]:
+    """The Sites, Nodes and Domains; with ``notes``, also the geo table the cloud publishes (None: none)."""
     from edgefleet.api.domains import INFO as DOMAINS
     from edgefleet.api.nodes import INFO as NODES
     from edgefleet.api.sites import INFO as SITES
+    from edgefleet.cli.geosource import published_geo
 
     documents: list[Document] = []
     with api(server, token, context) as client:
         for info in (SITES, NODES, DOMAINS):
             documents += [{**item, "kind": info.kind} for item in client.list(info)["items"]]
-    return documents
+        published = published_geo(client, notes) if notes is not None else None
+    return documents, published
 
 
 def route(
@@ -432,7 +452,8 @@ def route(
     geo: Annotated[
         Path | None,
         typer.Option(
-            help=f"Geo table (CSV cidr,country,region,lat,lon or a MaxMind .mmdb); default {DEFAULT_GEO} if it exists"
+            help="Geo table (CSV cidr,country,region,lat,lon or a MaxMind .mmdb); default: the table the cloud "
+            f"publishes to its nodes (the GSLB's --geo; needs an admin token), else {DEFAULT_GEO} if it exists"
         ),
     ] = None,
     rdtype: Annotated[str, typer.Option("--type", help="DNS answer type whose nodes compete: A or AAAA")] = "A",
@@ -457,13 +478,17 @@ def route(
         fail(f"--type {rdtype!r}: use A or AAAA")
     if path is not None and not path.startswith("/"):
         fail(f"--path {path!r} must start with /")
+    notes: list[str] = []
     try:
         client_parts = parse_client(client, redirect=path is not None)
-        geo_table, geo_text, _ = _geo(geo)
+        if geo is not None:  # a bad file fails before any request
+            geo_table, geo_text, geo_name = _geo(geo)
         fleet = FleetState(zone=zone)
     except (ValueError, GeoTableError, OSError) as exc:
         fail(str(exc))
-    documents = _fleet_documents(server, token, context)
+    documents, published = _fleet_documents(server, token, context, notes if geo is None else None)
+    if geo is None:
+        geo_table, geo_text, geo_name = _default_geo(published, notes)
     for problem in fleet.load(documents):
         typer.echo(f"warning: {problem}", err=True)
     found = find_domain(fleet, domain)
@@ -481,7 +506,7 @@ def route(
         path=path,
         now=time.time(),
     )
-    document = explanation_document(explanation)
+    document = {**explanation_document(explanation), "geoTable": geo_name, "notes": notes}
     if output != "text":
         print(dump(document, output))
         return
@@ -489,4 +514,4 @@ def route(
     out = console()
     out.print("\n".join(head), markup=False, highlight=False)
     out.print(candidate_table(document["candidates"]))
-    out.print("\n".join(tail), markup=False, highlight=False)
+    out.print("\n".join(tail + [f"note: {note}" for note in notes]), markup=False, highlight=False)

@@ -14,8 +14,9 @@ Token auth needs the key values. An admin's token reads the Secrets the rules na
 for real; a viewer reads them redacted, so the check is skipped and reported as unknown (caches
 always check); a Secret that does not exist is reported, and the check fails closed as on a cache.
 Country and region come from ``--geo``; without it, from the table the cloud publishes to the nodes
-(the GSLB's ``--geo``, :mod:`edgefleet.api.geotables`: downloaded with an admin token, checked against its
-SHA-256 and kept in ``~/.cache/edgefleet/geo/`` by digest), so the answer is the one the caches give;
+(the GSLB's ``--geo``, :mod:`edgefleet.cli.geosource`, shared with ``edgefleet route``: downloaded with an
+admin token, checked against its SHA-256 and kept in ``~/.cache/edgefleet/geo/`` by digest), so the answer
+is the one the caches give;
 with none published (or a viewer token, which may not read blobs: a note says so), examples/geo.csv
 when it exists. A rate limit
 starts with full buckets here, so one request is always within it.
@@ -274,10 +275,13 @@ def _secrets(session: Any, rules: list[Rule], notes: list[str]) -> tuple[dict[st
 
 def _geo(path: Path | None, notes: list[str]) -> Any:
     from edgefleet.cache.policy.rules import geo_from
+    from edgefleet.cli.geosource import local_note
     from edgefleet.geo import GeoDatabase
 
     if path is None:
         path = DEFAULT_GEO if DEFAULT_GEO.exists() else None
+        if path is not None:
+            notes.append(local_note(path))
     if path is None:
         notes.append("no geo table (--geo): country and region conditions never hold")
         return None
@@ -287,46 +291,6 @@ def _geo(path: Path | None, notes: list[str]) -> Any:
 def _uses_geo(rules: list[Rule]) -> bool:
     """Whether a rule matches on country or region (the caches read a geo table only then)."""
     return any(rule.match.country is not None or rule.match.region is not None for rule in rules)
-
-
-def _geo_cache_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgefleet" / "geo"
-
-
-def _published_geo(session: Any, notes: list[str]) -> Path | None:
-    """The geo table the cloud publishes to its nodes, downloaded once per digest; None: none published."""
-    import hashlib
-
-    from edgefleet.api.geotables import MAX_TABLE_BYTES, SELECTOR, current_table
-    from edgefleet.api.meta import kind_info
-    from edgefleet.cli.client import BLOB_PATH, ClientError
-
-    try:
-        ref = current_table(session.list(kind_info("Artifact"), selector=SELECTOR)["items"])
-    except ClientError as exc:
-        notes.append(f"cannot list the published geo table ({exc}); using the local one")
-        return None
-    if ref is None:
-        return None
-    path = _geo_cache_dir() / f"{ref.sha256}{ref.suffix}"
-    if path.exists():
-        return path
-    try:
-        data = session.get_bytes(BLOB_PATH + ref.sha256, MAX_TABLE_BYTES)
-    except ClientError as exc:
-        notes.append(f"the nodes' geo table {ref.object_name} cannot be read ({exc}); using the local one")
-        return None
-    if hashlib.sha256(data).hexdigest() != ref.sha256:
-        notes.append(f"the geo table {ref.object_name} did not match its digest; using the local one")
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
-    partial.replace(path)
-    notes.append(f"geo table: {ref.object_name}, the one the cloud publishes to the nodes")
-    return path
 
 
 def _from_file(file: Path, domain: str) -> tuple[list[Rule], dict[str, dict[str, str]]]:
@@ -380,6 +344,7 @@ def test(
     manifest before `edgefleet apply`. Token checks need an admin token (viewers see Secrets redacted).
     """
     from edgefleet.cache.policy.rules import CompileEnv
+    from edgefleet.cli.geosource import published_geo
     from edgefleet.cli.output import dump
 
     if output not in ("text", "json", "yaml"):
@@ -400,7 +365,7 @@ def test(
             rules = _from_server(session, domain)
             secrets, skip = _secrets(session, rules, notes)
             if geo is None and _uses_geo(rules):
-                geo = _published_geo(session, notes)
+                geo = published_geo(session, notes)
     try:
         geo_lookup = _geo(geo, notes)
     except (ValueError, OSError) as exc:

@@ -11,7 +11,10 @@ redirector, and turns the DNS server's per-region query counts into the
 demand rates the site activation controller reads.
 
 ``edgefleet cloud`` runs it in-process (``--dns-listen``; ``--dns-listen off``
-disables it); ``edgefleet dns --store URL`` runs it alone against a store.
+disables it); ``edgefleet dns --store URL`` runs it alone against a store
+and, with ``--geo``, warns while the nodes place clients with another table
+than its own (:class:`~edgefleet.cloud.geotable.GeoAgreement`: the cloud
+publishes the table, from its own ``--geo``).
 
 Why the DNS server has a thread of its own (:class:`DnsThread`, with its own
 event loop): in ``edgefleet cloud`` the main event loop also runs the API
@@ -353,6 +356,7 @@ class GslbService:
             "gslb serving",
             extra={
                 "dns": f"{self.options.dns_host}:{self.dns.port}",
+                "udp_io": self.dns.udp_io.path,  # recvmmsg (batched) or recvfrom (the extension is not built)
                 "zone": self.options.zone,
                 "redirect": self.redirect_port or None,
             },
@@ -442,6 +446,7 @@ async def run_gslb(store_url: str, options: GslbOptions) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, service.reload_geo)
+    agreement: asyncio.Task[None] | None = None
     try:
         await service.start()
         print(
@@ -449,10 +454,25 @@ async def run_gslb(store_url: str, options: GslbOptions) -> None:
             + (f", redirector on {options.redirect_host}:{service.redirect_port}" if service.redirect_port else ""),
             flush=True,
         )
+        if options.geo_path is not None:  # the nodes get their table from the cloud: warn if it is another
+            agreement = _check_geo_agreement(store, service, options.geo_path)
         await stop.wait()
     finally:
+        if agreement is not None:
+            agreement.cancel()
         await service.close()
         await store.close()
+
+
+def _check_geo_agreement(store: Store, service: GslbService, path: Path) -> asyncio.Task[None]:
+    """``edgefleet dns --geo``: warn while the nodes use another table (edgefleet.cloud.geotable.GeoAgreement)."""
+    from edgefleet.cloud.geotable import GeoAgreement
+    from edgefleet.cloud.registry import Registry
+
+    agreement = GeoAgreement(Registry(store), path)
+    loop = asyncio.get_running_loop()
+    service.geo_listeners.append(lambda: loop.call_soon_threadsafe(agreement.request))
+    return asyncio.create_task(agreement.run(), name="geo-agreement")
 
 
 def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:

@@ -32,6 +32,11 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.watchers = Gauge("edgefleet_api_watchers", "Open watch streams", ["kind"], registry=self.registry)
+        self.multiplexed_watches = Gauge(
+            "edgefleet_api_multiplexed_watches",
+            "Open multiplexed watch streams (GET /apis/edgefleet.io/v1/watch; their kinds count in watchers too)",
+            registry=self.registry,
+        )
         self.store_revision = Gauge("edgefleet_store_revision", "Current store revision", registry=self.registry)
         self.store_compacted_revision = Gauge(
             "edgefleet_store_compacted_revision",

@@ -55,7 +55,6 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from edgefleet.api.documents import StoredDocument
 from edgefleet.cloud import backups
 from edgefleet.cloud.agentsocket import HubWebSocketProtocol
 from edgefleet.cloud.auth import Authenticator, ensure_admin_token, load_tokens_file
@@ -70,8 +69,9 @@ from edgefleet.cloud.controllers.purges import PurgeController
 from edgefleet.cloud.controllers.siteactivation import SiteActivationController, no_demand
 from edgefleet.cloud.controllers.sitestatus import SiteStatusController
 from edgefleet.cloud.controllers.workloads import ControllerMetrics, WorkloadController
+from edgefleet.cloud.draining import DrainingServer
 from edgefleet.cloud.events import EventCollector
-from edgefleet.cloud.geotable import GeoPublisher
+from edgefleet.cloud.geotable import GeoPublisher, start_file_publisher
 from edgefleet.cloud.gslbmetrics import GslbCollector
 from edgefleet.cloud.gslbservice import GslbOptions, GslbService
 from edgefleet.cloud.hub import Hub, HubLimits, PresenceSettings
@@ -80,6 +80,7 @@ from edgefleet.cloud.leader import LeaderElection
 from edgefleet.cloud.metricsrelay import RelaySettings
 from edgefleet.cloud.registry import Registry
 from edgefleet.cloud.server import ServerSettings, create_app
+from edgefleet.cloud.snapshots import IndexSnapshots
 from edgefleet.cloud.statuswrites import Intervals
 from edgefleet.gslb.networks import SeenNetwork
 from edgefleet.store import open_store
@@ -108,6 +109,9 @@ class CloudOptions:
     embedded GSLB's, or zero without one."""
     gslb: GslbOptions | None = None
     """The embedded GSLB (DNS, optional redirector); None: not run in this process."""
+    geo_file: Path | None = None
+    """``--geo`` when no GSLB runs here (``--dns-listen off``): still published to the nodes
+    (edgefleet.cloud.geotable: the DNS runs apart and the nodes fetch the table from the cloud)."""
     site_activation_period: float = 5.0
     site_status_interval: float = 10.0
     """Seconds between two writes of a Site's load figures (the site status controller's bound)."""
@@ -224,9 +228,10 @@ def start_fleet_tasks(
     controller; ``demand`` feeds the site activation controller (None: zero
     demand).
     """
-    if hub is not None:
+    shared = None if hub is None else shared_documents(hub)  # one read-only snapshot per kind for every round
+    if hub is not None and shared is not None:
         controller = NodeLifecycleController(
-            registry, thresholds, liveness=hub.live_nodes, nodes=lambda: _index_documents(hub, "nodes")
+            registry, thresholds, liveness=hub.live_nodes, nodes=lambda: shared.documents("nodes")
         )
     else:
         controller = NodeLifecycleController(registry, thresholds)
@@ -235,9 +240,9 @@ def start_fleet_tasks(
         registry,
         demand or no_demand,
         period=site_activation_period,
-        sites=None if hub is None else lambda: _index_documents(hub, "sites"),
-        nodes=None if hub is None else lambda: _index_documents(hub, "nodes"),
-        workloads=None if hub is None else lambda: _index_documents(hub, "workloads"),
+        sites=None if shared is None else lambda: shared.documents("sites"),
+        nodes=None if shared is None else lambda: shared.documents("nodes"),
+        workloads=None if shared is None else lambda: shared.documents("workloads"),
     )
     collector = EventCollector(registry)
     tasks = [
@@ -246,13 +251,13 @@ def start_fleet_tasks(
         asyncio.create_task(LeaderElection(store, "siteactivation").run(activation.run), name="site-activation"),
         asyncio.create_task(LeaderElection(store, "events").run(collector.run), name="event-gc"),
     ]
-    if hub is not None:
+    if hub is not None and shared is not None:
         purges = PurgeController(registry, lambda: hub.index)
         tasks.append(asyncio.create_task(LeaderElection(store, "purges").run(purges.run), name="purges"))
         domain_status = DomainStatusController(
             registry,
             lambda: hub.index,
-            lambda: _index_documents(hub, "domains"),
+            lambda: shared.documents("domains"),
             period=min(5.0, domain_status_interval / 2),
             min_interval=domain_status_interval,
         )
@@ -261,15 +266,15 @@ def start_fleet_tasks(
         )
         site_status = SiteStatusController(
             registry,
-            lambda: _index_documents(hub, "sites"),
-            lambda: _index_documents(hub, "nodes"),
+            lambda: shared.documents("sites"),
+            lambda: shared.documents("nodes"),
             period=min(5.0, site_status_interval / 2),
             min_interval=site_status_interval,
         )
         tasks.append(asyncio.create_task(LeaderElection(store, "sitestatus").run(site_status.run), name="site-status"))
         latency = LatencyController(
             registry,
-            lambda plural: _index_documents(hub, plural),
+            shared.documents,
             networks=networks or no_networks,
             period=min(5.0, latency_interval / 2),
             min_interval=latency_interval,
@@ -278,7 +283,7 @@ def start_fleet_tasks(
         tasks.append(asyncio.create_task(LeaderElection(store, "latency").run(latency.run), name="latency"))
         rollouts = WorkloadController(
             registry,
-            lambda plural: _index_documents(hub, plural),
+            shared.documents,
             period=workload_period,
             metrics=ControllerMetrics(hub.metrics.registry),
         )
@@ -286,7 +291,7 @@ def start_fleet_tasks(
         tasks.append(asyncio.create_task(LeaderElection(store, "workloads").run(rollouts.run), name="workloads"))
         certificates = CertificateController(
             registry,
-            documents=lambda plural: _index_documents(hub, plural),
+            documents=shared.documents,
             metrics=CertificateMetrics(hub.metrics.registry),
         )
         tasks.append(
@@ -297,12 +302,15 @@ def start_fleet_tasks(
     return tasks
 
 
-def _index_documents(hub: Hub, plural: str) -> list[StoredDocument]:
-    """Documents of a kind from the hub's index, with metadata.resourceVersion as the API returns them."""
-    return [
-        {**document, "metadata": {**document["metadata"], "resourceVersion": str(revision)}}
-        for revision, document in hub.index.documents(plural)
-    ]
+def shared_documents(hub: Hub) -> IndexSnapshots:
+    """Documents of each kind from the hub's index as the API returns them, shared by the controllers.
+
+    Updated per store event of a kind somebody reads (:mod:`edgefleet.cloud.snapshots`), not copied per
+    round: the controllers must not mutate what they read.
+    """
+    snapshots = IndexSnapshots(lambda: hub.index)
+    hub.index_listeners.insert(0, snapshots.changed)  # before the listeners that wake a round
+    return snapshots
 
 
 def _report_failure(task: asyncio.Task[None]) -> None:
@@ -392,6 +400,12 @@ async def run_cloud(options: CloudOptions) -> None:
             fleet_tasks.append(backups.start(store, options.store_url, options.backup, hub.metrics.registry))
         if gslb is not None and gslb.options.geo_path is not None:  # the GSLB's table, shipped to every node
             fleet_tasks.append(start_geo_publisher(registry, settings.blob_dir, gslb, hub.metrics.registry))
+        elif options.geo_file is not None and settings.blob_dir is not None:  # no GSLB here: the table all the same
+            task, _ = await start_file_publisher(
+                registry, BlobStore(settings.blob_dir), options.geo_file, hub.metrics.registry
+            )
+            task.add_done_callback(_report_failure)
+            fleet_tasks.append(task)
         log.info(
             "edgefleet cloud serving",
             extra={"listen": f"{options.host}:{options.port}", "store": options.store_url, "scheme": options.scheme},
@@ -402,7 +416,7 @@ async def run_cloud(options: CloudOptions) -> None:
                 "state can be read on the network; clients must pass --insecure"
             )
         try:
-            await uvicorn.Server(config).serve()
+            await DrainingServer(config).serve()  # ends open watches at once on a stop (cloud/draining.py)
         finally:
             await hub.close()
             await stop_tasks(fleet_tasks)

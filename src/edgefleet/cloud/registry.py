@@ -38,9 +38,10 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from edgefleet.api import lifecycle, patches
 from edgefleet.api.documents import JSONObject, StoredDocument
@@ -110,10 +111,18 @@ def decode(kv: KeyValue) -> StoredDocument:
     return doc
 
 
-def encode(obj: Resource) -> bytes:
+def encode(obj: Resource, *, status: object = None) -> bytes:
+    """Stored bytes of ``obj``; ``status`` (not None): that stored status instead of ``obj``'s."""
     doc = obj.to_dict()
     doc["metadata"].pop("resourceVersion", None)
+    if status is not None:
+        doc["status"] = status
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _without_status(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A shallow copy of ``document`` without its status (a spec write does not read it)."""
+    return {key: value for key, value in document.items() if key != "status"}
 
 
 def labels_of(doc: StoredDocument) -> dict[str, str]:
@@ -276,12 +285,18 @@ class Registry:
         expected = parse_resource_version(_patch_resource_version(patch))
         for _ in range(MAX_PATCH_RETRIES):
             kv = await self._read_at(info, name, expected)
-            merged = patches.merge_patch(decode(kv), patch)
+            stored = decode(kv)
+            if status:
+                merged = patches.merge_patch(stored, patch)
+            else:  # a spec write keeps the stored status: not copied, validated nor dumped (see _write)
+                merged = patches.merge_patch(_without_status(stored), _without_status(patch))
             new = parse(merged, expected_kind=info.kind)
             if new.name != name:
                 raise ValidationFailed([FieldError("metadata.name", "cannot be changed")])
             try:
-                return await self._write(info, kv, new, status=status, admit=admit)
+                return await self._write(
+                    info, kv, new, status=status, admit=admit, keep_status=not status, stored=stored
+                )
             except VersionConflict:
                 if expected:
                     raise
@@ -297,14 +312,30 @@ class Registry:
         return kv
 
     async def _write(
-        self, info: KindInfo, kv: KeyValue, new: Resource, *, status: bool, admit: Admit | None = None
+        self,
+        info: KindInfo,
+        kv: KeyValue,
+        new: Resource,
+        *,
+        status: bool,
+        admit: Admit | None = None,
+        keep_status: bool = False,
+        stored: StoredDocument | None = None,
     ) -> StoredDocument:
-        old = parse(decode(kv), expected_kind=info.kind)
+        """Store ``new`` over ``kv``. ``keep_status`` (a spec write): the stored status is kept as stored.
+
+        A spec write keeps the old status anyway (prepare_update), and a Workload's status grows with
+        the fleet (counts per site): parsing, copying and dumping it was most of a push's PATCH
+        (issue 10). The stored status was validated when written, so it is spliced back as stored.
+        ``stored``: ``decode(kv)`` when the caller has it (read only).
+        """
+        stored = decode(kv) if stored is None else stored
+        old = parse(_without_status(stored) if keep_status else stored, expected_kind=info.kind)
         if status:
             merged = lifecycle.prepare_status_update(old, new)
         else:
             merged = lifecycle.prepare_update(old, new)
-        data = encode(merged)
+        data = encode(merged, status=stored.get("status") if keep_status else None)
         if data == kv.value:
             return decode(kv)  # nothing changed: no new revision, no event
         if admit is not None and not status:

@@ -29,13 +29,16 @@ Watch (``?watch=true``) streams newline-delimited JSON events
 Without ``resourceVersion`` it first sends the current objects as ADDED,
 then the changes after the revision they were read at (no gap between the
 two). An expired revision is 410 before the stream starts, or an ERROR
-event carrying a 410 Status once it has started.
+event carrying a 410 Status once it has started. ``GET .../v1/watch?kinds=``
+streams several kinds' watches on one connection, each line tagged with its
+kind's plural (:mod:`edgefleet.cloud.multiwatch`; the same per-kind watch,
+authorization and encoding as here).
 """
 
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -51,16 +54,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import edgefleet
 from edgefleet.api import kinds as _kinds  # noqa: F401  (the cloud serves every kind: load them all at start)
-from edgefleet.api.documents import StoredDocument
+from edgefleet.api.documents import JSONObject, StoredDocument
 from edgefleet.api.errors import ApiError, SelectorError
 from edgefleet.api.meta import API_VERSION, KindInfo, all_kinds
 from edgefleet.api.nodes import INFO as NODES
 from edgefleet.api.selectors import Selector
+from edgefleet.cloud import multiwatch
 from edgefleet.cloud import ui as dashboard
 from edgefleet.cloud.admission import Admission, IndexLookup, RegistryLookup, Review, warning_headers
 from edgefleet.cloud.agentsocket import SyncEndpoint
 from edgefleet.cloud.auth import Authenticator, AuthError, Principal, Role, authorize_metrics_reader, authorize_node
 from edgefleet.cloud.blobs import DEFAULT_MAX_BLOB_BYTES, BlobEndpoint, BlobStore
+from edgefleet.cloud.draining import watch_deadline
 from edgefleet.cloud.errors import Status, StatusCause, from_exception, status_body
 from edgefleet.cloud.hub import Hub
 from edgefleet.cloud.identity import (
@@ -146,8 +151,13 @@ def error_response(exc: Exception) -> Response:
     return json_response(body, body["code"])
 
 
+_STATUS_BY_REFERENCE = {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}
+"""An error body in the OpenAPI document. Not ``"model": Status``: FastAPI builds a pydantic TypeAdapter
+for each route's each model response (some 1,500 here, most of ``create_app``'s time); a reference costs
+nothing and documents the same. ``/readyz``'s 503 keeps the model, which puts Status in the components."""
+
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": Status, "description": text}
+    code: {"description": text, "content": _STATUS_BY_REFERENCE}
     for code, text in {
         400: "Bad request (malformed JSON, selector, continue token)",
         401: "Missing, malformed or unknown bearer token",
@@ -206,17 +216,12 @@ def create_app(
 
     async def reader(request: Request, header: Annotated[str | None, Depends(authorization)]) -> Principal:
         principal = await authenticator.authenticate(header)
-        if principal.role is Role.NODE:
-            authorize_node(
-                principal,
-                _operation_id(request),
-                request.path_params.get("name"),
-                f"{request.method} {request.url.path}",
-            )
-        elif principal.role is Role.METRICS_READER:  # Prometheus' token: the metrics relay, nothing else
-            request_line = f"{request.method} {request.url.path}"
-            authorize_metrics_reader(principal, _operation_id(request), RELAY_OPERATIONS, request_line)
+        request_line = f"{request.method} {request.url.path}"
+        _authorize(principal, _operation_id(request), request.path_params.get("name"), request_line)
         return principal
+
+    async def authenticated(header: Annotated[str | None, Depends(authorization)]) -> Principal:
+        return await authenticator.authenticate(header)  # the multiplexed watch authorizes each kind itself
 
     async def writer(principal: Annotated[Principal, Depends(reader)]) -> Principal:
         if principal.role is not Role.NODE:  # a node's requests were checked by reader
@@ -227,6 +232,7 @@ def create_app(
     _add_system_routes(app, registry, metrics, reader, ready_check, more_metrics)
     for info in all_kinds():
         _add_kind_routes(app, info, registry, admission, metrics, settings, reader, writer)
+    _add_multiwatch_route(app, registry, metrics, settings, authenticated)
     _add_edge_routes(app, identity, admission, reader, authorization)
     _add_ca_route(app, settings.ca_pem)
     app.include_router(dashboard.router())  # /ui: static pages, no data, no token needed
@@ -238,6 +244,14 @@ def create_app(
         limited = BlobEndpoint(limited, blobs, authenticator.authenticate, metrics.registry)
     wrapped = MetricsMiddleware(limited, metrics)
     return wrapped if hub is None else SyncEndpoint(wrapped, hub.serve)
+
+
+def _authorize(principal: Principal, operation: str | None, name: str | None, request_line: str) -> None:
+    """Forbidden unless ``principal`` may call ``operation`` (admins and viewers may read everything)."""
+    if principal.role is Role.NODE:
+        authorize_node(principal, operation, name, request_line)
+    elif principal.role is Role.METRICS_READER:  # Prometheus' token: the metrics relay, nothing else
+        authorize_metrics_reader(principal, operation, RELAY_OPERATIONS, request_line)
 
 
 def _operation_id(request: Request) -> str | None:
@@ -730,6 +744,80 @@ def _patch_schema() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {MERGE_PATCH: schema, JSON: schema}}}
 
 
+def _add_multiwatch_route(
+    app: FastAPI,
+    registry: Registry,
+    metrics: ApiMetrics,
+    settings: ServerSettings,
+    authenticated: Callable[..., Awaitable[Principal]],
+) -> None:
+    """``GET /apis/edgefleet.io/v1/watch?kinds=...``: several kinds on one stream (cloud/multiwatch.py)."""
+    by_plural = {info.plural: info for info in all_kinds()}
+    ok = {"description": "A stream of watch events, each tagged with its kind's plural", "content": {NDJSON: {}}}
+    codes = (400, 401, 403, 503)
+    responses: dict[int | str, dict[str, Any]] = {200: ok, **{code: _ERROR_RESPONSES[code] for code in codes}}
+    responses[429] = {"description": "The token holds too many watches (one per kind)", "content": _STATUS_BY_REFERENCE}
+
+    @app.get(
+        multiwatch.WATCH_PATH,
+        tags=["watch"],
+        summary="Watch several kinds on one stream",
+        description=multiwatch.DESCRIPTION,
+        responses=responses,
+        response_class=Response,
+        operation_id="watch_kinds",
+    )
+    async def watch_kinds(
+        request: Request,
+        principal: Annotated[Principal, Depends(authenticated)],
+        kinds: Annotated[str, Query(max_length=1024, description=multiwatch.KINDS_HELP)],
+        timeout_seconds: Annotated[int | None, Query(alias="timeoutSeconds", ge=1, le=MAX_WATCH_SECONDS)] = None,
+        allow_watch_bookmarks: Annotated[bool, Query(alias="allowWatchBookmarks")] = True,
+    ) -> Response:
+        starts = multiwatch.parse_kinds(kinds, by_plural)
+        for start in starts:  # the same check as GET /apis/edgefleet.io/v1/<plural>?watch=true
+            _authorize(principal, f"list_{start.info.plural}", None, f"GET {API_ROOT}/{start.info.plural}?watch=true")
+        slots: WatchSlots = request.app.state.watch_slots
+        try:
+            multiwatch.acquire_slots(slots, principal.name, len(starts))
+        except TooManyWatches as exc:
+            return json_response(status_body(429, "TooManyRequests", f"{exc} (each kind of a watch counts)"), 429)
+        timeout = timeout_seconds or settings.default_watch_seconds
+        try:
+            streams = [
+                await _kind_stream(
+                    registry, metrics, s.info, s.after, timeout, allow_watch_bookmarks, _redaction(s.info, principal)
+                )
+                for s in starts
+            ]
+        except BaseException:
+            multiwatch.release_slots(slots, principal.name, len(starts))
+            raise
+        lines = multiwatch.merged(streams)
+        held = multiwatch.holding(lines, slots, principal.name, len(starts), metrics.multiplexed_watches)
+        return multiwatch.ClosingStream(held, NDJSON)
+
+
+async def _kind_stream(
+    registry: Registry,
+    metrics: ApiMetrics,
+    info: KindInfo,
+    after: int,
+    watch_seconds: int,
+    bookmarks: bool,
+    redact: Callable[[StoredDocument], StoredDocument] | None,
+) -> AsyncGenerator[bytes, None]:
+    """One kind of a multiplexed watch: its lines tagged with its plural; one ERROR 410 line when gone."""
+    try:
+        return await _open_watch(registry, metrics, info, None, after, watch_seconds, bookmarks, redact, info.plural)
+    except Gone as exc:
+        return _gone_line(info, exc)
+
+
+async def _gone_line(info: KindInfo, exc: Gone) -> AsyncGenerator[bytes, None]:
+    yield _line("ERROR", status_body(410, "Expired", str(exc)), info.plural)
+
+
 async def _start_watch(
     registry: Registry,
     metrics: ApiMetrics,
@@ -741,14 +829,36 @@ async def _start_watch(
     *,
     redact: Callable[[StoredDocument], StoredDocument] | None = None,
 ) -> Response:
+    stream = await _open_watch(registry, metrics, info, selector, after, watch_seconds, bookmarks, redact)
+    return StreamingResponse(stream, media_type=NDJSON)
+
+
+async def _open_watch(
+    registry: Registry,
+    metrics: ApiMetrics,
+    info: KindInfo,
+    selector: Selector | None,
+    after: int,
+    watch_seconds: int,
+    bookmarks: bool,
+    redact: Callable[[StoredDocument], StoredDocument] | None,
+    resource: str | None = None,
+) -> AsyncGenerator[bytes, None]:
+    """The watch's lines (a list first when ``after`` is 0); Gone before anything streams when compacted.
+
+    ``resource`` (the multiplexed watch) tags every line with the kind's plural and marks the end of
+    the listed objects with an annotated BOOKMARK.
+    """
     initial: list[StoredDocument] = []
+    listed_at: int | None = None
     if after == 0:
         page = await registry.list(info, selector=selector)
         initial, after = page.items, page.revision
+        listed_at = after if resource is not None else None
     await registry.ensure_watchable(after)
     events = registry.watch(info, after_revision=after, selector=selector)
-    stream = _watch_lines(metrics, info, initial, events, watch_seconds, bookmarks, redact or _as_is)
-    return StreamingResponse(stream, media_type=NDJSON)
+    shown = redact or _as_is
+    return _watch_lines(metrics, info, initial, events, watch_seconds, bookmarks, shown, resource, listed_at)
 
 
 async def _holding_slot(stream: AsyncIterable[Any], slots: WatchSlots, principal: str) -> AsyncIterator[Any]:
@@ -776,8 +886,19 @@ def _as_is(document: StoredDocument) -> StoredDocument:
     return document
 
 
-def _line(event_type: str, obj: Mapping[str, Any]) -> bytes:
-    return json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n"
+def _line(event_type: str, obj: Mapping[str, Any], resource: str | None = None) -> bytes:
+    event: dict[str, Any] = {"type": event_type}
+    if resource is not None:
+        event["resource"] = resource
+    event["object"] = obj
+    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+
+
+def _initial_end(info: KindInfo, revision: int) -> JSONObject:
+    """A BOOKMARK object saying every object of the kind at ``revision`` was sent (multiplexed watch)."""
+    document = bookmark_document(info, revision)
+    document["metadata"]["annotations"] = {multiwatch.INITIAL_EVENTS_END: "true"}
+    return document
 
 
 async def _watch_lines(
@@ -788,23 +909,27 @@ async def _watch_lines(
     watch_seconds: int,
     bookmarks: bool,
     shown: Callable[[StoredDocument], StoredDocument],
-) -> AsyncIterator[bytes]:
+    resource: str | None = None,
+    listed_at: int | None = None,
+) -> AsyncGenerator[bytes, None]:
     gauge = metrics.watchers.labels(info.kind)
     gauge.inc()
     try:
         for doc in initial:
-            yield _line("ADDED", shown(doc))
+            yield _line("ADDED", shown(doc), resource)
+        if listed_at is not None:
+            yield _line("BOOKMARK", _initial_end(info, listed_at), resource)
         try:
-            async with asyncio.timeout(watch_seconds):
+            async with watch_deadline(watch_seconds):  # brought forward when the cloud stops
                 async for event in events:
                     if isinstance(event, WatchEvent):
-                        yield _line(event.type, shown(event.obj))
+                        yield _line(event.type, shown(event.obj), resource)
                     elif bookmarks:
-                        yield _line("BOOKMARK", bookmark_document(info, event.revision))
+                        yield _line("BOOKMARK", bookmark_document(info, event.revision), resource)
         except TimeoutError:
             return
         except Gone as exc:
-            yield _line("ERROR", status_body(410, "Expired", str(exc)))
+            yield _line("ERROR", status_body(410, "Expired", str(exc)), resource)
     finally:
         gauge.dec()
         await events.aclose()

@@ -24,8 +24,9 @@ second:
 - Active -> Draining (``SiteDraining``) when demand has stayed below
   ``deactivateBelow`` for ``forSeconds``;
 - Draining -> Inactive (``SiteDeactivated``) once the site has drained for
-  ``drainSeconds`` (counted from ``status.lastTransitionTime``); its agents
-  then scale the caches to zero;
+  ``drainSeconds`` (counted from ``status.lastTransitionTime``, from the end
+  of its whole second, so never less); its agents then scale the caches to
+  zero;
 - Draining -> Active (``SiteActivated``) as soon as demand is above
   ``activateAbove`` again: the site still has its nodes and warm caches;
 - ``alwaysOn`` sites are Active, whatever the demand;
@@ -225,6 +226,19 @@ def _phase_since(site: Mapping[str, Any], state: SiteState, now: float) -> float
     return state.phase_seen_since if state.phase_seen_since is not None else now
 
 
+def _drained(site: Mapping[str, Any], state: SiteState, drain_seconds: float, now: float) -> bool:
+    """Whether a Draining site has drained ``drain_seconds``, never less.
+
+    ``lastTransitionTime`` has whole seconds: the drain began within the second after it, so it counts
+    from the end of that second (at most 1 s more). Cut short, it would stop caches that clients whose
+    resolvers hold an answer for a TTL equal to the drain time still use.
+    """
+    since = _phase_since(site, state, now)
+    if isinstance(_status(site).get("lastTransitionTime"), str) and since == int(since):
+        since += 1.0
+    return now - since >= drain_seconds
+
+
 def _held(since: float | None, seconds: float, now: float) -> bool:
     return since is not None and now - since >= seconds
 
@@ -247,8 +261,7 @@ def _wanted_phase(
         return DRAINING if _held(state.below_since, activation.for_seconds, now) else ACTIVE
     if qps > activation.activate_above:  # draining, and demand is back: the caches are still warm
         return ACTIVE
-    drained = now - _phase_since(site, state, now) >= activation.drain_seconds
-    return INACTIVE if drained else DRAINING
+    return INACTIVE if _drained(site, state, activation.drain_seconds, now) else DRAINING
 
 
 def decide(

@@ -40,7 +40,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -96,8 +96,9 @@ MAX_EXTRA_WINDOWS = 2
 """Analysis windows added when a figure of the updated nodes is unknown (their counters may only be late)."""
 """Seconds between full rounds of an idle fleet (a safety net: every relevant change wakes a round)."""
 
-Documents = Callable[[str], list[StoredDocument]]
-"""Plural -> every document of that kind (with metadata.resourceVersion), e.g. from the hub's index."""
+Documents = Callable[[str], Sequence[StoredDocument]]
+"""Plural -> every document of that kind (with metadata.resourceVersion), e.g. from the hub's index; read-only
+(shared snapshots, :mod:`edgefleet.cloud.snapshots`)."""
 
 
 class ControllerMetrics:
@@ -130,7 +131,7 @@ class ControllerMetrics:
 class _Fleet:
     """One round's view of the nodes."""
 
-    nodes: list[StoredDocument]
+    nodes: Sequence[StoredDocument]
     labels: dict[str, dict[str, str]]
     ttl_by_site: dict[str, float]
 
@@ -314,7 +315,7 @@ class WorkloadController:
 
     # --- one workload --------------------------------------------------------------
 
-    async def _reconcile(self, document: StoredDocument, fleet: _Fleet, revisions: list[StoredDocument]) -> int:
+    async def _reconcile(self, document: StoredDocument, fleet: _Fleet, revisions: Sequence[StoredDocument]) -> int:
         """One Workload's round; returns 1 when its status was written."""
         started = time.thread_time()
         try:
@@ -476,7 +477,7 @@ class WorkloadController:
 
     # --- drains and garbage -------------------------------------------------------------
 
-    async def _end_orphan_drains(self, nodes: list[StoredDocument], workloads: set[str]) -> None:
+    async def _end_orphan_drains(self, nodes: Sequence[StoredDocument], workloads: set[str]) -> None:
         """End the drains of Workloads that are gone."""
         for node in nodes:
             held = (node.get("status") or {}).get("drains") or {}
@@ -486,7 +487,7 @@ class WorkloadController:
             if ended:
                 await self._patch_node(node["metadata"]["name"], {"status": {"drains": ended}})
 
-    async def _drain_first(self, nodes: list[StoredDocument], workload: str, drained: set[str]) -> None:
+    async def _drain_first(self, nodes: Sequence[StoredDocument], workload: str, drained: set[str]) -> None:
         """Before the status: end the drains of finished moves, then start the new ones.
 
         A new drain is written before the assignment, so a node leaves the
@@ -508,7 +509,9 @@ class WorkloadController:
         with contextlib.suppress(ObjectNotFound):
             await self._registry.patch(NODES, name, patch, status=True)
 
-    async def _collect_revisions(self, workloads: list[StoredDocument], revisions: list[StoredDocument]) -> None:
+    async def _collect_revisions(
+        self, workloads: Sequence[StoredDocument], revisions: Sequence[StoredDocument]
+    ) -> None:
         by_name = {doc["metadata"]["name"]: doc for doc in workloads}
         for workload_name, docs in _group_revisions(revisions).items():
             workload = by_name.get(workload_name)

@@ -3,9 +3,11 @@
 How: the files beside this module (``index.html``, the JavaScript modules
 and the style sheet) are the whole dashboard. The browser loads them without
 a token, asks the operator for one (admin or viewer), keeps it in
-``sessionStorage`` and calls the REST API with it: lists, then one watch per
-kind (``fetch`` streaming NDJSON, since ``EventSource`` cannot send an
-``Authorization`` header). So the pages themselves need no authentication
+``sessionStorage`` and calls the REST API with it: one multiplexed watch for
+every kind it shows (``GET /apis/edgefleet.io/v1/watch?kinds=...``, see
+:mod:`edgefleet.cloud.multiwatch`; ``fetch`` streaming NDJSON, since
+``EventSource`` cannot send an ``Authorization`` header). One request, not
+one per kind: a browser keeps six HTTP/1.1 connections per host. So the pages themselves need no authentication
 and every piece of fleet data still passes the API's checks.
 
 Why an allow-list read once at start: only the files named in

@@ -1,13 +1,18 @@
-// Talking to the cloud: authenticated GETs and one live watch per kind.
+// Talking to the cloud: authenticated GETs and one live watch for every kind shown.
 //
-// A watch is a list (which gives the objects and the revision they were read
-// at) followed by `?watch=true&resourceVersion=N`, read with fetch() as a
-// stream of newline-delimited JSON events; EventSource cannot send the
-// Authorization header. When the stream ends (the server's watch timeout,
-// a network cut, a cloud restart) the watch reconnects from the last
-// revision it saw, after an exponential backoff with jitter so that many
-// open dashboards do not all return at once. A 410 (that revision was
-// compacted) means events were lost: it lists again.
+// A browser keeps at most six HTTP/1.1 connections per host, and a watch
+// holds one while it streams, so the dashboard watches all its kinds on ONE
+// request: `GET /apis/edgefleet.io/v1/watch?kinds=sites:12,nodes:40,...`,
+// read with fetch() as a stream of newline-delimited JSON events, each tagged
+// with its kind's plural (`resource`); EventSource cannot send the
+// Authorization header. A kind named without a revision is listed first: its
+// objects as ADDED, then a BOOKMARK annotated edgefleet.io/initial-events-end,
+// when the dashboard replaces its copy of that kind. When the stream ends (the
+// server's watch timeout, a network cut, a cloud restart) it reconnects and
+// resumes every kind from the last revision it saw, after an exponential
+// backoff with jitter so that many open dashboards do not all return at once.
+// A kind that gets 410 (its revision was compacted: events were lost) is the
+// only one listed again.
 
 export const API_ROOT = "/apis/edgefleet.io/v1";
 
@@ -85,58 +90,65 @@ async function readLines(response, onLine) {
 
 class Gone extends Error {}
 
+export const INITIAL_EVENTS_END = "edgefleet.io/initial-events-end";
+export const WATCH_PATH = `${API_ROOT}/watch`;
+
 /**
- * Keeps `objects` (name -> object) equal to the cloud's objects of one kind.
- * `onChange(kind)` after each change, `onState(kind, state, detail)` with
- * state "syncing" | "live" | "retrying" | "unauthorized".
+ * Keeps a copy (name -> object) of the cloud's objects of several kinds, over one watch stream.
+ * `onChange(plural, object|null)` after each change; `onState(state, detail)` with state
+ * "syncing" (some kind not listed yet) | "live" | "retrying" | "unauthorized".
  */
-export class KindWatch {
-  constructor(client, plural, { onChange, onState }) {
+export class MultiWatch {
+  constructor(client, plurals, { onChange, onState }) {
     this.client = client;
-    this.plural = plural;
-    this.objects = new Map();
-    this.revision = null;
+    this.kinds = new Map(plurals.map((p) => [p, { objects: new Map(), revision: null, listing: null }]));
     this.onChange = onChange;
     this.onState = onState;
+  }
+
+  /** The current objects of one kind (a Map by name). */
+  objects(plural) {
+    return this.kinds.get(plural).objects;
+  }
+
+  /** `kinds=` of the next request: `plural:revision` to resume, `plural` to list (never listed, or 410). */
+  query() {
+    const entries = [...this.kinds].map(([plural, kind]) => (kind.revision === null ? plural : `${plural}:${kind.revision}`));
+    return `kinds=${encodeURIComponent(entries.join(","))}&allowWatchBookmarks=true&timeoutSeconds=${WATCH_SECONDS}`;
+  }
+
+  synced() {
+    return [...this.kinds.values()].every((kind) => kind.revision !== null);
   }
 
   async run(signal) {
     let backoff = BACKOFF_START_MS;
     while (!signal.aborted) {
       try {
-        if (this.revision === null) await this.relist(signal);
-        this.onState(this.plural, "live");
+        this.onState(this.synced() ? "live" : "syncing");
         const delivered = await this.stream(signal);
         if (delivered) backoff = BACKOFF_START_MS;
-        continue; // a clean end (server timeout): reconnect at once from this.revision
+        continue; // a clean end (server timeout): reconnect at once, resuming every kind
       } catch (error) {
         if (signal.aborted) return;
-        if (error instanceof Gone) { this.revision = null; continue; }
+        if (error instanceof Gone) continue; // relist the kinds that got 410, at once
         if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
-          this.onState(this.plural, "unauthorized", error.message);
+          this.onState("unauthorized", error.message);
           return;
         }
-        this.onState(this.plural, "retrying", error.message);
+        this.onState("retrying", error.message);
       }
       await sleep(backoff * (0.5 + Math.random()), signal);
       backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
     }
   }
 
-  async relist(signal) {
-    this.onState(this.plural, "syncing");
-    const list = await this.client.get(`${API_ROOT}/${this.plural}`, signal);
-    this.objects = new Map(list.items.map((o) => [o.metadata.name, o]));
-    this.revision = list.metadata.resourceVersion;
-    this.onChange(this.plural, null);
-  }
-
   /** Reads one watch stream to its end; true when it delivered any event. */
   async stream(signal) {
-    const query = `watch=true&allowWatchBookmarks=true&timeoutSeconds=${WATCH_SECONDS}`;
-    const url = `${API_ROOT}/${this.plural}?${query}&resourceVersion=${encodeURIComponent(this.revision)}`;
-    const response = await fetch(url, { headers: this.client.headers(), signal, cache: "no-store" });
-    if (response.status === 410) throw new Gone();
+    for (const kind of this.kinds.values()) kind.listing = kind.revision === null ? new Map() : null;
+    const response = await fetch(`${WATCH_PATH}?${this.query()}`, {
+      headers: this.client.headers(), signal, cache: "no-store",
+    });
     if (!response.ok) throw new ApiError(response.status, await statusMessage(response));
     let delivered = false;
     await readLines(response, (line) => {
@@ -147,19 +159,42 @@ export class KindWatch {
   }
 
   apply(event) {
+    const kind = this.kinds.get(event.resource);
+    if (kind === undefined) return; // not asked for: ignore
     const obj = event.object ?? {};
     if (event.type === "ERROR") {
-      if (obj.code === 410) throw new Gone();
+      if (obj.code === 410) {
+        kind.revision = null; // list this kind again on the next stream; the others resume
+        throw new Gone();
+      }
       throw new ApiError(obj.code ?? 500, obj.message ?? "watch error");
+    }
+    if (kind.listing !== null) {
+      this.applyListing(event.resource, kind, event, obj);
+      return;
     }
     // A DELETED event carries the object as it was, with an older revision:
     // the position in the stream only moves forward.
     const revision = obj.metadata?.resourceVersion;
-    if (revision !== undefined && Number(revision) > Number(this.revision ?? 0)) this.revision = revision;
+    if (revision !== undefined && Number(revision) > Number(kind.revision)) kind.revision = revision;
     if (event.type === "BOOKMARK") return;
     const name = obj.metadata.name;
-    if (event.type === "DELETED") this.objects.delete(name);
-    else this.objects.set(name, obj);
-    this.onChange(this.plural, event.type === "DELETED" ? null : obj);
+    if (event.type === "DELETED") kind.objects.delete(name);
+    else kind.objects.set(name, obj);
+    this.onChange(event.resource, event.type === "DELETED" ? null : obj);
+  }
+
+  /** A listed kind's ADDED objects are gathered and replace the copy at the initial-events-end BOOKMARK. */
+  applyListing(plural, kind, event, obj) {
+    if (event.type === "ADDED") {
+      kind.listing.set(obj.metadata.name, obj);
+      return;
+    }
+    if (event.type !== "BOOKMARK" || obj.metadata?.annotations?.[INITIAL_EVENTS_END] !== "true") return;
+    kind.objects = kind.listing;
+    kind.listing = null;
+    kind.revision = obj.metadata.resourceVersion;
+    this.onChange(plural, null);
+    if (this.synced()) this.onState("live");
   }
 }

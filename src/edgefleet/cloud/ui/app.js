@@ -1,24 +1,29 @@
-// The dashboard's entry point: login, one watch per kind shown, and drawing.
+// The dashboard's entry point: login, one watch stream for every kind shown, and drawing.
 //
 // The token lives in sessionStorage only (gone when the tab closes), is
 // checked with a GET before the dashboard opens, and goes with every API
 // call. `/ui#token=<token>` signs in directly (the fragment never reaches a
-// server) and is then removed from the address bar. Changes from the watches
-// are coalesced: one redraw at most every REDRAW_MS, ages tick every second.
+// server) and is then removed from the address bar. All kinds come over ONE
+// multiplexed watch (api.js MultiWatch): a browser keeps six HTTP/1.1
+// connections per host, so one watch per kind would leave none free once the
+// dashboard shows six kinds. Changes are coalesced: one redraw at most every
+// REDRAW_MS, ages tick every second.
 
-import { ApiError, Client, KindWatch } from "./api.js";
+import { ApiError, Client, MultiWatch } from "./api.js";
 import { renderMap } from "./map.js";
 import { nodesBySite, workloadRevisions } from "./model.js";
-import { renderDomains, renderEvents, renderNodes, renderSummary, renderWorkloads, updateAges } from "./views.js";
+import {
+  renderCertificates, renderDomains, renderEvents, renderNodes, renderSummary, renderWorkloads, updateAges,
+} from "./views.js";
 
 const TOKEN_KEY = "edgefleet.token";
-const KINDS = ["sites", "nodes", "domains", "events", "workloads", "workloadrevisions"];
+const KINDS = ["sites", "nodes", "domains", "events", "workloads", "workloadrevisions", "certificates"];
 const REDRAW_MS = 150;
 const FULL_REDRAW_EVERY_MS = 5000;
 
 const $ = (selector) => document.querySelector(selector);
 
-let session = null; // {client, watches, abort, timers, states, selected, world}
+let session = null; // {client, watch, abort, timers, state, selected, world}
 
 function loginMessage(error) {
   if (error instanceof ApiError) {
@@ -75,13 +80,10 @@ function logout(message = "") {
 
 function startSession(client) {
   const abort = new AbortController();
-  session = { client, abort, watches: {}, states: {}, selected: null, world: false,
+  session = { client, abort, watch: null, state: { state: "syncing", detail: "" }, selected: null, world: false,
               pending: null, timers: [] };
-  for (const kind of KINDS) {
-    const watch = new KindWatch(client, kind, { onChange, onState });
-    session.watches[kind] = watch;
-    watch.run(abort.signal);
-  }
+  session.watch = new MultiWatch(client, KINDS, { onChange, onState });
+  session.watch.run(abort.signal);
   session.timers.push(setInterval(() => updateAges(document, Date.now()), 1000));
   session.timers.push(setInterval(redraw, FULL_REDRAW_EVERY_MS));
   $("#login-view").hidden = true;
@@ -96,26 +98,23 @@ function onChange() {
   scheduleRedraw(); // figures come from the objects' status fields, which the cloud's controllers write
 }
 
-function onState(kind, state, detail = "") {
+function onState(state, detail = "") {
   if (!session) return;
   if (state === "unauthorized") {
     logout(`The cloud no longer accepts this token: ${detail}`);
     return;
   }
-  session.states[kind] = { state, detail };
+  session.state = { state, detail };
   renderConnection();
 }
 
 function renderConnection() {
-  const states = Object.values(session.states);
+  const { state, detail } = session.state;
   const element = $("#connection");
-  let overall = "live";
-  if (states.length < KINDS.length || states.some((s) => s.state === "syncing")) overall = "syncing";
-  if (states.some((s) => s.state === "retrying")) overall = "retrying";
-  const text = { live: "Live", syncing: "Connecting…", retrying: "Reconnecting…" }[overall];
-  element.dataset.state = overall;
+  const text = { live: "Live", syncing: "Connecting…", retrying: "Reconnecting…" }[state];
+  element.dataset.state = state;
   element.textContent = text;
-  element.title = states.map((s) => s.detail).filter(Boolean).join("\n") || text;
+  element.title = detail || text;
 }
 
 function scheduleRedraw() {
@@ -123,11 +122,12 @@ function scheduleRedraw() {
 }
 
 function snapshot() {
-  const objects = (kind) => [...session.watches[kind].objects.values()];
+  const objects = (kind) => [...session.watch.objects(kind).values()];
   const nodes = objects("nodes");
   const workloads = objects("workloads");
   return {
     sites: objects("sites"), nodes, domains: objects("domains"), events: objects("events"), workloads,
+    certificates: objects("certificates"),
     revisions: workloadRevisions(workloads, objects("workloadrevisions")),
     bySite: nodesBySite(nodes), selected: session.selected, nowMs: Date.now(),
   };
@@ -143,6 +143,7 @@ function redraw() {
   renderNodes($("#nodes tbody"), state);
   renderWorkloads($("#workloads tbody"), state);
   renderDomains($("#domains tbody"), state);
+  renderCertificates($("#certificates tbody"), state);
   renderEvents($("#events"), state);
   renderSummary($("#summary"), state);
   renderFilter();

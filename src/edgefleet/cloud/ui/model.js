@@ -393,3 +393,47 @@ export function fitBounds(points, aspect, minLonSpan = 40) {
   const cLat = Math.min(Math.max((south + north) / 2, -90 + latSpan / 2), 90 - latSpan / 2);
   return { west: cLon - lonSpan / 2, east: cLon + lonSpan / 2, south: cLat - latSpan / 2, north: cLat + latSpan / 2 };
 }
+
+/** Days before notAfter at which a certificate shows as expiring (the cloud's Warning Event uses 14 too). */
+export const CERT_WARNING_DAYS = 14;
+const DAY_MS = 86_400_000;
+const CERT_RANK = { expired: 0, expiring: 1, invalid: 2, unknown: 3, ok: 4 };
+
+/**
+ * One row per Certificate: {name, domains, dnsNames, notAfterMs, daysLeft, state, message}. `state` is
+ * "expired", "expiring" (within CERT_WARNING_DAYS), "ok", "invalid" (the controller wrote a message
+ * and no validity) or "unknown" (not inspected yet). Everything comes from Certificate.status, which
+ * the cloud's certificate controller writes; viewers never see the key, and this never reads it.
+ */
+export function certificateRow(certificate, nowMs) {
+  const status = certificate.status ?? {};
+  const notAfterMs = parseTime(status.notAfter);
+  const daysLeft = notAfterMs === null ? null : Math.floor((notAfterMs - nowMs) / DAY_MS);
+  let state;
+  if (notAfterMs === null) state = status.message ? "invalid" : "unknown";
+  else if (notAfterMs <= nowMs) state = "expired";
+  else if (notAfterMs - nowMs <= CERT_WARNING_DAYS * DAY_MS) state = "expiring";
+  else state = "ok";
+  return {
+    name: certificate.metadata.name, domains: [...(status.domains ?? [])].sort(),
+    dnsNames: [...(status.dnsNames ?? [])], notAfterMs, daysLeft, state, message: status.message ?? "",
+  };
+}
+
+/** Rows for every Certificate, the most urgent first (expired, expiring, invalid, unknown, then by expiry). */
+export function certificateRows(certificates, nowMs) {
+  return certificates.map((c) => certificateRow(c, nowMs)).sort((a, b) =>
+    CERT_RANK[a.state] - CERT_RANK[b.state] || (a.notAfterMs ?? Infinity) - (b.notAfterMs ?? Infinity)
+    || a.name.localeCompare(b.name));
+}
+
+/** "in 41 days", "today", "expired 3 days ago", or "—" for an unknown expiry. */
+export function expiryText(row) {
+  if (row.daysLeft === null) return "—";
+  if (row.state === "expired") {
+    const days = -row.daysLeft - 1;
+    return days === 0 ? "expired today" : `expired ${days} day${days === 1 ? "" : "s"} ago`;
+  }
+  if (row.daysLeft === 0) return "today";
+  return `in ${row.daysLeft} day${row.daysLeft === 1 ? "" : "s"}`;
+}

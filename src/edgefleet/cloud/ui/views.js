@@ -4,7 +4,9 @@
 
 import {
   HEALTH,
+  certificateRows,
   cloudDrains,
+  expiryText,
   formatAge,
   formatBitrate,
   formatPercent,
@@ -239,6 +241,32 @@ export function renderDomains(tbody, state) {
     .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name))
     .map((d) => domainRow(d, state));
   tbody.replaceChildren(...(rows.length ? rows : [emptyRow(7, "No domains yet.")]));
+}
+
+const CERT_TITLES = {
+  expired: "past notAfter: clients get a certificate error",
+  expiring: "expires within 14 days: renew it (the cloud records a Warning Event)",
+  invalid: "the certificate controller could not read it",
+  unknown: "not inspected yet",
+  ok: "valid",
+};
+
+function certificateRow(row) {
+  const when = row.notAfterMs === null ? "" : new Date(row.notAfterMs).toISOString().slice(0, 10);
+  return h("tr", { "data-certificate": row.name, "data-state": row.state },
+    h("td", { class: "name" }, row.name),
+    hostnamesCell(row.dnsNames),
+    h("td", {}, row.domains.length ? row.domains.join(", ") : "none"),
+    h("td", { title: when }, expiryText(row)),
+    h("td", { title: row.message || CERT_TITLES[row.state] },
+      h("span", { class: `badge cert-${row.state}` }, row.state)),
+  );
+}
+
+/** The certificate table's body: expiry and users of every Certificate (Certificate.status), most urgent first. */
+export function renderCertificates(tbody, { certificates = [], nowMs }) {
+  const rows = certificateRows(certificates, nowMs).map(certificateRow);
+  tbody.replaceChildren(...(rows.length ? rows : [emptyRow(5, "No certificates yet.")]));
 }
 
 function eventItem(event, nowMs) {
