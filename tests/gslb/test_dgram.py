@@ -19,18 +19,10 @@ import pytest
 
 from edgefleet.gslb import dgram
 from edgefleet.gslb.dgram import BATCHED_IO, FALLBACK_IO, DatagramIO, datagram_io
+from tests.gslb import ipv6_loopback
 from tests.waiting import wait_until
 
 PATHS = [pytest.param(BATCHED_IO, id="recvmmsg"), pytest.param(FALLBACK_IO, id="recvfrom")]
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def bound(host: str = "127.0.0.1") -> socket.socket:

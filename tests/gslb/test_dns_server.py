@@ -19,6 +19,7 @@ import pytest
 from edgefleet.gslb import dnswire
 from edgefleet.gslb.dns import DnsServer
 from edgefleet.gslb.zone import Resolver
+from tests.gslb import ipv6_loopback
 from tests.gslb.test_zone import (
     NAME,
     ORIGIN,
@@ -293,15 +294,6 @@ async def test_cached_answers_carry_the_new_query_id(server: DnsServer) -> None:
 
 
 # --- addresses ------------------------------------------------------------------------------------------------------
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")

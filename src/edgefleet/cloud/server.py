@@ -830,7 +830,7 @@ async def _start_watch(
     redact: Callable[[StoredDocument], StoredDocument] | None = None,
 ) -> Response:
     stream = await _open_watch(registry, metrics, info, selector, after, watch_seconds, bookmarks, redact)
-    return StreamingResponse(stream, media_type=NDJSON)
+    return multiwatch.ClosingStream(stream, NDJSON)  # a client gone mid-stream frees its slot at once, not at GC
 
 
 async def _open_watch(
