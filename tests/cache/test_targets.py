@@ -128,11 +128,22 @@ def test_a_declared_length_over_the_limit_is_refused_at_once() -> None:
 
 
 def test_100_continue_is_wanted_only_once_the_whole_head_is_in_and_checked() -> None:
+    """A GET's body is buffered, so the cache itself asks for it; a PUT's is streamed to the upstream at once
+    (its 100 comes from the upstream, RFC 9110 §10.1.1); either way the head is checked once, when whole."""
     seen: list[tuple[str, str]] = []
     parser = RequestParser(Limits(), lambda method, host: seen.append((method, host)))
-    head = b"PUT /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\nHost: a.x\r\n\r\n"
+    head = b"GET /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\nHost: a.x\r\n\r\n"
     for piece in (head[:40], head[40:-1]):
         assert parser.feed(piece) == [] and not parser.continue_wanted and not seen
-    assert parser.feed(head[-1:]) == [] and parser.continue_wanted and seen == [("PUT", "a.x")]
+    assert parser.feed(head[-1:]) == [] and parser.continue_wanted and seen == [("GET", "a.x")]
     (request,) = parser.feed(b"abc")
-    assert request.body == b"abc" and seen == [("PUT", "a.x")]  # checked once
+    assert request.body == b"abc" and seen == [("GET", "a.x")]  # checked once
+
+    seen.clear()
+    parser = RequestParser(Limits(), lambda method, host: seen.append((method, host)))
+    head = head.replace(b"GET", b"PUT")
+    for piece in (head[:40], head[40:-1]):
+        assert parser.feed(piece) == [] and not seen
+    (streamed,) = parser.feed(head[-1:])
+    assert streamed.method == "PUT" and not parser.continue_wanted and seen == [("PUT", "a.x")]
+    assert parser.feed(b"abc") == [] and seen == [("PUT", "a.x")]  # checked once; the body goes to its stream
