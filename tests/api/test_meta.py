@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from edgefleet.api import kinds, meta, parse
 from edgefleet.api.errors import (
@@ -217,6 +217,18 @@ def test_field_value_error_extends_path() -> None:
     with pytest.raises(ValidationError) as info:
         Outer.model_validate({"inner": {"items": ["a", "b"]}})
     assert meta.validation_errors(info.value, ("spec",)) == [FieldError("spec.inner.items[1]", "too many")]
+
+
+def test_a_document_with_many_errors_gets_the_first_ones_and_a_count() -> None:
+    class Many(BaseModel):
+        values: list[int]
+
+    with pytest.raises(ValidationError) as info:
+        Many.model_validate({"values": ["x"] * (meta.MAX_FIELD_ERRORS + 150)})
+    errors = meta.validation_errors(info.value, ("spec",))
+    assert len(errors) == meta.MAX_FIELD_ERRORS + 1
+    assert errors[0].path == "spec.values[0]" and errors[-2].path == f"spec.values[{meta.MAX_FIELD_ERRORS - 1}]"
+    assert errors[-1] == FieldError("", "... and 150 more errors like these")
 
 
 def test_format_path() -> None:

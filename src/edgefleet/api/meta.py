@@ -279,14 +279,20 @@ def lookup(name: str) -> KindInfo:
     raise UnknownKind(f"unknown resource type {name!r}; known: {known}")
 
 
+MAX_FIELD_ERRORS = 50
+"""Field errors reported for one document; the rest are counted in one last entry, so a large invalid
+document (a Workload status with one entry per site) cannot make an answer many times its own size."""
+
+
 def validation_errors(error: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[FieldError]:
-    """Translate pydantic's errors into field-path errors.
+    """Translate pydantic's errors into field-path errors (at most :data:`MAX_FIELD_ERRORS`, then a count).
 
     A :class:`FieldValueError` raised by a validator extends the location
     with its own ``loc``, so cross-field checks blame the exact sub-field.
     """
     out: list[FieldError] = []
-    for item in error.errors(include_url=False):
+    items = error.errors(include_url=False)
+    for item in items[:MAX_FIELD_ERRORS]:
         loc = prefix + tuple(item["loc"])
         message = str(item["msg"])
         cause = item.get("ctx", {}).get("error")
@@ -298,6 +304,8 @@ def validation_errors(error: ValidationError, prefix: tuple[int | str, ...] = ()
         elif message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         out.append(FieldError(format_path(loc), message))
+    if len(items) > MAX_FIELD_ERRORS:
+        out.append(FieldError("", f"... and {len(items) - MAX_FIELD_ERRORS} more errors like these"))
     return out
 
 
